@@ -1,0 +1,222 @@
+/**
+ * Every side effect of a VirtualCluster's workflow. Each activity is idempotent: it looks at
+ * what is already there and does only what is missing, so a retry, a replay or a re-run after a
+ * worker crash changes nothing that was done before.
+ */
+import { ApplicationFailure } from '@temporalio/activity';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { VirtualClusterRef } from '../api/virtualCluster.js';
+import { writeControlPlanePki } from '../pki/controlPlanePki.js';
+import { ComponentsMissingError, type Binaries } from '../runtime/binaries.js';
+import {
+  adminKubeconfig,
+  apiserverSpec,
+  apiserverURL,
+  controllerManagerSpec,
+  etcdSpec,
+  pkiDir,
+  schedulerSpec,
+  writeKubeconfigs,
+  type ControlPlaneLayout,
+} from '../runtime/controlPlane.js';
+import { PortAllocator, PortsExhaustedError } from '../runtime/ports.js';
+import { ComponentExitedError, type ComponentSpec, type ControlPlaneRuntime } from '../runtime/types.js';
+import type { Logger } from '../worker/logger.js';
+import type { HostCluster } from './hostCluster.js';
+import {
+  FailureType,
+  type ControlPlaneComponent,
+  type IssueCertificatesInput,
+  type StatusReport,
+  type StepInput,
+  type TenantAllocation,
+} from './types.js';
+
+export interface ActivityDeps {
+  host: HostCluster;
+  runtime: ControlPlaneRuntime;
+  binaries: Binaries | (() => Promise<Binaries>);
+  /** Tenants live under <stateDir>/tenants/<id>; ports are recorded in <stateDir>/ports.json. */
+  stateDir: string;
+  logger: Logger;
+  /** The address tenant components listen on (the process runtime: loopback). */
+  address?: string;
+  readinessTimeoutMs?: number;
+  portRange?: readonly [number, number];
+  /** Test-only: tenant etcd skips fsync. */
+  etcdUnsafeNoFsync?: boolean;
+}
+
+export const KUBECONFIG_SECRET_KEY = 'kubeconfig';
+export const kubeconfigSecretName = (ref: Pick<VirtualClusterRef, 'name'>): string =>
+  `${ref.name}-kubeconfig`;
+export const LABELS = {
+  managedBy: 'app.kubernetes.io/managed-by',
+  virtualCluster: 'kosmos.io/virtual-cluster',
+} as const;
+
+/** The tenant's id: names its directory, its runtime owner and its etcd member. */
+export function tenantId(ref: VirtualClusterRef): string {
+  return `${ref.namespace}-${ref.name}-${ref.uid.replace(/-/g, '').slice(0, 8)}`;
+}
+
+const ALLOCATION_FILE = 'allocation.json';
+
+export function createActivities(deps: ActivityDeps) {
+  const address = deps.address ?? '127.0.0.1';
+  const readinessTimeoutMs = deps.readinessTimeoutMs ?? 60_000;
+  const ports = new PortAllocator(join(deps.stateDir, 'ports.json'), deps.portRange);
+  const tenantsDir = join(deps.stateDir, 'tenants');
+  let binaries: Binaries | undefined;
+  const bins = async (): Promise<Binaries> => {
+    if (binaries) return binaries;
+    try {
+      binaries = typeof deps.binaries === 'function' ? await deps.binaries() : deps.binaries;
+      return binaries;
+    } catch (e) {
+      if (e instanceof ComponentsMissingError)
+        throw ApplicationFailure.nonRetryable(e.message, FailureType.ComponentsMissing);
+      throw e;
+    }
+  };
+
+  const layout = (a: TenantAllocation): ControlPlaneLayout => ({
+    id: a.id,
+    dir: a.dir,
+    address: a.address,
+    ports: a.ports,
+    serviceCIDR: a.serviceCIDR,
+    ...(deps.etcdUnsafeNoFsync ? { etcdUnsafeNoFsync: true } : {}),
+  });
+
+  const log = (ref: VirtualClusterRef) => deps.logger.child({ vc: `${ref.namespace}/${ref.name}` });
+
+  /** Starts one component and waits for it; a crash before ready is final for this attempt's step. */
+  async function startComponent(input: StepInput, spec: ComponentSpec): Promise<{ pid: number | undefined }> {
+    const status = await deps.runtime.ensure(spec);
+    try {
+      await deps.runtime.waitReady(spec.owner, spec.name, readinessTimeoutMs);
+    } catch (e) {
+      if (e instanceof ComponentExitedError) {
+        throw ApplicationFailure.nonRetryable(e.message, FailureType.ComponentExited, {
+          component: e.component,
+          exitCode: e.exitCode,
+        });
+      }
+      throw e;
+    }
+    log(input.ref).info('component ready', { component: spec.name, pid: status.pid });
+    return { pid: status.pid };
+  }
+
+  return {
+    /** Picks the tenant's ports and directory; returns the earlier choice when there is one. */
+    async allocate(input: { ref: VirtualClusterRef; serviceCIDR: string }): Promise<TenantAllocation> {
+      const id = tenantId(input.ref);
+      const dir = join(tenantsDir, id);
+      const file = join(dir, ALLOCATION_FILE);
+      const existing = await readFile(file, 'utf8').then(
+        (t) => JSON.parse(t) as TenantAllocation,
+        () => undefined,
+      );
+      if (existing) return existing;
+      let p: number[];
+      try {
+        p = await ports.allocate(id, 5);
+      } catch (e) {
+        if (e instanceof PortsExhaustedError)
+          throw ApplicationFailure.nonRetryable(e.message, FailureType.PortsExhausted);
+        throw e;
+      }
+      const [etcdClient, etcdPeer, apiserver, controllerManager, scheduler] = p as [
+        number,
+        number,
+        number,
+        number,
+        number,
+      ];
+      const allocation: TenantAllocation = {
+        id,
+        dir,
+        address,
+        ports: { etcdClient, etcdPeer, apiserver, controllerManager, scheduler },
+        serviceCIDR: input.serviceCIDR,
+      };
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      await writeFile(file, JSON.stringify(allocation, null, 2));
+      log(input.ref).info('allocated', { id, ports: allocation.ports });
+      return allocation;
+    },
+
+    /** Undo of allocate: stops whatever still runs, frees the ports, removes the directory. */
+    async release(input: StepInput): Promise<void> {
+      await deps.runtime.remove(input.allocation.id);
+      await rm(input.allocation.dir, { recursive: true, force: true });
+      await ports.release(input.allocation.id);
+      log(input.ref).info('released', { id: input.allocation.id });
+    },
+
+    async issueCertificates(
+      input: IssueCertificatesInput,
+    ): Promise<{ caFingerprint: string; reissued: boolean }> {
+      const l = layout(input.allocation);
+      const result = await writeControlPlanePki(pkiDir(l), {
+        clusterName: input.allocation.id,
+        serviceCIDR: input.allocation.serviceCIDR,
+        advertiseAddress: input.allocation.address,
+        extraSANs: input.spec.certSANs ?? [],
+      });
+      await writeKubeconfigs(l);
+      return { caFingerprint: result.caFingerprint, reissued: result.reissued };
+    },
+
+    async startEtcd(input: StepInput) {
+      return startComponent(input, etcdSpec(layout(input.allocation), await bins()));
+    },
+    async startApiserver(input: StepInput) {
+      return startComponent(input, apiserverSpec(layout(input.allocation), await bins()));
+    },
+    async startControllerManager(input: StepInput) {
+      return startComponent(input, controllerManagerSpec(layout(input.allocation), await bins()));
+    },
+    async startScheduler(input: StepInput) {
+      return startComponent(input, schedulerSpec(layout(input.allocation), await bins()));
+    },
+
+    async stopComponent(input: StepInput & { component: ControlPlaneComponent }): Promise<void> {
+      await deps.runtime.stop(input.allocation.id, input.component);
+    },
+
+    /** Writes the admin kubeconfig to a Secret and to spec.kubeconfig. */
+    async publishKubeconfig(input: StepInput): Promise<{ secretName: string; endpoint: string }> {
+      const l = layout(input.allocation);
+      const kubeconfig = await adminKubeconfig(l, input.ref.name);
+      const secretName = kubeconfigSecretName(input.ref);
+      await deps.host.applySecret(
+        input.ref,
+        secretName,
+        { [KUBECONFIG_SECRET_KEY]: kubeconfig },
+        {
+          [LABELS.managedBy]: 'kosmos-vc',
+          [LABELS.virtualCluster]: input.ref.name,
+        },
+      );
+      await deps.host.patchSpecKubeconfig(input.ref, Buffer.from(kubeconfig).toString('base64'));
+      return { secretName, endpoint: apiserverURL(l) };
+    },
+
+    async unpublishKubeconfig(input: { ref: VirtualClusterRef }): Promise<void> {
+      await deps.host.deleteSecret(input.ref.namespace, kubeconfigSecretName(input.ref));
+      await deps.host.patchSpecKubeconfig(input.ref, null);
+    },
+
+    /** Writes status; a VirtualCluster that is already gone is not an error. */
+    async reportStatus(input: { ref: VirtualClusterRef; status: StatusReport }): Promise<void> {
+      const ok = await deps.host.patchStatus(input.ref, input.status);
+      if (!ok) log(input.ref).debug('status not written: object gone', { phase: input.status.phase });
+    },
+  };
+}
+
+export type Activities = ReturnType<typeof createActivities>;

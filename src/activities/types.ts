@@ -1,0 +1,46 @@
+/**
+ * Values that cross between workflows and activities. Types only: workflow code imports this
+ * module, so it must stay free of Node built-ins and runtime imports.
+ */
+import type { Condition, Phase, VirtualClusterRef, VirtualClusterSpec } from '../api/virtualCluster.js';
+import type { ControlPlanePorts } from '../runtime/controlPlane.js';
+
+/** What the allocate step produced; every later step works from it. */
+export interface TenantAllocation {
+  /** Runtime owner id and directory name: <namespace>-<name>-<uid prefix>. */
+  id: string;
+  dir: string;
+  address: string;
+  ports: ControlPlanePorts;
+  serviceCIDR: string;
+}
+
+export type ControlPlaneComponent = 'etcd' | 'kube-apiserver' | 'kube-controller-manager' | 'kube-scheduler';
+
+export interface StatusReport {
+  phase: Phase;
+  reason: string;
+  message: string;
+  observedGeneration: number;
+  conditions: Condition[];
+  workflowId: string;
+  apiServerEndpoint?: string;
+  kubeconfigSecretRef?: { name: string; key: string };
+}
+
+export interface StepInput {
+  ref: VirtualClusterRef;
+  allocation: TenantAllocation;
+}
+
+export interface IssueCertificatesInput extends StepInput {
+  spec: Pick<VirtualClusterSpec, 'certSANs' | 'serviceCIDR'>;
+}
+
+/** Failure types the workflow tells apart (ApplicationFailure.type). */
+export const FailureType = {
+  ComponentExited: 'ComponentExited',
+  InvalidSpec: 'InvalidSpec',
+  PortsExhausted: 'PortsExhausted',
+  ComponentsMissing: 'ComponentsMissing',
+} as const;

@@ -1,0 +1,144 @@
+/**
+ * The VirtualCluster API (kosmos.io/v1alpha1) as zod schemas. The CRD in
+ * config/crd/virtualclusters.kosmos.io.yaml declares the same shapes for the API server;
+ * test/integration/api.test.ts checks that both agree on a table of examples.
+ */
+import { z } from 'zod';
+
+export const GROUP = 'kosmos.io';
+export const VERSION = 'v1alpha1';
+export const PLURAL = 'virtualclusters';
+export const KIND = 'VirtualCluster';
+export const API_VERSION = `${GROUP}/${VERSION}`;
+/** Held on every VirtualCluster until its workflow has torn the tenant down. */
+export const FINALIZER = 'kosmos.io/teardown';
+
+const dns1123Label = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const dns1123Subdomain = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const ipv4 = /^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})$/;
+const quantity = /^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[mkMGTPE])?$/;
+
+function octets(ip: string): number[] | undefined {
+  const m = ipv4.exec(ip);
+  if (!m) return undefined;
+  const parts = m.slice(1, 5).map(Number);
+  return parts.every((p) => p <= 255) ? parts : undefined;
+}
+
+/** An IPv4 network in CIDR form whose host bits are zero, e.g. 10.96.0.0/12. */
+export function parseIPv4Cidr(cidr: string): { base: number; prefix: number } | undefined {
+  const [ip, bits, ...rest] = cidr.split('/');
+  if (ip === undefined || bits === undefined || rest.length > 0 || !/^[0-9]{1,2}$/.test(bits))
+    return undefined;
+  const o = octets(ip);
+  const prefix = Number(bits);
+  if (!o || prefix > 32) return undefined;
+  const base = (((o[0]! << 24) | (o[1]! << 16) | (o[2]! << 8) | o[3]!) >>> 0) as number;
+  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+  if ((base & mask) >>> 0 !== base) return undefined;
+  return { base, prefix };
+}
+
+export function formatIPv4(n: number): string {
+  return [24, 16, 8, 0].map((s) => (n >>> s) & 0xff).join('.');
+}
+
+export const Quantity = z.union([
+  z.number().int().nonnegative(),
+  z.string().regex(quantity, 'must be a Kubernetes quantity such as 500m, 4 or 8Gi'),
+]);
+export type Quantity = z.infer<typeof Quantity>;
+
+export const PromoteResources = z.object({
+  nodes: z
+    .array(z.string().min(1).max(253).regex(dns1123Subdomain, 'must be a node name (DNS-1123 subdomain)'))
+    .max(5000)
+    .refine((l) => new Set(l).size === l.length, 'node names must be unique')
+    .optional(),
+  resources: z
+    .object({
+      cpu: Quantity.optional(),
+      memory: Quantity.optional(),
+    })
+    .optional(),
+});
+export type PromoteResources = z.infer<typeof PromoteResources>;
+
+export const VirtualClusterSpec = z.object({
+  kubeconfig: z.string().max(65536).optional(),
+  serviceCIDR: z
+    .string()
+    .max(18)
+    .refine((c) => parseIPv4Cidr(c) !== undefined, 'must be an IPv4 network address in CIDR form')
+    .default('10.96.0.0/12'),
+  certSANs: z
+    .array(
+      z
+        .string()
+        .max(253)
+        .refine(
+          (s) => dns1123Subdomain.test(s) || octets(s) !== undefined,
+          'must be a DNS name or an IPv4 address',
+        ),
+    )
+    .max(32)
+    .refine((l) => new Set(l).size === l.length, 'names must be unique')
+    .optional(),
+  promoteResources: PromoteResources.optional(),
+});
+export type VirtualClusterSpec = z.infer<typeof VirtualClusterSpec>;
+
+export const Phase = z.enum(['Pending', 'Preparing', 'Initialized', 'Ready', 'Failed', 'Deleting']);
+export type Phase = z.infer<typeof Phase>;
+
+export const Condition = z.object({
+  type: z.string(),
+  status: z.enum(['True', 'False', 'Unknown']),
+  observedGeneration: z.number().int().optional(),
+  lastTransitionTime: z.string(),
+  reason: z.string(),
+  message: z.string(),
+});
+export type Condition = z.infer<typeof Condition>;
+
+export const VirtualClusterStatus = z.object({
+  phase: Phase.optional(),
+  reason: z.string().optional(),
+  message: z.string().optional(),
+  observedGeneration: z.number().int().optional(),
+  apiServerEndpoint: z.string().optional(),
+  kubeconfigSecretRef: z.object({ name: z.string(), key: z.string() }).optional(),
+  workflowId: z.string().optional(),
+  conditions: z.array(Condition).optional(),
+});
+export type VirtualClusterStatus = z.infer<typeof VirtualClusterStatus>;
+
+export const ObjectMeta = z.object({
+  name: z
+    .string()
+    .max(63)
+    .regex(
+      dns1123Label,
+      'metadata.name must be a DNS-1123 label (at most 63 lowercase letters, digits and -)',
+    ),
+  namespace: z.string(),
+  uid: z.string(),
+  generation: z.number().int().optional(),
+  resourceVersion: z.string().optional(),
+  deletionTimestamp: z.string().optional(),
+  finalizers: z.array(z.string()).optional(),
+});
+
+/** A VirtualCluster as the API server returns it. */
+export const VirtualCluster = z.object({
+  apiVersion: z.literal(API_VERSION),
+  kind: z.literal(KIND),
+  metadata: ObjectMeta,
+  spec: VirtualClusterSpec.default({ serviceCIDR: '10.96.0.0/12' }),
+  status: VirtualClusterStatus.optional(),
+});
+export type VirtualCluster = z.infer<typeof VirtualCluster>;
+
+/** What identifies one VirtualCluster for its whole life; a re-created object has a new uid. */
+export const VirtualClusterRef = z.object({ namespace: z.string(), name: z.string(), uid: z.string() });
+export type VirtualClusterRef = z.infer<typeof VirtualClusterRef>;

@@ -1,0 +1,65 @@
+/**
+ * Where the real components live. scripts/setup.sh pins their versions and builds them into a
+ * cache outside the repo; `setup.sh --print` names each component's bin directory.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+export interface Binaries {
+  temporal: string;
+  etcd: string;
+  kubeApiserver: string;
+  kubeControllerManager: string;
+  kubeScheduler: string;
+  kubectl: string;
+  kwok: string;
+  /** kwok's stage definitions (node-initialize, pod-ready, ...). */
+  kwokStagesDir: string;
+}
+
+export class ComponentsMissingError extends Error {
+  override readonly name = 'ComponentsMissingError';
+  constructor(readonly missing: string[]) {
+    super(`components not built: ${missing.join(', ')}; run \`npm run setup\` first`);
+  }
+}
+
+/** The repository root: the nearest parent directory holding scripts/setup.sh. */
+export function repoRoot(from = dirname(fileURLToPath(import.meta.url))): string {
+  let dir = from;
+  while (!existsSync(join(dir, 'scripts', 'setup.sh'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error(`scripts/setup.sh not found above ${from}`);
+    dir = up;
+  }
+  return dir;
+}
+
+export async function resolveBinaries(): Promise<Binaries> {
+  const { stdout } = await promisify(execFile)('bash', [join(repoRoot(), 'scripts', 'setup.sh'), '--print']);
+  const dirs = new Map(
+    stdout
+      .trim()
+      .split('\n')
+      .map((l) => l.split('=', 2) as [string, string]),
+  );
+  const bin = (component: string, file: string): string => join(dirs.get(component) ?? '/nonexistent', file);
+  const b: Binaries = {
+    temporal: bin('temporal', 'temporal'),
+    etcd: bin('etcd', 'etcd'),
+    kubeApiserver: bin('kubernetes', 'kube-apiserver'),
+    kubeControllerManager: bin('kubernetes', 'kube-controller-manager'),
+    kubeScheduler: bin('kubernetes', 'kube-scheduler'),
+    kubectl: bin('kubernetes', 'kubectl'),
+    kwok: bin('kwok', 'kwok'),
+    kwokStagesDir: join(dirname(dirs.get('kwok') ?? '/nonexistent'), 'stages'),
+  };
+  const missing = Object.entries(b)
+    .filter(([, path]) => !existsSync(path))
+    .map(([name]) => name);
+  if (missing.length > 0) throw new ComponentsMissingError(missing);
+  return b;
+}

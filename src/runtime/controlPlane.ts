@@ -1,0 +1,220 @@
+/**
+ * The components of one Kubernetes control plane (etcd, kube-apiserver,
+ * kube-controller-manager, kube-scheduler) as ComponentSpecs, plus the files they read.
+ * Used for every tenant and for the embedded host cluster alike.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { renderKubeconfig } from '../pki/kubeconfig.js';
+import {
+  certPath,
+  keyPath,
+  loadPair,
+  PkiFile,
+  ServiceAccountKey,
+  type PkiName,
+} from '../pki/controlPlanePki.js';
+import type { Binaries } from './binaries.js';
+import type { ComponentSpec } from './types.js';
+
+export interface ControlPlanePorts {
+  etcdClient: number;
+  etcdPeer: number;
+  apiserver: number;
+  controllerManager: number;
+  scheduler: number;
+}
+
+export interface ControlPlaneLayout {
+  /** Runtime owner id and etcd member name. */
+  id: string;
+  /** Root directory; everything the control plane keeps lives below it. */
+  dir: string;
+  address: string;
+  ports: ControlPlanePorts;
+  serviceCIDR: string;
+  /** Test-only: etcd skips fsync. */
+  etcdUnsafeNoFsync?: boolean;
+}
+
+export const pkiDir = (l: ControlPlaneLayout): string => join(l.dir, 'pki');
+export const etcdDataDir = (l: ControlPlaneLayout): string => join(l.dir, 'etcd');
+export const kubeconfigPath = (
+  l: ControlPlaneLayout,
+  who: 'admin' | 'controller-manager' | 'scheduler',
+): string => join(l.dir, 'kubeconfigs', `${who}.conf`);
+export const apiserverURL = (l: ControlPlaneLayout): string => `https://${l.address}:${l.ports.apiserver}`;
+
+const pair = (l: ControlPlaneLayout, name: PkiName, certFlag: string, keyFlag: string): string[] => [
+  `--${certFlag}=${certPath(pkiDir(l), name)}`,
+  `--${keyFlag}=${keyPath(pkiDir(l), name)}`,
+];
+
+export function etcdSpec(l: ControlPlaneLayout, b: Binaries): ComponentSpec {
+  const client = `https://${l.address}:${l.ports.etcdClient}`;
+  const peer = `https://${l.address}:${l.ports.etcdPeer}`;
+  const pki = pkiDir(l);
+  return {
+    owner: l.id,
+    name: 'etcd',
+    command: b.etcd,
+    args: [
+      `--name=${l.id}`,
+      `--data-dir=${etcdDataDir(l)}`,
+      `--listen-client-urls=${client}`,
+      `--advertise-client-urls=${client}`,
+      `--listen-peer-urls=${peer}`,
+      `--initial-advertise-peer-urls=${peer}`,
+      `--initial-cluster=${l.id}=${peer}`,
+      '--initial-cluster-state=new',
+      ...pair(l, PkiFile.etcdServer, 'cert-file', 'key-file'),
+      '--client-cert-auth=true',
+      `--trusted-ca-file=${certPath(pki, PkiFile.etcdCA)}`,
+      ...pair(l, PkiFile.etcdServer, 'peer-cert-file', 'peer-key-file'),
+      '--peer-client-cert-auth=true',
+      `--peer-trusted-ca-file=${certPath(pki, PkiFile.etcdCA)}`,
+      '--log-level=warn',
+      ...(l.etcdUnsafeNoFsync ? ['--unsafe-no-fsync=true'] : []),
+    ],
+    probe: {
+      url: `${client}/readyz`,
+      caFile: certPath(pki, PkiFile.etcdCA),
+      certFile: certPath(pki, PkiFile.apiserverEtcdClient),
+      keyFile: keyPath(pki, PkiFile.apiserverEtcdClient),
+    },
+  };
+}
+
+export function apiserverSpec(l: ControlPlaneLayout, b: Binaries): ComponentSpec {
+  const pki = pkiDir(l);
+  return {
+    owner: l.id,
+    name: 'kube-apiserver',
+    command: b.kubeApiserver,
+    args: [
+      `--advertise-address=${l.address}`,
+      `--bind-address=${l.address}`,
+      `--secure-port=${l.ports.apiserver}`,
+      `--etcd-servers=https://${l.address}:${l.ports.etcdClient}`,
+      `--etcd-cafile=${certPath(pki, PkiFile.etcdCA)}`,
+      ...pair(l, PkiFile.apiserverEtcdClient, 'etcd-certfile', 'etcd-keyfile'),
+      ...pair(l, PkiFile.apiserver, 'tls-cert-file', 'tls-private-key-file'),
+      `--client-ca-file=${certPath(pki, PkiFile.ca)}`,
+      '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
+      `--service-account-key-file=${join(pki, ServiceAccountKey.public)}`,
+      `--service-account-signing-key-file=${join(pki, ServiceAccountKey.private)}`,
+      `--service-cluster-ip-range=${l.serviceCIDR}`,
+      '--authorization-mode=Node,RBAC',
+      '--allow-privileged=true',
+      '--enable-admission-plugins=NodeRestriction',
+      `--requestheader-client-ca-file=${certPath(pki, PkiFile.frontProxyCA)}`,
+      '--requestheader-allowed-names=front-proxy-client',
+      '--requestheader-username-headers=X-Remote-User',
+      '--requestheader-group-headers=X-Remote-Group',
+      '--requestheader-extra-headers-prefix=X-Remote-Extra-',
+      ...pair(l, PkiFile.frontProxyClient, 'proxy-client-cert-file', 'proxy-client-key-file'),
+      // No kubelet registers this apiserver as an endpoint; keep no stale `kubernetes` endpoint.
+      '--endpoint-reconciler-type=none',
+      '--profiling=false',
+    ],
+    probe: {
+      url: `${apiserverURL(l)}/readyz`,
+      caFile: certPath(pki, PkiFile.ca),
+      certFile: certPath(pki, PkiFile.admin),
+      keyFile: keyPath(pki, PkiFile.admin),
+    },
+  };
+}
+
+const delegated = (conf: string): string[] => [
+  `--kubeconfig=${conf}`,
+  `--authentication-kubeconfig=${conf}`,
+  `--authorization-kubeconfig=${conf}`,
+];
+
+export function controllerManagerSpec(l: ControlPlaneLayout, b: Binaries): ComponentSpec {
+  const pki = pkiDir(l);
+  return {
+    owner: l.id,
+    name: 'kube-controller-manager',
+    command: b.kubeControllerManager,
+    args: [
+      ...delegated(kubeconfigPath(l, 'controller-manager')),
+      `--bind-address=${l.address}`,
+      `--secure-port=${l.ports.controllerManager}`,
+      ...pair(l, PkiFile.controllerManagerServing, 'tls-cert-file', 'tls-private-key-file'),
+      `--root-ca-file=${certPath(pki, PkiFile.ca)}`,
+      `--service-account-private-key-file=${join(pki, ServiceAccountKey.private)}`,
+      '--use-service-account-credentials=true',
+      ...pair(l, PkiFile.ca, 'cluster-signing-cert-file', 'cluster-signing-key-file'),
+      `--cluster-name=${l.id}`,
+      `--service-cluster-ip-range=${l.serviceCIDR}`,
+      '--leader-elect=false',
+      '--profiling=false',
+    ],
+    probe: {
+      url: `https://${l.address}:${l.ports.controllerManager}/healthz`,
+      caFile: certPath(pki, PkiFile.ca),
+    },
+  };
+}
+
+export function schedulerSpec(l: ControlPlaneLayout, b: Binaries): ComponentSpec {
+  const pki = pkiDir(l);
+  return {
+    owner: l.id,
+    name: 'kube-scheduler',
+    command: b.kubeScheduler,
+    args: [
+      ...delegated(kubeconfigPath(l, 'scheduler')),
+      `--bind-address=${l.address}`,
+      `--secure-port=${l.ports.scheduler}`,
+      ...pair(l, PkiFile.schedulerServing, 'tls-cert-file', 'tls-private-key-file'),
+      '--leader-elect=false',
+      '--profiling=false',
+    ],
+    probe: { url: `https://${l.address}:${l.ports.scheduler}/healthz`, caFile: certPath(pki, PkiFile.ca) },
+  };
+}
+
+/** The admin kubeconfig of a control plane, as text. */
+export async function adminKubeconfig(
+  l: ControlPlaneLayout,
+  clusterName: string,
+  server = apiserverURL(l),
+): Promise<string> {
+  const pki = pkiDir(l);
+  const [ca, admin] = await Promise.all([loadPair(pki, PkiFile.ca), loadPair(pki, PkiFile.admin)]);
+  return renderKubeconfig({
+    clusterName,
+    server,
+    caPem: ca.certPem,
+    userName: 'kubernetes-admin',
+    certPem: admin.certPem,
+    keyPem: admin.keyPem,
+  });
+}
+
+/** Writes the kubeconfigs the components and an admin use (mode 0600). */
+export async function writeKubeconfigs(l: ControlPlaneLayout): Promise<void> {
+  const pki = pkiDir(l);
+  const ca = await loadPair(pki, PkiFile.ca);
+  await mkdir(join(l.dir, 'kubeconfigs'), { recursive: true, mode: 0o700 });
+  const users = [
+    ['controller-manager', PkiFile.controllerManager, 'system:kube-controller-manager'],
+    ['scheduler', PkiFile.scheduler, 'system:kube-scheduler'],
+    ['admin', PkiFile.admin, 'kubernetes-admin'],
+  ] as const;
+  for (const [file, name, user] of users) {
+    const p = await loadPair(pki, name);
+    const text = renderKubeconfig({
+      clusterName: l.id,
+      server: apiserverURL(l),
+      caPem: ca.certPem,
+      userName: user,
+      certPem: p.certPem,
+      keyPem: p.keyPem,
+    });
+    await writeFile(kubeconfigPath(l, file), text, { mode: 0o600 });
+  }
+}

@@ -1,0 +1,414 @@
+/**
+ * The process runtime: every component is a supervised local process on the worker's machine.
+ *
+ * Processes start in their own process group and outlive the worker, so a worker that crashes
+ * leaves its tenants serving. Each wanted component has a record file (spec, pid, process start
+ * time); a new runtime adopts a process whose pid, start time and command still match, and
+ * restarts the component otherwise, so there is never a second copy.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { closeSync, openSync, readFileSync } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from '../worker/logger.js';
+import { probeOnce } from './probe.js';
+import {
+  ComponentExitedError,
+  ReadinessTimeoutError,
+  type ComponentName,
+  type ComponentSpec,
+  type ComponentStatus,
+  type ControlPlaneRuntime,
+} from './types.js';
+
+interface Record {
+  spec: ComponentSpec;
+  specHash: string;
+  pid?: number | undefined;
+  startTime?: string | undefined;
+}
+
+interface Supervised {
+  record: Record;
+  child?: ChildProcess;
+  alive: boolean;
+  exits: number;
+  /** `exits` when ensure() last ran: waitReady counts exits from there. */
+  exitsBaseline: number;
+  lastExitCode: number | null;
+  restarts: number;
+  nextRestartAt: number;
+  backoffMs: number;
+  stopping: boolean;
+}
+
+export interface ProcessRuntimeOptions {
+  /** Records and logs live under <root>/<owner>/. */
+  root: string;
+  logger: Logger;
+  /** How often the supervisor checks its processes. */
+  pollMs?: number;
+  /** Grace period between SIGTERM and SIGKILL. */
+  stopGraceMs?: number;
+}
+
+const hashSpec = (spec: ComponentSpec): string =>
+  createHash('sha256').update(JSON.stringify(spec)).digest('hex');
+
+/** Field 22 of /proc/<pid>/stat: the process start time in clock ticks since boot. */
+function procStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (fields[0] === 'Z' || fields[0] === 'X') return undefined; // exited, not yet reaped
+    return fields[19];
+  } catch {
+    return undefined;
+  }
+}
+
+function procCommand(pid: number): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0];
+  } catch {
+    return undefined;
+  }
+}
+
+export class ProcessRuntime implements ControlPlaneRuntime {
+  private readonly procs = new Map<string, Supervised>();
+  private readonly timer: NodeJS.Timeout;
+  private readonly pollMs: number;
+  private readonly stopGraceMs: number;
+  private closed = false;
+
+  constructor(private readonly opts: ProcessRuntimeOptions) {
+    this.pollMs = opts.pollMs ?? 1000;
+    this.stopGraceMs = opts.stopGraceMs ?? 10_000;
+    this.timer = setInterval(() => this.supervise(), this.pollMs);
+    this.timer.unref();
+  }
+
+  private key(owner: string, name: string): string {
+    return `${owner}/${name}`;
+  }
+  private dir(owner: string): string {
+    return join(this.opts.root, owner);
+  }
+  private recordPath(owner: string, name: string): string {
+    return join(this.dir(owner), `${name}.json`);
+  }
+  logPath(owner: string, name: string): string {
+    return join(this.dir(owner), `${name}.log`);
+  }
+
+  private async writeRecord(r: Record): Promise<void> {
+    await mkdir(this.dir(r.spec.owner), { recursive: true });
+    const path = this.recordPath(r.spec.owner, r.spec.name);
+    await writeFile(`${path}.tmp`, JSON.stringify(r, null, 2));
+    await rename(`${path}.tmp`, path);
+  }
+
+  private isAlive(s: Supervised): boolean {
+    const pid = s.record.pid;
+    if (pid === undefined) return false;
+    if (s.child) return s.alive;
+    return procStartTime(pid) === s.record.startTime;
+  }
+
+  async ensure(spec: ComponentSpec): Promise<ComponentStatus> {
+    if (this.closed) throw new Error('runtime is shut down');
+    const key = this.key(spec.owner, spec.name);
+    const specHash = hashSpec(spec);
+    let s = this.procs.get(key);
+    if (s && s.record.specHash !== specHash) {
+      this.opts.logger.info('component spec changed; restarting', {
+        owner: spec.owner,
+        component: spec.name,
+      });
+      await this.stopSupervised(s);
+      this.procs.delete(key);
+      s = undefined;
+    }
+    if (!s) {
+      s =
+        (await this.adopt(await this.readRecord(spec.owner, spec.name), specHash)) ??
+        this.fresh(spec, specHash);
+      this.procs.set(key, s);
+    }
+    s.exitsBaseline = s.exits;
+    if (!this.isAlive(s)) this.start(s);
+    await this.writeRecord(s.record);
+    return this.status(s);
+  }
+
+  private fresh(spec: ComponentSpec, specHash: string): Supervised {
+    return {
+      record: { spec, specHash },
+      alive: false,
+      exits: 0,
+      exitsBaseline: 0,
+      lastExitCode: null,
+      restarts: 0,
+      nextRestartAt: 0,
+      backoffMs: 1000,
+      stopping: false,
+    };
+  }
+
+  private static running(record: Record | undefined): record is Record & { pid: number } {
+    return (
+      record?.pid !== undefined &&
+      procStartTime(record.pid) === record.startTime &&
+      procCommand(record.pid) === record.spec.command
+    );
+  }
+
+  /** Takes over a process a previous runtime started, if it is still the same process. */
+  private async adopt(record: Record | undefined, specHash: string): Promise<Supervised | undefined> {
+    if (!ProcessRuntime.running(record)) return undefined;
+    const s = this.fresh(record.spec, record.specHash);
+    s.record = record;
+    s.alive = true;
+    if (record.specHash !== specHash) {
+      // An older version of the component runs: stop it; the caller starts the wanted one.
+      await this.stopSupervised(s);
+      return undefined;
+    }
+    this.opts.logger.info('adopted running component', {
+      owner: record.spec.owner,
+      component: record.spec.name,
+      pid: record.pid,
+    });
+    return s;
+  }
+
+  private async readRecord(owner: string, name: string): Promise<Record | undefined> {
+    try {
+      return JSON.parse(await readFile(this.recordPath(owner, name), 'utf8')) as Record;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private start(s: Supervised): void {
+    const { spec } = s.record;
+    const log = openSync(this.logPath(spec.owner, spec.name), 'a');
+    let child: ChildProcess;
+    try {
+      child = spawn(spec.command, [...spec.args], {
+        detached: true,
+        stdio: ['ignore', log, log],
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...spec.env },
+      });
+    } finally {
+      closeSync(log);
+    }
+    child.unref();
+    s.child = child;
+    s.alive = child.pid !== undefined;
+    s.record.pid = child.pid;
+    s.record.startTime = child.pid === undefined ? undefined : procStartTime(child.pid);
+    child.on('error', (err) => {
+      this.opts.logger.error('component failed to start', {
+        owner: spec.owner,
+        component: spec.name,
+        error: err.message,
+      });
+      s.alive = false;
+      s.exits++;
+    });
+    child.on('exit', (code, signal) => {
+      if (s.child !== child) return;
+      s.alive = false;
+      s.lastExitCode = code;
+      if (!s.stopping) {
+        s.exits++;
+        this.opts.logger.warn('component exited', { owner: spec.owner, component: spec.name, code, signal });
+      }
+    });
+    this.opts.logger.info('component started', { owner: spec.owner, component: spec.name, pid: child.pid });
+  }
+
+  /** Restarts crashed components, with exponential backoff up to 30 s. */
+  private supervise(): void {
+    const now = Date.now();
+    for (const s of this.procs.values()) {
+      if (s.stopping || this.isAlive(s)) continue;
+      if (s.nextRestartAt === 0) {
+        s.nextRestartAt = now + s.backoffMs;
+        s.backoffMs = Math.min(s.backoffMs * 2, 30_000);
+        if (!s.child) s.exits++; // an adopted process we could not wait for
+        continue;
+      }
+      if (now < s.nextRestartAt) continue;
+      s.nextRestartAt = 0;
+      s.restarts++;
+      this.start(s);
+      void this.writeRecord(s.record).catch(() => undefined);
+    }
+  }
+
+  async waitReady(owner: string, name: ComponentName, timeoutMs: number): Promise<void> {
+    const s = this.procs.get(this.key(owner, name));
+    if (!s) throw new Error(`${name} of ${owner} is not running`);
+    const probe = s.record.spec.probe;
+    const deadline = Date.now() + timeoutMs;
+    let lastError = 'not probed yet';
+    for (;;) {
+      // One automatic restart may be a fluke; a second exit before ready is the component's answer.
+      if (s.exits - s.exitsBaseline >= 2) {
+        throw new ComponentExitedError(owner, name, s.lastExitCode, await this.logTail(owner, name));
+      }
+      if (!probe) {
+        if (this.isAlive(s)) return;
+      } else {
+        try {
+          const code = await probeOnce(probe);
+          if (code === 200) return;
+          lastError = `HTTP ${code}`;
+        } catch (e) {
+          lastError = (e as Error).message;
+        }
+      }
+      if (Date.now() >= deadline) throw new ReadinessTimeoutError(owner, name, timeoutMs, lastError);
+      await sleep(250);
+    }
+  }
+
+  private kill(pid: number, signal: NodeJS.Signals): void {
+    try {
+      process.kill(-pid, signal); // the whole process group
+    } catch {
+      try {
+        process.kill(pid, signal);
+      } catch {
+        /* already gone */
+      }
+    }
+  }
+
+  private async stopSupervised(s: Supervised): Promise<void> {
+    s.stopping = true;
+    const pid = s.record.pid;
+    if (pid === undefined || !this.isAlive(s)) return;
+    this.kill(pid, 'SIGTERM');
+    const deadline = Date.now() + this.stopGraceMs;
+    while (this.isAlive(s) && Date.now() < deadline) await sleep(100);
+    if (this.isAlive(s)) {
+      this.opts.logger.warn('component did not stop in time; killing', {
+        owner: s.record.spec.owner,
+        component: s.record.spec.name,
+        pid,
+      });
+      this.kill(pid, 'SIGKILL');
+      while (this.isAlive(s)) await sleep(50);
+    }
+    this.opts.logger.info('component stopped', {
+      owner: s.record.spec.owner,
+      component: s.record.spec.name,
+      pid,
+    });
+  }
+
+  async stop(owner: string, name: ComponentName): Promise<void> {
+    const key = this.key(owner, name);
+    let s = this.procs.get(key);
+    if (!s) {
+      const record = await this.readRecord(owner, name);
+      if (ProcessRuntime.running(record)) {
+        s = this.fresh(record.spec, record.specHash);
+        s.record = record;
+      }
+    }
+    if (s) await this.stopSupervised(s);
+    this.procs.delete(key);
+    await rm(this.recordPath(owner, name), { force: true });
+  }
+
+  async remove(owner: string): Promise<void> {
+    const names = new Set<ComponentName>();
+    for (const s of this.procs.values()) if (s.record.spec.owner === owner) names.add(s.record.spec.name);
+    for (const f of await readdir(this.dir(owner)).catch(() => [] as string[])) {
+      if (f.endsWith('.json')) names.add(f.slice(0, -'.json'.length) as ComponentName);
+    }
+    // Stop in reverse start order so clients go before their servers.
+    const order: ComponentName[] = [
+      'clustertree',
+      'kube-scheduler',
+      'kube-controller-manager',
+      'kwok',
+      'kube-apiserver',
+      'etcd',
+      'temporal',
+    ];
+    for (const name of order.filter((n) => names.has(n))) await this.stop(owner, name);
+    await rm(this.dir(owner), { recursive: true, force: true });
+  }
+
+  private status(s: Supervised): ComponentStatus {
+    const alive = this.isAlive(s);
+    return {
+      owner: s.record.spec.owner,
+      name: s.record.spec.name,
+      running: alive,
+      ...(alive && s.record.pid !== undefined ? { pid: s.record.pid } : {}),
+      restarts: s.restarts,
+    };
+  }
+
+  async list(owner?: string): Promise<ComponentStatus[]> {
+    return [...this.procs.values()]
+      .filter((s) => owner === undefined || s.record.spec.owner === owner)
+      .map((s) => this.status(s));
+  }
+
+  async resume(): Promise<ComponentStatus[]> {
+    const out: ComponentStatus[] = [];
+    for (const owner of await readdir(this.opts.root).catch(() => [] as string[])) {
+      for (const f of await readdir(this.dir(owner)).catch(() => [] as string[])) {
+        if (!f.endsWith('.json')) continue;
+        const r = await this.readRecord(owner, f.slice(0, -'.json'.length));
+        if (r) out.push(await this.ensure(r.spec));
+      }
+    }
+    return out;
+  }
+
+  async shutdown(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.timer);
+    await Promise.all([...this.procs.values()].map((s) => this.stopSupervised(s)));
+    this.procs.clear();
+  }
+
+  /** Stops supervising without stopping anything: what a crashed worker leaves behind. */
+  detach(): void {
+    this.closed = true;
+    clearInterval(this.timer);
+    this.procs.clear();
+  }
+
+  async logTail(owner: string, name: ComponentName, lines = 20): Promise<string> {
+    try {
+      const fh = await open(this.logPath(owner, name), 'r');
+      try {
+        const { size } = await fh.stat();
+        const len = Math.min(size, 16 * 1024);
+        const buf = Buffer.alloc(len);
+        await fh.read(buf, 0, len, size - len);
+        return buf
+          .toString('utf8')
+          .split('\n')
+          .slice(-lines - 1)
+          .join('\n');
+      } finally {
+        await fh.close();
+      }
+    } catch {
+      return '';
+    }
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * How a control plane's components run. Activities call this interface and nothing below it,
+ * so a runtime that runs components as workloads in the host cluster can replace the process
+ * runtime without touching workflows (docs/adr/0002-control-plane-runtime.md).
+ */
+
+export type ComponentName =
+  | 'etcd'
+  | 'kube-apiserver'
+  | 'kube-controller-manager'
+  | 'kube-scheduler'
+  | 'kwok'
+  | 'temporal'
+  | 'clustertree';
+
+/** An HTTPS endpoint that answers 200 once the component is ready. */
+export interface HttpsProbe {
+  url: string;
+  caFile: string;
+  certFile?: string;
+  keyFile?: string;
+}
+
+export interface ComponentSpec {
+  /** The control plane the component belongs to: a tenant id, or "host". */
+  owner: string;
+  name: ComponentName;
+  command: string;
+  args: readonly string[];
+  env?: Readonly<Record<string, string>>;
+  probe?: HttpsProbe;
+}
+
+export interface ComponentStatus {
+  owner: string;
+  name: ComponentName;
+  running: boolean;
+  pid?: number;
+  /** Restarts by the supervisor since this runtime took the component over. */
+  restarts: number;
+}
+
+export interface ControlPlaneRuntime {
+  /** Starts the component unless an identical one already runs (then it is adopted). */
+  ensure(spec: ComponentSpec): Promise<ComponentStatus>;
+  /** Resolves when the probe answers 200; rejects with ComponentExitedError or ReadinessTimeoutError. */
+  waitReady(owner: string, name: ComponentName, timeoutMs: number): Promise<void>;
+  /** Stops the component and forgets it; a no-op when it is not there. */
+  stop(owner: string, name: ComponentName): Promise<void>;
+  /** Stops every component of `owner` and removes the runtime's records and logs of it. */
+  remove(owner: string): Promise<void>;
+  list(owner?: string): Promise<ComponentStatus[]>;
+  /** Re-attaches to, or restarts, every component recorded as wanted (after a restart). */
+  resume(): Promise<ComponentStatus[]>;
+  /** Stops every process but keeps the records, so resume() brings them back. */
+  shutdown(): Promise<void>;
+  /** The last lines of a component's log, for error messages. */
+  logTail(owner: string, name: ComponentName, lines?: number): Promise<string>;
+}
+
+export class ComponentExitedError extends Error {
+  override readonly name = 'ComponentExitedError';
+  constructor(
+    readonly owner: string,
+    readonly component: ComponentName,
+    readonly exitCode: number | null,
+    readonly logTail: string,
+  ) {
+    super(
+      `${component} exited${exitCode === null ? '' : ` with code ${exitCode}`} before it was ready: ${lastMeaningfulLine(logTail)}`,
+    );
+  }
+}
+
+export class ReadinessTimeoutError extends Error {
+  override readonly name = 'ReadinessTimeoutError';
+  constructor(
+    readonly owner: string,
+    readonly component: ComponentName,
+    readonly timeoutMs: number,
+    readonly lastProbeError: string,
+  ) {
+    super(
+      `${component} was not ready after ${Math.round(timeoutMs / 1000)}s (last probe: ${lastProbeError})`,
+    );
+  }
+}
+
+/** The line of a log tail most likely to say why a process died. */
+export function lastMeaningfulLine(tail: string): string {
+  const lines = tail
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
+  const fatal = [...lines].reverse().find((l) => /\b(error|fatal|failed|invalid|unable|panic)\b/i.test(l));
+  return (fatal ?? lines.at(-1) ?? 'no output').slice(0, 600);
+}

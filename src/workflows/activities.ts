@@ -1,0 +1,28 @@
+/**
+ * Every proxyActivities call of the workflows, grouped by timeout and retry profile.
+ */
+import { proxyActivities } from '@temporalio/workflow';
+import type { Activities } from '../activities/index.js';
+
+/** Provisioning steps: transient errors retry with backoff, then the step fails. */
+export const steps = proxyActivities<Activities>({
+  startToCloseTimeout: '5 minutes',
+  retry: {
+    initialInterval: '1 second',
+    backoffCoefficient: 2,
+    maximumInterval: '30 seconds',
+    maximumAttempts: 5,
+  },
+});
+
+/** Compensations and teardown must finish eventually: they retry until they succeed. */
+export const undo = proxyActivities<Pick<Activities, 'release' | 'stopComponent' | 'unpublishKubeconfig'>>({
+  startToCloseTimeout: '2 minutes',
+  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '1 minute' },
+});
+
+/** Status writes are cheap and retried without limit. */
+export const status = proxyActivities<Pick<Activities, 'reportStatus'>>({
+  startToCloseTimeout: '30 seconds',
+  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '20 seconds' },
+});

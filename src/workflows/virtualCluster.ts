@@ -1,0 +1,263 @@
+/**
+ * One long-running entity workflow per VirtualCluster.
+ *
+ * Provisioning is an ordered list of idempotent steps. Before a step runs, its undo is pushed,
+ * so a permanent failure undoes the failed step's partial work too, then every earlier step,
+ * in reverse. After provisioning the workflow waits for spec changes, a retry or the delete
+ * request; deletion undoes everything and ends the workflow, which is the watcher's cue to
+ * remove the finalizer.
+ */
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  CancellationScope,
+  allHandlersFinished,
+  condition,
+  continueAsNew,
+  log,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { Condition, Phase } from '../api/virtualCluster.js';
+import type { ControlPlaneComponent, StepInput, TenantAllocation } from '../activities/types.js';
+import { status, steps, undo } from './activities.js';
+import {
+  STEP_NAMES,
+  deleteRequestedSignal,
+  progressQuery,
+  retrySignal,
+  searchAttributes,
+  specChangedSignal,
+  type CarriedState,
+  type Progress,
+  type SpecChange,
+  type StepName,
+  type StepState,
+  type VirtualClusterWorkflowInput,
+  type VirtualClusterWorkflowResult,
+} from './definitions.js';
+
+/** The condition each step sets when it is done. */
+export const STEP_CONDITIONS: Record<StepName, string> = {
+  allocate: 'Allocated',
+  issueCertificates: 'CertificatesIssued',
+  startEtcd: 'EtcdReady',
+  startApiserver: 'APIServerReady',
+  startControllerManager: 'ControllerManagerReady',
+  startScheduler: 'SchedulerReady',
+  publishKubeconfig: 'KubeconfigPublished',
+};
+
+const COMPONENT_OF: Partial<Record<StepName, ControlPlaneComponent>> = {
+  startEtcd: 'etcd',
+  startApiserver: 'kube-apiserver',
+  startControllerManager: 'kube-controller-manager',
+  startScheduler: 'kube-scheduler',
+};
+
+class DeleteRequested extends Error {
+  override readonly name = 'DeleteRequested';
+}
+
+/** Reason and message of a failed step, from what the activity threw. */
+function describeFailure(err: unknown): { reason: string; message: string } {
+  let cause: unknown = err;
+  if (err instanceof ActivityFailure) cause = err.cause ?? err;
+  if (cause instanceof ApplicationFailure) {
+    return { reason: cause.type ?? 'StepFailed', message: cause.message };
+  }
+  return { reason: 'StepFailed', message: err instanceof Error ? err.message : String(err) };
+}
+
+export async function virtualClusterWorkflow(
+  input: VirtualClusterWorkflowInput,
+): Promise<VirtualClusterWorkflowResult> {
+  const { ref } = input;
+  const { workflowId } = workflowInfo();
+  let spec = input.spec;
+  let generation = input.generation;
+  const carried: CarriedState = input.carried ?? {
+    phase: 'Pending',
+    reason: 'Pending',
+    message: 'waiting to be provisioned',
+    started: [],
+    conditions: [],
+  };
+  let { phase, reason, message, allocation, endpoint } = carried;
+  const started: StepName[] = [...carried.started];
+  const conditions = new Map<string, Condition>(carried.conditions.map((c) => [c.type, c]));
+  const stepState = new Map<StepName, { state: StepState; message?: string }>();
+  for (const s of STEP_NAMES)
+    stepState.set(s, { state: phase === 'Initialized' && started.includes(s) ? 'done' : 'pending' });
+
+  let pendingSpec: SpecChange | undefined;
+  let deleteRequested = false;
+  let retryRequested = false;
+  let provisioned = phase === 'Initialized';
+
+  setHandler(specChangedSignal, (change) => {
+    if (change.generation > (pendingSpec?.generation ?? generation)) pendingSpec = change;
+  });
+  setHandler(deleteRequestedSignal, () => {
+    deleteRequested = true;
+  });
+  setHandler(retrySignal, () => {
+    retryRequested = true;
+  });
+  setHandler(progressQuery, (): Progress => ({
+    phase,
+    generation,
+    message,
+    steps: STEP_NAMES.map((name) => ({ name, ...stepState.get(name)! })),
+    ...(allocation ? { allocation } : {}),
+  }));
+
+  function setCondition(type: string, ok: boolean | 'Unknown', why: string, msg: string): void {
+    const statusValue = ok === 'Unknown' ? 'Unknown' : ok ? 'True' : 'False';
+    const prev = conditions.get(type);
+    conditions.set(type, {
+      type,
+      status: statusValue,
+      observedGeneration: generation,
+      lastTransitionTime:
+        prev && prev.status === statusValue ? prev.lastTransitionTime : new Date().toISOString(),
+      reason: why,
+      message: msg,
+    });
+  }
+
+  async function report(next: Phase, why: string, msg: string): Promise<void> {
+    phase = next;
+    reason = why;
+    message = msg;
+    setCondition('Ready', next === 'Initialized' || next === 'Ready', why, msg);
+    if (input.searchAttributes) upsertSearchAttributes([{ key: searchAttributes.phase, value: next }]);
+    await status.reportStatus({
+      ref,
+      status: {
+        phase: next,
+        reason: why,
+        message: msg,
+        observedGeneration: generation,
+        conditions: [...conditions.values()],
+        workflowId,
+        ...(endpoint ? { apiServerEndpoint: endpoint } : {}),
+        ...(started.includes('publishKubeconfig') && phase !== 'Failed'
+          ? { kubeconfigSecretRef: { name: `${ref.name}-kubeconfig`, key: 'kubeconfig' } }
+          : {}),
+      },
+    });
+  }
+
+  async function run<T>(name: StepName, fn: () => Promise<T>): Promise<T> {
+    if (deleteRequested) throw new DeleteRequested();
+    if (!started.includes(name)) started.push(name);
+    stepState.set(name, { state: 'running' });
+    const index = STEP_NAMES.indexOf(name) + 1;
+    await report('Preparing', 'Provisioning', `step ${index}/${STEP_NAMES.length}: ${name}`);
+    try {
+      const result = await fn();
+      stepState.set(name, { state: 'done' });
+      setCondition(STEP_CONDITIONS[name], true, 'Succeeded', `${name} done`);
+      return result;
+    } catch (err) {
+      const f = describeFailure(err);
+      stepState.set(name, { state: 'failed', message: f.message });
+      setCondition(STEP_CONDITIONS[name], false, f.reason, f.message);
+      throw err;
+    }
+  }
+
+  /** Undoes every started step, newest first. Runs even if the workflow is being cancelled. */
+  async function compensate(): Promise<void> {
+    await CancellationScope.nonCancellable(async () => {
+      const a = allocation;
+      for (const name of [...started].reverse()) {
+        const component = COMPONENT_OF[name];
+        if (name === 'publishKubeconfig') await undo.unpublishKubeconfig({ ref });
+        else if (component && a) await undo.stopComponent({ ref, allocation: a, component });
+        else if (name === 'allocate' && a) await undo.release({ ref, allocation: a });
+        stepState.set(name, { state: 'undone' });
+        if (STEP_CONDITIONS[name]) conditions.delete(STEP_CONDITIONS[name]);
+      }
+      started.length = 0;
+      allocation = undefined;
+      endpoint = undefined;
+    });
+  }
+
+  async function provision(): Promise<void> {
+    for (const s of STEP_NAMES) stepState.set(s, { state: 'pending' });
+    try {
+      const a: TenantAllocation = await run('allocate', () =>
+        steps.allocate({ ref, serviceCIDR: spec.serviceCIDR }),
+      );
+      allocation = a;
+      const step: StepInput = { ref, allocation: a };
+      await run('issueCertificates', () => steps.issueCertificates({ ...step, spec }));
+      await run('startEtcd', () => steps.startEtcd(step));
+      await run('startApiserver', () => steps.startApiserver(step));
+      await run('startControllerManager', () => steps.startControllerManager(step));
+      await run('startScheduler', () => steps.startScheduler(step));
+      const published = await run('publishKubeconfig', () => steps.publishKubeconfig(step));
+      endpoint = published.endpoint;
+      provisioned = true;
+      await report('Initialized', 'ControlPlaneReady', `control plane serving at ${endpoint}`);
+    } catch (err) {
+      if (err instanceof DeleteRequested) return; // the main loop tears down
+      const f = describeFailure(err);
+      log.warn('provisioning failed; compensating', { reason: f.reason, message: f.message });
+      await report('Preparing', 'Compensating', `undoing completed steps after: ${f.message}`);
+      await compensate();
+      await report('Failed', f.reason, f.message);
+    }
+  }
+
+  async function teardown(): Promise<VirtualClusterWorkflowResult> {
+    await report('Deleting', 'Deleting', 'tearing the tenant down');
+    const id = allocation?.id;
+    await compensate();
+    log.info('tenant torn down', { tenant: id });
+    return { tornDown: true, ...(id ? { tenantId: id } : {}) };
+  }
+
+  if (!provisioned && phase !== 'Failed') await provision();
+
+  for (;;) {
+    if (deleteRequested) return teardown();
+    await condition(
+      () =>
+        deleteRequested ||
+        retryRequested ||
+        pendingSpec !== undefined ||
+        workflowInfo().continueAsNewSuggested,
+    );
+    if (deleteRequested) continue;
+    if (pendingSpec) {
+      const change = pendingSpec;
+      pendingSpec = undefined;
+      spec = change.spec;
+      generation = change.generation;
+      if (phase === 'Failed') retryRequested = true;
+      else await report(phase, reason, message); // records observedGeneration
+    }
+    if (retryRequested) {
+      retryRequested = false;
+      if (phase === 'Failed') await provision();
+    }
+    if (workflowInfo().continueAsNewSuggested) {
+      await condition(allHandlersFinished);
+      const next: CarriedState = {
+        phase,
+        reason,
+        message,
+        started,
+        conditions: [...conditions.values()],
+        ...(allocation ? { allocation } : {}),
+        ...(endpoint ? { endpoint } : {}),
+      };
+      await continueAsNew<typeof virtualClusterWorkflow>({ ...input, spec, generation, carried: next });
+    }
+  }
+}
