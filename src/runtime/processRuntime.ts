@@ -139,6 +139,7 @@ export class ProcessRuntime implements ControlPlaneRuntime {
       this.procs.set(key, s);
     }
     s.exitsBaseline = s.exits;
+    await mkdir(this.dir(spec.owner), { recursive: true });
     if (!this.isAlive(s)) this.start(s);
     await this.writeRecord(s.record);
     return this.status(s);

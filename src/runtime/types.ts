@@ -13,10 +13,11 @@ export type ComponentName =
   | 'temporal'
   | 'clustertree';
 
-/** An HTTPS endpoint that answers 200 once the component is ready. */
+/** An HTTP(S) endpoint that answers 200 once the component is ready. */
 export interface HttpsProbe {
   url: string;
-  caFile: string;
+  /** Required for https URLs: the CA that signed the component's serving certificate. */
+  caFile?: string;
   certFile?: string;
   keyFile?: string;
 }

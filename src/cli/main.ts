@@ -1,0 +1,150 @@
+#!/usr/bin/env node
+/**
+ * kosmos-vc command line.
+ *
+ *   kosmos-vc up       run the operator; with no KUBECONFIG / TEMPORAL_ADDRESS it first starts
+ *                      the embedded default (local host cluster with kwok nodes, Temporal dev
+ *                      server with its Web UI)
+ *   kosmos-vc worker   run only a worker (activities + workflows) against KUBECONFIG and
+ *                      TEMPORAL_ADDRESS; scale out by running more
+ */
+import { dirname, join } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import { resolveBinaries } from '../runtime/binaries.js';
+import { startEmbeddedHost, startTemporalDevServer } from '../runtime/embedded.js';
+import { PortAllocator } from '../runtime/ports.js';
+import { ProcessRuntime } from '../runtime/processRuntime.js';
+import { defaultStateDir, readOperatorEnv } from '../worker/config.js';
+import { createLogger } from '../worker/logger.js';
+import { hostFromKubeconfig, startOperator, type Operator } from '../worker/operator.js';
+
+const logger = createLogger();
+
+function onSignals(stop: () => Promise<void>): void {
+  let stopping = false;
+  const handler = (sig: NodeJS.Signals) => {
+    if (stopping) {
+      logger.warn('second signal: exiting now', { signal: sig });
+      process.exit(130);
+    }
+    stopping = true;
+    logger.info('stopping (Ctrl-C again to force)', { signal: sig });
+    stop().then(
+      () => process.exit(0),
+      (e: unknown) => {
+        logger.error('stop failed', { error: (e as Error).message });
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+}
+
+async function up(): Promise<void> {
+  const env = readOperatorEnv();
+  const stateDir = env.KOSMOS_VC_STATE_DIR ?? defaultStateDir();
+  await mkdir(stateDir, { recursive: true, mode: 0o700 });
+  const binaries = await resolveBinaries();
+  const embedded = new ProcessRuntime({
+    root: join(stateDir, 'embedded'),
+    logger: logger.child({ part: 'embedded' }),
+  });
+  const ports = new PortAllocator(join(stateDir, 'ports.json'));
+  let operator: Operator | undefined;
+  onSignals(async () => {
+    await operator?.stop({ stopTenants: true });
+    await embedded.shutdown();
+  });
+
+  let kubeconfig = env.KUBECONFIG;
+  if (!kubeconfig) {
+    logger.info('no KUBECONFIG: starting the embedded host cluster', { stateDir });
+    const host = await startEmbeddedHost({
+      dir: join(stateDir, 'host'),
+      runtime: embedded,
+      binaries,
+      ports,
+      logger,
+      kwokNodes: 3,
+    });
+    kubeconfig = host.kubeconfigPath;
+  }
+  let temporalAddress = env.TEMPORAL_ADDRESS;
+  let uiUrl: string | undefined;
+  if (!temporalAddress) {
+    const port = Number(process.env.KOSMOS_VC_TEMPORAL_PORT ?? 7233);
+    const uiPort = Number(process.env.KOSMOS_VC_TEMPORAL_UI_PORT ?? 8233);
+    logger.info('no TEMPORAL_ADDRESS: starting the Temporal dev server', { port, uiPort });
+    await mkdir(join(stateDir, 'temporal'), { recursive: true });
+    const t = await startTemporalDevServer({
+      runtime: embedded,
+      binaries,
+      port,
+      uiPort,
+      httpPort: port + 10,
+      dbFile: join(stateDir, 'temporal', 'temporal.db'),
+    });
+    temporalAddress = t.address;
+    uiUrl = t.uiUrl;
+  }
+
+  await hostFromKubeconfig(kubeconfig).applyCRD();
+  operator = await startOperator({
+    kubeconfigPath: kubeconfig,
+    temporalAddress,
+    temporalNamespace: env.TEMPORAL_NAMESPACE,
+    taskQueue: env.KOSMOS_VC_TASK_QUEUE,
+    stateDir,
+    logger,
+    readinessTimeoutMs: env.KOSMOS_VC_READINESS_TIMEOUT_SECONDS * 1000,
+    binaries,
+  });
+
+  const lines = [
+    '',
+    'kosmos-vc is up. Ctrl-C stops everything; `npm start` again brings it all back.',
+    '',
+    `  host cluster:    export KUBECONFIG=${kubeconfig}`,
+    `  kubectl:         export PATH=${dirname(binaries.kubectl)}:$PATH`,
+    `  Temporal:        ${temporalAddress} (namespace ${env.TEMPORAL_NAMESPACE})`,
+    ...(uiUrl ? [`  Temporal Web UI: ${uiUrl}`] : []),
+    `  state:           ${stateDir}`,
+    '',
+    '  first tenant:    kubectl apply -f examples/tenant1.yaml && kubectl get vc -w',
+    '',
+  ];
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+async function worker(): Promise<void> {
+  const env = readOperatorEnv();
+  if (!env.KUBECONFIG || !env.TEMPORAL_ADDRESS)
+    throw new Error('kosmos-vc worker needs KUBECONFIG and TEMPORAL_ADDRESS');
+  const stateDir = env.KOSMOS_VC_STATE_DIR ?? defaultStateDir();
+  const operator = await startOperator({
+    kubeconfigPath: env.KUBECONFIG,
+    temporalAddress: env.TEMPORAL_ADDRESS,
+    temporalNamespace: env.TEMPORAL_NAMESPACE,
+    taskQueue: env.KOSMOS_VC_TASK_QUEUE,
+    stateDir,
+    logger,
+    watcher: process.env.KOSMOS_VC_WATCHER === 'true',
+    readinessTimeoutMs: env.KOSMOS_VC_READINESS_TIMEOUT_SECONDS * 1000,
+    etcdUnsafeNoFsync: env.KOSMOS_VC_ETCD_UNSAFE_NO_FSYNC,
+  });
+  onSignals(() => operator.stop({ stopTenants: process.env.KOSMOS_VC_KEEP_TENANTS !== 'true' }));
+  logger.info('worker running', { taskQueue: env.KOSMOS_VC_TASK_QUEUE, stateDir });
+}
+
+const commands: Record<string, () => Promise<void>> = { up, worker };
+const name = process.argv[2] ?? 'up';
+const command = commands[name];
+if (!command) {
+  process.stderr.write(`usage: kosmos-vc <${Object.keys(commands).join('|')}>\n`);
+  process.exit(2);
+}
+command().catch((e: unknown) => {
+  logger.error((e as Error).message);
+  process.exit(1);
+});

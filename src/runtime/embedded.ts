@@ -1,0 +1,201 @@
+/**
+ * The embedded default: a local host cluster (etcd, kube-apiserver, kube-controller-manager,
+ * kube-scheduler, kwok nodes) and a Temporal dev server with its Web UI, run as supervised
+ * processes. `kosmos-vc up` uses it when no KUBECONFIG / TEMPORAL_ADDRESS is given; the
+ * integration tests use it as their host.
+ */
+import { CoreV1Api, KubeConfig, type V1Node } from '@kubernetes/client-node';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { writeControlPlanePki } from '../pki/controlPlanePki.js';
+import { searchAttributes } from '../workflows/definitions.js';
+import type { Logger } from '../worker/logger.js';
+import type { Binaries } from './binaries.js';
+import {
+  apiserverSpec,
+  controllerManagerSpec,
+  etcdSpec,
+  kubeconfigPath,
+  pkiDir,
+  schedulerSpec,
+  writeKubeconfigs,
+  type ControlPlaneLayout,
+} from './controlPlane.js';
+import type { PortAllocator } from './ports.js';
+import type { ComponentSpec, ControlPlaneRuntime } from './types.js';
+
+export const HOST_ID = 'host';
+export const KWOK_ANNOTATION = 'kwok.x-k8s.io/node';
+
+export interface EmbeddedHostOptions {
+  dir: string;
+  runtime: ControlPlaneRuntime;
+  binaries: Binaries;
+  ports: PortAllocator;
+  logger: Logger;
+  kwokNodes: number;
+  etcdUnsafeNoFsync?: boolean;
+  readinessTimeoutMs?: number;
+}
+
+export interface EmbeddedHost {
+  kubeconfigPath: string;
+  layout: ControlPlaneLayout;
+  nodeNames: string[];
+}
+
+async function startAndWait(
+  runtime: ControlPlaneRuntime,
+  spec: ComponentSpec,
+  timeoutMs: number,
+  logger: Logger,
+): Promise<void> {
+  const t0 = Date.now();
+  await runtime.ensure(spec);
+  await runtime.waitReady(spec.owner, spec.name, timeoutMs);
+  logger.info(`${spec.name} ready`, { owner: spec.owner, ms: Date.now() - t0 });
+}
+
+/** Starts (or re-attaches to) the embedded host cluster and makes sure its kwok nodes exist. */
+export async function startEmbeddedHost(opts: EmbeddedHostOptions): Promise<EmbeddedHost> {
+  const timeout = opts.readinessTimeoutMs ?? 90_000;
+  const [etcdClient, etcdPeer, apiserver, controllerManager, scheduler] = (await opts.ports.allocate(
+    HOST_ID,
+    5,
+  )) as [number, number, number, number, number];
+  const layout: ControlPlaneLayout = {
+    id: HOST_ID,
+    dir: opts.dir,
+    address: '127.0.0.1',
+    ports: { etcdClient, etcdPeer, apiserver, controllerManager, scheduler },
+    serviceCIDR: '10.96.0.0/12',
+    ...(opts.etcdUnsafeNoFsync ? { etcdUnsafeNoFsync: true } : {}),
+  };
+  await mkdir(opts.dir, { recursive: true, mode: 0o700 });
+  await writeControlPlanePki(pkiDir(layout), {
+    clusterName: 'kosmos-vc-host',
+    serviceCIDR: layout.serviceCIDR,
+    advertiseAddress: layout.address,
+  });
+  await writeKubeconfigs(layout);
+  const log = opts.logger.child({ cluster: 'host' });
+  await startAndWait(opts.runtime, etcdSpec(layout, opts.binaries), timeout, log);
+  await startAndWait(opts.runtime, apiserverSpec(layout, opts.binaries), timeout, log);
+  await startAndWait(opts.runtime, controllerManagerSpec(layout, opts.binaries), timeout, log);
+  await startAndWait(opts.runtime, schedulerSpec(layout, opts.binaries), timeout, log);
+
+  const admin = kubeconfigPath(layout, 'admin');
+  const stages = [
+    'node/fast/node-initialize.yaml',
+    'node/heartbeat-with-lease/node-heartbeat-with-lease.yaml',
+    'pod/fast/pod-ready.yaml',
+    'pod/fast/pod-complete.yaml',
+    'pod/fast/pod-delete.yaml',
+  ];
+  await opts.runtime.ensure({
+    owner: HOST_ID,
+    name: 'kwok',
+    command: opts.binaries.kwok,
+    args: [
+      `--kubeconfig=${admin}`,
+      `--manage-nodes-with-annotation-selector=${KWOK_ANNOTATION}=fake`,
+      ...stages.map((s) => `--config=${join(opts.binaries.kwokStagesDir, s)}`),
+      '--node-lease-duration-seconds=40',
+    ],
+  });
+  const nodeNames = await ensureKwokNodes(admin, opts.kwokNodes);
+  log.info('host cluster ready', { kubeconfig: admin, nodes: nodeNames.length });
+  return { kubeconfigPath: admin, layout, nodeNames };
+}
+
+/** Creates kwok-node-0..N-1 unless they exist. */
+export async function ensureKwokNodes(kubeconfig: string, count: number): Promise<string[]> {
+  const kc = new KubeConfig();
+  kc.loadFromFile(kubeconfig);
+  const core = kc.makeApiClient(CoreV1Api);
+  const existing = new Set((await core.listNode()).items.map((n) => n.metadata?.name));
+  const names: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const name = `kwok-node-${i}`;
+    names.push(name);
+    if (existing.has(name)) continue;
+    const node: V1Node = {
+      apiVersion: 'v1',
+      kind: 'Node',
+      metadata: {
+        name,
+        annotations: { [KWOK_ANNOTATION]: 'fake', 'node.alpha.kubernetes.io/ttl': '0' },
+        labels: {
+          'kubernetes.io/hostname': name,
+          'kubernetes.io/os': 'linux',
+          'kubernetes.io/arch': 'amd64',
+          'node.kubernetes.io/instance-type': 'kwok',
+          type: 'kwok',
+        },
+      },
+      status: {
+        allocatable: { cpu: '32', memory: '256Gi', pods: '110' },
+        capacity: { cpu: '32', memory: '256Gi', pods: '110' },
+        nodeInfo: {
+          architecture: 'amd64',
+          operatingSystem: 'linux',
+          kubeletVersion: 'fake',
+          kubeProxyVersion: 'fake',
+          bootID: '',
+          containerRuntimeVersion: '',
+          kernelVersion: '',
+          machineID: '',
+          osImage: '',
+          systemUUID: '',
+        },
+      },
+    };
+    await core.createNode({ body: node });
+  }
+  return names;
+}
+
+export interface TemporalDevServerOptions {
+  runtime: ControlPlaneRuntime;
+  binaries: Binaries;
+  port: number;
+  /** Web UI port; undefined runs headless. */
+  uiPort?: number;
+  httpPort: number;
+  /** SQLite file; undefined keeps everything in memory. */
+  dbFile?: string;
+  readinessTimeoutMs?: number;
+}
+
+export const TEMPORAL_OWNER = 'temporal';
+
+/** Starts (or re-attaches to) a Temporal CLI dev server with kosmos-vc's search attributes. */
+export async function startTemporalDevServer(
+  opts: TemporalDevServerOptions,
+): Promise<{ address: string; uiUrl?: string }> {
+  const spec: ComponentSpec = {
+    owner: TEMPORAL_OWNER,
+    name: 'temporal',
+    command: opts.binaries.temporal,
+    args: [
+      'server',
+      'start-dev',
+      '--ip=127.0.0.1',
+      `--port=${opts.port}`,
+      `--http-port=${opts.httpPort}`,
+      '--namespace=default',
+      ...(opts.uiPort ? [`--ui-port=${opts.uiPort}`, '--ui-ip=127.0.0.1'] : ['--headless']),
+      ...(opts.dbFile ? [`--db-filename=${opts.dbFile}`] : []),
+      ...Object.values(searchAttributes).map((k) => `--search-attribute=${k.name}=Keyword`),
+      '--dynamic-config-value=frontend.enableServerVersionCheck=false',
+      '--log-level=warn',
+    ],
+    probe: { url: `http://127.0.0.1:${opts.httpPort}/api/v1/namespaces/default` },
+  };
+  await opts.runtime.ensure(spec);
+  await opts.runtime.waitReady(spec.owner, spec.name, opts.readinessTimeoutMs ?? 60_000);
+  return {
+    address: `127.0.0.1:${opts.port}`,
+    ...(opts.uiPort ? { uiUrl: `http://127.0.0.1:${opts.uiPort}` } : {}),
+  };
+}

@@ -1,0 +1,44 @@
+/**
+ * Operator configuration from the environment, parsed once at the edge.
+ *
+ *   KUBECONFIG                 host cluster to serve (unset: `kosmos-vc up` runs an embedded one)
+ *   TEMPORAL_ADDRESS           Temporal frontend host:port (unset: `up` runs a dev server)
+ *   TEMPORAL_NAMESPACE         Temporal namespace (default "default")
+ *   KOSMOS_VC_STATE_DIR        where tenants' data, certificates and logs live
+ *   KOSMOS_VC_TASK_QUEUE       Temporal task queue (default "kosmos-vc")
+ *   KOSMOS_VC_READINESS_TIMEOUT_SECONDS  how long a component may take to become ready (60)
+ */
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { TASK_QUEUE } from '../workflows/definitions.js';
+
+export const OperatorEnv = z.object({
+  KUBECONFIG: z.string().min(1).optional(),
+  TEMPORAL_ADDRESS: z
+    .string()
+    .regex(/^[^:\s]+:[0-9]{1,5}$/, 'TEMPORAL_ADDRESS must be host:port')
+    .optional(),
+  TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
+  KOSMOS_VC_STATE_DIR: z.string().min(1).optional(),
+  KOSMOS_VC_TASK_QUEUE: z.string().min(1).default(TASK_QUEUE),
+  KOSMOS_VC_READINESS_TIMEOUT_SECONDS: z.coerce.number().int().positive().default(60),
+  KOSMOS_VC_ETCD_UNSAFE_NO_FSYNC: z
+    .enum(['true', 'false'])
+    .default('false')
+    .transform((v) => v === 'true'),
+});
+export type OperatorEnv = z.infer<typeof OperatorEnv>;
+
+export function defaultStateDir(): string {
+  return join(process.env.XDG_STATE_HOME ?? join(homedir(), '.local', 'state'), 'kosmos-vc');
+}
+
+export function readOperatorEnv(env: NodeJS.ProcessEnv = process.env): OperatorEnv {
+  const parsed = OperatorEnv.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
+    throw new Error(`invalid environment: ${problems}`);
+  }
+  return parsed.data;
+}

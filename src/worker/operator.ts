@@ -1,0 +1,170 @@
+/**
+ * Wiring: a Temporal worker running the VirtualCluster workflow and its activities, and the
+ * watcher that feeds it from the host cluster. `kosmos-vc up`, the standalone worker and the
+ * tests all assemble the operator here.
+ */
+import { KubeConfig } from '@kubernetes/client-node';
+import { Client, Connection } from '@temporalio/client';
+import {
+  DefaultLogger,
+  NativeConnection,
+  Runtime,
+  Worker,
+  bundleWorkflowCode,
+  type WorkflowBundle,
+} from '@temporalio/worker';
+import { temporal } from '@temporalio/proto';
+import { extname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createActivities, type ActivityDeps } from '../activities/index.js';
+import { HostCluster } from '../activities/hostCluster.js';
+import { resolveBinaries, type Binaries } from '../runtime/binaries.js';
+import { ProcessRuntime } from '../runtime/processRuntime.js';
+import { VirtualClusterWatcher } from '../watcher/index.js';
+import { searchAttributes } from '../workflows/definitions.js';
+import type { Logger } from './logger.js';
+
+let runtimeInstalled = false;
+/** Once per process: quiet the SDK's own logs and skip worker heartbeats the dev server lacks. */
+export function installTemporalRuntime(): void {
+  if (runtimeInstalled) return;
+  runtimeInstalled = true;
+  Runtime.install({ workerHeartbeatInterval: 0, logger: new DefaultLogger('WARN') });
+}
+
+const here = fileURLToPath(import.meta.url);
+export const workflowsPath = join(here, '..', '..', 'workflows', `index${extname(here)}`);
+
+let bundle: Promise<WorkflowBundle> | undefined;
+/** The workflow bundle, built once per process (about 2 s) and shared by every worker. */
+export function workflowBundle(): Promise<WorkflowBundle> {
+  bundle ??= bundleWorkflowCode({ workflowsPath, logger: new DefaultLogger('WARN') });
+  return bundle;
+}
+
+/** Registers the search attributes the workflows set; false when the service does not allow it. */
+export async function ensureSearchAttributes(
+  connection: Connection,
+  namespace: string,
+  logger: Logger,
+): Promise<boolean> {
+  const wanted = Object.values(searchAttributes).map((k) => k.name);
+  try {
+    const { customAttributes } = await connection.operatorService.listSearchAttributes({ namespace });
+    const missing = wanted.filter((n) => !(customAttributes && n in customAttributes));
+    if (missing.length === 0) return true;
+    await connection.operatorService.addSearchAttributes({
+      namespace,
+      searchAttributes: Object.fromEntries(
+        missing.map((n) => [n, temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD]),
+      ),
+    });
+    logger.info('registered search attributes', { names: missing });
+    return true;
+  } catch (e) {
+    logger.warn('search attributes unavailable; workflows will not be filterable by VirtualCluster', {
+      error: (e as Error).message,
+    });
+    return false;
+  }
+}
+
+export interface OperatorOptions {
+  kubeconfigPath: string;
+  temporalAddress: string;
+  temporalNamespace: string;
+  taskQueue: string;
+  stateDir: string;
+  logger: Logger;
+  worker?: boolean;
+  watcher?: boolean;
+  readinessTimeoutMs?: number;
+  etcdUnsafeNoFsync?: boolean;
+  relistIntervalMs?: number;
+  binaries?: Binaries;
+}
+
+export interface Operator {
+  host: HostCluster;
+  client: Client;
+  runtime?: ProcessRuntime;
+  watcher?: VirtualClusterWatcher;
+  /** Stops the watcher and the worker; `stopTenants` also stops every tenant process. */
+  stop(opts?: { stopTenants?: boolean }): Promise<void>;
+}
+
+export function hostFromKubeconfig(path: string): HostCluster {
+  const kc = new KubeConfig();
+  kc.loadFromFile(path);
+  return new HostCluster(kc);
+}
+
+export async function startOperator(opts: OperatorOptions): Promise<Operator> {
+  installTemporalRuntime();
+  const host = hostFromKubeconfig(opts.kubeconfigPath);
+  const connection = await Connection.connect({ address: opts.temporalAddress });
+  const client = new Client({ connection, namespace: opts.temporalNamespace });
+  const withSearchAttributes = await ensureSearchAttributes(connection, opts.temporalNamespace, opts.logger);
+
+  let runtime: ProcessRuntime | undefined;
+  let worker: Worker | undefined;
+  let workerDone: Promise<void> | undefined;
+  let nativeConnection: NativeConnection | undefined;
+  if (opts.worker !== false) {
+    runtime = new ProcessRuntime({
+      root: join(opts.stateDir, 'runtime'),
+      logger: opts.logger.child({ part: 'runtime' }),
+    });
+    const resumed = await runtime.resume();
+    if (resumed.length > 0) opts.logger.info('resumed tenant components', { count: resumed.length });
+    const deps: ActivityDeps = {
+      host,
+      runtime,
+      binaries: opts.binaries ?? resolveBinaries,
+      stateDir: opts.stateDir,
+      logger: opts.logger.child({ part: 'activities' }),
+      ...(opts.readinessTimeoutMs ? { readinessTimeoutMs: opts.readinessTimeoutMs } : {}),
+      ...(opts.etcdUnsafeNoFsync ? { etcdUnsafeNoFsync: true } : {}),
+    };
+    nativeConnection = await NativeConnection.connect({ address: opts.temporalAddress });
+    worker = await Worker.create({
+      connection: nativeConnection,
+      namespace: opts.temporalNamespace,
+      taskQueue: opts.taskQueue,
+      workflowBundle: await workflowBundle(),
+      activities: createActivities(deps),
+    });
+    workerDone = worker.run();
+  }
+
+  let watcher: VirtualClusterWatcher | undefined;
+  if (opts.watcher !== false) {
+    watcher = new VirtualClusterWatcher({
+      host,
+      client,
+      taskQueue: opts.taskQueue,
+      searchAttributes: withSearchAttributes,
+      logger: opts.logger.child({ part: 'watcher' }),
+      ...(opts.relistIntervalMs ? { relistIntervalMs: opts.relistIntervalMs } : {}),
+    });
+    await watcher.start();
+  }
+
+  return {
+    host,
+    client,
+    ...(runtime ? { runtime } : {}),
+    ...(watcher ? { watcher } : {}),
+    async stop({ stopTenants = true } = {}) {
+      await watcher?.stop();
+      if (worker) {
+        worker.shutdown();
+        await workerDone;
+      }
+      await nativeConnection?.close();
+      await connection.close();
+      if (stopTenants) await runtime?.shutdown();
+      else runtime?.detach();
+    },
+  };
+}

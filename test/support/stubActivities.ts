@@ -1,0 +1,62 @@
+/**
+ * Stand-ins for the real activities: they record every call, can be told to fail a step
+ * permanently, and can hold a step until the test lets it go.
+ */
+import { ApplicationFailure } from '@temporalio/activity';
+import type { Activities } from '../../src/activities/index.js';
+import type { StatusReport, TenantAllocation } from '../../src/activities/types.js';
+import type { StepName } from '../../src/workflows/definitions.js';
+
+export interface StubControl {
+  calls: string[];
+  statuses: StatusReport[];
+  failAt?: StepName;
+  /** Steps that wait for `release(step)` before they finish. */
+  holds: Map<string, { reached: Promise<void>; release: () => void }>;
+}
+
+export function hold(control: StubControl, step: StepName): { reached: Promise<void>; release: () => void } {
+  let release!: () => void;
+  let reachedResolve!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const reached = new Promise<void>((r) => (reachedResolve = r));
+  const entry = { reached, release, gate, reachedResolve };
+  control.holds.set(step, entry as never);
+  return { reached, release };
+}
+
+export function stubActivities(control: StubControl): Activities {
+  const allocation: TenantAllocation = {
+    id: 'ns-vc-00000000',
+    dir: '/nonexistent/ns-vc-00000000',
+    address: '127.0.0.1',
+    ports: { etcdClient: 1, etcdPeer: 2, apiserver: 3, controllerManager: 4, scheduler: 5 },
+    serviceCIDR: '10.96.0.0/12',
+  };
+  const step = async <T>(name: string, result: T): Promise<T> => {
+    control.calls.push(name);
+    const h = control.holds.get(name) as unknown as
+      { gate: Promise<void>; reachedResolve: () => void } | undefined;
+    if (h) {
+      h.reachedResolve();
+      await h.gate;
+    }
+    if (control.failAt === name)
+      throw ApplicationFailure.nonRetryable(`${name} failed on purpose`, 'ComponentExited');
+    return result;
+  };
+  return {
+    allocate: () => step('allocate', allocation),
+    release: async () => void control.calls.push('release'),
+    issueCertificates: () => step('issueCertificates', { caFingerprint: 'x', reissued: true }),
+    startEtcd: () => step('startEtcd', { pid: 1 }),
+    startApiserver: () => step('startApiserver', { pid: 2 }),
+    startControllerManager: () => step('startControllerManager', { pid: 3 }),
+    startScheduler: () => step('startScheduler', { pid: 4 }),
+    stopComponent: async ({ component }) => void control.calls.push(`stop:${component}`),
+    publishKubeconfig: () =>
+      step('publishKubeconfig', { secretName: 'vc-kubeconfig', endpoint: 'https://127.0.0.1:3' }),
+    unpublishKubeconfig: async () => void control.calls.push('unpublishKubeconfig'),
+    reportStatus: async ({ status }) => void control.statuses.push(status),
+  };
+}

@@ -1,0 +1,199 @@
+/**
+ * The VirtualCluster workflow with stubbed activities on a real Temporal dev server: step
+ * order, compensation order, teardown, spec changes, deletion mid-provisioning.
+ */
+import { historyToJSON } from '@temporalio/common/lib/proto-utils.js';
+import { TestWorkflowEnvironment } from '@temporalio/testing';
+import { Worker } from '@temporalio/worker';
+import { randomUUID } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import {
+  deleteRequestedSignal,
+  progressQuery,
+  retrySignal,
+  specChangedSignal,
+  workflowIdFor,
+  type VirtualClusterWorkflowInput,
+} from '../../src/workflows/definitions.js';
+import { installTemporalRuntime, workflowBundle } from '../../src/worker/operator.js';
+import { hold, stubActivities, type StubControl } from '../support/stubActivities.js';
+
+let env: TestWorkflowEnvironment;
+
+beforeAll(async () => {
+  installTemporalRuntime();
+  env = await TestWorkflowEnvironment.createFromExistingServer({ address: inject('temporalAddress') });
+});
+afterAll(async () => {
+  await env?.teardown();
+});
+
+const ALL_STEPS = [
+  'allocate',
+  'issueCertificates',
+  'startEtcd',
+  'startApiserver',
+  'startControllerManager',
+  'startScheduler',
+  'publishKubeconfig',
+];
+
+async function withWorker<T>(control: StubControl, fn: (taskQueue: string) => Promise<T>): Promise<T> {
+  const taskQueue = `wf-test-${randomUUID()}`;
+  const worker = await Worker.create({
+    connection: env.nativeConnection,
+    taskQueue,
+    workflowBundle: await workflowBundle(),
+    activities: stubActivities(control),
+  });
+  return worker.runUntil(fn(taskQueue));
+}
+
+function input(): VirtualClusterWorkflowInput {
+  return {
+    ref: { namespace: 'ns', name: `vc-${randomUUID().slice(0, 8)}`, uid: randomUUID() },
+    spec: { serviceCIDR: '10.96.0.0/12' },
+    generation: 1,
+    searchAttributes: false,
+  };
+}
+
+const newControl = (): StubControl => ({ calls: [], statuses: [], holds: new Map() });
+
+async function until(
+  predicate: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs = 20_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await predicate())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('virtualClusterWorkflow', () => {
+  it('runs the steps in order, reports Initialized, and tears down in reverse on delete', async () => {
+    const control = newControl();
+    const args = input();
+    await withWorker(control, async (taskQueue) => {
+      const handle = await env.client.workflow.start('virtualClusterWorkflow', {
+        workflowId: workflowIdFor(args.ref),
+        taskQueue,
+        args: [args],
+      });
+      await until(() => control.statuses.some((s) => s.phase === 'Initialized'), 'Initialized');
+      expect(control.calls).toEqual(ALL_STEPS);
+      const progress = await handle.query(progressQuery);
+      expect(progress.phase).toBe('Initialized');
+      expect(progress.steps.every((s) => s.state === 'done')).toBe(true);
+      const last = control.statuses.at(-1)!;
+      expect(last.conditions.find((c) => c.type === 'Ready')?.status).toBe('True');
+      expect(last.conditions.map((c) => c.type)).toEqual(
+        expect.arrayContaining(['EtcdReady', 'APIServerReady', 'KubeconfigPublished']),
+      );
+      expect(last.kubeconfigSecretRef).toEqual({ name: `${args.ref.name}-kubeconfig`, key: 'kubeconfig' });
+
+      await handle.signal(deleteRequestedSignal);
+      expect(await handle.result()).toEqual({ tornDown: true, tenantId: 'ns-vc-00000000' });
+      expect(control.calls.slice(ALL_STEPS.length)).toEqual([
+        'unpublishKubeconfig',
+        'stop:kube-scheduler',
+        'stop:kube-controller-manager',
+        'stop:kube-apiserver',
+        'stop:etcd',
+        'release',
+      ]);
+      expect(control.statuses.some((s) => s.phase === 'Deleting')).toBe(true);
+      if (process.env.KVC_RECORD_HISTORY) {
+        const history = await handle.fetchHistory();
+        await writeFile(process.env.KVC_RECORD_HISTORY, historyToJSON(history));
+      }
+    });
+  });
+
+  it('undoes the failed step and every earlier one, newest first, then reports Failed', async () => {
+    const control: StubControl = { ...newControl(), failAt: 'startApiserver' };
+    const args = input();
+    await withWorker(control, async (taskQueue) => {
+      const handle = await env.client.workflow.start('virtualClusterWorkflow', {
+        workflowId: workflowIdFor(args.ref),
+        taskQueue,
+        args: [args],
+      });
+      await until(() => control.statuses.some((s) => s.phase === 'Failed'), 'Failed');
+      expect(control.calls).toEqual([
+        'allocate',
+        'issueCertificates',
+        'startEtcd',
+        'startApiserver',
+        'stop:kube-apiserver',
+        'stop:etcd',
+        'release',
+      ]);
+      const failed = control.statuses.at(-1)!;
+      expect(failed.reason).toBe('ComponentExited');
+      expect(failed.message).toContain('startApiserver failed on purpose');
+      expect(failed.conditions.find((c) => c.type === 'Ready')?.status).toBe('False');
+
+      // A retry after the cause is gone provisions from scratch.
+      control.failAt = undefined;
+      control.calls.length = 0;
+      await handle.signal(retrySignal);
+      await until(() => control.statuses.at(-1)?.phase === 'Initialized', 'Initialized after retry');
+      expect(control.calls).toEqual(ALL_STEPS);
+      await handle.signal(deleteRequestedSignal);
+      await handle.result();
+    });
+  });
+
+  it('records a spec change, and a spec change after Failed provisions again', async () => {
+    const control: StubControl = { ...newControl(), failAt: 'startEtcd' };
+    const args = input();
+    await withWorker(control, async (taskQueue) => {
+      const handle = await env.client.workflow.start('virtualClusterWorkflow', {
+        workflowId: workflowIdFor(args.ref),
+        taskQueue,
+        args: [args],
+      });
+      await until(() => control.statuses.at(-1)?.phase === 'Failed', 'Failed');
+      control.failAt = undefined;
+      await handle.signal(specChangedSignal, { spec: { serviceCIDR: '10.100.0.0/16' }, generation: 2 });
+      await until(() => control.statuses.at(-1)?.phase === 'Initialized', 'Initialized');
+      expect(control.statuses.at(-1)?.observedGeneration).toBe(2);
+
+      // An older generation arriving late changes nothing.
+      const count = control.statuses.length;
+      await handle.signal(specChangedSignal, { spec: { serviceCIDR: '10.96.0.0/12' }, generation: 1 });
+      await handle.signal(specChangedSignal, {
+        spec: { serviceCIDR: '10.100.0.0/16', certSANs: ['a.example.com'] },
+        generation: 3,
+      });
+      await until(() => control.statuses.at(-1)?.observedGeneration === 3, 'observedGeneration 3');
+      expect(control.statuses.slice(count).every((s) => s.observedGeneration !== 1)).toBe(true);
+      expect((await handle.query(progressQuery)).generation).toBe(3);
+      await handle.signal(deleteRequestedSignal);
+      await handle.result();
+    });
+  });
+
+  it('stops provisioning when deleted mid-way and undoes only what was started', async () => {
+    const control = newControl();
+    const etcd = hold(control, 'startEtcd');
+    const args = input();
+    await withWorker(control, async (taskQueue) => {
+      const handle = await env.client.workflow.start('virtualClusterWorkflow', {
+        workflowId: workflowIdFor(args.ref),
+        taskQueue,
+        args: [args],
+      });
+      await etcd.reached;
+      await handle.signal(deleteRequestedSignal);
+      etcd.release();
+      await handle.result();
+      expect(control.calls).toEqual(['allocate', 'issueCertificates', 'startEtcd', 'stop:etcd', 'release']);
+      expect(control.statuses.some((s) => s.phase === 'Initialized')).toBe(false);
+    });
+  });
+});
