@@ -9,6 +9,7 @@ import {
   CustomObjectsApi,
   KubernetesObjectApi,
   PatchStrategy,
+  loadYaml,
   setHeaderOptions,
   type KubeConfig,
   type KubernetesObject,
@@ -16,7 +17,6 @@ import {
 } from '@kubernetes/client-node';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parse } from 'yaml';
 import {
   API_VERSION,
   GROUP,
@@ -180,7 +180,8 @@ export class HostCluster {
   /** Server-side applies the VirtualCluster CRD and waits until it is served. */
   async applyCRD(timeoutMs = 30_000): Promise<void> {
     const file = join(repoRoot(), 'config', 'crd', 'virtualclusters.kosmos.io.yaml');
-    const crd = parse(await readFile(file, 'utf8')) as KubernetesObject;
+    // loadYaml gives the typed model the client serializes from (x-kubernetes-* fields intact).
+    const crd = loadYaml<KubernetesObject>(await readFile(file, 'utf8'));
     await this.objects.patch(crd, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
     const deadline = Date.now() + timeoutMs;
     for (;;) {

@@ -3,7 +3,7 @@
  * what is already there and does only what is missing, so a retry, a replay or a re-run after a
  * worker crash changes nothing that was done before.
  */
-import { ApplicationFailure } from '@temporalio/activity';
+import { ApplicationFailure, Context } from '@temporalio/activity';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { VirtualClusterRef } from '../api/virtualCluster.js';
@@ -63,6 +63,33 @@ export function tenantId(ref: VirtualClusterRef): string {
 
 const ALLOCATION_FILE = 'allocation.json';
 
+/**
+ * Heartbeats every 2 s while `fn` runs, so that when a worker dies its step is retried on another
+ * worker after the heartbeat timeout instead of the much longer start-to-close timeout.
+ */
+function heartbeating<A extends unknown[], R>(fn: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
+  return async (...args: A) => {
+    let ctx: Context | undefined;
+    try {
+      ctx = Context.current();
+    } catch {
+      return fn(...args); // called outside an activity (tests)
+    }
+    ctx.heartbeat();
+    const timer = setInterval(() => ctx.heartbeat(), 2000);
+    try {
+      return await fn(...args);
+    } finally {
+      clearInterval(timer);
+    }
+  };
+}
+
+type AsyncFns = Record<string, (...args: never[]) => Promise<unknown>>;
+function withHeartbeats<T extends AsyncFns>(fns: T): T {
+  return Object.fromEntries(Object.entries(fns).map(([k, f]) => [k, heartbeating(f)])) as T;
+}
+
 export function createActivities(deps: ActivityDeps) {
   const address = deps.address ?? '127.0.0.1';
   const readinessTimeoutMs = deps.readinessTimeoutMs ?? 60_000;
@@ -110,7 +137,7 @@ export function createActivities(deps: ActivityDeps) {
     return { pid: status.pid };
   }
 
-  return {
+  return withHeartbeats({
     /** Picks the tenant's ports and directory; returns the earlier choice when there is one. */
     async allocate(input: { ref: VirtualClusterRef; serviceCIDR: string }): Promise<TenantAllocation> {
       const id = tenantId(input.ref);
@@ -216,7 +243,7 @@ export function createActivities(deps: ActivityDeps) {
       const ok = await deps.host.patchStatus(input.ref, input.status);
       if (!ok) log(input.ref).debug('status not written: object gone', { phase: input.status.phase });
     },
-  };
+  });
 }
 
 export type Activities = ReturnType<typeof createActivities>;

@@ -7,6 +7,7 @@ import type { Activities } from '../activities/index.js';
 /** Provisioning steps: transient errors retry with backoff, then the step fails. */
 export const steps = proxyActivities<Activities>({
   startToCloseTimeout: '5 minutes',
+  heartbeatTimeout: '10 seconds',
   retry: {
     initialInterval: '1 second',
     backoffCoefficient: 2,
@@ -18,6 +19,7 @@ export const steps = proxyActivities<Activities>({
 /** Compensations and teardown must finish eventually: they retry until they succeed. */
 export const undo = proxyActivities<Pick<Activities, 'release' | 'stopComponent' | 'unpublishKubeconfig'>>({
   startToCloseTimeout: '2 minutes',
+  heartbeatTimeout: '10 seconds',
   retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '1 minute' },
 });
 

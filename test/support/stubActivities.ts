@@ -10,7 +10,7 @@ import type { StepName } from '../../src/workflows/definitions.js';
 export interface StubControl {
   calls: string[];
   statuses: StatusReport[];
-  failAt?: StepName;
+  failAt?: StepName | undefined;
   /** Steps that wait for `release(step)` before they finish. */
   holds: Map<string, { reached: Promise<void>; release: () => void }>;
 }

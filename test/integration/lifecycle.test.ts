@@ -1,0 +1,139 @@
+/**
+ * A VirtualCluster's life against real components: Temporal dev server, host control plane,
+ * tenant etcd / kube-apiserver / kube-controller-manager / kube-scheduler, real kubectl.
+ */
+import { randomUUID } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { kubeconfigSecretName } from '../../src/activities/index.js';
+import type { TenantAllocation } from '../../src/activities/types.js';
+import { FINALIZER } from '../../src/api/virtualCluster.js';
+import { canBind } from '../../src/runtime/ports.js';
+import type { Operator } from '../../src/worker/operator.js';
+import { progressQuery, searchAttributes, workflowIdFor } from '../../src/workflows/definitions.js';
+import {
+  createNamespace,
+  createVirtualCluster,
+  deleteVirtualCluster,
+  eventually,
+  host,
+  kubectl,
+  newStateDir,
+  pathExists,
+  processesMentioning,
+  testOperator,
+  waitForGone,
+  waitForPhase,
+} from '../support/harness.js';
+
+let operator: Operator;
+let namespace: string;
+let stateDir: string;
+
+beforeAll(async () => {
+  stateDir = await newStateDir();
+  operator = await testOperator({ stateDir, taskQueue: `lifecycle-${randomUUID()}` });
+  namespace = await createNamespace('lifecycle');
+});
+afterAll(async () => {
+  await operator?.stop({ stopTenants: true });
+});
+
+async function tenantKubeconfigFile(name: string, vcKubeconfigB64: string): Promise<string> {
+  const file = join(stateDir, `${name}.kubeconfig`);
+  await writeFile(file, Buffer.from(vcKubeconfigB64, 'base64'), { mode: 0o600 });
+  return file;
+}
+
+async function allocationOf(name: string): Promise<TenantAllocation> {
+  const vc = await host().getVirtualCluster({ namespace, name });
+  const handle = operator.client.workflow.getHandle(
+    workflowIdFor({ namespace, name, uid: vc!.metadata.uid }),
+  );
+  return (await handle.query(progressQuery)).allocation!;
+}
+
+describe('VirtualCluster lifecycle', () => {
+  it('creates a tenant control plane that answers plain kubectl with the issued kubeconfig', async () => {
+    await createVirtualCluster(namespace, 'tenant1');
+    const vc = await waitForPhase(namespace, 'tenant1', 'Initialized');
+
+    // The kubeconfig is in spec.kubeconfig and, identically, in the Secret status points to.
+    expect(vc.spec.kubeconfig).toBeTruthy();
+    expect(vc.status?.kubeconfigSecretRef).toEqual({
+      name: kubeconfigSecretName(vc.metadata),
+      key: 'kubeconfig',
+    });
+    const secret = await host().getSecret(namespace, 'tenant1-kubeconfig');
+    expect(secret?.data?.kubeconfig).toBe(vc.spec.kubeconfig);
+    expect(vc.metadata.finalizers).toContain(FINALIZER);
+    const conditions = Object.fromEntries((vc.status?.conditions ?? []).map((c) => [c.type, c.status]));
+    expect(conditions).toMatchObject({
+      Ready: 'True',
+      EtcdReady: 'True',
+      APIServerReady: 'True',
+      KubeconfigPublished: 'True',
+    });
+
+    const kubeconfig = await tenantKubeconfigFile('tenant1', vc.spec.kubeconfig!);
+    const namespaces = await kubectl(kubeconfig, 'get', 'ns', '-o', 'name');
+    expect(namespaces).toContain('namespace/kube-system');
+    await kubectl(kubeconfig, 'create', 'ns', 'team-a');
+    expect(await kubectl(kubeconfig, 'get', 'ns', 'team-a', '-o', 'name')).toContain('namespace/team-a');
+    const whoami = await kubectl(kubeconfig, 'auth', 'whoami', '-o', 'json');
+    expect(JSON.parse(whoami).status.userInfo.username).toBe('kubernetes-admin');
+    // The tenant is its own cluster: its namespace does not exist on the host.
+    await expect(host().core.readNamespace({ name: 'team-a' })).rejects.toThrow();
+
+    // The controller-manager works: the tenant's new namespace gets its root CA configmap.
+    await eventually('kube-root-ca.crt in team-a', async () =>
+      (await kubectl(kubeconfig, 'get', 'configmap', '-n', 'team-a', '-o', 'name')).includes(
+        'kube-root-ca.crt',
+      ),
+    );
+
+    // kubectl get vc shows the printer columns.
+    const table = await kubectl(
+      process.env.KVC_HOST_KUBECONFIG ?? (await import('vitest')).inject('hostKubeconfig'),
+      'get',
+      'vc',
+      '-n',
+      namespace,
+    );
+    expect(table).toMatch(/NAME\s+PHASE\s+READY\s+AGE/);
+    expect(table).toMatch(/tenant1\s+Initialized\s+True/);
+
+    // The workflow is findable by the VirtualCluster's namespace and name.
+    const found: string[] = [];
+    await eventually(
+      'workflow visible by search attributes',
+      async () => {
+        found.length = 0;
+        const query = `${searchAttributes.namespace.name}="${namespace}" AND ${searchAttributes.name.name}="tenant1"`;
+        for await (const wf of operator.client.workflow.list({ query })) found.push(wf.workflowId);
+        return found.length === 1;
+      },
+      30_000,
+    );
+    expect(found[0]).toBe(workflowIdFor({ namespace, name: 'tenant1', uid: vc.metadata.uid }));
+  });
+
+  it('removes every process, port, directory and Secret of a deleted tenant, then the object', async () => {
+    await createVirtualCluster(namespace, 'doomed');
+    await waitForPhase(namespace, 'doomed', 'Initialized');
+    const allocation = await allocationOf('doomed');
+    expect(
+      processesMentioning(allocation.dir)
+        .map((p) => p.exe)
+        .sort(),
+    ).toEqual(['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler']);
+
+    await deleteVirtualCluster(namespace, 'doomed');
+    await waitForGone(namespace, 'doomed');
+    expect(processesMentioning(allocation.dir)).toEqual([]);
+    expect(pathExists(allocation.dir)).toBe(false);
+    for (const port of Object.values(allocation.ports)) expect(await canBind(port)).toBe(true);
+    expect(await host().getSecret(namespace, 'doomed-kubeconfig')).toBeUndefined();
+  });
+});

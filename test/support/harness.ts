@@ -1,0 +1,172 @@
+/**
+ * Helpers for integration tests: an operator per test file on its own task queue and state
+ * directory, VirtualClusters in a namespace of the file's own, and waits with clear timeouts.
+ */
+import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdtemp } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { inject } from 'vitest';
+import {
+  API_VERSION,
+  GROUP,
+  KIND,
+  PLURAL,
+  VERSION,
+  VirtualCluster,
+  type Phase,
+} from '../../src/api/virtualCluster.js';
+import { HostCluster } from '../../src/activities/hostCluster.js';
+import { resolveBinaries } from '../../src/runtime/binaries.js';
+import { createLogger } from '../../src/worker/logger.js';
+import { startOperator, type Operator } from '../../src/worker/operator.js';
+
+export const run = promisify(execFile);
+
+export function hostKubeConfig(): KubeConfig {
+  const kc = new KubeConfig();
+  kc.loadFromFile(inject('hostKubeconfig'));
+  return kc;
+}
+
+export const host = (): HostCluster => new HostCluster(hostKubeConfig());
+
+export async function newStateDir(): Promise<string> {
+  return mkdtemp(join(inject('stateRoot'), 'operator-'));
+}
+
+export const testLogger = createLogger({ level: (process.env.LOG_LEVEL as 'debug' | undefined) ?? 'warn' });
+
+export async function testOperator(opts: {
+  stateDir: string;
+  taskQueue: string;
+  worker?: boolean;
+  watcher?: boolean;
+}): Promise<Operator> {
+  return startOperator({
+    kubeconfigPath: inject('hostKubeconfig'),
+    temporalAddress: inject('temporalAddress'),
+    temporalNamespace: 'default',
+    taskQueue: opts.taskQueue,
+    stateDir: opts.stateDir,
+    logger: testLogger,
+    readinessTimeoutMs: 60_000,
+    etcdUnsafeNoFsync: true,
+    relistIntervalMs: 5_000,
+    binaries: await resolveBinaries(),
+    ...(opts.worker === false ? { worker: false } : {}),
+    ...(opts.watcher === false ? { watcher: false } : {}),
+  });
+}
+
+export async function createNamespace(prefix: string): Promise<string> {
+  const name = `${prefix}-${randomUUID().slice(0, 6)}`;
+  await hostKubeConfig()
+    .makeApiClient(CoreV1Api)
+    .createNamespace({ body: { metadata: { name } } });
+  return name;
+}
+
+export async function createVirtualCluster(
+  namespace: string,
+  name: string,
+  spec: Record<string, unknown> = {},
+): Promise<VirtualCluster> {
+  const created = await host().custom.createNamespacedCustomObject({
+    group: GROUP,
+    version: VERSION,
+    plural: PLURAL,
+    namespace,
+    body: { apiVersion: API_VERSION, kind: KIND, metadata: { name, namespace }, spec },
+  });
+  return VirtualCluster.parse(created);
+}
+
+export async function deleteVirtualCluster(namespace: string, name: string): Promise<void> {
+  await host().custom.deleteNamespacedCustomObject({
+    group: GROUP,
+    version: VERSION,
+    plural: PLURAL,
+    namespace,
+    name,
+  });
+}
+
+export async function eventually<T>(
+  what: string,
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs = 120_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs / 1000}s waiting for ${what}${last ? `: ${String(last)}` : ''}`,
+      );
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+export async function waitForPhase(
+  namespace: string,
+  name: string,
+  phase: Phase,
+  timeoutMs = 120_000,
+): Promise<VirtualCluster> {
+  let seen: string | undefined;
+  return eventually(
+    `${namespace}/${name} to reach ${phase} (last seen ${seen ?? 'nothing'})`,
+    async () => {
+      const vc = await host().getVirtualCluster({ namespace, name });
+      seen = `${vc?.status?.phase}: ${vc?.status?.message}`;
+      return vc?.status?.phase === phase ? vc : undefined;
+    },
+    timeoutMs,
+  );
+}
+
+export async function waitForGone(namespace: string, name: string, timeoutMs = 120_000): Promise<void> {
+  await eventually(
+    `${namespace}/${name} to be deleted`,
+    async () => (await host().getVirtualCluster({ namespace, name })) === undefined,
+    timeoutMs,
+  );
+}
+
+export async function kubectl(kubeconfig: string, ...args: string[]): Promise<string> {
+  const { kubectl: bin } = await resolveBinaries();
+  const { stdout } = await run(bin, ['--kubeconfig', kubeconfig, ...args], { timeout: 30_000 });
+  return stdout;
+}
+
+/** Every live process whose command line mentions `needle`, by executable name. */
+export function processesMentioning(needle: string): { pid: number; exe: string }[] {
+  const out: { pid: number; exe: string }[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) continue;
+      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      if (argv.some((a) => a.includes(needle)))
+        out.push({ pid: Number(entry), exe: (argv[0] ?? '').split('/').at(-1) ?? '' });
+    } catch {
+      /* exited meanwhile */
+    }
+  }
+  return out;
+}
+
+export function pathExists(p: string): boolean {
+  return existsSync(p);
+}

@@ -1,0 +1,58 @@
+/**
+ * VirtualClusters the API must accept or reject. The unit test checks the zod schemas against
+ * this table, the integration test the real API server with the CRD: both must agree.
+ */
+export interface SpecExample {
+  title: string;
+  name?: string;
+  spec: Record<string, unknown>;
+  valid: boolean;
+}
+
+export const specExamples: SpecExample[] = [
+  { title: 'empty spec', spec: {}, valid: true },
+  {
+    title: 'promoted nodes',
+    spec: { promoteResources: { nodes: ['node-a', 'node-b.example'] } },
+    valid: true,
+  },
+  {
+    title: 'cpu and memory as strings',
+    spec: { promoteResources: { resources: { cpu: '10', memory: '100Gi' } } },
+    valid: true,
+  },
+  {
+    title: 'cpu as an integer, memory in M',
+    spec: { promoteResources: { resources: { cpu: 4, memory: '512M' } } },
+    valid: true,
+  },
+  { title: 'millicores', spec: { promoteResources: { resources: { cpu: '500m' } } }, valid: true },
+  {
+    title: 'service CIDR and SANs',
+    spec: { serviceCIDR: '10.100.0.0/16', certSANs: ['vc.example.com', '192.0.2.1'] },
+    valid: true,
+  },
+  { title: 'a wide but well-formed service CIDR', spec: { serviceCIDR: '10.0.0.0/8' }, valid: true },
+  {
+    title: 'kubeconfig as written by the operator',
+    spec: { kubeconfig: 'YXBpVmVyc2lvbjogdjE=' },
+    valid: true,
+  },
+  { title: 'name with uppercase', name: 'Tenant', spec: {}, valid: false },
+  { title: 'name longer than 63 characters', name: 'a'.repeat(64), spec: {}, valid: false },
+  { title: 'node name with uppercase', spec: { promoteResources: { nodes: ['Node-A'] } }, valid: false },
+  { title: 'empty node name', spec: { promoteResources: { nodes: [''] } }, valid: false },
+  { title: 'duplicate node names', spec: { promoteResources: { nodes: ['a', 'a'] } }, valid: false },
+  { title: 'nodes not a list', spec: { promoteResources: { nodes: 'node-a' } }, valid: false },
+  { title: 'negative cpu', spec: { promoteResources: { resources: { cpu: '-1' } } }, valid: false },
+  {
+    title: 'cpu with a unit typo',
+    spec: { promoteResources: { resources: { cpu: '10 cores' } } },
+    valid: false,
+  },
+  { title: 'memory in GB', spec: { promoteResources: { resources: { memory: '100GB' } } }, valid: false },
+  { title: 'service CIDR with host bits', spec: { serviceCIDR: '10.96.0.1/12' }, valid: false },
+  { title: 'service CIDR that is not an address', spec: { serviceCIDR: '300.1.1.0/24' }, valid: false },
+  { title: 'service CIDR without a prefix', spec: { serviceCIDR: '10.96.0.0' }, valid: false },
+  { title: 'SAN with a space', spec: { certSANs: ['bad name'] }, valid: false },
+];

@@ -1,0 +1,46 @@
+import { readFile } from 'node:fs/promises';
+import { describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { API_VERSION, KIND, VirtualCluster, parseIPv4Cidr } from '../../src/api/virtualCluster.js';
+import { specExamples } from '../support/specExamples.js';
+
+const object = (name: string, spec: Record<string, unknown>) => ({
+  apiVersion: API_VERSION,
+  kind: KIND,
+  metadata: { name, namespace: 'default', uid: '0b5ad3a4-8a8e-4a5e-9d36-1a2b3c4d5e6f' },
+  spec,
+});
+
+describe('VirtualCluster schema', () => {
+  it.each(specExamples)('$title: valid=$valid', ({ name, spec, valid }) => {
+    expect(VirtualCluster.safeParse(object(name ?? 'tenant', spec)).success).toBe(valid);
+  });
+
+  it('defaults the service CIDR', () => {
+    expect(VirtualCluster.parse(object('t', {})).spec.serviceCIDR).toBe('10.96.0.0/12');
+  });
+
+  it('parses CIDRs the way the API server does', () => {
+    expect(parseIPv4Cidr('10.96.0.0/12')).toEqual({ base: (10 << 24) + (96 << 16), prefix: 12 });
+    expect(parseIPv4Cidr('0.0.0.0/0')).toEqual({ base: 0, prefix: 0 });
+    expect(parseIPv4Cidr('10.96.0.0/33')).toBeUndefined();
+    expect(parseIPv4Cidr('10.96.0.0/12/1')).toBeUndefined();
+  });
+
+  it('declares in the CRD every spec field the zod schema has', async () => {
+    const crd = parse(
+      await readFile(new URL('../../config/crd/virtualclusters.kosmos.io.yaml', import.meta.url), 'utf8'),
+    ) as {
+      spec: {
+        versions: {
+          schema: { openAPIV3Schema: { properties: { spec: { properties: Record<string, unknown> } } } };
+        }[];
+      };
+    };
+    const crdFields = Object.keys(
+      crd.spec.versions[0]!.schema.openAPIV3Schema.properties.spec.properties,
+    ).sort();
+    const zodFields = Object.keys(VirtualCluster.shape.spec.unwrap().shape).sort();
+    expect(crdFields).toEqual(zodFields);
+  });
+});
