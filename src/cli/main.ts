@@ -20,16 +20,24 @@ import { hostFromKubeconfig, startOperator, type Operator } from '../worker/oper
 
 const logger = createLogger();
 
-function onSignals(stop: () => Promise<void>): void {
-  let stopping = false;
+/**
+ * Runs `start`, and stops cleanly on SIGINT/SIGTERM: a signal during start-up waits for start-up
+ * to settle first, so nothing it is still starting is left behind. A second signal exits at once.
+ */
+async function supervise(start: () => Promise<void>, stop: () => Promise<void>): Promise<void> {
+  let stopping: Promise<void> | undefined;
+  const startup = start();
+  const stopOnce = (): Promise<void> => {
+    stopping ??= startup.catch(() => undefined).then(stop);
+    return stopping;
+  };
   const handler = (sig: NodeJS.Signals) => {
     if (stopping) {
       logger.warn('second signal: exiting now', { signal: sig });
       process.exit(130);
     }
-    stopping = true;
     logger.info('stopping (Ctrl-C again to force)', { signal: sig });
-    stop().then(
+    stopOnce().then(
       () => process.exit(0),
       (e: unknown) => {
         logger.error('stop failed', { error: (e as Error).message });
@@ -39,6 +47,14 @@ function onSignals(stop: () => Promise<void>): void {
   };
   process.on('SIGINT', handler);
   process.on('SIGTERM', handler);
+  try {
+    await startup;
+  } catch (e) {
+    if (stopping) return; // the signal handler owns the exit
+    logger.error(`start-up failed: ${(e as Error).message}; stopping what was started`);
+    await stopOnce().catch(() => undefined);
+    process.exit(1);
+  }
 }
 
 async function up(): Promise<void> {
@@ -52,89 +68,98 @@ async function up(): Promise<void> {
   });
   const ports = new PortAllocator(join(stateDir, 'ports.json'));
   let operator: Operator | undefined;
-  onSignals(async () => {
+
+  const start = async (): Promise<void> => {
+    let kubeconfig = env.KUBECONFIG;
+    if (!kubeconfig) {
+      logger.info('no KUBECONFIG: starting the embedded host cluster', { stateDir });
+      const host = await startEmbeddedHost({
+        dir: join(stateDir, 'host'),
+        runtime: embedded,
+        binaries,
+        ports,
+        logger,
+        kwokNodes: 3,
+      });
+      kubeconfig = host.kubeconfigPath;
+    }
+    let temporalAddress = env.TEMPORAL_ADDRESS;
+    let uiUrl: string | undefined;
+    if (!temporalAddress) {
+      const port = Number(process.env.KOSMOS_VC_TEMPORAL_PORT ?? 7233);
+      const uiPort = Number(process.env.KOSMOS_VC_TEMPORAL_UI_PORT ?? 8233);
+      logger.info('no TEMPORAL_ADDRESS: starting the Temporal dev server', { port, uiPort });
+      await mkdir(join(stateDir, 'temporal'), { recursive: true });
+      const t = await startTemporalDevServer({
+        runtime: embedded,
+        binaries,
+        port,
+        uiPort,
+        httpPort: port + 10,
+        dbFile: join(stateDir, 'temporal', 'temporal.db'),
+      });
+      temporalAddress = t.address;
+      uiUrl = t.uiUrl;
+    }
+
+    await hostFromKubeconfig(kubeconfig).applyCRD();
+    operator = await startOperator({
+      kubeconfigPath: kubeconfig,
+      temporalAddress,
+      temporalNamespace: env.TEMPORAL_NAMESPACE,
+      taskQueue: env.KOSMOS_VC_TASK_QUEUE,
+      stateDir,
+      logger,
+      readinessTimeoutMs: env.KOSMOS_VC_READINESS_TIMEOUT_SECONDS * 1000,
+      binaries,
+    });
+
+    const lines = [
+      '',
+      'kosmos-vc is up. Ctrl-C stops everything; `npm start` again brings it all back.',
+      '',
+      `  host cluster:    export KUBECONFIG=${kubeconfig}`,
+      `  kubectl:         export PATH=${dirname(binaries.kubectl)}:$PATH`,
+      `  Temporal:        ${temporalAddress} (namespace ${env.TEMPORAL_NAMESPACE})`,
+      ...(uiUrl ? [`  Temporal Web UI: ${uiUrl}`] : []),
+      `  state:           ${stateDir}`,
+      '',
+      '  first tenant:    kubectl apply -f examples/tenant1.yaml && kubectl get vc -w',
+      '',
+    ];
+    process.stdout.write(lines.join('\n') + '\n');
+  };
+
+  await supervise(start, async () => {
     await operator?.stop({ stopTenants: true });
     await embedded.shutdown();
   });
-
-  let kubeconfig = env.KUBECONFIG;
-  if (!kubeconfig) {
-    logger.info('no KUBECONFIG: starting the embedded host cluster', { stateDir });
-    const host = await startEmbeddedHost({
-      dir: join(stateDir, 'host'),
-      runtime: embedded,
-      binaries,
-      ports,
-      logger,
-      kwokNodes: 3,
-    });
-    kubeconfig = host.kubeconfigPath;
-  }
-  let temporalAddress = env.TEMPORAL_ADDRESS;
-  let uiUrl: string | undefined;
-  if (!temporalAddress) {
-    const port = Number(process.env.KOSMOS_VC_TEMPORAL_PORT ?? 7233);
-    const uiPort = Number(process.env.KOSMOS_VC_TEMPORAL_UI_PORT ?? 8233);
-    logger.info('no TEMPORAL_ADDRESS: starting the Temporal dev server', { port, uiPort });
-    await mkdir(join(stateDir, 'temporal'), { recursive: true });
-    const t = await startTemporalDevServer({
-      runtime: embedded,
-      binaries,
-      port,
-      uiPort,
-      httpPort: port + 10,
-      dbFile: join(stateDir, 'temporal', 'temporal.db'),
-    });
-    temporalAddress = t.address;
-    uiUrl = t.uiUrl;
-  }
-
-  await hostFromKubeconfig(kubeconfig).applyCRD();
-  operator = await startOperator({
-    kubeconfigPath: kubeconfig,
-    temporalAddress,
-    temporalNamespace: env.TEMPORAL_NAMESPACE,
-    taskQueue: env.KOSMOS_VC_TASK_QUEUE,
-    stateDir,
-    logger,
-    readinessTimeoutMs: env.KOSMOS_VC_READINESS_TIMEOUT_SECONDS * 1000,
-    binaries,
-  });
-
-  const lines = [
-    '',
-    'kosmos-vc is up. Ctrl-C stops everything; `npm start` again brings it all back.',
-    '',
-    `  host cluster:    export KUBECONFIG=${kubeconfig}`,
-    `  kubectl:         export PATH=${dirname(binaries.kubectl)}:$PATH`,
-    `  Temporal:        ${temporalAddress} (namespace ${env.TEMPORAL_NAMESPACE})`,
-    ...(uiUrl ? [`  Temporal Web UI: ${uiUrl}`] : []),
-    `  state:           ${stateDir}`,
-    '',
-    '  first tenant:    kubectl apply -f examples/tenant1.yaml && kubectl get vc -w',
-    '',
-  ];
-  process.stdout.write(lines.join('\n') + '\n');
 }
 
 async function worker(): Promise<void> {
   const env = readOperatorEnv();
-  if (!env.KUBECONFIG || !env.TEMPORAL_ADDRESS)
+  const { KUBECONFIG: kubeconfigPath, TEMPORAL_ADDRESS: temporalAddress } = env;
+  if (!kubeconfigPath || !temporalAddress)
     throw new Error('kosmos-vc worker needs KUBECONFIG and TEMPORAL_ADDRESS');
   const stateDir = env.KOSMOS_VC_STATE_DIR ?? defaultStateDir();
-  const operator = await startOperator({
-    kubeconfigPath: env.KUBECONFIG,
-    temporalAddress: env.TEMPORAL_ADDRESS,
-    temporalNamespace: env.TEMPORAL_NAMESPACE,
-    taskQueue: env.KOSMOS_VC_TASK_QUEUE,
-    stateDir,
-    logger,
-    watcher: process.env.KOSMOS_VC_WATCHER === 'true',
-    readinessTimeoutMs: env.KOSMOS_VC_READINESS_TIMEOUT_SECONDS * 1000,
-    etcdUnsafeNoFsync: env.KOSMOS_VC_ETCD_UNSAFE_NO_FSYNC,
-  });
-  onSignals(() => operator.stop({ stopTenants: process.env.KOSMOS_VC_KEEP_TENANTS !== 'true' }));
-  logger.info('worker running', { taskQueue: env.KOSMOS_VC_TASK_QUEUE, stateDir });
+  let operator: Operator | undefined;
+  await supervise(
+    async () => {
+      operator = await startOperator({
+        kubeconfigPath,
+        temporalAddress,
+        temporalNamespace: env.TEMPORAL_NAMESPACE,
+        taskQueue: env.KOSMOS_VC_TASK_QUEUE,
+        stateDir,
+        logger,
+        watcher: process.env.KOSMOS_VC_WATCHER === 'true',
+        readinessTimeoutMs: env.KOSMOS_VC_READINESS_TIMEOUT_SECONDS * 1000,
+        etcdUnsafeNoFsync: env.KOSMOS_VC_ETCD_UNSAFE_NO_FSYNC,
+      });
+      logger.info('worker running', { taskQueue: env.KOSMOS_VC_TASK_QUEUE, stateDir });
+    },
+    async () => operator?.stop({ stopTenants: process.env.KOSMOS_VC_KEEP_TENANTS !== 'true' }),
+  );
 }
 
 const commands: Record<string, () => Promise<void>> = { up, worker };

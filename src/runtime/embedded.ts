@@ -104,7 +104,7 @@ export async function startEmbeddedHost(opts: EmbeddedHostOptions): Promise<Embe
     ],
   });
   const nodeNames = await ensureKwokNodes(admin, opts.kwokNodes);
-  log.info('host cluster ready', { kubeconfig: admin, nodes: nodeNames.length });
+  log.info('host cluster ready', { kubeconfigPath: admin, nodes: nodeNames.length });
   return { kubeconfigPath: admin, layout, nodeNames };
 }
 

@@ -54,6 +54,18 @@ export interface ProcessRuntimeOptions {
   stopGraceMs?: number;
 }
 
+/** Clients stop before their servers; resume() starts in the opposite order. */
+const STOP_ORDER: readonly ComponentName[] = [
+  'clustertree',
+  'kube-scheduler',
+  'kube-controller-manager',
+  'kwok',
+  'kube-apiserver',
+  'etcd',
+  'temporal',
+];
+const rank = (n: ComponentName): number => STOP_ORDER.indexOf(n);
+
 const hashSpec = (spec: ComponentSpec): string =>
   createHash('sha256').update(JSON.stringify(spec)).digest('hex');
 
@@ -366,22 +378,51 @@ export class ProcessRuntime implements ControlPlaneRuntime {
       .map((s) => this.status(s));
   }
 
-  async resume(): Promise<ComponentStatus[]> {
-    const out: ComponentStatus[] = [];
-    for (const owner of await readdir(this.opts.root).catch(() => [] as string[])) {
-      for (const f of await readdir(this.dir(owner)).catch(() => [] as string[])) {
-        if (!f.endsWith('.json')) continue;
-        const r = await this.readRecord(owner, f.slice(0, -'.json'.length));
-        if (r) out.push(await this.ensure(r.spec));
-      }
-    }
-    return out;
+  /**
+   * Brings back every recorded component. Control planes come back in parallel; within one,
+   * each component is started after the one it needs is ready (etcd, then the apiserver, ...).
+   */
+  async resume(readinessTimeoutMs = 60_000): Promise<ComponentStatus[]> {
+    const owners = await readdir(this.opts.root).catch(() => [] as string[]);
+    const perOwner = await Promise.all(
+      owners.map(async (owner) => {
+        const records: Record[] = [];
+        for (const f of await readdir(this.dir(owner)).catch(() => [] as string[])) {
+          if (!f.endsWith('.json')) continue;
+          const r = await this.readRecord(owner, f.slice(0, -'.json'.length));
+          if (r) records.push(r);
+        }
+        records.sort((a, b) => rank(b.spec.name) - rank(a.spec.name));
+        const out: ComponentStatus[] = [];
+        for (const r of records) {
+          out.push(await this.ensure(r.spec));
+          await this.waitReady(owner, r.spec.name, readinessTimeoutMs).catch((e: unknown) =>
+            this.opts.logger.warn('resumed component not ready; the supervisor keeps trying', {
+              owner,
+              component: r.spec.name,
+              error: (e as Error).message,
+            }),
+          );
+        }
+        return out;
+      }),
+    );
+    return perOwner.flat();
   }
 
+  /** Stops every process, clients before servers, but keeps the records for resume(). */
   async shutdown(): Promise<void> {
     this.closed = true;
     clearInterval(this.timer);
-    await Promise.all([...this.procs.values()].map((s) => this.stopSupervised(s)));
+    const byOwner = new Map<string, Supervised[]>();
+    for (const s of this.procs.values())
+      byOwner.set(s.record.spec.owner, [...(byOwner.get(s.record.spec.owner) ?? []), s]);
+    await Promise.all(
+      [...byOwner.values()].map(async (list) => {
+        list.sort((a, b) => rank(a.record.spec.name) - rank(b.record.spec.name));
+        for (const s of list) await this.stopSupervised(s);
+      }),
+    );
     this.procs.clear();
   }
 

@@ -13,7 +13,7 @@ import {
   bundleWorkflowCode,
   type WorkflowBundle,
 } from '@temporalio/worker';
-import { temporal } from '@temporalio/proto';
+import proto from '@temporalio/proto';
 import { extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createActivities, type ActivityDeps } from '../activities/index.js';
@@ -29,7 +29,12 @@ let runtimeInstalled = false;
 export function installTemporalRuntime(): void {
   if (runtimeInstalled) return;
   runtimeInstalled = true;
-  Runtime.install({ workerHeartbeatInterval: 0, logger: new DefaultLogger('WARN') });
+  Runtime.install({
+    workerHeartbeatInterval: 0,
+    logger: new DefaultLogger('WARN'),
+    // Signals are the CLI's to handle: it stops the watcher, then the worker, then the tenants.
+    shutdownSignals: [],
+  });
 }
 
 const here = fileURLToPath(import.meta.url);
@@ -56,7 +61,7 @@ export async function ensureSearchAttributes(
     await connection.operatorService.addSearchAttributes({
       namespace,
       searchAttributes: Object.fromEntries(
-        missing.map((n) => [n, temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD]),
+        missing.map((n) => [n, proto.temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD]),
       ),
     });
     logger.info('registered search attributes', { names: missing });
@@ -158,7 +163,7 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
     async stop({ stopTenants = true } = {}) {
       await watcher?.stop();
       if (worker) {
-        worker.shutdown();
+        if (worker.getState() === 'RUNNING') worker.shutdown();
         await workerDone;
       }
       await nativeConnection?.close();
