@@ -70,12 +70,13 @@ export class HostCluster {
     }
   }
 
-  async listVirtualClusters(): Promise<{ items: unknown[]; resourceVersion: string }> {
-    const list = (await this.custom.listClusterCustomObject({
-      group: GROUP,
-      version: VERSION,
-      plural: PLURAL,
-    })) as {
+  /** VirtualClusters in `namespace`, or in every namespace. */
+  async listVirtualClusters(namespace?: string): Promise<{ items: unknown[]; resourceVersion: string }> {
+    const ids = { group: GROUP, version: VERSION, plural: PLURAL };
+    const raw: unknown = namespace
+      ? await this.custom.listNamespacedCustomObject({ ...ids, namespace })
+      : await this.custom.listClusterCustomObject(ids);
+    const list = raw as {
       items: unknown[];
       metadata: { resourceVersion: string };
     };

@@ -112,6 +112,7 @@ async function up(): Promise<void> {
       logger,
       readinessTimeoutMs: env.KOSMOS_VC_READINESS_TIMEOUT_SECONDS * 1000,
       binaries,
+      ...(env.KOSMOS_VC_WATCH_NAMESPACE ? { watchNamespace: env.KOSMOS_VC_WATCH_NAMESPACE } : {}),
     });
 
     const lines = [
@@ -155,6 +156,7 @@ async function worker(): Promise<void> {
         watcher: process.env.KOSMOS_VC_WATCHER === 'true',
         readinessTimeoutMs: env.KOSMOS_VC_READINESS_TIMEOUT_SECONDS * 1000,
         etcdUnsafeNoFsync: env.KOSMOS_VC_ETCD_UNSAFE_NO_FSYNC,
+        ...(env.KOSMOS_VC_WATCH_NAMESPACE ? { watchNamespace: env.KOSMOS_VC_WATCH_NAMESPACE } : {}),
       });
       logger.info('worker running', { taskQueue: env.KOSMOS_VC_TASK_QUEUE, stateDir });
     },

@@ -34,6 +34,8 @@ export interface WatcherOptions {
   taskQueue: string;
   logger: Logger;
   searchAttributes: boolean;
+  /** Watch only this namespace (default: all). */
+  namespace?: string;
   /** A full list every so often catches what a stalled watch missed (default 60 s). */
   relistIntervalMs?: number;
 }
@@ -56,9 +58,12 @@ export class VirtualClusterWatcher {
   constructor(private readonly opts: WatcherOptions) {}
 
   async start(): Promise<void> {
-    const path = `/apis/${GROUP}/${VERSION}/${PLURAL}`;
+    const ns = this.opts.namespace;
+    const path = ns
+      ? `/apis/${GROUP}/${VERSION}/namespaces/${ns}/${PLURAL}`
+      : `/apis/${GROUP}/${VERSION}/${PLURAL}`;
     const list = async () => {
-      const { items, resourceVersion } = await this.opts.host.listVirtualClusters();
+      const { items, resourceVersion } = await this.opts.host.listVirtualClusters(ns);
       return {
         apiVersion: `${GROUP}/${VERSION}`,
         kind: 'VirtualClusterList',
@@ -74,7 +79,7 @@ export class VirtualClusterWatcher {
     await this.informer.start();
     this.relistTimer = setInterval(() => void this.relist(), this.opts.relistIntervalMs ?? 60_000);
     this.relistTimer.unref();
-    this.opts.logger.info('watching VirtualClusters');
+    this.opts.logger.info('watching VirtualClusters', { namespace: ns ?? '(all)' });
   }
 
   /** The informer stops on errors: start it again with backoff (a restart replays `add`s). */
@@ -96,7 +101,7 @@ export class VirtualClusterWatcher {
 
   private async relist(): Promise<void> {
     try {
-      const { items } = await this.opts.host.listVirtualClusters();
+      const { items } = await this.opts.host.listVirtualClusters(this.opts.namespace);
       for (const item of items) this.enqueue(item as KubernetesObject);
     } catch (e) {
       this.opts.logger.warn('relist failed', { error: (e as Error).message });

@@ -6,6 +6,7 @@
  *   TEMPORAL_NAMESPACE         Temporal namespace (default "default")
  *   KOSMOS_VC_STATE_DIR        where tenants' data, certificates and logs live
  *   KOSMOS_VC_TASK_QUEUE       Temporal task queue (default "kosmos-vc")
+ *   KOSMOS_VC_WATCH_NAMESPACE  serve VirtualClusters of this namespace only (default: all)
  *   KOSMOS_VC_READINESS_TIMEOUT_SECONDS  how long a component may take to become ready (60)
  */
 import { homedir } from 'node:os';
@@ -22,6 +23,7 @@ export const OperatorEnv = z.object({
   TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
   KOSMOS_VC_STATE_DIR: z.string().min(1).optional(),
   KOSMOS_VC_TASK_QUEUE: z.string().min(1).default(TASK_QUEUE),
+  KOSMOS_VC_WATCH_NAMESPACE: z.string().min(1).optional(),
   KOSMOS_VC_READINESS_TIMEOUT_SECONDS: z.coerce.number().int().positive().default(60),
   KOSMOS_VC_ETCD_UNSAFE_NO_FSYNC: z
     .enum(['true', 'false'])

@@ -86,6 +86,8 @@ export interface OperatorOptions {
   readinessTimeoutMs?: number;
   etcdUnsafeNoFsync?: boolean;
   relistIntervalMs?: number;
+  /** Watch VirtualClusters in this namespace only (default: all namespaces). */
+  watchNamespace?: string;
   binaries?: Binaries;
 }
 
@@ -151,6 +153,7 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       searchAttributes: withSearchAttributes,
       logger: opts.logger.child({ part: 'watcher' }),
       ...(opts.relistIntervalMs ? { relistIntervalMs: opts.relistIntervalMs } : {}),
+      ...(opts.watchNamespace ? { namespace: opts.watchNamespace } : {}),
     });
     await watcher.start();
   }

@@ -178,8 +178,11 @@ export async function virtualClusterWorkflow(
         if (name === 'publishKubeconfig') await undo.unpublishKubeconfig({ ref });
         else if (component && a) await undo.stopComponent({ ref, allocation: a, component });
         else if (name === 'allocate' && a) await undo.release({ ref, allocation: a });
-        stepState.set(name, { state: 'undone' });
-        if (STEP_CONDITIONS[name]) conditions.delete(STEP_CONDITIONS[name]);
+        // The failed step keeps its condition and state: that is where the reason is.
+        if (stepState.get(name)?.state !== 'failed') {
+          stepState.set(name, { state: 'undone' });
+          setCondition(STEP_CONDITIONS[name], false, 'RolledBack', `${name} undone`);
+        }
       }
       started.length = 0;
       allocation = undefined;

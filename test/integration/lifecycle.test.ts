@@ -33,8 +33,8 @@ let stateDir: string;
 
 beforeAll(async () => {
   stateDir = await newStateDir();
-  operator = await testOperator({ stateDir, taskQueue: `lifecycle-${randomUUID()}` });
   namespace = await createNamespace('lifecycle');
+  operator = await testOperator({ stateDir, taskQueue: `lifecycle-${randomUUID()}`, namespace });
 });
 afterAll(async () => {
   await operator?.stop({ stopTenants: true });

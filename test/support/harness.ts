@@ -20,7 +20,7 @@ import {
   type Phase,
 } from '../../src/api/virtualCluster.js';
 import { HostCluster } from '../../src/activities/hostCluster.js';
-import { resolveBinaries } from '../../src/runtime/binaries.js';
+import { resolveBinaries, type Binaries } from '../../src/runtime/binaries.js';
 import { createLogger } from '../../src/worker/logger.js';
 import { startOperator, type Operator } from '../../src/worker/operator.js';
 
@@ -43,8 +43,10 @@ export const testLogger = createLogger({ level: (process.env.LOG_LEVEL as 'debug
 export async function testOperator(opts: {
   stateDir: string;
   taskQueue: string;
+  namespace: string;
   worker?: boolean;
   watcher?: boolean;
+  binaries?: Partial<Binaries>;
 }): Promise<Operator> {
   return startOperator({
     kubeconfigPath: inject('hostKubeconfig'),
@@ -56,7 +58,8 @@ export async function testOperator(opts: {
     readinessTimeoutMs: 60_000,
     etcdUnsafeNoFsync: true,
     relistIntervalMs: 5_000,
-    binaries: await resolveBinaries(),
+    binaries: { ...(await resolveBinaries()), ...opts.binaries },
+    watchNamespace: opts.namespace,
     ...(opts.worker === false ? { worker: false } : {}),
     ...(opts.watcher === false ? { watcher: false } : {}),
   });
@@ -95,6 +98,11 @@ export async function deleteVirtualCluster(namespace: string, name: string): Pro
   });
 }
 
+/** Thrown inside an `eventually` callback to stop waiting at once. */
+export class GiveUp extends Error {
+  override readonly name = 'GiveUp';
+}
+
 export async function eventually<T>(
   what: string,
   fn: () => Promise<T | undefined | false>,
@@ -107,6 +115,7 @@ export async function eventually<T>(
       const v = await fn();
       if (v !== undefined && v !== false) return v;
     } catch (e) {
+      if (e instanceof GiveUp) throw e;
       last = e;
     }
     if (Date.now() > deadline)
@@ -123,16 +132,22 @@ export async function waitForPhase(
   phase: Phase,
   timeoutMs = 120_000,
 ): Promise<VirtualCluster> {
-  let seen: string | undefined;
-  return eventually(
-    `${namespace}/${name} to reach ${phase} (last seen ${seen ?? 'nothing'})`,
-    async () => {
-      const vc = await host().getVirtualCluster({ namespace, name });
-      seen = `${vc?.status?.phase}: ${vc?.status?.message}`;
-      return vc?.status?.phase === phase ? vc : undefined;
-    },
-    timeoutMs,
-  );
+  let seen = 'nothing';
+  try {
+    return await eventually(
+      `${namespace}/${name} to reach ${phase}`,
+      async () => {
+        const vc = await host().getVirtualCluster({ namespace, name });
+        seen = `${vc?.status?.phase}: ${vc?.status?.message}`;
+        if (phase !== 'Failed' && vc?.status?.phase === 'Failed')
+          throw new GiveUp(`it failed: ${vc.status.message}`);
+        return vc?.status?.phase === phase ? vc : undefined;
+      },
+      timeoutMs,
+    );
+  } catch (e) {
+    throw new Error(`${(e as Error).message} (last seen ${seen})`);
+  }
 }
 
 export async function waitForGone(namespace: string, name: string, timeoutMs = 120_000): Promise<void> {
@@ -169,4 +184,49 @@ export function processesMentioning(needle: string): { pid: number; exe: string 
 
 export function pathExists(p: string): boolean {
   return existsSync(p);
+}
+
+export interface Credentials {
+  server: string;
+  caPem: string;
+  certPem: string;
+  keyPem: string;
+}
+
+/** The server, CA and client certificate of a kubeconfig's current context. */
+export function credentialsOf(kubeconfigText: string): Credentials {
+  const kc = new KubeConfig();
+  kc.loadFromString(kubeconfigText);
+  const dec = (s: string | undefined) => Buffer.from(s ?? '', 'base64').toString();
+  return {
+    server: kc.getCurrentCluster()!.server,
+    caPem: dec(kc.getCurrentCluster()!.caData),
+    certPem: dec(kc.getCurrentUser()!.certData),
+    keyPem: dec(kc.getCurrentUser()!.keyData),
+  };
+}
+
+/**
+ * GET `path` on `server` (trusting `serverCaPem`) presenting `client`'s certificate: the status
+ * code the server answers, so a test can see a foreign credential rejected by the server itself.
+ */
+export async function statusAs(
+  server: string,
+  serverCaPem: string,
+  client: Pick<Credentials, 'certPem' | 'keyPem'>,
+  path = '/api/v1/namespaces',
+): Promise<number> {
+  const { request } = await import('node:https');
+  return new Promise((resolve, reject) => {
+    const req = request(
+      `${server}${path}`,
+      { ca: serverCaPem, cert: client.certPem, key: client.keyPem, agent: false },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
 }

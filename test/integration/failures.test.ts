@@ -1,0 +1,176 @@
+/**
+ * Bad input and permanent failures: the CRD rejects malformed specs; a spec the CRD accepts
+ * but the control plane cannot serve fails with a reason, leaves nothing behind and does not
+ * touch a healthy tenant; deleting in the middle of provisioning leaves nothing either.
+ */
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { tenantId } from '../../src/activities/index.js';
+import { API_VERSION, GROUP, KIND, PLURAL, VERSION } from '../../src/api/virtualCluster.js';
+import type { Operator } from '../../src/worker/operator.js';
+import { progressQuery, workflowIdFor } from '../../src/workflows/definitions.js';
+import {
+  createNamespace,
+  createVirtualCluster,
+  credentialsOf,
+  deleteVirtualCluster,
+  eventually,
+  host,
+  newStateDir,
+  pathExists,
+  processesMentioning,
+  statusAs,
+  testOperator,
+  waitForGone,
+  waitForPhase,
+} from '../support/harness.js';
+import { specExamples } from '../support/specExamples.js';
+import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
+
+let operator: Operator;
+let namespace: string;
+let stateDir: string;
+
+beforeAll(async () => {
+  stateDir = await newStateDir();
+  namespace = await createNamespace('failures');
+  operator = await testOperator({ stateDir, taskQueue: `failures-${randomUUID()}`, namespace });
+});
+afterAll(async () => {
+  await operator?.stop({ stopTenants: true });
+});
+
+async function leftovers(uid: string, name: string) {
+  const id = tenantId({ namespace, name, uid });
+  const ports = JSON.parse(await readFile(join(stateDir, 'ports.json'), 'utf8').catch(() => '{}')) as Record<
+    string,
+    number[]
+  >;
+  return {
+    processes: processesMentioning(join(stateDir, 'tenants', id)),
+    dir: pathExists(join(stateDir, 'tenants', id)),
+    runtimeRecords: pathExists(join(stateDir, 'runtime', id)),
+    ports: ports[id] ?? [],
+    secret: (await host().getSecret(namespace, `${name}-kubeconfig`)) !== undefined,
+  };
+}
+const nothing = { processes: [], dir: false, runtimeRecords: false, ports: [], secret: false };
+
+describe('bad input', () => {
+  it.each(specExamples)(
+    'the API server agrees with the schemas: $title (valid=$valid)',
+    async ({ name, spec, valid }) => {
+      const body = {
+        apiVersion: API_VERSION,
+        kind: KIND,
+        metadata: { name: name ?? 'example', namespace },
+        spec,
+      };
+      const attempt = host().custom.createNamespacedCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural: PLURAL,
+        namespace,
+        body,
+        dryRun: 'All',
+      });
+      if (valid) await expect(attempt).resolves.toBeTruthy();
+      else await expect(attempt).rejects.toMatchObject({ code: 422 });
+    },
+  );
+
+  it('fails a spec the control plane cannot serve with a clear reason, cleans up, and leaves other tenants alone', async () => {
+    await createVirtualCluster(namespace, 'healthy');
+    const healthy = await waitForPhase(namespace, 'healthy', 'Initialized');
+    const creds = credentialsOf(Buffer.from(healthy.spec.kubeconfig!, 'base64').toString());
+
+    // 10.96.0.0/30 is a well-formed network, but kube-apiserver needs at least 8 service IPs.
+    const bad = await createVirtualCluster(namespace, 'too-small', { serviceCIDR: '10.96.0.0/30' });
+    const failed = await waitForPhase(namespace, 'too-small', 'Failed');
+    expect(failed.status?.reason).toBe('ComponentExited');
+    expect(failed.status?.message).toMatch(/kube-apiserver exited.*at least 8 IP addresses/);
+    const apiserverCondition = failed.status?.conditions?.find((c) => c.type === 'APIServerReady');
+    expect(apiserverCondition).toMatchObject({ status: 'False', reason: 'ComponentExited' });
+    expect(failed.status?.conditions?.find((c) => c.type === 'Ready')?.status).toBe('False');
+    expect(await leftovers(bad.metadata.uid, 'too-small')).toEqual(nothing);
+
+    // The healthy tenant still serves.
+    expect(await statusAs(creds.server, creds.caPem, creds)).toBe(200);
+    expect((await host().getVirtualCluster({ namespace, name: 'healthy' }))?.status?.phase).toBe(
+      'Initialized',
+    );
+
+    // A failed tenant can still be deleted.
+    await deleteVirtualCluster(namespace, 'too-small');
+    await waitForGone(namespace, 'too-small');
+  });
+});
+
+describe('delete during provisioning', () => {
+  it('stops provisioning, removes everything, then lets the object go', async () => {
+    const vc = await createVirtualCluster(namespace, 'short-lived');
+    const handle = operator.client.workflow.getHandle(
+      workflowIdFor({ namespace, name: 'short-lived', uid: vc.metadata.uid }),
+    );
+    await eventually('etcd to be started', async () => {
+      const p = await handle.query(progressQuery);
+      return p.steps.find((s) => s.name === 'startEtcd')?.state !== 'pending';
+    });
+    await deleteVirtualCluster(namespace, 'short-lived');
+    await waitForGone(namespace, 'short-lived');
+    const progress = await handle.query(progressQuery);
+    expect(progress.phase).not.toBe('Initialized');
+    expect(await leftovers(vc.metadata.uid, 'short-lived')).toEqual(nothing);
+  });
+});
+
+describe('a step that fails permanently late in provisioning', () => {
+  it('undoes every earlier step in reverse and reports Failed with the reason', async () => {
+    // A worker whose kube-scheduler binary is broken: etcd, the apiserver and the
+    // controller-manager start, the scheduler cannot.
+    const brokenNs = await createNamespace('broken');
+    const brokenState = await newStateDir();
+    const broken = await testOperator({
+      stateDir: brokenState,
+      taskQueue: `broken-${randomUUID()}`,
+      namespace: brokenNs,
+      binaries: { kubeScheduler: '/bin/false' },
+    });
+    try {
+      const vc = await createVirtualCluster(brokenNs, 'no-scheduler');
+      const failed = await waitForPhase(brokenNs, 'no-scheduler', 'Failed');
+      expect(failed.status?.reason).toBe('ComponentExited');
+      expect(failed.status?.message).toMatch(/^kube-scheduler exited with code 1 before it was ready/);
+      const conditions = Object.fromEntries(
+        (failed.status?.conditions ?? []).map((c) => [c.type, `${c.status}/${c.reason}`]),
+      );
+      expect(conditions).toMatchObject({
+        SchedulerReady: 'False/ComponentExited',
+        ControllerManagerReady: 'False/RolledBack',
+        EtcdReady: 'False/RolledBack',
+        Ready: 'False/ComponentExited',
+      });
+      const id = tenantId({ namespace: brokenNs, name: 'no-scheduler', uid: vc.metadata.uid });
+      expect(processesMentioning(join(brokenState, 'tenants', id))).toEqual([]);
+      expect(pathExists(join(brokenState, 'tenants', id))).toBe(false);
+      expect(pathExists(join(brokenState, 'runtime', id))).toBe(false);
+      const progress = await broken.client.workflow
+        .getHandle(workflowIdFor({ namespace: brokenNs, name: 'no-scheduler', uid: vc.metadata.uid }))
+        .query(progressQuery);
+      expect(progress.steps.map((s) => `${s.name}:${s.state}`)).toEqual([
+        'allocate:undone',
+        'issueCertificates:undone',
+        'startEtcd:undone',
+        'startApiserver:undone',
+        'startControllerManager:undone',
+        'startScheduler:failed',
+        'publishKubeconfig:pending',
+      ]);
+      await deleteVirtualCluster(brokenNs, 'no-scheduler');
+      await waitForGone(brokenNs, 'no-scheduler');
+    } finally {
+      await broken.stop({ stopTenants: true });
+    }
+  });
+});
