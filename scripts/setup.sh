@@ -15,7 +15,8 @@ ETCD_VERSION=v3.6.16
 KUBERNETES_VERSION=v1.37.2
 KWOK_VERSION=v0.8.0
 
-CACHE="${KOSMOS_VC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kosmos-vc}"
+# ~ rather than $HOME: bash falls back to the password database when HOME is unset (services).
+CACHE="${KOSMOS_VC_CACHE:-${XDG_CACHE_HOME:-$(echo ~)/.cache}/kosmos-vc}"
 TOOLS="$CACHE/tools"
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
 

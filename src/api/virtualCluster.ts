@@ -33,7 +33,7 @@ export function parseIPv4Cidr(cidr: string): { base: number; prefix: number } | 
   const o = octets(ip);
   const prefix = Number(bits);
   if (!o || prefix > 32) return undefined;
-  const base = (((o[0]! << 24) | (o[1]! << 16) | (o[2]! << 8) | o[3]!) >>> 0) as number;
+  const base = ((o[0]! << 24) | (o[1]! << 16) | (o[2]! << 8) | o[3]!) >>> 0;
   const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
   if ((base & mask) >>> 0 !== base) return undefined;
   return { base, prefix };

@@ -57,7 +57,7 @@ export async function resolveBinaries(): Promise<Binaries> {
     kwok: bin('kwok', 'kwok'),
     kwokStagesDir: join(dirname(dirs.get('kwok') ?? '/nonexistent'), 'stages'),
   };
-  const missing = Object.entries(b)
+  const missing = (Object.entries(b) as [string, string][])
     .filter(([, path]) => !existsSync(path))
     .map(([name]) => name);
   if (missing.length > 0) throw new ComponentsMissingError(missing);

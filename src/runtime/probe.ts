@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { request as httpRequest } from 'node:http';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request } from 'node:https';
 import type { HttpsProbe } from './types.js';
 
@@ -13,7 +13,7 @@ export async function probeOnce(probe: HttpsProbe, timeoutMs = 2000): Promise<nu
   const plain = probe.url.startsWith('http://');
   if (!plain && !ca) throw new Error(`probe ${probe.url} needs a CA`);
   return new Promise((resolve, reject) => {
-    const onResponse = (res: import('node:http').IncomingMessage) => {
+    const onResponse = (res: IncomingMessage) => {
       res.resume();
       res.on('end', () => resolve(res.statusCode ?? 0));
     };

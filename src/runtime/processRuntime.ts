@@ -372,10 +372,12 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     };
   }
 
-  async list(owner?: string): Promise<ComponentStatus[]> {
-    return [...this.procs.values()]
-      .filter((s) => owner === undefined || s.record.spec.owner === owner)
-      .map((s) => this.status(s));
+  list(owner?: string): Promise<ComponentStatus[]> {
+    return Promise.resolve(
+      [...this.procs.values()]
+        .filter((s) => owner === undefined || s.record.spec.owner === owner)
+        .map((s) => this.status(s)),
+    );
   }
 
   /**

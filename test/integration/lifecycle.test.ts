@@ -82,7 +82,9 @@ describe('VirtualCluster lifecycle', () => {
     await kubectl(kubeconfig, 'create', 'ns', 'team-a');
     expect(await kubectl(kubeconfig, 'get', 'ns', 'team-a', '-o', 'name')).toContain('namespace/team-a');
     const whoami = await kubectl(kubeconfig, 'auth', 'whoami', '-o', 'json');
-    expect(JSON.parse(whoami).status.userInfo.username).toBe('kubernetes-admin');
+    expect(
+      (JSON.parse(whoami) as { status: { userInfo: { username: string } } }).status.userInfo.username,
+    ).toBe('kubernetes-admin');
     // The tenant is its own cluster: its namespace does not exist on the host.
     await expect(host().core.readNamespace({ name: 'team-a' })).rejects.toThrow();
 
@@ -133,7 +135,7 @@ describe('VirtualCluster lifecycle', () => {
     await waitForGone(namespace, 'doomed');
     expect(processesMentioning(allocation.dir)).toEqual([]);
     expect(pathExists(allocation.dir)).toBe(false);
-    for (const port of Object.values(allocation.ports)) expect(await canBind(port)).toBe(true);
+    for (const port of Object.values<number>(allocation.ports)) expect(await canBind(port)).toBe(true);
     expect(await host().getSecret(namespace, 'doomed-kubeconfig')).toBeUndefined();
   });
 });

@@ -3,7 +3,7 @@
  * (in memory, headless) and the embedded host cluster (etcd, kube-apiserver,
  * kube-controller-manager, kube-scheduler, kwok). Everything is stopped by PID at the end.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
@@ -13,7 +13,7 @@ import { startEmbeddedHost, startTemporalDevServer } from '../../src/runtime/emb
 import { PortAllocator } from '../../src/runtime/ports.js';
 import { ProcessRuntime } from '../../src/runtime/processRuntime.js';
 import { KubeConfig } from '@kubernetes/client-node';
-import { createLogger } from '../../src/worker/logger.js';
+import { createLogger, type Logger } from '../../src/worker/logger.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -23,9 +23,47 @@ declare module 'vitest' {
   }
 }
 
+const PREFIX = 'kvc-test-';
+
+/**
+ * A run that was killed before its teardown leaves its processes running: stop them through
+ * their runtime records (pid and start time checked), then remove the directory.
+ */
+async function reapInterruptedRuns(logger: Logger): Promise<void> {
+  for (const entry of await readdir(tmpdir())) {
+    if (!entry.startsWith(PREFIX)) continue;
+    const root = join(tmpdir(), entry);
+    // Another run still in progress owns its directory: leave it alone.
+    const owner = Number(await readFile(join(root, 'owner.pid'), 'utf8').catch(() => '0'));
+    if (owner > 0 && isAlive(owner)) continue;
+    const runtimeRoots = [join(root, 'embedded')];
+    for (const sub of await readdir(root).catch(() => [] as string[])) {
+      if (sub.startsWith('operator-')) runtimeRoots.push(join(root, sub, 'runtime'));
+    }
+    for (const runtimeRoot of runtimeRoots) {
+      const runtime = new ProcessRuntime({ root: runtimeRoot, logger, stopGraceMs: 5_000 });
+      for (const owner of await readdir(runtimeRoot).catch(() => [] as string[])) await runtime.remove(owner);
+      runtime.detach();
+    }
+    await rm(root, { recursive: true, force: true });
+    logger.warn('removed the leftovers of an interrupted test run', { root });
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const logger = createLogger({ level: process.env.LOG_LEVEL === 'debug' ? 'debug' : 'warn' });
-  const stateRoot = await mkdtemp(join(tmpdir(), 'kvc-test-'));
+  await reapInterruptedRuns(logger);
+  const stateRoot = await mkdtemp(join(tmpdir(), PREFIX));
+  await writeFile(join(stateRoot, 'owner.pid'), String(process.pid));
   const binaries = await resolveBinaries();
   const runtime = new ProcessRuntime({ root: join(stateRoot, 'embedded'), logger });
   const ports = new PortAllocator(join(stateRoot, 'ports.json'));

@@ -78,7 +78,7 @@ export async function createVirtualCluster(
   name: string,
   spec: Record<string, unknown> = {},
 ): Promise<VirtualCluster> {
-  const created = await host().custom.createNamespacedCustomObject({
+  const created: unknown = await host().custom.createNamespacedCustomObject({
     group: GROUP,
     version: VERSION,
     plural: PLURAL,
@@ -114,13 +114,14 @@ export async function eventually<T>(
     try {
       const v = await fn();
       if (v !== undefined && v !== false) return v;
+      last = undefined;
     } catch (e) {
       if (e instanceof GiveUp) throw e;
       last = e;
     }
     if (Date.now() > deadline)
       throw new Error(
-        `timed out after ${timeoutMs / 1000}s waiting for ${what}${last ? `: ${String(last)}` : ''}`,
+        `timed out after ${timeoutMs / 1000}s waiting for ${what}${last ? `: ${last instanceof Error ? last.message : JSON.stringify(last)}` : ''}`,
       );
     await new Promise((r) => setTimeout(r, 250));
   }

@@ -21,7 +21,7 @@ export function hold(control: StubControl, step: StepName): { reached: Promise<v
   const gate = new Promise<void>((r) => (release = r));
   const reached = new Promise<void>((r) => (reachedResolve = r));
   const entry = { reached, release, gate, reachedResolve };
-  control.holds.set(step, entry as never);
+  control.holds.set(step, entry);
   return { reached, release };
 }
 
@@ -47,16 +47,16 @@ export function stubActivities(control: StubControl): Activities {
   };
   return {
     allocate: () => step('allocate', allocation),
-    release: async () => void control.calls.push('release'),
+    release: () => Promise.resolve(void control.calls.push('release')),
     issueCertificates: () => step('issueCertificates', { caFingerprint: 'x', reissued: true }),
     startEtcd: () => step('startEtcd', { pid: 1 }),
     startApiserver: () => step('startApiserver', { pid: 2 }),
     startControllerManager: () => step('startControllerManager', { pid: 3 }),
     startScheduler: () => step('startScheduler', { pid: 4 }),
-    stopComponent: async ({ component }) => void control.calls.push(`stop:${component}`),
+    stopComponent: ({ component }) => Promise.resolve(void control.calls.push(`stop:${component}`)),
     publishKubeconfig: () =>
       step('publishKubeconfig', { secretName: 'vc-kubeconfig', endpoint: 'https://127.0.0.1:3' }),
-    unpublishKubeconfig: async () => void control.calls.push('unpublishKubeconfig'),
-    reportStatus: async ({ status }) => void control.statuses.push(status),
+    unpublishKubeconfig: () => Promise.resolve(void control.calls.push('unpublishKubeconfig')),
+    reportStatus: ({ status }) => Promise.resolve(void control.statuses.push(status)),
   };
 }

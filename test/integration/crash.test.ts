@@ -1,0 +1,106 @@
+/**
+ * A worker SIGKILLed in the middle of provisioning: a new worker finishes the job, adopting the
+ * components the dead one started, so the tenant ends with exactly one set of processes.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { existsSync, openSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { tenantId } from '../../src/activities/index.js';
+import { repoRoot } from '../../src/runtime/binaries.js';
+import type { Operator } from '../../src/worker/operator.js';
+import { progressQuery, workflowIdFor } from '../../src/workflows/definitions.js';
+import {
+  createNamespace,
+  createVirtualCluster,
+  credentialsOf,
+  deleteVirtualCluster,
+  eventually,
+  newStateDir,
+  processesMentioning,
+  statusAs,
+  testOperator,
+  waitForGone,
+  waitForPhase,
+} from '../support/harness.js';
+
+let watcherOnly: Operator;
+let namespace: string;
+let stateDir: string;
+let taskQueue: string;
+const workers: ChildProcess[] = [];
+
+const entry = join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
+
+function startWorker(label: string): ChildProcess {
+  if (!existsSync(entry)) throw new Error(`${entry} is missing: run \`npm run build\` (npm test does)`);
+  const log = openSync(join(stateDir, `worker-${label}.log`), 'a');
+  const child = spawn(process.execPath, [entry, 'worker'], {
+    stdio: ['ignore', log, log],
+    env: {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      KUBECONFIG: inject('hostKubeconfig'),
+      TEMPORAL_ADDRESS: inject('temporalAddress'),
+      KOSMOS_VC_STATE_DIR: stateDir,
+      KOSMOS_VC_TASK_QUEUE: taskQueue,
+      KOSMOS_VC_ETCD_UNSAFE_NO_FSYNC: 'true',
+      LOG_FORMAT: 'json',
+    },
+  });
+  workers.push(child);
+  return child;
+}
+
+async function stopWorker(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
+  if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+}
+
+beforeAll(async () => {
+  stateDir = await newStateDir();
+  taskQueue = `crash-${randomUUID()}`;
+  namespace = await createNamespace('crash');
+  watcherOnly = await testOperator({ stateDir, taskQueue, namespace, worker: false });
+});
+afterAll(async () => {
+  await watcherOnly?.stop();
+  for (const w of workers) await stopWorker(w);
+});
+
+describe('worker crash', () => {
+  it('finishes provisioning on a new worker with exactly one set of processes', async () => {
+    const first = startWorker('first');
+    const vc = await createVirtualCluster(namespace, 'survivor');
+    const ref = { namespace, name: 'survivor', uid: vc.metadata.uid };
+    const handle = watcherOnly.client.workflow.getHandle(workflowIdFor(ref));
+    await eventually('the apiserver step to be under way', async () => {
+      const p = await handle.query(progressQuery);
+      return p.steps.find((s) => s.name === 'startApiserver')?.state === 'running';
+    });
+    first.kill('SIGKILL');
+    await new Promise((r) => first.once('exit', r));
+
+    const dir = join(stateDir, 'tenants', tenantId(ref));
+    // What the dead worker started keeps running, unsupervised, until a new worker adopts it.
+    expect(processesMentioning(dir).map((p) => p.exe)).toContain('etcd');
+
+    startWorker('second');
+    const ready = await waitForPhase(namespace, 'survivor', 'Initialized', 180_000);
+    const creds = credentialsOf(Buffer.from(ready.spec.kubeconfig!, 'base64').toString());
+    expect(await statusAs(creds.server, creds.caPem, creds)).toBe(200);
+    expect(
+      processesMentioning(dir)
+        .map((p) => p.exe)
+        .sort(),
+    ).toEqual(['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler']);
+
+    await deleteVirtualCluster(namespace, 'survivor');
+    await waitForGone(namespace, 'survivor');
+    expect(processesMentioning(dir)).toEqual([]);
+  });
+});
