@@ -17,13 +17,10 @@ import {
 import type { Binaries } from './binaries.js';
 import type { ComponentSpec } from './types.js';
 
-export interface ControlPlanePorts {
-  etcdClient: number;
-  etcdPeer: number;
-  apiserver: number;
-  controllerManager: number;
-  scheduler: number;
-}
+export type ControlPlanePorts = Record<
+  'etcdClient' | 'etcdPeer' | 'apiserver' | 'controllerManager' | 'scheduler',
+  number
+>;
 
 export interface ControlPlaneLayout {
   /** Runtime owner id and etcd member name. */

@@ -135,7 +135,7 @@ describe('VirtualCluster lifecycle', () => {
     await waitForGone(namespace, 'doomed');
     expect(processesMentioning(allocation.dir)).toEqual([]);
     expect(pathExists(allocation.dir)).toBe(false);
-    for (const port of Object.values<number>(allocation.ports)) expect(await canBind(port)).toBe(true);
+    for (const port of Object.values(allocation.ports)) expect(await canBind(port)).toBe(true);
     expect(await host().getSecret(namespace, 'doomed-kubeconfig')).toBeUndefined();
   });
 });
