@@ -13,7 +13,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { API_VERSION, GROUP, KIND, PLURAL, VERSION } from '../src/api/virtualCluster.js';
-import { HostCluster } from '../src/activities/hostCluster.js';
+import type { HostCluster } from '../src/activities/hostCluster.js';
 import { writeControlPlanePki } from '../src/pki/controlPlanePki.js';
 import { resolveBinaries } from '../src/runtime/binaries.js';
 import {

@@ -31,6 +31,9 @@ import { repoRoot } from '../runtime/binaries.js';
 
 export const FIELD_MANAGER = 'kosmos-vc';
 
+/** A status merge patch: any field may be null to remove it. */
+export type StatusPatch = { [K in keyof VirtualClusterStatus]?: VirtualClusterStatus[K] | null };
+
 export function isNotFound(e: unknown): boolean {
   return e instanceof ApiException && e.code === 404;
 }
@@ -83,8 +86,8 @@ export class HostCluster {
     return { items: list.items, resourceVersion: list.metadata.resourceVersion };
   }
 
-  /** Merge-patches status; false when the object (with that uid) no longer exists. */
-  async patchStatus(ref: VirtualClusterRef, status: VirtualClusterStatus): Promise<boolean> {
+  /** Merge-patches status (a null field is removed); false when the object is gone. */
+  async patchStatus(ref: VirtualClusterRef, status: StatusPatch): Promise<boolean> {
     try {
       await this.custom.patchNamespacedCustomObjectStatus(
         { ...this.ids(ref), body: { metadata: { uid: ref.uid }, status }, fieldManager: FIELD_MANAGER },

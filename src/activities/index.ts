@@ -176,12 +176,17 @@ export function createActivities(deps: ActivityDeps) {
       return allocation;
     },
 
-    /** Undo of allocate: stops whatever still runs, frees the ports, removes the directory. */
-    async release(input: StepInput): Promise<void> {
-      await deps.runtime.remove(input.allocation.id);
-      await rm(input.allocation.dir, { recursive: true, force: true });
-      await ports.release(input.allocation.id);
-      log(input.ref).info('released', { id: input.allocation.id });
+    /**
+     * Undo of allocate: stops whatever still runs, frees the ports, removes the directory. Works
+     * from the object's identity alone, so it also cleans up after a run that never recorded
+     * its allocation (a terminated workflow, an allocate that failed halfway).
+     */
+    async release(input: { ref: VirtualClusterRef }): Promise<void> {
+      const id = tenantId(input.ref);
+      await deps.runtime.remove(id);
+      await rm(join(tenantsDir, id), { recursive: true, force: true });
+      await ports.release(id);
+      log(input.ref).info('released', { id });
     },
 
     async issueCertificates(
@@ -211,8 +216,8 @@ export function createActivities(deps: ActivityDeps) {
       return startComponent(input, schedulerSpec(layout(input.allocation), await bins()));
     },
 
-    async stopComponent(input: StepInput & { component: ControlPlaneComponent }): Promise<void> {
-      await deps.runtime.stop(input.allocation.id, input.component);
+    async stopComponent(input: { ref: VirtualClusterRef; component: ControlPlaneComponent }): Promise<void> {
+      await deps.runtime.stop(tenantId(input.ref), input.component);
     },
 
     /** Writes the admin kubeconfig to a Secret and to spec.kubeconfig. */

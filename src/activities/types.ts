@@ -24,8 +24,9 @@ export interface StatusReport {
   observedGeneration: number;
   conditions: Condition[];
   workflowId: string;
-  apiServerEndpoint?: string;
-  kubeconfigSecretRef?: { name: string; key: string };
+  /** null clears the field (status is merge-patched). */
+  apiServerEndpoint: string | null;
+  kubeconfigSecretRef: { name: string; key: string } | null;
 }
 
 export interface StepInput {

@@ -20,6 +20,12 @@ import { hostFromKubeconfig, startOperator, type Operator } from '../worker/oper
 
 const logger = createLogger();
 
+/** A worker that died of a fatal error: stop everything the way Ctrl-C does, then exit 1. */
+function onWorkerFailed(): void {
+  process.exitCode = 1;
+  process.kill(process.pid, 'SIGTERM');
+}
+
 /**
  * Runs `start`, and stops cleanly on SIGINT/SIGTERM: a signal during start-up waits for start-up
  * to settle first, so nothing it is still starting is left behind. A second signal exits at once.
@@ -38,7 +44,7 @@ async function supervise(start: () => Promise<void>, stop: () => Promise<void>):
     }
     logger.info('stopping (Ctrl-C again to force)', { signal: sig });
     stopOnce().then(
-      () => process.exit(0),
+      () => process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0),
       (e: unknown) => {
         logger.error('stop failed', { error: (e as Error).message });
         process.exit(1);
@@ -110,6 +116,7 @@ async function up(): Promise<void> {
       taskQueue: env.KOSMOS_VC_TASK_QUEUE,
       stateDir,
       logger,
+      onWorkerFailed,
       readinessTimeoutMs: env.KOSMOS_VC_READINESS_TIMEOUT_SECONDS * 1000,
       binaries,
       ...(env.KOSMOS_VC_WATCH_NAMESPACE ? { watchNamespace: env.KOSMOS_VC_WATCH_NAMESPACE } : {}),
@@ -153,6 +160,7 @@ async function worker(): Promise<void> {
         taskQueue: env.KOSMOS_VC_TASK_QUEUE,
         stateDir,
         logger,
+        onWorkerFailed,
         watcher: process.env.KOSMOS_VC_WATCHER === 'true',
         readinessTimeoutMs: env.KOSMOS_VC_READINESS_TIMEOUT_SECONDS * 1000,
         etcdUnsafeNoFsync: env.KOSMOS_VC_ETCD_UNSAFE_NO_FSYNC,

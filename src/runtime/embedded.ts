@@ -164,6 +164,8 @@ export interface TemporalDevServerOptions {
   httpPort: number;
   /** SQLite file; undefined keeps everything in memory. */
   dbFile?: string;
+  /** Extra dynamic config, e.g. a low continue-as-new threshold for tests. */
+  dynamicConfig?: Record<string, string | number>;
   readinessTimeoutMs?: number;
 }
 
@@ -188,6 +190,9 @@ export async function startTemporalDevServer(
       ...(opts.dbFile ? [`--db-filename=${opts.dbFile}`] : []),
       ...Object.values(searchAttributes).map((k) => `--search-attribute=${k.name}=Keyword`),
       '--dynamic-config-value=frontend.enableServerVersionCheck=false',
+      ...Object.entries(opts.dynamicConfig ?? {}).map(
+        ([k, v]) => `--dynamic-config-value=${k}=${JSON.stringify(v)}`,
+      ),
       '--log-level=warn',
     ],
     probe: { url: `http://127.0.0.1:${opts.httpPort}/api/v1/namespaces/default` },

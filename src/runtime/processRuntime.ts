@@ -8,7 +8,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -123,6 +123,24 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     await rename(`${path}.tmp`, path);
   }
 
+  private writeRecordSync(r: Record): void {
+    const path = this.recordPath(r.spec.owner, r.spec.name);
+    writeFileSync(`${path}.tmp`, JSON.stringify(r, null, 2));
+    renameSync(`${path}.tmp`, path);
+  }
+
+  /** False once someone else (another worker's stop or remove) took the component away. */
+  private stillOurs(s: Supervised): boolean {
+    try {
+      const r = JSON.parse(
+        readFileSync(this.recordPath(s.record.spec.owner, s.record.spec.name), 'utf8'),
+      ) as Record;
+      return r.pid === s.record.pid && r.specHash === s.record.specHash;
+    } catch {
+      return false;
+    }
+  }
+
   private isAlive(s: Supervised): boolean {
     const pid = s.record.pid;
     if (pid === undefined) return false;
@@ -132,6 +150,7 @@ export class ProcessRuntime implements ControlPlaneRuntime {
 
   async ensure(spec: ComponentSpec): Promise<ComponentStatus> {
     if (this.closed) throw new Error('runtime is shut down');
+    await mkdir(this.dir(spec.owner), { recursive: true });
     const key = this.key(spec.owner, spec.name);
     const specHash = hashSpec(spec);
     let s = this.procs.get(key);
@@ -150,8 +169,8 @@ export class ProcessRuntime implements ControlPlaneRuntime {
         this.fresh(spec, specHash);
       this.procs.set(key, s);
     }
+    // No await between here and start(): the supervisor must never see this entry half made.
     s.exitsBaseline = s.exits;
-    await mkdir(this.dir(spec.owner), { recursive: true });
     if (!this.isAlive(s)) this.start(s);
     await this.writeRecord(s.record);
     return this.status(s);
@@ -224,6 +243,9 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     s.alive = child.pid !== undefined;
     s.record.pid = child.pid;
     s.record.startTime = child.pid === undefined ? undefined : procStartTime(child.pid);
+    // Recorded before anything else can happen: a worker that dies now leaves a record a new
+    // runtime adopts, never an unknown process holding the component's port.
+    this.writeRecordSync(s.record);
     child.on('error', (err) => {
       this.opts.logger.error('component failed to start', {
         owner: spec.owner,
@@ -248,8 +270,13 @@ export class ProcessRuntime implements ControlPlaneRuntime {
   /** Restarts crashed components, with exponential backoff up to 30 s. */
   private supervise(): void {
     const now = Date.now();
-    for (const s of this.procs.values()) {
-      if (s.stopping || this.isAlive(s)) continue;
+    for (const [key, s] of this.procs) {
+      if (s.stopping || s.record.pid === undefined || this.isAlive(s)) continue;
+      if (!this.stillOurs(s)) {
+        // Stopped or removed through another runtime sharing the state directory.
+        this.procs.delete(key);
+        continue;
+      }
       if (s.nextRestartAt === 0) {
         s.nextRestartAt = now + s.backoffMs;
         s.backoffMs = Math.min(s.backoffMs * 2, 30_000);
@@ -259,8 +286,15 @@ export class ProcessRuntime implements ControlPlaneRuntime {
       if (now < s.nextRestartAt) continue;
       s.nextRestartAt = 0;
       s.restarts++;
-      this.start(s);
-      void this.writeRecord(s.record).catch(() => undefined);
+      try {
+        this.start(s);
+      } catch (e) {
+        this.opts.logger.error('component restart failed', {
+          owner: s.record.spec.owner,
+          component: s.record.spec.name,
+          error: (e as Error).message,
+        });
+      }
     }
   }
 

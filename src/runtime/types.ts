@@ -91,7 +91,8 @@ export class ReadinessTimeoutError extends Error {
 export function lastMeaningfulLine(tail: string): string {
   const lines = tail
     .split('\n')
-    .map((l) => l.trim())
+    // klog's header (`E1124 09:07:19.445388    4603 run.go:72] `) says nothing to a user.
+    .map((l) => l.replace(/^[IWEF][0-9]{4} [0-9:.]+\s+[0-9]+ [^\]]+\] /, '').trim())
     .filter(Boolean);
   const fatal = [...lines].reverse().find((l) => /\b(error|fatal|failed|invalid|unable|panic)\b/i.test(l));
   return (fatal ?? lines.at(-1) ?? 'no output').slice(0, 600);

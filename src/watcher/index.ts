@@ -76,6 +76,8 @@ export class VirtualClusterWatcher {
     this.informer.on('add', onEvent);
     this.informer.on('update', onEvent);
     this.informer.on('error', (err: unknown) => this.restart(err));
+    // start() resolves even when its list failed: only a working watch resets the backoff.
+    this.informer.on('connect', () => (this.backoffMs = 1000));
     await this.informer.start();
     this.relistTimer = setInterval(() => void this.relist(), this.opts.relistIntervalMs ?? 60_000);
     this.relistTimer.unref();
@@ -91,10 +93,7 @@ export class VirtualClusterWatcher {
     });
     clearTimeout(this.restartTimer);
     this.restartTimer = setTimeout(() => {
-      this.informer?.start().then(
-        () => (this.backoffMs = 1000),
-        (e: unknown) => this.restart(e),
-      );
+      this.informer?.start().catch((e: unknown) => this.restart(e));
     }, this.backoffMs);
     this.backoffMs = Math.min(this.backoffMs * 2, 30_000);
   }
@@ -158,7 +157,14 @@ export class VirtualClusterWatcher {
     if (vc.metadata.deletionTimestamp) {
       if (finalizers.includes(FINALIZER) && !this.deleting.has(ref.uid)) {
         this.deleting.add(ref.uid);
-        void this.finishDeletion(ref, vc).finally(() => this.deleting.delete(ref.uid));
+        void this.finishDeletion(ref, vc)
+          .catch((e: unknown) =>
+            this.opts.logger.warn('teardown not finished; the next event or relist retries', {
+              vc: `${ref.namespace}/${ref.name}`,
+              error: (e as Error).message,
+            }),
+          )
+          .finally(() => this.deleting.delete(ref.uid));
       }
       return;
     }

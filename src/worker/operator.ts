@@ -11,6 +11,7 @@ import {
   Runtime,
   Worker,
   bundleWorkflowCode,
+  type LogEntry,
   type WorkflowBundle,
 } from '@temporalio/worker';
 import proto from '@temporalio/proto';
@@ -22,16 +23,29 @@ import { resolveBinaries, type Binaries } from '../runtime/binaries.js';
 import { ProcessRuntime } from '../runtime/processRuntime.js';
 import { VirtualClusterWatcher } from '../watcher/index.js';
 import { searchAttributes } from '../workflows/definitions.js';
-import type { Logger } from './logger.js';
+import { createLogger, type Logger } from './logger.js';
 
 let runtimeInstalled = false;
-/** Once per process: quiet the SDK's own logs and skip worker heartbeats the dev server lacks. */
-export function installTemporalRuntime(): void {
+/**
+ * Once per process: the SDK logs through ours (warnings and up, one line each, errors by their
+ * message), signals stay ours, and no worker heartbeats (the dev server lacks the API).
+ */
+export function installTemporalRuntime(logger: Logger = createLogger()): void {
   if (runtimeInstalled) return;
   runtimeInstalled = true;
+  const sdk = logger.child({ part: 'temporal-sdk' });
+  const forward = (entry: LogEntry): void => {
+    const fields: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(entry.meta ?? {})) {
+      if (['sdkComponent', 'taskToken', 'namespace'].includes(k)) continue;
+      fields[k] = v instanceof Error ? v.message : v;
+    }
+    const level = entry.level === 'ERROR' ? 'error' : entry.level === 'WARN' ? 'warn' : 'debug';
+    sdk[level](entry.message, fields);
+  };
   Runtime.install({
     workerHeartbeatInterval: 0,
-    logger: new DefaultLogger('WARN'),
+    logger: new DefaultLogger('WARN', forward),
     // Signals are the CLI's to handle: it stops the watcher, then the worker, then the tenants.
     shutdownSignals: [],
   });
@@ -86,6 +100,8 @@ export interface OperatorOptions {
   readinessTimeoutMs?: number;
   etcdUnsafeNoFsync?: boolean;
   relistIntervalMs?: number;
+  /** Called when the worker dies of a fatal error (the CLI then stops and exits non-zero). */
+  onWorkerFailed?: (e: Error) => void;
   /** Watch VirtualClusters in this namespace only (default: all namespaces). */
   watchNamespace?: string;
   binaries?: Binaries;
@@ -107,7 +123,7 @@ export function hostFromKubeconfig(path: string): HostCluster {
 }
 
 export async function startOperator(opts: OperatorOptions): Promise<Operator> {
-  installTemporalRuntime();
+  installTemporalRuntime(opts.logger);
   const host = hostFromKubeconfig(opts.kubeconfigPath);
   const connection = await Connection.connect({ address: opts.temporalAddress });
   const client = new Client({ connection, namespace: opts.temporalNamespace });
@@ -141,7 +157,12 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       workflowBundle: await workflowBundle(),
       activities: createActivities(deps),
     });
-    workerDone = worker.run();
+    workerDone = worker.run().catch((e: unknown) => {
+      opts.logger.error('worker stopped with an error; no more workflows or activities run here', {
+        error: (e as Error).message,
+      });
+      opts.onWorkerFailed?.(e as Error);
+    });
   }
 
   let watcher: VirtualClusterWatcher | undefined;
@@ -164,15 +185,16 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
     ...(runtime ? { runtime } : {}),
     ...(watcher ? { watcher } : {}),
     async stop({ stopTenants = true } = {}) {
-      await watcher?.stop();
-      if (worker) {
-        if (worker.getState() === 'RUNNING') worker.shutdown();
+      try {
+        await watcher?.stop();
+        if (worker?.getState() === 'RUNNING') worker.shutdown();
         await workerDone;
+        await nativeConnection?.close();
+        await connection.close();
+      } finally {
+        if (stopTenants) await runtime?.shutdown();
+        else runtime?.detach();
       }
-      await nativeConnection?.close();
-      await connection.close();
-      if (stopTenants) await runtime?.shutdown();
-      else runtime?.detach();
     },
   };
 }

@@ -142,10 +142,11 @@ export async function virtualClusterWorkflow(
         observedGeneration: generation,
         conditions: [...conditions.values()],
         workflowId,
-        ...(endpoint ? { apiServerEndpoint: endpoint } : {}),
-        ...(started.includes('publishKubeconfig') && phase !== 'Failed'
-          ? { kubeconfigSecretRef: { name: `${ref.name}-kubeconfig`, key: 'kubeconfig' } }
-          : {}),
+        apiServerEndpoint: endpoint ?? null,
+        kubeconfigSecretRef:
+          started.includes('publishKubeconfig') && next !== 'Failed'
+            ? { name: `${ref.name}-kubeconfig`, key: 'kubeconfig' }
+            : null,
       },
     });
   }
@@ -169,17 +170,22 @@ export async function virtualClusterWorkflow(
     }
   }
 
-  /** Undoes every started step, newest first. Runs even if the workflow is being cancelled. */
-  async function compensate(): Promise<void> {
+  /**
+   * Undoes steps newest first, even while the workflow is being cancelled: after a failure the
+   * steps that started; on teardown all of them, since every undo is idempotent and a run that
+   * was re-created only to tear down never saw what an earlier run started.
+   */
+  async function compensate(all: boolean): Promise<void> {
     await CancellationScope.nonCancellable(async () => {
-      const a = allocation;
-      for (const name of [...started].reverse()) {
+      for (const name of [...STEP_NAMES].reverse()) {
+        if (!all && !started.includes(name)) continue;
         const component = COMPONENT_OF[name];
         if (name === 'publishKubeconfig') await undo.unpublishKubeconfig({ ref });
-        else if (component && a) await undo.stopComponent({ ref, allocation: a, component });
-        else if (name === 'allocate' && a) await undo.release({ ref, allocation: a });
+        else if (component) await undo.stopComponent({ ref, component });
+        else if (name === 'allocate') await undo.release({ ref });
         // The failed step keeps its condition and state: that is where the reason is.
-        if (stepState.get(name)?.state !== 'failed') {
+        if (stepState.get(name)?.state === 'failed') continue;
+        if (started.includes(name)) {
           stepState.set(name, { state: 'undone' });
           setCondition(STEP_CONDITIONS[name], false, 'RolledBack', `${name} undone`);
         }
@@ -212,7 +218,7 @@ export async function virtualClusterWorkflow(
       const f = describeFailure(err);
       log.warn('provisioning failed; compensating', { reason: f.reason, message: f.message });
       await report('Preparing', 'Compensating', `undoing completed steps after: ${f.message}`);
-      await compensate();
+      await compensate(false);
       await report('Failed', f.reason, f.message);
     }
   }
@@ -220,7 +226,7 @@ export async function virtualClusterWorkflow(
   async function teardown(): Promise<VirtualClusterWorkflowResult> {
     await report('Deleting', 'Deleting', 'tearing the tenant down');
     const id = allocation?.id;
-    await compensate();
+    await compensate(true);
     log.info('tenant torn down', { tenant: id });
     return { tornDown: true, ...(id ? { tenantId: id } : {}) };
   }
@@ -251,6 +257,8 @@ export async function virtualClusterWorkflow(
     }
     if (workflowInfo().continueAsNewSuggested) {
       await condition(allHandlersFinished);
+      // Anything that arrived meanwhile is handled in this run: it is not carried over.
+      if (deleteRequested || retryRequested || pendingSpec) continue;
       const next: CarriedState = {
         phase,
         reason,

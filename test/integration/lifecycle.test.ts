@@ -8,13 +8,15 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kubeconfigSecretName } from '../../src/activities/index.js';
 import type { TenantAllocation } from '../../src/activities/types.js';
-import { FINALIZER } from '../../src/api/virtualCluster.js';
+import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { FINALIZER, GROUP, PLURAL, VERSION } from '../../src/api/virtualCluster.js';
 import { canBind } from '../../src/runtime/ports.js';
 import type { Operator } from '../../src/worker/operator.js';
 import { progressQuery, searchAttributes, workflowIdFor } from '../../src/workflows/definitions.js';
 import {
   createNamespace,
   createVirtualCluster,
+  credentialsOf,
   deleteVirtualCluster,
   eventually,
   host,
@@ -22,6 +24,7 @@ import {
   newStateDir,
   pathExists,
   processesMentioning,
+  statusAs,
   testOperator,
   waitForGone,
   waitForPhase,
@@ -137,5 +140,67 @@ describe('VirtualCluster lifecycle', () => {
     expect(pathExists(allocation.dir)).toBe(false);
     for (const port of Object.values(allocation.ports)) expect(await canBind(port)).toBe(true);
     expect(await host().getSecret(namespace, 'doomed-kubeconfig')).toBeUndefined();
+  });
+
+  it('delivers a spec change to the running workflow and refuses changes to immutable fields', async () => {
+    const before = (await host().getVirtualCluster({ namespace, name: 'tenant1' }))!;
+    await host().custom.patchNamespacedCustomObject(
+      {
+        group: GROUP,
+        version: VERSION,
+        plural: PLURAL,
+        namespace,
+        name: 'tenant1',
+        body: { spec: { promoteResources: { resources: { cpu: '2' } } } },
+      },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+    const after = await eventually('observedGeneration to follow the new generation', async () => {
+      const vc = await host().getVirtualCluster({ namespace, name: 'tenant1' });
+      return vc &&
+        vc.metadata.generation! > before.metadata.generation! &&
+        vc.status?.observedGeneration === vc.metadata.generation
+        ? vc
+        : undefined;
+    });
+    expect(after.status?.phase).toBe('Initialized');
+
+    for (const spec of [{ serviceCIDR: '10.100.0.0/16' }, { certSANs: ['late.example.com'] }]) {
+      await expect(
+        host().custom.patchNamespacedCustomObject(
+          { group: GROUP, version: VERSION, plural: PLURAL, namespace, name: 'tenant1', body: { spec } },
+          setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+        ),
+      ).rejects.toMatchObject({ code: 422 });
+    }
+  });
+
+  it('serves VirtualClusters created and deleted while the watch is stalled (periodic relist)', async () => {
+    // Stop the informer behind the watcher's back: only the relist (5 s in tests) can notice.
+    await (operator.watcher as unknown as { informer: { stop(): Promise<void> } }).informer.stop();
+    await createVirtualCluster(namespace, 'unwatched');
+    await waitForPhase(namespace, 'unwatched', 'Initialized');
+    await deleteVirtualCluster(namespace, 'unwatched');
+    await waitForGone(namespace, 'unwatched');
+  });
+
+  it('restarts a tenant component that crashes', async () => {
+    const allocation = await allocationOf('tenant1');
+    const before = processesMentioning(allocation.dir).find((p) => p.exe === 'kube-apiserver')!;
+    process.kill(before.pid, 'SIGKILL');
+    const after = await eventually('a new kube-apiserver', () =>
+      processesMentioning(allocation.dir).find((p) => p.exe === 'kube-apiserver' && p.pid !== before.pid),
+    );
+    const vc = (await host().getVirtualCluster({ namespace, name: 'tenant1' }))!;
+    const creds = credentialsOf(Buffer.from(vc.spec.kubeconfig!, 'base64').toString());
+    await eventually(
+      'the restarted apiserver to answer',
+      async () => (await statusAs(creds.server, creds.caPem, creds)) === 200,
+    );
+    expect(
+      processesMentioning(allocation.dir)
+        .filter((p) => p.exe === 'kube-apiserver')
+        .map((p) => p.pid),
+    ).toEqual([after.pid]);
   });
 });

@@ -24,6 +24,7 @@ declare module 'vitest' {
 }
 
 const PREFIX = 'kvc-test-';
+export const CONTINUE_AS_NEW_AFTER_EVENTS = 150;
 
 /**
  * A run that was killed before its teardown leaves its processes running: stop them through
@@ -69,7 +70,14 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const ports = new PortAllocator(join(stateRoot, 'ports.json'));
   try {
     const [temporalPort, httpPort] = await ports.allocate('temporal', 2);
-    const temporal = startTemporalDevServer({ runtime, binaries, port: temporalPort!, httpPort: httpPort! });
+    const temporal = startTemporalDevServer({
+      runtime,
+      binaries,
+      port: temporalPort!,
+      httpPort: httpPort!,
+      // Workflows are told to continue-as-new after 150 events, so tests exercise it.
+      dynamicConfig: { 'limit.historyCount.suggestContinueAsNew': CONTINUE_AS_NEW_AFTER_EVENTS },
+    });
     const host = await startEmbeddedHost({
       dir: join(stateRoot, 'host'),
       runtime,

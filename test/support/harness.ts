@@ -105,7 +105,7 @@ export class GiveUp extends Error {
 
 export async function eventually<T>(
   what: string,
-  fn: () => Promise<T | undefined | false>,
+  fn: () => Promise<T | undefined | false> | T | undefined | false,
   timeoutMs = 120_000,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;

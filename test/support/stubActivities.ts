@@ -11,6 +11,8 @@ export interface StubControl {
   calls: string[];
   statuses: StatusReport[];
   failAt?: StepName | undefined;
+  /** Steps that throw a retryable error this many times before they succeed. */
+  transient?: Map<string, number>;
   /** Steps that wait for `release(step)` before they finish. */
   holds: Map<string, { reached: Promise<void>; release: () => void }>;
 }
@@ -43,6 +45,11 @@ export function stubActivities(control: StubControl): Activities {
     }
     if (control.failAt === name)
       throw ApplicationFailure.nonRetryable(`${name} failed on purpose`, 'ComponentExited');
+    const left = control.transient?.get(name) ?? 0;
+    if (left > 0) {
+      control.transient!.set(name, left - 1);
+      throw new Error(`${name} hit a transient error`);
+    }
     return result;
   };
   return {

@@ -192,8 +192,103 @@ describe('virtualClusterWorkflow', () => {
       await handle.signal(deleteRequestedSignal);
       etcd.release();
       await handle.result();
-      expect(control.calls).toEqual(['allocate', 'issueCertificates', 'startEtcd', 'stop:etcd', 'release']);
+      // Teardown undoes every step (each undo is idempotent), not only those this run started.
+      expect(control.calls).toEqual([
+        'allocate',
+        'issueCertificates',
+        'startEtcd',
+        'unpublishKubeconfig',
+        'stop:kube-scheduler',
+        'stop:kube-controller-manager',
+        'stop:kube-apiserver',
+        'stop:etcd',
+        'release',
+      ]);
       expect(control.statuses.some((s) => s.phase === 'Initialized')).toBe(false);
+    });
+  });
+
+  it('continues as new when the history grows, carrying what teardown needs', async () => {
+    const control = newControl();
+    const args = input();
+    await withWorker(control, async (taskQueue) => {
+      const handle = await env.client.workflow.start('virtualClusterWorkflow', {
+        workflowId: workflowIdFor(args.ref),
+        taskQueue,
+        args: [args],
+      });
+      await until(() => control.statuses.at(-1)?.phase === 'Initialized', 'Initialized');
+      const firstRun = (await handle.describe()).runId;
+      // Each spec change adds a status write to history; the test server suggests
+      // continue-as-new after 150 events.
+      for (let generation = 2; generation <= 40; generation++) {
+        await handle.signal(specChangedSignal, { spec: { serviceCIDR: '10.96.0.0/12' }, generation });
+      }
+      await until(
+        async () => (await env.client.workflow.getHandle(handle.workflowId).describe()).runId !== firstRun,
+        'a new run',
+      );
+      const latest = env.client.workflow.getHandle(handle.workflowId);
+      await until(
+        async () => (await latest.query(progressQuery)).generation === 40,
+        'generation 40 in the new run',
+      );
+      const progress = await latest.query(progressQuery);
+      expect(progress.phase).toBe('Initialized');
+      expect(progress.allocation?.id).toBe('ns-vc-00000000');
+      control.calls.length = 0;
+      await latest.signal(deleteRequestedSignal);
+      await latest.result();
+      expect(control.calls).toEqual([
+        'unpublishKubeconfig',
+        'stop:kube-scheduler',
+        'stop:kube-controller-manager',
+        'stop:kube-apiserver',
+        'stop:etcd',
+        'release',
+      ]);
+    });
+  });
+
+  it('retries a step that fails transiently, with backoff, and carries on', async () => {
+    const control: StubControl = { ...newControl(), transient: new Map([['startApiserver', 2]]) };
+    const args = input();
+    await withWorker(control, async (taskQueue) => {
+      const handle = await env.client.workflow.start('virtualClusterWorkflow', {
+        workflowId: workflowIdFor(args.ref),
+        taskQueue,
+        args: [args],
+      });
+      await until(() => control.statuses.at(-1)?.phase === 'Initialized', 'Initialized');
+      expect(control.calls.filter((c) => c === 'startApiserver')).toHaveLength(3);
+      expect(control.calls.filter((c) => c.startsWith('stop:'))).toEqual([]);
+      await handle.signal(deleteRequestedSignal);
+      await handle.result();
+    });
+  });
+
+  it('tears down from the identity alone when a run is started only to delete', async () => {
+    // What the watcher does when the object is deleted and no workflow runs (terminated by hand).
+    const control = newControl();
+    const args = input();
+    await withWorker(control, async (taskQueue) => {
+      const handle = await env.client.workflow.signalWithStart('virtualClusterWorkflow', {
+        workflowId: workflowIdFor(args.ref),
+        taskQueue,
+        args: [args],
+        signal: deleteRequestedSignal,
+        signalArgs: [],
+      });
+      await handle.result();
+      expect(control.calls).not.toContain('startEtcd');
+      expect(control.calls.slice(-6)).toEqual([
+        'unpublishKubeconfig',
+        'stop:kube-scheduler',
+        'stop:kube-controller-manager',
+        'stop:kube-apiserver',
+        'stop:etcd',
+        'release',
+      ]);
     });
   });
 });
