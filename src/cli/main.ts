@@ -14,7 +14,7 @@ import { resolveBinaries } from '../runtime/binaries.js';
 import { startEmbeddedHost, startTemporalDevServer } from '../runtime/embedded.js';
 import { PortAllocator } from '../runtime/ports.js';
 import { ProcessRuntime } from '../runtime/processRuntime.js';
-import { defaultStateDir, readOperatorEnv } from '../worker/config.js';
+import { defaultStateDir, readOperatorEnv, type OperatorEnv } from '../worker/config.js';
 import { createLogger } from '../worker/logger.js';
 import { hostFromKubeconfig, startOperator, type Operator } from '../worker/operator.js';
 
@@ -30,6 +30,20 @@ function onWorkerFailed(): void {
  * Runs `start`, and stops cleanly on SIGINT/SIGTERM: a signal during start-up waits for start-up
  * to settle first, so nothing it is still starting is left behind. A second signal exits at once.
  */
+/** The operator options every command takes from the environment. */
+function operatorOptions(env: OperatorEnv, stateDir: string) {
+  return {
+    temporalNamespace: env.TEMPORAL_NAMESPACE,
+    taskQueue: env.KOSMOS_VC_TASK_QUEUE,
+    stateDir,
+    logger,
+    onWorkerFailed,
+    readinessTimeoutMs: env.KOSMOS_VC_READINESS_TIMEOUT_SECONDS * 1000,
+    etcdUnsafeNoFsync: env.KOSMOS_VC_ETCD_UNSAFE_NO_FSYNC,
+    ...(env.KOSMOS_VC_WATCH_NAMESPACE ? { watchNamespace: env.KOSMOS_VC_WATCH_NAMESPACE } : {}),
+  };
+}
+
 async function supervise(start: () => Promise<void>, stop: () => Promise<void>): Promise<void> {
   let stopping: Promise<void> | undefined;
   const startup = start();
@@ -110,16 +124,10 @@ async function up(): Promise<void> {
 
     await hostFromKubeconfig(kubeconfig).applyCRD();
     operator = await startOperator({
+      ...operatorOptions(env, stateDir),
       kubeconfigPath: kubeconfig,
       temporalAddress,
-      temporalNamespace: env.TEMPORAL_NAMESPACE,
-      taskQueue: env.KOSMOS_VC_TASK_QUEUE,
-      stateDir,
-      logger,
-      onWorkerFailed,
-      readinessTimeoutMs: env.KOSMOS_VC_READINESS_TIMEOUT_SECONDS * 1000,
       binaries,
-      ...(env.KOSMOS_VC_WATCH_NAMESPACE ? { watchNamespace: env.KOSMOS_VC_WATCH_NAMESPACE } : {}),
     });
 
     const lines = [
@@ -154,21 +162,14 @@ async function worker(): Promise<void> {
   await supervise(
     async () => {
       operator = await startOperator({
+        ...operatorOptions(env, stateDir),
         kubeconfigPath,
         temporalAddress,
-        temporalNamespace: env.TEMPORAL_NAMESPACE,
-        taskQueue: env.KOSMOS_VC_TASK_QUEUE,
-        stateDir,
-        logger,
-        onWorkerFailed,
-        watcher: process.env.KOSMOS_VC_WATCHER === 'true',
-        readinessTimeoutMs: env.KOSMOS_VC_READINESS_TIMEOUT_SECONDS * 1000,
-        etcdUnsafeNoFsync: env.KOSMOS_VC_ETCD_UNSAFE_NO_FSYNC,
-        ...(env.KOSMOS_VC_WATCH_NAMESPACE ? { watchNamespace: env.KOSMOS_VC_WATCH_NAMESPACE } : {}),
+        watcher: env.KOSMOS_VC_WATCHER,
       });
       logger.info('worker running', { taskQueue: env.KOSMOS_VC_TASK_QUEUE, stateDir });
     },
-    async () => operator?.stop({ stopTenants: process.env.KOSMOS_VC_KEEP_TENANTS !== 'true' }),
+    async () => operator?.stop({ stopTenants: !env.KOSMOS_VC_KEEP_TENANTS }),
   );
 }
 

@@ -381,17 +381,7 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     for (const f of await readdir(this.dir(owner)).catch(() => [] as string[])) {
       if (f.endsWith('.json')) names.add(f.slice(0, -'.json'.length) as ComponentName);
     }
-    // Stop in reverse start order so clients go before their servers.
-    const order: ComponentName[] = [
-      'clustertree',
-      'kube-scheduler',
-      'kube-controller-manager',
-      'kwok',
-      'kube-apiserver',
-      'etcd',
-      'temporal',
-    ];
-    for (const name of order.filter((n) => names.has(n))) await this.stop(owner, name);
+    for (const name of STOP_ORDER.filter((n) => names.has(n))) await this.stop(owner, name);
     await rm(this.dir(owner), { recursive: true, force: true });
   }
 

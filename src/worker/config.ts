@@ -25,6 +25,16 @@ export const OperatorEnv = z.object({
   KOSMOS_VC_TASK_QUEUE: z.string().min(1).default(TASK_QUEUE),
   KOSMOS_VC_WATCH_NAMESPACE: z.string().min(1).optional(),
   KOSMOS_VC_READINESS_TIMEOUT_SECONDS: z.coerce.number().int().positive().default(60),
+  /** `kosmos-vc worker` also runs a watcher. */
+  KOSMOS_VC_WATCHER: z
+    .enum(['true', 'false'])
+    .default('false')
+    .transform((v) => v === 'true'),
+  /** `kosmos-vc worker` leaves tenant processes running when it stops. */
+  KOSMOS_VC_KEEP_TENANTS: z
+    .enum(['true', 'false'])
+    .default('false')
+    .transform((v) => v === 'true'),
   KOSMOS_VC_ETCD_UNSAFE_NO_FSYNC: z
     .enum(['true', 'false'])
     .default('false')

@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import {
+  STEP_NAMES,
   deleteRequestedSignal,
   progressQuery,
   retrySignal,
@@ -29,14 +30,15 @@ afterAll(async () => {
   await env?.teardown();
 });
 
-const ALL_STEPS = [
-  'allocate',
-  'issueCertificates',
-  'startEtcd',
-  'startApiserver',
-  'startControllerManager',
-  'startScheduler',
-  'publishKubeconfig',
+const ALL_STEPS: string[] = [...STEP_NAMES];
+/** What teardown calls: every undo, newest step first. */
+const TEARDOWN = [
+  'unpublishKubeconfig',
+  'stop:kube-scheduler',
+  'stop:kube-controller-manager',
+  'stop:kube-apiserver',
+  'stop:etcd',
+  'release',
 ];
 
 async function withWorker<T>(control: StubControl, fn: (taskQueue: string) => Promise<T>): Promise<T> {
@@ -59,6 +61,13 @@ function input(): VirtualClusterWorkflowInput {
   };
 }
 
+const startWorkflow = (taskQueue: string, args: VirtualClusterWorkflowInput) =>
+  env.client.workflow.start('virtualClusterWorkflow', {
+    workflowId: workflowIdFor(args.ref),
+    taskQueue,
+    args: [args],
+  });
+
 const newControl = (): StubControl => ({ calls: [], statuses: [], holds: new Map() });
 
 async function until(
@@ -78,11 +87,7 @@ describe('virtualClusterWorkflow', () => {
     const control = newControl();
     const args = input();
     await withWorker(control, async (taskQueue) => {
-      const handle = await env.client.workflow.start('virtualClusterWorkflow', {
-        workflowId: workflowIdFor(args.ref),
-        taskQueue,
-        args: [args],
-      });
+      const handle = await startWorkflow(taskQueue, args);
       await until(() => control.statuses.some((s) => s.phase === 'Initialized'), 'Initialized');
       expect(control.calls).toEqual(ALL_STEPS);
       const progress = await handle.query(progressQuery);
@@ -97,14 +102,7 @@ describe('virtualClusterWorkflow', () => {
 
       await handle.signal(deleteRequestedSignal);
       expect(await handle.result()).toEqual({ tornDown: true, tenantId: 'ns-vc-00000000' });
-      expect(control.calls.slice(ALL_STEPS.length)).toEqual([
-        'unpublishKubeconfig',
-        'stop:kube-scheduler',
-        'stop:kube-controller-manager',
-        'stop:kube-apiserver',
-        'stop:etcd',
-        'release',
-      ]);
+      expect(control.calls.slice(ALL_STEPS.length)).toEqual(TEARDOWN);
       expect(control.statuses.some((s) => s.phase === 'Deleting')).toBe(true);
       if (process.env.KVC_RECORD_HISTORY) {
         const history = await handle.fetchHistory();
@@ -117,11 +115,7 @@ describe('virtualClusterWorkflow', () => {
     const control: StubControl = { ...newControl(), failAt: 'startApiserver' };
     const args = input();
     await withWorker(control, async (taskQueue) => {
-      const handle = await env.client.workflow.start('virtualClusterWorkflow', {
-        workflowId: workflowIdFor(args.ref),
-        taskQueue,
-        args: [args],
-      });
+      const handle = await startWorkflow(taskQueue, args);
       await until(() => control.statuses.some((s) => s.phase === 'Failed'), 'Failed');
       expect(control.calls).toEqual([
         'allocate',
@@ -152,11 +146,7 @@ describe('virtualClusterWorkflow', () => {
     const control: StubControl = { ...newControl(), failAt: 'startEtcd' };
     const args = input();
     await withWorker(control, async (taskQueue) => {
-      const handle = await env.client.workflow.start('virtualClusterWorkflow', {
-        workflowId: workflowIdFor(args.ref),
-        taskQueue,
-        args: [args],
-      });
+      const handle = await startWorkflow(taskQueue, args);
       await until(() => control.statuses.at(-1)?.phase === 'Failed', 'Failed');
       control.failAt = undefined;
       await handle.signal(specChangedSignal, { spec: { serviceCIDR: '10.100.0.0/16' }, generation: 2 });
@@ -183,27 +173,13 @@ describe('virtualClusterWorkflow', () => {
     const etcd = hold(control, 'startEtcd');
     const args = input();
     await withWorker(control, async (taskQueue) => {
-      const handle = await env.client.workflow.start('virtualClusterWorkflow', {
-        workflowId: workflowIdFor(args.ref),
-        taskQueue,
-        args: [args],
-      });
+      const handle = await startWorkflow(taskQueue, args);
       await etcd.reached;
       await handle.signal(deleteRequestedSignal);
       etcd.release();
       await handle.result();
       // Teardown undoes every step (each undo is idempotent), not only those this run started.
-      expect(control.calls).toEqual([
-        'allocate',
-        'issueCertificates',
-        'startEtcd',
-        'unpublishKubeconfig',
-        'stop:kube-scheduler',
-        'stop:kube-controller-manager',
-        'stop:kube-apiserver',
-        'stop:etcd',
-        'release',
-      ]);
+      expect(control.calls).toEqual(['allocate', 'issueCertificates', 'startEtcd', ...TEARDOWN]);
       expect(control.statuses.some((s) => s.phase === 'Initialized')).toBe(false);
     });
   });
@@ -212,11 +188,7 @@ describe('virtualClusterWorkflow', () => {
     const control = newControl();
     const args = input();
     await withWorker(control, async (taskQueue) => {
-      const handle = await env.client.workflow.start('virtualClusterWorkflow', {
-        workflowId: workflowIdFor(args.ref),
-        taskQueue,
-        args: [args],
-      });
+      const handle = await startWorkflow(taskQueue, args);
       await until(() => control.statuses.at(-1)?.phase === 'Initialized', 'Initialized');
       const firstRun = (await handle.describe()).runId;
       // Each spec change adds a status write to history; the test server suggests
@@ -239,14 +211,7 @@ describe('virtualClusterWorkflow', () => {
       control.calls.length = 0;
       await latest.signal(deleteRequestedSignal);
       await latest.result();
-      expect(control.calls).toEqual([
-        'unpublishKubeconfig',
-        'stop:kube-scheduler',
-        'stop:kube-controller-manager',
-        'stop:kube-apiserver',
-        'stop:etcd',
-        'release',
-      ]);
+      expect(control.calls).toEqual(TEARDOWN);
     });
   });
 
@@ -254,11 +219,7 @@ describe('virtualClusterWorkflow', () => {
     const control: StubControl = { ...newControl(), transient: new Map([['startApiserver', 2]]) };
     const args = input();
     await withWorker(control, async (taskQueue) => {
-      const handle = await env.client.workflow.start('virtualClusterWorkflow', {
-        workflowId: workflowIdFor(args.ref),
-        taskQueue,
-        args: [args],
-      });
+      const handle = await startWorkflow(taskQueue, args);
       await until(() => control.statuses.at(-1)?.phase === 'Initialized', 'Initialized');
       expect(control.calls.filter((c) => c === 'startApiserver')).toHaveLength(3);
       expect(control.calls.filter((c) => c.startsWith('stop:'))).toEqual([]);
@@ -281,14 +242,7 @@ describe('virtualClusterWorkflow', () => {
       });
       await handle.result();
       expect(control.calls).not.toContain('startEtcd');
-      expect(control.calls.slice(-6)).toEqual([
-        'unpublishKubeconfig',
-        'stop:kube-scheduler',
-        'stop:kube-controller-manager',
-        'stop:kube-apiserver',
-        'stop:etcd',
-        'release',
-      ]);
+      expect(control.calls.slice(-6)).toEqual(TEARDOWN);
     });
   });
 });
