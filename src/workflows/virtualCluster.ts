@@ -127,13 +127,19 @@ export async function virtualClusterWorkflow(
     });
   }
 
-  async function report(next: Phase, why: string, msg: string): Promise<void> {
+  /**
+   * Status writes run one after another, in order, but alongside the steps: a step does not
+   * wait for the write that announces it. Callers await the returned promise where the order
+   * against later work matters (final phases, before continue-as-new).
+   */
+  let statusWrites: Promise<void> = Promise.resolve();
+  function report(next: Phase, why: string, msg: string): Promise<void> {
     phase = next;
     reason = why;
     message = msg;
     setCondition('Ready', next === 'Initialized' || next === 'Ready', why, msg);
     if (input.searchAttributes) upsertSearchAttributes([{ key: searchAttributes.phase, value: next }]);
-    await status.reportStatus({
+    const snapshot = {
       ref,
       status: {
         phase: next,
@@ -148,7 +154,9 @@ export async function virtualClusterWorkflow(
             ? { name: `${ref.name}-kubeconfig`, key: 'kubeconfig' }
             : null,
       },
-    });
+    };
+    statusWrites = statusWrites.catch(() => undefined).then(() => status.reportStatus(snapshot));
+    return statusWrites;
   }
 
   async function run<T>(name: StepName, fn: () => Promise<T>): Promise<T> {
@@ -156,7 +164,7 @@ export async function virtualClusterWorkflow(
     if (!started.includes(name)) started.push(name);
     stepState.set(name, { state: 'running' });
     const index = STEP_NAMES.indexOf(name) + 1;
-    await report('Preparing', 'Provisioning', `step ${index}/${STEP_NAMES.length}: ${name}`);
+    void report('Preparing', 'Provisioning', `step ${index}/${STEP_NAMES.length}: ${name}`);
     try {
       const result = await fn();
       stepState.set(name, { state: 'done' });
@@ -257,6 +265,7 @@ export async function virtualClusterWorkflow(
     }
     if (workflowInfo().continueAsNewSuggested) {
       await condition(allHandlersFinished);
+      await statusWrites;
       // Anything that arrived meanwhile is handled in this run: it is not carried over.
       if (deleteRequested || retryRequested || pendingSpec) continue;
       const next: CarriedState = {
