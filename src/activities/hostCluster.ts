@@ -73,6 +73,17 @@ export class HostCluster {
     }
   }
 
+  /**
+   * True when a write failed because the object is gone or is now another object of the same
+   * name (a uid in the patch that differs from the live object's is refused with 409 or 422).
+   */
+  private async replacedOrGone(ref: VirtualClusterRef, e: unknown): Promise<boolean> {
+    if (isNotFound(e) || isConflict(e)) return true;
+    if (!(e instanceof ApiException) || e.code !== 422) return false;
+    const live = await this.getVirtualCluster({ namespace: ref.namespace, name: ref.name });
+    return live?.metadata.uid !== ref.uid;
+  }
+
   /** VirtualClusters in `namespace`, or in every namespace. */
   async listVirtualClusters(namespace?: string): Promise<{ items: unknown[]; resourceVersion: string }> {
     const ids = { group: GROUP, version: VERSION, plural: PLURAL };
@@ -95,7 +106,7 @@ export class HostCluster {
       );
       return true;
     } catch (e) {
-      if (isNotFound(e) || isConflict(e)) return false;
+      if (await this.replacedOrGone(ref, e)) return false;
       throw e;
     }
   }
@@ -113,7 +124,7 @@ export class HostCluster {
       );
       return true;
     } catch (e) {
-      if (isNotFound(e) || isConflict(e)) return false;
+      if (await this.replacedOrGone(ref, e)) return false;
       throw e;
     }
   }

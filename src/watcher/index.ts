@@ -22,6 +22,7 @@ import {
   deleteRequestedSignal,
   searchAttributes,
   specChangedSignal,
+  refFromWorkflowId,
   workflowIdFor,
   type DesiredSpec,
   type VirtualClusterWorkflowInput,
@@ -75,6 +76,12 @@ export class VirtualClusterWatcher {
     const onEvent = (obj: KubernetesObject) => this.enqueue(obj);
     this.informer.on('add', onEvent);
     this.informer.on('update', onEvent);
+    // Gone without our finalizer running (someone removed it by force): tear the tenant down.
+    this.informer.on('delete', (obj: KubernetesObject) => {
+      const m = obj.metadata;
+      if (m?.namespace && m.name && m.uid)
+        void this.tearDownOrphan({ namespace: m.namespace, name: m.name, uid: m.uid });
+    });
     this.informer.on('error', (err: unknown) => this.restart(err));
     // start() resolves even when its list failed: only a working watch resets the backoff.
     this.informer.on('connect', () => (this.backoffMs = 1000));
@@ -100,10 +107,46 @@ export class VirtualClusterWatcher {
 
   private async relist(): Promise<void> {
     try {
+      // Workflows first, objects second: a workflow listed here was started for an object that
+      // existed before this object list was taken, so a missing object really is gone.
+      const running = await this.runningWorkflows();
       const { items } = await this.opts.host.listVirtualClusters(this.opts.namespace);
+      const live = new Set(items.map((i) => (i as KubernetesObject).metadata?.uid));
       for (const item of items) this.enqueue(item as KubernetesObject);
+      for (const ref of running) if (!live.has(ref.uid)) await this.tearDownOrphan(ref);
     } catch (e) {
       this.opts.logger.warn('relist failed', { error: (e as Error).message });
+    }
+  }
+
+  /** The VirtualClusters this watcher's workflows are running for. */
+  private async runningWorkflows(): Promise<VirtualClusterRef[]> {
+    const query = `WorkflowType = 'virtualClusterWorkflow' AND ExecutionStatus = 'Running' AND TaskQueue = '${this.opts.taskQueue}'`;
+    const refs: VirtualClusterRef[] = [];
+    for await (const wf of this.opts.client.workflow.list({ query })) {
+      const ref = refFromWorkflowId(wf.workflowId);
+      if (ref && (!this.opts.namespace || ref.namespace === this.opts.namespace)) refs.push(ref);
+    }
+    return refs;
+  }
+
+  /** Asks a still-running workflow to tear down; its object is gone, so no finalizer waits. */
+  private async tearDownOrphan(ref: VirtualClusterRef): Promise<void> {
+    try {
+      await this.opts.client.workflow.getHandle(workflowIdFor(ref)).signal(deleteRequestedSignal);
+      this.opts.logger.warn(
+        'VirtualCluster gone without teardown (finalizer removed by hand?); tearing down',
+        {
+          vc: `${ref.namespace}/${ref.name}`,
+        },
+      );
+    } catch (e) {
+      if (!(e instanceof WorkflowNotFoundError)) {
+        this.opts.logger.warn('could not request teardown; the next relist retries', {
+          vc: `${ref.namespace}/${ref.name}`,
+          error: (e as Error).message,
+        });
+      }
     }
   }
 

@@ -78,3 +78,11 @@ export interface VirtualClusterWorkflowResult {
 export function workflowIdFor(ref: VirtualClusterRef): string {
   return `virtualcluster/${ref.namespace}/${ref.name}/${ref.uid}`;
 }
+
+/** The inverse of workflowIdFor; undefined for any other id. */
+export function refFromWorkflowId(id: string): VirtualClusterRef | undefined {
+  const parts = id.split('/');
+  if (parts.length !== 4 || parts[0] !== 'virtualcluster') return undefined;
+  const [, namespace, name, uid] = parts as [string, string, string, string];
+  return namespace && name && uid ? { namespace, name, uid } : undefined;
+}

@@ -203,4 +203,25 @@ describe('VirtualCluster lifecycle', () => {
         .map((p) => p.pid),
     ).toEqual([after.pid]);
   });
+
+  it('tears down a tenant whose object was removed around the finalizer', async () => {
+    // With the watch stalled, only the relist can notice; it finds a running workflow whose
+    // object is gone (what `kubectl patch ... finalizers: null` followed by delete leaves).
+    await (operator.watcher as unknown as { informer: { stop(): Promise<void> } }).informer.stop();
+    const vc = await createVirtualCluster(namespace, 'forced');
+    await waitForPhase(namespace, 'forced', 'Initialized');
+    const allocation = await allocationOf('forced');
+    await host().setFinalizers(
+      { namespace, name: 'forced', uid: vc.metadata.uid },
+      [],
+      (await host().getVirtualCluster({ namespace, name: 'forced' }))!.metadata.resourceVersion!,
+    );
+    await deleteVirtualCluster(namespace, 'forced');
+    await waitForGone(namespace, 'forced');
+    await eventually(
+      'the orphaned tenant to be torn down',
+      () => processesMentioning(allocation.dir).length === 0,
+    );
+    expect(pathExists(allocation.dir)).toBe(false);
+  });
 });
