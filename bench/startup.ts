@@ -29,7 +29,7 @@ import { startEmbeddedHost, startTemporalDevServer } from '../src/runtime/embedd
 import { PortAllocator } from '../src/runtime/ports.js';
 import { ProcessRuntime } from '../src/runtime/processRuntime.js';
 import { createLogger } from '../src/worker/logger.js';
-import { hostFromKubeconfig, startOperator } from '../src/worker/operator.js';
+import { startOperator } from '../src/worker/operator.js';
 
 const rounds = Number(process.argv[process.argv.indexOf('--rounds') + 1] || 5);
 const logger = createLogger({ level: 'error' });
@@ -67,8 +67,8 @@ async function main(): Promise<void> {
       logger,
       kwokNodes: 0,
     });
-    await hostFromKubeconfig(host.kubeconfigPath).applyCRD();
     const operator = await startOperator({
+      applyCRD: true,
       kubeconfigPath: host.kubeconfigPath,
       temporalAddress: temporal.address,
       temporalNamespace: 'default',

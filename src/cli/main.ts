@@ -16,7 +16,7 @@ import { PortAllocator } from '../runtime/ports.js';
 import { ProcessRuntime } from '../runtime/processRuntime.js';
 import { defaultStateDir, readOperatorEnv, type OperatorEnv } from '../worker/config.js';
 import { createLogger } from '../worker/logger.js';
-import { hostFromKubeconfig, startOperator, type Operator } from '../worker/operator.js';
+import { startOperator, type Operator } from '../worker/operator.js';
 
 const logger = createLogger();
 
@@ -122,9 +122,9 @@ async function up(): Promise<void> {
       uiUrl = t.uiUrl;
     }
 
-    await hostFromKubeconfig(kubeconfig).applyCRD();
     operator = await startOperator({
       ...operatorOptions(env, stateDir),
+      applyCRD: true,
       kubeconfigPath: kubeconfig,
       temporalAddress,
       binaries,

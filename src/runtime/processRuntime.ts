@@ -9,11 +9,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../worker/logger.js';
-import { probeOnce } from './probe.js';
+import { prober } from './probe.js';
 import {
   ComponentExitedError,
   ReadinessTimeoutError,
@@ -116,14 +116,8 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     return join(this.dir(owner), `${name}.log`);
   }
 
-  private async writeRecord(r: Record): Promise<void> {
-    await mkdir(this.dir(r.spec.owner), { recursive: true });
-    const path = this.recordPath(r.spec.owner, r.spec.name);
-    await writeFile(`${path}.tmp`, JSON.stringify(r, null, 2));
-    await rename(`${path}.tmp`, path);
-  }
-
-  private writeRecordSync(r: Record): void {
+  /** Synchronous on purpose: start() records a process before anything else can happen. */
+  private writeRecord(r: Record): void {
     const path = this.recordPath(r.spec.owner, r.spec.name);
     writeFileSync(`${path}.tmp`, JSON.stringify(r, null, 2));
     renameSync(`${path}.tmp`, path);
@@ -171,8 +165,7 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     }
     // No await between here and start(): the supervisor must never see this entry half made.
     s.exitsBaseline = s.exits;
-    if (!this.isAlive(s)) this.start(s);
-    await this.writeRecord(s.record);
+    if (!this.isAlive(s)) this.start(s); // start() writes the record; an adopted one is on disk
     return this.status(s);
   }
 
@@ -245,7 +238,7 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     s.record.startTime = child.pid === undefined ? undefined : procStartTime(child.pid);
     // Recorded before anything else can happen: a worker that dies now leaves a record a new
     // runtime adopts, never an unknown process holding the component's port.
-    this.writeRecordSync(s.record);
+    this.writeRecord(s.record);
     child.on('error', (err) => {
       this.opts.logger.error('component failed to start', {
         owner: spec.owner,
@@ -301,7 +294,7 @@ export class ProcessRuntime implements ControlPlaneRuntime {
   async waitReady(owner: string, name: ComponentName, timeoutMs: number): Promise<void> {
     const s = this.procs.get(this.key(owner, name));
     if (!s) throw new Error(`${name} of ${owner} is not running`);
-    const probe = s.record.spec.probe;
+    const probe = s.record.spec.probe && prober(s.record.spec.probe);
     const deadline = Date.now() + timeoutMs;
     let lastError = 'not probed yet';
     for (;;) {
@@ -313,7 +306,7 @@ export class ProcessRuntime implements ControlPlaneRuntime {
         if (this.isAlive(s)) return;
       } else {
         try {
-          const code = await probeOnce(probe);
+          const code = await probe();
           if (code === 200) return;
           lastError = `HTTP ${code}`;
         } catch (e) {

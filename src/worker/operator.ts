@@ -102,6 +102,8 @@ export interface OperatorOptions {
   relistIntervalMs?: number;
   /** Called when the worker dies of a fatal error (the CLI then stops and exits non-zero). */
   onWorkerFailed?: (e: Error) => void;
+  /** Server-side apply the VirtualCluster CRD to the host before watching (`up`, the bench). */
+  applyCRD?: boolean;
   /** Watch VirtualClusters in this namespace only (default: all namespaces). */
   watchNamespace?: string;
   binaries?: Binaries;
@@ -116,7 +118,7 @@ export interface Operator {
   stop(opts?: { stopTenants?: boolean }): Promise<void>;
 }
 
-export function hostFromKubeconfig(path: string): HostCluster {
+function hostFromKubeconfig(path: string): HostCluster {
   const kc = new KubeConfig();
   kc.loadFromFile(path);
   return new HostCluster(kc);
@@ -125,6 +127,7 @@ export function hostFromKubeconfig(path: string): HostCluster {
 export async function startOperator(opts: OperatorOptions): Promise<Operator> {
   installTemporalRuntime(opts.logger);
   const host = hostFromKubeconfig(opts.kubeconfigPath);
+  if (opts.applyCRD) await host.applyCRD();
   const connection = await Connection.connect({ address: opts.temporalAddress });
   const client = new Client({ connection, namespace: opts.temporalNamespace });
   const withSearchAttributes = await ensureSearchAttributes(connection, opts.temporalNamespace, opts.logger);

@@ -94,7 +94,6 @@ export async function virtualClusterWorkflow(
   let pendingSpec: SpecChange | undefined;
   let deleteRequested = false;
   let retryRequested = false;
-  let provisioned = phase === 'Initialized';
 
   setHandler(specChangedSignal, (change) => {
     if (change.generation > (pendingSpec?.generation ?? generation)) pendingSpec = change;
@@ -219,7 +218,6 @@ export async function virtualClusterWorkflow(
       await run('startScheduler', () => steps.startScheduler(step));
       const published = await run('publishKubeconfig', () => steps.publishKubeconfig(step));
       endpoint = published.endpoint;
-      provisioned = true;
       await report('Initialized', 'ControlPlaneReady', `control plane serving at ${endpoint}`);
     } catch (err) {
       if (err instanceof DeleteRequested) return; // the main loop tears down
@@ -239,7 +237,8 @@ export async function virtualClusterWorkflow(
     return { tornDown: true, ...(id ? { tenantId: id } : {}) };
   }
 
-  if (!provisioned && phase !== 'Failed') await provision();
+  // A new workflow provisions; a run continued-as-new is already Initialized or Failed.
+  if (phase !== 'Initialized' && phase !== 'Failed') await provision();
 
   for (;;) {
     if (deleteRequested) return teardown();
