@@ -23,6 +23,7 @@ import {
 import { PortAllocator, PortsExhaustedError } from '../runtime/ports.js';
 import { ComponentExitedError, type ComponentSpec, type ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
+import { createClusterTreeActivities, type ClusterTreeTimings } from './clusterTree.js';
 import type { HostCluster } from './hostCluster.js';
 import {
   FailureType,
@@ -46,6 +47,8 @@ export interface ActivityDeps {
   portRange?: readonly [number, number];
   /** Test-only: tenant etcd skips fsync. */
   etcdUnsafeNoFsync?: boolean;
+  /** clusterTree's heartbeat and resync periods (tests shorten them). */
+  clusterTree?: ClusterTreeTimings;
 }
 
 export const KUBECONFIG_SECRET_KEY = 'kubeconfig';
@@ -137,7 +140,22 @@ export function createActivities(deps: ActivityDeps) {
     return { pid: status.pid };
   }
 
+  const clusterTree = createClusterTreeActivities({
+    host: deps.host,
+    runtime: deps.runtime,
+    ports,
+    logger: deps.logger,
+    entry: async () => (await bins()).clusterTree,
+    layoutOf: (input) => layout(input.allocation),
+    tenantId,
+    tenantDir: (ref) => join(tenantsDir, tenantId(ref)),
+    readinessTimeoutMs,
+    ...(deps.clusterTree ? { timings: deps.clusterTree } : {}),
+  });
+
   return withHeartbeats({
+    ...clusterTree,
+
     /** Picks the tenant's ports and directory; returns the earlier choice when there is one. */
     async allocate(input: { ref: VirtualClusterRef; serviceCIDR: string }): Promise<TenantAllocation> {
       const id = tenantId(input.ref);
@@ -186,6 +204,7 @@ export function createActivities(deps: ActivityDeps) {
       await deps.runtime.remove(id);
       await rm(join(tenantsDir, id), { recursive: true, force: true });
       await ports.release(id);
+      await ports.release(`${id}/clustertree`);
       log(input.ref).info('released', { id });
     },
 

@@ -17,6 +17,35 @@ export interface TenantAllocation {
 
 export type ControlPlaneComponent = 'etcd' | 'kube-apiserver' | 'kube-controller-manager' | 'kube-scheduler';
 
+/** A node named in spec.promoteResources.nodes that is not (yet) the tenant's, and why. */
+export interface PendingNode {
+  node: string;
+  reason: 'NodeNotFound' | 'NodeOwnedByAnother' | 'ControlPlaneNode' | 'NodeHasWorkloads';
+  message: string;
+}
+
+/** What promoteResources left in place. */
+export interface PromotionResult {
+  /** Host nodes the tenant owns now, sorted. */
+  nodes: string[];
+  pending: PendingNode[];
+  /** Nodes handed back by this call. */
+  demoted: string[];
+  /** The tenant node standing for spec.promoteResources.resources, when there is one. */
+  virtualNode: string | null;
+  /** Everything promoted: the nodes' allocatable plus the resources. */
+  capacity: { cpu: string; memory: string };
+}
+
+/** status.promoted: what `kubectl get vc` shows. */
+export interface PromotedStatus {
+  nodes: string[];
+  nodeCount: number;
+  pending: PendingNode[];
+  cpu: string;
+  memory: string;
+}
+
 export interface StatusReport {
   phase: Phase;
   reason: string;
@@ -27,6 +56,7 @@ export interface StatusReport {
   /** null clears the field (status is merge-patched). */
   apiServerEndpoint: string | null;
   kubeconfigSecretRef: { name: string; key: string } | null;
+  promoted: PromotedStatus | null;
 }
 
 export interface StepInput {

@@ -109,6 +109,16 @@ export const VirtualClusterStatus = z.object({
   apiServerEndpoint: z.string().optional(),
   kubeconfigSecretRef: z.object({ name: z.string(), key: z.string() }).optional(),
   workflowId: z.string().optional(),
+  promoted: z
+    .object({
+      nodes: z.array(z.string()),
+      nodeCount: z.number().int(),
+      cpu: z.string(),
+      memory: z.string(),
+      pending: z.array(z.object({ node: z.string(), reason: z.string(), message: z.string() })),
+    })
+    .partial()
+    .optional(),
   conditions: z.array(Condition).optional(),
 });
 export type VirtualClusterStatus = z.infer<typeof VirtualClusterStatus>;
@@ -142,3 +152,27 @@ export type VirtualCluster = z.infer<typeof VirtualCluster>;
 /** What identifies one VirtualCluster for its whole life; a re-created object has a new uid. */
 export const VirtualClusterRef = z.object({ namespace: z.string(), name: z.string(), uid: z.string() });
 export type VirtualClusterRef = z.infer<typeof VirtualClusterRef>;
+
+const SUFFIX: Record<string, number> = {
+  '': 1,
+  m: 1e-3,
+  k: 1e3,
+  M: 1e6,
+  G: 1e9,
+  T: 1e12,
+  P: 1e15,
+  E: 1e18,
+  Ki: 2 ** 10,
+  Mi: 2 ** 20,
+  Gi: 2 ** 30,
+  Ti: 2 ** 40,
+  Pi: 2 ** 50,
+  Ei: 2 ** 60,
+};
+
+/** The value of a Kubernetes quantity (`500m` is 0.5, `8Gi` is 8589934592); NaN if it is not one. */
+export function parseQuantity(q: string | number): number {
+  if (typeof q === 'number') return q;
+  const m = /^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[mkMGTPE])?$/.exec(q.trim());
+  return m ? Number(m[1]) * SUFFIX[m[2] ?? '']! : NaN;
+}

@@ -13,13 +13,35 @@ import type { VirtualClusterRef } from '../api/virtualCluster.js';
 
 export const MAX_NAME_LENGTH = 63;
 
+/**
+ * Every label and annotation key kosmos-vc sets lives under this prefix. Tenant labels under it
+ * are dropped when an object is copied to the host, so a tenant can never forge ownership.
+ */
+export const RESERVED_PREFIX = 'kosmos.io/';
+
 export const OriginLabel = {
-  managedBy: 'app.kubernetes.io/managed-by',
+  managedBy: 'kosmos.io/managed-by',
   tenant: 'kosmos.io/tenant',
   tenantNamespace: 'kosmos.io/tenant-namespace',
 } as const;
 export const ORIGIN_ANNOTATION = 'kosmos.io/origin';
-const MANAGER = 'kosmos-vc-clustertree';
+export const MANAGER = 'kosmos-vc-clustertree';
+
+/** On a promoted host node: which tenant owns it (label, a hash) and who that is (annotation). */
+export const Promotion = {
+  label: 'kosmos.io/promoted-to',
+  annotation: 'kosmos.io/promoted-to-virtualcluster',
+  taint: 'kosmos.io/promoted',
+} as const;
+
+/**
+ * The host PriorityClass of pods that run on promoted resources (the virtual node): the tenant's
+ * ResourceQuota selects them by it, so pods on promoted nodes are not charged to it.
+ */
+export const RESOURCES_PRIORITY_CLASS = 'kosmos-vc-promoted-resources';
+
+/** The tenant's short, label-safe identity. */
+export const tenantHash = (tenant: Pick<VirtualClusterRef, 'uid'>): string => hash(tenant.uid, 16);
 
 export interface Origin {
   tenant: VirtualClusterRef;
@@ -59,11 +81,24 @@ export function hostName(namespace: string, name: string): string {
   return withHash(`${name}-x-${namespace}`, `${namespace}/${name}`);
 }
 
+/**
+ * The host Secret holding the service-account token of tenant pod `<namespace>/<pod>`. The key
+ * contains a '/', which no tenant name can, so it never collides with a mirrored Secret.
+ */
+export function tokenSecretName(namespace: string, pod: string): string {
+  return withHash(`${pod}-token-x-${namespace}`, `${namespace}/${pod}/token`);
+}
+
+/** A label value for any string: itself when it fits, else a readable prefix and a hash. */
+export function labelValue(s: string): string {
+  return s.length <= MAX_NAME_LENGTH && /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(s) ? s : withHash(s, s);
+}
+
 /** Labels that select a tenant's host objects; every value fits a label. */
 export function originLabels(o: Pick<Origin, 'tenant' | 'namespace'>): Record<string, string> {
   return {
     [OriginLabel.managedBy]: MANAGER,
-    [OriginLabel.tenant]: hash(o.tenant.uid, 16),
+    [OriginLabel.tenant]: tenantHash(o.tenant),
     [OriginLabel.tenantNamespace]: label(o.namespace, MAX_NAME_LENGTH),
   };
 }
@@ -86,5 +121,5 @@ export function ownedBy(
   tenant: VirtualClusterRef,
 ): boolean {
   const l = meta?.labels ?? {};
-  return l[OriginLabel.managedBy] === MANAGER && l[OriginLabel.tenant] === hash(tenant.uid, 16);
+  return l[OriginLabel.managedBy] === MANAGER && l[OriginLabel.tenant] === tenantHash(tenant);
 }

@@ -1,15 +1,17 @@
 /** Renders kubeconfig files with embedded credentials. */
 import { stringify } from 'yaml';
 
-export interface KubeconfigInput {
+/** A client certificate, or a bearer token (a service account's). */
+export type KubeconfigCredentials = { certPem: string; keyPem: string } | { token: string };
+
+export type KubeconfigInput = {
   clusterName: string;
   server: string;
+  /** Empty: trust the system's CAs. */
   caPem: string;
   userName: string;
-  certPem: string;
-  keyPem: string;
   namespace?: string;
-}
+} & KubeconfigCredentials;
 
 const b64 = (s: string): string => Buffer.from(s, 'utf8').toString('base64');
 
@@ -21,13 +23,19 @@ export function renderKubeconfig(input: KubeconfigInput): string {
     clusters: [
       {
         name: input.clusterName,
-        cluster: { server: input.server, 'certificate-authority-data': b64(input.caPem) },
+        cluster: {
+          server: input.server,
+          ...(input.caPem ? { 'certificate-authority-data': b64(input.caPem) } : {}),
+        },
       },
     ],
     users: [
       {
         name: input.userName,
-        user: { 'client-certificate-data': b64(input.certPem), 'client-key-data': b64(input.keyPem) },
+        user:
+          'token' in input
+            ? { token: input.token }
+            : { 'client-certificate-data': b64(input.certPem), 'client-key-data': b64(input.keyPem) },
       },
     ],
     contexts: [

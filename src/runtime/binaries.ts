@@ -18,12 +18,16 @@ export interface Binaries {
   kwok: string;
   /** kwok's stage definitions (node-initialize, pod-ready, ...). */
   kwokStagesDir: string;
+  /** clusterTree's compiled entry point, run with this Node.js (`npm run build` makes it). */
+  clusterTree: string;
 }
 
 export class ComponentsMissingError extends Error {
   override readonly name = 'ComponentsMissingError';
   constructor(readonly missing: string[]) {
-    super(`components not built: ${missing.join(', ')}; run \`npm run setup\` first`);
+    super(
+      `components not built: ${missing.join(', ')}; run \`npm run setup\` (clusterTree: \`npm run build\`) first`,
+    );
   }
 }
 
@@ -56,6 +60,7 @@ export async function resolveBinaries(): Promise<Binaries> {
     kubectl: bin('kubernetes', 'kubectl'),
     kwok: bin('kwok', 'kwok'),
     kwokStagesDir: join(dirname(dirs.get('kwok') ?? '/nonexistent'), 'stages'),
+    clusterTree: join(repoRoot(), 'dist', 'src', 'clustertree', 'main.js'),
   };
   const missing = (Object.entries(b) as [string, string][])
     .filter(([, path]) => !existsSync(path))

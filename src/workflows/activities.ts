@@ -17,7 +17,9 @@ export const steps = proxyActivities<Activities>({
 });
 
 /** Compensations and teardown must finish eventually: they retry until they succeed. */
-export const undo = proxyActivities<Pick<Activities, 'release' | 'stopComponent' | 'unpublishKubeconfig'>>({
+export const undo = proxyActivities<
+  Pick<Activities, 'release' | 'stopComponent' | 'unpublishKubeconfig' | 'removeClusterTree' | 'demoteAll'>
+>({
   startToCloseTimeout: '2 minutes',
   heartbeatTimeout: '10 seconds',
   retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '1 minute' },

@@ -5,7 +5,7 @@
 import { defineSearchAttributeKey } from '@temporalio/common';
 import { defineQuery, defineSignal } from '@temporalio/workflow';
 import type { Condition, Phase, VirtualClusterRef, VirtualClusterSpec } from '../api/virtualCluster.js';
-import type { TenantAllocation } from '../activities/types.js';
+import type { PromotedStatus, TenantAllocation } from '../activities/types.js';
 
 export const TASK_QUEUE = 'kosmos-vc';
 
@@ -30,6 +30,8 @@ export const STEP_NAMES = [
   'startControllerManager',
   'startScheduler',
   'publishKubeconfig',
+  'deployClusterTree',
+  'promoteResources',
 ] as const;
 export type StepName = (typeof STEP_NAMES)[number];
 export type StepState = 'pending' | 'running' | 'done' | 'failed' | 'undone';
@@ -58,6 +60,9 @@ export interface CarriedState {
   started: StepName[];
   conditions: Condition[];
   endpoint?: string;
+  promoted?: PromotedStatus;
+  /** spec.promoteResources as last applied (JSON), to tell a resize from any other change. */
+  appliedPromotion?: string;
 }
 
 export interface VirtualClusterWorkflowInput {
@@ -66,6 +71,8 @@ export interface VirtualClusterWorkflowInput {
   generation: number;
   /** False when the Temporal service has no kosmos-vc search attributes registered. */
   searchAttributes: boolean;
+  /** How often promotion is tried again while named nodes are missing or taken (default 30 s). */
+  promotionRetryMs?: number;
   carried?: CarriedState;
 }
 

@@ -20,7 +20,13 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { Condition, Phase } from '../api/virtualCluster.js';
-import type { ControlPlaneComponent, StepInput, TenantAllocation } from '../activities/types.js';
+import type {
+  ControlPlaneComponent,
+  PromotedStatus,
+  PromotionResult,
+  StepInput,
+  TenantAllocation,
+} from '../activities/types.js';
 import { status, steps, undo } from './activities.js';
 import {
   STEP_NAMES,
@@ -47,7 +53,11 @@ export const STEP_CONDITIONS: Record<StepName, string> = {
   startControllerManager: 'ControllerManagerReady',
   startScheduler: 'SchedulerReady',
   publishKubeconfig: 'KubeconfigPublished',
+  deployClusterTree: 'ClusterTreeReady',
+  promoteResources: 'NodesPromoted',
 };
+
+const DEFAULT_PROMOTION_RETRY_MS = 30_000;
 
 const COMPONENT_OF: Partial<Record<StepName, ControlPlaneComponent>> = {
   startEtcd: 'etcd',
@@ -84,12 +94,14 @@ export async function virtualClusterWorkflow(
     started: [],
     conditions: [],
   };
-  let { phase, reason, message, allocation, endpoint } = carried;
+  let { phase, reason, message, allocation, endpoint, promoted, appliedPromotion } = carried;
+  /** Named nodes still waiting (missing, taken, refused) or a failed resize: try again later. */
+  let promotionIncomplete = (promoted?.pending.length ?? 0) > 0;
   const started: StepName[] = [...carried.started];
   const conditions = new Map<string, Condition>(carried.conditions.map((c) => [c.type, c]));
   const stepState = new Map<StepName, { state: StepState; message?: string }>();
   for (const s of STEP_NAMES)
-    stepState.set(s, { state: phase === 'Initialized' && started.includes(s) ? 'done' : 'pending' });
+    stepState.set(s, { state: phase === 'Ready' && started.includes(s) ? 'done' : 'pending' });
 
   let pendingSpec: SpecChange | undefined;
   let deleteRequested = false;
@@ -136,7 +148,7 @@ export async function virtualClusterWorkflow(
     phase = next;
     reason = why;
     message = msg;
-    setCondition('Ready', next === 'Initialized' || next === 'Ready', why, msg);
+    setCondition('Ready', next === 'Ready', why, msg);
     if (input.searchAttributes) upsertSearchAttributes([{ key: searchAttributes.phase, value: next }]);
     const snapshot = {
       ref,
@@ -152,6 +164,7 @@ export async function virtualClusterWorkflow(
           started.includes('publishKubeconfig') && next !== 'Failed'
             ? { name: `${ref.name}-kubeconfig`, key: 'kubeconfig' }
             : null,
+        promoted: next === 'Ready' && promoted ? promoted : null,
       },
     };
     statusWrites = statusWrites.catch(() => undefined).then(() => status.reportStatus(snapshot));
@@ -163,7 +176,10 @@ export async function virtualClusterWorkflow(
     if (!started.includes(name)) started.push(name);
     stepState.set(name, { state: 'running' });
     const index = STEP_NAMES.indexOf(name) + 1;
-    void report('Preparing', 'Provisioning', `step ${index}/${STEP_NAMES.length}: ${name}`);
+    // Once the control plane serves, the phase stays Initialized while clusterTree comes up.
+    const during =
+      started.includes('publishKubeconfig') && name !== 'publishKubeconfig' ? 'Initialized' : 'Preparing';
+    void report(during, 'Provisioning', `step ${index}/${STEP_NAMES.length}: ${name}`);
     try {
       const result = await fn();
       stepState.set(name, { state: 'done' });
@@ -187,7 +203,9 @@ export async function virtualClusterWorkflow(
       for (const name of [...STEP_NAMES].reverse()) {
         if (!all && !started.includes(name)) continue;
         const component = COMPONENT_OF[name];
-        if (name === 'publishKubeconfig') await undo.unpublishKubeconfig({ ref });
+        if (name === 'promoteResources') await undo.demoteAll({ ref });
+        else if (name === 'deployClusterTree') await undo.removeClusterTree({ ref });
+        else if (name === 'publishKubeconfig') await undo.unpublishKubeconfig({ ref });
         else if (component) await undo.stopComponent({ ref, component });
         else if (name === 'allocate') await undo.release({ ref });
         // The failed step keeps its condition and state: that is where the reason is.
@@ -200,6 +218,9 @@ export async function virtualClusterWorkflow(
       started.length = 0;
       allocation = undefined;
       endpoint = undefined;
+      promoted = undefined;
+      appliedPromotion = undefined;
+      promotionIncomplete = false;
     });
   }
 
@@ -218,7 +239,12 @@ export async function virtualClusterWorkflow(
       await run('startScheduler', () => steps.startScheduler(step));
       const published = await run('publishKubeconfig', () => steps.publishKubeconfig(step));
       endpoint = published.endpoint;
-      await report('Initialized', 'ControlPlaneReady', `control plane serving at ${endpoint}`);
+      void report('Initialized', 'ControlPlaneReady', `control plane serving at ${endpoint}`);
+      await run('deployClusterTree', () => steps.deployClusterTree(step));
+      const result = await run('promoteResources', () =>
+        steps.promoteResources({ ...step, promote: spec.promoteResources }),
+      );
+      await ready(result);
     } catch (err) {
       if (err instanceof DeleteRequested) return; // the main loop tears down
       const f = describeFailure(err);
@@ -226,6 +252,52 @@ export async function virtualClusterWorkflow(
       await report('Preparing', 'Compensating', `undoing completed steps after: ${f.message}`);
       await compensate(false);
       await report('Failed', f.reason, f.message);
+    }
+  }
+
+  /** Records what promotion achieved: status.promoted, the NodesPromoted condition, phase Ready. */
+  function ready(result: PromotionResult): Promise<void> {
+    appliedPromotion = JSON.stringify(spec.promoteResources ?? {});
+    promoted = {
+      nodes: result.nodes,
+      nodeCount: result.nodes.length,
+      pending: result.pending,
+      cpu: result.capacity.cpu,
+      memory: result.capacity.memory,
+    } satisfies PromotedStatus;
+    promotionIncomplete = result.pending.length > 0;
+    const what = `${result.nodes.length} node(s)${result.virtualNode ? ' and a virtual node' : ''}`;
+    if (result.pending.length === 0) {
+      setCondition(
+        'NodesPromoted',
+        true,
+        'Promoted',
+        `${what} promoted (${promoted.cpu} CPU, ${promoted.memory})`,
+      );
+    } else {
+      const reasons = [...new Set(result.pending.map((p) => p.reason))];
+      setCondition(
+        'NodesPromoted',
+        false,
+        reasons.length === 1 ? reasons[0]! : 'NodesPending',
+        `${what} promoted; waiting for: ${result.pending.map((p) => p.message).join('; ')}`,
+      );
+    }
+    return report('Ready', 'Ready', `serving at ${endpoint}; ${what} promoted`);
+  }
+
+  /** A resize while Ready: the tenant keeps serving whatever happens here. */
+  async function repromote(why: string): Promise<void> {
+    if (!allocation) return;
+    void report('Ready', 'Resizing', why);
+    try {
+      await ready(await steps.promoteResources({ ref, allocation, promote: spec.promoteResources }));
+    } catch (err) {
+      if (deleteRequested) return;
+      const f = describeFailure(err);
+      promotionIncomplete = true;
+      setCondition('NodesPromoted', false, f.reason, `resize failed, will retry: ${f.message}`);
+      await report('Ready', 'ResizeFailed', f.message);
     }
   }
 
@@ -237,18 +309,20 @@ export async function virtualClusterWorkflow(
     return { tornDown: true, ...(id ? { tenantId: id } : {}) };
   }
 
-  // A new workflow provisions; a run continued-as-new is already Initialized or Failed.
-  if (phase !== 'Initialized' && phase !== 'Failed') await provision();
+  // A new workflow provisions; a run continued-as-new is already Ready or Failed.
+  if (phase !== 'Ready' && phase !== 'Failed') await provision();
 
   for (;;) {
     if (deleteRequested) return teardown();
-    await condition(
-      () =>
-        deleteRequested ||
-        retryRequested ||
-        pendingSpec !== undefined ||
-        workflowInfo().continueAsNewSuggested,
-    );
+    const wake = () =>
+      deleteRequested || retryRequested || pendingSpec !== undefined || workflowInfo().continueAsNewSuggested;
+    if (phase === 'Ready' && promotionIncomplete) {
+      // Named nodes are missing or taken: look again from time to time.
+      if (!(await condition(wake, input.promotionRetryMs ?? DEFAULT_PROMOTION_RETRY_MS))) {
+        await repromote('promoting the nodes that were not available');
+        continue;
+      }
+    } else await condition(wake);
     if (deleteRequested) continue;
     if (pendingSpec) {
       const change = pendingSpec;
@@ -256,6 +330,8 @@ export async function virtualClusterWorkflow(
       spec = change.spec;
       generation = change.generation;
       if (phase === 'Failed') retryRequested = true;
+      else if (phase === 'Ready' && JSON.stringify(spec.promoteResources ?? {}) !== appliedPromotion)
+        await repromote('applying the new spec.promoteResources');
       else await report(phase, reason, message); // records observedGeneration
     }
     if (retryRequested) {
@@ -275,6 +351,8 @@ export async function virtualClusterWorkflow(
         conditions: [...conditions.values()],
         ...(allocation ? { allocation } : {}),
         ...(endpoint ? { endpoint } : {}),
+        ...(promoted ? { promoted } : {}),
+        ...(appliedPromotion !== undefined ? { appliedPromotion } : {}),
       };
       await continueAsNew<typeof virtualClusterWorkflow>({ ...input, spec, generation, carried: next });
     }

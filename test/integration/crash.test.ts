@@ -90,7 +90,7 @@ describe('worker crash', () => {
     expect(processesMentioning(dir).map((p) => p.exe)).toContain('etcd');
 
     startWorker('second');
-    const ready = await waitForPhase(namespace, 'survivor', 'Initialized', 180_000);
+    const ready = await waitForPhase(namespace, 'survivor', 'Ready', 180_000);
     const creds = credentialsOf(Buffer.from(ready.spec.kubeconfig!, 'base64').toString());
     expect(await statusAs(creds.server, creds.caPem, creds)).toBe(200);
     expect(

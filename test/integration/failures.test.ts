@@ -82,7 +82,7 @@ describe('bad input', () => {
 
   it('fails a spec the control plane cannot serve with a clear reason, cleans up, and leaves other tenants alone', async () => {
     await createVirtualCluster(namespace, 'healthy');
-    const healthy = await waitForPhase(namespace, 'healthy', 'Initialized');
+    const healthy = await waitForPhase(namespace, 'healthy', 'Ready');
     const creds = credentialsOf(Buffer.from(healthy.spec.kubeconfig!, 'base64').toString());
 
     // 10.96.0.0/30 is a well-formed network, but kube-apiserver needs at least 8 service IPs.
@@ -97,9 +97,7 @@ describe('bad input', () => {
 
     // The healthy tenant still serves.
     expect(await statusAs(creds.server, creds.caPem, creds)).toBe(200);
-    expect((await host().getVirtualCluster({ namespace, name: 'healthy' }))?.status?.phase).toBe(
-      'Initialized',
-    );
+    expect((await host().getVirtualCluster({ namespace, name: 'healthy' }))?.status?.phase).toBe('Ready');
 
     // A failed tenant can still be deleted.
     await deleteVirtualCluster(namespace, 'too-small');
@@ -120,7 +118,7 @@ describe('delete during provisioning', () => {
     await deleteVirtualCluster(namespace, 'short-lived');
     await waitForGone(namespace, 'short-lived');
     const progress = await handle.query(progressQuery);
-    expect(progress.phase).not.toBe('Initialized');
+    expect(progress.phase).not.toBe('Ready');
     expect(await leftovers(vc.metadata.uid, 'short-lived')).toEqual(nothing);
   });
 });

@@ -37,8 +37,8 @@ beforeAll(async () => {
     createVirtualCluster(namespace, 'tenant-b'),
   ]);
   const [va, vb] = await Promise.all([
-    waitForPhase(namespace, 'tenant-a', 'Initialized'),
-    waitForPhase(namespace, 'tenant-b', 'Initialized'),
+    waitForPhase(namespace, 'tenant-a', 'Ready'),
+    waitForPhase(namespace, 'tenant-b', 'Ready'),
   ]);
   a = credentialsOf(Buffer.from(va.spec.kubeconfig!, 'base64').toString());
   b = credentialsOf(Buffer.from(vb.spec.kubeconfig!, 'base64').toString());

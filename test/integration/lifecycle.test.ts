@@ -60,7 +60,7 @@ async function allocationOf(name: string): Promise<TenantAllocation> {
 describe('VirtualCluster lifecycle', () => {
   it('creates a tenant control plane that answers plain kubectl with the issued kubeconfig', async () => {
     await createVirtualCluster(namespace, 'tenant1');
-    const vc = await waitForPhase(namespace, 'tenant1', 'Initialized');
+    const vc = await waitForPhase(namespace, 'tenant1', 'Ready');
 
     // The kubeconfig is in spec.kubeconfig and, identically, in the Secret status points to.
     expect(vc.spec.kubeconfig).toBeTruthy();
@@ -107,7 +107,7 @@ describe('VirtualCluster lifecycle', () => {
       namespace,
     );
     expect(table).toMatch(/NAME\s+PHASE\s+READY\s+AGE/);
-    expect(table).toMatch(/tenant1\s+Initialized\s+True/);
+    expect(table).toMatch(/tenant1\s+Ready\s+True/);
 
     // The workflow is findable by the VirtualCluster's namespace and name.
     const found: string[] = [];
@@ -126,7 +126,7 @@ describe('VirtualCluster lifecycle', () => {
 
   it('removes every process, port, directory and Secret of a deleted tenant, then the object', async () => {
     await createVirtualCluster(namespace, 'doomed');
-    await waitForPhase(namespace, 'doomed', 'Initialized');
+    await waitForPhase(namespace, 'doomed', 'Ready');
     const allocation = await allocationOf('doomed');
     expect(
       processesMentioning(allocation.dir)
@@ -163,7 +163,7 @@ describe('VirtualCluster lifecycle', () => {
         ? vc
         : undefined;
     });
-    expect(after.status?.phase).toBe('Initialized');
+    expect(after.status?.phase).toBe('Ready');
 
     for (const spec of [{ serviceCIDR: '10.100.0.0/16' }, { certSANs: ['late.example.com'] }]) {
       await expect(
@@ -179,7 +179,7 @@ describe('VirtualCluster lifecycle', () => {
     // Stop the informer behind the watcher's back: only the relist (5 s in tests) can notice.
     await (operator.watcher as unknown as { informer: { stop(): Promise<void> } }).informer.stop();
     await createVirtualCluster(namespace, 'unwatched');
-    await waitForPhase(namespace, 'unwatched', 'Initialized');
+    await waitForPhase(namespace, 'unwatched', 'Ready');
     await deleteVirtualCluster(namespace, 'unwatched');
     await waitForGone(namespace, 'unwatched');
   });
@@ -209,7 +209,7 @@ describe('VirtualCluster lifecycle', () => {
     // object is gone (what `kubectl patch ... finalizers: null` followed by delete leaves).
     await (operator.watcher as unknown as { informer: { stop(): Promise<void> } }).informer.stop();
     const vc = await createVirtualCluster(namespace, 'forced');
-    await waitForPhase(namespace, 'forced', 'Initialized');
+    await waitForPhase(namespace, 'forced', 'Ready');
     const allocation = await allocationOf('forced');
     await host().setFinalizers(
       { namespace, name: 'forced', uid: vc.metadata.uid },

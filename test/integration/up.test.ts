@@ -102,7 +102,7 @@ describe('kosmos-vc up (embedded default)', () => {
       first.kubeconfig,
       'wait',
       'vc/tenant1',
-      '--for=jsonpath={.status.phase}=Initialized',
+      '--for=jsonpath={.status.phase}=Ready',
       '--timeout=120s',
     );
     const tenantKubeconfig = join(stateDir, 'tenant1.kubeconfig');
@@ -118,7 +118,7 @@ describe('kosmos-vc up (embedded default)', () => {
       second.kubeconfig,
       'wait',
       'vc/tenant1',
-      '--for=jsonpath={.status.phase}=Initialized',
+      '--for=jsonpath={.status.phase}=Ready',
       '--timeout=60s',
     );
     const ns = await eventually('the tenant apiserver back with its data', () =>
@@ -155,7 +155,7 @@ describe('kosmos-vc up (embedded default)', () => {
     expect(existsSync(join(external, 'host'))).toBe(false);
 
     await createVirtualCluster(namespace, 'outside');
-    await waitForPhase(namespace, 'outside', 'Initialized');
+    await waitForPhase(namespace, 'outside', 'Ready');
     await deleteVirtualCluster(namespace, 'outside');
     await waitForGone(namespace, 'outside');
     expect(await interrupt(child)).toBe(0);

@@ -15,6 +15,8 @@ export interface StubControl {
   transient?: Map<string, number>;
   /** Steps that wait for `release(step)` before they finish. */
   holds: Map<string, { reached: Promise<void>; release: () => void }>;
+  /** Nodes promoteResources reports as NodeNotFound (the test adds and removes them). */
+  missingNodes?: Set<string>;
 }
 
 export function hold(control: StubControl, step: StepName): { reached: Promise<void>; release: () => void } {
@@ -64,6 +66,25 @@ export function stubActivities(control: StubControl): Activities {
     publishKubeconfig: () =>
       step('publishKubeconfig', { secretName: 'vc-kubeconfig', endpoint: 'https://127.0.0.1:3' }),
     unpublishKubeconfig: () => Promise.resolve(void control.calls.push('unpublishKubeconfig')),
+    deployClusterTree: () => step('deployClusterTree', { hostNamespace: 'kvc-ns-vc-0000000000', pid: 5 }),
+    removeClusterTree: () => Promise.resolve(void control.calls.push('removeClusterTree')),
+    promoteResources: ({ promote }) => {
+      const named = promote?.nodes ?? [];
+      const missing = named.filter((n) => control.missingNodes?.has(n));
+      const nodes = named.filter((n) => !control.missingNodes?.has(n)).sort();
+      return step('promoteResources', {
+        nodes,
+        pending: missing.map((node) => ({
+          node,
+          reason: 'NodeNotFound' as const,
+          message: `${node} missing`,
+        })),
+        demoted: [],
+        virtualNode: promote?.resources ? 'kosmos-virtual-resources' : null,
+        capacity: { cpu: String(nodes.length * 32), memory: `${nodes.length * 256}Gi` },
+      });
+    },
+    demoteAll: () => Promise.resolve(void control.calls.push('demoteAll')),
     reportStatus: ({ status }) => Promise.resolve(void control.statuses.push(status)),
   };
 }

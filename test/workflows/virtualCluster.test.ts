@@ -33,6 +33,8 @@ afterAll(async () => {
 const ALL_STEPS: string[] = [...STEP_NAMES];
 /** What teardown calls: every undo, newest step first. */
 const TEARDOWN = [
+  'demoteAll',
+  'removeClusterTree',
   'unpublishKubeconfig',
   'stop:kube-scheduler',
   'stop:kube-controller-manager',
@@ -83,15 +85,19 @@ async function until(
 }
 
 describe('virtualClusterWorkflow', () => {
-  it('runs the steps in order, reports Initialized, and tears down in reverse on delete', async () => {
+  it('runs the steps in order, reports Initialized then Ready, and tears down in reverse on delete', async () => {
     const control = newControl();
     const args = input();
     await withWorker(control, async (taskQueue) => {
       const handle = await startWorkflow(taskQueue, args);
-      await until(() => control.statuses.some((s) => s.phase === 'Initialized'), 'Initialized');
+      await until(() => control.statuses.some((s) => s.phase === 'Ready'), 'Ready');
       expect(control.calls).toEqual(ALL_STEPS);
+      // The control plane serves (Initialized) before clusterTree is deployed.
+      const phases = control.statuses.map((s) => s.phase);
+      expect(phases.indexOf('Initialized')).toBeGreaterThan(-1);
+      expect(phases.indexOf('Initialized')).toBeLessThan(phases.indexOf('Ready'));
       const progress = await handle.query(progressQuery);
-      expect(progress.phase).toBe('Initialized');
+      expect(progress.phase).toBe('Ready');
       expect(progress.steps.every((s) => s.state === 'done')).toBe(true);
       const last = control.statuses.at(-1)!;
       expect(last.conditions.find((c) => c.type === 'Ready')?.status).toBe('True');
@@ -135,7 +141,7 @@ describe('virtualClusterWorkflow', () => {
       control.failAt = undefined;
       control.calls.length = 0;
       await handle.signal(retrySignal);
-      await until(() => control.statuses.at(-1)?.phase === 'Initialized', 'Initialized after retry');
+      await until(() => control.statuses.at(-1)?.phase === 'Ready', 'Ready after retry');
       expect(control.calls).toEqual(ALL_STEPS);
       await handle.signal(deleteRequestedSignal);
       await handle.result();
@@ -150,7 +156,7 @@ describe('virtualClusterWorkflow', () => {
       await until(() => control.statuses.at(-1)?.phase === 'Failed', 'Failed');
       control.failAt = undefined;
       await handle.signal(specChangedSignal, { spec: { serviceCIDR: '10.100.0.0/16' }, generation: 2 });
-      await until(() => control.statuses.at(-1)?.phase === 'Initialized', 'Initialized');
+      await until(() => control.statuses.at(-1)?.phase === 'Ready', 'Ready');
       expect(control.statuses.at(-1)?.observedGeneration).toBe(2);
 
       // An older generation arriving late changes nothing.
@@ -180,7 +186,7 @@ describe('virtualClusterWorkflow', () => {
       await handle.result();
       // Teardown undoes every step (each undo is idempotent), not only those this run started.
       expect(control.calls).toEqual(['allocate', 'issueCertificates', 'startEtcd', ...TEARDOWN]);
-      expect(control.statuses.some((s) => s.phase === 'Initialized')).toBe(false);
+      expect(control.statuses.some((s) => s.phase === 'Ready')).toBe(false);
     });
   });
 
@@ -189,7 +195,7 @@ describe('virtualClusterWorkflow', () => {
     const args = input();
     await withWorker(control, async (taskQueue) => {
       const handle = await startWorkflow(taskQueue, args);
-      await until(() => control.statuses.at(-1)?.phase === 'Initialized', 'Initialized');
+      await until(() => control.statuses.at(-1)?.phase === 'Ready', 'Ready');
       const firstRun = (await handle.describe()).runId;
       // Each recorded spec change adds a signal, a status write and workflow tasks to history;
       // the test server suggests continue-as-new after 150 events. One change at a time, each
@@ -203,13 +209,10 @@ describe('virtualClusterWorkflow', () => {
         const g = generation;
         await until(() => control.statuses.at(-1)?.observedGeneration === g, `generation ${g} recorded`);
       }
-      await until(
-        async () => (await latest.query(progressQuery)).phase === 'Initialized',
-        'the new run to answer',
-      );
+      await until(async () => (await latest.query(progressQuery)).phase === 'Ready', 'the new run to answer');
       expect((await latest.query(progressQuery)).generation).toBe(generation);
       const progress = await latest.query(progressQuery);
-      expect(progress.phase).toBe('Initialized');
+      expect(progress.phase).toBe('Ready');
       expect(progress.allocation?.id).toBe('ns-vc-00000000');
       control.calls.length = 0;
       await latest.signal(deleteRequestedSignal);
@@ -223,7 +226,7 @@ describe('virtualClusterWorkflow', () => {
     const args = input();
     await withWorker(control, async (taskQueue) => {
       const handle = await startWorkflow(taskQueue, args);
-      await until(() => control.statuses.at(-1)?.phase === 'Initialized', 'Initialized');
+      await until(() => control.statuses.at(-1)?.phase === 'Ready', 'Ready');
       expect(control.calls.filter((c) => c === 'startApiserver')).toHaveLength(3);
       expect(control.calls.filter((c) => c.startsWith('stop:'))).toEqual([]);
       await handle.signal(deleteRequestedSignal);
@@ -245,7 +248,68 @@ describe('virtualClusterWorkflow', () => {
       });
       await handle.result();
       expect(control.calls).not.toContain('startEtcd');
-      expect(control.calls.slice(-6)).toEqual(TEARDOWN);
+      expect(control.calls.slice(-TEARDOWN.length)).toEqual(TEARDOWN);
+    });
+  });
+
+  it('undoes clusterTree and the control plane when deploying clusterTree fails', async () => {
+    const control: StubControl = { ...newControl(), failAt: 'deployClusterTree' };
+    await withWorker(control, async (taskQueue) => {
+      const handle = await startWorkflow(taskQueue, input());
+      await until(() => control.statuses.at(-1)?.phase === 'Failed', 'Failed');
+      expect(control.calls.slice(STEP_NAMES.indexOf('deployClusterTree'))).toEqual([
+        'deployClusterTree',
+        ...TEARDOWN.slice(1),
+      ]);
+      const failed = control.statuses.at(-1)!;
+      expect(failed.conditions.find((c) => c.type === 'ClusterTreeReady')?.status).toBe('False');
+      expect(failed.promoted).toBeNull();
+      await handle.signal(deleteRequestedSignal);
+      await handle.result();
+    });
+  });
+
+  it('promotes nodes that appear later, and applies a resize without touching the control plane', async () => {
+    const control: StubControl = { ...newControl(), missingNodes: new Set(['node-b']) };
+    const args: VirtualClusterWorkflowInput = {
+      ...input(),
+      spec: { serviceCIDR: '10.96.0.0/12', promoteResources: { nodes: ['node-a', 'node-b'] } },
+      promotionRetryMs: 300,
+    };
+    await withWorker(control, async (taskQueue) => {
+      const handle = await startWorkflow(taskQueue, args);
+      await until(() => control.statuses.at(-1)?.phase === 'Ready', 'Ready');
+      const first = control.statuses.at(-1)!;
+      expect(first.promoted?.nodes).toEqual(['node-a']);
+      expect(first.promoted?.pending.map((p) => p.node)).toEqual(['node-b']);
+      const cond = first.conditions.find((c) => c.type === 'NodesPromoted');
+      expect(cond).toMatchObject({ status: 'False', reason: 'NodeNotFound' });
+
+      // node-b appears: the retry timer promotes it.
+      control.missingNodes!.clear();
+      await until(() => control.statuses.at(-1)?.promoted?.nodeCount === 2, 'node-b promoted');
+      expect(control.statuses.at(-1)!.conditions.find((c) => c.type === 'NodesPromoted')?.status).toBe(
+        'True',
+      );
+
+      // A resize runs promoteResources again and nothing else.
+      control.calls.length = 0;
+      await handle.signal(specChangedSignal, {
+        spec: { serviceCIDR: '10.96.0.0/12', promoteResources: { nodes: ['node-a'], resources: { cpu: 4 } } },
+        generation: 2,
+      });
+      await until(
+        () =>
+          control.statuses.at(-1)?.observedGeneration === 2 &&
+          control.statuses.at(-1)?.promoted?.nodeCount === 1,
+        'resized',
+      );
+      expect(control.calls).toEqual(['promoteResources']);
+      // With nothing pending, the timer stops: no further promotion calls.
+      await new Promise((r) => setTimeout(r, 1000));
+      expect(control.calls).toEqual(['promoteResources']);
+      await handle.signal(deleteRequestedSignal);
+      await handle.result();
     });
   });
 });

@@ -1,0 +1,599 @@
+/**
+ * The clusterTree side of a tenant: its credentials and process (deployClusterTree and its
+ * undo), and what it is given to serve (promoteResources and its undo, demoteAll).
+ *
+ * clusterTree gets least privilege on both sides (docs/adr/0006-clustertree.md):
+ * - in the tenant, a client certificate for the user `kosmos-vc:clustertree` bound to a
+ *   ClusterRole with what a kubelet-like agent needs (nodes, pod status, leases, the objects it
+ *   mirrors, service-account tokens); never system:masters;
+ * - on the host, the token of a service account in the tenant's host namespace, bound to a Role
+ *   in that namespace and to read-only access to nodes. The operator, not clusterTree, labels and
+ *   taints the host nodes it promotes. No host credential is written anywhere the tenant reads.
+ */
+import {
+  ApiException,
+  CoreV1Api,
+  KubeConfig,
+  KubernetesObjectApi,
+  PatchStrategy,
+  RbacAuthorizationV1Api,
+  setHeaderOptions,
+  type KubernetesObject,
+  type V1Node,
+  type V1Pod,
+  type V1Taint,
+} from '@kubernetes/client-node';
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseQuantity, type PromoteResources, type VirtualClusterRef } from '../api/virtualCluster.js';
+import type { ClusterTreeConfigInput } from '../clustertree/config.js';
+import {
+  OriginLabel,
+  Promotion,
+  RESOURCES_PRIORITY_CLASS,
+  hostNamespace,
+  tenantHash,
+} from '../clustertree/naming.js';
+import { issueCertificate } from '../pki/certificates.js';
+import { PkiFile, loadPair } from '../pki/controlPlanePki.js';
+import { renderKubeconfig } from '../pki/kubeconfig.js';
+import { apiserverURL, kubeconfigPath, pkiDir, type ControlPlaneLayout } from '../runtime/controlPlane.js';
+import type { PortAllocator } from '../runtime/ports.js';
+import type { ComponentSpec, ControlPlaneRuntime } from '../runtime/types.js';
+import type { Logger } from '../worker/logger.js';
+import { FIELD_MANAGER, type HostCluster } from './hostCluster.js';
+import { FailureType, type PendingNode, type PromotionResult, type StepInput } from './types.js';
+
+export const CLUSTERTREE_USER = 'kosmos-vc:clustertree';
+const HOST_SA = 'clustertree';
+const HOST_ROLE = 'kosmos-vc-clustertree';
+const NODE_READER = 'kosmos-vc:clustertree-node-reader';
+export const QUOTA_NAME = 'kosmos-vc-promoted';
+const LIMIT_RANGE = 'kosmos-vc-defaults';
+/** The tenant node standing for promoted CPU and memory. */
+export const VIRTUAL_NODE = 'kosmos-virtual-resources';
+const CONTROL_PLANE_LABELS = ['node-role.kubernetes.io/control-plane', 'node-role.kubernetes.io/master'];
+
+const merge = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+const code = (e: unknown): number | undefined => (e instanceof ApiException ? e.code : undefined);
+const ignore =
+  (...codes: number[]) =>
+  (e: unknown): undefined => {
+    if (codes.includes(code(e) ?? 0)) return undefined;
+    throw e;
+  };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export interface ClusterTreeTimings {
+  heartbeatIntervalMs?: number;
+  nodeStatusIntervalMs?: number;
+  resyncIntervalMs?: number;
+  leaseDurationSeconds?: number;
+}
+
+export interface ClusterTreeDeps {
+  host: HostCluster;
+  runtime: ControlPlaneRuntime;
+  ports: PortAllocator;
+  logger: Logger;
+  /** The compiled clusterTree entry point (dist/src/clustertree/main.js). */
+  entry: () => Promise<string>;
+  layoutOf: (input: StepInput) => ControlPlaneLayout;
+  tenantId: (ref: VirtualClusterRef) => string;
+  tenantDir: (ref: VirtualClusterRef) => string;
+  readinessTimeoutMs: number;
+  timings?: ClusterTreeTimings;
+}
+
+/** The tenant's admin client, from the kubeconfig the control-plane steps wrote. */
+async function tenantAdmin(dir: string): Promise<CoreV1Api> {
+  const kc = new KubeConfig();
+  kc.loadFromString(await readFile(join(dir, 'kubeconfigs', 'admin.conf'), 'utf8'));
+  return kc.makeApiClient(CoreV1Api);
+}
+
+/** Waits for `check` with heartbeats; throws (retryably) after `timeoutMs`. */
+async function until(what: string, timeoutMs: number, check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${Math.round(timeoutMs / 1000)}s waiting for ${what}`);
+    let ctx: Context | undefined;
+    try {
+      ctx = Context.current();
+    } catch {
+      // outside an activity
+    }
+    ctx?.heartbeat(what);
+    // An activity's sleep ends early when the activity is cancelled (worker shutdown, workflow).
+    await (ctx ? ctx.sleep(300) : sleep(300));
+  }
+}
+
+function tenantRbac(): KubernetesObject[] {
+  const rules = [
+    {
+      apiGroups: [''],
+      resources: ['nodes'],
+      verbs: ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'],
+    },
+    { apiGroups: [''], resources: ['nodes/status'], verbs: ['get', 'update', 'patch'] },
+    { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch', 'delete'] },
+    { apiGroups: [''], resources: ['pods/status'], verbs: ['get', 'update', 'patch'] },
+    { apiGroups: [''], resources: ['configmaps', 'secrets', 'services'], verbs: ['get', 'list', 'watch'] },
+    { apiGroups: [''], resources: ['serviceaccounts/token'], verbs: ['create'] },
+    { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] },
+    {
+      apiGroups: ['coordination.k8s.io'],
+      resources: ['leases'],
+      verbs: ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'],
+    },
+  ];
+  return [
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'ClusterRole',
+      metadata: { name: CLUSTERTREE_USER },
+      rules,
+    } as KubernetesObject,
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'ClusterRoleBinding',
+      metadata: { name: CLUSTERTREE_USER },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: CLUSTERTREE_USER },
+      subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: CLUSTERTREE_USER }],
+    } as KubernetesObject,
+  ];
+}
+
+function hostRbac(ref: VirtualClusterRef, ns: string): KubernetesObject[] {
+  const labels = { [OriginLabel.managedBy]: 'kosmos-vc', [OriginLabel.tenant]: tenantHash(ref) };
+  const all = ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete', 'deletecollection'];
+  const sa = { kind: 'ServiceAccount', name: HOST_SA, namespace: ns };
+  return [
+    {
+      apiVersion: 'v1',
+      kind: 'Namespace',
+      metadata: {
+        name: ns,
+        labels: {
+          ...labels,
+          'kosmos.io/virtual-cluster': ref.name,
+          'kosmos.io/virtual-cluster-namespace': ref.namespace,
+        },
+      },
+    },
+    { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: HOST_SA, namespace: ns, labels } },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'Role',
+      metadata: { name: HOST_ROLE, namespace: ns, labels },
+      rules: [
+        { apiGroups: [''], resources: ['pods', 'configmaps', 'secrets', 'services'], verbs: all },
+        { apiGroups: [''], resources: ['resourcequotas'], verbs: ['get', 'list', 'watch'] },
+      ],
+    },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'RoleBinding',
+      metadata: { name: HOST_ROLE, namespace: ns, labels },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: HOST_ROLE },
+      subjects: [sa],
+    },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'ClusterRole',
+      metadata: { name: NODE_READER, labels: { [OriginLabel.managedBy]: 'kosmos-vc' } },
+      rules: [{ apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'watch'] }],
+    },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'ClusterRoleBinding',
+      metadata: { name: `${NODE_READER}:${ns}`, labels },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: NODE_READER },
+      subjects: [sa],
+    },
+    {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      type: 'kubernetes.io/service-account-token',
+      metadata: {
+        name: `${HOST_SA}-token`,
+        namespace: ns,
+        labels,
+        annotations: { 'kubernetes.io/service-account.name': HOST_SA },
+      },
+    },
+  ] as KubernetesObject[];
+}
+
+async function apply(api: KubernetesObjectApi, objects: KubernetesObject[]): Promise<void> {
+  for (const o of objects)
+    await api.patch(o, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+}
+
+/** The host API server's address and CA, as the operator reaches it. */
+async function hostEndpoint(kc: KubeConfig): Promise<{ server: string; caPem: string }> {
+  const cluster = kc.getCurrentCluster();
+  if (!cluster)
+    throw ApplicationFailure.nonRetryable(
+      'the host kubeconfig has no current cluster',
+      FailureType.InvalidSpec,
+    );
+  const caPem = cluster.caData
+    ? Buffer.from(cluster.caData, 'base64').toString('utf8')
+    : cluster.caFile
+      ? await readFile(cluster.caFile, 'utf8')
+      : '';
+  return { server: cluster.server, caPem };
+}
+
+const isDaemonOrMirror = (p: V1Pod): boolean =>
+  (p.metadata?.ownerReferences ?? []).some((o) => o.kind === 'DaemonSet') ||
+  p.metadata?.annotations?.['kubernetes.io/config.mirror'] !== undefined;
+const finished = (p: V1Pod): boolean => p.status?.phase === 'Succeeded' || p.status?.phase === 'Failed';
+
+function cpuString(n: number): string {
+  return Number.isInteger(n) ? String(n) : `${Math.round(n * 1000)}m`;
+}
+function memoryString(bytes: number): string {
+  const gi = bytes / 2 ** 30;
+  if (Number.isInteger(gi)) return `${gi}Gi`;
+  const mi = bytes / 2 ** 20;
+  return Number.isInteger(mi) ? `${mi}Mi` : String(Math.round(bytes));
+}
+const scalar = (q: string | number | undefined): number => (q === undefined ? 0 : parseQuantity(q));
+
+export function createClusterTreeActivities(deps: ClusterTreeDeps) {
+  const hostKc = deps.host.kubeConfig;
+  const hostCore = hostKc.makeApiClient(CoreV1Api);
+  const hostRbacApi = hostKc.makeApiClient(RbacAuthorizationV1Api);
+  const hostObjects = KubernetesObjectApi.makeApiClient(hostKc);
+  const log = (ref: VirtualClusterRef) => deps.logger.child({ vc: `${ref.namespace}/${ref.name}` });
+  const portOwner = (ref: VirtualClusterRef) => `${deps.tenantId(ref)}/clustertree`;
+
+  async function hostToken(ns: string): Promise<string> {
+    let token = '';
+    await until('the clusterTree host token', 30_000, async () => {
+      const s = await hostCore
+        .readNamespacedSecret({ name: `${HOST_SA}-token`, namespace: ns })
+        .catch(ignore(404));
+      token = s?.data?.token ? Buffer.from(s.data.token, 'base64').toString('utf8') : '';
+      return token !== '';
+    });
+    return token;
+  }
+
+  /** A client certificate and kubeconfig for clusterTree in the tenant (kept when present). */
+  async function tenantCredentials(l: ControlPlaneLayout): Promise<string> {
+    const file = join(l.dir, 'kubeconfigs', 'clustertree.conf');
+    const existing = await readFile(file, 'utf8').catch(() => undefined);
+    if (existing) return file;
+    const pki = pkiDir(l);
+    const ca = await loadPair(pki, PkiFile.ca);
+    const leaf = await issueCertificate(ca, { commonName: CLUSTERTREE_USER, usage: 'client' });
+    await writeFile(join(pki, 'clustertree.crt'), leaf.certPem);
+    await writeFile(join(pki, 'clustertree.key'), leaf.keyPem, { mode: 0o600 });
+    const text = renderKubeconfig({
+      clusterName: l.id,
+      server: apiserverURL(l),
+      caPem: ca.certPem,
+      userName: CLUSTERTREE_USER,
+      certPem: leaf.certPem,
+      keyPem: leaf.keyPem,
+    });
+    await writeFile(file, text, { mode: 0o600 });
+    return file;
+  }
+
+  async function clusterTreeSpec(input: StepInput): Promise<ComponentSpec> {
+    const { ref } = input;
+    const l = deps.layoutOf(input);
+    const ns = hostNamespace(ref);
+    const [port] = await deps.ports.allocate(portOwner(ref), 1);
+    const dir = join(l.dir, 'clustertree');
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+
+    const tenantKc = new KubeConfig();
+    tenantKc.loadFromFile(kubeconfigPath(l, 'admin'));
+    await apply(KubernetesObjectApi.makeApiClient(tenantKc), tenantRbac());
+    const tenantKubeconfig = await tenantCredentials(l);
+
+    await apply(hostObjects, hostRbac(ref, ns));
+    const { server, caPem } = await hostEndpoint(hostKc);
+    const hostKubeconfig = join(dir, 'host.conf');
+    await writeFile(
+      hostKubeconfig,
+      renderKubeconfig({
+        clusterName: 'host',
+        server,
+        caPem,
+        userName: `${HOST_SA}@${ns}`,
+        token: await hostToken(ns),
+      }),
+      { mode: 0o600 },
+    );
+
+    const config: ClusterTreeConfigInput = {
+      tenant: ref,
+      hostNamespace: ns,
+      tenantKubeconfig,
+      hostKubeconfig,
+      listen: { address: '127.0.0.1', port: port! },
+      virtualNodeName: VIRTUAL_NODE,
+      quotaName: QUOTA_NAME,
+      ...deps.timings,
+    };
+    const configFile = join(dir, 'config.json');
+    await writeFile(configFile, JSON.stringify(config, null, 2), { mode: 0o600 });
+    return {
+      owner: deps.tenantId(ref),
+      name: 'clustertree',
+      command: process.execPath,
+      args: [await deps.entry(), `--config=${configFile}`],
+      probe: { url: `http://127.0.0.1:${port!}/readyz` },
+    };
+  }
+
+  /** Cordons a tenant node and deletes its pods; resolves when clusterTree has removed them both sides. */
+  async function drainTenantNode(tenant: CoreV1Api, node: string): Promise<number> {
+    await tenant.patchNode({ name: node, body: { spec: { unschedulable: true } } }, merge).catch(ignore(404));
+    const onNode = async () =>
+      (await tenant.listPodForAllNamespaces({ fieldSelector: `spec.nodeName=${node}` })).items;
+    const pods = await onNode();
+    for (const p of pods)
+      if (!p.metadata?.deletionTimestamp)
+        await tenant
+          .deleteNamespacedPod({ name: p.metadata!.name!, namespace: p.metadata!.namespace! })
+          .catch(ignore(404));
+    await until(`the pods on ${node} to be gone`, 120_000, async () => (await onNode()).length === 0);
+    return pods.length;
+  }
+
+  /** Removes the promotion label, annotation and taint, if they are this tenant's. */
+  async function release(node: V1Node, ref: VirtualClusterRef): Promise<void> {
+    if (node.metadata?.labels?.[Promotion.label] !== tenantHash(ref)) return;
+    const taints = (node.spec?.taints ?? []).filter((t) => t.key !== Promotion.taint);
+    await hostCore.patchNode(
+      {
+        name: node.metadata.name!,
+        body: {
+          metadata: {
+            resourceVersion: node.metadata.resourceVersion,
+            labels: { [Promotion.label]: null },
+            annotations: { [Promotion.annotation]: null },
+          },
+          spec: { taints },
+        },
+      },
+      merge,
+    );
+  }
+
+  /** Claims a host node for the tenant, or says why not. 409 (a race) is retried by the caller. */
+  async function claim(ref: VirtualClusterRef, name: string): Promise<PendingNode | undefined> {
+    const node = await hostCore.readNode({ name }).catch(ignore(404));
+    if (!node)
+      return { node: name, reason: 'NodeNotFound', message: `host node ${name} does not exist (yet)` };
+    const owner = node.metadata?.labels?.[Promotion.label];
+    if (owner === tenantHash(ref)) return undefined;
+    if (owner)
+      return {
+        node: name,
+        reason: 'NodeOwnedByAnother',
+        message: `host node ${name} is promoted to VirtualCluster ${node.metadata?.annotations?.[Promotion.annotation] ?? 'another tenant'}`,
+      };
+    if (CONTROL_PLANE_LABELS.some((l) => node.metadata?.labels?.[l] !== undefined))
+      return { node: name, reason: 'ControlPlaneNode', message: `host node ${name} is a control-plane node` };
+    const busy = (
+      await hostCore.listPodForAllNamespaces({ fieldSelector: `spec.nodeName=${name}` })
+    ).items.filter((p) => !isDaemonOrMirror(p) && !finished(p));
+    if (busy.length > 0)
+      return {
+        node: name,
+        reason: 'NodeHasWorkloads',
+        message: `host node ${name} runs ${busy.length} host pod(s) that are not DaemonSet pods (e.g. ${busy[0]!.metadata!.namespace}/${busy[0]!.metadata!.name}); move them first`,
+      };
+    const taint: V1Taint = { key: Promotion.taint, value: tenantHash(ref), effect: 'NoSchedule' };
+    await hostCore.patchNode(
+      {
+        name,
+        body: {
+          metadata: {
+            resourceVersion: node.metadata!.resourceVersion,
+            labels: { [Promotion.label]: tenantHash(ref) },
+            annotations: { [Promotion.annotation]: `${ref.namespace}/${ref.name}` },
+          },
+          spec: { taints: [...(node.spec?.taints ?? []).filter((t) => t.key !== Promotion.taint), taint] },
+        },
+      },
+      merge,
+    );
+    return undefined;
+  }
+
+  async function ownedNodes(ref: VirtualClusterRef): Promise<V1Node[]> {
+    return (await hostCore.listNode({ labelSelector: `${Promotion.label}=${tenantHash(ref)}` })).items;
+  }
+
+  async function applyResources(
+    ref: VirtualClusterRef,
+    resources: { cpu?: string | number | undefined; memory?: string | number | undefined },
+  ): Promise<void> {
+    const ns = hostNamespace(ref);
+    const labels = { [OriginLabel.managedBy]: 'kosmos-vc', [OriginLabel.tenant]: tenantHash(ref) };
+    await apply(hostObjects, [
+      // Shared by all tenants and harmless when unused, so it is never deleted.
+      {
+        apiVersion: 'scheduling.k8s.io/v1',
+        kind: 'PriorityClass',
+        metadata: { name: RESOURCES_PRIORITY_CLASS, labels: { [OriginLabel.managedBy]: 'kosmos-vc' } },
+        value: 0,
+        preemptionPolicy: 'Never',
+        description: 'kosmos-vc: tenant pods running on promoted CPU and memory',
+      } as KubernetesObject,
+      {
+        apiVersion: 'v1',
+        kind: 'ResourceQuota',
+        metadata: { name: QUOTA_NAME, namespace: ns, labels },
+        spec: {
+          hard: {
+            'requests.cpu': String(resources.cpu ?? 0),
+            'requests.memory': String(resources.memory ?? 0),
+          },
+          // Only pods on the virtual node count: pods on promoted nodes use those nodes.
+          scopeSelector: {
+            matchExpressions: [
+              { scopeName: 'PriorityClass', operator: 'In', values: [RESOURCES_PRIORITY_CLASS] },
+            ],
+          },
+        },
+      } as KubernetesObject,
+      // Quota on requests makes them mandatory: a pod that asks for nothing is charged nothing.
+      {
+        apiVersion: 'v1',
+        kind: 'LimitRange',
+        metadata: { name: LIMIT_RANGE, namespace: ns, labels },
+        spec: { limits: [{ type: 'Container', defaultRequest: { cpu: '0', memory: '0' } }] },
+      } as KubernetesObject,
+    ]);
+  }
+
+  return {
+    /** Credentials, RBAC on both sides, then the clusterTree process; waits until it has synced. */
+    async deployClusterTree(input: StepInput): Promise<{ hostNamespace: string; pid: number | undefined }> {
+      const spec = await clusterTreeSpec(input);
+      const status = await deps.runtime.ensure(spec);
+      await deps.runtime.waitReady(spec.owner, spec.name, deps.readinessTimeoutMs);
+      log(input.ref).info('clusterTree ready', { pid: status.pid, hostNamespace: hostNamespace(input.ref) });
+      return { hostNamespace: hostNamespace(input.ref), pid: status.pid };
+    },
+
+    /** Undo of deployClusterTree: the process, the host namespace (and all in it), the host RBAC. */
+    async removeClusterTree(input: { ref: VirtualClusterRef }): Promise<void> {
+      const { ref } = input;
+      await deps.runtime.stop(deps.tenantId(ref), 'clustertree');
+      const ns = hostNamespace(ref);
+      await hostCore.deleteNamespace({ name: ns }).catch(ignore(404));
+      await hostRbacApi.deleteClusterRoleBinding({ name: `${NODE_READER}:${ns}` }).catch(ignore(404));
+      await until(
+        `host namespace ${ns} to be deleted`,
+        120_000,
+        async () => (await hostCore.readNamespace({ name: ns }).catch(ignore(404))) === undefined,
+      );
+      await deps.ports.release(portOwner(ref));
+      await rm(join(deps.tenantDir(ref), 'clustertree'), { recursive: true, force: true });
+      log(ref).info('clusterTree removed', { hostNamespace: ns });
+    },
+
+    /**
+     * Makes the promoted set what `promote` says: drains and hands back nodes no longer listed,
+     * claims new ones (or says why not), sets the resource quota, then waits until the tenant
+     * sees every promoted node.
+     */
+    async promoteResources(
+      input: StepInput & { promote: PromoteResources | undefined },
+    ): Promise<PromotionResult> {
+      const { ref } = input;
+      const l = deps.layoutOf(input);
+      const tenant = await tenantAdmin(l.dir);
+      const wanted = new Set(input.promote?.nodes ?? []);
+      const demoted: string[] = [];
+      for (const node of await ownedNodes(ref)) {
+        const name = node.metadata!.name!;
+        if (wanted.has(name)) continue;
+        const evicted = await drainTenantNode(tenant, name);
+        await release(await hostCore.readNode({ name }), ref);
+        demoted.push(name);
+        log(ref).info('node demoted', { node: name, evictedPods: evicted });
+      }
+      const pending: PendingNode[] = [];
+      for (const name of wanted) {
+        for (let attempt = 0; ; attempt++) {
+          try {
+            const why = await claim(ref, name);
+            if (why) pending.push(why);
+            break;
+          } catch (e) {
+            if (code(e) !== 409 || attempt >= 5) throw e; // raced with another writer: look again
+          }
+        }
+      }
+      const res = input.promote?.resources;
+      const hasResources = res !== undefined && (res.cpu !== undefined || res.memory !== undefined);
+      if (hasResources) await applyResources(ref, res);
+      else {
+        await drainTenantNode(tenant, VIRTUAL_NODE);
+        const ns = hostNamespace(ref);
+        await hostCore.deleteNamespacedResourceQuota({ name: QUOTA_NAME, namespace: ns }).catch(ignore(404));
+        await hostCore.deleteNamespacedLimitRange({ name: LIMIT_RANGE, namespace: ns }).catch(ignore(404));
+      }
+
+      const owned = await ownedNodes(ref);
+      const promoted = owned.map((n) => n.metadata!.name!).sort();
+      const expected = new Set([...promoted, ...(hasResources ? [VIRTUAL_NODE] : [])]);
+      await until('the tenant to show its promoted nodes', 60_000, async () => {
+        const nodes = (await tenant.listNode()).items;
+        const ready = new Set(
+          nodes
+            .filter((n) => n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
+            .map((n) => n.metadata!.name!),
+        );
+        const names = new Set(nodes.map((n) => n.metadata!.name!));
+        return [...expected].every((n) => ready.has(n)) && [...demoted].every((n) => !names.has(n));
+      });
+      const cpu =
+        owned.reduce((s, n) => s + scalar(n.status?.allocatable?.cpu), 0) +
+        (hasResources ? scalar(res.cpu) : 0);
+      const memory =
+        owned.reduce((s, n) => s + scalar(n.status?.allocatable?.memory), 0) +
+        (hasResources ? scalar(res.memory) : 0);
+      return {
+        nodes: promoted,
+        pending,
+        demoted,
+        virtualNode: hasResources ? VIRTUAL_NODE : null,
+        capacity: { cpu: cpuString(cpu), memory: memoryString(memory) },
+      };
+    },
+
+    /**
+     * Undo of promoteResources and the first step of deletion: stops clusterTree (so it does not
+     * re-create what is removed here), deletes every host pod of the tenant, then hands its nodes
+     * back. Works from the object's identity alone.
+     */
+    async demoteAll(input: { ref: VirtualClusterRef }): Promise<void> {
+      const { ref } = input;
+      await deps.runtime.stop(deps.tenantId(ref), 'clustertree');
+      const ns = hostNamespace(ref);
+      const selector = `${OriginLabel.tenant}=${tenantHash(ref)}`;
+      await hostCore
+        .deleteCollectionNamespacedPod({
+          namespace: ns,
+          labelSelector: selector,
+          body: { gracePeriodSeconds: 0 },
+        })
+        .catch(ignore(404));
+      await until(
+        `the host pods in ${ns} to be gone`,
+        120_000,
+        async () =>
+          (await hostCore.listNamespacedPod({ namespace: ns, labelSelector: selector })).items.length === 0,
+      );
+      for (const node of await ownedNodes(ref)) {
+        for (let attempt = 0; ; attempt++) {
+          try {
+            await release(await hostCore.readNode({ name: node.metadata!.name! }), ref);
+            break;
+          } catch (e) {
+            if (code(e) === 404) break;
+            if (code(e) !== 409 || attempt >= 5) throw e;
+          }
+        }
+      }
+      log(ref).info('all nodes handed back', { hostNamespace: ns });
+    },
+  };
+}

@@ -1,0 +1,29 @@
+/**
+ * What one clusterTree process is told: whose it is, where both API servers are, and its timings.
+ * The operator writes this file (deployClusterTree); the process parses it at start.
+ */
+import { z } from 'zod';
+import { VirtualClusterRef } from '../api/virtualCluster.js';
+
+export const ClusterTreeConfig = z.object({
+  tenant: VirtualClusterRef,
+  hostNamespace: z.string().min(1),
+  /** The tenant API server, as the least-privileged clusterTree identity. */
+  tenantKubeconfig: z.string().min(1),
+  /** The host API server, as the tenant namespace's clusterTree service account. */
+  hostKubeconfig: z.string().min(1),
+  listen: z.object({ address: z.string(), port: z.number().int().positive() }),
+  /** The tenant node standing for spec.promoteResources.resources. */
+  virtualNodeName: z.string().min(1),
+  /** The ResourceQuota in the host namespace that caps the promoted resources. */
+  quotaName: z.string().min(1),
+  leaseDurationSeconds: z.number().int().positive().default(40),
+  heartbeatIntervalMs: z.number().int().positive().default(10_000),
+  nodeStatusIntervalMs: z.number().int().positive().default(60_000),
+  /** A full comparison of both sides, for drift nobody was told about. */
+  resyncIntervalMs: z.number().int().positive().default(60_000),
+  tokenExpirationSeconds: z.number().int().min(600).default(3600),
+  concurrency: z.number().int().positive().default(16),
+});
+export type ClusterTreeConfig = z.infer<typeof ClusterTreeConfig>;
+export type ClusterTreeConfigInput = z.input<typeof ClusterTreeConfig>;

@@ -1,0 +1,768 @@
+/**
+ * clusterTree: one per tenant. It shows the tenant its promoted capacity as nodes and runs the
+ * tenant's pods on the host.
+ *
+ * - Host nodes labelled for this tenant (the operator labels and taints them) become tenant
+ *   nodes of the same name; a ResourceQuota in the tenant's host namespace becomes one virtual
+ *   node with exactly that allocatable. Leases in kube-node-lease keep them Ready.
+ * - A tenant pod bound to one of these nodes gets a host pod in the host namespace; its status
+ *   (phase, conditions, IPs, container statuses) is copied back. Deleting either side is
+ *   followed through; a host pod deleted behind clusterTree's back is created again.
+ * - ConfigMaps, Secrets and service-account tokens the pods use, and Services, get host copies
+ *   that follow updates.
+ *
+ * Every event becomes a key in one queue (`pod/<ns>/<name>`, `node/<name>`, ...); a sync looks at
+ * both caches and does what is missing, so a restart, a missed event or a duplicate event
+ * converges the same way. A periodic resync re-queues everything for drift nobody reported.
+ */
+import {
+  ApiException,
+  CoordinationV1Api,
+  CoreV1Api,
+  ListWatch,
+  PatchStrategy,
+  Watch,
+  setHeaderOptions,
+  type KubeConfig,
+  type KubernetesListObject,
+  type KubernetesObject,
+  type V1ConfigMap,
+  type V1Node,
+  type V1Pod,
+  type V1ResourceQuota,
+  type V1Secret,
+  type V1Service,
+} from '@kubernetes/client-node';
+import type { Logger } from '../worker/logger.js';
+import type { ClusterTreeConfig } from './config.js';
+import {
+  ORIGIN_ANNOTATION,
+  OriginLabel,
+  Promotion,
+  hostName,
+  tenantHash,
+  tokenSecretName,
+} from './naming.js';
+import {
+  PodAnnotation,
+  PodRefused,
+  TENANT_NODE_LABEL,
+  hostConfigMapFor,
+  hostPodFor,
+  hostSecretFor,
+  hostServiceFor,
+  nodeShape,
+  podReferences,
+  refusedStatus,
+  sameData,
+  serviceShape,
+  statusMatches,
+  tenantNodeFor,
+  tenantPodStatus,
+  virtualNode,
+  type TenantContext,
+} from './translate.js';
+import { KeyedQueue } from './queue.js';
+import { MANAGER } from './naming.js';
+
+const merge = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+const LEASE_NAMESPACE = 'kube-node-lease';
+const TOKEN_EXPIRES = 'kosmos.io/token-expires';
+const TOKEN_FOR = 'kosmos.io/token-for';
+
+const status = (e: unknown): number | undefined => (e instanceof ApiException ? e.code : undefined);
+const ignore =
+  (...codes: number[]) =>
+  (e: unknown): undefined => {
+    if (codes.includes(status(e) ?? 0)) return undefined;
+    throw e;
+  };
+
+/** RFC 3339 with microseconds, as a MicroTime field needs it. */
+const microTime = (d: Date): string => d.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
+
+interface Source<T extends KubernetesObject> {
+  cache: ListWatch<T>;
+  name: string;
+}
+
+/** Origin namespace/name of a host object clusterTree made. */
+function origin(o: KubernetesObject): { namespace: string; name: string } | undefined {
+  const raw = o.metadata?.annotations?.[ORIGIN_ANNOTATION];
+  if (!raw) return undefined;
+  try {
+    const v = JSON.parse(raw) as { namespace?: unknown; name?: unknown };
+    return typeof v.namespace === 'string' && typeof v.name === 'string'
+      ? { namespace: v.namespace, name: v.name }
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface ClusterTreeStats {
+  ready: boolean;
+  nodes: number;
+  pods: number;
+  hostPods: number;
+  queueDepth: number;
+  processed: number;
+  syncErrors: number;
+  heartbeats: number;
+}
+
+export class ClusterTree {
+  private readonly ctx: TenantContext;
+  private readonly tenantCore: CoreV1Api;
+  private readonly tenantLeases: CoordinationV1Api;
+  private readonly hostCore: CoreV1Api;
+  private readonly queue: KeyedQueue;
+  private readonly sources: Source<KubernetesObject>[] = [];
+  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly restartTimers = new Map<string, NodeJS.Timeout>();
+  private readonly nodeUids = new Map<string, string>();
+  private stopped = false;
+  private ready = false;
+  private syncErrors = 0;
+  private heartbeats = 0;
+
+  private readonly hostNodes: ListWatch<V1Node>;
+  private readonly hostPods: ListWatch<V1Pod>;
+  private readonly hostConfigMaps: ListWatch<V1ConfigMap>;
+  private readonly hostSecrets: ListWatch<V1Secret>;
+  private readonly hostServices: ListWatch<V1Service>;
+  private readonly hostQuotas: ListWatch<V1ResourceQuota>;
+  private readonly tenantNodes: ListWatch<V1Node>;
+  private readonly tenantPods: ListWatch<V1Pod>;
+  private readonly tenantConfigMaps: ListWatch<V1ConfigMap>;
+  private readonly tenantSecrets: ListWatch<V1Secret>;
+  private readonly tenantServices: ListWatch<V1Service>;
+
+  constructor(
+    private readonly cfg: ClusterTreeConfig,
+    tenantKc: KubeConfig,
+    hostKc: KubeConfig,
+    private readonly log: Logger,
+  ) {
+    this.ctx = { tenant: cfg.tenant, hostNamespace: cfg.hostNamespace };
+    this.tenantCore = tenantKc.makeApiClient(CoreV1Api);
+    this.tenantLeases = tenantKc.makeApiClient(CoordinationV1Api);
+    this.hostCore = hostKc.makeApiClient(CoreV1Api);
+    this.queue = new KeyedQueue({
+      concurrency: cfg.concurrency,
+      handle: (key) => this.sync(key),
+      onError: (key, err, retryInMs) => {
+        this.syncErrors++;
+        this.log.warn('sync failed; retrying', {
+          key,
+          error: (err as Error).message ?? String(err),
+          retryInMs,
+        });
+      },
+    });
+
+    const ns = cfg.hostNamespace;
+    const mine = `${OriginLabel.tenant}=${tenantHash(cfg.tenant)}`;
+    const h = this.hostCore;
+    const t = this.tenantCore;
+    const list =
+      <T>(fn: () => Promise<T>) =>
+      () =>
+        fn() as unknown as Promise<KubernetesListObject<never>>;
+
+    this.hostNodes = this.source(
+      hostKc,
+      'host nodes',
+      '/api/v1/nodes',
+      list(() => h.listNode({ labelSelector: `${Promotion.label}=${tenantHash(cfg.tenant)}` })),
+      `${Promotion.label}=${tenantHash(cfg.tenant)}`,
+      (n) => this.queue.add(`node/${n.metadata!.name!}`),
+    );
+    this.hostPods = this.source(
+      hostKc,
+      'host pods',
+      `/api/v1/namespaces/${ns}/pods`,
+      list(() => h.listNamespacedPod({ namespace: ns, labelSelector: mine })),
+      mine,
+      (p) => {
+        const a = p.metadata?.annotations ?? {};
+        const tns = a[PodAnnotation.namespace];
+        const tname = a[PodAnnotation.name];
+        if (tns && tname) this.queue.add(`pod/${tns}/${tname}`);
+      },
+    );
+    this.hostConfigMaps = this.source(
+      hostKc,
+      'host configmaps',
+      `/api/v1/namespaces/${ns}/configmaps`,
+      list(() => h.listNamespacedConfigMap({ namespace: ns, labelSelector: mine })),
+      mine,
+      (o) => this.byOrigin('cm', o),
+    );
+    this.hostSecrets = this.source(
+      hostKc,
+      'host secrets',
+      `/api/v1/namespaces/${ns}/secrets`,
+      list(() => h.listNamespacedSecret({ namespace: ns, labelSelector: mine })),
+      mine,
+      (o) => (o.metadata?.annotations?.[TOKEN_FOR] ? undefined : this.byOrigin('secret', o)),
+    );
+    this.hostServices = this.source(
+      hostKc,
+      'host services',
+      `/api/v1/namespaces/${ns}/services`,
+      list(() => h.listNamespacedService({ namespace: ns, labelSelector: mine })),
+      mine,
+      (o) => this.byOrigin('svc', o),
+    );
+    this.hostQuotas = this.source(
+      hostKc,
+      'host quota',
+      `/api/v1/namespaces/${ns}/resourcequotas`,
+      list(() => h.listNamespacedResourceQuota({ namespace: ns })),
+      undefined,
+      () => this.queue.add(`node/${cfg.virtualNodeName}`),
+    );
+
+    const ours = `${TENANT_NODE_LABEL}=${MANAGER}`;
+    this.tenantNodes = this.source(
+      tenantKc,
+      'tenant nodes',
+      '/api/v1/nodes',
+      list(() => t.listNode({ labelSelector: ours })),
+      ours,
+      (n) => this.queue.add(`node/${n.metadata!.name!}`),
+    );
+    this.tenantPods = this.source(
+      tenantKc,
+      'tenant pods',
+      '/api/v1/pods',
+      list(() => t.listPodForAllNamespaces()),
+      undefined,
+      (p) => this.queue.add(`pod/${p.metadata!.namespace!}/${p.metadata!.name!}`),
+    );
+    this.tenantConfigMaps = this.source(
+      tenantKc,
+      'tenant configmaps',
+      '/api/v1/configmaps',
+      list(() => t.listConfigMapForAllNamespaces()),
+      undefined,
+      (o) => this.queue.add(`cm/${o.metadata!.namespace!}/${o.metadata!.name!}`),
+    );
+    this.tenantSecrets = this.source(
+      tenantKc,
+      'tenant secrets',
+      '/api/v1/secrets',
+      list(() => t.listSecretForAllNamespaces()),
+      undefined,
+      (o) => this.queue.add(`secret/${o.metadata!.namespace!}/${o.metadata!.name!}`),
+    );
+    this.tenantServices = this.source(
+      tenantKc,
+      'tenant services',
+      '/api/v1/services',
+      list(() => t.listServiceForAllNamespaces()),
+      undefined,
+      (o) => this.queue.add(`svc/${o.metadata!.namespace!}/${o.metadata!.name!}`),
+    );
+  }
+
+  private byOrigin(kind: string, o: KubernetesObject): void {
+    const from = origin(o);
+    if (from) this.queue.add(`${kind}/${from.namespace}/${from.name}`);
+  }
+
+  /** A watched list; every add, update and delete queues the key `onEvent` derives. */
+  private source<T extends KubernetesObject>(
+    kc: KubeConfig,
+    name: string,
+    path: string,
+    listFn: () => Promise<KubernetesListObject<never>>,
+    labelSelector: string | undefined,
+    onEvent: (o: T) => void,
+  ): ListWatch<T> {
+    const cache = new ListWatch<T>(path, new Watch(kc), listFn, false, labelSelector);
+    const handler = (o: T) => onEvent(o);
+    cache.on('add', handler);
+    cache.on('update', handler);
+    cache.on('delete', handler);
+    let backoff = 1000;
+    cache.on('connect', () => (backoff = 1000));
+    cache.on('error', (err: unknown) => {
+      if (this.stopped) return;
+      this.log.warn('watch failed; restarting', {
+        source: name,
+        error: String((err as Error)?.message ?? err),
+        inMs: backoff,
+      });
+      clearTimeout(this.restartTimers.get(name));
+      this.restartTimers.set(
+        name,
+        setTimeout(() => void cache.start().catch(() => undefined), backoff),
+      );
+      backoff = Math.min(backoff * 2, 30_000);
+    });
+    this.sources.push({ cache: cache, name });
+    return cache;
+  }
+
+  async start(): Promise<void> {
+    await Promise.all(this.sources.map((s) => s.cache.start()));
+    this.enqueueAll();
+    // Ready once the first full pass is done (or has had its chance: failing keys back off).
+    await Promise.race([this.queue.idle(), new Promise((r) => setTimeout(r, 15_000).unref())]);
+    this.ready = true;
+    const every = (ms: number, fn: () => Promise<void> | void) => {
+      const t = setInterval(
+        () =>
+          void Promise.resolve(fn()).catch((e: unknown) =>
+            this.log.warn('periodic work failed', { error: String(e) }),
+          ),
+        ms,
+      );
+      this.timers.push(t);
+    };
+    every(this.cfg.heartbeatIntervalMs, () => this.renewLeases());
+    every(this.cfg.nodeStatusIntervalMs, () => this.refreshNodeStatus());
+    every(this.cfg.resyncIntervalMs, () => this.resync());
+    this.log.info('clusterTree ready', this.stats() as unknown as Record<string, unknown>);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    for (const t of this.restartTimers.values()) clearTimeout(t);
+    this.queue.stop();
+    await Promise.all(this.sources.map((s) => s.cache.stop().catch(() => undefined)));
+  }
+
+  stats(): ClusterTreeStats {
+    return {
+      ready: this.ready,
+      nodes: this.tenantNodes.list().length,
+      pods: this.tenantPods.list().filter((p) => this.placement(p) !== undefined).length,
+      hostPods: this.hostPods.list().length,
+      queueDepth: this.queue.depth,
+      processed: this.queue.processed,
+      syncErrors: this.syncErrors,
+      heartbeats: this.heartbeats,
+    };
+  }
+
+  get isReady(): boolean {
+    return this.ready;
+  }
+
+  private enqueueAll(): void {
+    for (const n of this.hostNodes.list()) this.queue.add(`node/${n.metadata!.name!}`);
+    for (const n of this.tenantNodes.list()) this.queue.add(`node/${n.metadata!.name!}`);
+    this.queue.add(`node/${this.cfg.virtualNodeName}`);
+    for (const p of this.tenantPods.list())
+      this.queue.add(`pod/${p.metadata!.namespace!}/${p.metadata!.name!}`);
+    for (const p of this.hostPods.list()) {
+      const a = p.metadata?.annotations ?? {};
+      if (a[PodAnnotation.namespace] && a[PodAnnotation.name])
+        this.queue.add(`pod/${a[PodAnnotation.namespace]}/${a[PodAnnotation.name]}`);
+    }
+    for (const s of this.tenantServices.list())
+      this.queue.add(`svc/${s.metadata!.namespace!}/${s.metadata!.name!}`);
+    for (const s of this.hostServices.list()) this.byOrigin('svc', s);
+    for (const c of this.hostConfigMaps.list()) this.byOrigin('cm', c);
+    for (const s of this.hostSecrets.list())
+      if (!s.metadata?.annotations?.[TOKEN_FOR]) this.byOrigin('secret', s);
+  }
+
+  private async resync(): Promise<void> {
+    this.enqueueAll();
+    await this.collectGarbage();
+  }
+
+  private async sync(key: string): Promise<void> {
+    const [kind, a, b] = key.split('/') as [string, string, string | undefined];
+    switch (kind) {
+      case 'node':
+        return this.syncNode(a);
+      case 'pod':
+        return this.syncPod(a, b!);
+      case 'cm':
+        return this.syncConfigMap(a, b!);
+      case 'secret':
+        return this.syncSecret(a, b!);
+      case 'svc':
+        return this.syncService(a, b!);
+      default:
+        this.log.warn('unknown key', { key });
+    }
+  }
+
+  // ---- nodes ---------------------------------------------------------------------------------
+
+  private desiredNode(name: string, now: Date): V1Node | undefined {
+    if (name === this.cfg.virtualNodeName) {
+      const hard = this.hostQuotas.get(this.cfg.quotaName, this.cfg.hostNamespace)?.spec?.hard;
+      const cpu = hard?.['requests.cpu'];
+      const memory = hard?.['requests.memory'];
+      return cpu && memory ? virtualNode(name, { cpu, memory }, now) : undefined;
+    }
+    const host = this.hostNodes.get(name);
+    return host ? tenantNodeFor(host, now) : undefined;
+  }
+
+  private async syncNode(name: string, heartbeat = false): Promise<void> {
+    const now = new Date();
+    const want = this.desiredNode(name, now);
+    const have = this.tenantNodes.get(name);
+    if (!want) {
+      if (have) {
+        await this.tenantCore.deleteNode({ name }).catch(ignore(404));
+        await this.tenantLeases
+          .deleteNamespacedLease({ name, namespace: LEASE_NAMESPACE })
+          .catch(ignore(404));
+        this.nodeUids.delete(name);
+        this.log.info('node removed from tenant', { node: name });
+      }
+      return;
+    }
+    if (!have) {
+      const created = await this.tenantCore.createNode({ body: want }).catch(ignore(409));
+      if (created) {
+        this.nodeUids.set(name, created.metadata!.uid!);
+        // Status is not taken from a create: write it now.
+        await this.tenantCore.patchNodeStatus({ name, body: { status: want.status } }, merge);
+        this.log.info('node added to tenant', { node: name });
+      }
+      await this.renewLease(name);
+      return;
+    }
+    this.nodeUids.set(name, have.metadata!.uid!);
+    if (!heartbeat && nodeShape(have) === nodeShape(want)) return;
+    const labels = want.metadata!.labels ?? {};
+    const labelsDiffer = Object.entries(labels).some(([k, v]) => have.metadata?.labels?.[k] !== v);
+    if (labelsDiffer) await this.tenantCore.patchNode({ name, body: { metadata: { labels } } }, merge);
+    await this.tenantCore.patchNodeStatus({ name, body: { status: want.status } }, merge);
+  }
+
+  private managedNodeNames(): string[] {
+    return this.tenantNodes.list().map((n) => n.metadata!.name!);
+  }
+
+  private async forEachLimited<T>(items: T[], fn: (t: T) => Promise<void>): Promise<void> {
+    let i = 0;
+    const worker = async () => {
+      while (i < items.length) {
+        const item = items[i++]!;
+        await fn(item).catch((e: unknown) => this.log.debug('node heartbeat failed', { error: String(e) }));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.cfg.concurrency, items.length) }, worker));
+  }
+
+  private async renewLeases(): Promise<void> {
+    await this.forEachLimited(this.managedNodeNames(), (n) => this.renewLease(n));
+  }
+
+  private async refreshNodeStatus(): Promise<void> {
+    await this.forEachLimited(this.managedNodeNames(), (n) => this.syncNode(n, true));
+  }
+
+  private async renewLease(node: string): Promise<void> {
+    const renewTime = microTime(new Date());
+    const patched = await this.tenantLeases
+      .patchNamespacedLease({ name: node, namespace: LEASE_NAMESPACE, body: { spec: { renewTime } } }, merge)
+      .catch(ignore(404));
+    this.heartbeats++;
+    if (patched) return;
+    const uid = this.nodeUids.get(node) ?? this.tenantNodes.get(node)?.metadata?.uid;
+    await this.tenantLeases
+      .createNamespacedLease({
+        namespace: LEASE_NAMESPACE,
+        body: {
+          apiVersion: 'coordination.k8s.io/v1',
+          kind: 'Lease',
+          metadata: {
+            name: node,
+            namespace: LEASE_NAMESPACE,
+            ...(uid ? { ownerReferences: [{ apiVersion: 'v1', kind: 'Node', name: node, uid }] } : {}),
+          },
+          spec: {
+            holderIdentity: node,
+            leaseDurationSeconds: this.cfg.leaseDurationSeconds,
+            renewTime: renewTime as never,
+          },
+        },
+      })
+      .catch(ignore(409));
+  }
+
+  // ---- pods ----------------------------------------------------------------------------------
+
+  /** Where a tenant pod runs on the host: a promoted node, 'virtual' (host scheduler), or nowhere. */
+  private placement(p: V1Pod): { hostNode: string | undefined } | undefined {
+    const node = p.spec?.nodeName;
+    if (!node) return undefined;
+    if (node === this.cfg.virtualNodeName)
+      return this.tenantNodes.get(node) ? { hostNode: undefined } : undefined;
+    return this.hostNodes.get(node) ? { hostNode: node } : undefined;
+  }
+
+  private async syncPod(ns: string, name: string): Promise<void> {
+    const tp = this.tenantPods.get(name, ns);
+    const hname = hostName(ns, name);
+    const hp = this.hostPods.get(hname, this.cfg.hostNamespace);
+    const deleteHost = async (grace?: number) => {
+      if (!hp || hp.metadata?.deletionTimestamp) return;
+      await this.hostCore
+        .deleteNamespacedPod({
+          name: hname,
+          namespace: this.cfg.hostNamespace,
+          // The API server reads the options from the body when there is one: grace goes there.
+          body: {
+            preconditions: { uid: hp.metadata!.uid! },
+            ...(grace !== undefined ? { gracePeriodSeconds: grace } : {}),
+          },
+        })
+        .catch(ignore(404, 409));
+    };
+
+    if (!tp) {
+      await deleteHost(0);
+      if (!hp) await this.deleteToken(ns, name);
+      return;
+    }
+    if (hp && hp.metadata?.annotations?.[PodAnnotation.uid] !== tp.metadata!.uid) {
+      // A pod of the same name from before: remove it; its delete event brings us back.
+      await deleteHost(0);
+      return;
+    }
+    if (tp.metadata?.deletionTimestamp) {
+      if (hp) return deleteHost(tp.metadata.deletionGracePeriodSeconds ?? undefined);
+      await this.deleteToken(ns, name);
+      // The host side is gone: finish the deletion as a kubelet would.
+      await this.tenantCore
+        .deleteNamespacedPod({
+          name,
+          namespace: ns,
+          body: { gracePeriodSeconds: 0, preconditions: { uid: tp.metadata.uid! } },
+        })
+        .catch(ignore(404, 409));
+      return;
+    }
+    const where = this.placement(tp);
+    if (!where) return;
+    if (!hp) {
+      const phase = tp.status?.phase;
+      if (phase === 'Succeeded' || phase === 'Failed') return; // finished: nothing to run again
+      let body: V1Pod;
+      try {
+        body = hostPodFor(this.ctx, tp, where.hostNode);
+      } catch (e) {
+        if (!(e instanceof PodRefused)) throw e;
+        await this.tenantCore.patchNamespacedPodStatus(
+          { name, namespace: ns, body: { status: refusedStatus(e, new Date()) } },
+          merge,
+        );
+        this.log.info('pod refused', { pod: `${ns}/${name}`, reason: e.reason });
+        return;
+      }
+      await this.ensurePodDependencies(tp);
+      await this.hostCore.createNamespacedPod({ namespace: this.cfg.hostNamespace, body }).catch(ignore(409));
+      return;
+    }
+    const want = tenantPodStatus(hp);
+    if (!statusMatches(tp.status, want)) {
+      await this.tenantCore
+        .patchNamespacedPodStatus({ name, namespace: ns, body: { status: want } }, merge)
+        .catch(ignore(404));
+    }
+    // Container images are the part of a pod spec a tenant may change.
+    const images = tp.spec!.containers.map((c) => c.image);
+    const hostImages = hp.spec!.containers.map((c) => c.image);
+    if (JSON.stringify(images) !== JSON.stringify(hostImages)) {
+      await this.hostCore.patchNamespacedPod(
+        {
+          name: hname,
+          namespace: this.cfg.hostNamespace,
+          body: { spec: { containers: tp.spec!.containers.map((c) => ({ name: c.name, image: c.image })) } },
+        },
+        setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
+      );
+    }
+  }
+
+  private async ensurePodDependencies(pod: V1Pod): Promise<void> {
+    const ns = pod.metadata!.namespace!;
+    const refs = podReferences(pod);
+    for (const cm of refs.configMaps) await this.syncConfigMap(ns, cm, true);
+    for (const s of refs.secrets) await this.syncSecret(ns, s, true);
+    if (refs.token) await this.issueToken(pod, refs.token);
+  }
+
+  /** A bound token for the tenant pod's service account, in a host Secret its host pod mounts. */
+  private async issueToken(pod: V1Pod, serviceAccount: string): Promise<void> {
+    const ns = pod.metadata!.namespace!;
+    const name = pod.metadata!.name!;
+    const secretName = tokenSecretName(ns, name);
+    const existing = this.hostSecrets.get(secretName, this.cfg.hostNamespace);
+    const expires = Date.parse(existing?.metadata?.annotations?.[TOKEN_EXPIRES] ?? '');
+    const refreshBefore = Date.now() + (this.cfg.tokenExpirationSeconds * 1000) / 5;
+    if (
+      existing &&
+      expires > refreshBefore &&
+      existing.metadata?.annotations?.[PodAnnotation.uid] === pod.metadata!.uid
+    )
+      return;
+    const tr = await this.tenantCore.createNamespacedServiceAccountToken({
+      name: serviceAccount,
+      namespace: ns,
+      body: {
+        spec: {
+          audiences: [],
+          expirationSeconds: this.cfg.tokenExpirationSeconds,
+          boundObjectRef: { apiVersion: 'v1', kind: 'Pod', name, uid: pod.metadata!.uid! },
+        },
+      },
+    });
+    const body: V1Secret = {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: {
+        name: secretName,
+        namespace: this.cfg.hostNamespace,
+        labels: { [OriginLabel.managedBy]: MANAGER, [OriginLabel.tenant]: tenantHash(this.cfg.tenant) },
+        annotations: {
+          [TOKEN_FOR]: `${ns}/${name}`,
+          [PodAnnotation.uid]: pod.metadata!.uid!,
+          [TOKEN_EXPIRES]: new Date(tr.status!.expirationTimestamp).toISOString(),
+        },
+      },
+      type: 'Opaque',
+      data: { token: Buffer.from(tr.status!.token).toString('base64') },
+    };
+    if (existing)
+      await this.hostCore.replaceNamespacedSecret({
+        name: secretName,
+        namespace: this.cfg.hostNamespace,
+        body,
+      });
+    else
+      await this.hostCore
+        .createNamespacedSecret({ namespace: this.cfg.hostNamespace, body })
+        .catch(ignore(409));
+  }
+
+  private async deleteToken(ns: string, pod: string): Promise<void> {
+    const secretName = tokenSecretName(ns, pod);
+    if (!this.hostSecrets.get(secretName, this.cfg.hostNamespace)) return;
+    await this.hostCore
+      .deleteNamespacedSecret({ name: secretName, namespace: this.cfg.hostNamespace })
+      .catch(ignore(404));
+  }
+
+  // ---- configmaps, secrets, services ---------------------------------------------------------
+
+  /** True when a tenant pod that runs on the host uses this ConfigMap or Secret. */
+  private referenced(kind: 'configMaps' | 'secrets', ns: string, name: string): boolean {
+    return this.tenantPods
+      .list(ns)
+      .some((p) => this.placement(p) !== undefined && podReferences(p)[kind].has(name));
+  }
+
+  private async syncConfigMap(ns: string, name: string, needed = false): Promise<void> {
+    const t = this.tenantConfigMaps.get(name, ns);
+    const hname = hostName(ns, name);
+    const h = this.hostConfigMaps.get(hname, this.cfg.hostNamespace);
+    const hostNs = this.cfg.hostNamespace;
+    if (!t || (!needed && !h && !this.referenced('configMaps', ns, name))) {
+      if (h && !t)
+        await this.hostCore.deleteNamespacedConfigMap({ name: hname, namespace: hostNs }).catch(ignore(404));
+      return;
+    }
+    const want = hostConfigMapFor(this.ctx, t);
+    if (!h)
+      await this.hostCore.createNamespacedConfigMap({ namespace: hostNs, body: want }).catch(ignore(409));
+    else if (!sameData(h, want))
+      await this.hostCore.replaceNamespacedConfigMap({ name: hname, namespace: hostNs, body: want });
+  }
+
+  private async syncSecret(ns: string, name: string, needed = false): Promise<void> {
+    const t = this.tenantSecrets.get(name, ns);
+    const hname = hostName(ns, name);
+    const h = this.hostSecrets.get(hname, this.cfg.hostNamespace);
+    const hostNs = this.cfg.hostNamespace;
+    const want = t ? hostSecretFor(this.ctx, t) : undefined;
+    if (!want || (!needed && !h && !this.referenced('secrets', ns, name))) {
+      if (h && !want)
+        await this.hostCore.deleteNamespacedSecret({ name: hname, namespace: hostNs }).catch(ignore(404));
+      return;
+    }
+    if (!h) await this.hostCore.createNamespacedSecret({ namespace: hostNs, body: want }).catch(ignore(409));
+    else if (!sameData(h, want))
+      await this.hostCore.replaceNamespacedSecret({ name: hname, namespace: hostNs, body: want });
+  }
+
+  private async syncService(ns: string, name: string): Promise<void> {
+    const t = this.tenantServices.get(name, ns);
+    const hname = hostName(ns, name);
+    const hostNs = this.cfg.hostNamespace;
+    const h = this.hostServices.get(hname, hostNs);
+    const want = t ? hostServiceFor(this.ctx, t) : undefined;
+    if (!want) {
+      if (h)
+        await this.hostCore.deleteNamespacedService({ name: hname, namespace: hostNs }).catch(ignore(404));
+      return;
+    }
+    if (!h) {
+      await this.hostCore.createNamespacedService({ namespace: hostNs, body: want }).catch(ignore(409));
+      return;
+    }
+    if (
+      serviceShape(h) !== serviceShape(want) ||
+      (h.spec?.clusterIP === 'None') !== (want.spec?.clusterIP === 'None')
+    ) {
+      if ((h.spec?.clusterIP === 'None') !== (want.spec?.clusterIP === 'None')) {
+        // clusterIP is immutable: a change between headless and not needs a new Service.
+        await this.hostCore.deleteNamespacedService({ name: hname, namespace: hostNs }).catch(ignore(404));
+        return;
+      }
+      await this.hostCore.patchNamespacedService(
+        {
+          name: hname,
+          namespace: hostNs,
+          body: { spec: { selector: want.spec!.selector, ports: want.spec!.ports } },
+        },
+        merge,
+      );
+    }
+  }
+
+  /** Host copies nothing needs any more: unreferenced ConfigMaps/Secrets, tokens of gone pods. */
+  private async collectGarbage(): Promise<void> {
+    const hostNs = this.cfg.hostNamespace;
+    for (const h of this.hostConfigMaps.list()) {
+      const from = origin(h);
+      if (from && !this.referenced('configMaps', from.namespace, from.name))
+        await this.hostCore
+          .deleteNamespacedConfigMap({ name: h.metadata!.name!, namespace: hostNs })
+          .catch(ignore(404));
+    }
+    for (const h of this.hostSecrets.list()) {
+      const tokenFor = h.metadata?.annotations?.[TOKEN_FOR];
+      if (tokenFor) {
+        const [ns, pod] = tokenFor.split('/') as [string, string];
+        if (!this.tenantPods.get(pod, ns) && !this.hostPods.get(hostName(ns, pod), hostNs))
+          await this.deleteToken(ns, pod);
+        else {
+          const tp = this.tenantPods.get(pod, ns);
+          const sa = tp ? podReferences(tp).token : undefined;
+          if (tp && sa && this.placement(tp)) await this.issueToken(tp, sa); // refreshes when due
+        }
+        continue;
+      }
+      const from = origin(h);
+      if (from && !this.referenced('secrets', from.namespace, from.name))
+        await this.hostCore
+          .deleteNamespacedSecret({ name: h.metadata!.name!, namespace: hostNs })
+          .catch(ignore(404));
+    }
+  }
+}

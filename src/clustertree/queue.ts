@@ -1,0 +1,96 @@
+/**
+ * A work queue keyed by object, like client-go's: a key waiting is not added twice, a key is
+ * never worked on by two workers at once (an event during its sync runs it once more after),
+ * and a failed key comes back after a per-key exponential backoff. Nothing polls: workers sleep
+ * until a key arrives.
+ */
+export interface QueueOptions {
+  concurrency: number;
+  handle: (key: string) => Promise<void>;
+  onError?: (key: string, err: unknown, retryInMs: number) => void;
+  baseDelayMs?: number;
+  maxDelayMs?: number;
+}
+
+export class KeyedQueue {
+  private readonly waiting = new Set<string>();
+  private readonly order: string[] = [];
+  private readonly active = new Set<string>();
+  private readonly dirty = new Set<string>();
+  private readonly failures = new Map<string, number>();
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private running = 0;
+  private stopped = false;
+  private idleWaiters: (() => void)[] = [];
+  processed = 0;
+
+  constructor(private readonly opts: QueueOptions) {}
+
+  add(key: string): void {
+    if (this.stopped) return;
+    if (this.active.has(key)) {
+      this.dirty.add(key);
+      return;
+    }
+    if (this.waiting.has(key)) return;
+    this.waiting.add(key);
+    this.order.push(key);
+    this.pump();
+  }
+
+  /** Keys waiting or being worked on. */
+  get depth(): number {
+    return this.waiting.size + this.active.size + this.timers.size;
+  }
+
+  /** Resolves when nothing is waiting, running or backing off. */
+  idle(): Promise<void> {
+    if (this.depth === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
+  }
+
+  private pump(): void {
+    while (this.running < this.opts.concurrency && this.order.length > 0) {
+      const key = this.order.shift()!;
+      this.waiting.delete(key);
+      this.active.add(key);
+      this.running++;
+      void this.work(key);
+    }
+    if (this.depth === 0) for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  private async work(key: string): Promise<void> {
+    try {
+      await this.opts.handle(key);
+      this.failures.delete(key);
+    } catch (err) {
+      const n = (this.failures.get(key) ?? 0) + 1;
+      this.failures.set(key, n);
+      const delay = Math.min((this.opts.baseDelayMs ?? 500) * 2 ** (n - 1), this.opts.maxDelayMs ?? 30_000);
+      this.opts.onError?.(key, err, delay);
+      if (!this.stopped) {
+        clearTimeout(this.timers.get(key));
+        this.timers.set(
+          key,
+          setTimeout(() => {
+            this.timers.delete(key);
+            this.add(key);
+          }, delay),
+        );
+      }
+    } finally {
+      this.processed++;
+      this.active.delete(key);
+      this.running--;
+      if (this.dirty.delete(key)) this.add(key);
+      this.pump();
+    }
+  }
+}

@@ -1,0 +1,452 @@
+/**
+ * Pure translations between a tenant's objects and their host counterparts. No I/O here: the
+ * controller decides when to call these, unit tests check what they produce.
+ *
+ * A tenant pod becomes a host pod in the tenant's host namespace under its translated name. Every
+ * name it refers to (ConfigMaps, Secrets, image pull secrets, its service-account token) is
+ * translated the same way, and references to its own namespace and name (downward API) read
+ * annotations that keep the tenant's values. Placement is the tenant scheduler's decision: a pod
+ * bound to a promoted node goes to that host node; a pod on the virtual resource node is left to
+ * the host scheduler, which cannot place it on a promoted node (the taint). A pod asking for
+ * host access (host namespaces, host paths, privileged containers, host ports) is refused: it
+ * could reach other tenants through the shared node.
+ */
+import type {
+  V1ConfigMap,
+  V1Container,
+  V1EnvFromSource,
+  V1EnvVar,
+  V1Node,
+  V1ObjectFieldSelector,
+  V1Pod,
+  V1PodCondition,
+  V1PodStatus,
+  V1Secret,
+  V1Service,
+  V1Volume,
+  V1VolumeProjection,
+} from '@kubernetes/client-node';
+import type { VirtualClusterRef } from '../api/virtualCluster.js';
+import {
+  MANAGER,
+  OriginLabel,
+  Promotion,
+  RESERVED_PREFIX,
+  RESOURCES_PRIORITY_CLASS,
+  hostName,
+  originAnnotations,
+  originLabels,
+  tokenSecretName,
+} from './naming.js';
+
+export interface TenantContext {
+  tenant: VirtualClusterRef;
+  hostNamespace: string;
+}
+
+/** Annotations on a host pod that keep the tenant's view of it. */
+export const PodAnnotation = {
+  namespace: 'kosmos.io/namespace',
+  name: 'kosmos.io/name',
+  uid: 'kosmos.io/uid',
+  node: 'kosmos.io/tenant-node',
+} as const;
+
+/** On tenant nodes clusterTree created: only those it updates and deletes. */
+export const TENANT_NODE_LABEL = OriginLabel.managedBy;
+
+export class PodRefused extends Error {
+  override readonly name = 'PodRefused';
+  constructor(
+    readonly reason: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Tenant labels minus the reserved prefix, so a tenant cannot forge the origin labels. */
+export function tenantLabels(labels: Record<string, string> | undefined): Record<string, string> {
+  return Object.fromEntries(Object.entries(labels ?? {}).filter(([k]) => !k.startsWith(RESERVED_PREFIX)));
+}
+
+/** The labels a host pod of `namespace` carries and a host Service of `namespace` selects by. */
+export function hostSelector(ctx: TenantContext, namespace: string, selector: Record<string, string>) {
+  return { ...tenantLabels(selector), ...originLabels({ tenant: ctx.tenant, namespace }) };
+}
+
+function refuse(pod: V1Pod): void {
+  const s = pod.spec!;
+  const why: string[] = [];
+  if (s.hostNetwork) why.push('hostNetwork');
+  if (s.hostPID) why.push('hostPID');
+  if (s.hostIPC) why.push('hostIPC');
+  for (const v of s.volumes ?? []) if (v.hostPath) why.push(`hostPath volume ${v.name}`);
+  for (const v of s.volumes ?? []) if (v.persistentVolumeClaim) why.push(`persistent volume claim ${v.name}`);
+  for (const c of [...(s.initContainers ?? []), ...s.containers]) {
+    if (c.securityContext?.privileged) why.push(`privileged container ${c.name}`);
+    for (const p of c.ports ?? []) if (p.hostPort) why.push(`host port ${p.hostPort} in ${c.name}`);
+  }
+  if (why.length > 0)
+    throw new PodRefused(
+      'HostAccessForbidden',
+      `kosmos-vc runs tenant pods on shared host nodes and refuses host access: ${why.join(', ')}`,
+    );
+}
+
+function fieldRef(f: V1ObjectFieldSelector): V1ObjectFieldSelector {
+  if (f.fieldPath === 'metadata.namespace')
+    return { ...f, fieldPath: `metadata.annotations['${PodAnnotation.namespace}']` };
+  if (f.fieldPath === 'metadata.name')
+    return { ...f, fieldPath: `metadata.annotations['${PodAnnotation.name}']` };
+  if (f.fieldPath === 'metadata.uid')
+    return { ...f, fieldPath: `metadata.annotations['${PodAnnotation.uid}']` };
+  return f;
+}
+
+function container(ns: string, c: V1Container): V1Container {
+  const env = c.env?.map((e): V1EnvVar => {
+    const from = e.valueFrom;
+    if (!from) return e;
+    if (from.configMapKeyRef)
+      return {
+        ...e,
+        valueFrom: {
+          configMapKeyRef: { ...from.configMapKeyRef, name: hostName(ns, from.configMapKeyRef.name!) },
+        },
+      };
+    if (from.secretKeyRef)
+      return {
+        ...e,
+        valueFrom: { secretKeyRef: { ...from.secretKeyRef, name: hostName(ns, from.secretKeyRef.name!) } },
+      };
+    if (from.fieldRef) return { ...e, valueFrom: { fieldRef: fieldRef(from.fieldRef) } };
+    return e;
+  });
+  const envFrom = c.envFrom?.map((e): V1EnvFromSource => ({
+    ...e,
+    ...(e.configMapRef
+      ? { configMapRef: { ...e.configMapRef, name: hostName(ns, e.configMapRef.name!) } }
+      : {}),
+    ...(e.secretRef ? { secretRef: { ...e.secretRef, name: hostName(ns, e.secretRef.name!) } } : {}),
+  }));
+  return { ...c, ...(env ? { env } : {}), ...(envFrom ? { envFrom } : {}) };
+}
+
+function projection(ns: string, pod: string, p: V1VolumeProjection): V1VolumeProjection {
+  if (p.configMap) return { configMap: { ...p.configMap, name: hostName(ns, p.configMap.name!) } };
+  if (p.secret) return { secret: { ...p.secret, name: hostName(ns, p.secret.name!) } };
+  if (p.serviceAccountToken)
+    return {
+      secret: { name: tokenSecretName(ns, pod), items: [{ key: 'token', path: p.serviceAccountToken.path }] },
+    };
+  if (p.downwardAPI)
+    return {
+      downwardAPI: {
+        items: (p.downwardAPI.items ?? []).map((i) =>
+          i.fieldRef ? { ...i, fieldRef: fieldRef(i.fieldRef) } : i,
+        ),
+      },
+    };
+  return p;
+}
+
+function volume(ns: string, pod: string, v: V1Volume): V1Volume {
+  if (v.configMap) return { ...v, configMap: { ...v.configMap, name: hostName(ns, v.configMap.name!) } };
+  if (v.secret) return { ...v, secret: { ...v.secret, secretName: hostName(ns, v.secret.secretName!) } };
+  if (v.projected)
+    return {
+      ...v,
+      projected: { ...v.projected, sources: (v.projected.sources ?? []).map((p) => projection(ns, pod, p)) },
+    };
+  if (v.downwardAPI)
+    return {
+      ...v,
+      downwardAPI: {
+        ...v.downwardAPI,
+        items: (v.downwardAPI.items ?? []).map((i) =>
+          i.fieldRef ? { ...i, fieldRef: fieldRef(i.fieldRef) } : i,
+        ),
+      },
+    };
+  return v;
+}
+
+/** The names of ConfigMaps and Secrets a tenant pod needs on the host. */
+export function podReferences(pod: V1Pod): { configMaps: Set<string>; secrets: Set<string>; token?: string } {
+  const configMaps = new Set<string>();
+  const secrets = new Set<string>();
+  let token: string | undefined;
+  const s = pod.spec!;
+  for (const v of s.volumes ?? []) {
+    if (v.configMap?.name) configMaps.add(v.configMap.name);
+    if (v.secret?.secretName) secrets.add(v.secret.secretName);
+    for (const p of v.projected?.sources ?? []) {
+      if (p.configMap?.name) configMaps.add(p.configMap.name);
+      if (p.secret?.name) secrets.add(p.secret.name);
+      if (p.serviceAccountToken) token = s.serviceAccountName ?? 'default';
+    }
+  }
+  for (const c of [...(s.initContainers ?? []), ...s.containers]) {
+    for (const e of c.env ?? []) {
+      if (e.valueFrom?.configMapKeyRef?.name) configMaps.add(e.valueFrom.configMapKeyRef.name);
+      if (e.valueFrom?.secretKeyRef?.name) secrets.add(e.valueFrom.secretKeyRef.name);
+    }
+    for (const e of c.envFrom ?? []) {
+      if (e.configMapRef?.name) configMaps.add(e.configMapRef.name);
+      if (e.secretRef?.name) secrets.add(e.secretRef.name);
+    }
+  }
+  for (const r of s.imagePullSecrets ?? []) if (r.name) secrets.add(r.name);
+  return { configMaps, secrets, ...(token ? { token } : {}) };
+}
+
+/**
+ * The host pod for a tenant pod. `hostNode` is the promoted host node the tenant scheduler chose,
+ * or undefined for the virtual resource node (the host scheduler places it). Throws PodRefused.
+ */
+export function hostPodFor(ctx: TenantContext, pod: V1Pod, hostNode: string | undefined): V1Pod {
+  refuse(pod);
+  const ns = pod.metadata!.namespace!;
+  const name = pod.metadata!.name!;
+  const s = pod.spec!;
+  // The tenant's tolerations do not apply on the host, least of all one for the promotion taint.
+  const tolerations = hostNode
+    ? [{ key: Promotion.taint, operator: 'Exists', effect: 'NoSchedule' }]
+    : undefined;
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      name: hostName(ns, name),
+      namespace: ctx.hostNamespace,
+      labels: {
+        ...tenantLabels(pod.metadata?.labels),
+        ...originLabels({ tenant: ctx.tenant, namespace: ns }),
+      },
+      annotations: {
+        ...originAnnotations({ tenant: ctx.tenant, namespace: ns, name, uid: pod.metadata!.uid! }),
+        [PodAnnotation.namespace]: ns,
+        [PodAnnotation.name]: name,
+        [PodAnnotation.uid]: pod.metadata!.uid!,
+        [PodAnnotation.node]: s.nodeName!,
+      },
+    },
+    spec: {
+      containers: s.containers.map((c) => container(ns, c)),
+      ...(s.initContainers ? { initContainers: s.initContainers.map((c) => container(ns, c)) } : {}),
+      ...(s.volumes ? { volumes: s.volumes.map((v) => volume(ns, name, v)) } : {}),
+      ...(s.imagePullSecrets
+        ? { imagePullSecrets: s.imagePullSecrets.map((r) => ({ name: hostName(ns, r.name!) })) }
+        : {}),
+      ...(hostNode ? { nodeName: hostNode } : { priorityClassName: RESOURCES_PRIORITY_CLASS }),
+      ...(tolerations ? { tolerations } : {}),
+      restartPolicy: s.restartPolicy ?? 'Always',
+      ...(s.terminationGracePeriodSeconds !== undefined
+        ? { terminationGracePeriodSeconds: s.terminationGracePeriodSeconds }
+        : {}),
+      ...(s.activeDeadlineSeconds !== undefined ? { activeDeadlineSeconds: s.activeDeadlineSeconds } : {}),
+      ...(s.securityContext ? { securityContext: s.securityContext } : {}),
+      ...(s.dnsConfig ? { dnsConfig: s.dnsConfig } : {}),
+      ...(s.enableServiceLinks !== undefined ? { enableServiceLinks: s.enableServiceLinks } : {}),
+      ...(name.length <= 63 ? { hostname: s.hostname ?? name } : {}),
+      ...(s.subdomain ? { subdomain: s.subdomain } : {}),
+      automountServiceAccountToken: false,
+    },
+  };
+}
+
+const POD_STATUS_FIELDS = [
+  'phase',
+  'conditions',
+  'hostIP',
+  'hostIPs',
+  'podIP',
+  'podIPs',
+  'startTime',
+  'containerStatuses',
+  'initContainerStatuses',
+  'reason',
+  'message',
+] as const;
+
+/** What the tenant pod's status should say, taken from its host pod. */
+export function tenantPodStatus(host: V1Pod): V1PodStatus {
+  const out: Record<string, unknown> = {};
+  const s = (host.status ?? {}) as Record<string, unknown>;
+  for (const f of POD_STATUS_FIELDS) if (s[f] !== undefined) out[f] = s[f];
+  return out;
+}
+
+/** True when `want` already holds in `have` (compared as JSON, dates as strings). */
+export function statusMatches(have: V1PodStatus | undefined, want: V1PodStatus): boolean {
+  const h = JSON.parse(JSON.stringify(have ?? {})) as Record<string, unknown>;
+  const w = JSON.parse(JSON.stringify(want)) as Record<string, unknown>;
+  return Object.keys(w).every((k) => JSON.stringify(h[k]) === JSON.stringify(w[k]));
+}
+
+/** A refused pod fails in the tenant the way a kubelet's admission failure does. */
+export function refusedStatus(err: PodRefused, now: Date): V1PodStatus {
+  const condition: V1PodCondition = {
+    type: 'Ready',
+    status: 'False',
+    reason: err.reason,
+    message: err.message,
+    lastTransitionTime: now,
+  };
+  return { phase: 'Failed', reason: err.reason, message: err.message, conditions: [condition] };
+}
+
+function copyMeta(ctx: TenantContext, o: { metadata?: V1ConfigMap['metadata'] }) {
+  const ns = o.metadata!.namespace!;
+  const name = o.metadata!.name!;
+  return {
+    name: hostName(ns, name),
+    namespace: ctx.hostNamespace,
+    labels: { ...tenantLabels(o.metadata?.labels), ...originLabels({ tenant: ctx.tenant, namespace: ns }) },
+    annotations: originAnnotations({ tenant: ctx.tenant, namespace: ns, name, uid: o.metadata!.uid! }),
+  };
+}
+
+export function hostConfigMapFor(ctx: TenantContext, cm: V1ConfigMap): V1ConfigMap {
+  return {
+    apiVersion: 'v1',
+    kind: 'ConfigMap',
+    metadata: copyMeta(ctx, cm),
+    ...(cm.data ? { data: cm.data } : {}),
+    ...(cm.binaryData ? { binaryData: cm.binaryData } : {}),
+  };
+}
+
+/** Service-account token Secrets are never copied (the host pod gets its own, bound token). */
+export function hostSecretFor(ctx: TenantContext, secret: V1Secret): V1Secret | undefined {
+  if (secret.type === 'kubernetes.io/service-account-token') return undefined;
+  return {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: copyMeta(ctx, secret),
+    type: secret.type ?? 'Opaque',
+    ...(secret.data ? { data: secret.data } : {}),
+  };
+}
+
+/** Same content, ignoring metadata the API server owns. */
+export function sameData(a: V1ConfigMap | V1Secret, b: V1ConfigMap | V1Secret): boolean {
+  const pick = (o: V1ConfigMap | V1Secret) =>
+    JSON.stringify([o.data ?? {}, (o as V1ConfigMap).binaryData ?? {}, (o as V1Secret).type ?? '']);
+  return pick(a) === pick(b);
+}
+
+/**
+ * The host Service for a tenant Service: same ports, a selector on the translated pods of the
+ * same tenant namespace. Services without a selector and ExternalName services stay tenant-only.
+ */
+export function hostServiceFor(ctx: TenantContext, svc: V1Service): V1Service | undefined {
+  const s = svc.spec;
+  if (!s?.selector || Object.keys(s.selector).length === 0 || s.type === 'ExternalName') return undefined;
+  const ns = svc.metadata!.namespace!;
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: copyMeta(ctx, svc),
+    spec: {
+      type: 'ClusterIP',
+      ...(s.clusterIP === 'None' ? { clusterIP: 'None' } : {}),
+      selector: hostSelector(ctx, ns, s.selector),
+      ports: (s.ports ?? []).map((p) => ({
+        ...(p.name ? { name: p.name } : {}),
+        protocol: p.protocol ?? 'TCP',
+        port: p.port,
+        ...(p.targetPort !== undefined ? { targetPort: p.targetPort } : {}),
+      })),
+      ...(s.publishNotReadyAddresses ? { publishNotReadyAddresses: true } : {}),
+      ...(s.sessionAffinity ? { sessionAffinity: s.sessionAffinity } : {}),
+    },
+  };
+}
+
+/** The parts of a host Service clusterTree owns, for change detection. */
+export function serviceShape(svc: V1Service): string {
+  return JSON.stringify([
+    svc.spec?.selector ?? {},
+    svc.spec?.ports?.map((p) => [p.name, p.protocol, p.port, p.targetPort]),
+  ]);
+}
+
+/** The tenant's view of a promoted host node: its name, OS/arch labels, capacity and conditions. */
+export function tenantNodeFor(host: V1Node, now: Date): V1Node {
+  const labels = Object.fromEntries(
+    Object.entries(host.metadata?.labels ?? {}).filter(
+      ([k]) => !k.startsWith(RESERVED_PREFIX) && !k.startsWith('node-role.kubernetes.io/'),
+    ),
+  );
+  const conditions = (host.status?.conditions ?? []).map((c) => ({ ...c, lastHeartbeatTime: now }));
+  return {
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: { name: host.metadata!.name!, labels: { ...labels, [TENANT_NODE_LABEL]: MANAGER } },
+    status: {
+      ...(host.status?.capacity ? { capacity: host.status.capacity } : {}),
+      ...(host.status?.allocatable ? { allocatable: host.status.allocatable } : {}),
+      conditions,
+      ...(host.status?.addresses ? { addresses: host.status.addresses } : {}),
+      ...(host.status?.nodeInfo ? { nodeInfo: host.status.nodeInfo } : {}),
+    },
+  };
+}
+
+/** The virtual node that stands for promoted CPU and memory. */
+export function virtualNode(name: string, resources: { cpu: string; memory: string }, now: Date): V1Node {
+  const capacity = { cpu: resources.cpu, memory: resources.memory, pods: '10000' };
+  const ready = {
+    type: 'Ready',
+    status: 'True',
+    reason: 'ClusterTreeReady',
+    message: 'promoted resources served by clusterTree',
+    lastHeartbeatTime: now,
+    lastTransitionTime: now,
+  };
+  return {
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: {
+      name,
+      labels: {
+        'kubernetes.io/hostname': name,
+        'kubernetes.io/os': 'linux',
+        'kubernetes.io/arch': 'amd64',
+        'node.kubernetes.io/instance-type': 'kosmos-virtual',
+        [TENANT_NODE_LABEL]: MANAGER,
+      },
+    },
+    status: {
+      capacity,
+      allocatable: capacity,
+      conditions: [ready],
+      nodeInfo: {
+        architecture: 'amd64',
+        operatingSystem: 'linux',
+        kubeletVersion: 'kosmos-vc-clustertree',
+        kubeProxyVersion: '',
+        bootID: '',
+        containerRuntimeVersion: '',
+        kernelVersion: '',
+        machineID: '',
+        osImage: '',
+        systemUUID: '',
+      },
+    },
+  };
+}
+
+/** Status fields of a tenant node that change only when the host changes (no heartbeat times). */
+export function nodeShape(n: V1Node): string {
+  const s = n.status ?? {};
+  return JSON.stringify([
+    n.metadata?.labels ?? {},
+    s.capacity ?? {},
+    s.allocatable ?? {},
+    (s.conditions ?? []).map((c) => [c.type, c.status, c.reason]),
+    s.addresses ?? [],
+  ]);
+}
