@@ -467,6 +467,16 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       const spec = await clusterTreeSpec(input);
       const status = await deps.runtime.ensure(spec);
       await deps.runtime.waitReady(spec.owner, spec.name, deps.readinessTimeoutMs);
+      // Ready means a tenant can run a pod in `default` at once: its service account must exist.
+      const tenant = await tenantAdmin(deps.layoutOf(input).dir);
+      await until(
+        'the tenant default service account',
+        deps.readinessTimeoutMs,
+        async () =>
+          (await tenant
+            .readNamespacedServiceAccount({ name: 'default', namespace: 'default' })
+            .catch(ignore(404))) !== undefined,
+      );
       log(input.ref).info('clusterTree ready', { pid: status.pid, hostNamespace: hostNamespace(input.ref) });
       return { hostNamespace: hostNamespace(input.ref), pid: status.pid };
     },

@@ -39,6 +39,8 @@ export interface WatcherOptions {
   namespace?: string;
   /** A full list every so often catches what a stalled watch missed (default 60 s). */
   relistIntervalMs?: number;
+  /** Passed to each workflow: how often to retry promoting missing or taken nodes. */
+  promotionRetryMs?: number;
 }
 
 const keyOf = (o: { metadata?: { namespace?: string; name?: string } }): string =>
@@ -243,6 +245,7 @@ export class VirtualClusterWatcher {
       spec,
       generation,
       searchAttributes: this.opts.searchAttributes,
+      ...(this.opts.promotionRetryMs ? { promotionRetryMs: this.opts.promotionRetryMs } : {}),
     };
     const common = {
       workflowId: workflowIdFor(ref),

@@ -3,6 +3,7 @@
  * watcher that feeds it from the host cluster. `kosmos-vc up`, the standalone worker and the
  * tests all assemble the operator here.
  */
+import type { ClusterTreeTimings } from '../activities/clusterTree.js';
 import { KubeConfig } from '@kubernetes/client-node';
 import { Client, Connection } from '@temporalio/client';
 import {
@@ -107,6 +108,10 @@ export interface OperatorOptions {
   /** Watch VirtualClusters in this namespace only (default: all namespaces). */
   watchNamespace?: string;
   binaries?: Binaries;
+  /** clusterTree's heartbeat and resync periods (tests shorten them). */
+  clusterTree?: ClusterTreeTimings;
+  /** How often a workflow tries again to promote named nodes that were missing or taken. */
+  promotionRetryMs?: number;
 }
 
 export interface Operator {
@@ -151,6 +156,7 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       logger: opts.logger.child({ part: 'activities' }),
       ...(opts.readinessTimeoutMs ? { readinessTimeoutMs: opts.readinessTimeoutMs } : {}),
       ...(opts.etcdUnsafeNoFsync ? { etcdUnsafeNoFsync: true } : {}),
+      ...(opts.clusterTree ? { clusterTree: opts.clusterTree } : {}),
     };
     nativeConnection = await NativeConnection.connect({ address: opts.temporalAddress });
     worker = await Worker.create({
@@ -178,6 +184,7 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       logger: opts.logger.child({ part: 'watcher' }),
       ...(opts.relistIntervalMs ? { relistIntervalMs: opts.relistIntervalMs } : {}),
       ...(opts.watchNamespace ? { namespace: opts.watchNamespace } : {}),
+      ...(opts.promotionRetryMs ? { promotionRetryMs: opts.promotionRetryMs } : {}),
     });
     await watcher.start();
   }

@@ -106,7 +106,7 @@ describe('VirtualCluster lifecycle', () => {
       '-n',
       namespace,
     );
-    expect(table).toMatch(/NAME\s+PHASE\s+READY\s+AGE/);
+    expect(table).toMatch(/NAME\s+PHASE\s+READY\s+NODES\s+CPU\s+MEMORY\s+AGE/);
     expect(table).toMatch(/tenant1\s+Ready\s+True/);
 
     // The workflow is findable by the VirtualCluster's namespace and name.

@@ -6,7 +6,7 @@ import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { inject } from 'vitest';
@@ -21,6 +21,7 @@ import {
 } from '../../src/api/virtualCluster.js';
 import { HostCluster } from '../../src/activities/hostCluster.js';
 import { resolveBinaries, type Binaries } from '../../src/runtime/binaries.js';
+import { KWOK_ANNOTATION } from '../../src/runtime/embedded.js';
 import { createLogger } from '../../src/worker/logger.js';
 import { startOperator, type Operator } from '../../src/worker/operator.js';
 
@@ -60,6 +61,8 @@ export async function testOperator(opts: {
     relistIntervalMs: 5_000,
     binaries: { ...(await resolveBinaries()), ...opts.binaries },
     watchNamespace: opts.namespace,
+    clusterTree: { heartbeatIntervalMs: 2_000, nodeStatusIntervalMs: 10_000, resyncIntervalMs: 5_000 },
+    promotionRetryMs: 2_000,
     ...(opts.worker === false ? { worker: false } : {}),
     ...(opts.watcher === false ? { watcher: false } : {}),
   });
@@ -230,4 +233,47 @@ export async function statusAs(
     req.on('error', reject);
     req.end();
   });
+}
+
+/** Simulated host nodes (kwok manages them): Ready, 32 CPU / 256Gi, optional extra labels. */
+export async function createKwokNodes(names: string[], labels: Record<string, string> = {}): Promise<void> {
+  const core = hostKubeConfig().makeApiClient(CoreV1Api);
+  for (const name of names) {
+    await core.createNode({
+      body: {
+        metadata: {
+          name,
+          annotations: { [KWOK_ANNOTATION]: 'fake' },
+          labels: {
+            'kubernetes.io/hostname': name,
+            'kubernetes.io/os': 'linux',
+            'kubernetes.io/arch': 'amd64',
+            ...labels,
+          },
+        },
+        status: {
+          allocatable: { cpu: '32', memory: '256Gi', pods: '110' },
+          capacity: { cpu: '32', memory: '256Gi', pods: '110' },
+        },
+      },
+    });
+  }
+}
+
+export async function deleteNodes(names: string[]): Promise<void> {
+  const core = hostKubeConfig().makeApiClient(CoreV1Api);
+  for (const name of names) await core.deleteNode({ name }).catch(() => undefined);
+}
+
+/** Writes a VirtualCluster's admin kubeconfig (spec.kubeconfig) to a file for kubectl. */
+export async function tenantKubeconfig(dir: string, vc: VirtualCluster): Promise<string> {
+  const file = join(dir, `${vc.metadata.namespace}-${vc.metadata.name}.kubeconfig`);
+  await writeFile(file, Buffer.from(vc.spec.kubeconfig ?? '', 'base64'), { mode: 0o600 });
+  return file;
+}
+
+export function tenantCore(kubeconfigFile: string): CoreV1Api {
+  const kc = new KubeConfig();
+  kc.loadFromFile(kubeconfigFile);
+  return kc.makeApiClient(CoreV1Api);
 }

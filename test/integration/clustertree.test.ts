@@ -1,0 +1,318 @@
+/**
+ * clusterTree end to end, on kwok host nodes: a tenant's Deployment runs as host pods, status
+ * and pod IPs come back, ConfigMaps and Services follow, clusterTree survives SIGKILL and repairs
+ * drift, a removed node is drained and handed back, and deletion leaves the host clean.
+ */
+import type { V1Node, V1Pod } from '@kubernetes/client-node';
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { tenantId } from '../../src/activities/index.js';
+import type { VirtualCluster, VirtualClusterRef } from '../../src/api/virtualCluster.js';
+import { OriginLabel, Promotion, hostName, hostNamespace, tenantHash } from '../../src/clustertree/naming.js';
+import type { Operator } from '../../src/worker/operator.js';
+import {
+  createKwokNodes,
+  createNamespace,
+  createVirtualCluster,
+  deleteNodes,
+  deleteVirtualCluster,
+  eventually,
+  host,
+  kubectl,
+  newStateDir,
+  tenantCore,
+  tenantKubeconfig,
+  testOperator,
+  waitForGone,
+  waitForPhase,
+} from '../support/harness.js';
+
+let operator: Operator;
+let namespace: string;
+let stateDir: string;
+const suffix = randomUUID().slice(0, 5);
+const NODES = [`ct-${suffix}-0`, `ct-${suffix}-1`];
+
+beforeAll(async () => {
+  stateDir = await newStateDir();
+  namespace = await createNamespace('clustertree');
+  await createKwokNodes(NODES);
+  operator = await testOperator({ stateDir, taskQueue: `clustertree-${randomUUID()}`, namespace });
+});
+afterAll(async () => {
+  await operator?.stop({ stopTenants: true });
+  await deleteNodes(NODES);
+});
+
+const refOf = (vc: VirtualCluster): VirtualClusterRef => ({
+  namespace: vc.metadata.namespace,
+  name: vc.metadata.name,
+  uid: vc.metadata.uid,
+});
+
+const isReady = (n: V1Node | V1Pod): boolean =>
+  (n.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
+
+async function hostPods(ns: string): Promise<V1Pod[]> {
+  return (await host().core.listNamespacedPod({ namespace: ns })).items;
+}
+
+describe('clusterTree', () => {
+  let vc: VirtualCluster;
+  let ref: VirtualClusterRef;
+  let kubeconfig: string;
+  let hostNs: string;
+
+  it('promotes host nodes: the tenant sees them Ready with their capacity, the host marks them', async () => {
+    await createVirtualCluster(namespace, 'flow', { promoteResources: { nodes: NODES } });
+    vc = await waitForPhase(namespace, 'flow', 'Ready');
+    ref = refOf(vc);
+    hostNs = hostNamespace(ref);
+    kubeconfig = await tenantKubeconfig(stateDir, vc);
+    const conditions = Object.fromEntries((vc.status?.conditions ?? []).map((c) => [c.type, c.status]));
+    expect(conditions).toMatchObject({ Ready: 'True', ClusterTreeReady: 'True', NodesPromoted: 'True' });
+    expect(vc.status?.promoted).toMatchObject({
+      nodes: [...NODES].sort(),
+      nodeCount: 2,
+      cpu: '64',
+      memory: '512Gi',
+    });
+
+    const tenant = tenantCore(kubeconfig);
+    const nodes = (await tenant.listNode()).items;
+    expect(nodes.map((n) => n.metadata!.name).sort()).toEqual([...NODES].sort());
+    for (const n of nodes) {
+      expect(isReady(n)).toBe(true);
+      expect(n.status?.allocatable).toMatchObject({ cpu: '32', memory: '256Gi' });
+      expect(n.metadata?.labels).toMatchObject({
+        'kubernetes.io/os': 'linux',
+        'kubernetes.io/arch': 'amd64',
+      });
+    }
+    for (const name of NODES) {
+      const h = await host().core.readNode({ name });
+      expect(h.metadata?.labels?.[Promotion.label]).toBe(tenantHash(ref));
+      expect(h.spec?.taints).toContainEqual(
+        expect.objectContaining({ key: Promotion.taint, effect: 'NoSchedule' }),
+      );
+    }
+
+    // Lease heartbeats: renewTime moves on.
+    const leases = (await import('@kubernetes/client-node')).CoordinationV1Api;
+    const kc = new (await import('@kubernetes/client-node')).KubeConfig();
+    kc.loadFromFile(kubeconfig);
+    const coordination = kc.makeApiClient(leases);
+    const renewed = async () =>
+      new Date(
+        (await coordination.readNamespacedLease({ name: NODES[0]!, namespace: 'kube-node-lease' })).spec!
+          .renewTime!,
+      ).getTime();
+    const first = await renewed();
+    await eventually('the lease to be renewed', async () => (await renewed()) > first, 20_000);
+
+    // kubectl get vc shows the promoted capacity.
+    const table = await kubectl(inject('hostKubeconfig'), 'get', 'vc', 'flow', '-n', namespace);
+    expect(table).toMatch(/flow\s+Ready\s+True\s+2\s+64\s+512Gi/);
+  });
+
+  it('runs a Deployment: tenant pods Running with the host pods IPs; scale to 0 removes host pods', async () => {
+    await kubectl(
+      kubeconfig,
+      'create',
+      'deployment',
+      'web',
+      '--image=registry.example/web:1',
+      '--replicas=3',
+    );
+    const tenant = tenantCore(kubeconfig);
+    const running = await eventually('3 tenant pods Running', async () => {
+      const pods = (await tenant.listNamespacedPod({ namespace: 'default', labelSelector: 'app=web' })).items;
+      return pods.length === 3 &&
+        pods.every((p) => p.status?.phase === 'Running' && isReady(p) && p.status.podIP)
+        ? pods
+        : undefined;
+    });
+    const onHost = await hostPods(hostNs);
+    for (const p of running) {
+      const h = onHost.find((x) => x.metadata!.name === hostName('default', p.metadata!.name!));
+      expect(h, `host pod of ${p.metadata!.name}`).toBeDefined();
+      expect(h!.spec!.nodeName).toBe(p.spec!.nodeName);
+      expect(h!.status!.podIP).toBe(p.status!.podIP);
+      expect(h!.metadata!.labels).toMatchObject({ app: 'web', [OriginLabel.tenant]: tenantHash(ref) });
+      expect(p.status?.containerStatuses?.[0]?.ready).toBe(true);
+      expect(NODES).toContain(p.spec!.nodeName);
+    }
+    // The tenant pod's token reaches its host pod as a Secret, never a host credential.
+    const token = onHost[0]!.spec!.volumes!.flatMap((v) => v.projected?.sources ?? []).find((s) => s.secret);
+    expect(token?.secret?.name).toBeDefined();
+    expect(onHost[0]!.spec!.automountServiceAccountToken).toBe(false);
+
+    await kubectl(kubeconfig, 'scale', 'deployment', 'web', '--replicas=0');
+    await eventually('host pods gone after scale to 0', async () => (await hostPods(hostNs)).length === 0);
+    await eventually(
+      'tenant pods gone',
+      async () => (await tenant.listNamespacedPod({ namespace: 'default' })).items.length === 0,
+    );
+  });
+
+  it('mirrors a ConfigMap and its updates; a Service selects the host pods; endpoints list pod IPs', async () => {
+    await kubectl(kubeconfig, 'create', 'configmap', 'settings', '--from-literal=mode=blue');
+    await kubectl(kubeconfig, 'scale', 'deployment', 'web', '--replicas=2');
+    await kubectl(kubeconfig, 'set', 'env', 'deployment/web', '--from=configmap/settings');
+    await kubectl(kubeconfig, 'expose', 'deployment', 'web', '--port=80', '--target-port=8080');
+    const tenant = tenantCore(kubeconfig);
+    const cmName = hostName('default', 'settings');
+    const hostCm = await eventually('the host copy of the ConfigMap', () =>
+      host().core.readNamespacedConfigMap({ name: cmName, namespace: hostNs }),
+    );
+    expect(hostCm.data).toEqual({ mode: 'blue' });
+    await kubectl(
+      kubeconfig,
+      'create',
+      'configmap',
+      'settings',
+      '--from-literal=mode=green',
+      '--dry-run=client',
+      '-o',
+      'yaml',
+    ).then((yaml) => import('node:fs/promises').then((fs) => fs.writeFile(`${stateDir}/cm.yaml`, yaml)));
+    await kubectl(kubeconfig, 'apply', '-f', `${stateDir}/cm.yaml`);
+    await eventually(
+      'the update on the host',
+      async () =>
+        (await host().core.readNamespacedConfigMap({ name: cmName, namespace: hostNs })).data?.mode ===
+        'green',
+    );
+
+    const svc = await eventually('the host Service', () =>
+      host().core.readNamespacedService({ name: hostName('default', 'web'), namespace: hostNs }),
+    );
+    expect(svc.spec?.selector).toMatchObject({ app: 'web', [OriginLabel.tenant]: tenantHash(ref) });
+    expect(svc.spec?.ports?.[0]).toMatchObject({ port: 80, targetPort: 8080 });
+
+    await eventually('tenant endpoints to list exactly the Running pod IPs', async () => {
+      const pods = (await tenant.listNamespacedPod({ namespace: 'default', labelSelector: 'app=web' })).items;
+      const ips = pods
+        .filter((p) => p.status?.phase === 'Running' && !p.metadata?.deletionTimestamp && isReady(p))
+        .map((p) => p.status!.podIP!)
+        .sort();
+      if (ips.length !== 2) return undefined;
+      const slices = JSON.parse(
+        await kubectl(
+          kubeconfig,
+          'get',
+          'endpointslices',
+          '-l',
+          'kubernetes.io/service-name=web',
+          '-o',
+          'json',
+        ),
+      ) as { items: { endpoints?: { addresses: string[] }[] }[] };
+      const listed = slices.items.flatMap((s) => (s.endpoints ?? []).flatMap((e) => e.addresses)).sort();
+      // The host Service selects the same pods.
+      const hostSlices = JSON.parse(
+        await kubectl(inject('hostKubeconfig'), 'get', 'endpointslices', '-n', hostNs, '-o', 'json'),
+      ) as { items: { endpoints?: { addresses: string[] }[] }[] };
+      const hostListed = hostSlices.items
+        .flatMap((s) => (s.endpoints ?? []).flatMap((e) => e.addresses))
+        .sort();
+      return (
+        JSON.stringify(listed) === JSON.stringify(ips) && JSON.stringify(hostListed) === JSON.stringify(ips)
+      );
+    });
+  });
+
+  it('repairs a host pod deleted behind its back', async () => {
+    const tenant = tenantCore(kubeconfig);
+    const [victim] = await hostPods(hostNs);
+    await host().core.deleteNamespacedPod({
+      name: victim!.metadata!.name!,
+      namespace: hostNs,
+      gracePeriodSeconds: 0,
+    });
+    await eventually('the host pod to be back, Running, with a new uid', async () => {
+      const again = (await hostPods(hostNs)).find((p) => p.metadata!.name === victim!.metadata!.name);
+      return again && again.metadata!.uid !== victim!.metadata!.uid && again.status?.phase === 'Running';
+    });
+    const pods = (await tenant.listNamespacedPod({ namespace: 'default', labelSelector: 'app=web' })).items;
+    expect(pods.filter((p) => p.status?.phase === 'Running')).toHaveLength(2);
+  });
+
+  it('converges after clusterTree is SIGKILLed mid-sync: no duplicate, no orphan', async () => {
+    const tenant = tenantCore(kubeconfig);
+    const before = (await operator.runtime!.list(tenantId(ref))).find((c) => c.name === 'clustertree');
+    expect(before?.pid).toBeGreaterThan(0);
+    await kubectl(kubeconfig, 'scale', 'deployment', 'web', '--replicas=20');
+    // Kill it while it is creating host pods: some exist, some do not yet.
+    await eventually('the first new host pods', async () => (await hostPods(hostNs)).length > 2, 20_000);
+    process.kill(before!.pid!, 'SIGKILL');
+    const atKill = (await hostPods(hostNs)).length;
+    await eventually('the supervisor to restart clusterTree', async () => {
+      const now = (await operator.runtime!.list(tenantId(ref))).find((c) => c.name === 'clustertree');
+      return now?.running && now.pid !== before!.pid;
+    });
+    await eventually(
+      'twenty Running tenant pods, each with exactly one host pod',
+      async () => {
+        const pods = (await tenant.listNamespacedPod({ namespace: 'default', labelSelector: 'app=web' }))
+          .items;
+        const onHost = await hostPods(hostNs);
+        const want = pods.map((p) => hostName('default', p.metadata!.name!)).sort();
+        const have = onHost.map((p) => p.metadata!.name!).sort();
+        return (
+          pods.length === 20 &&
+          pods.every((p) => p.status?.phase === 'Running') &&
+          JSON.stringify(want) === JSON.stringify(have)
+        );
+      },
+      60_000,
+    );
+    expect(atKill, 'the kill happened mid-sync').toBeLessThan(20);
+  });
+
+  it('drains a node removed from spec, hands it back, and reschedules its pods', async () => {
+    const [keep, drop] = NODES as [string, string];
+    const tenant = tenantCore(kubeconfig);
+    await kubectl(
+      inject('hostKubeconfig'),
+      'patch',
+      'vc',
+      'flow',
+      '-n',
+      namespace,
+      '--type=merge',
+      '-p',
+      JSON.stringify({ spec: { promoteResources: { nodes: [keep] } } }),
+    );
+    await eventually('the node handed back', async () => {
+      const vcNow = await host().getVirtualCluster({ namespace, name: 'flow' });
+      return (
+        vcNow?.status?.promoted?.nodeCount === 1 &&
+        vcNow.status.observedGeneration === vcNow.metadata.generation
+      );
+    });
+    const dropped = await host().core.readNode({ name: drop });
+    expect(dropped.metadata?.labels?.[Promotion.label]).toBeUndefined();
+    expect((dropped.spec?.taints ?? []).filter((t) => t.key === Promotion.taint)).toEqual([]);
+    expect((await tenant.listNode()).items.map((n) => n.metadata!.name)).toEqual([keep]);
+    expect((await hostPods(hostNs)).filter((p) => p.spec?.nodeName === drop)).toEqual([]);
+    await eventually('all twenty pods Running on the kept node', async () => {
+      const pods = (await tenant.listNamespacedPod({ namespace: 'default', labelSelector: 'app=web' })).items;
+      return (
+        pods.length === 20 && pods.every((p) => p.status?.phase === 'Running' && p.spec?.nodeName === keep)
+      );
+    });
+  });
+
+  it('deletion with pods running empties the host namespace, hands nodes back, tears down', async () => {
+    await deleteVirtualCluster(namespace, 'flow');
+    await waitForGone(namespace, 'flow');
+    await expect(host().core.readNamespace({ name: hostNs })).rejects.toThrow();
+    for (const name of NODES) {
+      const n = await host().core.readNode({ name });
+      expect(n.metadata?.labels?.[Promotion.label]).toBeUndefined();
+      expect((n.spec?.taints ?? []).filter((t) => t.key === Promotion.taint)).toEqual([]);
+    }
+    expect(await operator.runtime!.list(tenantId(ref))).toEqual([]);
+  });
+});
