@@ -7,6 +7,8 @@
  *                      server with its Web UI)
  *   kosmos-vc worker   run only a worker (activities + workflows) against KUBECONFIG and
  *                      TEMPORAL_ADDRESS; scale out by running more
+ *   kosmos-vc resize   change a VirtualCluster's promoted nodes/CPU/memory and follow it
+ *                      (src/cli/resize.ts lists the flags)
  */
 import { dirname, join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
@@ -17,6 +19,7 @@ import { ProcessRuntime } from '../runtime/processRuntime.js';
 import { defaultStateDir, readOperatorEnv, type OperatorEnv } from '../worker/config.js';
 import { createLogger } from '../worker/logger.js';
 import { startOperator, type Operator } from '../worker/operator.js';
+import { UsageError, parseResizeArgs, resize } from './resize.js';
 
 const logger = createLogger();
 
@@ -173,7 +176,20 @@ async function worker(): Promise<void> {
   );
 }
 
-const commands: Record<string, () => Promise<void>> = { up, worker };
+async function resizeCommand(): Promise<void> {
+  try {
+    const code = await resize(parseResizeArgs(process.argv.slice(3)), process.env.KUBECONFIG, (line) =>
+      process.stdout.write(line + '\n'),
+    );
+    process.exit(code);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    process.stderr.write(`${e.message}\n`);
+    process.exit(2);
+  }
+}
+
+const commands: Record<string, () => Promise<void>> = { up, worker, resize: resizeCommand };
 const name = process.argv[2] ?? 'up';
 const command = commands[name];
 if (!command) {

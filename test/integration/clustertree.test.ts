@@ -5,10 +5,12 @@
  */
 import type { V1Node, V1Pod } from '@kubernetes/client-node';
 import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { tenantId } from '../../src/activities/index.js';
 import type { VirtualCluster, VirtualClusterRef } from '../../src/api/virtualCluster.js';
 import { OriginLabel, Promotion, hostName, hostNamespace, tenantHash } from '../../src/clustertree/naming.js';
+import { repoRoot, resolveBinaries } from '../../src/runtime/binaries.js';
 import type { Operator } from '../../src/worker/operator.js';
 import {
   createKwokNodes,
@@ -20,6 +22,7 @@ import {
   host,
   kubectl,
   newStateDir,
+  run,
   tenantCore,
   tenantKubeconfig,
   testOperator,
@@ -113,6 +116,41 @@ describe('clusterTree', () => {
     // kubectl get vc shows the promoted capacity.
     const table = await kubectl(inject('hostKubeconfig'), 'get', 'vc', 'flow', '-n', namespace);
     expect(table).toMatch(/flow\s+Ready\s+True\s+2\s+64\s+512Gi/);
+  });
+
+  it('runs with least privilege on both sides; no host credential reaches the tenant', async () => {
+    const hostKc = inject('hostKubeconfig');
+    const { kubectl: bin } = await resolveBinaries();
+    /** `kubectl auth can-i` answers yes (exit 0) or no (exit 1) on stdout. */
+    const can = async (kc: string, ...args: string[]): Promise<string> =>
+      (
+        await run(bin, ['--kubeconfig', kc, 'auth', 'can-i', ...args]).catch((e: { stdout?: string }) => ({
+          stdout: e.stdout ?? '',
+        }))
+      ).stdout.trim();
+    // In the tenant: a kubelet-like agent, not an administrator.
+    const user = ['--as', 'kosmos-vc:clustertree'];
+    expect(await can(kubeconfig, 'patch', 'pods', '--subresource=status', ...user)).toBe('yes');
+    expect(await can(kubeconfig, 'create', 'nodes', ...user)).toBe('yes');
+    expect(await can(kubeconfig, 'update', 'leases', '-n', 'kube-node-lease', ...user)).toBe('yes');
+    expect(await can(kubeconfig, 'create', 'namespaces', ...user)).toBe('no');
+    expect(await can(kubeconfig, 'create', 'deployments', ...user)).toBe('no');
+    expect(await can(kubeconfig, 'create', 'pods', ...user)).toBe('no');
+    expect(await can(kubeconfig, '*', '*', ...user)).toBe('no');
+    // On the host: its own namespace and reading nodes, nothing else.
+    const sa = ['--as', `system:serviceaccount:${hostNs}:clustertree`];
+    expect(await can(hostKc, 'create', 'pods', '-n', hostNs, ...sa)).toBe('yes');
+    expect(await can(hostKc, 'list', 'nodes', ...sa)).toBe('yes');
+    expect(await can(hostKc, 'patch', 'nodes', ...sa)).toBe('no');
+    expect(await can(hostKc, 'list', 'secrets', '-n', namespace, ...sa)).toBe('no');
+    expect(await can(hostKc, 'list', 'pods', '-n', 'kube-system', ...sa)).toBe('no');
+    expect(await can(hostKc, 'create', 'namespaces', ...sa)).toBe('no');
+
+    // The host token exists only on the host.
+    const token = await host().core.readNamespacedSecret({ name: 'clustertree-token', namespace: hostNs });
+    const hostToken = token.data!.token!;
+    const tenantSecrets = (await tenantCore(kubeconfig).listSecretForAllNamespaces()).items;
+    for (const secret of tenantSecrets) expect(Object.values(secret.data ?? {})).not.toContain(hostToken);
   });
 
   it('runs a Deployment: tenant pods Running with the host pods IPs; scale to 0 removes host pods', async () => {
@@ -273,24 +311,23 @@ describe('clusterTree', () => {
   it('drains a node removed from spec, hands it back, and reschedules its pods', async () => {
     const [keep, drop] = NODES as [string, string];
     const tenant = tenantCore(kubeconfig);
-    await kubectl(
-      inject('hostKubeconfig'),
-      'patch',
-      'vc',
-      'flow',
-      '-n',
-      namespace,
-      '--type=merge',
-      '-p',
-      JSON.stringify({ spec: { promoteResources: { nodes: [keep] } } }),
+    // The CLI patches the spec and follows the workflow until the node is handed back.
+    const { stdout } = await run(
+      process.execPath,
+      [
+        join(repoRoot(), 'dist', 'src', 'cli', 'main.js'),
+        'resize',
+        `${namespace}/flow`,
+        '--remove-node',
+        drop,
+      ],
+      { env: { ...process.env, KUBECONFIG: inject('hostKubeconfig') }, timeout: 120_000 },
     );
-    await eventually('the node handed back', async () => {
-      const vcNow = await host().getVirtualCluster({ namespace, name: 'flow' });
-      return (
-        vcNow?.status?.promoted?.nodeCount === 1 &&
-        vcNow.status.observedGeneration === vcNow.metadata.generation
-      );
-    });
+    expect(stdout).toContain(`requesting nodes [${keep}]`);
+    expect(stdout).toMatch(/done in [0-9]+s: 1 node\(s\), 32 CPU, 256Gi/);
+    const vcNow = await host().getVirtualCluster({ namespace, name: 'flow' });
+    expect(vcNow?.spec.promoteResources?.nodes).toEqual([keep]);
+    expect(vcNow?.status?.observedGeneration).toBe(vcNow?.metadata.generation);
     const dropped = await host().core.readNode({ name: drop });
     expect(dropped.metadata?.labels?.[Promotion.label]).toBeUndefined();
     expect((dropped.spec?.taints ?? []).filter((t) => t.key === Promotion.taint)).toEqual([]);

@@ -1,0 +1,173 @@
+/**
+ * `kosmos-vc resize <namespace>/<name> [flags]`: changes what a VirtualCluster has promoted and
+ * follows the change until the workflow has applied it.
+ *
+ * The VirtualCluster's spec stays the one source of truth: the command patches
+ * spec.promoteResources (so `kubectl get vc -o yaml` and GitOps tools see the change), the
+ * watcher hands it to the running workflow, and the command prints the status as it moves.
+ *
+ *   --nodes a,b        the full list of promoted nodes
+ *   --add-node x       add one (repeatable)        --remove-node x   remove one (repeatable)
+ *   --cpu 10           promoted CPU                --memory 100Gi    promoted memory
+ *   --no-resources     stop promoting CPU/memory   --timeout 300     seconds to wait (default 300)
+ */
+import { KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { parseArgs } from 'node:util';
+import { GROUP, PLURAL, PromoteResources, VERSION, type VirtualCluster } from '../api/virtualCluster.js';
+import { HostCluster } from '../activities/hostCluster.js';
+
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+export interface ResizeRequest {
+  namespace: string;
+  name: string;
+  nodes?: string[];
+  add: string[];
+  remove: string[];
+  cpu?: string;
+  memory?: string;
+  noResources: boolean;
+  timeoutMs: number;
+}
+
+export function parseResizeArgs(argv: string[]): ResizeRequest {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      nodes: { type: 'string' },
+      'add-node': { type: 'string', multiple: true },
+      'remove-node': { type: 'string', multiple: true },
+      cpu: { type: 'string' },
+      memory: { type: 'string' },
+      'no-resources': { type: 'boolean' },
+      timeout: { type: 'string' },
+    },
+  });
+  const target = positionals[0];
+  const m = target ? /^(?:([^/]+)\/)?([^/]+)$/.exec(target) : null;
+  if (!m)
+    throw new UsageError(
+      'usage: kosmos-vc resize [<namespace>/]<name> [--nodes a,b] [--add-node x] [--remove-node x] [--cpu N] [--memory Q] [--no-resources]',
+    );
+  if (values['no-resources'] && (values.cpu || values.memory))
+    throw new UsageError('--no-resources cannot be combined with --cpu or --memory');
+  const timeout = Number(values.timeout ?? 300);
+  if (!Number.isFinite(timeout) || timeout <= 0)
+    throw new UsageError('--timeout must be a number of seconds');
+  return {
+    namespace: m[1] ?? 'default',
+    name: m[2]!,
+    ...(values.nodes !== undefined
+      ? {
+          nodes: values.nodes
+            .split(',')
+            .map((s) => s.trim())
+            .filter(Boolean),
+        }
+      : {}),
+    add: values['add-node'] ?? [],
+    remove: values['remove-node'] ?? [],
+    ...(values.cpu ? { cpu: values.cpu } : {}),
+    ...(values.memory ? { memory: values.memory } : {}),
+    noResources: values['no-resources'] ?? false,
+    timeoutMs: timeout * 1000,
+  };
+}
+
+/** The new spec.promoteResources, validated like the CRD would (a clear error, nothing sent). */
+export function desiredPromotion(current: PromoteResources | undefined, r: ResizeRequest): PromoteResources {
+  let nodes = r.nodes ?? [...(current?.nodes ?? [])];
+  for (const n of r.add) if (!nodes.includes(n)) nodes.push(n);
+  nodes = nodes.filter((n) => !r.remove.includes(n));
+  let resources = current?.resources;
+  if (r.noResources) resources = undefined;
+  else if (r.cpu !== undefined || r.memory !== undefined)
+    resources = {
+      ...resources,
+      ...(r.cpu !== undefined ? { cpu: r.cpu } : {}),
+      ...(r.memory !== undefined ? { memory: r.memory } : {}),
+    };
+  const next = { nodes, ...(resources ? { resources } : {}) };
+  const parsed = PromoteResources.safeParse(next);
+  if (!parsed.success)
+    throw new UsageError(
+      `invalid promoteResources: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+    );
+  return parsed.data;
+}
+
+function summary(vc: VirtualCluster): string {
+  const p = vc.status?.promoted;
+  const pending = p?.pending?.length
+    ? `; not promoted: ${p.pending.map((x) => `${x.node} (${x.reason})`).join(', ')}`
+    : '';
+  return `${p?.nodeCount ?? 0} node(s), ${p?.cpu ?? '0'} CPU, ${p?.memory ?? '0'}${pending}`;
+}
+
+/** Exit code: 0 applied, 3 applied with nodes still pending, 1 failed or timed out. */
+export async function resize(
+  r: ResizeRequest,
+  kubeconfigPath: string | undefined,
+  out: (line: string) => void,
+): Promise<number> {
+  const kc = new KubeConfig();
+  if (kubeconfigPath) kc.loadFromFile(kubeconfigPath);
+  else kc.loadFromDefault();
+  const host = new HostCluster(kc);
+  const ref = { namespace: r.namespace, name: r.name };
+  const vc = await host.getVirtualCluster(ref);
+  if (!vc) throw new UsageError(`VirtualCluster ${r.namespace}/${r.name} not found`);
+  const promote = desiredPromotion(vc.spec.promoteResources, r);
+  out(`${r.namespace}/${r.name}: now ${summary(vc)}`);
+  out(
+    `requesting nodes [${(promote.nodes ?? []).join(', ')}]${promote.resources ? `, resources ${JSON.stringify(promote.resources)}` : ', no resources'}`,
+  );
+  const patched = (await host.custom.patchNamespacedCustomObject(
+    {
+      group: GROUP,
+      version: VERSION,
+      plural: PLURAL,
+      namespace: r.namespace,
+      name: r.name,
+      body: {
+        spec: { promoteResources: { nodes: promote.nodes ?? [], resources: promote.resources ?? null } },
+      },
+    },
+    setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+  )) as { metadata: { generation: number } };
+  const generation = patched.metadata.generation;
+
+  const started = Date.now();
+  let last = '';
+  for (;;) {
+    const now = await host.getVirtualCluster(ref);
+    if (!now) {
+      out('the VirtualCluster was deleted');
+      return 1;
+    }
+    const s = now.status;
+    const line = `${s?.phase ?? 'Pending'}: ${s?.message ?? ''}`;
+    const secs = Math.round((Date.now() - started) / 1000);
+    if (line !== last) out(`[${secs}s] ${line}`);
+    last = line;
+    if ((s?.observedGeneration ?? 0) >= generation && s?.reason !== 'Resizing') {
+      const cond = s?.conditions?.find((c) => c.type === 'NodesPromoted');
+      if (s?.reason === 'ResizeFailed' || s?.phase === 'Failed') {
+        out(`resize failed: ${s.message}`);
+        return 1;
+      }
+      out(`done in ${secs}s: ${summary(now)}`);
+      return cond?.status === 'True' ? 0 : 3;
+    }
+    if (Date.now() - started > r.timeoutMs) {
+      out(
+        `gave up after ${secs}s; the workflow keeps working on it (see kubectl get vc ${r.name} -n ${r.namespace} -o wide)`,
+      );
+      return 1;
+    }
+    await new Promise((res) => setTimeout(res, 500));
+  }
+}
