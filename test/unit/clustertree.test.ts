@@ -1,0 +1,266 @@
+/**
+ * clusterTree's pure parts: pod/Service/node translation, the keyed work queue, the resize
+ * command's arithmetic, quantities.
+ */
+import type { V1Node, V1Pod } from '@kubernetes/client-node';
+import { describe, expect, it } from 'vitest';
+import { parseQuantity } from '../../src/api/virtualCluster.js';
+import { desiredPromotion, parseResizeArgs, UsageError } from '../../src/cli/resize.js';
+import {
+  OriginLabel,
+  Promotion,
+  RESOURCES_PRIORITY_CLASS,
+  hostName,
+  tokenSecretName,
+} from '../../src/clustertree/naming.js';
+import { KeyedQueue } from '../../src/clustertree/queue.js';
+import {
+  PodAnnotation,
+  PodRefused,
+  hostPodFor,
+  hostServiceFor,
+  podReferences,
+  tenantNodeFor,
+  tenantPodStatus,
+  type TenantContext,
+} from '../../src/clustertree/translate.js';
+
+const ctx: TenantContext = {
+  tenant: { namespace: 'team', name: 'vc1', uid: '11111111-2222-3333-4444-555555555555' },
+  hostNamespace: 'kvc-team-vc1-0123456789',
+};
+
+function pod(spec: Partial<V1Pod['spec']> = {}, labels: Record<string, string> = {}): V1Pod {
+  return {
+    metadata: { name: 'web-1', namespace: 'shop', uid: 'pod-uid', labels },
+    spec: {
+      nodeName: 'node-a',
+      serviceAccountName: 'builder',
+      containers: [
+        {
+          name: 'app',
+          image: 'app:1',
+          env: [
+            { name: 'A', valueFrom: { configMapKeyRef: { name: 'cfg', key: 'a' } } },
+            { name: 'B', valueFrom: { secretKeyRef: { name: 'creds', key: 'b' } } },
+            { name: 'NS', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+          ],
+          envFrom: [{ configMapRef: { name: 'bulk' } }],
+        },
+      ],
+      volumes: [
+        { name: 'v1', configMap: { name: 'files' } },
+        { name: 'v2', secret: { secretName: 'tls' } },
+        {
+          name: 'kube-api-access',
+          projected: {
+            sources: [
+              { serviceAccountToken: { path: 'token', expirationSeconds: 3607 } },
+              { configMap: { name: 'kube-root-ca.crt', items: [{ key: 'ca.crt', path: 'ca.crt' }] } },
+              {
+                downwardAPI: {
+                  items: [{ path: 'namespace', fieldRef: { fieldPath: 'metadata.namespace' } }],
+                },
+              },
+            ],
+          },
+        },
+      ],
+      imagePullSecrets: [{ name: 'registry' }],
+      tolerations: [{ operator: 'Exists' }],
+      nodeSelector: { disk: 'ssd' },
+      priorityClassName: 'tenant-high',
+      ...spec,
+    },
+  };
+}
+
+describe('hostPodFor', () => {
+  it('translates every name the pod refers to and keeps the tenant view in annotations', () => {
+    const h = hostPodFor(ctx, pod({}, { app: 'web', 'kosmos.io/tenant': 'forged' }), 'node-a');
+    expect(h.metadata?.name).toBe(hostName('shop', 'web-1'));
+    expect(h.metadata?.namespace).toBe(ctx.hostNamespace);
+    // A tenant cannot forge origin labels: reserved keys are dropped, then ours are set.
+    expect(h.metadata?.labels?.app).toBe('web');
+    expect(h.metadata?.labels?.[OriginLabel.tenant]).not.toBe('forged');
+    expect(h.metadata?.annotations).toMatchObject({
+      [PodAnnotation.namespace]: 'shop',
+      [PodAnnotation.name]: 'web-1',
+      [PodAnnotation.uid]: 'pod-uid',
+    });
+    const c = h.spec!.containers[0]!;
+    expect(c.env?.[0]?.valueFrom?.configMapKeyRef?.name).toBe(hostName('shop', 'cfg'));
+    expect(c.env?.[1]?.valueFrom?.secretKeyRef?.name).toBe(hostName('shop', 'creds'));
+    expect(c.env?.[2]?.valueFrom?.fieldRef?.fieldPath).toBe(
+      `metadata.annotations['${PodAnnotation.namespace}']`,
+    );
+    expect(c.envFrom?.[0]?.configMapRef?.name).toBe(hostName('shop', 'bulk'));
+    const [v1, v2, access] = h.spec!.volumes!;
+    expect(v1?.configMap?.name).toBe(hostName('shop', 'files'));
+    expect(v2?.secret?.secretName).toBe(hostName('shop', 'tls'));
+    expect(access?.projected?.sources?.[0]?.secret?.name).toBe(tokenSecretName('shop', 'web-1'));
+    expect(access?.projected?.sources?.[1]?.configMap?.name).toBe(hostName('shop', 'kube-root-ca.crt'));
+    expect(access?.projected?.sources?.[2]?.downwardAPI?.items?.[0]?.fieldRef?.fieldPath).toContain(
+      PodAnnotation.namespace,
+    );
+    expect(h.spec!.imagePullSecrets).toEqual([{ name: hostName('shop', 'registry') }]);
+    expect(h.spec!.automountServiceAccountToken).toBe(false);
+    expect(h.spec!.serviceAccountName).toBeUndefined();
+  });
+
+  it('binds to the promoted node, or leaves the choice to the host scheduler in the resources class', () => {
+    const onNode = hostPodFor(ctx, pod(), 'node-a');
+    expect(onNode.spec?.nodeName).toBe('node-a');
+    // The tenant's own tolerations, selectors and priority do not travel to the host.
+    expect(onNode.spec?.tolerations).toEqual([
+      { key: Promotion.taint, operator: 'Exists', effect: 'NoSchedule' },
+    ]);
+    expect(onNode.spec?.nodeSelector).toBeUndefined();
+    expect(onNode.spec?.priorityClassName).toBeUndefined();
+    const virtual = hostPodFor(ctx, pod({ nodeName: 'kosmos-virtual-resources' }), undefined);
+    expect(virtual.spec?.nodeName).toBeUndefined();
+    expect(virtual.spec?.tolerations).toBeUndefined();
+    expect(virtual.spec?.priorityClassName).toBe(RESOURCES_PRIORITY_CLASS);
+  });
+
+  it.each([
+    ['hostNetwork', { hostNetwork: true }],
+    ['hostPID', { hostPID: true }],
+    ['hostPath volume', { volumes: [{ name: 'root', hostPath: { path: '/' } }] }],
+    [
+      'privileged container',
+      { containers: [{ name: 'x', image: 'x', securityContext: { privileged: true } }] },
+    ],
+    ['host port', { containers: [{ name: 'x', image: 'x', ports: [{ containerPort: 80, hostPort: 80 }] }] }],
+  ])('refuses %s', (what, spec) => {
+    expect(() => hostPodFor(ctx, pod(spec as Partial<V1Pod['spec']>), 'node-a')).toThrow(PodRefused);
+    try {
+      hostPodFor(ctx, pod(spec as Partial<V1Pod['spec']>), 'node-a');
+    } catch (e) {
+      expect((e as PodRefused).reason).toBe('HostAccessForbidden');
+      expect((e as PodRefused).message).toContain(what.split(' ')[0]!);
+    }
+  });
+});
+
+describe('podReferences', () => {
+  it('lists every ConfigMap and Secret the pod needs, and its service account', () => {
+    const refs = podReferences(pod());
+    expect([...refs.configMaps].sort()).toEqual(['bulk', 'cfg', 'files', 'kube-root-ca.crt']);
+    expect([...refs.secrets].sort()).toEqual(['creds', 'registry', 'tls']);
+    expect(refs.token).toBe('builder');
+  });
+});
+
+describe('status and nodes', () => {
+  it('copies the host pod status fields the tenant shows', () => {
+    const status = tenantPodStatus({
+      status: { phase: 'Running', podIP: '10.0.0.7', hostIP: '192.0.2.1', qosClass: 'BestEffort' },
+    });
+    expect(status).toEqual({ phase: 'Running', podIP: '10.0.0.7', hostIP: '192.0.2.1' });
+  });
+
+  it('shows a promoted node with its capacity and OS labels, without host roles or kosmos labels', () => {
+    const host: V1Node = {
+      metadata: {
+        name: 'node-a',
+        labels: {
+          'kubernetes.io/os': 'linux',
+          'node-role.kubernetes.io/worker': '',
+          [Promotion.label]: 'abc',
+        },
+      },
+      status: {
+        allocatable: { cpu: '8', memory: '32Gi' },
+        conditions: [{ type: 'Ready', status: 'True' }],
+      },
+    };
+    const n = tenantNodeFor(host, new Date());
+    expect(n.metadata?.labels?.['kubernetes.io/os']).toBe('linux');
+    expect(n.metadata?.labels?.['node-role.kubernetes.io/worker']).toBeUndefined();
+    expect(n.metadata?.labels?.[Promotion.label]).toBeUndefined();
+    expect(n.status?.allocatable).toEqual({ cpu: '8', memory: '32Gi' });
+    expect(n.status?.conditions?.[0]?.status).toBe('True');
+  });
+
+  it('gives a Service a host counterpart selecting the translated pods of its namespace only', () => {
+    const svc = hostServiceFor(ctx, {
+      metadata: { name: 'web', namespace: 'shop', uid: 'u' },
+      spec: { selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080 }], type: 'NodePort' },
+    });
+    expect(svc?.metadata?.name).toBe(hostName('shop', 'web'));
+    expect(svc?.spec?.type).toBe('ClusterIP');
+    expect(svc?.spec?.selector).toMatchObject({ app: 'web', [OriginLabel.tenantNamespace]: 'shop' });
+    expect(hostServiceFor(ctx, { metadata: { name: 'x', namespace: 'shop' }, spec: {} })).toBeUndefined();
+  });
+});
+
+describe('KeyedQueue', () => {
+  it('never runs one key twice at once, coalesces events, and retries failures with backoff', async () => {
+    const running = new Set<string>();
+    const runs: string[] = [];
+    let failOnce = true;
+    let overlap = false;
+    const q = new KeyedQueue({
+      concurrency: 4,
+      baseDelayMs: 10,
+      handle: async (key) => {
+        if (running.has(key)) overlap = true;
+        running.add(key);
+        runs.push(key);
+        await new Promise((r) => setTimeout(r, 20));
+        running.delete(key);
+        if (key === 'b' && failOnce) {
+          failOnce = false;
+          throw new Error('transient');
+        }
+      },
+    });
+    q.add('a');
+    q.add('a'); // waiting: coalesced
+    q.add('b');
+    await new Promise((r) => setTimeout(r, 5));
+    q.add('a'); // running: runs once more afterwards
+    await q.idle();
+    expect(overlap).toBe(false);
+    expect(runs.filter((k) => k === 'a')).toHaveLength(2);
+    expect(runs.filter((k) => k === 'b')).toHaveLength(2); // failed, then retried
+    q.stop();
+  });
+});
+
+describe('resize arithmetic', () => {
+  it('adds and removes nodes, sets and drops resources', () => {
+    const now = { nodes: ['a', 'b'], resources: { cpu: 4 } };
+    expect(desiredPromotion(now, parseResizeArgs(['vc', '--add-node', 'c', '--remove-node', 'a']))).toEqual({
+      nodes: ['b', 'c'],
+      resources: { cpu: 4 },
+    });
+    expect(desiredPromotion(now, parseResizeArgs(['ns/vc', '--memory', '8Gi']))).toEqual({
+      nodes: ['a', 'b'],
+      resources: { cpu: 4, memory: '8Gi' },
+    });
+    expect(desiredPromotion(now, parseResizeArgs(['vc', '--nodes', 'x,y', '--no-resources']))).toEqual({
+      nodes: ['x', 'y'],
+    });
+    expect(parseResizeArgs(['ns/vc'])).toMatchObject({ namespace: 'ns', name: 'vc' });
+  });
+
+  it('rejects bad input before anything is sent', () => {
+    expect(() => desiredPromotion(undefined, parseResizeArgs(['vc', '--cpu', 'lots']))).toThrow(UsageError);
+    expect(() => desiredPromotion(undefined, parseResizeArgs(['vc', '--add-node', 'Not_A_Node']))).toThrow(
+      /node name/,
+    );
+    expect(() => parseResizeArgs(['vc', '--cpu', '2', '--no-resources'])).toThrow(UsageError);
+    expect(() => parseResizeArgs([])).toThrow(UsageError);
+  });
+
+  it('parses quantities', () => {
+    expect(parseQuantity('500m')).toBe(0.5);
+    expect(parseQuantity('8Gi')).toBe(8 * 2 ** 30);
+    expect(parseQuantity('2')).toBe(2);
+    expect(parseQuantity(3)).toBe(3);
+    expect(parseQuantity('1k')).toBe(1000);
+    expect(parseQuantity('lots')).toBeNaN();
+  });
+});
