@@ -125,7 +125,8 @@ async function main(): Promise<void> {
       });
       for (;;) {
         const vc = await hostApi.getVirtualCluster({ namespace: 'default', name });
-        if (vc?.status?.phase === 'Initialized') break;
+        // Initialized: the control plane serves (clusterTree then takes it to Ready).
+        if (vc?.status?.phase === 'Initialized' || vc?.status?.phase === 'Ready') break;
         if (vc?.status?.phase === 'Failed') throw new Error(`${name} failed: ${vc.status.message}`);
         if (performance.now() - t1 > 180_000) throw new Error(`${name} not Initialized after 180 s`);
         await new Promise((r) => setTimeout(r, 25));

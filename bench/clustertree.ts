@@ -1,0 +1,356 @@
+/**
+ * clusterTree benchmark (issue 3). In one run, on one machine, under the same kwok:
+ *
+ *   pod start latency: N pods created directly on the host (host scheduler, kwok nodes) versus
+ *     N pods created in a tenant (tenant scheduler, clusterTree, host pods on promoted kwok
+ *     nodes, status copied back); per pod from the create call to `Running` seen by a watch.
+ *     p50, p99, pods per second, and clusterTree's CPU time and peak RSS during the tenant run.
+ *   node promotion: M kwok nodes promoted into one tenant (create the VirtualCluster -> Ready
+ *     with all M nodes Ready in the tenant), then clusterTree's steady-state heartbeat cost
+ *     (Lease renewals every 10 s) over a window: CPU %, RSS, lease renewals per second.
+ *
+ *   npm run bench:clustertree [-- --pods 1000 --nodes 1000 --steady 60]
+ */
+import {
+  CoreV1Api,
+  KubeConfig,
+  ListWatch,
+  Watch,
+  type KubernetesListObject,
+  type V1Pod,
+} from '@kubernetes/client-node';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { API_VERSION, GROUP, KIND, PLURAL, VERSION, type VirtualCluster } from '../src/api/virtualCluster.js';
+import type { HostCluster } from '../src/activities/hostCluster.js';
+import { tenantId } from '../src/activities/index.js';
+import { resolveBinaries } from '../src/runtime/binaries.js';
+import { KWOK_ANNOTATION, startEmbeddedHost, startTemporalDevServer } from '../src/runtime/embedded.js';
+import { PortAllocator } from '../src/runtime/ports.js';
+import { ProcessRuntime } from '../src/runtime/processRuntime.js';
+import { createLogger } from '../src/worker/logger.js';
+import { startOperator, type Operator } from '../src/worker/operator.js';
+
+const arg = (name: string, dflt: number): number => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const PODS = arg('pods', 1000);
+const NODES = arg('nodes', 1000);
+const STEADY_S = arg('steady', 60);
+const PODS_PER_NODE = 250;
+const CONCURRENCY = 32;
+const logger = createLogger({ level: 'error' });
+const say = (s: string) => process.stderr.write(s + '\n');
+
+const percentile = (xs: number[], p: number): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
+};
+
+async function cpuTicks(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(f[11]) + Number(f[12]); // utime + stime (fields 14, 15), 100 ticks a second
+}
+async function rssMiB(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
+}
+
+async function inParallel<T>(items: T[], fn: (t: T) => Promise<unknown>): Promise<void> {
+  let i = 0;
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (i < items.length) await fn(items[i++]!);
+    }),
+  );
+}
+
+async function createNodes(core: CoreV1Api, names: string[]): Promise<void> {
+  await inParallel(names, (name) =>
+    core.createNode({
+      body: {
+        metadata: {
+          name,
+          annotations: { [KWOK_ANNOTATION]: 'fake' },
+          labels: {
+            'kubernetes.io/hostname': name,
+            'kubernetes.io/os': 'linux',
+            'kubernetes.io/arch': 'amd64',
+          },
+        },
+        status: {
+          allocatable: { cpu: '64', memory: '256Gi', pods: String(PODS_PER_NODE) },
+          capacity: { cpu: '64', memory: '256Gi', pods: String(PODS_PER_NODE) },
+        },
+      },
+    }),
+  );
+}
+
+/**
+ * Creates `count` pods in `namespace` through `kc` and returns each one's create-to-Running time
+ * (ms) and the whole run's duration; a watch sees `Running`.
+ */
+async function podRun(
+  kc: KubeConfig,
+  namespace: string,
+  count: number,
+): Promise<{ latencies: number[]; wallMs: number }> {
+  const core = kc.makeApiClient(CoreV1Api);
+  const created = new Map<string, number>();
+  const running = new Map<string, number>();
+  let done: () => void;
+  const all = new Promise<void>((r) => (done = r));
+  const watch = new ListWatch<V1Pod>(
+    `/api/v1/namespaces/${namespace}/pods`,
+    new Watch(kc),
+    () => core.listNamespacedPod({ namespace }) as unknown as Promise<KubernetesListObject<V1Pod>>,
+    false,
+  );
+  const seen = (p: V1Pod) => {
+    const name = p.metadata!.name!;
+    if (p.status?.phase === 'Running' && !running.has(name) && created.has(name)) {
+      running.set(name, performance.now());
+      if (running.size === count) done();
+    }
+  };
+  watch.on('add', seen);
+  watch.on('update', seen);
+  await watch.start();
+  const t0 = performance.now();
+  const names = Array.from({ length: count }, (_, i) => `bench-${i}`);
+  await inParallel(names, async (name) => {
+    created.set(name, performance.now());
+    await core.createNamespacedPod({
+      namespace,
+      body: {
+        metadata: { name, labels: { app: 'bench' } },
+        spec: { containers: [{ name: 'c', image: 'bench' }] },
+      },
+    });
+  });
+  const timeout = setTimeout(() => done(), 600_000);
+  await all;
+  clearTimeout(timeout);
+  await watch.stop();
+  if (running.size < count)
+    throw new Error(`only ${running.size}/${count} pods Running in ${namespace} after 10 min`);
+  const latencies = names.map((n) => running.get(n)! - created.get(n)!);
+  return { latencies, wallMs: Math.max(...running.values()) - t0 };
+}
+
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 900_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+async function createVC(host: HostCluster, name: string, spec: Record<string, unknown>): Promise<void> {
+  await host.custom.createNamespacedCustomObject({
+    group: GROUP,
+    version: VERSION,
+    plural: PLURAL,
+    namespace: 'default',
+    body: { apiVersion: API_VERSION, kind: KIND, metadata: { name, namespace: 'default' }, spec },
+  });
+}
+
+async function readyVC(host: HostCluster, name: string): Promise<VirtualCluster> {
+  return waitFor(`${name} Ready`, async () => {
+    const vc = await host.getVirtualCluster({ namespace: 'default', name });
+    if (vc?.status?.phase === 'Failed') throw new Error(`${name} failed: ${vc.status.message}`);
+    return vc?.status?.phase === 'Ready' ? vc : undefined;
+  });
+}
+
+function tenantKc(vc: VirtualCluster): KubeConfig {
+  const kc = new KubeConfig();
+  kc.loadFromString(Buffer.from(vc.spec.kubeconfig!, 'base64').toString());
+  return kc;
+}
+
+async function clusterTreePid(operator: Operator, vc: VirtualCluster): Promise<number> {
+  const ref = { namespace: 'default', name: vc.metadata.name, uid: vc.metadata.uid };
+  const s = (await operator.runtime!.list(tenantId(ref))).find((c) => c.name === 'clustertree');
+  if (!s?.pid) throw new Error('clusterTree is not running');
+  return s.pid;
+}
+
+/** Samples a process's RSS every 250 ms until stopped; returns the peak. */
+function peakRss(pid: number): { stop: () => number } {
+  let peak = 0;
+  const t = setInterval(
+    () =>
+      void rssMiB(pid).then(
+        (m) => (peak = Math.max(peak, m)),
+        () => undefined,
+      ),
+    250,
+  );
+  return {
+    stop: () => {
+      clearInterval(t);
+      return peak;
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  const root = await mkdtemp(join(tmpdir(), 'kvc-bench-ct-'));
+  const binaries = await resolveBinaries();
+  const embedded = new ProcessRuntime({ root: join(root, 'embedded'), logger });
+  const ports = new PortAllocator(join(root, 'ports.json'));
+  let operator: Operator | undefined;
+  try {
+    say('starting Temporal dev server, host cluster and operator...');
+    const [tPort, tHttp] = (await ports.allocate('temporal', 2)) as [number, number];
+    const temporal = await startTemporalDevServer({
+      runtime: embedded,
+      binaries,
+      port: tPort,
+      httpPort: tHttp,
+    });
+    const hostCluster = await startEmbeddedHost({
+      dir: join(root, 'host'),
+      runtime: embedded,
+      binaries,
+      ports,
+      logger,
+      kwokNodes: 0,
+      etcdUnsafeNoFsync: true,
+    });
+    operator = await startOperator({
+      applyCRD: true,
+      kubeconfigPath: hostCluster.kubeconfigPath,
+      temporalAddress: temporal.address,
+      temporalNamespace: 'default',
+      taskQueue: 'bench-clustertree',
+      stateDir: join(root, 'operator'),
+      logger,
+      binaries,
+      watchNamespace: 'default',
+      etcdUnsafeNoFsync: true,
+    });
+    const host = operator.host;
+    const hostKc = new KubeConfig();
+    hostKc.loadFromFile(hostCluster.kubeconfigPath);
+    const hostCore = hostKc.makeApiClient(CoreV1Api);
+
+    // ---- pod start latency ----
+    const perSide = Math.ceil(PODS / (PODS_PER_NODE * 0.8));
+    const direct = Array.from({ length: perSide }, (_, i) => `direct-${i}`);
+    const promoted = Array.from({ length: perSide }, (_, i) => `promoted-${i}`);
+    await createNodes(hostCore, [...direct, ...promoted]);
+    await createVC(host, 'pods', { promoteResources: { nodes: promoted } });
+    const podsVc = await readyVC(host, 'pods');
+    const tenant = tenantKc(podsVc);
+    await hostCore.createNamespace({ body: { metadata: { name: 'bench-direct' } } });
+    await waitFor('the default service account in bench-direct', () =>
+      hostCore
+        .readNamespacedServiceAccount({ name: 'default', namespace: 'bench-direct' })
+        .catch(() => undefined),
+    );
+
+    say(`direct: ${PODS} pods on ${perSide} host nodes...`);
+    const base = await podRun(hostKc, 'bench-direct', PODS);
+    const pid = await clusterTreePid(operator, podsVc);
+    const cpu0 = await cpuTicks(pid);
+    const rss = peakRss(pid);
+    say(`through clusterTree: ${PODS} pods on ${perSide} promoted nodes...`);
+    const product = await podRun(tenant, 'default', PODS);
+    const ctCpuS = ((await cpuTicks(pid)) - cpu0) / 100;
+    const ctPeak = rss.stop();
+    await hostCore.deleteNamespace({ name: 'bench-direct' });
+    await host.custom.deleteNamespacedCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: PLURAL,
+      namespace: 'default',
+      name: 'pods',
+    });
+    await waitFor('pods VirtualCluster gone', async () =>
+      (await host.getVirtualCluster({ namespace: 'default', name: 'pods' })) ? undefined : true,
+    );
+
+    // ---- promoting many nodes ----
+    say(`creating ${NODES} kwok nodes...`);
+    const many = Array.from({ length: NODES }, (_, i) => `many-${i}`);
+    await createNodes(hostCore, many);
+    say(`promoting ${NODES} nodes into one tenant...`);
+    const t0 = performance.now();
+    await createVC(host, 'nodes', { promoteResources: { nodes: many } });
+    const nodesVc = await readyVC(host, 'nodes');
+    const promoteMs = performance.now() - t0;
+    const tenantNodes = (await tenantKc(nodesVc).makeApiClient(CoreV1Api).listNode()).items.length;
+    const treePid = await clusterTreePid(operator, nodesVc);
+    say(`steady state for ${STEADY_S} s...`);
+    const stats = async () =>
+      (await (await fetch(`http://127.0.0.1:${await statusPort(root, nodesVc)}/status`)).json()) as {
+        heartbeats: number;
+      };
+    const hb0 = (await stats()).heartbeats;
+    const c0 = await cpuTicks(treePid);
+    const rssSteady = peakRss(treePid);
+    await new Promise((r) => setTimeout(r, STEADY_S * 1000));
+    const steadyCpuS = ((await cpuTicks(treePid)) - c0) / 100;
+    const hb1 = (await stats()).heartbeats;
+    const steadyPeak = rssSteady.stop();
+
+    const p = (xs: number[], q: number) => percentile(xs, q);
+    const lines = [
+      '',
+      `pod start latency, ${PODS} pods each (ms, create call -> Running seen by a watch)`,
+      `                         p50      p99     pods/s`,
+      `  direct on the host  ${p(base.latencies, 50).toFixed(0).padStart(6)} ${p(base.latencies, 99).toFixed(0).padStart(8)} ${((PODS / base.wallMs) * 1000).toFixed(1).padStart(9)}`,
+      `  through clusterTree ${p(product.latencies, 50).toFixed(0).padStart(6)} ${p(product.latencies, 99).toFixed(0).padStart(8)} ${((PODS / product.wallMs) * 1000).toFixed(1).padStart(9)}`,
+      `  ratio clusterTree / direct: p50 ${(p(product.latencies, 50) / p(base.latencies, 50)).toFixed(2)}, p99 ${(p(product.latencies, 99) / p(base.latencies, 99)).toFixed(2)}, throughput ${(base.wallMs / product.wallMs).toFixed(2)}`,
+      `  clusterTree during the run: ${ctCpuS.toFixed(1)} CPU s (${((ctCpuS / product.wallMs) * 100000).toFixed(0)}% of a core), peak RSS ${ctPeak.toFixed(0)} MiB`,
+      '',
+      `promoting ${NODES} kwok nodes into one tenant`,
+      `  create -> Ready with ${tenantNodes} tenant nodes: ${(promoteMs / 1000).toFixed(1)} s`,
+      `  steady state over ${STEADY_S} s: clusterTree ${((steadyCpuS / STEADY_S) * 100).toFixed(1)}% of a core, peak RSS ${steadyPeak.toFixed(0)} MiB, ${((hb1 - hb0) / STEADY_S).toFixed(1)} lease renewals/s`,
+      '',
+    ];
+    process.stdout.write(lines.join('\n') + '\n');
+    process.stdout.write(
+      JSON.stringify({
+        bench: 'clustertree',
+        pods: PODS,
+        direct: { p50: p(base.latencies, 50), p99: p(base.latencies, 99), wallMs: base.wallMs },
+        clusterTree: { p50: p(product.latencies, 50), p99: p(product.latencies, 99), wallMs: product.wallMs },
+        clusterTreeCpuS: ctCpuS,
+        clusterTreePeakRssMiB: ctPeak,
+        nodes: NODES,
+        promoteMs,
+        steadyCpuPercent: (steadyCpuS / STEADY_S) * 100,
+        steadyPeakRssMiB: steadyPeak,
+        leaseRenewalsPerS: (hb1 - hb0) / STEADY_S,
+      }) + '\n',
+    );
+  } finally {
+    await operator?.stop({ stopTenants: true });
+    await embedded.shutdown();
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
+/** The clusterTree status port, from the config the operator wrote for the tenant. */
+async function statusPort(root: string, vc: VirtualCluster): Promise<number> {
+  const id = tenantId({ namespace: 'default', name: vc.metadata.name, uid: vc.metadata.uid });
+  const cfg = JSON.parse(
+    await readFile(join(root, 'operator', 'tenants', id, 'clustertree', 'config.json'), 'utf8'),
+  ) as { listen: { port: number } };
+  return cfg.listen.port;
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`bench failed: ${(e as Error).stack ?? String(e)}\n`);
+  process.exit(1);
+});
