@@ -107,7 +107,7 @@ async function podRun(
   const watch = new ListWatch<V1Pod>(
     `/api/v1/namespaces/${namespace}/pods`,
     new Watch(kc),
-    () => core.listNamespacedPod({ namespace }) as unknown as Promise<KubernetesListObject<V1Pod>>,
+    () => core.listNamespacedPod({ namespace }),
     false,
   );
   const seen = (p: V1Pod) => {

@@ -135,7 +135,7 @@ describe('hostPodFor', () => {
   ])('refuses %s', (what, spec) => {
     expect(() => hostPodFor(ctx, pod(spec as Partial<V1Pod['spec']>), 'node-a')).toThrow(PodRefused);
     try {
-      hostPodFor(ctx, pod(spec as Partial<V1Pod['spec']>), 'node-a');
+      hostPodFor(ctx, pod(spec), 'node-a');
     } catch (e) {
       expect((e as PodRefused).reason).toBe('HostAccessForbidden');
       expect((e as PodRefused).message).toContain(what.split(' ')[0]!);
