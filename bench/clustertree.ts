@@ -16,7 +16,6 @@ import {
   KubeConfig,
   ListWatch,
   Watch,
-  type KubernetesListObject,
   type V1Pod,
 } from '@kubernetes/client-node';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
