@@ -11,13 +11,7 @@
  *
  *   npm run bench:clustertree [-- --pods 1000 --nodes 1000 --steady 60]
  */
-import {
-  CoreV1Api,
-  KubeConfig,
-  ListWatch,
-  Watch,
-  type V1Pod,
-} from '@kubernetes/client-node';
+import { CoreV1Api, KubeConfig, ListWatch, Watch, type V1Pod } from '@kubernetes/client-node';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
