@@ -204,23 +204,38 @@ describe('clusterTree', () => {
       host().core.readNamespacedConfigMap({ name: cmName, namespace: hostNs }),
     );
     expect(hostCm.data).toEqual({ mode: 'blue' });
-    await kubectl(
-      kubeconfig,
-      'create',
-      'configmap',
-      'settings',
-      '--from-literal=mode=green',
-      '--dry-run=client',
-      '-o',
-      'yaml',
-    ).then((yaml) => import('node:fs/promises').then((fs) => fs.writeFile(`${stateDir}/cm.yaml`, yaml)));
-    await kubectl(kubeconfig, 'apply', '-f', `${stateDir}/cm.yaml`);
+    // An update (what `kubectl apply` of a changed manifest does) reaches the host copy.
+    await tenant.replaceNamespacedConfigMap({
+      name: 'settings',
+      namespace: 'default',
+      body: { metadata: { name: 'settings', namespace: 'default' }, data: { mode: 'green' } },
+    });
     await eventually(
       'the update on the host',
       async () =>
         (await host().core.readNamespacedConfigMap({ name: cmName, namespace: hostNs })).data?.mode ===
         'green',
     );
+
+    // Secrets the same way.
+    await kubectl(kubeconfig, 'create', 'secret', 'generic', 'creds', '--from-literal=token=one');
+    await kubectl(kubeconfig, 'set', 'env', 'deployment/web', '--from=secret/creds');
+    const secretName = hostName('default', 'creds');
+    const decoded = async () =>
+      Buffer.from(
+        (await host().core.readNamespacedSecret({ name: secretName, namespace: hostNs })).data?.token ?? '',
+        'base64',
+      ).toString();
+    await eventually('the host copy of the Secret', async () => (await decoded()) === 'one');
+    await tenant.replaceNamespacedSecret({
+      name: 'creds',
+      namespace: 'default',
+      body: {
+        metadata: { name: 'creds', namespace: 'default' },
+        data: { token: Buffer.from('two').toString('base64') },
+      },
+    });
+    await eventually('the Secret update on the host', async () => (await decoded()) === 'two');
 
     const svc = await eventually('the host Service', () =>
       host().core.readNamespacedService({ name: hostName('default', 'web'), namespace: hostNs }),

@@ -93,11 +93,12 @@ describe('worker crash', () => {
     const ready = await waitForPhase(namespace, 'survivor', 'Ready', 180_000);
     const creds = credentialsOf(Buffer.from(ready.spec.kubeconfig!, 'base64').toString());
     expect(await statusAs(creds.server, creds.caPem, creds)).toBe(200);
+    // One of each control-plane component, and clusterTree (run by Node.js).
     expect(
       processesMentioning(dir)
         .map((p) => p.exe)
         .sort(),
-    ).toEqual(['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler']);
+    ).toEqual(['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'node']);
 
     await deleteVirtualCluster(namespace, 'survivor');
     await waitForGone(namespace, 'survivor');

@@ -164,6 +164,8 @@ describe('a step that fails permanently late in provisioning', () => {
         'startControllerManager:undone',
         'startScheduler:failed',
         'publishKubeconfig:pending',
+        'deployClusterTree:pending',
+        'promoteResources:pending',
       ]);
       await deleteVirtualCluster(brokenNs, 'no-scheduler');
       await waitForGone(brokenNs, 'no-scheduler');

@@ -128,11 +128,12 @@ describe('VirtualCluster lifecycle', () => {
     await createVirtualCluster(namespace, 'doomed');
     await waitForPhase(namespace, 'doomed', 'Ready');
     const allocation = await allocationOf('doomed');
+    // One of each control-plane component, and clusterTree (run by Node.js).
     expect(
       processesMentioning(allocation.dir)
         .map((p) => p.exe)
         .sort(),
-    ).toEqual(['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler']);
+    ).toEqual(['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'node']);
 
     await deleteVirtualCluster(namespace, 'doomed');
     await waitForGone(namespace, 'doomed');
