@@ -14,7 +14,7 @@
 import { KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { parseArgs } from 'node:util';
 import { GROUP, PLURAL, PromoteResources, VERSION, type VirtualCluster } from '../api/virtualCluster.js';
-import { HostCluster } from '../activities/hostCluster.js';
+import { HostCluster, isConflict } from '../activities/hostCluster.js';
 
 export class UsageError extends Error {
   override readonly name = 'UsageError';
@@ -118,27 +118,39 @@ export async function resize(
   else kc.loadFromDefault();
   const host = new HostCluster(kc);
   const ref = { namespace: r.namespace, name: r.name };
-  const vc = await host.getVirtualCluster(ref);
-  if (!vc) throw new UsageError(`VirtualCluster ${r.namespace}/${r.name} not found`);
-  const promote = desiredPromotion(vc.spec.promoteResources, r);
-  out(`${r.namespace}/${r.name}: now ${summary(vc)}`);
-  out(
-    `requesting nodes [${(promote.nodes ?? []).join(', ')}]${promote.resources ? `, resources ${JSON.stringify(promote.resources)}` : ', no resources'}`,
-  );
-  const patched = (await host.custom.patchNamespacedCustomObject(
-    {
-      group: GROUP,
-      version: VERSION,
-      plural: PLURAL,
-      namespace: r.namespace,
-      name: r.name,
-      body: {
-        spec: { promoteResources: { nodes: promote.nodes ?? [], resources: promote.resources ?? null } },
-      },
-    },
-    setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-  )) as { metadata: { generation: number } };
-  const generation = patched.metadata.generation;
+  // Read, change, write with the resourceVersion read: a concurrent resize makes this one
+  // start over from what the other wrote instead of overwriting it.
+  let generation = 0;
+  for (let attempt = 1; ; attempt++) {
+    const vc = await host.getVirtualCluster(ref);
+    if (!vc) throw new UsageError(`VirtualCluster ${r.namespace}/${r.name} not found`);
+    const promote = desiredPromotion(vc.spec.promoteResources, r);
+    if (attempt === 1) out(`${r.namespace}/${r.name}: now ${summary(vc)}`);
+    out(
+      `requesting nodes [${(promote.nodes ?? []).join(', ')}]${promote.resources ? `, resources ${JSON.stringify(promote.resources)}` : ', no resources'}`,
+    );
+    try {
+      const patched = (await host.custom.patchNamespacedCustomObject(
+        {
+          group: GROUP,
+          version: VERSION,
+          plural: PLURAL,
+          namespace: r.namespace,
+          name: r.name,
+          body: {
+            metadata: { resourceVersion: vc.metadata.resourceVersion },
+            spec: { promoteResources: { nodes: promote.nodes ?? [], resources: promote.resources ?? null } },
+          },
+        },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      )) as { metadata: { generation: number } };
+      generation = patched.metadata.generation;
+      break;
+    } catch (e) {
+      if (!isConflict(e) || attempt >= 5) throw e;
+      out('the VirtualCluster changed meanwhile; applying the change to the new version');
+    }
+  }
 
   const started = Date.now();
   let last = '';

@@ -61,6 +61,7 @@ import {
   tenantPodStatus,
   virtualNode,
   type TenantContext,
+  type TokenRequestSpec,
 } from './translate.js';
 import { KeyedQueue } from './queue.js';
 import { MANAGER } from './naming.js';
@@ -78,12 +79,25 @@ const ignore =
     throw e;
   };
 
+/** The message of an API error's Status body. */
+function hostMessage(e: unknown): string {
+  if (!(e instanceof ApiException)) return String(e);
+  try {
+    const body = (typeof e.body === 'string' ? JSON.parse(e.body) : e.body) as { message?: string };
+    return body.message ?? `HTTP ${e.code}`;
+  } catch {
+    return `HTTP ${e.code}`;
+  }
+}
+
 /** RFC 3339 with microseconds, as a MicroTime field needs it. */
 const microTime = (d: Date): string => d.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
 
 interface Source<T extends KubernetesObject> {
   cache: ListWatch<T>;
   name: string;
+  /** True once a list succeeded: the cache holds everything, not just what events brought. */
+  listed: boolean;
 }
 
 /** Origin namespace/name of a host object clusterTree made. */
@@ -149,6 +163,9 @@ export class ClusterTree {
     this.tenantLeases = tenantKc.makeApiClient(CoordinationV1Api);
     this.hostCore = hostKc.makeApiClient(CoreV1Api);
     this.queue = new KeyedQueue({
+      // Nothing is synced before every cache holds a full list: an empty cache would look like
+      // "deleted" and clusterTree would remove what it should keep.
+      paused: true,
       concurrency: cfg.concurrency,
       handle: (key) => this.sync(key),
       onError: (key, err, retryInMs) => {
@@ -281,7 +298,14 @@ export class ClusterTree {
     labelSelector: string | undefined,
     onEvent: (o: T) => void,
   ): ListWatch<T> {
-    const cache = new ListWatch<T>(path, new Watch(kc), listFn, false, labelSelector);
+    const source: Source<KubernetesObject> = { cache: undefined as never, name, listed: false };
+    const listed = async () => {
+      const result = await listFn();
+      source.listed = true;
+      return result;
+    };
+    const cache = new ListWatch<T>(path, new Watch(kc), listed, false, labelSelector);
+    source.cache = cache;
     const handler = (o: T) => onEvent(o);
     cache.on('add', handler);
     cache.on('update', handler);
@@ -302,12 +326,22 @@ export class ClusterTree {
       );
       backoff = Math.min(backoff * 2, 30_000);
     });
-    this.sources.push({ cache: cache, name });
+    this.sources.push(source);
     return cache;
   }
 
   async start(): Promise<void> {
-    await Promise.all(this.sources.map((s) => s.cache.start()));
+    // A failed first list only emits `error` (the restart timer retries it): wait for all.
+    await Promise.all(this.sources.map((s) => s.cache.start().catch(() => undefined)));
+    for (let waited = 0; this.sources.some((s) => !s.listed); waited += 200) {
+      if (this.stopped) return;
+      if (waited % 10_000 === 0 && waited > 0)
+        this.log.warn('waiting for the first list', {
+          sources: this.sources.filter((s) => !s.listed).map((s) => s.name),
+        });
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    this.queue.resume();
     this.enqueueAll();
     // Ready once the first full pass is done (or has had its chance: failing keys back off).
     await Promise.race([this.queue.idle(), new Promise((r) => setTimeout(r, 15_000).unref())]);
@@ -372,9 +406,16 @@ export class ClusterTree {
       if (!s.metadata?.annotations?.[TOKEN_FOR]) this.byOrigin('secret', s);
   }
 
+  private resyncing = false;
   private async resync(): Promise<void> {
-    this.enqueueAll();
-    await this.collectGarbage();
+    if (this.resyncing) return; // the previous one is still collecting garbage
+    this.resyncing = true;
+    try {
+      this.enqueueAll();
+      await this.collectGarbage();
+    } finally {
+      this.resyncing = false;
+    }
   }
 
   private async sync(key: string): Promise<void> {
@@ -510,7 +551,8 @@ export class ClusterTree {
     const hname = hostName(ns, name);
     const hp = this.hostPods.get(hname, this.cfg.hostNamespace);
     const deleteHost = async (grace?: number) => {
-      if (!hp || hp.metadata?.deletionTimestamp) return;
+      // Grace 0 also ends a pod already terminating (one whose node died, say).
+      if (!hp || (hp.metadata?.deletionTimestamp && grace !== 0)) return;
       await this.hostCore
         .deleteNamespacedPod({
           name: hname,
@@ -535,7 +577,22 @@ export class ClusterTree {
       return;
     }
     if (tp.metadata?.deletionTimestamp) {
-      if (hp) return deleteHost(tp.metadata.deletionGracePeriodSeconds ?? undefined);
+      if (hp) {
+        // A host pod stuck terminating past its grace period (its node died) is removed by force.
+        const since = Date.parse(String(hp.metadata?.deletionTimestamp ?? ''));
+        const grace = (hp.metadata?.deletionGracePeriodSeconds ?? 30) * 1000;
+        if (hp.metadata?.deletionTimestamp && Date.now() > since + grace + 30_000) {
+          await this.hostCore
+            .deleteNamespacedPod({
+              name: hname,
+              namespace: this.cfg.hostNamespace,
+              body: { gracePeriodSeconds: 0, preconditions: { uid: hp.metadata.uid! } },
+            })
+            .catch(ignore(404, 409));
+          return;
+        }
+        return deleteHost(tp.metadata.deletionGracePeriodSeconds ?? undefined);
+      }
       await this.deleteToken(ns, name);
       // The host side is gone: finish the deletion as a kubelet would.
       await this.tenantCore
@@ -548,7 +605,11 @@ export class ClusterTree {
       return;
     }
     const where = this.placement(tp);
-    if (!where) return;
+    if (!where) {
+      // Its node left the tenant (demoted): nothing of it may keep running on the host.
+      if (hp) await deleteHost(0);
+      return;
+    }
     if (!hp) {
       const phase = tp.status?.phase;
       if (phase === 'Succeeded' || phase === 'Failed') return; // finished: nothing to run again
@@ -565,10 +626,27 @@ export class ClusterTree {
         return;
       }
       await this.ensurePodDependencies(tp);
-      await this.hostCore.createNamespacedPod({ namespace: this.cfg.hostNamespace, body }).catch(ignore(409));
+      try {
+        await this.hostCore.createNamespacedPod({ namespace: this.cfg.hostNamespace, body });
+      } catch (e) {
+        if (status(e) === 409) return;
+        if (status(e) !== 403 && status(e) !== 422) throw e;
+        // The host refused it (quota, pod security): fail the tenant pod as a kubelet would.
+        const reason = status(e) === 403 ? 'HostAdmissionDenied' : 'HostRejected';
+        const why = this.tenantView(hostMessage(e), ns, name);
+        await this.tenantCore.patchNamespacedPodStatus(
+          { name, namespace: ns, body: { status: refusedStatus(new PodRefused(reason, why), new Date()) } },
+          merge,
+        );
+        this.log.info('host refused pod', { pod: `${ns}/${name}`, reason });
+      }
       return;
     }
-    const want = tenantPodStatus(hp);
+    // A token Secret deleted behind clusterTree's back is issued again.
+    const token = podReferences(tp).token;
+    if (token && !this.hostSecrets.get(tokenSecretName(ns, name), this.cfg.hostNamespace))
+      await this.issueToken(tp, token);
+    const want = tenantPodStatus(hp, tp);
     if (!statusMatches(tp.status, want)) {
       await this.tenantCore
         .patchNamespacedPodStatus({ name, namespace: ns, body: { status: want } }, merge)
@@ -589,6 +667,11 @@ export class ClusterTree {
     }
   }
 
+  /** A host message in tenant terms: no host namespace or host object names. */
+  private tenantView(message: string, ns: string, name: string): string {
+    return message.split(hostName(ns, name)).join(name).split(this.cfg.hostNamespace).join(ns).slice(0, 1000);
+  }
+
   private async ensurePodDependencies(pod: V1Pod): Promise<void> {
     const ns = pod.metadata!.namespace!;
     const refs = podReferences(pod);
@@ -598,13 +681,14 @@ export class ClusterTree {
   }
 
   /** A bound token for the tenant pod's service account, in a host Secret its host pod mounts. */
-  private async issueToken(pod: V1Pod, serviceAccount: string): Promise<void> {
+  private async issueToken(pod: V1Pod, want: TokenRequestSpec): Promise<void> {
     const ns = pod.metadata!.namespace!;
     const name = pod.metadata!.name!;
     const secretName = tokenSecretName(ns, name);
     const existing = this.hostSecrets.get(secretName, this.cfg.hostNamespace);
     const expires = Date.parse(existing?.metadata?.annotations?.[TOKEN_EXPIRES] ?? '');
-    const refreshBefore = Date.now() + (this.cfg.tokenExpirationSeconds * 1000) / 5;
+    const lifetime = Math.max(want.expirationSeconds ?? this.cfg.tokenExpirationSeconds, 600);
+    const refreshBefore = Date.now() + (lifetime * 1000) / 5;
     if (
       existing &&
       expires > refreshBefore &&
@@ -612,12 +696,13 @@ export class ClusterTree {
     )
       return;
     const tr = await this.tenantCore.createNamespacedServiceAccountToken({
-      name: serviceAccount,
+      name: want.serviceAccount,
       namespace: ns,
       body: {
         spec: {
-          audiences: [],
-          expirationSeconds: this.cfg.tokenExpirationSeconds,
+          // The audience the projection asked for; none means the tenant API server's own.
+          audiences: want.audience ? [want.audience] : [],
+          expirationSeconds: lifetime,
           boundObjectRef: { apiVersion: 'v1', kind: 'Pod', name, uid: pod.metadata!.uid! },
         },
       },

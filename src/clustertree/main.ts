@@ -10,6 +10,7 @@ import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
 import { createLogger } from '../worker/logger.js';
 import { ClusterTreeConfig } from './config.js';
+import { reuseConnections } from './connections.js';
 import { ClusterTree } from './controller.js';
 
 async function main(): Promise<void> {
@@ -23,7 +24,7 @@ async function main(): Promise<void> {
   const kc = (file: string) => {
     const k = new KubeConfig();
     k.loadFromFile(file);
-    return k;
+    return reuseConnections(k);
   };
   const tree = new ClusterTree(cfg, kc(cfg.tenantKubeconfig), kc(cfg.hostKubeconfig), log);
 

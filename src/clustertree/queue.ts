@@ -7,6 +7,8 @@
 export interface QueueOptions {
   concurrency: number;
   handle: (key: string) => Promise<void>;
+  /** Start paused: keys are collected but not worked on until resume(). */
+  paused?: boolean;
   onError?: (key: string, err: unknown, retryInMs: number) => void;
   baseDelayMs?: number;
   maxDelayMs?: number;
@@ -21,10 +23,18 @@ export class KeyedQueue {
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private running = 0;
   private stopped = false;
+  private paused: boolean;
   private idleWaiters: (() => void)[] = [];
   processed = 0;
 
-  constructor(private readonly opts: QueueOptions) {}
+  constructor(private readonly opts: QueueOptions) {
+    this.paused = opts.paused ?? false;
+  }
+
+  resume(): void {
+    this.paused = false;
+    this.pump();
+  }
 
   add(key: string): void {
     if (this.stopped) return;
@@ -56,6 +66,7 @@ export class KeyedQueue {
   }
 
   private pump(): void {
+    if (this.paused) return;
     while (this.running < this.opts.concurrency && this.order.length > 0) {
       const key = this.order.shift()!;
       this.waiting.delete(key);

@@ -75,16 +75,87 @@ export function hostSelector(ctx: TenantContext, namespace: string, selector: Re
   return { ...tenantLabels(selector), ...originLabels({ tenant: ctx.tenant, namespace }) };
 }
 
+/** Volume sources a host pod may use: everything else reaches host storage or host paths. */
+const ALLOWED_VOLUMES = new Set(['name', 'configMap', 'secret', 'projected', 'downwardAPI', 'emptyDir']);
+/** Capabilities the Pod Security "baseline" level allows to be added. */
+const BASELINE_CAPABILITIES = new Set([
+  'AUDIT_WRITE',
+  'CHOWN',
+  'DAC_OVERRIDE',
+  'FOWNER',
+  'FSETID',
+  'KILL',
+  'MKNOD',
+  'NET_BIND_SERVICE',
+  'SETFCAP',
+  'SETGID',
+  'SETPCAP',
+  'SETUID',
+  'SYS_CHROOT',
+]);
+const SAFE_SYSCTLS = new Set([
+  'kernel.shm_rmid_forced',
+  'net.ipv4.ip_local_port_range',
+  'net.ipv4.ip_unprivileged_port_start',
+  'net.ipv4.tcp_syncookies',
+  'net.ipv4.ping_group_range',
+  'net.ipv4.ip_local_reserved_ports',
+  'net.ipv4.tcp_keepalive_time',
+  'net.ipv4.tcp_fin_timeout',
+  'net.ipv4.tcp_keepalive_intvl',
+  'net.ipv4.tcp_keepalive_probes',
+]);
+const SELINUX_TYPES = new Set([
+  '',
+  'container_t',
+  'container_init_t',
+  'container_kvm_t',
+  'container_engine_t',
+]);
+
+interface Hardening {
+  seLinuxOptions?: { type?: string; user?: string; role?: string };
+  seccompProfile?: { type?: string };
+  appArmorProfile?: { type?: string };
+  windowsOptions?: { hostProcess?: boolean };
+}
+
+function hardeningProblems(where: string, sc: Hardening | undefined, why: string[]): void {
+  if (!sc) return;
+  const se = sc.seLinuxOptions;
+  if (se && (!SELINUX_TYPES.has(se.type ?? '') || se.user || se.role))
+    why.push(`SELinux options in ${where}`);
+  if (sc.seccompProfile?.type === 'Unconfined') why.push(`unconfined seccomp in ${where}`);
+  if (sc.appArmorProfile?.type === 'Unconfined') why.push(`unconfined AppArmor in ${where}`);
+  if (sc.windowsOptions?.hostProcess) why.push(`hostProcess in ${where}`);
+}
+
+/**
+ * Refuses what the Pod Security "baseline" level refuses, with a reason a tenant can act on
+ * (the host namespace also enforces baseline, as a backstop), plus volumes that reach host
+ * storage: only configMap, secret, projected, downwardAPI and emptyDir volumes are translated.
+ */
 function refuse(pod: V1Pod): void {
   const s = pod.spec!;
   const why: string[] = [];
   if (s.hostNetwork) why.push('hostNetwork');
   if (s.hostPID) why.push('hostPID');
   if (s.hostIPC) why.push('hostIPC');
-  for (const v of s.volumes ?? []) if (v.hostPath) why.push(`hostPath volume ${v.name}`);
-  for (const v of s.volumes ?? []) if (v.persistentVolumeClaim) why.push(`persistent volume claim ${v.name}`);
-  for (const c of [...(s.initContainers ?? []), ...s.containers]) {
-    if (c.securityContext?.privileged) why.push(`privileged container ${c.name}`);
+  for (const v of s.volumes ?? []) {
+    const kinds = Object.keys(v).filter((k) => (v as unknown as Record<string, unknown>)[k] !== undefined);
+    const other = kinds.filter((k) => !ALLOWED_VOLUMES.has(k));
+    if (other.length > 0) why.push(`${other.join('/')} volume ${v.name}`);
+  }
+  hardeningProblems('the pod', s.securityContext, why);
+  for (const sysctl of s.securityContext?.sysctls ?? [])
+    if (!SAFE_SYSCTLS.has(sysctl.name)) why.push(`sysctl ${sysctl.name}`);
+  for (const c of [...(s.initContainers ?? []), ...s.containers, ...(s.ephemeralContainers ?? [])]) {
+    const sc = c.securityContext;
+    if (sc?.privileged) why.push(`privileged container ${c.name}`);
+    for (const cap of sc?.capabilities?.add ?? [])
+      if (!BASELINE_CAPABILITIES.has(cap)) why.push(`capability ${cap} in ${c.name}`);
+    if (sc?.procMount && sc.procMount !== 'Default') why.push(`procMount ${sc.procMount} in ${c.name}`);
+    hardeningProblems(`container ${c.name}`, sc, why);
     for (const p of c.ports ?? []) if (p.hostPort) why.push(`host port ${p.hostPort} in ${c.name}`);
   }
   if (why.length > 0)
@@ -173,10 +244,21 @@ function volume(ns: string, pod: string, v: V1Volume): V1Volume {
 }
 
 /** The names of ConfigMaps and Secrets a tenant pod needs on the host. */
-export function podReferences(pod: V1Pod): { configMaps: Set<string>; secrets: Set<string>; token?: string } {
+/** The service-account token a pod's projected volume asks for. */
+export interface TokenRequestSpec {
+  serviceAccount: string;
+  audience?: string;
+  expirationSeconds?: number;
+}
+
+export function podReferences(pod: V1Pod): {
+  configMaps: Set<string>;
+  secrets: Set<string>;
+  token?: TokenRequestSpec;
+} {
   const configMaps = new Set<string>();
   const secrets = new Set<string>();
-  let token: string | undefined;
+  let token: TokenRequestSpec | undefined;
   const s = pod.spec!;
   for (const v of s.volumes ?? []) {
     if (v.configMap?.name) configMaps.add(v.configMap.name);
@@ -184,7 +266,14 @@ export function podReferences(pod: V1Pod): { configMaps: Set<string>; secrets: S
     for (const p of v.projected?.sources ?? []) {
       if (p.configMap?.name) configMaps.add(p.configMap.name);
       if (p.secret?.name) secrets.add(p.secret.name);
-      if (p.serviceAccountToken) token = s.serviceAccountName ?? 'default';
+      if (p.serviceAccountToken && !token)
+        token = {
+          serviceAccount: s.serviceAccountName ?? 'default',
+          ...(p.serviceAccountToken.audience ? { audience: p.serviceAccountToken.audience } : {}),
+          ...(p.serviceAccountToken.expirationSeconds
+            ? { expirationSeconds: p.serviceAccountToken.expirationSeconds }
+            : {}),
+        };
     }
   }
   for (const c of [...(s.initContainers ?? []), ...s.containers]) {
@@ -270,11 +359,33 @@ const POD_STATUS_FIELDS = [
   'message',
 ] as const;
 
-/** What the tenant pod's status should say, taken from its host pod. */
-export function tenantPodStatus(host: V1Pod): V1PodStatus {
+/**
+ * What the tenant pod's status should say, taken from its host pod. Conditions the tenant's own
+ * controllers set for the pod's readiness gates are kept, and Ready waits for them, as a kubelet
+ * does.
+ */
+export function tenantPodStatus(host: V1Pod, tenant?: V1Pod): V1PodStatus {
   const out: Record<string, unknown> = {};
   const s = (host.status ?? {}) as Record<string, unknown>;
   for (const f of POD_STATUS_FIELDS) if (s[f] !== undefined) out[f] = s[f];
+  const gates = (tenant?.spec?.readinessGates ?? []).map((g) => g.conditionType);
+  if (gates.length > 0) {
+    const kept = (tenant?.status?.conditions ?? []).filter((c) => gates.includes(c.type));
+    const open = gates.filter((g) => !kept.some((c) => c.type === g && c.status === 'True'));
+    const fromHost = ((out.conditions as V1PodCondition[] | undefined) ?? [])
+      .filter((c) => !gates.includes(c.type))
+      .map((c) =>
+        c.type === 'Ready' && c.status === 'True' && open.length > 0
+          ? {
+              ...c,
+              status: 'False',
+              reason: 'ReadinessGatesNotReady',
+              message: `corresponding condition of pod readiness gate "${open[0]}" does not exist or is not True`,
+            }
+          : c,
+      );
+    out.conditions = [...fromHost, ...kept];
+  }
   return out;
 }
 
@@ -369,7 +480,8 @@ export function hostServiceFor(ctx: TenantContext, svc: V1Service): V1Service | 
 export function serviceShape(svc: V1Service): string {
   return JSON.stringify([
     svc.spec?.selector ?? {},
-    svc.spec?.ports?.map((p) => [p.name, p.protocol, p.port, p.targetPort]),
+    // The API server defaults protocol and targetPort: compare with the defaults applied.
+    svc.spec?.ports?.map((p) => [p.name ?? '', p.protocol ?? 'TCP', p.port, p.targetPort ?? p.port]),
   ]);
 }
 

@@ -15,6 +15,7 @@ import {
   condition,
   continueAsNew,
   log,
+  patched,
   setHandler,
   upsertSearchAttributes,
   workflowInfo,
@@ -58,6 +59,9 @@ export const STEP_CONDITIONS: Record<StepName, string> = {
 };
 
 const DEFAULT_PROMOTION_RETRY_MS = 30_000;
+/** Marks runs that know the clusterTree steps (histories from before replay without them). */
+const CLUSTERTREE_PATCH = 'clustertree-steps';
+const CLUSTERTREE_STEPS = new Set<StepName>(['deployClusterTree', 'promoteResources']);
 
 const COMPONENT_OF: Partial<Record<StepName, ControlPlaneComponent>> = {
   startEtcd: 'etcd',
@@ -96,7 +100,9 @@ export async function virtualClusterWorkflow(
   };
   let { phase, reason, message, allocation, endpoint, promoted, appliedPromotion } = carried;
   /** Named nodes still waiting (missing, taken, refused) or a failed resize: try again later. */
-  let promotionIncomplete = (promoted?.pending.length ?? 0) > 0;
+  let promotionIncomplete =
+    (promoted?.pending.length ?? 0) > 0 ||
+    (phase === 'Ready' && appliedPromotion !== JSON.stringify(spec.promoteResources ?? {}));
   const started: StepName[] = [...carried.started];
   const conditions = new Map<string, Condition>(carried.conditions.map((c) => [c.type, c]));
   const stepState = new Map<StepName, { state: StepState; message?: string }>();
@@ -202,6 +208,8 @@ export async function virtualClusterWorkflow(
     await CancellationScope.nonCancellable(async () => {
       for (const name of [...STEP_NAMES].reverse()) {
         if (!all && !started.includes(name)) continue;
+        // A run from before clusterTree never had these steps: its history has no such undo.
+        if (CLUSTERTREE_STEPS.has(name) && !started.includes(name) && !patched(CLUSTERTREE_PATCH)) continue;
         const component = COMPONENT_OF[name];
         if (name === 'promoteResources') await undo.demoteAll({ ref });
         else if (name === 'deployClusterTree') await undo.removeClusterTree({ ref });
@@ -224,22 +232,37 @@ export async function virtualClusterWorkflow(
     });
   }
 
-  async function provision(): Promise<void> {
-    for (const s of STEP_NAMES) stepState.set(s, { state: 'pending' });
+  /**
+   * Runs the steps from the start, or (`from: 'clusterTree'`) only clusterTree's, for a tenant
+   * whose control plane a workflow from before clusterTree provisioned.
+   */
+  async function provision(from: 'start' | 'clusterTree' = 'start'): Promise<void> {
+    if (from === 'start') for (const s of STEP_NAMES) stepState.set(s, { state: 'pending' });
     try {
-      const a: TenantAllocation = await run('allocate', () =>
-        steps.allocate({ ref, serviceCIDR: spec.serviceCIDR }),
-      );
-      allocation = a;
-      const step: StepInput = { ref, allocation: a };
-      await run('issueCertificates', () => steps.issueCertificates({ ...step, spec }));
-      await run('startEtcd', () => steps.startEtcd(step));
-      await run('startApiserver', () => steps.startApiserver(step));
-      await run('startControllerManager', () => steps.startControllerManager(step));
-      await run('startScheduler', () => steps.startScheduler(step));
-      const published = await run('publishKubeconfig', () => steps.publishKubeconfig(step));
-      endpoint = published.endpoint;
-      void report('Initialized', 'ControlPlaneReady', `control plane serving at ${endpoint}`);
+      let step: StepInput;
+      if (from === 'start') {
+        const a: TenantAllocation = await run('allocate', () =>
+          steps.allocate({ ref, serviceCIDR: spec.serviceCIDR }),
+        );
+        allocation = a;
+        step = { ref, allocation: a };
+        await run('issueCertificates', () => steps.issueCertificates({ ...step, spec }));
+        await run('startEtcd', () => steps.startEtcd(step));
+        await run('startApiserver', () => steps.startApiserver(step));
+        await run('startControllerManager', () => steps.startControllerManager(step));
+        await run('startScheduler', () => steps.startScheduler(step));
+        const published = await run('publishKubeconfig', () => steps.publishKubeconfig(step));
+        endpoint = published.endpoint;
+        if (!patched(CLUSTERTREE_PATCH)) {
+          // Replaying a run from before clusterTree: it rested here (upgraded when it wakes).
+          await report('Initialized', 'ControlPlaneReady', `control plane serving at ${endpoint}`);
+          return;
+        }
+        void report('Initialized', 'ControlPlaneReady', `control plane serving at ${endpoint}`);
+      } else {
+        if (!allocation) return;
+        step = { ref, allocation };
+      }
       await run('deployClusterTree', () => steps.deployClusterTree(step));
       const result = await run('promoteResources', () =>
         steps.promoteResources({ ...step, promote: spec.promoteResources }),
@@ -309,11 +332,15 @@ export async function virtualClusterWorkflow(
     return { tornDown: true, ...(id ? { tenantId: id } : {}) };
   }
 
-  // A new workflow provisions; a run continued-as-new is already Ready or Failed.
-  if (phase !== 'Ready' && phase !== 'Failed') await provision();
+  // A new workflow provisions; a run continued-as-new is already Ready or Failed (or Initialized,
+  // carried from a run before clusterTree: upgraded below).
+  if (phase !== 'Ready' && phase !== 'Failed' && phase !== 'Initialized') await provision();
 
   for (;;) {
     if (deleteRequested) return teardown();
+    // A tenant provisioned before clusterTree existed gets it now.
+    if (phase === 'Initialized' && patched(CLUSTERTREE_PATCH)) await provision('clusterTree');
+    if (deleteRequested) continue;
     const wake = () =>
       deleteRequested || retryRequested || pendingSpec !== undefined || workflowInfo().continueAsNewSuggested;
     if (phase === 'Ready' && promotionIncomplete) {

@@ -146,6 +146,33 @@ describe('clusterTree', () => {
     expect(await can(hostKc, 'list', 'pods', '-n', 'kube-system', ...sa)).toBe('no');
     expect(await can(hostKc, 'create', 'namespaces', ...sa)).toBe('no');
 
+    // A pod asking for host access fails in the tenant with the reason; nothing reaches the host.
+    const tenant = tenantCore(kubeconfig);
+    await tenant.createNamespacedPod({
+      namespace: 'default',
+      body: {
+        metadata: { name: 'escape' },
+        spec: {
+          hostPID: true,
+          containers: [{ name: 'c', image: 'x', securityContext: { capabilities: { add: ['SYS_ADMIN'] } } }],
+        },
+      },
+    });
+    const refused = await eventually('the privileged pod to fail', async () => {
+      const p = await tenant.readNamespacedPod({ name: 'escape', namespace: 'default' });
+      return p.status?.phase === 'Failed' ? p.status : undefined;
+    });
+    expect(refused.reason).toBe('HostAccessForbidden');
+    expect(refused.message).toContain('hostPID');
+    expect(refused.message).toContain('capability SYS_ADMIN');
+    await expect(
+      host().core.readNamespacedPod({ name: hostName('default', 'escape'), namespace: hostNs }),
+    ).rejects.toThrow();
+    await tenant.deleteNamespacedPod({ name: 'escape', namespace: 'default' });
+    // The host namespace enforces the baseline Pod Security level as a backstop.
+    const ns = await host().core.readNamespace({ name: hostNs });
+    expect(ns.metadata?.labels?.['pod-security.kubernetes.io/enforce']).toBe('baseline');
+
     // The host token exists only on the host.
     const token = await host().core.readNamespacedSecret({ name: 'clustertree-token', namespace: hostNs });
     const hostToken = token.data!.token!;
@@ -287,8 +314,16 @@ describe('clusterTree', () => {
       const again = (await hostPods(hostNs)).find((p) => p.metadata!.name === victim!.metadata!.name);
       return again && again.metadata!.uid !== victim!.metadata!.uid && again.status?.phase === 'Running';
     });
-    const pods = (await tenant.listNamespacedPod({ namespace: 'default', labelSelector: 'app=web' })).items;
-    expect(pods.filter((p) => p.status?.phase === 'Running')).toHaveLength(2);
+    // The tenant sees it Running again, with the new host pod's IP.
+    await eventually('both tenant pods Running again', async () => {
+      const pods = (await tenant.listNamespacedPod({ namespace: 'default', labelSelector: 'app=web' })).items;
+      const again = (await hostPods(hostNs)).find((p) => p.metadata!.name === victim!.metadata!.name);
+      const mirrored = pods.find((p) => hostName('default', p.metadata!.name!) === victim!.metadata!.name);
+      return (
+        pods.filter((p) => p.status?.phase === 'Running').length === 2 &&
+        mirrored?.status?.podIP === again?.status?.podIP
+      );
+    });
   });
 
   it('converges after clusterTree is SIGKILLed mid-sync: no duplicate, no orphan', async () => {

@@ -62,6 +62,9 @@ const condition = (vc: VirtualCluster | undefined, type: string) =>
 describe('promotion', () => {
   it('keeps a node with the first tenant, refuses control-plane and busy nodes, promotes late nodes', async () => {
     // A host workload on BUSY that is not a DaemonSet pod: the node cannot be handed over.
+    await eventually('the service account of the test namespace', () =>
+      host().core.readNamespacedServiceAccount({ name: 'default', namespace }),
+    );
     await host().core.createNamespacedPod({
       namespace,
       body: {

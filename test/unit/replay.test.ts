@@ -1,22 +1,25 @@
 /**
- * Replays a recorded history of the VirtualCluster workflow (provision, then delete) against
+ * Replays recorded histories of the VirtualCluster workflow (provision, then delete) against
  * today's workflow code. A change that would break running workflows fails here: make it
- * behind `patched()` or record a new history on purpose.
+ * behind `patched()` and keep the old history, or record a new one on purpose.
+ *
+ * - v1: recorded before clusterTree existed (the control plane only, resting at Initialized);
+ * - current: provision with clusterTree and promotion, then delete.
  */
 import { Worker } from '@temporalio/worker';
 import { readFile } from 'node:fs/promises';
 import { expect, it } from 'vitest';
 import { installTemporalRuntime, workflowBundle } from '../../src/worker/operator.js';
 
-it('replays a recorded provision-and-delete history without nondeterminism', async () => {
-  installTemporalRuntime();
-  const history = JSON.parse(
-    await readFile(
-      new URL('../fixtures/virtualcluster-provision-delete.history.json', import.meta.url),
-      'utf8',
-    ),
-  ) as unknown;
-  await expect(
-    Worker.runReplayHistory({ workflowBundle: await workflowBundle() }, history, 'replayed-virtualcluster'),
-  ).resolves.toBeUndefined();
-});
+it.each(['virtualcluster-provision-delete.v1', 'virtualcluster-provision-delete'])(
+  'replays the recorded history %s without nondeterminism',
+  async (fixture) => {
+    installTemporalRuntime();
+    const history = JSON.parse(
+      await readFile(new URL(`../fixtures/${fixture}.history.json`, import.meta.url), 'utf8'),
+    ) as unknown;
+    await expect(
+      Worker.runReplayHistory({ workflowBundle: await workflowBundle() }, history, `replayed-${fixture}`),
+    ).resolves.toBeUndefined();
+  },
+);
