@@ -23,7 +23,7 @@ export const ClusterTreeConfig = z.object({
   /** A full comparison of both sides, for drift nobody was told about. */
   resyncIntervalMs: z.number().int().positive().default(60_000),
   tokenExpirationSeconds: z.number().int().min(600).default(3600),
-  concurrency: z.number().int().positive().default(16),
+  concurrency: z.number().int().positive().default(48),
 });
 export type ClusterTreeConfig = z.infer<typeof ClusterTreeConfig>;
 export type ClusterTreeConfigInput = z.input<typeof ClusterTreeConfig>;
