@@ -222,7 +222,12 @@ export class ClusterTree {
       `/api/v1/namespaces/${ns}/secrets`,
       list(() => h.listNamespacedSecret({ namespace: ns, labelSelector: mine })),
       mine,
-      (o) => (o.metadata?.annotations?.[TOKEN_FOR] ? undefined : this.byOrigin('secret', o)),
+      (o) => {
+        // A token Secret belongs to its pod: a change to it (say, a deletion) re-syncs the pod.
+        const tokenFor = o.metadata?.annotations?.[TOKEN_FOR];
+        if (tokenFor) this.queue.add(`pod/${tokenFor}`);
+        else this.byOrigin('secret', o);
+      },
     );
     this.hostServices = this.source(
       hostKc,

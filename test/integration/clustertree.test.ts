@@ -9,7 +9,14 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { tenantId } from '../../src/activities/index.js';
 import type { VirtualCluster, VirtualClusterRef } from '../../src/api/virtualCluster.js';
-import { OriginLabel, Promotion, hostName, hostNamespace, tenantHash } from '../../src/clustertree/naming.js';
+import {
+  OriginLabel,
+  Promotion,
+  hostName,
+  hostNamespace,
+  tenantHash,
+  tokenSecretName,
+} from '../../src/clustertree/naming.js';
 import { repoRoot, resolveBinaries } from '../../src/runtime/binaries.js';
 import type { Operator } from '../../src/worker/operator.js';
 import {
@@ -324,6 +331,17 @@ describe('clusterTree', () => {
         mirrored?.status?.podIP === again?.status?.podIP
       );
     });
+    // A token Secret deleted behind its back is issued again while its host pod runs.
+    const tokenName = tokenSecretName('default', String(victim!.metadata!.annotations?.['kosmos.io/name']));
+    const tokenBefore = await host().core.readNamespacedSecret({ name: tokenName, namespace: hostNs });
+    await host().core.deleteNamespacedSecret({ name: tokenName, namespace: hostNs });
+    await eventually(
+      'the token Secret issued again',
+      async () =>
+        (await host().core.readNamespacedSecret({ name: tokenName, namespace: hostNs })).metadata!.uid !==
+        tokenBefore.metadata!.uid,
+      30_000,
+    );
   });
 
   it('converges after clusterTree is SIGKILLed mid-sync: no duplicate, no orphan', async () => {
