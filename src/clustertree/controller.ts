@@ -135,6 +135,12 @@ export class ClusterTree {
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly restartTimers = new Map<string, NodeJS.Timeout>();
   private readonly nodeUids = new Map<string, string>();
+  /**
+   * Host pods created but not yet seen by the host informer. Creating one again would fail with
+   * 409, but only after quota admission has charged it a second time (the host quota then shows
+   * twice the usage until its controller's next full resync), so a second create is not sent.
+   */
+  private readonly creating = new Map<string, number>();
   private stopped = false;
   private ready = false;
   private syncErrors = 0;
@@ -202,6 +208,7 @@ export class ClusterTree {
       list(() => h.listNamespacedPod({ namespace: ns, labelSelector: mine })),
       mine,
       (p) => {
+        this.creating.delete(p.metadata!.name!);
         const a = p.metadata?.annotations ?? {};
         const tns = a[PodAnnotation.namespace];
         const tname = a[PodAnnotation.name];
@@ -630,10 +637,14 @@ export class ClusterTree {
         this.log.info('pod refused', { pod: `${ns}/${name}`, reason: e.reason });
         return;
       }
+      const since = this.creating.get(hname);
+      if (since !== undefined && Date.now() - since < 30_000) return; // its event is on the way
       await this.ensurePodDependencies(tp);
+      this.creating.set(hname, Date.now());
       try {
         await this.hostCore.createNamespacedPod({ namespace: this.cfg.hostNamespace, body });
       } catch (e) {
+        if (status(e) !== 409) this.creating.delete(hname);
         if (status(e) === 409) return;
         if (status(e) !== 403 && status(e) !== 422) throw e;
         // The host refused it (quota, pod security): fail the tenant pod as a kubelet would.

@@ -8,7 +8,7 @@ import type { V1Pod } from '@kubernetes/client-node';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QUOTA_NAME, VIRTUAL_NODE } from '../../src/activities/clusterTree.js';
-import type { VirtualCluster, VirtualClusterRef } from '../../src/api/virtualCluster.js';
+import { parseQuantity, type VirtualCluster, type VirtualClusterRef } from '../../src/api/virtualCluster.js';
 import { Promotion, hostName, hostNamespace } from '../../src/clustertree/naming.js';
 import type { Operator } from '../../src/worker/operator.js';
 import {
@@ -156,9 +156,19 @@ describe('promotion', () => {
     // The host scheduler placed it on a node nobody promoted.
     const hostNode = await host().core.readNode({ name: hostPod.spec!.nodeName! });
     expect(hostNode.metadata?.labels?.[Promotion.label]).toBeUndefined();
+    let used: unknown;
     await eventually('the quota to count the pod', async () => {
       const q = await host().core.readNamespacedResourceQuota({ name: QUOTA_NAME, namespace: hostNs });
-      return q.status?.used?.['requests.cpu'] === '1';
+      used = {
+        status: q.status,
+        pods: (await host().core.listNamespacedPod({ namespace: hostNs })).items.map((p) => [
+          p.metadata?.name,
+          p.spec?.priorityClassName,
+          p.status?.phase,
+        ]),
+      };
+      if (parseQuantity(q.status?.used?.['requests.cpu'] ?? '0') === 1) return true;
+      throw new Error(`quota and pods now: ${JSON.stringify(used)}`);
     });
 
     const big = await eventually('the too-big pod to be reported unschedulable', async () => {
