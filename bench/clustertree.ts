@@ -12,18 +12,16 @@
  *   npm run bench:clustertree [-- --pods 1000 --nodes 1000 --steady 60]
  */
 import { CoreV1Api, KubeConfig, ListWatch, Watch, type V1Pod } from '@kubernetes/client-node';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { API_VERSION, GROUP, KIND, PLURAL, VERSION, type VirtualCluster } from '../src/api/virtualCluster.js';
 import type { HostCluster } from '../src/activities/hostCluster.js';
 import { tenantId } from '../src/activities/index.js';
-import { resolveBinaries } from '../src/runtime/binaries.js';
-import { KWOK_ANNOTATION, startEmbeddedHost, startTemporalDevServer } from '../src/runtime/embedded.js';
-import { PortAllocator } from '../src/runtime/ports.js';
-import { ProcessRuntime } from '../src/runtime/processRuntime.js';
+import { kwokNode } from '../src/runtime/embedded.js';
+import { forEachLimited } from '../src/clustertree/queue.js';
 import { createLogger } from '../src/worker/logger.js';
-import { startOperator, type Operator } from '../src/worker/operator.js';
+import type { Operator } from '../src/worker/operator.js';
+import { startBenchEnvironment } from './environment.js';
 
 const arg = (name: string, dflt: number): number => {
   const i = process.argv.indexOf(`--${name}`);
@@ -52,35 +50,9 @@ async function rssMiB(pid: number): Promise<number> {
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
 }
 
-async function inParallel<T>(items: T[], fn: (t: T) => Promise<unknown>): Promise<void> {
-  let i = 0;
-  await Promise.all(
-    Array.from({ length: CONCURRENCY }, async () => {
-      while (i < items.length) await fn(items[i++]!);
-    }),
-  );
-}
-
 async function createNodes(core: CoreV1Api, names: string[]): Promise<void> {
-  await inParallel(names, (name) =>
-    core.createNode({
-      body: {
-        metadata: {
-          name,
-          annotations: { [KWOK_ANNOTATION]: 'fake' },
-          labels: {
-            'kubernetes.io/hostname': name,
-            'kubernetes.io/os': 'linux',
-            'kubernetes.io/arch': 'amd64',
-          },
-        },
-        status: {
-          allocatable: { cpu: '64', memory: '256Gi', pods: String(PODS_PER_NODE) },
-          capacity: { cpu: '64', memory: '256Gi', pods: String(PODS_PER_NODE) },
-        },
-      },
-    }),
-  );
+  const capacity = { cpu: '64', memory: '256Gi', pods: String(PODS_PER_NODE) };
+  await forEachLimited(names, CONCURRENCY, (name) => core.createNode({ body: kwokNode(name, { capacity }) }));
 }
 
 /**
@@ -115,7 +87,7 @@ async function podRun(
   await watch.start();
   const t0 = performance.now();
   const names = Array.from({ length: count }, (_, i) => `bench-${i}`);
-  await inParallel(names, async (name) => {
+  await forEachLimited(names, CONCURRENCY, async (name) => {
     created.set(name, performance.now());
     await core.createNamespacedPod({
       namespace,
@@ -196,45 +168,17 @@ function peakRss(pid: number): { stop: () => number } {
 }
 
 async function main(): Promise<void> {
-  const root = await mkdtemp(join(tmpdir(), 'kvc-bench-ct-'));
-  const binaries = await resolveBinaries();
-  const embedded = new ProcessRuntime({ root: join(root, 'embedded'), logger });
-  const ports = new PortAllocator(join(root, 'ports.json'));
-  let operator: Operator | undefined;
+  const env = await startBenchEnvironment({
+    prefix: 'kvc-bench-ct-',
+    taskQueue: 'bench-clustertree',
+    logger,
+    etcdUnsafeNoFsync: true,
+  });
+  const { operator, root } = env;
   try {
-    say('starting Temporal dev server, host cluster and operator...');
-    const [tPort, tHttp] = (await ports.allocate('temporal', 2)) as [number, number];
-    const temporal = await startTemporalDevServer({
-      runtime: embedded,
-      binaries,
-      port: tPort,
-      httpPort: tHttp,
-    });
-    const hostCluster = await startEmbeddedHost({
-      dir: join(root, 'host'),
-      runtime: embedded,
-      binaries,
-      ports,
-      logger,
-      kwokNodes: 0,
-      etcdUnsafeNoFsync: true,
-    });
-    operator = await startOperator({
-      applyCRD: true,
-      kubeconfigPath: hostCluster.kubeconfigPath,
-      temporalAddress: temporal.address,
-      temporalNamespace: 'default',
-      taskQueue: 'bench-clustertree',
-      stateDir: join(root, 'operator'),
-      logger,
-      binaries,
-      watchNamespace: 'default',
-      etcdUnsafeNoFsync: true,
-    });
     const host = operator.host;
-    const hostKc = new KubeConfig();
-    hostKc.loadFromFile(hostCluster.kubeconfigPath);
-    const hostCore = hostKc.makeApiClient(CoreV1Api);
+    const hostKc = host.kubeConfig;
+    const hostCore = host.core;
 
     // ---- pod start latency ----
     const perSide = Math.ceil(PODS / (PODS_PER_NODE * 0.8));
@@ -328,9 +272,7 @@ async function main(): Promise<void> {
       }) + '\n',
     );
   } finally {
-    await operator?.stop({ stopTenants: true });
-    await embedded.shutdown();
-    await rm(root, { recursive: true, force: true });
+    await env.close();
   }
 }
 

@@ -9,13 +9,11 @@
  *
  *   npm run bench [-- --rounds 5]
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { API_VERSION, GROUP, KIND, PLURAL, VERSION } from '../src/api/virtualCluster.js';
 import type { HostCluster } from '../src/activities/hostCluster.js';
 import { writeControlPlanePki } from '../src/pki/controlPlanePki.js';
-import { resolveBinaries } from '../src/runtime/binaries.js';
 import {
   apiserverSpec,
   controllerManagerSpec,
@@ -25,11 +23,9 @@ import {
   writeKubeconfigs,
   type ControlPlaneLayout,
 } from '../src/runtime/controlPlane.js';
-import { startEmbeddedHost, startTemporalDevServer } from '../src/runtime/embedded.js';
-import { PortAllocator } from '../src/runtime/ports.js';
 import { ProcessRuntime } from '../src/runtime/processRuntime.js';
 import { createLogger } from '../src/worker/logger.js';
-import { startOperator } from '../src/worker/operator.js';
+import { startBenchEnvironment } from './environment.js';
 
 const rounds = Number(process.argv[process.argv.indexOf('--rounds') + 1] || 5);
 const logger = createLogger({ level: 'error' });
@@ -44,41 +40,10 @@ const rssKiB = async (pid: number): Promise<number> => {
 };
 
 async function main(): Promise<void> {
-  const root = await mkdtemp(join(tmpdir(), 'kvc-bench-'));
-  const binaries = await resolveBinaries();
-  const embedded = new ProcessRuntime({ root: join(root, 'embedded'), logger });
+  const env = await startBenchEnvironment({ prefix: 'kvc-bench-', taskQueue: 'bench', logger });
+  const { root, binaries, ports, operator } = env;
   const direct = new ProcessRuntime({ root: join(root, 'direct'), logger });
-  const ports = new PortAllocator(join(root, 'ports.json'));
-  let stopOperator: (() => Promise<void>) | undefined;
   try {
-    process.stderr.write('starting Temporal dev server and host cluster...\n');
-    const [tPort, tHttp] = (await ports.allocate('temporal', 2)) as [number, number];
-    const temporal = await startTemporalDevServer({
-      runtime: embedded,
-      binaries,
-      port: tPort,
-      httpPort: tHttp,
-    });
-    const host = await startEmbeddedHost({
-      dir: join(root, 'host'),
-      runtime: embedded,
-      binaries,
-      ports,
-      logger,
-      kwokNodes: 0,
-    });
-    const operator = await startOperator({
-      applyCRD: true,
-      kubeconfigPath: host.kubeconfigPath,
-      temporalAddress: temporal.address,
-      temporalNamespace: 'default',
-      taskQueue: 'bench',
-      stateDir: join(root, 'operator'),
-      logger,
-      binaries,
-      watchNamespace: 'default',
-    });
-    stopOperator = () => operator.stop({ stopTenants: true });
     const hostApi: HostCluster = operator.host;
 
     const baseline: number[] = [];
@@ -180,10 +145,8 @@ async function main(): Promise<void> {
       }) + '\n',
     );
   } finally {
-    await stopOperator?.();
     await direct.shutdown();
-    await embedded.shutdown();
-    await rm(root, { recursive: true, force: true });
+    await env.close();
   }
 }
 

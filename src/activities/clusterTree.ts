@@ -11,7 +11,6 @@
  *   taints the host nodes it promotes. No host credential is written anywhere the tenant reads.
  */
 import {
-  ApiException,
   CoreV1Api,
   KubeConfig,
   KubernetesObjectApi,
@@ -26,8 +25,10 @@ import {
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { ignoreStatus, reuseConnections, statusCode } from '../api/kubeClient.js';
 import { parseQuantity, type PromoteResources, type VirtualClusterRef } from '../api/virtualCluster.js';
 import type { ClusterTreeConfigInput } from '../clustertree/config.js';
+import { forEachLimited } from '../clustertree/queue.js';
 import {
   OriginLabel,
   Promotion,
@@ -56,13 +57,6 @@ export const VIRTUAL_NODE = 'kosmos-virtual-resources';
 const CONTROL_PLANE_LABELS = ['node-role.kubernetes.io/control-plane', 'node-role.kubernetes.io/master'];
 
 const merge = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
-const code = (e: unknown): number | undefined => (e instanceof ApiException ? e.code : undefined);
-const ignore =
-  (...codes: number[]) =>
-  (e: unknown): undefined => {
-    if (codes.includes(code(e) ?? 0)) return undefined;
-    throw e;
-  };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export interface ClusterTreeTimings {
@@ -86,11 +80,23 @@ export interface ClusterTreeDeps {
   timings?: ClusterTreeTimings;
 }
 
-/** The tenant's admin client, from the kubeconfig the control-plane steps wrote. */
-async function tenantAdmin(dir: string): Promise<CoreV1Api> {
+/** The tenant's admin clients, from the kubeconfig the control-plane steps wrote. */
+function tenantAdmin(l: ControlPlaneLayout): { core: CoreV1Api; objects: KubernetesObjectApi } {
   const kc = new KubeConfig();
-  kc.loadFromString(await readFile(join(dir, 'kubeconfigs', 'admin.conf'), 'utf8'));
-  return kc.makeApiClient(CoreV1Api);
+  kc.loadFromFile(kubeconfigPath(l, 'admin'));
+  reuseConnections(kc);
+  return { core: kc.makeApiClient(CoreV1Api), objects: KubernetesObjectApi.makeApiClient(kc) };
+}
+
+/** Runs `fn` again when it loses a race with another writer (409), a few times. */
+async function retryOnConflict<T>(fn: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (statusCode(e) !== 409 || attempt >= 5) throw e;
+    }
+  }
 }
 
 /** Waits for `check` with heartbeats; throws (retryably) after `timeoutMs`. */
@@ -251,9 +257,9 @@ const scalar = (q: string | number | undefined): number => (q === undefined ? 0 
 
 export function createClusterTreeActivities(deps: ClusterTreeDeps) {
   const hostKc = deps.host.kubeConfig;
-  const hostCore = hostKc.makeApiClient(CoreV1Api);
+  const hostCore = deps.host.core;
   const hostRbacApi = hostKc.makeApiClient(RbacAuthorizationV1Api);
-  const hostObjects = KubernetesObjectApi.makeApiClient(hostKc);
+  const hostObjects = deps.host.objects;
   const log = (ref: VirtualClusterRef) => deps.logger.child({ vc: `${ref.namespace}/${ref.name}` });
   const portOwner = (ref: VirtualClusterRef) => `${deps.tenantId(ref)}/clustertree`;
 
@@ -262,7 +268,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
     await until('the clusterTree host token', 30_000, async () => {
       const s = await hostCore
         .readNamespacedSecret({ name: `${HOST_SA}-token`, namespace: ns })
-        .catch(ignore(404));
+        .catch(ignoreStatus(404));
       token = s?.data?.token ? Buffer.from(s.data.token, 'base64').toString('utf8') : '';
       return token !== '';
     });
@@ -299,9 +305,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
     const dir = join(l.dir, 'clustertree');
     await mkdir(dir, { recursive: true, mode: 0o700 });
 
-    const tenantKc = new KubeConfig();
-    tenantKc.loadFromFile(kubeconfigPath(l, 'admin'));
-    await apply(KubernetesObjectApi.makeApiClient(tenantKc), tenantRbac());
+    await apply(tenantAdmin(l).objects, tenantRbac());
     const tenantKubeconfig = await tenantCredentials(l);
 
     await apply(hostObjects, hostRbac(ref, ns));
@@ -342,7 +346,9 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
 
   /** Cordons a tenant node and deletes its pods; resolves when clusterTree has removed them both sides. */
   async function drainTenantNode(tenant: CoreV1Api, node: string): Promise<number> {
-    await tenant.patchNode({ name: node, body: { spec: { unschedulable: true } } }, merge).catch(ignore(404));
+    await tenant
+      .patchNode({ name: node, body: { spec: { unschedulable: true } } }, merge)
+      .catch(ignoreStatus(404));
     const onNode = async () =>
       (await tenant.listPodForAllNamespaces({ fieldSelector: `spec.nodeName=${node}` })).items;
     const pods = await onNode();
@@ -350,7 +356,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       if (!p.metadata?.deletionTimestamp)
         await tenant
           .deleteNamespacedPod({ name: p.metadata!.name!, namespace: p.metadata!.namespace! })
-          .catch(ignore(404));
+          .catch(ignoreStatus(404));
     // Wait for the pods that were there, as `kubectl drain` does: a DaemonSet puts its pod back on
     // a cordoned node, and that one goes when the node leaves the tenant.
     const uids = new Set(pods.map((p) => p.metadata!.uid!));
@@ -382,7 +388,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
 
   /** Claims a host node for the tenant, or says why not. 409 (a race) is retried by the caller. */
   async function claim(ref: VirtualClusterRef, name: string): Promise<PendingNode | undefined> {
-    const node = await hostCore.readNode({ name }).catch(ignore(404));
+    const node = await hostCore.readNode({ name }).catch(ignoreStatus(404));
     if (!node)
       return { node: name, reason: 'NodeNotFound', message: `host node ${name} does not exist (yet)` };
     const owner = node.metadata?.labels?.[Promotion.label];
@@ -476,14 +482,14 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       const status = await deps.runtime.ensure(spec);
       await deps.runtime.waitReady(spec.owner, spec.name, deps.readinessTimeoutMs);
       // Ready means a tenant can run a pod in `default` at once: its service account must exist.
-      const tenant = await tenantAdmin(deps.layoutOf(input).dir);
+      const tenant = tenantAdmin(deps.layoutOf(input)).core;
       await until(
         'the tenant default service account',
         deps.readinessTimeoutMs,
         async () =>
           (await tenant
             .readNamespacedServiceAccount({ name: 'default', namespace: 'default' })
-            .catch(ignore(404))) !== undefined,
+            .catch(ignoreStatus(404))) !== undefined,
       );
       log(input.ref).info('clusterTree ready', { pid: status.pid, hostNamespace: hostNamespace(input.ref) });
       return { hostNamespace: hostNamespace(input.ref), pid: status.pid };
@@ -494,12 +500,12 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       const { ref } = input;
       await deps.runtime.stop(deps.tenantId(ref), 'clustertree');
       const ns = hostNamespace(ref);
-      await hostCore.deleteNamespace({ name: ns }).catch(ignore(404));
-      await hostRbacApi.deleteClusterRoleBinding({ name: `${NODE_READER}:${ns}` }).catch(ignore(404));
+      await hostCore.deleteNamespace({ name: ns }).catch(ignoreStatus(404));
+      await hostRbacApi.deleteClusterRoleBinding({ name: `${NODE_READER}:${ns}` }).catch(ignoreStatus(404));
       await until(
         `host namespace ${ns} to be deleted`,
         120_000,
-        async () => (await hostCore.readNamespace({ name: ns }).catch(ignore(404))) === undefined,
+        async () => (await hostCore.readNamespace({ name: ns }).catch(ignoreStatus(404))) === undefined,
       );
       await deps.ports.release(portOwner(ref));
       await rm(join(deps.tenantDir(ref), 'clustertree'), { recursive: true, force: true });
@@ -516,7 +522,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
     ): Promise<PromotionResult> {
       const { ref } = input;
       const l = deps.layoutOf(input);
-      const tenant = await tenantAdmin(l.dir);
+      const tenant = tenantAdmin(l).core;
       const wanted = new Set(input.promote?.nodes ?? []);
       const demoted: string[] = [];
       for (const node of await ownedNodes(ref)) {
@@ -529,22 +535,10 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       }
       const pending: PendingNode[] = [];
       // Claims are independent: 16 at a time (1,000 nodes one by one took minutes).
-      const queue = [...wanted];
-      await Promise.all(
-        Array.from({ length: Math.min(16, queue.length) }, async () => {
-          for (let name = queue.shift(); name !== undefined; name = queue.shift()) {
-            for (let attempt = 0; ; attempt++) {
-              try {
-                const why = await claim(ref, name);
-                if (why) pending.push(why);
-                break;
-              } catch (e) {
-                if (code(e) !== 409 || attempt >= 5) throw e; // raced with another writer: look again
-              }
-            }
-          }
-        }),
-      );
+      await forEachLimited([...wanted], 16, async (name) => {
+        const why = await retryOnConflict(() => claim(ref, name));
+        if (why) pending.push(why);
+      });
       pending.sort((a, b) => a.node.localeCompare(b.node));
       const res = input.promote?.resources;
       const hasResources = res !== undefined && (res.cpu !== undefined || res.memory !== undefined);
@@ -552,8 +546,12 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       else {
         await drainTenantNode(tenant, VIRTUAL_NODE);
         const ns = hostNamespace(ref);
-        await hostCore.deleteNamespacedResourceQuota({ name: QUOTA_NAME, namespace: ns }).catch(ignore(404));
-        await hostCore.deleteNamespacedLimitRange({ name: LIMIT_RANGE, namespace: ns }).catch(ignore(404));
+        await hostCore
+          .deleteNamespacedResourceQuota({ name: QUOTA_NAME, namespace: ns })
+          .catch(ignoreStatus(404));
+        await hostCore
+          .deleteNamespacedLimitRange({ name: LIMIT_RANGE, namespace: ns })
+          .catch(ignoreStatus(404));
       }
 
       const owned = await ownedNodes(ref);
@@ -595,7 +593,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
           labelSelector: selector,
           body: { gracePeriodSeconds: 0 },
         })
-        .catch(ignore(404));
+        .catch(ignoreStatus(404));
       await until(
         `the host pods in ${ns} to be gone`,
         120_000,
@@ -603,15 +601,10 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
           (await hostCore.listNamespacedPod({ namespace: ns, labelSelector: selector })).items.length === 0,
       );
       for (const node of await ownedNodes(ref)) {
-        for (let attempt = 0; ; attempt++) {
-          try {
-            await release(await hostCore.readNode({ name: node.metadata!.name! }), ref);
-            break;
-          } catch (e) {
-            if (code(e) === 404) break;
-            if (code(e) !== 409 || attempt >= 5) throw e;
-          }
-        }
+        await retryOnConflict(async () => {
+          const fresh = await hostCore.readNode({ name: node.metadata!.name! }).catch(ignoreStatus(404));
+          if (fresh) await release(fresh, ref);
+        });
       }
       log(ref).info('all nodes handed back', { hostNamespace: ns });
     },

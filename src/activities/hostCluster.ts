@@ -3,7 +3,6 @@
  * and the CRD. Everything that talks to the host API server goes through here.
  */
 import {
-  ApiException,
   ApiextensionsV1Api,
   CoreV1Api,
   CustomObjectsApi,
@@ -27,19 +26,13 @@ import {
   type VirtualClusterRef,
   type VirtualClusterStatus,
 } from '../api/virtualCluster.js';
+import { isConflict, isNotFound, reuseConnections, statusCode } from '../api/kubeClient.js';
 import { repoRoot } from '../runtime/binaries.js';
 
 export const FIELD_MANAGER = 'kosmos-vc';
 
 /** A status merge patch: any field may be null to remove it. */
 export type StatusPatch = { [K in keyof VirtualClusterStatus]?: VirtualClusterStatus[K] | null };
-
-export function isNotFound(e: unknown): boolean {
-  return e instanceof ApiException && e.code === 404;
-}
-export function isConflict(e: unknown): boolean {
-  return e instanceof ApiException && e.code === 409;
-}
 
 const merge = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 
@@ -50,6 +43,7 @@ export class HostCluster {
   readonly extensions: ApiextensionsV1Api;
 
   constructor(readonly kubeConfig: KubeConfig) {
+    reuseConnections(kubeConfig);
     this.core = kubeConfig.makeApiClient(CoreV1Api);
     this.custom = kubeConfig.makeApiClient(CustomObjectsApi);
     this.extensions = kubeConfig.makeApiClient(ApiextensionsV1Api);
@@ -79,7 +73,7 @@ export class HostCluster {
    */
   private async replacedOrGone(ref: VirtualClusterRef, e: unknown): Promise<boolean> {
     if (isNotFound(e) || isConflict(e)) return true;
-    if (!(e instanceof ApiException) || e.code !== 422) return false;
+    if (statusCode(e) !== 422) return false;
     const live = await this.getVirtualCluster({ namespace: ref.namespace, name: ref.name });
     return live?.metadata.uid !== ref.uid;
   }

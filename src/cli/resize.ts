@@ -14,7 +14,8 @@
 import { KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { parseArgs } from 'node:util';
 import { GROUP, PLURAL, PromoteResources, VERSION, type VirtualCluster } from '../api/virtualCluster.js';
-import { HostCluster, isConflict } from '../activities/hostCluster.js';
+import { HostCluster } from '../activities/hostCluster.js';
+import { isConflict } from '../api/kubeClient.js';
 
 export class UsageError extends Error {
   override readonly name = 'UsageError';

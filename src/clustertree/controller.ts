@@ -33,9 +33,11 @@ import {
   type V1Secret,
   type V1Service,
 } from '@kubernetes/client-node';
+import { ignoreStatus, statusCode } from '../api/kubeClient.js';
 import type { Logger } from '../worker/logger.js';
 import type { ClusterTreeConfig } from './config.js';
 import {
+  MANAGER,
   ORIGIN_ANNOTATION,
   OriginLabel,
   Promotion,
@@ -63,21 +65,12 @@ import {
   type TenantContext,
   type TokenRequestSpec,
 } from './translate.js';
-import { KeyedQueue } from './queue.js';
-import { MANAGER } from './naming.js';
+import { KeyedQueue, forEachLimited } from './queue.js';
 
 const merge = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 const LEASE_NAMESPACE = 'kube-node-lease';
 const TOKEN_EXPIRES = 'kosmos.io/token-expires';
 const TOKEN_FOR = 'kosmos.io/token-for';
-
-const status = (e: unknown): number | undefined => (e instanceof ApiException ? e.code : undefined);
-const ignore =
-  (...codes: number[]) =>
-  (e: unknown): undefined => {
-    if (codes.includes(status(e) ?? 0)) return undefined;
-    throw e;
-  };
 
 /** The message of an API error's Status body. */
 function hostMessage(e: unknown): string {
@@ -467,17 +460,17 @@ export class ClusterTree {
     const have = this.tenantNodes.get(name);
     if (!want) {
       if (have) {
-        await this.tenantCore.deleteNode({ name }).catch(ignore(404));
+        await this.tenantCore.deleteNode({ name }).catch(ignoreStatus(404));
         await this.tenantLeases
           .deleteNamespacedLease({ name, namespace: LEASE_NAMESPACE })
-          .catch(ignore(404));
+          .catch(ignoreStatus(404));
         this.nodeUids.delete(name);
         this.log.info('node removed from tenant', { node: name });
       }
       return;
     }
     if (!have) {
-      const created = await this.tenantCore.createNode({ body: want }).catch(ignore(409));
+      const created = await this.tenantCore.createNode({ body: want }).catch(ignoreStatus(409));
       if (created) {
         this.nodeUids.set(name, created.metadata!.uid!);
         // Status is not taken from a create: write it now.
@@ -499,30 +492,26 @@ export class ClusterTree {
     return this.tenantNodes.list().map((n) => n.metadata!.name!);
   }
 
-  private async forEachLimited<T>(items: T[], fn: (t: T) => Promise<void>): Promise<void> {
-    let i = 0;
-    const worker = async () => {
-      while (i < items.length) {
-        const item = items[i++]!;
-        await fn(item).catch((e: unknown) => this.log.debug('node heartbeat failed', { error: String(e) }));
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(this.cfg.concurrency, items.length) }, worker));
+  /** Per-node periodic work: one node's failure is logged and does not stop the others. */
+  private async forEachNode(fn: (node: string) => Promise<void>): Promise<void> {
+    await forEachLimited(this.managedNodeNames(), this.cfg.concurrency, (n) =>
+      fn(n).catch((e: unknown) => this.log.debug('node heartbeat failed', { node: n, error: String(e) })),
+    );
   }
 
   private async renewLeases(): Promise<void> {
-    await this.forEachLimited(this.managedNodeNames(), (n) => this.renewLease(n));
+    await this.forEachNode((n) => this.renewLease(n));
   }
 
   private async refreshNodeStatus(): Promise<void> {
-    await this.forEachLimited(this.managedNodeNames(), (n) => this.syncNode(n, true));
+    await this.forEachNode((n) => this.syncNode(n, true));
   }
 
   private async renewLease(node: string): Promise<void> {
     const renewTime = microTime(new Date());
     const patched = await this.tenantLeases
       .patchNamespacedLease({ name: node, namespace: LEASE_NAMESPACE, body: { spec: { renewTime } } }, merge)
-      .catch(ignore(404));
+      .catch(ignoreStatus(404));
     this.heartbeats++;
     if (patched) return;
     const uid = this.nodeUids.get(node) ?? this.tenantNodes.get(node)?.metadata?.uid;
@@ -544,7 +533,7 @@ export class ClusterTree {
           },
         },
       })
-      .catch(ignore(409));
+      .catch(ignoreStatus(409));
   }
 
   // ---- pods ----------------------------------------------------------------------------------
@@ -575,7 +564,7 @@ export class ClusterTree {
             ...(grace !== undefined ? { gracePeriodSeconds: grace } : {}),
           },
         })
-        .catch(ignore(404, 409));
+        .catch(ignoreStatus(404, 409));
     };
 
     if (!tp) {
@@ -600,7 +589,7 @@ export class ClusterTree {
               namespace: this.cfg.hostNamespace,
               body: { gracePeriodSeconds: 0, preconditions: { uid: hp.metadata.uid! } },
             })
-            .catch(ignore(404, 409));
+            .catch(ignoreStatus(404, 409));
           return;
         }
         return deleteHost(tp.metadata.deletionGracePeriodSeconds ?? undefined);
@@ -613,7 +602,7 @@ export class ClusterTree {
           namespace: ns,
           body: { gracePeriodSeconds: 0, preconditions: { uid: tp.metadata.uid! } },
         })
-        .catch(ignore(404, 409));
+        .catch(ignoreStatus(404, 409));
       return;
     }
     const where = this.placement(tp);
@@ -644,11 +633,11 @@ export class ClusterTree {
       try {
         await this.hostCore.createNamespacedPod({ namespace: this.cfg.hostNamespace, body });
       } catch (e) {
-        if (status(e) !== 409) this.creating.delete(hname);
-        if (status(e) === 409) return;
-        if (status(e) !== 403 && status(e) !== 422) throw e;
+        if (statusCode(e) !== 409) this.creating.delete(hname);
+        if (statusCode(e) === 409) return;
+        if (statusCode(e) !== 403 && statusCode(e) !== 422) throw e;
         // The host refused it (quota, pod security): fail the tenant pod as a kubelet would.
-        const reason = status(e) === 403 ? 'HostAdmissionDenied' : 'HostRejected';
+        const reason = statusCode(e) === 403 ? 'HostAdmissionDenied' : 'HostRejected';
         const why = this.tenantView(hostMessage(e), ns, name);
         await this.tenantCore.patchNamespacedPodStatus(
           { name, namespace: ns, body: { status: refusedStatus(new PodRefused(reason, why), new Date()) } },
@@ -666,7 +655,7 @@ export class ClusterTree {
     if (!statusMatches(tp.status, want)) {
       await this.tenantCore
         .patchNamespacedPodStatus({ name, namespace: ns, body: { status: want } }, merge)
-        .catch(ignore(404));
+        .catch(ignoreStatus(404));
     }
     // Container images are the part of a pod spec a tenant may change.
     const images = tp.spec!.containers.map((c) => c.image);
@@ -748,7 +737,7 @@ export class ClusterTree {
     else
       await this.hostCore
         .createNamespacedSecret({ namespace: this.cfg.hostNamespace, body })
-        .catch(ignore(409));
+        .catch(ignoreStatus(409));
   }
 
   private async deleteToken(ns: string, pod: string): Promise<void> {
@@ -756,7 +745,7 @@ export class ClusterTree {
     if (!this.hostSecrets.get(secretName, this.cfg.hostNamespace)) return;
     await this.hostCore
       .deleteNamespacedSecret({ name: secretName, namespace: this.cfg.hostNamespace })
-      .catch(ignore(404));
+      .catch(ignoreStatus(404));
   }
 
   // ---- configmaps, secrets, services ---------------------------------------------------------
@@ -775,12 +764,16 @@ export class ClusterTree {
     const hostNs = this.cfg.hostNamespace;
     if (!t || (!needed && !h && !this.referenced('configMaps', ns, name))) {
       if (h && !t)
-        await this.hostCore.deleteNamespacedConfigMap({ name: hname, namespace: hostNs }).catch(ignore(404));
+        await this.hostCore
+          .deleteNamespacedConfigMap({ name: hname, namespace: hostNs })
+          .catch(ignoreStatus(404));
       return;
     }
     const want = hostConfigMapFor(this.ctx, t);
     if (!h)
-      await this.hostCore.createNamespacedConfigMap({ namespace: hostNs, body: want }).catch(ignore(409));
+      await this.hostCore
+        .createNamespacedConfigMap({ namespace: hostNs, body: want })
+        .catch(ignoreStatus(409));
     else if (!sameData(h, want))
       await this.hostCore.replaceNamespacedConfigMap({ name: hname, namespace: hostNs, body: want });
   }
@@ -793,10 +786,13 @@ export class ClusterTree {
     const want = t ? hostSecretFor(this.ctx, t) : undefined;
     if (!want || (!needed && !h && !this.referenced('secrets', ns, name))) {
       if (h && !want)
-        await this.hostCore.deleteNamespacedSecret({ name: hname, namespace: hostNs }).catch(ignore(404));
+        await this.hostCore
+          .deleteNamespacedSecret({ name: hname, namespace: hostNs })
+          .catch(ignoreStatus(404));
       return;
     }
-    if (!h) await this.hostCore.createNamespacedSecret({ namespace: hostNs, body: want }).catch(ignore(409));
+    if (!h)
+      await this.hostCore.createNamespacedSecret({ namespace: hostNs, body: want }).catch(ignoreStatus(409));
     else if (!sameData(h, want))
       await this.hostCore.replaceNamespacedSecret({ name: hname, namespace: hostNs, body: want });
   }
@@ -809,11 +805,13 @@ export class ClusterTree {
     const want = t ? hostServiceFor(this.ctx, t) : undefined;
     if (!want) {
       if (h)
-        await this.hostCore.deleteNamespacedService({ name: hname, namespace: hostNs }).catch(ignore(404));
+        await this.hostCore
+          .deleteNamespacedService({ name: hname, namespace: hostNs })
+          .catch(ignoreStatus(404));
       return;
     }
     if (!h) {
-      await this.hostCore.createNamespacedService({ namespace: hostNs, body: want }).catch(ignore(409));
+      await this.hostCore.createNamespacedService({ namespace: hostNs, body: want }).catch(ignoreStatus(409));
       return;
     }
     if (
@@ -822,7 +820,9 @@ export class ClusterTree {
     ) {
       if ((h.spec?.clusterIP === 'None') !== (want.spec?.clusterIP === 'None')) {
         // clusterIP is immutable: a change between headless and not needs a new Service.
-        await this.hostCore.deleteNamespacedService({ name: hname, namespace: hostNs }).catch(ignore(404));
+        await this.hostCore
+          .deleteNamespacedService({ name: hname, namespace: hostNs })
+          .catch(ignoreStatus(404));
         return;
       }
       await this.hostCore.patchNamespacedService(
@@ -844,7 +844,7 @@ export class ClusterTree {
       if (from && !this.referenced('configMaps', from.namespace, from.name))
         await this.hostCore
           .deleteNamespacedConfigMap({ name: h.metadata!.name!, namespace: hostNs })
-          .catch(ignore(404));
+          .catch(ignoreStatus(404));
     }
     for (const h of this.hostSecrets.list()) {
       const tokenFor = h.metadata?.annotations?.[TOKEN_FOR];
@@ -863,7 +863,7 @@ export class ClusterTree {
       if (from && !this.referenced('secrets', from.namespace, from.name))
         await this.hostCore
           .deleteNamespacedSecret({ name: h.metadata!.name!, namespace: hostNs })
-          .catch(ignore(404));
+          .catch(ignoreStatus(404));
     }
   }
 }

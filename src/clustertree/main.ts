@@ -10,7 +10,7 @@ import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
 import { createLogger } from '../worker/logger.js';
 import { ClusterTreeConfig } from './config.js';
-import { reuseConnections } from './connections.js';
+import { reuseConnections } from '../api/kubeClient.js';
 import { ClusterTree } from './controller.js';
 
 async function main(): Promise<void> {

@@ -105,3 +105,16 @@ export class KeyedQueue {
     }
   }
 }
+
+/** Runs `fn` over `items`, at most `limit` at a time; rejects with the first failure. */
+export async function forEachLimited<T>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<unknown>,
+): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}

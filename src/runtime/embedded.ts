@@ -108,6 +108,46 @@ export async function startEmbeddedHost(opts: EmbeddedHostOptions): Promise<Embe
   return { kubeconfigPath: admin, layout, nodeNames };
 }
 
+/**
+ * A Node object kwok manages (its stages make it Ready and keep its Lease fresh): linux/amd64
+ * with the given capacity (also its allocatable) and extra labels.
+ */
+export function kwokNode(
+  name: string,
+  opts: { capacity: Record<string, string>; labels?: Record<string, string> },
+): V1Node {
+  return {
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: {
+      name,
+      annotations: { [KWOK_ANNOTATION]: 'fake', 'node.alpha.kubernetes.io/ttl': '0' },
+      labels: {
+        'kubernetes.io/hostname': name,
+        'kubernetes.io/os': 'linux',
+        'kubernetes.io/arch': 'amd64',
+        ...opts.labels,
+      },
+    },
+    status: {
+      allocatable: opts.capacity,
+      capacity: opts.capacity,
+      nodeInfo: {
+        architecture: 'amd64',
+        operatingSystem: 'linux',
+        kubeletVersion: 'fake',
+        kubeProxyVersion: 'fake',
+        bootID: '',
+        containerRuntimeVersion: '',
+        kernelVersion: '',
+        machineID: '',
+        osImage: '',
+        systemUUID: '',
+      },
+    },
+  };
+}
+
 /** Creates kwok-node-0..N-1 unless they exist. */
 export async function ensureKwokNodes(kubeconfig: string, count: number): Promise<string[]> {
   const kc = new KubeConfig();
@@ -119,37 +159,10 @@ export async function ensureKwokNodes(kubeconfig: string, count: number): Promis
     const name = `kwok-node-${i}`;
     names.push(name);
     if (existing.has(name)) continue;
-    const node: V1Node = {
-      apiVersion: 'v1',
-      kind: 'Node',
-      metadata: {
-        name,
-        annotations: { [KWOK_ANNOTATION]: 'fake', 'node.alpha.kubernetes.io/ttl': '0' },
-        labels: {
-          'kubernetes.io/hostname': name,
-          'kubernetes.io/os': 'linux',
-          'kubernetes.io/arch': 'amd64',
-          'node.kubernetes.io/instance-type': 'kwok',
-          type: 'kwok',
-        },
-      },
-      status: {
-        allocatable: { cpu: '32', memory: '256Gi', pods: '110' },
-        capacity: { cpu: '32', memory: '256Gi', pods: '110' },
-        nodeInfo: {
-          architecture: 'amd64',
-          operatingSystem: 'linux',
-          kubeletVersion: 'fake',
-          kubeProxyVersion: 'fake',
-          bootID: '',
-          containerRuntimeVersion: '',
-          kernelVersion: '',
-          machineID: '',
-          osImage: '',
-          systemUUID: '',
-        },
-      },
-    };
+    const node = kwokNode(name, {
+      labels: { 'node.kubernetes.io/instance-type': 'kwok', type: 'kwok' },
+      capacity: { cpu: '32', memory: '256Gi', pods: '110' },
+    });
     await core.createNode({ body: node });
   }
   return names;

@@ -16,7 +16,8 @@ import {
   VirtualCluster,
   type VirtualClusterRef,
 } from '../api/virtualCluster.js';
-import { isConflict, isNotFound, type HostCluster } from '../activities/hostCluster.js';
+import { isConflict, isNotFound } from '../api/kubeClient.js';
+import type { HostCluster } from '../activities/hostCluster.js';
 import type { Logger } from '../worker/logger.js';
 import {
   deleteRequestedSignal,

@@ -99,10 +99,12 @@ export async function virtualClusterWorkflow(
     conditions: [],
   };
   let { phase, reason, message, allocation, endpoint, promoted, appliedPromotion } = carried;
-  /** Named nodes still waiting (missing, taken, refused) or a failed resize: try again later. */
-  let promotionIncomplete =
-    (promoted?.pending.length ?? 0) > 0 ||
-    (phase === 'Ready' && appliedPromotion !== JSON.stringify(spec.promoteResources ?? {}));
+  /**
+   * Named nodes still waiting (missing, taken, refused), or the spec not applied (a failed resize
+   * leaves appliedPromotion unset): try again later.
+   */
+  const promotionIncomplete = (): boolean =>
+    (promoted?.pending.length ?? 0) > 0 || appliedPromotion !== JSON.stringify(spec.promoteResources ?? {});
   const started: StepName[] = [...carried.started];
   const conditions = new Map<string, Condition>(carried.conditions.map((c) => [c.type, c]));
   const stepState = new Map<StepName, { state: StepState; message?: string }>();
@@ -228,7 +230,6 @@ export async function virtualClusterWorkflow(
       endpoint = undefined;
       promoted = undefined;
       appliedPromotion = undefined;
-      promotionIncomplete = false;
     });
   }
 
@@ -288,7 +289,6 @@ export async function virtualClusterWorkflow(
       cpu: result.capacity.cpu,
       memory: result.capacity.memory,
     } satisfies PromotedStatus;
-    promotionIncomplete = result.pending.length > 0;
     const what = `${result.nodes.length} node(s)${result.virtualNode ? ' and a virtual node' : ''}`;
     if (result.pending.length === 0) {
       setCondition(
@@ -318,7 +318,7 @@ export async function virtualClusterWorkflow(
     } catch (err) {
       if (deleteRequested) return;
       const f = describeFailure(err);
-      promotionIncomplete = true;
+      appliedPromotion = undefined;
       setCondition('NodesPromoted', false, f.reason, `resize failed, will retry: ${f.message}`);
       await report('Ready', 'ResizeFailed', f.message);
     }
@@ -343,7 +343,7 @@ export async function virtualClusterWorkflow(
     if (deleteRequested) continue;
     const wake = () =>
       deleteRequested || retryRequested || pendingSpec !== undefined || workflowInfo().continueAsNewSuggested;
-    if (phase === 'Ready' && promotionIncomplete) {
+    if (phase === 'Ready' && promotionIncomplete()) {
       // Named nodes are missing or taken: look again from time to time.
       if (!(await condition(wake, input.promotionRetryMs ?? DEFAULT_PROMOTION_RETRY_MS))) {
         await repromote('promoting the nodes that were not available');

@@ -29,6 +29,7 @@ import {
   host,
   kubectl,
   newStateDir,
+  refOf,
   run,
   tenantCore,
   tenantKubeconfig,
@@ -52,12 +53,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await operator?.stop({ stopTenants: true });
   await deleteNodes(NODES);
-});
-
-const refOf = (vc: VirtualCluster): VirtualClusterRef => ({
-  namespace: vc.metadata.namespace,
-  name: vc.metadata.name,
-  uid: vc.metadata.uid,
 });
 
 const isReady = (n: V1Node | V1Pod): boolean =>

@@ -3,8 +3,6 @@
  * tenant etcd / kube-apiserver / kube-controller-manager / kube-scheduler, real kubectl.
  */
 import { randomUUID } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kubeconfigSecretName } from '../../src/activities/index.js';
 import type { TenantAllocation } from '../../src/activities/types.js';
@@ -25,6 +23,7 @@ import {
   pathExists,
   processesMentioning,
   statusAs,
+  tenantKubeconfig,
   testOperator,
   waitForGone,
   waitForPhase,
@@ -42,12 +41,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await operator?.stop({ stopTenants: true });
 });
-
-async function tenantKubeconfigFile(name: string, vcKubeconfigB64: string): Promise<string> {
-  const file = join(stateDir, `${name}.kubeconfig`);
-  await writeFile(file, Buffer.from(vcKubeconfigB64, 'base64'), { mode: 0o600 });
-  return file;
-}
 
 async function allocationOf(name: string): Promise<TenantAllocation> {
   const vc = await host().getVirtualCluster({ namespace, name });
@@ -79,7 +72,7 @@ describe('VirtualCluster lifecycle', () => {
       KubeconfigPublished: 'True',
     });
 
-    const kubeconfig = await tenantKubeconfigFile('tenant1', vc.spec.kubeconfig!);
+    const kubeconfig = await tenantKubeconfig(stateDir, vc);
     const namespaces = await kubectl(kubeconfig, 'get', 'ns', '-o', 'name');
     expect(namespaces).toContain('namespace/kube-system');
     await kubectl(kubeconfig, 'create', 'ns', 'team-a');

@@ -8,7 +8,7 @@ import type { V1Pod } from '@kubernetes/client-node';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QUOTA_NAME, VIRTUAL_NODE } from '../../src/activities/clusterTree.js';
-import { parseQuantity, type VirtualCluster, type VirtualClusterRef } from '../../src/api/virtualCluster.js';
+import { parseQuantity, type VirtualCluster } from '../../src/api/virtualCluster.js';
 import { Promotion, hostName, hostNamespace } from '../../src/clustertree/naming.js';
 import type { Operator } from '../../src/worker/operator.js';
 import {
@@ -21,6 +21,7 @@ import {
   host,
   kubectl,
   newStateDir,
+  refOf,
   tenantCore,
   tenantKubeconfig,
   testOperator,
@@ -51,11 +52,6 @@ afterAll(async () => {
   await deleteNodes(ALL);
 });
 
-const refOf = (vc: VirtualCluster): VirtualClusterRef => ({
-  namespace: vc.metadata.namespace,
-  name: vc.metadata.name,
-  uid: vc.metadata.uid,
-});
 const condition = (vc: VirtualCluster | undefined, type: string) =>
   vc?.status?.conditions?.find((c) => c.type === type);
 

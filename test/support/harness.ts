@@ -18,10 +18,11 @@ import {
   VERSION,
   VirtualCluster,
   type Phase,
+  type VirtualClusterRef,
 } from '../../src/api/virtualCluster.js';
 import { HostCluster } from '../../src/activities/hostCluster.js';
 import { resolveBinaries, type Binaries } from '../../src/runtime/binaries.js';
-import { KWOK_ANNOTATION } from '../../src/runtime/embedded.js';
+import { kwokNode } from '../../src/runtime/embedded.js';
 import { createLogger } from '../../src/worker/logger.js';
 import { startOperator, type Operator } from '../../src/worker/operator.js';
 
@@ -238,32 +239,23 @@ export async function statusAs(
 /** Simulated host nodes (kwok manages them): Ready, 32 CPU / 256Gi, optional extra labels. */
 export async function createKwokNodes(names: string[], labels: Record<string, string> = {}): Promise<void> {
   const core = hostKubeConfig().makeApiClient(CoreV1Api);
-  for (const name of names) {
+  for (const name of names)
     await core.createNode({
-      body: {
-        metadata: {
-          name,
-          annotations: { [KWOK_ANNOTATION]: 'fake' },
-          labels: {
-            'kubernetes.io/hostname': name,
-            'kubernetes.io/os': 'linux',
-            'kubernetes.io/arch': 'amd64',
-            ...labels,
-          },
-        },
-        status: {
-          allocatable: { cpu: '32', memory: '256Gi', pods: '110' },
-          capacity: { cpu: '32', memory: '256Gi', pods: '110' },
-        },
-      },
+      body: kwokNode(name, { labels, capacity: { cpu: '32', memory: '256Gi', pods: '110' } }),
     });
-  }
 }
 
 export async function deleteNodes(names: string[]): Promise<void> {
   const core = hostKubeConfig().makeApiClient(CoreV1Api);
   for (const name of names) await core.deleteNode({ name }).catch(() => undefined);
 }
+
+/** The identity of a VirtualCluster as the API server returned it. */
+export const refOf = (vc: VirtualCluster): VirtualClusterRef => ({
+  namespace: vc.metadata.namespace,
+  name: vc.metadata.name,
+  uid: vc.metadata.uid,
+});
 
 /** Writes a VirtualCluster's admin kubeconfig (spec.kubeconfig) to a file for kubectl. */
 export async function tenantKubeconfig(dir: string, vc: VirtualCluster): Promise<string> {

@@ -1,0 +1,72 @@
+/**
+ * What every benchmark runs against: a Temporal dev server, the embedded host cluster (no kwok
+ * nodes; each benchmark makes its own) and an operator watching `default`, all under one
+ * temporary directory that close() removes after stopping everything by PID.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { resolveBinaries, type Binaries } from '../src/runtime/binaries.js';
+import { startEmbeddedHost, startTemporalDevServer } from '../src/runtime/embedded.js';
+import { PortAllocator } from '../src/runtime/ports.js';
+import { ProcessRuntime } from '../src/runtime/processRuntime.js';
+import type { Logger } from '../src/worker/logger.js';
+import { startOperator, type Operator } from '../src/worker/operator.js';
+
+export interface BenchEnvironment {
+  root: string;
+  binaries: Binaries;
+  ports: PortAllocator;
+  operator: Operator;
+  close(): Promise<void>;
+}
+
+export async function startBenchEnvironment(opts: {
+  prefix: string;
+  taskQueue: string;
+  logger: Logger;
+  /** Host and tenant etcds skip fsync (measures kosmos-vc, not the disk). */
+  etcdUnsafeNoFsync?: boolean;
+}): Promise<BenchEnvironment> {
+  const root = await mkdtemp(join(tmpdir(), opts.prefix));
+  const binaries = await resolveBinaries();
+  const embedded = new ProcessRuntime({ root: join(root, 'embedded'), logger: opts.logger });
+  const ports = new PortAllocator(join(root, 'ports.json'));
+  const noFsync = opts.etcdUnsafeNoFsync ? { etcdUnsafeNoFsync: true } : {};
+  let operator: Operator | undefined;
+  const close = async () => {
+    await operator?.stop({ stopTenants: true });
+    await embedded.shutdown();
+    await rm(root, { recursive: true, force: true });
+  };
+  try {
+    process.stderr.write('starting Temporal dev server, host cluster and operator...\n');
+    const [port, httpPort] = (await ports.allocate('temporal', 2)) as [number, number];
+    const temporal = await startTemporalDevServer({ runtime: embedded, binaries, port, httpPort });
+    const host = await startEmbeddedHost({
+      dir: join(root, 'host'),
+      runtime: embedded,
+      binaries,
+      ports,
+      logger: opts.logger,
+      kwokNodes: 0,
+      ...noFsync,
+    });
+    operator = await startOperator({
+      applyCRD: true,
+      kubeconfigPath: host.kubeconfigPath,
+      temporalAddress: temporal.address,
+      temporalNamespace: 'default',
+      taskQueue: opts.taskQueue,
+      stateDir: join(root, 'operator'),
+      logger: opts.logger,
+      binaries,
+      watchNamespace: 'default',
+      ...noFsync,
+    });
+    return { root, binaries, ports, operator, close };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}
