@@ -37,13 +37,14 @@ import {
   tenantHash,
 } from '../clustertree/naming.js';
 import { issueCertificate } from '../pki/certificates.js';
-import { PkiFile, loadPair } from '../pki/controlPlanePki.js';
+import { PkiFile, certPath, loadPair } from '../pki/controlPlanePki.js';
 import { renderKubeconfig } from '../pki/kubeconfig.js';
 import { apiserverURL, kubeconfigPath, pkiDir, type ControlPlaneLayout } from '../runtime/controlPlane.js';
 import type { PortAllocator } from '../runtime/ports.js';
 import type { ComponentSpec, ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
 import { FIELD_MANAGER, type HostCluster } from './hostCluster.js';
+import { TENANT_API_PORT, hostNamespaceObject, type TenantNetwork } from './tenantNetwork.js';
 import { FailureType, type PendingNode, type PromotionResult, type StepInput } from './types.js';
 
 export const CLUSTERTREE_USER = 'kosmos-vc:clustertree';
@@ -78,6 +79,8 @@ export interface ClusterTreeDeps {
   tenantDir: (ref: VirtualClusterRef) => string;
   readinessTimeoutMs: number;
   timings?: ClusterTreeTimings;
+  /** Tenant API and DNS for pods; undefined where no host pod can reach this machine. */
+  network?: TenantNetwork;
 }
 
 /** The tenant's admin clients, from the kubeconfig the control-plane steps wrote. */
@@ -128,7 +131,9 @@ function tenantRbac(): KubernetesObject[] {
     { apiGroups: [''], resources: ['nodes/status'], verbs: ['get', 'update', 'patch'] },
     { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch', 'delete'] },
     { apiGroups: [''], resources: ['pods/status'], verbs: ['get', 'update', 'patch'] },
-    { apiGroups: [''], resources: ['configmaps', 'secrets', 'services'], verbs: ['get', 'list', 'watch'] },
+    { apiGroups: [''], resources: ['configmaps', 'secrets'], verbs: ['get', 'list', 'watch'] },
+    // Services are re-created with their host ClusterIP (see the controller's readdress).
+    { apiGroups: [''], resources: ['services'], verbs: ['get', 'list', 'watch', 'create', 'delete'] },
     { apiGroups: [''], resources: ['serviceaccounts/token'], verbs: ['create'] },
     { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] },
     {
@@ -159,21 +164,7 @@ function hostRbac(ref: VirtualClusterRef, ns: string): KubernetesObject[] {
   const all = ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete', 'deletecollection'];
   const sa = { kind: 'ServiceAccount', name: HOST_SA, namespace: ns };
   return [
-    {
-      apiVersion: 'v1',
-      kind: 'Namespace',
-      metadata: {
-        name: ns,
-        labels: {
-          ...labels,
-          // Backstop for clusterTree's own checks: the host refuses privileged tenant pods too.
-          'pod-security.kubernetes.io/enforce': 'baseline',
-          'pod-security.kubernetes.io/enforce-version': 'latest',
-          'kosmos.io/virtual-cluster': ref.name,
-          'kosmos.io/virtual-cluster-namespace': ref.namespace,
-        },
-      },
-    },
+    hostNamespaceObject(ref),
     { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: HOST_SA, namespace: ns, labels } },
     {
       apiVersion: 'rbac.authorization.k8s.io/v1',
@@ -182,6 +173,13 @@ function hostRbac(ref: VirtualClusterRef, ns: string): KubernetesObject[] {
       rules: [
         { apiGroups: [''], resources: ['pods', 'configmaps', 'secrets', 'services'], verbs: all },
         { apiGroups: [''], resources: ['resourcequotas'], verbs: ['get', 'list', 'watch'] },
+        // The tenant nodes' kubelet API: logs, exec, attach and port-forward of the host pods.
+        { apiGroups: [''], resources: ['pods/log'], verbs: ['get'] },
+        {
+          apiGroups: [''],
+          resources: ['pods/exec', 'pods/attach', 'pods/portforward'],
+          verbs: ['get', 'create'],
+        },
       ],
     },
     {
@@ -297,11 +295,42 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
     return file;
   }
 
+  /**
+   * The tenant nodes' kubelet endpoint: clusterTree serves it on the operator's machine, next to
+   * the tenant apiserver that calls it, with a serving certificate of the tenant CA (issued once).
+   */
+  async function kubeletEndpoint(l: ControlPlaneLayout, port: number) {
+    const pki = pkiDir(l);
+    const address = '127.0.0.1';
+    const certFile = join(pki, 'clustertree-kubelet.crt');
+    const keyFile = join(pki, 'clustertree-kubelet.key');
+    if (!(await readFile(certFile, 'utf8').catch(() => undefined))) {
+      const ca = await loadPair(pki, PkiFile.ca);
+      const leaf = await issueCertificate(ca, {
+        commonName: 'kosmos-vc-clustertree-kubelet',
+        usage: 'server',
+        ipAddresses: [address],
+      });
+      await writeFile(keyFile, leaf.keyPem, { mode: 0o600 });
+      await writeFile(certFile, leaf.certPem);
+    }
+    return { address, port, certFile, keyFile, clientCAFile: certPath(pki, PkiFile.ca) };
+  }
+
+  /** The tenant API address and DNS clusterTree gives host pods (starting the tenant's DNS). */
+  async function podNetwork(input: StepInput, l: ControlPlaneLayout) {
+    const net = deps.network;
+    if (!net) return {};
+    const clusterIP = await net.apiClusterIP(input.ref);
+    const clusterDNS = await net.startDns(input.ref, deps.tenantId(input.ref), l);
+    return { ...(clusterIP ? { tenantApi: { clusterIP, port: TENANT_API_PORT } } : {}), clusterDNS };
+  }
+
   async function clusterTreeSpec(input: StepInput): Promise<ComponentSpec> {
     const { ref } = input;
     const l = deps.layoutOf(input);
     const ns = hostNamespace(ref);
-    const [port] = await deps.ports.allocate(portOwner(ref), 1);
+    const [port, kubeletPort] = await deps.ports.allocate(portOwner(ref), 2);
     const dir = join(l.dir, 'clustertree');
     await mkdir(dir, { recursive: true, mode: 0o700 });
 
@@ -329,6 +358,8 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       tenantKubeconfig,
       hostKubeconfig,
       listen: { address: '127.0.0.1', port: port! },
+      kubelet: await kubeletEndpoint(l, kubeletPort!),
+      ...(await podNetwork(input, l)),
       virtualNodeName: VIRTUAL_NODE,
       quotaName: QUOTA_NAME,
       ...deps.timings,
@@ -499,6 +530,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
     async removeClusterTree(input: { ref: VirtualClusterRef }): Promise<void> {
       const { ref } = input;
       await deps.runtime.stop(deps.tenantId(ref), 'clustertree');
+      await deps.network?.stopDns(deps.tenantId(ref));
       const ns = hostNamespace(ref);
       await hostCore.deleteNamespace({ name: ns }).catch(ignoreStatus(404));
       await hostRbacApi.deleteClusterRoleBinding({ name: `${NODE_READER}:${ns}` }).catch(ignoreStatus(404));
@@ -585,6 +617,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
     async demoteAll(input: { ref: VirtualClusterRef }): Promise<void> {
       const { ref } = input;
       await deps.runtime.stop(deps.tenantId(ref), 'clustertree');
+      await deps.network?.stopDns(deps.tenantId(ref));
       const ns = hostNamespace(ref);
       const selector = `${OriginLabel.tenant}=${tenantHash(ref)}`;
       await hostCore

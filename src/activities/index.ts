@@ -23,7 +23,10 @@ import {
 import { PortAllocator, PortsExhaustedError } from '../runtime/ports.js';
 import { ComponentExitedError, type ComponentSpec, type ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
+import { ignoreStatus } from '../api/kubeClient.js';
+import { hostNamespace } from '../clustertree/naming.js';
 import { createClusterTreeActivities, type ClusterTreeTimings } from './clusterTree.js';
+import { createTenantNetwork, dnsPortOwner } from './tenantNetwork.js';
 import type { HostCluster } from './hostCluster.js';
 import {
   FailureType,
@@ -49,6 +52,11 @@ export interface ActivityDeps {
   etcdUnsafeNoFsync?: boolean;
   /** clusterTree's heartbeat and resync periods (tests shorten them). */
   clusterTree?: ClusterTreeTimings;
+  /**
+   * An address of this machine host pods can reach (the real node's): tenant API servers and
+   * tenant DNS are offered to tenant pods there. Unset: tenants get neither (simulated nodes only).
+   */
+  nodeAddress?: string;
 }
 
 export const KUBECONFIG_SECRET_KEY = 'kubeconfig';
@@ -117,6 +125,8 @@ export function createActivities(deps: ActivityDeps) {
     address: a.address,
     ports: a.ports,
     serviceCIDR: a.serviceCIDR,
+    // Pods reach the API server on the node address: listen there too, not only on loopback.
+    ...(deps.nodeAddress ? { bindAddress: '0.0.0.0' } : {}),
     ...(deps.etcdUnsafeNoFsync ? { etcdUnsafeNoFsync: true } : {}),
   });
 
@@ -140,6 +150,17 @@ export function createActivities(deps: ActivityDeps) {
     return { pid: status.pid };
   }
 
+  const network = deps.nodeAddress
+    ? createTenantNetwork({
+        host: deps.host,
+        runtime: deps.runtime,
+        ports,
+        nodeAddress: deps.nodeAddress,
+        coredns: async () => (await bins()).coredns,
+        readinessTimeoutMs,
+      })
+    : undefined;
+
   const clusterTree = createClusterTreeActivities({
     host: deps.host,
     runtime: deps.runtime,
@@ -151,6 +172,7 @@ export function createActivities(deps: ActivityDeps) {
     tenantDir: (ref) => join(tenantsDir, tenantId(ref)),
     readinessTimeoutMs,
     ...(deps.clusterTree ? { timings: deps.clusterTree } : {}),
+    ...(network ? { network } : {}),
   });
 
   return withHeartbeats({
@@ -205,6 +227,9 @@ export function createActivities(deps: ActivityDeps) {
       await rm(join(tenantsDir, id), { recursive: true, force: true });
       await ports.release(id);
       await ports.release(`${id}/clustertree`);
+      await ports.release(dnsPortOwner(id));
+      // The host namespace exists from issueCertificates on (the tenant API's Service).
+      await deps.host.core.deleteNamespace({ name: hostNamespace(input.ref) }).catch(ignoreStatus(404));
       log(input.ref).info('released', { id });
     },
 
@@ -212,11 +237,15 @@ export function createActivities(deps: ActivityDeps) {
       input: IssueCertificatesInput,
     ): Promise<{ caFingerprint: string; reissued: boolean }> {
       const l = layout(input.allocation);
+      // Pods call the API server at its host Service's ClusterIP: that address must be a SAN.
+      const podAddress = network
+        ? await network.apiService(input.ref, input.allocation.ports.apiserver)
+        : undefined;
       const result = await writeControlPlanePki(pkiDir(l), {
         clusterName: input.allocation.id,
         serviceCIDR: input.allocation.serviceCIDR,
         advertiseAddress: input.allocation.address,
-        extraSANs: input.spec.certSANs ?? [],
+        extraSANs: [...(input.spec.certSANs ?? []), ...(podAddress ? [podAddress] : [])],
       });
       await writeKubeconfigs(l);
       return { caFingerprint: result.caFingerprint, reissued: result.reissued };

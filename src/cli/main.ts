@@ -44,6 +44,7 @@ function operatorOptions(env: OperatorEnv, stateDir: string) {
     readinessTimeoutMs: env.KOSMOS_VC_READINESS_TIMEOUT_SECONDS * 1000,
     etcdUnsafeNoFsync: env.KOSMOS_VC_ETCD_UNSAFE_NO_FSYNC,
     ...(env.KOSMOS_VC_WATCH_NAMESPACE ? { watchNamespace: env.KOSMOS_VC_WATCH_NAMESPACE } : {}),
+    ...(env.KOSMOS_VC_NODE_ADDRESS ? { nodeAddress: env.KOSMOS_VC_NODE_ADDRESS } : {}),
   };
 }
 
@@ -91,6 +92,8 @@ async function up(): Promise<void> {
   });
   const ports = new PortAllocator(join(stateDir, 'ports.json'));
   let operator: Operator | undefined;
+  let stopHost = (): Promise<void> => Promise.resolve();
+  let nodeAddress = env.KOSMOS_VC_NODE_ADDRESS;
 
   const start = async (): Promise<void> => {
     let kubeconfig = env.KUBECONFIG;
@@ -103,8 +106,11 @@ async function up(): Promise<void> {
         ports,
         logger,
         kwokNodes: 3,
+        realNode: env.KOSMOS_VC_REAL_NODE,
       });
+      stopHost = () => host.stop();
       kubeconfig = host.kubeconfigPath;
+      if (host.realNode) nodeAddress ??= host.realNode.layout.nodeIP;
     }
     let temporalAddress = env.TEMPORAL_ADDRESS;
     let uiUrl: string | undefined;
@@ -128,6 +134,7 @@ async function up(): Promise<void> {
     operator = await startOperator({
       ...operatorOptions(env, stateDir),
       applyCRD: true,
+      ...(nodeAddress ? { nodeAddress } : {}),
       kubeconfigPath: kubeconfig,
       temporalAddress,
       binaries,
@@ -151,6 +158,7 @@ async function up(): Promise<void> {
 
   await supervise(start, async () => {
     await operator?.stop({ stopTenants: true });
+    await stopHost();
     await embedded.shutdown();
   });
 }

@@ -13,6 +13,23 @@ export const ClusterTreeConfig = z.object({
   /** The host API server, as the tenant namespace's clusterTree service account. */
   hostKubeconfig: z.string().min(1),
   listen: z.object({ address: z.string(), port: z.number().int().positive() }),
+  /**
+   * The kubelet endpoint of the tenant's nodes (logs, exec, attach, port-forward), advertised in
+   * their status; TLS with a serving certificate of the tenant CA, clients from the tenant CA.
+   */
+  kubelet: z
+    .object({
+      address: z.string(),
+      port: z.number().int().positive(),
+      certFile: z.string(),
+      keyFile: z.string(),
+      clientCAFile: z.string(),
+    })
+    .optional(),
+  /** Where pods reach the tenant API server (host ClusterIP and port of its Service). */
+  tenantApi: z.object({ clusterIP: z.string(), port: z.number().int().positive() }).optional(),
+  /** The tenant's DNS Service address: host pods of ClusterFirst pods resolve through it. */
+  clusterDNS: z.string().optional(),
   /** The tenant node standing for spec.promoteResources.resources. */
   virtualNodeName: z.string().min(1),
   /** The ResourceQuota in the host namespace that caps the promoted resources. */

@@ -134,6 +134,11 @@ export class ClusterTree {
    * twice the usage until its controller's next full resync), so a second create is not sent.
    */
   private readonly creating = new Map<string, number>();
+  /**
+   * Tenant Services being re-created with their host ClusterIP: until the tenant informer shows
+   * the new one, its absence is not a deletion (the host Service, and so the IP, must stay).
+   */
+  private readonly readdressing = new Map<string, number>();
   private stopped = false;
   private ready = false;
   private syncErrors = 0;
@@ -157,7 +162,12 @@ export class ClusterTree {
     hostKc: KubeConfig,
     private readonly log: Logger,
   ) {
-    this.ctx = { tenant: cfg.tenant, hostNamespace: cfg.hostNamespace };
+    this.ctx = {
+      tenant: cfg.tenant,
+      hostNamespace: cfg.hostNamespace,
+      ...(cfg.tenantApi ? { tenantApi: cfg.tenantApi } : {}),
+      ...(cfg.clusterDNS ? { clusterDNS: cfg.clusterDNS } : {}),
+    };
     this.tenantCore = tenantKc.makeApiClient(CoreV1Api);
     this.tenantLeases = tenantKc.makeApiClient(CoordinationV1Api);
     this.hostCore = hostKc.makeApiClient(CoreV1Api);
@@ -392,6 +402,13 @@ export class ClusterTree {
     return this.ready;
   }
 
+  /** The host pod of a tenant pod clusterTree runs (what the kubelet endpoint serves), if any. */
+  hostPodOf(namespace: string, name: string): { namespace: string; name: string } | undefined {
+    const pod = this.tenantPods.get(name, namespace);
+    if (!pod || !this.placement(pod)) return undefined;
+    return { namespace: this.cfg.hostNamespace, name: hostName(namespace, name) };
+  }
+
   private enqueueAll(): void {
     for (const n of this.hostNodes.list()) this.queue.add(`node/${n.metadata!.name!}`);
     for (const n of this.tenantNodes.list()) this.queue.add(`node/${n.metadata!.name!}`);
@@ -448,10 +465,10 @@ export class ClusterTree {
       const hard = this.hostQuotas.get(this.cfg.quotaName, this.cfg.hostNamespace)?.spec?.hard;
       const cpu = hard?.['requests.cpu'];
       const memory = hard?.['requests.memory'];
-      return cpu && memory ? virtualNode(name, { cpu, memory }, now) : undefined;
+      return cpu && memory ? virtualNode(name, { cpu, memory }, now, this.cfg.kubelet) : undefined;
     }
     const host = this.hostNodes.get(name);
-    return host ? tenantNodeFor(host, now) : undefined;
+    return host ? tenantNodeFor(host, now, this.cfg.kubelet) : undefined;
   }
 
   private async syncNode(name: string, heartbeat = false): Promise<void> {
@@ -616,7 +633,7 @@ export class ClusterTree {
       if (phase === 'Succeeded' || phase === 'Failed') return; // finished: nothing to run again
       let body: V1Pod;
       try {
-        body = hostPodFor(this.ctx, tp, where.hostNode);
+        body = hostPodFor(this.ctx, tp, where.hostNode, this.tenantServices.list());
       } catch (e) {
         if (!(e instanceof PodRefused)) throw e;
         await this.tenantCore.patchNamespacedPodStatus(
@@ -799,10 +816,18 @@ export class ClusterTree {
 
   private async syncService(ns: string, name: string): Promise<void> {
     const t = this.tenantServices.get(name, ns);
+    const key = `${ns}/${name}`;
+    if (ns === 'default' && name === 'kubernetes') {
+      // The tenant API server's own Service: its host counterpart is the operator's.
+      if (t && this.cfg.tenantApi) await this.readdress(t, this.cfg.tenantApi.clusterIP, undefined);
+      return;
+    }
     const hname = hostName(ns, name);
     const hostNs = this.cfg.hostNamespace;
     const h = this.hostServices.get(hname, hostNs);
     const want = t ? hostServiceFor(this.ctx, t) : undefined;
+    if (!t && Date.now() - (this.readdressing.get(key) ?? 0) < 30_000) return;
+    this.readdressing.delete(key);
     if (!want) {
       if (h)
         await this.hostCore
@@ -811,9 +836,13 @@ export class ClusterTree {
       return;
     }
     if (!h) {
-      await this.hostCore.createNamespacedService({ namespace: hostNs, body: want }).catch(ignoreStatus(409));
+      const created = await this.hostCore
+        .createNamespacedService({ namespace: hostNs, body: want })
+        .catch(ignoreStatus(409));
+      if (created && t) await this.readdress(t, created.spec?.clusterIP, created);
       return;
     }
+    await this.readdress(t!, h.spec?.clusterIP, h);
     if (
       serviceShape(h) !== serviceShape(want) ||
       (h.spec?.clusterIP === 'None') !== (want.spec?.clusterIP === 'None')
@@ -833,6 +862,56 @@ export class ClusterTree {
         },
         merge,
       );
+    }
+  }
+
+  /**
+   * Gives a tenant Service the ClusterIP (and node ports) of its host Service, so the address the
+   * tenant sees, resolves and puts in environments is the one that carries traffic. ClusterIP is
+   * immutable: the tenant Service is re-created, as vcluster's syncer does.
+   */
+  private async readdress(t: V1Service, ip: string | undefined, h: V1Service | undefined): Promise<void> {
+    const s = t.spec ?? {};
+    if (!ip || ip === 'None' || s.type === 'ExternalName' || s.clusterIP === 'None') return;
+    const hostPorts = new Map(
+      (h?.spec?.ports ?? []).map((p) => [`${p.protocol ?? 'TCP'}/${p.port}`, p.nodePort]),
+    );
+    const ports = (s.ports ?? []).map((p) => {
+      const nodePort = hostPorts.get(`${p.protocol ?? 'TCP'}/${p.port}`);
+      return nodePort && (s.type === 'NodePort' || s.type === 'LoadBalancer') ? { ...p, nodePort } : p;
+    });
+    const portsMatch = ports.every((p, i) => p.nodePort === s.ports?.[i]?.nodePort);
+    if (s.clusterIP === ip && portsMatch) return;
+    const ns = t.metadata!.namespace!;
+    const name = t.metadata!.name!;
+    const body: V1Service = {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: {
+        name,
+        namespace: ns,
+        ...(t.metadata?.labels ? { labels: t.metadata.labels } : {}),
+        ...(t.metadata?.annotations ? { annotations: t.metadata.annotations } : {}),
+      },
+      spec: { ...s, clusterIP: ip, clusterIPs: [ip], ports },
+    };
+    delete body.spec!.healthCheckNodePort;
+    this.readdressing.set(`${ns}/${name}`, Date.now());
+    await this.tenantCore
+      .deleteNamespacedService({ name, namespace: ns, body: { preconditions: { uid: t.metadata!.uid! } } })
+      .catch(ignoreStatus(404, 409));
+    try {
+      await this.tenantCore.createNamespacedService({ namespace: ns, body });
+      this.log.info('tenant service takes its host ClusterIP', { service: `${ns}/${name}`, clusterIP: ip });
+    } catch (e) {
+      // 409: someone (the tenant apiserver for `kubernetes`) re-created it first: the next sync
+      // sees the wrong address again and retries. 422: the host's IP is outside the tenant's range.
+      if (statusCode(e) === 422)
+        this.log.warn('tenant service cannot take its host ClusterIP', {
+          service: `${ns}/${name}`,
+          error: hostMessage(e),
+        });
+      else throw e;
     }
   }
 

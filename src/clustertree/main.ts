@@ -12,6 +12,7 @@ import { createLogger } from '../worker/logger.js';
 import { ClusterTreeConfig } from './config.js';
 import { reuseConnections } from '../api/kubeClient.js';
 import { ClusterTree } from './controller.js';
+import { KubeletServer } from './kubeletServer.js';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { config: { type: 'string' } } });
@@ -26,7 +27,21 @@ async function main(): Promise<void> {
     k.loadFromFile(file);
     return reuseConnections(k);
   };
-  const tree = new ClusterTree(cfg, kc(cfg.tenantKubeconfig), kc(cfg.hostKubeconfig), log);
+  const hostKc = kc(cfg.hostKubeconfig);
+  const tree = new ClusterTree(cfg, kc(cfg.tenantKubeconfig), hostKc, log);
+  let kubelet: KubeletServer | undefined;
+  if (cfg.kubelet) {
+    const [cert, key, clientCA] = await Promise.all(
+      [cfg.kubelet.certFile, cfg.kubelet.keyFile, cfg.kubelet.clientCAFile].map((f) => readFile(f, 'utf8')),
+    );
+    kubelet = new KubeletServer(
+      { cert: cert!, key: key!, clientCA: clientCA! },
+      hostKc,
+      (ns, name) => tree.hostPodOf(ns, name),
+      log.child({ part: 'kubelet' }),
+    );
+    await kubelet.listen(cfg.kubelet.port, cfg.kubelet.address);
+  }
 
   const server = createServer((req, res) => {
     if (req.url === '/readyz') {
@@ -34,7 +49,9 @@ async function main(): Promise<void> {
     } else if (req.url === '/healthz') {
       res.writeHead(200).end('ok');
     } else if (req.url === '/status') {
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(tree.stats()));
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ ...tree.stats(), ...kubelet?.stats() }));
     } else res.writeHead(404).end();
   });
   await new Promise<void>((resolve, reject) => {
@@ -48,6 +65,7 @@ async function main(): Promise<void> {
     stopping = true;
     log.info('stopping', { signal });
     server.close();
+    kubelet?.close();
     void tree.stop().finally(() => process.exit(0));
   };
   process.on('SIGTERM', () => stop('SIGTERM'));

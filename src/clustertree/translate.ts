@@ -17,6 +17,7 @@ import type {
   V1EnvFromSource,
   V1EnvVar,
   V1Node,
+  V1NodeStatus,
   V1ObjectFieldSelector,
   V1Pod,
   V1PodCondition,
@@ -42,6 +43,14 @@ import {
 export interface TenantContext {
   tenant: VirtualClusterRef;
   hostNamespace: string;
+  /**
+   * Where pods reach the tenant's own API server: the host ClusterIP of its Service, which is
+   * also the ClusterIP of the tenant's `default/kubernetes` (and in its serving certificate).
+   */
+  tenantApi?: { clusterIP: string; port: number };
+  /** The tenant's DNS Service address (tenant `kube-system/kube-dns`, same IP on the host). */
+  clusterDNS?: string;
+  clusterDomain?: string;
 }
 
 /** Annotations on a host pod that keep the tenant's view of it. */
@@ -175,7 +184,92 @@ function fieldRef(f: V1ObjectFieldSelector): V1ObjectFieldSelector {
   return f;
 }
 
-function container(ns: string, c: V1Container): V1Container {
+/** How the kubelet names a Service's variables: `my-svc` -> `MY_SVC`. */
+const envName = (s: string): string => s.toUpperCase().replace(/-/g, '_');
+
+/**
+ * The variables a kubelet gives a container for Services (pkg/kubelet/envvars): host and ports,
+ * plus the Docker link variables, for every Service with a ClusterIP.
+ */
+export function serviceEnv(services: readonly V1Service[]): V1EnvVar[] {
+  const out: V1EnvVar[] = [];
+  for (const svc of services) {
+    const ip = svc.spec?.clusterIP;
+    const ports = svc.spec?.ports ?? [];
+    if (!ip || ip === 'None' || ports.length === 0) continue;
+    const prefix = envName(svc.metadata!.name!);
+    out.push({ name: `${prefix}_SERVICE_HOST`, value: ip });
+    out.push({ name: `${prefix}_SERVICE_PORT`, value: String(ports[0]!.port) });
+    for (const p of ports)
+      if (p.name) out.push({ name: `${prefix}_SERVICE_PORT_${envName(p.name)}`, value: String(p.port) });
+    ports.forEach((p, i) => {
+      const proto = (p.protocol ?? 'TCP').toLowerCase();
+      const url = `${proto}://${ip}:${p.port}`;
+      if (i === 0) out.push({ name: `${prefix}_PORT`, value: url });
+      const pp = `${prefix}_PORT_${p.port}_${proto.toUpperCase()}`;
+      out.push({ name: pp, value: url });
+      out.push({ name: `${pp}_PROTO`, value: proto });
+      out.push({ name: `${pp}_PORT`, value: String(p.port) });
+      out.push({ name: `${pp}_ADDR`, value: ip });
+    });
+  }
+  return out;
+}
+
+/**
+ * What a kubelet of the tenant would put in the environment: the tenant's `kubernetes` Service
+ * always, the Services of the pod's namespace unless the pod turned service links off. Sorted by
+ * Service name, as the kubelet does; the host pod's own links are off, so none of the host's
+ * Services ever appear.
+ */
+export function tenantServiceEnv(ctx: TenantContext, pod: V1Pod, services: readonly V1Service[]): V1EnvVar[] {
+  const ns = pod.metadata!.namespace!;
+  const chosen = new Map<string, V1Service>();
+  if (pod.spec?.enableServiceLinks !== false)
+    for (const s of services) if (s.metadata?.namespace === ns) chosen.set(s.metadata.name!, s);
+  if (ctx.tenantApi)
+    chosen.set('kubernetes', {
+      metadata: { name: 'kubernetes', namespace: 'default' },
+      spec: {
+        clusterIP: ctx.tenantApi.clusterIP,
+        ports: [{ name: 'https', port: ctx.tenantApi.port, protocol: 'TCP' }],
+      },
+    });
+  else chosen.delete('kubernetes');
+  return serviceEnv([...chosen.values()].sort((a, b) => a.metadata!.name!.localeCompare(b.metadata!.name!)));
+}
+
+/**
+ * The host pod's DNS: for ClusterFirst (the default) the tenant's DNS Service and search path,
+ * as a kubelet of the tenant would write resolv.conf; the tenant's own dnsConfig merged in.
+ */
+export function tenantDns(
+  ctx: TenantContext,
+  pod: V1Pod,
+): Pick<V1Pod['spec'] & object, 'dnsPolicy' | 'dnsConfig'> {
+  const s = pod.spec!;
+  const policy = s.dnsPolicy ?? 'ClusterFirst';
+  if (!ctx.clusterDNS || (policy !== 'ClusterFirst' && policy !== 'ClusterFirstWithHostNet'))
+    return {
+      ...(s.dnsPolicy ? { dnsPolicy: s.dnsPolicy } : {}),
+      ...(s.dnsConfig ? { dnsConfig: s.dnsConfig } : {}),
+    };
+  const domain = ctx.clusterDomain ?? 'cluster.local';
+  const ns = pod.metadata!.namespace!;
+  const own = s.dnsConfig ?? {};
+  const options = [{ name: 'ndots', value: '5' }, ...(own.options ?? [])];
+  const byName = new Map(options.map((o) => [o.name, o]));
+  return {
+    dnsPolicy: 'None',
+    dnsConfig: {
+      nameservers: [...new Set([ctx.clusterDNS, ...(own.nameservers ?? [])])],
+      searches: [...new Set([`${ns}.svc.${domain}`, `svc.${domain}`, domain, ...(own.searches ?? [])])],
+      options: [...byName.values()],
+    },
+  };
+}
+
+function container(ns: string, c: V1Container, inherited: readonly V1EnvVar[] = []): V1Container {
   const env = c.env?.map((e): V1EnvVar => {
     const from = e.valueFrom;
     if (!from) return e;
@@ -201,7 +295,10 @@ function container(ns: string, c: V1Container): V1Container {
       : {}),
     ...(e.secretRef ? { secretRef: { ...e.secretRef, name: hostName(ns, e.secretRef.name!) } } : {}),
   }));
-  return { ...c, ...(env ? { env } : {}), ...(envFrom ? { envFrom } : {}) };
+  // The kubelet's variables come first, so the container's own (and $(VAR) references) win.
+  const own = new Set((c.env ?? []).map((e) => e.name));
+  const all = [...inherited.filter((e) => !own.has(e.name)), ...(env ?? [])];
+  return { ...c, ...(all.length > 0 ? { env: all } : {}), ...(envFrom ? { envFrom } : {}) };
 }
 
 function projection(ns: string, pod: string, p: V1VolumeProjection): V1VolumeProjection {
@@ -294,8 +391,14 @@ export function podReferences(pod: V1Pod): {
  * The host pod for a tenant pod. `hostNode` is the promoted host node the tenant scheduler chose,
  * or undefined for the virtual resource node (the host scheduler places it). Throws PodRefused.
  */
-export function hostPodFor(ctx: TenantContext, pod: V1Pod, hostNode: string | undefined): V1Pod {
+export function hostPodFor(
+  ctx: TenantContext,
+  pod: V1Pod,
+  hostNode: string | undefined,
+  services: readonly V1Service[] = [],
+): V1Pod {
   refuse(pod);
+  const inherited = tenantServiceEnv(ctx, pod, services);
   const ns = pod.metadata!.namespace!;
   const name = pod.metadata!.name!;
   const s = pod.spec!;
@@ -322,8 +425,10 @@ export function hostPodFor(ctx: TenantContext, pod: V1Pod, hostNode: string | un
       },
     },
     spec: {
-      containers: s.containers.map((c) => container(ns, c)),
-      ...(s.initContainers ? { initContainers: s.initContainers.map((c) => container(ns, c)) } : {}),
+      containers: s.containers.map((c) => container(ns, c, inherited)),
+      ...(s.initContainers
+        ? { initContainers: s.initContainers.map((c) => container(ns, c, inherited)) }
+        : {}),
       ...(s.volumes ? { volumes: s.volumes.map((v) => volume(ns, name, v)) } : {}),
       ...(s.imagePullSecrets
         ? { imagePullSecrets: s.imagePullSecrets.map((r) => ({ name: hostName(ns, r.name!) })) }
@@ -336,8 +441,9 @@ export function hostPodFor(ctx: TenantContext, pod: V1Pod, hostNode: string | un
         : {}),
       ...(s.activeDeadlineSeconds !== undefined ? { activeDeadlineSeconds: s.activeDeadlineSeconds } : {}),
       ...(s.securityContext ? { securityContext: s.securityContext } : {}),
-      ...(s.dnsConfig ? { dnsConfig: s.dnsConfig } : {}),
-      ...(s.enableServiceLinks !== undefined ? { enableServiceLinks: s.enableServiceLinks } : {}),
+      ...tenantDns(ctx, pod),
+      // The host kubelet would add the host's Services: the tenant's are in `env` instead.
+      enableServiceLinks: false,
       ...(name.length <= 63 ? { hostname: s.hostname ?? name } : {}),
       ...(s.subdomain ? { subdomain: s.subdomain } : {}),
       automountServiceAccountToken: false,
@@ -461,7 +567,9 @@ export function hostServiceFor(ctx: TenantContext, svc: V1Service): V1Service | 
     kind: 'Service',
     metadata: copyMeta(ctx, svc),
     spec: {
-      type: 'ClusterIP',
+      // A NodePort (or LoadBalancer, served as NodePort here) answers on the host nodes' ports,
+      // which the tenant Service then takes.
+      type: s.type === 'NodePort' || s.type === 'LoadBalancer' ? 'NodePort' : 'ClusterIP',
       ...(s.clusterIP === 'None' ? { clusterIP: 'None' } : {}),
       selector: hostSelector(ctx, ns, s.selector),
       ports: (s.ports ?? []).map((p) => ({
@@ -485,8 +593,26 @@ export function serviceShape(svc: V1Service): string {
   ]);
 }
 
+/** Where a tenant node's kubelet API answers: clusterTree's kubelet endpoint. */
+export interface KubeletEndpoint {
+  address: string;
+  port: number;
+}
+
+/** Node addresses and daemon endpoints that send the tenant apiserver's kubelet calls to clusterTree. */
+function endpointStatus(name: string, kubelet: KubeletEndpoint | undefined): Partial<V1NodeStatus> {
+  if (!kubelet) return {};
+  return {
+    addresses: [
+      { type: 'InternalIP', address: kubelet.address },
+      { type: 'Hostname', address: name },
+    ],
+    daemonEndpoints: { kubeletEndpoint: { Port: kubelet.port } },
+  };
+}
+
 /** The tenant's view of a promoted host node: its name, OS/arch labels, capacity and conditions. */
-export function tenantNodeFor(host: V1Node, now: Date): V1Node {
+export function tenantNodeFor(host: V1Node, now: Date, kubelet?: KubeletEndpoint): V1Node {
   const labels = Object.fromEntries(
     Object.entries(host.metadata?.labels ?? {}).filter(
       ([k]) => !k.startsWith(RESERVED_PREFIX) && !k.startsWith('node-role.kubernetes.io/'),
@@ -503,12 +629,18 @@ export function tenantNodeFor(host: V1Node, now: Date): V1Node {
       conditions,
       ...(host.status?.addresses ? { addresses: host.status.addresses } : {}),
       ...(host.status?.nodeInfo ? { nodeInfo: host.status.nodeInfo } : {}),
+      ...endpointStatus(host.metadata!.name!, kubelet),
     },
   };
 }
 
 /** The virtual node that stands for promoted CPU and memory. */
-export function virtualNode(name: string, resources: { cpu: string; memory: string }, now: Date): V1Node {
+export function virtualNode(
+  name: string,
+  resources: { cpu: string; memory: string },
+  now: Date,
+  kubelet?: KubeletEndpoint,
+): V1Node {
   const capacity = { cpu: resources.cpu, memory: resources.memory, pods: '10000' };
   const ready = {
     type: 'Ready',
@@ -547,6 +679,7 @@ export function virtualNode(name: string, resources: { cpu: string; memory: stri
         osImage: '',
         systemUUID: '',
       },
+      ...endpointStatus(name, kubelet),
     },
   };
 }
@@ -560,5 +693,6 @@ export function nodeShape(n: V1Node): string {
     s.allocatable ?? {},
     (s.conditions ?? []).map((c) => [c.type, c.status, c.reason]),
     s.addresses ?? [],
+    s.daemonEndpoints ?? {},
   ]);
 }

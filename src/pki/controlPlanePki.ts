@@ -32,6 +32,8 @@ export const PkiFile = {
   controllerManagerServing: 'controller-manager-serving',
   scheduler: 'scheduler',
   schedulerServing: 'scheduler-serving',
+  /** The apiserver's client certificate towards kubelets (logs, exec, port-forward). */
+  apiserverKubeletClient: 'apiserver-kubelet-client',
 } as const;
 export type PkiName = (typeof PkiFile)[keyof typeof PkiFile];
 
@@ -90,9 +92,14 @@ export interface PkiResult {
 }
 
 const MARKER = '.complete';
+/** Raised whenever the set of files changes (2: apiserver-kubelet-client). */
+const PKI_SET_VERSION = 2;
 
 export async function writeControlPlanePki(dir: string, req: ControlPlanePkiRequest): Promise<PkiResult> {
-  const requestHash = createHash('sha256').update(JSON.stringify(req)).digest('hex');
+  // The set's version is part of the hash: a set from an older version gets its new leaves.
+  const requestHash = createHash('sha256')
+    .update(JSON.stringify({ ...req, set: PKI_SET_VERSION }))
+    .digest('hex');
   const marker = join(dir, MARKER);
   const existing = await readFile(marker, 'utf8').catch(() => undefined);
   if (existing === requestHash) {
@@ -139,6 +146,14 @@ export async function writeControlPlanePki(dir: string, req: ControlPlanePkiRequ
     PkiFile.admin,
     await issueCertificate(ca, {
       commonName: 'kubernetes-admin',
+      organizations: ['system:masters'],
+      usage: 'client',
+    }),
+  );
+  put(
+    PkiFile.apiserverKubeletClient,
+    await issueCertificate(ca, {
+      commonName: 'kube-apiserver-kubelet-client',
       organizations: ['system:masters'],
       usage: 'client',
     }),

@@ -3,7 +3,7 @@
  * cache outside the repo; `setup.sh --print` names each component's bin directory.
  */
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -20,6 +20,26 @@ export interface Binaries {
   kwokStagesDir: string;
   /** clusterTree's compiled entry point, run with this Node.js (`npm run build` makes it). */
   clusterTree: string;
+  coredns: string;
+  /** What a real node runs; undefined where setup could not build or install it (kwok only). */
+  node?: NodeBinaries;
+}
+
+export interface NodeBinaries {
+  containerd: string;
+  /** Holds containerd-shim-runc-v2: containerd finds its shim on PATH. */
+  shimDir: string;
+  ctr: string;
+  crictl: string;
+  kubelet: string;
+  kubeProxy: string;
+  /** Debian's runc and CNI plugins. */
+  runc: string;
+  cniBinDir: string;
+  /** Image archives (docker-archive) with a `.name` file each, built by setup. */
+  imagesDir: string;
+  /** The upstream name of the pause image among them. */
+  pauseImage: string;
 }
 
 export class ComponentsMissingError extends Error {
@@ -61,10 +81,42 @@ export async function resolveBinaries(): Promise<Binaries> {
     kwok: bin('kwok', 'kwok'),
     kwokStagesDir: join(dirname(dirs.get('kwok') ?? '/nonexistent'), 'stages'),
     clusterTree: join(repoRoot(), 'dist', 'src', 'clustertree', 'main.js'),
+    coredns: bin('coredns', 'coredns'),
   };
   const missing = (Object.entries(b) as [string, string][])
     .filter(([, path]) => !existsSync(path))
     .map(([name]) => name);
   if (missing.length > 0) throw new ComponentsMissingError(missing);
-  return b;
+  const node = nodeBinaries(dirs);
+  return node ? { ...b, node } : b;
+}
+
+function nodeBinaries(dirs: Map<string, string>): NodeBinaries | undefined {
+  const containerd = dirs.get('containerd') ?? '/nonexistent';
+  // --print names <dir>/bin for every component; the image archives sit in <dir> itself.
+  const imagesDir = dirname(dirs.get('images') ?? '/nonexistent/bin');
+  const n: NodeBinaries = {
+    containerd: join(containerd, 'containerd'),
+    shimDir: containerd,
+    ctr: join(containerd, 'ctr'),
+    crictl: join(containerd, 'crictl'),
+    kubelet: join(dirs.get('kubernetes') ?? '/nonexistent', 'kubelet'),
+    kubeProxy: join(dirs.get('kubernetes') ?? '/nonexistent', 'kube-proxy'),
+    runc: '/usr/sbin/runc',
+    cniBinDir: '/usr/lib/cni',
+    imagesDir,
+    pauseImage: '',
+  };
+  const pause = join(imagesDir, 'pause.name');
+  const files = [
+    n.containerd,
+    join(containerd, 'containerd-shim-runc-v2'),
+    n.ctr,
+    n.crictl,
+    n.kubelet,
+    n.kubeProxy,
+    pause,
+  ];
+  if (!files.every((f) => existsSync(f))) return undefined;
+  return { ...n, pauseImage: readFileSync(pause, 'utf8').trim() };
 }

@@ -28,6 +28,8 @@ export interface ControlPlaneLayout {
   /** Root directory; everything the control plane keeps lives below it. */
   dir: string;
   address: string;
+  /** Where the API server listens, when not only on `address` (e.g. 0.0.0.0 for pods to reach it). */
+  bindAddress?: string;
   ports: ControlPlanePorts;
   serviceCIDR: string;
   /** Test-only: etcd skips fsync. */
@@ -90,7 +92,7 @@ export function apiserverSpec(l: ControlPlaneLayout, b: Binaries): ComponentSpec
     command: b.kubeApiserver,
     args: [
       `--advertise-address=${l.address}`,
-      `--bind-address=${l.address}`,
+      `--bind-address=${l.bindAddress ?? l.address}`,
       `--secure-port=${l.ports.apiserver}`,
       `--etcd-servers=https://${l.address}:${l.ports.etcdClient}`,
       `--etcd-cafile=${certPath(pki, PkiFile.etcdCA)}`,
@@ -110,6 +112,11 @@ export function apiserverSpec(l: ControlPlaneLayout, b: Binaries): ComponentSpec
       '--requestheader-group-headers=X-Remote-Group',
       '--requestheader-extra-headers-prefix=X-Remote-Extra-',
       ...pair(l, PkiFile.frontProxyClient, 'proxy-client-cert-file', 'proxy-client-key-file'),
+      // Logs, exec, attach and port-forward: kubelets (and clusterTree's kubelet endpoint)
+      // serve with certificates of this cluster's CA and know the apiserver by this one.
+      ...pair(l, PkiFile.apiserverKubeletClient, 'kubelet-client-certificate', 'kubelet-client-key'),
+      `--kubelet-certificate-authority=${certPath(pki, PkiFile.ca)}`,
+      '--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname',
       // No kubelet registers this apiserver as an endpoint; keep no stale `kubernetes` endpoint.
       '--endpoint-reconciler-type=none',
       '--profiling=false',

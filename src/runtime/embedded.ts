@@ -7,12 +7,16 @@
 import { CoreV1Api, KubeConfig, type V1Node } from '@kubernetes/client-node';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeControlPlanePki } from '../pki/controlPlanePki.js';
+import { reuseConnections } from '../api/kubeClient.js';
+import { startRealNode, NodeNet, type RealNode } from '../node/realNode.js';
+import { loadPair, PkiFile, writeControlPlanePki } from '../pki/controlPlanePki.js';
 import { searchAttributes } from '../workflows/definitions.js';
 import type { Logger } from '../worker/logger.js';
 import type { Binaries } from './binaries.js';
+import { ensureDnsRbac, ensureDnsService, prepareDns } from './dns.js';
 import {
   apiserverSpec,
+  apiserverURL,
   controllerManagerSpec,
   etcdSpec,
   kubeconfigPath,
@@ -34,6 +38,8 @@ export interface EmbeddedHostOptions {
   ports: PortAllocator;
   logger: Logger;
   kwokNodes: number;
+  /** Also run a real node (containerd, kubelet, kube-proxy) where the machine allows; default true. */
+  realNode?: boolean;
   etcdUnsafeNoFsync?: boolean;
   readinessTimeoutMs?: number;
 }
@@ -41,8 +47,17 @@ export interface EmbeddedHostOptions {
 export interface EmbeddedHost {
   kubeconfigPath: string;
   layout: ControlPlaneLayout;
+  /** kwok nodes, then the real node if one runs. */
   nodeNames: string[];
+  realNode?: RealNode;
+  /** The host's DNS Service address (kube-system/kube-dns), served where a real node runs. */
+  clusterDNS: string;
+  /** Stops what needs more than a signal: the real node's pods and network. */
+  stop(): Promise<void>;
 }
+
+/** kube-system/kube-dns, as kubeadm places it: the tenth address of the Service range. */
+export const HOST_CLUSTER_DNS = '10.96.0.10';
 
 async function startAndWait(
   runtime: ControlPlaneRuntime,
@@ -99,13 +114,78 @@ export async function startEmbeddedHost(opts: EmbeddedHostOptions): Promise<Embe
     args: [
       `--kubeconfig=${admin}`,
       `--manage-nodes-with-annotation-selector=${KWOK_ANNOTATION}=fake`,
+      // Simulated pod IPs in a range the real node blackholes: Service traffic to them stays here.
+      `--cidr=${NodeNet.kwokPodCIDR}`,
       ...stages.map((s) => `--config=${join(opts.binaries.kwokStagesDir, s)}`),
       '--node-lease-duration-seconds=40',
     ],
   });
   const nodeNames = await ensureKwokNodes(admin, opts.kwokNodes);
-  log.info('host cluster ready', { kubeconfigPath: admin, nodes: nodeNames.length });
-  return { kubeconfigPath: admin, layout, nodeNames };
+  const host: EmbeddedHost = {
+    kubeconfigPath: admin,
+    layout,
+    nodeNames,
+    clusterDNS: HOST_CLUSTER_DNS,
+    stop: () => Promise.resolve(),
+  };
+  if (opts.realNode ?? true) {
+    const ca = await loadPair(pkiDir(layout), PkiFile.ca);
+    const realNode = await startRealNode({
+      dir: join(opts.dir, 'node'),
+      runtime: opts.runtime,
+      binaries: opts.binaries.node,
+      ports: opts.ports,
+      logger: opts.logger,
+      host: { server: apiserverURL(layout), ca },
+      serviceCIDR: layout.serviceCIDR,
+      clusterDNS: HOST_CLUSTER_DNS,
+      readinessTimeoutMs: timeout,
+    });
+    if (realNode) {
+      host.realNode = realNode;
+      host.nodeNames = [...nodeNames, realNode.name];
+      host.stop = () => realNode.stop();
+      await startHostDns(opts, layout, ca, admin, timeout, log);
+    }
+  }
+  log.info('host cluster ready', { kubeconfigPath: admin, nodes: host.nodeNames.length });
+  return host;
+}
+
+/** The host's CoreDNS on the real node's address, behind kube-system/kube-dns. */
+async function startHostDns(
+  opts: EmbeddedHostOptions,
+  layout: ControlPlaneLayout,
+  ca: Awaited<ReturnType<typeof loadPair>>,
+  admin: string,
+  timeoutMs: number,
+  log: Logger,
+): Promise<void> {
+  const [port, readyPort] = (await opts.ports.allocate(`${HOST_ID}-dns`, 2)) as [number, number];
+  const kc = reuseConnections(new KubeConfig());
+  kc.loadFromFile(admin);
+  await ensureDnsRbac(kc);
+  const spec = await prepareDns(
+    {
+      owner: HOST_ID,
+      dir: join(opts.dir, 'dns'),
+      bind: NodeNet.nodeIP,
+      port,
+      readyPort,
+      clusterDomain: 'cluster.local',
+      server: apiserverURL(layout),
+      ca,
+    },
+    opts.binaries.coredns,
+  );
+  await startAndWait(opts.runtime, spec, timeoutMs, log);
+  await ensureDnsService(kc, {
+    namespace: 'kube-system',
+    name: 'kube-dns',
+    clusterIP: HOST_CLUSTER_DNS,
+    address: NodeNet.nodeIP,
+    port,
+  });
 }
 
 /**

@@ -57,6 +57,10 @@ export interface ProcessRuntimeOptions {
 /** Clients stop before their servers; resume() starts in the opposite order. */
 const STOP_ORDER: readonly ComponentName[] = [
   'clustertree',
+  'coredns',
+  'kube-proxy',
+  'kubelet',
+  'containerd',
   'kube-scheduler',
   'kube-controller-manager',
   'kwok',

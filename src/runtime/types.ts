@@ -11,7 +11,11 @@ export type ComponentName =
   | 'kube-scheduler'
   | 'kwok'
   | 'temporal'
-  | 'clustertree';
+  | 'clustertree'
+  | 'coredns'
+  | 'containerd'
+  | 'kubelet'
+  | 'kube-proxy';
 
 /** An HTTP(S) endpoint that answers 200 once the component is ready. */
 export interface HttpsProbe {

@@ -8,6 +8,9 @@
  *   KOSMOS_VC_TASK_QUEUE       Temporal task queue (default "kosmos-vc")
  *   KOSMOS_VC_WATCH_NAMESPACE  serve VirtualClusters of this namespace only (default: all)
  *   KOSMOS_VC_READINESS_TIMEOUT_SECONDS  how long a component may take to become ready (60)
+ *   KOSMOS_VC_REAL_NODE        the embedded host also runs a real node where it can (true)
+ *   KOSMOS_VC_NODE_ADDRESS     an address of this machine host pods reach (tenant API and DNS for
+ *                              pods); the embedded host's real node sets it itself
  */
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -34,6 +37,12 @@ export const OperatorEnv = z.object({
   KOSMOS_VC_KEEP_TENANTS: z
     .enum(['true', 'false'])
     .default('false')
+    .transform((v) => v === 'true'),
+  KOSMOS_VC_NODE_ADDRESS: z.ipv4().optional(),
+  /** The embedded host runs a real node (containerd, kubelet, kube-proxy) where the machine allows. */
+  KOSMOS_VC_REAL_NODE: z
+    .enum(['true', 'false'])
+    .default('true')
     .transform((v) => v === 'true'),
   KOSMOS_VC_ETCD_UNSAFE_NO_FSYNC: z
     .enum(['true', 'false'])

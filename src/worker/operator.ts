@@ -112,6 +112,8 @@ export interface OperatorOptions {
   clusterTree?: ClusterTreeTimings;
   /** How often a workflow tries again to promote named nodes that were missing or taken. */
   promotionRetryMs?: number;
+  /** An address of this machine host pods reach: tenant API and DNS for pods (ADR 7). */
+  nodeAddress?: string;
 }
 
 export interface Operator {
@@ -157,6 +159,7 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       ...(opts.readinessTimeoutMs ? { readinessTimeoutMs: opts.readinessTimeoutMs } : {}),
       ...(opts.etcdUnsafeNoFsync ? { etcdUnsafeNoFsync: true } : {}),
       ...(opts.clusterTree ? { clusterTree: opts.clusterTree } : {}),
+      ...(opts.nodeAddress ? { nodeAddress: opts.nodeAddress } : {}),
     };
     nativeConnection = await NativeConnection.connect({ address: opts.temporalAddress });
     worker = await Worker.create({

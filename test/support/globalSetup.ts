@@ -12,6 +12,8 @@ import { resolveBinaries } from '../../src/runtime/binaries.js';
 import { startEmbeddedHost, startTemporalDevServer } from '../../src/runtime/embedded.js';
 import { PortAllocator } from '../../src/runtime/ports.js';
 import { ProcessRuntime } from '../../src/runtime/processRuntime.js';
+import type { ComponentSpec } from '../../src/runtime/types.js';
+import { OWNER, stopRealNode } from '../../src/node/realNode.js';
 import { KubeConfig } from '@kubernetes/client-node';
 import { createLogger, type Logger } from '../../src/worker/logger.js';
 
@@ -20,6 +22,9 @@ declare module 'vitest' {
     temporalAddress: string;
     hostKubeconfig: string;
     stateRoot: string;
+    /** The real node's address where one runs ('' with kwok nodes only). */
+    nodeAddress: string;
+    realNode: string;
   }
 }
 
@@ -43,6 +48,15 @@ async function reapInterruptedRuns(logger: Logger): Promise<void> {
     }
     for (const runtimeRoot of runtimeRoots) {
       const runtime = new ProcessRuntime({ root: runtimeRoot, logger, stopGraceMs: 5_000 });
+      // A real node left running: its pods, mounts and network go first, through containerd.
+      const record = await readFile(join(runtimeRoot, OWNER, 'containerd.json'), 'utf8').catch(
+        () => undefined,
+      );
+      const b = record ? (await resolveBinaries()).node : undefined;
+      if (record && b)
+        await stopRealNode(runtime, b, join(root, 'host', 'node'), logger, {
+          containerd: (JSON.parse(record) as { spec: ComponentSpec }).spec,
+        });
       for (const owner of await readdir(runtimeRoot).catch(() => [] as string[])) await runtime.remove(owner);
       runtime.detach();
     }
@@ -68,6 +82,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const binaries = await resolveBinaries();
   const runtime = new ProcessRuntime({ root: join(stateRoot, 'embedded'), logger });
   const ports = new PortAllocator(join(stateRoot, 'ports.json'));
+  let stopHost = (): Promise<void> => Promise.resolve();
   try {
     const [temporalPort, httpPort] = await ports.allocate('temporal', 2);
     const temporal = startTemporalDevServer({
@@ -87,17 +102,22 @@ export default async function setup(project: TestProject): Promise<() => Promise
       kwokNodes: 3,
       etcdUnsafeNoFsync: true,
     });
+    stopHost = () => host.stop();
     const kc = new KubeConfig();
     kc.loadFromFile(host.kubeconfigPath);
     await new HostCluster(kc).applyCRD();
     project.provide('temporalAddress', (await temporal).address);
     project.provide('hostKubeconfig', host.kubeconfigPath);
     project.provide('stateRoot', stateRoot);
+    project.provide('nodeAddress', host.realNode?.layout.nodeIP ?? '');
+    project.provide('realNode', host.realNode?.name ?? '');
   } catch (e) {
+    await stopHost();
     await runtime.shutdown();
     throw e;
   }
   return async () => {
+    await stopHost();
     await runtime.shutdown();
     if (!process.env.KVC_KEEP_TEST_STATE) await rm(stateRoot, { recursive: true, force: true });
   };

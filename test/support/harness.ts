@@ -64,6 +64,7 @@ export async function testOperator(opts: {
     watchNamespace: opts.namespace,
     clusterTree: { heartbeatIntervalMs: 2_000, nodeStatusIntervalMs: 10_000, resyncIntervalMs: 5_000 },
     promotionRetryMs: 2_000,
+    ...(inject('nodeAddress') ? { nodeAddress: inject('nodeAddress') } : {}),
     ...(opts.worker === false ? { worker: false } : {}),
     ...(opts.watcher === false ? { watcher: false } : {}),
   });

@@ -1,0 +1,176 @@
+/**
+ * What a tenant's pods reach on the host network (docs/adr/0007-tenant-workloads.md):
+ *
+ * - the tenant API server, through the host Service `kosmos-apiserver` in the tenant's host
+ *   namespace: no selector, an EndpointSlice naming the node address and the apiserver's port.
+ *   Its ClusterIP is in the apiserver's certificate, is the ClusterIP of the tenant's
+ *   `default/kubernetes`, and is what KUBERNETES_SERVICE_HOST says in every tenant pod;
+ * - the tenant DNS, a CoreDNS of the tenant's own (component `coredns`) answering from the tenant
+ *   API on the node address, behind the host Service `kube-dns` in the same namespace; the tenant's
+ *   `kube-system/kube-dns` has the same ClusterIP.
+ *
+ * Both exist only where the operator knows an address of this machine that host pods reach
+ * (`nodeAddress`: the real node's); with simulated nodes only there is nothing to reach them from.
+ */
+import {
+  DiscoveryV1Api,
+  KubeConfig,
+  PatchStrategy,
+  type KubernetesObject,
+  type V1EndpointSlice,
+} from '@kubernetes/client-node';
+import { join } from 'node:path';
+import { ignoreStatus, isConflict } from '../api/kubeClient.js';
+import type { VirtualClusterRef } from '../api/virtualCluster.js';
+import { OriginLabel, hostNamespace, tenantHash } from '../clustertree/naming.js';
+import { PkiFile, loadPair } from '../pki/controlPlanePki.js';
+import { ensureDnsRbac, ensureDnsService, prepareDns } from '../runtime/dns.js';
+import { apiserverURL, kubeconfigPath, pkiDir, type ControlPlaneLayout } from '../runtime/controlPlane.js';
+import type { PortAllocator } from '../runtime/ports.js';
+import type { ControlPlaneRuntime } from '../runtime/types.js';
+import { FIELD_MANAGER, type HostCluster } from './hostCluster.js';
+
+export const TENANT_API_SERVICE = 'kosmos-apiserver';
+export const TENANT_DNS_SERVICE = 'kube-dns';
+export const TENANT_API_PORT = 443;
+
+export interface TenantNetworkDeps {
+  host: HostCluster;
+  runtime: ControlPlaneRuntime;
+  ports: PortAllocator;
+  nodeAddress: string;
+  coredns: () => Promise<string>;
+  readinessTimeoutMs: number;
+}
+
+/** The tenant's host namespace, with the labels clusterTree's RBAC step applies too. */
+export function hostNamespaceObject(ref: VirtualClusterRef): KubernetesObject {
+  return {
+    apiVersion: 'v1',
+    kind: 'Namespace',
+    metadata: {
+      name: hostNamespace(ref),
+      labels: {
+        [OriginLabel.managedBy]: 'kosmos-vc',
+        [OriginLabel.tenant]: tenantHash(ref),
+        // Backstop for clusterTree's own checks: the host refuses privileged tenant pods too.
+        'pod-security.kubernetes.io/enforce': 'baseline',
+        'pod-security.kubernetes.io/enforce-version': 'latest',
+        'kosmos.io/virtual-cluster': ref.name,
+        'kosmos.io/virtual-cluster-namespace': ref.namespace,
+      },
+    },
+  };
+}
+
+export const dnsPortOwner = (tenantId: string): string => `${tenantId}/dns`;
+
+export function createTenantNetwork(deps: TenantNetworkDeps) {
+  const hostKc = deps.host.kubeConfig;
+  const discovery = hostKc.makeApiClient(DiscoveryV1Api);
+
+  async function ensureSlice(kc: KubeConfig, slice: V1EndpointSlice): Promise<void> {
+    const api = kc === hostKc ? discovery : kc.makeApiClient(DiscoveryV1Api);
+    const ns = slice.metadata!.namespace!;
+    try {
+      await api.createNamespacedEndpointSlice({ namespace: ns, body: slice });
+    } catch (e) {
+      if (!isConflict(e)) throw e;
+      await api.replaceNamespacedEndpointSlice({ name: slice.metadata!.name!, namespace: ns, body: slice });
+    }
+  }
+
+  return {
+    /**
+     * Makes the host Service pods reach the tenant API server through and returns its ClusterIP
+     * (before the certificates are issued: the address goes into the serving certificate).
+     */
+    async apiService(ref: VirtualClusterRef, apiserverPort: number): Promise<string> {
+      const ns = hostNamespace(ref);
+      await deps.host.objects.patch(
+        hostNamespaceObject(ref),
+        undefined,
+        undefined,
+        FIELD_MANAGER,
+        true,
+        PatchStrategy.ServerSideApply,
+      );
+      const labels = { [OriginLabel.managedBy]: 'kosmos-vc' };
+      let svc = await deps.host.core
+        .readNamespacedService({ name: TENANT_API_SERVICE, namespace: ns })
+        .catch(ignoreStatus(404));
+      svc ??= await deps.host.core.createNamespacedService({
+        namespace: ns,
+        body: {
+          metadata: { name: TENANT_API_SERVICE, namespace: ns, labels },
+          spec: { ports: [{ name: 'https', protocol: 'TCP', port: TENANT_API_PORT }] },
+        },
+      });
+      await ensureSlice(hostKc, {
+        metadata: {
+          name: TENANT_API_SERVICE,
+          namespace: ns,
+          labels: { ...labels, 'kubernetes.io/service-name': TENANT_API_SERVICE },
+        },
+        addressType: 'IPv4',
+        endpoints: [{ addresses: [deps.nodeAddress], conditions: { ready: true } }],
+        ports: [{ name: 'https', protocol: 'TCP', port: apiserverPort }],
+      });
+      return svc.spec!.clusterIP!;
+    },
+
+    /** Starts the tenant's CoreDNS and its Services on both sides; returns the DNS ClusterIP. */
+    async startDns(ref: VirtualClusterRef, tenantId: string, l: ControlPlaneLayout): Promise<string> {
+      const [port, readyPort] = (await deps.ports.allocate(dnsPortOwner(tenantId), 2)) as [number, number];
+      const tenantKc = new KubeConfig();
+      tenantKc.loadFromFile(kubeconfigPath(l, 'admin'));
+      await ensureDnsRbac(tenantKc);
+      const spec = await prepareDns(
+        {
+          owner: tenantId,
+          dir: join(l.dir, 'dns'),
+          bind: deps.nodeAddress,
+          port,
+          readyPort,
+          clusterDomain: 'cluster.local',
+          server: apiserverURL(l),
+          ca: await loadPair(pkiDir(l), PkiFile.ca),
+        },
+        await deps.coredns(),
+      );
+      await deps.runtime.ensure(spec);
+      await deps.runtime.waitReady(tenantId, 'coredns', deps.readinessTimeoutMs);
+      const ip = await ensureDnsService(hostKc, {
+        namespace: hostNamespace(ref),
+        name: TENANT_DNS_SERVICE,
+        address: deps.nodeAddress,
+        port,
+        labels: { [OriginLabel.managedBy]: 'kosmos-vc' },
+      });
+      // The tenant sees a normal cluster DNS Service, at the address that carries its traffic.
+      await ensureDnsService(tenantKc, {
+        namespace: 'kube-system',
+        name: TENANT_DNS_SERVICE,
+        clusterIP: ip,
+        address: deps.nodeAddress,
+        port,
+      });
+      return ip;
+    },
+
+    async stopDns(tenantId: string): Promise<void> {
+      await deps.runtime.stop(tenantId, 'coredns');
+      await deps.ports.release(dnsPortOwner(tenantId));
+    },
+
+    /** The ClusterIP of the tenant API server's host Service, if it exists. */
+    async apiClusterIP(ref: VirtualClusterRef): Promise<string | undefined> {
+      const svc = await deps.host.core
+        .readNamespacedService({ name: TENANT_API_SERVICE, namespace: hostNamespace(ref) })
+        .catch(ignoreStatus(404));
+      return svc?.spec?.clusterIP;
+    },
+  };
+}
+
+export type TenantNetwork = ReturnType<typeof createTenantNetwork>;

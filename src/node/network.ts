@@ -1,0 +1,79 @@
+/**
+ * The machine-side network of the real node: the pods' bridge carrying the node address, routes
+ * that keep every Service and pod range on this machine, and a forwarding guard so pod traffic
+ * never leaves it. Done with iproute2 and iptables (there is no maintained Node.js netlink
+ * binding); every change is undone by tearDownNodeNetwork.
+ */
+import { execFile } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+/** The filter chain holding the forwarding guard, jumped to first from FORWARD. */
+export const GUARD_CHAIN = 'KOSMOS-VC-NODE';
+
+export interface NodeNetwork {
+  bridge: string;
+  nodeIP: string;
+  /** Prefix length of the node address on the bridge (the node's pod range). */
+  prefix: number;
+  /** Ranges served through the node (Service ClusterIPs: kube-proxy DNATs them to pods). */
+  routedToBridge: readonly string[];
+  /** Ranges nothing serves here (simulated pods' IPs): dropped, never sent to the gateway. */
+  blackholed: readonly string[];
+  /** Where the machine's previous ip_forward value is kept for teardown. */
+  forwardStateFile: string;
+}
+
+async function quiet(cmd: string, args: string[]): Promise<boolean> {
+  try {
+    await run(cmd, args);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const IP_FORWARD = '/proc/sys/net/ipv4/ip_forward';
+
+export async function setUpNodeNetwork(n: NodeNetwork): Promise<void> {
+  if (!(await quiet('ip', ['link', 'show', n.bridge])))
+    await run('ip', ['link', 'add', n.bridge, 'type', 'bridge']);
+  await run('ip', ['addr', 'replace', `${n.nodeIP}/${n.prefix}`, 'dev', n.bridge]);
+  await run('ip', ['link', 'set', n.bridge, 'up']);
+  for (const r of n.routedToBridge) await run('ip', ['route', 'replace', r, 'dev', n.bridge]);
+  for (const r of n.blackholed) await run('ip', ['route', 'replace', 'blackhole', r]);
+  // Pods reach Services through the node (DNAT, then forward): forwarding must be on. The guard
+  // below drops anything a pod sends that would leave through another interface.
+  const before = (await readFile(IP_FORWARD, 'utf8')).trim();
+  const saved = await readFile(n.forwardStateFile, 'utf8').catch(() => undefined);
+  if (saved === undefined) await writeFile(n.forwardStateFile, before);
+  await writeFile(IP_FORWARD, '1');
+  await writeFile('/proc/sys/net/bridge/bridge-nf-call-iptables', '1');
+  await quiet('iptables', ['-w', '-N', GUARD_CHAIN]);
+  await run('iptables', ['-w', '-F', GUARD_CHAIN]);
+  await run('iptables', ['-w', '-A', GUARD_CHAIN, '-i', n.bridge, '!', '-o', n.bridge, '-j', 'DROP']);
+  if (!(await quiet('iptables', ['-w', '-C', 'FORWARD', '-j', GUARD_CHAIN])))
+    await run('iptables', ['-w', '-I', 'FORWARD', '1', '-j', GUARD_CHAIN]);
+}
+
+/** Removes what setUpNodeNetwork made and restores ip_forward; safe to run twice. */
+export async function tearDownNodeNetwork(n: NodeNetwork): Promise<void> {
+  while (await quiet('iptables', ['-w', '-D', 'FORWARD', '-j', GUARD_CHAIN]));
+  await quiet('iptables', ['-w', '-F', GUARD_CHAIN]);
+  await quiet('iptables', ['-w', '-X', GUARD_CHAIN]);
+  for (const r of n.blackholed) await quiet('ip', ['route', 'del', 'blackhole', r]);
+  // Deleting the bridge removes its address and the routes through it.
+  await quiet('ip', ['link', 'del', n.bridge]);
+  const saved = await readFile(n.forwardStateFile, 'utf8').catch(() => undefined);
+  if (saved !== undefined) await writeFile(IP_FORWARD, saved);
+}
+
+/** The interface `ip route get` picks for an address, or undefined when no route would carry it. */
+export async function routeOf(ip: string): Promise<string> {
+  const { stdout } = await run('ip', ['route', 'get', ip]).catch((e: { stderr?: string }) => ({
+    stdout: `unroutable ${e.stderr ?? ''}`,
+  }));
+  return stdout.trim();
+}

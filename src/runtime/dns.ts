@@ -1,0 +1,166 @@
+/**
+ * A cluster's DNS: CoreDNS run as a component next to the control plane, answering for the
+ * cluster's Services and pods from that cluster's own API (its `kubernetes` plugin, with a
+ * least-privilege client certificate), listening on the real node's address. Pods reach it
+ * through a Service without a selector whose EndpointSlice names that address and port, so
+ * kube-proxy carries port 53 of the Service's ClusterIP to it.
+ */
+import type { KubeConfig } from '@kubernetes/client-node';
+import {
+  CoreV1Api,
+  DiscoveryV1Api,
+  RbacAuthorizationV1Api,
+  type V1EndpointSlice,
+  type V1Service,
+} from '@kubernetes/client-node';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ignoreStatus, isConflict } from '../api/kubeClient.js';
+import { issueCertificate, type CertKey } from '../pki/certificates.js';
+import { renderKubeconfig } from '../pki/kubeconfig.js';
+import type { ComponentSpec } from './types.js';
+
+export const DNS_USER = 'kosmos-vc:coredns';
+
+export interface DnsLayout {
+  owner: string;
+  dir: string;
+  /** Address CoreDNS listens on for queries (the real node's). */
+  bind: string;
+  port: number;
+  /** Loopback port of the `ready` plugin: 200 once the API is synced. */
+  readyPort: number;
+  clusterDomain: string;
+  /** The cluster's API server and CA, and the CA key that signs CoreDNS's client certificate. */
+  server: string;
+  ca: CertKey;
+}
+
+export const corefilePath = (l: DnsLayout): string => join(l.dir, 'Corefile');
+const kubeconfigFile = (l: DnsLayout): string => join(l.dir, 'coredns.conf');
+
+/** Authoritative for the cluster domain and reverse zones; nothing is forwarded off the machine. */
+export function corefile(l: DnsLayout): string {
+  return `.:${l.port} {
+    bind ${l.bind}
+    errors
+    ready 127.0.0.1:${l.readyPort}
+    kubernetes ${l.clusterDomain} in-addr.arpa ip6.arpa {
+        kubeconfig ${kubeconfigFile(l)}
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 30
+    }
+    cache 30
+    loadbalance
+}
+`;
+}
+
+/** Writes the Corefile and CoreDNS's kubeconfig (certificate issued once) and returns its spec. */
+export async function prepareDns(l: DnsLayout, coredns: string): Promise<ComponentSpec> {
+  await mkdir(l.dir, { recursive: true, mode: 0o700 });
+  const conf = kubeconfigFile(l);
+  const existing = await readFile(conf, 'utf8').catch(() => undefined);
+  if (!existing?.includes(Buffer.from(l.ca.certPem).toString('base64'))) {
+    const cert = await issueCertificate(l.ca, { commonName: DNS_USER, usage: 'client' });
+    const text = renderKubeconfig({
+      clusterName: l.owner,
+      server: l.server,
+      caPem: l.ca.certPem,
+      userName: DNS_USER,
+      certPem: cert.certPem,
+      keyPem: cert.keyPem,
+    });
+    await writeFile(conf, text, { mode: 0o600 });
+  }
+  await writeFile(corefilePath(l), corefile(l));
+  return {
+    owner: l.owner,
+    name: 'coredns',
+    command: coredns,
+    args: ['-conf', corefilePath(l)],
+    probe: { url: `http://127.0.0.1:${l.readyPort}/ready` },
+  };
+}
+
+/** What CoreDNS's kubernetes plugin reads, as a ClusterRole bound to DNS_USER. */
+export async function ensureDnsRbac(kc: KubeConfig): Promise<void> {
+  const rbac = kc.makeApiClient(RbacAuthorizationV1Api);
+  const name = 'kosmos-vc:coredns';
+  const role = {
+    metadata: { name },
+    rules: [
+      {
+        apiGroups: [''],
+        resources: ['endpoints', 'services', 'pods', 'namespaces'],
+        verbs: ['list', 'watch'],
+      },
+      { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: ['list', 'watch'] },
+    ],
+  };
+  const binding = {
+    metadata: { name },
+    roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name },
+    subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: DNS_USER }],
+  };
+  await rbac.createClusterRole({ body: role }).catch(ignoreStatus(409));
+  await rbac.createClusterRoleBinding({ body: binding }).catch(ignoreStatus(409));
+}
+
+/**
+ * A Service `namespace/name` (port 53 UDP and TCP, the given ClusterIP or any) with an
+ * EndpointSlice naming `address:port`: how pods reach a DNS server that is not a pod.
+ * Returns the Service's ClusterIP.
+ */
+export async function ensureDnsService(
+  kc: KubeConfig,
+  s: {
+    namespace: string;
+    name: string;
+    clusterIP?: string;
+    address: string;
+    port: number;
+    labels?: Record<string, string>;
+  },
+): Promise<string> {
+  const core = kc.makeApiClient(CoreV1Api);
+  const discovery = kc.makeApiClient(DiscoveryV1Api);
+  const ports = [
+    { name: 'dns', protocol: 'UDP', port: 53 },
+    { name: 'dns-tcp', protocol: 'TCP', port: 53 },
+  ];
+  const svc: V1Service = {
+    metadata: { name: s.name, namespace: s.namespace, labels: { 'k8s-app': 'kube-dns', ...s.labels } },
+    spec: { ...(s.clusterIP ? { clusterIP: s.clusterIP } : {}), ports },
+  };
+  let current = await core
+    .readNamespacedService({ name: s.name, namespace: s.namespace })
+    .catch(ignoreStatus(404));
+  current ??= await core.createNamespacedService({ namespace: s.namespace, body: svc });
+  const slice: V1EndpointSlice = {
+    metadata: {
+      name: `${s.name}-kosmos-vc`,
+      namespace: s.namespace,
+      labels: {
+        'kubernetes.io/service-name': s.name,
+        'endpointslice.kubernetes.io/managed-by': 'kosmos-vc',
+        ...s.labels,
+      },
+    },
+    addressType: 'IPv4',
+    endpoints: [{ addresses: [s.address], conditions: { ready: true } }],
+    ports: ports.map((p) => ({ name: p.name, protocol: p.protocol, port: s.port })),
+  };
+  try {
+    await discovery.createNamespacedEndpointSlice({ namespace: s.namespace, body: slice });
+  } catch (e) {
+    if (!isConflict(e)) throw e;
+    await discovery.replaceNamespacedEndpointSlice({
+      name: slice.metadata!.name!,
+      namespace: s.namespace,
+      body: slice,
+    });
+  }
+  return current.spec!.clusterIP!;
+}

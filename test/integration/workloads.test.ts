@@ -1,0 +1,526 @@
+/**
+ * A tenant is a real Kubernetes for its workloads (ADR 7), on the embedded host's real node:
+ * real containers, Services that carry traffic (the design's E2E 2), kubectl logs / exec /
+ * attach / port-forward / cp through clusterTree's kubelet endpoint, in-cluster access to the
+ * tenant's own API, tenant DNS, and the node's own restarts. All with the tenant's kubeconfig and
+ * real kubectl, as a user would.
+ */
+import type { V1Pod } from '@kubernetes/client-node';
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { VirtualCluster } from '../../src/api/virtualCluster.js';
+import { hostNamespace } from '../../src/clustertree/naming.js';
+import { routeOf } from '../../src/node/network.js';
+import { resolveBinaries } from '../../src/runtime/binaries.js';
+import type { Operator } from '../../src/worker/operator.js';
+import {
+  createNamespace,
+  createVirtualCluster,
+  eventually,
+  host,
+  kubectl,
+  newStateDir,
+  refOf,
+  run,
+  tenantCore,
+  tenantKubeconfig,
+  testOperator,
+} from '../support/harness.js';
+
+const realNode = inject('realNode');
+const nodeAddress = inject('nodeAddress');
+
+let operator: Operator;
+let namespace: string;
+let stateDir: string;
+let kubeconfig: string;
+let vc: VirtualCluster;
+let images: { agnhost: string; busybox: string; kubectl: string };
+
+beforeAll(async () => {
+  // A machine that should have a real node but has none fails here, with the reason in the log.
+  if (!realNode)
+    throw new Error('no real node on this machine (see the global setup log): cannot test workloads');
+  const b = await resolveBinaries();
+  const name = async (key: string) => (await readFile(join(b.node!.imagesDir, `${key}.name`), 'utf8')).trim();
+  images = { agnhost: await name('agnhost'), busybox: await name('busybox'), kubectl: await name('kubectl') };
+  stateDir = await newStateDir();
+  namespace = await createNamespace('workloads');
+  operator = await testOperator({ stateDir, taskQueue: `workloads-${randomUUID()}`, namespace });
+  await createVirtualCluster(namespace, 'real', { promoteResources: { nodes: [realNode] } });
+  vc = await eventually('tenant real Ready', async () => {
+    const v = await host().getVirtualCluster({ namespace, name: 'real' });
+    if (v?.status?.phase === 'Failed') throw new Error(v.status.message);
+    return v?.status?.phase === 'Ready' ? v : undefined;
+  });
+  kubeconfig = await tenantKubeconfig(stateDir, vc);
+}, 240_000);
+
+afterAll(async () => {
+  if (vc) {
+    await host()
+      .custom.deleteNamespacedCustomObject({
+        group: 'kosmos.io',
+        version: 'v1alpha1',
+        plural: 'virtualclusters',
+        namespace,
+        name: 'real',
+      })
+      .catch(() => undefined);
+    await eventually(
+      'tenant real gone',
+      async () => (await host().getVirtualCluster({ namespace, name: 'real' })) === undefined,
+      180_000,
+    );
+  }
+  await operator?.stop({ stopTenants: true });
+}, 240_000);
+
+const k = (...args: string[]) => kubectl(kubeconfig, ...args);
+
+async function runningPod(name: string, ns = 'default'): Promise<V1Pod> {
+  return eventually(
+    `pod ${name} Running`,
+    async () => {
+      const p = await tenantCore(kubeconfig).readNamespacedPod({ name, namespace: ns });
+      if (p.status?.phase === 'Failed') throw new Error(`${name} failed: ${p.status.message}`);
+      return p.status?.phase === 'Running' && p.status.containerStatuses?.every((c) => c.ready)
+        ? p
+        : undefined;
+    },
+    120_000,
+  );
+}
+
+/** What `wget -qO-` from the tenant pod `client` gets, or the error it prints. */
+async function fetchFromClient(url: string): Promise<string> {
+  try {
+    return (await k('exec', 'client', '--', 'wget', '-qO-', '-T', '3', url)).trim();
+  } catch (e) {
+    return `error: ${(e as { stderr?: string }).stderr ?? String(e)}`;
+  }
+}
+
+describe('workloads on the real node', () => {
+  it('runs real containers: a client pod and a Deployment of HTTP servers', async () => {
+    await k(
+      'run',
+      'client',
+      `--image=${images.busybox}`,
+      '--restart=Never',
+      '--command',
+      '--',
+      'sleep',
+      '3600',
+    );
+    await k(
+      'create',
+      'deployment',
+      'web',
+      `--image=${images.agnhost}`,
+      '--replicas=2',
+      '--',
+      '/agnhost',
+      'serve-hostname',
+      '--port=80',
+    );
+    await runningPod('client');
+    await eventually('2 web pods Running', async () => {
+      const pods = (
+        await tenantCore(kubeconfig).listNamespacedPod({ namespace: 'default', labelSelector: 'app=web' })
+      ).items;
+      return pods.filter((p) => p.status?.phase === 'Running').length === 2 || undefined;
+    });
+  });
+
+  it('E2E 2: a Service answers by short name, FQDN and ClusterIP; scaling and deletion show', async () => {
+    await k('expose', 'deployment', 'web', '--port=80');
+    const svc = await tenantCore(kubeconfig).readNamespacedService({ name: 'web', namespace: 'default' });
+    // The tenant's ClusterIP is its host Service's, and the machine routes it locally.
+    const ip = await eventually('web to take its host ClusterIP', async () => {
+      const s = await tenantCore(kubeconfig).readNamespacedService({ name: 'web', namespace: 'default' });
+      const h = (await host().core.listNamespacedService({ namespace: hostNamespace(refOf(vc)) })).items.find(
+        (x) =>
+          x.metadata?.annotations?.['kosmos.io/name'] === 'web' || x.metadata?.name?.startsWith('web-x-'),
+      );
+      return h && s.spec?.clusterIP === h.spec?.clusterIP ? s.spec!.clusterIP! : undefined;
+    });
+    expect(svc.metadata?.name).toBe('web');
+    expect(await routeOf(ip)).not.toContain('via');
+    const pods = async () =>
+      (
+        await tenantCore(kubeconfig).listNamespacedPod({ namespace: 'default', labelSelector: 'app=web' })
+      ).items
+        .filter((p) => p.status?.phase === 'Running' && !p.metadata?.deletionTimestamp)
+        .map((p) => p.metadata!.name!);
+    for (const url of ['http://web', 'http://web.default.svc.cluster.local', `http://${ip}`]) {
+      const reply = await eventually(`${url} to answer`, async () => {
+        const r = await fetchFromClient(url);
+        return r.startsWith('error') ? undefined : r;
+      });
+      expect(await pods()).toContain(reply);
+    }
+    await k('scale', 'deployment', 'web', '--replicas=3');
+    await eventually('the third pod to answer', async () => {
+      const names = await pods();
+      if (names.length !== 3) return undefined;
+      const seen = new Set<string>();
+      for (let i = 0; i < 30 && seen.size < 3; i++) seen.add(await fetchFromClient('http://web'));
+      return [...seen].every((s) => names.includes(s)) && seen.size === 3;
+    });
+    await k('scale', 'deployment', 'web', '--replicas=1');
+    const only = await eventually('one pod left', async () => {
+      const names = await pods();
+      return names.length === 1 ? names[0] : undefined;
+    });
+    await eventually('only the remaining pod to answer', async () => {
+      for (let i = 0; i < 6; i++) if ((await fetchFromClient('http://web')) !== only) return undefined;
+      return true;
+    });
+    await k('delete', 'service', 'web');
+    await eventually('the deleted Service to stop answering', async () => {
+      const [byName, byIP] = [await fetchFromClient('http://web'), await fetchFromClient(`http://${ip}`)];
+      return byName.startsWith('error') && byIP.startsWith('error');
+    });
+  });
+
+  it('a NodePort Service answers on the node address from the machine', async () => {
+    await k('expose', 'deployment', 'web', '--name=web-np', '--type=NodePort', '--port=80');
+    const port = await eventually('web-np to take its host node port', async () => {
+      const s = await tenantCore(kubeconfig).readNamespacedService({ name: 'web-np', namespace: 'default' });
+      const np = s.spec?.ports?.[0]?.nodePort;
+      const hosts = (await host().core.listNamespacedService({ namespace: hostNamespace(refOf(vc)) })).items;
+      return np && hosts.some((h) => h.spec?.ports?.[0]?.nodePort === np) ? np : undefined;
+    });
+    const reply = await eventually('the node port to answer', async () => {
+      const res = await fetch(`http://${nodeAddress}:${port}/`, { signal: AbortSignal.timeout(3000) }).catch(
+        () => undefined,
+      );
+      return res?.ok ? (await res.text()).trim() : undefined;
+    });
+    expect(reply).toMatch(/^web-/);
+  });
+});
+
+describe('kubectl against tenant pods', () => {
+  it('logs, logs -f with a line written after the call, and --previous', async () => {
+    await k(
+      'run',
+      'ticker',
+      `--image=${images.busybox}`,
+      '--restart=Never',
+      '--command',
+      '--',
+      'sh',
+      '-c',
+      'i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done',
+    );
+    await runningPod('ticker');
+    expect(
+      await eventually('a first line', async () =>
+        (await k('logs', 'ticker')).includes('tick 0') ? true : undefined,
+      ),
+    ).toBe(true);
+    const { kubectl: bin } = await resolveBinaries();
+    const follow = spawn(bin, ['--kubeconfig', kubeconfig, 'logs', '-f', '--tail=1', 'ticker']);
+    let out = '';
+    follow.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    try {
+      const first = await eventually('logs -f to print', () => /tick (\d+)/.exec(out)?.[1], 30_000);
+      await eventually(
+        'logs -f to print a later line',
+        () => out.includes(`tick ${Number(first) + 2}`),
+        30_000,
+      );
+    } finally {
+      follow.kill();
+    }
+
+    await k(
+      'run',
+      'crasher',
+      `--image=${images.busybox}`,
+      '--restart=Always',
+      '--command',
+      '--',
+      'sh',
+      '-c',
+      'echo run at $(date +%s%N); sleep 2; exit 1',
+    );
+    await eventually('crasher restarted', async () => {
+      const p = await tenantCore(kubeconfig).readNamespacedPod({ name: 'crasher', namespace: 'default' });
+      return (p.status?.containerStatuses?.[0]?.restartCount ?? 0) >= 1 || undefined;
+    });
+    const previous = await k('logs', 'crasher', '--previous');
+    expect(previous).toMatch(/^run at \d+/);
+  });
+
+  it('exec with stdin and the exit code; attach; cp', async () => {
+    const { kubectl: bin } = await resolveBinaries();
+    const exec = spawn(bin, [
+      '--kubeconfig',
+      kubeconfig,
+      'exec',
+      '-i',
+      'client',
+      '--',
+      'sh',
+      '-c',
+      'cat; exit 3',
+    ]);
+    let out = '';
+    exec.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    exec.stdin.end('hello through clusterTree\n');
+    const code = await new Promise<number | null>((r) => exec.on('exit', r));
+    expect(out).toBe('hello through clusterTree\n');
+    expect(code).toBe(3);
+
+    const attach = spawn(bin, ['--kubeconfig', kubeconfig, 'attach', 'ticker']);
+    let attached = '';
+    attach.stdout.on('data', (d: Buffer) => (attached += d.toString()));
+    try {
+      await eventually('attach to show output', () => /tick \d+/.test(attached), 30_000);
+    } finally {
+      attach.kill();
+    }
+
+    const local = join(stateDir, 'cp-source.txt');
+    await writeFile(local, `copied ${randomUUID()}\n`);
+    await k('cp', local, 'default/client:/tmp/copied.txt');
+    expect(await k('exec', 'client', '--', 'cat', '/tmp/copied.txt')).toBe(await readFile(local, 'utf8'));
+    const back = join(stateDir, 'cp-back.txt');
+    await k('cp', 'default/client:/tmp/copied.txt', back);
+    expect(await readFile(back, 'utf8')).toBe(await readFile(local, 'utf8'));
+  });
+
+  it('port-forward reaches a pod', async () => {
+    const pod = (
+      await tenantCore(kubeconfig).listNamespacedPod({ namespace: 'default', labelSelector: 'app=web' })
+    ).items[0]!;
+    const { kubectl: bin } = await resolveBinaries();
+    const pf = spawn(bin, ['--kubeconfig', kubeconfig, 'port-forward', `pod/${pod.metadata!.name!}`, ':80']);
+    let out = '';
+    pf.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    try {
+      const port = await eventually(
+        'port-forward to listen',
+        () => /127\.0\.0\.1:(\d+) ->/.exec(out)?.[1],
+        30_000,
+      );
+      const res = await fetch(`http://127.0.0.1:${port}/`);
+      expect((await res.text()).trim()).toBe(pod.metadata!.name);
+    } finally {
+      pf.kill();
+    }
+  });
+});
+
+describe('inside a tenant pod', () => {
+  it('the in-cluster configuration reaches the tenant API: a client lists the tenant pods, nothing of the host', async () => {
+    await k(
+      'create',
+      'clusterrolebinding',
+      'default-view',
+      '--clusterrole=view',
+      '--serviceaccount=default:default',
+    );
+    await k(
+      'run',
+      'lister',
+      `--image=${images.kubectl}`,
+      '--restart=Never',
+      '--command',
+      '--',
+      'sleep',
+      '3600',
+    );
+    await runningPod('lister');
+    const listed = await eventually('an in-cluster list of pods', async () => {
+      const out = await k('exec', 'lister', '--', 'kubectl', 'get', 'pods', '-A', '-o', 'name');
+      return out.includes('pod/lister') ? out : undefined;
+    });
+    expect(listed).toContain('pod/client');
+    // The host's pods (their host names carry "-x-") are nowhere in the tenant's answer.
+    expect(listed).not.toContain('-x-');
+    const env = await k('exec', 'lister', '--', 'env');
+    const tenantApiIP = (
+      await tenantCore(kubeconfig).readNamespacedService({ name: 'kubernetes', namespace: 'default' })
+    ).spec!.clusterIP!;
+    expect(env).toContain(`KUBERNETES_SERVICE_HOST=${tenantApiIP}\n`);
+    expect(env).toContain('KUBERNETES_SERVICE_PORT=443\n');
+    // Service links are the tenant's (web-np lives in default), never the host's.
+    expect(env).toContain('WEB_NP_SERVICE_HOST=');
+    expect(env).not.toMatch(/KOSMOS_APISERVER|KUBE_DNS_SERVICE/);
+    const hostApiIP = (await host().core.readNamespacedService({ name: 'kubernetes', namespace: 'default' }))
+      .spec!.clusterIP!;
+    expect(env).not.toContain(`=${hostApiIP}\n`);
+  });
+
+  it('DNS: Services, headless pod records, short names; not the host or another tenant', async () => {
+    await k('create', 'service', 'clusterip', 'hs', '--clusterip=None', '--tcp=80:80');
+    await writeFile(
+      join(stateDir, 'named.yaml'),
+      JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: 'named', labels: { app: 'hs' } },
+        spec: {
+          hostname: 'h1',
+          subdomain: 'hs',
+          containers: [{ name: 'c', image: images.busybox, command: ['sleep', '3600'] }],
+        },
+      }),
+    );
+    await k('apply', '-f', join(stateDir, 'named.yaml'));
+    const named = await runningPod('named');
+    const lookup = async (name: string) =>
+      k('exec', 'client', '--', 'nslookup', name).catch(
+        (e: { stdout?: string; stderr?: string }) => `failed: ${e.stdout ?? ''}${e.stderr ?? ''}`,
+      );
+    const webNp = (
+      await tenantCore(kubeconfig).readNamespacedService({ name: 'web-np', namespace: 'default' })
+    ).spec!.clusterIP!;
+    expect(
+      await eventually('web-np to resolve', async () =>
+        (await lookup('web-np')).includes(webNp) ? true : undefined,
+      ),
+    ).toBe(true);
+    expect(await lookup('web-np.default.svc.cluster.local')).toContain(webNp);
+    expect(
+      await eventually('the headless pod record', async () =>
+        (await lookup('h1.hs.default.svc.cluster.local')).includes(named.status!.podIP!) ? true : undefined,
+      ),
+    ).toBe(true);
+    expect(await lookup('kubernetes.default')).toContain(
+      (await tenantCore(kubeconfig).readNamespacedService({ name: 'kubernetes', namespace: 'default' })).spec!
+        .clusterIP!,
+    );
+    // The host's own Service names and another tenant's do not resolve here.
+    const hostNs = hostNamespace(refOf(vc));
+    expect(await lookup(`kosmos-apiserver.${hostNs}.svc.cluster.local`)).toMatch(
+      /failed|NXDOMAIN|can't find/,
+    );
+  });
+});
+
+describe('the node restarts under running pods', () => {
+  async function restart(component: 'kubelet' | 'containerd'): Promise<void> {
+    const recordFile = join(inject('stateRoot'), 'embedded', `node-${realNode}`, `${component}.json`);
+    const before = (JSON.parse(await readFile(recordFile, 'utf8')) as { pid: number }).pid;
+    process.kill(before, 'SIGKILL');
+    await eventually(`${component} restarted by its supervisor`, async () => {
+      const now = (JSON.parse(await readFile(recordFile, 'utf8')) as { pid: number }).pid;
+      return now !== before || undefined;
+    });
+  }
+
+  it('kubelet and containerd restarted: pods keep running, the tenant view stays right', async () => {
+    const before = await runningPod('client');
+    const startedAt = before.status!.containerStatuses![0]!.state!.running!.startedAt;
+    await restart('kubelet');
+    await restart('containerd');
+    // Wait for the node to report again, then the same container still runs.
+    await eventually(
+      'client still answering exec',
+      async () => (await k('exec', 'client', '--', 'echo', 'alive')).trim() === 'alive' || undefined,
+    );
+    const after = await runningPod('client');
+    expect(after.status!.containerStatuses![0]!.restartCount).toBe(0);
+    expect(after.status!.containerStatuses![0]!.state!.running!.startedAt).toEqual(startedAt);
+    const r = await eventually('the NodePort Service answering again', async () => {
+      const res = await fetch(
+        `http://${nodeAddress}:${after.spec ? (await tenantCore(kubeconfig).readNamespacedService({ name: 'web-np', namespace: 'default' })).spec!.ports![0]!.nodePort! : 0}/`,
+        { signal: AbortSignal.timeout(3000) },
+      ).catch(() => undefined);
+      return res?.ok || undefined;
+    });
+    expect(r).toBe(true);
+  });
+});
+
+describe('bad input', () => {
+  it('a missing image shows ErrImagePull/ImagePullBackOff in the tenant, with the reason', async () => {
+    await k('run', 'noimage', '--image=registry.example/nothing:1.0', '--restart=Never');
+    const waiting = await eventually('the pull failure in the tenant', async () => {
+      const p = await tenantCore(kubeconfig).readNamespacedPod({ name: 'noimage', namespace: 'default' });
+      const w = p.status?.containerStatuses?.[0]?.state?.waiting;
+      return w && ['ErrImagePull', 'ImagePullBackOff'].includes(w.reason ?? '') ? w : undefined;
+    });
+    expect(waiting.message ?? '').not.toBe('');
+  });
+
+  it('host port and host network are refused as before', async () => {
+    await k(
+      'run',
+      'hostnet',
+      `--image=${images.busybox}`,
+      '--restart=Never',
+      '--overrides={"spec":{"hostNetwork":true}}',
+      '--command',
+      '--',
+      'sleep',
+      '60',
+    );
+    const p = await eventually('hostnet refused', async () => {
+      const pod = await tenantCore(kubeconfig).readNamespacedPod({ name: 'hostnet', namespace: 'default' });
+      return pod.status?.phase === 'Failed' ? pod : undefined;
+    });
+    expect(p.status?.reason).toBe('HostAccessForbidden');
+  });
+
+  it('a 10 MB log line and an exec whose pod ends mid-stream: clear results, clusterTree stays up', async () => {
+    await k(
+      'run',
+      'bigline',
+      `--image=${images.busybox}`,
+      '--restart=Never',
+      '--command',
+      '--',
+      'sh',
+      '-c',
+      "head -c 10485760 /dev/zero | tr '\\0' x; echo; sleep 3600",
+    );
+    await runningPod('bigline');
+    const { kubectl: bin } = await resolveBinaries();
+    const { stdout } = await eventually('the big line', async () => {
+      const r = await run(bin, ['--kubeconfig', kubeconfig, 'logs', 'bigline'], {
+        maxBuffer: 64 * 1024 * 1024,
+      });
+      return r.stdout.length >= 10 * 1024 * 1024 ? r : undefined;
+    });
+    expect(stdout.trim()).toMatch(/^x+$/);
+
+    await k(
+      'run',
+      'shortlived',
+      `--image=${images.busybox}`,
+      '--restart=Never',
+      '--command',
+      '--',
+      'sleep',
+      '3600',
+    );
+    await runningPod('shortlived');
+    const exec = spawn(bin, [
+      '--kubeconfig',
+      kubeconfig,
+      'exec',
+      'shortlived',
+      '--',
+      'sh',
+      '-c',
+      'echo started; sleep 60',
+    ]);
+    let out = '';
+    exec.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    await eventually('exec started', () => out.includes('started'), 30_000);
+    const exited = new Promise<number | null>((r) => exec.on('exit', r));
+    await k('delete', 'pod', 'shortlived', '--grace-period=1', '--wait=false');
+    expect(await exited).not.toBe(0);
+    // clusterTree still serves: another exec works.
+    expect((await k('exec', 'client', '--', 'echo', 'still here')).trim()).toBe('still here');
+  });
+});
