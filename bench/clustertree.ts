@@ -11,16 +11,16 @@
  *
  *   npm run bench:clustertree [-- --pods 1000 --nodes 1000 --steady 60]
  */
-import { CoreV1Api, KubeConfig, ListWatch, Watch, type V1Pod } from '@kubernetes/client-node';
+import { CoreV1Api } from '@kubernetes/client-node';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { API_VERSION, GROUP, KIND, PLURAL, VERSION, type VirtualCluster } from '../src/api/virtualCluster.js';
-import type { HostCluster } from '../src/activities/hostCluster.js';
+import { GROUP, PLURAL, VERSION, type VirtualCluster } from '../src/api/virtualCluster.js';
 import { tenantId } from '../src/activities/index.js';
 import { kwokNode } from '../src/runtime/embedded.js';
 import { forEachLimited } from '../src/clustertree/queue.js';
 import { createLogger } from '../src/worker/logger.js';
 import type { Operator } from '../src/worker/operator.js';
+import { cpuTicks, createVC, percentile, podRun, readyVC, rssMiB, say, tenantKc, waitFor } from './common.js';
 import { startBenchEnvironment } from './environment.js';
 
 const arg = (name: string, dflt: number): number => {
@@ -33,112 +33,12 @@ const STEADY_S = arg('steady', 60);
 const PODS_PER_NODE = 250;
 const CONCURRENCY = 32;
 const logger = createLogger({ level: 'error' });
-const say = (s: string) => process.stderr.write(s + '\n');
-
-const percentile = (xs: number[], p: number): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
-};
-
-async function cpuTicks(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(f[11]) + Number(f[12]); // utime + stime (fields 14, 15), 100 ticks a second
-}
-async function rssMiB(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
-}
+/** kwok runs any image: nothing is pulled. */
+const KWOK_POD = { containers: [{ name: 'c', image: 'bench' }] };
 
 async function createNodes(core: CoreV1Api, names: string[]): Promise<void> {
   const capacity = { cpu: '64', memory: '256Gi', pods: String(PODS_PER_NODE) };
   await forEachLimited(names, CONCURRENCY, (name) => core.createNode({ body: kwokNode(name, { capacity }) }));
-}
-
-/**
- * Creates `count` pods in `namespace` through `kc` and returns each one's create-to-Running time
- * (ms) and the whole run's duration; a watch sees `Running`.
- */
-async function podRun(
-  kc: KubeConfig,
-  namespace: string,
-  count: number,
-): Promise<{ latencies: number[]; wallMs: number }> {
-  const core = kc.makeApiClient(CoreV1Api);
-  const created = new Map<string, number>();
-  const running = new Map<string, number>();
-  let done: () => void;
-  const all = new Promise<void>((r) => (done = r));
-  const watch = new ListWatch<V1Pod>(
-    `/api/v1/namespaces/${namespace}/pods`,
-    new Watch(kc),
-    () => core.listNamespacedPod({ namespace }),
-    false,
-  );
-  const seen = (p: V1Pod) => {
-    const name = p.metadata!.name!;
-    if (p.status?.phase === 'Running' && !running.has(name) && created.has(name)) {
-      running.set(name, performance.now());
-      if (running.size === count) done();
-    }
-  };
-  watch.on('add', seen);
-  watch.on('update', seen);
-  await watch.start();
-  const t0 = performance.now();
-  const names = Array.from({ length: count }, (_, i) => `bench-${i}`);
-  await forEachLimited(names, CONCURRENCY, async (name) => {
-    created.set(name, performance.now());
-    await core.createNamespacedPod({
-      namespace,
-      body: {
-        metadata: { name, labels: { app: 'bench' } },
-        spec: { containers: [{ name: 'c', image: 'bench' }] },
-      },
-    });
-  });
-  const timeout = setTimeout(() => done(), 600_000);
-  await all;
-  clearTimeout(timeout);
-  await watch.stop();
-  if (running.size < count)
-    throw new Error(`only ${running.size}/${count} pods Running in ${namespace} after 10 min`);
-  const latencies = names.map((n) => running.get(n)! - created.get(n)!);
-  return { latencies, wallMs: Math.max(...running.values()) - t0 };
-}
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 900_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-async function createVC(host: HostCluster, name: string, spec: Record<string, unknown>): Promise<void> {
-  await host.custom.createNamespacedCustomObject({
-    group: GROUP,
-    version: VERSION,
-    plural: PLURAL,
-    namespace: 'default',
-    body: { apiVersion: API_VERSION, kind: KIND, metadata: { name, namespace: 'default' }, spec },
-  });
-}
-
-async function readyVC(host: HostCluster, name: string): Promise<VirtualCluster> {
-  return waitFor(`${name} Ready`, async () => {
-    const vc = await host.getVirtualCluster({ namespace: 'default', name });
-    if (vc?.status?.phase === 'Failed') throw new Error(`${name} failed: ${vc.status.message}`);
-    return vc?.status?.phase === 'Ready' ? vc : undefined;
-  });
-}
-
-function tenantKc(vc: VirtualCluster): KubeConfig {
-  const kc = new KubeConfig();
-  kc.loadFromString(Buffer.from(vc.spec.kubeconfig!, 'base64').toString());
-  return kc;
 }
 
 async function clusterTreePid(operator: Operator, vc: VirtualCluster): Promise<number> {
@@ -196,12 +96,12 @@ async function main(): Promise<void> {
     );
 
     say(`direct: ${PODS} pods on ${perSide} host nodes...`);
-    const base = await podRun(hostKc, 'bench-direct', PODS);
+    const base = await podRun(hostKc, 'bench-direct', PODS, KWOK_POD, CONCURRENCY);
     const pid = await clusterTreePid(operator, podsVc);
     const cpu0 = await cpuTicks(pid);
     const rss = peakRss(pid);
     say(`through clusterTree: ${PODS} pods on ${perSide} promoted nodes...`);
-    const product = await podRun(tenant, 'default', PODS);
+    const product = await podRun(tenant, 'default', PODS, KWOK_POD, CONCURRENCY);
     const ctCpuS = ((await cpuTicks(pid)) - cpu0) / 100;
     const ctPeak = rss.stop();
     await hostCore.deleteNamespace({ name: 'bench-direct' });

@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveBinaries, type Binaries } from '../src/runtime/binaries.js';
-import { startEmbeddedHost, startTemporalDevServer } from '../src/runtime/embedded.js';
+import { startEmbeddedHost, startTemporalDevServer, type EmbeddedHost } from '../src/runtime/embedded.js';
 import { PortAllocator } from '../src/runtime/ports.js';
 import { ProcessRuntime } from '../src/runtime/processRuntime.js';
 import type { Logger } from '../src/worker/logger.js';
@@ -18,6 +18,7 @@ export interface BenchEnvironment {
   binaries: Binaries;
   ports: PortAllocator;
   operator: Operator;
+  host: EmbeddedHost;
   close(): Promise<void>;
 }
 
@@ -27,6 +28,8 @@ export async function startBenchEnvironment(opts: {
   logger: Logger;
   /** Host and tenant etcds skip fsync (measures kosmos-vc, not the disk). */
   etcdUnsafeNoFsync?: boolean;
+  /** Run the host's real node too (pods need real images then); default off: kwok only. */
+  realNode?: boolean;
 }): Promise<BenchEnvironment> {
   const root = await mkdtemp(join(tmpdir(), opts.prefix));
   const binaries = await resolveBinaries();
@@ -34,8 +37,10 @@ export async function startBenchEnvironment(opts: {
   const ports = new PortAllocator(join(root, 'ports.json'));
   const noFsync = opts.etcdUnsafeNoFsync ? { etcdUnsafeNoFsync: true } : {};
   let operator: Operator | undefined;
+  let host: EmbeddedHost | undefined;
   const close = async () => {
     await operator?.stop({ stopTenants: true });
+    await host?.stop();
     await embedded.shutdown();
     await rm(root, { recursive: true, force: true });
   };
@@ -43,13 +48,14 @@ export async function startBenchEnvironment(opts: {
     process.stderr.write('starting Temporal dev server, host cluster and operator...\n');
     const [port, httpPort] = (await ports.allocate('temporal', 2)) as [number, number];
     const temporal = await startTemporalDevServer({ runtime: embedded, binaries, port, httpPort });
-    const host = await startEmbeddedHost({
+    host = await startEmbeddedHost({
       dir: join(root, 'host'),
       runtime: embedded,
       binaries,
       ports,
       logger: opts.logger,
       kwokNodes: 0,
+      realNode: opts.realNode ?? false,
       ...noFsync,
     });
     operator = await startOperator({
@@ -62,9 +68,10 @@ export async function startBenchEnvironment(opts: {
       logger: opts.logger,
       binaries,
       watchNamespace: 'default',
+      ...(host.realNode ? { nodeAddress: host.realNode.layout.nodeIP } : {}),
       ...noFsync,
     });
-    return { root, binaries, ports, operator, close };
+    return { root, binaries, ports, operator, host, close };
   } catch (e) {
     await close();
     throw e;

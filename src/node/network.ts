@@ -58,8 +58,30 @@ export async function setUpNodeNetwork(n: NodeNetwork): Promise<void> {
     await run('iptables', ['-w', '-I', 'FORWARD', '1', '-j', GUARD_CHAIN]);
 }
 
+/**
+ * Chains the kubelet makes for itself (its canaries and the localnet firewall) and never removes:
+ * ours is the only kubelet on the machine, so they go with it.
+ */
+const KUBELET_CHAINS: readonly [table: string, chain: string, jumpsFrom: string[]][] = [
+  ['filter', 'KUBE-FIREWALL', ['INPUT', 'OUTPUT']],
+  ['filter', 'KUBE-KUBELET-CANARY', []],
+  ['nat', 'KUBE-KUBELET-CANARY', []],
+  ['mangle', 'KUBE-KUBELET-CANARY', []],
+  ['mangle', 'KUBE-IPTABLES-HINT', []],
+];
+
+async function removeKubeletChains(): Promise<void> {
+  for (const tool of ['iptables', 'ip6tables'])
+    for (const [table, chain, from] of KUBELET_CHAINS) {
+      for (const f of from) while (await quiet(tool, ['-w', '-t', table, '-D', f, '-j', chain]));
+      await quiet(tool, ['-w', '-t', table, '-F', chain]);
+      await quiet(tool, ['-w', '-t', table, '-X', chain]);
+    }
+}
+
 /** Removes what setUpNodeNetwork made and restores ip_forward; safe to run twice. */
 export async function tearDownNodeNetwork(n: NodeNetwork): Promise<void> {
+  await removeKubeletChains();
   while (await quiet('iptables', ['-w', '-D', 'FORWARD', '-j', GUARD_CHAIN]));
   await quiet('iptables', ['-w', '-F', GUARD_CHAIN]);
   await quiet('iptables', ['-w', '-X', GUARD_CHAIN]);

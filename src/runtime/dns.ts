@@ -39,20 +39,31 @@ export interface DnsLayout {
 export const corefilePath = (l: DnsLayout): string => join(l.dir, 'Corefile');
 const kubeconfigFile = (l: DnsLayout): string => join(l.dir, 'coredns.conf');
 
-/** Authoritative for the cluster domain and reverse zones; nothing is forwarded off the machine. */
+/**
+ * Authoritative for the cluster domain and the reverse zones (from the cluster's API); every other
+ * name is answered NXDOMAIN at once: no upstream resolver is reachable, and nothing is forwarded
+ * off the machine.
+ */
 export function corefile(l: DnsLayout): string {
-  return `.:${l.port} {
+  const listen = (zone: string) => `${zone}:${l.port}`;
+  return `${listen(l.clusterDomain)} ${listen('in-addr.arpa')} ${listen('ip6.arpa')} {
     bind ${l.bind}
     errors
     ready 127.0.0.1:${l.readyPort}
     kubernetes ${l.clusterDomain} in-addr.arpa ip6.arpa {
         kubeconfig ${kubeconfigFile(l)}
         pods insecure
-        fallthrough in-addr.arpa ip6.arpa
         ttl 30
     }
     cache 30
     loadbalance
+}
+${listen('.')} {
+    bind ${l.bind}
+    errors
+    template ANY ANY {
+        rcode NXDOMAIN
+    }
 }
 `;
 }

@@ -291,9 +291,20 @@ describe('clusterTree', () => {
         ),
       ) as { items: { endpoints?: { addresses: string[] }[] }[] };
       const listed = slices.items.flatMap((s) => (s.endpoints ?? []).flatMap((e) => e.addresses)).sort();
-      // The host Service selects the same pods.
+      // The host Service selects the same pods (the namespace also holds the tenant API's and
+      // DNS's Services, whose endpoints are the node address).
       const hostSlices = JSON.parse(
-        await kubectl(inject('hostKubeconfig'), 'get', 'endpointslices', '-n', hostNs, '-o', 'json'),
+        await kubectl(
+          inject('hostKubeconfig'),
+          'get',
+          'endpointslices',
+          '-n',
+          hostNs,
+          '-l',
+          `kubernetes.io/service-name=${hostName('default', 'web')}`,
+          '-o',
+          'json',
+        ),
       ) as { items: { endpoints?: { addresses: string[] }[] }[] };
       const hostListed = hostSlices.items
         .flatMap((s) => (s.endpoints ?? []).flatMap((e) => e.addresses))

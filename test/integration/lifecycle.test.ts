@@ -3,7 +3,7 @@
  * tenant etcd / kube-apiserver / kube-controller-manager / kube-scheduler, real kubectl.
  */
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { kubeconfigSecretName } from '../../src/activities/index.js';
 import type { TenantAllocation } from '../../src/activities/types.js';
 import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
@@ -121,12 +121,20 @@ describe('VirtualCluster lifecycle', () => {
     await createVirtualCluster(namespace, 'doomed');
     await waitForPhase(namespace, 'doomed', 'Ready');
     const allocation = await allocationOf('doomed');
-    // One of each control-plane component, and clusterTree (run by Node.js).
+    // One of each control-plane component, clusterTree (run by Node.js), and the tenant's DNS
+    // where pods can reach it (a real node runs).
     expect(
       processesMentioning(allocation.dir)
         .map((p) => p.exe)
         .sort(),
-    ).toEqual(['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'node']);
+    ).toEqual([
+      ...(inject('nodeAddress') ? ['coredns'] : []),
+      'etcd',
+      'kube-apiserver',
+      'kube-controller-manager',
+      'kube-scheduler',
+      'node',
+    ]);
 
     await deleteVirtualCluster(namespace, 'doomed');
     await waitForGone(namespace, 'doomed');

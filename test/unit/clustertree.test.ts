@@ -2,7 +2,7 @@
  * clusterTree's pure parts: pod/Service/node translation, the keyed work queue, the resize
  * command's arithmetic, quantities.
  */
-import type { V1Node, V1Pod } from '@kubernetes/client-node';
+import type { V1Node, V1Pod, V1PodSpec, V1Service, V1ServicePort } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { parseQuantity } from '../../src/api/virtualCluster.js';
 import { desiredPromotion, parseResizeArgs, UsageError } from '../../src/cli/resize.js';
@@ -22,6 +22,7 @@ import {
   podReferences,
   tenantNodeFor,
   tenantPodStatus,
+  virtualNode,
   type TenantContext,
 } from '../../src/clustertree/translate.js';
 
@@ -233,9 +234,94 @@ describe('status and nodes', () => {
       spec: { selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080 }], type: 'NodePort' },
     });
     expect(svc?.metadata?.name).toBe(hostName('shop', 'web'));
-    expect(svc?.spec?.type).toBe('ClusterIP');
+    // A NodePort answers on the host's node ports (the tenant Service then takes them).
+    expect(svc?.spec?.type).toBe('NodePort');
     expect(svc?.spec?.selector).toMatchObject({ app: 'web', [OriginLabel.tenantNamespace]: 'shop' });
+    const plain = hostServiceFor(ctx, {
+      metadata: { name: 'api', namespace: 'shop', uid: 'u2' },
+      spec: { selector: { app: 'api' }, ports: [{ port: 80 }] },
+    });
+    expect(plain?.spec?.type).toBe('ClusterIP');
     expect(hostServiceFor(ctx, { metadata: { name: 'x', namespace: 'shop' }, spec: {} })).toBeUndefined();
+  });
+
+  it("points a tenant node's kubelet address and port at clusterTree's endpoint", () => {
+    const n = virtualNode('v', { cpu: '1', memory: '1Gi' }, new Date(), {
+      address: '127.0.0.1',
+      port: 23456,
+    });
+    expect(n.status?.addresses).toEqual([
+      { type: 'InternalIP', address: '127.0.0.1' },
+      { type: 'Hostname', address: 'v' },
+    ]);
+    expect(n.status?.daemonEndpoints?.kubeletEndpoint?.Port).toBe(23456);
+  });
+});
+
+describe('what a tenant pod sees of its cluster', () => {
+  const net = { ...ctx, tenantApi: { clusterIP: '10.100.0.7', port: 443 }, clusterDNS: '10.100.0.53' };
+  const svc = (name: string, ns: string, ip: string, ports: V1ServicePort[]): V1Service => ({
+    metadata: { name, namespace: ns },
+    spec: { clusterIP: ip, ports },
+  });
+  const pod = (spec: Partial<V1PodSpec> = {}): V1Pod => ({
+    metadata: { name: 'p', namespace: 'shop', uid: 'u' },
+    spec: {
+      nodeName: 'n',
+      containers: [{ name: 'c', image: 'i', env: [{ name: 'OWN', value: '1' }] }],
+      ...spec,
+    },
+  });
+  const services = [
+    svc('my-db', 'shop', '10.100.1.1', [{ name: 'sql', port: 5432, protocol: 'TCP' }]),
+    svc('elsewhere', 'other', '10.100.1.2', [{ port: 80 }]),
+    svc('headless', 'shop', 'None', [{ port: 80 }]),
+  ];
+
+  it("gives containers the tenant's kubernetes Service and the namespace's Services, as a kubelet names them", () => {
+    const env = hostPodFor(net, pod(), 'n', services).spec!.containers[0]!.env!;
+    const get = (n: string) => env.find((e) => e.name === n)?.value;
+    expect(get('KUBERNETES_SERVICE_HOST')).toBe('10.100.0.7');
+    expect(get('KUBERNETES_SERVICE_PORT')).toBe('443');
+    expect(get('KUBERNETES_PORT_443_TCP_ADDR')).toBe('10.100.0.7');
+    expect(get('MY_DB_SERVICE_HOST')).toBe('10.100.1.1');
+    expect(get('MY_DB_SERVICE_PORT_SQL')).toBe('5432');
+    expect(get('MY_DB_PORT')).toBe('tcp://10.100.1.1:5432');
+    expect(get('ELSEWHERE_SERVICE_HOST')).toBeUndefined();
+    expect(get('HEADLESS_SERVICE_HOST')).toBeUndefined();
+    // The container's own variables come last, so they win and $(VAR) references resolve.
+    expect(env.at(-1)).toEqual({ name: 'OWN', value: '1' });
+    expect(hostPodFor(net, pod(), 'n', services).spec!.enableServiceLinks).toBe(false);
+  });
+
+  it('leaves service links out when the pod turns them off, but never the kubernetes Service', () => {
+    const env = hostPodFor(net, pod({ enableServiceLinks: false }), 'n', services).spec!.containers[0]!.env!;
+    expect(env.some((e) => e.name.startsWith('MY_DB'))).toBe(false);
+    expect(env.some((e) => e.name === 'KUBERNETES_SERVICE_HOST')).toBe(true);
+    const own = pod({
+      containers: [{ name: 'c', image: 'i', env: [{ name: 'KUBERNETES_SERVICE_HOST', value: 'x' }] }],
+    });
+    const overridden = hostPodFor(net, own, 'n', services).spec!.containers[0]!.env!;
+    expect(overridden.filter((e) => e.name === 'KUBERNETES_SERVICE_HOST')).toEqual([
+      { name: 'KUBERNETES_SERVICE_HOST', value: 'x' },
+    ]);
+  });
+
+  it("resolves through the tenant's DNS with the tenant's search path; Default and None stay", () => {
+    const first = hostPodFor(
+      net,
+      pod({ dnsConfig: { searches: ['corp.example'], options: [{ name: 'ndots', value: '2' }] } }),
+      'n',
+    );
+    expect(first.spec!.dnsPolicy).toBe('None');
+    expect(first.spec!.dnsConfig).toEqual({
+      nameservers: ['10.100.0.53'],
+      searches: ['shop.svc.cluster.local', 'svc.cluster.local', 'cluster.local', 'corp.example'],
+      options: [{ name: 'ndots', value: '2' }],
+    });
+    expect(hostPodFor(net, pod({ dnsPolicy: 'Default' }), 'n').spec!.dnsPolicy).toBe('Default');
+    const none = hostPodFor(net, pod({ dnsPolicy: 'None', dnsConfig: { nameservers: ['1.2.3.4'] } }), 'n');
+    expect(none.spec!.dnsConfig).toEqual({ nameservers: ['1.2.3.4'] });
   });
 });
 
