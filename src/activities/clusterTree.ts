@@ -44,7 +44,12 @@ import type { PortAllocator } from '../runtime/ports.js';
 import type { ComponentSpec, ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
 import { FIELD_MANAGER, type HostCluster } from './hostCluster.js';
-import { TENANT_API_PORT, hostNamespaceObject, type TenantNetwork } from './tenantNetwork.js';
+import {
+  TENANT_API_PORT,
+  hostNamespaceObject,
+  isolationPolicy,
+  type TenantNetwork,
+} from './tenantNetwork.js';
 import { FailureType, type PendingNode, type PromotionResult, type StepInput } from './types.js';
 
 export const CLUSTERTREE_USER = 'kosmos-vc:clustertree';
@@ -337,7 +342,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
     await apply(tenantAdmin(l).objects, tenantRbac());
     const tenantKubeconfig = await tenantCredentials(l);
 
-    await apply(hostObjects, hostRbac(ref, ns));
+    await apply(hostObjects, [...hostRbac(ref, ns), isolationPolicy(ref, deps.network?.nodeAddress)]);
     const { server, caPem } = await hostEndpoint(hostKc);
     const hostKubeconfig = join(dir, 'host.conf');
     await writeFile(

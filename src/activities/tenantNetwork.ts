@@ -65,7 +65,37 @@ export function hostNamespaceObject(ref: VirtualClusterRef): KubernetesObject {
 
 export const dnsPortOwner = (tenantId: string): string => `${tenantId}/dns`;
 
+export const ISOLATION_POLICY = 'kosmos-vc-tenant-isolation';
+
+/**
+ * The NetworkPolicy a production host enforces between tenants: pods in the tenant's host
+ * namespace accept connections from pods of the same namespace and from the node (kubelet probes,
+ * NodePorts), nothing from other tenants' or the host's pods. Egress stays open: the tenant's API
+ * and DNS are reached through the node address. It takes a CNI with a policy engine to enforce
+ * it; the embedded host's bridge plugin has none (ADR 7).
+ */
+export function isolationPolicy(ref: VirtualClusterRef, nodeAddress: string | undefined): KubernetesObject {
+  return {
+    apiVersion: 'networking.k8s.io/v1',
+    kind: 'NetworkPolicy',
+    metadata: {
+      name: ISOLATION_POLICY,
+      namespace: hostNamespace(ref),
+      labels: { [OriginLabel.managedBy]: 'kosmos-vc', [OriginLabel.tenant]: tenantHash(ref) },
+    },
+    spec: {
+      podSelector: {},
+      policyTypes: ['Ingress'],
+      ingress: [
+        { from: [{ podSelector: {} }] },
+        ...(nodeAddress ? [{ from: [{ ipBlock: { cidr: `${nodeAddress}/32` } }] }] : []),
+      ],
+    },
+  } as KubernetesObject;
+}
+
 export function createTenantNetwork(deps: TenantNetworkDeps) {
+  const nodeAddress = deps.nodeAddress;
   const hostKc = deps.host.kubeConfig;
   const discovery = hostKc.makeApiClient(DiscoveryV1Api);
 
@@ -81,6 +111,7 @@ export function createTenantNetwork(deps: TenantNetworkDeps) {
   }
 
   return {
+    nodeAddress,
     /**
      * Makes the host Service pods reach the tenant API server through and returns its ClusterIP
      * (before the certificates are issued: the address goes into the serving certificate).

@@ -36,6 +36,10 @@ import {
 import { ignoreStatus, statusCode } from '../api/kubeClient.js';
 import type { Logger } from '../worker/logger.js';
 import type { ClusterTreeConfig } from './config.js';
+import type { HostPodRef } from './kubeletServer.js';
+
+/** kwok's mark on the nodes it simulates (their pods have no containers to serve). */
+const KWOK_NODE_ANNOTATION = 'kwok.x-k8s.io/node';
 import {
   MANAGER,
   ORIGIN_ANNOTATION,
@@ -402,11 +406,18 @@ export class ClusterTree {
     return this.ready;
   }
 
-  /** The host pod of a tenant pod clusterTree runs (what the kubelet endpoint serves), if any. */
-  hostPodOf(namespace: string, name: string): { namespace: string; name: string } | undefined {
+  /**
+   * The host pod of a tenant pod clusterTree runs (what the kubelet endpoint serves), if any,
+   * and the name of its node when that is a simulated (kwok) node, which has nothing to serve.
+   */
+  hostPodOf(namespace: string, name: string): HostPodRef | undefined {
     const pod = this.tenantPods.get(name, namespace);
     if (!pod || !this.placement(pod)) return undefined;
-    return { namespace: this.cfg.hostNamespace, name: hostName(namespace, name) };
+    const hname = hostName(namespace, name);
+    const node = this.hostPods.get(hname, this.cfg.hostNamespace)?.spec?.nodeName;
+    const simulated =
+      node && this.hostNodes.get(node)?.metadata?.annotations?.[KWOK_NODE_ANNOTATION] === 'fake';
+    return { namespace: this.cfg.hostNamespace, name: hname, ...(simulated ? { simulatedNode: node } : {}) };
   }
 
   private enqueueAll(): void {

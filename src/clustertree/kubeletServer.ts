@@ -26,11 +26,15 @@ export interface KubeletEndpointTls {
   clientCA: string;
 }
 
+/** A tenant pod's host pod; `simulatedNode` names its node when that is a kwok node. */
+export interface HostPodRef {
+  namespace: string;
+  name: string;
+  simulatedNode?: string;
+}
+
 /** Where a tenant pod runs on the host, or undefined when clusterTree does not run it. */
-export type HostPodResolver = (
-  namespace: string,
-  name: string,
-) => { namespace: string; name: string } | undefined;
+export type HostPodResolver = (namespace: string, name: string) => HostPodRef | undefined;
 
 type Verb = 'containerLogs' | 'exec' | 'attach' | 'portForward';
 
@@ -211,6 +215,11 @@ export class KubeletServer {
     if (!route) return reply(404, 'Not Found');
     const hostPod = this.resolve(route.namespace, route.pod);
     if (!hostPod) return reply(404, `pod ${route.namespace}/${route.pod} does not run on this node`);
+    if (hostPod.simulatedNode)
+      return reply(
+        400,
+        `pod ${route.namespace}/${route.pod} runs on ${hostPod.simulatedNode}, a simulated (kwok) node: it has no containers, so no logs, exec, attach or port-forward`,
+      );
 
     const server = new URL(this.host.getCurrentCluster()!.server);
     const opts: RequestOptions = {

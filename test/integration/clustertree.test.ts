@@ -3,7 +3,7 @@
  * and pod IPs come back, ConfigMaps and Services follow, clusterTree survives SIGKILL and repairs
  * drift, a removed node is drained and handed back, and deletion leaves the host clean.
  */
-import type { V1Node, V1Pod } from '@kubernetes/client-node';
+import { NetworkingV1Api, type V1Node, type V1Pod } from '@kubernetes/client-node';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -313,6 +313,28 @@ describe('clusterTree', () => {
         JSON.stringify(listed) === JSON.stringify(ips) && JSON.stringify(hostListed) === JSON.stringify(ips)
       );
     });
+  });
+
+  it('answers logs and exec of a pod on a simulated node with a clear error; isolates the namespace', async () => {
+    const [pod] = (
+      await tenantCore(kubeconfig).listNamespacedPod({ namespace: 'default', labelSelector: 'app=web' })
+    ).items;
+    for (const args of [
+      ['logs', pod!.metadata!.name!],
+      ['exec', pod!.metadata!.name!, '--', 'true'],
+    ]) {
+      const err = await kubectl(kubeconfig, ...args).then(
+        () => 'succeeded',
+        (e: { stderr?: string }) => e.stderr ?? '',
+      );
+      expect(err).toContain('a simulated (kwok) node');
+    }
+    // The NetworkPolicy a host with a policy engine enforces between tenants.
+    const policy = await host()
+      .kubeConfig.makeApiClient(NetworkingV1Api)
+      .readNamespacedNetworkPolicy({ name: 'kosmos-vc-tenant-isolation', namespace: hostNs });
+    expect(policy.spec?.podSelector).toEqual({});
+    expect(policy.spec?.ingress?.[0]?._from).toEqual([{ podSelector: {} }]);
   });
 
   it('repairs a host pod deleted behind its back', async () => {

@@ -400,6 +400,12 @@ describe('inside a tenant pod', () => {
       (await tenantCore(kubeconfig).readNamespacedService({ name: 'kubernetes', namespace: 'default' })).spec!
         .clusterIP!,
     );
+    await k('create', 'service', 'externalname', 'ext', '--external-name=web-np.default.svc.cluster.local');
+    expect(
+      await eventually('the ExternalName to resolve through its target', async () =>
+        (await lookup('ext')).includes(webNp) ? true : undefined,
+      ),
+    ).toBe(true);
     // The host's own Service names and another tenant's do not resolve here.
     const hostNs = hostNamespace(refOf(vc));
     expect(await lookup(`kosmos-apiserver.${hostNs}.svc.cluster.local`)).toMatch(

@@ -3,7 +3,10 @@
  * (in memory, headless) and the embedded host cluster (etcd, kube-apiserver,
  * kube-controller-manager, kube-scheduler, kwok). Everything is stopped by PID at the end.
  */
+import { execFile } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
@@ -13,7 +16,9 @@ import { startEmbeddedHost, startTemporalDevServer } from '../../src/runtime/emb
 import { PortAllocator } from '../../src/runtime/ports.js';
 import { ProcessRuntime } from '../../src/runtime/processRuntime.js';
 import type { ComponentSpec } from '../../src/runtime/types.js';
-import { OWNER, stopRealNode } from '../../src/node/realNode.js';
+import { NodeNet, OWNER, stopRealNode } from '../../src/node/realNode.js';
+
+const run = promisify(execFile);
 import { KubeConfig } from '@kubernetes/client-node';
 import { createLogger, type Logger } from '../../src/worker/logger.js';
 
@@ -65,6 +70,21 @@ async function reapInterruptedRuns(logger: Logger): Promise<void> {
   }
 }
 
+/** Live processes whose command line mentions `dir` ("pid exe"). */
+function leftovers(dir: string): string[] {
+  const out: string[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(entry)) continue;
+    try {
+      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+      if (argv.some((a) => a.includes(dir))) out.push(`${entry} ${argv[0] ?? ''}`);
+    } catch {
+      /* exited meanwhile */
+    }
+  }
+  return out;
+}
+
 function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -83,6 +103,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const runtime = new ProcessRuntime({ root: join(stateRoot, 'embedded'), logger });
   const ports = new PortAllocator(join(stateRoot, 'ports.json'));
   let stopHost = (): Promise<void> => Promise.resolve();
+  let hadRealNode = false;
   try {
     const [temporalPort, httpPort] = await ports.allocate('temporal', 2);
     const temporal = startTemporalDevServer({
@@ -103,6 +124,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
       etcdUnsafeNoFsync: true,
     });
     stopHost = () => host.stop();
+    hadRealNode = host.realNode !== undefined;
     const kc = new KubeConfig();
     kc.loadFromFile(host.kubeconfigPath);
     await new HostCluster(kc).applyCRD();
@@ -119,6 +141,16 @@ export default async function setup(project: TestProject): Promise<() => Promise
   return async () => {
     await stopHost();
     await runtime.shutdown();
+    // Nothing of the run may outlive it: no process under its directory (containers included),
+    // no bridge of the real node.
+    const left = leftovers(stateRoot);
+    if (left.length > 0) throw new Error(`processes left after the test run: ${left.join(', ')}`);
+    const bridgeLeft = await run('ip', ['link', 'show', NodeNet.bridge]).then(
+      () => true,
+      () => false,
+    );
+    if (hadRealNode && bridgeLeft)
+      throw new Error(`the real node's bridge ${NodeNet.bridge} is left after the test run`);
     if (!process.env.KVC_KEEP_TEST_STATE) await rm(stateRoot, { recursive: true, force: true });
   };
 }
