@@ -26,7 +26,7 @@ COREDNS_IMAGE=registry.k8s.io/coredns/coredns:$COREDNS_VERSION
 KUBECTL_IMAGE=registry.k8s.io/kubectl:$KUBERNETES_VERSION
 # Debian packages the real node runs with (runc, CNI plugins, iptables for kube-proxy) and the
 # image builder (buildah, busybox-static for the images' shell).
-NODE_PACKAGES=(runc containernetworking-plugins iptables conntrack buildah busybox-static)
+NODE_PACKAGES=(runc containernetworking-plugins iptables conntrack buildah busybox-static gcc libc6-dev)
 
 # ~ rather than $HOME: bash falls back to the password database when HOME is unset (services).
 CACHE="${KOSMOS_VC_CACHE:-${XDG_CACHE_HOME:-$(echo ~)/.cache}/kosmos-vc}"

@@ -364,6 +364,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       hostKubeconfig,
       listen: { address: '127.0.0.1', port: port! },
       kubelet: await kubeletEndpoint(l, kubeletPort!),
+      serviceCIDR: l.serviceCIDR,
       ...(await podNetwork(input, l)),
       virtualNodeName: VIRTUAL_NODE,
       quotaName: QUOTA_NAME,

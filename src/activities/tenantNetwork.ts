@@ -17,14 +17,14 @@ import {
   KubeConfig,
   PatchStrategy,
   type KubernetesObject,
-  type V1EndpointSlice,
+  type V1NetworkPolicy,
 } from '@kubernetes/client-node';
 import { join } from 'node:path';
-import { ignoreStatus, isConflict } from '../api/kubeClient.js';
+import { ignoreStatus } from '../api/kubeClient.js';
 import type { VirtualClusterRef } from '../api/virtualCluster.js';
 import { OriginLabel, hostNamespace, tenantHash } from '../clustertree/naming.js';
 import { PkiFile, loadPair } from '../pki/controlPlanePki.js';
-import { ensureDnsRbac, ensureDnsService, prepareDns } from '../runtime/dns.js';
+import { ensureDnsRbac, ensureDnsService, ensureEndpointSlice, prepareDns } from '../runtime/dns.js';
 import { apiserverURL, kubeconfigPath, pkiDir, type ControlPlaneLayout } from '../runtime/controlPlane.js';
 import type { PortAllocator } from '../runtime/ports.js';
 import type { ControlPlaneRuntime } from '../runtime/types.js';
@@ -74,7 +74,8 @@ export const ISOLATION_POLICY = 'kosmos-vc-tenant-isolation';
  * and DNS are reached through the node address. It takes a CNI with a policy engine to enforce
  * it; the embedded host's bridge plugin has none (ADR 7).
  */
-export function isolationPolicy(ref: VirtualClusterRef, nodeAddress: string | undefined): KubernetesObject {
+export function isolationPolicy(ref: VirtualClusterRef, nodeAddress: string | undefined): V1NetworkPolicy {
+  // client-node's serializer writes the model's `_from` as `from` (a plain `from` is dropped).
   return {
     apiVersion: 'networking.k8s.io/v1',
     kind: 'NetworkPolicy',
@@ -87,28 +88,17 @@ export function isolationPolicy(ref: VirtualClusterRef, nodeAddress: string | un
       podSelector: {},
       policyTypes: ['Ingress'],
       ingress: [
-        { from: [{ podSelector: {} }] },
-        ...(nodeAddress ? [{ from: [{ ipBlock: { cidr: `${nodeAddress}/32` } }] }] : []),
+        { _from: [{ podSelector: {} }] },
+        ...(nodeAddress ? [{ _from: [{ ipBlock: { cidr: `${nodeAddress}/32` } }] }] : []),
       ],
     },
-  } as KubernetesObject;
+  };
 }
 
 export function createTenantNetwork(deps: TenantNetworkDeps) {
   const nodeAddress = deps.nodeAddress;
   const hostKc = deps.host.kubeConfig;
   const discovery = hostKc.makeApiClient(DiscoveryV1Api);
-
-  async function ensureSlice(kc: KubeConfig, slice: V1EndpointSlice): Promise<void> {
-    const api = kc === hostKc ? discovery : kc.makeApiClient(DiscoveryV1Api);
-    const ns = slice.metadata!.namespace!;
-    try {
-      await api.createNamespacedEndpointSlice({ namespace: ns, body: slice });
-    } catch (e) {
-      if (!isConflict(e)) throw e;
-      await api.replaceNamespacedEndpointSlice({ name: slice.metadata!.name!, namespace: ns, body: slice });
-    }
-  }
 
   return {
     nodeAddress,
@@ -137,7 +127,7 @@ export function createTenantNetwork(deps: TenantNetworkDeps) {
           spec: { ports: [{ name: 'https', protocol: 'TCP', port: TENANT_API_PORT }] },
         },
       });
-      await ensureSlice(hostKc, {
+      await ensureEndpointSlice(discovery, {
         metadata: {
           name: TENANT_API_SERVICE,
           namespace: ns,

@@ -39,6 +39,16 @@ export function parseIPv4Cidr(cidr: string): { base: number; prefix: number } | 
   return { base, prefix };
 }
 
+/** True when `ip` (IPv4) lies in `cidr`. */
+export function cidrContains(cidr: string, ip: string): boolean {
+  const net = parseIPv4Cidr(cidr);
+  const o = octets(ip);
+  if (!net || !o) return false;
+  const n = ((o[0]! << 24) | (o[1]! << 16) | (o[2]! << 8) | o[3]!) >>> 0;
+  const mask = net.prefix === 0 ? 0 : (0xffffffff << (32 - net.prefix)) >>> 0;
+  return (n & mask) >>> 0 === net.base;
+}
+
 export function formatIPv4(n: number): string {
   return [24, 16, 8, 0].map((s) => (n >>> s) & 0xff).join('.');
 }

@@ -28,6 +28,8 @@ export const ClusterTreeConfig = z.object({
     .optional(),
   /** Where pods reach the tenant API server (host ClusterIP and port of its Service). */
   tenantApi: z.object({ clusterIP: z.string(), port: z.number().int().positive() }).optional(),
+  /** The tenant's Service range: a tenant Service takes its host ClusterIP only from inside it. */
+  serviceCIDR: z.string().optional(),
   /** The tenant's DNS Service address: host pods of ClusterFirst pods resolve through it. */
   clusterDNS: z.string().optional(),
   /** The tenant node standing for spec.promoteResources.resources. */

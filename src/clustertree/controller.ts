@@ -32,8 +32,10 @@ import {
   type V1ResourceQuota,
   type V1Secret,
   type V1Service,
+  type V1ServiceSpec,
 } from '@kubernetes/client-node';
 import { ignoreStatus, statusCode } from '../api/kubeClient.js';
+import { cidrContains } from '../api/virtualCluster.js';
 import type { Logger } from '../worker/logger.js';
 import type { ClusterTreeConfig } from './config.js';
 import type { HostPodRef } from './kubeletServer.js';
@@ -143,6 +145,8 @@ export class ClusterTree {
    * the new one, its absence is not a deletion (the host Service, and so the IP, must stay).
    */
   private readonly readdressing = new Map<string, number>();
+  /** Tenant Services whose host address lies outside the tenant's range (warned once). */
+  private readonly outOfRange = new Set<string>();
   private stopped = false;
   private ready = false;
   private syncErrors = 0;
@@ -644,7 +648,7 @@ export class ClusterTree {
       if (phase === 'Succeeded' || phase === 'Failed') return; // finished: nothing to run again
       let body: V1Pod;
       try {
-        body = hostPodFor(this.ctx, tp, where.hostNode, this.tenantServices.list());
+        body = hostPodFor(this.ctx, tp, where.hostNode, this.settledServices());
       } catch (e) {
         if (!(e instanceof PodRefused)) throw e;
         await this.tenantCore.patchNamespacedPodStatus(
@@ -869,11 +873,28 @@ export class ClusterTree {
         {
           name: hname,
           namespace: hostNs,
-          body: { spec: { selector: want.spec!.selector, ports: want.spec!.ports } },
+          // A type change (ClusterIP <-> NodePort) goes along; the API server drops node ports a
+          // ClusterIP Service may not have and allocates those a NodePort needs.
+          body: { spec: { type: want.spec!.type, selector: want.spec!.selector, ports: want.spec!.ports } },
         },
         merge,
       );
     }
+  }
+
+  /**
+   * Tenant Services whose address is final (what service-link variables may name): those with a
+   * host counterpart once they carry its ClusterIP; headless, ExternalName and selector-less ones
+   * as they are. A pod created in between does without the variable, as one created before the
+   * Service does.
+   */
+  private settledServices(): V1Service[] {
+    return this.tenantServices.list().filter((t) => {
+      const ns = t.metadata!.namespace!;
+      if (!hostServiceFor(this.ctx, t) || t.spec?.clusterIP === 'None') return true;
+      const h = this.hostServices.get(hostName(ns, t.metadata!.name!), this.cfg.hostNamespace);
+      return h?.spec?.clusterIP === t.spec?.clusterIP;
+    });
   }
 
   /**
@@ -895,34 +916,62 @@ export class ClusterTree {
     if (s.clusterIP === ip && portsMatch) return;
     const ns = t.metadata!.namespace!;
     const name = t.metadata!.name!;
-    const body: V1Service = {
+    const key = `${ns}/${name}`;
+    if (this.cfg.serviceCIDR && !cidrContains(this.cfg.serviceCIDR, ip)) {
+      // Deleting would lose the Service for good: the tenant's range cannot hold the host's IP.
+      if (!this.outOfRange.has(key))
+        this.log.warn(
+          'tenant service keeps its own ClusterIP: the host address is outside the tenant range',
+          {
+            service: key,
+            clusterIP: ip,
+            serviceCIDR: this.cfg.serviceCIDR,
+          },
+        );
+      this.outOfRange.add(key);
+      return;
+    }
+    const meta = t.metadata!;
+    const copy = (spec: V1ServiceSpec): V1Service => ({
       apiVersion: 'v1',
       kind: 'Service',
       metadata: {
         name,
         namespace: ns,
-        ...(t.metadata?.labels ? { labels: t.metadata.labels } : {}),
-        ...(t.metadata?.annotations ? { annotations: t.metadata.annotations } : {}),
+        ...(meta.labels ? { labels: meta.labels } : {}),
+        ...(meta.annotations ? { annotations: meta.annotations } : {}),
+        ...(meta.ownerReferences ? { ownerReferences: meta.ownerReferences } : {}),
+        ...(meta.finalizers ? { finalizers: meta.finalizers } : {}),
       },
-      spec: { ...s, clusterIP: ip, clusterIPs: [ip], ports },
-    };
-    delete body.spec!.healthCheckNodePort;
-    this.readdressing.set(`${ns}/${name}`, Date.now());
+      spec,
+    });
+    const { healthCheckNodePort: _unused, ...kept } = s;
+    this.readdressing.set(key, Date.now());
     await this.tenantCore
-      .deleteNamespacedService({ name, namespace: ns, body: { preconditions: { uid: t.metadata!.uid! } } })
+      .deleteNamespacedService({ name, namespace: ns, body: { preconditions: { uid: meta.uid! } } })
       .catch(ignoreStatus(404, 409));
     try {
-      await this.tenantCore.createNamespacedService({ namespace: ns, body });
-      this.log.info('tenant service takes its host ClusterIP', { service: `${ns}/${name}`, clusterIP: ip });
+      await this.tenantCore.createNamespacedService({
+        namespace: ns,
+        body: copy({ ...kept, clusterIP: ip, clusterIPs: [ip], ports }),
+      });
+      this.log.info('tenant service takes its host ClusterIP', { service: key, clusterIP: ip });
     } catch (e) {
-      // 409: someone (the tenant apiserver for `kubernetes`) re-created it first: the next sync
-      // sees the wrong address again and retries. 422: the host's IP is outside the tenant's range.
-      if (statusCode(e) === 422)
-        this.log.warn('tenant service cannot take its host ClusterIP', {
-          service: `${ns}/${name}`,
-          error: hostMessage(e),
-        });
-      else throw e;
+      if (statusCode(e) === 409) throw e; // re-created meanwhile (the apiserver's `kubernetes`): next sync
+      // The address (or a node port) is taken in the tenant: put the Service back as it was, with
+      // an address of the tenant's choosing, and say why.
+      this.log.warn('tenant service cannot take its host ClusterIP; restored', {
+        service: key,
+        error: hostMessage(e),
+      });
+      const { clusterIP: _ip, clusterIPs: _ips, ...rest } = kept;
+      await this.tenantCore
+        .createNamespacedService({
+          namespace: ns,
+          body: copy({ ...rest, ports: (s.ports ?? []).map(({ nodePort: _np, ...p }) => p) }),
+        })
+        .catch(ignoreStatus(409));
+      throw e;
     }
   }
 

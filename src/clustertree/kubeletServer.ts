@@ -160,6 +160,8 @@ export class KubeletServer {
       this.handle(req, res, undefined).catch((e: unknown) => this.fail(res, 502, (e as Error).message));
     });
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      // Node takes its own error listener off an upgraded socket: a reset must not crash us.
+      socket.on('error', () => socket.destroy());
       this.handle(req, undefined, { socket, head }).catch((e: unknown) => {
         this.log.warn('kubelet stream failed', { error: (e as Error).message });
         socket.end(`HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain\r\n\r\n${(e as Error).message}\n`);
@@ -242,31 +244,41 @@ export class KubeletServer {
 
     if (upgrade) {
       const { socket, head } = upgrade;
+      // The caller may go away before the host answers: then nothing of the request may stay open.
+      socket.on('close', () => {
+        out.destroy();
+        finish();
+      });
       out.on('upgrade', (hres, hostSocket, hostHead) => {
+        if (socket.destroyed) {
+          hostSocket.destroy();
+          return;
+        }
         socket.write(rawHead(101, 'Switching Protocols', hres.rawHeaders));
         if (hostHead.length > 0) socket.write(hostHead);
         if (head.length > 0) hostSocket.write(head);
+        // Each direction ends the other's writing side when it ends (half-close), so everything
+        // written is flushed before the connection goes; an error on either side ends both.
         hostSocket.pipe(socket);
         socket.pipe(hostSocket);
-        const close = () => {
-          finish();
-          hostSocket.destroy();
-          socket.destroy();
-        };
-        hostSocket.on('close', close).on('error', close);
-        socket.on('close', close).on('error', close);
+        hostSocket.on('error', () => socket.destroy());
+        socket.on('error', () => hostSocket.destroy());
+        socket.on('close', () => hostSocket.destroy());
+        hostSocket.on('close', () => {
+          if (!socket.writableEnded) socket.destroy();
+        });
       });
       // The host refused the upgrade (pod gone, container not running, ...): pass its answer on.
       out.on('response', (hres) => {
         socket.write(rawHead(hres.statusCode ?? 502, hres.statusMessage ?? '', hres.rawHeaders, true));
         hres.pipe(socket);
-        hres.on('end', finish);
+        hres.on('error', () => socket.destroy());
+        hres.on('aborted', () => socket.destroy());
       });
       out.on('error', (e) => {
-        finish();
-        socket.end(`HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain\r\n\r\n${e.message}\n`);
+        if (!socket.destroyed)
+          socket.end(`HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain\r\n\r\n${e.message}\n`);
       });
-      socket.on('error', () => out.destroy());
       req.pipe(out);
       return;
     }

@@ -227,16 +227,19 @@ export function tenantServiceEnv(ctx: TenantContext, pod: V1Pod, services: reado
   const chosen = new Map<string, V1Service>();
   if (pod.spec?.enableServiceLinks !== false)
     for (const s of services) if (s.metadata?.namespace === ns) chosen.set(s.metadata.name!, s);
-  if (ctx.tenantApi)
-    chosen.set('kubernetes', {
-      metadata: { name: 'kubernetes', namespace: 'default' },
-      spec: {
-        clusterIP: ctx.tenantApi.clusterIP,
-        ports: [{ name: 'https', port: ctx.tenantApi.port, protocol: 'TCP' }],
-      },
-    });
-  else chosen.delete('kubernetes');
-  return serviceEnv([...chosen.values()].sort((a, b) => a.metadata!.name!.localeCompare(b.metadata!.name!)));
+  const kubernetes = (clusterIP: string, port: number): V1Service => ({
+    metadata: { name: 'kubernetes', namespace: 'default' },
+    spec: { clusterIP, ports: [{ name: 'https', port, protocol: 'TCP' }] },
+  });
+  chosen.delete('kubernetes');
+  if (ctx.tenantApi) chosen.set('kubernetes', kubernetes(ctx.tenantApi.clusterIP, ctx.tenantApi.port));
+  const env = serviceEnv(
+    [...chosen.values()].sort((a, b) => a.metadata!.name!.localeCompare(b.metadata!.name!)),
+  );
+  if (ctx.tenantApi) return env;
+  // No address of the tenant API for pods: the host kubelet's `kubernetes` variables (which it
+  // sets even with service links off) are blanked, so no pod is sent to the host's API server.
+  return [...env, ...serviceEnv([kubernetes('0.0.0.0', 443)]).map((e) => ({ name: e.name, value: '' }))];
 }
 
 /**
@@ -587,6 +590,7 @@ export function hostServiceFor(ctx: TenantContext, svc: V1Service): V1Service | 
 /** The parts of a host Service clusterTree owns, for change detection. */
 export function serviceShape(svc: V1Service): string {
   return JSON.stringify([
+    svc.spec?.type ?? 'ClusterIP',
     svc.spec?.selector ?? {},
     // The API server defaults protocol and targetPort: compare with the defaults applied.
     svc.spec?.ports?.map((p) => [p.name ?? '', p.protocol ?? 'TCP', p.port, p.targetPort ?? p.port]),

@@ -202,7 +202,10 @@ export function kubeProxyConfig(l: NodeLayout): string {
   });
 }
 
-/** The resolv.conf of pods with dnsPolicy Default: nothing outside this machine answers. */
-export function nodeResolvConf(l: NodeLayout): string {
-  return `# kosmos-vc real node: no upstream resolvers are reachable from pods\nsearch ${l.clusterDomain}\nnameserver ${l.clusterDNS}\n`;
+/**
+ * The resolv.conf of pods with dnsPolicy Default: no nameserver. Nothing upstream is reachable,
+ * and naming the host's DNS here would let tenant pods with that policy resolve host names.
+ */
+export function nodeResolvConf(): string {
+  return '# kosmos-vc real node: no upstream resolver is reachable from pods\n';
 }

@@ -5,13 +5,15 @@
  * binding); every change is undone by tearDownNodeNetwork.
  */
 import { execFile } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 
 /** The filter chain holding the forwarding guard, jumped to first from FORWARD. */
 export const GUARD_CHAIN = 'KOSMOS-VC-NODE';
+/** The filter chain keeping components' ports to loopback and the bridge, first in INPUT. */
+export const INPUT_CHAIN = 'KOSMOS-VC-INPUT';
 
 export interface NodeNetwork {
   bridge: string;
@@ -22,8 +24,13 @@ export interface NodeNetwork {
   routedToBridge: readonly string[];
   /** Ranges nothing serves here (simulated pods' IPs): dropped, never sent to the gateway. */
   blackholed: readonly string[];
-  /** Where the machine's previous ip_forward value is kept for teardown. */
-  forwardStateFile: string;
+  /**
+   * Components' TCP ports (tenant API servers listen on every address so pods reach them): only
+   * loopback and the bridge may connect, never another interface of the machine.
+   */
+  guardedPorts: readonly [number, number];
+  /** Where the machine's previous sysctl values are kept for teardown. */
+  sysctlStateFile: string;
 }
 
 async function quiet(cmd: string, args: string[]): Promise<boolean> {
@@ -35,7 +42,25 @@ async function quiet(cmd: string, args: string[]): Promise<boolean> {
   }
 }
 
-const IP_FORWARD = '/proc/sys/net/ipv4/ip_forward';
+/** The sysctls the node needs, saved before the first change and restored on teardown. */
+const SYSCTLS = {
+  '/proc/sys/net/ipv4/ip_forward': '1',
+  '/proc/sys/net/bridge/bridge-nf-call-iptables': '1',
+} as const;
+
+async function ensureChain(chain: string, parent: string, rules: string[][]): Promise<void> {
+  await quiet('iptables', ['-w', '-N', chain]);
+  await run('iptables', ['-w', '-F', chain]);
+  for (const r of rules) await run('iptables', ['-w', '-A', chain, ...r]);
+  if (!(await quiet('iptables', ['-w', '-C', parent, '-j', chain])))
+    await run('iptables', ['-w', '-I', parent, '1', '-j', chain]);
+}
+
+async function removeChain(chain: string, parent: string): Promise<void> {
+  while (await quiet('iptables', ['-w', '-D', parent, '-j', chain]));
+  await quiet('iptables', ['-w', '-F', chain]);
+  await quiet('iptables', ['-w', '-X', chain]);
+}
 
 export async function setUpNodeNetwork(n: NodeNetwork): Promise<void> {
   if (!(await quiet('ip', ['link', 'show', n.bridge])))
@@ -46,16 +71,18 @@ export async function setUpNodeNetwork(n: NodeNetwork): Promise<void> {
   for (const r of n.blackholed) await run('ip', ['route', 'replace', 'blackhole', r]);
   // Pods reach Services through the node (DNAT, then forward): forwarding must be on. The guard
   // below drops anything a pod sends that would leave through another interface.
-  const before = (await readFile(IP_FORWARD, 'utf8')).trim();
-  const saved = await readFile(n.forwardStateFile, 'utf8').catch(() => undefined);
-  if (saved === undefined) await writeFile(n.forwardStateFile, before);
-  await writeFile(IP_FORWARD, '1');
-  await writeFile('/proc/sys/net/bridge/bridge-nf-call-iptables', '1');
-  await quiet('iptables', ['-w', '-N', GUARD_CHAIN]);
-  await run('iptables', ['-w', '-F', GUARD_CHAIN]);
-  await run('iptables', ['-w', '-A', GUARD_CHAIN, '-i', n.bridge, '!', '-o', n.bridge, '-j', 'DROP']);
-  if (!(await quiet('iptables', ['-w', '-C', 'FORWARD', '-j', GUARD_CHAIN])))
-    await run('iptables', ['-w', '-I', 'FORWARD', '1', '-j', GUARD_CHAIN]);
+  if (!(await readFile(n.sysctlStateFile, 'utf8').catch(() => undefined))) {
+    const before: Record<string, string> = {};
+    for (const path of Object.keys(SYSCTLS)) before[path] = (await readFile(path, 'utf8')).trim();
+    await writeFile(n.sysctlStateFile, JSON.stringify(before));
+  }
+  for (const [path, value] of Object.entries(SYSCTLS)) await writeFile(path, value);
+  await ensureChain(GUARD_CHAIN, 'FORWARD', [['-i', n.bridge, '!', '-o', n.bridge, '-j', 'DROP']]);
+  await ensureChain(INPUT_CHAIN, 'INPUT', [
+    ['-i', 'lo', '-j', 'RETURN'],
+    ['-i', n.bridge, '-j', 'RETURN'],
+    ['-p', 'tcp', '--dport', `${n.guardedPorts[0]}:${n.guardedPorts[1]}`, '-j', 'DROP'],
+  ]);
 }
 
 /**
@@ -82,14 +109,17 @@ async function removeKubeletChains(): Promise<void> {
 /** Removes what setUpNodeNetwork made and restores ip_forward; safe to run twice. */
 export async function tearDownNodeNetwork(n: NodeNetwork): Promise<void> {
   await removeKubeletChains();
-  while (await quiet('iptables', ['-w', '-D', 'FORWARD', '-j', GUARD_CHAIN]));
-  await quiet('iptables', ['-w', '-F', GUARD_CHAIN]);
-  await quiet('iptables', ['-w', '-X', GUARD_CHAIN]);
+  await removeChain(GUARD_CHAIN, 'FORWARD');
+  await removeChain(INPUT_CHAIN, 'INPUT');
   for (const r of n.blackholed) await quiet('ip', ['route', 'del', 'blackhole', r]);
   // Deleting the bridge removes its address and the routes through it.
   await quiet('ip', ['link', 'del', n.bridge]);
-  const saved = await readFile(n.forwardStateFile, 'utf8').catch(() => undefined);
-  if (saved !== undefined) await writeFile(IP_FORWARD, saved);
+  const saved = await readFile(n.sysctlStateFile, 'utf8').catch(() => undefined);
+  if (saved !== undefined) {
+    for (const [path, value] of Object.entries(JSON.parse(saved) as Record<string, string>))
+      await writeFile(path, value).catch(() => undefined);
+    await rm(n.sysctlStateFile, { force: true });
+  }
 }
 
 /** The interface `ip route get` picks for an address, or undefined when no route would carry it. */

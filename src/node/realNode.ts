@@ -18,8 +18,8 @@ import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { issueCertificate, type CertKey } from '../pki/certificates.js';
 import { renderKubeconfig } from '../pki/kubeconfig.js';
 import type { NodeBinaries } from '../runtime/binaries.js';
-import type { PortAllocator } from '../runtime/ports.js';
-import type { ComponentSpec, ControlPlaneRuntime } from '../runtime/types.js';
+import { PORT_RANGE, type PortAllocator } from '../runtime/ports.js';
+import { startAndWait, type ComponentSpec, type ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
 import {
   cniConfig,
@@ -113,22 +113,44 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-/** Takes the machine's real-node lock for `dir`; the holder's directory when another has it. */
+interface LockHolder {
+  dir: string;
+  pid: number;
+}
+
+const readLock = (): Promise<LockHolder | undefined> =>
+  readFile(LOCK, 'utf8')
+    .then((t) => JSON.parse(t) as LockHolder)
+    .catch(() => undefined);
+
+/** True when the machine's node network may be set up or torn down for `dir`. */
+async function lockFree(dir: string): Promise<boolean> {
+  const held = await readLock();
+  return !held || held.dir === dir || !pidAlive(held.pid);
+}
+
+/**
+ * Takes the machine's real-node lock for `dir` (created exclusively, so two hosts starting at once
+ * cannot both win); returns the holder's directory when a live process of another has it.
+ */
 async function takeLock(dir: string): Promise<string | undefined> {
   await mkdir('/run/kosmos-vc', { recursive: true });
-  const held = await readFile(LOCK, 'utf8')
-    .then((t) => JSON.parse(t) as { dir: string; pid: number })
-    .catch(() => undefined);
-  if (held && held.dir !== dir && pidAlive(held.pid)) return held.dir;
-  await writeFile(LOCK, JSON.stringify({ dir, pid: process.pid }));
-  return undefined;
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      await writeFile(LOCK, JSON.stringify({ dir, pid: process.pid }), { flag: 'wx' });
+      return undefined;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    const held = await readLock();
+    if (held && held.dir !== dir && pidAlive(held.pid)) return held.dir;
+    await rm(LOCK, { force: true }); // ours from before, or its holder died: take it over
+  }
+  return (await readLock())?.dir ?? 'another host starting at the same time';
 }
 
 async function releaseLock(dir: string): Promise<void> {
-  const held = await readFile(LOCK, 'utf8')
-    .then((t) => JSON.parse(t) as { dir: string })
-    .catch(() => undefined);
-  if (held?.dir === dir) await rm(LOCK, { force: true });
+  if ((await readLock())?.dir === dir) await rm(LOCK, { force: true });
 }
 
 interface NodeCredentials {
@@ -170,7 +192,8 @@ function network(dir: string, serviceCIDR: string): NodeNetwork {
     prefix: Number(NodeNet.podCIDR.split('/')[1]),
     routedToBridge: serviceCIDR ? [serviceCIDR] : [],
     blackholed: [NodeNet.kwokPodCIDR],
-    forwardStateFile: join(dir, 'ip_forward.before'),
+    guardedPorts: PORT_RANGE,
+    sysctlStateFile: join(dir, 'sysctl.before.json'),
   };
 }
 
@@ -247,7 +270,7 @@ export async function startRealNode(options: RealNodeOptions): Promise<RealNode 
       [p.containerdConfig, containerdConfig(layout), 0o644],
       [join(p.cniConfDir, '10-kosmos-vc.conflist'), cniConfig(layout), 0o644],
       [p.kubeletConfig, kubeletConfig(layout), 0o644],
-      [p.resolvConf, nodeResolvConf(layout), 0o644],
+      [p.resolvConf, nodeResolvConf(), 0o644],
       [p.proxyConfig, kubeProxyConfig(layout), 0o644],
       [
         layout.kubeletKubeconfig,
@@ -260,37 +283,52 @@ export async function startRealNode(options: RealNodeOptions): Promise<RealNode 
     await setUpNodeNetwork(net);
 
     const path = `${opts.binaries.shimDir}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`;
-    await startAndWait(opts.runtime, log, timeout, {
-      owner,
-      name: 'containerd',
-      command: opts.binaries.containerd,
-      args: [`--config=${p.containerdConfig}`, '--log-level=warn'],
-      env: { PATH: path },
-      probe: { url: `http://127.0.0.1:${containerdMetrics}/v1/metrics` },
-    });
+    await startAndWait(
+      opts.runtime,
+      {
+        owner,
+        name: 'containerd',
+        command: opts.binaries.containerd,
+        args: [`--config=${p.containerdConfig}`, '--log-level=warn'],
+        env: { PATH: path },
+        probe: { url: `http://127.0.0.1:${containerdMetrics}/v1/metrics` },
+      },
+      timeout,
+      log,
+    );
     await importImages(opts.binaries, p.containerdSocket, log);
-    await startAndWait(opts.runtime, log, timeout, {
-      owner,
-      name: 'kubelet',
-      command: opts.binaries.kubelet,
-      args: [
-        `--config=${p.kubeletConfig}`,
-        `--kubeconfig=${layout.kubeletKubeconfig}`,
-        `--root-dir=${p.kubeletRoot}`,
-        `--hostname-override=${REAL_NODE_NAME}`,
-        `--node-ip=${NodeNet.nodeIP}`,
-        '--v=1',
-      ],
-      env: { PATH: path },
-      probe: { url: `http://127.0.0.1:${kubeletHealthz}/healthz` },
-    });
-    await startAndWait(opts.runtime, log, timeout, {
-      owner,
-      name: 'kube-proxy',
-      command: opts.binaries.kubeProxy,
-      args: [`--config=${p.proxyConfig}`, '--v=1'],
-      probe: { url: `http://127.0.0.1:${proxyHealthz}/healthz` },
-    });
+    await startAndWait(
+      opts.runtime,
+      {
+        owner,
+        name: 'kubelet',
+        command: opts.binaries.kubelet,
+        args: [
+          `--config=${p.kubeletConfig}`,
+          `--kubeconfig=${layout.kubeletKubeconfig}`,
+          `--root-dir=${p.kubeletRoot}`,
+          `--hostname-override=${REAL_NODE_NAME}`,
+          `--node-ip=${NodeNet.nodeIP}`,
+          '--v=1',
+        ],
+        env: { PATH: path },
+        probe: { url: `http://127.0.0.1:${kubeletHealthz}/healthz` },
+      },
+      timeout,
+      log,
+    );
+    await startAndWait(
+      opts.runtime,
+      {
+        owner,
+        name: 'kube-proxy',
+        command: opts.binaries.kubeProxy,
+        args: [`--config=${p.proxyConfig}`, '--v=1'],
+        probe: { url: `http://127.0.0.1:${proxyHealthz}/healthz` },
+      },
+      timeout,
+      log,
+    );
     await waitNodeReady(layout.kubeletKubeconfig, REAL_NODE_NAME, timeout);
     log.info('real node ready', { nodeIP: NodeNet.nodeIP });
     return node;
@@ -310,18 +348,6 @@ function kubeconfig(host: RealNodeOptions['host'], user: string, creds: CertKey)
     certPem: creds.certPem,
     keyPem: creds.keyPem,
   });
-}
-
-async function startAndWait(
-  runtime: ControlPlaneRuntime,
-  log: Logger,
-  timeoutMs: number,
-  spec: ComponentSpec,
-): Promise<void> {
-  const t0 = Date.now();
-  await runtime.ensure(spec);
-  await runtime.waitReady(spec.owner, spec.name, timeoutMs);
-  log.info(`${spec.name} ready`, { ms: Date.now() - t0 });
 }
 
 /**
@@ -387,8 +413,6 @@ export async function stopRealNode(
 ): Promise<void> {
   const p = nodePaths({ dir } as NodeLayout);
   await runtime.stop(OWNER, 'kube-proxy');
-  if (existsSync(p.proxyConfig))
-    await run(b.kubeProxy, ['--cleanup', `--config=${p.proxyConfig}`]).catch(() => undefined);
   await runtime.stop(OWNER, 'kubelet');
   if (reap) {
     await runtime.ensure(reap.containerd);
@@ -404,6 +428,12 @@ export async function stopRealNode(
     ]).catch((e: unknown) => logger.warn('removing pod sandboxes failed', { error: (e as Error).message }));
   await runtime.stop(OWNER, 'containerd');
   for (const m of await mountsBelow(dir)) await run('umount', ['-l', m]).catch(() => undefined);
-  await tearDownNodeNetwork(network(dir, ''));
-  await releaseLock(dir);
+  // The bridge, routes and rules are the machine's: leave them to a live node of another directory
+  // (reaping a dead test run while `kosmos-vc up` holds the node must not cut its network).
+  if (await lockFree(dir)) {
+    if (existsSync(p.proxyConfig))
+      await run(b.kubeProxy, ['--cleanup', `--config=${p.proxyConfig}`]).catch(() => undefined);
+    await tearDownNodeNetwork(network(dir, ''));
+    await releaseLock(dir);
+  }
 }

@@ -108,7 +108,9 @@ function nodeBinaries(dirs: Map<string, string>): NodeBinaries | undefined {
     pauseImage: '',
   };
   const pause = join(imagesDir, 'pause.name');
+  // `.complete` is written once every image is built: a half-built set is no set.
   const files = [
+    join(imagesDir, '.complete'),
     n.containerd,
     join(containerd, 'containerd-shim-runc-v2'),
     n.ctr,

@@ -163,15 +163,17 @@ export async function ensureDnsService(
     endpoints: [{ addresses: [s.address], conditions: { ready: true } }],
     ports: ports.map((p) => ({ name: p.name, protocol: p.protocol, port: s.port })),
   };
+  await ensureEndpointSlice(discovery, slice);
+  return current.spec!.clusterIP!;
+}
+
+/** Creates an EndpointSlice, or replaces the one of that name: how a Service without a selector gets its endpoints. */
+export async function ensureEndpointSlice(discovery: DiscoveryV1Api, slice: V1EndpointSlice): Promise<void> {
+  const namespace = slice.metadata!.namespace!;
   try {
-    await discovery.createNamespacedEndpointSlice({ namespace: s.namespace, body: slice });
+    await discovery.createNamespacedEndpointSlice({ namespace, body: slice });
   } catch (e) {
     if (!isConflict(e)) throw e;
-    await discovery.replaceNamespacedEndpointSlice({
-      name: slice.metadata!.name!,
-      namespace: s.namespace,
-      body: slice,
-    });
+    await discovery.replaceNamespacedEndpointSlice({ name: slice.metadata!.name!, namespace, body: slice });
   }
-  return current.spec!.clusterIP!;
 }

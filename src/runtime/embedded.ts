@@ -26,7 +26,7 @@ import {
   type ControlPlaneLayout,
 } from './controlPlane.js';
 import type { PortAllocator } from './ports.js';
-import type { ComponentSpec, ControlPlaneRuntime } from './types.js';
+import { startAndWait, type ComponentSpec, type ControlPlaneRuntime } from './types.js';
 
 export const HOST_ID = 'host';
 export const KWOK_ANNOTATION = 'kwok.x-k8s.io/node';
@@ -58,18 +58,6 @@ export interface EmbeddedHost {
 
 /** kube-system/kube-dns, as kubeadm places it: the tenth address of the Service range. */
 export const HOST_CLUSTER_DNS = '10.96.0.10';
-
-async function startAndWait(
-  runtime: ControlPlaneRuntime,
-  spec: ComponentSpec,
-  timeoutMs: number,
-  logger: Logger,
-): Promise<void> {
-  const t0 = Date.now();
-  await runtime.ensure(spec);
-  await runtime.waitReady(spec.owner, spec.name, timeoutMs);
-  logger.info(`${spec.name} ready`, { owner: spec.owner, ms: Date.now() - t0 });
-}
 
 /** Starts (or re-attaches to) the embedded host cluster and makes sure its kwok nodes exist. */
 export async function startEmbeddedHost(opts: EmbeddedHostOptions): Promise<EmbeddedHost> {
@@ -145,7 +133,13 @@ export async function startEmbeddedHost(opts: EmbeddedHostOptions): Promise<Embe
       host.realNode = realNode;
       host.nodeNames = [...nodeNames, realNode.name];
       host.stop = () => realNode.stop();
-      await startHostDns(opts, layout, ca, admin, timeout, log);
+      try {
+        await startHostDns(opts, layout, ca, admin, timeout, log);
+      } catch (e) {
+        // The caller never gets `stop` for a host that failed to start: stop the node here.
+        await realNode.stop().catch(() => undefined);
+        throw e;
+      }
     }
   }
   log.info('host cluster ready', { kubeconfigPath: admin, nodes: host.nodeNames.length });

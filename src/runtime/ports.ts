@@ -24,10 +24,13 @@ export function canBind(port: number, host = '127.0.0.1'): Promise<boolean> {
   });
 }
 
+/** Where components' ports come from, unless a runtime is given another range. */
+export const PORT_RANGE: readonly [number, number] = [21000, 31999];
+
 export class PortAllocator {
   constructor(
     private readonly file: string,
-    private readonly range: readonly [number, number] = [21000, 31999],
+    private readonly range: readonly [number, number] = PORT_RANGE,
   ) {}
 
   private async withLock<T>(fn: () => Promise<T>): Promise<T> {

@@ -3,6 +3,7 @@
  * so a runtime that runs components as workloads in the host cluster can replace the process
  * runtime without touching workflows (docs/adr/0002-control-plane-runtime.md).
  */
+import type { Logger } from '../worker/logger.js';
 
 export type ComponentName =
   | 'etcd'
@@ -61,6 +62,19 @@ export interface ControlPlaneRuntime {
   shutdown(): Promise<void>;
   /** The last lines of a component's log, for error messages. */
   logTail(owner: string, name: ComponentName, lines?: number): Promise<string>;
+}
+
+/** Starts (or adopts) a component and waits until it is ready, logging how long that took. */
+export async function startAndWait(
+  runtime: ControlPlaneRuntime,
+  spec: ComponentSpec,
+  timeoutMs: number,
+  logger: Logger,
+): Promise<void> {
+  const t0 = Date.now();
+  await runtime.ensure(spec);
+  await runtime.waitReady(spec.owner, spec.name, timeoutMs);
+  logger.info(`${spec.name} ready`, { owner: spec.owner, ms: Date.now() - t0 });
 }
 
 export class ComponentExitedError extends Error {

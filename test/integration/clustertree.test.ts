@@ -3,7 +3,7 @@
  * and pod IPs come back, ConfigMaps and Services follow, clusterTree survives SIGKILL and repairs
  * drift, a removed node is drained and handed back, and deletion leaves the host clean.
  */
-import { NetworkingV1Api, type V1Node, type V1Pod } from '@kubernetes/client-node';
+import type { V1Node, V1Pod } from '@kubernetes/client-node';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -330,11 +330,24 @@ describe('clusterTree', () => {
       expect(err).toContain('a simulated (kwok) node');
     }
     // The NetworkPolicy a host with a policy engine enforces between tenants.
-    const policy = await host()
-      .kubeConfig.makeApiClient(NetworkingV1Api)
-      .readNamespacedNetworkPolicy({ name: 'kosmos-vc-tenant-isolation', namespace: hostNs });
-    expect(policy.spec?.podSelector).toEqual({});
-    expect(policy.spec?.ingress?.[0]?._from).toEqual([{ podSelector: {} }]);
+    const policy = JSON.parse(
+      await kubectl(
+        inject('hostKubeconfig'),
+        'get',
+        'networkpolicy',
+        '-n',
+        hostNs,
+        'kosmos-vc-tenant-isolation',
+        '-o',
+        'json',
+      ),
+    ) as { spec: { podSelector: object; policyTypes: string[]; ingress: { from: unknown[] }[] } };
+    expect(policy.spec.podSelector).toEqual({});
+    expect(policy.spec.policyTypes).toEqual(['Ingress']);
+    expect(policy.spec.ingress.map((r) => r.from)).toEqual([
+      [{ podSelector: {} }],
+      [{ ipBlock: { cidr: `${inject('nodeAddress')}/32` } }],
+    ]);
   });
 
   it('repairs a host pod deleted behind its back', async () => {

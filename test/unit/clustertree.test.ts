@@ -90,9 +90,15 @@ describe('hostPodFor', () => {
       [PodAnnotation.uid]: 'pod-uid',
     });
     const c = h.spec!.containers[0]!;
-    expect(c.env?.[0]?.valueFrom?.configMapKeyRef?.name).toBe(hostName('shop', 'cfg'));
-    expect(c.env?.[1]?.valueFrom?.secretKeyRef?.name).toBe(hostName('shop', 'creds'));
-    expect(c.env?.[2]?.valueFrom?.fieldRef?.fieldPath).toBe(
+    // Without a tenant API address the host's `kubernetes` variables come first, blanked.
+    expect(c.env?.find((e) => e.name === 'KUBERNETES_SERVICE_HOST')).toEqual({
+      name: 'KUBERNETES_SERVICE_HOST',
+      value: '',
+    });
+    const own = c.env?.filter((e) => !e.name.startsWith('KUBERNETES_'));
+    expect(own?.[0]?.valueFrom?.configMapKeyRef?.name).toBe(hostName('shop', 'cfg'));
+    expect(own?.[1]?.valueFrom?.secretKeyRef?.name).toBe(hostName('shop', 'creds'));
+    expect(own?.[2]?.valueFrom?.fieldRef?.fieldPath).toBe(
       `metadata.annotations['${PodAnnotation.namespace}']`,
     );
     expect(c.envFrom?.[0]?.configMapRef?.name).toBe(hostName('shop', 'bulk'));
