@@ -145,8 +145,12 @@ export class ClusterTree {
    * the new one, its absence is not a deletion (the host Service, and so the IP, must stay).
    */
   private readonly readdressing = new Map<string, number>();
-  /** Tenant Services whose host address lies outside the tenant's range (warned once). */
-  private readonly outOfRange = new Set<string>();
+  /** Per tenant Service, the last reason it keeps its own address (so it is warned once). */
+  private readonly warned = new Map<string, string>();
+  /** Re-addresses that failed in the tenant (address taken), by Service: not tried again. */
+  private readonly readdressFailed = new Map<string, string>();
+  /** Tenant Services a failed re-address removed and could not put back yet. */
+  private readonly pendingRestore = new Map<string, V1Service>();
   private stopped = false;
   private ready = false;
   private syncErrors = 0;
@@ -840,6 +844,7 @@ export class ClusterTree {
     const hname = hostName(ns, name);
     const hostNs = this.cfg.hostNamespace;
     const h = this.hostServices.get(hname, hostNs);
+    if (!t && this.pendingRestore.has(key)) return this.restore(key);
     const want = t ? hostServiceFor(this.ctx, t) : undefined;
     if (!t && Date.now() - (this.readdressing.get(key) ?? 0) < 30_000) return;
     this.readdressing.delete(key);
@@ -857,7 +862,6 @@ export class ClusterTree {
       if (created && t) await this.readdress(t, created.spec?.clusterIP, created);
       return;
     }
-    await this.readdress(t!, h.spec?.clusterIP, h);
     if (
       serviceShape(h) !== serviceShape(want) ||
       (h.spec?.clusterIP === 'None') !== (want.spec?.clusterIP === 'None')
@@ -879,7 +883,9 @@ export class ClusterTree {
         },
         merge,
       );
+      return; // the host Service's event brings the new node ports back here
     }
+    await this.readdress(t!, h.spec?.clusterIP, h);
   }
 
   /**
@@ -919,19 +925,20 @@ export class ClusterTree {
     const key = `${ns}/${name}`;
     if (this.cfg.serviceCIDR && !cidrContains(this.cfg.serviceCIDR, ip)) {
       // Deleting would lose the Service for good: the tenant's range cannot hold the host's IP.
-      if (!this.outOfRange.has(key))
-        this.log.warn(
-          'tenant service keeps its own ClusterIP: the host address is outside the tenant range',
-          {
-            service: key,
-            clusterIP: ip,
-            serviceCIDR: this.cfg.serviceCIDR,
-          },
-        );
-      this.outOfRange.add(key);
+      this.warnOnce(
+        key,
+        `tenant service keeps its own ClusterIP: ${ip} is outside the tenant range ${this.cfg.serviceCIDR}`,
+      );
       return;
     }
     const meta = t.metadata!;
+    if (meta.deletionTimestamp || (meta.finalizers?.length ?? 0) > 0) {
+      // A delete would leave it Terminating (or end it for good): leave such a Service alone.
+      this.warnOnce(key, 'tenant service keeps its own ClusterIP: it has finalizers or is being deleted');
+      return;
+    }
+    const attempt = `${ip}|${ports.map((p) => p.nodePort ?? '').join(',')}`;
+    if (this.readdressFailed.get(key) === attempt) return; // taken in the tenant: not again for this address
     const copy = (spec: V1ServiceSpec): V1Service => ({
       apiVersion: 'v1',
       kind: 'Service',
@@ -941,38 +948,60 @@ export class ClusterTree {
         ...(meta.labels ? { labels: meta.labels } : {}),
         ...(meta.annotations ? { annotations: meta.annotations } : {}),
         ...(meta.ownerReferences ? { ownerReferences: meta.ownerReferences } : {}),
-        ...(meta.finalizers ? { finalizers: meta.finalizers } : {}),
       },
       spec,
     });
     const { healthCheckNodePort: _unused, ...kept } = s;
     this.readdressing.set(key, Date.now());
-    await this.tenantCore
+    const deleted = await this.tenantCore
       .deleteNamespacedService({ name, namespace: ns, body: { preconditions: { uid: meta.uid! } } })
-      .catch(ignoreStatus(404, 409));
+      .then(
+        () => true,
+        (e: unknown) => {
+          // 404: the user deleted it; 409: it is another object now. Either way, not ours to re-create.
+          if (statusCode(e) === 404 || statusCode(e) === 409) return false;
+          throw e;
+        },
+      );
+    if (!deleted) return;
     try {
       await this.tenantCore.createNamespacedService({
         namespace: ns,
         body: copy({ ...kept, clusterIP: ip, clusterIPs: [ip], ports }),
       });
+      this.readdressFailed.delete(key);
       this.log.info('tenant service takes its host ClusterIP', { service: key, clusterIP: ip });
     } catch (e) {
-      if (statusCode(e) === 409) throw e; // re-created meanwhile (the apiserver's `kubernetes`): next sync
+      // 409: re-created meanwhile (the apiserver's `kubernetes`): its next event brings it back here.
+      if (statusCode(e) === 409) return;
       // The address (or a node port) is taken in the tenant: put the Service back as it was, with
-      // an address of the tenant's choosing, and say why.
+      // an address of the tenant's choosing, say why, and do not try this address again.
+      this.readdressFailed.set(key, attempt);
       this.log.warn('tenant service cannot take its host ClusterIP; restored', {
         service: key,
         error: hostMessage(e),
       });
       const { clusterIP: _ip, clusterIPs: _ips, ...rest } = kept;
-      await this.tenantCore
-        .createNamespacedService({
-          namespace: ns,
-          body: copy({ ...rest, ports: (s.ports ?? []).map(({ nodePort: _np, ...p }) => p) }),
-        })
-        .catch(ignoreStatus(409));
-      throw e;
+      const original = copy({ ...rest, ports: (s.ports ?? []).map(({ nodePort: _np, ...p }) => p) });
+      this.pendingRestore.set(key, original);
+      await this.restore(key);
     }
+  }
+
+  /** Re-creates a tenant Service a failed re-address removed; kept until it succeeds. */
+  private async restore(key: string): Promise<void> {
+    const body = this.pendingRestore.get(key);
+    if (!body) return;
+    await this.tenantCore
+      .createNamespacedService({ namespace: body.metadata!.namespace!, body })
+      .catch(ignoreStatus(409));
+    this.pendingRestore.delete(key);
+  }
+
+  private warnOnce(key: string, message: string): void {
+    if (this.warned.get(key) === message) return;
+    this.warned.set(key, message);
+    this.log.warn(message, { service: key });
   }
 
   /** Host copies nothing needs any more: unreferenced ConfigMaps/Secrets, tokens of gone pods. */

@@ -155,6 +155,8 @@ export class KubeletServer {
       ca: tls.clientCA,
       requestCert: true,
       rejectUnauthorized: true,
+      // A caller that closes its sending side (stdin done) still reads the rest of the stream.
+      allowHalfOpen: true,
     });
     this.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
       this.handle(req, res, undefined).catch((e: unknown) => this.fail(res, 502, (e as Error).message));
@@ -233,6 +235,8 @@ export class KubeletServer {
     };
     await this.host.applyToHTTPSOptions(opts);
     opts.agent = false;
+    // The caller may have gone while the credentials were read: then there is nothing to serve.
+    if (req.socket.destroyed || upgrade?.socket.destroyed) return;
     const out = request(opts);
     this.served++;
     this.active++;

@@ -48,18 +48,20 @@ const SYSCTLS = {
   '/proc/sys/net/bridge/bridge-nf-call-iptables': '1',
 } as const;
 
-async function ensureChain(chain: string, parent: string, rules: string[][]): Promise<void> {
-  await quiet('iptables', ['-w', '-N', chain]);
-  await run('iptables', ['-w', '-F', chain]);
-  for (const r of rules) await run('iptables', ['-w', '-A', chain, ...r]);
-  if (!(await quiet('iptables', ['-w', '-C', parent, '-j', chain])))
-    await run('iptables', ['-w', '-I', parent, '1', '-j', chain]);
+const FAMILIES = ['iptables', 'ip6tables'] as const;
+
+async function ensureChain(tool: string, chain: string, parent: string, rules: string[][]): Promise<void> {
+  await quiet(tool, ['-w', '-N', chain]);
+  await run(tool, ['-w', '-F', chain]);
+  for (const r of rules) await run(tool, ['-w', '-A', chain, ...r]);
+  if (!(await quiet(tool, ['-w', '-C', parent, '-j', chain])))
+    await run(tool, ['-w', '-I', parent, '1', '-j', chain]);
 }
 
-async function removeChain(chain: string, parent: string): Promise<void> {
-  while (await quiet('iptables', ['-w', '-D', parent, '-j', chain]));
-  await quiet('iptables', ['-w', '-F', chain]);
-  await quiet('iptables', ['-w', '-X', chain]);
+async function removeChain(tool: string, chain: string, parent: string): Promise<void> {
+  while (await quiet(tool, ['-w', '-D', parent, '-j', chain]));
+  await quiet(tool, ['-w', '-F', chain]);
+  await quiet(tool, ['-w', '-X', chain]);
 }
 
 export async function setUpNodeNetwork(n: NodeNetwork): Promise<void> {
@@ -77,12 +79,16 @@ export async function setUpNodeNetwork(n: NodeNetwork): Promise<void> {
     await writeFile(n.sysctlStateFile, JSON.stringify(before));
   }
   for (const [path, value] of Object.entries(SYSCTLS)) await writeFile(path, value);
-  await ensureChain(GUARD_CHAIN, 'FORWARD', [['-i', n.bridge, '!', '-o', n.bridge, '-j', 'DROP']]);
-  await ensureChain(INPUT_CHAIN, 'INPUT', [
-    ['-i', 'lo', '-j', 'RETURN'],
-    ['-i', n.bridge, '-j', 'RETURN'],
-    ['-p', 'tcp', '--dport', `${n.guardedPorts[0]}:${n.guardedPorts[1]}`, '-j', 'DROP'],
-  ]);
+  for (const tool of FAMILIES) {
+    await ensureChain(tool, GUARD_CHAIN, 'FORWARD', [['-i', n.bridge, '!', '-o', n.bridge, '-j', 'DROP']]);
+    // Both families: the API servers listen on every address, IPv6 ones included.
+    await ensureChain(tool, INPUT_CHAIN, 'INPUT', [
+      ['-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'RETURN'],
+      ['-i', 'lo', '-j', 'RETURN'],
+      ['-i', n.bridge, '-j', 'RETURN'],
+      ['-p', 'tcp', '--dport', `${n.guardedPorts[0]}:${n.guardedPorts[1]}`, '-j', 'DROP'],
+    ]);
+  }
 }
 
 /**
@@ -109,8 +115,10 @@ async function removeKubeletChains(): Promise<void> {
 /** Removes what setUpNodeNetwork made and restores ip_forward; safe to run twice. */
 export async function tearDownNodeNetwork(n: NodeNetwork): Promise<void> {
   await removeKubeletChains();
-  await removeChain(GUARD_CHAIN, 'FORWARD');
-  await removeChain(INPUT_CHAIN, 'INPUT');
+  for (const tool of FAMILIES) {
+    await removeChain(tool, GUARD_CHAIN, 'FORWARD');
+    await removeChain(tool, INPUT_CHAIN, 'INPUT');
+  }
   for (const r of n.blackholed) await quiet('ip', ['route', 'del', 'blackhole', r]);
   // Deleting the bridge removes its address and the routes through it.
   await quiet('ip', ['link', 'del', n.bridge]);

@@ -9,8 +9,8 @@
  * on the same machine runs with kwok nodes only and says why.
  */
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { link, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -104,53 +104,80 @@ export async function realNodeUnavailable(b: NodeBinaries | undefined): Promise<
   return undefined;
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 interface LockHolder {
   dir: string;
   pid: number;
+  /** The holder's start time (/proc/<pid>/stat field 22): a reused pid is not the holder. */
+  start?: string;
 }
 
-const readLock = (): Promise<LockHolder | undefined> =>
-  readFile(LOCK, 'utf8')
-    .then((t) => JSON.parse(t) as LockHolder)
-    .catch(() => undefined);
-
-/** True when the machine's node network may be set up or torn down for `dir`. */
-async function lockFree(dir: string): Promise<boolean> {
-  const held = await readLock();
-  return !held || held.dir === dir || !pidAlive(held.pid);
+function startTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
 }
+
+const readLock = (): Promise<LockHolder | 'unreadable' | undefined> =>
+  readFile(LOCK, 'utf8').then(
+    (t) => {
+      try {
+        return JSON.parse(t) as LockHolder;
+      } catch {
+        return 'unreadable';
+      }
+    },
+    () => undefined,
+  );
+
+const alive = (h: LockHolder): boolean =>
+  startTime(h.pid) !== undefined && (!h.start || startTime(h.pid) === h.start);
 
 /**
- * Takes the machine's real-node lock for `dir` (created exclusively, so two hosts starting at once
- * cannot both win); returns the holder's directory when a live process of another has it.
+ * Takes the machine's real-node lock for `dir`; returns the holder's directory when a live process
+ * of another directory has it. The lock file appears whole (written aside, then hard-linked), and
+ * taking over a stale one happens under a mutex (a directory), so two hosts starting at once cannot
+ * both win.
  */
-async function takeLock(dir: string): Promise<string | undefined> {
+export async function takeLock(dir: string): Promise<string | undefined> {
   await mkdir('/run/kosmos-vc', { recursive: true });
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      await writeFile(LOCK, JSON.stringify({ dir, pid: process.pid }), { flag: 'wx' });
-      return undefined;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  const me: LockHolder = { dir, pid: process.pid, start: startTime(process.pid)! };
+  const aside = `${LOCK}.${process.pid}`;
+  await writeFile(aside, JSON.stringify(me));
+  try {
+    for (let attempt = 0; attempt < 50; attempt++) {
+      try {
+        await link(aside, LOCK);
+        return undefined;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      }
+      try {
+        await mkdir(`${LOCK}.takeover`); // the mutex: one process looks at the holder at a time
+      } catch {
+        await sleep(100);
+        continue;
+      }
+      try {
+        const held = await readLock();
+        if (held === 'unreadable') return 'a holder whose lock file cannot be read';
+        if (held && alive(held) && held.dir !== dir) return held.dir;
+        await rm(LOCK, { force: true }); // ours from before, or its holder died: take it over
+      } finally {
+        await rm(`${LOCK}.takeover`, { recursive: true, force: true });
+      }
     }
-    const held = await readLock();
-    if (held && held.dir !== dir && pidAlive(held.pid)) return held.dir;
-    await rm(LOCK, { force: true }); // ours from before, or its holder died: take it over
+    return 'another host starting at the same time';
+  } finally {
+    await rm(aside, { force: true });
   }
-  return (await readLock())?.dir ?? 'another host starting at the same time';
 }
 
 async function releaseLock(dir: string): Promise<void> {
-  if ((await readLock())?.dir === dir) await rm(LOCK, { force: true });
+  const held = await readLock();
+  if (held && held !== 'unreadable' && held.dir === dir) await rm(LOCK, { force: true });
 }
 
 interface NodeCredentials {
@@ -193,7 +220,8 @@ function network(dir: string, serviceCIDR: string): NodeNetwork {
     routedToBridge: serviceCIDR ? [serviceCIDR] : [],
     blackholed: [NodeNet.kwokPodCIDR],
     guardedPorts: PORT_RANGE,
-    sysctlStateFile: join(dir, 'sysctl.before.json'),
+    // Machine-wide values, kept machine-wide: whichever state directory restores them.
+    sysctlStateFile: '/run/kosmos-vc/sysctl.before.json',
   };
 }
 
@@ -430,7 +458,7 @@ export async function stopRealNode(
   for (const m of await mountsBelow(dir)) await run('umount', ['-l', m]).catch(() => undefined);
   // The bridge, routes and rules are the machine's: leave them to a live node of another directory
   // (reaping a dead test run while `kosmos-vc up` holds the node must not cut its network).
-  if (await lockFree(dir)) {
+  if ((await takeLock(dir)) === undefined) {
     if (existsSync(p.proxyConfig))
       await run(b.kubeProxy, ['--cleanup', `--config=${p.proxyConfig}`]).catch(() => undefined);
     await tearDownNodeNetwork(network(dir, ''));

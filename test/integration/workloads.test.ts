@@ -279,6 +279,14 @@ describe('kubectl against tenant pods', () => {
     expect(out).toBe('hello through clusterTree\n');
     expect(code).toBe(3);
 
+    // `exec -it` as at a terminal (script gives kubectl a pseudo-terminal): the shell has a tty.
+    const { stdout: tty } = await run(
+      'script',
+      ['-qec', `${bin} --kubeconfig ${kubeconfig} exec -it client -- sh -c 'tty; exit 0'`, '/dev/null'],
+      { timeout: 30_000 },
+    );
+    expect(tty).toMatch(/\/dev\/pts\/\d+/);
+
     const attach = spawn(bin, ['--kubeconfig', kubeconfig, 'attach', 'ticker']);
     let attached = '';
     attach.stdout.on('data', (d: Buffer) => (attached += d.toString()));
