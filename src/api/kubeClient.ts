@@ -2,7 +2,7 @@
  * Small helpers around @kubernetes/client-node shared by the operator and clusterTree: API
  * error codes, and connection reuse.
  */
-import { ApiException, type KubeConfig } from '@kubernetes/client-node';
+import { ApiException, PatchStrategy, setHeaderOptions, type KubeConfig } from '@kubernetes/client-node';
 import type { Agent } from 'node:https';
 
 /** The HTTP status of a failed API call; undefined for any other error. */
@@ -10,6 +10,20 @@ export const statusCode = (e: unknown): number | undefined =>
   e instanceof ApiException ? e.code : undefined;
 export const isNotFound = (e: unknown): boolean => statusCode(e) === 404;
 export const isConflict = (e: unknown): boolean => statusCode(e) === 409;
+
+/** The message of an API error's Status body (any other error as text). */
+export function apiMessage(e: unknown): string {
+  if (!(e instanceof ApiException)) return String(e);
+  try {
+    const body = (typeof e.body === 'string' ? JSON.parse(e.body) : e.body) as { message?: string };
+    return body.message ?? `HTTP ${e.code}`;
+  } catch {
+    return `HTTP ${e.code}`;
+  }
+}
+
+/** Request options for a JSON merge patch (client-node defaults to JSON patch). */
+export const merge = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 
 /** For `.catch()`: an API error with one of `codes` becomes undefined, anything else is rethrown. */
 export const ignoreStatus =

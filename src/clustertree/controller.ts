@@ -16,7 +16,6 @@
  * converges the same way. A periodic resync re-queues everything for drift nobody reported.
  */
 import {
-  ApiException,
   CoordinationV1Api,
   CoreV1Api,
   ListWatch,
@@ -32,13 +31,12 @@ import {
   type V1ResourceQuota,
   type V1Secret,
   type V1Service,
-  type V1ServiceSpec,
 } from '@kubernetes/client-node';
-import { ignoreStatus, statusCode } from '../api/kubeClient.js';
-import { cidrContains } from '../api/virtualCluster.js';
+import { apiMessage as hostMessage, ignoreStatus, merge, statusCode } from '../api/kubeClient.js';
 import type { Logger } from '../worker/logger.js';
 import type { ClusterTreeConfig } from './config.js';
 import type { HostPodRef } from './kubeletServer.js';
+import { ServiceSync } from './services.js';
 
 /** kwok's mark on the nodes it simulates (their pods have no containers to serve). */
 const KWOK_NODE_ANNOTATION = 'kwok.x-k8s.io/node';
@@ -58,12 +56,10 @@ import {
   hostConfigMapFor,
   hostPodFor,
   hostSecretFor,
-  hostServiceFor,
   nodeShape,
   podReferences,
   refusedStatus,
   sameData,
-  serviceShape,
   statusMatches,
   tenantNodeFor,
   tenantPodStatus,
@@ -73,21 +69,9 @@ import {
 } from './translate.js';
 import { KeyedQueue, forEachLimited } from './queue.js';
 
-const merge = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 const LEASE_NAMESPACE = 'kube-node-lease';
 const TOKEN_EXPIRES = 'kosmos.io/token-expires';
 const TOKEN_FOR = 'kosmos.io/token-for';
-
-/** The message of an API error's Status body. */
-function hostMessage(e: unknown): string {
-  if (!(e instanceof ApiException)) return String(e);
-  try {
-    const body = (typeof e.body === 'string' ? JSON.parse(e.body) : e.body) as { message?: string };
-    return body.message ?? `HTTP ${e.code}`;
-  } catch {
-    return `HTTP ${e.code}`;
-  }
-}
 
 /** RFC 3339 with microseconds, as a MicroTime field needs it. */
 const microTime = (d: Date): string => d.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
@@ -140,17 +124,6 @@ export class ClusterTree {
    * twice the usage until its controller's next full resync), so a second create is not sent.
    */
   private readonly creating = new Map<string, number>();
-  /**
-   * Tenant Services being re-created with their host ClusterIP: until the tenant informer shows
-   * the new one, its absence is not a deletion (the host Service, and so the IP, must stay).
-   */
-  private readonly readdressing = new Map<string, number>();
-  /** Per tenant Service, the last reason it keeps its own address (so it is warned once). */
-  private readonly warned = new Map<string, string>();
-  /** Re-addresses that failed in the tenant (address taken), by Service: not tried again. */
-  private readonly readdressFailed = new Map<string, string>();
-  /** Tenant Services a failed re-address removed and could not put back yet. */
-  private readonly pendingRestore = new Map<string, V1Service>();
   private stopped = false;
   private ready = false;
   private syncErrors = 0;
@@ -167,6 +140,7 @@ export class ClusterTree {
   private readonly tenantConfigMaps: ListWatch<V1ConfigMap>;
   private readonly tenantSecrets: ListWatch<V1Secret>;
   private readonly tenantServices: ListWatch<V1Service>;
+  private readonly services: ServiceSync;
 
   constructor(
     private readonly cfg: ClusterTreeConfig,
@@ -309,6 +283,15 @@ export class ClusterTree {
       undefined,
       (o) => this.queue.add(`svc/${o.metadata!.namespace!}/${o.metadata!.name!}`),
     );
+    this.services = new ServiceSync({
+      cfg,
+      ctx: this.ctx,
+      tenantCore: this.tenantCore,
+      hostCore: this.hostCore,
+      tenantServices: this.tenantServices,
+      hostServices: this.hostServices,
+      log,
+    });
   }
 
   private byOrigin(kind: string, o: KubernetesObject): void {
@@ -471,7 +454,7 @@ export class ClusterTree {
       case 'secret':
         return this.syncSecret(a, b!);
       case 'svc':
-        return this.syncService(a, b!);
+        return this.services.sync(a, b!);
       default:
         this.log.warn('unknown key', { key });
     }
@@ -652,7 +635,7 @@ export class ClusterTree {
       if (phase === 'Succeeded' || phase === 'Failed') return; // finished: nothing to run again
       let body: V1Pod;
       try {
-        body = hostPodFor(this.ctx, tp, where.hostNode, this.settledServices());
+        body = hostPodFor(this.ctx, tp, where.hostNode, this.services.settled());
       } catch (e) {
         if (!(e instanceof PodRefused)) throw e;
         await this.tenantCore.patchNamespacedPodStatus(
@@ -831,177 +814,6 @@ export class ClusterTree {
       await this.hostCore.createNamespacedSecret({ namespace: hostNs, body: want }).catch(ignoreStatus(409));
     else if (!sameData(h, want))
       await this.hostCore.replaceNamespacedSecret({ name: hname, namespace: hostNs, body: want });
-  }
-
-  private async syncService(ns: string, name: string): Promise<void> {
-    const t = this.tenantServices.get(name, ns);
-    const key = `${ns}/${name}`;
-    if (ns === 'default' && name === 'kubernetes') {
-      // The tenant API server's own Service: its host counterpart is the operator's.
-      if (t && this.cfg.tenantApi) await this.readdress(t, this.cfg.tenantApi.clusterIP, undefined);
-      return;
-    }
-    const hname = hostName(ns, name);
-    const hostNs = this.cfg.hostNamespace;
-    const h = this.hostServices.get(hname, hostNs);
-    if (!t && this.pendingRestore.has(key)) return this.restore(key);
-    const want = t ? hostServiceFor(this.ctx, t) : undefined;
-    if (!t && Date.now() - (this.readdressing.get(key) ?? 0) < 30_000) return;
-    this.readdressing.delete(key);
-    if (!want) {
-      if (h)
-        await this.hostCore
-          .deleteNamespacedService({ name: hname, namespace: hostNs })
-          .catch(ignoreStatus(404));
-      return;
-    }
-    if (!h) {
-      const created = await this.hostCore
-        .createNamespacedService({ namespace: hostNs, body: want })
-        .catch(ignoreStatus(409));
-      if (created && t) await this.readdress(t, created.spec?.clusterIP, created);
-      return;
-    }
-    if (
-      serviceShape(h) !== serviceShape(want) ||
-      (h.spec?.clusterIP === 'None') !== (want.spec?.clusterIP === 'None')
-    ) {
-      if ((h.spec?.clusterIP === 'None') !== (want.spec?.clusterIP === 'None')) {
-        // clusterIP is immutable: a change between headless and not needs a new Service.
-        await this.hostCore
-          .deleteNamespacedService({ name: hname, namespace: hostNs })
-          .catch(ignoreStatus(404));
-        return;
-      }
-      await this.hostCore.patchNamespacedService(
-        {
-          name: hname,
-          namespace: hostNs,
-          // A type change (ClusterIP <-> NodePort) goes along; the API server drops node ports a
-          // ClusterIP Service may not have and allocates those a NodePort needs.
-          body: { spec: { type: want.spec!.type, selector: want.spec!.selector, ports: want.spec!.ports } },
-        },
-        merge,
-      );
-      return; // the host Service's event brings the new node ports back here
-    }
-    await this.readdress(t!, h.spec?.clusterIP, h);
-  }
-
-  /**
-   * Tenant Services whose address is final (what service-link variables may name): those with a
-   * host counterpart once they carry its ClusterIP; headless, ExternalName and selector-less ones
-   * as they are. A pod created in between does without the variable, as one created before the
-   * Service does.
-   */
-  private settledServices(): V1Service[] {
-    return this.tenantServices.list().filter((t) => {
-      const ns = t.metadata!.namespace!;
-      if (!hostServiceFor(this.ctx, t) || t.spec?.clusterIP === 'None') return true;
-      const h = this.hostServices.get(hostName(ns, t.metadata!.name!), this.cfg.hostNamespace);
-      return h?.spec?.clusterIP === t.spec?.clusterIP;
-    });
-  }
-
-  /**
-   * Gives a tenant Service the ClusterIP (and node ports) of its host Service, so the address the
-   * tenant sees, resolves and puts in environments is the one that carries traffic. ClusterIP is
-   * immutable: the tenant Service is re-created, as vcluster's syncer does.
-   */
-  private async readdress(t: V1Service, ip: string | undefined, h: V1Service | undefined): Promise<void> {
-    const s = t.spec ?? {};
-    if (!ip || ip === 'None' || s.type === 'ExternalName' || s.clusterIP === 'None') return;
-    const hostPorts = new Map(
-      (h?.spec?.ports ?? []).map((p) => [`${p.protocol ?? 'TCP'}/${p.port}`, p.nodePort]),
-    );
-    const ports = (s.ports ?? []).map((p) => {
-      const nodePort = hostPorts.get(`${p.protocol ?? 'TCP'}/${p.port}`);
-      return nodePort && (s.type === 'NodePort' || s.type === 'LoadBalancer') ? { ...p, nodePort } : p;
-    });
-    const portsMatch = ports.every((p, i) => p.nodePort === s.ports?.[i]?.nodePort);
-    if (s.clusterIP === ip && portsMatch) return;
-    const ns = t.metadata!.namespace!;
-    const name = t.metadata!.name!;
-    const key = `${ns}/${name}`;
-    if (this.cfg.serviceCIDR && !cidrContains(this.cfg.serviceCIDR, ip)) {
-      // Deleting would lose the Service for good: the tenant's range cannot hold the host's IP.
-      this.warnOnce(
-        key,
-        `tenant service keeps its own ClusterIP: ${ip} is outside the tenant range ${this.cfg.serviceCIDR}`,
-      );
-      return;
-    }
-    const meta = t.metadata!;
-    if (meta.deletionTimestamp || (meta.finalizers?.length ?? 0) > 0) {
-      // A delete would leave it Terminating (or end it for good): leave such a Service alone.
-      this.warnOnce(key, 'tenant service keeps its own ClusterIP: it has finalizers or is being deleted');
-      return;
-    }
-    const attempt = `${ip}|${ports.map((p) => p.nodePort ?? '').join(',')}`;
-    if (this.readdressFailed.get(key) === attempt) return; // taken in the tenant: not again for this address
-    const copy = (spec: V1ServiceSpec): V1Service => ({
-      apiVersion: 'v1',
-      kind: 'Service',
-      metadata: {
-        name,
-        namespace: ns,
-        ...(meta.labels ? { labels: meta.labels } : {}),
-        ...(meta.annotations ? { annotations: meta.annotations } : {}),
-        ...(meta.ownerReferences ? { ownerReferences: meta.ownerReferences } : {}),
-      },
-      spec,
-    });
-    const { healthCheckNodePort: _unused, ...kept } = s;
-    this.readdressing.set(key, Date.now());
-    const deleted = await this.tenantCore
-      .deleteNamespacedService({ name, namespace: ns, body: { preconditions: { uid: meta.uid! } } })
-      .then(
-        () => true,
-        (e: unknown) => {
-          // 404: the user deleted it; 409: it is another object now. Either way, not ours to re-create.
-          if (statusCode(e) === 404 || statusCode(e) === 409) return false;
-          throw e;
-        },
-      );
-    if (!deleted) return;
-    try {
-      await this.tenantCore.createNamespacedService({
-        namespace: ns,
-        body: copy({ ...kept, clusterIP: ip, clusterIPs: [ip], ports }),
-      });
-      this.readdressFailed.delete(key);
-      this.log.info('tenant service takes its host ClusterIP', { service: key, clusterIP: ip });
-    } catch (e) {
-      // 409: re-created meanwhile (the apiserver's `kubernetes`): its next event brings it back here.
-      if (statusCode(e) === 409) return;
-      // The address (or a node port) is taken in the tenant: put the Service back as it was, with
-      // an address of the tenant's choosing, say why, and do not try this address again.
-      this.readdressFailed.set(key, attempt);
-      this.log.warn('tenant service cannot take its host ClusterIP; restored', {
-        service: key,
-        error: hostMessage(e),
-      });
-      const { clusterIP: _ip, clusterIPs: _ips, ...rest } = kept;
-      const original = copy({ ...rest, ports: (s.ports ?? []).map(({ nodePort: _np, ...p }) => p) });
-      this.pendingRestore.set(key, original);
-      await this.restore(key);
-    }
-  }
-
-  /** Re-creates a tenant Service a failed re-address removed; kept until it succeeds. */
-  private async restore(key: string): Promise<void> {
-    const body = this.pendingRestore.get(key);
-    if (!body) return;
-    await this.tenantCore
-      .createNamespacedService({ namespace: body.metadata!.namespace!, body })
-      .catch(ignoreStatus(409));
-    this.pendingRestore.delete(key);
-  }
-
-  private warnOnce(key: string, message: string): void {
-    if (this.warned.get(key) === message) return;
-    this.warned.set(key, message);
-    this.log.warn(message, { service: key });
   }
 
   /** Host copies nothing needs any more: unreferenced ConfigMaps/Secrets, tokens of gone pods. */

@@ -1,0 +1,211 @@
+/**
+ * Tenant Services on the host (ADR 6, ADR 7): a Service with a selector gets a host Service that
+ * selects the translated pods of its namespace, and the tenant Service then takes the host
+ * Service's ClusterIP and node ports (re-created: ClusterIP is immutable), so the address the
+ * tenant sees, resolves and puts in environments is the one that carries traffic. The tenant's
+ * `default/kubernetes` takes the address pods reach the tenant API server at.
+ */
+import type { CoreV1Api, ListWatch, V1Service, V1ServiceSpec } from '@kubernetes/client-node';
+import { apiMessage as hostMessage, ignoreStatus, merge, statusCode } from '../api/kubeClient.js';
+import { cidrContains } from '../api/virtualCluster.js';
+import type { Logger } from '../worker/logger.js';
+import type { ClusterTreeConfig } from './config.js';
+import { hostName } from './naming.js';
+import { hostServiceFor, serviceShape, type TenantContext } from './translate.js';
+
+export interface ServiceSyncDeps {
+  cfg: ClusterTreeConfig;
+  ctx: TenantContext;
+  tenantCore: CoreV1Api;
+  hostCore: CoreV1Api;
+  tenantServices: ListWatch<V1Service>;
+  hostServices: ListWatch<V1Service>;
+  log: Logger;
+}
+
+export class ServiceSync {
+  /**
+   * Tenant Services being re-created with their host ClusterIP: until the tenant informer shows
+   * the new one, its absence is not a deletion (the host Service, and so the IP, must stay).
+   */
+  private readonly readdressing = new Map<string, number>();
+  /** Per tenant Service, the last reason it keeps its own address (so it is warned once). */
+  private readonly warned = new Map<string, string>();
+  /** Re-addresses that failed in the tenant (address taken), by Service: not tried again. */
+  private readonly readdressFailed = new Map<string, string>();
+  /** Tenant Services a failed re-address removed and could not put back yet. */
+  private readonly pendingRestore = new Map<string, V1Service>();
+
+  constructor(private readonly d: ServiceSyncDeps) {}
+
+  async sync(ns: string, name: string): Promise<void> {
+    const t = this.d.tenantServices.get(name, ns);
+    const key = `${ns}/${name}`;
+    if (ns === 'default' && name === 'kubernetes') {
+      // The tenant API server's own Service: its host counterpart is the operator's.
+      if (t && this.d.cfg.tenantApi) await this.readdress(t, this.d.cfg.tenantApi.clusterIP, undefined);
+      return;
+    }
+    const hname = hostName(ns, name);
+    const hostNs = this.d.cfg.hostNamespace;
+    const h = this.d.hostServices.get(hname, hostNs);
+    if (!t && this.pendingRestore.has(key)) return this.restore(key);
+    const want = t ? hostServiceFor(this.d.ctx, t) : undefined;
+    if (!t && Date.now() - (this.readdressing.get(key) ?? 0) < 30_000) return;
+    this.readdressing.delete(key);
+    if (!want) {
+      if (h)
+        await this.d.hostCore
+          .deleteNamespacedService({ name: hname, namespace: hostNs })
+          .catch(ignoreStatus(404));
+      return;
+    }
+    if (!h) {
+      const created = await this.d.hostCore
+        .createNamespacedService({ namespace: hostNs, body: want })
+        .catch(ignoreStatus(409));
+      if (created && t) await this.readdress(t, created.spec?.clusterIP, created);
+      return;
+    }
+    if (
+      serviceShape(h) !== serviceShape(want) ||
+      (h.spec?.clusterIP === 'None') !== (want.spec?.clusterIP === 'None')
+    ) {
+      if ((h.spec?.clusterIP === 'None') !== (want.spec?.clusterIP === 'None')) {
+        // clusterIP is immutable: a change between headless and not needs a new Service.
+        await this.d.hostCore
+          .deleteNamespacedService({ name: hname, namespace: hostNs })
+          .catch(ignoreStatus(404));
+        return;
+      }
+      await this.d.hostCore.patchNamespacedService(
+        {
+          name: hname,
+          namespace: hostNs,
+          // A type change (ClusterIP <-> NodePort) goes along; the API server drops node ports a
+          // ClusterIP Service may not have and allocates those a NodePort needs.
+          body: { spec: { type: want.spec!.type, selector: want.spec!.selector, ports: want.spec!.ports } },
+        },
+        merge,
+      );
+      return; // the host Service's event brings the new node ports back here
+    }
+    await this.readdress(t!, h.spec?.clusterIP, h);
+  }
+
+  /**
+   * Tenant Services whose address is final (what service-link variables may name): those with a
+   * host counterpart once they carry its ClusterIP; headless, ExternalName and selector-less ones
+   * as they are. A pod created in between does without the variable, as one created before the
+   * Service does.
+   */
+  settled(): V1Service[] {
+    return this.d.tenantServices.list().filter((t) => {
+      const ns = t.metadata!.namespace!;
+      if (!hostServiceFor(this.d.ctx, t) || t.spec?.clusterIP === 'None') return true;
+      const h = this.d.hostServices.get(hostName(ns, t.metadata!.name!), this.d.cfg.hostNamespace);
+      return h?.spec?.clusterIP === t.spec?.clusterIP;
+    });
+  }
+
+  /**
+   * Gives a tenant Service the ClusterIP (and node ports) of its host Service, so the address the
+   * tenant sees, resolves and puts in environments is the one that carries traffic. ClusterIP is
+   * immutable: the tenant Service is re-created, as vcluster's syncer does.
+   */
+  private async readdress(t: V1Service, ip: string | undefined, h: V1Service | undefined): Promise<void> {
+    const s = t.spec ?? {};
+    if (!ip || ip === 'None' || s.type === 'ExternalName' || s.clusterIP === 'None') return;
+    const hostPorts = new Map(
+      (h?.spec?.ports ?? []).map((p) => [`${p.protocol ?? 'TCP'}/${p.port}`, p.nodePort]),
+    );
+    const ports = (s.ports ?? []).map((p) => {
+      const nodePort = hostPorts.get(`${p.protocol ?? 'TCP'}/${p.port}`);
+      return nodePort && (s.type === 'NodePort' || s.type === 'LoadBalancer') ? { ...p, nodePort } : p;
+    });
+    const portsMatch = ports.every((p, i) => p.nodePort === s.ports?.[i]?.nodePort);
+    if (s.clusterIP === ip && portsMatch) return;
+    const ns = t.metadata!.namespace!;
+    const name = t.metadata!.name!;
+    const key = `${ns}/${name}`;
+    if (this.d.cfg.serviceCIDR && !cidrContains(this.d.cfg.serviceCIDR, ip)) {
+      // Deleting would lose the Service for good: the tenant's range cannot hold the host's IP.
+      this.warnOnce(
+        key,
+        `tenant service keeps its own ClusterIP: ${ip} is outside the tenant range ${this.d.cfg.serviceCIDR}`,
+      );
+      return;
+    }
+    const meta = t.metadata!;
+    if (meta.deletionTimestamp || (meta.finalizers?.length ?? 0) > 0) {
+      // A delete would leave it Terminating (or end it for good): leave such a Service alone.
+      this.warnOnce(key, 'tenant service keeps its own ClusterIP: it has finalizers or is being deleted');
+      return;
+    }
+    const attempt = `${ip}|${ports.map((p) => p.nodePort ?? '').join(',')}`;
+    if (this.readdressFailed.get(key) === attempt) return; // taken in the tenant: not again for this address
+    const copy = (spec: V1ServiceSpec): V1Service => ({
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: {
+        name,
+        namespace: ns,
+        ...(meta.labels ? { labels: meta.labels } : {}),
+        ...(meta.annotations ? { annotations: meta.annotations } : {}),
+        ...(meta.ownerReferences ? { ownerReferences: meta.ownerReferences } : {}),
+      },
+      spec,
+    });
+    const { healthCheckNodePort: _unused, ...kept } = s;
+    this.readdressing.set(key, Date.now());
+    const deleted = await this.d.tenantCore
+      .deleteNamespacedService({ name, namespace: ns, body: { preconditions: { uid: meta.uid! } } })
+      .then(
+        () => true,
+        (e: unknown) => {
+          // 404: the user deleted it; 409: it is another object now. Either way, not ours to re-create.
+          if (statusCode(e) === 404 || statusCode(e) === 409) return false;
+          throw e;
+        },
+      );
+    if (!deleted) return;
+    try {
+      await this.d.tenantCore.createNamespacedService({
+        namespace: ns,
+        body: copy({ ...kept, clusterIP: ip, clusterIPs: [ip], ports }),
+      });
+      this.readdressFailed.delete(key);
+      this.d.log.info('tenant service takes its host ClusterIP', { service: key, clusterIP: ip });
+    } catch (e) {
+      // 409: re-created meanwhile (the apiserver's `kubernetes`): its next event brings it back here.
+      if (statusCode(e) === 409) return;
+      // The address (or a node port) is taken in the tenant: put the Service back as it was, with
+      // an address of the tenant's choosing, say why, and do not try this address again.
+      this.readdressFailed.set(key, attempt);
+      this.d.log.warn('tenant service cannot take its host ClusterIP; restored', {
+        service: key,
+        error: hostMessage(e),
+      });
+      const { clusterIP: _ip, clusterIPs: _ips, ...rest } = kept;
+      const original = copy({ ...rest, ports: (s.ports ?? []).map(({ nodePort: _np, ...p }) => p) });
+      this.pendingRestore.set(key, original);
+      await this.restore(key);
+    }
+  }
+
+  /** Re-creates a tenant Service a failed re-address removed; kept until it succeeds. */
+  private async restore(key: string): Promise<void> {
+    const body = this.pendingRestore.get(key);
+    if (!body) return;
+    await this.d.tenantCore
+      .createNamespacedService({ namespace: body.metadata!.namespace!, body })
+      .catch(ignoreStatus(409));
+    this.pendingRestore.delete(key);
+  }
+
+  private warnOnce(key: string, message: string): void {
+    if (this.warned.get(key) === message) return;
+    this.warned.set(key, message);
+    this.d.log.warn(message, { service: key });
+  }
+}
