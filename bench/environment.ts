@@ -68,7 +68,9 @@ export async function startBenchEnvironment(opts: {
       logger: opts.logger,
       binaries,
       watchNamespace: 'default',
-      ...(host.realNode ? { nodeAddress: host.realNode.layout.nodeIP } : {}),
+      ...(host.realNode
+        ? { nodeAddress: host.realNode.layout.nodeIP, podCIDR: host.realNode.layout.clusterCIDR }
+        : {}),
       ...noFsync,
     });
     return { root, binaries, ports, operator, host, close };

@@ -137,6 +137,8 @@ function tenantRbac(): KubernetesObject[] {
     { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch', 'delete'] },
     { apiGroups: [''], resources: ['pods/status'], verbs: ['get', 'update', 'patch'] },
     { apiGroups: [''], resources: ['configmaps', 'secrets'], verbs: ['get', 'list', 'watch'] },
+    // Hand-made EndpointSlices (selector-less Services) are mirrored to the host.
+    { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: ['get', 'list', 'watch'] },
     // Services are re-created with their host ClusterIP (see the controller's readdress).
     { apiGroups: [''], resources: ['services'], verbs: ['get', 'list', 'watch', 'create', 'delete'] },
     { apiGroups: [''], resources: ['serviceaccounts/token'], verbs: ['create'] },
@@ -178,6 +180,7 @@ function hostRbac(ref: VirtualClusterRef, ns: string): KubernetesObject[] {
       rules: [
         { apiGroups: [''], resources: ['pods', 'configmaps', 'secrets', 'services'], verbs: all },
         { apiGroups: [''], resources: ['resourcequotas'], verbs: ['get', 'list', 'watch'] },
+        { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: all },
         // The tenant nodes' kubelet API: logs, exec, attach and port-forward of the host pods.
         { apiGroups: [''], resources: ['pods/log'], verbs: ['get'] },
         {
@@ -365,6 +368,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       listen: { address: '127.0.0.1', port: port! },
       kubelet: await kubeletEndpoint(l, kubeletPort!),
       serviceCIDR: l.serviceCIDR,
+      endpointRanges: deps.network?.endpointRanges ?? [],
       ...(await podNetwork(input, l)),
       virtualNodeName: VIRTUAL_NODE,
       quotaName: QUOTA_NAME,

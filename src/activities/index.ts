@@ -57,6 +57,8 @@ export interface ActivityDeps {
    * tenant DNS are offered to tenant pods there. Unset: tenants get neither (simulated nodes only).
    */
   nodeAddress?: string;
+  /** The host's pod range (with nodeAddress): what mirrored EndpointSlices may name. */
+  podCIDR?: string;
 }
 
 export const KUBECONFIG_SECRET_KEY = 'kubeconfig';
@@ -156,6 +158,7 @@ export function createActivities(deps: ActivityDeps) {
         runtime: deps.runtime,
         ports,
         nodeAddress: deps.nodeAddress,
+        ...(deps.podCIDR ? { podCIDR: deps.podCIDR } : {}),
         coredns: async () => (await bins()).coredns,
         readinessTimeoutMs,
       })

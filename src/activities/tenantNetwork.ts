@@ -23,6 +23,7 @@ import { join } from 'node:path';
 import { ignoreStatus } from '../api/kubeClient.js';
 import type { VirtualClusterRef } from '../api/virtualCluster.js';
 import { OriginLabel, hostNamespace, tenantHash } from '../clustertree/naming.js';
+import { OPERATOR, OPERATOR_LABEL } from '../clustertree/translate.js';
 import { PkiFile, loadPair } from '../pki/controlPlanePki.js';
 import { ensureDnsRbac, ensureDnsService, ensureEndpointSlice, prepareDns } from '../runtime/dns.js';
 import { apiserverURL, kubeconfigPath, pkiDir, type ControlPlaneLayout } from '../runtime/controlPlane.js';
@@ -39,6 +40,8 @@ export interface TenantNetworkDeps {
   runtime: ControlPlaneRuntime;
   ports: PortAllocator;
   nodeAddress: string;
+  /** The host's pod range: mirrored EndpointSlices may name pods there (and the node). */
+  podCIDR?: string;
   coredns: () => Promise<string>;
   readinessTimeoutMs: number;
 }
@@ -102,6 +105,7 @@ export function createTenantNetwork(deps: TenantNetworkDeps) {
 
   return {
     nodeAddress,
+    endpointRanges: [`${nodeAddress}/32`, ...(deps.podCIDR ? [deps.podCIDR] : [])],
     /**
      * Makes the host Service pods reach the tenant API server through and returns its ClusterIP
      * (before the certificates are issued: the address goes into the serving certificate).
@@ -175,6 +179,8 @@ export function createTenantNetwork(deps: TenantNetworkDeps) {
         clusterIP: ip,
         address: deps.nodeAddress,
         port,
+        // Already at its host address: clusterTree leaves it alone.
+        labels: { [OPERATOR_LABEL]: OPERATOR },
       });
       return ip;
     },

@@ -45,6 +45,7 @@ function operatorOptions(env: OperatorEnv, stateDir: string) {
     etcdUnsafeNoFsync: env.KOSMOS_VC_ETCD_UNSAFE_NO_FSYNC,
     ...(env.KOSMOS_VC_WATCH_NAMESPACE ? { watchNamespace: env.KOSMOS_VC_WATCH_NAMESPACE } : {}),
     ...(env.KOSMOS_VC_NODE_ADDRESS ? { nodeAddress: env.KOSMOS_VC_NODE_ADDRESS } : {}),
+    ...(env.KOSMOS_VC_POD_CIDR ? { podCIDR: env.KOSMOS_VC_POD_CIDR } : {}),
   };
 }
 
@@ -94,6 +95,7 @@ async function up(): Promise<void> {
   let operator: Operator | undefined;
   let stopHost = (): Promise<void> => Promise.resolve();
   let nodeAddress = env.KOSMOS_VC_NODE_ADDRESS;
+  let podCIDR = env.KOSMOS_VC_POD_CIDR;
 
   const start = async (): Promise<void> => {
     let kubeconfig = env.KUBECONFIG;
@@ -110,7 +112,10 @@ async function up(): Promise<void> {
       });
       stopHost = () => host.stop();
       kubeconfig = host.kubeconfigPath;
-      if (host.realNode) nodeAddress ??= host.realNode.layout.nodeIP;
+      if (host.realNode) {
+        nodeAddress ??= host.realNode.layout.nodeIP;
+        podCIDR ??= host.realNode.layout.clusterCIDR;
+      }
     }
     let temporalAddress = env.TEMPORAL_ADDRESS;
     let uiUrl: string | undefined;
@@ -135,6 +140,7 @@ async function up(): Promise<void> {
       ...operatorOptions(env, stateDir),
       applyCRD: true,
       ...(nodeAddress ? { nodeAddress } : {}),
+      ...(podCIDR ? { podCIDR } : {}),
       kubeconfigPath: kubeconfig,
       temporalAddress,
       binaries,

@@ -28,6 +28,11 @@ export const ClusterTreeConfig = z.object({
     .optional(),
   /** Where pods reach the tenant API server (host ClusterIP and port of its Service). */
   tenantApi: z.object({ clusterIP: z.string(), port: z.number().int().positive() }).optional(),
+  /**
+   * Addresses a mirrored EndpointSlice (of a selector-less tenant Service) may name: this host's
+   * pods and node. Anything else a tenant writes there is left out. Empty: nothing is mirrored.
+   */
+  endpointRanges: z.array(z.string()).default([]),
   /** The tenant's Service range: a tenant Service takes its host ClusterIP only from inside it. */
   serviceCIDR: z.string().optional(),
   /** The tenant's DNS Service address: host pods of ClusterFirst pods resolve through it. */

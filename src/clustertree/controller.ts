@@ -18,6 +18,7 @@
 import {
   CoordinationV1Api,
   CoreV1Api,
+  DiscoveryV1Api,
   ListWatch,
   PatchStrategy,
   Watch,
@@ -26,6 +27,7 @@ import {
   type KubernetesListObject,
   type KubernetesObject,
   type V1ConfigMap,
+  type V1EndpointSlice,
   type V1Node,
   type V1Pod,
   type V1ResourceQuota,
@@ -283,13 +285,29 @@ export class ClusterTree {
       undefined,
       (o) => this.queue.add(`svc/${o.metadata!.namespace!}/${o.metadata!.name!}`),
     );
+    // Slices the tenant's endpoint controller did not make: those of selector-less Services.
+    const handmade = 'endpointslice.kubernetes.io/managed-by!=endpointslice-controller.k8s.io';
+    const tenantDiscovery = tenantKc.makeApiClient(DiscoveryV1Api);
+    const tenantSlices = this.source<V1EndpointSlice>(
+      tenantKc,
+      'tenant endpointslices',
+      '/apis/discovery.k8s.io/v1/endpointslices',
+      list(() => tenantDiscovery.listEndpointSliceForAllNamespaces({ labelSelector: handmade })),
+      handmade,
+      (o) => {
+        const svc = o.metadata?.labels?.['kubernetes.io/service-name'];
+        if (svc) this.queue.add(`svc/${o.metadata!.namespace!}/${svc}`);
+      },
+    );
     this.services = new ServiceSync({
       cfg,
       ctx: this.ctx,
       tenantCore: this.tenantCore,
       hostCore: this.hostCore,
+      hostDiscovery: hostKc.makeApiClient(DiscoveryV1Api),
       tenantServices: this.tenantServices,
       hostServices: this.hostServices,
+      tenantSlices,
       log,
     });
   }

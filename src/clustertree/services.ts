@@ -5,21 +5,31 @@
  * tenant sees, resolves and puts in environments is the one that carries traffic. The tenant's
  * `default/kubernetes` takes the address pods reach the tenant API server at.
  */
-import type { CoreV1Api, ListWatch, V1Service, V1ServiceSpec } from '@kubernetes/client-node';
+import type {
+  CoreV1Api,
+  DiscoveryV1Api,
+  ListWatch,
+  V1EndpointSlice,
+  V1Service,
+  V1ServiceSpec,
+} from '@kubernetes/client-node';
 import { apiMessage as hostMessage, ignoreStatus, merge, statusCode } from '../api/kubeClient.js';
 import { cidrContains } from '../api/virtualCluster.js';
 import type { Logger } from '../worker/logger.js';
 import type { ClusterTreeConfig } from './config.js';
-import { hostName } from './naming.js';
-import { hostServiceFor, serviceShape, type TenantContext } from './translate.js';
+import { MANAGER, hostName } from './naming.js';
+import { hostEndpointSliceFor, hostServiceFor, serviceShape, type TenantContext } from './translate.js';
 
 export interface ServiceSyncDeps {
   cfg: ClusterTreeConfig;
   ctx: TenantContext;
   tenantCore: CoreV1Api;
   hostCore: CoreV1Api;
+  hostDiscovery: DiscoveryV1Api;
   tenantServices: ListWatch<V1Service>;
   hostServices: ListWatch<V1Service>;
+  /** The tenant's EndpointSlices not made by its endpoint controller (those of selector-less Services). */
+  tenantSlices: ListWatch<V1EndpointSlice>;
   log: Logger;
 }
 
@@ -58,8 +68,10 @@ export class ServiceSync {
         await this.d.hostCore
           .deleteNamespacedService({ name: hname, namespace: hostNs })
           .catch(ignoreStatus(404));
+      await this.mirrorSlices(ns, name, undefined);
       return;
     }
+    if (!want.spec?.selector) await this.mirrorSlices(ns, name, hname);
     if (!h) {
       const created = await this.d.hostCore
         .createNamespacedService({ namespace: hostNs, body: want })
@@ -191,6 +203,46 @@ export class ServiceSync {
       this.pendingRestore.set(key, original);
       await this.restore(key);
     }
+  }
+
+  /**
+   * Makes the host EndpointSlices of a selector-less Service what the tenant's slices say (only
+   * addresses in the allowed ranges), or removes them (`hostService` undefined).
+   */
+  private async mirrorSlices(ns: string, name: string, hostService: string | undefined): Promise<void> {
+    const hostNs = this.d.cfg.hostNamespace;
+    const want = hostService
+      ? this.d.tenantSlices
+          .list(ns)
+          .filter((sl) => sl.metadata?.labels?.['kubernetes.io/service-name'] === name)
+          .map((sl) => hostEndpointSliceFor(this.d.ctx, sl, hostService, this.d.cfg.endpointRanges))
+      : [];
+    const have = (
+      await this.d.hostDiscovery.listNamespacedEndpointSlice({
+        namespace: hostNs,
+        labelSelector: `kubernetes.io/service-name=${hostName(ns, name)},endpointslice.kubernetes.io/managed-by=${MANAGER}`,
+      })
+    ).items;
+    for (const sl of want) {
+      const current = have.find((x) => x.metadata?.name === sl.metadata!.name);
+      const same =
+        current &&
+        JSON.stringify([current.endpoints ?? [], current.ports ?? []]) ===
+          JSON.stringify([sl.endpoints, sl.ports ?? []]);
+      if (same) continue;
+      if (current)
+        await this.d.hostDiscovery.replaceNamespacedEndpointSlice({
+          name: sl.metadata!.name!,
+          namespace: hostNs,
+          body: { ...sl, metadata: { ...sl.metadata, resourceVersion: current.metadata!.resourceVersion! } },
+        });
+      else await this.d.hostDiscovery.createNamespacedEndpointSlice({ namespace: hostNs, body: sl });
+    }
+    for (const x of have)
+      if (!want.some((sl) => sl.metadata!.name === x.metadata?.name))
+        await this.d.hostDiscovery
+          .deleteNamespacedEndpointSlice({ name: x.metadata!.name!, namespace: hostNs })
+          .catch(ignoreStatus(404));
   }
 
   /** Re-creates a tenant Service a failed re-address removed; kept until it succeeds. */

@@ -16,6 +16,7 @@ import type {
   V1Container,
   V1EnvFromSource,
   V1EnvVar,
+  V1EndpointSlice,
   V1Node,
   V1NodeStatus,
   V1ObjectFieldSelector,
@@ -27,7 +28,7 @@ import type {
   V1Volume,
   V1VolumeProjection,
 } from '@kubernetes/client-node';
-import type { VirtualClusterRef } from '../api/virtualCluster.js';
+import { cidrContains, type VirtualClusterRef } from '../api/virtualCluster.js';
 import {
   MANAGER,
   OriginLabel,
@@ -476,7 +477,10 @@ export function sameData(a: V1ConfigMap | V1Secret, b: V1ConfigMap | V1Secret): 
  */
 export function hostServiceFor(ctx: TenantContext, svc: V1Service): V1Service | undefined {
   const s = svc.spec;
-  if (!s?.selector || Object.keys(s.selector).length === 0 || s.type === 'ExternalName') return undefined;
+  if (!s || s.type === 'ExternalName') return undefined;
+  const selectorless = !s.selector || Object.keys(s.selector).length === 0;
+  // The operator's own selector-less Services (the tenant's kube-dns) already have their address.
+  if (selectorless && svc.metadata?.labels?.[OPERATOR_LABEL] === OPERATOR) return undefined;
   const ns = svc.metadata!.namespace!;
   return {
     apiVersion: 'v1',
@@ -487,7 +491,8 @@ export function hostServiceFor(ctx: TenantContext, svc: V1Service): V1Service | 
       // which the tenant Service then takes.
       type: s.type === 'NodePort' || s.type === 'LoadBalancer' ? 'NodePort' : 'ClusterIP',
       ...(s.clusterIP === 'None' ? { clusterIP: 'None' } : {}),
-      selector: hostSelector(ctx, ns, s.selector),
+      // Without a selector, the endpoints are the tenant's own EndpointSlices, mirrored.
+      ...(selectorless ? {} : { selector: hostSelector(ctx, ns, s.selector!) }),
       ports: (s.ports ?? []).map((p) => ({
         ...(p.name ? { name: p.name } : {}),
         protocol: p.protocol ?? 'TCP',
@@ -497,6 +502,44 @@ export function hostServiceFor(ctx: TenantContext, svc: V1Service): V1Service | 
       ...(s.publishNotReadyAddresses ? { publishNotReadyAddresses: true } : {}),
       ...(s.sessionAffinity ? { sessionAffinity: s.sessionAffinity } : {}),
     },
+  };
+}
+
+/** The label the operator puts on tenant objects it manages itself (not mirrored). */
+export const OPERATOR_LABEL = 'kosmos.io/managed-by';
+export const OPERATOR = 'kosmos-vc';
+
+/**
+ * The host copy of a tenant EndpointSlice of a Service without a selector, for the host Service
+ * `hostService`. Only addresses in `allowed` ranges (this host's pods and node) are kept: a tenant
+ * may write any address into its slices, and the host's kube-proxy would send traffic there.
+ */
+export function hostEndpointSliceFor(
+  ctx: TenantContext,
+  slice: V1EndpointSlice,
+  hostService: string,
+  allowed: readonly string[],
+): V1EndpointSlice {
+  const ok = (ip: string) => allowed.some((cidr) => cidrContains(cidr, ip));
+  return {
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: {
+      ...copyMeta(ctx, slice),
+      labels: {
+        ...copyMeta(ctx, slice).labels,
+        'kubernetes.io/service-name': hostService,
+        'endpointslice.kubernetes.io/managed-by': MANAGER,
+      },
+    },
+    addressType: slice.addressType,
+    endpoints: (slice.endpoints ?? [])
+      .map((e) => ({
+        addresses: e.addresses.filter(ok),
+        ...(e.conditions ? { conditions: e.conditions } : {}),
+      }))
+      .filter((e) => e.addresses.length > 0),
+    ...(slice.ports ? { ports: slice.ports } : {}),
   };
 }
 

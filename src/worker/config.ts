@@ -11,6 +11,7 @@
  *   KOSMOS_VC_REAL_NODE        the embedded host also runs a real node where it can (true)
  *   KOSMOS_VC_NODE_ADDRESS     an address of this machine host pods reach (tenant API and DNS for
  *                              pods); the embedded host's real node sets it itself
+ *   KOSMOS_VC_POD_CIDR         the host's pod range (mirrored EndpointSlices may name it)
  */
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -39,6 +40,7 @@ export const OperatorEnv = z.object({
     .default('false')
     .transform((v) => v === 'true'),
   KOSMOS_VC_NODE_ADDRESS: z.ipv4().optional(),
+  KOSMOS_VC_POD_CIDR: z.cidrv4().optional(),
   /** The embedded host runs a real node (containerd, kubelet, kube-proxy) where the machine allows. */
   KOSMOS_VC_REAL_NODE: z
     .enum(['true', 'false'])

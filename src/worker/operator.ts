@@ -114,6 +114,8 @@ export interface OperatorOptions {
   promotionRetryMs?: number;
   /** An address of this machine host pods reach: tenant API and DNS for pods (ADR 7). */
   nodeAddress?: string;
+  /** The host's pod range: addresses mirrored EndpointSlices may name besides the node's. */
+  podCIDR?: string;
 }
 
 export interface Operator {
@@ -160,6 +162,7 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       ...(opts.etcdUnsafeNoFsync ? { etcdUnsafeNoFsync: true } : {}),
       ...(opts.clusterTree ? { clusterTree: opts.clusterTree } : {}),
       ...(opts.nodeAddress ? { nodeAddress: opts.nodeAddress } : {}),
+      ...(opts.podCIDR ? { podCIDR: opts.podCIDR } : {}),
     };
     nativeConnection = await NativeConnection.connect({ address: opts.temporalAddress });
     worker = await Worker.create({

@@ -5,14 +5,14 @@
  * tenant's own API, tenant DNS, and the node's own restarts. All with the tenant's kubeconfig and
  * real kubectl, as a user would.
  */
-import type { V1Pod } from '@kubernetes/client-node';
+import { DiscoveryV1Api, type V1Pod } from '@kubernetes/client-node';
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { VirtualCluster } from '../../src/api/virtualCluster.js';
-import { hostNamespace } from '../../src/clustertree/naming.js';
+import { hostName, hostNamespace } from '../../src/clustertree/naming.js';
 import { routeOf } from '../../src/node/network.js';
 import { resolveBinaries } from '../../src/runtime/binaries.js';
 import type { Operator } from '../../src/worker/operator.js';
@@ -203,6 +203,55 @@ describe('workloads on the real node', () => {
       return res?.ok ? (await res.text()).trim() : undefined;
     });
     expect(reply).toMatch(/^web-/);
+  });
+});
+
+describe('a Service without a selector', () => {
+  it('carries traffic to the endpoints the tenant gives it; addresses outside the host are left out', async () => {
+    const [pod] = (
+      await tenantCore(kubeconfig).listNamespacedPod({ namespace: 'default', labelSelector: 'app=web' })
+    ).items.filter((p) => p.status?.phase === 'Running' && !p.metadata?.deletionTimestamp);
+    const manifest = join(stateDir, 'manual.json');
+    await writeFile(
+      manifest,
+      JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'List',
+        items: [
+          {
+            apiVersion: 'v1',
+            kind: 'Service',
+            metadata: { name: 'manual' },
+            spec: { ports: [{ port: 80, protocol: 'TCP' }] },
+          },
+          {
+            apiVersion: 'discovery.k8s.io/v1',
+            kind: 'EndpointSlice',
+            metadata: { name: 'manual-1', labels: { 'kubernetes.io/service-name': 'manual' } },
+            addressType: 'IPv4',
+            ports: [{ port: 80, protocol: 'TCP' }],
+            // A pod of the tenant, and an address that is no pod of this host (TEST-NET-1).
+            endpoints: [{ addresses: [pod!.status!.podIP!] }, { addresses: ['192.0.2.99'] }],
+          },
+        ],
+      }),
+    );
+    await k('apply', '-f', manifest);
+    const reply = await eventually('the selector-less Service to answer', async () => {
+      const r = await fetchFromClient('http://manual');
+      return r.startsWith('error') ? undefined : r;
+    });
+    expect(reply).toBe(pod!.metadata!.name);
+    const hostSlices = (
+      await host()
+        .kubeConfig.makeApiClient(DiscoveryV1Api)
+        .listNamespacedEndpointSlice({
+          namespace: hostNamespace(refOf(vc)),
+          labelSelector: `kubernetes.io/service-name=${hostName('default', 'manual')}`,
+        })
+    ).items;
+    const addresses = hostSlices.flatMap((sl) => (sl.endpoints ?? []).flatMap((e) => e.addresses));
+    expect(addresses).toEqual([pod!.status!.podIP]);
   });
 });
 

@@ -23,6 +23,7 @@ import {
 import { HostCluster } from '../../src/activities/hostCluster.js';
 import { resolveBinaries, type Binaries } from '../../src/runtime/binaries.js';
 import { kwokNode } from '../../src/runtime/embedded.js';
+import { NodeNet } from '../../src/node/realNode.js';
 import { createLogger } from '../../src/worker/logger.js';
 import { startOperator, type Operator } from '../../src/worker/operator.js';
 
@@ -64,7 +65,7 @@ export async function testOperator(opts: {
     watchNamespace: opts.namespace,
     clusterTree: { heartbeatIntervalMs: 2_000, nodeStatusIntervalMs: 10_000, resyncIntervalMs: 5_000 },
     promotionRetryMs: 2_000,
-    ...(inject('nodeAddress') ? { nodeAddress: inject('nodeAddress') } : {}),
+    ...(inject('nodeAddress') ? { nodeAddress: inject('nodeAddress'), podCIDR: NodeNet.clusterCIDR } : {}),
     ...(opts.worker === false ? { worker: false } : {}),
     ...(opts.watcher === false ? { watcher: false } : {}),
   });

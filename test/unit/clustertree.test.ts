@@ -23,6 +23,9 @@ import {
   tenantNodeFor,
   tenantPodStatus,
   virtualNode,
+  hostEndpointSliceFor,
+  OPERATOR,
+  OPERATOR_LABEL,
   type TenantContext,
 } from '../../src/clustertree/translate.js';
 
@@ -248,7 +251,55 @@ describe('status and nodes', () => {
       spec: { selector: { app: 'api' }, ports: [{ port: 80 }] },
     });
     expect(plain?.spec?.type).toBe('ClusterIP');
-    expect(hostServiceFor(ctx, { metadata: { name: 'x', namespace: 'shop' }, spec: {} })).toBeUndefined();
+    // Without a selector: a host Service without one either (its endpoints are mirrored).
+    const manual = hostServiceFor(ctx, {
+      metadata: { name: 'x', namespace: 'shop', uid: 'u3' },
+      spec: { ports: [{ port: 80 }] },
+    });
+    expect(manual?.spec?.selector).toBeUndefined();
+    expect(
+      hostServiceFor(ctx, {
+        metadata: { name: 'e', namespace: 'shop', uid: 'u4' },
+        spec: { type: 'ExternalName', externalName: 'example.org' },
+      }),
+    ).toBeUndefined();
+    // The operator's own (the tenant kube-dns) is left alone.
+    expect(
+      hostServiceFor(ctx, {
+        metadata: {
+          name: 'kube-dns',
+          namespace: 'kube-system',
+          uid: 'u5',
+          labels: { [OPERATOR_LABEL]: OPERATOR },
+        },
+        spec: { ports: [{ port: 53 }] },
+      }),
+    ).toBeUndefined();
+  });
+
+  it("mirrors a selector-less Service's EndpointSlice with only the host's own addresses", () => {
+    const sl = hostEndpointSliceFor(
+      ctx,
+      {
+        metadata: {
+          name: 'manual-1',
+          namespace: 'shop',
+          uid: 's1',
+          labels: { 'kubernetes.io/service-name': 'manual' },
+        },
+        addressType: 'IPv4',
+        ports: [{ port: 80, protocol: 'TCP' }],
+        endpoints: [
+          { addresses: ['10.244.0.7'] },
+          { addresses: ['192.0.2.99'] },
+          { addresses: ['10.244.0.1'] },
+        ],
+      },
+      hostName('shop', 'manual'),
+      ['10.244.0.0/24'],
+    );
+    expect(sl.metadata?.labels?.['kubernetes.io/service-name']).toBe(hostName('shop', 'manual'));
+    expect(sl.endpoints.map((e) => e.addresses)).toEqual([['10.244.0.7'], ['10.244.0.1']]);
   });
 
   it("points a tenant node's kubelet address and port at clusterTree's endpoint", () => {
