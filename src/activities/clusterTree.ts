@@ -16,7 +16,6 @@ import {
   KubernetesObjectApi,
   PatchStrategy,
   RbacAuthorizationV1Api,
-  setHeaderOptions,
   type KubernetesObject,
   type V1Node,
   type V1Pod,
@@ -25,7 +24,7 @@ import {
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ignoreStatus, reuseConnections, statusCode } from '../api/kubeClient.js';
+import { ignoreStatus, merge, reuseConnections, statusCode } from '../api/kubeClient.js';
 import { parseQuantity, type PromoteResources, type VirtualClusterRef } from '../api/virtualCluster.js';
 import type { ClusterTreeConfigInput } from '../clustertree/config.js';
 import { forEachLimited } from '../clustertree/queue.js';
@@ -43,26 +42,17 @@ import { apiserverURL, kubeconfigPath, pkiDir, type ControlPlaneLayout } from '.
 import type { PortAllocator } from '../runtime/ports.js';
 import type { ComponentSpec, ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
+import { CLUSTERTREE_USER, HOST_SA, NODE_READER, hostRbac, tenantRbac } from './clusterTreeRbac.js';
 import { FIELD_MANAGER, type HostCluster } from './hostCluster.js';
-import {
-  TENANT_API_PORT,
-  hostNamespaceObject,
-  isolationPolicy,
-  type TenantNetwork,
-} from './tenantNetwork.js';
+import { TENANT_API_PORT, isolationPolicy, type TenantNetwork } from './tenantNetwork.js';
 import { FailureType, type PendingNode, type PromotionResult, type StepInput } from './types.js';
 
-export const CLUSTERTREE_USER = 'kosmos-vc:clustertree';
-const HOST_SA = 'clustertree';
-const HOST_ROLE = 'kosmos-vc-clustertree';
-const NODE_READER = 'kosmos-vc:clustertree-node-reader';
 export const QUOTA_NAME = 'kosmos-vc-promoted';
 const LIMIT_RANGE = 'kosmos-vc-defaults';
 /** The tenant node standing for promoted CPU and memory. */
 export const VIRTUAL_NODE = 'kosmos-virtual-resources';
 const CONTROL_PLANE_LABELS = ['node-role.kubernetes.io/control-plane', 'node-role.kubernetes.io/master'];
 
-const merge = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export interface ClusterTreeTimings {
@@ -124,104 +114,6 @@ async function until(what: string, timeoutMs: number, check: () => Promise<boole
     // An activity's sleep ends early when the activity is cancelled (worker shutdown, workflow).
     await (ctx ? ctx.sleep(300) : sleep(300));
   }
-}
-
-function tenantRbac(): KubernetesObject[] {
-  const rules = [
-    {
-      apiGroups: [''],
-      resources: ['nodes'],
-      verbs: ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'],
-    },
-    { apiGroups: [''], resources: ['nodes/status'], verbs: ['get', 'update', 'patch'] },
-    { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch', 'delete'] },
-    { apiGroups: [''], resources: ['pods/status'], verbs: ['get', 'update', 'patch'] },
-    { apiGroups: [''], resources: ['configmaps', 'secrets'], verbs: ['get', 'list', 'watch'] },
-    // Hand-made EndpointSlices (selector-less Services) are mirrored to the host.
-    { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: ['get', 'list', 'watch'] },
-    // Services are re-created with their host ClusterIP (see the controller's readdress).
-    { apiGroups: [''], resources: ['services'], verbs: ['get', 'list', 'watch', 'create', 'delete'] },
-    { apiGroups: [''], resources: ['serviceaccounts/token'], verbs: ['create'] },
-    { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] },
-    {
-      apiGroups: ['coordination.k8s.io'],
-      resources: ['leases'],
-      verbs: ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'],
-    },
-  ];
-  return [
-    {
-      apiVersion: 'rbac.authorization.k8s.io/v1',
-      kind: 'ClusterRole',
-      metadata: { name: CLUSTERTREE_USER },
-      rules,
-    } as KubernetesObject,
-    {
-      apiVersion: 'rbac.authorization.k8s.io/v1',
-      kind: 'ClusterRoleBinding',
-      metadata: { name: CLUSTERTREE_USER },
-      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: CLUSTERTREE_USER },
-      subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: CLUSTERTREE_USER }],
-    } as KubernetesObject,
-  ];
-}
-
-function hostRbac(ref: VirtualClusterRef, ns: string): KubernetesObject[] {
-  const labels = { [OriginLabel.managedBy]: 'kosmos-vc', [OriginLabel.tenant]: tenantHash(ref) };
-  const all = ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete', 'deletecollection'];
-  const sa = { kind: 'ServiceAccount', name: HOST_SA, namespace: ns };
-  return [
-    hostNamespaceObject(ref),
-    { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: HOST_SA, namespace: ns, labels } },
-    {
-      apiVersion: 'rbac.authorization.k8s.io/v1',
-      kind: 'Role',
-      metadata: { name: HOST_ROLE, namespace: ns, labels },
-      rules: [
-        { apiGroups: [''], resources: ['pods', 'configmaps', 'secrets', 'services'], verbs: all },
-        { apiGroups: [''], resources: ['resourcequotas'], verbs: ['get', 'list', 'watch'] },
-        { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: all },
-        // The tenant nodes' kubelet API: logs, exec, attach and port-forward of the host pods.
-        { apiGroups: [''], resources: ['pods/log'], verbs: ['get'] },
-        {
-          apiGroups: [''],
-          resources: ['pods/exec', 'pods/attach', 'pods/portforward'],
-          verbs: ['get', 'create'],
-        },
-      ],
-    },
-    {
-      apiVersion: 'rbac.authorization.k8s.io/v1',
-      kind: 'RoleBinding',
-      metadata: { name: HOST_ROLE, namespace: ns, labels },
-      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: HOST_ROLE },
-      subjects: [sa],
-    },
-    {
-      apiVersion: 'rbac.authorization.k8s.io/v1',
-      kind: 'ClusterRole',
-      metadata: { name: NODE_READER, labels: { [OriginLabel.managedBy]: 'kosmos-vc' } },
-      rules: [{ apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'watch'] }],
-    },
-    {
-      apiVersion: 'rbac.authorization.k8s.io/v1',
-      kind: 'ClusterRoleBinding',
-      metadata: { name: `${NODE_READER}:${ns}`, labels },
-      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: NODE_READER },
-      subjects: [sa],
-    },
-    {
-      apiVersion: 'v1',
-      kind: 'Secret',
-      type: 'kubernetes.io/service-account-token',
-      metadata: {
-        name: `${HOST_SA}-token`,
-        namespace: ns,
-        labels,
-        annotations: { 'kubernetes.io/service-account.name': HOST_SA },
-      },
-    },
-  ] as KubernetesObject[];
 }
 
 async function apply(api: KubernetesObjectApi, objects: KubernetesObject[]): Promise<void> {

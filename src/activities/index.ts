@@ -161,6 +161,7 @@ export function createActivities(deps: ActivityDeps) {
         ...(deps.podCIDR ? { podCIDR: deps.podCIDR } : {}),
         coredns: async () => (await bins()).coredns,
         readinessTimeoutMs,
+        logger: deps.logger,
       })
     : undefined;
 

@@ -25,10 +25,11 @@ import type { VirtualClusterRef } from '../api/virtualCluster.js';
 import { OriginLabel, hostNamespace, tenantHash } from '../clustertree/naming.js';
 import { OPERATOR, OPERATOR_LABEL } from '../clustertree/translate.js';
 import { PkiFile, loadPair } from '../pki/controlPlanePki.js';
-import { ensureDnsRbac, ensureDnsService, ensureEndpointSlice, prepareDns } from '../runtime/dns.js';
+import { ensureDnsService, ensureEndpointSlice, startClusterDns } from '../runtime/dns.js';
 import { apiserverURL, kubeconfigPath, pkiDir, type ControlPlaneLayout } from '../runtime/controlPlane.js';
 import type { PortAllocator } from '../runtime/ports.js';
 import type { ControlPlaneRuntime } from '../runtime/types.js';
+import type { Logger } from '../worker/logger.js';
 import { FIELD_MANAGER, type HostCluster } from './hostCluster.js';
 
 export const TENANT_API_SERVICE = 'kosmos-apiserver';
@@ -44,6 +45,7 @@ export interface TenantNetworkDeps {
   podCIDR?: string;
   coredns: () => Promise<string>;
   readinessTimeoutMs: number;
+  logger: Logger;
 }
 
 /** The tenant's host namespace, with the labels clusterTree's RBAC step applies too. */
@@ -146,25 +148,22 @@ export function createTenantNetwork(deps: TenantNetworkDeps) {
 
     /** Starts the tenant's CoreDNS and its Services on both sides; returns the DNS ClusterIP. */
     async startDns(ref: VirtualClusterRef, tenantId: string, l: ControlPlaneLayout): Promise<string> {
-      const [port, readyPort] = (await deps.ports.allocate(dnsPortOwner(tenantId), 2)) as [number, number];
       const tenantKc = new KubeConfig();
       tenantKc.loadFromFile(kubeconfigPath(l, 'admin'));
-      await ensureDnsRbac(tenantKc);
-      const spec = await prepareDns(
-        {
-          owner: tenantId,
-          dir: join(l.dir, 'dns'),
-          bind: deps.nodeAddress,
-          port,
-          readyPort,
-          clusterDomain: 'cluster.local',
-          server: apiserverURL(l),
-          ca: await loadPair(pkiDir(l), PkiFile.ca),
-        },
-        await deps.coredns(),
-      );
-      await deps.runtime.ensure(spec);
-      await deps.runtime.waitReady(tenantId, 'coredns', deps.readinessTimeoutMs);
+      const port = await startClusterDns({
+        runtime: deps.runtime,
+        ports: deps.ports,
+        portOwner: dnsPortOwner(tenantId),
+        owner: tenantId,
+        dir: join(l.dir, 'dns'),
+        bind: deps.nodeAddress,
+        kc: tenantKc,
+        server: apiserverURL(l),
+        ca: await loadPair(pkiDir(l), PkiFile.ca),
+        coredns: await deps.coredns(),
+        timeoutMs: deps.readinessTimeoutMs,
+        logger: deps.logger,
+      });
       const ip = await ensureDnsService(hostKc, {
         namespace: hostNamespace(ref),
         name: TENANT_DNS_SERVICE,

@@ -39,10 +39,8 @@ import type { Logger } from '../worker/logger.js';
 import type { ClusterTreeConfig } from './config.js';
 import type { HostPodRef } from './kubeletServer.js';
 import { ServiceSync } from './services.js';
-
-/** kwok's mark on the nodes it simulates (their pods have no containers to serve). */
-const KWOK_NODE_ANNOTATION = 'kwok.x-k8s.io/node';
 import {
+  KWOK_NODE_ANNOTATION,
   MANAGER,
   ORIGIN_ANNOTATION,
   OriginLabel,
@@ -58,17 +56,15 @@ import {
   hostConfigMapFor,
   hostPodFor,
   hostSecretFor,
-  nodeShape,
   podReferences,
   refusedStatus,
   sameData,
   statusMatches,
-  tenantNodeFor,
   tenantPodStatus,
-  virtualNode,
   type TenantContext,
   type TokenRequestSpec,
 } from './translate.js';
+import { nodeShape, tenantNodeFor, virtualNode } from './tenantNodes.js';
 import { KeyedQueue, forEachLimited } from './queue.js';
 
 const LEASE_NAMESPACE = 'kube-node-lease';

@@ -123,3 +123,6 @@ export function ownedBy(
   const l = meta?.labels ?? {};
   return l[OriginLabel.managedBy] === MANAGER && l[OriginLabel.tenant] === tenantHash(tenant);
 }
+
+/** kwok's mark on the nodes it simulates (their pods have no containers). */
+export const KWOK_NODE_ANNOTATION = 'kwok.x-k8s.io/node';

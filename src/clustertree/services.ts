@@ -63,15 +63,18 @@ export class ServiceSync {
     const want = t ? hostServiceFor(this.d.ctx, t) : undefined;
     if (!t && Date.now() - (this.readdressing.get(key) ?? 0) < 30_000) return;
     this.readdressing.delete(key);
+    // Mirrored slices exist only beside a selector-less host Service: no API call for the rest.
+    const mirrored = h !== undefined && !h.spec?.selector;
     if (!want) {
+      if (mirrored) await this.mirrorSlices(ns, name, undefined);
       if (h)
         await this.d.hostCore
           .deleteNamespacedService({ name: hname, namespace: hostNs })
           .catch(ignoreStatus(404));
-      await this.mirrorSlices(ns, name, undefined);
       return;
     }
     if (!want.spec?.selector) await this.mirrorSlices(ns, name, hname);
+    else if (mirrored) await this.mirrorSlices(ns, name, undefined); // it has a selector now
     if (!h) {
       const created = await this.d.hostCore
         .createNamespacedService({ namespace: hostNs, body: want })

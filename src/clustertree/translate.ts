@@ -17,8 +17,6 @@ import type {
   V1EnvFromSource,
   V1EnvVar,
   V1EndpointSlice,
-  V1Node,
-  V1NodeStatus,
   V1ObjectFieldSelector,
   V1Pod,
   V1PodCondition,
@@ -550,109 +548,5 @@ export function serviceShape(svc: V1Service): string {
     svc.spec?.selector ?? {},
     // The API server defaults protocol and targetPort: compare with the defaults applied.
     svc.spec?.ports?.map((p) => [p.name ?? '', p.protocol ?? 'TCP', p.port, p.targetPort ?? p.port]),
-  ]);
-}
-
-/** Where a tenant node's kubelet API answers: clusterTree's kubelet endpoint. */
-export interface KubeletEndpoint {
-  address: string;
-  port: number;
-}
-
-/** Node addresses and daemon endpoints that send the tenant apiserver's kubelet calls to clusterTree. */
-function endpointStatus(name: string, kubelet: KubeletEndpoint | undefined): Partial<V1NodeStatus> {
-  if (!kubelet) return {};
-  return {
-    addresses: [
-      { type: 'InternalIP', address: kubelet.address },
-      { type: 'Hostname', address: name },
-    ],
-    daemonEndpoints: { kubeletEndpoint: { Port: kubelet.port } },
-  };
-}
-
-/** The tenant's view of a promoted host node: its name, OS/arch labels, capacity and conditions. */
-export function tenantNodeFor(host: V1Node, now: Date, kubelet?: KubeletEndpoint): V1Node {
-  const labels = Object.fromEntries(
-    Object.entries(host.metadata?.labels ?? {}).filter(
-      ([k]) => !k.startsWith(RESERVED_PREFIX) && !k.startsWith('node-role.kubernetes.io/'),
-    ),
-  );
-  const conditions = (host.status?.conditions ?? []).map((c) => ({ ...c, lastHeartbeatTime: now }));
-  return {
-    apiVersion: 'v1',
-    kind: 'Node',
-    metadata: { name: host.metadata!.name!, labels: { ...labels, [TENANT_NODE_LABEL]: MANAGER } },
-    status: {
-      ...(host.status?.capacity ? { capacity: host.status.capacity } : {}),
-      ...(host.status?.allocatable ? { allocatable: host.status.allocatable } : {}),
-      conditions,
-      ...(host.status?.addresses ? { addresses: host.status.addresses } : {}),
-      ...(host.status?.nodeInfo ? { nodeInfo: host.status.nodeInfo } : {}),
-      ...endpointStatus(host.metadata!.name!, kubelet),
-    },
-  };
-}
-
-/** The virtual node that stands for promoted CPU and memory. */
-export function virtualNode(
-  name: string,
-  resources: { cpu: string; memory: string },
-  now: Date,
-  kubelet?: KubeletEndpoint,
-): V1Node {
-  const capacity = { cpu: resources.cpu, memory: resources.memory, pods: '10000' };
-  const ready = {
-    type: 'Ready',
-    status: 'True',
-    reason: 'ClusterTreeReady',
-    message: 'promoted resources served by clusterTree',
-    lastHeartbeatTime: now,
-    lastTransitionTime: now,
-  };
-  return {
-    apiVersion: 'v1',
-    kind: 'Node',
-    metadata: {
-      name,
-      labels: {
-        'kubernetes.io/hostname': name,
-        'kubernetes.io/os': 'linux',
-        'kubernetes.io/arch': 'amd64',
-        'node.kubernetes.io/instance-type': 'kosmos-virtual',
-        [TENANT_NODE_LABEL]: MANAGER,
-      },
-    },
-    status: {
-      capacity,
-      allocatable: capacity,
-      conditions: [ready],
-      nodeInfo: {
-        architecture: 'amd64',
-        operatingSystem: 'linux',
-        kubeletVersion: 'kosmos-vc-clustertree',
-        kubeProxyVersion: '',
-        bootID: '',
-        containerRuntimeVersion: '',
-        kernelVersion: '',
-        machineID: '',
-        osImage: '',
-        systemUUID: '',
-      },
-      ...endpointStatus(name, kubelet),
-    },
-  };
-}
-
-/** Status fields of a tenant node that change only when the host changes (no heartbeat times). */
-export function nodeShape(n: V1Node): string {
-  const s = n.status ?? {};
-  return JSON.stringify([
-    n.metadata?.labels ?? {},
-    s.capacity ?? {},
-    s.allocatable ?? {},
-    (s.conditions ?? []).map((c) => [c.type, c.status, c.reason]),
-    s.addresses ?? [],
-    s.daemonEndpoints ?? {},
   ]);
 }

@@ -18,7 +18,9 @@ import { join } from 'node:path';
 import { ignoreStatus, isConflict } from '../api/kubeClient.js';
 import { issueCertificate, type CertKey } from '../pki/certificates.js';
 import { renderKubeconfig } from '../pki/kubeconfig.js';
-import type { ComponentSpec } from './types.js';
+import type { Logger } from '../worker/logger.js';
+import type { PortAllocator } from './ports.js';
+import { startAndWait, type ComponentSpec, type ControlPlaneRuntime } from './types.js';
 
 export const DNS_USER = 'kosmos-vc:coredns';
 
@@ -93,6 +95,45 @@ export async function prepareDns(l: DnsLayout, coredns: string): Promise<Compone
     args: ['-conf', corefilePath(l)],
     probe: { url: `http://127.0.0.1:${l.readyPort}/ready` },
   };
+}
+
+/**
+ * Starts (or adopts) a cluster's CoreDNS on `bind`: two ports of `portOwner` (queries, readiness),
+ * its RBAC in the cluster, its Corefile and kubeconfig. Returns the query port, for the Service
+ * that leads pods to it.
+ */
+export async function startClusterDns(o: {
+  runtime: ControlPlaneRuntime;
+  ports: PortAllocator;
+  portOwner: string;
+  owner: string;
+  dir: string;
+  bind: string;
+  /** An admin client of the cluster (for the RBAC), and its API server and CA for CoreDNS. */
+  kc: KubeConfig;
+  server: string;
+  ca: CertKey;
+  coredns: string;
+  timeoutMs: number;
+  logger: Logger;
+}): Promise<number> {
+  const [port, readyPort] = (await o.ports.allocate(o.portOwner, 2)) as [number, number];
+  await ensureDnsRbac(o.kc);
+  const spec = await prepareDns(
+    {
+      owner: o.owner,
+      dir: o.dir,
+      bind: o.bind,
+      port,
+      readyPort,
+      clusterDomain: 'cluster.local',
+      server: o.server,
+      ca: o.ca,
+    },
+    o.coredns,
+  );
+  await startAndWait(o.runtime, spec, o.timeoutMs, o.logger);
+  return port;
 }
 
 /** What CoreDNS's kubernetes plugin reads, as a ClusterRole bound to DNS_USER. */

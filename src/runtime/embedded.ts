@@ -8,12 +8,13 @@ import { CoreV1Api, KubeConfig, type V1Node } from '@kubernetes/client-node';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { reuseConnections } from '../api/kubeClient.js';
+import { KWOK_NODE_ANNOTATION } from '../clustertree/naming.js';
 import { startRealNode, NodeNet, type RealNode } from '../node/realNode.js';
 import { loadPair, PkiFile, writeControlPlanePki } from '../pki/controlPlanePki.js';
 import { searchAttributes } from '../workflows/definitions.js';
 import type { Logger } from '../worker/logger.js';
 import type { Binaries } from './binaries.js';
-import { ensureDnsRbac, ensureDnsService, prepareDns } from './dns.js';
+import { ensureDnsService, startClusterDns } from './dns.js';
 import {
   apiserverSpec,
   apiserverURL,
@@ -29,7 +30,7 @@ import type { PortAllocator } from './ports.js';
 import { startAndWait, type ComponentSpec, type ControlPlaneRuntime } from './types.js';
 
 export const HOST_ID = 'host';
-export const KWOK_ANNOTATION = 'kwok.x-k8s.io/node';
+export const KWOK_ANNOTATION = KWOK_NODE_ANNOTATION;
 
 export interface EmbeddedHostOptions {
   dir: string;
@@ -155,24 +156,22 @@ async function startHostDns(
   timeoutMs: number,
   log: Logger,
 ): Promise<void> {
-  const [port, readyPort] = (await opts.ports.allocate(`${HOST_ID}-dns`, 2)) as [number, number];
   const kc = reuseConnections(new KubeConfig());
   kc.loadFromFile(admin);
-  await ensureDnsRbac(kc);
-  const spec = await prepareDns(
-    {
-      owner: HOST_ID,
-      dir: join(opts.dir, 'dns'),
-      bind: NodeNet.nodeIP,
-      port,
-      readyPort,
-      clusterDomain: 'cluster.local',
-      server: apiserverURL(layout),
-      ca,
-    },
-    opts.binaries.coredns,
-  );
-  await startAndWait(opts.runtime, spec, timeoutMs, log);
+  const port = await startClusterDns({
+    runtime: opts.runtime,
+    ports: opts.ports,
+    portOwner: `${HOST_ID}-dns`,
+    owner: HOST_ID,
+    dir: join(opts.dir, 'dns'),
+    bind: NodeNet.nodeIP,
+    kc,
+    server: apiserverURL(layout),
+    ca,
+    coredns: opts.binaries.coredns,
+    timeoutMs,
+    logger: log,
+  });
   await ensureDnsService(kc, {
     namespace: 'kube-system',
     name: 'kube-dns',

@@ -20,14 +20,13 @@ import {
   hostPodFor,
   hostServiceFor,
   podReferences,
-  tenantNodeFor,
   tenantPodStatus,
-  virtualNode,
   hostEndpointSliceFor,
   OPERATOR,
   OPERATOR_LABEL,
   type TenantContext,
 } from '../../src/clustertree/translate.js';
+import { tenantNodeFor, virtualNode } from '../../src/clustertree/tenantNodes.js';
 
 const ctx: TenantContext = {
   tenant: { namespace: 'team', name: 'vc1', uid: '11111111-2222-3333-4444-555555555555' },
