@@ -583,7 +583,8 @@ describe('the node restarts under running pods', () => {
 
 describe('bad input', () => {
   it('a missing image shows ErrImagePull/ImagePullBackOff in the tenant, with the reason', async () => {
-    await k('run', 'noimage', '--image=registry.example/nothing:1.0', '--restart=Never');
+    // A registry on a loopback port nothing listens on: the pull fails here, nothing leaves the machine.
+    await k('run', 'noimage', '--image=localhost:1/kosmos-vc/nothing:1.0', '--restart=Never');
     const waiting = await eventually('the pull failure in the tenant', async () => {
       const p = await tenantCore(kubeconfig).readNamespacedPod({ name: 'noimage', namespace: 'default' });
       const w = p.status?.containerStatuses?.[0]?.state?.waiting;
