@@ -21,7 +21,7 @@ import { forEachLimited } from '../src/clustertree/queue.js';
 import { createLogger } from '../src/worker/logger.js';
 import type { Operator } from '../src/worker/operator.js';
 import { cpuTicks, createVC, percentile, podRun, readyVC, rssMiB, say, tenantKc, waitFor } from './common.js';
-import { startBenchEnvironment } from './environment.js';
+import { startLocalEnvironment } from '../src/worker/localEnvironment.js';
 
 const arg = (name: string, dflt: number): number => {
   const i = process.argv.indexOf(`--${name}`);
@@ -68,7 +68,7 @@ function peakRss(pid: number): { stop: () => number } {
 }
 
 async function main(): Promise<void> {
-  const env = await startBenchEnvironment({
+  const env = await startLocalEnvironment({
     prefix: 'kvc-bench-ct-',
     taskQueue: 'bench-clustertree',
     logger,

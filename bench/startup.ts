@@ -25,7 +25,7 @@ import {
 } from '../src/runtime/controlPlane.js';
 import { ProcessRuntime } from '../src/runtime/processRuntime.js';
 import { createLogger } from '../src/worker/logger.js';
-import { startBenchEnvironment } from './environment.js';
+import { startLocalEnvironment } from '../src/worker/localEnvironment.js';
 
 const rounds = Number(process.argv[process.argv.indexOf('--rounds') + 1] || 5);
 const logger = createLogger({ level: 'error' });
@@ -40,7 +40,7 @@ const rssKiB = async (pid: number): Promise<number> => {
 };
 
 async function main(): Promise<void> {
-  const env = await startBenchEnvironment({ prefix: 'kvc-bench-', taskQueue: 'bench', logger });
+  const env = await startLocalEnvironment({ prefix: 'kvc-bench-', taskQueue: 'bench', logger });
   const { root, binaries, ports, operator } = env;
   const direct = new ProcessRuntime({ root: join(root, 'direct'), logger });
   try {

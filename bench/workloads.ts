@@ -17,7 +17,7 @@ import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createVC, percentile, podRun, readyVC, say, tenantKc, waitFor } from './common.js';
-import { startBenchEnvironment } from './environment.js';
+import { startLocalEnvironment } from '../src/worker/localEnvironment.js';
 
 const arg = (name: string, dflt: number): number => {
   const i = process.argv.indexOf(`--${name}`);
@@ -104,7 +104,7 @@ async function side(
 }
 
 async function main(): Promise<void> {
-  const env = await startBenchEnvironment({
+  const env = await startLocalEnvironment({
     prefix: 'kvc-bench-wl-',
     taskQueue: 'bench-workloads',
     logger: createLogger({ level: 'error' }),

@@ -17,6 +17,7 @@ KWOK_VERSION=v0.8.0
 CONTAINERD_VERSION=v2.2.9
 CRICTL_VERSION=v1.37.0
 COREDNS_VERSION=v1.14.7
+REGISTRY_VERSION=v3.1.2
 # Image names and tags as upstream publishes them (k8s.io/kubernetes test/utils/image/manifest.go
 # and kubeadm's pause version), so unmodified manifests and the e2e suite find them locally.
 PAUSE_IMAGE=registry.k8s.io/pause:3.10.2
@@ -24,9 +25,22 @@ AGNHOST_IMAGE=registry.k8s.io/e2e-test-images/agnhost:2.66.1
 BUSYBOX_IMAGE=registry.k8s.io/e2e-test-images/busybox:1.37.0-2
 COREDNS_IMAGE=registry.k8s.io/coredns/coredns:$COREDNS_VERSION
 KUBECTL_IMAGE=registry.k8s.io/kubectl:$KUBERNETES_VERSION
+# The e2e suite's other images its [Conformance] tests run (manifest.go's names and tags).
+E2E=registry.k8s.io/e2e-test-images
+AGNHOST_PREV_IMAGE=$E2E/agnhost:2.55
+NGINX_IMAGES=("$E2E/nginx:1.27.0-2" "$E2E/nginx:1.28.0-2")
+GLIBC_DNS_IMAGE=$E2E/glibc-dns-testing:2.1.1
+NAUTILUS_IMAGE=$E2E/nautilus:1.8
+KITTEN_IMAGE=$E2E/kitten:1.8
+NONROOT_IMAGE=$E2E/nonroot:1.5
+NONEWPRIVS_IMAGE=$E2E/nonewprivs:1.4
+SAMPLE_APISERVER_IMAGE=$E2E/sample-apiserver:1.29.2
+ETCD_IMAGE=registry.k8s.io/etcd:3.7.0-0
+# Debian packages in the images' Debian root (the tools upstream's agnhost has, and nginx).
+IMAGE_PACKAGES=passwd,dnsutils,curl,wget,netcat-openbsd,iproute2,iputils-ping,procps,nginx
 # Debian packages the real node runs with (runc, CNI plugins, iptables for kube-proxy) and the
-# image builder (buildah, busybox-static for the images' shell).
-NODE_PACKAGES=(runc containernetworking-plugins iptables conntrack buildah busybox-static gcc libc6-dev)
+# image builder (buildah, busybox-static for the images' shell, mmdebstrap for a Debian root).
+NODE_PACKAGES=(runc containernetworking-plugins iptables conntrack buildah busybox-static gcc libc6-dev mmdebstrap)
 
 # ~ rather than $HOME: bash falls back to the password database when HOME is unset (services).
 CACHE="${KOSMOS_VC_CACHE:-${XDG_CACHE_HOME:-$(echo ~)/.cache}/kosmos-vc}"
@@ -41,11 +55,13 @@ dir_of() {
     kwok) echo "$TOOLS/kwok-$KWOK_VERSION" ;;
     containerd) echo "$TOOLS/containerd-$CONTAINERD_VERSION" ;;
     coredns) echo "$TOOLS/coredns-$COREDNS_VERSION" ;;
+    registry) echo "$TOOLS/registry-$REGISTRY_VERSION" ;;
+    conformance) echo "$TOOLS/conformance-$KUBERNETES_VERSION" ;;
     images) echo "$TOOLS/images-$KUBERNETES_VERSION-$COREDNS_VERSION" ;;
   esac
 }
 # images last: it packs binaries the components before it built.
-COMPONENTS=(temporal etcd kwok kubernetes containerd coredns images)
+COMPONENTS=(temporal etcd kwok kubernetes containerd coredns registry conformance images)
 
 # A component counts as built when its stamp holds the hash of the recipe that built it, so a
 # changed recipe (new version, new flags) rebuilds it.
@@ -96,35 +112,48 @@ build_kwok() {
   chmod -R u+w "$out/stages"
 }
 
-build_kubernetes() {
-  local out; out="$(dir_of kubernetes)"
-  local v="$KUBERNETES_VERSION" minor patch major
-  major="${v#v}"; major="${major%%.*}"
+# A throwaway module that requires k8s.io/kubernetes at the pinned version, with every staging
+# module it replaces with ./staging (served as v0.<minor>.<patch>) pinned to the same release.
+k8s_module() {
+  local v="$KUBERNETES_VERSION" minor patch
   minor="$(echo "$v" | cut -d. -f2)"; patch="$(echo "$v" | cut -d. -f3)"
-  step "kubernetes $v (control plane, kubectl, kubelet, kube-proxy, agnhost) -> $out"
-  scratch kubernetes
+  scratch "$1"
   local gomod
   gomod="$(go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')"
   [ -f "$gomod" ] || { echo "setup: could not download k8s.io/kubernetes@$v" >&2; exit 1; }
-  # Every staging module k8s.io/kubernetes replaces with ./staging is served as v0.<minor>.<patch>.
   local staging
   staging="$(sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$gomod")"
   go mod edit -require="k8s.io/kubernetes@$v"
   for m in $staging; do go mod edit -replace="$m=$m@v0.$minor.$patch"; done
   local godebug; godebug="$(grep -m1 '^godebug ' "$gomod" || true)"
   [ -n "$godebug" ] && echo "$godebug" >> go.mod
-  step "kubernetes: resolving $(echo "$staging" | wc -w) staging modules"
+  step "$1: resolving $(echo "$staging" | wc -w) staging modules"
+}
+
+# The version stamp Kubernetes' own build gives its binaries (kubectl version, e2e's checks).
+k8s_ldflags() {
+  local v="$KUBERNETES_VERSION" major minor
+  major="${v#v}"; major="${major%%.*}"; minor="$(echo "$v" | cut -d. -f2)"
+  local date; date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  local ld="-s -w"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $p.gitVersion=$v -X $p.gitMajor=$major -X $p.gitMinor=$minor -X $p.gitTreeState=clean -X $p.buildDate=$date"
+  done
+  echo "$ld"
+}
+
+build_kubernetes() {
+  local out; out="$(dir_of kubernetes)"
+  local v="$KUBERNETES_VERSION"
+  step "kubernetes $v (control plane, kubectl, kubelet, kube-proxy, agnhost) -> $out"
+  k8s_module kubernetes
   local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy)
   local pkgs=(); for c in "${cmds[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
   # agnhost: upstream's many-in-one test server (netexec, serve-hostname, dns tools), as an image
   # for the real node and the tests.
   pkgs+=(k8s.io/kubernetes/test/images/agnhost)
   go get "${pkgs[@]/%/@$v}"
-  local date; date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  local ld="-s -w"
-  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ld+=" -X $p.gitVersion=$v -X $p.gitMajor=$major -X $p.gitMinor=$minor -X $p.gitTreeState=clean -X $p.buildDate=$date"
-  done
+  local ld; ld="$(k8s_ldflags)"
   mkdir -p "$out/bin"
   for c in "${cmds[@]}"; do
     step "kubernetes: building $c"
@@ -169,6 +198,42 @@ build_coredns() {
   go build -p 2 -trimpath -ldflags "-s -w" -o "$out/bin/coredns" github.com/coredns/coredns
 }
 
+# The registry the real node pulls every image from, on loopback: an OCI distribution server.
+build_registry() {
+  local out; out="$(dir_of registry)"
+  step "registry $REGISTRY_VERSION (the real node's images, on loopback) -> $out"
+  scratch registry
+  go get "github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION"
+  mkdir -p "$out/bin"
+  go build -p 2 -trimpath -ldflags "-s -w -X github.com/distribution/distribution/v3/version.version=$REGISTRY_VERSION" \
+    -o "$out/bin/registry" github.com/distribution/distribution/v3/cmd/registry
+}
+
+# The upstream conformance suite: e2e.test (`go test -c` of k8s.io/kubernetes/test/e2e), the
+# ginkgo CLI at the version it pins (parallel runs), and two programs some of its images run.
+build_conformance() {
+  local out; out="$(dir_of conformance)"
+  local v="$KUBERNETES_VERSION"
+  step "conformance $v (e2e.test, ginkgo, sample-apiserver, nnp) -> $out"
+  k8s_module conformance
+  go get -t "k8s.io/kubernetes/test/e2e@$v" "k8s.io/kubernetes/test/images/nonewprivs@$v" k8s.io/sample-apiserver
+  local ginkgo; ginkgo="$(go list -m -f '{{.Version}}' github.com/onsi/ginkgo/v2)"
+  go get "github.com/onsi/ginkgo/v2/ginkgo@$ginkgo"
+  local ld; ld="$(k8s_ldflags)"
+  mkdir -p "$out/bin"
+  step "conformance: building e2e.test (about 6 minutes once Kubernetes is built, on 2 cores)"
+  go test -c -p 2 -trimpath -ldflags "$ld" -o "$out/bin/e2e.test" k8s.io/kubernetes/test/e2e
+  go build -p 2 -trimpath -ldflags "-s -w" -o "$out/bin/ginkgo" github.com/onsi/ginkgo/v2/ginkgo
+  go build -p 2 -trimpath -ldflags "$ld" -o "$out/bin/sample-apiserver" k8s.io/sample-apiserver
+  go build -p 2 -trimpath -ldflags "-s -w" -o "$out/bin/nnp" k8s.io/kubernetes/test/images/nonewprivs
+  # The update-demo images' pages (nautilus, kitten) come from the same module source.
+  local src; src="$(go list -m -f '{{.Dir}}' k8s.io/kubernetes)"
+  mkdir -p "$out/src"
+  cp -r "$src/test/images/nautilus/html" "$out/src/nautilus"
+  cp -r "$src/test/images/kitten/html" "$out/src/kitten"
+  chmod -R u+w "$out/src"
+}
+
 # Debian packages are installed only where they are missing; without root (or apt) the real node
 # is unavailable and the embedded host says so and runs kwok nodes only.
 install_node_packages() {
@@ -184,54 +249,111 @@ install_node_packages() {
     >/dev/null || step "real node: apt-get install failed; kwok nodes only"
 }
 
-# Images the real node and the tests use, built from the binaries above (no registry is reached):
-# each is a docker archive containerd imports under the upstream name.
+# Images the real node, the tests and the conformance suite use, built from the binaries above
+# and a Debian root made from Debian's packages (no container registry is reached), pushed under
+# their upstream names into the storage of the loopback registry the real node pulls from.
 build_images() {
-  local out; out="$(dir_of images)"
-  local k8s; k8s="$(dir_of kubernetes)"
-  step "images (pause, agnhost, busybox, coredns, kubectl) -> $out"
-  if ! command -v buildah >/dev/null || [ ! -x /bin/busybox ]; then
-    step "images need buildah and busybox-static (Debian packages): no real node, kwok nodes only"
-    return 1
-  fi
-  local work="$CACHE/build/images"
-  rm -rf "$work" && mkdir -p "$work/rootfs"
+  local out work k8s e2e
+  out="$(dir_of images)"; work="$CACHE/build/images"
+  k8s="$(dir_of kubernetes)"; e2e="$(dir_of conformance)"
+  step "images (pause, agnhost, busybox, coredns, kubectl and the conformance suite's) -> $out"
+  local tool
+  for tool in buildah mmdebstrap /bin/busybox; do
+    command -v "$tool" >/dev/null || { step "images need $tool (Debian packages): kwok nodes only"; return 1; }
+  done
+  [ -n "$out" ] && [ -n "$CACHE" ] || return 1
+  rm -rf "$work" "$out" && mkdir -p "$work/rootfs" "$out/registry" "$out/bin"
+  # A registry on a free loopback port for the pushes, stopped by its PID however this ends.
+  local port
+  port="$(comm -23 <(seq 45000 45999) <(ss -Htan | awk '{print $4}' | sed 's/.*://' | sort -u) | shuf -n1)"
+  printf 'version: 0.1\nlog: { level: warn }\nstorage: { filesystem: { rootdirectory: %s } }\nhttp: { addr: "127.0.0.1:%s" }\n' \
+    "$out/registry" "$port" > "$work/registry.yaml"
+  "$(dir_of registry)/bin/registry" serve "$work/registry.yaml" > "$work/registry.log" 2>&1 &
+  local registry=$!
+  # shellcheck disable=SC2064 # the PID is expanded now: the trap runs after this function's locals are gone
+  trap "kill $registry 2>/dev/null" EXIT
+  local i; for i in $(seq 50); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.2; done
   # buildah keeps its layers in the build folder, not in the machine's container storage.
   local bh=(buildah --root "$work/storage" --runroot "$work/run" --storage-driver vfs)
+  # push NAME: the image, below its registry's folder of the registry (registry.k8s.io/pause).
+  push() { "${bh[@]}" push -q --tls-verify=false "$1" "docker://127.0.0.1:$port/$1" >/dev/null; step "images: $1"; }
+  # retag NAME ALIAS...: NAME pushed again under each alias (the registry stores its layers once).
+  retag() { local n="$1"; shift; local a; for a in "$@"; do "${bh[@]}" tag "$n" "$a"; push "$a"; done; }
+  # image NAME FROM ENTRYPOINT CMD USER SOURCE...: one layer of the sources on FROM, pushed.
+  image() {
+    local name="$1" from="$2" entry="$3" cmd="$4" user="$5" c src; shift 5
+    c="$("${bh[@]}" from "$from")"
+    for src in "$@"; do "${bh[@]}" copy "$c" "$src" / >/dev/null; done
+    "${bh[@]}" config --entrypoint "$entry" --cmd "$cmd" --user "${user:-0}" \
+      --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/ "$c"
+    "${bh[@]}" commit -q "$c" "$name" >/dev/null
+    "${bh[@]}" rm "$c" >/dev/null
+    push "$name"
+  }
   gcc -Os -static -Wall -DVERSION="${PAUSE_IMAGE##*:}" -o "$work/pause" "$k8s/src/pause.c"
   # A busybox root: /bin/sh, wget, nslookup, nc, ... as links to one static binary.
   local bb="$work/rootfs/busybox"
   mkdir -p "$bb/bin" "$bb/etc" "$bb/tmp" "$bb/root"
   cp /bin/busybox "$bb/bin/busybox"
-  for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$bb/bin/$a"; done
+  local a; for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$bb/bin/$a"; done
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$bb/etc/passwd"
   printf 'root:x:0:\nnogroup:x:65534:\n' > "$bb/etc/group"
   chmod 1777 "$bb/tmp"
-  rm -rf "$out" && mkdir -p "$out"
-  image() { # key name entrypoint-json cmd source...
-    local key="$1" name="$2" entry="$3" cmd="$4"; shift 4
-    local c; c="$("${bh[@]}" from scratch)"
-    for src in "$@"; do "${bh[@]}" copy "$c" "$src" / >/dev/null; done
-    "${bh[@]}" config --entrypoint "$entry" --cmd "$cmd" --env PATH=/bin:/usr/bin:/ "$c"
-    "${bh[@]}" commit -q "$c" "$name" >/dev/null
-    "${bh[@]}" push -q "$name" "docker-archive:$out/$key.tar:$name"
-    echo "$name" > "$out/$key.name"
-    "${bh[@]}" rm "$c" >/dev/null
-    step "images: $name"
-  }
-  image pause "$PAUSE_IMAGE" '["/pause"]' '' "$work/pause"
-  image busybox "$BUSYBOX_IMAGE" '[]' '["/bin/sh"]' "$bb/."
-  # As upstream's: agnhost at /, coredns beside it, a user and group the e2e suite expects.
-  cp -a "$bb" "$work/rootfs/agnhost"
-  echo 'user-defined-in-image:x:1000:1000::/:/bin/sh' >> "$work/rootfs/agnhost/etc/passwd"
-  printf 'user-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n' \
-    >> "$work/rootfs/agnhost/etc/group"
-  image agnhost "$AGNHOST_IMAGE" '["/agnhost"]' '["pause"]' "$work/rootfs/agnhost/." "$k8s/bin/agnhost" \
+  # A Debian root with the tools upstream's agnhost image has (dig, getent, curl, nc, ip, ping)
+  # and nginx, and the user and group the e2e suite expects in agnhost.
+  step "images: a Debian root (mmdebstrap, with $IMAGE_PACKAGES)"
+  mmdebstrap --quiet --variant=essential --include="$IMAGE_PACKAGES" \
+    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+    --customize-hook='chroot "$1" useradd -u 1000 -M -d / user-defined-in-image' \
+    --customize-hook='chroot "$1" groupadd -g 50000 group-defined-in-image' \
+    --customize-hook='chroot "$1" usermod -aG group-defined-in-image user-defined-in-image' \
+    --customize-hook='mkdir "$1/uploads"' \
+    bookworm "$work/debian.tar"
+  local c; c="$("${bh[@]}" from scratch)"
+  "${bh[@]}" add "$c" "$work/debian.tar" / >/dev/null
+  "${bh[@]}" commit -q "$c" localhost/kosmos-vc/debian >/dev/null && "${bh[@]}" rm "$c" >/dev/null
+  rm "$work/debian.tar"
+  local debian=localhost/kosmos-vc/debian
+
+  image "$PAUSE_IMAGE" scratch '["/pause"]' '' '' "$work/pause"
+  image "$BUSYBOX_IMAGE" scratch '[]' '["/bin/sh"]' '' "$bb/."
+  # As upstream's: agnhost at /, coredns beside it, on a distribution with the usual tools.
+  image "$AGNHOST_IMAGE" "$debian" '["/agnhost"]' '["pause"]' '' "$k8s/bin/agnhost" \
     "$(dir_of coredns)/bin/coredns"
-  image coredns "$COREDNS_IMAGE" '["/coredns"]' '' "$(dir_of coredns)/bin/coredns"
+  # The suite's "previous agnhost" is the same build under the older tag: only the name differs.
+  retag "$AGNHOST_IMAGE" "$AGNHOST_PREV_IMAGE"
+  image "$COREDNS_IMAGE" scratch '["/coredns"]' '' '' "$(dir_of coredns)/bin/coredns"
   # kubectl as upstream publishes it, with a shell beside it: an in-cluster client for pods.
   mkdir -p "$work/rootfs/kubectl/bin" && cp "$k8s/bin/kubectl" "$work/rootfs/kubectl/bin/kubectl"
-  image kubectl "$KUBECTL_IMAGE" '["/bin/kubectl"]' '' "$bb/." "$work/rootfs/kubectl/."
+  image "$KUBECTL_IMAGE" scratch '["/bin/kubectl"]' '' '' "$bb/." "$work/rootfs/kubectl/."
+
+  # The conformance suite's other images, each doing what the suite asks of upstream's.
+  image "$GLIBC_DNS_IMAGE" "$debian" '[]' '["/bin/sh"]' ''
+  mkdir -p "$work/rootfs/nginx/var/log/nginx"
+  ln -sf /dev/stdout "$work/rootfs/nginx/var/log/nginx/access.log"
+  ln -sf /dev/stderr "$work/rootfs/nginx/var/log/nginx/error.log"
+  image "${NGINX_IMAGES[0]}" "$debian" '["nginx", "-g", "daemon off;"]' '' '' "$work/rootfs/nginx/."
+  retag "${NGINX_IMAGES[@]}"
+  image "$NAUTILUS_IMAGE" "$AGNHOST_IMAGE" '["/agnhost"]' '["test-webserver"]' '' "$e2e/src/nautilus/."
+  image "$KITTEN_IMAGE" "$AGNHOST_IMAGE" '["/agnhost"]' '["test-webserver"]' '' "$e2e/src/kitten/."
+  image "$NONROOT_IMAGE" "$debian" '[]' '["/bin/sh"]' 1234
+  mkdir -p "$work/rootfs/nnp/usr/local/bin" && cp "$e2e/bin/nnp" "$work/rootfs/nnp/usr/local/bin/nnp"
+  chmod 4755 "$work/rootfs/nnp/usr/local/bin/nnp"
+  image "$NONEWPRIVS_IMAGE" "$BUSYBOX_IMAGE" '[]' '["nnp"]' '' "$work/rootfs/nnp/."
+  image "$SAMPLE_APISERVER_IMAGE" "$BUSYBOX_IMAGE" '["/sample-apiserver"]' '' '' "$e2e/bin/sample-apiserver"
+  mkdir -p "$work/rootfs/etcd/usr/local/bin"
+  cp "$(dir_of etcd)/bin/etcd" "$(dir_of etcd)/bin/etcdctl" "$work/rootfs/etcd/usr/local/bin/"
+  image "$ETCD_IMAGE" "$BUSYBOX_IMAGE" '[]' '["/usr/local/bin/etcd"]' '' "$work/rootfs/etcd/."
+
+  # Names the node and the tests look up: KEY.name holds the name the image KEY was pushed as.
+  printf '%s\n' "$PAUSE_IMAGE" > "$out/pause.name"
+  printf '%s\n' "$AGNHOST_IMAGE" > "$out/agnhost.name"
+  printf '%s\n' "$BUSYBOX_IMAGE" > "$out/busybox.name"
+  printf '%s\n' "$COREDNS_IMAGE" > "$out/coredns.name"
+  printf '%s\n' "$KUBECTL_IMAGE" > "$out/kubectl.name"
+  # Stopped here rather than by the trap: a subshell's EXIT trap that reaps a child sets its status.
+  kill "$registry" && { wait "$registry" || true; } && trap - EXIT
   rm -rf "$work"
 }
 
@@ -263,7 +385,10 @@ main() {
     start=$SECONDS
     # errexit stays on inside the subshell; images are optional (without them: kwok nodes only).
     set +e; ( set -e; "build_$c" ); rc=$?; set -e
-    [ $rc -eq 0 ] || { [ "$c" = images ] && continue; exit $rc; }
+    if [ $rc -ne 0 ]; then
+      [ "$c" = images ] || exit $rc
+      step "images: not built (exit $rc): no real node, kwok nodes only"; continue
+    fi
     recipe "$c" > "$(dir_of "$c")/.complete"
     step "$c: built in $((SECONDS - start))s"
   done

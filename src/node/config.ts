@@ -30,7 +30,11 @@ export interface NodeLayout {
     proxyHealthz: number;
     proxyMetrics: number;
     containerdMetrics: number;
+    /** The loopback registry every image is pulled from. */
+    registry: number;
   };
+  /** The registry's storage (setup pushed the images there) and the registries it stands in for. */
+  registry: { storage: string; mirrors: readonly string[] };
   /** Upstream name of the pause image (sandbox). */
   pauseImage: string;
   /** Debian's CNI plugins (bridge, host-local, portmap, loopback). */
@@ -52,6 +56,8 @@ export const nodePaths = (l: NodeLayout) => ({
   containerdState: join(l.dir, 'containerd', 'state'),
   containerdConfig: join(l.dir, 'containerd', 'config.toml'),
   containerdSocket: join(l.dir, 'containerd', 'containerd.sock'),
+  containerdHosts: join(l.dir, 'containerd', 'certs.d'),
+  registryConfig: join(l.dir, 'registry.yaml'),
   runcRoot: join(l.dir, 'containerd', 'runc'),
   cniConfDir: join(l.dir, 'cni', 'net.d'),
   cniDataDir: join(l.dir, 'cni', 'networks'),
@@ -87,6 +93,8 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
   snapshotter = "overlayfs"
   [plugins."io.containerd.cri.v1.images".pinned_images]
     sandbox = ${q(l.pauseImage)}
+  [plugins."io.containerd.cri.v1.images".registry]
+    config_path = ${q(p.containerdHosts)}
 
 [plugins."io.containerd.cri.v1.runtime"]
   # Root here may not lower OOM scores (no CAP_SYS_RESOURCE): keep containers at or above ours.
@@ -208,4 +216,39 @@ export function kubeProxyConfig(l: NodeLayout): string {
  */
 export function nodeResolvConf(): string {
   return '# kosmos-vc real node: no upstream resolver is reachable from pods\n';
+}
+
+/**
+ * The loopback registry: read-only, the storage setup pushed every image into, each under its
+ * upstream registry's name as the first path element (`registry.k8s.io/pause`, ...).
+ */
+export function registryConfig(l: NodeLayout): string {
+  return stringify({
+    version: 0.1,
+    log: { level: 'warn', accesslog: { disabled: true } },
+    storage: {
+      filesystem: { rootdirectory: l.registry.storage },
+      maintenance: { readonly: { enabled: true }, uploadpurging: { enabled: false } },
+    },
+    http: { addr: `127.0.0.1:${l.ports.registry}` },
+  });
+}
+
+/**
+ * containerd's registry hosts (`certs.d/<registry>/hosts.toml`): each registry setup built images
+ * for resolves to its folder in the loopback registry; every other registry (`_default`) to the
+ * loopback registry's root, where nothing is stored. A pull is answered on this machine or fails
+ * with "not found": no image request leaves it.
+ */
+export function registryHosts(l: NodeLayout): Record<string, string> {
+  const local = `http://127.0.0.1:${l.ports.registry}`;
+  const files: Record<string, string> = { _default: `server = ${q(local)}\n` };
+  for (const registry of l.registry.mirrors)
+    files[registry] = `server = ${q(local)}
+
+[host.${q(`${local}/v2/${registry}`)}]
+  capabilities = ["pull", "resolve"]
+  override_path = true
+`;
+  return files;
 }

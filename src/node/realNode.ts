@@ -28,6 +28,8 @@ import {
   kubeProxyConfig,
   nodePaths,
   nodeResolvConf,
+  registryConfig,
+  registryHosts,
   type NodeLayout,
 } from './config.js';
 import { setUpNodeNetwork, tearDownNodeNetwork, type NodeNetwork } from './network.js';
@@ -245,10 +247,9 @@ export async function startRealNode(options: RealNodeOptions): Promise<RealNode 
   const log = opts.logger.child({ node: REAL_NODE_NAME });
   const timeout = opts.readinessTimeoutMs ?? 90_000;
   const owner = OWNER;
-  const [kubelet, kubeletHealthz, proxyHealthz, proxyMetrics, containerdMetrics] = (await opts.ports.allocate(
-    owner,
-    5,
-  )) as [number, number, number, number, number];
+  const [kubelet, kubeletHealthz, proxyHealthz, proxyMetrics, containerdMetrics, registry] =
+    (await opts.ports.allocate(owner, 6)) as [number, number, number, number, number, number];
+  const registryStorage = join(opts.binaries.imagesDir, 'registry');
   const pkiDir = join(opts.dir, 'pki');
   const layout: NodeLayout = {
     name: REAL_NODE_NAME,
@@ -260,7 +261,8 @@ export async function startRealNode(options: RealNodeOptions): Promise<RealNode 
     serviceCIDR: opts.serviceCIDR,
     clusterDNS: opts.clusterDNS,
     clusterDomain: opts.clusterDomain ?? 'cluster.local',
-    ports: { kubelet, kubeletHealthz, proxyHealthz, proxyMetrics, containerdMetrics },
+    ports: { kubelet, kubeletHealthz, proxyHealthz, proxyMetrics, containerdMetrics, registry },
+    registry: { storage: registryStorage, mirrors: await storedRegistries(registryStorage) },
     pauseImage: opts.binaries.pauseImage,
     cniBinDir: opts.binaries.cniBinDir,
     runc: opts.binaries.runc,
@@ -289,6 +291,7 @@ export async function startRealNode(options: RealNodeOptions): Promise<RealNode 
       p.cniDataDir,
       p.kubeletRoot,
       p.podLogs,
+      ...Object.keys(registryHosts(layout)).map((registry) => join(p.containerdHosts, registry)),
     ])
       await mkdir(d, { recursive: true, mode: 0o700 });
     const files: [string, string, number][] = [
@@ -296,6 +299,12 @@ export async function startRealNode(options: RealNodeOptions): Promise<RealNode 
       [layout.pki.servingCert, creds.serving.certPem, 0o644],
       [layout.pki.servingKey, creds.serving.keyPem, 0o600],
       [p.containerdConfig, containerdConfig(layout), 0o644],
+      [p.registryConfig, registryConfig(layout), 0o644],
+      ...Object.entries(registryHosts(layout)).map(([registry, toml]): [string, string, number] => [
+        join(p.containerdHosts, registry, 'hosts.toml'),
+        toml,
+        0o644,
+      ]),
       [join(p.cniConfDir, '10-kosmos-vc.conflist'), cniConfig(layout), 0o644],
       [p.kubeletConfig, kubeletConfig(layout), 0o644],
       [p.resolvConf, nodeResolvConf(), 0o644],
@@ -315,6 +324,18 @@ export async function startRealNode(options: RealNodeOptions): Promise<RealNode 
       opts.runtime,
       {
         owner,
+        name: 'registry',
+        command: opts.binaries.registry,
+        args: ['serve', p.registryConfig],
+        probe: { url: `http://127.0.0.1:${registry}/v2/` },
+      },
+      timeout,
+      log,
+    );
+    await startAndWait(
+      opts.runtime,
+      {
+        owner,
         name: 'containerd',
         command: opts.binaries.containerd,
         args: [`--config=${p.containerdConfig}`, '--log-level=warn'],
@@ -324,7 +345,6 @@ export async function startRealNode(options: RealNodeOptions): Promise<RealNode 
       timeout,
       log,
     );
-    await importImages(opts.binaries, p.containerdSocket, log);
     await startAndWait(
       opts.runtime,
       {
@@ -379,20 +399,14 @@ function kubeconfig(host: RealNodeOptions['host'], user: string, creds: CertKey)
 }
 
 /**
- * Imports every image archive setup built that containerd does not have yet, and pins it: the
- * kubelet's image garbage collection skips pinned images, and none could be pulled again.
+ * The registries setup pushed images for: the first path element of every repository in the
+ * registry's storage (`registry.k8s.io/e2e-test-images/agnhost` -> `registry.k8s.io`).
  */
-async function importImages(b: NodeBinaries, socket: string, log: Logger): Promise<void> {
-  const ctr = (...args: string[]) => run(b.ctr, ['--address', socket, '--namespace', 'k8s.io', ...args]);
-  const have = new Set((await ctr('images', 'ls', '-q')).stdout.split('\n').filter(Boolean));
-  for (const file of (await readdir(b.imagesDir)).filter((f) => f.endsWith('.tar'))) {
-    const names = (await readFile(join(b.imagesDir, file.replace(/\.tar$/, '.name')), 'utf8')).trim();
-    if (have.has(names)) continue;
-    const t0 = Date.now();
-    await ctr('images', 'import', '--no-unpack=false', join(b.imagesDir, file));
-    await ctr('images', 'label', names, 'io.cri-containerd.pinned=pinned');
-    log.info('image imported', { image: names, ms: Date.now() - t0 });
-  }
+async function storedRegistries(storage: string): Promise<string[]> {
+  const repositories = join(storage, 'docker', 'registry', 'v2', 'repositories');
+  return (await readdir(repositories, { withFileTypes: true }))
+    .filter((d) => d.isDirectory())
+    .map((d) => d.name);
 }
 
 async function waitNodeReady(kubeconfigPath: string, name: string, timeoutMs: number): Promise<void> {
@@ -455,6 +469,7 @@ export async function stopRealNode(
       '--force',
     ]).catch((e: unknown) => logger.warn('removing pod sandboxes failed', { error: (e as Error).message }));
   await runtime.stop(OWNER, 'containerd');
+  await runtime.stop(OWNER, 'registry');
   for (const m of await mountsBelow(dir)) await run('umount', ['-l', m]).catch(() => undefined);
   // The bridge, routes and rules are the machine's: leave them to a live node of another directory
   // (reaping a dead test run while `kosmos-vc up` holds the node must not cut its network).

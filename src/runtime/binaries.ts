@@ -36,8 +36,10 @@ export interface NodeBinaries {
   /** Debian's runc and CNI plugins. */
   runc: string;
   cniBinDir: string;
-  /** Image archives (docker-archive) with a `.name` file each, built by setup. */
+  /** What setup built for images: `<key>.name` files and `registry/`, the registry's storage. */
   imagesDir: string;
+  /** The OCI registry (distribution) that serves those images to the node on loopback. */
+  registry: string;
   /** The upstream name of the pause image among them. */
   pauseImage: string;
 }
@@ -62,14 +64,35 @@ export function repoRoot(from = dirname(fileURLToPath(import.meta.url))): string
   return dir;
 }
 
-export async function resolveBinaries(): Promise<Binaries> {
+/** Each component's bin directory, as `setup.sh --print` names it. */
+async function componentDirs(): Promise<Map<string, string>> {
   const { stdout } = await promisify(execFile)('bash', [join(repoRoot(), 'scripts', 'setup.sh'), '--print']);
-  const dirs = new Map(
+  return new Map(
     stdout
       .trim()
       .split('\n')
       .map((l) => l.split('=', 2) as [string, string]),
   );
+}
+
+/** The upstream conformance suite (e2e.test) and the ginkgo CLI that runs it in parallel. */
+export interface ConformanceBinaries {
+  e2eTest: string;
+  ginkgo: string;
+}
+
+export async function resolveConformanceBinaries(): Promise<ConformanceBinaries> {
+  const dir = (await componentDirs()).get('conformance') ?? '/nonexistent';
+  const b = { e2eTest: join(dir, 'e2e.test'), ginkgo: join(dir, 'ginkgo') };
+  const missing = Object.entries(b)
+    .filter(([, path]) => !existsSync(path))
+    .map(([name]) => name);
+  if (missing.length > 0) throw new ComponentsMissingError(missing);
+  return b;
+}
+
+export async function resolveBinaries(): Promise<Binaries> {
+  const dirs = await componentDirs();
   const bin = (component: string, file: string): string => join(dirs.get(component) ?? '/nonexistent', file);
   const b: Binaries = {
     temporal: bin('temporal', 'temporal'),
@@ -93,7 +116,7 @@ export async function resolveBinaries(): Promise<Binaries> {
 
 function nodeBinaries(dirs: Map<string, string>): NodeBinaries | undefined {
   const containerd = dirs.get('containerd') ?? '/nonexistent';
-  // --print names <dir>/bin for every component; the image archives sit in <dir> itself.
+  // --print names <dir>/bin for every component; the images sit in <dir> itself.
   const imagesDir = dirname(dirs.get('images') ?? '/nonexistent/bin');
   const n: NodeBinaries = {
     containerd: join(containerd, 'containerd'),
@@ -105,6 +128,7 @@ function nodeBinaries(dirs: Map<string, string>): NodeBinaries | undefined {
     runc: '/usr/sbin/runc',
     cniBinDir: '/usr/lib/cni',
     imagesDir,
+    registry: join(dirs.get('registry') ?? '/nonexistent', 'registry'),
     pauseImage: '',
   };
   const pause = join(imagesDir, 'pause.name');
@@ -117,6 +141,7 @@ function nodeBinaries(dirs: Map<string, string>): NodeBinaries | undefined {
     n.crictl,
     n.kubelet,
     n.kubeProxy,
+    n.registry,
     pause,
   ];
   if (!files.every((f) => existsSync(f))) return undefined;

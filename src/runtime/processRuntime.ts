@@ -61,6 +61,7 @@ const STOP_ORDER: readonly ComponentName[] = [
   'kube-proxy',
   'kubelet',
   'containerd',
+  'registry',
   'kube-scheduler',
   'kube-controller-manager',
   'kwok',

@@ -14,6 +14,7 @@ export type ComponentName =
   | 'temporal'
   | 'clustertree'
   | 'coredns'
+  | 'registry'
   | 'containerd'
   | 'kubelet'
   | 'kube-proxy';

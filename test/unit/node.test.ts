@@ -5,6 +5,8 @@ import {
   MAX_OPEN_FILES,
   cniConfig,
   containerdConfig,
+  registryConfig,
+  registryHosts,
   kubeProxyConfig,
   kubeletConfig,
   type NodeLayout,
@@ -26,7 +28,9 @@ const layout: NodeLayout = {
     proxyHealthz: 21003,
     proxyMetrics: 21004,
     containerdMetrics: 21005,
+    registry: 21006,
   },
+  registry: { storage: '/cache/images/registry', mirrors: ['registry.k8s.io'] },
   pauseImage: 'registry.k8s.io/pause:3.10.2',
   cniBinDir: '/usr/lib/cni',
   runc: '/usr/sbin/runc',
@@ -46,6 +50,27 @@ describe('real node configuration', () => {
     expect(outside).toEqual([]);
     expect(toml).toContain('SystemdCgroup = false');
     expect(toml).toContain(`sandbox = "${layout.pauseImage}"`);
+  });
+
+  it('resolves every registry on loopback: the stored ones by their folder, any other to nothing', () => {
+    const toml = containerdConfig(layout);
+    expect(toml).toContain(`config_path = "${layout.dir}/containerd/certs.d"`);
+    const hosts = registryHosts(layout);
+    expect(Object.keys(hosts).sort()).toEqual(['_default', 'registry.k8s.io']);
+    for (const text of Object.values(hosts)) {
+      // Every URL a pull may try, the fallback `server` included, is the loopback registry.
+      const urls = [...text.matchAll(/"(https?:\/\/[^"]*)"/g)].map((m) => m[1]!);
+      expect(urls.length).toBeGreaterThan(0);
+      for (const u of urls) expect(new URL(u).host).toBe('127.0.0.1:21006');
+    }
+    expect(hosts['registry.k8s.io']).toContain('[host."http://127.0.0.1:21006/v2/registry.k8s.io"]');
+    expect(hosts['registry.k8s.io']).toContain('override_path = true');
+    const registry = parse(registryConfig(layout)) as {
+      storage: { maintenance: { readonly: { enabled: boolean } } };
+      http: { addr: string };
+    };
+    expect(registry.storage.maintenance.readonly.enabled).toBe(true);
+    expect(registry.http.addr).toBe('127.0.0.1:21006');
   });
 
   it('gives pods one bridge with the node address as gateway and no masquerade', () => {

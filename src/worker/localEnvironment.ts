@@ -1,19 +1,20 @@
 /**
- * What every benchmark runs against: a Temporal dev server, the embedded host cluster (no kwok
- * nodes; each benchmark makes its own) and an operator watching `default`, all under one
- * temporary directory that close() removes after stopping everything by PID.
+ * A whole kosmos-vc on this machine, for the benchmarks and the conformance run: a Temporal dev
+ * server, the embedded host cluster (no kwok nodes; the caller makes its own) and an operator
+ * watching `default`, all under one temporary directory that close() removes after stopping
+ * everything by PID.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { resolveBinaries, type Binaries } from '../src/runtime/binaries.js';
-import { startEmbeddedHost, startTemporalDevServer, type EmbeddedHost } from '../src/runtime/embedded.js';
-import { PortAllocator } from '../src/runtime/ports.js';
-import { ProcessRuntime } from '../src/runtime/processRuntime.js';
-import type { Logger } from '../src/worker/logger.js';
-import { startOperator, type Operator } from '../src/worker/operator.js';
+import { resolveBinaries, type Binaries } from '../runtime/binaries.js';
+import { startEmbeddedHost, startTemporalDevServer, type EmbeddedHost } from '../runtime/embedded.js';
+import { PortAllocator } from '../runtime/ports.js';
+import { ProcessRuntime } from '../runtime/processRuntime.js';
+import type { Logger } from './logger.js';
+import { startOperator, type Operator } from './operator.js';
 
-export interface BenchEnvironment {
+export interface LocalEnvironment {
   root: string;
   binaries: Binaries;
   ports: PortAllocator;
@@ -22,7 +23,7 @@ export interface BenchEnvironment {
   close(): Promise<void>;
 }
 
-export async function startBenchEnvironment(opts: {
+export async function startLocalEnvironment(opts: {
   prefix: string;
   taskQueue: string;
   logger: Logger;
@@ -30,7 +31,7 @@ export async function startBenchEnvironment(opts: {
   etcdUnsafeNoFsync?: boolean;
   /** Run the host's real node too (pods need real images then); default off: kwok only. */
   realNode?: boolean;
-}): Promise<BenchEnvironment> {
+}): Promise<LocalEnvironment> {
   const root = await mkdtemp(join(tmpdir(), opts.prefix));
   const binaries = await resolveBinaries();
   const embedded = new ProcessRuntime({ root: join(root, 'embedded'), logger: opts.logger });

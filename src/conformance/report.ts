@@ -1,0 +1,195 @@
+/**
+ * The result of a conformance run: the suite's JUnit report read back, counted per SIG, and
+ * written as docs/conformance.md (what a reader of the project wants to know about it).
+ */
+import { XMLParser } from 'fast-xml-parser';
+import type { SpecState } from './progress.js';
+
+export interface SpecResult {
+  name: string;
+  sig: string;
+  state: SpecState;
+  seconds: number;
+  /** Why it failed or was skipped: the first line of the suite's message. */
+  why?: string | undefined;
+}
+
+interface JUnitCase {
+  '@_name': string;
+  '@_status'?: string;
+  '@_time'?: string;
+  failure?: { '@_message'?: string } | string;
+  skipped?: { '@_message'?: string } | string;
+  error?: { '@_message'?: string } | string;
+}
+
+const asArray = <T>(x: T | T[] | undefined): T[] => (x === undefined ? [] : Array.isArray(x) ? x : [x]);
+const messageOf = (x: JUnitCase['failure']): string | undefined =>
+  typeof x === 'object' ? x['@_message'] : typeof x === 'string' ? x : undefined;
+
+/** The first meaningful line of a Ginkgo message, trimmed for a table cell. */
+export function oneLine(message: string | undefined): string | undefined {
+  const line = message
+    ?.split('\n')
+    .map((l) => l.trim())
+    .find((l) => l.length > 0 && l !== '[FAILED]');
+  if (!line) return undefined;
+  const text = line.replace(/^\[FAILED\]\s*/, '').replace(/\s+/g, ' ');
+  return text.length > 200 ? `${text.slice(0, 197)}...` : text;
+}
+
+/** The spec's SIG: its first `[sig-...]` tag. */
+export const sigOf = (name: string): string => /\[(sig-[a-z0-9-]+)\]/.exec(name)?.[1] ?? 'other';
+
+/**
+ * Every spec the run selected, from Ginkgo's JUnit report. Specs the focus filtered out appear
+ * there as skipped with the bare message "skipped"; a spec that skipped itself at run time says
+ * why ("skipped - <reason>") and counts.
+ */
+export function parseJUnit(xml: string): SpecResult[] {
+  const doc = new XMLParser({ ignoreAttributes: false, attributeNamePrefix: '@_', htmlEntities: true }).parse(
+    xml,
+  ) as {
+    testsuites?: {
+      testsuite?: { testcase?: JUnitCase | JUnitCase[] } | { testcase?: JUnitCase | JUnitCase[] }[];
+    };
+  };
+  const results: SpecResult[] = [];
+  for (const suite of asArray(doc.testsuites?.testsuite)) {
+    for (const c of asArray(suite.testcase)) {
+      const name = c['@_name'].replace(/^\[It\]\s*/, '');
+      // Suite-level nodes ([SynchronizedBeforeSuite], [ReportAfterSuite], ...) are not specs,
+      // but a failure of one fails the run: keep those.
+      const suiteNode = /^\[\w*(Suite)\]/.test(c['@_name']);
+      const status = c['@_status'] ?? (c.failure || c.error ? 'failed' : c.skipped ? 'skipped' : 'passed');
+      if (status === 'skipped') {
+        const message = messageOf(c.skipped);
+        if (!message || message.trim() === 'skipped' || suiteNode) continue;
+        results.push({
+          name,
+          sig: sigOf(name),
+          state: 'skipped',
+          seconds: Number(c['@_time'] ?? 0),
+          why: oneLine(message.replace(/^skipped - /, '')),
+        });
+        continue;
+      }
+      if (suiteNode && status === 'passed') continue;
+      const state: SpecState = status === 'passed' ? 'passed' : 'failed';
+      results.push({
+        name,
+        sig: sigOf(name),
+        state,
+        seconds: Number(c['@_time'] ?? 0),
+        ...(state === 'failed' ? { why: oneLine(messageOf(c.failure) ?? messageOf(c.error)) ?? status } : {}),
+      });
+    }
+  }
+  return results;
+}
+
+export interface SigCount {
+  sig: string;
+  passed: number;
+  failed: number;
+  skipped: number;
+}
+
+export function countBySig(results: SpecResult[]): SigCount[] {
+  const by = new Map<string, SigCount>();
+  for (const r of results) {
+    const c = by.get(r.sig) ?? { sig: r.sig, passed: 0, failed: 0, skipped: 0 };
+    c[r.state]++;
+    by.set(r.sig, c);
+  }
+  return [...by.values()].sort((a, b) => a.sig.localeCompare(b.sig));
+}
+
+export interface RunFacts {
+  kubernetesVersion: string;
+  date: Date;
+  machine: string;
+  durationMs: number;
+  focus: string;
+  skip: string;
+  parallel: number;
+  /** Specs the focus selected (Ginkgo's "Will run N"). */
+  selected: number;
+  command: string;
+}
+
+export interface DesignSkip {
+  pattern: string;
+  reason: string;
+}
+
+const cell = (s: string): string => s.replace(/\|/g, '\\|');
+const minutes = (ms: number): string => `${Math.round(ms / 60_000)} min`;
+
+export function renderMarkdown(
+  facts: RunFacts,
+  results: SpecResult[],
+  designSkips: readonly DesignSkip[],
+): string {
+  const sigs = countBySig(results);
+  const total = (k: keyof Omit<SigCount, 'sig'>): number => sigs.reduce((n, s) => n + s[k], 0);
+  const failed = results.filter((r) => r.state === 'failed');
+  const skipped = results.filter((r) => r.state === 'skipped');
+  const notRun = Math.max(0, facts.selected - results.length);
+  const lines = [
+    '# Conformance',
+    '',
+    `The upstream Kubernetes conformance suite (\`e2e.test\` of ${facts.kubernetesVersion}, its`,
+    '`[Conformance]` specs) run against a kosmos-vc tenant by `npm run conformance`; this file is',
+    "written by that run. The tenant promotes the embedded host's real node (ADR 8).",
+    '',
+    `- Kubernetes: ${facts.kubernetesVersion}`,
+    `- Date: ${facts.date.toISOString().replace(/\.\d+Z$/, 'Z')}`,
+    `- Machine: ${facts.machine}`,
+    `- Duration: ${minutes(facts.durationMs)} (${facts.parallel === 1 ? 'serial' : `${facts.parallel} parallel processes`})`,
+    `- Command: \`${facts.command}\``,
+    `- Focus: \`${facts.focus}\``,
+    `- Skip: \`${facts.skip || '(none)'}\``,
+    '',
+    `**${total('passed')} passed, ${total('failed')} failed, ${total('skipped')} skipped** of ${facts.selected} selected` +
+      (notRun > 0 ? ` (${notRun} not run: the run ended before them)` : '') +
+      '.',
+    '',
+    '| SIG | passed | failed | skipped |',
+    '| --- | ---: | ---: | ---: |',
+    ...sigs.map((s) => `| ${s.sig} | ${s.passed} | ${s.failed} | ${s.skipped} |`),
+    `| **all** | **${total('passed')}** | **${total('failed')}** | **${total('skipped')}** |`,
+    '',
+    '## Failures',
+    '',
+    ...(failed.length === 0
+      ? ['None.']
+      : [
+          '| test | why |',
+          '| --- | --- |',
+          ...failed.map((r) => `| ${cell(r.name)} | ${cell(r.why ?? '')} |`),
+        ]),
+    '',
+    '## Skipped by the suite itself',
+    '',
+    ...(skipped.length === 0
+      ? ['None.']
+      : [
+          '| test | why |',
+          '| --- | --- |',
+          ...skipped.map((r) => `| ${cell(r.name)} | ${cell(r.why ?? '')} |`),
+        ]),
+    '',
+    '## Skipped by design',
+    '',
+    ...(designSkips.length === 0
+      ? ['None: every `[Conformance]` spec is run.']
+      : [
+          '| skip regex | why a tenant cannot pass it |',
+          '| --- | --- |',
+          ...designSkips.map((d) => `| \`${cell(d.pattern)}\` | ${cell(d.reason)} |`),
+        ]),
+    '',
+  ];
+  return lines.join('\n');
+}
