@@ -161,10 +161,12 @@ build_kubernetes() {
   done
   step "kubernetes: building agnhost"
   go build -p 2 -trimpath -ldflags "-s -w" -o "$out/bin/agnhost" k8s.io/kubernetes/test/images/agnhost
-  # The pause container and the e2e image list come from the same module source.
+  # The pause container, the e2e image list and agnhost's own files (its serving certificate for
+  # the porter and the probes that read it) come from the same module source.
   local src; src="$(go list -m -f '{{.Dir}}' k8s.io/kubernetes)"
   mkdir -p "$out/src"
   cp "$src/build/pause/linux/pause.c" "$src/test/utils/image/manifest.go" "$out/src/"
+  cp "$src/test/images/agnhost/porter/localhost.crt" "$src/test/images/agnhost/porter/localhost.key" "$out/src/"
   chmod u+w "$out/src/"*
 }
 
@@ -318,9 +320,12 @@ build_images() {
 
   image "$PAUSE_IMAGE" scratch '["/pause"]' '' '' "$work/pause"
   image "$BUSYBOX_IMAGE" scratch '[]' '["/bin/sh"]' '' "$bb/."
-  # As upstream's: agnhost at /, coredns beside it, on a distribution with the usual tools.
+  # As upstream's: agnhost at / (also as agnhost-2), coredns and the porter's certificate beside
+  # it, on a distribution with the usual tools.
+  mkdir -p "$work/rootfs/agnhost" && ln -s agnhost "$work/rootfs/agnhost/agnhost-2"
+  cp "$k8s/src/localhost.crt" "$k8s/src/localhost.key" "$work/rootfs/agnhost/"
   image "$AGNHOST_IMAGE" "$debian" '["/agnhost"]' '["pause"]' '' "$k8s/bin/agnhost" \
-    "$(dir_of coredns)/bin/coredns"
+    "$(dir_of coredns)/bin/coredns" "$work/rootfs/agnhost/."
   # The suite's "previous agnhost" is the same build under the older tag: only the name differs.
   retag "$AGNHOST_IMAGE" "$AGNHOST_PREV_IMAGE"
   image "$COREDNS_IMAGE" scratch '["/coredns"]' '' '' "$(dir_of coredns)/bin/coredns"

@@ -55,6 +55,7 @@ import {
   TENANT_NODE_LABEL,
   hostConfigMapFor,
   hostPodFor,
+  hostPodUpdate,
   hostSecretFor,
   podReferences,
   refusedStatus,
@@ -690,19 +691,20 @@ export class ClusterTree {
         .patchNamespacedPodStatus({ name, namespace: ns, body: { status: want } }, merge)
         .catch(ignoreStatus(404));
     }
-    // Container images are the part of a pod spec a tenant may change.
-    const images = tp.spec!.containers.map((c) => c.image);
-    const hostImages = hp.spec!.containers.map((c) => c.image);
-    if (JSON.stringify(images) !== JSON.stringify(hostImages)) {
-      await this.hostCore.patchNamespacedPod(
-        {
-          name: hname,
-          namespace: this.cfg.hostNamespace,
-          body: { spec: { containers: tp.spec!.containers.map((c) => ({ name: c.name, image: c.image })) } },
-        },
-        setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
-      );
+    // What a tenant may change on a running pod (labels, annotations, images, deadline) follows.
+    let update: object | undefined;
+    try {
+      update = hostPodUpdate(hp, hostPodFor(this.ctx, tp, where.hostNode, this.services.settled()));
+    } catch (e) {
+      if (!(e instanceof PodRefused)) throw e; // running already: refusals apply at creation
     }
+    if (update)
+      await this.hostCore
+        .patchNamespacedPod(
+          { name: hname, namespace: this.cfg.hostNamespace, body: update },
+          setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
+        )
+        .catch(ignoreStatus(404));
   }
 
   /** A host message in tenant terms: no host namespace or host object names. */

@@ -1,8 +1,9 @@
 /**
- * Tenant Services on the host (ADR 6, ADR 7): a Service with a selector gets a host Service that
- * selects the translated pods of its namespace, and the tenant Service then takes the host
- * Service's ClusterIP and node ports (re-created: ClusterIP is immutable), so the address the
- * tenant sees, resolves and puts in environments is the one that carries traffic. The tenant's
+ * Tenant Services on the host (ADR 6, ADR 7, ADR 8): a Service with a selector gets a host Service
+ * that selects the translated pods of its namespace, with the tenant Service's own ClusterIP and
+ * node ports where the host can grant them. Where it cannot, the tenant Service takes the host
+ * Service's (re-created: ClusterIP is immutable), so the address the tenant sees, resolves and
+ * puts in environments is always the one that carries traffic. The tenant's
  * `default/kubernetes` takes the address pods reach the tenant API server at.
  */
 import type {
@@ -76,10 +77,8 @@ export class ServiceSync {
     if (!want.spec?.selector) await this.mirrorSlices(ns, name, hname);
     else if (mirrored) await this.mirrorSlices(ns, name, undefined); // it has a selector now
     if (!h) {
-      const created = await this.d.hostCore
-        .createNamespacedService({ namespace: hostNs, body: want })
-        .catch(ignoreStatus(409));
-      if (created && t) await this.readdress(t, created.spec?.clusterIP, created);
+      const created = await this.createHostService(t!, want);
+      if (created) await this.readdress(t!, created.spec?.clusterIP, created);
       return;
     }
     if (
@@ -106,6 +105,45 @@ export class ServiceSync {
       return; // the host Service's event brings the new node ports back here
     }
     await this.readdress(t!, h.spec?.clusterIP, h);
+  }
+
+  /**
+   * Creates the host Service, asking first for the tenant Service's own ClusterIP (and node
+   * ports): when the host grants them, the tenant's address never changes, and a client that
+   * kept the address from its create call (as the e2e suite's network specs do) keeps a working
+   * one. Another tenant or the host may hold them already (each allocates on its own from the
+   * same range): then the host chooses, and the tenant Service is re-addressed.
+   */
+  private async createHostService(t: V1Service, want: V1Service): Promise<V1Service | undefined> {
+    const s = t.spec ?? {};
+    const ip = s.clusterIP;
+    const own = ip && ip !== 'None' && this.d.cfg.serviceCIDR && cidrContains(this.d.cfg.serviceCIDR, ip);
+    const nodePorts = new Map((s.ports ?? []).map((p) => [`${p.protocol ?? 'TCP'}/${p.port}`, p.nodePort]));
+    const withPorts = (w: V1Service): V1Service => ({
+      ...w,
+      spec: {
+        ...w.spec,
+        ports: (w.spec?.ports ?? []).map((p) => {
+          const nodePort = nodePorts.get(`${p.protocol ?? 'TCP'}/${p.port}`);
+          return nodePort && w.spec?.type === 'NodePort' ? { ...p, nodePort } : p;
+        }),
+      },
+    });
+    const withIP = (w: V1Service): V1Service => ({
+      ...w,
+      spec: { ...w.spec, clusterIP: ip!, clusterIPs: [ip!] },
+    });
+    const attempts = own ? [withPorts(withIP(want)), withIP(want), want] : [want];
+    for (const [i, body] of attempts.entries()) {
+      try {
+        return await this.d.hostCore.createNamespacedService({ namespace: this.d.cfg.hostNamespace, body });
+      } catch (e) {
+        if (statusCode(e) === 409) return undefined; // created meanwhile: its event comes back here
+        // 422: the address or a node port is taken on the host; try with less of the tenant's.
+        if (statusCode(e) !== 422 || i === attempts.length - 1) throw e;
+      }
+    }
+    return undefined;
   }
 
   /**

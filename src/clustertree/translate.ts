@@ -36,6 +36,7 @@ import {
   hostName,
   originAnnotations,
   originLabels,
+  tenantHash,
   tokenSecretName,
 } from './naming.js';
 import { tenantDns, tenantServiceEnv } from './podNetwork.js';
@@ -318,9 +319,11 @@ export function hostPodFor(
   const name = pod.metadata!.name!;
   const s = pod.spec!;
   // The tenant's tolerations do not apply on the host, least of all one for the promotion taint.
+  // A pod of the virtual node (promoted CPU/memory) goes to the host scheduler: it may run on any
+  // unpromoted host node and on this tenant's own promoted nodes, never on another tenant's.
   const tolerations = hostNode
     ? [{ key: Promotion.taint, operator: 'Exists', effect: 'NoSchedule' }]
-    : undefined;
+    : [{ key: Promotion.taint, operator: 'Equal', value: tenantHash(ctx.tenant), effect: 'NoSchedule' }];
   return {
     apiVersion: 'v1',
     kind: 'Pod',
@@ -332,6 +335,8 @@ export function hostPodFor(
         ...originLabels({ tenant: ctx.tenant, namespace: ns }),
       },
       annotations: {
+        // The tenant's own annotations as well: the downward API and `fieldRef`s read them there.
+        ...tenantLabels(pod.metadata?.annotations),
         ...originAnnotations({ tenant: ctx.tenant, namespace: ns, name, uid: pod.metadata!.uid! }),
         [PodAnnotation.namespace]: ns,
         [PodAnnotation.name]: name,
@@ -349,7 +354,7 @@ export function hostPodFor(
         ? { imagePullSecrets: s.imagePullSecrets.map((r) => ({ name: hostName(ns, r.name!) })) }
         : {}),
       ...(hostNode ? { nodeName: hostNode } : { priorityClassName: RESOURCES_PRIORITY_CLASS }),
-      ...(tolerations ? { tolerations } : {}),
+      tolerations,
       restartPolicy: s.restartPolicy ?? 'Always',
       ...(s.terminationGracePeriodSeconds !== undefined
         ? { terminationGracePeriodSeconds: s.terminationGracePeriodSeconds }
@@ -364,6 +369,38 @@ export function hostPodFor(
       automountServiceAccountToken: false,
     },
   };
+}
+
+/**
+ * What a tenant may change on a running pod, as a strategic merge patch that brings the host pod
+ * there: labels and annotations (read by the downward API and fieldRefs), container and init
+ * container images, activeDeadlineSeconds. Undefined when nothing differs.
+ */
+export function hostPodUpdate(have: V1Pod, want: V1Pod): object | undefined {
+  const metadata: { labels?: Record<string, string | null>; annotations?: Record<string, string | null> } =
+    {};
+  for (const key of ['labels', 'annotations'] as const) {
+    const h = have.metadata?.[key] ?? {};
+    const w = want.metadata?.[key] ?? {};
+    const diff: Record<string, string | null> = {};
+    for (const [k, v] of Object.entries(w)) if (h[k] !== v) diff[k] = v;
+    for (const k of Object.keys(h)) if (!(k in w)) diff[k] = null;
+    if (Object.keys(diff).length > 0) metadata[key] = diff;
+  }
+  const images = (cs: V1Container[] | undefined) => (cs ?? []).map((c) => ({ name: c.name, image: c.image }));
+  const spec: { containers?: object[]; initContainers?: object[]; activeDeadlineSeconds?: number | null } =
+    {};
+  if (JSON.stringify(images(have.spec?.containers)) !== JSON.stringify(images(want.spec?.containers)))
+    spec.containers = images(want.spec?.containers);
+  if (JSON.stringify(images(have.spec?.initContainers)) !== JSON.stringify(images(want.spec?.initContainers)))
+    spec.initContainers = images(want.spec?.initContainers);
+  if (have.spec?.activeDeadlineSeconds !== want.spec?.activeDeadlineSeconds)
+    spec.activeDeadlineSeconds = want.spec?.activeDeadlineSeconds ?? null;
+  const patch = {
+    ...(Object.keys(metadata).length > 0 ? { metadata } : {}),
+    ...(Object.keys(spec).length > 0 ? { spec } : {}),
+  };
+  return Object.keys(patch).length > 0 ? patch : undefined;
 }
 
 const POD_STATUS_FIELDS = [

@@ -5,7 +5,7 @@
  * spec's own output, then one result line: `• [3.2 seconds]` (passed), `• [FAILED] [3.2 seconds]`
  * (and PANICKED, TIMEDOUT, INTERRUPTED, ABORTED), `S [SKIPPED] [0.1 seconds]`. Specs the focus
  * left out are a run of `S` characters and are not reported. A parallel run (the ginkgo CLI)
- * prints the same block for each spec once it ends.
+ * prints each spec's block once it ends, with the result line first: separator, result, text.
  */
 
 export type SpecState = 'passed' | 'failed' | 'skipped';
@@ -32,12 +32,13 @@ const RESULT = /^(•|S) (?:\[(FAILED|PANICKED|TIMEDOUT|INTERRUPTED|ABORTED|SKIP
 export class ProgressParser {
   readonly tally: Tally = { total: 0, passed: 0, failed: 0, skipped: 0, failures: [] };
   private name: string | undefined;
+  /** A result line read before its spec's name (the parallel layout). */
+  private pending: Omit<SpecEvent, 'name'> | undefined;
   private afterSeparator = false;
 
   constructor(private readonly onSpec: (e: SpecEvent, tally: Tally) => void) {}
 
   line(raw: string): void {
-    // Parallel output prefixes nothing; strip a carriage return and leading indentation only.
     const line = raw.replace(/\r$/, '');
     const will = WILL_RUN.exec(line);
     if (will) {
@@ -47,23 +48,45 @@ export class ProgressParser {
     if (SEPARATOR.test(line)) {
       this.afterSeparator = true;
       this.name = undefined;
-      return;
-    }
-    if (this.afterSeparator) {
-      this.afterSeparator = false;
-      // Suite nodes ([SynchronizedBeforeSuite], [ReportAfterSuite], ...) are not specs.
-      if (!line.startsWith('[') || /^\[sig-[^\]]+\]/.test(line)) this.name = line.trim();
-      if (/^\[(Report|Synchronized|Before|After)\w*Suite\]/.test(line)) this.name = undefined;
+      this.pending = undefined;
       return;
     }
     const result = RESULT.exec(line);
-    if (!result || this.name === undefined) return;
-    const [, mark, status, seconds] = result;
-    const state: SpecState =
-      mark === 'S' || status === 'SKIPPED' ? 'skipped' : status === undefined ? 'passed' : 'failed';
-    this.tally[state]++;
-    if (state === 'failed') this.tally.failures.push(this.name);
-    this.onSpec({ name: this.name, state, seconds: Number(seconds) }, this.tally);
-    this.name = undefined;
+    if (this.afterSeparator) {
+      this.afterSeparator = false;
+      // Parallel runs print each finished spec as result line, name, location.
+      if (result) this.pending = resultOf(result);
+      else this.name = specName(line);
+      return;
+    }
+    if (this.pending) {
+      const name = specName(line);
+      if (name !== undefined) this.emit({ name, ...this.pending });
+      this.pending = undefined;
+      return;
+    }
+    if (result && this.name !== undefined) {
+      this.emit({ name: this.name, ...resultOf(result) });
+      this.name = undefined;
+    }
   }
+
+  private emit(e: SpecEvent): void {
+    this.tally[e.state]++;
+    if (e.state === 'failed') this.tally.failures.push(e.name);
+    this.onSpec(e, this.tally);
+  }
+}
+
+function resultOf(r: RegExpExecArray): Omit<SpecEvent, 'name'> {
+  const [, mark, status, seconds] = r;
+  const state: SpecState =
+    mark === 'S' || status === 'SKIPPED' ? 'skipped' : status === undefined ? 'passed' : 'failed';
+  return { state, seconds: Number(seconds) };
+}
+
+/** A spec's text; undefined for suite nodes ([SynchronizedBeforeSuite], [ReportAfterSuite], ...). */
+function specName(line: string): string | undefined {
+  if (/^\[(Report|Synchronized|Before|After)\w*Suite\]/.test(line)) return undefined;
+  return line.trim() || undefined;
 }

@@ -7,6 +7,13 @@ import type { DesignSkip } from './report.js';
 
 export const CONFORMANCE_FOCUS = '\\[Conformance\\]';
 
+/**
+ * The CPU/memory slice the conformance tenant promotes besides the real node: the suite wants
+ * two schedulable nodes, and the slice's virtual node is the second one (its pods run on the
+ * same real host node, placed by the host scheduler; ADR 8).
+ */
+export const TENANT_RESOURCES = { cpu: '2', memory: '8Gi' };
+
 export const DESIGN_SKIPS: readonly DesignSkip[] = [];
 
 /** One skip regex for all design skips ('' when there are none). */

@@ -83,8 +83,26 @@ export async function runSuite(o: SuiteOptions): Promise<SuiteRun> {
   const parser = new ProgressParser(o.onSpec ?? (() => undefined));
   const { command, args } = commandLine(o);
   const t0 = Date.now();
-  const child = spawn(command, args, { cwd: o.outDir, stdio: ['ignore', 'pipe', 'pipe'] });
-  const stop = () => child.kill('SIGTERM');
+  // Its own process group: an interrupt reaches the ginkgo CLI and every suite process it runs.
+  const child = spawn(command, args, { cwd: o.outDir, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const timers: NodeJS.Timeout[] = [];
+  const group = (sig: NodeJS.Signals) => {
+    if (child.pid !== undefined && child.exitCode === null && child.signalCode === null)
+      try {
+        process.kill(-child.pid, sig);
+      } catch {
+        // already gone
+      }
+  };
+  // Ginkgo's first interrupt runs the specs' cleanup (which can wait minutes on a namespace),
+  // the second one aborts it; what still runs after that is killed.
+  const stop = () => {
+    group('SIGINT');
+    timers.push(
+      setTimeout(() => group('SIGINT'), 30_000),
+      setTimeout(() => group('SIGKILL'), 90_000),
+    );
+  };
   o.signal?.addEventListener('abort', stop, { once: true });
   const lines = createInterface({ input: child.stdout });
   lines.on('line', (l) => {
@@ -97,6 +115,7 @@ export async function runSuite(o: SuiteOptions): Promise<SuiteRun> {
     child.on('close', (code, sig) => resolve(code ?? (sig ? 128 : 1)));
   });
   o.signal?.removeEventListener('abort', stop);
+  for (const t of timers) clearTimeout(t);
   await new Promise<void>((resolve) => log.end(resolve));
   // The suite writes junit_01.xml (one report, merged across parallel processes).
   const reports = (await readdir(o.outDir)).filter((f) => /^junit.*\.xml$/.test(f));

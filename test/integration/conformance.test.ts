@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, inject, it } from 'vitest';
-import { CONFORMANCE_FOCUS } from '../../src/conformance/skips.js';
+import { CONFORMANCE_FOCUS, TENANT_RESOURCES } from '../../src/conformance/skips.js';
 import { runSuite, type SuiteRun } from '../../src/conformance/suite.js';
 import { resolveConformanceBinaries } from '../../src/runtime/binaries.js';
 import type { Operator } from '../../src/worker/operator.js';
@@ -24,8 +24,12 @@ import {
   waitForGone,
 } from '../support/harness.js';
 
-/** Quick specs that between them need the API, a pod on the real node, its logs, DNS and kubectl. */
+/**
+ * Quick specs that between them need two schedulable nodes, the API, pods on the real node, their
+ * logs, DNS through musl and glibc resolvers, and kubectl.
+ */
 const SUBSET = [
+  '\\[sig-architecture\\] Conformance Tests should have at least two untainted nodes',
   '\\[sig-api-machinery\\] ResourceQuota should create a ResourceQuota and ensure its status is promptly calculated',
   '\\[sig-node\\] Pods should get a host IP',
   "\\[sig-node\\] Containers should be able to override the image's default arguments",
@@ -46,7 +50,9 @@ beforeAll(async () => {
   outDir = await mkdtemp(join(tmpdir(), 'kosmos-vc-conformance-'));
   namespace = await createNamespace('conformance');
   operator = await testOperator({ stateDir, taskQueue: `conformance-${randomUUID()}`, namespace });
-  await createVirtualCluster(namespace, 'conf', { promoteResources: { nodes: [realNode] } });
+  await createVirtualCluster(namespace, 'conf', {
+    promoteResources: { nodes: [realNode], resources: TENANT_RESOURCES },
+  });
   const vc = await eventually('tenant conf Ready', async () => {
     const v = await host().getVirtualCluster({ namespace, name: 'conf' });
     if (v?.status?.phase === 'Failed') throw new Error(v.status.message);

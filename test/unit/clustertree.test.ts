@@ -11,6 +11,7 @@ import {
   Promotion,
   RESOURCES_PRIORITY_CLASS,
   hostName,
+  tenantHash,
   tokenSecretName,
 } from '../../src/clustertree/naming.js';
 import { KeyedQueue } from '../../src/clustertree/queue.js';
@@ -18,6 +19,7 @@ import {
   PodAnnotation,
   PodRefused,
   hostPodFor,
+  hostPodUpdate,
   hostServiceFor,
   podReferences,
   tenantPodStatus,
@@ -128,7 +130,10 @@ describe('hostPodFor', () => {
     expect(onNode.spec?.priorityClassName).toBeUndefined();
     const virtual = hostPodFor(ctx, pod({ nodeName: 'kosmos-virtual-resources' }), undefined);
     expect(virtual.spec?.nodeName).toBeUndefined();
-    expect(virtual.spec?.tolerations).toBeUndefined();
+    // The host scheduler may use this tenant's promoted nodes (only its own) for them.
+    expect(virtual.spec?.tolerations).toEqual([
+      { key: 'kosmos.io/promoted', operator: 'Equal', value: tenantHash(ctx.tenant), effect: 'NoSchedule' },
+    ]);
     expect(virtual.spec?.priorityClassName).toBe(RESOURCES_PRIORITY_CLASS);
   });
 
@@ -174,6 +179,42 @@ describe('hostPodFor', () => {
       expect((e as PodRefused).reason).toBe('HostAccessForbidden');
       expect((e as PodRefused).message).toContain(what);
     }
+  });
+});
+
+describe('hostPodUpdate', () => {
+  const running = (
+    labels: Record<string, string>,
+    annotations: Record<string, string>,
+    image = 'app:1',
+  ): V1Pod => {
+    const p = pod({}, labels);
+    p.metadata!.annotations = annotations;
+    p.spec!.containers[0]!.image = image;
+    return hostPodFor(ctx, p, 'node-a');
+  };
+
+  it('carries the tenant annotations, never reserved ones, so fieldRefs and the downward API read them', () => {
+    const h = running({}, { mysubpath: 'mypath', 'kosmos.io/tenant': 'forged' });
+    expect(h.metadata!.annotations!.mysubpath).toBe('mypath');
+    expect(h.metadata!.annotations!['kosmos.io/tenant']).not.toBe('forged');
+  });
+
+  it('patches labels, annotations and images a tenant changed, and removes what it dropped', () => {
+    const have = running({ a: '1', gone: 'x' }, { note: 'old', dropped: 'y' });
+    const want = running({ a: '2' }, { note: 'new' }, 'app:2');
+    expect(hostPodUpdate(have, want)).toEqual({
+      metadata: { labels: { a: '2', gone: null }, annotations: { note: 'new', dropped: null } },
+      spec: { containers: [{ name: 'app', image: 'app:2' }] },
+    });
+    expect(hostPodUpdate(want, want)).toBeUndefined();
+  });
+
+  it('follows a new activeDeadlineSeconds', () => {
+    const have = running({}, {});
+    const p = pod();
+    p.spec!.activeDeadlineSeconds = 5;
+    expect(hostPodUpdate(have, hostPodFor(ctx, p, 'node-a'))).toEqual({ spec: { activeDeadlineSeconds: 5 } });
   });
 });
 

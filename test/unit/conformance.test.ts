@@ -75,6 +75,39 @@ describe('conformance progress', () => {
   });
 });
 
+const PARALLEL = `Will run 2 of 3206 specs
+Running in parallel across 4 processes
+------------------------------
+• [46.172 seconds]
+[sig-apps] CronJob should not schedule new jobs when ForbidConcurrent [Conformance] [Slow] [sig-apps, Slow, Conformance]
+k8s.io/kubernetes@v1.37.2/test/e2e/apps/cronjob.go:127
+
+  Timeline >>
+  STEP: Creating a kubernetes client @ 12/02/26 15:06:14.656
+  << Timeline
+------------------------------
+SSSS
+------------------------------
+• [FAILED] [3.100 seconds]
+[sig-node] Pods should get a host IP [Conformance] [sig-node, Conformance]
+k8s.io/kubernetes@v1.37.2/test/e2e/common/node/pods.go:205
+------------------------------
+[SynchronizedAfterSuite] PASSED [0.001 seconds]
+`;
+
+describe('conformance progress, parallel layout', () => {
+  it('reads the result line before the spec text', () => {
+    const events: SpecEvent[] = [];
+    const p = new ProgressParser((e) => events.push(e));
+    for (const line of PARALLEL.split('\n')) p.line(line);
+    expect(events.map((e) => [e.state, e.name.slice(0, 20)])).toEqual([
+      ['passed', '[sig-apps] CronJob s'],
+      ['failed', '[sig-node] Pods shou'],
+    ]);
+    expect(p.tally).toMatchObject({ total: 2, passed: 1, failed: 1, skipped: 0 });
+  });
+});
+
 describe('conformance report', () => {
   it('keeps the selected specs only, with a one-line reason for failures and skips', () => {
     const results = parseJUnit(JUNIT);
