@@ -18,6 +18,11 @@ CONTAINERD_VERSION=v2.2.9
 CRICTL_VERSION=v1.37.0
 COREDNS_VERSION=v1.14.7
 REGISTRY_VERSION=v3.1.2
+# The images' busybox: upstream's source as Debian's archive keeps it (the pristine tarball, not
+# Debian's patched build, whose shell drops variables like `data-1` that the e2e suite passes).
+BUSYBOX_VERSION=1.37.0
+BUSYBOX_SHA256=3311dff32e746499f4df0d5df04d7eb396382d7e108bb9250e7b519b837043a4
+DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 # Image names and tags as upstream publishes them (k8s.io/kubernetes test/utils/image/manifest.go
 # and kubeadm's pause version), so unmodified manifests and the e2e suite find them locally.
 PAUSE_IMAGE=registry.k8s.io/pause:3.10.2
@@ -39,8 +44,8 @@ ETCD_IMAGE=registry.k8s.io/etcd:3.7.0-0
 # Debian packages in the images' Debian root (the tools upstream's agnhost has, and nginx).
 IMAGE_PACKAGES=passwd,dnsutils,curl,wget,netcat-openbsd,iproute2,iputils-ping,procps,nginx
 # Debian packages the real node runs with (runc, CNI plugins, iptables for kube-proxy) and the
-# image builder (buildah, busybox-static for the images' shell, mmdebstrap for a Debian root).
-NODE_PACKAGES=(runc containernetworking-plugins iptables conntrack buildah busybox-static gcc libc6-dev mmdebstrap)
+# image builder (buildah, gcc and make for busybox and pause, mmdebstrap for a Debian root).
+NODE_PACKAGES=(runc containernetworking-plugins iptables conntrack buildah gcc libc6-dev make bzip2 curl mmdebstrap)
 
 # ~ rather than $HOME: bash falls back to the password database when HOME is unset (services).
 CACHE="${KOSMOS_VC_CACHE:-${XDG_CACHE_HOME:-$(echo ~)/.cache}/kosmos-vc}"
@@ -260,7 +265,7 @@ build_images() {
   k8s="$(dir_of kubernetes)"; e2e="$(dir_of conformance)"
   step "images (pause, agnhost, busybox, coredns, kubectl and the conformance suite's) -> $out"
   local tool
-  for tool in buildah mmdebstrap /bin/busybox; do
+  for tool in buildah mmdebstrap gcc make curl; do
     command -v "$tool" >/dev/null || { step "images need $tool (Debian packages): kwok nodes only"; return 1; }
   done
   [ -n "$out" ] && [ -n "$CACHE" ] || return 1
@@ -293,11 +298,19 @@ build_images() {
     push "$name"
   }
   gcc -Os -static -Wall -DVERSION="${PAUSE_IMAGE##*:}" -o "$work/pause" "$k8s/src/pause.c"
+  # busybox as upstream's image has it: version $BUSYBOX_VERSION, default configuration, static.
+  step "images: building busybox $BUSYBOX_VERSION"
+  curl -fsS -o "$work/busybox.tar.bz2" \
+    "$DEBIAN_MIRROR/pool/main/b/busybox/busybox_$BUSYBOX_VERSION.orig.tar.bz2"
+  echo "$BUSYBOX_SHA256  $work/busybox.tar.bz2" | sha256sum -c --quiet
+  tar -xjf "$work/busybox.tar.bz2" -C "$work"
+  ( cd "$work/busybox-$BUSYBOX_VERSION" && make defconfig && sed -i 's/^# CONFIG_STATIC is not set/CONFIG_STATIC=y/' .config \
+      && make -j2 ) > "$work/busybox.log" 2>&1 || { tail -20 "$work/busybox.log" >&2; return 1; }
   # A busybox root: /bin/sh, wget, nslookup, nc, ... as links to one static binary.
   local bb="$work/rootfs/busybox"
   mkdir -p "$bb/bin" "$bb/etc" "$bb/tmp" "$bb/root"
-  cp /bin/busybox "$bb/bin/busybox"
-  local a; for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$bb/bin/$a"; done
+  cp "$work/busybox-$BUSYBOX_VERSION/busybox" "$bb/bin/busybox"
+  local a; for a in $("$bb/bin/busybox" --list); do [ "$a" = busybox ] || ln -sf busybox "$bb/bin/$a"; done
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$bb/etc/passwd"
   printf 'root:x:0:\nnogroup:x:65534:\n' > "$bb/etc/group"
   chmod 1777 "$bb/tmp"

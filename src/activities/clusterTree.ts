@@ -261,6 +261,8 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       kubelet: await kubeletEndpoint(l, kubeletPort!),
       serviceCIDR: l.serviceCIDR,
       endpointRanges: deps.network?.endpointRanges ?? [],
+      // Immutable in the CRD: read from the object, so no workflow input had to change for it.
+      podSecurity: (await deps.host.getVirtualCluster(ref))?.spec.podSecurity ?? 'baseline',
       ...(await podNetwork(input, l)),
       virtualNodeName: VIRTUAL_NODE,
       quotaName: QUOTA_NAME,

@@ -30,6 +30,12 @@ export function tenantRbac(): KubernetesObject[] {
     // Services are re-created with their host ClusterIP (see the controller's readdress).
     { apiGroups: [''], resources: ['services'], verbs: ['get', 'list', 'watch', 'create', 'delete'] },
     { apiGroups: [''], resources: ['serviceaccounts/token'], verbs: ['create'] },
+    // ClusterTrustBundle projections of pods are written to the host from the tenant's bundles.
+    {
+      apiGroups: ['certificates.k8s.io'],
+      resources: ['clustertrustbundles'],
+      verbs: ['get', 'list', 'watch'],
+    },
     { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] },
     {
       apiGroups: ['coordination.k8s.io'],
@@ -76,6 +82,10 @@ export function hostRbac(ref: VirtualClusterRef, ns: string): KubernetesObject[]
           resources: ['pods/exec', 'pods/attach', 'pods/portforward'],
           verbs: ['get', 'create'],
         },
+        // Ephemeral containers (kubectl debug) a tenant adds to a running pod.
+        { apiGroups: [''], resources: ['pods/ephemeralcontainers'], verbs: ['get', 'patch'] },
+        // In-place resizes a tenant asks of a running pod.
+        { apiGroups: [''], resources: ['pods/resize'], verbs: ['get', 'patch'] },
       ],
     },
     {

@@ -128,7 +128,7 @@ export function createActivities(deps: ActivityDeps) {
     ports: a.ports,
     serviceCIDR: a.serviceCIDR,
     // Pods reach the API server on the node address: listen there too, not only on loopback.
-    ...(deps.nodeAddress ? { bindAddress: '0.0.0.0' } : {}),
+    ...(deps.nodeAddress ? { bindAddress: '0.0.0.0', advertiseAddress: deps.nodeAddress } : {}),
     ...(deps.etcdUnsafeNoFsync ? { etcdUnsafeNoFsync: true } : {}),
   });
 

@@ -95,6 +95,14 @@ export const VirtualClusterSpec = z.object({
     .refine((l) => new Set(l).size === l.length, 'names must be unique')
     .optional(),
   promoteResources: PromoteResources.optional(),
+  /**
+   * What tenant pods on promoted nodes may ask of their host node. `baseline` (default) refuses
+   * host namespaces, host ports, host paths, privileged containers and unsafe capabilities or
+   * sysctls. `privileged` allows them on the tenant's promoted nodes (which it owns); pods of the
+   * virtual node, which share host nodes, stay at baseline. Immutable; the CRD defaults it to
+   * baseline, and so does everything that reads it when it is absent.
+   */
+  podSecurity: z.enum(['baseline', 'privileged']).optional(),
 });
 export type VirtualClusterSpec = z.infer<typeof VirtualClusterSpec>;
 

@@ -37,6 +37,8 @@ export const ClusterTreeConfig = z.object({
   serviceCIDR: z.string().optional(),
   /** The tenant's DNS Service address: host pods of ClusterFirst pods resolve through it. */
   clusterDNS: z.string().optional(),
+  /** spec.podSecurity: what pods on promoted nodes may ask of their host node. */
+  podSecurity: z.enum(['baseline', 'privileged']).default('baseline'),
   /** The tenant node standing for spec.promoteResources.resources. */
   virtualNodeName: z.string().min(1),
   /** The ResourceQuota in the host namespace that caps the promoted resources. */

@@ -18,6 +18,7 @@
 import {
   CoordinationV1Api,
   CoreV1Api,
+  CustomObjectsApi,
   DiscoveryV1Api,
   ListWatch,
   PatchStrategy,
@@ -28,6 +29,7 @@ import {
   type KubernetesObject,
   type V1ConfigMap,
   type V1EndpointSlice,
+  type V1EphemeralContainer,
   type V1Node,
   type V1Pod,
   type V1ResourceQuota,
@@ -48,6 +50,7 @@ import {
   hostName,
   tenantHash,
   tokenSecretName,
+  trustBundleConfigMapName,
 } from './naming.js';
 import {
   PodAnnotation,
@@ -56,6 +59,8 @@ import {
   hostConfigMapFor,
   hostPodFor,
   hostPodUpdate,
+  hostEphemeralContainers,
+  hostPodResize,
   hostSecretFor,
   podReferences,
   refusedStatus,
@@ -66,10 +71,18 @@ import {
   type TokenRequestSpec,
 } from './translate.js';
 import { nodeShape, tenantNodeFor, virtualNode } from './tenantNodes.js';
+import { trustBundleData, trustBundleSources, type TrustBundle } from './trustBundles.js';
 import { KeyedQueue, forEachLimited } from './queue.js';
 
 const LEASE_NAMESPACE = 'kube-node-lease';
+
+/** A tenant certificates.k8s.io/v1 ClusterTrustBundle, as read through the generic client. */
+interface TrustBundleObject extends KubernetesObject {
+  spec?: { signerName?: string; trustBundle?: string };
+}
 const TOKEN_EXPIRES = 'kosmos.io/token-expires';
+/** On the host ConfigMap of a pod's projected trust bundles: the tenant pod, `ns/name`. */
+const TRUST_BUNDLES_FOR = 'kosmos.io/trust-bundles-for';
 const TOKEN_FOR = 'kosmos.io/token-for';
 
 /** RFC 3339 with microseconds, as a MicroTime field needs it. */
@@ -139,6 +152,7 @@ export class ClusterTree {
   private readonly tenantConfigMaps: ListWatch<V1ConfigMap>;
   private readonly tenantSecrets: ListWatch<V1Secret>;
   private readonly tenantServices: ListWatch<V1Service>;
+  private readonly tenantTrustBundles: ListWatch<TrustBundleObject>;
   private readonly services: ServiceSync;
 
   constructor(
@@ -152,6 +166,7 @@ export class ClusterTree {
       hostNamespace: cfg.hostNamespace,
       ...(cfg.tenantApi ? { tenantApi: cfg.tenantApi } : {}),
       ...(cfg.clusterDNS ? { clusterDNS: cfg.clusterDNS } : {}),
+      podSecurity: cfg.podSecurity,
     };
     this.tenantCore = tenantKc.makeApiClient(CoreV1Api);
     this.tenantLeases = tenantKc.makeApiClient(CoordinationV1Api);
@@ -209,7 +224,12 @@ export class ClusterTree {
       `/api/v1/namespaces/${ns}/configmaps`,
       list(() => h.listNamespacedConfigMap({ namespace: ns, labelSelector: mine })),
       mine,
-      (o) => this.byOrigin('cm', o),
+      (o) => {
+        // A pod's trust-bundle ConfigMap belongs to its pod: a change to it re-syncs the pod.
+        const bundlesFor = o.metadata?.annotations?.[TRUST_BUNDLES_FOR];
+        if (bundlesFor) this.queue.add(`pod/${bundlesFor}`);
+        else this.byOrigin('cm', o);
+      },
     );
     this.hostSecrets = this.source(
       hostKc,
@@ -281,6 +301,26 @@ export class ClusterTree {
       list(() => t.listServiceForAllNamespaces()),
       undefined,
       (o) => this.queue.add(`svc/${o.metadata!.namespace!}/${o.metadata!.name!}`),
+    );
+    const tenantCustom = tenantKc.makeApiClient(CustomObjectsApi);
+    this.tenantTrustBundles = this.source<TrustBundleObject>(
+      tenantKc,
+      'tenant clustertrustbundles',
+      '/apis/certificates.k8s.io/v1/clustertrustbundles',
+      list(() =>
+        tenantCustom.listClusterCustomObject({
+          group: 'certificates.k8s.io',
+          version: 'v1',
+          plural: 'clustertrustbundles',
+        }),
+      ),
+      undefined,
+      // Rare, and any pod may project any bundle: every pod that projects one is looked at again.
+      () => {
+        for (const p of this.tenantPods.list())
+          if (trustBundleSources(p).length > 0)
+            this.queue.add(`pod/${p.metadata!.namespace!}/${p.metadata!.name!}`);
+      },
     );
     // Slices the tenant's endpoint controller did not make: those of selector-less Services.
     const handmade = 'endpointslice.kubernetes.io/managed-by!=endpointslice-controller.k8s.io';
@@ -440,7 +480,8 @@ export class ClusterTree {
     for (const s of this.tenantServices.list())
       this.queue.add(`svc/${s.metadata!.namespace!}/${s.metadata!.name!}`);
     for (const s of this.hostServices.list()) this.byOrigin('svc', s);
-    for (const c of this.hostConfigMaps.list()) this.byOrigin('cm', c);
+    for (const c of this.hostConfigMaps.list())
+      if (!c.metadata?.annotations?.[TRUST_BUNDLES_FOR]) this.byOrigin('cm', c);
     for (const s of this.hostSecrets.list())
       if (!s.metadata?.annotations?.[TOKEN_FOR]) this.byOrigin('secret', s);
   }
@@ -604,6 +645,7 @@ export class ClusterTree {
     if (!tp) {
       await deleteHost(0);
       if (!hp) await this.deleteToken(ns, name);
+      if (!hp) await this.deleteTrustBundles(ns, name);
       return;
     }
     if (hp && hp.metadata?.annotations?.[PodAnnotation.uid] !== tp.metadata!.uid) {
@@ -629,6 +671,7 @@ export class ClusterTree {
         return deleteHost(tp.metadata.deletionGracePeriodSeconds ?? undefined);
       }
       await this.deleteToken(ns, name);
+      await this.deleteTrustBundles(ns, name);
       // The host side is gone: finish the deletion as a kubelet would.
       await this.tenantCore
         .deleteNamespacedPod({
@@ -681,6 +724,8 @@ export class ClusterTree {
       }
       return;
     }
+    // Trust bundles follow the tenant's ClusterTrustBundles while the pod runs.
+    await this.writeTrustBundles(tp);
     // A token Secret deleted behind clusterTree's back is issued again.
     const token = podReferences(tp).token;
     if (token && !this.hostSecrets.get(tokenSecretName(ns, name), this.cfg.hostNamespace))
@@ -698,6 +743,20 @@ export class ClusterTree {
     } catch (e) {
       if (!(e instanceof PodRefused)) throw e; // running already: refusals apply at creation
     }
+    await this.addEphemeralContainers(tp, hp, where.hostNode);
+    // An in-place resize goes through the host pod's own resize subresource.
+    const resize = hostPodResize(hp, tp);
+    if (resize)
+      await this.hostCore
+        .patchNamespacedPodResize(
+          { name: hname, namespace: this.cfg.hostNamespace, body: resize },
+          setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
+        )
+        .catch((e: unknown) => {
+          // The host refuses what it cannot do (say, more than the node has): the host kubelet's
+          // status says so, and it is copied back.
+          if (statusCode(e) !== 404 && statusCode(e) !== 422) throw e;
+        });
     if (update)
       await this.hostCore
         .patchNamespacedPod(
@@ -705,6 +764,32 @@ export class ClusterTree {
           setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
         )
         .catch(ignoreStatus(404));
+  }
+
+  /** Ephemeral containers the tenant added to a running pod go to its host pod (never removed). */
+  private async addEphemeralContainers(tp: V1Pod, hp: V1Pod, hostNode: string | undefined): Promise<void> {
+    const have = new Set((hp.spec?.ephemeralContainers ?? []).map((c) => c.name));
+    if ((tp.spec?.ephemeralContainers ?? []).every((c) => have.has(c.name))) return;
+    let containers: V1EphemeralContainer[];
+    try {
+      containers = hostEphemeralContainers(this.ctx, tp, hostNode, this.services.settled());
+    } catch (e) {
+      if (!(e instanceof PodRefused)) throw e;
+      this.log.info('ephemeral container refused', {
+        pod: `${tp.metadata!.namespace!}/${tp.metadata!.name!}`,
+      });
+      return;
+    }
+    await this.hostCore
+      .patchNamespacedPodEphemeralcontainers(
+        {
+          name: hp.metadata!.name!,
+          namespace: this.cfg.hostNamespace,
+          body: { spec: { ephemeralContainers: containers.filter((c) => !have.has(c.name)) } },
+        },
+        setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
+      )
+      .catch(ignoreStatus(404));
   }
 
   /** A host message in tenant terms: no host namespace or host object names. */
@@ -718,6 +803,53 @@ export class ClusterTree {
     for (const cm of refs.configMaps) await this.syncConfigMap(ns, cm, true);
     for (const s of refs.secrets) await this.syncSecret(ns, s, true);
     if (refs.token) await this.issueToken(pod, refs.token);
+    await this.writeTrustBundles(pod);
+  }
+
+  /** The pod's projected ClusterTrustBundles, in the host ConfigMap its host pod mounts. */
+  private async writeTrustBundles(pod: V1Pod): Promise<void> {
+    if (trustBundleSources(pod).length === 0) return;
+    const ns = pod.metadata!.namespace!;
+    const name = pod.metadata!.name!;
+    const cmName = trustBundleConfigMapName(ns, name);
+    const bundles: TrustBundle[] = this.tenantTrustBundles.list().map((b) => ({
+      name: b.metadata!.name!,
+      signerName: b.spec?.signerName,
+      labels: b.metadata?.labels ?? {},
+      pem: b.spec?.trustBundle ?? '',
+    }));
+    const data = trustBundleData(pod, bundles);
+    const existing = this.hostConfigMaps.get(cmName, this.cfg.hostNamespace);
+    if (existing && JSON.stringify(existing.data ?? {}) === JSON.stringify(data)) return;
+    const body: V1ConfigMap = {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: {
+        name: cmName,
+        namespace: this.cfg.hostNamespace,
+        labels: { [OriginLabel.managedBy]: MANAGER, [OriginLabel.tenant]: tenantHash(this.cfg.tenant) },
+        annotations: { [TRUST_BUNDLES_FOR]: `${ns}/${name}` },
+      },
+      data,
+    };
+    if (existing)
+      await this.hostCore.replaceNamespacedConfigMap({
+        name: cmName,
+        namespace: this.cfg.hostNamespace,
+        body,
+      });
+    else
+      await this.hostCore
+        .createNamespacedConfigMap({ namespace: this.cfg.hostNamespace, body })
+        .catch(ignoreStatus(409));
+  }
+
+  private async deleteTrustBundles(ns: string, pod: string): Promise<void> {
+    const cmName = trustBundleConfigMapName(ns, pod);
+    if (!this.hostConfigMaps.get(cmName, this.cfg.hostNamespace)) return;
+    await this.hostCore
+      .deleteNamespacedConfigMap({ name: cmName, namespace: this.cfg.hostNamespace })
+      .catch(ignoreStatus(404));
   }
 
   /** A bound token for the tenant pod's service account, in a host Secret its host pod mounts. */
@@ -836,6 +968,13 @@ export class ClusterTree {
   private async collectGarbage(): Promise<void> {
     const hostNs = this.cfg.hostNamespace;
     for (const h of this.hostConfigMaps.list()) {
+      const bundlesFor = h.metadata?.annotations?.[TRUST_BUNDLES_FOR];
+      if (bundlesFor) {
+        const [ns, pod] = bundlesFor.split('/') as [string, string];
+        if (!this.tenantPods.get(pod, ns) && !this.hostPods.get(hostName(ns, pod), hostNs))
+          await this.deleteTrustBundles(ns, pod);
+        continue;
+      }
       const from = origin(h);
       if (from && !this.referenced('configMaps', from.namespace, from.name))
         await this.hostCore

@@ -89,6 +89,11 @@ export function tokenSecretName(namespace: string, pod: string): string {
   return withHash(`${pod}-token-x-${namespace}`, `${namespace}/${pod}/token`);
 }
 
+/** The host ConfigMap holding a tenant pod's projected ClusterTrustBundles (trustBundles.ts). */
+export function trustBundleConfigMapName(namespace: string, pod: string): string {
+  return withHash(`${pod}-ctb-x-${namespace}`, `${namespace}/${pod}/trust-bundles`);
+}
+
 /** A label value for any string: itself when it fits, else a readable prefix and a hash. */
 export function labelValue(s: string): string {
   return s.length <= MAX_NAME_LENGTH && /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(s) ? s : withHash(s, s);

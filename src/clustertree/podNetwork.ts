@@ -74,7 +74,9 @@ export function tenantDns(
 ): Pick<V1Pod['spec'] & object, 'dnsPolicy' | 'dnsConfig'> {
   const s = pod.spec!;
   const policy = s.dnsPolicy ?? 'ClusterFirst';
-  if (!ctx.clusterDNS || (policy !== 'ClusterFirst' && policy !== 'ClusterFirstWithHostNet'))
+  // A pod on the host network resolves as its node does unless it asks for the cluster's DNS.
+  const clusterFirst = policy === 'ClusterFirstWithHostNet' || (policy === 'ClusterFirst' && !s.hostNetwork);
+  if (!ctx.clusterDNS || !clusterFirst)
     return {
       ...(s.dnsPolicy ? { dnsPolicy: s.dnsPolicy } : {}),
       ...(s.dnsConfig ? { dnsConfig: s.dnsConfig } : {}),

@@ -98,7 +98,20 @@ export class ServiceSync {
           namespace: hostNs,
           // A type change (ClusterIP <-> NodePort) goes along; the API server drops node ports a
           // ClusterIP Service may not have and allocates those a NodePort needs.
-          body: { spec: { type: want.spec!.type, selector: want.spec!.selector, ports: want.spec!.ports } },
+          body: {
+            spec: {
+              type: want.spec!.type,
+              // A merge patch merges maps: keys the tenant dropped are removed by name.
+              selector: {
+                ...Object.fromEntries(Object.keys(h.spec?.selector ?? {}).map((k) => [k, null])),
+                ...want.spec!.selector,
+              },
+              ports: want.spec!.ports,
+              sessionAffinity: want.spec!.sessionAffinity ?? 'None',
+              sessionAffinityConfig: want.spec!.sessionAffinityConfig ?? null,
+              publishNotReadyAddresses: want.spec!.publishNotReadyAddresses ?? false,
+            },
+          },
         },
         merge,
       );

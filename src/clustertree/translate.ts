@@ -14,6 +14,7 @@
 import type {
   V1ConfigMap,
   V1Container,
+  V1EphemeralContainer,
   V1EnvFromSource,
   V1EnvVar,
   V1EndpointSlice,
@@ -38,8 +39,10 @@ import {
   originLabels,
   tenantHash,
   tokenSecretName,
+  trustBundleConfigMapName,
 } from './naming.js';
 import { tenantDns, tenantServiceEnv } from './podNetwork.js';
+import { trustBundleKey } from './trustBundles.js';
 
 export interface TenantContext {
   tenant: VirtualClusterRef;
@@ -52,6 +55,8 @@ export interface TenantContext {
   /** The tenant's DNS Service address (tenant `kube-system/kube-dns`, same IP on the host). */
   clusterDNS?: string;
   clusterDomain?: string;
+  /** spec.podSecurity; `privileged` lifts the refusals for pods on promoted nodes. */
+  podSecurity?: 'baseline' | 'privileged';
 }
 
 /** Annotations on a host pod that keep the tenant's view of it. */
@@ -86,7 +91,15 @@ export function hostSelector(ctx: TenantContext, namespace: string, selector: Re
 }
 
 /** Volume sources a host pod may use: everything else reaches host storage or host paths. */
-const ALLOWED_VOLUMES = new Set(['name', 'configMap', 'secret', 'projected', 'downwardAPI', 'emptyDir']);
+const ALLOWED_VOLUMES = new Set([
+  'name',
+  'configMap',
+  'secret',
+  'projected',
+  'downwardAPI',
+  'emptyDir',
+  'image',
+]);
 /** Capabilities the Pod Security "baseline" level allows to be added. */
 const BASELINE_CAPABILITIES = new Set([
   'AUDIT_WRITE',
@@ -145,7 +158,9 @@ function hardeningProblems(where: string, sc: Hardening | undefined, why: string
  * (the host namespace also enforces baseline, as a backstop), plus volumes that reach host
  * storage: only configMap, secret, projected, downwardAPI and emptyDir volumes are translated.
  */
-function refuse(pod: V1Pod): void {
+function refuse(ctx: TenantContext, pod: V1Pod, hostNode: string | undefined): void {
+  // A privileged tenant owns its promoted nodes; the virtual node's pods share host nodes.
+  if (ctx.podSecurity === 'privileged' && hostNode) return;
   const s = pod.spec!;
   const why: string[] = [];
   if (s.hostNetwork) why.push('hostNetwork');
@@ -217,8 +232,17 @@ function container(ns: string, c: V1Container, inherited: readonly V1EnvVar[] = 
   return { ...c, ...(all.length > 0 ? { env: all } : {}), ...(envFrom ? { envFrom } : {}) };
 }
 
-function projection(ns: string, pod: string, p: V1VolumeProjection): V1VolumeProjection {
+function projection(ns: string, pod: string, p: V1VolumeProjection, key: string): V1VolumeProjection {
   if (p.configMap) return { configMap: { ...p.configMap, name: hostName(ns, p.configMap.name!) } };
+  // The tenant's trust bundles, as clusterTree wrote them for this pod (trustBundles.ts).
+  if (p.clusterTrustBundle)
+    return {
+      configMap: {
+        name: trustBundleConfigMapName(ns, pod),
+        items: [{ key, path: p.clusterTrustBundle.path }],
+        ...(p.clusterTrustBundle.optional ? { optional: true } : {}),
+      },
+    };
   if (p.secret) return { secret: { ...p.secret, name: hostName(ns, p.secret.name!) } };
   if (p.serviceAccountToken)
     return {
@@ -241,7 +265,10 @@ function volume(ns: string, pod: string, v: V1Volume): V1Volume {
   if (v.projected)
     return {
       ...v,
-      projected: { ...v.projected, sources: (v.projected.sources ?? []).map((p) => projection(ns, pod, p)) },
+      projected: {
+        ...v.projected,
+        sources: (v.projected.sources ?? []).map((p, i) => projection(ns, pod, p, trustBundleKey(v.name, i))),
+      },
     };
   if (v.downwardAPI)
     return {
@@ -313,7 +340,7 @@ export function hostPodFor(
   hostNode: string | undefined,
   services: readonly V1Service[] = [],
 ): V1Pod {
-  refuse(pod);
+  refuse(ctx, pod, hostNode);
   const inherited = tenantServiceEnv(ctx, pod, services);
   const ns = pod.metadata!.namespace!;
   const name = pod.metadata!.name!;
@@ -361,6 +388,14 @@ export function hostPodFor(
         : {}),
       ...(s.activeDeadlineSeconds !== undefined ? { activeDeadlineSeconds: s.activeDeadlineSeconds } : {}),
       ...(s.securityContext ? { securityContext: s.securityContext } : {}),
+      // Host namespaces pass only where refuse() allowed them (a privileged tenant's own node).
+      ...(s.hostNetwork ? { hostNetwork: true } : {}),
+      ...(s.hostPID ? { hostPID: true } : {}),
+      ...(s.hostIPC ? { hostIPC: true } : {}),
+      ...(s.shareProcessNamespace ? { shareProcessNamespace: true } : {}),
+      ...(s.hostAliases ? { hostAliases: s.hostAliases } : {}),
+      ...(s.setHostnameAsFQDN !== undefined ? { setHostnameAsFQDN: s.setHostnameAsFQDN } : {}),
+      ...(s.os ? { os: s.os } : {}),
       ...tenantDns(ctx, pod),
       // The host kubelet would add the host's Services: the tenant's are in `env` instead.
       enableServiceLinks: false,
@@ -369,6 +404,52 @@ export function hostPodFor(
       automountServiceAccountToken: false,
     },
   };
+}
+
+/**
+ * An in-place resize a tenant asked for (its `resize` subresource), as the patch of the host pod's
+ * `resize` subresource that asks the same of the host kubelet; undefined when they agree.
+ */
+export function hostPodResize(have: V1Pod, want: V1Pod): object | undefined {
+  const resources = (p: V1Pod) =>
+    new Map(
+      [...(p.spec?.initContainers ?? []), ...(p.spec?.containers ?? [])].map((c) => [
+        c.name,
+        c.resources ?? {},
+      ]),
+    );
+  const h = resources(have);
+  const changed = (list: V1Container[] | undefined) =>
+    (list ?? [])
+      .filter((c) => JSON.stringify(c.resources ?? {}) !== JSON.stringify(h.get(c.name) ?? {}))
+      .map((c) => ({ name: c.name, resources: c.resources ?? {} }));
+  const containers = changed(want.spec?.containers);
+  const initContainers = changed(want.spec?.initContainers);
+  if (containers.length === 0 && initContainers.length === 0) return undefined;
+  return {
+    spec: {
+      ...(containers.length ? { containers } : {}),
+      ...(initContainers.length ? { initContainers } : {}),
+    },
+  };
+}
+
+/**
+ * The host form of the tenant pod's ephemeral containers (added by `kubectl debug` to a running
+ * pod): references translated as for any container. Refused as the pod would be.
+ */
+export function hostEphemeralContainers(
+  ctx: TenantContext,
+  pod: V1Pod,
+  hostNode: string | undefined,
+  services: readonly V1Service[] = [],
+): V1EphemeralContainer[] {
+  refuse(ctx, pod, hostNode);
+  const inherited = tenantServiceEnv(ctx, pod, services);
+  const ns = pod.metadata!.namespace!;
+  return (pod.spec?.ephemeralContainers ?? []).map(
+    (c) => container(ns, c as V1Container, inherited) as V1EphemeralContainer,
+  );
 }
 
 /**
@@ -413,6 +494,7 @@ const POD_STATUS_FIELDS = [
   'startTime',
   'containerStatuses',
   'initContainerStatuses',
+  'ephemeralContainerStatuses',
   'reason',
   'message',
 ] as const;
@@ -444,6 +526,25 @@ export function tenantPodStatus(host: V1Pod, tenant?: V1Pod): V1PodStatus {
       );
     out.conditions = [...fromHost, ...kept];
   }
+  // Generations are each side's own: the tenant's is observed once the host kubelet has seen the
+  // host pod's latest spec and that spec carries the tenant's images.
+  const mutable = (p: V1Pod | undefined) =>
+    JSON.stringify(
+      [...(p?.spec?.initContainers ?? []), ...(p?.spec?.containers ?? [])].map((c) => [
+        c.image,
+        c.resources ?? {},
+      ]),
+    );
+  const caughtUp =
+    (host.status?.observedGeneration ?? 0) >= (host.metadata?.generation ?? 1) &&
+    mutable(host) === mutable(tenant);
+  const generation = caughtUp ? tenant?.metadata?.generation : tenant?.status?.observedGeneration;
+  delete out.observedGeneration;
+  if (generation !== undefined) out.observedGeneration = generation;
+  if (Array.isArray(out.conditions))
+    out.conditions = (out.conditions as V1PodCondition[]).map(({ observedGeneration: _g, ...c }) =>
+      generation !== undefined && _g !== undefined ? { ...c, observedGeneration: generation } : c,
+    );
   return out;
 }
 
@@ -536,6 +637,9 @@ export function hostServiceFor(ctx: TenantContext, svc: V1Service): V1Service | 
       })),
       ...(s.publishNotReadyAddresses ? { publishNotReadyAddresses: true } : {}),
       ...(s.sessionAffinity ? { sessionAffinity: s.sessionAffinity } : {}),
+      ...(s.sessionAffinity === 'ClientIP' && s.sessionAffinityConfig
+        ? { sessionAffinityConfig: s.sessionAffinityConfig }
+        : {}),
     },
   };
 }
@@ -580,10 +684,14 @@ export function hostEndpointSliceFor(
 
 /** The parts of a host Service clusterTree owns, for change detection. */
 export function serviceShape(svc: V1Service): string {
+  const affinity = svc.spec?.sessionAffinity ?? 'None';
   return JSON.stringify([
     svc.spec?.type ?? 'ClusterIP',
     svc.spec?.selector ?? {},
     // The API server defaults protocol and targetPort: compare with the defaults applied.
     svc.spec?.ports?.map((p) => [p.name ?? '', p.protocol ?? 'TCP', p.port, p.targetPort ?? p.port]),
+    affinity,
+    affinity === 'ClientIP' ? (svc.spec?.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? 10800) : null,
+    svc.spec?.publishNotReadyAddresses ?? false,
   ]);
 }

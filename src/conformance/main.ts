@@ -22,7 +22,7 @@ import { createLogger } from '../worker/logger.js';
 import { startLocalEnvironment, type LocalEnvironment } from '../worker/localEnvironment.js';
 import type { SpecEvent, Tally } from './progress.js';
 import { renderMarkdown } from './report.js';
-import { CONFORMANCE_FOCUS, DESIGN_SKIPS, TENANT_RESOURCES, designSkipRegex } from './skips.js';
+import { CONFORMANCE_FOCUS, CONFORMANCE_TENANT, DESIGN_SKIPS, designSkipRegex } from './skips.js';
 import { runSuite } from './suite.js';
 
 const USAGE = `usage: npm run conformance -- [--focus REGEX] [--skip REGEX] [--parallel N] [--report FILE]
@@ -120,9 +120,10 @@ async function localTenant(
         apiVersion: API_VERSION,
         kind: KIND,
         metadata: { name, namespace: 'default' },
-        // The suite wants two schedulable nodes: the real node, and the virtual node of a CPU and
-        // memory slice, whose pods the host schedules onto that same real node (ADR 8).
-        spec: { promoteResources: { nodes: [env.host.realNode.name], resources: TENANT_RESOURCES } },
+        spec: {
+          promoteResources: { nodes: [env.host.realNode.name], resources: CONFORMANCE_TENANT.resources },
+          podSecurity: CONFORMANCE_TENANT.podSecurity,
+        },
       },
     });
     say(`tenant ${name}: provisioning (promotes ${env.host.realNode.name})...`);

@@ -8,11 +8,16 @@ import type { DesignSkip } from './report.js';
 export const CONFORMANCE_FOCUS = '\\[Conformance\\]';
 
 /**
- * The CPU/memory slice the conformance tenant promotes besides the real node: the suite wants
- * two schedulable nodes, and the slice's virtual node is the second one (its pods run on the
- * same real host node, placed by the host scheduler; ADR 8).
+ * The conformance tenant's spec besides the real node it promotes (ADR 8):
+ * - a CPU/memory slice: the suite wants two schedulable nodes, and the slice's virtual node is
+ *   the second one (its pods run on the same real host node, placed by the host scheduler);
+ * - `podSecurity: privileged`: the suite runs pods on the host network and with host ports,
+ *   which a baseline tenant refuses by design.
  */
-export const TENANT_RESOURCES = { cpu: '2', memory: '8Gi' };
+export const CONFORMANCE_TENANT = {
+  resources: { cpu: '2', memory: '8Gi' },
+  podSecurity: 'privileged',
+} as const;
 
 export const DESIGN_SKIPS: readonly DesignSkip[] = [];
 

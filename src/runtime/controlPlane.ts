@@ -30,6 +30,11 @@ export interface ControlPlaneLayout {
   address: string;
   /** Where the API server listens, when not only on `address` (e.g. 0.0.0.0 for pods to reach it). */
   bindAddress?: string;
+  /**
+   * Where pods reach the API server (the node address), when they can: it is then the endpoint of
+   * the cluster's `default/kubernetes` Service, kept by the API server as in any cluster.
+   */
+  advertiseAddress?: string;
   ports: ControlPlanePorts;
   serviceCIDR: string;
   /** Test-only: etcd skips fsync. */
@@ -91,7 +96,7 @@ export function apiserverSpec(l: ControlPlaneLayout, b: Binaries): ComponentSpec
     name: 'kube-apiserver',
     command: b.kubeApiserver,
     args: [
-      `--advertise-address=${l.address}`,
+      `--advertise-address=${l.advertiseAddress ?? l.address}`,
       `--bind-address=${l.bindAddress ?? l.address}`,
       `--secure-port=${l.ports.apiserver}`,
       `--etcd-servers=https://${l.address}:${l.ports.etcdClient}`,
@@ -117,8 +122,9 @@ export function apiserverSpec(l: ControlPlaneLayout, b: Binaries): ComponentSpec
       ...pair(l, PkiFile.apiserverKubeletClient, 'kubelet-client-certificate', 'kubelet-client-key'),
       `--kubelet-certificate-authority=${certPath(pki, PkiFile.ca)}`,
       '--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname',
-      // No kubelet registers this apiserver as an endpoint; keep no stale `kubernetes` endpoint.
-      '--endpoint-reconciler-type=none',
+      // The `kubernetes` Service's endpoint is the advertised address: where there is none pods
+      // could reach (a loopback address is no valid endpoint), keep no endpoint at all.
+      `--endpoint-reconciler-type=${l.advertiseAddress ? 'lease' : 'none'}`,
       '--profiling=false',
     ],
     probe: {

@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, inject, it } from 'vitest';
-import { CONFORMANCE_FOCUS, TENANT_RESOURCES } from '../../src/conformance/skips.js';
+import { CONFORMANCE_FOCUS, CONFORMANCE_TENANT } from '../../src/conformance/skips.js';
 import { runSuite, type SuiteRun } from '../../src/conformance/suite.js';
 import { resolveConformanceBinaries } from '../../src/runtime/binaries.js';
 import type { Operator } from '../../src/worker/operator.js';
@@ -51,7 +51,8 @@ beforeAll(async () => {
   namespace = await createNamespace('conformance');
   operator = await testOperator({ stateDir, taskQueue: `conformance-${randomUUID()}`, namespace });
   await createVirtualCluster(namespace, 'conf', {
-    promoteResources: { nodes: [realNode], resources: TENANT_RESOURCES },
+    promoteResources: { nodes: [realNode], resources: CONFORMANCE_TENANT.resources },
+    podSecurity: CONFORMANCE_TENANT.podSecurity,
   });
   const vc = await eventually('tenant conf Ready', async () => {
     const v = await host().getVirtualCluster({ namespace, name: 'conf' });

@@ -33,6 +33,7 @@ export const specExamples: SpecExample[] = [
     valid: true,
   },
   { title: 'a wide but well-formed service CIDR', spec: { serviceCIDR: '10.0.0.0/8' }, valid: true },
+  { title: 'a privileged tenant', spec: { podSecurity: 'privileged' }, valid: true },
   {
     title: 'kubeconfig as written by the operator',
     spec: { kubeconfig: 'YXBpVmVyc2lvbjogdjE=' },
@@ -52,6 +53,7 @@ export const specExamples: SpecExample[] = [
   },
   { title: 'memory in GB', spec: { promoteResources: { resources: { memory: '100GB' } } }, valid: false },
   { title: 'service CIDR with host bits', spec: { serviceCIDR: '10.96.0.1/12' }, valid: false },
+  { title: 'a pod security level that does not exist', spec: { podSecurity: 'root' }, valid: false },
   { title: 'service CIDR that is not an address', spec: { serviceCIDR: '300.1.1.0/24' }, valid: false },
   { title: 'service CIDR without a prefix', spec: { serviceCIDR: '10.96.0.0' }, valid: false },
   { title: 'SAN with a space', spec: { certSANs: ['bad name'] }, valid: false },

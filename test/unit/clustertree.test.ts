@@ -20,6 +20,8 @@ import {
   PodRefused,
   hostPodFor,
   hostPodUpdate,
+  hostPodResize,
+  serviceShape,
   hostServiceFor,
   podReferences,
   tenantPodStatus,
@@ -180,6 +182,26 @@ describe('hostPodFor', () => {
       expect((e as PodRefused).message).toContain(what);
     }
   });
+
+  it('lets a privileged tenant use host access on its own promoted nodes only', () => {
+    const privileged: TenantContext = { ...ctx, podSecurity: 'privileged', clusterDNS: '10.96.0.10' };
+    const spec: Partial<V1Pod['spec']> = {
+      hostNetwork: true,
+      hostAliases: [{ ip: '1.2.3.4', hostnames: ['a.example'] }],
+      containers: [{ name: 'x', image: 'x', ports: [{ containerPort: 80, hostPort: 8080 }] }],
+    };
+    const onNode = hostPodFor(privileged, pod(spec), 'node-a');
+    expect(onNode.spec?.hostNetwork).toBe(true);
+    expect(onNode.spec?.hostAliases).toEqual(spec.hostAliases);
+    expect(onNode.spec?.containers[0]?.ports?.[0]?.hostPort).toBe(8080);
+    // On the host network ClusterFirst resolves as the node does, as a kubelet would have it.
+    expect(onNode.spec?.dnsPolicy ?? 'ClusterFirst').toBe('ClusterFirst');
+    expect(onNode.spec?.dnsConfig).toBeUndefined();
+    // The virtual node's pods share host nodes: still refused.
+    expect(() => hostPodFor(privileged, pod(spec), undefined)).toThrow(PodRefused);
+    // A baseline tenant is refused everywhere.
+    expect(() => hostPodFor(ctx, pod(spec), 'node-a')).toThrow(PodRefused);
+  });
 });
 
 describe('hostPodUpdate', () => {
@@ -208,6 +230,18 @@ describe('hostPodUpdate', () => {
       spec: { containers: [{ name: 'app', image: 'app:2' }] },
     });
     expect(hostPodUpdate(want, want)).toBeUndefined();
+  });
+
+  it('asks the host for an in-place resize of exactly the containers the tenant resized', () => {
+    const have = running({}, {});
+    const p = pod();
+    p.spec!.containers[0]!.resources = { requests: { cpu: '20m' }, limits: { cpu: '40m' } };
+    expect(hostPodResize(have, p)).toEqual({
+      spec: {
+        containers: [{ name: 'app', resources: { requests: { cpu: '20m' }, limits: { cpu: '40m' } } }],
+      },
+    });
+    expect(hostPodResize(have, pod())).toBeUndefined();
   });
 
   it('follows a new activeDeadlineSeconds', () => {
@@ -254,6 +288,30 @@ describe('status and nodes', () => {
     expect(status).toEqual({ phase: 'Running', podIP: '10.0.0.7', hostIP: '192.0.2.1' });
   });
 
+  it("reports the tenant's generation as observed once the host kubelet has the tenant's spec", () => {
+    const tenant = (generation: number, image: string): V1Pod => ({
+      metadata: { generation },
+      spec: { containers: [{ name: 'c', image }] },
+      status: { observedGeneration: 1 },
+    });
+    const host = (generation: number, observed: number, image: string): V1Pod => ({
+      metadata: { generation },
+      spec: { containers: [{ name: 'c', image }] },
+      status: {
+        observedGeneration: observed,
+        conditions: [{ type: 'Ready', status: 'True', observedGeneration: observed }],
+      },
+    });
+    // The host kubelet saw the host pod's spec, which holds the tenant's image: generation 3 seen.
+    const seen = tenantPodStatus(host(7, 7, 'b'), tenant(3, 'b'));
+    expect(seen.observedGeneration).toBe(3);
+    expect(seen.conditions?.[0]?.observedGeneration).toBe(3);
+    // The image change has not reached the host pod yet: still the last one observed.
+    expect(tenantPodStatus(host(7, 7, 'a'), tenant(3, 'b')).observedGeneration).toBe(1);
+    // The host kubelet has not seen the latest host spec yet.
+    expect(tenantPodStatus(host(8, 7, 'b'), tenant(3, 'b')).observedGeneration).toBe(1);
+  });
+
   it('shows a promoted node with its capacity and OS labels, without host roles or kosmos labels', () => {
     const host: V1Node = {
       metadata: {
@@ -275,6 +333,20 @@ describe('status and nodes', () => {
     expect(n.metadata?.labels?.[Promotion.label]).toBeUndefined();
     expect(n.status?.allocatable).toEqual({ cpu: '8', memory: '32Gi' });
     expect(n.status?.conditions?.[0]?.status).toBe('True');
+  });
+
+  it('sees a change of session affinity or of publishing unready pods as a change of the Service', () => {
+    const base: V1Service = { metadata: { name: 'web', namespace: 'shop' }, spec: { selector: { a: 'b' } } };
+    const sticky: V1Service = { ...base, spec: { ...base.spec, sessionAffinity: 'ClientIP' } };
+    expect(serviceShape(base)).toBe(
+      serviceShape({ ...base, spec: { ...base.spec, sessionAffinity: 'None' } }),
+    );
+    expect(serviceShape(sticky)).not.toBe(serviceShape(base));
+    expect(serviceShape({ ...base, spec: { ...base.spec, publishNotReadyAddresses: true } })).not.toBe(
+      serviceShape(base),
+    );
+    // The host copy carries the affinity, so the host's kube-proxy keeps clients on one pod.
+    expect(hostServiceFor(ctx, sticky)?.spec?.sessionAffinity).toBe('ClientIP');
   });
 
   it('gives a Service a host counterpart selecting the translated pods of its namespace only', () => {

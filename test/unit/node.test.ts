@@ -1,4 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import type { Binaries } from '../../src/runtime/binaries.js';
+import { apiserverSpec, type ControlPlaneLayout } from '../../src/runtime/controlPlane.js';
 import { parse } from 'yaml';
 import { hostPath, parseKubeletPath } from '../../src/clustertree/kubeletServer.js';
 import {
@@ -133,5 +135,28 @@ describe('kubelet endpoint paths', () => {
     );
     for (const p of ['/pods', '/run/default/web/app', '/containerLogs/default/web', '/stats/summary', '/'])
       expect(parseKubeletPath(p)).toBeUndefined();
+  });
+});
+
+describe('tenant API server flags', () => {
+  const base: ControlPlaneLayout = {
+    id: 't',
+    dir: '/state/t',
+    address: '127.0.0.1',
+    ports: { etcdClient: 1, etcdPeer: 2, apiserver: 3, controllerManager: 4, scheduler: 5 },
+    serviceCIDR: '10.96.0.0/12',
+  };
+  const flag = (l: ControlPlaneLayout, name: string) =>
+    apiserverSpec(l, { kubeApiserver: '/bin/kube-apiserver' } as Binaries).args.find((a) =>
+      a.startsWith(`--${name}=`),
+    );
+
+  it('keeps `kubernetes` endpoints at the node address pods reach, and none where there is no such address', () => {
+    const onNode = { ...base, bindAddress: '0.0.0.0', advertiseAddress: '10.244.0.1' };
+    expect(flag(onNode, 'advertise-address')).toBe('--advertise-address=10.244.0.1');
+    expect(flag(onNode, 'endpoint-reconciler-type')).toBe('--endpoint-reconciler-type=lease');
+    // A loopback address is no valid endpoint: the reconciler stays off.
+    expect(flag(base, 'advertise-address')).toBe('--advertise-address=127.0.0.1');
+    expect(flag(base, 'endpoint-reconciler-type')).toBe('--endpoint-reconciler-type=none');
   });
 });
