@@ -70,7 +70,16 @@ COMPONENTS=(temporal etcd kwok kubernetes containerd coredns registry conformanc
 
 # A component counts as built when its stamp holds the hash of the recipe that built it, so a
 # changed recipe (new version, new flags) rebuilds it.
-recipe() { declare -f "build_$1" | sha256sum | cut -c1-16; }
+# Images also depend on what they are named and built from (names, busybox, Debian packages).
+recipe() {
+  { declare -f "build_$1"
+    if [ "$1" = images ]; then
+      declare -p PAUSE_IMAGE AGNHOST_IMAGE BUSYBOX_IMAGE COREDNS_IMAGE KUBECTL_IMAGE AGNHOST_PREV_IMAGE \
+        NGINX_IMAGES GLIBC_DNS_IMAGE NAUTILUS_IMAGE KITTEN_IMAGE NONROOT_IMAGE NONEWPRIVS_IMAGE \
+        SAMPLE_APISERVER_IMAGE ETCD_IMAGE IMAGE_PACKAGES BUSYBOX_VERSION BUSYBOX_SHA256
+    fi
+  } | sha256sum | cut -c1-16
+}
 built() { [ "$(cat "$(dir_of "$1")/.complete" 2>/dev/null)" = "$(recipe "$1")" ]; }
 
 
@@ -280,6 +289,8 @@ build_images() {
   # shellcheck disable=SC2064 # the PID is expanded now: the trap runs after this function's locals are gone
   trap "kill $registry 2>/dev/null" EXIT
   local i; for i in $(seq 50); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.2; done
+  curl -sf "http://127.0.0.1:$port/v2/" >/dev/null \
+    || { cat "$work/registry.log" >&2; echo "setup: the image registry did not start" >&2; return 1; }
   # buildah keeps its layers in the build folder, not in the machine's container storage.
   local bh=(buildah --root "$work/storage" --runroot "$work/run" --storage-driver vfs)
   # push NAME: the image, below its registry's folder of the registry (registry.k8s.io/pause).
@@ -327,7 +338,8 @@ build_images() {
     bookworm "$work/debian.tar"
   local c; c="$("${bh[@]}" from scratch)"
   "${bh[@]}" add "$c" "$work/debian.tar" / >/dev/null
-  "${bh[@]}" commit -q "$c" localhost/kosmos-vc/debian >/dev/null && "${bh[@]}" rm "$c" >/dev/null
+  "${bh[@]}" commit -q "$c" localhost/kosmos-vc/debian >/dev/null
+  "${bh[@]}" rm "$c" >/dev/null
   rm "$work/debian.tar"
   local debian=localhost/kosmos-vc/debian
 

@@ -44,7 +44,7 @@ import type { ComponentSpec, ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
 import { CLUSTERTREE_USER, HOST_SA, NODE_READER, hostRbac, tenantRbac } from './clusterTreeRbac.js';
 import { FIELD_MANAGER, type HostCluster } from './hostCluster.js';
-import { TENANT_API_PORT, isolationPolicy, type TenantNetwork } from './tenantNetwork.js';
+import { TENANT_API_PORT, isolationPolicy, tenantPodSecurity, type TenantNetwork } from './tenantNetwork.js';
 import { FailureType, type PendingNode, type PromotionResult, type StepInput } from './types.js';
 
 export const QUOTA_NAME = 'kosmos-vc-promoted';
@@ -76,6 +76,8 @@ export interface ClusterTreeDeps {
   timings?: ClusterTreeTimings;
   /** Tenant API and DNS for pods; undefined where no host pod can reach this machine. */
   network?: TenantNetwork;
+  /** Tenants may ask for spec.podSecurity: privileged (root on their promoted nodes). */
+  allowPrivilegedTenants?: boolean;
 }
 
 /** The tenant's admin clients, from the kubeconfig the control-plane steps wrote. */
@@ -237,7 +239,11 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
     await apply(tenantAdmin(l).objects, tenantRbac());
     const tenantKubeconfig = await tenantCredentials(l);
 
-    await apply(hostObjects, [...hostRbac(ref, ns), isolationPolicy(ref, deps.network?.nodeAddress)]);
+    const podSecurity = await tenantPodSecurity(deps.host, ref, deps.allowPrivilegedTenants ?? false);
+    await apply(hostObjects, [
+      ...hostRbac(ref, ns, podSecurity),
+      isolationPolicy(ref, deps.network?.nodeAddress),
+    ]);
     const { server, caPem } = await hostEndpoint(hostKc);
     const hostKubeconfig = join(dir, 'host.conf');
     await writeFile(
@@ -262,7 +268,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       serviceCIDR: l.serviceCIDR,
       endpointRanges: deps.network?.endpointRanges ?? [],
       // Immutable in the CRD: read from the object, so no workflow input had to change for it.
-      podSecurity: (await deps.host.getVirtualCluster(ref))?.spec.podSecurity ?? 'baseline',
+      podSecurity,
       ...(await podNetwork(input, l)),
       virtualNodeName: VIRTUAL_NODE,
       quotaName: QUOTA_NAME,

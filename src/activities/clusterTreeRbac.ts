@@ -7,7 +7,7 @@
 import type { KubernetesObject } from '@kubernetes/client-node';
 import type { VirtualClusterRef } from '../api/virtualCluster.js';
 import { OriginLabel, tenantHash } from '../clustertree/naming.js';
-import { hostNamespaceObject } from './tenantNetwork.js';
+import { hostNamespaceObject, type PodSecurity } from './tenantNetwork.js';
 
 export const CLUSTERTREE_USER = 'kosmos-vc:clustertree';
 export const HOST_SA = 'clustertree';
@@ -60,12 +60,12 @@ export function tenantRbac(): KubernetesObject[] {
   ];
 }
 
-export function hostRbac(ref: VirtualClusterRef, ns: string): KubernetesObject[] {
+export function hostRbac(ref: VirtualClusterRef, ns: string, podSecurity: PodSecurity): KubernetesObject[] {
   const labels = { [OriginLabel.managedBy]: 'kosmos-vc', [OriginLabel.tenant]: tenantHash(ref) };
   const all = ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete', 'deletecollection'];
   const sa = { kind: 'ServiceAccount', name: HOST_SA, namespace: ns };
   return [
-    hostNamespaceObject(ref),
+    hostNamespaceObject(ref, podSecurity),
     { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: HOST_SA, namespace: ns, labels } },
     {
       apiVersion: 'rbac.authorization.k8s.io/v1',

@@ -59,6 +59,8 @@ export interface ActivityDeps {
   nodeAddress?: string;
   /** The host's pod range (with nodeAddress): what mirrored EndpointSlices may name. */
   podCIDR?: string;
+  /** Tenants may ask for spec.podSecurity: privileged (root on their promoted nodes). */
+  allowPrivilegedTenants?: boolean;
 }
 
 export const KUBECONFIG_SECRET_KEY = 'kubeconfig';
@@ -162,6 +164,7 @@ export function createActivities(deps: ActivityDeps) {
         coredns: async () => (await bins()).coredns,
         readinessTimeoutMs,
         logger: deps.logger,
+        ...(deps.allowPrivilegedTenants ? { allowPrivilegedTenants: true } : {}),
       })
     : undefined;
 
@@ -177,6 +180,7 @@ export function createActivities(deps: ActivityDeps) {
     readinessTimeoutMs,
     ...(deps.clusterTree ? { timings: deps.clusterTree } : {}),
     ...(network ? { network } : {}),
+    ...(deps.allowPrivilegedTenants ? { allowPrivilegedTenants: true } : {}),
   });
 
   return withHeartbeats({

@@ -19,6 +19,7 @@ import {
   type KubernetesObject,
   type V1NetworkPolicy,
 } from '@kubernetes/client-node';
+import { ApplicationFailure } from '@temporalio/activity';
 import { join } from 'node:path';
 import { ignoreStatus } from '../api/kubeClient.js';
 import type { VirtualClusterRef } from '../api/virtualCluster.js';
@@ -31,6 +32,7 @@ import type { PortAllocator } from '../runtime/ports.js';
 import type { ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
 import { FIELD_MANAGER, type HostCluster } from './hostCluster.js';
+import { FailureType } from './types.js';
 
 export const TENANT_API_SERVICE = 'kosmos-apiserver';
 export const TENANT_DNS_SERVICE = 'kube-dns';
@@ -46,10 +48,38 @@ export interface TenantNetworkDeps {
   coredns: () => Promise<string>;
   readinessTimeoutMs: number;
   logger: Logger;
+  /** Tenants may ask for spec.podSecurity: privileged. */
+  allowPrivilegedTenants?: boolean;
 }
 
-/** The tenant's host namespace, with the labels clusterTree's RBAC step applies too. */
-export function hostNamespaceObject(ref: VirtualClusterRef): KubernetesObject {
+export type PodSecurity = 'baseline' | 'privileged';
+
+/**
+ * The VirtualCluster's spec.podSecurity, as this operator grants it: `privileged` only where the
+ * operator allows privileged tenants (a privileged tenant is root on its promoted nodes);
+ * otherwise the step fails for good, saying so.
+ */
+export async function tenantPodSecurity(
+  host: HostCluster,
+  ref: VirtualClusterRef,
+  allowPrivileged: boolean,
+): Promise<PodSecurity> {
+  const wanted = (await host.getVirtualCluster(ref))?.spec.podSecurity ?? 'baseline';
+  if (wanted === 'privileged' && !allowPrivileged)
+    throw ApplicationFailure.nonRetryable(
+      'spec.podSecurity is privileged, which this operator does not allow: a privileged tenant is ' +
+        'root on its promoted nodes (the operator allows it with KOSMOS_VC_ALLOW_PRIVILEGED_TENANTS=true)',
+      FailureType.InvalidSpec,
+    );
+  return wanted;
+}
+
+/**
+ * The tenant's host namespace, with the labels clusterTree's RBAC step applies too. Pod Security
+ * admission backs clusterTree's own checks at the tenant's level; warnings and audit stay at
+ * baseline either way.
+ */
+export function hostNamespaceObject(ref: VirtualClusterRef, podSecurity: PodSecurity): KubernetesObject {
   return {
     apiVersion: 'v1',
     kind: 'Namespace',
@@ -58,9 +88,10 @@ export function hostNamespaceObject(ref: VirtualClusterRef): KubernetesObject {
       labels: {
         [OriginLabel.managedBy]: 'kosmos-vc',
         [OriginLabel.tenant]: tenantHash(ref),
-        // Backstop for clusterTree's own checks: the host refuses privileged tenant pods too.
-        'pod-security.kubernetes.io/enforce': 'baseline',
+        'pod-security.kubernetes.io/enforce': podSecurity,
         'pod-security.kubernetes.io/enforce-version': 'latest',
+        'pod-security.kubernetes.io/warn': 'baseline',
+        'pod-security.kubernetes.io/audit': 'baseline',
         'kosmos.io/virtual-cluster': ref.name,
         'kosmos.io/virtual-cluster-namespace': ref.namespace,
       },
@@ -115,7 +146,10 @@ export function createTenantNetwork(deps: TenantNetworkDeps) {
     async apiService(ref: VirtualClusterRef, apiserverPort: number): Promise<string> {
       const ns = hostNamespace(ref);
       await deps.host.objects.patch(
-        hostNamespaceObject(ref),
+        hostNamespaceObject(
+          ref,
+          await tenantPodSecurity(deps.host, ref, deps.allowPrivilegedTenants ?? false),
+        ),
         undefined,
         undefined,
         FIELD_MANAGER,

@@ -46,6 +46,7 @@ function operatorOptions(env: OperatorEnv, stateDir: string) {
     ...(env.KOSMOS_VC_WATCH_NAMESPACE ? { watchNamespace: env.KOSMOS_VC_WATCH_NAMESPACE } : {}),
     ...(env.KOSMOS_VC_NODE_ADDRESS ? { nodeAddress: env.KOSMOS_VC_NODE_ADDRESS } : {}),
     ...(env.KOSMOS_VC_POD_CIDR ? { podCIDR: env.KOSMOS_VC_POD_CIDR } : {}),
+    ...(env.KOSMOS_VC_ALLOW_PRIVILEGED_TENANTS ? { allowPrivilegedTenants: true } : {}),
   };
 }
 

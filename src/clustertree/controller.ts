@@ -737,12 +737,25 @@ export class ClusterTree {
         .catch(ignoreStatus(404));
     }
     // What a tenant may change on a running pod (labels, annotations, images, deadline) follows.
+    // Ephemeral containers are judged on their own (below): one refused must not stop the rest.
     let update: object | undefined;
     try {
-      update = hostPodUpdate(hp, hostPodFor(this.ctx, tp, where.hostNode, this.services.settled()));
+      const { ephemeralContainers: _judgedApart, ...spec } = tp.spec!;
+      const withoutEphemeral: V1Pod = { ...tp, spec };
+      update = hostPodUpdate(
+        hp,
+        hostPodFor(this.ctx, withoutEphemeral, where.hostNode, this.services.settled()),
+      );
     } catch (e) {
       if (!(e instanceof PodRefused)) throw e; // running already: refusals apply at creation
     }
+    if (update)
+      await this.hostCore
+        .patchNamespacedPod(
+          { name: hname, namespace: this.cfg.hostNamespace, body: update },
+          setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
+        )
+        .catch(ignoreStatus(404));
     await this.addEphemeralContainers(tp, hp, where.hostNode);
     // An in-place resize goes through the host pod's own resize subresource.
     const resize = hostPodResize(hp, tp);
@@ -753,17 +766,11 @@ export class ClusterTree {
           setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
         )
         .catch((e: unknown) => {
-          // The host refuses what it cannot do (say, more than the node has): the host kubelet's
-          // status says so, and it is copied back.
-          if (statusCode(e) !== 404 && statusCode(e) !== 422) throw e;
+          // The host refuses what it cannot do (more than the node or the tenant's quota has, or
+          // not allowed): said once in the log; the host kubelet's status, copied back, says the rest.
+          if (statusCode(e) !== 403 && statusCode(e) !== 404 && statusCode(e) !== 422) throw e;
+          this.log.info('resize refused by the host', { pod: `${ns}/${name}`, status: statusCode(e) });
         });
-    if (update)
-      await this.hostCore
-        .patchNamespacedPod(
-          { name: hname, namespace: this.cfg.hostNamespace, body: update },
-          setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
-        )
-        .catch(ignoreStatus(404));
   }
 
   /** Ephemeral containers the tenant added to a running pod go to its host pod (never removed). */
@@ -780,6 +787,7 @@ export class ClusterTree {
       });
       return;
     }
+    await this.ensurePodDependencies(tp);
     await this.hostCore
       .patchNamespacedPodEphemeralcontainers(
         {

@@ -15,6 +15,7 @@ import type {
   V1ConfigMap,
   V1Container,
   V1EphemeralContainer,
+  V1ResourceRequirements,
   V1EnvFromSource,
   V1EnvVar,
   V1EndpointSlice,
@@ -27,7 +28,7 @@ import type {
   V1Volume,
   V1VolumeProjection,
 } from '@kubernetes/client-node';
-import { cidrContains, type VirtualClusterRef } from '../api/virtualCluster.js';
+import { cidrContains, parseQuantity, type VirtualClusterRef } from '../api/virtualCluster.js';
 import {
   MANAGER,
   OriginLabel,
@@ -65,7 +66,37 @@ export const PodAnnotation = {
   name: 'kosmos.io/name',
   uid: 'kosmos.io/uid',
   node: 'kosmos.io/tenant-node',
+  /** The label and annotation keys copied from the tenant pod (JSON): only those are removed. */
+  tenantKeys: 'kosmos.io/tenant-keys',
 } as const;
+
+/**
+ * Annotation domains host components act on (Kubernetes itself, CNIs, meshes): a tenant's
+ * annotations there would steer the host's network or identity for the pod, so they stay behind.
+ */
+const HOST_ANNOTATION_DOMAINS = [
+  'kubernetes.io',
+  'k8s.io',
+  'cncf.io',
+  'projectcalico.org',
+  'cilium.io',
+  'istio.io',
+  'linkerd.io',
+  'openshift.io',
+  'kosmos.io',
+];
+
+/** The tenant pod's annotations a host pod may carry (for the downward API and fieldRefs). */
+export function tenantAnnotations(annotations: Record<string, string> | undefined): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(annotations ?? {}).filter(([k]) => {
+      const slash = k.indexOf('/');
+      if (slash < 0) return true;
+      const domain = k.slice(0, slash);
+      return !HOST_ANNOTATION_DOMAINS.some((d) => domain === d || domain.endsWith(`.${d}`));
+    }),
+  );
+}
 
 /** On tenant nodes clusterTree created: only those it updates and deletes. */
 export const TENANT_NODE_LABEL = OriginLabel.managedBy;
@@ -316,7 +347,7 @@ export function podReferences(pod: V1Pod): {
         };
     }
   }
-  for (const c of [...(s.initContainers ?? []), ...s.containers]) {
+  for (const c of [...(s.initContainers ?? []), ...s.containers, ...(s.ephemeralContainers ?? [])]) {
     for (const e of c.env ?? []) {
       if (e.valueFrom?.configMapKeyRef?.name) configMaps.add(e.valueFrom.configMapKeyRef.name);
       if (e.valueFrom?.secretKeyRef?.name) secrets.add(e.valueFrom.secretKeyRef.name);
@@ -341,6 +372,8 @@ export function hostPodFor(
   services: readonly V1Service[] = [],
 ): V1Pod {
   refuse(ctx, pod, hostNode);
+  const copiedLabels = tenantLabels(pod.metadata?.labels);
+  const copiedAnnotations = tenantAnnotations(pod.metadata?.annotations);
   const inherited = tenantServiceEnv(ctx, pod, services);
   const ns = pod.metadata!.namespace!;
   const name = pod.metadata!.name!;
@@ -357,18 +390,19 @@ export function hostPodFor(
     metadata: {
       name: hostName(ns, name),
       namespace: ctx.hostNamespace,
-      labels: {
-        ...tenantLabels(pod.metadata?.labels),
-        ...originLabels({ tenant: ctx.tenant, namespace: ns }),
-      },
+      labels: { ...copiedLabels, ...originLabels({ tenant: ctx.tenant, namespace: ns }) },
       annotations: {
         // The tenant's own annotations as well: the downward API and `fieldRef`s read them there.
-        ...tenantLabels(pod.metadata?.annotations),
+        ...copiedAnnotations,
         ...originAnnotations({ tenant: ctx.tenant, namespace: ns, name, uid: pod.metadata!.uid! }),
         [PodAnnotation.namespace]: ns,
         [PodAnnotation.name]: name,
         [PodAnnotation.uid]: pod.metadata!.uid!,
         [PodAnnotation.node]: s.nodeName!,
+        [PodAnnotation.tenantKeys]: JSON.stringify({
+          labels: Object.keys(copiedLabels).sort(),
+          annotations: Object.keys(copiedAnnotations).sort(),
+        }),
       },
     },
     spec: {
@@ -407,21 +441,41 @@ export function hostPodFor(
 }
 
 /**
+ * Whether a host container's resources are the tenant container's: equal quantities, and a
+ * request or limit only the host has counts when it is not zero (the host namespace's
+ * LimitRange gives every container zero requests where the tenant asked for none).
+ */
+export function sameResources(
+  tenant: V1ResourceRequirements | undefined,
+  host: V1ResourceRequirements | undefined,
+): boolean {
+  for (const kind of ['requests', 'limits'] as const) {
+    const t = tenant?.[kind] ?? {};
+    const h = host?.[kind] ?? {};
+    for (const key of new Set([...Object.keys(t), ...Object.keys(h)])) {
+      const tv = t[key];
+      const hv = h[key];
+      if (tv === undefined && hv !== undefined && parseQuantity(hv) === 0) continue;
+      if (tv === undefined || hv === undefined || parseQuantity(tv) !== parseQuantity(hv)) return false;
+    }
+  }
+  return true;
+}
+
+/**
  * An in-place resize a tenant asked for (its `resize` subresource), as the patch of the host pod's
  * `resize` subresource that asks the same of the host kubelet; undefined when they agree.
  */
 export function hostPodResize(have: V1Pod, want: V1Pod): object | undefined {
-  const resources = (p: V1Pod) =>
-    new Map(
-      [...(p.spec?.initContainers ?? []), ...(p.spec?.containers ?? [])].map((c) => [
-        c.name,
-        c.resources ?? {},
-      ]),
-    );
-  const h = resources(have);
+  const h = new Map(
+    [...(have.spec?.initContainers ?? []), ...(have.spec?.containers ?? [])].map((c) => [
+      c.name,
+      c.resources,
+    ]),
+  );
   const changed = (list: V1Container[] | undefined) =>
     (list ?? [])
-      .filter((c) => JSON.stringify(c.resources ?? {}) !== JSON.stringify(h.get(c.name) ?? {}))
+      .filter((c) => !sameResources(c.resources, h.get(c.name)))
       .map((c) => ({ name: c.name, resources: c.resources ?? {} }));
   const containers = changed(want.spec?.containers);
   const initContainers = changed(want.spec?.initContainers);
@@ -460,12 +514,20 @@ export function hostEphemeralContainers(
 export function hostPodUpdate(have: V1Pod, want: V1Pod): object | undefined {
   const metadata: { labels?: Record<string, string | null>; annotations?: Record<string, string | null> } =
     {};
+  // Only keys once copied from the tenant are removed: others are the host's (a CNI's, say).
+  const copied = ((): { labels?: string[]; annotations?: string[] } => {
+    try {
+      return JSON.parse(have.metadata?.annotations?.[PodAnnotation.tenantKeys] ?? '{}') as never;
+    } catch {
+      return {};
+    }
+  })();
   for (const key of ['labels', 'annotations'] as const) {
     const h = have.metadata?.[key] ?? {};
     const w = want.metadata?.[key] ?? {};
     const diff: Record<string, string | null> = {};
     for (const [k, v] of Object.entries(w)) if (h[k] !== v) diff[k] = v;
-    for (const k of Object.keys(h)) if (!(k in w)) diff[k] = null;
+    for (const k of copied[key] ?? []) if (k in h && !(k in w)) diff[k] = null;
     if (Object.keys(diff).length > 0) metadata[key] = diff;
   }
   const images = (cs: V1Container[] | undefined) => (cs ?? []).map((c) => ({ name: c.name, image: c.image }));
@@ -528,16 +590,17 @@ export function tenantPodStatus(host: V1Pod, tenant?: V1Pod): V1PodStatus {
   }
   // Generations are each side's own: the tenant's is observed once the host kubelet has seen the
   // host pod's latest spec and that spec carries the tenant's images.
-  const mutable = (p: V1Pod | undefined) =>
-    JSON.stringify(
-      [...(p?.spec?.initContainers ?? []), ...(p?.spec?.containers ?? [])].map((c) => [
-        c.image,
-        c.resources ?? {},
-      ]),
-    );
+  const containers = (p: V1Pod | undefined) => [
+    ...(p?.spec?.initContainers ?? []),
+    ...(p?.spec?.containers ?? []),
+  ];
+  const hostByName = new Map(containers(host).map((c) => [c.name, c]));
   const caughtUp =
     (host.status?.observedGeneration ?? 0) >= (host.metadata?.generation ?? 1) &&
-    mutable(host) === mutable(tenant);
+    containers(tenant).every((c) => {
+      const h = hostByName.get(c.name);
+      return h !== undefined && h.image === c.image && sameResources(c.resources, h.resources);
+    });
   const generation = caughtUp ? tenant?.metadata?.generation : tenant?.status?.observedGeneration;
   delete out.observedGeneration;
   if (generation !== undefined) out.observedGeneration = generation;

@@ -23,7 +23,7 @@ import { startLocalEnvironment, type LocalEnvironment } from '../worker/localEnv
 import type { SpecEvent, Tally } from './progress.js';
 import { renderMarkdown } from './report.js';
 import { CONFORMANCE_FOCUS, CONFORMANCE_TENANT, DESIGN_SKIPS, designSkipRegex } from './skips.js';
-import { runSuite } from './suite.js';
+import { killSuites, runSuite } from './suite.js';
 
 const USAGE = `usage: npm run conformance -- [--focus REGEX] [--skip REGEX] [--parallel N] [--report FILE]
                                [--kubeconfig TENANT_KUBECONFIG] [--keep]
@@ -85,6 +85,7 @@ async function kubernetesVersion(e2eTest: string): Promise<string> {
 /** Starts kosmos-vc on this machine and a tenant that promotes its real node. */
 async function localTenant(
   dir: string,
+  signal: AbortSignal,
 ): Promise<{ env: LocalEnvironment; kubeconfig: string; remove(): Promise<void> }> {
   const logger = createLogger({ level: 'warn' });
   const env = await startLocalEnvironment({
@@ -92,6 +93,8 @@ async function localTenant(
     taskQueue: `conformance-${randomUUID()}`,
     logger,
     realNode: true,
+    // The suite needs a privileged tenant (host network and ports): this operator allows it.
+    allowPrivilegedTenants: true,
   });
   const name = 'conformance';
   const ref = { group: GROUP, version: VERSION, plural: PLURAL, namespace: 'default', name };
@@ -140,6 +143,7 @@ async function localTenant(
       }
       if (Date.now() > deadline)
         throw new Error(`tenant ${name} not Ready after 10 min (phase ${phase || 'none'})`);
+      if (signal.aborted) throw new Error('interrupted while the tenant was being provisioned');
       await sleep(1000);
     }
   } catch (e) {
@@ -159,9 +163,13 @@ async function main(): Promise<number> {
   const abort = new AbortController();
   let interrupted = false;
   const onSignal = () => {
-    if (interrupted) process.exit(130);
+    if (interrupted) {
+      // The suite's processes go too; the tenant and the local environment are left as they are.
+      killSuites();
+      process.exit(130);
+    }
     interrupted = true;
-    say('interrupted: ending the suite, then cleaning up (Ctrl-C again to leave everything as is)');
+    say('interrupted: ending the suite, then cleaning up (Ctrl-C again to stop at once, leaving the tenant)');
     abort.abort();
   };
   process.on('SIGINT', onSignal);
@@ -169,7 +177,7 @@ async function main(): Promise<number> {
 
   const tenant = o.kubeconfig
     ? { kubeconfig: resolve(o.kubeconfig), remove: () => Promise.resolve() }
-    : await localTenant(outDir);
+    : await localTenant(outDir, abort.signal);
   const t0 = Date.now();
   let exitCode = 1;
   try {

@@ -76,7 +76,21 @@ export function commandLine(o: SuiteOptions): { command: string; args: string[] 
   };
 }
 
+/** Process groups of suites running now: what a forced exit must not leave behind. */
+const running = new Set<number>();
+
+/** Kills every running suite's process group at once (a second Ctrl-C). */
+export function killSuites(): void {
+  for (const pgid of running)
+    try {
+      process.kill(-pgid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+}
+
 export async function runSuite(o: SuiteOptions): Promise<SuiteRun> {
+  if (o.signal?.aborted) throw new Error('interrupted before the suite started');
   await mkdir(join(o.outDir, 'e2e'), { recursive: true });
   const logFile = join(o.outDir, 'e2e.log');
   const log = createWriteStream(logFile);
@@ -104,6 +118,7 @@ export async function runSuite(o: SuiteOptions): Promise<SuiteRun> {
     );
   };
   o.signal?.addEventListener('abort', stop, { once: true });
+  if (child.pid !== undefined) running.add(child.pid);
   const lines = createInterface({ input: child.stdout });
   lines.on('line', (l) => {
     log.write(`${l}\n`);
@@ -115,6 +130,7 @@ export async function runSuite(o: SuiteOptions): Promise<SuiteRun> {
     child.on('close', (code, sig) => resolve(code ?? (sig ? 128 : 1)));
   });
   o.signal?.removeEventListener('abort', stop);
+  if (child.pid !== undefined) running.delete(child.pid);
   for (const t of timers) clearTimeout(t);
   await new Promise<void>((resolve) => log.end(resolve));
   // The suite writes junit_01.xml (one report, merged across parallel processes).

@@ -404,9 +404,10 @@ function kubeconfig(host: RealNodeOptions['host'], user: string, creds: CertKey)
  */
 async function storedRegistries(storage: string): Promise<string[]> {
   const repositories = join(storage, 'docker', 'registry', 'v2', 'repositories');
-  return (await readdir(repositories, { withFileTypes: true }))
-    .filter((d) => d.isDirectory())
-    .map((d) => d.name);
+  // Never throws (it runs before the node's clean-up is armed): no storage means no mirrors, and
+  // every pull then fails on loopback.
+  const entries = await readdir(repositories, { withFileTypes: true }).catch(() => []);
+  return entries.filter((d) => d.isDirectory()).map((d) => d.name);
 }
 
 async function waitNodeReady(kubeconfigPath: string, name: string, timeoutMs: number): Promise<void> {

@@ -142,6 +142,7 @@ function nodeBinaries(dirs: Map<string, string>): NodeBinaries | undefined {
     n.kubelet,
     n.kubeProxy,
     n.registry,
+    join(imagesDir, 'registry', 'docker', 'registry', 'v2', 'repositories'),
     pause,
   ];
   if (!files.every((f) => existsSync(f))) return undefined;

@@ -12,6 +12,7 @@
  *   KOSMOS_VC_NODE_ADDRESS     an address of this machine host pods reach (tenant API and DNS for
  *                              pods); the embedded host's real node sets it itself
  *   KOSMOS_VC_POD_CIDR         the host's pod range (mirrored EndpointSlices may name it)
+ *   KOSMOS_VC_ALLOW_PRIVILEGED_TENANTS  tenants may set spec.podSecurity: privileged (false)
  */
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -45,6 +46,11 @@ export const OperatorEnv = z.object({
   KOSMOS_VC_REAL_NODE: z
     .enum(['true', 'false'])
     .default('true')
+    .transform((v) => v === 'true'),
+  /** spec.podSecurity: privileged makes a tenant root on its promoted nodes: off unless asked. */
+  KOSMOS_VC_ALLOW_PRIVILEGED_TENANTS: z
+    .enum(['true', 'false'])
+    .default('false')
     .transform((v) => v === 'true'),
   KOSMOS_VC_ETCD_UNSAFE_NO_FSYNC: z
     .enum(['true', 'false'])

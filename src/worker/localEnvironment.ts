@@ -31,6 +31,8 @@ export async function startLocalEnvironment(opts: {
   etcdUnsafeNoFsync?: boolean;
   /** Run the host's real node too (pods need real images then); default off: kwok only. */
   realNode?: boolean;
+  /** Tenants may ask for spec.podSecurity: privileged (the conformance tenant does). */
+  allowPrivilegedTenants?: boolean;
 }): Promise<LocalEnvironment> {
   const root = await mkdtemp(join(tmpdir(), opts.prefix));
   const binaries = await resolveBinaries();
@@ -69,6 +71,7 @@ export async function startLocalEnvironment(opts: {
       logger: opts.logger,
       binaries,
       watchNamespace: 'default',
+      ...(opts.allowPrivilegedTenants ? { allowPrivilegedTenants: true } : {}),
       ...(host.realNode
         ? { nodeAddress: host.realNode.layout.nodeIP, podCIDR: host.realNode.layout.clusterCIDR }
         : {}),

@@ -116,6 +116,8 @@ export interface OperatorOptions {
   nodeAddress?: string;
   /** The host's pod range: addresses mirrored EndpointSlices may name besides the node's. */
   podCIDR?: string;
+  /** Tenants may ask for spec.podSecurity: privileged (root on their promoted nodes). */
+  allowPrivilegedTenants?: boolean;
 }
 
 export interface Operator {
@@ -163,6 +165,7 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       ...(opts.clusterTree ? { clusterTree: opts.clusterTree } : {}),
       ...(opts.nodeAddress ? { nodeAddress: opts.nodeAddress } : {}),
       ...(opts.podCIDR ? { podCIDR: opts.podCIDR } : {}),
+      ...(opts.allowPrivilegedTenants ? { allowPrivilegedTenants: true } : {}),
     };
     nativeConnection = await NativeConnection.connect({ address: opts.temporalAddress });
     worker = await Worker.create({

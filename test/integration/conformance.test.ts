@@ -49,7 +49,12 @@ beforeAll(async () => {
   const stateDir = await newStateDir();
   outDir = await mkdtemp(join(tmpdir(), 'kosmos-vc-conformance-'));
   namespace = await createNamespace('conformance');
-  operator = await testOperator({ stateDir, taskQueue: `conformance-${randomUUID()}`, namespace });
+  operator = await testOperator({
+    stateDir,
+    taskQueue: `conformance-${randomUUID()}`,
+    namespace,
+    allowPrivilegedTenants: true,
+  });
   await createVirtualCluster(namespace, 'conf', {
     promoteResources: { nodes: [realNode], resources: CONFORMANCE_TENANT.resources },
     podSecurity: CONFORMANCE_TENANT.podSecurity,

@@ -50,6 +50,7 @@ export async function testOperator(opts: {
   worker?: boolean;
   watcher?: boolean;
   binaries?: Partial<Binaries>;
+  allowPrivilegedTenants?: boolean;
 }): Promise<Operator> {
   return startOperator({
     kubeconfigPath: inject('hostKubeconfig'),
@@ -68,6 +69,7 @@ export async function testOperator(opts: {
     ...(inject('nodeAddress') ? { nodeAddress: inject('nodeAddress'), podCIDR: NodeNet.clusterCIDR } : {}),
     ...(opts.worker === false ? { worker: false } : {}),
     ...(opts.watcher === false ? { watcher: false } : {}),
+    ...(opts.allowPrivilegedTenants ? { allowPrivilegedTenants: true } : {}),
   });
 }
 

@@ -222,14 +222,33 @@ describe('hostPodUpdate', () => {
     expect(h.metadata!.annotations!['kosmos.io/tenant']).not.toBe('forged');
   });
 
-  it('patches labels, annotations and images a tenant changed, and removes what it dropped', () => {
+  it('patches labels, annotations and images a tenant changed, and removes only what it dropped', () => {
     const have = running({ a: '1', gone: 'x' }, { note: 'old', dropped: 'y' });
+    // Something on the host (a CNI, say) annotated the host pod: not the tenant's to remove.
+    have.metadata!.annotations!['cni.example.org/ip'] = '10.0.0.1';
     const want = running({ a: '2' }, { note: 'new' }, 'app:2');
     expect(hostPodUpdate(have, want)).toEqual({
-      metadata: { labels: { a: '2', gone: null }, annotations: { note: 'new', dropped: null } },
+      metadata: {
+        labels: { a: '2', gone: null },
+        annotations: {
+          note: 'new',
+          dropped: null,
+          'kosmos.io/tenant-keys': JSON.stringify({ labels: ['a'], annotations: ['note'] }),
+        },
+      },
       spec: { containers: [{ name: 'app', image: 'app:2' }] },
     });
     expect(hostPodUpdate(want, want)).toBeUndefined();
+  });
+
+  it('keeps annotations host components act on (Kubernetes, CNIs, meshes) on the tenant side', () => {
+    const h = running(
+      {},
+      { 'sidecar.istio.io/inject': 'true', 'k8s.v1.cni.cncf.io/networks': 'x', 'example.com/mine': 'y' },
+    );
+    expect(h.metadata!.annotations!['example.com/mine']).toBe('y');
+    expect(h.metadata!.annotations!['sidecar.istio.io/inject']).toBeUndefined();
+    expect(h.metadata!.annotations!['k8s.v1.cni.cncf.io/networks']).toBeUndefined();
   });
 
   it('asks the host for an in-place resize of exactly the containers the tenant resized', () => {
