@@ -153,6 +153,7 @@ export class ClusterTree {
   private readonly tenantSecrets: ListWatch<V1Secret>;
   private readonly tenantServices: ListWatch<V1Service>;
   private readonly tenantTrustBundles: ListWatch<TrustBundleObject>;
+  private readonly tenantCustom: CustomObjectsApi;
   private readonly services: ServiceSync;
 
   constructor(
@@ -302,7 +303,7 @@ export class ClusterTree {
       undefined,
       (o) => this.queue.add(`svc/${o.metadata!.namespace!}/${o.metadata!.name!}`),
     );
-    const tenantCustom = tenantKc.makeApiClient(CustomObjectsApi);
+    const tenantCustom = (this.tenantCustom = tenantKc.makeApiClient(CustomObjectsApi));
     this.tenantTrustBundles = this.source<TrustBundleObject>(
       tenantKc,
       'tenant clustertrustbundles',
@@ -811,16 +812,27 @@ export class ClusterTree {
     for (const cm of refs.configMaps) await this.syncConfigMap(ns, cm, true);
     for (const s of refs.secrets) await this.syncSecret(ns, s, true);
     if (refs.token) await this.issueToken(pod, refs.token);
-    await this.writeTrustBundles(pod);
+    await this.writeTrustBundles(pod, true);
   }
 
   /** The pod's projected ClusterTrustBundles, in the host ConfigMap its host pod mounts. */
-  private async writeTrustBundles(pod: V1Pod): Promise<void> {
+  private async writeTrustBundles(pod: V1Pod, live = false): Promise<void> {
     if (trustBundleSources(pod).length === 0) return;
     const ns = pod.metadata!.namespace!;
     const name = pod.metadata!.name!;
     const cmName = trustBundleConfigMapName(ns, name);
-    const bundles: TrustBundle[] = this.tenantTrustBundles.list().map((b) => ({
+    // Before the host pod exists the bundles are read from the API, not the cache: a bundle made
+    // just before the pod may not be in the cache yet, and the host kubelet mounts what is there.
+    const objects = live
+      ? ((
+          (await this.tenantCustom.listClusterCustomObject({
+            group: 'certificates.k8s.io',
+            version: 'v1',
+            plural: 'clustertrustbundles',
+          })) as { items?: TrustBundleObject[] }
+        ).items ?? [])
+      : this.tenantTrustBundles.list();
+    const bundles: TrustBundle[] = objects.map((b) => ({
       name: b.metadata!.name!,
       signerName: b.spec?.signerName,
       labels: b.metadata?.labels ?? {},

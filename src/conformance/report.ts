@@ -14,18 +14,21 @@ export interface SpecResult {
   why?: string | undefined;
 }
 
+type JUnitMessage = { '@_message'?: string; '#text'?: string } | string;
+
 interface JUnitCase {
   '@_name': string;
   '@_status'?: string;
   '@_time'?: string;
-  failure?: { '@_message'?: string } | string;
-  skipped?: { '@_message'?: string } | string;
-  error?: { '@_message'?: string } | string;
+  failure?: JUnitMessage;
+  skipped?: JUnitMessage;
+  error?: JUnitMessage;
 }
 
 const asArray = <T>(x: T | T[] | undefined): T[] => (x === undefined ? [] : Array.isArray(x) ? x : [x]);
-const messageOf = (x: JUnitCase['failure']): string | undefined =>
-  typeof x === 'object' ? x['@_message'] : typeof x === 'string' ? x : undefined;
+/** The message attribute, or the element's text where the suite leaves the attribute empty. */
+const messageOf = (x: JUnitMessage | undefined): string | undefined =>
+  typeof x === 'string' ? x : x?.['@_message'] || x?.['#text'];
 
 /** The first meaningful line of a Ginkgo message, trimmed for a table cell. */
 export function oneLine(message: string | undefined): string | undefined {
@@ -161,6 +164,8 @@ export function renderMarkdown(
     `| **all** | **${total('passed')}** | **${total('failed')}** | **${total('skipped')}** |`,
     '',
     '## Failures',
+    '',
+    'Why each kind of failure happens, and what would fix it: `docs/adr/0008-conformance.md`.',
     '',
     ...(failed.length === 0
       ? ['None.']

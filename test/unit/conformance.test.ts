@@ -47,7 +47,7 @@ const JUNIT = `<?xml version="1.0" encoding="UTF-8"?>
     <testcase name="[SynchronizedBeforeSuite]" classname="Kubernetes e2e suite" status="passed" time="0.1"></testcase>
     <testcase name="[It] [sig-api-machinery] ResourceQuota should manage the lifecycle of a ResourceQuota [Conformance]" classname="Kubernetes e2e suite" status="passed" time="2.345"></testcase>
     <testcase name="[It] [sig-network] DNS should provide DNS for the cluster [Conformance]" classname="Kubernetes e2e suite" status="failed" time="30.021">
-      <failure message="[FAILED] Unable to read agnhost_udp@kubernetes.default.svc.cluster.local from pod dns-1234: the server is currently unable to handle the request&#xA;In [It] at: dns.go:123" type="failed">[FAILED] ...</failure>
+      <failure message="" type="failed">[FAILED] Unable to read agnhost_udp@kubernetes.default.svc.cluster.local from pod dns-1234: the server is currently unable to handle the request&#xA;In [It] at: dns.go:123</failure>
     </testcase>
     <testcase name="[It] [sig-apps] Daemon set should rollback without unnecessary restarts [Conformance]" classname="Kubernetes e2e suite" status="skipped" time="0.05">
       <skipped message="skipped - Requires at least 2 nodes (not 1)"></skipped>
