@@ -13,12 +13,22 @@ export interface KubeletEndpoint {
   port: number;
 }
 
-/** Node addresses and daemon endpoints that send the tenant apiserver's kubelet calls to clusterTree. */
-function endpointStatus(name: string, kubelet: KubeletEndpoint | undefined): Partial<V1NodeStatus> {
+/**
+ * Node addresses and daemon endpoints that send the tenant apiserver's kubelet calls to clusterTree:
+ * the endpoint is the node's InternalDNS address, which the tenant apiserver prefers. InternalIP
+ * stays the host node's own (what pods with host ports and host networking answer on); a node
+ * without one (the virtual node) shows the endpoint's.
+ */
+function endpointStatus(
+  name: string,
+  kubelet: KubeletEndpoint | undefined,
+  hostIP: string | undefined,
+): Partial<V1NodeStatus> {
   if (!kubelet) return {};
   return {
     addresses: [
-      { type: 'InternalIP', address: kubelet.address },
+      { type: 'InternalIP', address: hostIP ?? kubelet.address },
+      { type: 'InternalDNS', address: kubelet.address },
       { type: 'Hostname', address: name },
     ],
     daemonEndpoints: { kubeletEndpoint: { Port: kubelet.port } },
@@ -43,7 +53,11 @@ export function tenantNodeFor(host: V1Node, now: Date, kubelet?: KubeletEndpoint
       conditions,
       ...(host.status?.addresses ? { addresses: host.status.addresses } : {}),
       ...(host.status?.nodeInfo ? { nodeInfo: host.status.nodeInfo } : {}),
-      ...endpointStatus(host.metadata!.name!, kubelet),
+      ...endpointStatus(
+        host.metadata!.name!,
+        kubelet,
+        host.status?.addresses?.find((a) => a.type === 'InternalIP')?.address,
+      ),
     },
   };
 }
@@ -93,7 +107,7 @@ export function virtualNode(
         osImage: '',
         systemUUID: '',
       },
-      ...endpointStatus(name, kubelet),
+      ...endpointStatus(name, kubelet, undefined),
     },
   };
 }

@@ -121,7 +121,9 @@ export function apiserverSpec(l: ControlPlaneLayout, b: Binaries): ComponentSpec
       // serve with certificates of this cluster's CA and know the apiserver by this one.
       ...pair(l, PkiFile.apiserverKubeletClient, 'kubelet-client-certificate', 'kubelet-client-key'),
       `--kubelet-certificate-authority=${certPath(pki, PkiFile.ca)}`,
-      '--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname',
+      // A tenant node's InternalDNS address is clusterTree's kubelet endpoint (its InternalIP is
+      // the host node's); a real kubelet's nodes have none and are reached at their InternalIP.
+      '--kubelet-preferred-address-types=InternalDNS,InternalIP,ExternalIP,Hostname',
       // The `kubernetes` Service's endpoint is the advertised address: where there is none pods
       // could reach (a loopback address is no valid endpoint), keep no endpoint at all.
       `--endpoint-reconciler-type=${l.advertiseAddress ? 'lease' : 'none'}`,

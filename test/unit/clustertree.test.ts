@@ -440,9 +440,22 @@ describe('status and nodes', () => {
     });
     expect(n.status?.addresses).toEqual([
       { type: 'InternalIP', address: '127.0.0.1' },
+      { type: 'InternalDNS', address: '127.0.0.1' },
       { type: 'Hostname', address: 'v' },
     ]);
     expect(n.status?.daemonEndpoints?.kubeletEndpoint?.Port).toBe(23456);
+    // A promoted node keeps its host InternalIP (host ports answer there); the endpoint is InternalDNS,
+    // which the tenant apiserver prefers.
+    const promoted = tenantNodeFor(
+      { metadata: { name: 'n' }, status: { addresses: [{ type: 'InternalIP', address: '10.244.0.1' }] } },
+      new Date(),
+      { address: '127.0.0.1', port: 23456 },
+    );
+    expect(promoted.status?.addresses).toEqual([
+      { type: 'InternalIP', address: '10.244.0.1' },
+      { type: 'InternalDNS', address: '127.0.0.1' },
+      { type: 'Hostname', address: 'n' },
+    ]);
   });
 });
 
