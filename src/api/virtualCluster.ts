@@ -99,8 +99,8 @@ export const VirtualClusterSpec = z.object({
    * What tenant pods on promoted nodes may ask of their host node. `baseline` (default) refuses
    * host namespaces, host ports, host paths, privileged containers and unsafe capabilities or
    * sysctls. `privileged` allows them on the tenant's promoted nodes, making the tenant root there
-   * (an operator accepts it only with KOSMOS_VC_ALLOW_PRIVILEGED_TENANTS=true); pods of the
-   * virtual node, which share host nodes, stay at baseline. Immutable; the CRD defaults it to
+   * (an operator accepts it only with KOSMOS_VC_ALLOW_PRIVILEGED_TENANTS=true); a virtual-node
+   * pod that asks for them is pinned to those nodes. Immutable; the CRD defaults it to
    * baseline, and so does everything that reads it when it is absent.
    */
   podSecurity: z.enum(['baseline', 'privileged']).optional(),

@@ -189,9 +189,24 @@ function hardeningProblems(where: string, sc: Hardening | undefined, why: string
  * (the host namespace also enforces baseline, as a backstop), plus volumes that reach host
  * storage: only configMap, secret, projected, downwardAPI and emptyDir volumes are translated.
  */
-function refuse(ctx: TenantContext, pod: V1Pod, hostNode: string | undefined): void {
-  // A privileged tenant owns its promoted nodes; the virtual node's pods share host nodes.
-  if (ctx.podSecurity === 'privileged' && hostNode) return;
+/**
+ * Refuses what the tenant's pod security level does not allow, and says where a pod may run:
+ * `confined` when a privileged tenant's virtual-node pod asks for host access, which it may have
+ * only on the tenant's own promoted nodes (it is pinned there), never on shared host nodes.
+ */
+function refuse(ctx: TenantContext, pod: V1Pod, hostNode: string | undefined): { confined: boolean } {
+  const why = hostAccess(pod);
+  if (why.length === 0) return { confined: false };
+  // A privileged tenant owns its promoted nodes (the operator allowed it to be root there).
+  if (ctx.podSecurity === 'privileged') return { confined: hostNode === undefined };
+  throw new PodRefused(
+    'HostAccessForbidden',
+    `kosmos-vc runs tenant pods on shared host nodes and refuses host access: ${why.join(', ')}`,
+  );
+}
+
+/** What of the host a pod asks for beyond the Pod Security "baseline" level. */
+function hostAccess(pod: V1Pod): string[] {
   const s = pod.spec!;
   const why: string[] = [];
   if (s.hostNetwork) why.push('hostNetwork');
@@ -214,11 +229,7 @@ function refuse(ctx: TenantContext, pod: V1Pod, hostNode: string | undefined): v
     hardeningProblems(`container ${c.name}`, sc, why);
     for (const p of c.ports ?? []) if (p.hostPort) why.push(`host port ${p.hostPort} in ${c.name}`);
   }
-  if (why.length > 0)
-    throw new PodRefused(
-      'HostAccessForbidden',
-      `kosmos-vc runs tenant pods on shared host nodes and refuses host access: ${why.join(', ')}`,
-    );
+  return why;
 }
 
 function fieldRef(f: V1ObjectFieldSelector): V1ObjectFieldSelector {
@@ -371,7 +382,7 @@ export function hostPodFor(
   hostNode: string | undefined,
   services: readonly V1Service[] = [],
 ): V1Pod {
-  refuse(ctx, pod, hostNode);
+  const { confined } = refuse(ctx, pod, hostNode);
   const copiedLabels = tenantLabels(pod.metadata?.labels);
   const copiedAnnotations = tenantAnnotations(pod.metadata?.annotations);
   const inherited = tenantServiceEnv(ctx, pod, services);
@@ -416,6 +427,24 @@ export function hostPodFor(
         : {}),
       ...(hostNode ? { nodeName: hostNode } : { priorityClassName: RESOURCES_PRIORITY_CLASS }),
       tolerations,
+      // A privileged tenant's virtual-node pod with host access runs on the tenant's own nodes only.
+      ...(confined
+        ? {
+            affinity: {
+              nodeAffinity: {
+                requiredDuringSchedulingIgnoredDuringExecution: {
+                  nodeSelectorTerms: [
+                    {
+                      matchExpressions: [
+                        { key: Promotion.label, operator: 'In', values: [tenantHash(ctx.tenant)] },
+                      ],
+                    },
+                  ],
+                },
+              },
+            },
+          }
+        : {}),
       restartPolicy: s.restartPolicy ?? 'Always',
       ...(s.terminationGracePeriodSeconds !== undefined
         ? { terminationGracePeriodSeconds: s.terminationGracePeriodSeconds }
@@ -498,7 +527,12 @@ export function hostEphemeralContainers(
   hostNode: string | undefined,
   services: readonly V1Service[] = [],
 ): V1EphemeralContainer[] {
-  refuse(ctx, pod, hostNode);
+  // A running virtual-node pod may be on a shared node: no host access joins it there.
+  if (refuse(ctx, pod, hostNode).confined)
+    throw new PodRefused(
+      'HostAccessForbidden',
+      'an ephemeral container may not add host access to a pod of the virtual node',
+    );
   const inherited = tenantServiceEnv(ctx, pod, services);
   const ns = pod.metadata!.namespace!;
   return (pod.spec?.ephemeralContainers ?? []).map(

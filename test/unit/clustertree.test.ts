@@ -183,7 +183,7 @@ describe('hostPodFor', () => {
     }
   });
 
-  it('lets a privileged tenant use host access on its own promoted nodes only', () => {
+  it("lets a privileged tenant use host access on its own promoted nodes only (pinning the virtual node's pods there)", () => {
     const privileged: TenantContext = { ...ctx, podSecurity: 'privileged', clusterDNS: '10.96.0.10' };
     const spec: Partial<V1Pod['spec']> = {
       hostNetwork: true,
@@ -197,8 +197,16 @@ describe('hostPodFor', () => {
     // On the host network ClusterFirst resolves as the node does, as a kubelet would have it.
     expect(onNode.spec?.dnsPolicy ?? 'ClusterFirst').toBe('ClusterFirst');
     expect(onNode.spec?.dnsConfig).toBeUndefined();
-    // The virtual node's pods share host nodes: still refused.
-    expect(() => hostPodFor(privileged, pod(spec), undefined)).toThrow(PodRefused);
+    // A virtual-node pod shares host nodes: with host access it is pinned to the tenant's own nodes.
+    const virtual = hostPodFor(privileged, pod(spec), undefined);
+    expect(virtual.spec?.hostNetwork).toBe(true);
+    expect(virtual.spec?.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution).toEqual({
+      nodeSelectorTerms: [
+        { matchExpressions: [{ key: Promotion.label, operator: 'In', values: [tenantHash(ctx.tenant)] }] },
+      ],
+    });
+    // Without host access it goes to shared nodes as before.
+    expect(hostPodFor(privileged, pod(), undefined).spec?.affinity).toBeUndefined();
     // A baseline tenant is refused everywhere.
     expect(() => hostPodFor(ctx, pod(spec), 'node-a')).toThrow(PodRefused);
   });
