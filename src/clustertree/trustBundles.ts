@@ -3,9 +3,9 @@
  * read the host's trust bundles, so clusterTree writes what the tenant's bundles hold into one host
  * ConfigMap per pod and projects that instead: one key per projected source, the PEM the tenant's
  * kubelet would have written (a bundle by name, or every bundle of a signer whose labels match
- * the selector, certificates de-duplicated). A source that matches nothing has no key, so the
- * ConfigMap projection behaves as the kubelet does: `optional` skips the file, otherwise the
- * volume cannot be set up and the container does not start.
+ * the selector, certificates de-duplicated). A source that matches nothing is an empty file when
+ * it is optional and has no key otherwise, so the ConfigMap projection behaves as the kubelet
+ * does: the volume of a required source that matches nothing cannot be set up.
  */
 import type { V1LabelSelector, V1Pod, V1VolumeProjection } from '@kubernetes/client-node';
 
@@ -79,7 +79,9 @@ export function trustBundleData(pod: V1Pod, bundles: readonly TrustBundle[]): Re
       );
     else matched = [];
     const pem = uniqueCertificates(matched.map((b) => b.pem));
-    if (pem) data[key] = pem;
+    // Nothing matched: an optional source is an empty file (as the kubelet writes it), a required
+    // one has no key, so the volume cannot be set up and the container does not start.
+    if (pem || source.optional) data[key] = pem;
   }
   return data;
 }

@@ -52,16 +52,18 @@ describe('ClusterTrustBundle projections', () => {
             path: 'b.pem',
           },
         },
-        // No selector matches nothing; a missing name matches nothing: no key, as the kubelet writes no file.
+        // No selector matches nothing; a missing name matches nothing.
         { clusterTrustBundle: { signerName: 'example.com/s', path: 'none.pem', optional: true } },
         { clusterTrustBundle: { name: 'missing', path: 'missing.pem' } },
       ]),
       bundles,
     );
+    // The optional source that matches nothing is an empty file; the required one has no key.
     expect(data).toEqual({
       'ctb.0': cert('D'),
       'ctb.1': cert('A') + cert('B'),
       'ctb.2': cert('B') + cert('A'),
+      'ctb.3': '',
     });
   });
 
