@@ -14,6 +14,7 @@
 import type {
   V1ConfigMap,
   V1Container,
+  V1ContainerStatus,
   V1EphemeralContainer,
   V1ResourceRequirements,
   V1EnvFromSource,
@@ -622,6 +623,10 @@ export function tenantPodStatus(host: V1Pod, tenant?: V1Pod): V1PodStatus {
       );
     out.conditions = [...fromHost, ...kept];
   }
+  // The host LimitRange's zero requests are the host's, not the tenant's: not in its statuses.
+  for (const key of ['containerStatuses', 'initContainerStatuses'] as const)
+    if (Array.isArray(out[key]))
+      out[key] = (out[key] as V1ContainerStatus[]).map((c) => withoutHostZeros(c, tenant));
   // Generations are each side's own: the tenant's is observed once the host kubelet has seen the
   // host pod's latest spec and that spec carries the tenant's images.
   const containers = (p: V1Pod | undefined) => [
@@ -643,6 +648,33 @@ export function tenantPodStatus(host: V1Pod, tenant?: V1Pod): V1PodStatus {
       generation !== undefined && _g !== undefined ? { ...c, observedGeneration: generation } : c,
     );
   return out;
+}
+
+/** A host container status without the resources only the host's LimitRange gave it (zeros). */
+function withoutHostZeros(c: V1ContainerStatus, tenant: V1Pod | undefined): V1ContainerStatus {
+  const spec = [...(tenant?.spec?.initContainers ?? []), ...(tenant?.spec?.containers ?? [])].find(
+    (t) => t.name === c.name,
+  );
+  if (!spec) return c;
+  const trim = (list: Record<string, string> | undefined, asked: Record<string, string> | undefined) =>
+    list &&
+    Object.fromEntries(
+      Object.entries(list).filter(([k, v]) => asked?.[k] !== undefined || parseQuantity(v) !== 0),
+    );
+  const requests = spec.resources?.requests;
+  return {
+    ...c,
+    ...(c.allocatedResources ? { allocatedResources: trim(c.allocatedResources, requests)! } : {}),
+    ...(c.resources
+      ? {
+          resources: {
+            ...c.resources,
+            ...(c.resources.requests ? { requests: trim(c.resources.requests, requests)! } : {}),
+            ...(c.resources.limits ? { limits: trim(c.resources.limits, spec.resources?.limits)! } : {}),
+          },
+        }
+      : {}),
+  };
 }
 
 /** True when `want` already holds in `have` (compared as JSON, dates as strings). */

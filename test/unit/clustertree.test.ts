@@ -315,6 +315,34 @@ describe('status and nodes', () => {
     expect(status).toEqual({ phase: 'Running', podIP: '10.0.0.7', hostIP: '192.0.2.1' });
   });
 
+  it("leaves the host LimitRange's zero requests out of container statuses", () => {
+    const tenant: V1Pod = {
+      spec: {
+        containers: [
+          { name: 'c', image: 'i', resources: { requests: { cpu: '2m' }, limits: { cpu: '10m' } } },
+        ],
+      },
+    };
+    const host: V1Pod = {
+      status: {
+        containerStatuses: [
+          {
+            name: 'c',
+            image: 'i',
+            imageID: '',
+            ready: true,
+            restartCount: 0,
+            allocatedResources: { cpu: '2m', memory: '0' },
+            resources: { requests: { cpu: '2m', memory: '0' }, limits: { cpu: '10m' } },
+          },
+        ],
+      },
+    };
+    const c = tenantPodStatus(host, tenant).containerStatuses![0]!;
+    expect(c.allocatedResources).toEqual({ cpu: '2m' });
+    expect(c.resources).toEqual({ requests: { cpu: '2m' }, limits: { cpu: '10m' } });
+  });
+
   it("reports the tenant's generation as observed once the host kubelet has the tenant's spec", () => {
     const tenant = (generation: number, image: string): V1Pod => ({
       metadata: { generation },
