@@ -216,7 +216,15 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       await writeFile(keyFile, leaf.keyPem, { mode: 0o600 });
       await writeFile(certFile, leaf.certPem);
     }
-    return { address, port, certFile, keyFile, clientCAFile: certPath(pki, PkiFile.ca) };
+    // Tenant apiservers prefer InternalDNS (controlPlane.ts): the endpoint goes there.
+    return {
+      address,
+      port,
+      certFile,
+      keyFile,
+      clientCAFile: certPath(pki, PkiFile.ca),
+      addressType: 'InternalDNS' as const,
+    };
   }
 
   /** The tenant API address and DNS clusterTree gives host pods (starting the tenant's DNS). */

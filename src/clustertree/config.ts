@@ -24,6 +24,12 @@ export const ClusterTreeConfig = z.object({
       certFile: z.string(),
       keyFile: z.string(),
       clientCAFile: z.string(),
+      /**
+       * The node address type the endpoint is published as. InternalDNS (what tenant apiservers
+       * started since ADR 8 prefer) leaves InternalIP to the host node; InternalIP is for tenants
+       * whose apiserver was started before, with InternalIP first.
+       */
+      addressType: z.enum(['InternalIP', 'InternalDNS']).default('InternalIP'),
     })
     .optional(),
   /** Where pods reach the tenant API server (host ClusterIP and port of its Service). */

@@ -203,7 +203,16 @@ export class ClusterTree {
       '/api/v1/nodes',
       list(() => h.listNode({ labelSelector: `${Promotion.label}=${tenantHash(cfg.tenant)}` })),
       `${Promotion.label}=${tenantHash(cfg.tenant)}`,
-      (n) => this.queue.add(`node/${n.metadata!.name!}`),
+      (n) => {
+        this.queue.add(`node/${n.metadata!.name!}`);
+        // Pods pinned to the tenant's promoted nodes are looked at again when one comes or goes.
+        // (The host pod cache may not exist yet while the node list arrives.)
+        for (const p of (this.hostPods as ListWatch<V1Pod> | undefined)?.list() ?? []) {
+          const a = p.metadata?.annotations ?? {};
+          if (a[PodAnnotation.pinned] && p.spec?.nodeName === n.metadata!.name && a[PodAnnotation.namespace])
+            this.queue.add(`pod/${a[PodAnnotation.namespace]}/${a[PodAnnotation.name]}`);
+        }
+      },
     );
     this.hostPods = this.source(
       hostKc,
@@ -725,6 +734,13 @@ export class ClusterTree {
       }
       return;
     }
+    // A pinned pod (host access, virtual node) must not outlive its node's promotion: once the node
+    // is handed back it is shared, and the pod runs again on a node the tenant still has.
+    const pinnedOn = hp.metadata?.annotations?.[PodAnnotation.pinned] ? hp.spec?.nodeName : undefined;
+    if (pinnedOn && !this.hostNodes.get(pinnedOn)) {
+      this.log.info('pinned pod left a demoted node', { pod: `${ns}/${name}`, node: pinnedOn });
+      return deleteHost(0);
+    }
     // Trust bundles follow the tenant's ClusterTrustBundles while the pod runs.
     await this.writeTrustBundles(tp);
     // A token Secret deleted behind clusterTree's back is issued again.
@@ -812,26 +828,26 @@ export class ClusterTree {
     for (const cm of refs.configMaps) await this.syncConfigMap(ns, cm, true);
     for (const s of refs.secrets) await this.syncSecret(ns, s, true);
     if (refs.token) await this.issueToken(pod, refs.token);
-    await this.writeTrustBundles(pod, true);
+    await this.writeTrustBundles(pod);
   }
 
   /** The pod's projected ClusterTrustBundles, in the host ConfigMap its host pod mounts. */
-  private async writeTrustBundles(pod: V1Pod, live = false): Promise<void> {
+  private async writeTrustBundles(pod: V1Pod): Promise<void> {
     if (trustBundleSources(pod).length === 0) return;
     const ns = pod.metadata!.namespace!;
     const name = pod.metadata!.name!;
     const cmName = trustBundleConfigMapName(ns, name);
-    // Before the host pod exists the bundles are read from the API, not the cache: a bundle made
-    // just before the pod may not be in the cache yet, and the host kubelet mounts what is there.
-    const objects = live
-      ? ((
-          (await this.tenantCustom.listClusterCustomObject({
-            group: 'certificates.k8s.io',
-            version: 'v1',
-            plural: 'clustertrustbundles',
-          })) as { items?: TrustBundleObject[] }
-        ).items ?? [])
-      : this.tenantTrustBundles.list();
+    // Read from the API, not the cache: a bundle made just before the pod may not be in the cache
+    // yet, the host kubelet mounts what the ConfigMap holds, and an older cache must never write
+    // over newer data. Pods that project bundles are few; the cache only says when to look again.
+    const objects =
+      (
+        (await this.tenantCustom.listClusterCustomObject({
+          group: 'certificates.k8s.io',
+          version: 'v1',
+          plural: 'clustertrustbundles',
+        })) as { items?: TrustBundleObject[] }
+      ).items ?? [];
     const bundles: TrustBundle[] = objects.map((b) => ({
       name: b.metadata!.name!,
       signerName: b.spec?.signerName,

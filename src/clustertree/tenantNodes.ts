@@ -11,6 +11,8 @@ import { TENANT_NODE_LABEL } from './translate.js';
 export interface KubeletEndpoint {
   address: string;
   port: number;
+  /** InternalDNS: the host node keeps its InternalIP. InternalIP (older tenants): the endpoint's. */
+  addressType?: 'InternalIP' | 'InternalDNS';
 }
 
 /**
@@ -25,6 +27,14 @@ function endpointStatus(
   hostIP: string | undefined,
 ): Partial<V1NodeStatus> {
   if (!kubelet) return {};
+  if (kubelet.addressType !== 'InternalDNS')
+    return {
+      addresses: [
+        { type: 'InternalIP', address: kubelet.address },
+        { type: 'Hostname', address: name },
+      ],
+      daemonEndpoints: { kubeletEndpoint: { Port: kubelet.port } },
+    };
   return {
     addresses: [
       { type: 'InternalIP', address: hostIP ?? kubelet.address },

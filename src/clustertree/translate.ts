@@ -7,9 +7,11 @@
  * translated the same way, and references to its own namespace and name (downward API) read
  * annotations that keep the tenant's values. Placement is the tenant scheduler's decision: a pod
  * bound to a promoted node goes to that host node; a pod on the virtual resource node is left to
- * the host scheduler, which cannot place it on a promoted node (the taint). A pod asking for
- * host access (host namespaces, host paths, privileged containers, host ports) is refused: it
- * could reach other tenants through the shared node.
+ * the host scheduler, which may place it on unpromoted nodes and the tenant's own promoted ones
+ * (never another tenant's: the taint). A pod asking for host access (host namespaces, host
+ * paths, privileged containers, host ports) is refused, as it could reach other tenants through
+ * a shared node, unless the tenant is privileged (ADR 8): then it may have it on the tenant's own
+ * promoted nodes, and a virtual-node pod asking for it is pinned to them.
  */
 import type {
   V1ConfigMap,
@@ -69,6 +71,8 @@ export const PodAnnotation = {
   node: 'kosmos.io/tenant-node',
   /** The label and annotation keys copied from the tenant pod (JSON): only those are removed. */
   tenantKeys: 'kosmos.io/tenant-keys',
+  /** A virtual-node pod with host access, pinned to the tenant's promoted nodes: never elsewhere. */
+  pinned: 'kosmos.io/pinned-to-promoted-nodes',
 } as const;
 
 /**
@@ -79,24 +83,31 @@ const HOST_ANNOTATION_DOMAINS = [
   'kubernetes.io',
   'k8s.io',
   'cncf.io',
+  'multus-cni.io',
   'projectcalico.org',
   'cilium.io',
+  'ovn.org',
   'istio.io',
   'linkerd.io',
   'openshift.io',
+  'amazonaws.com',
+  'azure.com',
+  'gke.io',
+  'hashicorp.com',
   'kosmos.io',
 ];
 
+/** A key under one of the host domains, or a dotted key without a domain (runtime annotations). */
+function hostKey(k: string): boolean {
+  const slash = k.indexOf('/');
+  if (slash < 0) return k.includes('.');
+  const domain = k.slice(0, slash);
+  return HOST_ANNOTATION_DOMAINS.some((d) => domain === d || domain.endsWith(`.${d}`));
+}
+
 /** The tenant pod's annotations a host pod may carry (for the downward API and fieldRefs). */
 export function tenantAnnotations(annotations: Record<string, string> | undefined): Record<string, string> {
-  return Object.fromEntries(
-    Object.entries(annotations ?? {}).filter(([k]) => {
-      const slash = k.indexOf('/');
-      if (slash < 0) return true;
-      const domain = k.slice(0, slash);
-      return !HOST_ANNOTATION_DOMAINS.some((d) => domain === d || domain.endsWith(`.${d}`));
-    }),
-  );
+  return Object.fromEntries(Object.entries(annotations ?? {}).filter(([k]) => !hostKey(k)));
 }
 
 /** On tenant nodes clusterTree created: only those it updates and deletes. */
@@ -186,11 +197,6 @@ function hardeningProblems(where: string, sc: Hardening | undefined, why: string
 }
 
 /**
- * Refuses what the Pod Security "baseline" level refuses, with a reason a tenant can act on
- * (the host namespace also enforces baseline, as a backstop), plus volumes that reach host
- * storage: only configMap, secret, projected, downwardAPI and emptyDir volumes are translated.
- */
-/**
  * Refuses what the tenant's pod security level does not allow, and says where a pod may run:
  * `confined` when a privileged tenant's virtual-node pod asks for host access, which it may have
  * only on the tenant's own promoted nodes (it is pinned there), never on shared host nodes.
@@ -206,7 +212,11 @@ function refuse(ctx: TenantContext, pod: V1Pod, hostNode: string | undefined): {
   );
 }
 
-/** What of the host a pod asks for beyond the Pod Security "baseline" level. */
+/**
+ * What of the host a pod asks for beyond the Pod Security "baseline" level (the host namespace
+ * enforces the tenant's level too, as a backstop), plus volumes that reach host storage: only
+ * configMap, secret, projected, downwardAPI, emptyDir and image volumes are translated.
+ */
 function hostAccess(pod: V1Pod): string[] {
   const s = pod.spec!;
   const why: string[] = [];
@@ -411,6 +421,7 @@ export function hostPodFor(
         [PodAnnotation.name]: name,
         [PodAnnotation.uid]: pod.metadata!.uid!,
         [PodAnnotation.node]: s.nodeName!,
+        ...(confined ? { [PodAnnotation.pinned]: 'true' } : {}),
         [PodAnnotation.tenantKeys]: JSON.stringify({
           labels: Object.keys(copiedLabels).sort(),
           annotations: Object.keys(copiedAnnotations).sort(),
@@ -485,8 +496,10 @@ export function sameResources(
     for (const key of new Set([...Object.keys(t), ...Object.keys(h)])) {
       const tv = t[key];
       const hv = h[key];
+      if (tv === hv) continue;
       if (tv === undefined && hv !== undefined && parseQuantity(hv) === 0) continue;
-      if (tv === undefined || hv === undefined || parseQuantity(tv) !== parseQuantity(hv)) return false;
+      // Quantities parseQuantity does not read (exponents, n/u) compare as written.
+      if (tv === undefined || hv === undefined || !(parseQuantity(tv) === parseQuantity(hv))) return false;
     }
   }
   return true;
@@ -550,11 +563,21 @@ export function hostPodUpdate(have: V1Pod, want: V1Pod): object | undefined {
   const metadata: { labels?: Record<string, string | null>; annotations?: Record<string, string | null> } =
     {};
   // Only keys once copied from the tenant are removed: others are the host's (a CNI's, say).
+  // A host pod from before the record (or with a damaged one): what the tenant could have given.
+  const guess = () => ({
+    labels: Object.keys(tenantLabels(have.metadata?.labels)),
+    annotations: Object.keys(tenantAnnotations(have.metadata?.annotations)),
+  });
   const copied = ((): { labels?: string[]; annotations?: string[] } => {
+    const raw = have.metadata?.annotations?.[PodAnnotation.tenantKeys];
+    if (raw === undefined) return guess();
     try {
-      return JSON.parse(have.metadata?.annotations?.[PodAnnotation.tenantKeys] ?? '{}') as never;
+      const parsed = JSON.parse(raw) as { labels?: unknown; annotations?: unknown };
+      const keys = (x: unknown) =>
+        Array.isArray(x) ? x.filter((k): k is string => typeof k === 'string') : [];
+      return { labels: keys(parsed.labels), annotations: keys(parsed.annotations) };
     } catch {
-      return {};
+      return guess();
     }
   })();
   for (const key of ['labels', 'annotations'] as const) {

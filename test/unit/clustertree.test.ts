@@ -21,6 +21,7 @@ import {
   hostPodFor,
   hostPodUpdate,
   hostPodResize,
+  sameResources,
   serviceShape,
   hostServiceFor,
   podReferences,
@@ -205,6 +206,7 @@ describe('hostPodFor', () => {
         { matchExpressions: [{ key: Promotion.label, operator: 'In', values: [tenantHash(ctx.tenant)] }] },
       ],
     });
+    expect(virtual.metadata?.annotations?.['kosmos.io/pinned-to-promoted-nodes']).toBe('true');
     // Without host access it goes to shared nodes as before.
     expect(hostPodFor(privileged, pod(), undefined).spec?.affinity).toBeUndefined();
     // A baseline tenant is refused everywhere.
@@ -249,6 +251,28 @@ describe('hostPodUpdate', () => {
     expect(hostPodUpdate(want, want)).toBeUndefined();
   });
 
+  it('removes what a tenant dropped from a host pod made before keys were recorded, or with a damaged record', () => {
+    for (const record of [undefined, 'not json']) {
+      const have = running({ a: '1', gone: 'x' }, { note: 'n' });
+      if (record === undefined) delete have.metadata!.annotations!['kosmos.io/tenant-keys'];
+      else have.metadata!.annotations!['kosmos.io/tenant-keys'] = record;
+      const update = hostPodUpdate(have, running({ a: '1' }, {})) as {
+        metadata: { labels: Record<string, string | null>; annotations: Record<string, string | null> };
+      };
+      expect(update.metadata.labels).toEqual({ gone: null });
+      expect(update.metadata.annotations.note).toBeNull();
+      // Never the host's own keys.
+      expect(update.metadata.annotations['kosmos.io/uid']).toBeUndefined();
+    }
+  });
+
+  it('compares quantities by value, and as written where they cannot be read', () => {
+    expect(sameResources({ requests: { cpu: '1' } }, { requests: { cpu: '1000m' } })).toBe(true);
+    expect(sameResources({ requests: { memory: '129e6' } }, { requests: { memory: '129e6' } })).toBe(true);
+    expect(sameResources({}, { requests: { cpu: '0', memory: '0' } })).toBe(true);
+    expect(sameResources({ requests: { cpu: '1' } }, { requests: { cpu: '2' } })).toBe(false);
+  });
+
   it('keeps annotations host components act on (Kubernetes, CNIs, meshes) on the tenant side', () => {
     const h = running(
       {},
@@ -257,6 +281,12 @@ describe('hostPodUpdate', () => {
     expect(h.metadata!.annotations!['example.com/mine']).toBe('y');
     expect(h.metadata!.annotations!['sidecar.istio.io/inject']).toBeUndefined();
     expect(h.metadata!.annotations!['k8s.v1.cni.cncf.io/networks']).toBeUndefined();
+    // Dotted keys without a domain are container runtime annotations (io.kubernetes.cri-o.*, ...).
+    expect(
+      running({}, { 'io.katacontainers.config.hypervisor': 'x' }).metadata!.annotations![
+        'io.katacontainers.config.hypervisor'
+      ],
+    ).toBeUndefined();
   });
 
   it('asks the host for an in-place resize of exactly the containers the tenant resized', () => {
@@ -473,6 +503,7 @@ describe('status and nodes', () => {
     const n = virtualNode('v', { cpu: '1', memory: '1Gi' }, new Date(), {
       address: '127.0.0.1',
       port: 23456,
+      addressType: 'InternalDNS',
     });
     expect(n.status?.addresses).toEqual([
       { type: 'InternalIP', address: '127.0.0.1' },
@@ -485,13 +516,20 @@ describe('status and nodes', () => {
     const promoted = tenantNodeFor(
       { metadata: { name: 'n' }, status: { addresses: [{ type: 'InternalIP', address: '10.244.0.1' }] } },
       new Date(),
-      { address: '127.0.0.1', port: 23456 },
+      { address: '127.0.0.1', port: 23456, addressType: 'InternalDNS' },
     );
     expect(promoted.status?.addresses).toEqual([
       { type: 'InternalIP', address: '10.244.0.1' },
       { type: 'InternalDNS', address: '127.0.0.1' },
       { type: 'Hostname', address: 'n' },
     ]);
+    // A tenant whose apiserver was started before (InternalIP first) keeps the endpoint there.
+    const older = tenantNodeFor(
+      { metadata: { name: 'n' }, status: { addresses: [{ type: 'InternalIP', address: '10.244.0.1' }] } },
+      new Date(),
+      { address: '127.0.0.1', port: 23456 },
+    );
+    expect(older.status?.addresses?.[0]).toEqual({ type: 'InternalIP', address: '127.0.0.1' });
   });
 });
 
