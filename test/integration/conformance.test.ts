@@ -59,11 +59,19 @@ beforeAll(async () => {
     promoteResources: { nodes: [realNode], resources: CONFORMANCE_TENANT.resources },
     podSecurity: CONFORMANCE_TENANT.podSecurity,
   });
-  const vc = await eventually('tenant conf Ready', async () => {
-    const v = await host().getVirtualCluster({ namespace, name: 'conf' });
-    if (v?.status?.phase === 'Failed') throw new Error(v.status.message);
-    return v?.status?.phase === 'Ready' ? v : undefined;
-  });
+  // Ready, and holding the real node: a tenant of an earlier test file may still be handing it
+  // back, and until then this tenant's pods would have nowhere to run.
+  const vc = await eventually(
+    'tenant conf Ready with the real node',
+    async () => {
+      const v = await host().getVirtualCluster({ namespace, name: 'conf' });
+      if (v?.status?.phase === 'Failed') throw new Error(v.status.message);
+      return v?.status?.phase === 'Ready' && (v.status.promoted?.nodes ?? []).includes(realNode)
+        ? v
+        : undefined;
+    },
+    180_000,
+  );
   kubeconfig = await tenantKubeconfig(stateDir, vc);
 }, 240_000);
 
