@@ -32,7 +32,9 @@ const SUBSET = [
   '\\[sig-architecture\\] Conformance Tests should have at least two untainted nodes',
   '\\[sig-api-machinery\\] ResourceQuota should create a ResourceQuota and ensure its status is promptly calculated',
   '\\[sig-node\\] Pods should get a host IP',
-  "\\[sig-node\\] Containers should be able to override the image's default arguments",
+  // "Containers should be able to override the image's default arguments" timed out twice in
+  // fresh-clone CI runs after earlier test files (its pod never succeeded; it passes in full runs):
+  // left out until understood (ADR 8, "Not investigated yet").
   '\\[sig-network\\] DNS should provide DNS for the cluster',
   '\\[sig-cli\\] Kubectl client Kubectl api-versions should check if v1 is in available api versions',
 ];
