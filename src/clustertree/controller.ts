@@ -54,22 +54,19 @@ import {
 } from './naming.js';
 import {
   PodAnnotation,
-  PodRefused,
   TENANT_NODE_LABEL,
   hostConfigMapFor,
   hostPodFor,
-  hostPodUpdate,
   hostEphemeralContainers,
-  hostPodResize,
   hostSecretFor,
   podReferences,
   refusedStatus,
   sameData,
-  statusMatches,
-  tenantPodStatus,
   type TenantContext,
   type TokenRequestSpec,
 } from './translate.js';
+import { PodRefused } from './podSecurity.js';
+import { hostPodUpdate, hostPodResize, statusMatches, tenantPodStatus } from './runningPod.js';
 import { nodeShape, tenantNodeFor, virtualNode } from './tenantNodes.js';
 import { trustBundleData, trustBundleSources, type TrustBundle } from './trustBundles.js';
 import { KeyedQueue, forEachLimited } from './queue.js';

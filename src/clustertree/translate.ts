@@ -16,9 +16,7 @@
 import type {
   V1ConfigMap,
   V1Container,
-  V1ContainerStatus,
   V1EphemeralContainer,
-  V1ResourceRequirements,
   V1EnvFromSource,
   V1EnvVar,
   V1EndpointSlice,
@@ -31,7 +29,7 @@ import type {
   V1Volume,
   V1VolumeProjection,
 } from '@kubernetes/client-node';
-import { cidrContains, parseQuantity, type VirtualClusterRef } from '../api/virtualCluster.js';
+import { cidrContains, type VirtualClusterRef } from '../api/virtualCluster.js';
 import {
   MANAGER,
   OriginLabel,
@@ -46,6 +44,7 @@ import {
   trustBundleConfigMapName,
 } from './naming.js';
 import { tenantDns, tenantServiceEnv } from './podNetwork.js';
+import { PodRefused, refuse } from './podSecurity.js';
 import { trustBundleKey } from './trustBundles.js';
 
 export interface TenantContext {
@@ -113,16 +112,6 @@ export function tenantAnnotations(annotations: Record<string, string> | undefine
 /** On tenant nodes clusterTree created: only those it updates and deletes. */
 export const TENANT_NODE_LABEL = OriginLabel.managedBy;
 
-export class PodRefused extends Error {
-  override readonly name = 'PodRefused';
-  constructor(
-    readonly reason: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 /** Tenant labels minus the reserved prefix, so a tenant cannot forge the origin labels. */
 export function tenantLabels(labels: Record<string, string> | undefined): Record<string, string> {
   return Object.fromEntries(Object.entries(labels ?? {}).filter(([k]) => !k.startsWith(RESERVED_PREFIX)));
@@ -131,116 +120,6 @@ export function tenantLabels(labels: Record<string, string> | undefined): Record
 /** The labels a host pod of `namespace` carries and a host Service of `namespace` selects by. */
 export function hostSelector(ctx: TenantContext, namespace: string, selector: Record<string, string>) {
   return { ...tenantLabels(selector), ...originLabels({ tenant: ctx.tenant, namespace }) };
-}
-
-/** Volume sources a host pod may use: everything else reaches host storage or host paths. */
-const ALLOWED_VOLUMES = new Set([
-  'name',
-  'configMap',
-  'secret',
-  'projected',
-  'downwardAPI',
-  'emptyDir',
-  'image',
-]);
-/** Capabilities the Pod Security "baseline" level allows to be added. */
-const BASELINE_CAPABILITIES = new Set([
-  'AUDIT_WRITE',
-  'CHOWN',
-  'DAC_OVERRIDE',
-  'FOWNER',
-  'FSETID',
-  'KILL',
-  'MKNOD',
-  'NET_BIND_SERVICE',
-  'SETFCAP',
-  'SETGID',
-  'SETPCAP',
-  'SETUID',
-  'SYS_CHROOT',
-]);
-const SAFE_SYSCTLS = new Set([
-  'kernel.shm_rmid_forced',
-  'net.ipv4.ip_local_port_range',
-  'net.ipv4.ip_unprivileged_port_start',
-  'net.ipv4.tcp_syncookies',
-  'net.ipv4.ping_group_range',
-  'net.ipv4.ip_local_reserved_ports',
-  'net.ipv4.tcp_keepalive_time',
-  'net.ipv4.tcp_fin_timeout',
-  'net.ipv4.tcp_keepalive_intvl',
-  'net.ipv4.tcp_keepalive_probes',
-]);
-const SELINUX_TYPES = new Set([
-  '',
-  'container_t',
-  'container_init_t',
-  'container_kvm_t',
-  'container_engine_t',
-]);
-
-interface Hardening {
-  seLinuxOptions?: { type?: string; user?: string; role?: string };
-  seccompProfile?: { type?: string };
-  appArmorProfile?: { type?: string };
-  windowsOptions?: { hostProcess?: boolean };
-}
-
-function hardeningProblems(where: string, sc: Hardening | undefined, why: string[]): void {
-  if (!sc) return;
-  const se = sc.seLinuxOptions;
-  if (se && (!SELINUX_TYPES.has(se.type ?? '') || se.user || se.role))
-    why.push(`SELinux options in ${where}`);
-  if (sc.seccompProfile?.type === 'Unconfined') why.push(`unconfined seccomp in ${where}`);
-  if (sc.appArmorProfile?.type === 'Unconfined') why.push(`unconfined AppArmor in ${where}`);
-  if (sc.windowsOptions?.hostProcess) why.push(`hostProcess in ${where}`);
-}
-
-/**
- * Refuses what the tenant's pod security level does not allow, and says where a pod may run:
- * `confined` when a privileged tenant's virtual-node pod asks for host access, which it may have
- * only on the tenant's own promoted nodes (it is pinned there), never on shared host nodes.
- */
-function refuse(ctx: TenantContext, pod: V1Pod, hostNode: string | undefined): { confined: boolean } {
-  const why = hostAccess(pod);
-  if (why.length === 0) return { confined: false };
-  // A privileged tenant owns its promoted nodes (the operator allowed it to be root there).
-  if (ctx.podSecurity === 'privileged') return { confined: hostNode === undefined };
-  throw new PodRefused(
-    'HostAccessForbidden',
-    `kosmos-vc runs tenant pods on shared host nodes and refuses host access: ${why.join(', ')}`,
-  );
-}
-
-/**
- * What of the host a pod asks for beyond the Pod Security "baseline" level (the host namespace
- * enforces the tenant's level too, as a backstop), plus volumes that reach host storage: only
- * configMap, secret, projected, downwardAPI, emptyDir and image volumes are translated.
- */
-function hostAccess(pod: V1Pod): string[] {
-  const s = pod.spec!;
-  const why: string[] = [];
-  if (s.hostNetwork) why.push('hostNetwork');
-  if (s.hostPID) why.push('hostPID');
-  if (s.hostIPC) why.push('hostIPC');
-  for (const v of s.volumes ?? []) {
-    const kinds = Object.keys(v).filter((k) => (v as unknown as Record<string, unknown>)[k] !== undefined);
-    const other = kinds.filter((k) => !ALLOWED_VOLUMES.has(k));
-    if (other.length > 0) why.push(`${other.join('/')} volume ${v.name}`);
-  }
-  hardeningProblems('the pod', s.securityContext, why);
-  for (const sysctl of s.securityContext?.sysctls ?? [])
-    if (!SAFE_SYSCTLS.has(sysctl.name)) why.push(`sysctl ${sysctl.name}`);
-  for (const c of [...(s.initContainers ?? []), ...s.containers, ...(s.ephemeralContainers ?? [])]) {
-    const sc = c.securityContext;
-    if (sc?.privileged) why.push(`privileged container ${c.name}`);
-    for (const cap of sc?.capabilities?.add ?? [])
-      if (!BASELINE_CAPABILITIES.has(cap)) why.push(`capability ${cap} in ${c.name}`);
-    if (sc?.procMount && sc.procMount !== 'Default') why.push(`procMount ${sc.procMount} in ${c.name}`);
-    hardeningProblems(`container ${c.name}`, sc, why);
-    for (const p of c.ports ?? []) if (p.hostPort) why.push(`host port ${p.hostPort} in ${c.name}`);
-  }
-  return why;
 }
 
 function fieldRef(f: V1ObjectFieldSelector): V1ObjectFieldSelector {
@@ -393,7 +272,7 @@ export function hostPodFor(
   hostNode: string | undefined,
   services: readonly V1Service[] = [],
 ): V1Pod {
-  const { confined } = refuse(ctx, pod, hostNode);
+  const { confined } = refuse(ctx.podSecurity, pod, hostNode);
   const copiedLabels = tenantLabels(pod.metadata?.labels);
   const copiedAnnotations = tenantAnnotations(pod.metadata?.annotations);
   const inherited = tenantServiceEnv(ctx, pod, services);
@@ -482,56 +361,6 @@ export function hostPodFor(
 }
 
 /**
- * Whether a host container's resources are the tenant container's: equal quantities, and a
- * request or limit only the host has counts when it is not zero (the host namespace's
- * LimitRange gives every container zero requests where the tenant asked for none).
- */
-export function sameResources(
-  tenant: V1ResourceRequirements | undefined,
-  host: V1ResourceRequirements | undefined,
-): boolean {
-  for (const kind of ['requests', 'limits'] as const) {
-    const t = tenant?.[kind] ?? {};
-    const h = host?.[kind] ?? {};
-    for (const key of new Set([...Object.keys(t), ...Object.keys(h)])) {
-      const tv = t[key];
-      const hv = h[key];
-      if (tv === hv) continue;
-      if (tv === undefined && hv !== undefined && parseQuantity(hv) === 0) continue;
-      // Quantities parseQuantity does not read (exponents, n/u) compare as written.
-      if (tv === undefined || hv === undefined || !(parseQuantity(tv) === parseQuantity(hv))) return false;
-    }
-  }
-  return true;
-}
-
-/**
- * An in-place resize a tenant asked for (its `resize` subresource), as the patch of the host pod's
- * `resize` subresource that asks the same of the host kubelet; undefined when they agree.
- */
-export function hostPodResize(have: V1Pod, want: V1Pod): object | undefined {
-  const h = new Map(
-    [...(have.spec?.initContainers ?? []), ...(have.spec?.containers ?? [])].map((c) => [
-      c.name,
-      c.resources,
-    ]),
-  );
-  const changed = (list: V1Container[] | undefined) =>
-    (list ?? [])
-      .filter((c) => !sameResources(c.resources, h.get(c.name)))
-      .map((c) => ({ name: c.name, resources: c.resources ?? {} }));
-  const containers = changed(want.spec?.containers);
-  const initContainers = changed(want.spec?.initContainers);
-  if (containers.length === 0 && initContainers.length === 0) return undefined;
-  return {
-    spec: {
-      ...(containers.length ? { containers } : {}),
-      ...(initContainers.length ? { initContainers } : {}),
-    },
-  };
-}
-
-/**
  * The host form of the tenant pod's ephemeral containers (added by `kubectl debug` to a running
  * pod): references translated as for any container. Refused as the pod would be.
  */
@@ -542,7 +371,7 @@ export function hostEphemeralContainers(
   services: readonly V1Service[] = [],
 ): V1EphemeralContainer[] {
   // A running virtual-node pod may be on a shared node: no host access joins it there.
-  if (refuse(ctx, pod, hostNode).confined)
+  if (refuse(ctx.podSecurity, pod, hostNode).confined)
     throw new PodRefused(
       'HostAccessForbidden',
       'an ephemeral container may not add host access to a pod of the virtual node',
@@ -552,159 +381,6 @@ export function hostEphemeralContainers(
   return (pod.spec?.ephemeralContainers ?? []).map(
     (c) => container(ns, c as V1Container, inherited) as V1EphemeralContainer,
   );
-}
-
-/**
- * What a tenant may change on a running pod, as a strategic merge patch that brings the host pod
- * there: labels and annotations (read by the downward API and fieldRefs), container and init
- * container images, activeDeadlineSeconds. Undefined when nothing differs.
- */
-export function hostPodUpdate(have: V1Pod, want: V1Pod): object | undefined {
-  const metadata: { labels?: Record<string, string | null>; annotations?: Record<string, string | null> } =
-    {};
-  // Only keys once copied from the tenant are removed: others are the host's (a CNI's, say).
-  // A host pod from before the record (or with a damaged one): what the tenant could have given.
-  const guess = () => ({
-    labels: Object.keys(tenantLabels(have.metadata?.labels)),
-    annotations: Object.keys(tenantAnnotations(have.metadata?.annotations)),
-  });
-  const copied = ((): { labels?: string[]; annotations?: string[] } => {
-    const raw = have.metadata?.annotations?.[PodAnnotation.tenantKeys];
-    if (raw === undefined) return guess();
-    try {
-      const parsed = JSON.parse(raw) as { labels?: unknown; annotations?: unknown };
-      const keys = (x: unknown) =>
-        Array.isArray(x) ? x.filter((k): k is string => typeof k === 'string') : [];
-      return { labels: keys(parsed.labels), annotations: keys(parsed.annotations) };
-    } catch {
-      return guess();
-    }
-  })();
-  for (const key of ['labels', 'annotations'] as const) {
-    const h = have.metadata?.[key] ?? {};
-    const w = want.metadata?.[key] ?? {};
-    const diff: Record<string, string | null> = {};
-    for (const [k, v] of Object.entries(w)) if (h[k] !== v) diff[k] = v;
-    for (const k of copied[key] ?? []) if (k in h && !(k in w)) diff[k] = null;
-    if (Object.keys(diff).length > 0) metadata[key] = diff;
-  }
-  const images = (cs: V1Container[] | undefined) => (cs ?? []).map((c) => ({ name: c.name, image: c.image }));
-  const spec: { containers?: object[]; initContainers?: object[]; activeDeadlineSeconds?: number | null } =
-    {};
-  if (JSON.stringify(images(have.spec?.containers)) !== JSON.stringify(images(want.spec?.containers)))
-    spec.containers = images(want.spec?.containers);
-  if (JSON.stringify(images(have.spec?.initContainers)) !== JSON.stringify(images(want.spec?.initContainers)))
-    spec.initContainers = images(want.spec?.initContainers);
-  if (have.spec?.activeDeadlineSeconds !== want.spec?.activeDeadlineSeconds)
-    spec.activeDeadlineSeconds = want.spec?.activeDeadlineSeconds ?? null;
-  const patch = {
-    ...(Object.keys(metadata).length > 0 ? { metadata } : {}),
-    ...(Object.keys(spec).length > 0 ? { spec } : {}),
-  };
-  return Object.keys(patch).length > 0 ? patch : undefined;
-}
-
-const POD_STATUS_FIELDS = [
-  'phase',
-  'conditions',
-  'hostIP',
-  'hostIPs',
-  'podIP',
-  'podIPs',
-  'startTime',
-  'containerStatuses',
-  'initContainerStatuses',
-  'ephemeralContainerStatuses',
-  'reason',
-  'message',
-] as const;
-
-/**
- * What the tenant pod's status should say, taken from its host pod. Conditions the tenant's own
- * controllers set for the pod's readiness gates are kept, and Ready waits for them, as a kubelet
- * does.
- */
-export function tenantPodStatus(host: V1Pod, tenant?: V1Pod): V1PodStatus {
-  const out: Record<string, unknown> = {};
-  const s = (host.status ?? {}) as Record<string, unknown>;
-  for (const f of POD_STATUS_FIELDS) if (s[f] !== undefined) out[f] = s[f];
-  const gates = (tenant?.spec?.readinessGates ?? []).map((g) => g.conditionType);
-  if (gates.length > 0) {
-    const kept = (tenant?.status?.conditions ?? []).filter((c) => gates.includes(c.type));
-    const open = gates.filter((g) => !kept.some((c) => c.type === g && c.status === 'True'));
-    const fromHost = ((out.conditions as V1PodCondition[] | undefined) ?? [])
-      .filter((c) => !gates.includes(c.type))
-      .map((c) =>
-        c.type === 'Ready' && c.status === 'True' && open.length > 0
-          ? {
-              ...c,
-              status: 'False',
-              reason: 'ReadinessGatesNotReady',
-              message: `corresponding condition of pod readiness gate "${open[0]}" does not exist or is not True`,
-            }
-          : c,
-      );
-    out.conditions = [...fromHost, ...kept];
-  }
-  // The host LimitRange's zero requests are the host's, not the tenant's: not in its statuses.
-  for (const key of ['containerStatuses', 'initContainerStatuses'] as const)
-    if (Array.isArray(out[key]))
-      out[key] = (out[key] as V1ContainerStatus[]).map((c) => withoutHostZeros(c, tenant));
-  // Generations are each side's own: the tenant's is observed once the host kubelet has seen the
-  // host pod's latest spec and that spec carries the tenant's images.
-  const containers = (p: V1Pod | undefined) => [
-    ...(p?.spec?.initContainers ?? []),
-    ...(p?.spec?.containers ?? []),
-  ];
-  const hostByName = new Map(containers(host).map((c) => [c.name, c]));
-  const caughtUp =
-    (host.status?.observedGeneration ?? 0) >= (host.metadata?.generation ?? 1) &&
-    containers(tenant).every((c) => {
-      const h = hostByName.get(c.name);
-      return h !== undefined && h.image === c.image && sameResources(c.resources, h.resources);
-    });
-  const generation = caughtUp ? tenant?.metadata?.generation : tenant?.status?.observedGeneration;
-  delete out.observedGeneration;
-  if (generation !== undefined) out.observedGeneration = generation;
-  if (Array.isArray(out.conditions))
-    out.conditions = (out.conditions as V1PodCondition[]).map(({ observedGeneration: _g, ...c }) =>
-      generation !== undefined && _g !== undefined ? { ...c, observedGeneration: generation } : c,
-    );
-  return out;
-}
-
-/** A host container status without the resources only the host's LimitRange gave it (zeros). */
-function withoutHostZeros(c: V1ContainerStatus, tenant: V1Pod | undefined): V1ContainerStatus {
-  const spec = [...(tenant?.spec?.initContainers ?? []), ...(tenant?.spec?.containers ?? [])].find(
-    (t) => t.name === c.name,
-  );
-  if (!spec) return c;
-  const trim = (list: Record<string, string> | undefined, asked: Record<string, string> | undefined) =>
-    list &&
-    Object.fromEntries(
-      Object.entries(list).filter(([k, v]) => asked?.[k] !== undefined || parseQuantity(v) !== 0),
-    );
-  const requests = spec.resources?.requests;
-  return {
-    ...c,
-    ...(c.allocatedResources ? { allocatedResources: trim(c.allocatedResources, requests)! } : {}),
-    ...(c.resources
-      ? {
-          resources: {
-            ...c.resources,
-            ...(c.resources.requests ? { requests: trim(c.resources.requests, requests)! } : {}),
-            ...(c.resources.limits ? { limits: trim(c.resources.limits, spec.resources?.limits)! } : {}),
-          },
-        }
-      : {}),
-  };
-}
-
-/** True when `want` already holds in `have` (compared as JSON, dates as strings). */
-export function statusMatches(have: V1PodStatus | undefined, want: V1PodStatus): boolean {
-  const h = JSON.parse(JSON.stringify(have ?? {})) as Record<string, unknown>;
-  const w = JSON.parse(JSON.stringify(want)) as Record<string, unknown>;
-  return Object.keys(w).every((k) => JSON.stringify(h[k]) === JSON.stringify(w[k]));
 }
 
 /** A refused pod fails in the tenant the way a kubelet's admission failure does. */

@@ -17,20 +17,22 @@ import {
 import { KeyedQueue } from '../../src/clustertree/queue.js';
 import {
   PodAnnotation,
-  PodRefused,
   hostPodFor,
-  hostPodUpdate,
-  hostPodResize,
-  sameResources,
   serviceShape,
   hostServiceFor,
   podReferences,
-  tenantPodStatus,
   hostEndpointSliceFor,
   OPERATOR,
   OPERATOR_LABEL,
   type TenantContext,
 } from '../../src/clustertree/translate.js';
+import { PodRefused } from '../../src/clustertree/podSecurity.js';
+import {
+  hostPodUpdate,
+  hostPodResize,
+  sameResources,
+  tenantPodStatus,
+} from '../../src/clustertree/runningPod.js';
 import { tenantNodeFor, virtualNode } from '../../src/clustertree/tenantNodes.js';
 
 const ctx: TenantContext = {

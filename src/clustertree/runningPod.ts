@@ -1,0 +1,218 @@
+/**
+ * A running pod on both sides: what of a tenant's changes reaches the host pod (metadata, images,
+ * deadline, in-place resizes) and what of the host pod's status the tenant sees. Pure functions;
+ * the controller decides when to call them.
+ */
+import type {
+  V1Container,
+  V1ContainerStatus,
+  V1Pod,
+  V1PodCondition,
+  V1PodStatus,
+  V1ResourceRequirements,
+} from '@kubernetes/client-node';
+import { parseQuantity } from '../api/virtualCluster.js';
+import { PodAnnotation, tenantAnnotations, tenantLabels } from './translate.js';
+
+/**
+ * Whether a host container's resources are the tenant container's: equal quantities, and a
+ * request or limit only the host has counts when it is not zero (the host namespace's
+ * LimitRange gives every container zero requests where the tenant asked for none).
+ */
+export function sameResources(
+  tenant: V1ResourceRequirements | undefined,
+  host: V1ResourceRequirements | undefined,
+): boolean {
+  for (const kind of ['requests', 'limits'] as const) {
+    const t = tenant?.[kind] ?? {};
+    const h = host?.[kind] ?? {};
+    for (const key of new Set([...Object.keys(t), ...Object.keys(h)])) {
+      const tv = t[key];
+      const hv = h[key];
+      if (tv === hv) continue;
+      if (tv === undefined && hv !== undefined && parseQuantity(hv) === 0) continue;
+      // Quantities parseQuantity does not read (exponents, n/u) compare as written.
+      if (tv === undefined || hv === undefined || !(parseQuantity(tv) === parseQuantity(hv))) return false;
+    }
+  }
+  return true;
+}
+
+/**
+ * An in-place resize a tenant asked for (its `resize` subresource), as the patch of the host pod's
+ * `resize` subresource that asks the same of the host kubelet; undefined when they agree.
+ */
+export function hostPodResize(have: V1Pod, want: V1Pod): object | undefined {
+  const h = new Map(
+    [...(have.spec?.initContainers ?? []), ...(have.spec?.containers ?? [])].map((c) => [
+      c.name,
+      c.resources,
+    ]),
+  );
+  const changed = (list: V1Container[] | undefined) =>
+    (list ?? [])
+      .filter((c) => !sameResources(c.resources, h.get(c.name)))
+      .map((c) => ({ name: c.name, resources: c.resources ?? {} }));
+  const containers = changed(want.spec?.containers);
+  const initContainers = changed(want.spec?.initContainers);
+  if (containers.length === 0 && initContainers.length === 0) return undefined;
+  return {
+    spec: {
+      ...(containers.length ? { containers } : {}),
+      ...(initContainers.length ? { initContainers } : {}),
+    },
+  };
+}
+
+/**
+ * What a tenant may change on a running pod, as a strategic merge patch that brings the host pod
+ * there: labels and annotations (read by the downward API and fieldRefs), container and init
+ * container images, activeDeadlineSeconds. Undefined when nothing differs.
+ */
+export function hostPodUpdate(have: V1Pod, want: V1Pod): object | undefined {
+  const metadata: { labels?: Record<string, string | null>; annotations?: Record<string, string | null> } =
+    {};
+  // Only keys once copied from the tenant are removed: others are the host's (a CNI's, say).
+  // A host pod from before the record (or with a damaged one): what the tenant could have given.
+  const guess = () => ({
+    labels: Object.keys(tenantLabels(have.metadata?.labels)),
+    annotations: Object.keys(tenantAnnotations(have.metadata?.annotations)),
+  });
+  const copied = ((): { labels?: string[]; annotations?: string[] } => {
+    const raw = have.metadata?.annotations?.[PodAnnotation.tenantKeys];
+    if (raw === undefined) return guess();
+    try {
+      const parsed = JSON.parse(raw) as { labels?: unknown; annotations?: unknown };
+      const keys = (x: unknown) =>
+        Array.isArray(x) ? x.filter((k): k is string => typeof k === 'string') : [];
+      return { labels: keys(parsed.labels), annotations: keys(parsed.annotations) };
+    } catch {
+      return guess();
+    }
+  })();
+  for (const key of ['labels', 'annotations'] as const) {
+    const h = have.metadata?.[key] ?? {};
+    const w = want.metadata?.[key] ?? {};
+    const diff: Record<string, string | null> = {};
+    for (const [k, v] of Object.entries(w)) if (h[k] !== v) diff[k] = v;
+    for (const k of copied[key] ?? []) if (k in h && !(k in w)) diff[k] = null;
+    if (Object.keys(diff).length > 0) metadata[key] = diff;
+  }
+  const images = (cs: V1Container[] | undefined) => (cs ?? []).map((c) => ({ name: c.name, image: c.image }));
+  const spec: { containers?: object[]; initContainers?: object[]; activeDeadlineSeconds?: number | null } =
+    {};
+  if (JSON.stringify(images(have.spec?.containers)) !== JSON.stringify(images(want.spec?.containers)))
+    spec.containers = images(want.spec?.containers);
+  if (JSON.stringify(images(have.spec?.initContainers)) !== JSON.stringify(images(want.spec?.initContainers)))
+    spec.initContainers = images(want.spec?.initContainers);
+  if (have.spec?.activeDeadlineSeconds !== want.spec?.activeDeadlineSeconds)
+    spec.activeDeadlineSeconds = want.spec?.activeDeadlineSeconds ?? null;
+  const patch = {
+    ...(Object.keys(metadata).length > 0 ? { metadata } : {}),
+    ...(Object.keys(spec).length > 0 ? { spec } : {}),
+  };
+  return Object.keys(patch).length > 0 ? patch : undefined;
+}
+
+const POD_STATUS_FIELDS = [
+  'phase',
+  'conditions',
+  'hostIP',
+  'hostIPs',
+  'podIP',
+  'podIPs',
+  'startTime',
+  'containerStatuses',
+  'initContainerStatuses',
+  'ephemeralContainerStatuses',
+  'reason',
+  'message',
+] as const;
+
+/**
+ * What the tenant pod's status should say, taken from its host pod. Conditions the tenant's own
+ * controllers set for the pod's readiness gates are kept, and Ready waits for them, as a kubelet
+ * does.
+ */
+export function tenantPodStatus(host: V1Pod, tenant?: V1Pod): V1PodStatus {
+  const out: Record<string, unknown> = {};
+  const s = (host.status ?? {}) as Record<string, unknown>;
+  for (const f of POD_STATUS_FIELDS) if (s[f] !== undefined) out[f] = s[f];
+  const gates = (tenant?.spec?.readinessGates ?? []).map((g) => g.conditionType);
+  if (gates.length > 0) {
+    const kept = (tenant?.status?.conditions ?? []).filter((c) => gates.includes(c.type));
+    const open = gates.filter((g) => !kept.some((c) => c.type === g && c.status === 'True'));
+    const fromHost = ((out.conditions as V1PodCondition[] | undefined) ?? [])
+      .filter((c) => !gates.includes(c.type))
+      .map((c) =>
+        c.type === 'Ready' && c.status === 'True' && open.length > 0
+          ? {
+              ...c,
+              status: 'False',
+              reason: 'ReadinessGatesNotReady',
+              message: `corresponding condition of pod readiness gate "${open[0]}" does not exist or is not True`,
+            }
+          : c,
+      );
+    out.conditions = [...fromHost, ...kept];
+  }
+  // The host LimitRange's zero requests are the host's, not the tenant's: not in its statuses.
+  for (const key of ['containerStatuses', 'initContainerStatuses'] as const)
+    if (Array.isArray(out[key]))
+      out[key] = (out[key] as V1ContainerStatus[]).map((c) => withoutHostZeros(c, tenant));
+  // Generations are each side's own: the tenant's is observed once the host kubelet has seen the
+  // host pod's latest spec and that spec carries the tenant's images.
+  const containers = (p: V1Pod | undefined) => [
+    ...(p?.spec?.initContainers ?? []),
+    ...(p?.spec?.containers ?? []),
+  ];
+  const hostByName = new Map(containers(host).map((c) => [c.name, c]));
+  const caughtUp =
+    (host.status?.observedGeneration ?? 0) >= (host.metadata?.generation ?? 1) &&
+    containers(tenant).every((c) => {
+      const h = hostByName.get(c.name);
+      return h !== undefined && h.image === c.image && sameResources(c.resources, h.resources);
+    });
+  const generation = caughtUp ? tenant?.metadata?.generation : tenant?.status?.observedGeneration;
+  delete out.observedGeneration;
+  if (generation !== undefined) out.observedGeneration = generation;
+  if (Array.isArray(out.conditions))
+    out.conditions = (out.conditions as V1PodCondition[]).map(({ observedGeneration: _g, ...c }) =>
+      generation !== undefined && _g !== undefined ? { ...c, observedGeneration: generation } : c,
+    );
+  return out;
+}
+
+/** A host container status without the resources only the host's LimitRange gave it (zeros). */
+function withoutHostZeros(c: V1ContainerStatus, tenant: V1Pod | undefined): V1ContainerStatus {
+  const spec = [...(tenant?.spec?.initContainers ?? []), ...(tenant?.spec?.containers ?? [])].find(
+    (t) => t.name === c.name,
+  );
+  if (!spec) return c;
+  const trim = (list: Record<string, string> | undefined, asked: Record<string, string> | undefined) =>
+    list &&
+    Object.fromEntries(
+      Object.entries(list).filter(([k, v]) => asked?.[k] !== undefined || parseQuantity(v) !== 0),
+    );
+  const requests = spec.resources?.requests;
+  return {
+    ...c,
+    ...(c.allocatedResources ? { allocatedResources: trim(c.allocatedResources, requests)! } : {}),
+    ...(c.resources
+      ? {
+          resources: {
+            ...c.resources,
+            ...(c.resources.requests ? { requests: trim(c.resources.requests, requests)! } : {}),
+            ...(c.resources.limits ? { limits: trim(c.resources.limits, spec.resources?.limits)! } : {}),
+          },
+        }
+      : {}),
+  };
+}
+
+/** True when `want` already holds in `have` (compared as JSON, dates as strings). */
+export function statusMatches(have: V1PodStatus | undefined, want: V1PodStatus): boolean {
+  const h = JSON.parse(JSON.stringify(have ?? {})) as Record<string, unknown>;
+  const w = JSON.parse(JSON.stringify(want)) as Record<string, unknown>;
+  return Object.keys(w).every((k) => JSON.stringify(h[k]) === JSON.stringify(w[k]));
+}
