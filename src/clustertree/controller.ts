@@ -50,7 +50,6 @@ import {
   hostName,
   tenantHash,
   tokenSecretName,
-  trustBundleConfigMapName,
 } from './naming.js';
 import {
   PodAnnotation,
@@ -68,18 +67,18 @@ import {
 import { PodRefused } from './podSecurity.js';
 import { hostPodUpdate, hostPodResize, statusMatches, tenantPodStatus } from './runningPod.js';
 import { nodeShape, tenantNodeFor, virtualNode } from './tenantNodes.js';
-import { trustBundleData, trustBundleSources, type TrustBundle } from './trustBundles.js';
+import {
+  CLUSTER_TRUST_BUNDLES,
+  TrustBundleSync,
+  trustBundleSources,
+  trustBundlesOwner,
+  type TrustBundleObject,
+} from './trustBundles.js';
 import { KeyedQueue, forEachLimited } from './queue.js';
 
 const LEASE_NAMESPACE = 'kube-node-lease';
 
-/** A tenant certificates.k8s.io/v1 ClusterTrustBundle, as read through the generic client. */
-interface TrustBundleObject extends KubernetesObject {
-  spec?: { signerName?: string; trustBundle?: string };
-}
 const TOKEN_EXPIRES = 'kosmos.io/token-expires';
-/** On the host ConfigMap of a pod's projected trust bundles: the tenant pod, `ns/name`. */
-const TRUST_BUNDLES_FOR = 'kosmos.io/trust-bundles-for';
 const TOKEN_FOR = 'kosmos.io/token-for';
 
 /** RFC 3339 with microseconds, as a MicroTime field needs it. */
@@ -149,8 +148,7 @@ export class ClusterTree {
   private readonly tenantConfigMaps: ListWatch<V1ConfigMap>;
   private readonly tenantSecrets: ListWatch<V1Secret>;
   private readonly tenantServices: ListWatch<V1Service>;
-  private readonly tenantTrustBundles: ListWatch<TrustBundleObject>;
-  private readonly tenantCustom: CustomObjectsApi;
+  private readonly trustBundles: TrustBundleSync;
   private readonly services: ServiceSync;
 
   constructor(
@@ -233,8 +231,8 @@ export class ClusterTree {
       mine,
       (o) => {
         // A pod's trust-bundle ConfigMap belongs to its pod: a change to it re-syncs the pod.
-        const bundlesFor = o.metadata?.annotations?.[TRUST_BUNDLES_FOR];
-        if (bundlesFor) this.queue.add(`pod/${bundlesFor}`);
+        const bundlesFor = trustBundlesOwner(o);
+        if (bundlesFor) this.queue.add(`pod/${bundlesFor.join('/')}`);
         else this.byOrigin('cm', o);
       },
     );
@@ -309,18 +307,12 @@ export class ClusterTree {
       undefined,
       (o) => this.queue.add(`svc/${o.metadata!.namespace!}/${o.metadata!.name!}`),
     );
-    const tenantCustom = (this.tenantCustom = tenantKc.makeApiClient(CustomObjectsApi));
-    this.tenantTrustBundles = this.source<TrustBundleObject>(
+    const tenantCustom = tenantKc.makeApiClient(CustomObjectsApi);
+    const tenantBundles = this.source<TrustBundleObject>(
       tenantKc,
       'tenant clustertrustbundles',
       '/apis/certificates.k8s.io/v1/clustertrustbundles',
-      list(() =>
-        tenantCustom.listClusterCustomObject({
-          group: 'certificates.k8s.io',
-          version: 'v1',
-          plural: 'clustertrustbundles',
-        }),
-      ),
+      list(() => tenantCustom.listClusterCustomObject(CLUSTER_TRUST_BUNDLES)),
       undefined,
       // Rare, and any pod may project any bundle: every pod that projects one is looked at again.
       () => {
@@ -329,6 +321,14 @@ export class ClusterTree {
             this.queue.add(`pod/${p.metadata!.namespace!}/${p.metadata!.name!}`);
       },
     );
+    this.trustBundles = new TrustBundleSync({
+      tenant: cfg.tenant,
+      hostNamespace: cfg.hostNamespace,
+      tenantCustom,
+      hostCore: this.hostCore,
+      tenantBundles,
+      hostConfigMaps: this.hostConfigMaps,
+    });
     // Slices the tenant's endpoint controller did not make: those of selector-less Services.
     const handmade = 'endpointslice.kubernetes.io/managed-by!=endpointslice-controller.k8s.io';
     const tenantDiscovery = tenantKc.makeApiClient(DiscoveryV1Api);
@@ -487,8 +487,7 @@ export class ClusterTree {
     for (const s of this.tenantServices.list())
       this.queue.add(`svc/${s.metadata!.namespace!}/${s.metadata!.name!}`);
     for (const s of this.hostServices.list()) this.byOrigin('svc', s);
-    for (const c of this.hostConfigMaps.list())
-      if (!c.metadata?.annotations?.[TRUST_BUNDLES_FOR]) this.byOrigin('cm', c);
+    for (const c of this.hostConfigMaps.list()) if (!trustBundlesOwner(c)) this.byOrigin('cm', c);
     for (const s of this.hostSecrets.list())
       if (!s.metadata?.annotations?.[TOKEN_FOR]) this.byOrigin('secret', s);
   }
@@ -652,7 +651,7 @@ export class ClusterTree {
     if (!tp) {
       await deleteHost(0);
       if (!hp) await this.deleteToken(ns, name);
-      if (!hp) await this.deleteTrustBundles(ns, name);
+      if (!hp) await this.trustBundles.remove(ns, name);
       return;
     }
     if (hp && hp.metadata?.annotations?.[PodAnnotation.uid] !== tp.metadata!.uid) {
@@ -678,7 +677,7 @@ export class ClusterTree {
         return deleteHost(tp.metadata.deletionGracePeriodSeconds ?? undefined);
       }
       await this.deleteToken(ns, name);
-      await this.deleteTrustBundles(ns, name);
+      await this.trustBundles.remove(ns, name);
       // The host side is gone: finish the deletion as a kubelet would.
       await this.tenantCore
         .deleteNamespacedPod({
@@ -739,7 +738,7 @@ export class ClusterTree {
       return deleteHost(0);
     }
     // Trust bundles follow the tenant's ClusterTrustBundles while the pod runs.
-    await this.writeTrustBundles(tp);
+    await this.trustBundles.write(tp);
     // A token Secret deleted behind clusterTree's back is issued again.
     const token = podReferences(tp).token;
     if (token && !this.hostSecrets.get(tokenSecretName(ns, name), this.cfg.hostNamespace))
@@ -825,64 +824,7 @@ export class ClusterTree {
     for (const cm of refs.configMaps) await this.syncConfigMap(ns, cm, true);
     for (const s of refs.secrets) await this.syncSecret(ns, s, true);
     if (refs.token) await this.issueToken(pod, refs.token);
-    await this.writeTrustBundles(pod);
-  }
-
-  /** The pod's projected ClusterTrustBundles, in the host ConfigMap its host pod mounts. */
-  private async writeTrustBundles(pod: V1Pod): Promise<void> {
-    if (trustBundleSources(pod).length === 0) return;
-    const ns = pod.metadata!.namespace!;
-    const name = pod.metadata!.name!;
-    const cmName = trustBundleConfigMapName(ns, name);
-    // Read from the API, not the cache: a bundle made just before the pod may not be in the cache
-    // yet, the host kubelet mounts what the ConfigMap holds, and an older cache must never write
-    // over newer data. Pods that project bundles are few; the cache only says when to look again.
-    const objects =
-      (
-        (await this.tenantCustom.listClusterCustomObject({
-          group: 'certificates.k8s.io',
-          version: 'v1',
-          plural: 'clustertrustbundles',
-        })) as { items?: TrustBundleObject[] }
-      ).items ?? [];
-    const bundles: TrustBundle[] = objects.map((b) => ({
-      name: b.metadata!.name!,
-      signerName: b.spec?.signerName,
-      labels: b.metadata?.labels ?? {},
-      pem: b.spec?.trustBundle ?? '',
-    }));
-    const data = trustBundleData(pod, bundles);
-    const existing = this.hostConfigMaps.get(cmName, this.cfg.hostNamespace);
-    if (existing && JSON.stringify(existing.data ?? {}) === JSON.stringify(data)) return;
-    const body: V1ConfigMap = {
-      apiVersion: 'v1',
-      kind: 'ConfigMap',
-      metadata: {
-        name: cmName,
-        namespace: this.cfg.hostNamespace,
-        labels: { [OriginLabel.managedBy]: MANAGER, [OriginLabel.tenant]: tenantHash(this.cfg.tenant) },
-        annotations: { [TRUST_BUNDLES_FOR]: `${ns}/${name}` },
-      },
-      data,
-    };
-    if (existing)
-      await this.hostCore.replaceNamespacedConfigMap({
-        name: cmName,
-        namespace: this.cfg.hostNamespace,
-        body,
-      });
-    else
-      await this.hostCore
-        .createNamespacedConfigMap({ namespace: this.cfg.hostNamespace, body })
-        .catch(ignoreStatus(409));
-  }
-
-  private async deleteTrustBundles(ns: string, pod: string): Promise<void> {
-    const cmName = trustBundleConfigMapName(ns, pod);
-    if (!this.hostConfigMaps.get(cmName, this.cfg.hostNamespace)) return;
-    await this.hostCore
-      .deleteNamespacedConfigMap({ name: cmName, namespace: this.cfg.hostNamespace })
-      .catch(ignoreStatus(404));
+    await this.trustBundles.write(pod);
   }
 
   /** A bound token for the tenant pod's service account, in a host Secret its host pod mounts. */
@@ -1001,11 +943,11 @@ export class ClusterTree {
   private async collectGarbage(): Promise<void> {
     const hostNs = this.cfg.hostNamespace;
     for (const h of this.hostConfigMaps.list()) {
-      const bundlesFor = h.metadata?.annotations?.[TRUST_BUNDLES_FOR];
+      const bundlesFor = trustBundlesOwner(h);
       if (bundlesFor) {
-        const [ns, pod] = bundlesFor.split('/') as [string, string];
+        const [ns, pod] = bundlesFor;
         if (!this.tenantPods.get(pod, ns) && !this.hostPods.get(hostName(ns, pod), hostNs))
-          await this.deleteTrustBundles(ns, pod);
+          await this.trustBundles.remove(ns, pod);
         continue;
       }
       const from = origin(h);

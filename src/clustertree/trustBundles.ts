@@ -7,7 +7,19 @@
  * it is optional and has no key otherwise, so the ConfigMap projection behaves as the kubelet
  * does: the volume of a required source that matches nothing cannot be set up.
  */
-import type { V1LabelSelector, V1Pod, V1VolumeProjection } from '@kubernetes/client-node';
+import type {
+  CoreV1Api,
+  CustomObjectsApi,
+  KubernetesObject,
+  ListWatch,
+  V1ConfigMap,
+  V1LabelSelector,
+  V1Pod,
+  V1VolumeProjection,
+} from '@kubernetes/client-node';
+import { ignoreStatus } from '../api/kubeClient.js';
+import type { VirtualClusterRef } from '../api/virtualCluster.js';
+import { MANAGER, OriginLabel, tenantHash, trustBundleConfigMapName } from './naming.js';
 
 /** The parts of a tenant ClusterTrustBundle a projection reads. */
 export interface TrustBundle {
@@ -84,4 +96,102 @@ export function trustBundleData(pod: V1Pod, bundles: readonly TrustBundle[]): Re
     if (pem || source.optional) data[key] = pem;
   }
   return data;
+}
+
+/** On the host ConfigMap of a pod's projected trust bundles: the tenant pod, `ns/name`. */
+export const TRUST_BUNDLES_FOR = 'kosmos.io/trust-bundles-for';
+
+/** The tenant resource, read through the generic client (client-node has no v1 model yet). */
+export const CLUSTER_TRUST_BUNDLES = {
+  group: 'certificates.k8s.io',
+  version: 'v1',
+  plural: 'clustertrustbundles',
+} as const;
+
+/** A tenant certificates.k8s.io/v1 ClusterTrustBundle, as read through the generic client. */
+export interface TrustBundleObject extends KubernetesObject {
+  spec?: { signerName?: string; trustBundle?: string };
+}
+
+const asBundles = (objects: readonly TrustBundleObject[]): TrustBundle[] =>
+  objects.map((b) => ({
+    name: b.metadata!.name!,
+    signerName: b.spec?.signerName,
+    labels: b.metadata?.labels ?? {},
+    pem: b.spec?.trustBundle ?? '',
+  }));
+
+const sameData = (a: Record<string, string> | undefined, b: Record<string, string>): boolean =>
+  JSON.stringify(a ?? {}) === JSON.stringify(b);
+
+export interface TrustBundleSyncDeps {
+  tenant: VirtualClusterRef;
+  hostNamespace: string;
+  tenantCustom: CustomObjectsApi;
+  hostCore: CoreV1Api;
+  /** The tenant's bundles: says when to look again, and whether anything changed. */
+  tenantBundles: ListWatch<TrustBundleObject>;
+  hostConfigMaps: ListWatch<V1ConfigMap>;
+}
+
+/** Keeps each pod's trust-bundle ConfigMap on the host. */
+export class TrustBundleSync {
+  constructor(private readonly d: TrustBundleSyncDeps) {}
+
+  /** The pod's projected ClusterTrustBundles, in the host ConfigMap its host pod mounts. */
+  async write(pod: V1Pod): Promise<void> {
+    if (trustBundleSources(pod).length === 0) return;
+    const ns = pod.metadata!.namespace!;
+    const name = pod.metadata!.name!;
+    const cmName = trustBundleConfigMapName(ns, name);
+    const existing = this.d.hostConfigMaps.get(cmName, this.d.hostNamespace);
+    // Nothing changed as far as the cache knows: no API call (the common case, every resync).
+    if (existing && sameData(existing.data, trustBundleData(pod, asBundles(this.d.tenantBundles.list()))))
+      return;
+    // What is written is read from the API, not the cache: a bundle made just before the pod may
+    // not be in the cache yet, the host kubelet mounts what the ConfigMap holds, and an older
+    // cache must never write over newer data.
+    const live = (
+      (await this.d.tenantCustom.listClusterCustomObject(CLUSTER_TRUST_BUNDLES)) as {
+        items?: TrustBundleObject[];
+      }
+    ).items;
+    const data = trustBundleData(pod, asBundles(live ?? []));
+    if (existing && sameData(existing.data, data)) return;
+    const body: V1ConfigMap = {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: {
+        name: cmName,
+        namespace: this.d.hostNamespace,
+        labels: { [OriginLabel.managedBy]: MANAGER, [OriginLabel.tenant]: tenantHash(this.d.tenant) },
+        annotations: { [TRUST_BUNDLES_FOR]: `${ns}/${name}` },
+      },
+      data,
+    };
+    if (existing)
+      await this.d.hostCore.replaceNamespacedConfigMap({
+        name: cmName,
+        namespace: this.d.hostNamespace,
+        body,
+      });
+    else
+      await this.d.hostCore
+        .createNamespacedConfigMap({ namespace: this.d.hostNamespace, body })
+        .catch(ignoreStatus(409));
+  }
+
+  async remove(ns: string, pod: string): Promise<void> {
+    const cmName = trustBundleConfigMapName(ns, pod);
+    if (!this.d.hostConfigMaps.get(cmName, this.d.hostNamespace)) return;
+    await this.d.hostCore
+      .deleteNamespacedConfigMap({ name: cmName, namespace: this.d.hostNamespace })
+      .catch(ignoreStatus(404));
+  }
+}
+
+/** The tenant pod (`[namespace, name]`) a host trust-bundle ConfigMap belongs to, if it is one. */
+export function trustBundlesOwner(cm: KubernetesObject): [string, string] | undefined {
+  const owner = cm.metadata?.annotations?.[TRUST_BUNDLES_FOR];
+  return owner ? (owner.split('/') as [string, string]) : undefined;
 }

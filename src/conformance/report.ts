@@ -127,6 +127,15 @@ export interface DesignSkip {
 }
 
 const cell = (s: string): string => s.replace(/\|/g, '\\|');
+/** Specs and why, as a table; "None." when there are none. */
+const whyTable = (results: SpecResult[]): string[] =>
+  results.length === 0
+    ? ['None.']
+    : [
+        '| test | why |',
+        '| --- | --- |',
+        ...results.map((r) => `| ${cell(r.name)} | ${cell(r.why ?? '')} |`),
+      ];
 const minutes = (ms: number): string => `${Math.round(ms / 60_000)} min`;
 
 export function renderMarkdown(
@@ -167,23 +176,11 @@ export function renderMarkdown(
     '',
     'Why each kind of failure happens, and what would fix it: `docs/adr/0008-conformance.md`.',
     '',
-    ...(failed.length === 0
-      ? ['None.']
-      : [
-          '| test | why |',
-          '| --- | --- |',
-          ...failed.map((r) => `| ${cell(r.name)} | ${cell(r.why ?? '')} |`),
-        ]),
+    ...whyTable(failed),
     '',
     '## Skipped by the suite itself',
     '',
-    ...(skipped.length === 0
-      ? ['None.']
-      : [
-          '| test | why |',
-          '| --- | --- |',
-          ...skipped.map((r) => `| ${cell(r.name)} | ${cell(r.why ?? '')} |`),
-        ]),
+    ...whyTable(skipped),
     '',
     '## Skipped by design',
     '',
