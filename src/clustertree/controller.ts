@@ -62,11 +62,11 @@ import {
   refusedStatus,
   sameData,
   type TenantContext,
-  type TokenRequestSpec,
 } from './translate.js';
 import { PodRefused } from './podSecurity.js';
 import { hostPodUpdate, hostPodResize, statusMatches, tenantPodStatus } from './runningPod.js';
 import { nodeShape, tenantNodeFor, virtualNode } from './tenantNodes.js';
+import { TokenSync, tokenOwner } from './tokens.js';
 import {
   CLUSTER_TRUST_BUNDLES,
   TrustBundleSync,
@@ -77,9 +77,6 @@ import {
 import { KeyedQueue, forEachLimited } from './queue.js';
 
 const LEASE_NAMESPACE = 'kube-node-lease';
-
-const TOKEN_EXPIRES = 'kosmos.io/token-expires';
-const TOKEN_FOR = 'kosmos.io/token-for';
 
 /** RFC 3339 with microseconds, as a MicroTime field needs it. */
 const microTime = (d: Date): string => d.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
@@ -149,6 +146,7 @@ export class ClusterTree {
   private readonly tenantSecrets: ListWatch<V1Secret>;
   private readonly tenantServices: ListWatch<V1Service>;
   private readonly trustBundles: TrustBundleSync;
+  private readonly tokens: TokenSync;
   private readonly services: ServiceSync;
 
   constructor(
@@ -244,8 +242,8 @@ export class ClusterTree {
       mine,
       (o) => {
         // A token Secret belongs to its pod: a change to it (say, a deletion) re-syncs the pod.
-        const tokenFor = o.metadata?.annotations?.[TOKEN_FOR];
-        if (tokenFor) this.queue.add(`pod/${tokenFor}`);
+        const tokenFor = tokenOwner(o);
+        if (tokenFor) this.queue.add(`pod/${tokenFor.join('/')}`);
         else this.byOrigin('secret', o);
       },
     );
@@ -321,6 +319,14 @@ export class ClusterTree {
             this.queue.add(`pod/${p.metadata!.namespace!}/${p.metadata!.name!}`);
       },
     );
+    this.tokens = new TokenSync({
+      tenant: cfg.tenant,
+      hostNamespace: cfg.hostNamespace,
+      tokenExpirationSeconds: cfg.tokenExpirationSeconds,
+      tenantCore: this.tenantCore,
+      hostCore: this.hostCore,
+      hostSecrets: this.hostSecrets,
+    });
     this.trustBundles = new TrustBundleSync({
       tenant: cfg.tenant,
       hostNamespace: cfg.hostNamespace,
@@ -488,8 +494,7 @@ export class ClusterTree {
       this.queue.add(`svc/${s.metadata!.namespace!}/${s.metadata!.name!}`);
     for (const s of this.hostServices.list()) this.byOrigin('svc', s);
     for (const c of this.hostConfigMaps.list()) if (!trustBundlesOwner(c)) this.byOrigin('cm', c);
-    for (const s of this.hostSecrets.list())
-      if (!s.metadata?.annotations?.[TOKEN_FOR]) this.byOrigin('secret', s);
+    for (const s of this.hostSecrets.list()) if (!tokenOwner(s)) this.byOrigin('secret', s);
   }
 
   private resyncing = false;
@@ -650,7 +655,7 @@ export class ClusterTree {
 
     if (!tp) {
       await deleteHost(0);
-      if (!hp) await this.deleteToken(ns, name);
+      if (!hp) await this.tokens.remove(ns, name);
       if (!hp) await this.trustBundles.remove(ns, name);
       return;
     }
@@ -676,7 +681,7 @@ export class ClusterTree {
         }
         return deleteHost(tp.metadata.deletionGracePeriodSeconds ?? undefined);
       }
-      await this.deleteToken(ns, name);
+      await this.tokens.remove(ns, name);
       await this.trustBundles.remove(ns, name);
       // The host side is gone: finish the deletion as a kubelet would.
       await this.tenantCore
@@ -742,7 +747,7 @@ export class ClusterTree {
     // A token Secret deleted behind clusterTree's back is issued again.
     const token = podReferences(tp).token;
     if (token && !this.hostSecrets.get(tokenSecretName(ns, name), this.cfg.hostNamespace))
-      await this.issueToken(tp, token);
+      await this.tokens.issue(tp, token);
     const want = tenantPodStatus(hp, tp);
     if (!statusMatches(tp.status, want)) {
       await this.tenantCore
@@ -823,71 +828,8 @@ export class ClusterTree {
     const refs = podReferences(pod);
     for (const cm of refs.configMaps) await this.syncConfigMap(ns, cm, true);
     for (const s of refs.secrets) await this.syncSecret(ns, s, true);
-    if (refs.token) await this.issueToken(pod, refs.token);
+    if (refs.token) await this.tokens.issue(pod, refs.token);
     await this.trustBundles.write(pod);
-  }
-
-  /** A bound token for the tenant pod's service account, in a host Secret its host pod mounts. */
-  private async issueToken(pod: V1Pod, want: TokenRequestSpec): Promise<void> {
-    const ns = pod.metadata!.namespace!;
-    const name = pod.metadata!.name!;
-    const secretName = tokenSecretName(ns, name);
-    const existing = this.hostSecrets.get(secretName, this.cfg.hostNamespace);
-    const expires = Date.parse(existing?.metadata?.annotations?.[TOKEN_EXPIRES] ?? '');
-    const lifetime = Math.max(want.expirationSeconds ?? this.cfg.tokenExpirationSeconds, 600);
-    const refreshBefore = Date.now() + (lifetime * 1000) / 5;
-    if (
-      existing &&
-      expires > refreshBefore &&
-      existing.metadata?.annotations?.[PodAnnotation.uid] === pod.metadata!.uid
-    )
-      return;
-    const tr = await this.tenantCore.createNamespacedServiceAccountToken({
-      name: want.serviceAccount,
-      namespace: ns,
-      body: {
-        spec: {
-          // The audience the projection asked for; none means the tenant API server's own.
-          audiences: want.audience ? [want.audience] : [],
-          expirationSeconds: lifetime,
-          boundObjectRef: { apiVersion: 'v1', kind: 'Pod', name, uid: pod.metadata!.uid! },
-        },
-      },
-    });
-    const body: V1Secret = {
-      apiVersion: 'v1',
-      kind: 'Secret',
-      metadata: {
-        name: secretName,
-        namespace: this.cfg.hostNamespace,
-        labels: { [OriginLabel.managedBy]: MANAGER, [OriginLabel.tenant]: tenantHash(this.cfg.tenant) },
-        annotations: {
-          [TOKEN_FOR]: `${ns}/${name}`,
-          [PodAnnotation.uid]: pod.metadata!.uid!,
-          [TOKEN_EXPIRES]: new Date(tr.status!.expirationTimestamp).toISOString(),
-        },
-      },
-      type: 'Opaque',
-      data: { token: Buffer.from(tr.status!.token).toString('base64') },
-    };
-    if (existing)
-      await this.hostCore.replaceNamespacedSecret({
-        name: secretName,
-        namespace: this.cfg.hostNamespace,
-        body,
-      });
-    else
-      await this.hostCore
-        .createNamespacedSecret({ namespace: this.cfg.hostNamespace, body })
-        .catch(ignoreStatus(409));
-  }
-
-  private async deleteToken(ns: string, pod: string): Promise<void> {
-    const secretName = tokenSecretName(ns, pod);
-    if (!this.hostSecrets.get(secretName, this.cfg.hostNamespace)) return;
-    await this.hostCore
-      .deleteNamespacedSecret({ name: secretName, namespace: this.cfg.hostNamespace })
-      .catch(ignoreStatus(404));
   }
 
   // ---- configmaps, secrets, services ---------------------------------------------------------
@@ -957,15 +899,15 @@ export class ClusterTree {
           .catch(ignoreStatus(404));
     }
     for (const h of this.hostSecrets.list()) {
-      const tokenFor = h.metadata?.annotations?.[TOKEN_FOR];
+      const tokenFor = tokenOwner(h);
       if (tokenFor) {
-        const [ns, pod] = tokenFor.split('/') as [string, string];
+        const [ns, pod] = tokenFor;
         if (!this.tenantPods.get(pod, ns) && !this.hostPods.get(hostName(ns, pod), hostNs))
-          await this.deleteToken(ns, pod);
+          await this.tokens.remove(ns, pod);
         else {
           const tp = this.tenantPods.get(pod, ns);
           const sa = tp ? podReferences(tp).token : undefined;
-          if (tp && sa && this.placement(tp)) await this.issueToken(tp, sa); // refreshes when due
+          if (tp && sa && this.placement(tp)) await this.tokens.issue(tp, sa); // refreshes when due
         }
         continue;
       }

@@ -1,0 +1,95 @@
+/**
+ * Service-account tokens of tenant pods (ADR 6): a TokenRequest bound to the tenant pod, in a host
+ * Secret the host pod mounts in place of the projected token, renewed before it expires.
+ */
+import type { CoreV1Api, KubernetesObject, ListWatch, V1Pod, V1Secret } from '@kubernetes/client-node';
+import { ignoreStatus } from '../api/kubeClient.js';
+import type { VirtualClusterRef } from '../api/virtualCluster.js';
+import { MANAGER, OriginLabel, tenantHash, tokenSecretName } from './naming.js';
+import { PodAnnotation, type TokenRequestSpec } from './translate.js';
+
+const TOKEN_EXPIRES = 'kosmos.io/token-expires';
+/** On a token Secret: the tenant pod it belongs to, `ns/name`. */
+const TOKEN_FOR = 'kosmos.io/token-for';
+
+/** The tenant pod (`[namespace, name]`) a host token Secret belongs to, if it is one. */
+export function tokenOwner(secret: KubernetesObject): [string, string] | undefined {
+  const owner = secret.metadata?.annotations?.[TOKEN_FOR];
+  return owner ? (owner.split('/') as [string, string]) : undefined;
+}
+
+export interface TokenSyncDeps {
+  tenant: VirtualClusterRef;
+  hostNamespace: string;
+  tokenExpirationSeconds: number;
+  tenantCore: CoreV1Api;
+  hostCore: CoreV1Api;
+  hostSecrets: ListWatch<V1Secret>;
+}
+
+export class TokenSync {
+  constructor(private readonly d: TokenSyncDeps) {}
+
+  /** A bound token for the tenant pod's service account, in a host Secret its host pod mounts. */
+  async issue(pod: V1Pod, want: TokenRequestSpec): Promise<void> {
+    const ns = pod.metadata!.namespace!;
+    const name = pod.metadata!.name!;
+    const secretName = tokenSecretName(ns, name);
+    const existing = this.d.hostSecrets.get(secretName, this.d.hostNamespace);
+    const expires = Date.parse(existing?.metadata?.annotations?.[TOKEN_EXPIRES] ?? '');
+    const lifetime = Math.max(want.expirationSeconds ?? this.d.tokenExpirationSeconds, 600);
+    const refreshBefore = Date.now() + (lifetime * 1000) / 5;
+    if (
+      existing &&
+      expires > refreshBefore &&
+      existing.metadata?.annotations?.[PodAnnotation.uid] === pod.metadata!.uid
+    )
+      return;
+    const tr = await this.d.tenantCore.createNamespacedServiceAccountToken({
+      name: want.serviceAccount,
+      namespace: ns,
+      body: {
+        spec: {
+          // The audience the projection asked for; none means the tenant API server's own.
+          audiences: want.audience ? [want.audience] : [],
+          expirationSeconds: lifetime,
+          boundObjectRef: { apiVersion: 'v1', kind: 'Pod', name, uid: pod.metadata!.uid! },
+        },
+      },
+    });
+    const body: V1Secret = {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: {
+        name: secretName,
+        namespace: this.d.hostNamespace,
+        labels: { [OriginLabel.managedBy]: MANAGER, [OriginLabel.tenant]: tenantHash(this.d.tenant) },
+        annotations: {
+          [TOKEN_FOR]: `${ns}/${name}`,
+          [PodAnnotation.uid]: pod.metadata!.uid!,
+          [TOKEN_EXPIRES]: new Date(tr.status!.expirationTimestamp).toISOString(),
+        },
+      },
+      type: 'Opaque',
+      data: { token: Buffer.from(tr.status!.token).toString('base64') },
+    };
+    if (existing)
+      await this.d.hostCore.replaceNamespacedSecret({
+        name: secretName,
+        namespace: this.d.hostNamespace,
+        body,
+      });
+    else
+      await this.d.hostCore
+        .createNamespacedSecret({ namespace: this.d.hostNamespace, body })
+        .catch(ignoreStatus(409));
+  }
+
+  async remove(ns: string, pod: string): Promise<void> {
+    const secretName = tokenSecretName(ns, pod);
+    if (!this.d.hostSecrets.get(secretName, this.d.hostNamespace)) return;
+    await this.d.hostCore
+      .deleteNamespacedSecret({ name: secretName, namespace: this.d.hostNamespace })
+      .catch(ignoreStatus(404));
+  }
+}
