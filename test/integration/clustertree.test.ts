@@ -3,7 +3,7 @@
  * and pod IPs come back, ConfigMaps and Services follow, clusterTree survives SIGKILL and repairs
  * drift, a removed node is drained and handed back, and deletion leaves the host clean.
  */
-import type { V1Node, V1Pod } from '@kubernetes/client-node';
+import { Watch, type V1Node, type V1Pod } from '@kubernetes/client-node';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -27,6 +27,7 @@ import {
   deleteVirtualCluster,
   eventually,
   host,
+  hostKubeConfig,
   kubectl,
   newStateDir,
   refOf,
@@ -389,10 +390,28 @@ describe('clusterTree', () => {
     const tenant = tenantCore(kubeconfig);
     const before = (await operator.runtime!.list(tenantId(ref))).find((c) => c.name === 'clustertree');
     expect(before?.pid).toBeGreaterThan(0);
+    // Kill it while it is creating host pods: some exist, some do not yet. It can create all twenty
+    // between two polls (a CI run saw that), so a watch kills it on the first new host pod.
+    const alreadyThere = new Set((await hostPods(hostNs)).map((p) => p.metadata!.name!));
+    let killed!: () => void;
+    let done = false;
+    const firstNew = new Promise<void>((resolve) => (killed = resolve));
+    const watch = await new Watch(hostKubeConfig()).watch(
+      `/api/v1/namespaces/${hostNs}/pods`,
+      {},
+      (type: string, pod: V1Pod) => {
+        if (done || type !== 'ADDED' || alreadyThere.has(pod.metadata!.name!)) return;
+        done = true;
+        process.kill(before!.pid!, 'SIGKILL');
+        killed();
+      },
+      () => undefined,
+    );
     await kubectl(kubeconfig, 'scale', 'deployment', 'web', '--replicas=20');
-    // Kill it while it is creating host pods: some exist, some do not yet.
-    await eventually('the first new host pods', async () => (await hostPods(hostNs)).length > 2, 20_000);
-    process.kill(before!.pid!, 'SIGKILL');
+    await Promise.race([
+      firstNew,
+      new Promise((_, reject) => setTimeout(() => reject(new Error('no new host pod in 20s')), 20_000)),
+    ]).finally(() => watch.abort());
     const atKill = (await hostPods(hostNs)).length;
     await eventually('the supervisor to restart clusterTree', async () => {
       const now = (await operator.runtime!.list(tenantId(ref))).find((c) => c.name === 'clustertree');
