@@ -74,6 +74,8 @@ export function hostRbac(ref: VirtualClusterRef, ns: string, podSecurity: PodSec
       rules: [
         { apiGroups: [''], resources: ['pods', 'configmaps', 'secrets', 'services'], verbs: all },
         { apiGroups: [''], resources: ['resourcequotas'], verbs: ['get', 'list', 'watch'] },
+        // The host kubelet's events about the host pods, shown to the tenant (events.ts).
+        { apiGroups: [''], resources: ['events'], verbs: ['get', 'list', 'watch'] },
         { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: all },
         // The tenant nodes' kubelet API: logs, exec, attach and port-forward of the host pods.
         { apiGroups: [''], resources: ['pods/log'], verbs: ['get'] },

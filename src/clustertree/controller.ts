@@ -27,6 +27,7 @@ import {
   type KubeConfig,
   type KubernetesListObject,
   type KubernetesObject,
+  type CoreV1Event,
   type V1ConfigMap,
   type V1EndpointSlice,
   type V1EphemeralContainer,
@@ -40,6 +41,7 @@ import { apiMessage as hostMessage, ignoreStatus, merge, statusCode } from '../a
 import type { Logger } from '../worker/logger.js';
 import type { ClusterTreeConfig } from './config.js';
 import type { HostPodRef } from './kubeletServer.js';
+import { EventSync, HOST_POD_EVENTS } from './events.js';
 import { ServiceSync } from './services.js';
 import {
   KWOK_NODE_ANNOTATION,
@@ -49,6 +51,7 @@ import {
   Promotion,
   hostName,
   tenantHash,
+  tenantView,
   tokenSecretName,
 } from './naming.js';
 import {
@@ -86,6 +89,8 @@ interface Source<T extends KubernetesObject> {
   name: string;
   /** True once a list succeeded: the cache holds everything, not just what events brought. */
   listed: boolean;
+  /** Whether syncing waits for its first list (not for what only adds to the tenant's view). */
+  gates: boolean;
 }
 
 /** Origin namespace/name of a host object clusterTree made. */
@@ -148,6 +153,7 @@ export class ClusterTree {
   private readonly trustBundles: TrustBundleSync;
   private readonly tokens: TokenSync;
   private readonly services: ServiceSync;
+  private readonly events: EventSync;
 
   constructor(
     private readonly cfg: ClusterTreeConfig,
@@ -349,6 +355,24 @@ export class ClusterTree {
         if (svc) this.queue.add(`svc/${o.metadata!.namespace!}/${svc}`);
       },
     );
+    // The host kubelet's events about the tenant's pods. Syncing does not wait for their list: a
+    // host Role from before they were mirrored cannot list them, and pods run without them.
+    const hostEvents = this.source<CoreV1Event>(
+      hostKc,
+      'host pod events',
+      `/api/v1/namespaces/${ns}/events`,
+      list(() => h.listNamespacedEvent({ namespace: ns, fieldSelector: HOST_POD_EVENTS })),
+      undefined,
+      (e) => this.queue.add(`event/${e.metadata.name!}`),
+      { fieldSelector: HOST_POD_EVENTS, gates: false },
+    );
+    this.events = new EventSync({
+      hostNamespace: ns,
+      tenantCore: this.tenantCore,
+      hostEvents,
+      hostPods: this.hostPods,
+      tenantPods: this.tenantPods,
+    });
     this.services = new ServiceSync({
       cfg,
       ctx: this.ctx,
@@ -375,14 +399,20 @@ export class ClusterTree {
     listFn: () => Promise<KubernetesListObject<never>>,
     labelSelector: string | undefined,
     onEvent: (o: T) => void,
+    opts: { fieldSelector?: string; gates?: boolean } = {},
   ): ListWatch<T> {
-    const source: Source<KubernetesObject> = { cache: undefined as never, name, listed: false };
+    const source: Source<KubernetesObject> = {
+      cache: undefined as never,
+      name,
+      listed: false,
+      gates: opts.gates ?? true,
+    };
     const listed = async () => {
       const result = await listFn();
       source.listed = true;
       return result;
     };
-    const cache = new ListWatch<T>(path, new Watch(kc), listed, false, labelSelector);
+    const cache = new ListWatch<T>(path, new Watch(kc), listed, false, labelSelector, opts.fieldSelector);
     source.cache = cache;
     const handler = (o: T) => onEvent(o);
     cache.on('add', handler);
@@ -411,12 +441,11 @@ export class ClusterTree {
   async start(): Promise<void> {
     // A failed first list only emits `error` (the restart timer retries it): wait for all.
     await Promise.all(this.sources.map((s) => s.cache.start().catch(() => undefined)));
-    for (let waited = 0; this.sources.some((s) => !s.listed); waited += 200) {
+    const waiting = () => this.sources.filter((s) => s.gates && !s.listed);
+    for (let waited = 0; waiting().length > 0; waited += 200) {
       if (this.stopped) return;
       if (waited % 10_000 === 0 && waited > 0)
-        this.log.warn('waiting for the first list', {
-          sources: this.sources.filter((s) => !s.listed).map((s) => s.name),
-        });
+        this.log.warn('waiting for the first list', { sources: waiting().map((s) => s.name) });
       await new Promise((r) => setTimeout(r, 200));
     }
     this.queue.resume();
@@ -522,6 +551,8 @@ export class ClusterTree {
         return this.syncSecret(a, b!);
       case 'svc':
         return this.services.sync(a, b!);
+      case 'event':
+        return this.events.sync(a);
       default:
         this.log.warn('unknown key', { key });
     }
@@ -726,7 +757,7 @@ export class ClusterTree {
         if (statusCode(e) !== 403 && statusCode(e) !== 422) throw e;
         // The host refused it (quota, pod security): fail the tenant pod as a kubelet would.
         const reason = statusCode(e) === 403 ? 'HostAdmissionDenied' : 'HostRejected';
-        const why = this.tenantView(hostMessage(e), ns, name);
+        const why = tenantView(hostMessage(e), this.cfg.hostNamespace, ns, name);
         await this.tenantCore.patchNamespacedPodStatus(
           { name, namespace: ns, body: { status: refusedStatus(new PodRefused(reason, why), new Date()) } },
           merge,
@@ -816,11 +847,6 @@ export class ClusterTree {
         setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
       )
       .catch(ignoreStatus(404));
-  }
-
-  /** A host message in tenant terms: no host namespace or host object names. */
-  private tenantView(message: string, ns: string, name: string): string {
-    return message.split(hostName(ns, name)).join(name).split(this.cfg.hostNamespace).join(ns).slice(0, 1000);
   }
 
   private async ensurePodDependencies(pod: V1Pod): Promise<void> {

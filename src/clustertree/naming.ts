@@ -82,6 +82,19 @@ export function hostName(namespace: string, name: string): string {
 }
 
 /**
+ * A host message about the host copy of `<namespace>/<name>` in tenant terms: its host name and
+ * the host namespace become the tenant's, and it is cut to 1000 characters.
+ */
+export function tenantView(message: string, hostNamespace: string, namespace: string, name: string): string {
+  return message
+    .split(hostName(namespace, name))
+    .join(name)
+    .split(hostNamespace)
+    .join(namespace)
+    .slice(0, 1000);
+}
+
+/**
  * The host Secret holding the service-account token of tenant pod `<namespace>/<pod>`. The key
  * contains a '/', which no tenant name can, so it never collides with a mirrored Secret.
  */

@@ -130,7 +130,26 @@ describe('workloads on the real node', () => {
       'serve-hostname',
       '--port=80',
     );
-    await runningPod('client');
+    const client = await runningPod('client');
+    // Its events, as in any cluster: placed by the tenant scheduler, started by the kubelet of the
+    // node (the host kubelet's events, about the tenant pod, on the tenant's node).
+    const events = await eventually('the scheduler and kubelet events of the client pod', async () => {
+      const list = (
+        await tenantCore(kubeconfig).listNamespacedEvent({
+          namespace: 'default',
+          fieldSelector: 'involvedObject.name=client',
+        })
+      ).items;
+      const reasons = new Set(list.map((e) => e.reason));
+      return ['Scheduled', 'Pulled', 'Created', 'Started'].every((r) => reasons.has(r)) ? list : undefined;
+    });
+    const started = events.find((e) => e.reason === 'Started')!;
+    expect(started.source).toEqual({ component: 'kubelet', host: realNode });
+    expect(started.involvedObject).toMatchObject({ name: 'client', uid: client.metadata!.uid });
+    expect(started.involvedObject.fieldPath).toBe('spec.containers{client}');
+    expect(await k('describe', 'pod', 'client')).toMatch(
+      /Started\s+\S+\s+kubelet\s+spec\.containers\{client\}: \S/,
+    );
     await eventually('2 web pods Running', async () => {
       const pods = (
         await tenantCore(kubeconfig).listNamespacedPod({ namespace: 'default', labelSelector: 'app=web' })
@@ -591,6 +610,15 @@ describe('bad input', () => {
       return w && ['ErrImagePull', 'ImagePullBackOff'].includes(w.reason ?? '') ? w : undefined;
     });
     expect(waiting.message ?? '').not.toBe('');
+    // The kubelet's warning says why, as `kubectl describe` shows it.
+    await eventually('the pull failure as a Warning event', async () =>
+      (
+        await tenantCore(kubeconfig).listNamespacedEvent({
+          namespace: 'default',
+          fieldSelector: 'involvedObject.name=noimage,type=Warning',
+        })
+      ).items.some((e) => e.reason === 'Failed' && e.message?.includes('localhost:1/kosmos-vc/nothing')),
+    );
   });
 
   it('host port and host network are refused as before', async () => {
