@@ -78,6 +78,8 @@ export interface ClusterTreeDeps {
   network?: TenantNetwork;
   /** Tenants may ask for spec.podSecurity: privileged (root on their promoted nodes). */
   allowPrivilegedTenants?: boolean;
+  /** An image with `sh` and `sed` on the host nodes: puts a pod's tenant FQDN in /etc/hosts. */
+  hostsImage?: string;
 }
 
 /** The tenant's admin clients, from the kubeconfig the control-plane steps wrote. */
@@ -277,6 +279,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       endpointRanges: deps.network?.endpointRanges ?? [],
       // Immutable in the CRD: read from the object, so no workflow input had to change for it.
       podSecurity,
+      ...(deps.hostsImage ? { hostsImage: deps.hostsImage } : {}),
       ...(await podNetwork(input, l)),
       virtualNodeName: VIRTUAL_NODE,
       quotaName: QUOTA_NAME,

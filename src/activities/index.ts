@@ -61,6 +61,8 @@ export interface ActivityDeps {
   podCIDR?: string;
   /** Tenants may ask for spec.podSecurity: privileged (root on their promoted nodes). */
   allowPrivilegedTenants?: boolean;
+  /** An image with `sh` and `sed` on the host nodes: puts a pod's tenant FQDN in /etc/hosts. */
+  hostsImage?: string;
 }
 
 export const KUBECONFIG_SECRET_KEY = 'kubeconfig';
@@ -181,6 +183,7 @@ export function createActivities(deps: ActivityDeps) {
     ...(deps.clusterTree ? { timings: deps.clusterTree } : {}),
     ...(network ? { network } : {}),
     ...(deps.allowPrivilegedTenants ? { allowPrivilegedTenants: true } : {}),
+    ...(deps.hostsImage ? { hostsImage: deps.hostsImage } : {}),
   });
 
   return withHeartbeats({

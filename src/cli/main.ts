@@ -47,6 +47,7 @@ function operatorOptions(env: OperatorEnv, stateDir: string) {
     ...(env.KOSMOS_VC_NODE_ADDRESS ? { nodeAddress: env.KOSMOS_VC_NODE_ADDRESS } : {}),
     ...(env.KOSMOS_VC_POD_CIDR ? { podCIDR: env.KOSMOS_VC_POD_CIDR } : {}),
     ...(env.KOSMOS_VC_ALLOW_PRIVILEGED_TENANTS ? { allowPrivilegedTenants: true } : {}),
+    ...(env.KOSMOS_VC_HOSTS_IMAGE ? { hostsImage: env.KOSMOS_VC_HOSTS_IMAGE } : {}),
   };
 }
 
@@ -97,6 +98,7 @@ async function up(): Promise<void> {
   let stopHost = (): Promise<void> => Promise.resolve();
   let nodeAddress = env.KOSMOS_VC_NODE_ADDRESS;
   let podCIDR = env.KOSMOS_VC_POD_CIDR;
+  let hostsImage = env.KOSMOS_VC_HOSTS_IMAGE;
 
   const start = async (): Promise<void> => {
     let kubeconfig = env.KUBECONFIG;
@@ -116,6 +118,7 @@ async function up(): Promise<void> {
       if (host.realNode) {
         nodeAddress ??= host.realNode.layout.nodeIP;
         podCIDR ??= host.realNode.layout.clusterCIDR;
+        hostsImage ??= binaries.node?.toolsImage;
       }
     }
     let temporalAddress = env.TEMPORAL_ADDRESS;
@@ -142,6 +145,7 @@ async function up(): Promise<void> {
       applyCRD: true,
       ...(nodeAddress ? { nodeAddress } : {}),
       ...(podCIDR ? { podCIDR } : {}),
+      ...(hostsImage ? { hostsImage } : {}),
       kubeconfigPath: kubeconfig,
       temporalAddress,
       binaries,

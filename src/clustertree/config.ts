@@ -43,6 +43,8 @@ export const ClusterTreeConfig = z.object({
   serviceCIDR: z.string().optional(),
   /** The tenant's DNS Service address: host pods of ClusterFirst pods resolve through it. */
   clusterDNS: z.string().optional(),
+  /** An image with `sh` and `sed` on the host nodes: puts a pod's tenant FQDN in /etc/hosts. */
+  hostsImage: z.string().min(1).optional(),
   /** spec.podSecurity: what pods on promoted nodes may ask of their host node. */
   podSecurity: z.enum(['baseline', 'privileged']).default('baseline'),
   /** The tenant node standing for spec.promoteResources.resources. */

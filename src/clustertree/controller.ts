@@ -167,6 +167,7 @@ export class ClusterTree {
       ...(cfg.tenantApi ? { tenantApi: cfg.tenantApi } : {}),
       ...(cfg.clusterDNS ? { clusterDNS: cfg.clusterDNS } : {}),
       podSecurity: cfg.podSecurity,
+      ...(cfg.hostsImage ? { hostsImage: cfg.hostsImage } : {}),
     };
     this.tenantCore = tenantKc.makeApiClient(CoreV1Api);
     this.tenantLeases = tenantKc.makeApiClient(CoordinationV1Api);
@@ -776,9 +777,9 @@ export class ClusterTree {
     // Trust bundles follow the tenant's ClusterTrustBundles while the pod runs.
     await this.trustBundles.write(tp);
     // A token Secret deleted behind clusterTree's back is issued again.
-    const token = podReferences(tp).token;
-    if (token && !this.hostSecrets.get(tokenSecretName(ns, name), this.cfg.hostNamespace))
-      await this.tokens.issue(tp, token);
+    const tokens = podReferences(tp).tokens;
+    if (tokens.length > 0 && !this.hostSecrets.get(tokenSecretName(ns, name), this.cfg.hostNamespace))
+      await this.tokens.issue(tp, tokens);
     const want = tenantPodStatus(hp, tp);
     if (!statusMatches(tp.status, want)) {
       await this.tenantCore
@@ -854,7 +855,7 @@ export class ClusterTree {
     const refs = podReferences(pod);
     for (const cm of refs.configMaps) await this.syncConfigMap(ns, cm, true);
     for (const s of refs.secrets) await this.syncSecret(ns, s, true);
-    if (refs.token) await this.tokens.issue(pod, refs.token);
+    await this.tokens.issue(pod, refs.tokens);
     await this.trustBundles.write(pod);
   }
 
@@ -932,8 +933,8 @@ export class ClusterTree {
           await this.tokens.remove(ns, pod);
         else {
           const tp = this.tenantPods.get(pod, ns);
-          const sa = tp ? podReferences(tp).token : undefined;
-          if (tp && sa && this.placement(tp)) await this.tokens.issue(tp, sa); // refreshes when due
+          // Renews them when due.
+          if (tp && this.placement(tp)) await this.tokens.issue(tp, podReferences(tp).tokens);
         }
         continue;
       }

@@ -12,6 +12,7 @@ import type {
   V1ResourceRequirements,
 } from '@kubernetes/client-node';
 import { parseQuantity } from '../api/virtualCluster.js';
+import { HOSTS_CONTAINER } from './etcHosts.js';
 import { PodAnnotation, tenantAnnotations, tenantLabels } from './translate.js';
 
 /**
@@ -38,6 +39,10 @@ export function sameResources(
   return true;
 }
 
+/** The tenant's containers of a host pod: without the /etc/hosts rewrite (etcHosts.ts). */
+const tenantContainers = (cs: V1Container[] | undefined): V1Container[] =>
+  (cs ?? []).filter((c) => c.name !== HOSTS_CONTAINER);
+
 /**
  * An in-place resize a tenant asked for (its `resize` subresource), as the patch of the host pod's
  * `resize` subresource that asks the same of the host kubelet; undefined when they agree.
@@ -50,7 +55,7 @@ export function hostPodResize(have: V1Pod, want: V1Pod): object | undefined {
     ]),
   );
   const changed = (list: V1Container[] | undefined) =>
-    (list ?? [])
+    tenantContainers(list)
       .filter((c) => !sameResources(c.resources, h.get(c.name)))
       .map((c) => ({ name: c.name, resources: c.resources ?? {} }));
   const containers = changed(want.spec?.containers);
@@ -98,7 +103,8 @@ export function hostPodUpdate(have: V1Pod, want: V1Pod): object | undefined {
     for (const k of copied[key] ?? []) if (k in h && !(k in w)) diff[k] = null;
     if (Object.keys(diff).length > 0) metadata[key] = diff;
   }
-  const images = (cs: V1Container[] | undefined) => (cs ?? []).map((c) => ({ name: c.name, image: c.image }));
+  const images = (cs: V1Container[] | undefined) =>
+    tenantContainers(cs).map((c) => ({ name: c.name, image: c.image }));
   const spec: { containers?: object[]; initContainers?: object[]; activeDeadlineSeconds?: number | null } =
     {};
   if (JSON.stringify(images(have.spec?.containers)) !== JSON.stringify(images(want.spec?.containers)))
@@ -157,9 +163,14 @@ export function tenantPodStatus(host: V1Pod, tenant?: V1Pod): V1PodStatus {
     out.conditions = [...fromHost, ...kept];
   }
   // The host LimitRange's zero requests are the host's, not the tenant's: not in its statuses.
+  // Nor is the init container that rewrites /etc/hosts.
   for (const key of ['containerStatuses', 'initContainerStatuses'] as const)
     if (Array.isArray(out[key]))
-      out[key] = (out[key] as V1ContainerStatus[]).map((c) => withoutHostZeros(c, tenant));
+      out[key] = (out[key] as V1ContainerStatus[])
+        .filter((c) => c.name !== HOSTS_CONTAINER)
+        .map((c) => withoutHostZeros(c, tenant));
+  if (Array.isArray(out.initContainerStatuses) && out.initContainerStatuses.length === 0)
+    delete out.initContainerStatuses;
   // Generations are each side's own: the tenant's is observed once the host kubelet has seen the
   // host pod's latest spec and that spec carries the tenant's images.
   const containers = (p: V1Pod | undefined) => [

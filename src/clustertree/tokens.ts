@@ -30,33 +30,46 @@ export interface TokenSyncDeps {
 export class TokenSync {
   constructor(private readonly d: TokenSyncDeps) {}
 
-  /** A bound token for the tenant pod's service account, in a host Secret its host pod mounts. */
-  async issue(pod: V1Pod, want: TokenRequestSpec): Promise<void> {
+  /**
+   * Bound tokens for the tenant pod's service account, one per audience and lifetime its
+   * projections ask for, in one host Secret its host pod mounts (each under its own key).
+   */
+  async issue(pod: V1Pod, wants: readonly TokenRequestSpec[]): Promise<void> {
+    if (wants.length === 0) return;
     const ns = pod.metadata!.namespace!;
     const name = pod.metadata!.name!;
     const secretName = tokenSecretName(ns, name);
     const existing = this.d.hostSecrets.get(secretName, this.d.hostNamespace);
     const expires = Date.parse(existing?.metadata?.annotations?.[TOKEN_EXPIRES] ?? '');
-    const lifetime = Math.max(want.expirationSeconds ?? this.d.tokenExpirationSeconds, 600);
-    const refreshBefore = Date.now() + (lifetime * 1000) / 5;
+    const lifetime = (w: TokenRequestSpec) =>
+      Math.max(w.expirationSeconds ?? this.d.tokenExpirationSeconds, 600);
+    const shortest = Math.min(...wants.map(lifetime));
+    const refreshBefore = Date.now() + (shortest * 1000) / 5;
     if (
       existing &&
       expires > refreshBefore &&
-      existing.metadata?.annotations?.[PodAnnotation.uid] === pod.metadata!.uid
+      existing.metadata?.annotations?.[PodAnnotation.uid] === pod.metadata!.uid &&
+      wants.every((w) => existing.data?.[w.key] !== undefined)
     )
       return;
-    const tr = await this.d.tenantCore.createNamespacedServiceAccountToken({
-      name: want.serviceAccount,
-      namespace: ns,
-      body: {
-        spec: {
-          // The audience the projection asked for; none means the tenant API server's own.
-          audiences: want.audience ? [want.audience] : [],
-          expirationSeconds: lifetime,
-          boundObjectRef: { apiVersion: 'v1', kind: 'Pod', name, uid: pod.metadata!.uid! },
+    const data: Record<string, string> = {};
+    let firstExpiry = Infinity;
+    for (const want of wants) {
+      const tr = await this.d.tenantCore.createNamespacedServiceAccountToken({
+        name: want.serviceAccount,
+        namespace: ns,
+        body: {
+          spec: {
+            // The audience the projection asked for; none means the tenant API server's own.
+            audiences: want.audience ? [want.audience] : [],
+            expirationSeconds: lifetime(want),
+            boundObjectRef: { apiVersion: 'v1', kind: 'Pod', name, uid: pod.metadata!.uid! },
+          },
         },
-      },
-    });
+      });
+      data[want.key] = Buffer.from(tr.status!.token).toString('base64');
+      firstExpiry = Math.min(firstExpiry, new Date(tr.status!.expirationTimestamp).getTime());
+    }
     const body: V1Secret = {
       apiVersion: 'v1',
       kind: 'Secret',
@@ -67,11 +80,12 @@ export class TokenSync {
         annotations: {
           [TOKEN_FOR]: `${ns}/${name}`,
           [PodAnnotation.uid]: pod.metadata!.uid!,
-          [TOKEN_EXPIRES]: new Date(tr.status!.expirationTimestamp).toISOString(),
+          // The first of them to expire: all are renewed together.
+          [TOKEN_EXPIRES]: new Date(firstExpiry).toISOString(),
         },
       },
       type: 'Opaque',
-      data: { token: Buffer.from(tr.status!.token).toString('base64') },
+      data,
     };
     if (existing)
       await this.d.hostCore.replaceNamespacedSecret({

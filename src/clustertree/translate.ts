@@ -13,7 +13,9 @@
  * a shared node, unless the tenant is privileged (ADR 8): then it may have it on the tenant's own
  * promoted nodes, and a virtual-node pod asking for it is pinned to them.
  */
+import { createHash } from 'node:crypto';
 import type {
+  V1ServiceAccountTokenProjection,
   V1ConfigMap,
   V1Container,
   V1EphemeralContainer,
@@ -43,6 +45,7 @@ import {
   tokenSecretName,
   trustBundleConfigMapName,
 } from './naming.js';
+import { withTenantHosts } from './etcHosts.js';
 import { tenantDns, tenantServiceEnv } from './podNetwork.js';
 import { PodRefused, refuse } from './podSecurity.js';
 import { trustBundleKey } from './trustBundles.js';
@@ -60,6 +63,8 @@ export interface TenantContext {
   clusterDomain?: string;
   /** spec.podSecurity; `privileged` lifts the refusals for pods on promoted nodes. */
   podSecurity?: 'baseline' | 'privileged';
+  /** An image with `sh` and `sed` on the host nodes: puts a pod's tenant FQDN in /etc/hosts. */
+  hostsImage?: string;
 }
 
 /** Annotations on a host pod that keep the tenant's view of it. */
@@ -164,7 +169,13 @@ function container(ns: string, c: V1Container, inherited: readonly V1EnvVar[] = 
   return { ...c, ...(all.length > 0 ? { env: all } : {}), ...(envFrom ? { envFrom } : {}) };
 }
 
-function projection(ns: string, pod: string, p: V1VolumeProjection, key: string): V1VolumeProjection {
+function projection(
+  ns: string,
+  pod: string,
+  p: V1VolumeProjection,
+  key: string,
+  tokens: readonly TokenRequestSpec[],
+): V1VolumeProjection {
   if (p.configMap) return { configMap: { ...p.configMap, name: hostName(ns, p.configMap.name!) } };
   // The tenant's trust bundles, as clusterTree wrote them for this pod (trustBundles.ts).
   if (p.clusterTrustBundle)
@@ -178,7 +189,15 @@ function projection(ns: string, pod: string, p: V1VolumeProjection, key: string)
   if (p.secret) return { secret: { ...p.secret, name: hostName(ns, p.secret.name!) } };
   if (p.serviceAccountToken)
     return {
-      secret: { name: tokenSecretName(ns, pod), items: [{ key: 'token', path: p.serviceAccountToken.path }] },
+      secret: {
+        name: tokenSecretName(ns, pod),
+        items: [
+          {
+            key: tokens.find((t) => sameToken(t, p.serviceAccountToken!))?.key ?? 'token',
+            path: p.serviceAccountToken.path,
+          },
+        ],
+      },
     };
   if (p.downwardAPI)
     return {
@@ -191,7 +210,7 @@ function projection(ns: string, pod: string, p: V1VolumeProjection, key: string)
   return p;
 }
 
-function volume(ns: string, pod: string, v: V1Volume): V1Volume {
+function volume(ns: string, pod: string, v: V1Volume, tokens: readonly TokenRequestSpec[]): V1Volume {
   if (v.configMap) return { ...v, configMap: { ...v.configMap, name: hostName(ns, v.configMap.name!) } };
   if (v.secret) return { ...v, secret: { ...v.secret, secretName: hostName(ns, v.secret.secretName!) } };
   if (v.projected)
@@ -199,7 +218,9 @@ function volume(ns: string, pod: string, v: V1Volume): V1Volume {
       ...v,
       projected: {
         ...v.projected,
-        sources: (v.projected.sources ?? []).map((p, i) => projection(ns, pod, p, trustBundleKey(v.name, i))),
+        sources: (v.projected.sources ?? []).map((p, i) =>
+          projection(ns, pod, p, trustBundleKey(v.name, i), tokens),
+        ),
       },
     };
   if (v.downwardAPI)
@@ -215,22 +236,51 @@ function volume(ns: string, pod: string, v: V1Volume): V1Volume {
   return v;
 }
 
-/** The names of ConfigMaps and Secrets a tenant pod needs on the host. */
-/** The service-account token a pod's projected volume asks for. */
+/**
+ * A service-account token a pod's projected volumes ask for (an audience and a lifetime), and the
+ * key of the pod's host token Secret that holds it.
+ */
 export interface TokenRequestSpec {
+  key: string;
   serviceAccount: string;
   audience?: string;
   expirationSeconds?: number;
 }
 
+const sameToken = (t: TokenRequestSpec, p: V1ServiceAccountTokenProjection): boolean =>
+  (t.audience ?? '') === (p.audience ?? '') && t.expirationSeconds === p.expirationSeconds;
+
+/**
+ * Every distinct token a pod's projections ask for, in order: the first under the key `token`
+ * (the only one before several were kept: running host pods project that key), each other under
+ * a key named after its audience and lifetime.
+ */
+export function tokenRequests(pod: V1Pod): TokenRequestSpec[] {
+  const out: TokenRequestSpec[] = [];
+  for (const v of pod.spec?.volumes ?? [])
+    for (const p of v.projected?.sources ?? []) {
+      const t = p.serviceAccountToken;
+      if (!t || out.some((o) => sameToken(o, t))) continue;
+      const id = `${t.audience ?? ''}\n${t.expirationSeconds ?? ''}`;
+      out.push({
+        key:
+          out.length === 0 ? 'token' : `token-${createHash('sha256').update(id).digest('hex').slice(0, 12)}`,
+        serviceAccount: pod.spec!.serviceAccountName ?? 'default',
+        ...(t.audience ? { audience: t.audience } : {}),
+        ...(t.expirationSeconds ? { expirationSeconds: t.expirationSeconds } : {}),
+      });
+    }
+  return out;
+}
+
+/** The names of ConfigMaps and Secrets a tenant pod needs on the host, and its tokens. */
 export function podReferences(pod: V1Pod): {
   configMaps: Set<string>;
   secrets: Set<string>;
-  token?: TokenRequestSpec;
+  tokens: TokenRequestSpec[];
 } {
   const configMaps = new Set<string>();
   const secrets = new Set<string>();
-  let token: TokenRequestSpec | undefined;
   const s = pod.spec!;
   for (const v of s.volumes ?? []) {
     if (v.configMap?.name) configMaps.add(v.configMap.name);
@@ -238,14 +288,6 @@ export function podReferences(pod: V1Pod): {
     for (const p of v.projected?.sources ?? []) {
       if (p.configMap?.name) configMaps.add(p.configMap.name);
       if (p.secret?.name) secrets.add(p.secret.name);
-      if (p.serviceAccountToken && !token)
-        token = {
-          serviceAccount: s.serviceAccountName ?? 'default',
-          ...(p.serviceAccountToken.audience ? { audience: p.serviceAccountToken.audience } : {}),
-          ...(p.serviceAccountToken.expirationSeconds
-            ? { expirationSeconds: p.serviceAccountToken.expirationSeconds }
-            : {}),
-        };
     }
   }
   for (const c of [...(s.initContainers ?? []), ...s.containers, ...(s.ephemeralContainers ?? [])]) {
@@ -259,7 +301,7 @@ export function podReferences(pod: V1Pod): {
     }
   }
   for (const r of s.imagePullSecrets ?? []) if (r.name) secrets.add(r.name);
-  return { configMaps, secrets, ...(token ? { token } : {}) };
+  return { configMaps, secrets, tokens: tokenRequests(pod) };
 }
 
 /**
@@ -307,56 +349,64 @@ export function hostPodFor(
         }),
       },
     },
-    spec: {
-      containers: s.containers.map((c) => container(ns, c, inherited)),
-      ...(s.initContainers
-        ? { initContainers: s.initContainers.map((c) => container(ns, c, inherited)) }
-        : {}),
-      ...(s.volumes ? { volumes: s.volumes.map((v) => volume(ns, name, v)) } : {}),
-      ...(s.imagePullSecrets
-        ? { imagePullSecrets: s.imagePullSecrets.map((r) => ({ name: hostName(ns, r.name!) })) }
-        : {}),
-      ...(hostNode ? { nodeName: hostNode } : { priorityClassName: RESOURCES_PRIORITY_CLASS }),
-      tolerations,
-      // A privileged tenant's virtual-node pod with host access runs on the tenant's own nodes only.
-      ...(confined
-        ? {
-            affinity: {
-              nodeAffinity: {
-                requiredDuringSchedulingIgnoredDuringExecution: {
-                  nodeSelectorTerms: [
-                    {
-                      matchExpressions: [
-                        { key: Promotion.label, operator: 'In', values: [tenantHash(ctx.tenant)] },
-                      ],
-                    },
-                  ],
+    spec: withTenantHosts(
+      {
+        containers: s.containers.map((c) => container(ns, c, inherited)),
+        ...(s.initContainers
+          ? { initContainers: s.initContainers.map((c) => container(ns, c, inherited)) }
+          : {}),
+        ...(s.volumes ? { volumes: s.volumes.map((v) => volume(ns, name, v, tokenRequests(pod))) } : {}),
+        ...(s.imagePullSecrets
+          ? { imagePullSecrets: s.imagePullSecrets.map((r) => ({ name: hostName(ns, r.name!) })) }
+          : {}),
+        ...(hostNode ? { nodeName: hostNode } : { priorityClassName: RESOURCES_PRIORITY_CLASS }),
+        tolerations,
+        // A privileged tenant's virtual-node pod with host access runs on the tenant's own nodes only.
+        ...(confined
+          ? {
+              affinity: {
+                nodeAffinity: {
+                  requiredDuringSchedulingIgnoredDuringExecution: {
+                    nodeSelectorTerms: [
+                      {
+                        matchExpressions: [
+                          { key: Promotion.label, operator: 'In', values: [tenantHash(ctx.tenant)] },
+                        ],
+                      },
+                    ],
+                  },
                 },
               },
-            },
-          }
-        : {}),
-      restartPolicy: s.restartPolicy ?? 'Always',
-      ...(s.terminationGracePeriodSeconds !== undefined
-        ? { terminationGracePeriodSeconds: s.terminationGracePeriodSeconds }
-        : {}),
-      ...(s.activeDeadlineSeconds !== undefined ? { activeDeadlineSeconds: s.activeDeadlineSeconds } : {}),
-      ...(s.securityContext ? { securityContext: s.securityContext } : {}),
-      // Host namespaces pass only where refuse() allowed them (a privileged tenant's own node).
-      ...(s.hostNetwork ? { hostNetwork: true } : {}),
-      ...(s.hostPID ? { hostPID: true } : {}),
-      ...(s.hostIPC ? { hostIPC: true } : {}),
-      ...(s.shareProcessNamespace ? { shareProcessNamespace: true } : {}),
-      ...(s.hostAliases ? { hostAliases: s.hostAliases } : {}),
-      ...(s.setHostnameAsFQDN !== undefined ? { setHostnameAsFQDN: s.setHostnameAsFQDN } : {}),
-      ...(s.os ? { os: s.os } : {}),
-      ...tenantDns(ctx, pod),
-      // The host kubelet would add the host's Services: the tenant's are in `env` instead.
-      enableServiceLinks: false,
-      ...(name.length <= 63 ? { hostname: s.hostname ?? name } : {}),
-      ...(s.subdomain ? { subdomain: s.subdomain } : {}),
-      automountServiceAccountToken: false,
-    },
+            }
+          : {}),
+        restartPolicy: s.restartPolicy ?? 'Always',
+        ...(s.terminationGracePeriodSeconds !== undefined
+          ? { terminationGracePeriodSeconds: s.terminationGracePeriodSeconds }
+          : {}),
+        ...(s.activeDeadlineSeconds !== undefined ? { activeDeadlineSeconds: s.activeDeadlineSeconds } : {}),
+        ...(s.securityContext ? { securityContext: s.securityContext } : {}),
+        // Host namespaces pass only where refuse() allowed them (a privileged tenant's own node).
+        ...(s.hostNetwork ? { hostNetwork: true } : {}),
+        ...(s.hostPID ? { hostPID: true } : {}),
+        ...(s.hostIPC ? { hostIPC: true } : {}),
+        ...(s.shareProcessNamespace ? { shareProcessNamespace: true } : {}),
+        ...(s.hostAliases ? { hostAliases: s.hostAliases } : {}),
+        ...(s.setHostnameAsFQDN !== undefined ? { setHostnameAsFQDN: s.setHostnameAsFQDN } : {}),
+        ...(s.os ? { os: s.os } : {}),
+        ...tenantDns(ctx, pod),
+        // The host kubelet would add the host's Services: the tenant's are in `env` instead.
+        enableServiceLinks: false,
+        ...(name.length <= 63 ? { hostname: s.hostname ?? name } : {}),
+        ...(s.subdomain ? { subdomain: s.subdomain } : {}),
+        automountServiceAccountToken: false,
+      },
+      {
+        ...(ctx.hostsImage ? { image: ctx.hostsImage } : {}),
+        hostNamespace: ctx.hostNamespace,
+        namespace: ns,
+        clusterDomain: ctx.clusterDomain ?? 'cluster.local',
+      },
+    ),
   };
 }
 

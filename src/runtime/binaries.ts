@@ -42,6 +42,8 @@ export interface NodeBinaries {
   registry: string;
   /** The upstream name of the pause image among them. */
   pauseImage: string;
+  /** The upstream name of the busybox image among them (sh, sed: the /etc/hosts rewrite). */
+  toolsImage: string;
 }
 
 export class ComponentsMissingError extends Error {
@@ -130,8 +132,10 @@ function nodeBinaries(dirs: Map<string, string>): NodeBinaries | undefined {
     imagesDir,
     registry: join(dirs.get('registry') ?? '/nonexistent', 'registry'),
     pauseImage: '',
+    toolsImage: '',
   };
   const pause = join(imagesDir, 'pause.name');
+  const busybox = join(imagesDir, 'busybox.name');
   // `.complete` is written once every image is built: a half-built set is no set.
   const files = [
     join(imagesDir, '.complete'),
@@ -144,7 +148,9 @@ function nodeBinaries(dirs: Map<string, string>): NodeBinaries | undefined {
     n.registry,
     join(imagesDir, 'registry', 'docker', 'registry', 'v2', 'repositories'),
     pause,
+    busybox,
   ];
   if (!files.every((f) => existsSync(f))) return undefined;
-  return { ...n, pauseImage: readFileSync(pause, 'utf8').trim() };
+  const name = (f: string) => readFileSync(f, 'utf8').trim();
+  return { ...n, pauseImage: name(pause), toolsImage: name(busybox) };
 }

@@ -13,6 +13,9 @@
  *                              pods); the embedded host's real node sets it itself
  *   KOSMOS_VC_POD_CIDR         the host's pod range (mirrored EndpointSlices may name it)
  *   KOSMOS_VC_ALLOW_PRIVILEGED_TENANTS  tenants may set spec.podSecurity: privileged (false)
+ *   KOSMOS_VC_HOSTS_IMAGE      an image with sh and sed on the host nodes: the tenant FQDN of a pod
+ *                              with a subdomain goes in its /etc/hosts; the embedded real node's
+ *                              busybox by default, elsewhere unset (the host kubelet's file stays)
  */
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -52,6 +55,7 @@ export const OperatorEnv = z.object({
     .enum(['true', 'false'])
     .default('false')
     .transform((v) => v === 'true'),
+  KOSMOS_VC_HOSTS_IMAGE: z.string().min(1).optional(),
   KOSMOS_VC_ETCD_UNSAFE_NO_FSYNC: z
     .enum(['true', 'false'])
     .default('false')

@@ -73,7 +73,11 @@ export async function startLocalEnvironment(opts: {
       watchNamespace: 'default',
       ...(opts.allowPrivilegedTenants ? { allowPrivilegedTenants: true } : {}),
       ...(host.realNode
-        ? { nodeAddress: host.realNode.layout.nodeIP, podCIDR: host.realNode.layout.clusterCIDR }
+        ? {
+            nodeAddress: host.realNode.layout.nodeIP,
+            podCIDR: host.realNode.layout.clusterCIDR,
+            ...(binaries.node ? { hostsImage: binaries.node.toolsImage } : {}),
+          }
         : {}),
       ...noFsync,
     });

@@ -118,6 +118,11 @@ export interface OperatorOptions {
   podCIDR?: string;
   /** Tenants may ask for spec.podSecurity: privileged (root on their promoted nodes). */
   allowPrivilegedTenants?: boolean;
+  /**
+   * An image with `sh` and `sed` on the host nodes: puts the FQDN of a tenant pod with a subdomain
+   * in its /etc/hosts, as the tenant names it. Unset: such pods keep the host kubelet's file.
+   */
+  hostsImage?: string;
 }
 
 export interface Operator {
@@ -166,6 +171,7 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       ...(opts.nodeAddress ? { nodeAddress: opts.nodeAddress } : {}),
       ...(opts.podCIDR ? { podCIDR: opts.podCIDR } : {}),
       ...(opts.allowPrivilegedTenants ? { allowPrivilegedTenants: true } : {}),
+      ...(opts.hostsImage ? { hostsImage: opts.hostsImage } : {}),
     };
     nativeConnection = await NativeConnection.connect({ address: opts.temporalAddress });
     worker = await Worker.create({

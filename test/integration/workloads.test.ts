@@ -453,6 +453,18 @@ describe('inside a tenant pod', () => {
     );
     await k('apply', '-f', join(stateDir, 'named.yaml'));
     const named = await runningPod('named');
+    // Its own name in /etc/hosts is the tenant's FQDN, as the kubelet of any cluster writes it, and
+    // the tenant sees only its own init containers (none).
+    const hosts = await k('exec', 'named', '--', 'cat', '/etc/hosts');
+    expect(hosts).toMatch(
+      new RegExp(
+        `^${named.status!.podIP!.replace(/\./g, '\\.')}\\s+h1\\.hs\\.default\\.svc\\.cluster\\.local\\s+h1$`,
+        'm',
+      ),
+    );
+    expect(hosts).not.toContain(hostNamespace(refOf(vc)));
+    expect(named.status!.initContainerStatuses ?? []).toEqual([]);
+    expect(await k('exec', 'named', '--', 'hostname')).toBe('h1\n');
     const lookup = async (name: string) =>
       k('exec', 'client', '--', 'nslookup', name).catch(
         (e: { stdout?: string; stderr?: string }) => `failed: ${e.stdout ?? ''}${e.stderr ?? ''}`,

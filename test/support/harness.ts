@@ -52,6 +52,7 @@ export async function testOperator(opts: {
   binaries?: Partial<Binaries>;
   allowPrivilegedTenants?: boolean;
 }): Promise<Operator> {
+  const binaries = { ...(await resolveBinaries()), ...opts.binaries };
   return startOperator({
     kubeconfigPath: inject('hostKubeconfig'),
     temporalAddress: inject('temporalAddress'),
@@ -62,11 +63,12 @@ export async function testOperator(opts: {
     readinessTimeoutMs: 60_000,
     etcdUnsafeNoFsync: true,
     relistIntervalMs: 5_000,
-    binaries: { ...(await resolveBinaries()), ...opts.binaries },
+    binaries,
     watchNamespace: opts.namespace,
     clusterTree: { heartbeatIntervalMs: 2_000, nodeStatusIntervalMs: 10_000, resyncIntervalMs: 5_000 },
     promotionRetryMs: 2_000,
     ...(inject('nodeAddress') ? { nodeAddress: inject('nodeAddress'), podCIDR: NodeNet.clusterCIDR } : {}),
+    ...(inject('nodeAddress') && binaries.node ? { hostsImage: binaries.node.toolsImage } : {}),
     ...(opts.worker === false ? { worker: false } : {}),
     ...(opts.watcher === false ? { watcher: false } : {}),
     ...(opts.allowPrivilegedTenants ? { allowPrivilegedTenants: true } : {}),

@@ -316,7 +316,35 @@ describe('podReferences', () => {
     const refs = podReferences(pod());
     expect([...refs.configMaps].sort()).toEqual(['bulk', 'cfg', 'files', 'kube-root-ca.crt']);
     expect([...refs.secrets].sort()).toEqual(['creds', 'registry', 'tls']);
-    expect(refs.token).toEqual({ serviceAccount: 'builder', expirationSeconds: 3607 });
+    expect(refs.tokens).toEqual([{ key: 'token', serviceAccount: 'builder', expirationSeconds: 3607 }]);
+  });
+
+  it('keeps a token per audience and lifetime, and each projection reads its own', () => {
+    const p = pod();
+    p.spec!.volumes!.unshift({
+      name: 'oidc',
+      projected: {
+        sources: [
+          { serviceAccountToken: { path: 'a', audience: 'vault', expirationSeconds: 600 } },
+          // The same audience and lifetime again: the same token.
+          { serviceAccountToken: { path: 'b', audience: 'vault', expirationSeconds: 600 } },
+        ],
+      },
+    });
+    const tokens = podReferences(p).tokens;
+    expect(tokens.map((t) => t.key)).toEqual(['token', expect.stringMatching(/^token-[0-9a-f]{12}$/)]);
+    expect(tokens[0]).toMatchObject({ audience: 'vault', expirationSeconds: 600 });
+    expect(tokens[1]).toMatchObject({ expirationSeconds: 3607 });
+    expect(tokens[1]).not.toHaveProperty('audience');
+    const host = hostPodFor(ctx, p, 'node-a');
+    const keyOf = (volume: string) =>
+      host
+        .spec!.volumes!.find((v) => v.name === volume)!
+        .projected!.sources!.flatMap((s) =>
+          s.secret ? s.secret.items!.map((i) => `${i.path}=${i.key}`) : [],
+        );
+    expect(keyOf('oidc')).toEqual(['a=token', 'b=token']);
+    expect(keyOf('kube-api-access')).toEqual([`token=${tokens[1]!.key}`]);
   });
 });
 
