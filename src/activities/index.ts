@@ -248,7 +248,9 @@ export function createActivities(deps: ActivityDeps) {
       input: IssueCertificatesInput,
     ): Promise<{ caFingerprint: string; reissued: boolean }> {
       const l = layout(input.allocation);
-      // Pods call the API server at its host Service's ClusterIP: that address must be a SAN.
+      // Pods call the API server at its host Service's ClusterIP: that address must be a SAN. So
+      // must the node address it advertises: the `kubernetes` Service's endpoint, and the host of
+      // its service-account JWKS URI.
       const podAddress = network
         ? await network.apiService(input.ref, input.allocation.ports.apiserver)
         : undefined;
@@ -256,7 +258,11 @@ export function createActivities(deps: ActivityDeps) {
         clusterName: input.allocation.id,
         serviceCIDR: input.allocation.serviceCIDR,
         advertiseAddress: input.allocation.address,
-        extraSANs: [...(input.spec.certSANs ?? []), ...(podAddress ? [podAddress] : [])],
+        extraSANs: [
+          ...(input.spec.certSANs ?? []),
+          ...(podAddress ? [podAddress] : []),
+          ...(deps.nodeAddress ? [deps.nodeAddress] : []),
+        ],
       });
       await writeKubeconfigs(l);
       return { caFingerprint: result.caFingerprint, reissued: result.reissued };

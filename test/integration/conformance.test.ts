@@ -25,8 +25,9 @@ import {
 } from '../support/harness.js';
 
 /**
- * Quick specs that between them need the API, pods on the real node, their logs, DNS through musl
- * and glibc resolvers, and kubectl. The tenant promotes the real node only: the test host's kwok
+ * Quick specs that between them need the API, pods on the real node, their logs and kubelet events,
+ * DNS through musl and glibc resolvers, a pod's own token audience and the API's OIDC discovery
+ * from a pod, and kubectl. The tenant promotes the real node only: the test host's kwok
  * nodes would take the pods of a CPU/memory slice's node, and a simulated pod never runs (the full
  * run's host has no kwok nodes, and its tenant has the slice as second node).
  */
@@ -35,6 +36,8 @@ const SUBSET = [
   '\\[sig-node\\] Pods should get a host IP',
   "\\[sig-node\\] Containers should be able to override the image's default arguments",
   '\\[sig-network\\] DNS should provide DNS for the cluster',
+  '\\[sig-node\\] Sysctls \\[LinuxOnly\\] should support sysctls \\[Environment:NotInUserNS\\]',
+  '\\[sig-auth\\] ServiceAccounts ServiceAccountIssuerDiscovery should support OIDC discovery',
   '\\[sig-cli\\] Kubectl client Kubectl api-versions should check if v1 is in available api versions',
 ];
 
