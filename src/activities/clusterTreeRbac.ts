@@ -30,6 +30,13 @@ export function tenantRbac(): KubernetesObject[] {
     // Services are re-created with their host ClusterIP (see the controller's readdress).
     { apiGroups: [''], resources: ['services'], verbs: ['get', 'list', 'watch', 'create', 'delete'] },
     { apiGroups: [''], resources: ['serviceaccounts/token'], verbs: ['create'] },
+    // Pod certificate projections: requested for the pod as its kubelet would (podCertificates.ts).
+    { apiGroups: [''], resources: ['serviceaccounts'], verbs: ['get'] },
+    {
+      apiGroups: ['certificates.k8s.io'],
+      resources: ['podcertificaterequests'],
+      verbs: ['get', 'list', 'watch', 'create'],
+    },
     // ClusterTrustBundle projections of pods are written to the host from the tenant's bundles.
     {
       apiGroups: ['certificates.k8s.io'],

@@ -42,6 +42,12 @@ import type { Logger } from '../worker/logger.js';
 import type { ClusterTreeConfig } from './config.js';
 import type { HostPodRef } from './kubeletServer.js';
 import { EventSync, HOST_POD_EVENTS } from './events.js';
+import {
+  POD_CERTIFICATE_REQUESTS,
+  PodCertificateSync,
+  podCertificatesOwner,
+  type PodCertificateRequestObject,
+} from './podCertificates.js';
 import { ServiceSync } from './services.js';
 import {
   KWOK_NODE_ANNOTATION,
@@ -154,6 +160,7 @@ export class ClusterTree {
   private readonly tokens: TokenSync;
   private readonly services: ServiceSync;
   private readonly events: EventSync;
+  private readonly podCertificates: PodCertificateSync;
 
   constructor(
     private readonly cfg: ClusterTreeConfig,
@@ -248,9 +255,10 @@ export class ClusterTree {
       list(() => h.listNamespacedSecret({ namespace: ns, labelSelector: mine })),
       mine,
       (o) => {
-        // A token Secret belongs to its pod: a change to it (say, a deletion) re-syncs the pod.
-        const tokenFor = tokenOwner(o);
-        if (tokenFor) this.queue.add(`pod/${tokenFor.join('/')}`);
+        // A token or pod-certificate Secret belongs to its pod: a change to it (say, a deletion)
+        // re-syncs the pod.
+        const podFor = tokenOwner(o) ?? podCertificatesOwner(o);
+        if (podFor) this.queue.add(`pod/${podFor.join('/')}`);
         else this.byOrigin('secret', o);
       },
     );
@@ -341,6 +349,30 @@ export class ClusterTree {
       hostCore: this.hostCore,
       tenantBundles,
       hostConfigMaps: this.hostConfigMaps,
+    });
+    // The tenant's PodCertificateRequests: one issued or refused re-syncs its pod. Syncing does not
+    // wait for their list: a tenant API without the resource has no pod certificates at all.
+    const tenantRequests = this.source<PodCertificateRequestObject>(
+      tenantKc,
+      'tenant podcertificaterequests',
+      '/apis/certificates.k8s.io/v1/podcertificaterequests',
+      list(() => tenantCustom.listClusterCustomObject(POD_CERTIFICATE_REQUESTS)),
+      undefined,
+      (r) => {
+        const owner = r.metadata?.ownerReferences?.find((o) => o.kind === 'Pod');
+        if (owner) this.queue.add(`pod/${r.metadata!.namespace!}/${owner.name}`);
+      },
+      { gates: false },
+    );
+    this.podCertificates = new PodCertificateSync({
+      tenant: cfg.tenant,
+      hostNamespace: cfg.hostNamespace,
+      tenantCore: this.tenantCore,
+      tenantCustom,
+      hostCore: this.hostCore,
+      hostSecrets: this.hostSecrets,
+      tenantRequests,
+      log,
     });
     // Slices the tenant's endpoint controller did not make: those of selector-less Services.
     const handmade = 'endpointslice.kubernetes.io/managed-by!=endpointslice-controller.k8s.io';
@@ -524,7 +556,8 @@ export class ClusterTree {
       this.queue.add(`svc/${s.metadata!.namespace!}/${s.metadata!.name!}`);
     for (const s of this.hostServices.list()) this.byOrigin('svc', s);
     for (const c of this.hostConfigMaps.list()) if (!trustBundlesOwner(c)) this.byOrigin('cm', c);
-    for (const s of this.hostSecrets.list()) if (!tokenOwner(s)) this.byOrigin('secret', s);
+    for (const s of this.hostSecrets.list())
+      if (!tokenOwner(s) && !podCertificatesOwner(s)) this.byOrigin('secret', s);
   }
 
   private resyncing = false;
@@ -689,6 +722,7 @@ export class ClusterTree {
       await deleteHost(0);
       if (!hp) await this.tokens.remove(ns, name);
       if (!hp) await this.trustBundles.remove(ns, name);
+      if (!hp) await this.podCertificates.remove(ns, name);
       return;
     }
     if (hp && hp.metadata?.annotations?.[PodAnnotation.uid] !== tp.metadata!.uid) {
@@ -715,6 +749,7 @@ export class ClusterTree {
       }
       await this.tokens.remove(ns, name);
       await this.trustBundles.remove(ns, name);
+      await this.podCertificates.remove(ns, name);
       // The host side is gone: finish the deletion as a kubelet would.
       await this.tenantCore
         .deleteNamespacedPod({
@@ -774,8 +809,10 @@ export class ClusterTree {
       this.log.info('pinned pod left a demoted node', { pod: `${ns}/${name}`, node: pinnedOn });
       return deleteHost(0);
     }
-    // Trust bundles follow the tenant's ClusterTrustBundles while the pod runs.
+    // Trust bundles follow the tenant's ClusterTrustBundles while the pod runs; pod certificates
+    // are renewed.
     await this.trustBundles.write(tp);
+    await this.podCertificates.write(tp, this.tenantNodeOf(tp));
     // A token Secret deleted behind clusterTree's back is issued again.
     const tokens = podReferences(tp).tokens;
     if (tokens.length > 0 && !this.hostSecrets.get(tokenSecretName(ns, name), this.cfg.hostNamespace))
@@ -850,6 +887,13 @@ export class ClusterTree {
       .catch(ignoreStatus(404));
   }
 
+  /** The tenant node a pod is bound to, as a kubelet names itself in requests it files. */
+  private tenantNodeOf(pod: V1Pod): { name: string; uid: string } | undefined {
+    const name = pod.spec?.nodeName;
+    const uid = name ? this.tenantNodes.get(name)?.metadata?.uid : undefined;
+    return name && uid ? { name, uid } : undefined;
+  }
+
   private async ensurePodDependencies(pod: V1Pod): Promise<void> {
     const ns = pod.metadata!.namespace!;
     const refs = podReferences(pod);
@@ -857,6 +901,7 @@ export class ClusterTree {
     for (const s of refs.secrets) await this.syncSecret(ns, s, true);
     await this.tokens.issue(pod, refs.tokens);
     await this.trustBundles.write(pod);
+    await this.podCertificates.write(pod, this.tenantNodeOf(pod));
   }
 
   // ---- configmaps, secrets, services ---------------------------------------------------------
@@ -926,6 +971,13 @@ export class ClusterTree {
           .catch(ignoreStatus(404));
     }
     for (const h of this.hostSecrets.list()) {
+      const certificatesFor = podCertificatesOwner(h);
+      if (certificatesFor) {
+        const [ns, pod] = certificatesFor;
+        if (!this.tenantPods.get(pod, ns) && !this.hostPods.get(hostName(ns, pod), hostNs))
+          await this.podCertificates.remove(ns, pod);
+        continue;
+      }
       const tokenFor = tokenOwner(h);
       if (tokenFor) {
         const [ns, pod] = tokenFor;

@@ -102,6 +102,11 @@ export function tokenSecretName(namespace: string, pod: string): string {
   return withHash(`${pod}-token-x-${namespace}`, `${namespace}/${pod}/token`);
 }
 
+/** The host Secret holding a tenant pod's projected pod certificates (podCertificates.ts). */
+export function podCertificateSecretName(namespace: string, pod: string): string {
+  return withHash(`${pod}-certs-x-${namespace}`, `${namespace}/${pod}/pod-certificates`);
+}
+
 /** The host ConfigMap holding a tenant pod's projected ClusterTrustBundles (trustBundles.ts). */
 export function trustBundleConfigMapName(namespace: string, pod: string): string {
   return withHash(`${pod}-ctb-x-${namespace}`, `${namespace}/${pod}/trust-bundles`);

@@ -46,6 +46,7 @@ import {
   trustBundleConfigMapName,
 } from './naming.js';
 import { withTenantHosts } from './etcHosts.js';
+import { podCertificateProjection } from './podCertificates.js';
 import { tenantDns, tenantServiceEnv } from './podNetwork.js';
 import { PodRefused, refuse } from './podSecurity.js';
 import { trustBundleKey } from './trustBundles.js';
@@ -187,6 +188,8 @@ function projection(
       },
     };
   if (p.secret) return { secret: { ...p.secret, name: hostName(ns, p.secret.name!) } };
+  // Key and chain as clusterTree obtained them from the tenant's signer (podCertificates.ts).
+  if (p.podCertificate) return podCertificateProjection(ns, pod, key, p.podCertificate);
   if (p.serviceAccountToken)
     return {
       secret: {
