@@ -233,6 +233,9 @@ export class ClusterTree {
         const tns = a[PodAnnotation.namespace];
         const tname = a[PodAnnotation.name];
         if (tns && tname) this.queue.add(`pod/${tns}/${tname}`);
+        // Kubelet events about it that came first. (The event sync exists once construction is done.)
+        for (const e of (this.events as EventSync | undefined)?.arrived(p.metadata!.name!) ?? [])
+          this.queue.add(`event/${e}`);
       },
     );
     this.hostConfigMaps = this.source(
@@ -440,9 +443,13 @@ export class ClusterTree {
       listed: false,
       gates: opts.gates ?? true,
     };
+    // The backoff is reset by a list that worked: ListWatch connects before every list, so a
+    // list refused for good (say, a Role without the resource) would otherwise retry every second.
+    let backoff = 1000;
     const listed = async () => {
       const result = await listFn();
       source.listed = true;
+      backoff = 1000;
       return result;
     };
     const cache = new ListWatch<T>(path, new Watch(kc), listed, false, labelSelector, opts.fieldSelector);
@@ -451,8 +458,6 @@ export class ClusterTree {
     cache.on('add', handler);
     cache.on('update', handler);
     cache.on('delete', handler);
-    let backoff = 1000;
-    cache.on('connect', () => (backoff = 1000));
     cache.on('error', (err: unknown) => {
       if (this.stopped) return;
       this.log.warn('watch failed; restarting', {

@@ -37,17 +37,19 @@ function guaranteed(containers: V1Container[]): boolean {
 
 /**
  * The host pod spec with the tenant's FQDN in /etc/hosts, or unchanged when it needs none (no
- * subdomain or hostname, no image) or the tenant took the names the rewrite uses.
+ * subdomain or hostname, no image) or the tenant took the names the rewrite uses; `rewritten`
+ * says which (the host pod records it: only then is its init container hidden from the tenant).
  */
 export function withTenantHosts(
   spec: V1PodSpec,
   opts: { image?: string; hostNamespace: string; namespace: string; clusterDomain: string },
-): V1PodSpec {
+): { spec: V1PodSpec; rewritten: boolean } {
+  const unchanged = { spec, rewritten: false };
   const { hostname, subdomain } = spec;
-  if (!opts.image || !hostname || !subdomain || spec.hostNetwork) return spec;
+  if (!opts.image || !hostname || !subdomain || spec.hostNetwork) return unchanged;
   const all = [...(spec.initContainers ?? []), ...spec.containers];
   if (all.some((c) => c.name === HOSTS_CONTAINER) || spec.volumes?.some((v) => v.name === HOSTS_VOLUME))
-    return spec;
+    return unchanged;
   // Names are DNS labels ([a-z0-9-]): nothing in them but '.' means anything to sed.
   const hostFQDN = escape(`${hostname}.${subdomain}.${opts.hostNamespace}.svc.`);
   const tenantFQDN = `${hostname}.${subdomain}.${opts.namespace}.svc.${opts.clusterDomain}`;
@@ -84,9 +86,12 @@ export function withTenantHosts(
           ],
         };
   return {
-    ...spec,
-    initContainers: [rewrite, ...(spec.initContainers ?? []).map(mounted)],
-    containers: spec.containers.map(mounted),
-    volumes: [...(spec.volumes ?? []), { name: HOSTS_VOLUME, emptyDir: {} }],
+    spec: {
+      ...spec,
+      initContainers: [rewrite, ...(spec.initContainers ?? []).map(mounted)],
+      containers: spec.containers.map(mounted),
+      volumes: [...(spec.volumes ?? []), { name: HOSTS_VOLUME, emptyDir: {} }],
+    },
+    rewritten: true,
   };
 }

@@ -19,6 +19,7 @@ import {
 } from '@kubernetes/client-node';
 import { createHash } from 'node:crypto';
 import { ignoreStatus } from '../api/kubeClient.js';
+import { HOSTS_CONTAINER } from './etcHosts.js';
 import { MANAGER, tenantView } from './naming.js';
 import { PodAnnotation } from './translate.js';
 
@@ -67,6 +68,12 @@ export function tenantEventFor(
   const ns = a[PodAnnotation.namespace];
   const name = a[PodAnnotation.name];
   if (!ns || !name || !tenantPod || tenantPod.metadata?.uid !== a[PodAnnotation.uid]) return undefined;
+  // The /etc/hosts rewrite (etcHosts.ts) is not the tenant's container.
+  if (
+    a[PodAnnotation.hostsRewritten] === 'true' &&
+    about.fieldPath === `spec.initContainers{${HOSTS_CONTAINER}}`
+  )
+    return undefined;
   // The kubelet names an event `<pod>.<hex time>`: the tenant's is `<tenant pod>.<same hex>`.
   const hostPodName = hostPod.metadata!.name!;
   const evName = ev.metadata.name!;
@@ -114,6 +121,8 @@ export interface EventSyncDeps {
 export class EventSync {
   /** Host event name → the resourceVersion last written to the tenant: a resync writes nothing. */
   private readonly written = new Map<string, string>();
+  /** Host pod name → events about it that came before the pod reached the cache. */
+  private readonly early = new Map<string, Set<string>>();
 
   constructor(private readonly d: EventSyncDeps) {}
 
@@ -122,11 +131,19 @@ export class EventSync {
     if (!ev) {
       // Expired on the host; the tenant's copy expires by the tenant apiserver's own event TTL.
       this.written.delete(hostEventName);
+      for (const [pod, names] of this.early)
+        if (names.delete(hostEventName) && names.size === 0) this.early.delete(pod);
       return;
     }
     const version = ev.metadata?.resourceVersion ?? '';
     if (this.written.get(hostEventName) === version) return;
-    const hostPod = this.d.hostPods.get(ev.involvedObject.name ?? '', this.d.hostNamespace);
+    const podName = ev.involvedObject.name ?? '';
+    const hostPod = this.d.hostPods.get(podName, this.d.hostNamespace);
+    if (!hostPod && ev.involvedObject.kind === 'Pod') {
+      // Not in the cache yet (or gone): looked at again when the pod arrives (`arrived`).
+      this.early.set(podName, (this.early.get(podName) ?? new Set()).add(hostEventName));
+      return;
+    }
     const a = hostPod?.metadata?.annotations ?? {};
     const [ns, name] = [a[PodAnnotation.namespace], a[PodAnnotation.name]];
     const tenantPod = ns && name ? this.d.tenantPods.get(name, ns) : undefined;
@@ -146,5 +163,12 @@ export class EventSync {
         // The tenant namespace is gone or terminating: there is nobody to tell.
         .catch(ignoreStatus(403, 404));
     this.written.set(hostEventName, version);
+  }
+
+  /** The events that came before this host pod reached the cache: to be synced again. */
+  arrived(hostPodName: string): string[] {
+    const names = [...(this.early.get(hostPodName) ?? [])];
+    this.early.delete(hostPodName);
+    return names;
   }
 }

@@ -39,9 +39,13 @@ export function sameResources(
   return true;
 }
 
-/** The tenant's containers of a host pod: without the /etc/hosts rewrite (etcHosts.ts). */
-const tenantContainers = (cs: V1Container[] | undefined): V1Container[] =>
-  (cs ?? []).filter((c) => c.name !== HOSTS_CONTAINER);
+/** Whether a host pod has the /etc/hosts rewrite (etcHosts.ts): a container that is not the tenant's. */
+const rewritten = (pod: V1Pod | undefined): boolean =>
+  pod?.metadata?.annotations?.[PodAnnotation.hostsRewritten] === 'true';
+
+/** The tenant's containers of a host pod: without the /etc/hosts rewrite where it has one. */
+const tenantContainers = (cs: V1Container[] | undefined, pod: V1Pod): V1Container[] =>
+  (cs ?? []).filter((c) => !rewritten(pod) || c.name !== HOSTS_CONTAINER);
 
 /**
  * An in-place resize a tenant asked for (its `resize` subresource), as the patch of the host pod's
@@ -55,7 +59,7 @@ export function hostPodResize(have: V1Pod, want: V1Pod): object | undefined {
     ]),
   );
   const changed = (list: V1Container[] | undefined) =>
-    tenantContainers(list)
+    tenantContainers(list, want)
       .filter((c) => !sameResources(c.resources, h.get(c.name)))
       .map((c) => ({ name: c.name, resources: c.resources ?? {} }));
   const containers = changed(want.spec?.containers);
@@ -99,18 +103,19 @@ export function hostPodUpdate(have: V1Pod, want: V1Pod): object | undefined {
     const h = have.metadata?.[key] ?? {};
     const w = want.metadata?.[key] ?? {};
     const diff: Record<string, string | null> = {};
-    for (const [k, v] of Object.entries(w)) if (h[k] !== v) diff[k] = v;
+    // Whether the host pod has the /etc/hosts rewrite is fixed at its creation.
+    for (const [k, v] of Object.entries(w)) if (h[k] !== v && k !== PodAnnotation.hostsRewritten) diff[k] = v;
     for (const k of copied[key] ?? []) if (k in h && !(k in w)) diff[k] = null;
     if (Object.keys(diff).length > 0) metadata[key] = diff;
   }
-  const images = (cs: V1Container[] | undefined) =>
-    tenantContainers(cs).map((c) => ({ name: c.name, image: c.image }));
+  const images = (cs: V1Container[] | undefined, pod: V1Pod) =>
+    tenantContainers(cs, pod).map((c) => ({ name: c.name, image: c.image }));
   const spec: { containers?: object[]; initContainers?: object[]; activeDeadlineSeconds?: number | null } =
     {};
-  if (JSON.stringify(images(have.spec?.containers)) !== JSON.stringify(images(want.spec?.containers)))
-    spec.containers = images(want.spec?.containers);
-  if (JSON.stringify(images(have.spec?.initContainers)) !== JSON.stringify(images(want.spec?.initContainers)))
-    spec.initContainers = images(want.spec?.initContainers);
+  const differ = (key: 'containers' | 'initContainers') =>
+    JSON.stringify(images(have.spec?.[key], have)) !== JSON.stringify(images(want.spec?.[key], want));
+  if (differ('containers')) spec.containers = images(want.spec?.containers, want);
+  if (differ('initContainers')) spec.initContainers = images(want.spec?.initContainers, want);
   if (have.spec?.activeDeadlineSeconds !== want.spec?.activeDeadlineSeconds)
     spec.activeDeadlineSeconds = want.spec?.activeDeadlineSeconds ?? null;
   const patch = {
@@ -167,7 +172,7 @@ export function tenantPodStatus(host: V1Pod, tenant?: V1Pod): V1PodStatus {
   for (const key of ['containerStatuses', 'initContainerStatuses'] as const)
     if (Array.isArray(out[key]))
       out[key] = (out[key] as V1ContainerStatus[])
-        .filter((c) => c.name !== HOSTS_CONTAINER)
+        .filter((c) => !rewritten(host) || c.name !== HOSTS_CONTAINER)
         .map((c) => withoutHostZeros(c, tenant));
   if (Array.isArray(out.initContainerStatuses) && out.initContainerStatuses.length === 0)
     delete out.initContainerStatuses;

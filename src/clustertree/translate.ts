@@ -78,6 +78,8 @@ export const PodAnnotation = {
   tenantKeys: 'kosmos.io/tenant-keys',
   /** A virtual-node pod with host access, pinned to the tenant's promoted nodes: never elsewhere. */
   pinned: 'kosmos.io/pinned-to-promoted-nodes',
+  /** The host pod has the /etc/hosts rewrite (etcHosts.ts): its init container is not the tenant's. */
+  hostsRewritten: 'kosmos.io/hosts-rewritten',
 } as const;
 
 /**
@@ -308,6 +310,19 @@ export function podReferences(pod: V1Pod): {
 }
 
 /**
+ * The hostname a kubelet gives a pod: its spec.hostname or its name, cut to 63 characters without
+ * a trailing '-' or '.'. A pod name may hold dots, which the kubelet keeps but a pod's
+ * spec.hostname (a DNS label) may not: on the host they become '-' (a host pod with such a
+ * hostname would be refused, and a ReplicaSet of such pods would make failed pods without end).
+ */
+export function podHostname(name: string): string {
+  return name
+    .slice(0, 63)
+    .replace(/[-.]+$/, '')
+    .replace(/\./g, '-');
+}
+
+/**
  * The host pod for a tenant pod. `hostNode` is the promoted host node the tenant scheduler chose,
  * or undefined for the virtual resource node (the host scheduler places it). Throws PodRefused.
  */
@@ -330,6 +345,64 @@ export function hostPodFor(
   const tolerations = hostNode
     ? [{ key: Promotion.taint, operator: 'Exists', effect: 'NoSchedule' }]
     : [{ key: Promotion.taint, operator: 'Equal', value: tenantHash(ctx.tenant), effect: 'NoSchedule' }];
+  const { spec, rewritten } = withTenantHosts(
+    {
+      containers: s.containers.map((c) => container(ns, c, inherited)),
+      ...(s.initContainers
+        ? { initContainers: s.initContainers.map((c) => container(ns, c, inherited)) }
+        : {}),
+      ...(s.volumes ? { volumes: s.volumes.map((v) => volume(ns, name, v, tokenRequests(pod))) } : {}),
+      ...(s.imagePullSecrets
+        ? { imagePullSecrets: s.imagePullSecrets.map((r) => ({ name: hostName(ns, r.name!) })) }
+        : {}),
+      ...(hostNode ? { nodeName: hostNode } : { priorityClassName: RESOURCES_PRIORITY_CLASS }),
+      tolerations,
+      // A privileged tenant's virtual-node pod with host access runs on the tenant's own nodes only.
+      ...(confined
+        ? {
+            affinity: {
+              nodeAffinity: {
+                requiredDuringSchedulingIgnoredDuringExecution: {
+                  nodeSelectorTerms: [
+                    {
+                      matchExpressions: [
+                        { key: Promotion.label, operator: 'In', values: [tenantHash(ctx.tenant)] },
+                      ],
+                    },
+                  ],
+                },
+              },
+            },
+          }
+        : {}),
+      restartPolicy: s.restartPolicy ?? 'Always',
+      ...(s.terminationGracePeriodSeconds !== undefined
+        ? { terminationGracePeriodSeconds: s.terminationGracePeriodSeconds }
+        : {}),
+      ...(s.activeDeadlineSeconds !== undefined ? { activeDeadlineSeconds: s.activeDeadlineSeconds } : {}),
+      ...(s.securityContext ? { securityContext: s.securityContext } : {}),
+      // Host namespaces pass only where refuse() allowed them (a privileged tenant's own node).
+      ...(s.hostNetwork ? { hostNetwork: true } : {}),
+      ...(s.hostPID ? { hostPID: true } : {}),
+      ...(s.hostIPC ? { hostIPC: true } : {}),
+      ...(s.shareProcessNamespace ? { shareProcessNamespace: true } : {}),
+      ...(s.hostAliases ? { hostAliases: s.hostAliases } : {}),
+      ...(s.setHostnameAsFQDN !== undefined ? { setHostnameAsFQDN: s.setHostnameAsFQDN } : {}),
+      ...(s.os ? { os: s.os } : {}),
+      ...tenantDns(ctx, pod),
+      // The host kubelet would add the host's Services: the tenant's are in `env` instead.
+      enableServiceLinks: false,
+      hostname: podHostname(s.hostname ?? name),
+      ...(s.subdomain ? { subdomain: s.subdomain } : {}),
+      automountServiceAccountToken: false,
+    },
+    {
+      ...(ctx.hostsImage ? { image: ctx.hostsImage } : {}),
+      hostNamespace: ctx.hostNamespace,
+      namespace: ns,
+      clusterDomain: ctx.clusterDomain ?? 'cluster.local',
+    },
+  );
   return {
     apiVersion: 'v1',
     kind: 'Pod',
@@ -346,70 +419,14 @@ export function hostPodFor(
         [PodAnnotation.uid]: pod.metadata!.uid!,
         [PodAnnotation.node]: s.nodeName!,
         ...(confined ? { [PodAnnotation.pinned]: 'true' } : {}),
+        ...(rewritten ? { [PodAnnotation.hostsRewritten]: 'true' } : {}),
         [PodAnnotation.tenantKeys]: JSON.stringify({
           labels: Object.keys(copiedLabels).sort(),
           annotations: Object.keys(copiedAnnotations).sort(),
         }),
       },
     },
-    spec: withTenantHosts(
-      {
-        containers: s.containers.map((c) => container(ns, c, inherited)),
-        ...(s.initContainers
-          ? { initContainers: s.initContainers.map((c) => container(ns, c, inherited)) }
-          : {}),
-        ...(s.volumes ? { volumes: s.volumes.map((v) => volume(ns, name, v, tokenRequests(pod))) } : {}),
-        ...(s.imagePullSecrets
-          ? { imagePullSecrets: s.imagePullSecrets.map((r) => ({ name: hostName(ns, r.name!) })) }
-          : {}),
-        ...(hostNode ? { nodeName: hostNode } : { priorityClassName: RESOURCES_PRIORITY_CLASS }),
-        tolerations,
-        // A privileged tenant's virtual-node pod with host access runs on the tenant's own nodes only.
-        ...(confined
-          ? {
-              affinity: {
-                nodeAffinity: {
-                  requiredDuringSchedulingIgnoredDuringExecution: {
-                    nodeSelectorTerms: [
-                      {
-                        matchExpressions: [
-                          { key: Promotion.label, operator: 'In', values: [tenantHash(ctx.tenant)] },
-                        ],
-                      },
-                    ],
-                  },
-                },
-              },
-            }
-          : {}),
-        restartPolicy: s.restartPolicy ?? 'Always',
-        ...(s.terminationGracePeriodSeconds !== undefined
-          ? { terminationGracePeriodSeconds: s.terminationGracePeriodSeconds }
-          : {}),
-        ...(s.activeDeadlineSeconds !== undefined ? { activeDeadlineSeconds: s.activeDeadlineSeconds } : {}),
-        ...(s.securityContext ? { securityContext: s.securityContext } : {}),
-        // Host namespaces pass only where refuse() allowed them (a privileged tenant's own node).
-        ...(s.hostNetwork ? { hostNetwork: true } : {}),
-        ...(s.hostPID ? { hostPID: true } : {}),
-        ...(s.hostIPC ? { hostIPC: true } : {}),
-        ...(s.shareProcessNamespace ? { shareProcessNamespace: true } : {}),
-        ...(s.hostAliases ? { hostAliases: s.hostAliases } : {}),
-        ...(s.setHostnameAsFQDN !== undefined ? { setHostnameAsFQDN: s.setHostnameAsFQDN } : {}),
-        ...(s.os ? { os: s.os } : {}),
-        ...tenantDns(ctx, pod),
-        // The host kubelet would add the host's Services: the tenant's are in `env` instead.
-        enableServiceLinks: false,
-        ...(name.length <= 63 ? { hostname: s.hostname ?? name } : {}),
-        ...(s.subdomain ? { subdomain: s.subdomain } : {}),
-        automountServiceAccountToken: false,
-      },
-      {
-        ...(ctx.hostsImage ? { image: ctx.hostsImage } : {}),
-        hostNamespace: ctx.hostNamespace,
-        namespace: ns,
-        clusterDomain: ctx.clusterDomain ?? 'cluster.local',
-      },
-    ),
+    spec,
   };
 }
 

@@ -18,6 +18,7 @@ import { KeyedQueue } from '../../src/clustertree/queue.js';
 import {
   PodAnnotation,
   hostPodFor,
+  podHostname,
   serviceShape,
   hostServiceFor,
   podReferences,
@@ -308,6 +309,21 @@ describe('hostPodUpdate', () => {
     const p = pod();
     p.spec!.activeDeadlineSeconds = 5;
     expect(hostPodUpdate(have, hostPodFor(ctx, p, 'node-a'))).toEqual({ spec: { activeDeadlineSeconds: 5 } });
+  });
+});
+
+describe('podHostname', () => {
+  it('is what a kubelet names the pod, as a DNS label: dotted names (a Deployment named a.b) are not refused', () => {
+    expect(podHostname('web-1')).toBe('web-1');
+    expect(podHostname('simpletest.deployment-56475c867-abcde')).toBe(
+      'simpletest-deployment-56475c867-abcde',
+    );
+    expect(podHostname(`${'a'.repeat(62)}-b`)).toBe('a'.repeat(62));
+    const p = pod();
+    p.metadata!.name = 'simpletest.deployment-56475c867-abcde';
+    expect(hostPodFor(ctx, p, 'node-a').spec!.hostname).toBe('simpletest-deployment-56475c867-abcde');
+    p.metadata!.name = 'x'.repeat(80);
+    expect(hostPodFor(ctx, p, 'node-a').spec!.hostname).toBe('x'.repeat(63));
   });
 });
 

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { HOSTS_CONTAINER, withTenantHosts } from '../../src/clustertree/etcHosts.js';
 import { hostPodResize, hostPodUpdate, tenantPodStatus } from '../../src/clustertree/runningPod.js';
-import { hostPodFor, type TenantContext } from '../../src/clustertree/translate.js';
+import { PodAnnotation, hostPodFor, type TenantContext } from '../../src/clustertree/translate.js';
 
 const { hostsImage: _, ...noImage } = {
   tenant: { namespace: 'team', name: 'vc1', uid: '11111111-2222-3333-4444-555555555555' },
@@ -46,6 +46,9 @@ fe00::1\tip6-allnodes
 describe('/etc/hosts of a tenant pod with a subdomain', () => {
   it('is rewritten by an init container to the tenant FQDN, which the sed of the command really does', () => {
     const spec = hostPodFor(ctx, pod(), 'node-a').spec!;
+    expect(hostPodFor(ctx, pod(), 'node-a').metadata!.annotations![PodAnnotation.hostsRewritten]).toBe(
+      'true',
+    );
     const init = spec.initContainers![0]!;
     expect(init.name).toBe(HOSTS_CONTAINER);
     expect(init.image).toBe('busybox:test');
@@ -111,7 +114,14 @@ describe('/etc/hosts of a tenant pod with a subdomain', () => {
     const taken = pod({ containers: [{ name: HOSTS_CONTAINER, image: 'x' }] }).spec!;
     expect(
       withTenantHosts(taken, { image: 'i', hostNamespace: 'h', namespace: 'n', clusterDomain: 'c' }),
-    ).toBe(taken);
+    ).toEqual({ spec: taken, rewritten: false });
+    // A tenant container of that name is the tenant's own: shown in its status as any other.
+    const own = hostPodFor(ctx, pod({ containers: [{ name: HOSTS_CONTAINER, image: 'x' }] }), 'node-a');
+    expect(own.metadata!.annotations![PodAnnotation.hostsRewritten]).toBeUndefined();
+    own.status = {
+      containerStatuses: [{ name: HOSTS_CONTAINER, image: 'x', imageID: '', ready: true, restartCount: 0 }],
+    };
+    expect(tenantPodStatus(own, pod()).containerStatuses?.map((c) => c.name)).toEqual([HOSTS_CONTAINER]);
   });
 
   it("is not shown to the tenant, nor compared when the tenant's pod changes", () => {

@@ -2,9 +2,10 @@
  * The host kubelet's events about a host pod, as the tenant sees them: about its own pod, on its
  * own node, in its own names, and only while the event is about the pod that is there now.
  */
-import type { CoreV1Event, V1Pod } from '@kubernetes/client-node';
+import type { CoreV1Api, CoreV1Event, ListWatch, V1Pod } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
-import { tenantEventFor } from '../../src/clustertree/events.js';
+import { HOSTS_CONTAINER } from '../../src/clustertree/etcHosts.js';
+import { EventSync, tenantEventFor } from '../../src/clustertree/events.js';
 import { hostName } from '../../src/clustertree/naming.js';
 import { PodAnnotation } from '../../src/clustertree/translate.js';
 
@@ -103,6 +104,19 @@ describe('tenant copies of host kubelet events', () => {
     expect(tenantEventFor(olderHostPod, hostPod, tenantPod, HOST_NS)).toBeUndefined();
     const newerTenantPod = { ...tenantPod, metadata: { ...tenantPod.metadata, uid: 'new' } };
     expect(tenantEventFor(hostEvent(), hostPod, newerTenantPod, HOST_NS)).toBeUndefined();
+    // The /etc/hosts rewrite's container is not the tenant's; a tenant container of that name is.
+    const rewrite = hostEvent({
+      involvedObject: { ...hostEvent().involvedObject, fieldPath: `spec.initContainers{${HOSTS_CONTAINER}}` },
+    });
+    const rewritten = {
+      ...hostPod,
+      metadata: {
+        ...hostPod.metadata,
+        annotations: { ...hostPod.metadata!.annotations, [PodAnnotation.hostsRewritten]: 'true' },
+      },
+    };
+    expect(tenantEventFor(rewrite, rewritten, tenantPod, HOST_NS)).toBeUndefined();
+    expect(tenantEventFor(rewrite, hostPod, tenantPod, HOST_NS)).toBeDefined();
   });
 
   it('get a stable name of their own when the host named the event otherwise, within the name limit', () => {
@@ -122,5 +136,33 @@ describe('tenant copies of host kubelet events', () => {
     expect(a.metadata.name!.length).toBeLessThanOrEqual(253);
     expect(a.metadata.name).toMatch(/^p+\.[0-9a-f]{16}$/);
     expect(a.involvedObject.name).toBe(long);
+  });
+});
+
+describe('EventSync', () => {
+  it('keeps an event that came before its host pod reached the cache, and writes it once the pod is there', async () => {
+    const pods = new Map<string, V1Pod>();
+    const applied: string[] = [];
+    const sync = new EventSync({
+      hostNamespace: HOST_NS,
+      tenantCore: {
+        patchNamespacedEvent: ({ name }: { name: string }) => {
+          applied.push(name);
+          return Promise.resolve({});
+        },
+      } as unknown as CoreV1Api,
+      hostEvents: { get: () => hostEvent() } as unknown as ListWatch<CoreV1Event>,
+      hostPods: { get: (name: string) => pods.get(name) } as unknown as ListWatch<V1Pod>,
+      tenantPods: { get: () => tenantPod } as unknown as ListWatch<V1Pod>,
+    });
+    const name = hostEvent().metadata.name!;
+    await sync.sync(name);
+    expect(applied).toEqual([]);
+    pods.set(HOST_POD, hostPod);
+    expect(sync.arrived(HOST_POD)).toEqual([name]);
+    expect(sync.arrived(HOST_POD)).toEqual([]);
+    await sync.sync(name);
+    await sync.sync(name); // unchanged: written once
+    expect(applied).toEqual(['web-1.18a2b3c4d5e6f708']);
   });
 });
