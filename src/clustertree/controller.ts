@@ -750,11 +750,33 @@ export class ClusterTree {
             .catch(ignoreStatus(404, 409));
           return;
         }
+        // The host kubelet's last word on it (a terminal phase, exit codes) reaches the tenant, as
+        // a kubelet's would: controllers holding a finalizer on their pods (Jobs) wait for it.
+        const last = tenantPodStatus(hp, tp);
+        if (!statusMatches(tp.status, last))
+          await this.tenantCore
+            .patchNamespacedPodStatus({ name, namespace: ns, body: { status: last } }, merge)
+            .catch(ignoreStatus(404));
         return deleteHost(tp.metadata.deletionGracePeriodSeconds ?? undefined);
       }
       await this.tokens.remove(ns, name);
       await this.trustBundles.remove(ns, name);
       await this.podCertificates.remove(ns, name);
+      // The host pod went before a terminal status of it was seen: it was stopped for the
+      // deletion, and a kubelet reports such a pod Failed before it removes it.
+      if (tp.status?.phase !== 'Succeeded' && tp.status?.phase !== 'Failed')
+        await this.tenantCore
+          .patchNamespacedPodStatus(
+            {
+              name,
+              namespace: ns,
+              body: {
+                status: { phase: 'Failed', reason: 'Terminated', message: 'stopped for its deletion' },
+              },
+            },
+            merge,
+          )
+          .catch(ignoreStatus(404));
       // The host side is gone: finish the deletion as a kubelet would.
       await this.tenantCore
         .deleteNamespacedPod({

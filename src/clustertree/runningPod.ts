@@ -150,11 +150,14 @@ export function tenantPodStatus(host: V1Pod, tenant?: V1Pod): V1PodStatus {
   const s = (host.status ?? {}) as Record<string, unknown>;
   for (const f of POD_STATUS_FIELDS) if (s[f] !== undefined) out[f] = s[f];
   const gates = (tenant?.spec?.readinessGates ?? []).map((g) => g.conditionType);
-  if (gates.length > 0) {
-    const kept = (tenant?.status?.conditions ?? []).filter((c) => gates.includes(c.type));
+  // The tenant's own: its readiness gates, and DisruptionTarget (set by the tenant's eviction
+  // API, preemption or taint manager, and read by Job pod failure policies).
+  const owned = [...gates, 'DisruptionTarget'];
+  const kept = (tenant?.status?.conditions ?? []).filter((c) => owned.includes(c.type));
+  if (gates.length > 0 || kept.length > 0) {
     const open = gates.filter((g) => !kept.some((c) => c.type === g && c.status === 'True'));
     const fromHost = ((out.conditions as V1PodCondition[] | undefined) ?? [])
-      .filter((c) => !gates.includes(c.type))
+      .filter((c) => !owned.includes(c.type))
       .map((c) =>
         c.type === 'Ready' && c.status === 'True' && open.length > 0
           ? {

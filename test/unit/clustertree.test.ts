@@ -384,6 +384,21 @@ describe('status and nodes', () => {
     );
   });
 
+  it("keeps the tenant's DisruptionTarget (its eviction) over the host's conditions", () => {
+    const hostPod: V1Pod = {
+      status: { phase: 'Failed', conditions: [{ type: 'Ready', status: 'False' }] },
+    };
+    const evicted = { type: 'DisruptionTarget', status: 'True', reason: 'EvictionByEvictionAPI' };
+    const tenantPod: V1Pod = { spec: { containers: [] }, status: { conditions: [evicted] } };
+    expect(tenantPodStatus(hostPod, tenantPod).conditions).toEqual([
+      { type: 'Ready', status: 'False' },
+      evicted,
+    ]);
+    expect(tenantPodStatus(hostPod, { spec: { containers: [] } }).conditions).toEqual([
+      { type: 'Ready', status: 'False' },
+    ]);
+  });
+
   it('copies the host pod status fields the tenant shows', () => {
     const status = tenantPodStatus({
       status: { phase: 'Running', podIP: '10.0.0.7', hostIP: '192.0.2.1', qosClass: 'BestEffort' },
