@@ -277,6 +277,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       kubelet: await kubeletEndpoint(l, kubeletPort!),
       serviceCIDR: l.serviceCIDR,
       endpointRanges: deps.network?.endpointRanges ?? [],
+      ...(deps.network ? { virtualNodeAddress: deps.network.nodeAddress } : {}),
       // Immutable in the CRD: read from the object, so no workflow input had to change for it.
       podSecurity,
       ...(deps.hostsImage ? { hostsImage: deps.hostsImage } : {}),

@@ -47,6 +47,11 @@ export const ClusterTreeConfig = z.object({
   hostsImage: z.string().min(1).optional(),
   /** spec.podSecurity: what pods on promoted nodes may ask of their host node. */
   podSecurity: z.enum(['baseline', 'privileged']).default('baseline'),
+  /**
+   * A host node address where the host's node ports answer (the operator's node address): the
+   * virtual node's InternalIP. Unset: the virtual node shows clusterTree's endpoint there.
+   */
+  virtualNodeAddress: z.string().optional(),
   /** The tenant node standing for spec.promoteResources.resources. */
   virtualNodeName: z.string().min(1),
   /** The ResourceQuota in the host namespace that caps the promoted resources. */

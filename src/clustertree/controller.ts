@@ -604,7 +604,9 @@ export class ClusterTree {
       const hard = this.hostQuotas.get(this.cfg.quotaName, this.cfg.hostNamespace)?.spec?.hard;
       const cpu = hard?.['requests.cpu'];
       const memory = hard?.['requests.memory'];
-      return cpu && memory ? virtualNode(name, { cpu, memory }, now, this.cfg.kubelet) : undefined;
+      return cpu && memory
+        ? virtualNode(name, { cpu, memory }, now, this.cfg.kubelet, this.cfg.virtualNodeAddress)
+        : undefined;
     }
     const host = this.hostNodes.get(name);
     return host ? tenantNodeFor(host, now, this.cfg.kubelet) : undefined;

@@ -72,12 +72,17 @@ export function tenantNodeFor(host: V1Node, now: Date, kubelet?: KubeletEndpoint
   };
 }
 
-/** The virtual node that stands for promoted CPU and memory. */
+/**
+ * The virtual node that stands for promoted CPU and memory. `address`, where there is one, is a
+ * host node address where the host's node ports answer: its InternalIP, as a node's address is
+ * where its NodePorts and host ports are reached.
+ */
 export function virtualNode(
   name: string,
   resources: { cpu: string; memory: string },
   now: Date,
   kubelet?: KubeletEndpoint,
+  address?: string,
 ): V1Node {
   const capacity = { cpu: resources.cpu, memory: resources.memory, pods: '10000' };
   const ready = {
@@ -117,7 +122,7 @@ export function virtualNode(
         osImage: '',
         systemUUID: '',
       },
-      ...endpointStatus(name, kubelet, undefined),
+      ...endpointStatus(name, kubelet, address),
     },
   };
 }

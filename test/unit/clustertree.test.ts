@@ -572,6 +572,18 @@ describe('status and nodes', () => {
       { type: 'Hostname', address: 'v' },
     ]);
     expect(n.status?.daemonEndpoints?.kubeletEndpoint?.Port).toBe(23456);
+    // With a node address (where the host's node ports answer), that is its InternalIP.
+    const reachable = virtualNode(
+      'v',
+      { cpu: '1', memory: '1Gi' },
+      new Date(),
+      { address: '127.0.0.1', port: 23456, addressType: 'InternalDNS' },
+      '10.244.0.1',
+    );
+    expect(reachable.status?.addresses?.slice(0, 2)).toEqual([
+      { type: 'InternalIP', address: '10.244.0.1' },
+      { type: 'InternalDNS', address: '127.0.0.1' },
+    ]);
     // A promoted node keeps its host InternalIP (host ports answer there); the endpoint is InternalDNS,
     // which the tenant apiserver prefers.
     const promoted = tenantNodeFor(
