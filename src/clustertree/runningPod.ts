@@ -150,14 +150,16 @@ export function tenantPodStatus(host: V1Pod, tenant?: V1Pod): V1PodStatus {
   const s = (host.status ?? {}) as Record<string, unknown>;
   for (const f of POD_STATUS_FIELDS) if (s[f] !== undefined) out[f] = s[f];
   const gates = (tenant?.spec?.readinessGates ?? []).map((g) => g.conditionType);
-  // The tenant's own: its readiness gates, and DisruptionTarget (set by the tenant's eviction
-  // API, preemption or taint manager, and read by Job pod failure policies).
-  const owned = [...gates, 'DisruptionTarget'];
+  // The tenant's own: its readiness gates, PodScheduled (its scheduler bound the pod; a
+  // virtual-node pod the host scheduler has not placed yet is bound all the same), and
+  // DisruptionTarget (set by the tenant's eviction API, preemption or taint manager, and read by
+  // Job pod failure policies).
+  const owned = [...gates, 'PodScheduled', 'DisruptionTarget'];
   const kept = (tenant?.status?.conditions ?? []).filter((c) => owned.includes(c.type));
   if (gates.length > 0 || kept.length > 0) {
     const open = gates.filter((g) => !kept.some((c) => c.type === g && c.status === 'True'));
     const fromHost = ((out.conditions as V1PodCondition[] | undefined) ?? [])
-      .filter((c) => !owned.includes(c.type))
+      .filter((c) => !gates.includes(c.type) && !kept.some((k) => k.type === c.type))
       .map((c) =>
         c.type === 'Ready' && c.status === 'True' && open.length > 0
           ? {

@@ -397,6 +397,21 @@ describe('status and nodes', () => {
     expect(tenantPodStatus(hostPod, { spec: { containers: [] } }).conditions).toEqual([
       { type: 'Ready', status: 'False' },
     ]);
+    // PodScheduled is the tenant scheduler's: a virtual-node pod the host has not placed yet is
+    // bound in the tenant all the same. Without one of its own, the host's shows.
+    const unplaced: V1Pod = {
+      status: {
+        phase: 'Pending',
+        conditions: [{ type: 'PodScheduled', status: 'False', reason: 'Unschedulable' }],
+      },
+    };
+    const bound = { type: 'PodScheduled', status: 'True' };
+    expect(
+      tenantPodStatus(unplaced, { spec: { containers: [] }, status: { conditions: [bound] } }).conditions,
+    ).toEqual([bound]);
+    expect(tenantPodStatus(unplaced, { spec: { containers: [] } }).conditions).toEqual(
+      unplaced.status!.conditions,
+    );
   });
 
   it('copies the host pod status fields the tenant shows', () => {
