@@ -15,14 +15,13 @@
  * both caches and does what is missing, so a restart, a missed event or a duplicate event
  * converges the same way. A periodic resync re-queues everything for drift nobody reported.
  */
+import type { ListWatch } from '@kubernetes/client-node';
 import {
   CoordinationV1Api,
   CoreV1Api,
   CustomObjectsApi,
   DiscoveryV1Api,
-  ListWatch,
   PatchStrategy,
-  Watch,
   setHeaderOptions,
   type KubeConfig,
   type KubernetesListObject,
@@ -41,7 +40,7 @@ import { apiMessage as hostMessage, ignoreStatus, merge, statusCode } from '../a
 import type { Logger } from '../worker/logger.js';
 import type { ClusterTreeConfig } from './config.js';
 import type { HostPodRef } from './kubeletServer.js';
-import { EventSync, HOST_POD_EVENTS } from './events.js';
+import { EventSync, HOST_POD_EVENTS, microTime } from './events.js';
 import {
   POD_CERTIFICATE_REQUESTS,
   PodCertificateSync,
@@ -83,21 +82,10 @@ import {
   trustBundlesOwner,
   type TrustBundleObject,
 } from './trustBundles.js';
+import { Informers, type InformerOptions } from './informers.js';
 import { KeyedQueue, forEachLimited } from './queue.js';
 
 const LEASE_NAMESPACE = 'kube-node-lease';
-
-/** RFC 3339 with microseconds, as a MicroTime field needs it. */
-const microTime = (d: Date): string => d.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
-
-interface Source<T extends KubernetesObject> {
-  cache: ListWatch<T>;
-  name: string;
-  /** True once a list succeeded: the cache holds everything, not just what events brought. */
-  listed: boolean;
-  /** Whether syncing waits for its first list (not for what only adds to the tenant's view). */
-  gates: boolean;
-}
 
 /** Origin namespace/name of a host object clusterTree made. */
 function origin(o: KubernetesObject): { namespace: string; name: string } | undefined {
@@ -130,9 +118,8 @@ export class ClusterTree {
   private readonly tenantLeases: CoordinationV1Api;
   private readonly hostCore: CoreV1Api;
   private readonly queue: KeyedQueue;
-  private readonly sources: Source<KubernetesObject>[] = [];
+  private readonly informers: Informers;
   private readonly timers: NodeJS.Timeout[] = [];
-  private readonly restartTimers = new Map<string, NodeJS.Timeout>();
   private readonly nodeUids = new Map<string, string>();
   /**
    * Host pods created but not yet seen by the host informer. Creating one again would fail with
@@ -176,6 +163,7 @@ export class ClusterTree {
       podSecurity: cfg.podSecurity,
       ...(cfg.hostsImage ? { hostsImage: cfg.hostsImage } : {}),
     };
+    this.informers = new Informers(log);
     this.tenantCore = tenantKc.makeApiClient(CoreV1Api);
     this.tenantLeases = tenantKc.makeApiClient(CoordinationV1Api);
     this.hostCore = hostKc.makeApiClient(CoreV1Api);
@@ -427,7 +415,7 @@ export class ClusterTree {
     if (from) this.queue.add(`${kind}/${from.namespace}/${from.name}`);
   }
 
-  /** A watched list; every add, update and delete queues the key `onEvent` derives. */
+  /** A watched list (informers.ts); every add, update and delete queues the key `onEvent` derives. */
   private source<T extends KubernetesObject>(
     kc: KubeConfig,
     name: string,
@@ -435,57 +423,16 @@ export class ClusterTree {
     listFn: () => Promise<KubernetesListObject<never>>,
     labelSelector: string | undefined,
     onEvent: (o: T) => void,
-    opts: { fieldSelector?: string; gates?: boolean } = {},
+    opts: Omit<InformerOptions, 'labelSelector'> = {},
   ): ListWatch<T> {
-    const source: Source<KubernetesObject> = {
-      cache: undefined as never,
-      name,
-      listed: false,
-      gates: opts.gates ?? true,
-    };
-    // The backoff is reset by a list that worked: ListWatch connects before every list, so a
-    // list refused for good (say, a Role without the resource) would otherwise retry every second.
-    let backoff = 1000;
-    const listed = async () => {
-      const result = await listFn();
-      source.listed = true;
-      backoff = 1000;
-      return result;
-    };
-    const cache = new ListWatch<T>(path, new Watch(kc), listed, false, labelSelector, opts.fieldSelector);
-    source.cache = cache;
-    const handler = (o: T) => onEvent(o);
-    cache.on('add', handler);
-    cache.on('update', handler);
-    cache.on('delete', handler);
-    cache.on('error', (err: unknown) => {
-      if (this.stopped) return;
-      this.log.warn('watch failed; restarting', {
-        source: name,
-        error: String((err as Error)?.message ?? err),
-        inMs: backoff,
-      });
-      clearTimeout(this.restartTimers.get(name));
-      this.restartTimers.set(
-        name,
-        setTimeout(() => void cache.start().catch(() => undefined), backoff),
-      );
-      backoff = Math.min(backoff * 2, 30_000);
+    return this.informers.add(kc, name, path, listFn, onEvent, {
+      ...opts,
+      ...(labelSelector ? { labelSelector } : {}),
     });
-    this.sources.push(source);
-    return cache;
   }
 
   async start(): Promise<void> {
-    // A failed first list only emits `error` (the restart timer retries it): wait for all.
-    await Promise.all(this.sources.map((s) => s.cache.start().catch(() => undefined)));
-    const waiting = () => this.sources.filter((s) => s.gates && !s.listed);
-    for (let waited = 0; waiting().length > 0; waited += 200) {
-      if (this.stopped) return;
-      if (waited % 10_000 === 0 && waited > 0)
-        this.log.warn('waiting for the first list', { sources: waiting().map((s) => s.name) });
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    if (!(await this.informers.start()) || this.stopped) return;
     this.queue.resume();
     this.enqueueAll();
     // Ready once the first full pass is done (or has had its chance: failing keys back off).
@@ -510,9 +457,8 @@ export class ClusterTree {
   async stop(): Promise<void> {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
-    for (const t of this.restartTimers.values()) clearTimeout(t);
     this.queue.stop();
-    await Promise.all(this.sources.map((s) => s.cache.stop().catch(() => undefined)));
+    await this.informers.stop();
   }
 
   stats(): ClusterTreeStats {
@@ -727,9 +673,7 @@ export class ClusterTree {
 
     if (!tp) {
       await deleteHost(0);
-      if (!hp) await this.tokens.remove(ns, name);
-      if (!hp) await this.trustBundles.remove(ns, name);
-      if (!hp) await this.podCertificates.remove(ns, name);
+      if (!hp) await this.removePodObjects(ns, name);
       return;
     }
     if (hp && hp.metadata?.annotations?.[PodAnnotation.uid] !== tp.metadata!.uid) {
@@ -761,9 +705,7 @@ export class ClusterTree {
             .catch(ignoreStatus(404));
         return deleteHost(tp.metadata.deletionGracePeriodSeconds ?? undefined);
       }
-      await this.tokens.remove(ns, name);
-      await this.trustBundles.remove(ns, name);
-      await this.podCertificates.remove(ns, name);
+      await this.removePodObjects(ns, name);
       // The host pod went before a terminal status of it was seen: it was stopped for the
       // deletion, and a kubelet reports such a pod Failed before it removes it.
       if (tp.status?.phase !== 'Succeeded' && tp.status?.phase !== 'Failed')
@@ -982,15 +924,25 @@ export class ClusterTree {
       await this.hostCore.replaceNamespacedSecret({ name: hname, namespace: hostNs, body: want });
   }
 
-  /** Host copies nothing needs any more: unreferenced ConfigMaps/Secrets, tokens of gone pods. */
+  /** The host objects of one tenant pod: its tokens, trust bundles and pod certificates. */
+  private async removePodObjects(ns: string, name: string): Promise<void> {
+    await this.tokens.remove(ns, name);
+    await this.trustBundles.remove(ns, name);
+    await this.podCertificates.remove(ns, name);
+  }
+
+  /** Neither side has the pod any more: what belonged to it can go. */
+  private podGone([ns, pod]: [string, string]): boolean {
+    return !this.tenantPods.get(pod, ns) && !this.hostPods.get(hostName(ns, pod), this.cfg.hostNamespace);
+  }
+
+  /** Host copies nothing needs any more: unreferenced ConfigMaps/Secrets, objects of gone pods. */
   private async collectGarbage(): Promise<void> {
     const hostNs = this.cfg.hostNamespace;
     for (const h of this.hostConfigMaps.list()) {
       const bundlesFor = trustBundlesOwner(h);
       if (bundlesFor) {
-        const [ns, pod] = bundlesFor;
-        if (!this.tenantPods.get(pod, ns) && !this.hostPods.get(hostName(ns, pod), hostNs))
-          await this.trustBundles.remove(ns, pod);
+        if (this.podGone(bundlesFor)) await this.trustBundles.remove(...bundlesFor);
         continue;
       }
       const from = origin(h);
@@ -1002,16 +954,13 @@ export class ClusterTree {
     for (const h of this.hostSecrets.list()) {
       const certificatesFor = podCertificatesOwner(h);
       if (certificatesFor) {
-        const [ns, pod] = certificatesFor;
-        if (!this.tenantPods.get(pod, ns) && !this.hostPods.get(hostName(ns, pod), hostNs))
-          await this.podCertificates.remove(ns, pod);
+        if (this.podGone(certificatesFor)) await this.podCertificates.remove(...certificatesFor);
         continue;
       }
       const tokenFor = tokenOwner(h);
       if (tokenFor) {
         const [ns, pod] = tokenFor;
-        if (!this.tenantPods.get(pod, ns) && !this.hostPods.get(hostName(ns, pod), hostNs))
-          await this.tokens.remove(ns, pod);
+        if (this.podGone(tokenFor)) await this.tokens.remove(ns, pod);
         else {
           const tp = this.tenantPods.get(pod, ns);
           // Renews them when due.

@@ -45,7 +45,9 @@ function time(v: Date | string | undefined | null): string | undefined {
 }
 
 /** A MicroTime field (six fractional digits), whether the cache holds a Date or a string. */
-function microTime(v: Date | string | undefined | null): string | undefined {
+export function microTime(v: Date): string;
+export function microTime(v: Date | string | undefined | null): string | undefined;
+export function microTime(v: Date | string | undefined | null): string | undefined {
   if (!v) return undefined;
   return typeof v === 'string' ? v : v.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
 }

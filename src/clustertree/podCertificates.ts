@@ -29,6 +29,7 @@ import { ignoreStatus } from '../api/kubeClient.js';
 import type { VirtualClusterRef } from '../api/virtualCluster.js';
 import type { Logger } from '../worker/logger.js';
 import { MANAGER, OriginLabel, podCertificateSecretName, tenantHash } from './naming.js';
+import { putPodSecret } from './podObjects.js';
 import { PodAnnotation } from './translate.js';
 import { trustBundleKey } from './trustBundles.js';
 
@@ -268,16 +269,7 @@ export class PodCertificateSync {
       type: 'Opaque',
       data,
     };
-    if (existing)
-      await this.d.hostCore.replaceNamespacedSecret({
-        name: secretName,
-        namespace: this.d.hostNamespace,
-        body,
-      });
-    else
-      await this.d.hostCore
-        .createNamespacedSecret({ namespace: this.d.hostNamespace, body })
-        .catch(ignoreStatus(409));
+    await putPodSecret(this.d.hostCore, body, existing !== undefined);
   }
 
   /** Files a PodCertificateRequest for one projection, as the pod's kubelet would. */

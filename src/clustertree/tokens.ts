@@ -6,6 +6,7 @@ import type { CoreV1Api, KubernetesObject, ListWatch, V1Pod, V1Secret } from '@k
 import { ignoreStatus } from '../api/kubeClient.js';
 import type { VirtualClusterRef } from '../api/virtualCluster.js';
 import { MANAGER, OriginLabel, tenantHash, tokenSecretName } from './naming.js';
+import { putPodSecret } from './podObjects.js';
 import { PodAnnotation, type TokenRequestSpec } from './translate.js';
 
 const TOKEN_EXPIRES = 'kosmos.io/token-expires';
@@ -87,16 +88,7 @@ export class TokenSync {
       type: 'Opaque',
       data,
     };
-    if (existing)
-      await this.d.hostCore.replaceNamespacedSecret({
-        name: secretName,
-        namespace: this.d.hostNamespace,
-        body,
-      });
-    else
-      await this.d.hostCore
-        .createNamespacedSecret({ namespace: this.d.hostNamespace, body })
-        .catch(ignoreStatus(409));
+    await putPodSecret(this.d.hostCore, body, existing !== undefined);
   }
 
   async remove(ns: string, pod: string): Promise<void> {

@@ -345,13 +345,14 @@ export function hostPodFor(
   const tolerations = hostNode
     ? [{ key: Promotion.taint, operator: 'Exists', effect: 'NoSchedule' }]
     : [{ key: Promotion.taint, operator: 'Equal', value: tenantHash(ctx.tenant), effect: 'NoSchedule' }];
+  const tokens = tokenRequests(pod);
   const { spec, rewritten } = withTenantHosts(
     {
       containers: s.containers.map((c) => container(ns, c, inherited)),
       ...(s.initContainers
         ? { initContainers: s.initContainers.map((c) => container(ns, c, inherited)) }
         : {}),
-      ...(s.volumes ? { volumes: s.volumes.map((v) => volume(ns, name, v, tokenRequests(pod))) } : {}),
+      ...(s.volumes ? { volumes: s.volumes.map((v) => volume(ns, name, v, tokens)) } : {}),
       ...(s.imagePullSecrets
         ? { imagePullSecrets: s.imagePullSecrets.map((r) => ({ name: hostName(ns, r.name!) })) }
         : {}),

@@ -19,6 +19,7 @@ import type {
 } from '@kubernetes/client-node';
 import { ignoreStatus } from '../api/kubeClient.js';
 import type { VirtualClusterRef } from '../api/virtualCluster.js';
+import { putPodConfigMap } from './podObjects.js';
 import { MANAGER, OriginLabel, tenantHash, trustBundleConfigMapName } from './naming.js';
 
 /** The parts of a tenant ClusterTrustBundle a projection reads. */
@@ -169,16 +170,7 @@ export class TrustBundleSync {
       },
       data,
     };
-    if (existing)
-      await this.d.hostCore.replaceNamespacedConfigMap({
-        name: cmName,
-        namespace: this.d.hostNamespace,
-        body,
-      });
-    else
-      await this.d.hostCore
-        .createNamespacedConfigMap({ namespace: this.d.hostNamespace, body })
-        .catch(ignoreStatus(409));
+    await putPodConfigMap(this.d.hostCore, body, existing !== undefined);
   }
 
   async remove(ns: string, pod: string): Promise<void> {
