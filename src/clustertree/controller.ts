@@ -72,7 +72,13 @@ import {
   type TenantContext,
 } from './translate.js';
 import { PodRefused } from './podSecurity.js';
-import { hostPodUpdate, hostPodResize, statusMatches, tenantPodStatus } from './runningPod.js';
+import {
+  hostPodResize,
+  hostPodUpdate,
+  hostPortRejection,
+  statusMatches,
+  tenantPodStatus,
+} from './runningPod.js';
 import { nodeShape, tenantNodeFor, virtualNode } from './tenantNodes.js';
 import { TokenSync, tokenOwner } from './tokens.js';
 import {
@@ -742,7 +748,13 @@ export class ClusterTree {
       if (phase === 'Succeeded' || phase === 'Failed') return; // finished: nothing to run again
       let body: V1Pod;
       try {
-        body = hostPodFor(this.ctx, tp, where.hostNode, this.services.settled());
+        body = hostPodFor(
+          this.ctx,
+          tp,
+          where.hostNode,
+          this.services.settled(),
+          this.allocatable(where.hostNode),
+        );
       } catch (e) {
         if (!(e instanceof PodRefused)) throw e;
         await this.tenantCore.patchNamespacedPodStatus(
@@ -780,6 +792,22 @@ export class ClusterTree {
       this.log.info('pinned pod left a demoted node', { pod: `${ns}/${name}`, node: pinnedOn });
       return deleteHost(0);
     }
+    // The virtual node rejects a pod whose host ports are taken, as a kubelet does.
+    const rejected = where.hostNode ? undefined : hostPortRejection(hp);
+    if (rejected) {
+      await this.tenantCore
+        .patchNamespacedPodStatus(
+          {
+            name,
+            namespace: ns,
+            body: { status: refusedStatus(new PodRefused('NodePorts', rejected), new Date()) },
+          },
+          merge,
+        )
+        .catch(ignoreStatus(404));
+      this.log.info('pod rejected: host ports taken', { pod: `${ns}/${name}` });
+      return deleteHost(0);
+    }
     // Trust bundles follow the tenant's ClusterTrustBundles while the pod runs; pod certificates
     // are renewed.
     await this.trustBundles.write(tp);
@@ -802,7 +830,13 @@ export class ClusterTree {
       const withoutEphemeral: V1Pod = { ...tp, spec };
       update = hostPodUpdate(
         hp,
-        hostPodFor(this.ctx, withoutEphemeral, where.hostNode, this.services.settled()),
+        hostPodFor(
+          this.ctx,
+          withoutEphemeral,
+          where.hostNode,
+          this.services.settled(),
+          this.allocatable(where.hostNode),
+        ),
       );
     } catch (e) {
       if (!(e instanceof PodRefused)) throw e; // running already: refusals apply at creation
@@ -829,6 +863,11 @@ export class ClusterTree {
           if (statusCode(e) !== 403 && statusCode(e) !== 404 && statusCode(e) !== 422) throw e;
           this.log.info('resize refused by the host', { pod: `${ns}/${name}`, status: statusCode(e) });
         });
+  }
+
+  /** A promoted host node's allocatable resources (what its kubelet admits pods against). */
+  private allocatable(hostNode: string | undefined): Record<string, string> | undefined {
+    return hostNode ? this.hostNodes.get(hostNode)?.status?.allocatable : undefined;
   }
 
   /** Ephemeral containers the tenant added to a running pod go to its host pod (never removed). */

@@ -13,7 +13,13 @@ import type {
 } from '@kubernetes/client-node';
 import { parseQuantity } from '../api/virtualCluster.js';
 import { HOSTS_CONTAINER } from './etcHosts.js';
-import { PodAnnotation, tenantAnnotations, tenantLabels } from './translate.js';
+import {
+  leftOffResources,
+  PodAnnotation,
+  tenantAnnotations,
+  tenantLabels,
+  withoutResources,
+} from './translate.js';
 
 /**
  * Whether a host container's resources are the tenant container's: equal quantities, and a
@@ -23,11 +29,13 @@ import { PodAnnotation, tenantAnnotations, tenantLabels } from './translate.js';
 export function sameResources(
   tenant: V1ResourceRequirements | undefined,
   host: V1ResourceRequirements | undefined,
+  leftOff: ReadonlySet<string> = new Set(),
 ): boolean {
   for (const kind of ['requests', 'limits'] as const) {
     const t = tenant?.[kind] ?? {};
     const h = host?.[kind] ?? {};
     for (const key of new Set([...Object.keys(t), ...Object.keys(h)])) {
+      if (leftOff.has(key)) continue;
       const tv = t[key];
       const hv = h[key];
       if (tv === hv) continue;
@@ -39,6 +47,8 @@ export function sameResources(
   return true;
 }
 
+const FIXED_AT_CREATION = new Set<string>([PodAnnotation.hostsRewritten, PodAnnotation.tenantOnlyResources]);
+
 /** Whether a host pod has the /etc/hosts rewrite (etcHosts.ts): a container that is not the tenant's. */
 const rewritten = (pod: V1Pod | undefined): boolean =>
   pod?.metadata?.annotations?.[PodAnnotation.hostsRewritten] === 'true';
@@ -49,9 +59,11 @@ const tenantContainers = (cs: V1Container[] | undefined, pod: V1Pod): V1Containe
 
 /**
  * An in-place resize a tenant asked for (its `resize` subresource), as the patch of the host pod's
- * `resize` subresource that asks the same of the host kubelet; undefined when they agree.
+ * `resize` subresource that asks the same of the host kubelet; undefined when they agree. The
+ * extended resources left off the host pod stay off.
  */
 export function hostPodResize(have: V1Pod, want: V1Pod): object | undefined {
+  const leftOff = leftOffResources(have);
   const h = new Map(
     [...(have.spec?.initContainers ?? []), ...(have.spec?.containers ?? [])].map((c) => [
       c.name,
@@ -60,8 +72,8 @@ export function hostPodResize(have: V1Pod, want: V1Pod): object | undefined {
   );
   const changed = (list: V1Container[] | undefined) =>
     tenantContainers(list, want)
-      .filter((c) => !sameResources(c.resources, h.get(c.name)))
-      .map((c) => ({ name: c.name, resources: c.resources ?? {} }));
+      .filter((c) => !sameResources(c.resources, h.get(c.name), leftOff))
+      .map((c) => ({ name: c.name, resources: withoutResources(c.resources, leftOff) ?? {} }));
   const containers = changed(want.spec?.containers);
   const initContainers = changed(want.spec?.initContainers);
   if (containers.length === 0 && initContainers.length === 0) return undefined;
@@ -103,8 +115,9 @@ export function hostPodUpdate(have: V1Pod, want: V1Pod): object | undefined {
     const h = have.metadata?.[key] ?? {};
     const w = want.metadata?.[key] ?? {};
     const diff: Record<string, string | null> = {};
-    // Whether the host pod has the /etc/hosts rewrite is fixed at its creation.
-    for (const [k, v] of Object.entries(w)) if (h[k] !== v && k !== PodAnnotation.hostsRewritten) diff[k] = v;
+    // Whether the host pod has the /etc/hosts rewrite, and which resources it left off, is fixed
+    // at its creation.
+    for (const [k, v] of Object.entries(w)) if (h[k] !== v && !FIXED_AT_CREATION.has(k)) diff[k] = v;
     for (const k of copied[key] ?? []) if (k in h && !(k in w)) diff[k] = null;
     if (Object.keys(diff).length > 0) metadata[key] = diff;
   }
@@ -123,6 +136,21 @@ export function hostPodUpdate(have: V1Pod, want: V1Pod): object | undefined {
     ...(Object.keys(spec).length > 0 ? { spec } : {}),
   };
   return Object.keys(patch).length > 0 ? patch : undefined;
+}
+
+/**
+ * Why a kubelet would reject this virtual-node pod, when the host scheduler cannot place its host
+ * pod because the host ports it asks for are taken on every host node it may go to: a kubelet
+ * rejects a pod bound to it whose ports are taken (it never waits for them), and the pod's
+ * controller makes another. Undefined for anything else: a pod short of CPU or memory waits, as
+ * the slice's quota, not a node's size, is what the tenant was promised.
+ */
+export function hostPortRejection(host: V1Pod): string | undefined {
+  if (host.spec?.nodeName || host.status?.phase !== 'Pending') return undefined;
+  const scheduled = host.status.conditions?.find((c) => c.type === 'PodScheduled');
+  if (scheduled?.status !== 'False' || scheduled.reason !== 'Unschedulable') return undefined;
+  if (!/didn't have free ports/.test(scheduled.message ?? '')) return undefined;
+  return "Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports";
 }
 
 const POD_STATUS_FIELDS = [
@@ -188,11 +216,12 @@ export function tenantPodStatus(host: V1Pod, tenant?: V1Pod): V1PodStatus {
     ...(p?.spec?.containers ?? []),
   ];
   const hostByName = new Map(containers(host).map((c) => [c.name, c]));
+  const leftOff = leftOffResources(host);
   const caughtUp =
     (host.status?.observedGeneration ?? 0) >= (host.metadata?.generation ?? 1) &&
     containers(tenant).every((c) => {
       const h = hostByName.get(c.name);
-      return h !== undefined && h.image === c.image && sameResources(c.resources, h.resources);
+      return h !== undefined && h.image === c.image && sameResources(c.resources, h.resources, leftOff);
     });
   const generation = caughtUp ? tenant?.metadata?.generation : tenant?.status?.observedGeneration;
   delete out.observedGeneration;

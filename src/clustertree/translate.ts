@@ -26,6 +26,7 @@ import type {
   V1Pod,
   V1PodCondition,
   V1PodStatus,
+  V1ResourceRequirements,
   V1Secret,
   V1Service,
   V1Volume,
@@ -80,7 +81,60 @@ export const PodAnnotation = {
   pinned: 'kosmos.io/pinned-to-promoted-nodes',
   /** The host pod has the /etc/hosts rewrite (etcHosts.ts): its init container is not the tenant's. */
   hostsRewritten: 'kosmos.io/hosts-rewritten',
+  /**
+   * Extended resources the tenant pod requests that its host node does not have (comma-separated):
+   * left off the host pod, which the host kubelet would otherwise refuse.
+   */
+  tenantOnlyResources: 'kosmos.io/tenant-only-resources',
 } as const;
+
+/**
+ * Whether a resource name is an extended resource, as Kubernetes defines it: qualified with a
+ * domain other than kubernetes.io's, and not a quota's `requests.` name.
+ */
+export function isExtendedResource(name: string): boolean {
+  return name.includes('/') && !name.includes('kubernetes.io/') && !name.startsWith('requests.');
+}
+
+/**
+ * The extended resources a tenant pod asks for that its host node cannot give. A tenant can
+ * advertise any extended resource on its nodes (it owns their status, as a device plugin or an
+ * admin does on a real node) and its scheduler accounts for it; the host kubelet admits only what
+ * its node has. `hostAllocatable` is the promoted host node's; the virtual node's pods (undefined)
+ * get none, since its slice is CPU and memory only.
+ */
+export function tenantOnlyResources(
+  pod: V1Pod,
+  hostAllocatable: Record<string, string> | undefined,
+): string[] {
+  const out = new Set<string>();
+  for (const c of [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])])
+    for (const list of [c.resources?.requests, c.resources?.limits])
+      for (const name of Object.keys(list ?? {}))
+        if (isExtendedResource(name) && hostAllocatable?.[name] === undefined) out.add(name);
+  return [...out].sort();
+}
+
+/** The names a host pod records as left off (PodAnnotation.tenantOnlyResources). */
+export function leftOffResources(hostPod: V1Pod | undefined): Set<string> {
+  const raw = hostPod?.metadata?.annotations?.[PodAnnotation.tenantOnlyResources];
+  return new Set(raw ? raw.split(',') : []);
+}
+
+/** Resource requirements without the named resources. */
+export function withoutResources(
+  r: V1ResourceRequirements | undefined,
+  names: ReadonlySet<string>,
+): V1ResourceRequirements | undefined {
+  if (!r || names.size === 0) return r;
+  const keep = (list: Record<string, string> | undefined) =>
+    list && Object.fromEntries(Object.entries(list).filter(([k]) => !names.has(k)));
+  return {
+    ...r,
+    ...(r.requests ? { requests: keep(r.requests)! } : {}),
+    ...(r.limits ? { limits: keep(r.limits)! } : {}),
+  };
+}
 
 /**
  * Annotation domains host components act on (Kubernetes itself, CNIs, meshes): a tenant's
@@ -140,7 +194,12 @@ function fieldRef(f: V1ObjectFieldSelector): V1ObjectFieldSelector {
   return f;
 }
 
-function container(ns: string, c: V1Container, inherited: readonly V1EnvVar[] = []): V1Container {
+function container(
+  ns: string,
+  c: V1Container,
+  inherited: readonly V1EnvVar[] = [],
+  leftOff: ReadonlySet<string> = new Set(),
+): V1Container {
   const env = c.env?.map((e): V1EnvVar => {
     const from = e.valueFrom;
     if (!from) return e;
@@ -169,7 +228,13 @@ function container(ns: string, c: V1Container, inherited: readonly V1EnvVar[] = 
   // The kubelet's variables come first, so the container's own (and $(VAR) references) win.
   const own = new Set((c.env ?? []).map((e) => e.name));
   const all = [...inherited.filter((e) => !own.has(e.name)), ...(env ?? [])];
-  return { ...c, ...(all.length > 0 ? { env: all } : {}), ...(envFrom ? { envFrom } : {}) };
+  const resources = withoutResources(c.resources, leftOff);
+  return {
+    ...c,
+    ...(all.length > 0 ? { env: all } : {}),
+    ...(envFrom ? { envFrom } : {}),
+    ...(resources ? { resources } : {}),
+  };
 }
 
 function projection(
@@ -324,13 +389,15 @@ export function podHostname(name: string): string {
 
 /**
  * The host pod for a tenant pod. `hostNode` is the promoted host node the tenant scheduler chose,
- * or undefined for the virtual resource node (the host scheduler places it). Throws PodRefused.
+ * or undefined for the virtual resource node (the host scheduler places it); `hostAllocatable` is
+ * that host node's allocatable resources. Throws PodRefused.
  */
 export function hostPodFor(
   ctx: TenantContext,
   pod: V1Pod,
   hostNode: string | undefined,
   services: readonly V1Service[] = [],
+  hostAllocatable?: Record<string, string>,
 ): V1Pod {
   const { confined } = refuse(ctx.podSecurity, pod, hostNode);
   const copiedLabels = tenantLabels(pod.metadata?.labels);
@@ -346,11 +413,13 @@ export function hostPodFor(
     ? [{ key: Promotion.taint, operator: 'Exists', effect: 'NoSchedule' }]
     : [{ key: Promotion.taint, operator: 'Equal', value: tenantHash(ctx.tenant), effect: 'NoSchedule' }];
   const tokens = tokenRequests(pod);
+  const leftOff = tenantOnlyResources(pod, hostNode ? hostAllocatable : undefined);
+  const off = new Set(leftOff);
   const { spec, rewritten } = withTenantHosts(
     {
-      containers: s.containers.map((c) => container(ns, c, inherited)),
+      containers: s.containers.map((c) => container(ns, c, inherited, off)),
       ...(s.initContainers
-        ? { initContainers: s.initContainers.map((c) => container(ns, c, inherited)) }
+        ? { initContainers: s.initContainers.map((c) => container(ns, c, inherited, off)) }
         : {}),
       ...(s.volumes ? { volumes: s.volumes.map((v) => volume(ns, name, v, tokens)) } : {}),
       ...(s.imagePullSecrets
@@ -421,6 +490,7 @@ export function hostPodFor(
         [PodAnnotation.node]: s.nodeName!,
         ...(confined ? { [PodAnnotation.pinned]: 'true' } : {}),
         ...(rewritten ? { [PodAnnotation.hostsRewritten]: 'true' } : {}),
+        ...(leftOff.length > 0 ? { [PodAnnotation.tenantOnlyResources]: leftOff.join(',') } : {}),
         [PodAnnotation.tenantKeys]: JSON.stringify({
           labels: Object.keys(copiedLabels).sort(),
           annotations: Object.keys(copiedAnnotations).sort(),

@@ -31,6 +31,7 @@ import { PodRefused } from '../../src/clustertree/podSecurity.js';
 import {
   hostPodUpdate,
   hostPodResize,
+  hostPortRejection,
   sameResources,
   tenantPodStatus,
 } from '../../src/clustertree/runningPod.js';
@@ -304,6 +305,55 @@ describe('hostPodUpdate', () => {
     expect(hostPodResize(have, pod())).toBeUndefined();
   });
 
+  it('leaves off extended resources only the tenant advertises, and keeps them off in resizes and generations', () => {
+    const p = pod();
+    const asked = {
+      requests: { cpu: '10m', 'scheduling.k8s.io/foo': '2', 'example.com/gpu': '1', 'hugepages-2Mi': '2Mi' },
+      limits: { 'scheduling.k8s.io/foo': '2', 'example.com/gpu': '1' },
+    };
+    p.spec!.containers[0]!.resources = asked;
+    p.metadata!.generation = 2;
+    // The host node has the GPU (a device plugin's) but not the tenant's own fake resource.
+    const h = hostPodFor(ctx, p, 'node-a', [], { cpu: '4', 'example.com/gpu': '2' });
+    expect(h.spec!.containers[0]!.resources).toEqual({
+      requests: { cpu: '10m', 'example.com/gpu': '1', 'hugepages-2Mi': '2Mi' },
+      limits: { 'example.com/gpu': '1' },
+    });
+    expect(h.metadata!.annotations![PodAnnotation.tenantOnlyResources]).toBe('scheduling.k8s.io/foo');
+    // The tenant's pod is unchanged, and what it asked of the host is met: no resize, no update.
+    expect(p.spec!.containers[0]!.resources).toBe(asked);
+    expect(hostPodResize(h, p)).toBeUndefined();
+    expect(hostPodUpdate(h, hostPodFor(ctx, p, 'node-a', [], { cpu: '4' }))).toBeUndefined();
+    h.metadata!.generation = 1;
+    h.status = { observedGeneration: 1 };
+    expect(tenantPodStatus(h, p).observedGeneration).toBe(2);
+    // A CPU resize still goes through, without the resource the host never had.
+    p.spec!.containers[0]!.resources = { ...asked, requests: { ...asked.requests, cpu: '20m' } };
+    expect(hostPodResize(h, p)).toEqual({
+      spec: {
+        containers: [
+          {
+            name: 'app',
+            resources: {
+              requests: { cpu: '20m', 'example.com/gpu': '1', 'hugepages-2Mi': '2Mi' },
+              limits: { 'example.com/gpu': '1' },
+            },
+          },
+        ],
+      },
+    });
+    // The virtual node's slice is CPU and memory: its pods take no extended resource to the host.
+    const v = hostPodFor(ctx, p, undefined);
+    expect(Object.keys(v.spec!.containers[0]!.resources!.requests!).sort()).toEqual(['cpu', 'hugepages-2Mi']);
+    expect(v.metadata!.annotations![PodAnnotation.tenantOnlyResources]).toBe(
+      'example.com/gpu,scheduling.k8s.io/foo',
+    );
+    // Without extended resources, nothing is recorded.
+    expect(
+      hostPodFor(ctx, pod(), 'node-a').metadata!.annotations![PodAnnotation.tenantOnlyResources],
+    ).toBeUndefined();
+  });
+
   it('follows a new activeDeadlineSeconds', () => {
     const have = running({}, {});
     const p = pod();
@@ -447,6 +497,23 @@ describe('status and nodes', () => {
     const c = tenantPodStatus(host, tenant).containerStatuses![0]!;
     expect(c.allocatedResources).toEqual({ cpu: '2m' });
     expect(c.resources).toEqual({ requests: { cpu: '2m' }, limits: { cpu: '10m' } });
+  });
+
+  it('rejects a virtual-node pod whose host ports are taken on the host, as a kubelet does, and only that', () => {
+    const pending = (message: string, nodeName?: string): V1Pod => ({
+      spec: { containers: [], ...(nodeName ? { nodeName } : {}) },
+      status: {
+        phase: 'Pending',
+        conditions: [{ type: 'PodScheduled', status: 'False', reason: 'Unschedulable', message }],
+      },
+    });
+    const ports = "0/1 nodes are available: 1 node(s) didn't have free ports for the requested pod ports.";
+    expect(hostPortRejection(pending(ports))).toMatch(/^Pod was rejected: Predicate NodePorts failed/);
+    // Short of CPU it waits: the slice's quota is the promise, not a node's size.
+    expect(hostPortRejection(pending('0/1 nodes are available: 1 Insufficient cpu.'))).toBeUndefined();
+    // Placed already (the host kubelet judges it then), or not refused by the scheduler.
+    expect(hostPortRejection(pending(ports, 'node-a'))).toBeUndefined();
+    expect(hostPortRejection({ spec: { containers: [] }, status: { phase: 'Pending' } })).toBeUndefined();
   });
 
   it("reports the tenant's generation as observed once the host kubelet has the tenant's spec", () => {
