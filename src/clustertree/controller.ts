@@ -133,6 +133,8 @@ export class ClusterTree {
    * twice the usage until its controller's next full resync), so a second create is not sent.
    */
   private readonly creating = new Map<string, number>();
+  /** Host pod name -> uid of the tenant pod the virtual node rejected (never created again). */
+  private readonly rejected = new Map<string, string>();
   private stopped = false;
   private ready = false;
   private syncErrors = 0;
@@ -678,11 +680,13 @@ export class ClusterTree {
     };
 
     if (!tp) {
+      this.rejected.delete(hname);
       await deleteHost(0);
       if (!hp) await this.removePodObjects(ns, name);
       return;
     }
-    if (hp && hp.metadata?.annotations?.[PodAnnotation.uid] !== tp.metadata!.uid) {
+    const uid = tp.metadata!.uid!;
+    if (hp && hp.metadata?.annotations?.[PodAnnotation.uid] !== uid) {
       // A pod of the same name from before: remove it; its delete event brings us back.
       await deleteHost(0);
       return;
@@ -746,15 +750,10 @@ export class ClusterTree {
     if (!hp) {
       const phase = tp.status?.phase;
       if (phase === 'Succeeded' || phase === 'Failed') return; // finished: nothing to run again
+      if (this.rejected.get(hname) === uid) return; // its Failed status is on the way
       let body: V1Pod;
       try {
-        body = hostPodFor(
-          this.ctx,
-          tp,
-          where.hostNode,
-          this.services.settled(),
-          this.allocatable(where.hostNode),
-        );
+        body = hostPodFor(this.ctx, tp, where.hostNode, this.services.settled());
       } catch (e) {
         if (!(e instanceof PodRefused)) throw e;
         await this.tenantCore.patchNamespacedPodStatus(
@@ -792,9 +791,16 @@ export class ClusterTree {
       this.log.info('pinned pod left a demoted node', { pod: `${ns}/${name}`, node: pinnedOn });
       return deleteHost(0);
     }
-    // The virtual node rejects a pod whose host ports are taken, as a kubelet does.
-    const rejected = where.hostNode ? undefined : hostPortRejection(hp);
+    // A pod that has ended for the tenant (rejected below) never runs again, as a kubelet stops
+    // a pod whose API status is terminal: its host pod goes, and no status of it is copied back.
+    const over = (phase: string | undefined) => phase === 'Succeeded' || phase === 'Failed';
+    if ((over(tp.status?.phase) || this.rejected.get(hname) === uid) && !over(hp.status?.phase))
+      return deleteHost(0);
+    // The virtual node rejects a pod bound to it directly whose host ports are taken on the host,
+    // as a kubelet does (runningPod.ts, hostPortRejection).
+    const rejected = where.hostNode ? undefined : hostPortRejection(hp, tp);
     if (rejected) {
+      this.rejected.set(hname, uid);
       await this.tenantCore
         .patchNamespacedPodStatus(
           {
@@ -802,7 +808,7 @@ export class ClusterTree {
             namespace: ns,
             body: { status: refusedStatus(new PodRefused('NodePorts', rejected), new Date()) },
           },
-          merge,
+          setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
         )
         .catch(ignoreStatus(404));
       this.log.info('pod rejected: host ports taken', { pod: `${ns}/${name}` });
@@ -830,13 +836,7 @@ export class ClusterTree {
       const withoutEphemeral: V1Pod = { ...tp, spec };
       update = hostPodUpdate(
         hp,
-        hostPodFor(
-          this.ctx,
-          withoutEphemeral,
-          where.hostNode,
-          this.services.settled(),
-          this.allocatable(where.hostNode),
-        ),
+        hostPodFor(this.ctx, withoutEphemeral, where.hostNode, this.services.settled()),
       );
     } catch (e) {
       if (!(e instanceof PodRefused)) throw e; // running already: refusals apply at creation
@@ -863,11 +863,6 @@ export class ClusterTree {
           if (statusCode(e) !== 403 && statusCode(e) !== 404 && statusCode(e) !== 422) throw e;
           this.log.info('resize refused by the host', { pod: `${ns}/${name}`, status: statusCode(e) });
         });
-  }
-
-  /** A promoted host node's allocatable resources (what its kubelet admits pods against). */
-  private allocatable(hostNode: string | undefined): Record<string, string> | undefined {
-    return hostNode ? this.hostNodes.get(hostNode)?.status?.allocatable : undefined;
   }
 
   /** Ephemeral containers the tenant added to a running pod go to its host pod (never removed). */

@@ -139,17 +139,25 @@ export function hostPodUpdate(have: V1Pod, want: V1Pod): object | undefined {
 }
 
 /**
- * Why a kubelet would reject this virtual-node pod, when the host scheduler cannot place its host
- * pod because the host ports it asks for are taken on every host node it may go to: a kubelet
+ * Why a kubelet would reject this virtual-node pod: it was bound to the virtual node directly (by
+ * `nodeName`, past the tenant scheduler), and the host scheduler cannot place its host pod because
+ * the host ports it asks for are taken on every host node where it could otherwise go. A kubelet
  * rejects a pod bound to it whose ports are taken (it never waits for them), and the pod's
- * controller makes another. Undefined for anything else: a pod short of CPU or memory waits, as
- * the slice's quota, not a node's size, is what the tenant was promised.
+ * controller makes another. Undefined otherwise:
+ * - a pod the tenant scheduler placed waits: that scheduler cannot see the host's ports, and would
+ *   place each replacement on the virtual node again;
+ * - a pod some node lacks CPU, memory or room for waits: the slice's quota, not a node's size, is
+ *   what the tenant was promised, and those free up.
  */
-export function hostPortRejection(host: V1Pod): string | undefined {
+export function hostPortRejection(host: V1Pod, tenant: V1Pod): string | undefined {
   if (host.spec?.nodeName || host.status?.phase !== 'Pending') return undefined;
+  const bound = tenant.status?.conditions?.find((c) => c.type === 'PodScheduled');
+  if (bound?.status === 'True') return undefined;
   const scheduled = host.status.conditions?.find((c) => c.type === 'PodScheduled');
   if (scheduled?.status !== 'False' || scheduled.reason !== 'Unschedulable') return undefined;
-  if (!/didn't have free ports/.test(scheduled.message ?? '')) return undefined;
+  const message = scheduled.message ?? '';
+  if (!/didn't have free ports/.test(message) || /Insufficient |Too many pods/.test(message))
+    return undefined;
   return "Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports";
 }
 
@@ -182,8 +190,12 @@ export function tenantPodStatus(host: V1Pod, tenant?: V1Pod): V1PodStatus {
   // virtual-node pod the host scheduler has not placed yet is bound all the same), and
   // DisruptionTarget (set by the tenant's eviction API, preemption or taint manager, and read by
   // Job pod failure policies).
+  // A tenant's PodScheduled is its scheduler's binding (True); a pod bound directly by `nodeName`
+  // has none, and shows the host's (False while the host scheduler cannot place it).
   const owned = [...gates, 'PodScheduled', 'DisruptionTarget'];
-  const kept = (tenant?.status?.conditions ?? []).filter((c) => owned.includes(c.type));
+  const kept = (tenant?.status?.conditions ?? []).filter(
+    (c) => owned.includes(c.type) && (c.type !== 'PodScheduled' || c.status === 'True'),
+  );
   if (gates.length > 0 || kept.length > 0) {
     const open = gates.filter((g) => !kept.some((c) => c.type === g && c.status === 'True'));
     const fromHost = ((out.conditions as V1PodCondition[] | undefined) ?? [])

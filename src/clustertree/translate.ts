@@ -82,8 +82,8 @@ export const PodAnnotation = {
   /** The host pod has the /etc/hosts rewrite (etcHosts.ts): its init container is not the tenant's. */
   hostsRewritten: 'kosmos.io/hosts-rewritten',
   /**
-   * Extended resources the tenant pod requests that its host node does not have (comma-separated):
-   * left off the host pod, which the host kubelet would otherwise refuse.
+   * Extended resources a virtual-node pod requests, left off its host pod (comma-separated): a
+   * slice is CPU and memory only.
    */
   tenantOnlyResources: 'kosmos.io/tenant-only-resources',
 } as const;
@@ -97,21 +97,19 @@ export function isExtendedResource(name: string): boolean {
 }
 
 /**
- * The extended resources a tenant pod asks for that its host node cannot give. A tenant can
- * advertise any extended resource on its nodes (it owns their status, as a device plugin or an
- * admin does on a real node) and its scheduler accounts for it; the host kubelet admits only what
- * its node has. `hostAllocatable` is the promoted host node's; the virtual node's pods (undefined)
- * get none, since its slice is CPU and memory only.
+ * The extended resources a virtual-node pod asks for. A tenant can advertise any extended
+ * resource on its nodes (it owns their status, as a device plugin or an admin does on a real
+ * node), and its scheduler accounts for it. On a promoted node the host kubelet gets the request
+ * as it is (a kubelet ignores, for admission, an extended resource its node lacks, and its device
+ * plugins serve the ones it has). A slice promises CPU and memory only: asking the host scheduler
+ * for the rest would leave the pod Pending where no host node has it, and give the tenant host
+ * devices beyond its slice where one does. So a virtual-node pod's are tenant bookkeeping only.
  */
-export function tenantOnlyResources(
-  pod: V1Pod,
-  hostAllocatable: Record<string, string> | undefined,
-): string[] {
+export function tenantOnlyResources(pod: V1Pod): string[] {
   const out = new Set<string>();
   for (const c of [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])])
     for (const list of [c.resources?.requests, c.resources?.limits])
-      for (const name of Object.keys(list ?? {}))
-        if (isExtendedResource(name) && hostAllocatable?.[name] === undefined) out.add(name);
+      for (const name of Object.keys(list ?? {})) if (isExtendedResource(name)) out.add(name);
   return [...out].sort();
 }
 
@@ -389,15 +387,13 @@ export function podHostname(name: string): string {
 
 /**
  * The host pod for a tenant pod. `hostNode` is the promoted host node the tenant scheduler chose,
- * or undefined for the virtual resource node (the host scheduler places it); `hostAllocatable` is
- * that host node's allocatable resources. Throws PodRefused.
+ * or undefined for the virtual resource node (the host scheduler places it). Throws PodRefused.
  */
 export function hostPodFor(
   ctx: TenantContext,
   pod: V1Pod,
   hostNode: string | undefined,
   services: readonly V1Service[] = [],
-  hostAllocatable?: Record<string, string>,
 ): V1Pod {
   const { confined } = refuse(ctx.podSecurity, pod, hostNode);
   const copiedLabels = tenantLabels(pod.metadata?.labels);
@@ -413,7 +409,7 @@ export function hostPodFor(
     ? [{ key: Promotion.taint, operator: 'Exists', effect: 'NoSchedule' }]
     : [{ key: Promotion.taint, operator: 'Equal', value: tenantHash(ctx.tenant), effect: 'NoSchedule' }];
   const tokens = tokenRequests(pod);
-  const leftOff = tenantOnlyResources(pod, hostNode ? hostAllocatable : undefined);
+  const leftOff = hostNode ? [] : tenantOnlyResources(pod);
   const off = new Set(leftOff);
   const { spec, rewritten } = withTenantHosts(
     {

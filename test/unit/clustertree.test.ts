@@ -18,6 +18,7 @@ import { KeyedQueue } from '../../src/clustertree/queue.js';
 import {
   PodAnnotation,
   hostPodFor,
+  isExtendedResource,
   podHostname,
   serviceShape,
   hostServiceFor,
@@ -305,53 +306,59 @@ describe('hostPodUpdate', () => {
     expect(hostPodResize(have, pod())).toBeUndefined();
   });
 
-  it('leaves off extended resources only the tenant advertises, and keeps them off in resizes and generations', () => {
+  it("keeps a virtual-node pod's extended resources off the host, and out of its resizes and generations", () => {
     const p = pod();
-    const asked = {
+    p.spec!.nodeName = 'kosmos-virtual-resources';
+    p.spec!.containers[0]!.resources = {
       requests: { cpu: '10m', 'scheduling.k8s.io/foo': '2', 'example.com/gpu': '1', 'hugepages-2Mi': '2Mi' },
       limits: { 'scheduling.k8s.io/foo': '2', 'example.com/gpu': '1' },
     };
-    p.spec!.containers[0]!.resources = asked;
     p.metadata!.generation = 2;
-    // The host node has the GPU (a device plugin's) but not the tenant's own fake resource.
-    const h = hostPodFor(ctx, p, 'node-a', [], { cpu: '4', 'example.com/gpu': '2' });
+    const before = structuredClone(p);
+    const h = hostPodFor(ctx, p, undefined);
+    // A slice is CPU and memory: what else the tenant advertised on its virtual node stays there.
     expect(h.spec!.containers[0]!.resources).toEqual({
-      requests: { cpu: '10m', 'example.com/gpu': '1', 'hugepages-2Mi': '2Mi' },
-      limits: { 'example.com/gpu': '1' },
+      requests: { cpu: '10m', 'hugepages-2Mi': '2Mi' },
+      limits: {},
     });
-    expect(h.metadata!.annotations![PodAnnotation.tenantOnlyResources]).toBe('scheduling.k8s.io/foo');
-    // The tenant's pod is unchanged, and what it asked of the host is met: no resize, no update.
-    expect(p.spec!.containers[0]!.resources).toBe(asked);
+    expect(h.metadata!.annotations![PodAnnotation.tenantOnlyResources]).toBe(
+      'example.com/gpu,scheduling.k8s.io/foo',
+    );
+    expect(p).toEqual(before); // the tenant's pod is not touched
+    // What the tenant asked of the host is met: no resize, no update, its generation observed.
     expect(hostPodResize(h, p)).toBeUndefined();
-    expect(hostPodUpdate(h, hostPodFor(ctx, p, 'node-a', [], { cpu: '4' }))).toBeUndefined();
+    expect(hostPodUpdate(h, hostPodFor(ctx, p, undefined))).toBeUndefined();
     h.metadata!.generation = 1;
     h.status = { observedGeneration: 1 };
     expect(tenantPodStatus(h, p).observedGeneration).toBe(2);
-    // A CPU resize still goes through, without the resource the host never had.
-    p.spec!.containers[0]!.resources = { ...asked, requests: { ...asked.requests, cpu: '20m' } };
+    // A CPU resize still goes through, without the resources the host never had.
+    p.spec!.containers[0]!.resources.requests!.cpu = '20m';
     expect(hostPodResize(h, p)).toEqual({
       spec: {
         containers: [
-          {
-            name: 'app',
-            resources: {
-              requests: { cpu: '20m', 'example.com/gpu': '1', 'hugepages-2Mi': '2Mi' },
-              limits: { 'example.com/gpu': '1' },
-            },
-          },
+          { name: 'app', resources: { requests: { cpu: '20m', 'hugepages-2Mi': '2Mi' }, limits: {} } },
         ],
       },
     });
-    // The virtual node's slice is CPU and memory: its pods take no extended resource to the host.
-    const v = hostPodFor(ctx, p, undefined);
-    expect(Object.keys(v.spec!.containers[0]!.resources!.requests!).sort()).toEqual(['cpu', 'hugepages-2Mi']);
-    expect(v.metadata!.annotations![PodAnnotation.tenantOnlyResources]).toBe(
-      'example.com/gpu,scheduling.k8s.io/foo',
-    );
-    // Without extended resources, nothing is recorded.
-    expect(
-      hostPodFor(ctx, pod(), 'node-a').metadata!.annotations![PodAnnotation.tenantOnlyResources],
-    ).toBeUndefined();
+    expect(tenantPodStatus(h, p).observedGeneration).toBeUndefined();
+    // On a promoted node the host kubelet gets them as asked (its device plugins serve what it has).
+    const onNode = hostPodFor(ctx, before, 'node-a');
+    expect(onNode.spec!.containers[0]!.resources).toEqual(before.spec!.containers[0]!.resources);
+    expect(onNode.metadata!.annotations![PodAnnotation.tenantOnlyResources]).toBeUndefined();
+  });
+
+  it('tells extended resources from native ones as Kubernetes does', () => {
+    for (const name of ['example.com/gpu', 'nvidia.com/gpu', 'scheduling.k8s.io/foo'])
+      expect(isExtendedResource(name)).toBe(true);
+    for (const name of [
+      'cpu',
+      'memory',
+      'hugepages-2Mi',
+      'kubernetes.io/x',
+      'foo.kubernetes.io/x',
+      'requests.a/b',
+    ])
+      expect(isExtendedResource(name)).toBe(false);
   });
 
   it('follows a new activeDeadlineSeconds', () => {
@@ -462,6 +469,14 @@ describe('status and nodes', () => {
     expect(tenantPodStatus(unplaced, { spec: { containers: [] } }).conditions).toEqual(
       unplaced.status!.conditions,
     );
+    // A pod bound directly has no PodScheduled of the tenant's: once the host places it, it shows.
+    const placed: V1Pod = { status: { phase: 'Running', conditions: [bound] } };
+    expect(
+      tenantPodStatus(placed, {
+        spec: { containers: [] },
+        status: { conditions: unplaced.status!.conditions! },
+      }).conditions,
+    ).toEqual([bound]);
   });
 
   it('copies the host pod status fields the tenant shows', () => {
@@ -499,7 +514,7 @@ describe('status and nodes', () => {
     expect(c.resources).toEqual({ requests: { cpu: '2m' }, limits: { cpu: '10m' } });
   });
 
-  it('rejects a virtual-node pod whose host ports are taken on the host, as a kubelet does, and only that', () => {
+  it('rejects a pod bound to the virtual node directly whose host ports are taken, as a kubelet does, and only that', () => {
     const pending = (message: string, nodeName?: string): V1Pod => ({
       spec: { containers: [], ...(nodeName ? { nodeName } : {}) },
       status: {
@@ -507,13 +522,29 @@ describe('status and nodes', () => {
         conditions: [{ type: 'PodScheduled', status: 'False', reason: 'Unschedulable', message }],
       },
     });
-    const ports = "0/1 nodes are available: 1 node(s) didn't have free ports for the requested pod ports.";
-    expect(hostPortRejection(pending(ports))).toMatch(/^Pod was rejected: Predicate NodePorts failed/);
-    // Short of CPU it waits: the slice's quota is the promise, not a node's size.
-    expect(hostPortRejection(pending('0/1 nodes are available: 1 Insufficient cpu.'))).toBeUndefined();
+    const direct: V1Pod = { spec: { containers: [] } };
+    const ports =
+      "0/3 nodes are available: 1 node(s) didn't have free ports for the requested pod ports, 2 node(s) had untolerated taint {kosmos.io/promoted: a}.";
+    expect(hostPortRejection(pending(ports), direct)).toBe(
+      "Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports",
+    );
+    // Still directly bound once the host's PodScheduled=False shows in the tenant.
+    expect(hostPortRejection(pending(ports), { ...direct, status: pending(ports).status! })).toBeDefined();
+    // Placed by the tenant scheduler, which cannot see host ports: it waits (no endless replacements).
+    const placed: V1Pod = { ...direct, status: { conditions: [{ type: 'PodScheduled', status: 'True' }] } };
+    expect(hostPortRejection(pending(ports), placed)).toBeUndefined();
+    // Some node short of CPU or room: that frees up, it waits.
+    const mixed =
+      "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) didn't have free ports for the requested pod ports.";
+    expect(hostPortRejection(pending(mixed), direct)).toBeUndefined();
+    expect(
+      hostPortRejection(pending('0/1 nodes are available: 1 Insufficient cpu.'), direct),
+    ).toBeUndefined();
     // Placed already (the host kubelet judges it then), or not refused by the scheduler.
-    expect(hostPortRejection(pending(ports, 'node-a'))).toBeUndefined();
-    expect(hostPortRejection({ spec: { containers: [] }, status: { phase: 'Pending' } })).toBeUndefined();
+    expect(hostPortRejection(pending(ports, 'node-a'), direct)).toBeUndefined();
+    expect(
+      hostPortRejection({ spec: { containers: [] }, status: { phase: 'Pending' } }, direct),
+    ).toBeUndefined();
   });
 
   it("reports the tenant's generation as observed once the host kubelet has the tenant's spec", () => {
