@@ -8,6 +8,7 @@ import type { V1Pod } from '@kubernetes/client-node';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QUOTA_NAME, VIRTUAL_NODE } from '../../src/activities/clusterTree.js';
+import { merge } from '../../src/api/kubeClient.js';
 import { parseQuantity, type VirtualCluster } from '../../src/api/virtualCluster.js';
 import { Promotion, hostName, hostNamespace } from '../../src/clustertree/naming.js';
 import type { Operator } from '../../src/worker/operator.js';
@@ -214,6 +215,45 @@ describe('promotion', () => {
       return p.status?.phase === 'Running';
     });
     expect((await tenant.readNode({ name: VIRTUAL_NODE })).status?.allocatable).toMatchObject({ cpu: '8' });
+
+    // An extended resource the tenant advertises on its virtual node (as an admin or a device
+    // plugin would) is the tenant scheduler's to count; the host pod does not ask the host for it,
+    // since no host node has it, and the pod runs.
+    await tenant.patchNodeStatus(
+      {
+        name: VIRTUAL_NODE,
+        body: {
+          status: { capacity: { 'example.com/dongle': '4' }, allocatable: { 'example.com/dongle': '4' } },
+        },
+      },
+      merge,
+    );
+    const dongle: V1Pod = pod('dongle', '100m');
+    dongle.spec!.containers[0]!.resources = {
+      requests: { cpu: '100m', memory: '100Mi', 'example.com/dongle': '3' },
+      limits: { 'example.com/dongle': '3' },
+    };
+    await tenant.createNamespacedPod({ namespace: 'default', body: dongle });
+    await eventually('the pod with an extended resource Running', async () => {
+      const p = await tenant.readNamespacedPod({ name: 'dongle', namespace: 'default' });
+      return p.status?.phase === 'Running' && p.spec?.nodeName === VIRTUAL_NODE;
+    });
+    const hostDongle = await host().core.readNamespacedPod({
+      name: hostName('default', 'dongle'),
+      namespace: hostNs,
+    });
+    expect(hostDongle.spec?.containers[0]?.resources?.requests?.['example.com/dongle']).toBeUndefined();
+    expect(hostDongle.metadata?.annotations?.['kosmos.io/tenant-only-resources']).toBe('example.com/dongle');
+    // The tenant scheduler counts it: three of four are taken, a second such pod does not fit.
+    await tenant.createNamespacedPod({
+      namespace: 'default',
+      body: { ...dongle, metadata: { name: 'dongle-2' } },
+    });
+    await eventually('the second dongle pod to be unschedulable in the tenant', async () => {
+      const p = await tenant.readNamespacedPod({ name: 'dongle-2', namespace: 'default' });
+      const c = p.status?.conditions?.find((x) => x.type === 'PodScheduled');
+      return c?.status === 'False' && /Insufficient example\.com\/dongle/.test(c.message ?? '');
+    });
     await deleteVirtualCluster(namespace, 'res');
     await waitForGone(namespace, 'res');
   });
