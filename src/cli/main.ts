@@ -8,8 +8,12 @@
  *   kosmos-vc worker   run only a worker (activities + workflows) against KUBECONFIG and
  *                      TEMPORAL_ADDRESS; scale out by running more
  *   kosmos-vc resize   change a VirtualCluster's promoted nodes/CPU/memory and follow it
- *                      (src/cli/resize.ts lists the flags)
+ *   kosmos-vc get | describe | kubeconfig
+ *                      what a user needs of a VirtualCluster, without jsonpath or base64
+ *
+ * `kosmos-vc <command> --help` says the rest (src/cli/program.ts).
  */
+import { CommanderError } from 'commander';
 import { dirname, join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import { resolveBinaries } from '../runtime/binaries.js';
@@ -19,7 +23,9 @@ import { ProcessRuntime } from '../runtime/processRuntime.js';
 import { defaultStateDir, readOperatorEnv, type OperatorEnv } from '../worker/config.js';
 import { createLogger } from '../worker/logger.js';
 import { startOperator, type Operator } from '../worker/operator.js';
-import { UsageError, parseResizeArgs, resize } from './resize.js';
+import { describeCommand, getCommand, kubeconfigCommand } from './inspect.js';
+import { buildProgram } from './program.js';
+import { UsageError, resize } from './resize.js';
 
 const logger = createLogger();
 
@@ -195,27 +201,34 @@ async function worker(): Promise<void> {
   );
 }
 
-async function resizeCommand(): Promise<void> {
-  try {
-    const code = await resize(parseResizeArgs(process.argv.slice(3)), process.env.KUBECONFIG, (line) =>
-      process.stdout.write(line + '\n'),
-    );
-    process.exit(code);
-  } catch (e) {
-    if (!(e instanceof UsageError)) throw e;
-    process.stderr.write(`${e.message}\n`);
+const write = (text: string) => process.stdout.write(text + '\n');
+
+// One-shot commands exit when done: the API client's kept-alive connections would hold the process.
+const once =
+  <T>(run: (o: T) => Promise<number | void>) =>
+  async (o: T): Promise<void> =>
+    process.exit((await run(o)) ?? 0);
+
+const program = buildProgram(
+  {
+    up,
+    worker,
+    resize: once((r) => resize(r, process.env.KUBECONFIG, write)),
+    get: once((o) => getCommand(o, write)),
+    describe: once((o) => describeCommand(o, write)),
+    kubeconfig: once((o) => kubeconfigCommand(o, write)),
+  },
+  { exitOverride: true },
+);
+// No command at all is `up` (what `npm start` has always run).
+const argv = process.argv.length > 2 ? process.argv : [...process.argv, 'up'];
+(async () => program.parseAsync(argv))().catch((e: unknown) => {
+  // Help asked for: exit 0; a usage problem (commander's, said already, or ours): exit 2.
+  if (e instanceof CommanderError) process.exit(e.exitCode === 0 ? 0 : 2);
+  if (e instanceof UsageError) {
+    process.stderr.write(`error: ${e.message}\n`);
     process.exit(2);
   }
-}
-
-const commands: Record<string, () => Promise<void>> = { up, worker, resize: resizeCommand };
-const name = process.argv[2] ?? 'up';
-const command = commands[name];
-if (!command) {
-  process.stderr.write(`usage: kosmos-vc <${Object.keys(commands).join('|')}>\n`);
-  process.exit(2);
-}
-command().catch((e: unknown) => {
   logger.error((e as Error).message);
   process.exit(1);
 });

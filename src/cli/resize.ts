@@ -12,7 +12,6 @@
  *   --no-resources     stop promoting CPU/memory   --timeout 300     seconds to wait (default 300)
  */
 import { KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
-import { parseArgs } from 'node:util';
 import { GROUP, PLURAL, PromoteResources, VERSION, type VirtualCluster } from '../api/virtualCluster.js';
 import { HostCluster } from '../activities/hostCluster.js';
 import { isConflict } from '../api/kubeClient.js';
@@ -33,47 +32,44 @@ export interface ResizeRequest {
   timeoutMs: number;
 }
 
-export function parseResizeArgs(argv: string[]): ResizeRequest {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      nodes: { type: 'string' },
-      'add-node': { type: 'string', multiple: true },
-      'remove-node': { type: 'string', multiple: true },
-      cpu: { type: 'string' },
-      memory: { type: 'string' },
-      'no-resources': { type: 'boolean' },
-      timeout: { type: 'string' },
-    },
-  });
-  const target = positionals[0];
-  const m = target ? /^(?:([^/]+)\/)?([^/]+)$/.exec(target) : null;
-  if (!m)
-    throw new UsageError(
-      'usage: kosmos-vc resize [<namespace>/]<name> [--nodes a,b] [--add-node x] [--remove-node x] [--cpu N] [--memory Q] [--no-resources]',
-    );
-  if (values['no-resources'] && (values.cpu || values.memory))
+/** The resize options as the command line gives them (src/cli/program.ts). */
+export interface ResizeOptions {
+  nodes?: string;
+  addNode?: string[];
+  removeNode?: string[];
+  cpu?: string;
+  memory?: string;
+  /** false for --no-resources */
+  resources?: boolean;
+  timeout?: string;
+}
+
+/** A resize request from the command line's target and options; UsageError when they disagree. */
+export function resizeRequest(target: string, o: ResizeOptions): ResizeRequest {
+  const m = /^(?:([^/]+)\/)?([^/]+)$/.exec(target);
+  if (!m) throw new UsageError(`"${target}" is not [<namespace>/]<name>`);
+  const noResources = o.resources === false;
+  if (noResources && (o.cpu || o.memory))
     throw new UsageError('--no-resources cannot be combined with --cpu or --memory');
-  const timeout = Number(values.timeout ?? 300);
+  const timeout = Number(o.timeout ?? 300);
   if (!Number.isFinite(timeout) || timeout <= 0)
     throw new UsageError('--timeout must be a number of seconds');
   return {
     namespace: m[1] ?? 'default',
     name: m[2]!,
-    ...(values.nodes !== undefined
+    ...(o.nodes !== undefined
       ? {
-          nodes: values.nodes
+          nodes: o.nodes
             .split(',')
             .map((s) => s.trim())
             .filter(Boolean),
         }
       : {}),
-    add: values['add-node'] ?? [],
-    remove: values['remove-node'] ?? [],
-    ...(values.cpu ? { cpu: values.cpu } : {}),
-    ...(values.memory ? { memory: values.memory } : {}),
-    noResources: values['no-resources'] ?? false,
+    add: o.addNode ?? [],
+    remove: o.removeNode ?? [],
+    ...(o.cpu ? { cpu: o.cpu } : {}),
+    ...(o.memory ? { memory: o.memory } : {}),
+    noResources,
     timeoutMs: timeout * 1000,
   };
 }

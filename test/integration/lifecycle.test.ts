@@ -2,12 +2,17 @@
  * A VirtualCluster's life against real components: Temporal dev server, host control plane,
  * tenant etcd / kube-apiserver / kube-controller-manager / kube-scheduler, real kubectl.
  */
+import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { kubeconfigSecretName } from '../../src/activities/index.js';
 import type { TenantAllocation } from '../../src/activities/types.js';
 import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { FINALIZER, GROUP, PLURAL, VERSION } from '../../src/api/virtualCluster.js';
+import { repoRoot } from '../../src/runtime/binaries.js';
 import { canBind } from '../../src/runtime/ports.js';
 import type { Operator } from '../../src/worker/operator.js';
 import { progressQuery, searchAttributes, workflowIdFor } from '../../src/workflows/definitions.js';
@@ -101,6 +106,39 @@ describe('VirtualCluster lifecycle', () => {
     );
     expect(table).toMatch(/NAME\s+PHASE\s+READY\s+NODES\s+CPU\s+MEMORY\s+AGE/);
     expect(table).toMatch(/tenant1\s+Ready\s+True/);
+
+    // The kosmos-vc CLI shows it and hands out its kubeconfig, no jsonpath or base64 needed.
+    const hostKc = process.env.KVC_HOST_KUBECONFIG ?? (await import('vitest')).inject('hostKubeconfig');
+    const cli = async (...args: string[]) =>
+      (
+        await promisify(execFile)(
+          process.execPath,
+          [join(repoRoot(), 'dist', 'src', 'cli', 'main.js'), ...args],
+          {
+            env: { ...process.env, KUBECONFIG: hostKc },
+          },
+        )
+      ).stdout;
+    expect(await cli('get', '-n', namespace)).toMatch(
+      /NAME\s+PHASE\s+NODES\s+CPU\s+MEMORY\s+ENDPOINT\s+AGE\n/,
+    );
+    expect(await cli('get', `${namespace}/tenant1`)).toMatch(
+      new RegExp(
+        `tenant1\\s+Ready\\s+0\\s+0\\s+0\\s+${vc.status!.apiServerEndpoint!.replace(/[.]/g, '\\.')}\\s`,
+      ),
+    );
+    const described = await cli('describe', 'tenant1', '-n', namespace);
+    expect(described).toContain(`Workflow:         ${vc.status!.workflowId}`);
+    expect(described).toMatch(/APIServerReady\s+True\s+Succeeded/);
+    const fromCli = join(stateDir, 'tenant1-from-cli.conf');
+    await writeFile(fromCli, await cli('kubeconfig', `${namespace}/tenant1`));
+    expect(await kubectl(fromCli, 'get', 'ns', 'team-a', '-o', 'name')).toContain('namespace/team-a');
+    const missing = (await cli('kubeconfig', `${namespace}/no-such-tenant`).catch((e: unknown) => e)) as {
+      code?: number;
+      stderr?: string;
+    };
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain(`VirtualCluster ${namespace}/no-such-tenant not found`);
 
     // The workflow is findable by the VirtualCluster's namespace and name.
     const found: string[] = [];

@@ -5,7 +5,8 @@
 import type { V1Node, V1Pod, V1PodSpec, V1Service, V1ServicePort } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { parseQuantity } from '../../src/api/virtualCluster.js';
-import { desiredPromotion, parseResizeArgs, UsageError } from '../../src/cli/resize.js';
+import { parseResizeArgs } from '../../src/cli/program.js';
+import { desiredPromotion, UsageError } from '../../src/cli/resize.js';
 import {
   OriginLabel,
   Promotion,

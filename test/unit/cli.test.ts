@@ -1,0 +1,180 @@
+/**
+ * The kosmos-vc command line: commander's parsing (help on every command, usage errors, what
+ * each command is handed) and the pure formatting of get/describe/kubeconfig.
+ */
+import { CommanderError } from 'commander';
+import { describe, expect, it } from 'vitest';
+import { VirtualCluster } from '../../src/api/virtualCluster.js';
+import {
+  age,
+  describe as describeVc,
+  kubeconfigText,
+  memory,
+  parseTarget,
+  table,
+} from '../../src/cli/inspect.js';
+import { buildProgram, type Handlers } from '../../src/cli/program.js';
+import { UsageError } from '../../src/cli/resize.js';
+
+const COMMANDS = ['up', 'worker', 'resize', 'get', 'describe', 'kubeconfig'];
+
+function harness() {
+  const calls: [string, unknown][] = [];
+  const out: string[] = [];
+  const err: string[] = [];
+  const record =
+    (name: string) =>
+    (o?: unknown): Promise<void> => {
+      calls.push([name, o]);
+      return Promise.resolve();
+    };
+  const handlers = Object.fromEntries(COMMANDS.map((c) => [c, record(c)])) as unknown as Handlers;
+  const run = async (...argv: string[]) => {
+    const program = buildProgram(handlers, {
+      exitOverride: true,
+      out: (s) => out.push(s),
+      err: (s) => err.push(s),
+    });
+    await program.parseAsync(argv, { from: 'user' });
+  };
+  return { calls, out, err, run };
+}
+
+describe('kosmos-vc command line', () => {
+  it('has --help on the program and every command, listing them all', async () => {
+    const h = harness();
+    await expect(h.run('--help')).rejects.toMatchObject({ exitCode: 0, code: 'commander.helpDisplayed' });
+    for (const c of COMMANDS) expect(h.out.join('')).toMatch(new RegExp(`^  ${c}\\b`, 'm'));
+    for (const c of COMMANDS) {
+      h.out.length = 0;
+      await expect(h.run(c, '--help')).rejects.toMatchObject({ exitCode: 0 });
+      expect(h.out.join('')).toContain(`Usage: kosmos-vc ${c}`);
+    }
+    expect(h.calls).toEqual([]);
+  });
+
+  it('hands each command what was typed', async () => {
+    const h = harness();
+    await h.run('get', '-A');
+    await h.run('get', 'team/vc1', '--kubeconfig', '/k');
+    await h.run('describe', 'vc1', '-n', 'team');
+    await h.run('kubeconfig', 'vc1', '--namespace', 'team');
+    await h.run('resize', 'team/vc1', '--add-node', 'a', '--add-node', 'b', '--cpu', '4');
+    await h.run('up');
+    expect(h.calls).toEqual([
+      ['get', expect.objectContaining({ allNamespaces: true })],
+      ['get', expect.objectContaining({ target: 'team/vc1', kubeconfig: '/k' })],
+      ['describe', expect.objectContaining({ target: 'vc1', namespace: 'team' })],
+      ['kubeconfig', expect.objectContaining({ target: 'vc1', namespace: 'team' })],
+      [
+        'resize',
+        expect.objectContaining({
+          namespace: 'team',
+          name: 'vc1',
+          add: ['a', 'b'],
+          cpu: '4',
+          noResources: false,
+        }),
+      ],
+      ['up', undefined],
+    ]);
+  });
+
+  it('refuses unknown commands and options and missing arguments, saying so', async () => {
+    const h = harness();
+    for (const argv of [['bogus'], ['get', '--bogus'], ['describe'], ['kubeconfig'], ['resize']]) {
+      h.err.length = 0;
+      const e: unknown = await h.run(...argv).catch((x: unknown) => x);
+      expect(e, argv.join(' ')).toBeInstanceOf(CommanderError);
+      expect((e as CommanderError).exitCode).not.toBe(0);
+      expect(h.err.join('')).toMatch(/error: /);
+    }
+    // Our own checks are usage errors too.
+    await expect(h.run('resize', 'vc', '--cpu', '2', '--no-resources')).rejects.toThrow(UsageError);
+    await expect(h.run('resize', 'vc', '--timeout', 'soon')).rejects.toThrow(/--timeout/);
+    expect(h.calls).toEqual([]);
+  });
+});
+
+const vc = (status: Record<string, unknown>, spec: Record<string, unknown> = {}): VirtualCluster =>
+  VirtualCluster.parse({
+    apiVersion: 'kosmos.io/v1alpha1',
+    kind: 'VirtualCluster',
+    metadata: { name: 'vc1', namespace: 'team', uid: '11111111-2222-3333-4444-555555555555', generation: 2 },
+    spec: { promoteResources: { nodes: ['node-a'], resources: { cpu: '500m', memory: '8Gi' } }, ...spec },
+    status,
+  });
+
+describe('get, describe, kubeconfig', () => {
+  const now = new Date('2026-12-03T12:00:00Z');
+  const ready = vc({
+    phase: 'Ready',
+    reason: 'Ready',
+    message: 'serving',
+    observedGeneration: 2,
+    apiServerEndpoint: 'https://127.0.0.1:6443',
+    workflowId: 'virtualcluster/team/vc1/uid',
+    kubeconfigSecretRef: { name: 'vc1-kubeconfig', key: 'kubeconfig' },
+    promoted: { nodes: ['node-a'], nodeCount: 1, cpu: '2500m', memory: '33761050624', pending: [] },
+    conditions: [
+      {
+        type: 'Ready',
+        status: 'True',
+        reason: 'Ready',
+        message: 'serving',
+        lastTransitionTime: '2026-12-03T11:58:00Z',
+      },
+    ],
+  });
+
+  it('prints kubectl-style ages and memory', () => {
+    expect(age('2026-12-03T11:59:15Z', now)).toBe('45s');
+    expect(age('2026-12-03T11:56:40Z', now)).toBe('3m20s');
+    expect(age('2026-12-03T07:00:00Z', now)).toBe('5h');
+    expect(age('2026-11-30T09:00:00Z', now)).toBe('3d3h');
+    expect(age(undefined, now)).toBe('<unknown>');
+    expect(memory('33761050624')).toBe('31.4Gi');
+    expect(memory('8589934592')).toBe('8Gi');
+    expect(memory('4Gi')).toBe('4Gi');
+    expect(memory(undefined)).toBe('0');
+  });
+
+  it('lists VirtualClusters in aligned columns, with the namespace for -A', () => {
+    const created = '2026-12-03T11:50:00Z';
+    const text = table([{ vc: ready, created }, { vc: vc({}) }], true, now);
+    const [head, first, second] = text.split('\n');
+    expect(head).toMatch(/^NAMESPACE\s+NAME\s+PHASE\s+NODES\s+CPU\s+MEMORY\s+ENDPOINT\s+AGE$/);
+    expect(first).toMatch(/^team\s+vc1\s+Ready\s+1\s+2500m\s+31\.4Gi\s+https:\/\/127\.0\.0\.1:6443\s+10m$/);
+    expect(second).toMatch(/^team\s+vc1\s+Pending\s+0\s+0\s+0\s+<none>\s+<unknown>$/);
+    // Columns line up: every row's PHASE starts where the header's does.
+    expect(first!.indexOf('Ready')).toBe(head!.indexOf('PHASE'));
+    expect(table([], false, now)).toBe('No VirtualClusters found.');
+  });
+
+  it('describes one in full', () => {
+    const text = describeVc({ vc: ready, created: '2026-12-03T11:50:00Z' }, now);
+    expect(text).toContain('Phase:            Ready');
+    expect(text).toContain('Workflow:         virtualcluster/team/vc1/uid');
+    expect(text).toContain('kosmos-vc kubeconfig team/vc1');
+    expect(text).toMatch(/Host namespace:\s+kvc-team-vc1-[0-9a-f]{10}/);
+    expect(text).toMatch(/Requested:\n {2}Nodes:\s+node-a\n {2}Resources:\s+cpu 500m, memory 8Gi/);
+    expect(text).toMatch(/Promoted:\n {2}Nodes:\s+node-a\n {2}Resources:\s+cpu 2500m, memory 31\.4Gi/);
+    expect(text).toMatch(/Ready\s+True\s+Ready\s+2m\s+serving/);
+  });
+
+  it('prints the kubeconfig decoded, and says why there is none yet', () => {
+    const yaml = 'apiVersion: v1\nkind: Config\n';
+    expect(kubeconfigText(vc({ phase: 'Ready' }, { kubeconfig: Buffer.from(yaml).toString('base64') }))).toBe(
+      yaml,
+    );
+    expect(() => kubeconfigText(vc({ phase: 'Preparing' }))).toThrow(/no kubeconfig yet \(phase Preparing\)/);
+  });
+
+  it('reads [namespace/]name, with -n as the default namespace', () => {
+    expect(parseTarget('vc1', undefined)).toEqual({ namespace: 'default', name: 'vc1' });
+    expect(parseTarget('vc1', 'team')).toEqual({ namespace: 'team', name: 'vc1' });
+    expect(parseTarget('team/vc1', undefined)).toEqual({ namespace: 'team', name: 'vc1' });
+    expect(() => parseTarget('a/b/c', undefined)).toThrow(UsageError);
+    expect(() => parseTarget('team/vc1', 'other')).toThrow(/--namespace says other/);
+  });
+});
