@@ -54,6 +54,16 @@ function operatorOptions(env: OperatorEnv, stateDir: string) {
     ...(env.KOSMOS_VC_POD_CIDR ? { podCIDR: env.KOSMOS_VC_POD_CIDR } : {}),
     ...(env.KOSMOS_VC_ALLOW_PRIVILEGED_TENANTS ? { allowPrivilegedTenants: true } : {}),
     ...(env.KOSMOS_VC_HOSTS_IMAGE ? { hostsImage: env.KOSMOS_VC_HOSTS_IMAGE } : {}),
+    ...metricsOption(env.KOSMOS_VC_METRICS_ADDRESS),
+  };
+}
+
+/** KOSMOS_VC_METRICS_ADDRESS as the operator's metrics option ("off": none). */
+function metricsOption(address: string): { metrics?: { host: string; port: number } } {
+  if (address === 'off') return {};
+  const at = address.lastIndexOf(':');
+  return {
+    metrics: { host: address.slice(0, at).replace(/^\[|\]$/g, ''), port: Number(address.slice(at + 1)) },
   };
 }
 

@@ -162,6 +162,7 @@ export class ClusterTree {
     tenantKc: KubeConfig,
     hostKc: KubeConfig,
     private readonly log: Logger,
+    onSynced?: (key: string, seconds: number, ok: boolean) => void,
   ) {
     this.ctx = {
       tenant: cfg.tenant,
@@ -181,6 +182,7 @@ export class ClusterTree {
       paused: true,
       concurrency: cfg.concurrency,
       handle: (key) => this.sync(key),
+      ...(onSynced ? { onDone: onSynced } : {}),
       onError: (key, err, retryInMs) => {
         this.syncErrors++;
         this.log.warn('sync failed; retrying', {

@@ -13,6 +13,7 @@ import { ClusterTreeConfig } from './config.js';
 import { reuseConnections } from '../api/kubeClient.js';
 import { ClusterTree } from './controller.js';
 import { KubeletServer } from './kubeletServer.js';
+import { ClusterTreeMetrics } from '../metrics/clusterTree.js';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { config: { type: 'string' } } });
@@ -28,7 +29,11 @@ async function main(): Promise<void> {
     return reuseConnections(k);
   };
   const hostKc = kc(cfg.hostKubeconfig);
-  const tree = new ClusterTree(cfg, kc(cfg.tenantKubeconfig), hostKc, log);
+  // The tree reports each sync to its metrics (once it runs), which read its stats when scraped.
+  const tree: ClusterTree = new ClusterTree(cfg, kc(cfg.tenantKubeconfig), hostKc, log, (key, seconds, ok) =>
+    metrics.synced(key, seconds, ok),
+  );
+  const metrics = new ClusterTreeMetrics(cfg.tenant, () => tree.stats());
   let kubelet: KubeletServer | undefined;
   if (cfg.kubelet) {
     const [cert, key, clientCA] = await Promise.all(
@@ -48,6 +53,11 @@ async function main(): Promise<void> {
       res.writeHead(tree.isReady ? 200 : 503).end(tree.isReady ? 'ok' : 'syncing');
     } else if (req.url === '/healthz') {
       res.writeHead(200).end('ok');
+    } else if (req.url === '/metrics') {
+      metrics.registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+        (e: unknown) => res.writeHead(500).end(String(e)),
+      );
     } else if (req.url === '/status') {
       res
         .writeHead(200, { 'content-type': 'application/json' })

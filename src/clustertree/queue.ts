@@ -10,6 +10,8 @@ export interface QueueOptions {
   /** Start paused: keys are collected but not worked on until resume(). */
   paused?: boolean;
   onError?: (key: string, err: unknown, retryInMs: number) => void;
+  /** Every finished sync: how long it took and whether it succeeded (metrics). */
+  onDone?: (key: string, seconds: number, ok: boolean) => void;
   baseDelayMs?: number;
   maxDelayMs?: number;
 }
@@ -78,8 +80,11 @@ export class KeyedQueue {
   }
 
   private async work(key: string): Promise<void> {
+    const started = performance.now();
+    let ok = false;
     try {
       await this.opts.handle(key);
+      ok = true;
       this.failures.delete(key);
     } catch (err) {
       const n = (this.failures.get(key) ?? 0) + 1;
@@ -97,6 +102,7 @@ export class KeyedQueue {
         );
       }
     } finally {
+      this.opts.onDone?.(key, (performance.now() - started) / 1000, ok);
       this.processed++;
       this.active.delete(key);
       this.running--;

@@ -6,7 +6,12 @@
  * workflow to tear down and removes the finalizer only when the workflow has finished. It keeps
  * nothing a restart would lose: the generation cache only saves redundant signals.
  */
-import { makeInformer, type Informer, type KubernetesObject } from '@kubernetes/client-node';
+import {
+  makeInformer,
+  type Informer,
+  type KubernetesObject,
+  type ObjectCache,
+} from '@kubernetes/client-node';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import {
   FINALIZER,
@@ -48,7 +53,7 @@ const keyOf = (o: { metadata?: { namespace?: string; name?: string } }): string 
   `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`;
 
 export class VirtualClusterWatcher {
-  private informer: Informer<KubernetesObject> | undefined;
+  private informer: (Informer<KubernetesObject> & ObjectCache<KubernetesObject>) | undefined;
   private relistTimer: NodeJS.Timeout | undefined;
   private restartTimer: NodeJS.Timeout | undefined;
   private backoffMs = 1000;
@@ -60,6 +65,13 @@ export class VirtualClusterWatcher {
   private readonly deleting = new Set<string>();
 
   constructor(private readonly opts: WatcherOptions) {}
+
+  /** The status phase of every VirtualCluster in the watcher's cache (undefined: none yet). */
+  phases(): (string | undefined)[] {
+    return (this.informer?.list() ?? []).map(
+      (o: KubernetesObject) => (o as { status?: { phase?: string } }).status?.phase,
+    );
+  }
 
   async start(): Promise<void> {
     const ns = this.opts.namespace;

@@ -16,6 +16,8 @@
  *   KOSMOS_VC_HOSTS_IMAGE      an image with sh and sed on the host nodes: the tenant FQDN of a pod
  *                              with a subdomain goes in its /etc/hosts; the embedded real node's
  *                              busybox by default, elsewhere unset (the host kubelet's file stays)
+ *   KOSMOS_VC_METRICS_ADDRESS  where the operator serves Prometheus `/metrics`, host:port
+ *                              (default 127.0.0.1:9464; "off" serves none; port 0 picks one)
  */
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -56,6 +58,10 @@ export const OperatorEnv = z.object({
     .default('false')
     .transform((v) => v === 'true'),
   KOSMOS_VC_HOSTS_IMAGE: z.string().min(1).optional(),
+  KOSMOS_VC_METRICS_ADDRESS: z
+    .string()
+    .regex(/^(off|[^\s]+:[0-9]{1,5})$/, 'KOSMOS_VC_METRICS_ADDRESS must be host:port or "off"')
+    .default('127.0.0.1:9464'),
   KOSMOS_VC_ETCD_UNSAFE_NO_FSYNC: z
     .enum(['true', 'false'])
     .default('false')

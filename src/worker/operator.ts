@@ -24,6 +24,7 @@ import { resolveBinaries, type Binaries } from '../runtime/binaries.js';
 import { ProcessRuntime } from '../runtime/processRuntime.js';
 import { VirtualClusterWatcher } from '../watcher/index.js';
 import { searchAttributes } from '../workflows/definitions.js';
+import { OperatorMetrics, serveMetrics } from '../metrics/operator.js';
 import { createLogger, type Logger } from './logger.js';
 
 let runtimeInstalled = false;
@@ -123,6 +124,8 @@ export interface OperatorOptions {
    * in its /etc/hosts, as the tenant names it. Unset: such pods keep the host kubelet's file.
    */
   hostsImage?: string;
+  /** Serve Prometheus `/metrics` here (port 0 picks one); unset: no endpoint. */
+  metrics?: { host: string; port: number };
 }
 
 export interface Operator {
@@ -130,6 +133,9 @@ export interface Operator {
   client: Client;
   runtime?: ProcessRuntime;
   watcher?: VirtualClusterWatcher;
+  metrics: OperatorMetrics;
+  /** Where `/metrics` is served, when it is. */
+  metricsUrl?: string;
   /** Stops the watcher and the worker; `stopTenants` also stops every tenant process. */
   stop(opts?: { stopTenants?: boolean }): Promise<void>;
 }
@@ -148,6 +154,7 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
   const client = new Client({ connection, namespace: opts.temporalNamespace });
   const withSearchAttributes = await ensureSearchAttributes(connection, opts.temporalNamespace, opts.logger);
 
+  const metrics = new OperatorMetrics();
   let runtime: ProcessRuntime | undefined;
   let worker: Worker | undefined;
   let workerDone: Promise<void> | undefined;
@@ -180,6 +187,7 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       taskQueue: opts.taskQueue,
       workflowBundle: await workflowBundle(),
       activities: createActivities(deps),
+      interceptors: { activity: [metrics.interceptor()] },
     });
     workerDone = worker.run().catch((e: unknown) => {
       opts.logger.error('worker stopped with an error; no more workflows or activities run here', {
@@ -202,6 +210,19 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       ...(opts.promotionRetryMs ? { promotionRetryMs: opts.promotionRetryMs } : {}),
     });
     await watcher.start();
+    const known = watcher;
+    metrics.trackPhases(() => Promise.resolve(known.phases()));
+  }
+  let served: Awaited<ReturnType<typeof serveMetrics>> | undefined;
+  if (opts.metrics) {
+    served = await serveMetrics(metrics.registry, opts.metrics.port, opts.metrics.host).catch(
+      (e: unknown) => {
+        // Metrics are not worth refusing to run for (another operator on the machine has the port).
+        opts.logger.warn('no /metrics endpoint', { error: (e as Error).message, ...opts.metrics });
+        return undefined;
+      },
+    );
+    if (served) opts.logger.info('metrics', { url: served.url });
   }
 
   return {
@@ -209,8 +230,11 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
     client,
     ...(runtime ? { runtime } : {}),
     ...(watcher ? { watcher } : {}),
+    metrics,
+    ...(served ? { metricsUrl: served.url } : {}),
     async stop({ stopTenants = true } = {}) {
       try {
+        await served?.close();
         await watcher?.stop();
         if (worker?.getState() === 'RUNNING') worker.shutdown();
         await workerDone;

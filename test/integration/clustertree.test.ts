@@ -5,6 +5,7 @@
  */
 import { Watch, type V1Node, type V1Pod } from '@kubernetes/client-node';
 import { randomUUID } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { tenantId } from '../../src/activities/index.js';
@@ -214,6 +215,25 @@ describe('clusterTree', () => {
     const token = onHost[0]!.spec!.volumes!.flatMap((v) => v.projected?.sources ?? []).find((s) => s.secret);
     expect(token?.secret?.name).toBeDefined();
     expect(onHost[0]!.spec!.automountServiceAccountToken).toBe(false);
+
+    // clusterTree's /metrics (its status port): pod syncs timed, what it mirrors, for this tenant.
+    const config = JSON.parse(
+      await readFile(join(stateDir, 'tenants', tenantId(ref), 'clustertree', 'config.json'), 'utf8'),
+    ) as { listen: { address: string; port: number } };
+    const metrics = await (
+      await fetch(`http://${config.listen.address}:${config.listen.port}/metrics`)
+    ).text();
+    const series = (name: string, labels = '') =>
+      new RegExp(`^${name}\\{tenant="${namespace}/flow"${labels && `,${labels}`}\\} (\\d+)$`, 'm').exec(
+        metrics,
+      )?.[1];
+    expect(
+      Number(series('kosmos_vc_clustertree_sync_duration_seconds_count', 'kind="pod",outcome="success"')),
+    ).toBeGreaterThanOrEqual(3);
+    expect(series('kosmos_vc_clustertree_tenant_nodes')).toBe(String(NODES.length));
+    expect(series('kosmos_vc_clustertree_host_pods')).toBe('3');
+    expect(series('kosmos_vc_clustertree_ready')).toBe('1');
+    expect(Number(series('kosmos_vc_clustertree_heartbeats_total'))).toBeGreaterThan(0);
 
     await kubectl(kubeconfig, 'scale', 'deployment', 'web', '--replicas=0');
     await eventually('host pods gone after scale to 0', async () => (await hostPods(hostNs)).length === 0);

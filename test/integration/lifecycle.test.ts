@@ -140,6 +140,21 @@ describe('VirtualCluster lifecycle', () => {
     expect(missing.code).toBe(2);
     expect(missing.stderr).toContain(`VirtualCluster ${namespace}/no-such-tenant not found`);
 
+    // The operator's /metrics: the steps it ran, timed, and the tenant counted as Ready.
+    // (The phase is the watcher's cache: eventually the status just read.)
+    const metrics = await eventually('the Ready tenant counted on /metrics', async () => {
+      const text = await (await fetch(operator.metricsUrl!)).text();
+      return /^kosmos_vc_virtualclusters\{phase="Ready"\} 1$/m.test(text) ? text : undefined;
+    });
+    for (const step of ['allocate', 'issueCertificates', 'startEtcd', 'startApiserver', 'publishKubeconfig'])
+      expect(metrics).toMatch(
+        new RegExp(
+          `^kosmos_vc_activity_duration_seconds_count\\{activity="${step}",outcome="success"\\} [1-9]`,
+          'm',
+        ),
+      );
+    expect(metrics).toMatch(/^kosmos_vc_virtualclusters\{phase="Failed"\} 0$/m);
+
     // The workflow is findable by the VirtualCluster's namespace and name.
     const found: string[] = [];
     await eventually(

@@ -67,6 +67,7 @@ export async function testOperator(opts: {
     watchNamespace: opts.namespace,
     clusterTree: { heartbeatIntervalMs: 2_000, nodeStatusIntervalMs: 10_000, resyncIntervalMs: 5_000 },
     promotionRetryMs: 2_000,
+    metrics: { host: '127.0.0.1', port: 0 },
     ...(inject('nodeAddress') ? { nodeAddress: inject('nodeAddress'), podCIDR: NodeNet.clusterCIDR } : {}),
     ...(inject('nodeAddress') && binaries.node ? { hostsImage: binaries.node.toolsImage } : {}),
     ...(opts.worker === false ? { worker: false } : {}),

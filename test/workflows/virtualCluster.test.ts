@@ -17,6 +17,7 @@ import {
   workflowIdFor,
   type VirtualClusterWorkflowInput,
 } from '../../src/workflows/definitions.js';
+import { OperatorMetrics, serveMetrics } from '../../src/metrics/operator.js';
 import { installTemporalRuntime, workflowBundle } from '../../src/worker/operator.js';
 import { hold, stubActivities, type StubControl } from '../support/stubActivities.js';
 
@@ -43,13 +44,18 @@ const TEARDOWN = [
   'release',
 ];
 
-async function withWorker<T>(control: StubControl, fn: (taskQueue: string) => Promise<T>): Promise<T> {
+async function withWorker<T>(
+  control: StubControl,
+  fn: (taskQueue: string) => Promise<T>,
+  metrics?: OperatorMetrics,
+): Promise<T> {
   const taskQueue = `wf-test-${randomUUID()}`;
   const worker = await Worker.create({
     connection: env.nativeConnection,
     taskQueue,
     workflowBundle: await workflowBundle(),
     activities: stubActivities(control),
+    ...(metrics ? { interceptors: { activity: [metrics.interceptor()] } } : {}),
   });
   return worker.runUntil(fn(taskQueue));
 }
@@ -146,6 +152,47 @@ describe('virtualClusterWorkflow', () => {
       await handle.signal(deleteRequestedSignal);
       await handle.result();
     });
+  });
+
+  it('times every activity by outcome and counts compensations, served on /metrics', async () => {
+    const metrics = new OperatorMetrics();
+    const control: StubControl = { ...newControl(), failAt: 'startApiserver' };
+    const args = input();
+    await withWorker(
+      control,
+      async (taskQueue) => {
+        const handle = await startWorkflow(taskQueue, args);
+        await until(() => control.statuses.some((s) => s.phase === 'Failed'), 'Failed');
+        await handle.signal(deleteRequestedSignal);
+        await handle.result();
+      },
+      metrics,
+    );
+    const served = await serveMetrics(metrics.registry, 0);
+    try {
+      const res = await fetch(served.url);
+      expect(res.status).toBe(200);
+      const text = await res.text();
+      const count = (activity: string, outcome: string) =>
+        Number(
+          new RegExp(
+            `^kosmos_vc_activity_duration_seconds_count\\{activity="${activity}",outcome="${outcome}"\\} (\\d+)$`,
+            'm',
+          ).exec(text)?.[1] ?? 0,
+        );
+      expect(count('allocate', 'success')).toBe(1);
+      expect(count('startEtcd', 'success')).toBe(1);
+      // startApiserver fails on purpose (non-retryable in the stub): one failed execution.
+      expect(count('startApiserver', 'failure')).toBeGreaterThanOrEqual(1);
+      expect(count('startApiserver', 'success')).toBe(0);
+      expect(count('release', 'success')).toBeGreaterThanOrEqual(1);
+      expect(count('reportStatus', 'success')).toBeGreaterThan(2);
+      expect(text).toMatch(/^kosmos_vc_compensations_total 1$/m);
+      expect(text).toMatch(/^kosmos_vc_operator_process_resident_memory_bytes \d+/m);
+      expect((await fetch(served.url.replace('/metrics', '/other'))).status).toBe(404);
+    } finally {
+      await served.close();
+    }
   });
 
   it('records a spec change, and a spec change after Failed provisions again', async () => {
