@@ -10,6 +10,11 @@ import { GROUP, PLURAL, VERSION, VirtualCluster } from '../api/virtualCluster.js
 import { hostNamespace } from '../clustertree/naming.js';
 import { UsageError } from './resize.js';
 
+/** A command that cannot do what it was asked (nothing of that name, nothing published yet): exit 1. */
+export class CommandError extends Error {
+  override readonly name = 'CommandError';
+}
+
 /** A VirtualCluster with the creation time the API gave it (not part of the validated shape). */
 export interface Listed {
   vc: VirtualCluster;
@@ -153,7 +158,7 @@ export function describe(item: Listed, now: Date): string {
 export function kubeconfigText(vc: VirtualCluster): string {
   const b64 = vc.spec.kubeconfig;
   if (!b64)
-    throw new UsageError(
+    throw new CommandError(
       `VirtualCluster ${vc.metadata.namespace}/${vc.metadata.name} has no kubeconfig yet (phase ${vc.status?.phase ?? 'Pending'}): it is published once the control plane is up`,
     );
   return Buffer.from(b64, 'base64').toString('utf8');
@@ -166,9 +171,15 @@ function hostCluster(kubeconfigPath: string | undefined): HostCluster {
   return new HostCluster(kc);
 }
 
-function listed(raw: unknown): Listed | undefined {
+function listed(raw: unknown, skipped?: (what: string) => void): Listed | undefined {
   const parsed = VirtualCluster.safeParse(raw);
-  if (!parsed.success) return undefined;
+  if (!parsed.success) {
+    const m = (raw as { metadata?: { namespace?: string; name?: string } }).metadata;
+    skipped?.(
+      `${m?.namespace ?? '?'}/${m?.name ?? '?'}: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+    );
+    return undefined;
+  }
   const created = (raw as { metadata?: { creationTimestamp?: string } }).metadata?.creationTimestamp;
   return { vc: parsed.data, ...(created ? { created } : {}) };
 }
@@ -189,6 +200,7 @@ async function readOne(host: HostCluster, target: { namespace: string; name: str
 export async function getCommand(
   opts: { target?: string; namespace?: string; allNamespaces?: boolean; kubeconfig?: string },
   out: (text: string) => void,
+  warn: (text: string) => void = (t) => process.stderr.write(`${t}\n`),
 ): Promise<void> {
   const host = hostCluster(opts.kubeconfig);
   const now = new Date();
@@ -197,7 +209,11 @@ export async function getCommand(
     return;
   }
   const list = await host.listVirtualClusters(opts.allNamespaces ? undefined : (opts.namespace ?? 'default'));
-  const items = list.items.map(listed).filter((x): x is Listed => x !== undefined);
+  const items = list.items
+    .map((raw) =>
+      listed(raw, (what) => warn(`warning: skipped a VirtualCluster that does not parse: ${what}`)),
+    )
+    .filter((x): x is Listed => x !== undefined);
   items.sort((a, b) =>
     `${a.vc.metadata.namespace}/${a.vc.metadata.name}`.localeCompare(
       `${b.vc.metadata.namespace}/${b.vc.metadata.name}`,

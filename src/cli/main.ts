@@ -20,10 +20,10 @@ import { resolveBinaries } from '../runtime/binaries.js';
 import { startEmbeddedHost, startTemporalDevServer } from '../runtime/embedded.js';
 import { PortAllocator } from '../runtime/ports.js';
 import { ProcessRuntime } from '../runtime/processRuntime.js';
-import { defaultStateDir, readOperatorEnv, type OperatorEnv } from '../worker/config.js';
+import { defaultStateDir, metricsEndpoint, readOperatorEnv, type OperatorEnv } from '../worker/config.js';
 import { createLogger } from '../worker/logger.js';
 import { startOperator, type Operator } from '../worker/operator.js';
-import { describeCommand, getCommand, kubeconfigCommand } from './inspect.js';
+import { CommandError, describeCommand, getCommand, kubeconfigCommand } from './inspect.js';
 import { buildProgram } from './program.js';
 import { UsageError, resize } from './resize.js';
 
@@ -41,6 +41,7 @@ function onWorkerFailed(): void {
  */
 /** The operator options every command takes from the environment. */
 function operatorOptions(env: OperatorEnv, stateDir: string) {
+  const metrics = metricsEndpoint(env.KOSMOS_VC_METRICS_ADDRESS);
   return {
     temporalNamespace: env.TEMPORAL_NAMESPACE,
     taskQueue: env.KOSMOS_VC_TASK_QUEUE,
@@ -54,16 +55,7 @@ function operatorOptions(env: OperatorEnv, stateDir: string) {
     ...(env.KOSMOS_VC_POD_CIDR ? { podCIDR: env.KOSMOS_VC_POD_CIDR } : {}),
     ...(env.KOSMOS_VC_ALLOW_PRIVILEGED_TENANTS ? { allowPrivilegedTenants: true } : {}),
     ...(env.KOSMOS_VC_HOSTS_IMAGE ? { hostsImage: env.KOSMOS_VC_HOSTS_IMAGE } : {}),
-    ...metricsOption(env.KOSMOS_VC_METRICS_ADDRESS),
-  };
-}
-
-/** KOSMOS_VC_METRICS_ADDRESS as the operator's metrics option ("off": none). */
-function metricsOption(address: string): { metrics?: { host: string; port: number } } {
-  if (address === 'off') return {};
-  const at = address.lastIndexOf(':');
-  return {
-    metrics: { host: address.slice(0, at).replace(/^\[|\]$/g, ''), port: Number(address.slice(at + 1)) },
+    ...(metrics ? { metrics } : {}),
   };
 }
 
@@ -214,10 +206,14 @@ async function worker(): Promise<void> {
 const write = (text: string) => process.stdout.write(text + '\n');
 
 // One-shot commands exit when done: the API client's kept-alive connections would hold the process.
+// Output to a pipe is written asynchronously: exit once it is all out.
 const once =
   <T>(run: (o: T) => Promise<number | void>) =>
-  async (o: T): Promise<void> =>
-    process.exit((await run(o)) ?? 0);
+  async (o: T): Promise<void> => {
+    const code = (await run(o)) ?? 0;
+    await new Promise<void>((resolve) => process.stdout.write('', () => resolve()));
+    process.exit(code);
+  };
 
 const program = buildProgram(
   {
@@ -235,9 +231,9 @@ const argv = process.argv.length > 2 ? process.argv : [...process.argv, 'up'];
 (async () => program.parseAsync(argv))().catch((e: unknown) => {
   // Help asked for: exit 0; a usage problem (commander's, said already, or ours): exit 2.
   if (e instanceof CommanderError) process.exit(e.exitCode === 0 ? 0 : 2);
-  if (e instanceof UsageError) {
+  if (e instanceof UsageError || e instanceof CommandError) {
     process.stderr.write(`error: ${e.message}\n`);
-    process.exit(2);
+    process.exit(e instanceof UsageError ? 2 : 1);
   }
   logger.error((e as Error).message);
   process.exit(1);

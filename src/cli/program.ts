@@ -3,7 +3,7 @@
  * and options, missing arguments and bad values are refused with a usage line (exit 2). What each
  * command does is passed in, so the parsing is tested without starting anything.
  */
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError } from 'commander';
 import { type ResizeOptions, type ResizeRequest, UsageError, resizeRequest } from './resize.js';
 
 export interface TargetOptions {
@@ -34,7 +34,10 @@ const repeat = (value: string, previous: string[] = []): string[] => [...previou
 function withTargetOptions(c: Command): Command {
   return c
     .option('-n, --namespace <namespace>', 'namespace of the VirtualCluster (default: "default")')
-    .addOption(new Option('--kubeconfig <file>', 'kubeconfig of the host cluster').env('KUBECONFIG'));
+    .option(
+      '--kubeconfig <file>',
+      'kubeconfig of the host cluster (default: $KUBECONFIG, as kubectl reads it)',
+    );
 }
 
 export function buildProgram(h: Handlers, io: ProgramIO = {}): Command {

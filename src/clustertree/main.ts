@@ -29,11 +29,12 @@ async function main(): Promise<void> {
     return reuseConnections(k);
   };
   const hostKc = kc(cfg.hostKubeconfig);
-  // The tree reports each sync to its metrics (once it runs), which read its stats when scraped.
+  // The metrics read the tree's stats when scraped (the status server starts after the tree
+  // exists); the tree reports each sync to them.
+  const metrics = new ClusterTreeMetrics(cfg.tenant, () => tree.stats());
   const tree: ClusterTree = new ClusterTree(cfg, kc(cfg.tenantKubeconfig), hostKc, log, (key, seconds, ok) =>
     metrics.synced(key, seconds, ok),
   );
-  const metrics = new ClusterTreeMetrics(cfg.tenant, () => tree.stats());
   let kubelet: KubeletServer | undefined;
   if (cfg.kubelet) {
     const [cert, key, clientCA] = await Promise.all(

@@ -102,12 +102,16 @@ export class KeyedQueue {
         );
       }
     } finally {
-      this.opts.onDone?.(key, (performance.now() - started) / 1000, ok);
       this.processed++;
       this.active.delete(key);
       this.running--;
       if (this.dirty.delete(key)) this.add(key);
       this.pump();
+      try {
+        this.opts.onDone?.(key, (performance.now() - started) / 1000, ok);
+      } catch {
+        // An observer's failure is not the queue's.
+      }
     }
   }
 }

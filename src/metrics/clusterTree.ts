@@ -20,7 +20,14 @@ export class ClusterTreeMetrics {
     registers: [this.registry],
   });
 
-  constructor(tenant: Pick<VirtualClusterRef, 'namespace' | 'name'>, stats: () => ClusterTreeStats) {
+  constructor(tenant: Pick<VirtualClusterRef, 'namespace' | 'name'>, read: () => ClusterTreeStats) {
+    // One reading per scrape (the series below are collected one after another).
+    let cached: { at: number; stats: ClusterTreeStats } | undefined;
+    const stats = (): ClusterTreeStats => {
+      const now = performance.now();
+      if (!cached || now - cached.at > 100) cached = { at: now, stats: read() };
+      return cached.stats;
+    };
     this.registry.setDefaultLabels({ tenant: `${tenant.namespace}/${tenant.name}` });
     collectDefaultMetrics({ register: this.registry, prefix: 'kosmos_vc_clustertree_' });
     const gauge = (name: string, help: string, value: (s: ClusterTreeStats) => number) =>

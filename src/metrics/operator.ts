@@ -5,6 +5,7 @@
  * one process (tests) do not collide.
  */
 import type { Context as ActivityContext } from '@temporalio/activity';
+import { CancelledFailure } from '@temporalio/common';
 import type { ActivityInterceptorsFactory } from '@temporalio/worker';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -29,8 +30,9 @@ export class OperatorMetrics {
     registers: [this.registry],
   });
 
-  constructor() {
-    collectDefaultMetrics({ register: this.registry, prefix: 'kosmos_vc_operator_' });
+  /** `processMetrics`: also CPU, RSS, heap, event loop (monitors that run for the process's life). */
+  constructor({ processMetrics = true }: { processMetrics?: boolean } = {}) {
+    if (processMetrics) collectDefaultMetrics({ register: this.registry, prefix: 'kosmos_vc_operator_' });
   }
 
   /**
@@ -52,7 +54,11 @@ export class OperatorMetrics {
     });
   }
 
-  /** The worker's activity interceptor: times every execution; counts compensation runs. */
+  /**
+   * The worker's activity interceptor: times every execution, by outcome (`cancelled` when it was
+   * cancelled or timed out, not failed); counts compensation runs once each, when their status
+   * is written (a status write is retried until it succeeds).
+   */
   interceptor(): ActivityInterceptorsFactory {
     return (ctx: ActivityContext) => ({
       inbound: {
@@ -62,12 +68,12 @@ export class OperatorMetrics {
           try {
             const result = await next(input);
             end({ outcome: 'success' });
+            if (activity === 'reportStatus' && isCompensating(input.args[0])) this.compensations.inc();
             return result;
           } catch (e) {
-            end({ outcome: 'failure' });
+            const cancelled = e instanceof CancelledFailure || ctx.cancellationSignal.aborted;
+            end({ outcome: cancelled ? 'cancelled' : 'failure' });
             throw e;
-          } finally {
-            if (activity === 'reportStatus' && isCompensating(input.args[0])) this.compensations.inc();
           }
         },
       },
@@ -80,7 +86,10 @@ function isCompensating(arg: unknown): boolean {
   return (arg as { status?: { reason?: string } } | undefined)?.status?.reason === 'Compensating';
 }
 
-/** `/metrics` of a registry over plain HTTP (404 elsewhere); port 0 picks a free one. */
+/**
+ * `/metrics` of a registry over plain HTTP (404 elsewhere); port 0 picks a free one, host ''
+ * listens on every interface.
+ */
 export async function serveMetrics(
   registry: Registry,
   port: number,
@@ -98,11 +107,13 @@ export async function serveMetrics(
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, resolve);
+    if (host) server.listen(port, host, resolve);
+    else server.listen(port, resolve);
   });
   const { port: bound } = server.address() as AddressInfo;
+  const shown = host || '127.0.0.1';
   return {
-    url: `http://${host.includes(':') ? `[${host}]` : host}:${bound}/metrics`,
+    url: `http://${shown.includes(':') ? `[${shown}]` : shown}:${bound}/metrics`,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }

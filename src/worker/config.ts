@@ -16,8 +16,10 @@
  *   KOSMOS_VC_HOSTS_IMAGE      an image with sh and sed on the host nodes: the tenant FQDN of a pod
  *                              with a subdomain goes in its /etc/hosts; the embedded real node's
  *                              busybox by default, elsewhere unset (the host kubelet's file stays)
- *   KOSMOS_VC_METRICS_ADDRESS  where the operator serves Prometheus `/metrics`, host:port
- *                              (default 127.0.0.1:9464; "off" serves none; port 0 picks one)
+ *   KOSMOS_VC_METRICS_ADDRESS  where the operator serves Prometheus `/metrics`, host:port (":port"
+ *                              every interface; port 0 picks one; "off" none). Set, it must be
+ *                              free; unset, 127.0.0.1:9464 is tried and, when another operator on
+ *                              the machine has it, this one runs without (one address per process)
  */
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -60,14 +62,35 @@ export const OperatorEnv = z.object({
   KOSMOS_VC_HOSTS_IMAGE: z.string().min(1).optional(),
   KOSMOS_VC_METRICS_ADDRESS: z
     .string()
-    .regex(/^(off|[^\s]+:[0-9]{1,5})$/, 'KOSMOS_VC_METRICS_ADDRESS must be host:port or "off"')
-    .default('127.0.0.1:9464'),
+    .regex(/^(off|[^\s]*:[0-9]{1,5})$/, 'KOSMOS_VC_METRICS_ADDRESS must be host:port, :port or "off"')
+    .optional(),
   KOSMOS_VC_ETCD_UNSAFE_NO_FSYNC: z
     .enum(['true', 'false'])
     .default('false')
     .transform((v) => v === 'true'),
 });
 export type OperatorEnv = z.infer<typeof OperatorEnv>;
+
+export const DEFAULT_METRICS_ADDRESS = '127.0.0.1:9464';
+
+export interface MetricsEndpoint {
+  host: string;
+  port: number;
+  /** Set explicitly: the operator does not start without it. */
+  required: boolean;
+}
+
+/** KOSMOS_VC_METRICS_ADDRESS as the operator's metrics endpoint; undefined for "off". */
+export function metricsEndpoint(address: string | undefined): MetricsEndpoint | undefined {
+  if (address === 'off') return undefined;
+  const a = address ?? DEFAULT_METRICS_ADDRESS;
+  const at = a.lastIndexOf(':');
+  return {
+    host: a.slice(0, at).replace(/^\[|\]$/g, ''),
+    port: Number(a.slice(at + 1)),
+    required: address !== undefined,
+  };
+}
 
 export function defaultStateDir(): string {
   return join(process.env.XDG_STATE_HOME ?? join(homedir(), '.local', 'state'), 'kosmos-vc');

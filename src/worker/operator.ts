@@ -124,8 +124,11 @@ export interface OperatorOptions {
    * in its /etc/hosts, as the tenant names it. Unset: such pods keep the host kubelet's file.
    */
   hostsImage?: string;
-  /** Serve Prometheus `/metrics` here (port 0 picks one); unset: no endpoint. */
-  metrics?: { host: string; port: number };
+  /**
+   * Serve Prometheus `/metrics` here (port 0 picks one; host '' every interface); unset: no
+   * endpoint. `required`: fail to start when the address cannot be had, else warn and go on.
+   */
+  metrics?: { host: string; port: number; required?: boolean };
 }
 
 export interface Operator {
@@ -154,7 +157,20 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
   const client = new Client({ connection, namespace: opts.temporalNamespace });
   const withSearchAttributes = await ensureSearchAttributes(connection, opts.temporalNamespace, opts.logger);
 
-  const metrics = new OperatorMetrics();
+  const metrics = new OperatorMetrics({ processMetrics: opts.metrics !== undefined });
+  // Served first: an address that was asked for and is taken stops the start before anything runs.
+  let served: Awaited<ReturnType<typeof serveMetrics>> | undefined;
+  if (opts.metrics) {
+    const { host: at, port, required } = opts.metrics;
+    served = await serveMetrics(metrics.registry, port, at).catch((e: unknown) => {
+      const why = `cannot serve /metrics on ${at}:${port}: ${(e as Error).message}`;
+      if (required) throw new Error(`${why} (KOSMOS_VC_METRICS_ADDRESS; "off" serves none)`);
+      // The default address: another operator on the machine has it. Not worth refusing to run.
+      opts.logger.warn(`${why}; running without (set KOSMOS_VC_METRICS_ADDRESS per process)`);
+      return undefined;
+    });
+    if (served) opts.logger.info('metrics', { url: served.url });
+  }
   let runtime: ProcessRuntime | undefined;
   let worker: Worker | undefined;
   let workerDone: Promise<void> | undefined;
@@ -212,17 +228,6 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
     await watcher.start();
     const known = watcher;
     metrics.trackPhases(() => Promise.resolve(known.phases()));
-  }
-  let served: Awaited<ReturnType<typeof serveMetrics>> | undefined;
-  if (opts.metrics) {
-    served = await serveMetrics(metrics.registry, opts.metrics.port, opts.metrics.host).catch(
-      (e: unknown) => {
-        // Metrics are not worth refusing to run for (another operator on the machine has the port).
-        opts.logger.warn('no /metrics endpoint', { error: (e as Error).message, ...opts.metrics });
-        return undefined;
-      },
-    );
-    if (served) opts.logger.info('metrics', { url: served.url });
   }
 
   return {

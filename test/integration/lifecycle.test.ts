@@ -137,7 +137,7 @@ describe('VirtualCluster lifecycle', () => {
       code?: number;
       stderr?: string;
     };
-    expect(missing.code).toBe(2);
+    expect(missing.code).toBe(1);
     expect(missing.stderr).toContain(`VirtualCluster ${namespace}/no-such-tenant not found`);
 
     // The operator's /metrics: the steps it ran, timed, and the tenant counted as Ready.

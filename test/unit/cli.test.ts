@@ -6,6 +6,7 @@ import { CommanderError } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { VirtualCluster } from '../../src/api/virtualCluster.js';
 import {
+  CommandError,
   age,
   describe as describeVc,
   kubeconfigText,
@@ -168,6 +169,7 @@ describe('get, describe, kubeconfig', () => {
       yaml,
     );
     expect(() => kubeconfigText(vc({ phase: 'Preparing' }))).toThrow(/no kubeconfig yet \(phase Preparing\)/);
+    expect(() => kubeconfigText(vc({ phase: 'Preparing' }))).toThrow(CommandError);
   });
 
   it('reads [namespace/]name, with -n as the default namespace', () => {

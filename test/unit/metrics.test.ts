@@ -9,6 +9,7 @@ import type { ClusterTreeStats } from '../../src/clustertree/controller.js';
 import { ClusterTreeMetrics } from '../../src/metrics/clusterTree.js';
 import { OperatorMetrics } from '../../src/metrics/operator.js';
 import { repoRoot } from '../../src/runtime/binaries.js';
+import { metricsEndpoint, readOperatorEnv } from '../../src/worker/config.js';
 
 const stats = (over: Partial<ClusterTreeStats> = {}): ClusterTreeStats => ({
   ready: true,
@@ -47,6 +48,7 @@ describe('metrics', () => {
       new RegExp(`^kosmos_vc_clustertree_process_resident_memory_bytes\\{${t}\\} \\d+`, 'm'),
     );
     now = stats({ heartbeats: 20, queueDepth: 0 });
+    await new Promise((r) => setTimeout(r, 150)); // one reading per scrape: a later scrape reads again
     text = await m.registry.metrics();
     expect(text).toContain(`kosmos_vc_clustertree_heartbeats_total{${t}} 20`);
     expect(text).toContain(`kosmos_vc_clustertree_queue_depth{${t}} 0`);
@@ -64,6 +66,15 @@ describe('metrics', () => {
     phases = [];
     text = await m.registry.metrics();
     expect(text).toContain('kosmos_vc_virtualclusters{phase="Ready"} 0');
+  });
+
+  it('reads KOSMOS_VC_METRICS_ADDRESS: the default is tried, an explicit address is required', () => {
+    expect(metricsEndpoint(undefined)).toEqual({ host: '127.0.0.1', port: 9464, required: false });
+    expect(metricsEndpoint('0.0.0.0:9100')).toEqual({ host: '0.0.0.0', port: 9100, required: true });
+    expect(metricsEndpoint(':9100')).toEqual({ host: '', port: 9100, required: true });
+    expect(metricsEndpoint('[::1]:9100')).toEqual({ host: '::1', port: 9100, required: true });
+    expect(metricsEndpoint('off')).toBeUndefined();
+    expect(() => readOperatorEnv({ KOSMOS_VC_METRICS_ADDRESS: 'nine' })).toThrow(/KOSMOS_VC_METRICS_ADDRESS/);
   });
 
   it('the Grafana dashboard asks only for series the operator and clusterTree export', async () => {
