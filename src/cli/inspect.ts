@@ -188,7 +188,8 @@ async function readOne(host: HostCluster, target: { namespace: string; name: str
   const raw: unknown = await host.custom
     .getNamespacedCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, ...target })
     .catch((e: unknown) => {
-      if (isNotFound(e)) throw new UsageError(`VirtualCluster ${target.namespace}/${target.name} not found`);
+      if (isNotFound(e))
+        throw new CommandError(`VirtualCluster ${target.namespace}/${target.name} not found`);
       throw e;
     });
   const item = listed(raw);

@@ -235,6 +235,8 @@ const argv = process.argv.length > 2 ? process.argv : [...process.argv, 'up'];
     process.stderr.write(`error: ${e.message}\n`);
     process.exit(e instanceof UsageError ? 2 : 1);
   }
-  logger.error((e as Error).message);
+  // The long-running commands log; the one-shot ones say it as a command line tool does.
+  if (['up', 'worker'].includes(argv[2] ?? '')) logger.error((e as Error).message);
+  else process.stderr.write(`error: ${(e as Error).message}\n`);
   process.exit(1);
 });
