@@ -6,6 +6,8 @@
 #   scripts/setup.sh            build whatever is missing
 #   scripts/setup.sh --check    exit 0 when everything is built, 1 otherwise (builds nothing)
 #   scripts/setup.sh --print    print the bin directory of each component, one NAME=DIR a line
+#   scripts/setup.sh --tests    also what only the tests use (Debian's chromium, for the Temporal
+#                               Web UI test; `npm test` runs this)
 #
 # Versions are pinned here and nowhere else; src/runtime/components.ts reads --print.
 set -euo pipefail
@@ -45,6 +47,8 @@ ETCD_IMAGE=registry.k8s.io/etcd:3.7.0-0
 IMAGE_PACKAGES=passwd,dnsutils,curl,wget,netcat-openbsd,iproute2,iputils-ping,procps,nginx
 # Debian packages the real node runs with (runc, CNI plugins, iptables for kube-proxy) and the
 # image builder (buildah, gcc and make for busybox and pause, mmdebstrap for a Debian root).
+# What only the tests use: the headless browser that drives the Temporal Web UI.
+TEST_PACKAGES=(chromium)
 NODE_PACKAGES=(runc containernetworking-plugins iptables conntrack buildah gcc libc6-dev make bzip2 curl mmdebstrap)
 
 # ~ rather than $HOME: bash falls back to the password database when HOME is unset (services).
@@ -265,6 +269,19 @@ install_node_packages() {
     >/dev/null || step "real node: apt-get install failed; kwok nodes only"
 }
 
+install_test_packages() {
+  local missing=()
+  for p in "${TEST_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    step "tests: missing Debian packages ${missing[*]} (needs root and apt-get): the Web UI test will say so"
+    return 0
+  fi
+  step "tests: installing Debian packages ${missing[*]}"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+    >/dev/null || step "tests: apt-get install ${missing[*]} failed: the Web UI test will say so"
+}
+
 # Images the real node, the tests and the conformance suite use, built from the binaries above
 # and a Debian root made from Debian's packages (no container registry is reached), pushed under
 # their upstream names into the storage of the loopback registry the real node pulls from.
@@ -397,13 +414,15 @@ main() {
     --print)
       for c in "${COMPONENTS[@]}"; do echo "$c=$(dir_of "$c")/bin"; done
       exit 0 ;;
+    --tests) ;;
     "") ;;
-    *) echo "usage: $0 [--check|--print]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--check|--print|--tests]" >&2; exit 2 ;;
   esac
 
   command -v go >/dev/null || { echo "setup: Go is required (go 1.26 or newer)" >&2; exit 1; }
 
   install_node_packages
+  if [ "${1:-}" = --tests ]; then install_test_packages; fi
 
   announced=""
   for c in "${COMPONENTS[@]}"; do

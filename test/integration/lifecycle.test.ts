@@ -2,6 +2,7 @@
  * A VirtualCluster's life against real components: Temporal dev server, host control plane,
  * tenant etcd / kube-apiserver / kube-controller-manager / kube-scheduler, real kubectl.
  */
+import { chromium } from 'playwright-core';
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
@@ -15,7 +16,12 @@ import { FINALIZER, GROUP, PLURAL, VERSION } from '../../src/api/virtualCluster.
 import { repoRoot } from '../../src/runtime/binaries.js';
 import { canBind } from '../../src/runtime/ports.js';
 import type { Operator } from '../../src/worker/operator.js';
-import { progressQuery, searchAttributes, workflowIdFor } from '../../src/workflows/definitions.js';
+import {
+  STEP_NAMES,
+  progressQuery,
+  searchAttributes,
+  workflowIdFor,
+} from '../../src/workflows/definitions.js';
 import {
   createNamespace,
   createVirtualCluster,
@@ -36,6 +42,8 @@ import {
 
 let operator: Operator;
 let namespace: string;
+/** Debian's chromium (scripts/setup.sh --tests). */
+const CHROMIUM = process.env.KVC_CHROMIUM ?? '/usr/bin/chromium';
 let stateDir: string;
 
 beforeAll(async () => {
@@ -168,6 +176,49 @@ describe('VirtualCluster lifecycle', () => {
       30_000,
     );
     expect(found[0]).toBe(workflowIdFor({ namespace, name: 'tenant1', uid: vc.metadata.uid }));
+  });
+
+  it('the Temporal Web UI, in a headless browser, finds the tenant by its search attributes and shows one activity per step', async () => {
+    const vc = (await host().getVirtualCluster({ namespace, name: 'tenant1' }))!;
+    const workflowId = workflowIdFor({ namespace, name: 'tenant1', uid: vc.metadata.uid });
+    const browser = await chromium
+      .launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] })
+      .catch((e: unknown) => {
+        throw new Error(
+          `no headless ${CHROMIUM} (scripts/setup.sh --tests installs Debian's chromium): ${String(e)}`,
+        );
+      });
+    try {
+      const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+      // The list filtered by the tenant's namespace and name, as an operator would search.
+      const query = `${searchAttributes.namespace.name}="${namespace}" AND ${searchAttributes.name.name}="tenant1"`;
+      await page.goto(
+        `${inject('temporalUiUrl')}/namespaces/default/workflows?query=${encodeURIComponent(query)}`,
+      );
+      const rows = page.locator('a[href*="/workflows/virtualcluster"]');
+      await rows.first().waitFor({ timeout: 30_000 });
+      // Only this tenant's workflow matches (a row links to it more than once).
+      const hrefs = new Set(
+        await Promise.all((await rows.all()).map(async (l) => (await l.getAttribute('href')) ?? '')),
+      );
+      expect(
+        [...hrefs].map((h) =>
+          decodeURIComponent(h).split('/workflows/')[1]?.split('/').slice(0, 4).join('/'),
+        ),
+      ).toEqual([workflowId]);
+      await rows.first().click();
+      await page.getByRole('heading', { name: 'Event History' }).waitFor({ timeout: 30_000 });
+      // The timeline labels each activity by its type: every step once, nothing undone.
+      for (const step of STEP_NAMES) {
+        const label = page.locator('svg text').getByText(step, { exact: true });
+        await label.first().waitFor({ timeout: 30_000 });
+        expect(await label.count(), step).toBe(1);
+      }
+      expect(await page.locator('svg text').getByText('release', { exact: true }).count()).toBe(0);
+      await page.screenshot({ path: process.env.KVC_UI_SCREENSHOT ?? join(stateDir, 'temporal-ui.png') });
+    } finally {
+      await browser.close();
+    }
   });
 
   it('removes every process, port, directory and Secret of a deleted tenant, then the object', async () => {

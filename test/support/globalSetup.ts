@@ -25,6 +25,8 @@ import { createLogger, type Logger } from '../../src/worker/logger.js';
 declare module 'vitest' {
   export interface ProvidedContext {
     temporalAddress: string;
+    /** The dev server's Web UI (http://127.0.0.1:port). */
+    temporalUiUrl: string;
     hostKubeconfig: string;
     stateRoot: string;
     /** The real node's address where one runs ('' with kwok nodes only). */
@@ -105,12 +107,13 @@ export default async function setup(project: TestProject): Promise<() => Promise
   let stopHost = (): Promise<void> => Promise.resolve();
   let hadRealNode = false;
   try {
-    const [temporalPort, httpPort] = await ports.allocate('temporal', 2);
+    const [temporalPort, httpPort, uiPort] = await ports.allocate('temporal', 3);
     const temporal = startTemporalDevServer({
       runtime,
       binaries,
       port: temporalPort!,
       httpPort: httpPort!,
+      uiPort: uiPort!,
       // Workflows are told to continue-as-new after 150 events, so tests exercise it.
       dynamicConfig: { 'limit.historyCount.suggestContinueAsNew': CONTINUE_AS_NEW_AFTER_EVENTS },
     });
@@ -129,6 +132,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
     kc.loadFromFile(host.kubeconfigPath);
     await new HostCluster(kc).applyCRD();
     project.provide('temporalAddress', (await temporal).address);
+    project.provide('temporalUiUrl', (await temporal).uiUrl!);
     project.provide('hostKubeconfig', host.kubeconfigPath);
     project.provide('stateRoot', stateRoot);
     project.provide('nodeAddress', host.realNode?.layout.nodeIP ?? '');
