@@ -167,6 +167,7 @@ async function up(): Promise<void> {
       `  kubectl:         export PATH=${dirname(binaries.kubectl)}:$PATH`,
       `  Temporal:        ${temporalAddress} (namespace ${env.TEMPORAL_NAMESPACE})`,
       ...(uiUrl ? [`  Temporal Web UI: ${uiUrl}`] : []),
+      ...(operator.metricsUrl ? [`  metrics:         ${operator.metricsUrl}`] : []),
       `  state:           ${stateDir}`,
       '',
       '  first tenant:    kubectl apply -f examples/tenant1.yaml && kubectl get vc -w',
