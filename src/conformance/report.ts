@@ -30,15 +30,26 @@ const asArray = <T>(x: T | T[] | undefined): T[] => (x === undefined ? [] : Arra
 const messageOf = (x: JUnitMessage | undefined): string | undefined =>
   typeof x === 'string' ? x : x?.['@_message'] || x?.['#text'];
 
-/** The first meaningful line of a Ginkgo message, trimmed for a table cell. */
+/**
+ * The first meaningful line of a Ginkgo message, trimmed for a table cell. A Gomega assertion
+ * ("Expected", the actual value over several lines, "to contain substring", the expected one)
+ * becomes one line: the actual value cut short, the expectation whole.
+ */
 export function oneLine(message: string | undefined): string | undefined {
-  const line = message
-    ?.split('\n')
-    .map((l) => l.trim())
-    .find((l) => l.length > 0 && l !== '[FAILED]');
-  if (!line) return undefined;
-  const text = line.replace(/^\[FAILED\]\s*/, '').replace(/\s+/g, ' ');
-  return text.length > 200 ? `${text.slice(0, 197)}...` : text;
+  const lines = (message ?? '')
+    .split('\n')
+    .map((l) => l.trim().replace(/^\[FAILED\]\s*/, ''))
+    .filter((l) => l.length > 0);
+  const first = lines[0];
+  if (first === undefined) return undefined;
+  const cut = (t: string, n: number) => (t.length > n ? `${t.slice(0, n - 3)}...` : t);
+  const flat = (ls: string[]) => ls.join(' ').replace(/\s+/g, ' ');
+  const to = lines.findIndex((l, i) => i > 1 && /^(not )?to /.test(l));
+  if (first === 'Expected' && to > 1) {
+    const expectation = flat(lines.slice(to, to + 2));
+    return cut(`Expected ${cut(flat(lines.slice(1, to)), 80)} ${expectation}`, 200);
+  }
+  return cut(first.replace(/\s+/g, ' '), 200);
 }
 
 /** The spec's SIG: its first `[sig-...]` tag. */

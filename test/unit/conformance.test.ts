@@ -155,6 +155,19 @@ describe('conformance report', () => {
     expect(oneLine('\n[FAILED] first   line\nsecond')).toBe('first line');
     expect(oneLine('x'.repeat(500))!.length).toBe(200);
     expect(oneLine(undefined)).toBeUndefined();
+    // A Gomega assertion over several lines: the actual value cut short, the expectation whole.
+    const gomega = [
+      '[FAILED] Expected',
+      '    <string>: PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"',
+      '    NAME="Debian GNU/Linux"',
+      '    ID=debian',
+      'to contain substring',
+      '    <string>: Alpine Linux',
+      'In [It] at: k8s.io/kubernetes@v1.37.2/test/e2e/common/node/image_volume.go:87',
+    ].join('\n');
+    expect(oneLine(gomega)).toBe(
+      'Expected <string>: PRETTY_NAME="Debian GNU/Linux 12 (bookworm)" NAME="Debian GNU/Linux... to contain substring <string>: Alpine Linux',
+    );
   });
 });
 
