@@ -132,7 +132,7 @@ describe('VirtualCluster lifecycle', () => {
     );
     expect(await cli('get', `${namespace}/tenant1`)).toMatch(
       new RegExp(
-        `tenant1\\s+Ready\\s+0\\s+0\\s+0\\s+${vc.status!.apiServerEndpoint!.replace(/[.]/g, '\\.')}\\s`,
+        `tenant1\\s+Ready\\s+0\\s+0\\s+0(Gi)?\\s+${vc.status!.apiServerEndpoint!.replace(/[.]/g, '\\.')}\\s`,
       ),
     );
     const described = await cli('describe', 'tenant1', '-n', namespace);
