@@ -33,7 +33,8 @@ const messageOf = (x: JUnitMessage | undefined): string | undefined =>
 /**
  * The first meaningful line of a Ginkgo message, trimmed for a table cell. A Gomega assertion
  * ("Expected", the actual value over several lines, "to contain substring", the expected one)
- * becomes one line: the actual value cut short, the expectation whole.
+ * becomes one line: the actual value cut short, then the expectation and the first line of its
+ * expected value.
  */
 export function oneLine(message: string | undefined): string | undefined {
   const lines = (message ?? '')
@@ -46,7 +47,9 @@ export function oneLine(message: string | undefined): string | undefined {
   const flat = (ls: string[]) => ls.join(' ').replace(/\s+/g, ' ');
   const to = lines.findIndex((l, i) => i > 1 && /^(not )?to /.test(l));
   if (first === 'Expected' && to > 1) {
-    const expectation = flat(lines.slice(to, to + 2));
+    // "to contain substring" has its expected value on the next line; "to be true" none.
+    const expected = lines[to + 1]?.startsWith('<') ? [lines[to + 1]!] : [];
+    const expectation = flat([lines[to]!, ...expected]);
     return cut(`Expected ${cut(flat(lines.slice(1, to)), 80)} ${expectation}`, 200);
   }
   return cut(first.replace(/\s+/g, ' '), 200);
@@ -137,7 +140,9 @@ export interface DesignSkip {
   reason: string;
 }
 
-const cell = (s: string): string => s.replace(/\|/g, '\\|');
+/** Text for a Markdown table cell: no column breaks, and no `<string>` read as an HTML tag. */
+const cell = (s: string): string =>
+  s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/\|/g, '\\|');
 /** Specs and why, as a table; "None." when there are none. */
 const whyTable = (results: SpecResult[]): string[] =>
   results.length === 0
@@ -200,7 +205,8 @@ export function renderMarkdown(
       : [
           '| skip regex | why a tenant cannot pass it |',
           '| --- | --- |',
-          ...designSkips.map((d) => `| \`${cell(d.pattern)}\` | ${cell(d.reason)} |`),
+          // (A code span shows entities as written: the pattern keeps its < and >.)
+          ...designSkips.map((d) => `| \`${d.pattern.replace(/\|/g, '\\|')}\` | ${cell(d.reason)} |`),
         ]),
     '',
   ];

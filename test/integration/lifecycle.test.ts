@@ -206,7 +206,15 @@ describe('VirtualCluster lifecycle', () => {
           decodeURIComponent(h).split('/workflows/')[1]?.split('/').slice(0, 4).join('/'),
         ),
       ).toEqual([workflowId]);
-      await rows.first().click();
+      // Its first run holds the provisioning (a run continued-as-new starts Ready): open that one.
+      const runs: { runId: string; startTime: Date }[] = [];
+      for await (const wf of operator.client.workflow.list({ query: `WorkflowId="${workflowId}"` }))
+        runs.push({ runId: wf.runId, startTime: wf.startTime });
+      const first = runs.sort((a, b) => a.startTime.getTime() - b.startTime.getTime())[0]!;
+      await page
+        .locator(`a[href*="/${encodeURIComponent(workflowId)}/${first.runId}/"]`)
+        .first()
+        .click();
       await page.getByRole('heading', { name: 'Event History' }).waitFor({ timeout: 30_000 });
       // The timeline labels each activity by its type: every step once, nothing undone.
       for (const step of STEP_NAMES) {

@@ -141,14 +141,15 @@ describe('conformance report', () => {
         command: 'npm run conformance',
       },
       parseJUnit(JUNIT),
-      [{ pattern: 'x', reason: 'needs a host node' }],
+      [{ pattern: 'x', reason: 'needs a <host> node' }],
     );
     expect(md).toContain('**1 passed, 1 failed, 1 skipped** of 4 selected (1 not run');
     expect(md).toContain('| sig-network | 0 | 1 | 0 |');
+    expect(md).toContain('needs a &lt;host&gt; node'); // not an HTML tag in the table
     expect(md).toContain(
       '| [sig-network] DNS should provide DNS for the cluster [Conformance] | Unable to read',
     );
-    expect(md).toContain('| `x` | needs a host node |');
+    expect(md).toContain('| `x` | needs a &lt;host&gt; node |');
   });
 
   it('cuts a long message to one line', () => {
@@ -165,6 +166,9 @@ describe('conformance report', () => {
       '    <string>: Alpine Linux',
       'In [It] at: k8s.io/kubernetes@v1.37.2/test/e2e/common/node/image_volume.go:87',
     ].join('\n');
+    expect(oneLine('[FAILED] Expected\n    <bool>: false\nto be true\nIn [It] at: x.go:1')).toBe(
+      'Expected <bool>: false to be true',
+    );
     expect(oneLine(gomega)).toBe(
       'Expected <string>: PRETTY_NAME="Debian GNU/Linux 12 (bookworm)" NAME="Debian GNU/Linux... to contain substring <string>: Alpine Linux',
     );
