@@ -449,6 +449,20 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
     },
 
     /** Undo of deployClusterTree: the process, the host namespace (and all in it), the host RBAC. */
+    /**
+     * Puts a tenant to sleep: stops clusterTree, its DNS and the control plane, newest first.
+     * Nothing is deleted: data, certificates, allocation, host namespace, promoted nodes and host
+     * pods stay, and the steps that started them start them again (wake).
+     */
+    async sleepTenant(input: { ref: VirtualClusterRef }): Promise<void> {
+      const id = deps.tenantId(input.ref);
+      await deps.runtime.stop(id, 'clustertree');
+      await deps.network?.stopDns(id);
+      for (const c of ['kube-scheduler', 'kube-controller-manager', 'kube-apiserver', 'etcd'] as const)
+        await deps.runtime.stop(id, c);
+      log(input.ref).info('tenant asleep: its processes are stopped, its data kept');
+    },
+
     async removeClusterTree(input: { ref: VirtualClusterRef }): Promise<void> {
       const { ref } = input;
       await deps.runtime.stop(deps.tenantId(ref), 'clustertree');

@@ -104,10 +104,15 @@ export const VirtualClusterSpec = z.object({
    * baseline, and so does everything that reads it when it is absent.
    */
   podSecurity: z.enum(['baseline', 'privileged']).optional(),
+  /**
+   * true: the tenant sleeps (phase Sleeping): its control plane, clusterTree and DNS stop, its
+   * data, certificates, promoted nodes and host pods stay; false (or absent) wakes it.
+   */
+  sleep: z.boolean().optional(),
 });
 export type VirtualClusterSpec = z.infer<typeof VirtualClusterSpec>;
 
-export const Phase = z.enum(['Pending', 'Preparing', 'Initialized', 'Ready', 'Failed', 'Deleting']);
+export const Phase = z.enum(['Pending', 'Preparing', 'Initialized', 'Ready', 'Sleeping', 'Failed', 'Deleting']);
 export type Phase = z.infer<typeof Phase>;
 
 export const Condition = z.object({

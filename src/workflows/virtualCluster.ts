@@ -324,6 +324,60 @@ export async function virtualClusterWorkflow(
     }
   }
 
+  /** The steps that run a process; they stop while the tenant sleeps and run again to wake it. */
+  const PROCESS_STEPS = [
+    'startEtcd',
+    'startApiserver',
+    'startControllerManager',
+    'startScheduler',
+    'deployClusterTree',
+  ] as const satisfies readonly StepName[];
+
+  /** spec.sleep: every process of the tenant stops; its data, nodes and host pods stay. */
+  async function sleepTenant(): Promise<void> {
+    void report('Ready', 'FallingAsleep', 'stopping the tenant (spec.sleep: true)');
+    try {
+      await steps.sleepTenant({ ref });
+    } catch (err) {
+      if (deleteRequested) return;
+      const f = describeFailure(err);
+      await report('Failed', f.reason, `putting the tenant to sleep failed: ${f.message}`);
+      return;
+    }
+    for (const s of PROCESS_STEPS) {
+      stepState.set(s, { state: 'pending' });
+      setCondition(STEP_CONDITIONS[s], false, 'Asleep', 'stopped while the tenant sleeps');
+    }
+    await report(
+      'Sleeping',
+      'Asleep',
+      'its processes are stopped and its data kept; spec.sleep: false wakes it',
+    );
+  }
+
+  /** spec.sleep back to false: the processes start again on the same data, then Ready. */
+  async function wakeTenant(): Promise<void> {
+    if (!allocation) return;
+    const step: StepInput = { ref, allocation };
+    await report('Sleeping', 'Waking', 'starting the tenant again');
+    try {
+      for (const s of PROCESS_STEPS) {
+        if (deleteRequested) return;
+        stepState.set(s, { state: 'running' });
+        if (s === 'deployClusterTree') await steps.deployClusterTree(step);
+        else await steps[s](step);
+        stepState.set(s, { state: 'done' });
+        setCondition(STEP_CONDITIONS[s], true, 'Succeeded', `${s} done`);
+      }
+      await ready(await steps.promoteResources({ ...step, promote: spec.promoteResources }));
+    } catch (err) {
+      if (deleteRequested) return;
+      // Nothing is undone: the data stays, and a retry provisions again over it.
+      const f = describeFailure(err);
+      await report('Failed', f.reason, `waking the tenant failed: ${f.message}`);
+    }
+  }
+
   async function teardown(): Promise<VirtualClusterWorkflowResult> {
     await report('Deleting', 'Deleting', 'tearing the tenant down');
     const id = allocation?.id;
@@ -334,10 +388,20 @@ export async function virtualClusterWorkflow(
 
   // A new workflow provisions; a run continued-as-new is already Ready or Failed (or Initialized,
   // carried from a run before clusterTree: upgraded below).
-  if (phase !== 'Ready' && phase !== 'Failed' && phase !== 'Initialized') await provision();
+  if (phase !== 'Ready' && phase !== 'Failed' && phase !== 'Initialized' && phase !== 'Sleeping')
+    await provision();
 
   for (;;) {
     if (deleteRequested) return teardown();
+    // spec.sleep is absent in every run from before sleep existed: nothing changes for them.
+    if (phase === 'Ready' && spec.sleep === true) {
+      await sleepTenant();
+      continue;
+    }
+    if (phase === 'Sleeping' && spec.sleep !== true) {
+      await wakeTenant();
+      continue;
+    }
     // A tenant provisioned before clusterTree existed gets it now.
     if (phase === 'Initialized' && patched(CLUSTERTREE_PATCH)) await provision('clusterTree');
     if (deleteRequested) continue;

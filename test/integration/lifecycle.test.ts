@@ -298,6 +298,50 @@ describe('VirtualCluster lifecycle', () => {
     await waitForGone(namespace, 'unwatched');
   });
 
+  it('sleeps on spec.sleep: no process of the tenant runs, its data stays; wakes with the same objects', async () => {
+    await createVirtualCluster(namespace, 'sleeper');
+    const vc = await waitForPhase(namespace, 'sleeper', 'Ready');
+    const kubeconfig = await tenantKubeconfig(stateDir, vc);
+    await kubectl(kubeconfig, 'create', 'configmap', 'kept', '--from-literal=answer=42');
+    const allocation = await allocationOf('sleeper');
+    expect(processesMentioning(allocation.dir).map((p) => p.exe)).toEqual(
+      expect.arrayContaining(['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler']),
+    );
+    const sleep = (on: boolean) =>
+      host().custom.patchNamespacedCustomObject(
+        {
+          group: GROUP,
+          version: VERSION,
+          plural: PLURAL,
+          namespace,
+          name: 'sleeper',
+          body: { spec: { sleep: on } },
+        },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      );
+
+    await sleep(true);
+    const asleep = await waitForPhase(namespace, 'sleeper', 'Sleeping');
+    expect(asleep.status?.reason).toBe('Asleep');
+    expect(asleep.status?.conditions?.find((c) => c.type === 'APIServerReady')?.status).toBe('False');
+    // Not one process of the tenant (control plane, clusterTree, DNS); its data and kubeconfig stay.
+    await eventually(
+      'no process of the sleeping tenant',
+      () => processesMentioning(allocation.dir).length === 0,
+    );
+    expect(pathExists(allocation.dir)).toBe(true);
+    expect(asleep.spec.kubeconfig).toBe(vc.spec.kubeconfig);
+    await expect(kubectl(kubeconfig, 'get', 'ns', '--request-timeout=3s')).rejects.toThrow();
+
+    await sleep(false);
+    const awake = await waitForPhase(namespace, 'sleeper', 'Ready');
+    expect(awake.status?.apiServerEndpoint).toBe(vc.status?.apiServerEndpoint);
+    // The same objects, through the same kubeconfig.
+    expect(await kubectl(kubeconfig, 'get', 'configmap', 'kept', '-o', 'jsonpath={.data.answer}')).toBe('42');
+    await deleteVirtualCluster(namespace, 'sleeper');
+    await waitForGone(namespace, 'sleeper');
+  });
+
   it('restarts a tenant component that crashes', async () => {
     const allocation = await allocationOf('tenant1');
     const before = processesMentioning(allocation.dir).find((p) => p.exe === 'kube-apiserver')!;

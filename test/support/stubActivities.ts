@@ -68,6 +68,7 @@ export function stubActivities(control: StubControl): Activities {
     unpublishKubeconfig: () => Promise.resolve(void control.calls.push('unpublishKubeconfig')),
     deployClusterTree: () => step('deployClusterTree', { hostNamespace: 'kvc-ns-vc-0000000000', pid: 5 }),
     removeClusterTree: () => Promise.resolve(void control.calls.push('removeClusterTree')),
+    sleepTenant: () => step('sleepTenant', undefined),
     promoteResources: ({ promote }) => {
       const named = promote?.nodes ?? [];
       const missing = named.filter((n) => control.missingNodes?.has(n));

@@ -19,6 +19,7 @@ import {
 } from '../../src/workflows/definitions.js';
 import { OperatorMetrics, serveMetrics } from '../../src/metrics/operator.js';
 import { installTemporalRuntime, workflowBundle } from '../../src/worker/operator.js';
+import type { StatusReport } from '../../src/activities/types.js';
 import { hold, stubActivities, type StubControl } from '../support/stubActivities.js';
 
 let env: TestWorkflowEnvironment;
@@ -218,6 +219,52 @@ describe('virtualClusterWorkflow', () => {
       expect((await handle.query(progressQuery)).generation).toBe(3);
       await handle.signal(deleteRequestedSignal);
       await handle.result();
+    });
+  });
+
+  it('sleeps on spec.sleep (every process stopped, nothing undone) and wakes on its same data', async () => {
+    const control = newControl();
+    const args = input();
+    await withWorker(control, async (taskQueue) => {
+      const handle = await startWorkflow(taskQueue, args);
+      await until(() => control.statuses.at(-1)?.phase === 'Ready', 'Ready');
+      control.calls.length = 0;
+      await handle.signal(specChangedSignal, { spec: { ...args.spec, sleep: true }, generation: 2 });
+      await until(() => control.statuses.at(-1)?.phase === 'Sleeping', 'Sleeping');
+      // One stop of everything; no undo (release, removeClusterTree, unpublish) runs.
+      expect(control.calls).toEqual(['sleepTenant']);
+      const asleep = control.statuses.at(-1)!;
+      expect(asleep.reason).toBe('Asleep');
+      expect(asleep.observedGeneration).toBe(2);
+      const cond = (s: StatusReport, type: string) => s.conditions.find((c) => c.type === type);
+      expect(cond(asleep, 'Ready')?.status).toBe('False');
+      expect(cond(asleep, 'EtcdReady')).toMatchObject({ status: 'False', reason: 'Asleep' });
+      expect(cond(asleep, 'KubeconfigPublished')?.status).toBe('True');
+      expect(asleep.kubeconfigSecretRef).not.toBeNull();
+      expect((await handle.query(progressQuery)).phase).toBe('Sleeping');
+
+      // Waking starts the processes again on the same allocation, then promotes as before.
+      await handle.signal(specChangedSignal, { spec: { ...args.spec, sleep: false }, generation: 3 });
+      await until(() => control.statuses.at(-1)?.phase === 'Ready', 'Ready again');
+      expect(control.calls).toEqual([
+        'sleepTenant',
+        'startEtcd',
+        'startApiserver',
+        'startControllerManager',
+        'startScheduler',
+        'deployClusterTree',
+        'promoteResources',
+      ]);
+      expect(cond(control.statuses.at(-1)!, 'EtcdReady')?.status).toBe('True');
+      expect(control.statuses.at(-1)!.observedGeneration).toBe(3);
+
+      // Deleted while asleep: the full teardown.
+      await handle.signal(specChangedSignal, { spec: { ...args.spec, sleep: true }, generation: 4 });
+      await until(() => control.statuses.at(-1)?.phase === 'Sleeping', 'Sleeping again');
+      control.calls.length = 0;
+      await handle.signal(deleteRequestedSignal);
+      expect(await handle.result()).toMatchObject({ tornDown: true });
+      expect(control.calls).toEqual(TEARDOWN);
     });
   });
 
