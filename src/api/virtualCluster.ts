@@ -112,7 +112,15 @@ export const VirtualClusterSpec = z.object({
 });
 export type VirtualClusterSpec = z.infer<typeof VirtualClusterSpec>;
 
-export const Phase = z.enum(['Pending', 'Preparing', 'Initialized', 'Ready', 'Sleeping', 'Failed', 'Deleting']);
+export const Phase = z.enum([
+  'Pending',
+  'Preparing',
+  'Initialized',
+  'Ready',
+  'Sleeping',
+  'Failed',
+  'Deleting',
+]);
 export type Phase = z.infer<typeof Phase>;
 
 export const Condition = z.object({
