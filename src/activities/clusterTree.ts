@@ -456,10 +456,24 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
      */
     async sleepTenant(input: { ref: VirtualClusterRef }): Promise<void> {
       const id = deps.tenantId(input.ref);
-      await deps.runtime.stop(id, 'clustertree');
-      await deps.network?.stopDns(id);
-      for (const c of ['kube-scheduler', 'kube-controller-manager', 'kube-apiserver', 'etcd'] as const)
-        await deps.runtime.stop(id, c);
+      // A process may take its whole grace period to stop: heartbeat throughout, not per stop.
+      const ctx = Context.current();
+      const beat = setInterval(() => ctx.heartbeat('stopping the tenant'), 2_000);
+      try {
+        // CoreDNS keeps its port (owned until teardown), as clusterTree keeps its own: waking
+        // brings both back where they were.
+        for (const c of [
+          'clustertree',
+          'coredns',
+          'kube-scheduler',
+          'kube-controller-manager',
+          'kube-apiserver',
+          'etcd',
+        ] as const)
+          await deps.runtime.stop(id, c);
+      } finally {
+        clearInterval(beat);
+      }
       log(input.ref).info('tenant asleep: its processes are stopped, its data kept');
     },
 

@@ -162,6 +162,10 @@ export async function resize(
     const secs = Math.round((Date.now() - started) / 1000);
     if (line !== last) out(`[${secs}s] ${line}`);
     last = line;
+    if ((s?.observedGeneration ?? 0) >= generation && s?.phase === 'Sleeping') {
+      out(`recorded in ${secs}s; the tenant sleeps: it applies when the tenant wakes (spec.sleep: false)`);
+      return 0;
+    }
     if ((s?.observedGeneration ?? 0) >= generation && s?.reason !== 'Resizing') {
       const cond = s?.conditions?.find((c) => c.type === 'NodesPromoted');
       if (s?.reason === 'ResizeFailed' || s?.phase === 'Failed') {

@@ -58,6 +58,15 @@ export const STEP_CONDITIONS: Record<StepName, string> = {
   promoteResources: 'NodesPromoted',
 };
 
+/** The steps that run a process: they stop while the tenant sleeps and run again to wake it. */
+const PROCESS_STEPS: readonly StepName[] = [
+  'startEtcd',
+  'startApiserver',
+  'startControllerManager',
+  'startScheduler',
+  'deployClusterTree',
+];
+
 const DEFAULT_PROMOTION_RETRY_MS = 30_000;
 /** Marks runs that know the clusterTree steps (histories from before replay without them). */
 const CLUSTERTREE_PATCH = 'clustertree-steps';
@@ -109,7 +118,12 @@ export async function virtualClusterWorkflow(
   const conditions = new Map<string, Condition>(carried.conditions.map((c) => [c.type, c]));
   const stepState = new Map<StepName, { state: StepState; message?: string }>();
   for (const s of STEP_NAMES)
-    stepState.set(s, { state: phase === 'Ready' && started.includes(s) ? 'done' : 'pending' });
+    stepState.set(s, {
+      state:
+        (phase === 'Ready' || (phase === 'Sleeping' && !PROCESS_STEPS.includes(s))) && started.includes(s)
+          ? 'done'
+          : 'pending',
+    });
 
   let pendingSpec: SpecChange | undefined;
   let deleteRequested = false;
@@ -172,7 +186,8 @@ export async function virtualClusterWorkflow(
           started.includes('publishKubeconfig') && next !== 'Failed'
             ? { name: `${ref.name}-kubeconfig`, key: 'kubeconfig' }
             : null,
-        promoted: next === 'Ready' && promoted ? promoted : null,
+        // A sleeping tenant keeps its nodes: they stay claimed for it.
+        promoted: (next === 'Ready' || next === 'Sleeping') && promoted ? promoted : null,
       },
     };
     statusWrites = statusWrites.catch(() => undefined).then(() => status.reportStatus(snapshot));
@@ -324,29 +339,28 @@ export async function virtualClusterWorkflow(
     }
   }
 
-  /** The steps that run a process; they stop while the tenant sleeps and run again to wake it. */
-  const PROCESS_STEPS = [
-    'startEtcd',
-    'startApiserver',
-    'startControllerManager',
-    'startScheduler',
-    'deployClusterTree',
-  ] as const satisfies readonly StepName[];
-
-  /** spec.sleep: every process of the tenant stops; its data, nodes and host pods stay. */
+  /**
+   * spec.sleep: every process of the tenant stops; its data, nodes and host pods stay. A failure
+   * leaves it Sleeping with reason SleepFailed (the retry signal or a spec change tries again):
+   * a tenant that has been Ready is never provisioned, or compensated, again.
+   */
   async function sleepTenant(): Promise<void> {
-    void report('Ready', 'FallingAsleep', 'stopping the tenant (spec.sleep: true)');
+    await report('Sleeping', 'FallingAsleep', 'stopping the tenant (spec.sleep: true)');
+    for (const s of PROCESS_STEPS) {
+      stepState.set(s, { state: 'pending' });
+      setCondition(STEP_CONDITIONS[s], false, 'Asleep', 'stopped while the tenant sleeps');
+    }
     try {
       await steps.sleepTenant({ ref });
     } catch (err) {
       if (deleteRequested) return;
       const f = describeFailure(err);
-      await report('Failed', f.reason, `putting the tenant to sleep failed: ${f.message}`);
+      await report(
+        'Sleeping',
+        'SleepFailed',
+        `stopping the tenant failed (the retry signal tries again): ${f.message}`,
+      );
       return;
-    }
-    for (const s of PROCESS_STEPS) {
-      stepState.set(s, { state: 'pending' });
-      setCondition(STEP_CONDITIONS[s], false, 'Asleep', 'stopped while the tenant sleeps');
     }
     await report(
       'Sleeping',
@@ -355,26 +369,42 @@ export async function virtualClusterWorkflow(
     );
   }
 
-  /** spec.sleep back to false: the processes start again on the same data, then Ready. */
+  /**
+   * spec.sleep back to false: the processes start again on the same data, then Ready. A failure
+   * leaves it Sleeping with reason WakeFailed, nothing undone; the retry signal tries again.
+   */
   async function wakeTenant(): Promise<void> {
-    if (!allocation) return;
+    if (!allocation) {
+      await report('Failed', 'NoAllocation', 'cannot wake: the tenant has no allocation recorded');
+      return;
+    }
     const step: StepInput = { ref, allocation };
     await report('Sleeping', 'Waking', 'starting the tenant again');
+    let current: StepName | undefined;
     try {
       for (const s of PROCESS_STEPS) {
         if (deleteRequested) return;
+        current = s;
         stepState.set(s, { state: 'running' });
         if (s === 'deployClusterTree') await steps.deployClusterTree(step);
-        else await steps[s](step);
+        else await steps[s as 'startEtcd'](step);
         stepState.set(s, { state: 'done' });
         setCondition(STEP_CONDITIONS[s], true, 'Succeeded', `${s} done`);
       }
+      current = 'promoteResources';
       await ready(await steps.promoteResources({ ...step, promote: spec.promoteResources }));
     } catch (err) {
       if (deleteRequested) return;
-      // Nothing is undone: the data stays, and a retry provisions again over it.
       const f = describeFailure(err);
-      await report('Failed', f.reason, `waking the tenant failed: ${f.message}`);
+      if (current) {
+        stepState.set(current, { state: 'failed', message: f.message });
+        setCondition(STEP_CONDITIONS[current], false, f.reason, f.message);
+      }
+      await report(
+        'Sleeping',
+        'WakeFailed',
+        `waking the tenant failed (the retry signal tries again): ${f.message}`,
+      );
     }
   }
 
@@ -393,12 +423,18 @@ export async function virtualClusterWorkflow(
 
   for (;;) {
     if (deleteRequested) return teardown();
-    // spec.sleep is absent in every run from before sleep existed: nothing changes for them.
-    if (phase === 'Ready' && spec.sleep === true) {
+    // spec.sleep is absent in every run from before sleep existed, and no such run is Sleeping:
+    // nothing changes for them. A failed sleep or wake waits for the retry signal (no hot loop),
+    // unless the spec now asks for the other state.
+    const asleepWanted = spec.sleep === true;
+    if (
+      (phase === 'Ready' && asleepWanted) ||
+      (phase === 'Sleeping' && asleepWanted && reason === 'WakeFailed')
+    ) {
       await sleepTenant();
       continue;
     }
-    if (phase === 'Sleeping' && spec.sleep !== true) {
+    if (phase === 'Sleeping' && !asleepWanted && reason !== 'WakeFailed') {
       await wakeTenant();
       continue;
     }
@@ -428,6 +464,8 @@ export async function virtualClusterWorkflow(
     if (retryRequested) {
       retryRequested = false;
       if (phase === 'Failed') await provision();
+      else if (phase === 'Sleeping' && reason === 'SleepFailed') await sleepTenant();
+      else if (phase === 'Sleeping' && reason === 'WakeFailed') await wakeTenant();
     }
     if (workflowInfo().continueAsNewSuggested) {
       await condition(allHandlersFinished);

@@ -321,23 +321,37 @@ describe('VirtualCluster lifecycle', () => {
       );
 
     await sleep(true);
-    const asleep = await waitForPhase(namespace, 'sleeper', 'Sleeping');
-    expect(asleep.status?.reason).toBe('Asleep');
+    const asleep = await eventually('sleeper asleep', async () => {
+      const v = await host().getVirtualCluster({ namespace, name: 'sleeper' });
+      return v?.status?.phase === 'Sleeping' && v.status.reason === 'Asleep' ? v : undefined;
+    });
     expect(asleep.status?.conditions?.find((c) => c.type === 'APIServerReady')?.status).toBe('False');
     // Not one process of the tenant (control plane, clusterTree, DNS); its data and kubeconfig stay.
     await eventually(
       'no process of the sleeping tenant',
       () => processesMentioning(allocation.dir).length === 0,
     );
-    expect(pathExists(allocation.dir)).toBe(true);
-    expect(asleep.spec.kubeconfig).toBe(vc.spec.kubeconfig);
+    expect(pathExists(join(allocation.dir, 'etcd'))).toBe(true);
+    expect((await host().getSecret(namespace, 'sleeper-kubeconfig'))?.data?.kubeconfig).toBe(
+      vc.spec.kubeconfig,
+    );
     await expect(kubectl(kubeconfig, 'get', 'ns', '--request-timeout=3s')).rejects.toThrow();
 
     await sleep(false);
     const awake = await waitForPhase(namespace, 'sleeper', 'Ready');
     expect(awake.status?.apiServerEndpoint).toBe(vc.status?.apiServerEndpoint);
-    // The same objects, through the same kubeconfig.
+    // The same objects, through the same kubeconfig; every process back, clusterTree and DNS too.
     expect(await kubectl(kubeconfig, 'get', 'configmap', 'kept', '-o', 'jsonpath={.data.answer}')).toBe('42');
+    expect(processesMentioning(allocation.dir).map((p) => p.exe)).toEqual(
+      expect.arrayContaining([
+        'etcd',
+        'kube-apiserver',
+        'kube-controller-manager',
+        'kube-scheduler',
+        'coredns',
+        'node',
+      ]),
+    );
     await deleteVirtualCluster(namespace, 'sleeper');
     await waitForGone(namespace, 'sleeper');
   });

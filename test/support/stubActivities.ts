@@ -10,7 +10,7 @@ import type { StepName } from '../../src/workflows/definitions.js';
 export interface StubControl {
   calls: string[];
   statuses: StatusReport[];
-  failAt?: StepName | undefined;
+  failAt?: StepName | 'sleepTenant' | undefined;
   /** Steps that throw a retryable error this many times before they succeed. */
   transient?: Map<string, number>;
   /** Steps that wait for `release(step)` before they finish. */

@@ -230,7 +230,7 @@ describe('virtualClusterWorkflow', () => {
       await until(() => control.statuses.at(-1)?.phase === 'Ready', 'Ready');
       control.calls.length = 0;
       await handle.signal(specChangedSignal, { spec: { ...args.spec, sleep: true }, generation: 2 });
-      await until(() => control.statuses.at(-1)?.phase === 'Sleeping', 'Sleeping');
+      await until(() => control.statuses.at(-1)?.reason === 'Asleep', 'Sleeping');
       // One stop of everything; no undo (release, removeClusterTree, unpublish) runs.
       expect(control.calls).toEqual(['sleepTenant']);
       const asleep = control.statuses.at(-1)!;
@@ -258,9 +258,32 @@ describe('virtualClusterWorkflow', () => {
       expect(cond(control.statuses.at(-1)!, 'EtcdReady')?.status).toBe('True');
       expect(control.statuses.at(-1)!.observedGeneration).toBe(3);
 
-      // Deleted while asleep: the full teardown.
+      // A failed wake stays Sleeping (WakeFailed), undoes nothing, and the retry signal wakes it.
       await handle.signal(specChangedSignal, { spec: { ...args.spec, sleep: true }, generation: 4 });
-      await until(() => control.statuses.at(-1)?.phase === 'Sleeping', 'Sleeping again');
+      await until(() => control.statuses.at(-1)?.reason === 'Asleep', 'Sleeping again');
+      control.failAt = 'startApiserver';
+      control.calls.length = 0;
+      await handle.signal(specChangedSignal, { spec: { ...args.spec, sleep: false }, generation: 5 });
+      await until(() => control.statuses.at(-1)?.reason === 'WakeFailed', 'WakeFailed');
+      expect(control.statuses.at(-1)?.phase).toBe('Sleeping');
+      expect(control.calls).toEqual(['startEtcd', 'startApiserver']);
+      const steps = (await handle.query(progressQuery)).steps;
+      expect(steps.find((x) => x.name === 'startApiserver')?.state).toBe('failed');
+      expect(steps.find((x) => x.name === 'allocate')?.state).toBe('done');
+      control.failAt = undefined;
+      await handle.signal(retrySignal);
+      await until(() => control.statuses.at(-1)?.phase === 'Ready', 'Ready after the retry');
+      expect(control.calls).not.toContain('release');
+
+      // A failed sleep likewise: SleepFailed, then the retry signal puts it to sleep.
+      control.failAt = 'sleepTenant';
+      await handle.signal(specChangedSignal, { spec: { ...args.spec, sleep: true }, generation: 6 });
+      await until(() => control.statuses.at(-1)?.reason === 'SleepFailed', 'SleepFailed');
+      control.failAt = undefined;
+      await handle.signal(retrySignal);
+      await until(() => control.statuses.at(-1)?.reason === 'Asleep', 'Asleep after the retry');
+
+      // Deleted while asleep: the full teardown.
       control.calls.length = 0;
       await handle.signal(deleteRequestedSignal);
       expect(await handle.result()).toMatchObject({ tornDown: true });
