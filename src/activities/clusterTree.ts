@@ -448,7 +448,6 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       return { hostNamespace: hostNamespace(input.ref), pid: status.pid };
     },
 
-    /** Undo of deployClusterTree: the process, the host namespace (and all in it), the host RBAC. */
     /**
      * Puts a tenant to sleep: stops clusterTree, its DNS and the control plane, newest first.
      * Nothing is deleted: data, certificates, allocation, host namespace, promoted nodes and host
@@ -477,6 +476,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       log(input.ref).info('tenant asleep: its processes are stopped, its data kept');
     },
 
+    /** Undo of deployClusterTree: the process, the host namespace (and all in it), the host RBAC. */
     async removeClusterTree(input: { ref: VirtualClusterRef }): Promise<void> {
       const { ref } = input;
       await deps.runtime.stop(deps.tenantId(ref), 'clustertree');

@@ -163,10 +163,18 @@ export async function resize(
     if (line !== last) out(`[${secs}s] ${line}`);
     last = line;
     if ((s?.observedGeneration ?? 0) >= generation && s?.phase === 'Sleeping') {
-      out(`recorded in ${secs}s; the tenant sleeps: it applies when the tenant wakes (spec.sleep: false)`);
-      return 0;
+      if (s.reason === 'WakeFailed') {
+        out(`recorded in ${secs}s, but the tenant failed to wake: ${s.message} (the retry signal wakes it)`);
+        return 1;
+      }
+      if (s.reason !== 'Waking') {
+        out(`recorded in ${secs}s; the tenant sleeps: it applies when the tenant wakes (spec.sleep: false)`);
+        return 0;
+      }
     }
-    if ((s?.observedGeneration ?? 0) >= generation && s?.reason !== 'Resizing') {
+    // Still working on it: a resize, or waking (the resize applies once it is up).
+    const busy = s?.reason === 'Resizing' || s?.reason === 'Waking';
+    if ((s?.observedGeneration ?? 0) >= generation && !busy) {
       const cond = s?.conditions?.find((c) => c.type === 'NodesPromoted');
       if (s?.reason === 'ResizeFailed' || s?.phase === 'Failed') {
         out(`resize failed: ${s.message}`);

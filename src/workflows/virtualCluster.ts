@@ -341,7 +341,8 @@ export async function virtualClusterWorkflow(
 
   /**
    * spec.sleep: every process of the tenant stops; its data, nodes and host pods stay. A failure
-   * leaves it Sleeping with reason SleepFailed (the retry signal or a spec change tries again):
+   * leaves it Sleeping with reason SleepFailed (the retry signal, or asking for the other state,
+   * tries again):
    * a tenant that has been Ready is never provisioned, or compensated, again.
    */
   async function sleepTenant(): Promise<void> {
@@ -375,7 +376,8 @@ export async function virtualClusterWorkflow(
    */
   async function wakeTenant(): Promise<void> {
     if (!allocation) {
-      await report('Failed', 'NoAllocation', 'cannot wake: the tenant has no allocation recorded');
+      // Not Failed: a retry from Failed provisions, and compensation would delete the data.
+      await report('Sleeping', 'WakeFailed', 'cannot wake: the tenant has no allocation recorded');
       return;
     }
     const step: StepInput = { ref, allocation };
@@ -392,7 +394,10 @@ export async function virtualClusterWorkflow(
         setCondition(STEP_CONDITIONS[s], true, 'Succeeded', `${s} done`);
       }
       current = 'promoteResources';
-      await ready(await steps.promoteResources({ ...step, promote: spec.promoteResources }));
+      stepState.set(current, { state: 'running' });
+      const promotedNow = await steps.promoteResources({ ...step, promote: spec.promoteResources });
+      stepState.set(current, { state: 'done' });
+      await ready(promotedNow);
     } catch (err) {
       if (deleteRequested) return;
       const f = describeFailure(err);

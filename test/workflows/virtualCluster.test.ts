@@ -274,6 +274,7 @@ describe('virtualClusterWorkflow', () => {
       await handle.signal(retrySignal);
       await until(() => control.statuses.at(-1)?.phase === 'Ready', 'Ready after the retry');
       expect(control.calls).not.toContain('release');
+      expect((await handle.query(progressQuery)).steps.every((x) => x.state === 'done')).toBe(true);
 
       // A failed sleep likewise: SleepFailed, then the retry signal puts it to sleep.
       control.failAt = 'sleepTenant';
