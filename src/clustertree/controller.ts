@@ -4,7 +4,7 @@
  *
  * - Host nodes labelled for this tenant (the operator labels and taints them) become tenant
  *   nodes of the same name; a ResourceQuota in the tenant's host namespace becomes one virtual
- *   node with exactly that allocatable. Leases in kube-node-lease keep them Ready.
+ *   node with exactly that allocatable. Leases in kube-node-lease keep them Ready (nodeSync.ts).
  * - A tenant pod bound to one of these nodes gets a host pod in the host namespace; its status
  *   (phase, conditions, IPs, container statuses) is copied back. Deleting either side is
  *   followed through; a host pod deleted behind clusterTree's back is created again.
@@ -40,7 +40,7 @@ import { apiMessage as hostMessage, ignoreStatus, merge, statusCode } from '../a
 import type { Logger } from '../worker/logger.js';
 import type { ClusterTreeConfig } from './config.js';
 import type { HostPodRef } from './kubeletServer.js';
-import { EventSync, HOST_POD_EVENTS, microTime } from './events.js';
+import { EventSync, HOST_POD_EVENTS } from './events.js';
 import {
   POD_CERTIFICATE_REQUESTS,
   PodCertificateSync,
@@ -79,7 +79,7 @@ import {
   statusMatches,
   tenantPodStatus,
 } from './runningPod.js';
-import { nodeShape, tenantNodeFor, virtualNode } from './tenantNodes.js';
+import { NodeSync } from './nodeSync.js';
 import { TokenSync, tokenOwner } from './tokens.js';
 import {
   CLUSTER_TRUST_BUNDLES,
@@ -89,9 +89,7 @@ import {
   type TrustBundleObject,
 } from './trustBundles.js';
 import { Informers, type InformerOptions } from './informers.js';
-import { KeyedQueue, forEachLimited } from './queue.js';
-
-const LEASE_NAMESPACE = 'kube-node-lease';
+import { KeyedQueue } from './queue.js';
 
 /** Origin namespace/name of a host object clusterTree made. */
 function origin(o: KubernetesObject): { namespace: string; name: string } | undefined {
@@ -121,12 +119,10 @@ export interface ClusterTreeStats {
 export class ClusterTree {
   private readonly ctx: TenantContext;
   private readonly tenantCore: CoreV1Api;
-  private readonly tenantLeases: CoordinationV1Api;
   private readonly hostCore: CoreV1Api;
   private readonly queue: KeyedQueue;
   private readonly informers: Informers;
   private readonly timers: NodeJS.Timeout[] = [];
-  private readonly nodeUids = new Map<string, string>();
   /**
    * Host pods created but not yet seen by the host informer. Creating one again would fail with
    * 409, but only after quota admission has charged it a second time (the host quota then shows
@@ -138,7 +134,6 @@ export class ClusterTree {
   private stopped = false;
   private ready = false;
   private syncErrors = 0;
-  private heartbeats = 0;
 
   private readonly hostNodes: ListWatch<V1Node>;
   private readonly hostPods: ListWatch<V1Pod>;
@@ -154,6 +149,7 @@ export class ClusterTree {
   private readonly trustBundles: TrustBundleSync;
   private readonly tokens: TokenSync;
   private readonly services: ServiceSync;
+  private readonly nodes: NodeSync;
   private readonly events: EventSync;
   private readonly podCertificates: PodCertificateSync;
 
@@ -174,7 +170,6 @@ export class ClusterTree {
     };
     this.informers = new Informers(log);
     this.tenantCore = tenantKc.makeApiClient(CoreV1Api);
-    this.tenantLeases = tenantKc.makeApiClient(CoordinationV1Api);
     this.hostCore = hostKc.makeApiClient(CoreV1Api);
     this.queue = new KeyedQueue({
       // Nothing is synced before every cache holds a full list: an empty cache would look like
@@ -407,6 +402,15 @@ export class ClusterTree {
       hostPods: this.hostPods,
       tenantPods: this.tenantPods,
     });
+    this.nodes = new NodeSync({
+      cfg,
+      tenantCore: this.tenantCore,
+      tenantLeases: tenantKc.makeApiClient(CoordinationV1Api),
+      hostNodes: this.hostNodes,
+      hostQuotas: this.hostQuotas,
+      tenantNodes: this.tenantNodes,
+      log,
+    });
     this.services = new ServiceSync({
       cfg,
       ctx: this.ctx,
@@ -458,8 +462,8 @@ export class ClusterTree {
       );
       this.timers.push(t);
     };
-    every(this.cfg.heartbeatIntervalMs, () => this.renewLeases());
-    every(this.cfg.nodeStatusIntervalMs, () => this.refreshNodeStatus());
+    every(this.cfg.heartbeatIntervalMs, () => this.nodes.renewLeases());
+    every(this.cfg.nodeStatusIntervalMs, () => this.nodes.refreshStatus());
     every(this.cfg.resyncIntervalMs, () => this.resync());
     this.log.info('clusterTree ready', this.stats() as unknown as Record<string, unknown>);
   }
@@ -480,7 +484,7 @@ export class ClusterTree {
       queueDepth: this.queue.depth,
       processed: this.queue.processed,
       syncErrors: this.syncErrors,
-      heartbeats: this.heartbeats,
+      heartbeats: this.nodes.heartbeats,
     };
   }
 
@@ -537,7 +541,7 @@ export class ClusterTree {
     const [kind, a, b] = key.split('/') as [string, string, string | undefined];
     switch (kind) {
       case 'node':
-        return this.syncNode(a);
+        return this.nodes.sync(a);
       case 'pod':
         return this.syncPod(a, b!);
       case 'cm':
@@ -551,103 +555,6 @@ export class ClusterTree {
       default:
         this.log.warn('unknown key', { key });
     }
-  }
-
-  // ---- nodes ---------------------------------------------------------------------------------
-
-  private desiredNode(name: string, now: Date): V1Node | undefined {
-    if (name === this.cfg.virtualNodeName) {
-      const hard = this.hostQuotas.get(this.cfg.quotaName, this.cfg.hostNamespace)?.spec?.hard;
-      const cpu = hard?.['requests.cpu'];
-      const memory = hard?.['requests.memory'];
-      return cpu && memory
-        ? virtualNode(name, { cpu, memory }, now, this.cfg.kubelet, this.cfg.virtualNodeAddress)
-        : undefined;
-    }
-    const host = this.hostNodes.get(name);
-    return host ? tenantNodeFor(host, now, this.cfg.kubelet) : undefined;
-  }
-
-  private async syncNode(name: string, heartbeat = false): Promise<void> {
-    const now = new Date();
-    const want = this.desiredNode(name, now);
-    const have = this.tenantNodes.get(name);
-    if (!want) {
-      if (have) {
-        await this.tenantCore.deleteNode({ name }).catch(ignoreStatus(404));
-        await this.tenantLeases
-          .deleteNamespacedLease({ name, namespace: LEASE_NAMESPACE })
-          .catch(ignoreStatus(404));
-        this.nodeUids.delete(name);
-        this.log.info('node removed from tenant', { node: name });
-      }
-      return;
-    }
-    if (!have) {
-      const created = await this.tenantCore.createNode({ body: want }).catch(ignoreStatus(409));
-      if (created) {
-        this.nodeUids.set(name, created.metadata!.uid!);
-        // Status is not taken from a create: write it now.
-        await this.tenantCore.patchNodeStatus({ name, body: { status: want.status } }, merge);
-        this.log.info('node added to tenant', { node: name });
-      }
-      await this.renewLease(name);
-      return;
-    }
-    this.nodeUids.set(name, have.metadata!.uid!);
-    if (!heartbeat && nodeShape(have) === nodeShape(want)) return;
-    const labels = want.metadata!.labels ?? {};
-    const labelsDiffer = Object.entries(labels).some(([k, v]) => have.metadata?.labels?.[k] !== v);
-    if (labelsDiffer) await this.tenantCore.patchNode({ name, body: { metadata: { labels } } }, merge);
-    await this.tenantCore.patchNodeStatus({ name, body: { status: want.status } }, merge);
-  }
-
-  private managedNodeNames(): string[] {
-    return this.tenantNodes.list().map((n) => n.metadata!.name!);
-  }
-
-  /** Per-node periodic work: one node's failure is logged and does not stop the others. */
-  private async forEachNode(fn: (node: string) => Promise<void>): Promise<void> {
-    await forEachLimited(this.managedNodeNames(), this.cfg.concurrency, (n) =>
-      fn(n).catch((e: unknown) => this.log.debug('node heartbeat failed', { node: n, error: String(e) })),
-    );
-  }
-
-  private async renewLeases(): Promise<void> {
-    await this.forEachNode((n) => this.renewLease(n));
-  }
-
-  private async refreshNodeStatus(): Promise<void> {
-    await this.forEachNode((n) => this.syncNode(n, true));
-  }
-
-  private async renewLease(node: string): Promise<void> {
-    const renewTime = microTime(new Date());
-    const patched = await this.tenantLeases
-      .patchNamespacedLease({ name: node, namespace: LEASE_NAMESPACE, body: { spec: { renewTime } } }, merge)
-      .catch(ignoreStatus(404));
-    this.heartbeats++;
-    if (patched) return;
-    const uid = this.nodeUids.get(node) ?? this.tenantNodes.get(node)?.metadata?.uid;
-    await this.tenantLeases
-      .createNamespacedLease({
-        namespace: LEASE_NAMESPACE,
-        body: {
-          apiVersion: 'coordination.k8s.io/v1',
-          kind: 'Lease',
-          metadata: {
-            name: node,
-            namespace: LEASE_NAMESPACE,
-            ...(uid ? { ownerReferences: [{ apiVersion: 'v1', kind: 'Node', name: node, uid }] } : {}),
-          },
-          spec: {
-            holderIdentity: node,
-            leaseDurationSeconds: this.cfg.leaseDurationSeconds,
-            renewTime: renewTime as never,
-          },
-        },
-      })
-      .catch(ignoreStatus(409));
   }
 
   // ---- pods ----------------------------------------------------------------------------------

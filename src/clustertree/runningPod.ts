@@ -13,13 +13,8 @@ import type {
 } from '@kubernetes/client-node';
 import { parseQuantity } from '../api/virtualCluster.js';
 import { HOSTS_CONTAINER } from './etcHosts.js';
-import {
-  leftOffResources,
-  PodAnnotation,
-  tenantAnnotations,
-  tenantLabels,
-  withoutResources,
-} from './translate.js';
+import { leftOffResources, withoutResources } from './resources.js';
+import { PodAnnotation, tenantAnnotations, tenantLabels } from './translate.js';
 
 /**
  * Whether a host container's resources are the tenant container's: equal quantities, and a

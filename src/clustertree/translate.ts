@@ -26,7 +26,6 @@ import type {
   V1Pod,
   V1PodCondition,
   V1PodStatus,
-  V1ResourceRequirements,
   V1Secret,
   V1Service,
   V1Volume,
@@ -47,6 +46,7 @@ import {
   trustBundleConfigMapName,
 } from './naming.js';
 import { withTenantHosts } from './etcHosts.js';
+import { TENANT_ONLY_RESOURCES, tenantOnlyResources, withoutResources } from './resources.js';
 import { podCertificateProjection } from './podCertificates.js';
 import { tenantDns, tenantServiceEnv } from './podNetwork.js';
 import { PodRefused, refuse } from './podSecurity.js';
@@ -85,54 +85,8 @@ export const PodAnnotation = {
    * Extended resources a virtual-node pod requests, left off its host pod (comma-separated): a
    * slice is CPU and memory only.
    */
-  tenantOnlyResources: 'kosmos.io/tenant-only-resources',
+  tenantOnlyResources: TENANT_ONLY_RESOURCES,
 } as const;
-
-/**
- * Whether a resource name is an extended resource, as Kubernetes defines it: qualified with a
- * domain other than kubernetes.io's, and not a quota's `requests.` name.
- */
-export function isExtendedResource(name: string): boolean {
-  return name.includes('/') && !name.includes('kubernetes.io/') && !name.startsWith('requests.');
-}
-
-/**
- * The extended resources a virtual-node pod asks for. A tenant can advertise any extended
- * resource on its nodes (it owns their status, as a device plugin or an admin does on a real
- * node), and its scheduler accounts for it. On a promoted node the host kubelet gets the request
- * as it is (a kubelet ignores, for admission, an extended resource its node lacks, and its device
- * plugins serve the ones it has). A slice promises CPU and memory only: asking the host scheduler
- * for the rest would leave the pod Pending where no host node has it, and give the tenant host
- * devices beyond its slice where one does. So a virtual-node pod's are tenant bookkeeping only.
- */
-export function tenantOnlyResources(pod: V1Pod): string[] {
-  const out = new Set<string>();
-  for (const c of [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])])
-    for (const list of [c.resources?.requests, c.resources?.limits])
-      for (const name of Object.keys(list ?? {})) if (isExtendedResource(name)) out.add(name);
-  return [...out].sort();
-}
-
-/** The names a host pod records as left off (PodAnnotation.tenantOnlyResources). */
-export function leftOffResources(hostPod: V1Pod | undefined): Set<string> {
-  const raw = hostPod?.metadata?.annotations?.[PodAnnotation.tenantOnlyResources];
-  return new Set(raw ? raw.split(',') : []);
-}
-
-/** Resource requirements without the named resources. */
-export function withoutResources(
-  r: V1ResourceRequirements | undefined,
-  names: ReadonlySet<string>,
-): V1ResourceRequirements | undefined {
-  if (!r || names.size === 0) return r;
-  const keep = (list: Record<string, string> | undefined) =>
-    list && Object.fromEntries(Object.entries(list).filter(([k]) => !names.has(k)));
-  return {
-    ...r,
-    ...(r.requests ? { requests: keep(r.requests)! } : {}),
-    ...(r.limits ? { limits: keep(r.limits)! } : {}),
-  };
-}
 
 /**
  * Annotation domains host components act on (Kubernetes itself, CNIs, meshes): a tenant's

@@ -19,7 +19,6 @@ import { KeyedQueue } from '../../src/clustertree/queue.js';
 import {
   PodAnnotation,
   hostPodFor,
-  isExtendedResource,
   podHostname,
   serviceShape,
   hostServiceFor,
@@ -30,6 +29,7 @@ import {
   type TenantContext,
 } from '../../src/clustertree/translate.js';
 import { PodRefused } from '../../src/clustertree/podSecurity.js';
+import { isExtendedResource } from '../../src/clustertree/resources.js';
 import {
   hostPodUpdate,
   hostPodResize,

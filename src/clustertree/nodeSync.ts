@@ -1,0 +1,134 @@
+/**
+ * The tenant's nodes kept up: each promoted host node (and the virtual node of the host quota)
+ * created, updated and removed in the tenant, with a Lease renewed in kube-node-lease and the
+ * status written again periodically, as a kubelet does. The translations are in tenantNodes.ts.
+ */
+import type {
+  CoordinationV1Api,
+  CoreV1Api,
+  ListWatch,
+  V1Node,
+  V1ResourceQuota,
+} from '@kubernetes/client-node';
+import { ignoreStatus, merge } from '../api/kubeClient.js';
+import type { Logger } from '../worker/logger.js';
+import type { ClusterTreeConfig } from './config.js';
+import { microTime } from './events.js';
+import { forEachLimited } from './queue.js';
+import { nodeShape, tenantNodeFor, virtualNode } from './tenantNodes.js';
+
+const LEASE_NAMESPACE = 'kube-node-lease';
+
+export interface NodeSyncDeps {
+  cfg: ClusterTreeConfig;
+  tenantCore: CoreV1Api;
+  tenantLeases: CoordinationV1Api;
+  hostNodes: ListWatch<V1Node>;
+  hostQuotas: ListWatch<V1ResourceQuota>;
+  tenantNodes: ListWatch<V1Node>;
+  log: Logger;
+}
+
+export class NodeSync {
+  private readonly nodeUids = new Map<string, string>();
+  /** Lease renewals so far. */
+  heartbeats = 0;
+
+  constructor(private readonly d: NodeSyncDeps) {}
+
+  private desiredNode(name: string, now: Date): V1Node | undefined {
+    const { cfg } = this.d;
+    if (name === cfg.virtualNodeName) {
+      const hard = this.d.hostQuotas.get(cfg.quotaName, cfg.hostNamespace)?.spec?.hard;
+      const cpu = hard?.['requests.cpu'];
+      const memory = hard?.['requests.memory'];
+      return cpu && memory
+        ? virtualNode(name, { cpu, memory }, now, cfg.kubelet, cfg.virtualNodeAddress)
+        : undefined;
+    }
+    const host = this.d.hostNodes.get(name);
+    return host ? tenantNodeFor(host, now, cfg.kubelet) : undefined;
+  }
+
+  /** One node: created, brought up to date (`heartbeat`: its status written even unchanged), or removed. */
+  async sync(name: string, heartbeat = false): Promise<void> {
+    const { tenantCore, tenantLeases, log } = this.d;
+    const now = new Date();
+    const want = this.desiredNode(name, now);
+    const have = this.d.tenantNodes.get(name);
+    if (!want) {
+      if (have) {
+        await tenantCore.deleteNode({ name }).catch(ignoreStatus(404));
+        await tenantLeases
+          .deleteNamespacedLease({ name, namespace: LEASE_NAMESPACE })
+          .catch(ignoreStatus(404));
+        this.nodeUids.delete(name);
+        log.info('node removed from tenant', { node: name });
+      }
+      return;
+    }
+    if (!have) {
+      const created = await tenantCore.createNode({ body: want }).catch(ignoreStatus(409));
+      if (created) {
+        this.nodeUids.set(name, created.metadata!.uid!);
+        // Status is not taken from a create: write it now.
+        await tenantCore.patchNodeStatus({ name, body: { status: want.status } }, merge);
+        log.info('node added to tenant', { node: name });
+      }
+      await this.renewLease(name);
+      return;
+    }
+    this.nodeUids.set(name, have.metadata!.uid!);
+    if (!heartbeat && nodeShape(have) === nodeShape(want)) return;
+    const labels = want.metadata!.labels ?? {};
+    const labelsDiffer = Object.entries(labels).some(([k, v]) => have.metadata?.labels?.[k] !== v);
+    if (labelsDiffer) await tenantCore.patchNode({ name, body: { metadata: { labels } } }, merge);
+    await tenantCore.patchNodeStatus({ name, body: { status: want.status } }, merge);
+  }
+
+  async renewLeases(): Promise<void> {
+    await this.forEachNode((n) => this.renewLease(n));
+  }
+
+  async refreshStatus(): Promise<void> {
+    await this.forEachNode((n) => this.sync(n, true));
+  }
+
+  /** Per-node periodic work: one node's failure is logged and does not stop the others. */
+  private async forEachNode(fn: (node: string) => Promise<void>): Promise<void> {
+    const names = this.d.tenantNodes.list().map((n) => n.metadata!.name!);
+    await forEachLimited(names, this.d.cfg.concurrency, (n) =>
+      fn(n).catch((e: unknown) => this.d.log.debug('node heartbeat failed', { node: n, error: String(e) })),
+    );
+  }
+
+  private async renewLease(node: string): Promise<void> {
+    const { tenantLeases, cfg } = this.d;
+    const renewTime = microTime(new Date());
+    const patched = await tenantLeases
+      .patchNamespacedLease({ name: node, namespace: LEASE_NAMESPACE, body: { spec: { renewTime } } }, merge)
+      .catch(ignoreStatus(404));
+    this.heartbeats++;
+    if (patched) return;
+    const uid = this.nodeUids.get(node) ?? this.d.tenantNodes.get(node)?.metadata?.uid;
+    await tenantLeases
+      .createNamespacedLease({
+        namespace: LEASE_NAMESPACE,
+        body: {
+          apiVersion: 'coordination.k8s.io/v1',
+          kind: 'Lease',
+          metadata: {
+            name: node,
+            namespace: LEASE_NAMESPACE,
+            ...(uid ? { ownerReferences: [{ apiVersion: 'v1', kind: 'Node', name: node, uid }] } : {}),
+          },
+          spec: {
+            holderIdentity: node,
+            leaseDurationSeconds: cfg.leaseDurationSeconds,
+            renewTime: renewTime as never,
+          },
+        },
+      })
+      .catch(ignoreStatus(409));
+  }
+}
