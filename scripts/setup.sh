@@ -254,32 +254,21 @@ build_conformance() {
   chmod -R u+w "$out/src"
 }
 
-# Debian packages are installed only where they are missing; without root (or apt) the real node
-# is unavailable and the embedded host says so and runs kwok nodes only.
-install_node_packages() {
-  local missing=()
-  for p in "${NODE_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+# Debian packages are installed only where they are missing. Without root (or apt) what needs them
+# says so and goes without: the real node (the embedded host runs kwok nodes only), or the Web UI
+# test (it fails saying why).
+#   install_packages <who> <what happens without them> <package>...
+install_packages() {
+  local who="$1" without="$2" missing=() p; shift 2
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-    step "real node: missing Debian packages ${missing[*]} (needs root and apt-get); kwok nodes only"
+    step "$who: missing Debian packages ${missing[*]} (needs root and apt-get); $without"
     return 0
   fi
-  step "real node: installing Debian packages ${missing[*]}"
+  step "$who: installing Debian packages ${missing[*]}"
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
-    >/dev/null || step "real node: apt-get install failed; kwok nodes only"
-}
-
-install_test_packages() {
-  local missing=()
-  for p in "${TEST_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-    step "tests: missing Debian packages ${missing[*]} (needs root and apt-get): the Web UI test will say so"
-    return 0
-  fi
-  step "tests: installing Debian packages ${missing[*]}"
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
-    >/dev/null || step "tests: apt-get install ${missing[*]} failed: the Web UI test will say so"
+    >/dev/null || step "$who: apt-get install ${missing[*]} failed; $without"
 }
 
 # Images the real node, the tests and the conformance suite use, built from the binaries above
@@ -421,8 +410,10 @@ main() {
 
   command -v go >/dev/null || { echo "setup: Go is required (go 1.26 or newer)" >&2; exit 1; }
 
-  install_node_packages
-  if [ "${1:-}" = --tests ]; then install_test_packages; fi
+  install_packages "real node" "kwok nodes only" "${NODE_PACKAGES[@]}"
+  if [ "${1:-}" = --tests ]; then
+    install_packages tests "the Web UI test will say so" "${TEST_PACKAGES[@]}"
+  fi
 
   announced=""
   for c in "${COMPONENTS[@]}"; do

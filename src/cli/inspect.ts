@@ -8,7 +8,7 @@ import { HostCluster } from '../activities/hostCluster.js';
 import { isNotFound } from '../api/kubeClient.js';
 import { GROUP, PLURAL, VERSION, VirtualCluster } from '../api/virtualCluster.js';
 import { hostNamespace } from '../clustertree/naming.js';
-import { UsageError } from './resize.js';
+import { parseTarget } from './resize.js';
 
 /** A command that cannot do what it was asked (nothing of that name, nothing published yet): exit 1. */
 export class CommandError extends Error {
@@ -19,18 +19,6 @@ export class CommandError extends Error {
 export interface Listed {
   vc: VirtualCluster;
   created?: string;
-}
-
-/** `[<namespace>/]<name>`, the form every command takes. */
-export function parseTarget(
-  target: string,
-  namespace: string | undefined,
-): { namespace: string; name: string } {
-  const m = /^(?:([^/]+)\/)?([^/]+)$/.exec(target);
-  if (!m) throw new UsageError(`"${target}" is not [<namespace>/]<name>`);
-  if (m[1] && namespace && m[1] !== namespace)
-    throw new UsageError(`"${target}" names namespace ${m[1]}, but --namespace says ${namespace}`);
-  return { namespace: m[1] ?? namespace ?? 'default', name: m[2]! };
 }
 
 /** kubectl's age: the largest unit or two (`45s`, `3m20s`, `5h`, `2d3h`, `40d`). */

@@ -20,6 +20,18 @@ export class UsageError extends Error {
   override readonly name = 'UsageError';
 }
 
+/** `[<namespace>/]<name>`, the form every command takes. */
+export function parseTarget(
+  target: string,
+  namespace: string | undefined,
+): { namespace: string; name: string } {
+  const m = /^(?:([^/]+)\/)?([^/]+)$/.exec(target);
+  if (!m) throw new UsageError(`"${target}" is not [<namespace>/]<name>`);
+  if (m[1] && namespace && m[1] !== namespace)
+    throw new UsageError(`"${target}" names namespace ${m[1]}, but --namespace says ${namespace}`);
+  return { namespace: m[1] ?? namespace ?? 'default', name: m[2]! };
+}
+
 export interface ResizeRequest {
   namespace: string;
   name: string;
@@ -46,8 +58,7 @@ export interface ResizeOptions {
 
 /** A resize request from the command line's target and options; UsageError when they disagree. */
 export function resizeRequest(target: string, o: ResizeOptions): ResizeRequest {
-  const m = /^(?:([^/]+)\/)?([^/]+)$/.exec(target);
-  if (!m) throw new UsageError(`"${target}" is not [<namespace>/]<name>`);
+  const { namespace, name } = parseTarget(target, undefined);
   const noResources = o.resources === false;
   if (noResources && (o.cpu || o.memory))
     throw new UsageError('--no-resources cannot be combined with --cpu or --memory');
@@ -55,8 +66,8 @@ export function resizeRequest(target: string, o: ResizeOptions): ResizeRequest {
   if (!Number.isFinite(timeout) || timeout <= 0)
     throw new UsageError('--timeout must be a number of seconds');
   return {
-    namespace: m[1] ?? 'default',
-    name: m[2]!,
+    namespace,
+    name,
     ...(o.nodes !== undefined
       ? {
           nodes: o.nodes

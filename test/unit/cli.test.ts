@@ -11,11 +11,10 @@ import {
   describe as describeVc,
   kubeconfigText,
   memory,
-  parseTarget,
   table,
 } from '../../src/cli/inspect.js';
 import { buildProgram, type Handlers } from '../../src/cli/program.js';
-import { UsageError } from '../../src/cli/resize.js';
+import { UsageError, parseTarget } from '../../src/cli/resize.js';
 
 const COMMANDS = ['up', 'worker', 'resize', 'get', 'describe', 'kubeconfig'];
 
