@@ -35,8 +35,7 @@ import {
   hostNamespace,
   tenantHash,
 } from '../clustertree/naming.js';
-import { issueCertificate } from '../pki/certificates.js';
-import { PkiFile, certPath, loadPair } from '../pki/controlPlanePki.js';
+import { PkiFile, certPath, keyPath, loadPair } from '../pki/controlPlanePki.js';
 import { renderKubeconfig } from '../pki/kubeconfig.js';
 import { apiserverURL, kubeconfigPath, pkiDir, type ControlPlaneLayout } from '../runtime/controlPlane.js';
 import type { PortAllocator } from '../runtime/ports.js';
@@ -177,16 +176,11 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
     return token;
   }
 
-  /** A client certificate and kubeconfig for clusterTree in the tenant (kept when present). */
+  /** clusterTree's kubeconfig for the tenant, from its leaf in the tenant's PKI (written each deploy). */
   async function tenantCredentials(l: ControlPlaneLayout): Promise<string> {
     const file = join(l.dir, 'kubeconfigs', 'clustertree.conf');
-    const existing = await readFile(file, 'utf8').catch(() => undefined);
-    if (existing) return file;
     const pki = pkiDir(l);
-    const ca = await loadPair(pki, PkiFile.ca);
-    const leaf = await issueCertificate(ca, { commonName: CLUSTERTREE_USER, usage: 'client' });
-    await writeFile(join(pki, 'clustertree.crt'), leaf.certPem);
-    await writeFile(join(pki, 'clustertree.key'), leaf.keyPem, { mode: 0o600 });
+    const [ca, leaf] = await Promise.all([loadPair(pki, PkiFile.ca), loadPair(pki, PkiFile.clusterTree)]);
     const text = renderKubeconfig({
       clusterName: l.id,
       server: apiserverURL(l),
@@ -201,29 +195,16 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
 
   /**
    * The tenant nodes' kubelet endpoint: clusterTree serves it on the operator's machine, next to
-   * the tenant apiserver that calls it, with a serving certificate of the tenant CA (issued once).
+   * the tenant apiserver that calls it, with its serving certificate from the tenant's PKI.
    */
-  async function kubeletEndpoint(l: ControlPlaneLayout, port: number) {
+  function kubeletEndpoint(l: ControlPlaneLayout, port: number) {
     const pki = pkiDir(l);
-    const address = '127.0.0.1';
-    const certFile = join(pki, 'clustertree-kubelet.crt');
-    const keyFile = join(pki, 'clustertree-kubelet.key');
-    if (!(await readFile(certFile, 'utf8').catch(() => undefined))) {
-      const ca = await loadPair(pki, PkiFile.ca);
-      const leaf = await issueCertificate(ca, {
-        commonName: 'kosmos-vc-clustertree-kubelet',
-        usage: 'server',
-        ipAddresses: [address],
-      });
-      await writeFile(keyFile, leaf.keyPem, { mode: 0o600 });
-      await writeFile(certFile, leaf.certPem);
-    }
     // Tenant apiservers prefer InternalDNS (controlPlane.ts): the endpoint goes there.
     return {
-      address,
+      address: '127.0.0.1',
       port,
-      certFile,
-      keyFile,
+      certFile: certPath(pki, PkiFile.clusterTreeKubelet),
+      keyFile: keyPath(pki, PkiFile.clusterTreeKubelet),
       clientCAFile: certPath(pki, PkiFile.ca),
       addressType: 'InternalDNS' as const,
     };
@@ -274,7 +255,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       tenantKubeconfig,
       hostKubeconfig,
       listen: { address: '127.0.0.1', port: port! },
-      kubelet: await kubeletEndpoint(l, kubeletPort!),
+      kubelet: kubeletEndpoint(l, kubeletPort!),
       serviceCIDR: l.serviceCIDR,
       endpointRanges: deps.network?.endpointRanges ?? [],
       ...(deps.network ? { virtualNodeAddress: deps.network.nodeAddress } : {}),

@@ -9,7 +9,9 @@ import type { VirtualClusterRef } from '../api/virtualCluster.js';
 import { OriginLabel, tenantHash } from '../clustertree/naming.js';
 import { hostNamespaceObject, type PodSecurity } from './tenantNetwork.js';
 
-export const CLUSTERTREE_USER = 'kosmos-vc:clustertree';
+import { CLUSTERTREE_USER } from '../pki/controlPlanePki.js';
+
+export { CLUSTERTREE_USER };
 export const HOST_SA = 'clustertree';
 const HOST_ROLE = 'kosmos-vc-clustertree';
 export const NODE_READER = 'kosmos-vc:clustertree-node-reader';

@@ -32,7 +32,10 @@ import { repoRoot } from '../runtime/binaries.js';
 export const FIELD_MANAGER = 'kosmos-vc';
 
 /** A status merge patch: any field may be null to remove it. */
-export type StatusPatch = { [K in keyof VirtualClusterStatus]?: VirtualClusterStatus[K] | null };
+type Nullable<T> = { [K in keyof T]?: T[K] | null };
+export type StatusPatch = Nullable<Omit<VirtualClusterStatus, 'certificates'>> & {
+  certificates?: Nullable<NonNullable<VirtualClusterStatus['certificates']>> | null;
+};
 
 const merge = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 

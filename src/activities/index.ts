@@ -7,7 +7,14 @@ import { ApplicationFailure, Context } from '@temporalio/activity';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { VirtualClusterRef } from '../api/virtualCluster.js';
-import { writeControlPlanePki } from '../pki/controlPlanePki.js';
+import {
+  CARotationInProgressError,
+  certificateExpiry,
+  writeControlPlanePki,
+  type ControlPlanePkiRequest,
+  type PkiOptions,
+} from '../pki/controlPlanePki.js';
+import { CERTIFICATE_DEFAULTS, parseDuration } from '../api/virtualCluster.js';
 import { ComponentsMissingError, type Binaries } from '../runtime/binaries.js';
 import {
   adminKubeconfig,
@@ -30,6 +37,8 @@ import { createTenantNetwork, dnsPortOwner } from './tenantNetwork.js';
 import type { HostCluster } from './hostCluster.js';
 import {
   FailureType,
+  type CertificateAction,
+  type CertificateState,
   type ControlPlaneComponent,
   type IssueCertificatesInput,
   type StatusReport,
@@ -105,6 +114,22 @@ function heartbeating<A extends unknown[], R>(fn: (...args: A) => Promise<R>): (
 type AsyncFns = Record<string, (...args: never[]) => Promise<unknown>>;
 function withHeartbeats<T extends AsyncFns>(fns: T): T {
   return Object.fromEntries(Object.entries(fns).map(([k, f]) => [k, heartbeating(f)])) as T;
+}
+
+/** status.certificates from a PKI's expiry: renewal falls due renewBefore the earliest leaf expiry. */
+function certificateState(
+  e: Awaited<ReturnType<typeof certificateExpiry>>,
+  c: IssueCertificatesInput['spec']['certificates'],
+): CertificateState {
+  const renewBefore = parseDuration(c?.renewBefore ?? CERTIFICATE_DEFAULTS.renewBefore);
+  return {
+    notAfter: e.notAfter,
+    renewAt: new Date(Date.parse(e.notAfter) - renewBefore).toISOString(),
+    caNotAfter: e.caNotAfter,
+    caFingerprint: e.caFingerprint,
+    caRotation: e.caGeneration,
+    ...(e.previousCAFingerprint ? { previousCAFingerprint: e.previousCAFingerprint } : {}),
+  };
 }
 
 export function createActivities(deps: ActivityDeps) {
@@ -186,6 +211,47 @@ export function createActivities(deps: ActivityDeps) {
     ...(deps.hostsImage ? { hostsImage: deps.hostsImage } : {}),
   });
 
+  /**
+   * What the tenant's certificates are issued for. Pods call the API server at its host Service's
+   * ClusterIP: that address must be a SAN. So must the node address it advertises: the
+   * `kubernetes` Service's endpoint, and the host of its service-account JWKS URI.
+   */
+  async function pkiRequest(input: IssueCertificatesInput): Promise<ControlPlanePkiRequest> {
+    const podAddress = network
+      ? await network.apiService(input.ref, input.allocation.ports.apiserver)
+      : undefined;
+    const validity = input.spec.certificates?.validity;
+    return {
+      clusterName: input.allocation.id,
+      serviceCIDR: input.allocation.serviceCIDR,
+      advertiseAddress: input.allocation.address,
+      extraSANs: [
+        ...(input.spec.certSANs ?? []),
+        ...(podAddress ? [podAddress] : []),
+        ...(deps.nodeAddress ? [deps.nodeAddress] : []),
+      ],
+      // Absent, not the default's value: the request's hash of an existing tenant stays the same.
+      ...(validity ? { leafValidityMs: parseDuration(validity) } : {}),
+    };
+  }
+
+  async function publish(input: StepInput): Promise<{ secretName: string; endpoint: string }> {
+    const l = layout(input.allocation);
+    const kubeconfig = await adminKubeconfig(l, input.ref.name);
+    const secretName = kubeconfigSecretName(input.ref);
+    await deps.host.applySecret(
+      input.ref,
+      secretName,
+      { [KUBECONFIG_SECRET_KEY]: kubeconfig },
+      {
+        [LABELS.managedBy]: 'kosmos-vc',
+        [LABELS.virtualCluster]: input.ref.name,
+      },
+    );
+    await deps.host.patchSpecKubeconfig(input.ref, Buffer.from(kubeconfig).toString('base64'));
+    return { secretName, endpoint: apiserverURL(l) };
+  }
+
   return withHeartbeats({
     ...clusterTree,
 
@@ -246,26 +312,82 @@ export function createActivities(deps: ActivityDeps) {
 
     async issueCertificates(
       input: IssueCertificatesInput,
-    ): Promise<{ caFingerprint: string; reissued: boolean }> {
+    ): Promise<CertificateState & { reissued: boolean }> {
       const l = layout(input.allocation);
-      // Pods call the API server at its host Service's ClusterIP: that address must be a SAN. So
-      // must the node address it advertises: the `kubernetes` Service's endpoint, and the host of
-      // its service-account JWKS URI.
-      const podAddress = network
-        ? await network.apiService(input.ref, input.allocation.ports.apiserver)
-        : undefined;
-      const result = await writeControlPlanePki(pkiDir(l), {
-        clusterName: input.allocation.id,
-        serviceCIDR: input.allocation.serviceCIDR,
-        advertiseAddress: input.allocation.address,
-        extraSANs: [
-          ...(input.spec.certSANs ?? []),
-          ...(podAddress ? [podAddress] : []),
-          ...(deps.nodeAddress ? [deps.nodeAddress] : []),
-        ],
-      });
+      const result = await writeControlPlanePki(pkiDir(l), await pkiRequest(input));
       await writeKubeconfigs(l);
-      return { caFingerprint: result.caFingerprint, reissued: result.reissued };
+      return { ...certificateState(result, input.spec.certificates), reissued: result.reissued };
+    },
+
+    /** When the tenant's certificates expire, from its files (a run from before renewal asks once). */
+    async inspectCertificates(input: IssueCertificatesInput): Promise<CertificateState> {
+      return certificateState(
+        await certificateExpiry(pkiDir(layout(input.allocation))),
+        input.spec.certificates,
+      );
+    },
+
+    /**
+     * Renews every leaf certificate, or starts or ends a CA rotation, while the tenant serves:
+     * etcd and the API server read their new files themselves; the controller-manager, the
+     * scheduler, clusterTree and CoreDNS (their client certificates sit in kubeconfigs read
+     * once) are restarted if they run. Then the renewed kubeconfig is published.
+     */
+    async renewCertificates(
+      input: IssueCertificatesInput & CertificateAction & { previousCARetiresAt?: string },
+    ): Promise<CertificateState> {
+      const l = layout(input.allocation);
+      const opts: PkiOptions =
+        input.action === 'rotateCA'
+          ? { caRotation: { action: 'start', generation: input.generation } }
+          : input.action === 'retireCA'
+            ? { caRotation: { action: 'retire' } }
+            : { renew: true };
+      let result;
+      try {
+        result = await writeControlPlanePki(pkiDir(l), await pkiRequest(input), opts);
+      } catch (e) {
+        if (e instanceof CARotationInProgressError)
+          throw ApplicationFailure.nonRetryable(e.message, FailureType.CARotationInProgress);
+        throw e;
+      }
+      await writeKubeconfigs(l);
+      const running = new Set(
+        (await deps.runtime.list(input.allocation.id)).filter((c) => c.running).map((c) => c.name),
+      );
+      const restarted: string[] = [];
+      for (const [name, spec] of [
+        ['kube-controller-manager', controllerManagerSpec],
+        ['kube-scheduler', schedulerSpec],
+      ] as const) {
+        if (!running.has(name)) continue;
+        await deps.runtime.stop(input.allocation.id, name);
+        await startComponent(input, spec(l, await bins()));
+        restarted.push(name);
+      }
+      if (running.has('clustertree')) {
+        await deps.runtime.stop(input.allocation.id, 'clustertree');
+        await deps.runtime.stop(input.allocation.id, 'coredns');
+        await clusterTree.deployClusterTree(input);
+        restarted.push('clustertree', 'coredns');
+      }
+      const published = await readFile(join(l.dir, 'kubeconfigs', 'admin.conf'), 'utf8').catch(() => '');
+      if (published) await publish(input);
+      const state = certificateState(result, input.spec.certificates);
+      log(input.ref).info('certificates renewed', {
+        action: input.action,
+        notAfter: state.notAfter,
+        caFingerprint: state.caFingerprint,
+        restarted,
+      });
+      if (input.action === 'rotateCA' && result.previousCAFingerprint) {
+        const overlap = parseDuration(input.spec.certificates?.caOverlap ?? CERTIFICATE_DEFAULTS.caOverlap);
+        return {
+          ...state,
+          previousCARetiresAt: input.previousCARetiresAt ?? new Date(Date.now() + overlap).toISOString(),
+        };
+      }
+      return state;
     },
 
     async startEtcd(input: StepInput) {
@@ -286,22 +408,7 @@ export function createActivities(deps: ActivityDeps) {
     },
 
     /** Writes the admin kubeconfig to a Secret and to spec.kubeconfig. */
-    async publishKubeconfig(input: StepInput): Promise<{ secretName: string; endpoint: string }> {
-      const l = layout(input.allocation);
-      const kubeconfig = await adminKubeconfig(l, input.ref.name);
-      const secretName = kubeconfigSecretName(input.ref);
-      await deps.host.applySecret(
-        input.ref,
-        secretName,
-        { [KUBECONFIG_SECRET_KEY]: kubeconfig },
-        {
-          [LABELS.managedBy]: 'kosmos-vc',
-          [LABELS.virtualCluster]: input.ref.name,
-        },
-      );
-      await deps.host.patchSpecKubeconfig(input.ref, Buffer.from(kubeconfig).toString('base64'));
-      return { secretName, endpoint: apiserverURL(l) };
-    },
+    publishKubeconfig: publish,
 
     async unpublishKubeconfig(input: { ref: VirtualClusterRef }): Promise<void> {
       await deps.host.deleteSecret(input.ref.namespace, kubeconfigSecretName(input.ref));

@@ -194,6 +194,11 @@ export function createTenantNetwork(deps: TenantNetworkDeps) {
         kc: tenantKc,
         server: apiserverURL(l),
         ca: await loadPair(pkiDir(l), PkiFile.ca),
+        // A set from before CoreDNS had its leaf there lacks it: CoreDNS's own is issued then.
+        ...(await loadPair(pkiDir(l), PkiFile.coredns).then(
+          (client) => ({ client }),
+          () => ({}),
+        )),
         coredns: await deps.coredns(),
         timeoutMs: deps.readinessTimeoutMs,
         logger: deps.logger,

@@ -57,6 +57,11 @@ export interface StatusReport {
   apiServerEndpoint: string | null;
   kubeconfigSecretRef: { name: string; key: string } | null;
   promoted: PromotedStatus | null;
+  /** Absent: left as it is (runs from before certificate renewal never write it); null clears a field. */
+  certificates?: Omit<CertificateState, 'previousCAFingerprint' | 'previousCARetiresAt'> & {
+    previousCAFingerprint: string | null;
+    previousCARetiresAt: string | null;
+  };
 }
 
 export interface StepInput {
@@ -65,7 +70,23 @@ export interface StepInput {
 }
 
 export interface IssueCertificatesInput extends StepInput {
-  spec: Pick<VirtualClusterSpec, 'certSANs' | 'serviceCIDR'>;
+  spec: Pick<VirtualClusterSpec, 'certSANs' | 'serviceCIDR' | 'certificates'>;
+}
+
+/** What the certificate activities change: renew every leaf, or start or end a CA rotation. */
+export type CertificateAction =
+  { action: 'renew' } | { action: 'rotateCA'; generation: number } | { action: 'retireCA' };
+
+/** When a tenant's certificates expire and are due for renewal (all times ISO 8601); status.certificates. */
+export interface CertificateState {
+  notAfter: string;
+  renewAt: string;
+  caNotAfter: string;
+  caFingerprint: string;
+  caRotation: number;
+  previousCAFingerprint?: string;
+  /** While a CA rotation overlaps: when the previous CA is retired. */
+  previousCARetiresAt?: string;
 }
 
 /** Failure types the workflow tells apart (ApplicationFailure.type). */
@@ -74,4 +95,5 @@ export const FailureType = {
   InvalidSpec: 'InvalidSpec',
   PortsExhausted: 'PortsExhausted',
   ComponentsMissing: 'ComponentsMissing',
+  CARotationInProgress: 'CARotationInProgress',
 } as const;

@@ -59,6 +59,43 @@ export const Quantity = z.union([
 ]);
 export type Quantity = z.infer<typeof Quantity>;
 
+const goDuration = /^([0-9]+h)?([0-9]+m)?([0-9]+s)?$/;
+
+/** Milliseconds in a duration as Kubernetes writes it (`8760h`, `90m`, `1h30m`, `45s`); NaN if it is not one. */
+export function parseDuration(d: string): number {
+  const m = goDuration.exec(d);
+  if (!m || d === '') return NaN;
+  const n = (g: string | undefined) => (g ? Number(g.slice(0, -1)) : 0);
+  return ((n(m[1]) * 60 + n(m[2])) * 60 + n(m[3])) * 1000;
+}
+
+const Duration = z
+  .string()
+  .max(32)
+  .refine((d) => !Number.isNaN(parseDuration(d)), 'must be a duration such as 8760h, 90m or 1h30m');
+
+/** The defaults of spec.certificates (also the CRD's). */
+export const CERTIFICATE_DEFAULTS = { validity: '8760h', renewBefore: '720h', caOverlap: '24h' } as const;
+
+export const Certificates = z
+  .object({
+    /** How long every leaf certificate lasts (default 8760h, a year; at least 1m). */
+    validity: Duration.refine((d) => parseDuration(d) >= 60_000, 'must be at least 1m').optional(),
+    /** How long before expiry the workflow renews them (default 720h; less than validity). */
+    renewBefore: Duration.optional(),
+    /** Raising it by one rotates the cluster CA (`kosmos-vc rotate-ca`). */
+    caRotation: z.number().int().nonnegative().optional(),
+    /** How long old and new CAs are both trusted after a CA rotation starts (default 24h). */
+    caOverlap: Duration.optional(),
+  })
+  .refine(
+    (c) =>
+      parseDuration(c.renewBefore ?? CERTIFICATE_DEFAULTS.renewBefore) <
+      parseDuration(c.validity ?? CERTIFICATE_DEFAULTS.validity),
+    { message: 'renewBefore must be shorter than validity', path: ['renewBefore'] },
+  );
+export type Certificates = z.infer<typeof Certificates>;
+
 export const PromoteResources = z.object({
   nodes: z
     .array(z.string().min(1).max(253).regex(dns1123Subdomain, 'must be a node name (DNS-1123 subdomain)'))
@@ -109,6 +146,8 @@ export const VirtualClusterSpec = z.object({
    * data, certificates, promoted nodes and host pods stay; false (or absent) wakes it.
    */
   sleep: z.boolean().optional(),
+  /** Certificate lifetimes, renewal and CA rotation (docs/adr/0010). */
+  certificates: Certificates.optional(),
 });
 export type VirtualClusterSpec = z.infer<typeof VirtualClusterSpec>;
 
@@ -148,6 +187,18 @@ export const VirtualClusterStatus = z.object({
       cpu: z.string(),
       memory: z.string(),
       pending: z.array(z.object({ node: z.string(), reason: z.string(), message: z.string() })),
+    })
+    .partial()
+    .optional(),
+  certificates: z
+    .object({
+      notAfter: z.string(),
+      renewAt: z.string(),
+      caNotAfter: z.string(),
+      caFingerprint: z.string(),
+      caRotation: z.number().int(),
+      previousCAFingerprint: z.string(),
+      previousCARetiresAt: z.string(),
     })
     .partial()
     .optional(),

@@ -6,7 +6,7 @@
 import { KubeConfig } from '@kubernetes/client-node';
 import { HostCluster } from '../activities/hostCluster.js';
 import { isNotFound } from '../api/kubeClient.js';
-import { GROUP, PLURAL, VERSION, VirtualCluster } from '../api/virtualCluster.js';
+import { CERTIFICATE_DEFAULTS, GROUP, PLURAL, VERSION, VirtualCluster } from '../api/virtualCluster.js';
 import { hostNamespace } from '../clustertree/naming.js';
 import { parseTarget } from './resize.js';
 
@@ -122,6 +122,7 @@ export function describe(item: Listed, now: Date): string {
     ...(p?.pending?.length
       ? ['  Not promoted:', ...p.pending.map((x) => `    ${x.node}: ${x.reason}: ${x.message}`)]
       : []),
+    ...certificateLines(vc),
     'Conditions:',
   ];
   const conditions = s?.conditions ?? [];
@@ -140,6 +141,19 @@ export function describe(item: Listed, now: Date): string {
       ]),
     );
   return lines.join('\n');
+}
+
+function certificateLines(vc: VirtualCluster): string[] {
+  const c = vc.status?.certificates;
+  if (!c?.notAfter) return [];
+  return [
+    'Certificates:',
+    `  Valid until:    ${c.notAfter} (renewed from ${c.renewAt ?? '?'}; lifetime ${vc.spec.certificates?.validity ?? CERTIFICATE_DEFAULTS.validity})`,
+    `  CA:             ${c.caFingerprint ?? '?'}, valid until ${c.caNotAfter ?? '?'} (rotation ${c.caRotation ?? 0})`,
+    ...(c.previousCARetiresAt
+      ? [`  Previous CA:    ${c.previousCAFingerprint ?? '?'}, trusted until ${c.previousCARetiresAt}`]
+      : []),
+  ];
 }
 
 /** The admin kubeconfig of a VirtualCluster, as YAML text; a clear error while it has none. */

@@ -10,6 +10,8 @@
  *   kosmos-vc resize   change a VirtualCluster's promoted nodes/CPU/memory and follow it
  *   kosmos-vc get | describe | kubeconfig
  *                      what a user needs of a VirtualCluster, without jsonpath or base64
+ *   kosmos-vc rotate-ca
+ *                      rotate a VirtualCluster's cluster CA, with a trust overlap
  *
  * `kosmos-vc <command> --help` says the rest (src/cli/program.ts).
  */
@@ -26,6 +28,7 @@ import { startOperator, type Operator } from '../worker/operator.js';
 import { CommandError, describeCommand, getCommand, kubeconfigCommand } from './inspect.js';
 import { buildProgram } from './program.js';
 import { UsageError, resize } from './resize.js';
+import { rotateCA } from './rotateCA.js';
 
 const logger = createLogger();
 
@@ -224,6 +227,7 @@ const program = buildProgram(
     get: once((o) => getCommand(o, write)),
     describe: once((o) => describeCommand(o, write)),
     kubeconfig: once((o) => kubeconfigCommand(o, write)),
+    rotateCA: once((o) => rotateCA(o, write)),
   },
   { exitOverride: true },
 );

@@ -5,6 +5,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { type ResizeOptions, type ResizeRequest, UsageError, resizeRequest } from './resize.js';
+import type { RotateCARequest } from './rotateCA.js';
 
 export interface TargetOptions {
   namespace?: string;
@@ -18,6 +19,7 @@ export interface Handlers {
   get(o: TargetOptions & { target?: string; allNamespaces?: boolean }): Promise<void>;
   describe(o: TargetOptions & { target: string }): Promise<void>;
   kubeconfig(o: TargetOptions & { target: string }): Promise<void>;
+  rotateCA(o: RotateCARequest): Promise<void>;
 }
 
 export interface ProgramIO {
@@ -102,6 +104,14 @@ export function buildProgram(h: Handlers, io: ProgramIO = {}): Command {
       "print a VirtualCluster's admin kubeconfig (kosmos-vc kubeconfig tenant1 > t.conf)",
     ).argument('<target>', TARGET),
   ).action((target: string, o: TargetOptions) => h.kubeconfig({ ...o, target }));
+  withTargetOptions(
+    sub(
+      'rotate-ca',
+      "rotate a VirtualCluster's cluster CA: old and new kubeconfigs both work for spec.certificates.caOverlap (default 24h), then the old CA is retired",
+    ).argument('<target>', TARGET),
+  )
+    .option('--timeout <seconds>', 'how long to follow the rotation (0: only request it)', '300')
+    .action((target: string, o: TargetOptions & { timeout?: string }) => h.rotateCA({ ...o, target }));
 
   for (const c of all) {
     c.configureOutput({ ...(io.out ? { writeOut: io.out } : {}), ...(io.err ? { writeErr: io.err } : {}) });
@@ -121,6 +131,7 @@ export function parseResizeArgs(argv: string[]): ResizeRequest {
       get: idle,
       describe: idle,
       kubeconfig: idle,
+      rotateCA: idle,
       resize: (r) => {
         request = r;
         return idle();

@@ -1,6 +1,6 @@
 /**
  * Certificates and keys, made in-process with WebCrypto (ECDSA P-256) and @peculiar/x509.
- * Nothing here shells out or touches the disk; src/pki/tenantPki.ts lays the files out.
+ * Nothing here shells out or touches the disk; src/pki/controlPlanePki.ts lays the files out.
  */
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
@@ -28,7 +28,8 @@ export interface LeafRequest {
   dnsNames?: readonly string[];
   ipAddresses?: readonly string[];
   usage: Usage;
-  validDays?: number;
+  /** Lifetime in milliseconds; one year when absent. */
+  validityMs?: number;
 }
 
 function toPem(der: ArrayBuffer, label: string): string {
@@ -89,10 +90,17 @@ export async function createCA(commonName: string, validDays = 3650): Promise<Ce
   return { certPem: cert.toString('pem') + '\n', keyPem: await privateKeyPem(keys.privateKey) };
 }
 
-/** A leaf certificate signed by `ca`. */
+/** The first certificate of a PEM bundle (a CA file may hold the signing CA and older ones). */
+export function firstCertificate(pem: string): string {
+  const m = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----\n?/.exec(pem);
+  if (!m) throw new Error('no PEM certificate found');
+  return m[0].endsWith('\n') ? m[0] : `${m[0]}\n`;
+}
+
+/** A leaf certificate signed by `ca` (the first certificate of `ca.certPem`). */
 export async function issueCertificate(ca: CertKey, req: LeafRequest): Promise<CertKey> {
   const keys = await newKeyPair();
-  const caCert = new x509.X509Certificate(ca.certPem);
+  const caCert = new x509.X509Certificate(firstCertificate(ca.certPem));
   const caKey = await importPrivateKey(ca.keyPem);
   const now = Date.now();
   const usages: string[] = [];
@@ -117,7 +125,7 @@ export async function issueCertificate(ca: CertKey, req: LeafRequest): Promise<C
     subject: new x509.Name(subject(req.commonName, req.organizations)).toString(),
     issuer: caCert.subject,
     notBefore: new Date(now - 5 * 60 * 1000),
-    notAfter: new Date(now + (req.validDays ?? 365) * DAY_MS),
+    notAfter: new Date(now + (req.validityMs ?? 365 * DAY_MS)),
     publicKey: keys.publicKey,
     signingKey: caKey,
     signingAlgorithm,

@@ -2,13 +2,24 @@
  * The certificate set of one Kubernetes control plane (a tenant's, or the embedded host's),
  * written under one directory. Re-running with the same request changes nothing; a changed
  * request (new SANs) re-issues the leaves and keeps the CAs and the service-account key, so
- * issued kubeconfigs stay trusted.
+ * issued kubeconfigs stay trusted. Renewal issues every leaf again; a CA rotation adds a new
+ * cluster CA next to the old one until the old one is retired (docs/adr/0010).
+ *
+ * `dir` is a symbolic link to a generation directory beside it: a new set is written in full
+ * into a new generation and the link swapped with one rename, so a component reading its files
+ * while the set changes sees the old set or the new one, never a mix.
  */
-import { createHash } from 'node:crypto';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { X509Certificate, createHash, randomBytes } from 'node:crypto';
+import { lstat, mkdir, readFile, readdir, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { formatIPv4, parseIPv4Cidr } from '../api/virtualCluster.js';
-import { createCA, createServiceAccountKeyPair, issueCertificate, type CertKey } from './certificates.js';
+import {
+  createCA,
+  createServiceAccountKeyPair,
+  firstCertificate,
+  issueCertificate,
+  type CertKey,
+} from './certificates.js';
 
 export interface ControlPlanePkiRequest {
   clusterName: string;
@@ -16,11 +27,16 @@ export interface ControlPlanePkiRequest {
   advertiseAddress: string;
   dnsDomain?: string;
   extraSANs?: readonly string[];
+  /** Lifetime of every leaf in milliseconds (default one year); CAs last ten years. */
+  leafValidityMs?: number;
 }
 
 /** File names inside a PKI directory; keys are written with mode 0600. */
 export const PkiFile = {
+  /** The cluster CA: its .crt is the trust bundle (the signing CA first, then a previous one during a rotation). */
   ca: 'ca',
+  /** The cluster CA being retired: present only while a CA rotation overlaps, signing serving leaves. */
+  previousCA: 'ca-previous',
   frontProxyCA: 'front-proxy-ca',
   frontProxyClient: 'front-proxy-client',
   etcdCA: 'etcd/ca',
@@ -34,6 +50,11 @@ export const PkiFile = {
   schedulerServing: 'scheduler-serving',
   /** The apiserver's client certificate towards kubelets (logs, exec, port-forward). */
   apiserverKubeletClient: 'apiserver-kubelet-client',
+  /** clusterTree: its client identity in the tenant, and the serving certificate of its kubelet endpoint. */
+  clusterTree: 'clustertree',
+  clusterTreeKubelet: 'clustertree-kubelet',
+  /** The tenant's CoreDNS, a client of its API server. */
+  coredns: 'coredns',
 } as const;
 export type PkiName = (typeof PkiFile)[keyof typeof PkiFile];
 
@@ -83,97 +104,186 @@ export async function loadPair(dir: string, name: PkiName): Promise<CertKey> {
   return pair;
 }
 
-export interface PkiResult {
+export interface CertificateExpiry {
+  /** The earliest notAfter of any leaf (ISO 8601). */
+  notAfter: string;
+  /** The signing cluster CA's notAfter. */
+  caNotAfter: string;
+  caFingerprint: string;
+  /** The retiring CA's fingerprint while a CA rotation overlaps. */
+  previousCAFingerprint?: string;
+  /** How many CA rotations this set has started. */
+  caGeneration: number;
+}
+
+export interface PkiResult extends CertificateExpiry {
   /** sha256 of the request; stored so a re-run with the same request does nothing. */
   requestHash: string;
-  /** sha256 of the cluster CA certificate: what kubeconfigs trust. */
-  caFingerprint: string;
   reissued: boolean;
 }
 
-const MARKER = '.complete';
-/** Raised whenever the set of files changes (2: apiserver-kubelet-client). */
-const PKI_SET_VERSION = 2;
+export interface PkiOptions {
+  /** Issue every leaf again even when the request is unchanged; the CAs and the service-account key stay. */
+  renew?: boolean;
+  /**
+   * `start`: a new cluster CA signs the client leaves while the current one, now the previous,
+   * keeps signing the serving leaves; both are trusted, so old and new kubeconfigs work.
+   * Idempotent per generation. `retire`: the previous CA is dropped and every leaf comes from
+   * the new one.
+   */
+  caRotation?: { action: 'start'; generation: number } | { action: 'retire' };
+}
 
-export async function writeControlPlanePki(dir: string, req: ControlPlanePkiRequest): Promise<PkiResult> {
+export class CARotationInProgressError extends Error {
+  override readonly name = 'CARotationInProgressError';
+  constructor(readonly dir: string) {
+    super('a CA rotation is already in progress: the previous CA must be retired first');
+  }
+}
+
+const MARKER = '.complete';
+const CA_GENERATION = 'ca-generation';
+/** Raised whenever the set of files changes (2: apiserver-kubelet-client; 3: clusterTree's and CoreDNS's). */
+const PKI_SET_VERSION = 3;
+
+/** The leaves and what signs them: `serving` ones come from the previous CA during a rotation. */
+const CLUSTER_LEAVES: readonly [PkiName, 'client' | 'serving'][] = [
+  [PkiFile.apiserver, 'serving'],
+  [PkiFile.admin, 'client'],
+  [PkiFile.apiserverKubeletClient, 'client'],
+  [PkiFile.controllerManager, 'client'],
+  [PkiFile.scheduler, 'client'],
+  [PkiFile.controllerManagerServing, 'serving'],
+  [PkiFile.schedulerServing, 'serving'],
+  [PkiFile.clusterTree, 'client'],
+  [PkiFile.clusterTreeKubelet, 'serving'],
+  [PkiFile.coredns, 'client'],
+];
+const LEAVES: readonly PkiName[] = [
+  PkiFile.etcdServer,
+  PkiFile.apiserverEtcdClient,
+  PkiFile.frontProxyClient,
+  ...CLUSTER_LEAVES.map(([n]) => n),
+];
+
+/** The user clusterTree and CoreDNS authenticate as in the tenant (their RBAC names them). */
+export const CLUSTERTREE_USER = 'kosmos-vc:clustertree';
+export const DNS_USER = 'kosmos-vc:coredns';
+
+const notAfterOf = (pem: string): number => Date.parse(new X509Certificate(pem).validTo);
+
+/** When the set's certificates expire, read from the files. */
+export async function certificateExpiry(dir: string): Promise<CertificateExpiry> {
+  const ca = await loadPair(dir, PkiFile.ca);
+  const previous = await readPair(dir, PkiFile.previousCA);
+  let earliest = Infinity;
+  for (const name of LEAVES) {
+    const pem = await readFile(certPath(dir, name), 'utf8').catch(() => undefined);
+    if (pem) earliest = Math.min(earliest, notAfterOf(pem));
+  }
+  const signing = firstCertificate(ca.certPem);
+  return {
+    notAfter: new Date(earliest === Infinity ? notAfterOf(signing) : earliest).toISOString(),
+    caNotAfter: new Date(notAfterOf(signing)).toISOString(),
+    caFingerprint: fingerprint(signing),
+    ...(previous ? { previousCAFingerprint: fingerprint(previous.certPem) } : {}),
+    caGeneration: Number(await readFile(join(dir, CA_GENERATION), 'utf8').catch(() => '0')) || 0,
+  };
+}
+
+export async function writeControlPlanePki(
+  dir: string,
+  req: ControlPlanePkiRequest,
+  opts: PkiOptions = {},
+): Promise<PkiResult> {
   // The set's version is part of the hash: a set from an older version gets its new leaves.
   const requestHash = createHash('sha256')
     .update(JSON.stringify({ ...req, set: PKI_SET_VERSION }))
     .digest('hex');
-  const marker = join(dir, MARKER);
-  const existing = await readFile(marker, 'utf8').catch(() => undefined);
-  if (existing === requestHash) {
-    const ca = await loadPair(dir, PkiFile.ca);
-    return { requestHash, caFingerprint: fingerprint(ca.certPem), reissued: false };
+  const existing = await readFile(join(dir, MARKER), 'utf8').catch(() => undefined);
+  const current = existing ? await certificateExpiry(dir) : undefined;
+  const rotation = opts.caRotation;
+  const rotationDone =
+    !rotation ||
+    (rotation.action === 'start'
+      ? (current?.caGeneration ?? 0) >= rotation.generation
+      : current?.previousCAFingerprint === undefined);
+  if (current && existing === requestHash && !opts.renew && rotationDone) {
+    return { ...current, requestHash, reissued: false };
   }
 
-  // Build the new set in a sibling directory and swap it in, so a crash halfway leaves either
-  // the old complete set or none.
-  const tmp = `${dir}.tmp-${process.pid}`;
-  await rm(tmp, { recursive: true, force: true });
   const files = new Map<string, { data: string; secret: boolean }>();
   const put = (name: PkiName, pair: CertKey): void => {
     files.set(`${name}.crt`, { data: pair.certPem, secret: false });
     files.set(`${name}.key`, { data: pair.keyPem, secret: true });
   };
 
-  const ca = (await readPair(dir, PkiFile.ca)) ?? (await createCA(`${req.clusterName}-ca`));
+  let ca = await readPair(dir, PkiFile.ca);
+  let previous = await readPair(dir, PkiFile.previousCA);
+  let generation = current?.caGeneration ?? 0;
+  if (!ca) ca = await createCA(`${req.clusterName}-ca`);
+  else if (rotation?.action === 'start' && generation < rotation.generation) {
+    if (previous) throw new CARotationInProgressError(dir);
+    previous = { certPem: firstCertificate(ca.certPem), keyPem: ca.keyPem };
+    ca = await createCA(`${req.clusterName}-ca-${rotation.generation}`);
+    generation = rotation.generation;
+  } else if (rotation?.action === 'retire') previous = undefined;
+  const signing: CertKey = { certPem: firstCertificate(ca.certPem), keyPem: ca.keyPem };
+  // The trust bundle: what every component and kubeconfig trusts for this cluster.
+  put(PkiFile.ca, { certPem: signing.certPem + (previous?.certPem ?? ''), keyPem: signing.keyPem });
+  if (previous) put(PkiFile.previousCA, previous);
+  files.set(CA_GENERATION, { data: String(generation), secret: false });
+
   const frontProxyCA =
     (await readPair(dir, PkiFile.frontProxyCA)) ?? (await createCA(`${req.clusterName}-front-proxy-ca`));
   const etcdCA = (await readPair(dir, PkiFile.etcdCA)) ?? (await createCA(`${req.clusterName}-etcd-ca`));
-  put(PkiFile.ca, ca);
   put(PkiFile.frontProxyCA, frontProxyCA);
   put(PkiFile.etcdCA, etcdCA);
 
+  const validityMs = req.leafValidityMs;
+  const leaf = (issuer: CertKey, r: Parameters<typeof issueCertificate>[1]) =>
+    issueCertificate(issuer, { ...r, ...(validityMs ? { validityMs } : {}) });
   const loopback = { dnsNames: ['localhost'], ipAddresses: ['127.0.0.1', req.advertiseAddress] };
   put(
     PkiFile.etcdServer,
-    await issueCertificate(etcdCA, { commonName: 'etcd-server', usage: 'server+client', ...loopback }),
+    await leaf(etcdCA, { commonName: 'etcd-server', usage: 'server+client', ...loopback }),
   );
   put(
     PkiFile.apiserverEtcdClient,
-    await issueCertificate(etcdCA, { commonName: 'kube-apiserver-etcd-client', usage: 'client' }),
+    await leaf(etcdCA, { commonName: 'kube-apiserver-etcd-client', usage: 'client' }),
   );
   put(
     PkiFile.frontProxyClient,
-    await issueCertificate(frontProxyCA, { commonName: 'front-proxy-client', usage: 'client' }),
+    await leaf(frontProxyCA, { commonName: 'front-proxy-client', usage: 'client' }),
   );
-  put(
-    PkiFile.apiserver,
-    await issueCertificate(ca, { commonName: 'kube-apiserver', usage: 'server', ...apiserverSANs(req) }),
-  );
-  put(
-    PkiFile.admin,
-    await issueCertificate(ca, {
-      commonName: 'kubernetes-admin',
-      organizations: ['system:masters'],
-      usage: 'client',
-    }),
-  );
-  put(
-    PkiFile.apiserverKubeletClient,
-    await issueCertificate(ca, {
+
+  const requests: Partial<Record<PkiName, Parameters<typeof issueCertificate>[1]>> = {
+    [PkiFile.apiserver]: { commonName: 'kube-apiserver', usage: 'server', ...apiserverSANs(req) },
+    [PkiFile.admin]: { commonName: 'kubernetes-admin', organizations: ['system:masters'], usage: 'client' },
+    [PkiFile.apiserverKubeletClient]: {
       commonName: 'kube-apiserver-kubelet-client',
       organizations: ['system:masters'],
       usage: 'client',
-    }),
-  );
-  put(
-    PkiFile.controllerManager,
-    await issueCertificate(ca, { commonName: 'system:kube-controller-manager', usage: 'client' }),
-  );
-  put(
-    PkiFile.scheduler,
-    await issueCertificate(ca, { commonName: 'system:kube-scheduler', usage: 'client' }),
-  );
-  put(
-    PkiFile.controllerManagerServing,
-    await issueCertificate(ca, { commonName: 'kube-controller-manager', usage: 'server', ...loopback }),
-  );
-  put(
-    PkiFile.schedulerServing,
-    await issueCertificate(ca, { commonName: 'kube-scheduler', usage: 'server', ...loopback }),
-  );
+    },
+    [PkiFile.controllerManager]: { commonName: 'system:kube-controller-manager', usage: 'client' },
+    [PkiFile.scheduler]: { commonName: 'system:kube-scheduler', usage: 'client' },
+    [PkiFile.controllerManagerServing]: {
+      commonName: 'kube-controller-manager',
+      usage: 'server',
+      ...loopback,
+    },
+    [PkiFile.schedulerServing]: { commonName: 'kube-scheduler', usage: 'server', ...loopback },
+    [PkiFile.clusterTree]: { commonName: CLUSTERTREE_USER, usage: 'client' },
+    // clusterTree serves its kubelet endpoint on loopback, next to the apiserver that calls it.
+    [PkiFile.clusterTreeKubelet]: {
+      commonName: 'kosmos-vc-clustertree-kubelet',
+      usage: 'server',
+      ipAddresses: ['127.0.0.1'],
+    },
+    [PkiFile.coredns]: { commonName: DNS_USER, usage: 'client' },
+  };
+  for (const [name, kind] of CLUSTER_LEAVES)
+    put(name, await leaf(kind === 'serving' && previous ? previous : signing, requests[name]!));
 
   const sa = await readFile(join(dir, ServiceAccountKey.private), 'utf8')
     .then(async (privateKeyPem) => ({
@@ -183,21 +293,51 @@ export async function writeControlPlanePki(dir: string, req: ControlPlanePkiRequ
     .catch(() => createServiceAccountKeyPair());
   files.set(ServiceAccountKey.private, { data: sa.privateKeyPem, secret: true });
   files.set(ServiceAccountKey.public, { data: sa.publicKeyPem, secret: false });
+  files.set(MARKER, { data: requestHash, secret: false });
 
+  await swapIn(dir, files);
+  return { ...(await certificateExpiry(dir)), requestHash, reissued: true };
+}
+
+/**
+ * Writes `files` into a new generation beside `dir` and points `dir` at it with one rename. The
+ * generation it replaced stays until the next swap (a reader that opened a certificate there can
+ * still open its key); older ones, and what a crash left, go.
+ */
+async function swapIn(dir: string, files: Map<string, { data: string; secret: boolean }>): Promise<void> {
+  const parent = dirname(dir);
+  const base = basename(dir);
+  await mkdir(parent, { recursive: true });
+  const gen = `${base}.gen-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
   for (const [name, { data, secret }] of files) {
-    const path = join(tmp, name);
+    const path = join(parent, gen, name);
     await mkdir(dirname(path), { recursive: true, mode: 0o700 });
     await writeFile(path, data, { mode: secret ? 0o600 : 0o644 });
   }
-  await writeFile(join(tmp, MARKER), requestHash);
-  await mkdir(dirname(dir), { recursive: true });
-  const old = `${dir}.old-${process.pid}`;
-  await rename(dir, old).catch(() => undefined);
-  await rename(tmp, dir);
-  await rm(old, { recursive: true, force: true });
-  return { requestHash, caFingerprint: fingerprint(ca.certPem), reissued: true };
+  const st = await lstat(dir).catch(() => undefined);
+  let replaced: string | undefined;
+  if (st?.isSymbolicLink()) replaced = await readlink(dir);
+  else if (st?.isDirectory()) {
+    // A set from before generations: it becomes the replaced generation.
+    replaced = `${base}.gen-0-legacy`;
+    await rm(join(parent, replaced), { recursive: true, force: true });
+    await rename(dir, join(parent, replaced));
+  }
+  const link = join(parent, `${base}.link-${process.pid}`);
+  await rm(link, { force: true });
+  await symlink(gen, link);
+  await rename(link, dir);
+  for (const entry of await readdir(parent)) {
+    const stale = entry.startsWith(`${base}.gen-`) && entry !== gen && entry !== replaced;
+    const leftover =
+      entry.startsWith(`${base}.link-`) ||
+      entry.startsWith(`${base}.tmp-`) ||
+      entry.startsWith(`${base}.old-`);
+    if (stale || leftover) await rm(join(parent, entry), { recursive: true, force: true });
+  }
 }
 
+/** sha256 of a certificate (the first of a bundle), shortened: what status and logs show. */
 export function fingerprint(pem: string): string {
-  return createHash('sha256').update(pem).digest('hex').slice(0, 16);
+  return createHash('sha256').update(firstCertificate(pem)).digest('hex').slice(0, 16);
 }

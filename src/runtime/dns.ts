@@ -22,7 +22,9 @@ import type { Logger } from '../worker/logger.js';
 import type { PortAllocator } from './ports.js';
 import { startAndWait, type ComponentSpec, type ControlPlaneRuntime } from './types.js';
 
-export const DNS_USER = 'kosmos-vc:coredns';
+import { DNS_USER } from '../pki/controlPlanePki.js';
+
+export { DNS_USER };
 
 export interface DnsLayout {
   owner: string;
@@ -36,6 +38,8 @@ export interface DnsLayout {
   /** The cluster's API server and CA, and the CA key that signs CoreDNS's client certificate. */
   server: string;
   ca: CertKey;
+  /** CoreDNS's client certificate, issued with the cluster's others; absent: one is issued here once. */
+  client?: CertKey;
 }
 
 export const corefilePath = (l: DnsLayout): string => join(l.dir, 'Corefile');
@@ -75,8 +79,8 @@ export async function prepareDns(l: DnsLayout, coredns: string): Promise<Compone
   await mkdir(l.dir, { recursive: true, mode: 0o700 });
   const conf = kubeconfigFile(l);
   const existing = await readFile(conf, 'utf8').catch(() => undefined);
-  if (!existing?.includes(Buffer.from(l.ca.certPem).toString('base64'))) {
-    const cert = await issueCertificate(l.ca, { commonName: DNS_USER, usage: 'client' });
+  if (l.client || !existing?.includes(Buffer.from(l.ca.certPem).toString('base64'))) {
+    const cert = l.client ?? (await issueCertificate(l.ca, { commonName: DNS_USER, usage: 'client' }));
     const text = renderKubeconfig({
       clusterName: l.owner,
       server: l.server,
@@ -113,6 +117,7 @@ export async function startClusterDns(o: {
   kc: KubeConfig;
   server: string;
   ca: CertKey;
+  client?: CertKey;
   coredns: string;
   timeoutMs: number;
   logger: Logger;
@@ -129,6 +134,7 @@ export async function startClusterDns(o: {
       clusterDomain: 'cluster.local',
       server: o.server,
       ca: o.ca,
+      ...(o.client ? { client: o.client } : {}),
     },
     o.coredns,
   );

@@ -5,7 +5,7 @@
 import { defineSearchAttributeKey } from '@temporalio/common';
 import { defineQuery, defineSignal } from '@temporalio/workflow';
 import type { Condition, Phase, VirtualClusterRef, VirtualClusterSpec } from '../api/virtualCluster.js';
-import type { PromotedStatus, TenantAllocation } from '../activities/types.js';
+import type { CertificateState, PromotedStatus, TenantAllocation } from '../activities/types.js';
 
 export const TASK_QUEUE = 'kosmos-vc';
 
@@ -63,6 +63,10 @@ export interface CarriedState {
   promoted?: PromotedStatus;
   /** spec.promoteResources as last applied (JSON), to tell a resize from any other change. */
   appliedPromotion?: string;
+  /** When the certificates expire and fall due (absent in runs from before renewal). */
+  certificates?: CertificateState;
+  /** spec.certificates' validity and renewBefore as last applied (JSON). */
+  appliedCertificatePolicy?: string;
 }
 
 export interface VirtualClusterWorkflowInput {

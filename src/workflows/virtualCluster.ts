@@ -22,6 +22,8 @@ import {
 } from '@temporalio/workflow';
 import type { Condition, Phase } from '../api/virtualCluster.js';
 import type {
+  CertificateAction,
+  CertificateState,
   ControlPlaneComponent,
   PromotedStatus,
   PromotionResult,
@@ -29,6 +31,16 @@ import type {
   TenantAllocation,
 } from '../activities/types.js';
 import { status, steps, undo } from './activities.js';
+import {
+  CERTIFICATE_RETRY_MS,
+  RENEWAL_SPACING_MS,
+  certificateCondition,
+  certificateDeadline,
+  certificatePolicy,
+  certificateStateOf,
+  certificateWork,
+  certificatesStatus,
+} from './certificates.js';
 import {
   STEP_NAMES,
   deleteRequestedSignal,
@@ -71,6 +83,8 @@ const DEFAULT_PROMOTION_RETRY_MS = 30_000;
 /** Marks runs that know the clusterTree steps (histories from before replay without them). */
 const CLUSTERTREE_PATCH = 'clustertree-steps';
 const CLUSTERTREE_STEPS = new Set<StepName>(['deployClusterTree', 'promoteResources']);
+/** Marks runs that renew certificates (a run from before asks once when they expire). */
+const CERTIFICATES_PATCH = 'certificate-renewal';
 
 const COMPONENT_OF: Partial<Record<StepName, ControlPlaneComponent>> = {
   startEtcd: 'etcd',
@@ -108,6 +122,11 @@ export async function virtualClusterWorkflow(
     conditions: [],
   };
   let { phase, reason, message, allocation, endpoint, promoted, appliedPromotion } = carried;
+  let certs: CertificateState | undefined = carried.certificates;
+  let appliedCertificatePolicy = carried.appliedCertificatePolicy;
+  const certificateTiming = { renewNotBefore: 0, retryAfter: 0 };
+  let certificateFailure: string | undefined;
+  let certificatesInspected = false;
   /**
    * Named nodes still waiting (missing, taken, refused), or the spec not applied (a failed resize
    * leaves appliedPromotion unset): try again later.
@@ -188,6 +207,7 @@ export async function virtualClusterWorkflow(
             : null,
         // A sleeping tenant keeps its nodes: they stay claimed for it.
         promoted: (next === 'Ready' || next === 'Sleeping') && promoted ? promoted : null,
+        ...(certs ? { certificates: certificatesStatus(certs) } : {}),
       },
     };
     statusWrites = statusWrites.catch(() => undefined).then(() => status.reportStatus(snapshot));
@@ -241,6 +261,7 @@ export async function virtualClusterWorkflow(
         }
       }
       started.length = 0;
+      certs = undefined;
       allocation = undefined;
       endpoint = undefined;
       promoted = undefined;
@@ -262,7 +283,10 @@ export async function virtualClusterWorkflow(
         );
         allocation = a;
         step = { ref, allocation: a };
-        await run('issueCertificates', () => steps.issueCertificates({ ...step, spec }));
+        const issued = await run('issueCertificates', () => steps.issueCertificates({ ...step, spec }));
+        certs = certificateStateOf(issued);
+        appliedCertificatePolicy = certificatePolicy(spec);
+        if (certs) setCertificateCondition();
         await run('startEtcd', () => steps.startEtcd(step));
         await run('startApiserver', () => steps.startApiserver(step));
         await run('startControllerManager', () => steps.startControllerManager(step));
@@ -413,6 +437,51 @@ export async function virtualClusterWorkflow(
     }
   }
 
+  function setCertificateCondition(): void {
+    if (!certs) return;
+    const c = certificateCondition(certs, Date.now(), certificateFailure);
+    setCondition('CertificatesValid', c.ok, c.reason, c.message);
+  }
+
+  /**
+   * Renews the leaves, or starts or ends a CA rotation, while the tenant keeps its phase: a
+   * failure is shown in CertificatesValid and tried again later, never compensated.
+   */
+  async function maintainCertificates(work: CertificateAction): Promise<void> {
+    if (!allocation || !certs) return;
+    setCondition(
+      'CertificatesValid',
+      Date.now() < Date.parse(certs.notAfter),
+      work.action === 'renew' ? 'Renewing' : work.action === 'rotateCA' ? 'RotatingCA' : 'RetiringCA',
+      work.action === 'renew'
+        ? 'renewing every leaf certificate'
+        : work.action === 'rotateCA'
+          ? `rotating the CA (rotation ${work.generation})`
+          : 'retiring the previous CA',
+    );
+    void report(phase, reason, message);
+    try {
+      const renewed = await steps.renewCertificates({
+        ref,
+        allocation,
+        spec,
+        ...work,
+        ...(certs.previousCARetiresAt ? { previousCARetiresAt: certs.previousCARetiresAt } : {}),
+      });
+      certs = renewed;
+      appliedCertificatePolicy = certificatePolicy(spec);
+      certificateFailure = undefined;
+      certificateTiming.renewNotBefore = Date.now() + RENEWAL_SPACING_MS;
+    } catch (err) {
+      if (deleteRequested) return;
+      const f = describeFailure(err);
+      certificateFailure = `${work.action} failed (${f.reason}), tried again in a minute: ${f.message}`;
+      certificateTiming.retryAfter = Date.now() + CERTIFICATE_RETRY_MS;
+    }
+    setCertificateCondition();
+    await report(phase, reason, message);
+  }
+
   async function teardown(): Promise<VirtualClusterWorkflowResult> {
     await report('Deleting', 'Deleting', 'tearing the tenant down');
     const id = allocation?.id;
@@ -428,6 +497,29 @@ export async function virtualClusterWorkflow(
 
   for (;;) {
     if (deleteRequested) return teardown();
+    const maintained = phase === 'Ready' || phase === 'Sleeping';
+    // A run from before renewal learns once when its certificates expire (a new command: patched).
+    if (maintained && !certs && !certificatesInspected && allocation && patched(CERTIFICATES_PATCH)) {
+      certificatesInspected = true; // once per run: a failure is not retried in a loop
+      try {
+        certs = await steps.inspectCertificates({ ref, allocation, spec });
+        appliedCertificatePolicy = certificatePolicy(spec);
+        setCertificateCondition();
+        await report(phase, reason, message);
+      } catch (err) {
+        log.warn('cannot read the certificates', { message: describeFailure(err).message });
+      }
+      continue;
+    }
+    // Before sleep and wake: a tenant whose certificates expired while asleep wakes renewed.
+    const certificatesDue =
+      maintained && certs
+        ? certificateWork(certs, spec, appliedCertificatePolicy, Date.now(), certificateTiming)
+        : undefined;
+    if (certificatesDue) {
+      await maintainCertificates(certificatesDue);
+      continue;
+    }
     // spec.sleep is absent in every run from before sleep existed, and no such run is Sleeping:
     // nothing changes for them. A failed sleep or wake waits for the retry signal (no hot loop),
     // unless the spec now asks for the other state.
@@ -448,13 +540,19 @@ export async function virtualClusterWorkflow(
     if (deleteRequested) continue;
     const wake = () =>
       deleteRequested || retryRequested || pendingSpec !== undefined || workflowInfo().continueAsNewSuggested;
-    if (phase === 'Ready' && promotionIncomplete()) {
-      // Named nodes are missing or taken: look again from time to time.
-      if (!(await condition(wake, input.promotionRetryMs ?? DEFAULT_PROMOTION_RETRY_MS))) {
+    // Named nodes missing or taken: look again from time to time. Certificates: when due.
+    const retryPromotion = phase === 'Ready' && promotionIncomplete();
+    const certificatesAt = maintained && certs ? certificateDeadline(certs, certificateTiming) : undefined;
+    const timeouts = [
+      ...(retryPromotion ? [input.promotionRetryMs ?? DEFAULT_PROMOTION_RETRY_MS] : []),
+      ...(certificatesAt !== undefined ? [Math.max(1, certificatesAt - Date.now())] : []),
+    ];
+    if (timeouts.length === 0) await condition(wake);
+    else if (!(await condition(wake, Math.min(...timeouts)))) {
+      if (retryPromotion && (certificatesAt === undefined || Date.now() < certificatesAt))
         await repromote('promoting the nodes that were not available');
-        continue;
-      }
-    } else await condition(wake);
+      continue;
+    }
     if (deleteRequested) continue;
     if (pendingSpec) {
       const change = pendingSpec;
@@ -487,6 +585,8 @@ export async function virtualClusterWorkflow(
         ...(endpoint ? { endpoint } : {}),
         ...(promoted ? { promoted } : {}),
         ...(appliedPromotion !== undefined ? { appliedPromotion } : {}),
+        ...(certs ? { certificates: certs } : {}),
+        ...(appliedCertificatePolicy !== undefined ? { appliedCertificatePolicy } : {}),
       };
       await continueAsNew<typeof virtualClusterWorkflow>({ ...input, spec, generation, carried: next });
     }

@@ -39,6 +39,16 @@ export const specExamples: SpecExample[] = [
     spec: { kubeconfig: 'YXBpVmVyc2lvbjogdjE=' },
     valid: true,
   },
+  {
+    title: 'short-lived certificates and a CA rotation',
+    spec: { certificates: { validity: '3m', renewBefore: '2m', caRotation: 1, caOverlap: '1m30s' } },
+    valid: true,
+  },
+  {
+    title: 'a year of certificates, renewed 30 days before',
+    spec: { certificates: { validity: '8760h' } },
+    valid: true,
+  },
   { title: 'name with uppercase', name: 'Tenant', spec: {}, valid: false },
   { title: 'name longer than 63 characters', name: 'a'.repeat(64), spec: {}, valid: false },
   { title: 'node name with uppercase', spec: { promoteResources: { nodes: ['Node-A'] } }, valid: false },
@@ -56,5 +66,22 @@ export const specExamples: SpecExample[] = [
   { title: 'a pod security level that does not exist', spec: { podSecurity: 'root' }, valid: false },
   { title: 'service CIDR that is not an address', spec: { serviceCIDR: '300.1.1.0/24' }, valid: false },
   { title: 'service CIDR without a prefix', spec: { serviceCIDR: '10.96.0.0' }, valid: false },
+  {
+    title: 'renewBefore as long as validity',
+    spec: { certificates: { validity: '2h', renewBefore: '120m' } },
+    valid: false,
+  },
+  {
+    title: 'renewBefore longer than the default validity',
+    spec: { certificates: { renewBefore: '9000h' } },
+    valid: false,
+  },
+  {
+    title: 'certificates valid for seconds',
+    spec: { certificates: { validity: '30s', renewBefore: '10s' } },
+    valid: false,
+  },
+  { title: 'a validity in days', spec: { certificates: { validity: '365d' } }, valid: false },
+  { title: 'a negative CA rotation', spec: { certificates: { caRotation: -1 } }, valid: false },
   { title: 'SAN with a space', spec: { certSANs: ['bad name'] }, valid: false },
 ];

@@ -4,19 +4,38 @@
  */
 import { ApplicationFailure } from '@temporalio/activity';
 import type { Activities } from '../../src/activities/index.js';
-import type { StatusReport, TenantAllocation } from '../../src/activities/types.js';
+import type { CertificateState, StatusReport, TenantAllocation } from '../../src/activities/types.js';
 import type { StepName } from '../../src/workflows/definitions.js';
 
 export interface StubControl {
   calls: string[];
   statuses: StatusReport[];
-  failAt?: StepName | 'sleepTenant' | undefined;
+  /** A step name, 'sleepTenant', or `renewCertificates:<action>`. */
+  failAt?: StepName | 'sleepTenant' | `renewCertificates:${'renew' | 'rotateCA' | 'retireCA'}` | undefined;
   /** Steps that throw a retryable error this many times before they succeed. */
   transient?: Map<string, number>;
   /** Steps that wait for `release(step)` before they finish. */
   holds: Map<string, { reached: Promise<void>; release: () => void }>;
   /** Nodes promoteResources reports as NodeNotFound (the test adds and removes them). */
   missingNodes?: Set<string>;
+  /** How long after an issue or renewal the next renewal falls due (default: a year). */
+  renewInMs?: number;
+  /** How long a started CA rotation overlaps (default: an hour). */
+  caOverlapMs?: number;
+  caRotation?: number;
+}
+
+/** Certificate expiry as the real activities report it, `renewInMs` from now. */
+function certificates(control: StubControl, caRotation: number): CertificateState {
+  const now = Date.now();
+  const renewIn = control.renewInMs ?? 365 * 24 * 3_600_000;
+  return {
+    notAfter: new Date(now + 2 * renewIn).toISOString(),
+    renewAt: new Date(now + renewIn).toISOString(),
+    caNotAfter: new Date(now + 3650 * 24 * 3_600_000).toISOString(),
+    caFingerprint: `ca-${caRotation}`,
+    caRotation,
+  };
 }
 
 export function hold(control: StubControl, step: StepName): { reached: Promise<void>; release: () => void } {
@@ -57,7 +76,20 @@ export function stubActivities(control: StubControl): Activities {
   return {
     allocate: () => step('allocate', allocation),
     release: () => Promise.resolve(void control.calls.push('release')),
-    issueCertificates: () => step('issueCertificates', { caFingerprint: 'x', reissued: true }),
+    issueCertificates: () => step('issueCertificates', { ...certificates(control, 0), reissued: true }),
+    inspectCertificates: () => step('inspectCertificates', certificates(control, 0)),
+    renewCertificates: (input) => {
+      if (input.action === 'rotateCA') control.caRotation = input.generation;
+      return step(`renewCertificates:${input.action}`, {
+        ...certificates(control, control.caRotation ?? 0),
+        ...(input.action === 'rotateCA'
+          ? {
+              previousCAFingerprint: 'old',
+              previousCARetiresAt: new Date(Date.now() + (control.caOverlapMs ?? 3_600_000)).toISOString(),
+            }
+          : {}),
+      });
+    },
     startEtcd: () => step('startEtcd', { pid: 1 }),
     startApiserver: () => step('startApiserver', { pid: 2 }),
     startControllerManager: () => step('startControllerManager', { pid: 3 }),

@@ -16,7 +16,9 @@ import {
 import { buildProgram, type Handlers } from '../../src/cli/program.js';
 import { UsageError, parseTarget } from '../../src/cli/resize.js';
 
-const COMMANDS = ['up', 'worker', 'resize', 'get', 'describe', 'kubeconfig'];
+const COMMANDS = ['up', 'worker', 'resize', 'get', 'describe', 'kubeconfig', 'rotate-ca'];
+/** The handler a command calls (commander names are kebab-case). */
+const handlerOf = (c: string) => (c === 'rotate-ca' ? 'rotateCA' : c);
 
 function harness() {
   const calls: [string, unknown][] = [];
@@ -28,7 +30,9 @@ function harness() {
       calls.push([name, o]);
       return Promise.resolve();
     };
-  const handlers = Object.fromEntries(COMMANDS.map((c) => [c, record(c)])) as unknown as Handlers;
+  const handlers = Object.fromEntries(
+    COMMANDS.map((c) => [handlerOf(c), record(handlerOf(c))]),
+  ) as unknown as Handlers;
   const run = async (...argv: string[]) => {
     const program = buildProgram(handlers, {
       exitOverride: true,
@@ -60,6 +64,7 @@ describe('kosmos-vc command line', () => {
     await h.run('describe', 'vc1', '-n', 'team');
     await h.run('kubeconfig', 'vc1', '--namespace', 'team');
     await h.run('resize', 'team/vc1', '--add-node', 'a', '--add-node', 'b', '--cpu', '4');
+    await h.run('rotate-ca', 'team/vc1', '--timeout', '0');
     await h.run('up');
     expect(h.calls).toEqual([
       ['get', expect.objectContaining({ allNamespaces: true })],
@@ -76,13 +81,21 @@ describe('kosmos-vc command line', () => {
           noResources: false,
         }),
       ],
+      ['rotateCA', expect.objectContaining({ target: 'team/vc1', timeout: '0' })],
       ['up', undefined],
     ]);
   });
 
   it('refuses unknown commands and options and missing arguments, saying so', async () => {
     const h = harness();
-    for (const argv of [['bogus'], ['get', '--bogus'], ['describe'], ['kubeconfig'], ['resize']]) {
+    for (const argv of [
+      ['bogus'],
+      ['get', '--bogus'],
+      ['describe'],
+      ['kubeconfig'],
+      ['resize'],
+      ['rotate-ca'],
+    ]) {
       h.err.length = 0;
       const e: unknown = await h.run(...argv).catch((x: unknown) => x);
       expect(e, argv.join(' ')).toBeInstanceOf(CommanderError);
@@ -160,6 +173,22 @@ describe('get, describe, kubeconfig', () => {
     expect(text).toMatch(/Requested:\n {2}Nodes:\s+node-a\n {2}Resources:\s+cpu 500m, memory 8Gi/);
     expect(text).toMatch(/Promoted:\n {2}Nodes:\s+node-a\n {2}Resources:\s+cpu 2500m, memory 31\.4Gi/);
     expect(text).toMatch(/Ready\s+True\s+Ready\s+2m\s+serving/);
+    expect(text).not.toContain('Certificates:');
+    const rotating = vc({
+      phase: 'Ready',
+      certificates: {
+        notAfter: '2027-12-03T11:00:00.000Z',
+        renewAt: '2027-11-03T11:00:00.000Z',
+        caNotAfter: '2036-12-01T11:00:00.000Z',
+        caFingerprint: 'aaaa',
+        caRotation: 1,
+        previousCAFingerprint: 'bbbb',
+        previousCARetiresAt: '2026-12-04T11:00:00.000Z',
+      },
+    });
+    expect(describeVc({ vc: rotating }, now)).toMatch(
+      /Certificates:\n {2}Valid until:\s+2027-12-03T11:00:00.000Z \(renewed from 2027-11-03T11:00:00.000Z; lifetime 8760h\)\n {2}CA:\s+aaaa, valid until 2036-12-01T11:00:00.000Z \(rotation 1\)\n {2}Previous CA:\s+bbbb, trusted until 2026-12-04T11:00:00.000Z/,
+    );
   });
 
   it('prints the kubeconfig decoded, and says why there is none yet', () => {

@@ -1,12 +1,14 @@
 import { X509Certificate, createPublicKey, createPrivateKey } from 'node:crypto';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { cp, lstat, mkdtemp, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCA, issueCertificate } from '../../src/pki/certificates.js';
 import {
+  CARotationInProgressError,
   PkiFile,
   ServiceAccountKey,
+  certificateExpiry,
   apiserverSANs,
   certPath,
   keyPath,
@@ -86,6 +88,7 @@ describe('control-plane PKI', () => {
     const saPub = createPublicKey(await readFile(join(dir, ServiceAccountKey.public)));
     const saPem = saPub.export({ type: 'spki', format: 'pem' });
     for (const name of Object.values(PkiFile)) {
+      if (name === PkiFile.previousCA) continue; // only during a CA rotation
       const leafPub = (await cert(name)).publicKey.export({ type: 'spki', format: 'pem' });
       expect(leafPub).not.toEqual(saPem);
     }
@@ -118,5 +121,116 @@ describe('control-plane PKI', () => {
     expect(c.verify(new X509Certificate(ca.certPem).publicKey)).toBe(true);
     expect(c.checkHost('x.test')).toBe('x.test');
     expect(c.checkIP('127.0.0.1')).toBe('127.0.0.1');
+  });
+});
+
+describe('renewal and CA rotation', () => {
+  let root: string;
+  let pki: string;
+  const minute = 60_000;
+  const r = { ...req, leafValidityMs: 3 * minute };
+  const read = (name: (typeof PkiFile)[keyof typeof PkiFile]) => readFile(certPath(pki, name), 'utf8');
+  const x509 = async (name: (typeof PkiFile)[keyof typeof PkiFile]) => new X509Certificate(await read(name));
+  const bundle = async () =>
+    (await read(PkiFile.ca)).match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? [];
+  const CLIENT = [
+    PkiFile.admin,
+    PkiFile.controllerManager,
+    PkiFile.scheduler,
+    PkiFile.clusterTree,
+    PkiFile.coredns,
+  ];
+  const SERVING = [PkiFile.apiserver, PkiFile.controllerManagerServing, PkiFile.clusterTreeKubelet];
+
+  beforeAll(async () => {
+    root = await mkdtemp(join(tmpdir(), 'kvc-pki-rotate-'));
+    pki = join(root, 'pki');
+    await writeControlPlanePki(pki, r);
+  });
+  afterAll(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('issues leaves for the requested lifetime and reports the earliest expiry', async () => {
+    const e = await certificateExpiry(pki);
+    const left = Date.parse(e.notAfter) - Date.now();
+    expect(left).toBeGreaterThan(2.9 * minute);
+    expect(left).toBeLessThanOrEqual(3 * minute);
+    expect(Date.parse(e.caNotAfter) - Date.now()).toBeGreaterThan(3000 * 24 * 60 * minute);
+    expect(e.caGeneration).toBe(0);
+    expect(e.previousCAFingerprint).toBeUndefined();
+    expect((await lstat(pki)).isSymbolicLink()).toBe(true);
+  });
+
+  it('renews every leaf and keeps the CAs and the service-account key', async () => {
+    const leaves = [...CLIENT, ...SERVING, PkiFile.etcdServer, PkiFile.frontProxyClient];
+    const before = new Map(
+      await Promise.all(leaves.map(async (n) => [n, (await x509(n)).serialNumber] as const)),
+    );
+    const ca = await read(PkiFile.ca);
+    const sa = await readFile(join(pki, ServiceAccountKey.private), 'utf8');
+    const renewed = await writeControlPlanePki(pki, r, { renew: true });
+    expect(renewed.reissued).toBe(true);
+    for (const n of leaves) expect((await x509(n)).serialNumber).not.toBe(before.get(n));
+    expect(await read(PkiFile.ca)).toBe(ca);
+    expect(await readFile(join(pki, ServiceAccountKey.private), 'utf8')).toBe(sa);
+    // Only the current generation and the one it replaced are kept.
+    expect((await readdir(root)).filter((e) => e.startsWith('pki.gen-'))).toHaveLength(2);
+  });
+
+  it('rotates the CA with an overlap: both trusted, clients from the new one, servers from the old', async () => {
+    const old = new X509Certificate((await bundle())[0]!);
+    const started = await writeControlPlanePki(pki, r, { caRotation: { action: 'start', generation: 1 } });
+    expect(started.caGeneration).toBe(1);
+    expect(started.previousCAFingerprint).toBeDefined();
+    const trusted = (await bundle()).map((pem) => new X509Certificate(pem));
+    expect(trusted).toHaveLength(2);
+    const [next, previous] = trusted as [X509Certificate, X509Certificate];
+    expect(previous.fingerprint256).toBe(old.fingerprint256);
+    expect(next.fingerprint256).not.toBe(old.fingerprint256);
+    for (const n of CLIENT) expect((await x509(n)).checkIssued(next)).toBe(true);
+    for (const n of SERVING) expect((await x509(n)).checkIssued(previous)).toBe(true);
+    expect((await x509(PkiFile.previousCA)).fingerprint256).toBe(old.fingerprint256);
+
+    // A retry of the same rotation changes nothing; another one must wait for the retirement.
+    expect(
+      (await writeControlPlanePki(pki, r, { caRotation: { action: 'start', generation: 1 } })).reissued,
+    ).toBe(false);
+    await expect(
+      writeControlPlanePki(pki, r, { caRotation: { action: 'start', generation: 2 } }),
+    ).rejects.toBeInstanceOf(CARotationInProgressError);
+    // Renewal during the overlap keeps the split.
+    await writeControlPlanePki(pki, r, { renew: true });
+    expect((await x509(PkiFile.apiserver)).checkIssued(previous)).toBe(true);
+    expect((await x509(PkiFile.admin)).checkIssued(next)).toBe(true);
+
+    const retired = await writeControlPlanePki(pki, r, { caRotation: { action: 'retire' } });
+    expect(retired.previousCAFingerprint).toBeUndefined();
+    const after = (await bundle()).map((pem) => new X509Certificate(pem));
+    expect(after.map((c) => c.fingerprint256)).toEqual([next.fingerprint256]);
+    for (const n of [...CLIENT, ...SERVING]) expect((await x509(n)).checkIssued(next)).toBe(true);
+    await expect(read(PkiFile.previousCA)).rejects.toThrow();
+    expect((await certificateExpiry(pki)).caGeneration).toBe(1);
+  });
+
+  it('moves a set from before generations into one, keeping its CA', async () => {
+    const legacyRoot = await mkdtemp(join(tmpdir(), 'kvc-pki-legacy-'));
+    try {
+      const legacy = join(legacyRoot, 'pki');
+      await writeControlPlanePki(legacy, req);
+      // Make it a plain directory, as sets written before generations are.
+      const target = join(legacyRoot, 'plain');
+      await cp(legacy, target, { recursive: true, dereference: true });
+      await rm(legacy);
+      for (const e of await readdir(legacyRoot))
+        if (e.startsWith('pki.gen-')) await rm(join(legacyRoot, e), { recursive: true });
+      await rename(target, legacy);
+      const ca = await readFile(certPath(legacy, PkiFile.ca), 'utf8');
+      await writeControlPlanePki(legacy, req, { renew: true });
+      expect((await lstat(legacy)).isSymbolicLink()).toBe(true);
+      expect(await readFile(certPath(legacy, PkiFile.ca), 'utf8')).toBe(ca);
+    } finally {
+      await rm(legacyRoot, { recursive: true, force: true });
+    }
   });
 });

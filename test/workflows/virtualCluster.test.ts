@@ -292,6 +292,68 @@ describe('virtualClusterWorkflow', () => {
     });
   });
 
+  it('renews certificates when due, rotates the CA with an overlap, and never compensates a failure', async () => {
+    const control = newControl();
+    control.renewInMs = 2_000;
+    control.caOverlapMs = 2_000;
+    const args = input();
+    const cond = (type: string) => control.statuses.at(-1)?.conditions.find((c) => c.type === type);
+    await withWorker(control, async (taskQueue) => {
+      const handle = await startWorkflow(taskQueue, args);
+      await until(() => control.statuses.at(-1)?.phase === 'Ready', 'Ready');
+      const ready = control.statuses.at(-1)!;
+      expect(ready.certificates).toMatchObject({
+        caFingerprint: 'ca-0',
+        caRotation: 0,
+        previousCARetiresAt: null,
+      });
+      expect(cond('CertificatesValid')).toMatchObject({ status: 'True', reason: 'Valid' });
+      expect(cond('CertificatesValid')?.message).toContain(ready.certificates!.notAfter);
+
+      // Renewal falls due (a durable timer) while the tenant is Ready, and keeps it Ready.
+      await until(() => control.calls.includes('renewCertificates:renew'), 'a renewal', 10_000);
+      await until(() => cond('CertificatesValid')?.reason === 'Valid', 'renewed');
+      expect(control.statuses.at(-1)!.phase).toBe('Ready');
+      expect(Date.parse(control.statuses.at(-1)!.certificates!.renewAt)).toBeGreaterThan(
+        Date.parse(ready.certificates!.renewAt),
+      );
+
+      // rotate-ca: a new CA at once, both trusted for the overlap, then the old one retired.
+      await handle.signal(specChangedSignal, {
+        spec: { ...args.spec, certificates: { caRotation: 1 } },
+        generation: 2,
+      });
+      await until(() => cond('CertificatesValid')?.reason === 'CARotating', 'the rotation');
+      expect(control.statuses.at(-1)!.certificates).toMatchObject({
+        caRotation: 1,
+        previousCAFingerprint: 'old',
+      });
+      await until(() => control.calls.includes('renewCertificates:retireCA'), 'the retirement', 10_000);
+      await until(() => cond('CertificatesValid')?.reason === 'Valid', 'retired');
+      expect(control.statuses.at(-1)!.certificates).toMatchObject({
+        caFingerprint: 'ca-1',
+        previousCAFingerprint: null,
+        previousCARetiresAt: null,
+      });
+
+      // A failed renewal (here forced by a new validity) leaves the tenant Ready and undoes nothing.
+      control.failAt = 'renewCertificates:renew';
+      control.calls.length = 0;
+      await handle.signal(specChangedSignal, {
+        spec: { ...args.spec, certificates: { caRotation: 1, validity: '2h' } },
+        generation: 3,
+      });
+      await until(() => cond('CertificatesValid')?.reason === 'RenewalFailed', 'RenewalFailed');
+      expect(control.statuses.at(-1)!.phase).toBe('Ready');
+      expect(cond('CertificatesValid')?.message).toContain('renewCertificates:renew failed on purpose');
+      expect(control.calls).toEqual(['renewCertificates:renew']);
+      control.failAt = undefined;
+
+      await handle.signal(deleteRequestedSignal);
+      expect(await handle.result()).toMatchObject({ tornDown: true });
+    });
+  });
+
   it('stops provisioning when deleted mid-way and undoes only what was started', async () => {
     const control = newControl();
     const etcd = hold(control, 'startEtcd');
