@@ -6,11 +6,13 @@
  * cluster CA next to the old one until the old one is retired (docs/adr/0010).
  *
  * `dir` is a symbolic link to a generation directory beside it: a new set is written in full
- * into a new generation and the link swapped with one rename, so a component reading its files
- * while the set changes sees the old set or the new one, never a mix.
+ * into a new generation and the link swapped with one rename, so the directory is never
+ * missing or half-written (a reader that opens a certificate just before the swap and its key
+ * just after gets a mismatched pair once, and reads again: the API server's reloader and etcd's
+ * per-handshake loader both do).
  */
 import { X509Certificate, createHash, randomBytes } from 'node:crypto';
-import { lstat, mkdir, readFile, readdir, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readFile, readdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { formatIPv4, parseIPv4Cidr } from '../api/virtualCluster.js';
 import {
@@ -300,9 +302,10 @@ export async function writeControlPlanePki(
 }
 
 /**
- * Writes `files` into a new generation beside `dir` and points `dir` at it with one rename. The
- * generation it replaced stays until the next swap (a reader that opened a certificate there can
- * still open its key); older ones, and what a crash left, go.
+ * Writes `files` into a new generation beside `dir` and points `dir` at it with one rename, then
+ * deletes every other generation, as the kubelet's atomic writer does for Secret volumes:
+ * deleting the files a component watches (inotify follows the link to them) is what makes the
+ * API server reload its serving certificate and CA bundles; it never polls them.
  */
 async function swapIn(dir: string, files: Map<string, { data: string; secret: boolean }>): Promise<void> {
   const parent = dirname(dir);
@@ -314,21 +317,17 @@ async function swapIn(dir: string, files: Map<string, { data: string; secret: bo
     await mkdir(dirname(path), { recursive: true, mode: 0o700 });
     await writeFile(path, data, { mode: secret ? 0o600 : 0o644 });
   }
-  const st = await lstat(dir).catch(() => undefined);
-  let replaced: string | undefined;
-  if (st?.isSymbolicLink()) replaced = await readlink(dir);
-  else if (st?.isDirectory()) {
-    // A set from before generations: it becomes the replaced generation.
-    replaced = `${base}.gen-0-legacy`;
-    await rm(join(parent, replaced), { recursive: true, force: true });
-    await rename(dir, join(parent, replaced));
+  // A set from before generations (a plain directory) becomes a generation first: deleted below.
+  if ((await lstat(dir).catch(() => undefined))?.isDirectory()) {
+    await rm(join(parent, `${base}.gen-0-legacy`), { recursive: true, force: true });
+    await rename(dir, join(parent, `${base}.gen-0-legacy`));
   }
   const link = join(parent, `${base}.link-${process.pid}`);
   await rm(link, { force: true });
   await symlink(gen, link);
   await rename(link, dir);
   for (const entry of await readdir(parent)) {
-    const stale = entry.startsWith(`${base}.gen-`) && entry !== gen && entry !== replaced;
+    const stale = entry.startsWith(`${base}.gen-`) && entry !== gen;
     const leftover =
       entry.startsWith(`${base}.link-`) ||
       entry.startsWith(`${base}.tmp-`) ||

@@ -174,8 +174,8 @@ describe('renewal and CA rotation', () => {
     for (const n of leaves) expect((await x509(n)).serialNumber).not.toBe(before.get(n));
     expect(await read(PkiFile.ca)).toBe(ca);
     expect(await readFile(join(pki, ServiceAccountKey.private), 'utf8')).toBe(sa);
-    // Only the current generation and the one it replaced are kept.
-    expect((await readdir(root)).filter((e) => e.startsWith('pki.gen-'))).toHaveLength(2);
+    // Only the current generation is kept: deleting the old one is what tells watchers.
+    expect((await readdir(root)).filter((e) => e.startsWith('pki.gen-'))).toHaveLength(1);
   });
 
   it('rotates the CA with an overlap: both trusted, clients from the new one, servers from the old', async () => {
