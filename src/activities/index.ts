@@ -10,6 +10,7 @@ import type { VirtualClusterRef } from '../api/virtualCluster.js';
 import {
   CARotationInProgressError,
   certificateExpiry,
+  ensureClusterSigner,
   writeControlPlanePki,
   type ControlPlanePkiRequest,
   type PkiOptions,
@@ -397,7 +398,9 @@ export function createActivities(deps: ActivityDeps) {
       return startComponent(input, apiserverSpec(layout(input.allocation), await bins()));
     },
     async startControllerManager(input: StepInput) {
-      return startComponent(input, controllerManagerSpec(layout(input.allocation), await bins()));
+      const l = layout(input.allocation);
+      await ensureClusterSigner(pkiDir(l));
+      return startComponent(input, controllerManagerSpec(l, await bins()));
     },
     async startScheduler(input: StepInput) {
       return startComponent(input, schedulerSpec(layout(input.allocation), await bins()));

@@ -39,6 +39,8 @@ export const PkiFile = {
   ca: 'ca',
   /** The cluster CA being retired: present only while a CA rotation overlaps, signing serving leaves. */
   previousCA: 'ca-previous',
+  /** The signing cluster CA alone (the controller-manager's CSR signer takes exactly one certificate). */
+  clusterSigner: 'ca-signer',
   frontProxyCA: 'front-proxy-ca',
   frontProxyClient: 'front-proxy-client',
   etcdCA: 'etcd/ca',
@@ -233,6 +235,7 @@ export async function writeControlPlanePki(
   const signing: CertKey = { certPem: firstCertificate(ca.certPem), keyPem: ca.keyPem };
   // The trust bundle: what every component and kubeconfig trusts for this cluster.
   put(PkiFile.ca, { certPem: signing.certPem + (previous?.certPem ?? ''), keyPem: signing.keyPem });
+  put(PkiFile.clusterSigner, signing);
   if (previous) put(PkiFile.previousCA, previous);
   files.set(CA_GENERATION, { data: String(generation), secret: false });
 
@@ -334,6 +337,17 @@ async function swapIn(dir: string, files: Map<string, { data: string; secret: bo
       entry.startsWith(`${base}.old-`);
     if (stale || leftover) await rm(join(parent, entry), { recursive: true, force: true });
   }
+}
+
+/**
+ * Adds the CSR signer's files to a set written before they existed (the controller-manager
+ * needs them to start); a no-op for any newer set.
+ */
+export async function ensureClusterSigner(dir: string): Promise<void> {
+  if (await readPair(dir, PkiFile.clusterSigner)) return;
+  const ca = await loadPair(dir, PkiFile.ca);
+  await writeFile(certPath(dir, PkiFile.clusterSigner), firstCertificate(ca.certPem), { mode: 0o644 });
+  await writeFile(keyPath(dir, PkiFile.clusterSigner), ca.keyPem, { mode: 0o600 });
 }
 
 /** sha256 of a certificate (the first of a bundle), shortened: what status and logs show. */

@@ -158,7 +158,7 @@ export function controllerManagerSpec(l: ControlPlaneLayout, b: Binaries): Compo
       `--root-ca-file=${certPath(pki, PkiFile.ca)}`,
       `--service-account-private-key-file=${join(pki, ServiceAccountKey.private)}`,
       '--use-service-account-credentials=true',
-      ...pair(l, PkiFile.ca, 'cluster-signing-cert-file', 'cluster-signing-key-file'),
+      ...pair(l, PkiFile.clusterSigner, 'cluster-signing-cert-file', 'cluster-signing-key-file'),
       `--cluster-name=${l.id}`,
       `--service-cluster-ip-range=${l.serviceCIDR}`,
       '--leader-elect=false',

@@ -9,6 +9,7 @@ import {
   PkiFile,
   ServiceAccountKey,
   certificateExpiry,
+  ensureClusterSigner,
   apiserverSANs,
   certPath,
   keyPath,
@@ -191,6 +192,10 @@ describe('renewal and CA rotation', () => {
     for (const n of CLIENT) expect((await x509(n)).checkIssued(next)).toBe(true);
     for (const n of SERVING) expect((await x509(n)).checkIssued(previous)).toBe(true);
     expect((await x509(PkiFile.previousCA)).fingerprint256).toBe(old.fingerprint256);
+    // The CSR signer is the new CA alone (the controller-manager refuses a bundle).
+    expect(await bundle()).toHaveLength(2);
+    expect((await read(PkiFile.clusterSigner)).match(/BEGIN CERTIFICATE/g)).toHaveLength(1);
+    expect((await x509(PkiFile.clusterSigner)).fingerprint256).toBe(next.fingerprint256);
 
     // A retry of the same rotation changes nothing; another one must wait for the retirement.
     expect(
@@ -226,6 +231,11 @@ describe('renewal and CA rotation', () => {
         if (e.startsWith('pki.gen-')) await rm(join(legacyRoot, e), { recursive: true });
       await rename(target, legacy);
       const ca = await readFile(certPath(legacy, PkiFile.ca), 'utf8');
+      // Such a set has no CSR signer files: the controller-manager's start adds them.
+      await rm(certPath(legacy, PkiFile.clusterSigner));
+      await rm(keyPath(legacy, PkiFile.clusterSigner));
+      await ensureClusterSigner(legacy);
+      expect(await readFile(certPath(legacy, PkiFile.clusterSigner), 'utf8')).toBe(ca);
       await writeControlPlanePki(legacy, req, { renew: true });
       expect((await lstat(legacy)).isSymbolicLink()).toBe(true);
       expect(await readFile(certPath(legacy, PkiFile.ca), 'utf8')).toBe(ca);
