@@ -5,7 +5,7 @@
  */
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { execFile } from 'node:child_process';
-import type { X509Certificate} from 'node:crypto';
+import type { X509Certificate } from 'node:crypto';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
