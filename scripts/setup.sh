@@ -110,11 +110,14 @@ build_etcd() {
   local out; out="$(dir_of etcd)"
   step "etcd $ETCD_VERSION -> $out"
   scratch etcd
-  go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" "go.etcd.io/etcd/etcdctl/v3@$ETCD_VERSION"
+  go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" "go.etcd.io/etcd/etcdctl/v3@$ETCD_VERSION" \
+    "go.etcd.io/etcd/etcdutl/v3@$ETCD_VERSION"
   mkdir -p "$out/bin"
   # etcd's version is a constant in its api module; only the git SHA is stamped by its own build.
   go build -trimpath -ldflags "-s -w" -o "$out/bin/etcd" go.etcd.io/etcd/server/v3
   go build -trimpath -ldflags "-s -w" -o "$out/bin/etcdctl" go.etcd.io/etcd/etcdctl/v3
+  # Backups: etcdctl takes a snapshot, etcdutl checks one and restores it into a data directory.
+  go build -trimpath -ldflags "-s -w" -o "$out/bin/etcdutl" go.etcd.io/etcd/etcdutl/v3
 }
 
 build_kwok() {

@@ -33,6 +33,8 @@ import { ComponentExitedError, type ComponentSpec, type ControlPlaneRuntime } fr
 import type { Logger } from '../worker/logger.js';
 import { ignoreStatus } from '../api/kubeClient.js';
 import { hostNamespace } from '../clustertree/naming.js';
+import type { Client } from '@temporalio/client';
+import { createBackupActivities } from './backup.js';
 import { createClusterTreeActivities, type ClusterTreeTimings } from './clusterTree.js';
 import { createTenantNetwork, dnsPortOwner } from './tenantNetwork.js';
 import type { HostCluster } from './hostCluster.js';
@@ -73,6 +75,10 @@ export interface ActivityDeps {
   allowPrivilegedTenants?: boolean;
   /** An image with `sh` and `sed` on the host nodes: puts a pod's tenant FQDN in /etc/hosts. */
   hostsImage?: string;
+  /** Where backups are written and restored from (default <stateDir>/backups). */
+  backupDir?: string;
+  /** The Temporal client and task queue of scheduled backups (absent: spec.backup is refused). */
+  schedules?: { client: Client; taskQueue: string };
 }
 
 export const KUBECONFIG_SECRET_KEY = 'kubeconfig';
@@ -253,8 +259,21 @@ export function createActivities(deps: ActivityDeps) {
     return { secretName, endpoint: apiserverURL(l) };
   }
 
+  const backups = createBackupActivities({
+    host: deps.host,
+    runtime: deps.runtime,
+    binaries: bins,
+    backupDir: deps.backupDir ?? join(deps.stateDir, 'backups'),
+    tenantDir: (ref) => join(tenantsDir, tenantId(ref)),
+    layoutOf: layout,
+    tenantId,
+    ...(deps.schedules ? { schedules: deps.schedules } : {}),
+    logger: deps.logger,
+  });
+
   return withHeartbeats({
     ...clusterTree,
+    ...backups,
 
     /** Picks the tenant's ports and directory; returns the earlier choice when there is one. */
     async allocate(input: { ref: VirtualClusterRef; serviceCIDR: string }): Promise<TenantAllocation> {

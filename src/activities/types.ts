@@ -96,4 +96,7 @@ export const FailureType = {
   PortsExhausted: 'PortsExhausted',
   ComponentsMissing: 'ComponentsMissing',
   CARotationInProgress: 'CARotationInProgress',
+  InvalidBackup: 'InvalidBackup',
+  TenantGone: 'TenantGone',
+  TenantNotRunning: 'TenantNotRunning',
 } as const;

@@ -96,6 +96,27 @@ export const Certificates = z
   );
 export type Certificates = z.infer<typeof Certificates>;
 
+/** A cron line (5 fields, or @hourly/@daily/@weekly/@monthly) or `@every <duration>`. */
+const cronOrEvery = /^(@(hourly|daily|weekly|monthly)|@every [0-9hms]+|(\S+\s+){4}\S+)$/;
+
+export const BackupSchedule = z.object({
+  /** When backups are taken: a cron line (`0 3 * * *`) or `@every 6h` (at least 10s). */
+  schedule: z
+    .string()
+    .max(100)
+    .regex(
+      cronOrEvery,
+      'must be a cron line (5 fields), @hourly, @daily, @weekly, @monthly or @every <duration>',
+    )
+    .refine((s) => {
+      const every = /^@every (.+)$/.exec(s)?.[1];
+      return every === undefined || parseDuration(every) >= 10_000;
+    }, '@every needs a duration of at least 10s, such as 6h or 30m'),
+  /** How many scheduled backups are kept (default 7). */
+  retention: z.number().int().min(1).max(1000).optional(),
+});
+export type BackupSchedule = z.infer<typeof BackupSchedule>;
+
 export const PromoteResources = z.object({
   nodes: z
     .array(z.string().min(1).max(253).regex(dns1123Subdomain, 'must be a node name (DNS-1123 subdomain)'))
@@ -148,6 +169,20 @@ export const VirtualClusterSpec = z.object({
   sleep: z.boolean().optional(),
   /** Certificate lifetimes, renewal and CA rotation (docs/adr/0010). */
   certificates: Certificates.optional(),
+  /** Scheduled backups (docs/adr/0011). */
+  backup: BackupSchedule.optional(),
+  /** Create this tenant from a backup: `<name>/<file>` in the operator's backups of this namespace. Immutable. */
+  restore: z
+    .object({
+      backup: z
+        .string()
+        .max(300)
+        .regex(
+          /^[a-z0-9]([-a-z0-9]*[a-z0-9])?\/[A-Za-z0-9][A-Za-z0-9._-]*$/,
+          'must be <name>/<file> of a backup',
+        ),
+    })
+    .optional(),
 });
 export type VirtualClusterSpec = z.infer<typeof VirtualClusterSpec>;
 

@@ -12,6 +12,8 @@
  *                      what a user needs of a VirtualCluster, without jsonpath or base64
  *   kosmos-vc rotate-ca
  *                      rotate a VirtualCluster's cluster CA, with a trust overlap
+ *   kosmos-vc backup | restore
+ *                      back a VirtualCluster up to a file; create a new one from such a file
  *
  * `kosmos-vc <command> --help` says the rest (src/cli/program.ts).
  */
@@ -29,6 +31,7 @@ import { CommandError, describeCommand, getCommand, kubeconfigCommand } from './
 import { buildProgram } from './program.js';
 import { UsageError, resize } from './resize.js';
 import { rotateCA } from './rotateCA.js';
+import { backupCommand, restoreCommand } from './backup.js';
 
 const logger = createLogger();
 
@@ -58,6 +61,7 @@ function operatorOptions(env: OperatorEnv, stateDir: string) {
     ...(env.KOSMOS_VC_POD_CIDR ? { podCIDR: env.KOSMOS_VC_POD_CIDR } : {}),
     ...(env.KOSMOS_VC_ALLOW_PRIVILEGED_TENANTS ? { allowPrivilegedTenants: true } : {}),
     ...(env.KOSMOS_VC_HOSTS_IMAGE ? { hostsImage: env.KOSMOS_VC_HOSTS_IMAGE } : {}),
+    ...(env.KOSMOS_VC_BACKUP_DIR ? { backupDir: env.KOSMOS_VC_BACKUP_DIR } : {}),
     ...(metrics ? { metrics } : {}),
   };
 }
@@ -228,6 +232,8 @@ const program = buildProgram(
     describe: once((o) => describeCommand(o, write)),
     kubeconfig: once((o) => kubeconfigCommand(o, write)),
     rotateCA: once((o) => rotateCA(o, write)),
+    backup: once((o) => backupCommand(o, write)),
+    restore: once((o) => restoreCommand(o, write)),
   },
   { exitOverride: true },
 );

@@ -6,6 +6,7 @@
 import { Command, CommanderError } from 'commander';
 import { type ResizeOptions, type ResizeRequest, UsageError, resizeRequest } from './resize.js';
 import type { RotateCARequest } from './rotateCA.js';
+import type { BackupRequest, RestoreRequest } from './backup.js';
 
 export interface TargetOptions {
   namespace?: string;
@@ -20,6 +21,8 @@ export interface Handlers {
   describe(o: TargetOptions & { target: string }): Promise<void>;
   kubeconfig(o: TargetOptions & { target: string }): Promise<void>;
   rotateCA(o: RotateCARequest): Promise<void>;
+  backup(o: BackupRequest): Promise<void>;
+  restore(o: RestoreRequest): Promise<void>;
 }
 
 export interface ProgramIO {
@@ -112,6 +115,28 @@ export function buildProgram(h: Handlers, io: ProgramIO = {}): Command {
   )
     .option('--timeout <seconds>', 'how long to follow the rotation (0: only request it)', '300')
     .action((target: string, o: TargetOptions & { timeout?: string }) => h.rotateCA({ ...o, target }));
+  withTargetOptions(
+    sub(
+      'backup',
+      "back a VirtualCluster up (etcd snapshot, CAs, service-account key) into the operator's backup directory",
+    ).argument('<target>', TARGET),
+  )
+    .option('--to <file>', 'also copy the backup to this file')
+    .option('--timeout <seconds>', 'how long to wait for it', '300')
+    .action((target: string, o: TargetOptions & { to?: string; timeout?: string }) =>
+      h.backup({ ...o, target }),
+    );
+  withTargetOptions(
+    sub(
+      'restore',
+      'create a new VirtualCluster from a backup file, and follow it until it is Ready',
+    ).argument('<name>', '[<namespace>/]<name> of the new VirtualCluster'),
+  )
+    .requiredOption('--from <file>', 'the backup (kosmos-vc backup --to wrote it)')
+    .option('--timeout <seconds>', 'how long to follow it', '300')
+    .action((name: string, o: TargetOptions & { from: string; timeout?: string }) =>
+      h.restore({ ...o, name }),
+    );
 
   for (const c of all) {
     c.configureOutput({ ...(io.out ? { writeOut: io.out } : {}), ...(io.err ? { writeErr: io.err } : {}) });
@@ -132,6 +157,8 @@ export function parseResizeArgs(argv: string[]): ResizeRequest {
       describe: idle,
       kubeconfig: idle,
       rotateCA: idle,
+      backup: idle,
+      restore: idle,
       resize: (r) => {
         request = r;
         return idle();

@@ -11,6 +11,9 @@ import { promisify } from 'node:util';
 export interface Binaries {
   temporal: string;
   etcd: string;
+  /** Backups: etcdctl takes an etcd snapshot, etcdutl checks one and restores it. */
+  etcdctl: string;
+  etcdutl: string;
   kubeApiserver: string;
   kubeControllerManager: string;
   kubeScheduler: string;
@@ -99,6 +102,8 @@ export async function resolveBinaries(): Promise<Binaries> {
   const b: Binaries = {
     temporal: bin('temporal', 'temporal'),
     etcd: bin('etcd', 'etcd'),
+    etcdctl: bin('etcd', 'etcdctl'),
+    etcdutl: bin('etcd', 'etcdutl'),
     kubeApiserver: bin('kubernetes', 'kube-apiserver'),
     kubeControllerManager: bin('kubernetes', 'kube-controller-manager'),
     kubeScheduler: bin('kubernetes', 'kube-scheduler'),

@@ -16,6 +16,8 @@
  *   KOSMOS_VC_HOSTS_IMAGE      an image with sh and sed on the host nodes: the tenant FQDN of a pod
  *                              with a subdomain goes in its /etc/hosts; the embedded real node's
  *                              busybox by default, elsewhere unset (the host kubelet's file stays)
+ *   KOSMOS_VC_BACKUP_DIR       where tenant backups are written and restored from (default
+ *                              <state dir>/backups); `kosmos-vc backup` and `restore` read it too
  *   KOSMOS_VC_METRICS_ADDRESS  where the operator serves Prometheus `/metrics`, host:port (":port"
  *                              every interface; port 0 picks one; "off" none). Set, it must be
  *                              free; unset, 127.0.0.1:9464 is tried and, when another operator on
@@ -34,6 +36,7 @@ export const OperatorEnv = z.object({
     .optional(),
   TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
   KOSMOS_VC_STATE_DIR: z.string().min(1).optional(),
+  KOSMOS_VC_BACKUP_DIR: z.string().min(1).optional(),
   KOSMOS_VC_TASK_QUEUE: z.string().min(1).default(TASK_QUEUE),
   KOSMOS_VC_WATCH_NAMESPACE: z.string().min(1).optional(),
   KOSMOS_VC_READINESS_TIMEOUT_SECONDS: z.coerce.number().int().positive().default(60),

@@ -124,6 +124,8 @@ export interface OperatorOptions {
    * in its /etc/hosts, as the tenant names it. Unset: such pods keep the host kubelet's file.
    */
   hostsImage?: string;
+  /** Where backups are written and restored from (default <stateDir>/backups). */
+  backupDir?: string;
   /**
    * Serve Prometheus `/metrics` here (port 0 picks one; host '' every interface); unset: no
    * endpoint. `required`: fail to start when the address cannot be had, else warn and go on.
@@ -195,6 +197,8 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       ...(opts.podCIDR ? { podCIDR: opts.podCIDR } : {}),
       ...(opts.allowPrivilegedTenants ? { allowPrivilegedTenants: true } : {}),
       ...(opts.hostsImage ? { hostsImage: opts.hostsImage } : {}),
+      ...(opts.backupDir ? { backupDir: opts.backupDir } : {}),
+      schedules: { client, taskQueue: opts.taskQueue },
     };
     nativeConnection = await NativeConnection.connect({ address: opts.temporalAddress });
     worker = await Worker.create({

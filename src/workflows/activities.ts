@@ -18,7 +18,15 @@ export const steps = proxyActivities<Activities>({
 
 /** Compensations and teardown must finish eventually: they retry until they succeed. */
 export const undo = proxyActivities<
-  Pick<Activities, 'release' | 'stopComponent' | 'unpublishKubeconfig' | 'removeClusterTree' | 'demoteAll'>
+  Pick<
+    Activities,
+    | 'release'
+    | 'stopComponent'
+    | 'unpublishKubeconfig'
+    | 'removeClusterTree'
+    | 'demoteAll'
+    | 'ensureBackupSchedule'
+  >
 >({
   startToCloseTimeout: '2 minutes',
   heartbeatTimeout: '10 seconds',

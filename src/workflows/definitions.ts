@@ -67,6 +67,8 @@ export interface CarriedState {
   certificates?: CertificateState;
   /** spec.certificates' validity and renewBefore as last applied (JSON). */
   appliedCertificatePolicy?: string;
+  /** spec.backup as the Temporal schedule last had it (JSON); absent: no schedule was made. */
+  appliedBackup?: string;
 }
 
 export interface VirtualClusterWorkflowInput {

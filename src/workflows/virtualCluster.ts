@@ -127,6 +127,8 @@ export async function virtualClusterWorkflow(
   const certificateTiming = { renewNotBefore: 0, retryAfter: 0 };
   let certificateFailure: string | undefined;
   let certificatesInspected = false;
+  let appliedBackup = carried.appliedBackup;
+  let backupRetryAfter = 0;
   /**
    * Named nodes still waiting (missing, taken, refused), or the spec not applied (a failed resize
    * leaves appliedPromotion unset): try again later.
@@ -283,6 +285,7 @@ export async function virtualClusterWorkflow(
         );
         allocation = a;
         step = { ref, allocation: a };
+        if (spec.restore) await restoreFrom(spec.restore.backup, step);
         const issued = await run('issueCertificates', () => steps.issueCertificates({ ...step, spec }));
         certs = certificateStateOf(issued);
         appliedCertificatePolicy = certificatePolicy(spec);
@@ -437,6 +440,41 @@ export async function virtualClusterWorkflow(
     }
   }
 
+  /** Before any certificate is issued: the etcd data, CAs and service-account key of a backup. */
+  async function restoreFrom(backup: string, step: StepInput): Promise<void> {
+    void report('Preparing', 'Provisioning', `restoring backup ${backup}`);
+    try {
+      const r = await steps.restoreBackup({ ...step, backup });
+      setCondition('BackupRestored', true, 'Restored', `restored ${backup} (${r.source} at ${r.createdAt})`);
+    } catch (err) {
+      const f = describeFailure(err);
+      setCondition('BackupRestored', false, f.reason, f.message);
+      throw err;
+    }
+  }
+
+  /** Makes the Temporal schedule what spec.backup says; a failure is shown and tried again later. */
+  async function scheduleBackups(): Promise<void> {
+    try {
+      await steps.ensureBackupSchedule({ ref, backup: spec.backup ?? null });
+      appliedBackup = spec.backup ? JSON.stringify(spec.backup) : undefined;
+      if (spec.backup)
+        setCondition(
+          'BackupScheduled',
+          true,
+          'Scheduled',
+          `backups ${spec.backup.schedule}, the last ${spec.backup.retention ?? 7} kept`,
+        );
+      else conditions.delete('BackupScheduled');
+    } catch (err) {
+      if (deleteRequested) return;
+      const f = describeFailure(err);
+      backupRetryAfter = Date.now() + CERTIFICATE_RETRY_MS;
+      setCondition('BackupScheduled', false, f.reason, `${f.message} (tried again in a minute)`);
+    }
+    await report(phase, reason, message);
+  }
+
   function setCertificateCondition(): void {
     if (!certs) return;
     const c = certificateCondition(certs, Date.now(), certificateFailure);
@@ -484,6 +522,9 @@ export async function virtualClusterWorkflow(
 
   async function teardown(): Promise<VirtualClusterWorkflowResult> {
     await report('Deleting', 'Deleting', 'tearing the tenant down');
+    // The schedule goes; the backups stay (restoring a deleted tenant is what they are for).
+    if (appliedBackup !== undefined)
+      await CancellationScope.nonCancellable(() => undo.ensureBackupSchedule({ ref, backup: null }));
     const id = allocation?.id;
     await compensate(true);
     log.info('tenant torn down', { tenant: id });
@@ -520,6 +561,13 @@ export async function virtualClusterWorkflow(
       await maintainCertificates(certificatesDue);
       continue;
     }
+    // spec.backup is absent in every run from before backups, and so is appliedBackup: no command.
+    const backupWanted = spec.backup ? JSON.stringify(spec.backup) : undefined;
+    const backupPending = maintained && backupWanted !== appliedBackup;
+    if (backupPending && Date.now() >= backupRetryAfter) {
+      await scheduleBackups();
+      continue;
+    }
     // spec.sleep is absent in every run from before sleep existed, and no such run is Sleeping:
     // nothing changes for them. A failed sleep or wake waits for the retry signal (no hot loop),
     // unless the spec now asks for the other state.
@@ -546,6 +594,7 @@ export async function virtualClusterWorkflow(
     const timeouts = [
       ...(retryPromotion ? [input.promotionRetryMs ?? DEFAULT_PROMOTION_RETRY_MS] : []),
       ...(certificatesAt !== undefined ? [Math.max(1, certificatesAt - Date.now())] : []),
+      ...(backupPending ? [Math.max(1, backupRetryAfter - Date.now())] : []),
     ];
     if (timeouts.length === 0) await condition(wake);
     else if (!(await condition(wake, Math.min(...timeouts)))) {
@@ -587,6 +636,7 @@ export async function virtualClusterWorkflow(
         ...(appliedPromotion !== undefined ? { appliedPromotion } : {}),
         ...(certs ? { certificates: certs } : {}),
         ...(appliedCertificatePolicy !== undefined ? { appliedCertificatePolicy } : {}),
+        ...(appliedBackup !== undefined ? { appliedBackup } : {}),
       };
       await continueAsNew<typeof virtualClusterWorkflow>({ ...input, spec, generation, carried: next });
     }

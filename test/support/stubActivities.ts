@@ -11,7 +11,12 @@ export interface StubControl {
   calls: string[];
   statuses: StatusReport[];
   /** A step name, 'sleepTenant', or `renewCertificates:<action>`. */
-  failAt?: StepName | 'sleepTenant' | `renewCertificates:${'renew' | 'rotateCA' | 'retireCA'}` | undefined;
+  failAt?:
+    | StepName
+    | 'sleepTenant'
+    | `renewCertificates:${'renew' | 'rotateCA' | 'retireCA'}`
+    | `restoreBackup:${string}`
+    | undefined;
   /** Steps that throw a retryable error this many times before they succeed. */
   transient?: Map<string, number>;
   /** Steps that wait for `release(step)` before they finish. */
@@ -101,6 +106,18 @@ export function stubActivities(control: StubControl): Activities {
     deployClusterTree: () => step('deployClusterTree', { hostNamespace: 'kvc-ns-vc-0000000000', pid: 5 }),
     removeClusterTree: () => Promise.resolve(void control.calls.push('removeClusterTree')),
     sleepTenant: () => step('sleepTenant', undefined),
+    backupTenant: ({ ref, kind }) =>
+      step(`backupTenant:${kind}`, {
+        backup: `${ref.name}/${kind}-x.tar.gz`,
+        file: `/nonexistent/${ref.name}/${kind}-x.tar.gz`,
+        size: 1,
+        sha256: '0'.repeat(64),
+        createdAt: new Date().toISOString(),
+      }),
+    restoreBackup: ({ backup }) =>
+      step(`restoreBackup:${backup}`, { source: 'ns/old', createdAt: new Date().toISOString() }),
+    ensureBackupSchedule: ({ backup }) =>
+      step(`ensureBackupSchedule:${backup ? backup.schedule : 'none'}`, undefined),
     promoteResources: ({ promote }) => {
       const named = promote?.nodes ?? [];
       const missing = named.filter((n) => control.missingNodes?.has(n));

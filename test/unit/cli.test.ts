@@ -16,7 +16,17 @@ import {
 import { buildProgram, type Handlers } from '../../src/cli/program.js';
 import { UsageError, parseTarget } from '../../src/cli/resize.js';
 
-const COMMANDS = ['up', 'worker', 'resize', 'get', 'describe', 'kubeconfig', 'rotate-ca'];
+const COMMANDS = [
+  'up',
+  'worker',
+  'resize',
+  'get',
+  'describe',
+  'kubeconfig',
+  'rotate-ca',
+  'backup',
+  'restore',
+];
 /** The handler a command calls (commander names are kebab-case). */
 const handlerOf = (c: string) => (c === 'rotate-ca' ? 'rotateCA' : c);
 
@@ -65,6 +75,8 @@ describe('kosmos-vc command line', () => {
     await h.run('kubeconfig', 'vc1', '--namespace', 'team');
     await h.run('resize', 'team/vc1', '--add-node', 'a', '--add-node', 'b', '--cpu', '4');
     await h.run('rotate-ca', 'team/vc1', '--timeout', '0');
+    await h.run('backup', 'vc1', '-n', 'team', '--to', '/tmp/b.tar.gz');
+    await h.run('restore', 'team/copy', '--from', '/tmp/b.tar.gz');
     await h.run('up');
     expect(h.calls).toEqual([
       ['get', expect.objectContaining({ allNamespaces: true })],
@@ -82,6 +94,8 @@ describe('kosmos-vc command line', () => {
         }),
       ],
       ['rotateCA', expect.objectContaining({ target: 'team/vc1', timeout: '0' })],
+      ['backup', expect.objectContaining({ target: 'vc1', namespace: 'team', to: '/tmp/b.tar.gz' })],
+      ['restore', expect.objectContaining({ name: 'team/copy', from: '/tmp/b.tar.gz' })],
       ['up', undefined],
     ]);
   });

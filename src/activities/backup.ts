@@ -1,0 +1,262 @@
+/**
+ * Backups of a tenant (docs/adr/0011): an etcd snapshot plus its CAs and service-account key in
+ * one file in the operator's backup directory; restoring one into a new tenant's directory
+ * before its certificates are issued; the Temporal schedule that takes them on spec.backup.
+ */
+import { ApplicationFailure } from '@temporalio/activity';
+import type { Client } from '@temporalio/client';
+import { ScheduleNotFoundError, ScheduleOverlapPolicy, type ScheduleSpec } from '@temporalio/client';
+import { execFile } from 'node:child_process';
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { basename, join, resolve, sep } from 'node:path';
+import { promisify } from 'node:util';
+import { ETCD_SNAPSHOT, InvalidBackupError, readBackup, writeBackup } from '../backup/archive.js';
+import { parseDuration, type BackupSchedule, type VirtualClusterRef } from '../api/virtualCluster.js';
+import { firstCertificate } from '../pki/certificates.js';
+import { PkiFile, ServiceAccountKey, certPath, keyPath } from '../pki/controlPlanePki.js';
+import type { Binaries } from '../runtime/binaries.js';
+import { etcdDataDir, pkiDir, type ControlPlaneLayout } from '../runtime/controlPlane.js';
+import type { ControlPlaneRuntime } from '../runtime/types.js';
+import type { Logger } from '../worker/logger.js';
+import type { HostCluster } from './hostCluster.js';
+import { FailureType, type StepInput, type TenantAllocation } from './types.js';
+
+const run = promisify(execFile);
+
+/** The keys a restored tenant needs to serve its data again; leaves are issued anew. */
+const KEPT_PAIRS = [PkiFile.ca, PkiFile.frontProxyCA, PkiFile.etcdCA] as const;
+
+export interface BackupResult {
+  /** `<name>/<file>`: what spec.restore.backup names, within the VirtualCluster's namespace. */
+  backup: string;
+  file: string;
+  size: number;
+  sha256: string;
+  createdAt: string;
+}
+
+export interface BackupDeps {
+  host: HostCluster;
+  runtime: ControlPlaneRuntime;
+  binaries: () => Promise<Binaries>;
+  /** <backupDir>/<namespace>/<name>/<kind>-<time>.tar.gz */
+  backupDir: string;
+  tenantDir: (ref: VirtualClusterRef) => string;
+  layoutOf: (a: TenantAllocation) => ControlPlaneLayout;
+  tenantId: (ref: VirtualClusterRef) => string;
+  /** The Temporal client and task queue scheduled backups run on (absent: no schedules). */
+  schedules?: { client: Client; taskQueue: string };
+  logger: Logger;
+}
+
+/** The Temporal schedule of one VirtualCluster's backups. */
+export const backupScheduleId = (ref: VirtualClusterRef): string =>
+  `backup/${ref.namespace}/${ref.name}/${ref.uid}`;
+
+/** A backup's file, from its `<name>/<file>` within a namespace; undefined if it leaves the directory. */
+export function backupFile(backupDir: string, namespace: string, backup: string): string | undefined {
+  const root = resolve(backupDir, namespace);
+  const file = resolve(root, backup);
+  return file.startsWith(root + sep) && /^[^/]+\/[^/]+$/.test(backup) ? file : undefined;
+}
+
+export function createBackupActivities(deps: BackupDeps) {
+  const log = (ref: VirtualClusterRef) => deps.logger.child({ vc: `${ref.namespace}/${ref.name}` });
+  const invalid = (e: InvalidBackupError) =>
+    ApplicationFailure.nonRetryable(e.message, FailureType.InvalidBackup);
+
+  return {
+    /**
+     * Takes a consistent etcd snapshot of a running tenant (etcdctl) and packs it with its CAs and
+     * service-account key. Scheduled backups beyond `retention` are deleted, oldest first; manual
+     * ones are kept.
+     */
+    async backupTenant(input: {
+      ref: VirtualClusterRef;
+      kind: 'manual' | 'scheduled';
+      retention?: number;
+    }): Promise<BackupResult> {
+      const { ref } = input;
+      const vc = await deps.host.getVirtualCluster(ref);
+      if (!vc || vc.metadata.uid !== ref.uid)
+        throw ApplicationFailure.nonRetryable(
+          `VirtualCluster ${ref.namespace}/${ref.name} (uid ${ref.uid}) no longer exists`,
+          FailureType.TenantGone,
+        );
+      const dir = deps.tenantDir(ref);
+      const allocation = await readFile(join(dir, 'allocation.json'), 'utf8').then(
+        (t) => JSON.parse(t) as TenantAllocation,
+        () => undefined,
+      );
+      if (!allocation)
+        throw ApplicationFailure.nonRetryable(
+          `${ref.namespace}/${ref.name} has no control plane on this worker's machine (not provisioned yet?)`,
+          FailureType.TenantGone,
+        );
+      const running = await deps.runtime.list(deps.tenantId(ref));
+      if (!running.some((c) => c.name === 'etcd' && c.running))
+        throw ApplicationFailure.nonRetryable(
+          `${ref.namespace}/${ref.name} is not running (asleep?): wake it to back it up`,
+          FailureType.TenantNotRunning,
+        );
+      const l = deps.layoutOf(allocation);
+      const pki = pkiDir(l);
+      await mkdir(deps.backupDir, { recursive: true, mode: 0o700 });
+      const work = await mkdtemp(join(deps.backupDir, '.work-'));
+      try {
+        const bins = await deps.binaries();
+        await run(bins.etcdctl, [
+          `--endpoints=https://${l.address}:${l.ports.etcdClient}`,
+          `--cacert=${certPath(pki, PkiFile.etcdCA)}`,
+          `--cert=${certPath(pki, PkiFile.apiserverEtcdClient)}`,
+          `--key=${keyPath(pki, PkiFile.apiserverEtcdClient)}`,
+          'snapshot',
+          'save',
+          join(work, ETCD_SNAPSHOT),
+        ]);
+        await mkdir(join(work, 'pki', 'etcd'), { recursive: true, mode: 0o700 });
+        for (const name of KEPT_PAIRS) {
+          // The signing CA alone: a restored tenant does not carry on an old CA's overlap.
+          const cert = await readFile(certPath(pki, name), 'utf8');
+          await writeFile(certPath(join(work, 'pki'), name), firstCertificate(cert), { mode: 0o644 });
+          await copyFile(keyPath(pki, name), keyPath(join(work, 'pki'), name));
+        }
+        for (const f of Object.values(ServiceAccountKey)) await copyFile(join(pki, f), join(work, 'pki', f));
+        const createdAt = new Date().toISOString();
+        const name = `${input.kind}-${createdAt.replace(/[:.]/g, '-')}.tar.gz`;
+        const file = join(deps.backupDir, ref.namespace, ref.name, name);
+        const { kubeconfig: _published, ...spec } = vc.spec;
+        const written = await writeBackup(work, file, { createdAt, source: ref, spec });
+        if (input.kind === 'scheduled' && input.retention)
+          await prune(join(deps.backupDir, ref.namespace, ref.name), input.retention);
+        log(ref).info('backup written', { file, size: written.size });
+        return { backup: `${ref.name}/${name}`, file, createdAt, ...written };
+      } finally {
+        await rm(work, { recursive: true, force: true });
+      }
+    },
+
+    /**
+     * Restores a backup into a new tenant's directory, before its certificates are issued: the
+     * etcd data directory (etcdutl, after checking the snapshot) and the CAs and service-account
+     * key, so the restored control plane serves the same objects and trusts the same tokens and
+     * client certificates. A backup that does not check out fails the step as InvalidBackup.
+     */
+    async restoreBackup(
+      input: StepInput & { backup: string },
+    ): Promise<{ source: string; createdAt: string }> {
+      const { ref, allocation } = input;
+      const file = backupFile(deps.backupDir, ref.namespace, input.backup);
+      if (!file)
+        throw ApplicationFailure.nonRetryable(
+          `spec.restore.backup must be <name>/<file> of a backup in namespace ${ref.namespace}`,
+          FailureType.InvalidBackup,
+        );
+      const l = deps.layoutOf(allocation);
+      const marker = join(allocation.dir, 'restored-from');
+      const done = await readFile(marker, 'utf8').catch(() => undefined);
+      let unpacked;
+      try {
+        unpacked = await readBackup(file, join(allocation.dir, '.restore'));
+      } catch (e) {
+        if (e instanceof InvalidBackupError) throw invalid(e);
+        throw e;
+      }
+      const { dir, manifest } = unpacked;
+      const source = `${manifest.source.namespace}/${manifest.source.name}`;
+      try {
+        if (done === input.backup) return { source, createdAt: manifest.createdAt };
+        const bins = await deps.binaries();
+        const snapshot = join(dir, ETCD_SNAPSHOT);
+        await run(bins.etcdutl, ['snapshot', 'status', snapshot, '--write-out=json']).catch((e: Error) => {
+          throw invalid(new InvalidBackupError(file, `the etcd snapshot does not check out: ${e.message}`));
+        });
+        // A half-done earlier attempt is started over.
+        await rm(etcdDataDir(l), { recursive: true, force: true });
+        await rm(pkiDir(l), { recursive: true, force: true });
+        const peer = `https://${l.address}:${l.ports.etcdPeer}`;
+        await run(bins.etcdutl, [
+          'snapshot',
+          'restore',
+          snapshot,
+          `--data-dir=${etcdDataDir(l)}`,
+          `--name=${l.id}`,
+          `--initial-cluster=${l.id}=${peer}`,
+          `--initial-advertise-peer-urls=${peer}`,
+        ]);
+        const pki = pkiDir(l);
+        await mkdir(join(pki, 'etcd'), { recursive: true, mode: 0o700 });
+        for (const name of KEPT_PAIRS) {
+          await copyFile(certPath(join(dir, 'pki'), name), certPath(pki, name));
+          await copyFile(keyPath(join(dir, 'pki'), name), keyPath(pki, name));
+        }
+        for (const f of Object.values(ServiceAccountKey)) await copyFile(join(dir, 'pki', f), join(pki, f));
+        await writeFile(marker, input.backup);
+        log(ref).info('backup restored', { backup: input.backup, from: source, taken: manifest.createdAt });
+        return { source, createdAt: manifest.createdAt };
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+
+    /** Creates, changes or (null) deletes the VirtualCluster's backup schedule. */
+    async ensureBackupSchedule(input: {
+      ref: VirtualClusterRef;
+      backup: BackupSchedule | null;
+    }): Promise<void> {
+      const s = deps.schedules;
+      if (!s) {
+        if (input.backup)
+          throw ApplicationFailure.nonRetryable('this operator runs no schedules', FailureType.InvalidSpec);
+        return;
+      }
+      const id = backupScheduleId(input.ref);
+      const handle = s.client.schedule.getHandle(id);
+      if (!input.backup) {
+        await handle.delete().catch((e: unknown) => {
+          if (!(e instanceof ScheduleNotFoundError)) throw e;
+        });
+        return;
+      }
+      const every = /^@every (.+)$/.exec(input.backup.schedule)?.[1];
+      const spec: ScheduleSpec = every
+        ? { intervals: [{ every: parseDuration(every) }] }
+        : { cronExpressions: [input.backup.schedule] };
+      const action = {
+        type: 'startWorkflow' as const,
+        workflowType: 'backupWorkflow',
+        taskQueue: s.taskQueue,
+        workflowId: id,
+        args: [{ ref: input.ref, kind: 'scheduled', retention: input.backup.retention ?? DEFAULT_RETENTION }],
+      };
+      const exists = await handle.describe().then(
+        () => true,
+        (e: unknown) => {
+          if (e instanceof ScheduleNotFoundError) return false;
+          throw e;
+        },
+      );
+      if (exists) await handle.update((prev) => ({ ...prev, spec, action }));
+      else
+        await s.client.schedule.create({
+          scheduleId: id,
+          spec,
+          action,
+          policies: { overlap: ScheduleOverlapPolicy.SKIP },
+          memo: { virtualCluster: `${input.ref.namespace}/${input.ref.name}` },
+        });
+      log(input.ref).info('backup schedule set', { schedule: input.backup.schedule });
+    },
+  };
+}
+
+export const DEFAULT_RETENTION = 7;
+
+/** Deletes the oldest scheduled backups in `dir` beyond `keep` (names sort by time). */
+async function prune(dir: string, keep: number): Promise<void> {
+  const scheduled = (await readdir(dir))
+    .filter((f) => f.startsWith('scheduled-') && f.endsWith('.tar.gz'))
+    .sort();
+  for (const f of scheduled.slice(0, Math.max(0, scheduled.length - keep)))
+    await rm(join(dir, basename(f)), { force: true });
+}
