@@ -354,6 +354,69 @@ describe('virtualClusterWorkflow', () => {
     });
   });
 
+  it('keeps a backup schedule as spec.backup says, removes it on delete, and restores before issuing certificates', async () => {
+    const control = newControl();
+    const args = {
+      ...input(),
+      spec: { serviceCIDR: '10.96.0.0/12', backup: { schedule: '@every 15s', retention: 2 } },
+    };
+    const cond = (type: string) => control.statuses.at(-1)?.conditions.find((c) => c.type === type);
+    await withWorker(control, async (taskQueue) => {
+      const handle = await startWorkflow(taskQueue, args);
+      await until(() => cond('BackupScheduled')?.status === 'True', 'the schedule');
+      expect(control.calls.slice(ALL_STEPS.length)).toEqual(['ensureBackupSchedule:@every 15s']);
+      expect(cond('BackupScheduled')?.message).toBe('backups @every 15s, the last 2 kept');
+      await handle.signal(specChangedSignal, { spec: { serviceCIDR: '10.96.0.0/12' }, generation: 2 });
+      await until(() => control.calls.includes('ensureBackupSchedule:none'), 'the schedule removed');
+      await until(() => cond('BackupScheduled') === undefined, 'the condition removed');
+      await handle.signal(specChangedSignal, { spec: args.spec, generation: 3 });
+      await until(
+        () => control.calls.filter((c) => c === 'ensureBackupSchedule:@every 15s').length === 2,
+        'again',
+      );
+      control.calls.length = 0;
+      await handle.signal(deleteRequestedSignal);
+      await handle.result();
+      expect(control.calls).toEqual(['ensureBackupSchedule:none', ...TEARDOWN]);
+    });
+
+    // A tenant made from a backup restores it right after allocate; a bad backup fails it, undone.
+    const restoring = newControl();
+    const fromBackup = {
+      ...input(),
+      spec: { serviceCIDR: '10.96.0.0/12', restore: { backup: 'old/b.tar.gz' } },
+    };
+    await withWorker(restoring, async (taskQueue) => {
+      const handle = await startWorkflow(taskQueue, fromBackup);
+      await until(() => restoring.statuses.at(-1)?.phase === 'Ready', 'Ready');
+      expect(restoring.calls.slice(0, 3)).toEqual([
+        'allocate',
+        'restoreBackup:old/b.tar.gz',
+        'issueCertificates',
+      ]);
+      expect(restoring.statuses.at(-1)?.conditions.find((c) => c.type === 'BackupRestored')).toMatchObject({
+        status: 'True',
+        message: expect.stringContaining('restored old/b.tar.gz (ns/old') as unknown,
+      });
+      await handle.signal(deleteRequestedSignal);
+      await handle.result();
+    });
+    const bad = newControl();
+    bad.failAt = 'restoreBackup:old/bad.tar.gz';
+    const fromBad = {
+      ...input(),
+      spec: { serviceCIDR: '10.96.0.0/12', restore: { backup: 'old/bad.tar.gz' } },
+    };
+    await withWorker(bad, async (taskQueue) => {
+      const handle = await startWorkflow(taskQueue, fromBad);
+      await until(() => bad.statuses.at(-1)?.phase === 'Failed', 'Failed');
+      expect(bad.calls).toEqual(['allocate', 'restoreBackup:old/bad.tar.gz', 'release']);
+      expect(bad.statuses.at(-1)?.conditions.find((c) => c.type === 'BackupRestored')?.status).toBe('False');
+      await handle.signal(deleteRequestedSignal);
+      await handle.result();
+    });
+  });
+
   it('stops provisioning when deleted mid-way and undoes only what was started', async () => {
     const control = newControl();
     const etcd = hold(control, 'startEtcd');
