@@ -35,7 +35,7 @@ import {
   hostNamespace,
   tenantHash,
 } from '../clustertree/naming.js';
-import { PkiFile, certPath, keyPath, loadPair } from '../pki/controlPlanePki.js';
+import { PkiFile, certPath, ensureCurrentFiles, keyPath, loadPair } from '../pki/controlPlanePki.js';
 import { renderKubeconfig } from '../pki/kubeconfig.js';
 import { apiserverURL, kubeconfigPath, pkiDir, type ControlPlaneLayout } from '../runtime/controlPlane.js';
 import type { PortAllocator } from '../runtime/ports.js';
@@ -228,6 +228,8 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
     await mkdir(dir, { recursive: true, mode: 0o700 });
 
     await apply(tenantAdmin(l).objects, tenantRbac());
+    // A tenant from before clusterTree's leaves were part of its set gets them now.
+    await ensureCurrentFiles(pkiDir(l));
     const tenantKubeconfig = await tenantCredentials(l);
 
     const podSecurity = await tenantPodSecurity(deps.host, ref, deps.allowPrivilegedTenants ?? false);

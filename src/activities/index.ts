@@ -9,8 +9,9 @@ import { join } from 'node:path';
 import type { VirtualClusterRef } from '../api/virtualCluster.js';
 import {
   CARotationInProgressError,
+  PkiMissingError,
   certificateExpiry,
-  ensureClusterSigner,
+  ensureCurrentFiles,
   writeControlPlanePki,
   type ControlPlanePkiRequest,
   type PkiOptions,
@@ -136,6 +137,7 @@ function certificateState(
     caFingerprint: e.caFingerprint,
     caRotation: e.caGeneration,
     ...(e.previousCAFingerprint ? { previousCAFingerprint: e.previousCAFingerprint } : {}),
+    ...(e.previousCARetiresAt ? { previousCARetiresAt: e.previousCARetiresAt } : {}),
   };
 }
 
@@ -351,15 +353,22 @@ export function createActivities(deps: ActivityDeps) {
      * Renews every leaf certificate, or starts or ends a CA rotation, while the tenant serves:
      * etcd and the API server read their new files themselves; the controller-manager, the
      * scheduler, clusterTree and CoreDNS (their client certificates sit in kubeconfigs read
-     * once) are restarted if they run. Then the renewed kubeconfig is published.
+     * once) are restarted if the runtime has them (running, or waiting to be restarted). Then the
+     * renewed kubeconfig is published.
      */
-    async renewCertificates(
-      input: IssueCertificatesInput & CertificateAction & { previousCARetiresAt?: string },
-    ): Promise<CertificateState> {
+    async renewCertificates(input: IssueCertificatesInput & CertificateAction): Promise<CertificateState> {
       const l = layout(input.allocation);
+      const overlap = parseDuration(input.spec.certificates?.caOverlap ?? CERTIFICATE_DEFAULTS.caOverlap);
+      // The overlap's end is written into the set when the rotation starts (a retry keeps it).
       const opts: PkiOptions =
         input.action === 'rotateCA'
-          ? { caRotation: { action: 'start', generation: input.generation } }
+          ? {
+              caRotation: {
+                action: 'start',
+                generation: input.generation,
+                retiresAt: new Date(Date.now() + overlap).toISOString(),
+              },
+            }
           : input.action === 'retireCA'
             ? { caRotation: { action: 'retire' } }
             : { renew: true };
@@ -369,30 +378,29 @@ export function createActivities(deps: ActivityDeps) {
       } catch (e) {
         if (e instanceof CARotationInProgressError)
           throw ApplicationFailure.nonRetryable(e.message, FailureType.CARotationInProgress);
+        if (e instanceof PkiMissingError)
+          throw ApplicationFailure.nonRetryable(e.message, FailureType.PkiMissing);
         throw e;
       }
       await writeKubeconfigs(l);
-      const running = new Set(
-        (await deps.runtime.list(input.allocation.id)).filter((c) => c.running).map((c) => c.name),
-      );
+      const recorded = new Set((await deps.runtime.list(input.allocation.id)).map((c) => c.name));
       const restarted: string[] = [];
       for (const [name, spec] of [
         ['kube-controller-manager', controllerManagerSpec],
         ['kube-scheduler', schedulerSpec],
       ] as const) {
-        if (!running.has(name)) continue;
+        if (!recorded.has(name)) continue;
         await deps.runtime.stop(input.allocation.id, name);
         await startComponent(input, spec(l, await bins()));
         restarted.push(name);
       }
-      if (running.has('clustertree')) {
+      if (recorded.has('clustertree') || recorded.has('coredns')) {
         await deps.runtime.stop(input.allocation.id, 'clustertree');
         await deps.runtime.stop(input.allocation.id, 'coredns');
         await clusterTree.deployClusterTree(input);
         restarted.push('clustertree', 'coredns');
       }
-      const published = await readFile(join(l.dir, 'kubeconfigs', 'admin.conf'), 'utf8').catch(() => '');
-      if (published) await publish(input);
+      await publish(input);
       const state = certificateState(result, input.spec.certificates);
       log(input.ref).info('certificates renewed', {
         action: input.action,
@@ -400,13 +408,6 @@ export function createActivities(deps: ActivityDeps) {
         caFingerprint: state.caFingerprint,
         restarted,
       });
-      if (input.action === 'rotateCA' && result.previousCAFingerprint) {
-        const overlap = parseDuration(input.spec.certificates?.caOverlap ?? CERTIFICATE_DEFAULTS.caOverlap);
-        return {
-          ...state,
-          previousCARetiresAt: input.previousCARetiresAt ?? new Date(Date.now() + overlap).toISOString(),
-        };
-      }
       return state;
     },
 
@@ -418,7 +419,7 @@ export function createActivities(deps: ActivityDeps) {
     },
     async startControllerManager(input: StepInput) {
       const l = layout(input.allocation);
-      await ensureClusterSigner(pkiDir(l));
+      await ensureCurrentFiles(pkiDir(l));
       return startComponent(input, controllerManagerSpec(l, await bins()));
     },
     async startScheduler(input: StepInput) {

@@ -58,10 +58,12 @@ export interface StatusReport {
   kubeconfigSecretRef: { name: string; key: string } | null;
   promoted: PromotedStatus | null;
   /** Absent: left as it is (runs from before certificate renewal never write it); null clears a field. */
-  certificates?: Omit<CertificateState, 'previousCAFingerprint' | 'previousCARetiresAt'> & {
-    previousCAFingerprint: string | null;
-    previousCARetiresAt: string | null;
-  };
+  certificates?:
+    | (Omit<CertificateState, 'previousCAFingerprint' | 'previousCARetiresAt'> & {
+        previousCAFingerprint: string | null;
+        previousCARetiresAt: string | null;
+      })
+    | null;
 }
 
 export interface StepInput {
@@ -96,6 +98,7 @@ export const FailureType = {
   PortsExhausted: 'PortsExhausted',
   ComponentsMissing: 'ComponentsMissing',
   CARotationInProgress: 'CARotationInProgress',
+  PkiMissing: 'PkiMissing',
   InvalidBackup: 'InvalidBackup',
   TenantGone: 'TenantGone',
   TenantNotRunning: 'TenantNotRunning',

@@ -81,12 +81,15 @@ export const Certificates = z
   .object({
     /** How long every leaf certificate lasts (default 8760h, a year; at least 1m). */
     validity: Duration.refine((d) => parseDuration(d) >= 60_000, 'must be at least 1m').optional(),
-    /** How long before expiry the workflow renews them (default 720h; less than validity). */
-    renewBefore: Duration.optional(),
+    /** How long before expiry the workflow renews them (default 720h; at least 1m, less than validity). */
+    renewBefore: Duration.refine((d) => parseDuration(d) >= 60_000, 'must be at least 1m').optional(),
     /** Raising it by one rotates the cluster CA (`kosmos-vc rotate-ca`). */
     caRotation: z.number().int().nonnegative().optional(),
-    /** How long old and new CAs are both trusted after a CA rotation starts (default 24h). */
-    caOverlap: Duration.optional(),
+    /**
+     * How long old and new CAs are both trusted after a CA rotation starts (default 24h; at least
+     * 1m; under 5m, logs and exec may fail for a few minutes after the old CA is retired).
+     */
+    caOverlap: Duration.refine((d) => parseDuration(d) >= 60_000, 'must be at least 1m').optional(),
   })
   .refine(
     (c) =>

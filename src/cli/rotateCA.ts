@@ -83,8 +83,13 @@ export async function rotateCA(r: RotateCARequest, out: (line: string) => void):
       out(`the new kubeconfig: kosmos-vc kubeconfig ${namespace}/${name}`);
       return 0;
     }
-    if (cond?.reason === 'RenewalFailed') {
+    // This rotation's failure only (an earlier renewal's may still be shown meanwhile).
+    if (cond?.reason === 'RenewalFailed' && cond.message.startsWith('rotateCA failed')) {
       out(`rotation failed: ${cond.message}`);
+      return 1;
+    }
+    if (vc.status?.phase === 'Failed') {
+      out(`the VirtualCluster failed: ${vc.status.message ?? ''}`);
       return 1;
     }
     if (Date.now() - started > timeout * 1000) {

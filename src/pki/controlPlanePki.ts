@@ -7,12 +7,13 @@
  *
  * `dir` is a symbolic link to a generation directory beside it: a new set is written in full
  * into a new generation and the link swapped with one rename, so the directory is never
- * missing or half-written (a reader that opens a certificate just before the swap and its key
+ * half-written (and missing only for a moment on the first swap of a set from before
+ * generations, which a later call repairs) (a reader that opens a certificate just before the swap and its key
  * just after gets a mismatched pair once, and reads again: the API server's reloader and etcd's
  * per-handshake loader both do).
  */
 import { X509Certificate, createHash, randomBytes } from 'node:crypto';
-import { lstat, mkdir, readFile, readdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readFile, readdir, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { formatIPv4, parseIPv4Cidr } from '../api/virtualCluster.js';
 import {
@@ -21,6 +22,7 @@ import {
   firstCertificate,
   issueCertificate,
   type CertKey,
+  type LeafRequest,
 } from './certificates.js';
 
 export interface ControlPlanePkiRequest {
@@ -116,6 +118,8 @@ export interface CertificateExpiry {
   caFingerprint: string;
   /** The retiring CA's fingerprint while a CA rotation overlaps. */
   previousCAFingerprint?: string;
+  /** When the overlap ends (written when the rotation started). */
+  previousCARetiresAt?: string;
   /** How many CA rotations this set has started. */
   caGeneration: number;
 }
@@ -135,7 +139,15 @@ export interface PkiOptions {
    * Idempotent per generation. `retire`: the previous CA is dropped and every leaf comes from
    * the new one.
    */
-  caRotation?: { action: 'start'; generation: number } | { action: 'retire' };
+  caRotation?: { action: 'start'; generation: number; retiresAt: string } | { action: 'retire' };
+}
+
+/** Renewal or a CA rotation found no set to work on: never made up from nothing. */
+export class PkiMissingError extends Error {
+  override readonly name = 'PkiMissingError';
+  constructor(readonly dir: string) {
+    super(`no certificate set in ${dir} to renew or rotate`);
+  }
 }
 
 export class CARotationInProgressError extends Error {
@@ -147,6 +159,7 @@ export class CARotationInProgressError extends Error {
 
 const MARKER = '.complete';
 const CA_GENERATION = 'ca-generation';
+const CA_RETIRES_AT = 'ca-previous-retires-at';
 /** Raised whenever the set of files changes (2: apiserver-kubelet-client; 3: clusterTree's and CoreDNS's). */
 const PKI_SET_VERSION = 3;
 
@@ -174,12 +187,27 @@ const LEAVES: readonly PkiName[] = [
 export const CLUSTERTREE_USER = 'kosmos-vc:clustertree';
 export const DNS_USER = 'kosmos-vc:coredns';
 
+/** The leaves of clusterTree and CoreDNS (issued once, elsewhere, before PKI set version 3). */
+function lazyLeaves(): Partial<Record<PkiName, LeafRequest>> {
+  return {
+    [PkiFile.clusterTree]: { commonName: CLUSTERTREE_USER, usage: 'client' },
+    // clusterTree serves its kubelet endpoint on loopback, next to the apiserver that calls it.
+    [PkiFile.clusterTreeKubelet]: {
+      commonName: 'kosmos-vc-clustertree-kubelet',
+      usage: 'server',
+      ipAddresses: ['127.0.0.1'],
+    },
+    [PkiFile.coredns]: { commonName: DNS_USER, usage: 'client' },
+  };
+}
+
 const notAfterOf = (pem: string): number => Date.parse(new X509Certificate(pem).validTo);
 
 /** When the set's certificates expire, read from the files. */
 export async function certificateExpiry(dir: string): Promise<CertificateExpiry> {
   const ca = await loadPair(dir, PkiFile.ca);
   const previous = await readPair(dir, PkiFile.previousCA);
+  const retiresAt = await readFile(join(dir, CA_RETIRES_AT), 'utf8').catch(() => undefined);
   let earliest = Infinity;
   for (const name of LEAVES) {
     const pem = await readFile(certPath(dir, name), 'utf8').catch(() => undefined);
@@ -191,6 +219,7 @@ export async function certificateExpiry(dir: string): Promise<CertificateExpiry>
     caNotAfter: new Date(notAfterOf(signing)).toISOString(),
     caFingerprint: fingerprint(signing),
     ...(previous ? { previousCAFingerprint: fingerprint(previous.certPem) } : {}),
+    ...(previous && retiresAt ? { previousCARetiresAt: retiresAt.trim() } : {}),
     caGeneration: Number(await readFile(join(dir, CA_GENERATION), 'utf8').catch(() => '0')) || 0,
   };
 }
@@ -204,6 +233,7 @@ export async function writeControlPlanePki(
   const requestHash = createHash('sha256')
     .update(JSON.stringify({ ...req, set: PKI_SET_VERSION }))
     .digest('hex');
+  await recoverSet(dir);
   const existing = await readFile(join(dir, MARKER), 'utf8').catch(() => undefined);
   const current = existing ? await certificateExpiry(dir) : undefined;
   const rotation = opts.caRotation;
@@ -213,6 +243,8 @@ export async function writeControlPlanePki(
       ? (current?.caGeneration ?? 0) >= rotation.generation
       : current?.previousCAFingerprint === undefined);
   if (current && existing === requestHash && !opts.renew && rotationDone) {
+    // A retry after a swap whose clean-up did not happen: the delete is what reloads watchers.
+    await removeStaleGenerations(dir);
     return { ...current, requestHash, reissued: false };
   }
 
@@ -225,18 +257,22 @@ export async function writeControlPlanePki(
   let ca = await readPair(dir, PkiFile.ca);
   let previous = await readPair(dir, PkiFile.previousCA);
   let generation = current?.caGeneration ?? 0;
+  let retiresAt = current?.previousCARetiresAt;
+  if (!ca && (opts.renew || rotation)) throw new PkiMissingError(dir);
   if (!ca) ca = await createCA(`${req.clusterName}-ca`);
   else if (rotation?.action === 'start' && generation < rotation.generation) {
     if (previous) throw new CARotationInProgressError(dir);
     previous = { certPem: firstCertificate(ca.certPem), keyPem: ca.keyPem };
     ca = await createCA(`${req.clusterName}-ca-${rotation.generation}`);
     generation = rotation.generation;
+    retiresAt = rotation.retiresAt;
   } else if (rotation?.action === 'retire') previous = undefined;
   const signing: CertKey = { certPem: firstCertificate(ca.certPem), keyPem: ca.keyPem };
   // The trust bundle: what every component and kubeconfig trusts for this cluster.
   put(PkiFile.ca, { certPem: signing.certPem + (previous?.certPem ?? ''), keyPem: signing.keyPem });
   put(PkiFile.clusterSigner, signing);
   if (previous) put(PkiFile.previousCA, previous);
+  if (previous && retiresAt) files.set(CA_RETIRES_AT, { data: retiresAt, secret: false });
   files.set(CA_GENERATION, { data: String(generation), secret: false });
 
   const frontProxyCA =
@@ -278,14 +314,7 @@ export async function writeControlPlanePki(
       ...loopback,
     },
     [PkiFile.schedulerServing]: { commonName: 'kube-scheduler', usage: 'server', ...loopback },
-    [PkiFile.clusterTree]: { commonName: CLUSTERTREE_USER, usage: 'client' },
-    // clusterTree serves its kubelet endpoint on loopback, next to the apiserver that calls it.
-    [PkiFile.clusterTreeKubelet]: {
-      commonName: 'kosmos-vc-clustertree-kubelet',
-      usage: 'server',
-      ipAddresses: ['127.0.0.1'],
-    },
-    [PkiFile.coredns]: { commonName: DNS_USER, usage: 'client' },
+    ...lazyLeaves(),
   };
   for (const [name, kind] of CLUSTER_LEAVES)
     put(name, await leaf(kind === 'serving' && previous ? previous : signing, requests[name]!));
@@ -325,12 +354,24 @@ async function swapIn(dir: string, files: Map<string, { data: string; secret: bo
     await rm(join(parent, `${base}.gen-0-legacy`), { recursive: true, force: true });
     await rename(dir, join(parent, `${base}.gen-0-legacy`));
   }
-  const link = join(parent, `${base}.link-${process.pid}`);
-  await rm(link, { force: true });
+  const link = join(parent, `${base}.link-${randomBytes(4).toString('hex')}`);
   await symlink(gen, link);
   await rename(link, dir);
+  await removeStaleGenerations(dir);
+}
+
+/**
+ * Deletes every generation `dir` does not point to, and what a crash left (links, and the
+ * directories of the swap before generations), once `dir` is a complete set.
+ */
+async function removeStaleGenerations(dir: string): Promise<void> {
+  const parent = dirname(dir);
+  const base = basename(dir);
+  if (!(await lstat(dir).catch(() => undefined))?.isSymbolicLink()) return;
+  if ((await readFile(join(dir, MARKER), 'utf8').catch(() => '')) === '') return;
+  const current = await readlink(dir);
   for (const entry of await readdir(parent)) {
-    const stale = entry.startsWith(`${base}.gen-`) && entry !== gen;
+    const stale = entry.startsWith(`${base}.gen-`) && entry !== current;
     const leftover =
       entry.startsWith(`${base}.link-`) ||
       entry.startsWith(`${base}.tmp-`) ||
@@ -340,14 +381,42 @@ async function swapIn(dir: string, files: Map<string, { data: string; secret: bo
 }
 
 /**
- * Adds the CSR signer's files to a set written before they existed (the controller-manager
- * needs them to start); a no-op for any newer set.
+ * A crash between the two renames of a first swap leaves no `dir` but a generation beside it:
+ * point `dir` back at the newest complete one, so nothing is ever issued anew over it.
  */
-export async function ensureClusterSigner(dir: string): Promise<void> {
-  if (await readPair(dir, PkiFile.clusterSigner)) return;
+async function recoverSet(dir: string): Promise<void> {
+  if (await lstat(dir).catch(() => undefined)) return;
+  const parent = dirname(dir);
+  const base = basename(dir);
+  const entries = await readdir(parent).catch(() => [] as string[]);
+  let best: { name: string; at: number } | undefined;
+  for (const name of entries.filter((e) => e.startsWith(`${base}.gen-`))) {
+    const hasMarker = await readFile(join(parent, name, MARKER), 'utf8').catch(() => undefined);
+    const hasCA = await readFile(join(parent, name, `${PkiFile.ca}.crt`), 'utf8').catch(() => undefined);
+    if (!hasCA) continue;
+    const at = (await lstat(join(parent, name))).mtimeMs + (hasMarker ? 1e15 : 0);
+    if (!best || at > best.at) best = { name, at };
+  }
+  if (best) await symlink(best.name, dir);
+}
+
+/**
+ * Adds what a set written by an older version lacks and a component needs to start: the CSR
+ * signer (the controller-manager), clusterTree's and CoreDNS's leaves (issued lazily elsewhere
+ * then, or not at all before clusterTree). A no-op for a current set; the next renewal issues
+ * the whole set anew anyway.
+ */
+export async function ensureCurrentFiles(dir: string): Promise<void> {
+  await recoverSet(dir);
   const ca = await loadPair(dir, PkiFile.ca);
-  await writeFile(certPath(dir, PkiFile.clusterSigner), firstCertificate(ca.certPem), { mode: 0o644 });
-  await writeFile(keyPath(dir, PkiFile.clusterSigner), ca.keyPem, { mode: 0o600 });
+  const signing: CertKey = { certPem: firstCertificate(ca.certPem), keyPem: ca.keyPem };
+  const write = async (name: PkiName, pair: CertKey) => {
+    await writeFile(keyPath(dir, name), pair.keyPem, { mode: 0o600 });
+    await writeFile(certPath(dir, name), pair.certPem, { mode: 0o644 });
+  };
+  if (!(await readPair(dir, PkiFile.clusterSigner))) await write(PkiFile.clusterSigner, signing);
+  for (const [name, request] of Object.entries(lazyLeaves()) as [PkiName, LeafRequest][])
+    if (!(await readPair(dir, name))) await write(name, await issueCertificate(signing, request));
 }
 
 /** sha256 of a certificate (the first of a bundle), shortened: what status and logs show. */

@@ -25,6 +25,7 @@ import { isConflict, isNotFound } from '../api/kubeClient.js';
 import type { HostCluster } from '../activities/hostCluster.js';
 import type { Logger } from '../worker/logger.js';
 import {
+  checkCertificatesSignal,
   deleteRequestedSignal,
   searchAttributes,
   specChangedSignal,
@@ -63,6 +64,8 @@ export class VirtualClusterWatcher {
   /** uid -> generation last delivered to the workflow. */
   private readonly delivered = new Map<string, number>();
   private readonly deleting = new Set<string>();
+  /** uids told to look at their certificates (runs from before renewal), once per watcher. */
+  private readonly certificatesChecked = new Set<string>();
 
   constructor(private readonly opts: WatcherOptions) {}
 
@@ -241,10 +244,30 @@ export class VirtualClusterWatcher {
     }
 
     const generation = vc.metadata.generation ?? 1;
-    if (this.delivered.get(ref.uid) === generation) return;
-    const { kubeconfig: _credential, ...spec } = vc.spec;
-    await this.signalWithStart(ref, spec, generation);
-    this.delivered.set(ref.uid, generation);
+    if (this.delivered.get(ref.uid) !== generation) {
+      const { kubeconfig: _credential, ...spec } = vc.spec;
+      await this.signalWithStart(ref, spec, generation);
+      this.delivered.set(ref.uid, generation);
+    }
+    // A tenant provisioned before certificate renewal waits without a timer: wake it once, so
+    // its workflow learns when its certificates expire (and renews them from then on).
+    const phase = vc.status?.phase;
+    if (
+      !vc.status?.certificates &&
+      (phase === 'Ready' || phase === 'Sleeping') &&
+      !this.certificatesChecked.has(ref.uid)
+    ) {
+      this.certificatesChecked.add(ref.uid);
+      await this.opts.client.workflow
+        .getHandle(workflowIdFor(ref))
+        .signal(checkCertificatesSignal)
+        .catch((e: unknown) =>
+          this.opts.logger.warn('could not ask for a certificate check', {
+            vc: `${ref.namespace}/${ref.name}`,
+            error: (e as Error).message,
+          }),
+        );
+    }
   }
 
   private async signalWithStart(

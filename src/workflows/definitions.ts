@@ -21,6 +21,11 @@ export const specChangedSignal = defineSignal<[SpecChange]>('specChanged');
 export const deleteRequestedSignal = defineSignal('deleteRequested');
 /** Provision again after phase Failed (also offered in the Temporal Web UI's signal dialog). */
 export const retrySignal = defineSignal('retry');
+/**
+ * Look at the certificates now: the watcher sends it once to a tenant whose status has no
+ * certificate expiry (a run from before renewal, waiting without a timer).
+ */
+export const checkCertificatesSignal = defineSignal('checkCertificates');
 
 export const STEP_NAMES = [
   'allocate',

@@ -43,6 +43,7 @@ import {
 } from './certificates.js';
 import {
   STEP_NAMES,
+  checkCertificatesSignal,
   deleteRequestedSignal,
   progressQuery,
   retrySignal,
@@ -159,6 +160,10 @@ export async function virtualClusterWorkflow(
   setHandler(retrySignal, () => {
     retryRequested = true;
   });
+  let checkCertificates = false;
+  setHandler(checkCertificatesSignal, () => {
+    checkCertificates = true;
+  });
   setHandler(progressQuery, (): Progress => ({
     phase,
     generation,
@@ -209,7 +214,8 @@ export async function virtualClusterWorkflow(
             : null,
         // A sleeping tenant keeps its nodes: they stay claimed for it.
         promoted: (next === 'Ready' || next === 'Sleeping') && promoted ? promoted : null,
-        ...(certs ? { certificates: certificatesStatus(certs) } : {}),
+        // Cleared after a compensation; a run from before renewal has nothing there to clear.
+        certificates: certs ? certificatesStatus(certs) : null,
       },
     };
     statusWrites = statusWrites.catch(() => undefined).then(() => status.reportStatus(snapshot));
@@ -504,9 +510,11 @@ export async function virtualClusterWorkflow(
         allocation,
         spec,
         ...work,
-        ...(certs.previousCARetiresAt ? { previousCARetiresAt: certs.previousCARetiresAt } : {}),
       });
-      certs = renewed;
+      // The overlap's end stays while the previous CA does (a set from before it was recorded).
+      const retiresAt = renewed.previousCAFingerprint ? certs.previousCARetiresAt : undefined;
+      certs =
+        !renewed.previousCARetiresAt && retiresAt ? { ...renewed, previousCARetiresAt: retiresAt } : renewed;
       appliedCertificatePolicy = certificatePolicy(spec);
       certificateFailure = undefined;
       certificateTiming.renewNotBefore = Date.now() + RENEWAL_SPACING_MS;
@@ -587,7 +595,11 @@ export async function virtualClusterWorkflow(
     if (phase === 'Initialized' && patched(CLUSTERTREE_PATCH)) await provision('clusterTree');
     if (deleteRequested) continue;
     const wake = () =>
-      deleteRequested || retryRequested || pendingSpec !== undefined || workflowInfo().continueAsNewSuggested;
+      deleteRequested ||
+      retryRequested ||
+      checkCertificates ||
+      pendingSpec !== undefined ||
+      workflowInfo().continueAsNewSuggested;
     // Named nodes missing or taken: look again from time to time. Certificates: when due.
     const retryPromotion = phase === 'Ready' && promotionIncomplete();
     const certificatesAt = maintained && certs ? certificateDeadline(certs, certificateTiming) : undefined;
@@ -603,6 +615,7 @@ export async function virtualClusterWorkflow(
       continue;
     }
     if (deleteRequested) continue;
+    checkCertificates = false; // handled at the top of the loop
     if (pendingSpec) {
       const change = pendingSpec;
       pendingSpec = undefined;

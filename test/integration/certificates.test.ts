@@ -166,7 +166,7 @@ describe('certificates', () => {
   });
 
   it('rotates the CA with kosmos-vc rotate-ca: old and new kubeconfigs both work until the old CA is retired', async () => {
-    await createVirtualCluster(namespace, 'rotated', { certificates: { caOverlap: '45s' } });
+    await createVirtualCluster(namespace, 'rotated', { certificates: { caOverlap: '1m' } });
     const vc = await waitForPhase(namespace, 'rotated', 'Ready');
     const old = credentialsOf(kubeconfigOf(vc));
     const oldCA = vc.status!.certificates!.caFingerprint!;
@@ -180,7 +180,7 @@ describe('certificates', () => {
         )
       ).stdout;
     const said = await cli('rotate-ca', `${namespace}/rotated`, '--timeout', '120');
-    expect(said).toMatch(/CA rotation 1 requested; old and new kubeconfigs both work for 45s/);
+    expect(said).toMatch(/CA rotation 1 requested; old and new kubeconfigs both work for 1m/);
     expect(said).toMatch(/done in \d+s: new CA [0-9a-f]{16}/);
     // A second rotation must wait for this one to end.
     await expect(cli('rotate-ca', `${namespace}/rotated`, '--timeout', '0')).rejects.toMatchObject({

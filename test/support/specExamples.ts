@@ -41,7 +41,7 @@ export const specExamples: SpecExample[] = [
   },
   {
     title: 'short-lived certificates and a CA rotation',
-    spec: { certificates: { validity: '3m', renewBefore: '2m', caRotation: 1, caOverlap: '1m30s' } },
+    spec: { certificates: { validity: '3m', renewBefore: '150s', caRotation: 1, caOverlap: '1m' } },
     valid: true,
   },
   {
@@ -89,6 +89,9 @@ export const specExamples: SpecExample[] = [
     valid: false,
   },
   { title: 'a validity in days', spec: { certificates: { validity: '365d' } }, valid: false },
+  { title: 'an empty overlap', spec: { certificates: { caOverlap: '' } }, valid: false },
+  { title: 'an overlap of seconds', spec: { certificates: { caOverlap: '30s' } }, valid: false },
+  { title: 'renewal at the moment of expiry', spec: { certificates: { renewBefore: '0s' } }, valid: false },
   { title: 'a negative CA rotation', spec: { certificates: { caRotation: -1 } }, valid: false },
   { title: 'backups every second', spec: { backup: { schedule: '@every 1s' } }, valid: false },
   { title: 'a schedule that is not cron', spec: { backup: { schedule: 'nightly' } }, valid: false },

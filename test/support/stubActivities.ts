@@ -28,6 +28,9 @@ export interface StubControl {
   /** How long a started CA rotation overlaps (default: an hour). */
   caOverlapMs?: number;
   caRotation?: number;
+  overlapUntil?: string | undefined;
+  /** issueCertificates answers as it did before certificate renewal existed. */
+  resultsWithoutExpiry?: boolean;
 }
 
 /** Certificate expiry as the real activities report it, `renewInMs` from now. */
@@ -81,17 +84,27 @@ export function stubActivities(control: StubControl): Activities {
   return {
     allocate: () => step('allocate', allocation),
     release: () => Promise.resolve(void control.calls.push('release')),
-    issueCertificates: () => step('issueCertificates', { ...certificates(control, 0), reissued: true }),
+    issueCertificates: () =>
+      step(
+        'issueCertificates',
+        // What the activity returned before renewal existed: no expiry.
+        control.resultsWithoutExpiry
+          ? ({ caFingerprint: 'x', reissued: true } as unknown as CertificateState & { reissued: boolean })
+          : { ...certificates(control, 0), reissued: true },
+      ),
     inspectCertificates: () => step('inspectCertificates', certificates(control, 0)),
     renewCertificates: (input) => {
-      if (input.action === 'rotateCA') control.caRotation = input.generation;
+      // As the real set: the overlap's end is recorded when a rotation starts, kept by a renewal
+      // during it, and gone with the retirement.
+      if (input.action === 'rotateCA' && control.caRotation !== input.generation) {
+        control.caRotation = input.generation;
+        control.overlapUntil = new Date(Date.now() + (control.caOverlapMs ?? 3_600_000)).toISOString();
+      }
+      if (input.action === 'retireCA') control.overlapUntil = undefined;
       return step(`renewCertificates:${input.action}`, {
         ...certificates(control, control.caRotation ?? 0),
-        ...(input.action === 'rotateCA'
-          ? {
-              previousCAFingerprint: 'old',
-              previousCARetiresAt: new Date(Date.now() + (control.caOverlapMs ?? 3_600_000)).toISOString(),
-            }
+        ...(control.overlapUntil
+          ? { previousCAFingerprint: 'old', previousCARetiresAt: control.overlapUntil }
           : {}),
       });
     },

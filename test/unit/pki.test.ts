@@ -9,7 +9,8 @@ import {
   PkiFile,
   ServiceAccountKey,
   certificateExpiry,
-  ensureClusterSigner,
+  PkiMissingError,
+  ensureCurrentFiles,
   apiserverSANs,
   certPath,
   keyPath,
@@ -129,6 +130,7 @@ describe('renewal and CA rotation', () => {
   let root: string;
   let pki: string;
   const minute = 60_000;
+  const RETIRES = '2030-01-01T00:00:00.000Z';
   const r = { ...req, leafValidityMs: 3 * minute };
   const read = (name: (typeof PkiFile)[keyof typeof PkiFile]) => readFile(certPath(pki, name), 'utf8');
   const x509 = async (name: (typeof PkiFile)[keyof typeof PkiFile]) => new X509Certificate(await read(name));
@@ -181,7 +183,9 @@ describe('renewal and CA rotation', () => {
 
   it('rotates the CA with an overlap: both trusted, clients from the new one, servers from the old', async () => {
     const old = new X509Certificate((await bundle())[0]!);
-    const started = await writeControlPlanePki(pki, r, { caRotation: { action: 'start', generation: 1 } });
+    const started = await writeControlPlanePki(pki, r, {
+      caRotation: { action: 'start', generation: 1, retiresAt: RETIRES },
+    });
     expect(started.caGeneration).toBe(1);
     expect(started.previousCAFingerprint).toBeDefined();
     const trusted = (await bundle()).map((pem) => new X509Certificate(pem));
@@ -199,13 +203,17 @@ describe('renewal and CA rotation', () => {
 
     // A retry of the same rotation changes nothing; another one must wait for the retirement.
     expect(
-      (await writeControlPlanePki(pki, r, { caRotation: { action: 'start', generation: 1 } })).reissued,
+      (
+        await writeControlPlanePki(pki, r, {
+          caRotation: { action: 'start', generation: 1, retiresAt: RETIRES },
+        })
+      ).reissued,
     ).toBe(false);
     await expect(
-      writeControlPlanePki(pki, r, { caRotation: { action: 'start', generation: 2 } }),
+      writeControlPlanePki(pki, r, { caRotation: { action: 'start', generation: 2, retiresAt: RETIRES } }),
     ).rejects.toBeInstanceOf(CARotationInProgressError);
-    // Renewal during the overlap keeps the split.
-    await writeControlPlanePki(pki, r, { renew: true });
+    // Renewal during the overlap keeps the split and when the overlap ends.
+    expect((await writeControlPlanePki(pki, r, { renew: true })).previousCARetiresAt).toBe(RETIRES);
     expect((await x509(PkiFile.apiserver)).checkIssued(previous)).toBe(true);
     expect((await x509(PkiFile.admin)).checkIssued(next)).toBe(true);
 
@@ -234,11 +242,29 @@ describe('renewal and CA rotation', () => {
       // Such a set has no CSR signer files: the controller-manager's start adds them.
       await rm(certPath(legacy, PkiFile.clusterSigner));
       await rm(keyPath(legacy, PkiFile.clusterSigner));
-      await ensureClusterSigner(legacy);
+      // ... nor (before clusterTree) clusterTree's and CoreDNS's leaves.
+      for (const n of [PkiFile.clusterTree, PkiFile.clusterTreeKubelet, PkiFile.coredns]) {
+        await rm(certPath(legacy, n));
+        await rm(keyPath(legacy, n));
+      }
+      await ensureCurrentFiles(legacy);
       expect(await readFile(certPath(legacy, PkiFile.clusterSigner), 'utf8')).toBe(ca);
+      const caCert = new X509Certificate(ca);
+      for (const n of [PkiFile.clusterTree, PkiFile.clusterTreeKubelet, PkiFile.coredns])
+        expect(new X509Certificate(await readFile(certPath(legacy, n))).checkIssued(caCert)).toBe(true);
       await writeControlPlanePki(legacy, req, { renew: true });
       expect((await lstat(legacy)).isSymbolicLink()).toBe(true);
       expect(await readFile(certPath(legacy, PkiFile.ca), 'utf8')).toBe(ca);
+
+      // A crash between the first swap's renames leaves no link: the set is found again, never
+      // made anew (which would replace every CA).
+      await rm(legacy);
+      expect((await writeControlPlanePki(legacy, req, { renew: true })).reissued).toBe(true);
+      expect(await readFile(certPath(legacy, PkiFile.ca), 'utf8')).toBe(ca);
+      // Renewing where there is no set at all is refused.
+      await expect(
+        writeControlPlanePki(join(legacyRoot, 'none'), req, { renew: true }),
+      ).rejects.toBeInstanceOf(PkiMissingError);
     } finally {
       await rm(legacyRoot, { recursive: true, force: true });
     }

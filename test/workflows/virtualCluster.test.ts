@@ -10,6 +10,7 @@ import { writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import {
   STEP_NAMES,
+  checkCertificatesSignal,
   deleteRequestedSignal,
   progressQuery,
   retrySignal,
@@ -295,7 +296,7 @@ describe('virtualClusterWorkflow', () => {
   it('renews certificates when due, rotates the CA with an overlap, and never compensates a failure', async () => {
     const control = newControl();
     control.renewInMs = 2_000;
-    control.caOverlapMs = 2_000;
+    control.caOverlapMs = 4_000;
     const args = input();
     const cond = (type: string) => control.statuses.at(-1)?.conditions.find((c) => c.type === type);
     await withWorker(control, async (taskQueue) => {
@@ -328,6 +329,17 @@ describe('virtualClusterWorkflow', () => {
         caRotation: 1,
         previousCAFingerprint: 'old',
       });
+      // A renewal during the overlap (a new validity) keeps it: the old CA is still retired on time.
+      await handle.signal(specChangedSignal, {
+        spec: { ...args.spec, certificates: { caRotation: 1, validity: '3h' } },
+        generation: 3,
+      });
+      await until(
+        () => control.calls.filter((c) => c === 'renewCertificates:renew').length >= 2,
+        'a renewal',
+      );
+      await until(() => cond('CertificatesValid')?.reason === 'CARotating', 'still rotating');
+      expect(control.statuses.at(-1)!.certificates?.previousCARetiresAt).toBe(control.overlapUntil);
       await until(() => control.calls.includes('renewCertificates:retireCA'), 'the retirement', 10_000);
       await until(() => cond('CertificatesValid')?.reason === 'Valid', 'retired');
       expect(control.statuses.at(-1)!.certificates).toMatchObject({
@@ -341,7 +353,7 @@ describe('virtualClusterWorkflow', () => {
       control.calls.length = 0;
       await handle.signal(specChangedSignal, {
         spec: { ...args.spec, certificates: { caRotation: 1, validity: '2h' } },
-        generation: 3,
+        generation: 4,
       });
       await until(() => cond('CertificatesValid')?.reason === 'RenewalFailed', 'RenewalFailed');
       expect(control.statuses.at(-1)!.phase).toBe('Ready');
@@ -351,6 +363,23 @@ describe('virtualClusterWorkflow', () => {
 
       await handle.signal(deleteRequestedSignal);
       expect(await handle.result()).toMatchObject({ tornDown: true });
+    });
+  });
+
+  it('learns when the certificates of a tenant from before renewal expire when the watcher asks', async () => {
+    const control = newControl();
+    control.resultsWithoutExpiry = true;
+    const args = input();
+    await withWorker(control, async (taskQueue) => {
+      const handle = await startWorkflow(taskQueue, args);
+      await until(() => control.statuses.at(-1)?.phase === 'Ready', 'Ready');
+      // Here the run asks at once (it is not a replay); an older run only when woken: the signal.
+      await until(() => control.calls.includes('inspectCertificates'), 'the inspection');
+      await until(() => control.statuses.at(-1)?.certificates != null, 'status.certificates');
+      await handle.signal(checkCertificatesSignal);
+      await handle.signal(deleteRequestedSignal);
+      await handle.result();
+      expect(control.calls.filter((c) => c === 'inspectCertificates')).toHaveLength(1);
     });
   });
 
