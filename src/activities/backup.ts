@@ -7,7 +7,7 @@ import { ApplicationFailure } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { ScheduleNotFoundError, ScheduleOverlapPolicy, type ScheduleSpec } from '@temporalio/client';
 import { execFile } from 'node:child_process';
-import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, readdir, realpath, rm, writeFile } from 'node:fs/promises';
 import { basename, join, resolve, sep } from 'node:path';
 import { promisify } from 'node:util';
 import { ETCD_SNAPSHOT, InvalidBackupError, readBackup, writeBackup } from '../backup/archive.js';
@@ -75,14 +75,21 @@ export function createBackupActivities(deps: BackupDeps) {
       ref: VirtualClusterRef;
       kind: 'manual' | 'scheduled';
       retention?: number;
-    }): Promise<BackupResult> {
+    }): Promise<BackupResult | { skipped: string }> {
       const { ref } = input;
       const vc = await deps.host.getVirtualCluster(ref);
-      if (!vc || vc.metadata.uid !== ref.uid)
+      if (!vc || vc.metadata.uid !== ref.uid) {
+        // A schedule its tenant's teardown did not know of: it ends here.
+        if (input.kind === 'scheduled' && deps.schedules)
+          await deps.schedules.client.schedule
+            .getHandle(backupScheduleId(ref))
+            .delete()
+            .catch(() => undefined);
         throw ApplicationFailure.nonRetryable(
           `VirtualCluster ${ref.namespace}/${ref.name} (uid ${ref.uid}) no longer exists`,
           FailureType.TenantGone,
         );
+      }
       const dir = deps.tenantDir(ref);
       const allocation = await readFile(join(dir, 'allocation.json'), 'utf8').then(
         (t) => JSON.parse(t) as TenantAllocation,
@@ -94,13 +101,17 @@ export function createBackupActivities(deps: BackupDeps) {
           FailureType.TenantGone,
         );
       const running = await deps.runtime.list(deps.tenantId(ref));
-      if (!running.some((c) => c.name === 'etcd' && c.running))
+      const asleep = !running.some((c) => c.name === 'etcd' && c.running);
+      // Nothing changes while a tenant sleeps: a scheduled backup then has nothing new to keep.
+      if (asleep && input.kind === 'scheduled') return { skipped: 'the tenant is asleep' };
+      if (asleep)
         throw ApplicationFailure.nonRetryable(
           `${ref.namespace}/${ref.name} is not running (asleep?): wake it to back it up`,
           FailureType.TenantNotRunning,
         );
       const l = deps.layoutOf(allocation);
-      const pki = pkiDir(l);
+      // One generation of the set throughout, even if a renewal swaps in another meanwhile.
+      const pki = await realpath(pkiDir(l));
       await mkdir(deps.backupDir, { recursive: true, mode: 0o700 });
       const work = await mkdtemp(join(deps.backupDir, '.work-'));
       try {
@@ -123,12 +134,18 @@ export function createBackupActivities(deps: BackupDeps) {
         }
         for (const f of Object.values(ServiceAccountKey)) await copyFile(join(pki, f), join(work, 'pki', f));
         const createdAt = new Date().toISOString();
-        const name = `${input.kind}-${createdAt.replace(/[:.]/g, '-')}.tar.gz`;
+        // The uid tells this tenant's backups from those of an earlier one of the same name,
+        // which retention must never touch.
+        const name = `${input.kind}-${ref.uid.slice(0, 8)}-${createdAt.replace(/[:.]/g, '-')}.tar.gz`;
         const file = join(deps.backupDir, ref.namespace, ref.name, name);
         const { kubeconfig: _published, ...spec } = vc.spec;
         const written = await writeBackup(work, file, { createdAt, source: ref, spec });
         if (input.kind === 'scheduled' && input.retention)
-          await prune(join(deps.backupDir, ref.namespace, ref.name), input.retention);
+          await prune(
+            join(deps.backupDir, ref.namespace, ref.name),
+            `scheduled-${ref.uid.slice(0, 8)}-`,
+            input.retention,
+          );
         log(ref).info('backup written', { file, size: written.size });
         return { backup: `${ref.name}/${name}`, file, createdAt, ...written };
       } finally {
@@ -155,6 +172,11 @@ export function createBackupActivities(deps: BackupDeps) {
       const l = deps.layoutOf(allocation);
       const marker = join(allocation.dir, 'restored-from');
       const done = await readFile(marker, 'utf8').catch(() => undefined);
+      // Done already (a retry whose first attempt's result was lost): the file may be gone since.
+      if (done?.startsWith(`${input.backup}\n`)) {
+        const [, source = '?', createdAt = '?'] = done.split('\n');
+        return { source, createdAt };
+      }
       let unpacked;
       try {
         unpacked = await readBackup(file, join(allocation.dir, '.restore'));
@@ -165,7 +187,16 @@ export function createBackupActivities(deps: BackupDeps) {
       const { dir, manifest } = unpacked;
       const source = `${manifest.source.namespace}/${manifest.source.name}`;
       try {
-        if (done === input.backup) return { source, createdAt: manifest.createdAt };
+        // The restored objects carry their ClusterIPs: the tenant must have the range they are from.
+        const cidr = manifest.spec.serviceCIDR;
+        const from = typeof cidr === 'string' ? cidr : '10.96.0.0/12';
+        if (from !== allocation.serviceCIDR)
+          throw invalid(
+            new InvalidBackupError(
+              file,
+              `it is of a tenant with serviceCIDR ${from}; this one has ${allocation.serviceCIDR}`,
+            ),
+          );
         const bins = await deps.binaries();
         const snapshot = join(dir, ETCD_SNAPSHOT);
         await run(bins.etcdutl, ['snapshot', 'status', snapshot, '--write-out=json']).catch((e: Error) => {
@@ -191,7 +222,7 @@ export function createBackupActivities(deps: BackupDeps) {
           await copyFile(keyPath(join(dir, 'pki'), name), keyPath(pki, name));
         }
         for (const f of Object.values(ServiceAccountKey)) await copyFile(join(dir, 'pki', f), join(pki, f));
-        await writeFile(marker, input.backup);
+        await writeFile(marker, `${input.backup}\n${source}\n${manifest.createdAt}`);
         log(ref).info('backup restored', { backup: input.backup, from: source, taken: manifest.createdAt });
         return { source, createdAt: manifest.createdAt };
       } finally {
@@ -236,15 +267,25 @@ export function createBackupActivities(deps: BackupDeps) {
           throw e;
         },
       );
-      if (exists) await handle.update((prev) => ({ ...prev, spec, action }));
-      else
-        await s.client.schedule.create({
-          scheduleId: id,
-          spec,
-          action,
-          policies: { overlap: ScheduleOverlapPolicy.SKIP },
-          memo: { virtualCluster: `${input.ref.namespace}/${input.ref.name}` },
-        });
+      try {
+        if (exists) await handle.update((prev) => ({ ...prev, spec, action }));
+        else
+          await s.client.schedule.create({
+            scheduleId: id,
+            spec,
+            action,
+            policies: { overlap: ScheduleOverlapPolicy.SKIP },
+            memo: { virtualCluster: `${input.ref.namespace}/${input.ref.name}` },
+          });
+      } catch (e) {
+        // The schedule's own parser refused it (a cron line our pattern let through).
+        if (e instanceof TypeError || (e as { code?: number }).code === 3)
+          throw ApplicationFailure.nonRetryable(
+            `spec.backup.schedule "${input.backup.schedule}" was refused: ${(e as Error).message}`,
+            FailureType.InvalidSpec,
+          );
+        throw e;
+      }
       log(input.ref).info('backup schedule set', { schedule: input.backup.schedule });
     },
   };
@@ -252,11 +293,9 @@ export function createBackupActivities(deps: BackupDeps) {
 
 export const DEFAULT_RETENTION = 7;
 
-/** Deletes the oldest scheduled backups in `dir` beyond `keep` (names sort by time). */
-async function prune(dir: string, keep: number): Promise<void> {
-  const scheduled = (await readdir(dir))
-    .filter((f) => f.startsWith('scheduled-') && f.endsWith('.tar.gz'))
-    .sort();
+/** Deletes the oldest of this tenant's scheduled backups in `dir` beyond `keep` (names sort by time). */
+async function prune(dir: string, prefix: string, keep: number): Promise<void> {
+  const scheduled = (await readdir(dir)).filter((f) => f.startsWith(prefix) && f.endsWith('.tar.gz')).sort();
   for (const f of scheduled.slice(0, Math.max(0, scheduled.length - keep)))
     await rm(join(dir, basename(f)), { force: true });
 }

@@ -23,9 +23,11 @@ import {
   apiserverSpec,
   apiserverURL,
   controllerManagerSpec,
+  auditLogPath,
   etcdSpec,
   pkiDir,
   schedulerSpec,
+  writeAuditPolicy,
   writeKubeconfigs,
   type ControlPlaneLayout,
 } from '../runtime/controlPlane.js';
@@ -36,6 +38,7 @@ import { ignoreStatus } from '../api/kubeClient.js';
 import { hostNamespace } from '../clustertree/naming.js';
 import type { Client } from '@temporalio/client';
 import { createBackupActivities } from './backup.js';
+import { awaitFirstConnection, lastAuditedRequest, releaseHeldConnections } from './idle.js';
 import { createClusterTreeActivities, type ClusterTreeTimings } from './clusterTree.js';
 import { createTenantNetwork, dnsPortOwner } from './tenantNetwork.js';
 import type { HostCluster } from './hostCluster.js';
@@ -168,6 +171,7 @@ export function createActivities(deps: ActivityDeps) {
     // Pods reach the API server on the node address: listen there too, not only on loopback.
     ...(deps.nodeAddress ? { bindAddress: '0.0.0.0', advertiseAddress: deps.nodeAddress } : {}),
     ...(deps.etcdUnsafeNoFsync ? { etcdUnsafeNoFsync: true } : {}),
+    auditLog: true,
   });
 
   const log = (ref: VirtualClusterRef) => deps.logger.child({ vc: `${ref.namespace}/${ref.name}` });
@@ -415,7 +419,33 @@ export function createActivities(deps: ActivityDeps) {
       return startComponent(input, etcdSpec(layout(input.allocation), await bins()));
     },
     async startApiserver(input: StepInput) {
-      return startComponent(input, apiserverSpec(layout(input.allocation), await bins()));
+      const l = layout(input.allocation);
+      await writeAuditPolicy(l);
+      const started = await startComponent(input, apiserverSpec(l, await bins()));
+      // The request that woke an idle tenant waited for this.
+      const passed = releaseHeldConnections(l.id, l.address, l.ports.apiserver);
+      if (passed > 0) log(input.ref).info('held requests passed on', { count: passed });
+      return started;
+    },
+
+    /** When the last request of a user or workload reached the tenant (its audit log); null: none yet. */
+    async lastTenantRequest(input: StepInput): Promise<{ at: string | null }> {
+      return { at: (await lastAuditedRequest(auditLogPath(layout(input.allocation)))) ?? null };
+    },
+
+    /**
+     * While an idle tenant sleeps: resolves at the first connection to its API server's port
+     * (held and passed on once the API server is back). Runs until then; cancelled on any other
+     * wake-up.
+     */
+    async awaitTenantRequest(input: StepInput): Promise<{ at: string }> {
+      const l = layout(input.allocation);
+      return awaitFirstConnection({
+        owner: l.id,
+        host: l.bindAddress ?? l.address,
+        port: l.ports.apiserver,
+        logger: log(input.ref),
+      });
     },
     async startControllerManager(input: StepInput) {
       const l = layout(input.allocation);

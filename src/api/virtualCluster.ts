@@ -100,10 +100,10 @@ export const Certificates = z
 export type Certificates = z.infer<typeof Certificates>;
 
 /** A cron line (5 fields, or @hourly/@daily/@weekly/@monthly) or `@every <duration>`. */
-const cronOrEvery = /^(@(hourly|daily|weekly|monthly)|@every [0-9hms]+|(\S+\s+){4}\S+)$/;
+const cronOrEvery = /^(@(hourly|daily|weekly|monthly)|@every ([0-9]+h)?([0-9]+m)?([0-9]+s)?|(\S+\s+){4}\S+)$/;
 
 export const BackupSchedule = z.object({
-  /** When backups are taken: a cron line (`0 3 * * *`) or `@every 6h` (at least 10s). */
+  /** When backups are taken: a cron line in UTC (`0 3 * * *`) or `@every 6h` (at least 10s). */
   schedule: z
     .string()
     .max(100)

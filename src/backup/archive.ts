@@ -16,6 +16,17 @@ export const BACKUP_FORMAT = 'kosmos-vc-backup';
 export const BACKUP_VERSION = 1;
 export const MANIFEST = 'manifest.json';
 export const ETCD_SNAPSHOT = 'etcd.db';
+/** What a backup must hold besides the snapshot: the keys a restored tenant serves with. */
+export const REQUIRED_KEYS = [
+  'pki/ca.crt',
+  'pki/ca.key',
+  'pki/front-proxy-ca.crt',
+  'pki/front-proxy-ca.key',
+  'pki/etcd/ca.crt',
+  'pki/etcd/ca.key',
+  'pki/sa.key',
+  'pki/sa.pub',
+] as const;
 
 export const BackupManifest = z.object({
   format: z.literal(BACKUP_FORMAT),
@@ -84,9 +95,15 @@ export async function writeBackup(
   };
   await writeFile(join(dir, MANIFEST), JSON.stringify(manifest, null, 2), { mode: 0o600 });
   await mkdir(dirname(file), { recursive: true, mode: 0o700 });
-  const tmp = `${file}.partial-${process.pid}`;
-  await createTar({ gzip: true, file: tmp, cwd: dir, portable: true, mode: 0o600 }, [MANIFEST, ...members]);
-  await rename(tmp, file);
+  // Hidden until complete: a listing (and retention) never sees a half-written backup.
+  const tmp = join(dirname(file), `.partial-${process.pid}-${Date.now()}`);
+  try {
+    await createTar({ gzip: true, file: tmp, cwd: dir, portable: true, mode: 0o600 }, [MANIFEST, ...members]);
+    await rename(tmp, file);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
   return { size: (await stat(file)).size, sha256: await sha256(file) };
 }
 
@@ -109,7 +126,8 @@ export async function readBackup(
       },
     );
     if (size === 0) throw new InvalidBackupError(file, 'the file is empty');
-    // Only plain files; tar's defaults already refuse absolute paths and `..`.
+    // Only plain files are unpacked (links and devices are left out); tar's defaults already
+    // refuse absolute paths and `..`.
     await extractTar({
       file,
       cwd: dir,
@@ -134,8 +152,9 @@ export async function readBackup(
         `${MANIFEST}: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
       );
     const manifest = parsed.data;
-    if (!manifest.files.some((f) => f.path === ETCD_SNAPSHOT))
-      throw new InvalidBackupError(file, `no ${ETCD_SNAPSHOT} in it`);
+    for (const required of [ETCD_SNAPSHOT, ...REQUIRED_KEYS])
+      if (!manifest.files.some((f) => f.path === required))
+        throw new InvalidBackupError(file, `no ${required} in it`);
     const present = new Set((await listFiles(dir)).filter((p) => p !== MANIFEST));
     for (const f of manifest.files) {
       if (!present.delete(f.path)) throw new InvalidBackupError(file, `${f.path} is missing (truncated?)`);

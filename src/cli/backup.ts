@@ -9,9 +9,9 @@
  */
 import { KubeConfig } from '@kubernetes/client-node';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
-import { chmod, copyFile, mkdir, rm } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { HostCluster } from '../activities/hostCluster.js';
 import type { BackupResult } from '../activities/backup.js';
 import { InvalidBackupError, readBackup } from '../backup/archive.js';
@@ -55,6 +55,19 @@ export function backupDirectory(env = readOperatorEnv()): string {
   return env.KOSMOS_VC_BACKUP_DIR ?? join(env.KOSMOS_VC_STATE_DIR ?? defaultStateDir(), 'backups');
 }
 
+/** Copies `from` to `to` through a temporary file beside it, readable by its owner only. */
+async function copyAtomically(from: string, to: string): Promise<void> {
+  const tmp = join(dirname(to), `.${basename(to)}.partial-${process.pid}`);
+  try {
+    await copyFile(from, tmp);
+    await chmod(tmp, 0o600);
+    await rename(tmp, to);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
+}
+
 export async function backupCommand(r: BackupRequest, out: (line: string) => void): Promise<number> {
   const target = parseTarget(r.target, r.namespace);
   const timeoutMs = seconds(r.timeout, 300);
@@ -63,7 +76,7 @@ export async function backupCommand(r: BackupRequest, out: (line: string) => voi
   if (!vc) throw new CommandError(`VirtualCluster ${target.namespace}/${target.name} not found`);
   const ref = { ...target, uid: vc.metadata.uid };
   const connection = await Connection.connect({ address: env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233' });
-  let result: BackupResult;
+  let result: BackupResult | { skipped: string };
   try {
     const client = new Client({ connection, namespace: env.TEMPORAL_NAMESPACE });
     out(`${target.namespace}/${target.name}: taking a backup (etcd snapshot, CAs, service-account key)`);
@@ -85,10 +98,10 @@ export async function backupCommand(r: BackupRequest, out: (line: string) => voi
   } finally {
     await connection.close();
   }
+  if ('skipped' in result) throw new CommandError(`no backup taken: ${result.skipped}`);
   out(`backup written: ${result.file} (${result.size} bytes, sha256 ${result.sha256})`);
   if (r.to) {
-    await copyFile(result.file, r.to);
-    await chmod(r.to, 0o600);
+    await copyAtomically(result.file, r.to);
     out(`copied to ${r.to} (it holds the tenant's CA keys: keep it safe)`);
   }
   out(`restore it with: kosmos-vc restore <new-name> -n ${target.namespace} --from ${r.to ?? result.file}`);
@@ -99,7 +112,7 @@ export async function restoreCommand(r: RestoreRequest, out: (line: string) => v
   const { namespace, name } = parseTarget(r.name, r.namespace);
   const timeoutMs = seconds(r.timeout, 300);
   // Checked here first: a bad file is refused before anything is created.
-  const scratch = join(tmpdir(), `kosmos-vc-restore-${process.pid}`);
+  const scratch = await mkdtemp(join(tmpdir(), 'kosmos-vc-restore-'));
   let manifest;
   try {
     ({ manifest } = await readBackup(r.from, scratch).then(async (b) => {
@@ -125,22 +138,26 @@ export async function restoreCommand(r: RestoreRequest, out: (line: string) => v
     source.certificates = rest;
   }
   const file = `imported-${new Date().toISOString().replace(/[:.]/g, '-')}.tar.gz`;
-  const dir = join(backupDirectory(), namespace, name);
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  await copyFile(r.from, join(dir, file));
-  await chmod(join(dir, file), 0o600);
   const spec = VirtualClusterSpec.safeParse({ ...source, restore: { backup: `${name}/${file}` } });
   if (!spec.success)
     throw new CommandError(
       `the backup's spec is not valid here: ${spec.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
     );
-  await host.custom.createNamespacedCustomObject({
-    group: GROUP,
-    version: VERSION,
-    plural: PLURAL,
-    namespace,
-    body: { apiVersion: API_VERSION, kind: KIND, metadata: { name, namespace }, spec: spec.data },
-  });
+  const dir = join(backupDirectory(), namespace, name);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await copyAtomically(r.from, join(dir, file));
+  try {
+    await host.custom.createNamespacedCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: PLURAL,
+      namespace,
+      body: { apiVersion: API_VERSION, kind: KIND, metadata: { name, namespace }, spec: spec.data },
+    });
+  } catch (e) {
+    await rm(join(dir, file), { force: true });
+    throw e;
+  }
   out(
     `${namespace}/${name}: created from the backup of ${manifest.source.namespace}/${manifest.source.name} taken ${manifest.createdAt}`,
   );

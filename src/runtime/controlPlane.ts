@@ -39,6 +39,41 @@ export interface ControlPlaneLayout {
   serviceCIDR: string;
   /** Test-only: etcd skips fsync. */
   etcdUnsafeNoFsync?: boolean;
+  /** Log requests of users and workloads (not the control plane's own) to <dir>/audit: idle detection. */
+  auditLog?: boolean;
+}
+
+export const auditDir = (l: ControlPlaneLayout): string => join(l.dir, 'audit');
+export const auditLogPath = (l: ControlPlaneLayout): string => join(auditDir(l), 'audit.log');
+
+/**
+ * What counts as a request to the tenant: anything but the control plane's own components,
+ * clusterTree, CoreDNS, kube-system's controllers and health checks. One line per request
+ * (Metadata level, when the response is complete or a watch starts).
+ */
+export const AUDIT_POLICY = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: None
+    users:
+      - system:apiserver
+      - system:kube-controller-manager
+      - system:kube-scheduler
+      - system:kube-proxy
+      - kosmos-vc:clustertree
+      - kosmos-vc:coredns
+  - level: None
+    userGroups: [system:nodes, "system:serviceaccounts:kube-system"]
+  - level: None
+    nonResourceURLs: [/healthz*, /readyz*, /livez*, /version, /metrics]
+  - level: Metadata
+`;
+
+/** Writes the audit policy an apiserver with auditLog reads. */
+export async function writeAuditPolicy(l: ControlPlaneLayout): Promise<void> {
+  await mkdir(auditDir(l), { recursive: true, mode: 0o700 });
+  await writeFile(join(auditDir(l), 'policy.yaml'), AUDIT_POLICY);
 }
 
 export const pkiDir = (l: ControlPlaneLayout): string => join(l.dir, 'pki');
@@ -128,6 +163,15 @@ export function apiserverSpec(l: ControlPlaneLayout, b: Binaries): ComponentSpec
       // could reach (a loopback address is no valid endpoint), keep no endpoint at all.
       `--endpoint-reconciler-type=${l.advertiseAddress ? 'lease' : 'none'}`,
       '--profiling=false',
+      ...(l.auditLog
+        ? [
+            `--audit-policy-file=${join(auditDir(l), 'policy.yaml')}`,
+            `--audit-log-path=${auditLogPath(l)}`,
+            '--audit-log-maxsize=10',
+            '--audit-log-maxbackup=1',
+            '--audit-log-format=json',
+          ]
+        : []),
     ],
     probe: {
       url: `${apiserverURL(l)}/readyz`,

@@ -14,6 +14,9 @@ export interface BackupWorkflowInput {
   retention?: number;
 }
 
-export async function backupWorkflow(input: BackupWorkflowInput): Promise<BackupResult> {
+/** The backup written, or why a scheduled one was skipped (a sleeping tenant). */
+export async function backupWorkflow(
+  input: BackupWorkflowInput,
+): Promise<BackupResult | { skipped: string }> {
   return steps.backupTenant(input);
 }

@@ -86,6 +86,8 @@ const CLUSTERTREE_PATCH = 'clustertree-steps';
 const CLUSTERTREE_STEPS = new Set<StepName>(['deployClusterTree', 'promoteResources']);
 /** Marks runs that renew certificates (a run from before asks once when they expire). */
 const CERTIFICATES_PATCH = 'certificate-renewal';
+/** Marks runs that know backups (restore, schedules): an old worker sharing the queue never made them. */
+const BACKUP_PATCH = 'backup-restore';
 
 const COMPONENT_OF: Partial<Record<StepName, ControlPlaneComponent>> = {
   startEtcd: 'etcd',
@@ -291,7 +293,7 @@ export async function virtualClusterWorkflow(
         );
         allocation = a;
         step = { ref, allocation: a };
-        if (spec.restore) await restoreFrom(spec.restore.backup, step);
+        if (spec.restore && patched(BACKUP_PATCH)) await restoreFrom(spec.restore.backup, step);
         const issued = await run('issueCertificates', () => steps.issueCertificates({ ...step, spec }));
         certs = certificateStateOf(issued);
         appliedCertificatePolicy = certificatePolicy(spec);
@@ -531,7 +533,9 @@ export async function virtualClusterWorkflow(
   async function teardown(): Promise<VirtualClusterWorkflowResult> {
     await report('Deleting', 'Deleting', 'tearing the tenant down');
     // The schedule goes; the backups stay (restoring a deleted tenant is what they are for).
-    if (appliedBackup !== undefined)
+    // Also when spec.backup is set but no schedule was recorded (a run re-created only to tear
+    // down, an attempt whose result was lost): a schedule that is not there is no error.
+    if ((appliedBackup !== undefined || spec.backup !== undefined) && patched(BACKUP_PATCH))
       await CancellationScope.nonCancellable(() => undo.ensureBackupSchedule({ ref, backup: null }));
     const id = allocation?.id;
     await compensate(true);
@@ -572,7 +576,7 @@ export async function virtualClusterWorkflow(
     // spec.backup is absent in every run from before backups, and so is appliedBackup: no command.
     const backupWanted = spec.backup ? JSON.stringify(spec.backup) : undefined;
     const backupPending = maintained && backupWanted !== appliedBackup;
-    if (backupPending && Date.now() >= backupRetryAfter) {
+    if (backupPending && Date.now() >= backupRetryAfter && patched(BACKUP_PATCH)) {
       await scheduleBackups();
       continue;
     }
@@ -602,6 +606,9 @@ export async function virtualClusterWorkflow(
       workflowInfo().continueAsNewSuggested;
     // Named nodes missing or taken: look again from time to time. Certificates: when due.
     const retryPromotion = phase === 'Ready' && promotionIncomplete();
+    const promotionAt = retryPromotion
+      ? Date.now() + (input.promotionRetryMs ?? DEFAULT_PROMOTION_RETRY_MS)
+      : undefined;
     const certificatesAt = maintained && certs ? certificateDeadline(certs, certificateTiming) : undefined;
     const timeouts = [
       ...(retryPromotion ? [input.promotionRetryMs ?? DEFAULT_PROMOTION_RETRY_MS] : []),
@@ -610,7 +617,8 @@ export async function virtualClusterWorkflow(
     ];
     if (timeouts.length === 0) await condition(wake);
     else if (!(await condition(wake, Math.min(...timeouts)))) {
-      if (retryPromotion && (certificatesAt === undefined || Date.now() < certificatesAt))
+      // Only when that timer was the one that fired (not a certificate or backup deadline).
+      if (promotionAt !== undefined && Date.now() >= promotionAt)
         await repromote('promoting the nodes that were not available');
       continue;
     }

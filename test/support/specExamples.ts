@@ -95,6 +95,11 @@ export const specExamples: SpecExample[] = [
   { title: 'a negative CA rotation', spec: { certificates: { caRotation: -1 } }, valid: false },
   { title: 'backups every second', spec: { backup: { schedule: '@every 1s' } }, valid: false },
   { title: 'a schedule that is not cron', spec: { backup: { schedule: 'nightly' } }, valid: false },
+  {
+    title: 'an interval with its units out of order',
+    spec: { backup: { schedule: '@every 30m1h' } },
+    valid: false,
+  },
   { title: 'a backup without a schedule', spec: { backup: { retention: 3 } }, valid: false },
   { title: 'retention 0', spec: { backup: { schedule: '@daily', retention: 0 } }, valid: false },
   {

@@ -29,6 +29,8 @@ export interface StubControl {
   caOverlapMs?: number;
   caRotation?: number;
   overlapUntil?: string | undefined;
+  /** What lastTenantRequest answers. */
+  lastRequestAt?: string;
   /** issueCertificates answers as it did before certificate renewal existed. */
   resultsWithoutExpiry?: boolean;
 }
@@ -129,6 +131,8 @@ export function stubActivities(control: StubControl): Activities {
       }),
     restoreBackup: ({ backup }) =>
       step(`restoreBackup:${backup}`, { source: 'ns/old', createdAt: new Date().toISOString() }),
+    lastTenantRequest: () => step('lastTenantRequest', { at: control.lastRequestAt ?? null }),
+    awaitTenantRequest: () => step('awaitTenantRequest', { at: new Date().toISOString() }),
     ensureBackupSchedule: ({ backup }) =>
       step(`ensureBackupSchedule:${backup ? backup.schedule : 'none'}`, undefined),
     promoteResources: ({ promote }) => {

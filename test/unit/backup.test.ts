@@ -8,6 +8,7 @@ import {
   ETCD_SNAPSHOT,
   InvalidBackupError,
   MANIFEST,
+  REQUIRED_KEYS,
   readBackup,
   writeBackup,
 } from '../../src/backup/archive.js';
@@ -27,9 +28,7 @@ async function content(dir: string): Promise<void> {
     join(dir, ETCD_SNAPSHOT),
     Buffer.from(Array.from({ length: 200_000 }, (_, i) => (i * 7919) % 251)),
   );
-  await writeFile(join(dir, 'pki', 'ca.crt'), 'cert');
-  await writeFile(join(dir, 'pki', 'ca.key'), 'key');
-  await writeFile(join(dir, 'pki', 'etcd', 'ca.crt'), 'etcd cert');
+  for (const f of REQUIRED_KEYS) await writeFile(join(dir, f), f === 'pki/etcd/ca.crt' ? 'etcd cert' : f);
 }
 
 const refused = async (file: string, why: RegExp) => {
@@ -54,12 +53,7 @@ describe('backup archive', () => {
     expect((await stat(good)).mode & 0o777).toBe(0o600);
     const { dir, manifest } = await readBackup(good, join(root, 'out'));
     expect(manifest).toMatchObject({ format: 'kosmos-vc-backup', version: 1, source: about.source });
-    expect(manifest.files.map((f) => f.path)).toEqual([
-      ETCD_SNAPSHOT,
-      'pki/ca.crt',
-      'pki/ca.key',
-      'pki/etcd/ca.crt',
-    ]);
+    expect(manifest.files.map((f) => f.path)).toEqual([ETCD_SNAPSHOT, ...REQUIRED_KEYS].sort());
     expect(await readFile(join(dir, 'pki', 'etcd', 'ca.crt'), 'utf8')).toBe('etcd cert');
     expect((await stat(join(dir, ETCD_SNAPSHOT))).size).toBe(200_000);
     await rm(dir, { recursive: true });
@@ -86,6 +80,7 @@ describe('backup archive', () => {
     await content(altered);
     await writeFile(join(altered, MANIFEST), (await readFile(join(root, 'src', MANIFEST))).toString());
     await writeFile(join(altered, 'pki', 'ca.key'), 'another key');
+
     await createTar({ gzip: true, file: join(root, 'altered.tar.gz'), cwd: altered }, [
       MANIFEST,
       ETCD_SNAPSHOT,
@@ -95,6 +90,12 @@ describe('backup archive', () => {
     // Something else packed the same way.
     await createTar({ gzip: true, file: join(root, 'foreign.tar.gz'), cwd: altered }, ['pki']);
     await refused(join(root, 'foreign.tar.gz'), /no manifest.json/);
+    // Well-formed and checksummed, but without the keys a restored tenant needs.
+    const keyless = join(root, 'keyless');
+    await mkdir(keyless);
+    await writeFile(join(keyless, ETCD_SNAPSHOT), 'db');
+    await writeBackup(keyless, join(root, 'keyless.tar.gz'), about);
+    await refused(join(root, 'keyless.tar.gz'), /no pki\/ca.crt in it/);
     const empty = join(root, 'empty.tar.gz');
     await writeFile(empty, '');
     await refused(empty, /empty/);
@@ -108,5 +109,7 @@ describe('backup archive', () => {
     expect(backupFile('/b', 'team', '../other/vc1/x.tar.gz')).toBeUndefined();
     expect(backupFile('/b', 'team', 'vc1/../../x')).toBeUndefined();
     expect(backupFile('/b', 'team', 'x.tar.gz')).toBeUndefined();
+    // Two segments, but the first climbs out of the namespace.
+    expect(backupFile('/b', 'team', '../x')).toBeUndefined();
   });
 });

@@ -1,0 +1,119 @@
+/**
+ * Idle tenants (docs/adr/0009, spec.autoSleep): when the last request of a user or workload
+ * reached a tenant's API server (its audit log), and, while an idle tenant sleeps, a listener on
+ * its API server's port that notices the first request. That connection is held, not refused:
+ * once the API server is up again (startApiserver, in this process) it is passed on to it, so
+ * the request that woke the tenant is answered.
+ */
+import { Context } from '@temporalio/activity';
+import { open, stat } from 'node:fs/promises';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import type { Logger } from '../worker/logger.js';
+
+/** Connections that woke a tenant, by tenant id, until its API server takes them. */
+const held = new Map<string, { sockets: Socket[]; timer: NodeJS.Timeout }>();
+/** How long a held connection waits for the API server before it is closed. */
+const HOLD_MS = 120_000;
+
+/** The time of the last request in an audit log (JSON lines); undefined when there is none. */
+export async function lastAuditedRequest(file: string): Promise<string | undefined> {
+  const size = await stat(file).then(
+    (s) => s.size,
+    () => 0,
+  );
+  if (size === 0) return undefined;
+  const f = await open(file, 'r');
+  try {
+    const length = Math.min(size, 64 * 1024);
+    const buf = Buffer.alloc(length);
+    await f.read(buf, 0, length, size - length);
+    const lines = buf.toString('utf8').split('\n').filter(Boolean).reverse();
+    for (const line of lines) {
+      try {
+        const e = JSON.parse(line) as { stageTimestamp?: string; requestReceivedTimestamp?: string };
+        const at = e.stageTimestamp ?? e.requestReceivedTimestamp;
+        if (at) return new Date(at).toISOString();
+      } catch {
+        /* the first line of the window may be cut */
+      }
+    }
+    return undefined;
+  } finally {
+    await f.close();
+  }
+}
+
+/**
+ * Listens where the sleeping tenant's API server listened until the first connection, which it
+ * holds (see above); heartbeats meanwhile, and stops listening when the activity is cancelled.
+ */
+export async function awaitFirstConnection(o: {
+  owner: string;
+  host: string;
+  port: number;
+  logger: Logger;
+}): Promise<{ at: string }> {
+  let ctx: Context | undefined;
+  try {
+    ctx = Context.current();
+  } catch {
+    ctx = undefined; // called outside an activity (tests)
+  }
+  const server: Server = createServer({ pauseOnConnect: true });
+  const beat = ctx ? setInterval(() => ctx.heartbeat(), 2_000) : undefined;
+  try {
+    return await new Promise<{ at: string }>((resolve, reject) => {
+      server.once('error', reject);
+      server.on('connection', (socket: Socket) => {
+        holdConnection(o.owner, socket);
+        server.close();
+        o.logger.info('a request to a sleeping tenant: waking it', { owner: o.owner });
+        resolve({ at: new Date().toISOString() });
+      });
+      ctx?.cancelled.catch((e: unknown) => {
+        server.close();
+        reject(e instanceof Error ? e : new Error(String(e)));
+      });
+      server.listen(o.port, o.host);
+    });
+  } finally {
+    if (beat) clearInterval(beat);
+    server.close();
+  }
+}
+
+function holdConnection(owner: string, socket: Socket): void {
+  const entry = held.get(owner) ?? {
+    sockets: [],
+    timer: setTimeout(() => dropHeld(owner), HOLD_MS),
+  };
+  entry.sockets.push(socket);
+  socket.on('error', () => undefined);
+  held.set(owner, entry);
+}
+
+function dropHeld(owner: string): void {
+  const entry = held.get(owner);
+  held.delete(owner);
+  if (!entry) return;
+  clearTimeout(entry.timer);
+  for (const s of entry.sockets) s.destroy();
+}
+
+/** Passes the held connections of `owner` on to its API server, now listening at host:port. */
+export function releaseHeldConnections(owner: string, host: string, port: number): number {
+  const entry = held.get(owner);
+  if (!entry) return 0;
+  held.delete(owner);
+  clearTimeout(entry.timer);
+  for (const client of entry.sockets) {
+    const upstream = connect(port, host, () => {
+      client.pipe(upstream);
+      upstream.pipe(client);
+      client.resume();
+    });
+    upstream.on('error', () => client.destroy());
+    client.on('close', () => upstream.destroy());
+  }
+  return entry.sockets.length;
+}
