@@ -10,6 +10,8 @@ import { open, stat } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from '../worker/logger.js';
 
+/** The listeners of sleeping tenants in this process, by tenant id. */
+const listeners = new Map<string, Server>();
 /** Connections that woke a tenant, by tenant id, until its API server takes them. */
 const held = new Map<string, { sockets: Socket[]; timer: NodeJS.Timeout }>();
 /** How long a held connection waits for the API server before it is closed. */
@@ -60,6 +62,8 @@ export async function awaitFirstConnection(o: {
     ctx = undefined; // called outside an activity (tests)
   }
   const server: Server = createServer({ pauseOnConnect: true });
+  stopListening(o.owner);
+  listeners.set(o.owner, server);
   const beat = ctx ? setInterval(() => ctx.heartbeat(), 2_000) : undefined;
   try {
     return await new Promise<{ at: string }>((resolve, reject) => {
@@ -79,7 +83,14 @@ export async function awaitFirstConnection(o: {
   } finally {
     if (beat) clearInterval(beat);
     server.close();
+    if (listeners.get(o.owner) === server) listeners.delete(o.owner);
   }
+}
+
+/** Closes this process's listener for `owner`, if any: its API server is about to take the port. */
+export function stopListening(owner: string): void {
+  listeners.get(owner)?.close();
+  listeners.delete(owner);
 }
 
 function holdConnection(owner: string, socket: Socket): void {

@@ -38,7 +38,7 @@ import { ignoreStatus } from '../api/kubeClient.js';
 import { hostNamespace } from '../clustertree/naming.js';
 import type { Client } from '@temporalio/client';
 import { createBackupActivities } from './backup.js';
-import { awaitFirstConnection, lastAuditedRequest, releaseHeldConnections } from './idle.js';
+import { awaitFirstConnection, lastAuditedRequest, releaseHeldConnections, stopListening } from './idle.js';
 import { createClusterTreeActivities, type ClusterTreeTimings } from './clusterTree.js';
 import { createTenantNetwork, dnsPortOwner } from './tenantNetwork.js';
 import type { HostCluster } from './hostCluster.js';
@@ -421,6 +421,7 @@ export function createActivities(deps: ActivityDeps) {
     async startApiserver(input: StepInput) {
       const l = layout(input.allocation);
       await writeAuditPolicy(l);
+      stopListening(l.id); // a wait for the first request that was not cancelled yet
       const started = await startComponent(input, apiserverSpec(l, await bins()));
       // The request that woke an idle tenant waited for this.
       const passed = releaseHeldConnections(l.id, l.address, l.ports.apiserver);

@@ -4,6 +4,9 @@
  * test/integration/api.test.ts checks that both agree on a table of examples.
  */
 import { z } from 'zod';
+import { parseDuration } from './duration.js';
+
+export { parseDuration };
 
 export const GROUP = 'kosmos.io';
 export const VERSION = 'v1alpha1';
@@ -58,16 +61,6 @@ export const Quantity = z.union([
   z.string().regex(quantity, 'must be a Kubernetes quantity such as 500m, 4 or 8Gi'),
 ]);
 export type Quantity = z.infer<typeof Quantity>;
-
-const goDuration = /^([0-9]+h)?([0-9]+m)?([0-9]+s)?$/;
-
-/** Milliseconds in a duration as Kubernetes writes it (`8760h`, `90m`, `1h30m`, `45s`); NaN if it is not one. */
-export function parseDuration(d: string): number {
-  const m = goDuration.exec(d);
-  if (!m || d === '') return NaN;
-  const n = (g: string | undefined) => (g ? Number(g.slice(0, -1)) : 0);
-  return ((n(m[1]) * 60 + n(m[2])) * 60 + n(m[3])) * 1000;
-}
 
 const Duration = z
   .string()
@@ -170,6 +163,17 @@ export const VirtualClusterSpec = z.object({
    * data, certificates, promoted nodes and host pods stay; false (or absent) wakes it.
    */
   sleep: z.boolean().optional(),
+  /**
+   * Sleep when idle: no request of a user or workload for `idleAfter` puts the tenant to sleep
+   * (phase Sleeping, reason Idle); the first request then wakes it (`wakeOnRequest`, default
+   * true), as does any spec change.
+   */
+  autoSleep: z
+    .object({
+      idleAfter: Duration.refine((d) => parseDuration(d) >= 10_000, 'must be at least 10s'),
+      wakeOnRequest: z.boolean().optional(),
+    })
+    .optional(),
   /** Certificate lifetimes, renewal and CA rotation (docs/adr/0010). */
   certificates: Certificates.optional(),
   /** Scheduled backups (docs/adr/0011). */

@@ -1,7 +1,7 @@
 /**
  * Every proxyActivities call of the workflows, grouped by timeout and retry profile.
  */
-import { proxyActivities } from '@temporalio/workflow';
+import { ActivityCancellationType, proxyActivities } from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
 
 /** Provisioning steps: transient errors retry with backoff, then the step fails. */
@@ -37,4 +37,21 @@ export const undo = proxyActivities<
 export const status = proxyActivities<Pick<Activities, 'reportStatus'>>({
   startToCloseTimeout: '30 seconds',
   retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '20 seconds' },
+});
+
+/**
+ * Waits that last as long as a tenant sleeps (the first request to an idle tenant): heartbeats
+ * tell a dead worker from a long wait; cancelled when the workflow wakes for another reason.
+ */
+export const waits = proxyActivities<Pick<Activities, 'awaitTenantRequest'>>({
+  startToCloseTimeout: '3650 days',
+  heartbeatTimeout: '20 seconds',
+  // The workflow goes on only once the activity has stopped listening on the tenant's port.
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+  retry: {
+    initialInterval: '1 second',
+    backoffCoefficient: 2,
+    maximumInterval: '1 minute',
+    maximumAttempts: 5,
+  },
 });

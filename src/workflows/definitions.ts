@@ -74,6 +74,10 @@ export interface CarriedState {
   appliedCertificatePolicy?: string;
   /** spec.backup as the Temporal schedule last had it (JSON); absent: no schedule was made. */
   appliedBackup?: string;
+  /** Asleep because idle (spec.autoSleep), not because spec.sleep asks. */
+  idleAsleep?: boolean;
+  /** The last request (or wake-up) known, for spec.autoSleep (ISO 8601). */
+  lastActiveAt?: string;
 }
 
 export interface VirtualClusterWorkflowInput {

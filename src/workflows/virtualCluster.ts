@@ -30,7 +30,8 @@ import type {
   StepInput,
   TenantAllocation,
 } from '../activities/types.js';
-import { status, steps, undo } from './activities.js';
+import { parseDuration } from '../api/duration.js';
+import { status, steps, undo, waits } from './activities.js';
 import {
   CERTIFICATE_RETRY_MS,
   RENEWAL_SPACING_MS,
@@ -131,6 +132,10 @@ export async function virtualClusterWorkflow(
   let certificateFailure: string | undefined;
   let certificatesInspected = false;
   let appliedBackup = carried.appliedBackup;
+  /** spec.autoSleep: asleep for idleness (woken by a request or a spec change). */
+  let idleAsleep = carried.idleAsleep ?? false;
+  let lastActiveAt = carried.lastActiveAt ? Date.parse(carried.lastActiveAt) : Date.now();
+  let requestWaitRetryAfter = 0;
   let backupRetryAfter = 0;
   /**
    * Named nodes still waiting (missing, taken, refused), or the spec not applied (a failed resize
@@ -331,6 +336,7 @@ export async function virtualClusterWorkflow(
 
   /** Records what promotion achieved: status.promoted, the NodesPromoted condition, phase Ready. */
   function ready(result: PromotionResult): Promise<void> {
+    lastActiveAt = Date.now(); // provisioned, resized or woken: not idle from here
     appliedPromotion = JSON.stringify(spec.promoteResources ?? {});
     promoted = {
       nodes: result.nodes,
@@ -381,7 +387,14 @@ export async function virtualClusterWorkflow(
    * a tenant that has been Ready is never provisioned, or compensated, again.
    */
   async function sleepTenant(): Promise<void> {
-    await report('Sleeping', 'FallingAsleep', 'stopping the tenant (spec.sleep: true)');
+    const idle = idleAsleep && spec.sleep !== true;
+    await report(
+      'Sleeping',
+      'FallingAsleep',
+      idle
+        ? `stopping the tenant: no request for ${spec.autoSleep?.idleAfter ?? '?'}`
+        : 'stopping the tenant (spec.sleep: true)',
+    );
     for (const s of PROCESS_STEPS) {
       stepState.set(s, { state: 'pending' });
       setCondition(STEP_CONDITIONS[s], false, 'Asleep', 'stopped while the tenant sleeps');
@@ -398,11 +411,18 @@ export async function virtualClusterWorkflow(
       );
       return;
     }
-    await report(
-      'Sleeping',
-      'Asleep',
-      'its processes are stopped and its data kept; spec.sleep: false wakes it',
-    );
+    if (idle)
+      await report(
+        'Sleeping',
+        'Idle',
+        `no request for ${spec.autoSleep?.idleAfter ?? '?'}: its processes are stopped and its data kept; ${spec.autoSleep?.wakeOnRequest === false ? 'a spec change wakes it' : 'the first request (or a spec change) wakes it'}`,
+      );
+    else
+      await report(
+        'Sleeping',
+        'Asleep',
+        'its processes are stopped and its data kept; spec.sleep: false wakes it',
+      );
   }
 
   /**
@@ -583,7 +603,24 @@ export async function virtualClusterWorkflow(
     // spec.sleep is absent in every run from before sleep existed, and no such run is Sleeping:
     // nothing changes for them. A failed sleep or wake waits for the retry signal (no hot loop),
     // unless the spec now asks for the other state.
-    const asleepWanted = spec.sleep === true;
+    // spec.autoSleep: no request for idleAfter (the tenant's audit log says when the last came).
+    const idleMs =
+      spec.autoSleep && spec.sleep !== true ? parseDuration(spec.autoSleep.idleAfter) : undefined;
+    if (phase === 'Ready' && idleMs !== undefined && allocation && Date.now() >= lastActiveAt + idleMs) {
+      try {
+        const last = await steps.lastTenantRequest({ ref, allocation });
+        if (last.at) lastActiveAt = Math.max(lastActiveAt, Date.parse(last.at));
+      } catch (err) {
+        lastActiveAt = Date.now(); // look again after another idleAfter
+        log.warn('cannot tell when the tenant was last used', { message: describeFailure(err).message });
+      }
+      if (Date.now() >= lastActiveAt + idleMs) {
+        idleAsleep = true;
+        await sleepTenant();
+      }
+      continue;
+    }
+    const asleepWanted = spec.sleep === true || idleAsleep;
     if (
       (phase === 'Ready' && asleepWanted) ||
       (phase === 'Sleeping' && asleepWanted && reason === 'WakeFailed')
@@ -610,13 +647,60 @@ export async function virtualClusterWorkflow(
       ? Date.now() + (input.promotionRetryMs ?? DEFAULT_PROMOTION_RETRY_MS)
       : undefined;
     const certificatesAt = maintained && certs ? certificateDeadline(certs, certificateTiming) : undefined;
+    const idleAt = phase === 'Ready' && idleMs !== undefined ? lastActiveAt + idleMs : undefined;
+    // Asleep for idleness: the first request wakes it (an activity listens on its port meanwhile).
+    const listen =
+      phase === 'Sleeping' &&
+      reason === 'Idle' &&
+      idleAsleep &&
+      spec.autoSleep?.wakeOnRequest !== false &&
+      allocation !== undefined;
     const timeouts = [
+      ...(idleAt !== undefined ? [Math.max(1, idleAt - Date.now())] : []),
+      ...(listen && Date.now() < requestWaitRetryAfter ? [requestWaitRetryAfter - Date.now()] : []),
       ...(retryPromotion ? [input.promotionRetryMs ?? DEFAULT_PROMOTION_RETRY_MS] : []),
       ...(certificatesAt !== undefined ? [Math.max(1, certificatesAt - Date.now())] : []),
       ...(backupPending ? [Math.max(1, backupRetryAfter - Date.now())] : []),
     ];
-    if (timeouts.length === 0) await condition(wake);
-    else if (!(await condition(wake, Math.min(...timeouts)))) {
+    let request:
+      | {
+          arrived: boolean;
+          failed: boolean;
+          cancelled: boolean;
+          done: Promise<void>;
+          scope: CancellationScope;
+        }
+      | undefined;
+    if (listen && allocation && Date.now() >= requestWaitRetryAfter) {
+      const scope = new CancellationScope();
+      const r = { arrived: false, failed: false, cancelled: false, scope, done: Promise.resolve() };
+      const step: StepInput = { ref, allocation };
+      r.done = scope
+        .run(() => waits.awaitTenantRequest(step))
+        .then(
+          () => void (r.arrived = true),
+          () => void (r.failed = !r.cancelled),
+        );
+      request = r;
+    }
+    const woken = () => wake() || request?.arrived === true || request?.failed === true;
+    const fired =
+      timeouts.length === 0
+        ? (await condition(woken), false)
+        : !(await condition(woken, Math.min(...timeouts)));
+    if (request && !request.arrived && !request.failed) {
+      // Waits until the listener is closed: waking must find the port free.
+      request.cancelled = true;
+      request.scope.cancel();
+      await request.done;
+    }
+    if (request?.arrived) {
+      idleAsleep = false;
+      await wakeTenant();
+      continue;
+    }
+    if (request?.failed && !deleteRequested) requestWaitRetryAfter = Date.now() + 30_000;
+    if (fired) {
       // Only when that timer was the one that fired (not a certificate or backup deadline).
       if (promotionAt !== undefined && Date.now() >= promotionAt)
         await repromote('promoting the nodes that were not available');
@@ -627,6 +711,7 @@ export async function virtualClusterWorkflow(
     if (pendingSpec) {
       const change = pendingSpec;
       pendingSpec = undefined;
+      idleAsleep = false; // a spec change wakes a tenant asleep for idleness
       spec = change.spec;
       generation = change.generation;
       if (phase === 'Failed') retryRequested = true;
@@ -658,6 +743,8 @@ export async function virtualClusterWorkflow(
         ...(certs ? { certificates: certs } : {}),
         ...(appliedCertificatePolicy !== undefined ? { appliedCertificatePolicy } : {}),
         ...(appliedBackup !== undefined ? { appliedBackup } : {}),
+        ...(idleAsleep ? { idleAsleep } : {}),
+        ...(spec.autoSleep ? { lastActiveAt: new Date(lastActiveAt).toISOString() } : {}),
       };
       await continueAsNew<typeof virtualClusterWorkflow>({ ...input, spec, generation, carried: next });
     }

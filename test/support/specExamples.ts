@@ -56,6 +56,12 @@ export const specExamples: SpecExample[] = [
     spec: { restore: { backup: 'tenant1/manual-2026-12-03T06-00-00-000Z.tar.gz' } },
     valid: true,
   },
+  { title: 'sleep after 30 idle minutes', spec: { autoSleep: { idleAfter: '30m' } }, valid: true },
+  {
+    title: 'sleep when idle, woken only by a spec change',
+    spec: { autoSleep: { idleAfter: '1h', wakeOnRequest: false } },
+    valid: true,
+  },
   { title: 'name with uppercase', name: 'Tenant', spec: {}, valid: false },
   { title: 'name longer than 63 characters', name: 'a'.repeat(64), spec: {}, valid: false },
   { title: 'node name with uppercase', spec: { promoteResources: { nodes: ['Node-A'] } }, valid: false },
@@ -108,5 +114,7 @@ export const specExamples: SpecExample[] = [
     valid: false,
   },
   { title: 'a restore of a bare file', spec: { restore: { backup: 'x.tar.gz' } }, valid: false },
+  { title: 'idle after a second', spec: { autoSleep: { idleAfter: '1s' } }, valid: false },
+  { title: 'auto sleep without a duration', spec: { autoSleep: { wakeOnRequest: true } }, valid: false },
   { title: 'SAN with a space', spec: { certSANs: ['bad name'] }, valid: false },
 ];

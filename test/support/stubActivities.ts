@@ -2,7 +2,7 @@
  * Stand-ins for the real activities: they record every call, can be told to fail a step
  * permanently, and can hold a step until the test lets it go.
  */
-import { ApplicationFailure } from '@temporalio/activity';
+import { ApplicationFailure, Context } from '@temporalio/activity';
 import type { Activities } from '../../src/activities/index.js';
 import type { CertificateState, StatusReport, TenantAllocation } from '../../src/activities/types.js';
 import type { StepName } from '../../src/workflows/definitions.js';
@@ -48,7 +48,10 @@ function certificates(control: StubControl, caRotation: number): CertificateStat
   };
 }
 
-export function hold(control: StubControl, step: StepName): { reached: Promise<void>; release: () => void } {
+export function hold(
+  control: StubControl,
+  step: StepName | 'awaitTenantRequest',
+): { reached: Promise<void>; release: () => void } {
   let release!: () => void;
   let reachedResolve!: () => void;
   const gate = new Promise<void>((r) => (release = r));
@@ -132,7 +135,21 @@ export function stubActivities(control: StubControl): Activities {
     restoreBackup: ({ backup }) =>
       step(`restoreBackup:${backup}`, { source: 'ns/old', createdAt: new Date().toISOString() }),
     lastTenantRequest: () => step('lastTenantRequest', { at: control.lastRequestAt ?? null }),
-    awaitTenantRequest: () => step('awaitTenantRequest', { at: new Date().toISOString() }),
+    // Heartbeats and honours cancellation, as the real one (the workflow waits for it to stop).
+    awaitTenantRequest: async () => {
+      control.calls.push('awaitTenantRequest');
+      const ctx = Context.current();
+      const h = control.holds.get('awaitTenantRequest') as unknown as
+        { gate: Promise<void>; reachedResolve: () => void } | undefined;
+      h?.reachedResolve();
+      const beat = setInterval(() => ctx.heartbeat(), 200);
+      try {
+        await Promise.race([h?.gate ?? Promise.resolve(), ctx.cancelled]);
+        return { at: new Date().toISOString() };
+      } finally {
+        clearInterval(beat);
+      }
+    },
     ensureBackupSchedule: ({ backup }) =>
       step(`ensureBackupSchedule:${backup ? backup.schedule : 'none'}`, undefined),
     promoteResources: ({ promote }) => {

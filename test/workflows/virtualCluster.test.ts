@@ -383,6 +383,57 @@ describe('virtualClusterWorkflow', () => {
     });
   });
 
+  it('sleeps when idle, wakes on the first request or a spec change, and stops listening then', async () => {
+    const control = newControl();
+    let request = hold(control, 'awaitTenantRequest');
+    const autoSleep = { idleAfter: '2s' };
+    const args = { ...input(), spec: { serviceCIDR: '10.96.0.0/12', autoSleep } };
+    const last = () => control.statuses.at(-1);
+    await withWorker(control, async (taskQueue) => {
+      const handle = await startWorkflow(taskQueue, args);
+      await until(() => last()?.phase === 'Ready', 'Ready');
+      // Idle for 2 s (no request in the audit log): asleep, listening for the first request.
+      await until(() => last()?.reason === 'Idle', 'asleep for idleness', 15_000);
+      expect(control.calls.slice(ALL_STEPS.length, ALL_STEPS.length + 2)).toEqual([
+        'lastTenantRequest',
+        'sleepTenant',
+      ]);
+      expect(last()?.message).toMatch(/no request for 2s: .*the first request \(or a spec change\) wakes it/);
+      await request.reached;
+      control.calls.length = 0;
+      request.release();
+      await until(() => last()?.phase === 'Ready', 'woken by the request');
+      expect(control.calls).toEqual([
+        'startEtcd',
+        'startApiserver',
+        'startControllerManager',
+        'startScheduler',
+        'deployClusterTree',
+        'promoteResources',
+      ]);
+
+      // A request in the audit log keeps it awake a while longer.
+      request = hold(control, 'awaitTenantRequest');
+      control.calls.length = 0;
+      control.lastRequestAt = new Date(Date.now() + 3_000).toISOString();
+      await until(() => control.calls.includes('lastTenantRequest'), 'the idle check');
+      expect(last()?.phase).toBe('Ready');
+      await until(() => last()?.reason === 'Idle', 'asleep again', 15_000);
+      await request.reached;
+
+      // A spec change wakes it too: the wait for a request is cancelled first.
+      control.calls.length = 0;
+      await handle.signal(specChangedSignal, {
+        spec: { ...args.spec, autoSleep: { idleAfter: '1h' } },
+        generation: 2,
+      });
+      await until(() => last()?.phase === 'Ready' && last()?.observedGeneration === 2, 'woken by the spec');
+      expect(control.calls[0]).toBe('startEtcd');
+      await handle.signal(deleteRequestedSignal);
+      await handle.result();
+    });
+  });
+
   it('keeps a backup schedule as spec.backup says, removes it on delete, and restores before issuing certificates', async () => {
     const control = newControl();
     const args = {
