@@ -37,7 +37,12 @@ import {
 } from '../clustertree/naming.js';
 import { PkiFile, certPath, ensureCurrentFiles, keyPath, loadPair } from '../pki/controlPlanePki.js';
 import { renderKubeconfig } from '../pki/kubeconfig.js';
-import { apiserverURL, kubeconfigPath, pkiDir, type ControlPlaneLayout } from '../runtime/controlPlane.js';
+import {
+  apiserverURL,
+  operatorKubeconfig,
+  pkiDir,
+  type ControlPlaneLayout,
+} from '../runtime/controlPlane.js';
 import type { PortAllocator } from '../runtime/ports.js';
 import type { ComponentSpec, ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
@@ -84,7 +89,7 @@ export interface ClusterTreeDeps {
 /** The tenant's admin clients, from the kubeconfig the control-plane steps wrote. */
 function tenantAdmin(l: ControlPlaneLayout): { core: CoreV1Api; objects: KubernetesObjectApi } {
   const kc = new KubeConfig();
-  kc.loadFromFile(kubeconfigPath(l, 'admin'));
+  kc.loadFromFile(operatorKubeconfig(l));
   reuseConnections(kc);
   return { core: kc.makeApiClient(CoreV1Api), objects: KubernetesObjectApi.makeApiClient(kc) };
 }

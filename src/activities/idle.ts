@@ -118,6 +118,7 @@ export function releaseHeldConnections(owner: string, host: string, port: number
   held.delete(owner);
   clearTimeout(entry.timer);
   for (const client of entry.sockets) {
+    if (client.destroyed) continue; // gave up while it waited
     const upstream = connect(port, host, () => {
       client.pipe(upstream);
       upstream.pipe(client);

@@ -4,6 +4,7 @@
  * worker crash changes nothing that was done before.
  */
 import { ApplicationFailure, Context } from '@temporalio/activity';
+import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { VirtualClusterRef } from '../api/virtualCluster.js';
@@ -23,6 +24,7 @@ import {
   apiserverSpec,
   apiserverURL,
   controllerManagerSpec,
+  auditDir,
   auditLogPath,
   etcdSpec,
   pkiDir,
@@ -429,9 +431,16 @@ export function createActivities(deps: ActivityDeps) {
       return started;
     },
 
-    /** When the last request of a user or workload reached the tenant (its audit log); null: none yet. */
-    async lastTenantRequest(input: StepInput): Promise<{ at: string | null }> {
-      return { at: (await lastAuditedRequest(auditLogPath(layout(input.allocation)))) ?? null };
+    /**
+     * When the last request of a user or workload reached the tenant (its audit log); null: none
+     * yet. `audited` false: its API server was started by a version without the audit log (it
+     * gets one when it next starts), so nothing can be told.
+     */
+    async lastTenantRequest(input: StepInput): Promise<{ at: string | null; audited: boolean }> {
+      const l = layout(input.allocation);
+      // startApiserver writes the policy before it starts an API server that audits.
+      const audited = existsSync(join(auditDir(l), 'policy.yaml'));
+      return { at: (await lastAuditedRequest(auditLogPath(l))) ?? null, audited };
     },
 
     /**

@@ -27,7 +27,12 @@ import { OriginLabel, hostNamespace, tenantHash } from '../clustertree/naming.js
 import { OPERATOR, OPERATOR_LABEL } from '../clustertree/translate.js';
 import { PkiFile, loadPair } from '../pki/controlPlanePki.js';
 import { ensureDnsService, ensureEndpointSlice, startClusterDns } from '../runtime/dns.js';
-import { apiserverURL, kubeconfigPath, pkiDir, type ControlPlaneLayout } from '../runtime/controlPlane.js';
+import {
+  apiserverURL,
+  operatorKubeconfig,
+  pkiDir,
+  type ControlPlaneLayout,
+} from '../runtime/controlPlane.js';
 import type { PortAllocator } from '../runtime/ports.js';
 import type { ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
@@ -183,7 +188,7 @@ export function createTenantNetwork(deps: TenantNetworkDeps) {
     /** Starts the tenant's CoreDNS and its Services on both sides; returns the DNS ClusterIP. */
     async startDns(ref: VirtualClusterRef, tenantId: string, l: ControlPlaneLayout): Promise<string> {
       const tenantKc = new KubeConfig();
-      tenantKc.loadFromFile(kubeconfigPath(l, 'admin'));
+      tenantKc.loadFromFile(operatorKubeconfig(l));
       const port = await startClusterDns({
         runtime: deps.runtime,
         ports: deps.ports,

@@ -61,6 +61,8 @@ export const PkiFile = {
   clusterTreeKubelet: 'clustertree-kubelet',
   /** The tenant's CoreDNS, a client of its API server. */
   coredns: 'coredns',
+  /** The operator's own admin identity in the tenant (not the published one: not counted as use). */
+  operator: 'operator',
 } as const;
 export type PkiName = (typeof PkiFile)[keyof typeof PkiFile];
 
@@ -175,6 +177,7 @@ const CLUSTER_LEAVES: readonly [PkiName, 'client' | 'serving'][] = [
   [PkiFile.clusterTree, 'client'],
   [PkiFile.clusterTreeKubelet, 'serving'],
   [PkiFile.coredns, 'client'],
+  [PkiFile.operator, 'client'],
 ];
 const LEAVES: readonly PkiName[] = [
   PkiFile.etcdServer,
@@ -186,8 +189,10 @@ const LEAVES: readonly PkiName[] = [
 /** The user clusterTree and CoreDNS authenticate as in the tenant (their RBAC names them). */
 export const CLUSTERTREE_USER = 'kosmos-vc:clustertree';
 export const DNS_USER = 'kosmos-vc:coredns';
+/** The operator's own calls to a tenant: admin, but told apart from a user's (idle detection). */
+export const OPERATOR_USER = 'kosmos-vc:operator';
 
-/** The leaves of clusterTree and CoreDNS (issued once, elsewhere, before PKI set version 3). */
+/** The leaves a set from an older version may lack (clusterTree's and CoreDNS's were issued elsewhere, the operator's did not exist). */
 function lazyLeaves(): Partial<Record<PkiName, LeafRequest>> {
   return {
     [PkiFile.clusterTree]: { commonName: CLUSTERTREE_USER, usage: 'client' },
@@ -198,6 +203,7 @@ function lazyLeaves(): Partial<Record<PkiName, LeafRequest>> {
       ipAddresses: ['127.0.0.1'],
     },
     [PkiFile.coredns]: { commonName: DNS_USER, usage: 'client' },
+    [PkiFile.operator]: { commonName: OPERATOR_USER, organizations: ['system:masters'], usage: 'client' },
   };
 }
 

@@ -3,6 +3,7 @@
  * kube-controller-manager, kube-scheduler) as ComponentSpecs, plus the files they read.
  * Used for every tenant and for the embedded host cluster alike.
  */
+import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { renderKubeconfig } from '../pki/kubeconfig.js';
@@ -10,6 +11,7 @@ import {
   certPath,
   keyPath,
   loadPair,
+  OPERATOR_USER,
   PkiFile,
   ServiceAccountKey,
   type PkiName,
@@ -63,6 +65,7 @@ rules:
       - system:kube-proxy
       - kosmos-vc:clustertree
       - kosmos-vc:coredns
+      - kosmos-vc:operator
   - level: None
     userGroups: [system:nodes, "system:serviceaccounts:kube-system"]
   - level: None
@@ -80,8 +83,14 @@ export const pkiDir = (l: ControlPlaneLayout): string => join(l.dir, 'pki');
 export const etcdDataDir = (l: ControlPlaneLayout): string => join(l.dir, 'etcd');
 export const kubeconfigPath = (
   l: ControlPlaneLayout,
-  who: 'admin' | 'controller-manager' | 'scheduler',
+  who: 'admin' | 'operator' | 'controller-manager' | 'scheduler',
 ): string => join(l.dir, 'kubeconfigs', `${who}.conf`);
+
+/** What the operator itself calls a tenant with: its own identity, or admin's for a set from before it. */
+export function operatorKubeconfig(l: ControlPlaneLayout): string {
+  const own = kubeconfigPath(l, 'operator');
+  return existsSync(own) ? own : kubeconfigPath(l, 'admin');
+}
 export const apiserverURL = (l: ControlPlaneLayout): string => `https://${l.address}:${l.ports.apiserver}`;
 
 const pair = (l: ControlPlaneLayout, name: PkiName, certFlag: string, keyFlag: string): string[] => [
@@ -260,6 +269,7 @@ export async function writeKubeconfigs(l: ControlPlaneLayout): Promise<void> {
     ['controller-manager', PkiFile.controllerManager, 'system:kube-controller-manager'],
     ['scheduler', PkiFile.scheduler, 'system:kube-scheduler'],
     ['admin', PkiFile.admin, 'kubernetes-admin'],
+    ['operator', PkiFile.operator, OPERATOR_USER],
   ] as const;
   for (const [file, name, user] of users) {
     const p = await loadPair(pki, name);

@@ -89,6 +89,7 @@ const CLUSTERTREE_STEPS = new Set<StepName>(['deployClusterTree', 'promoteResour
 const CERTIFICATES_PATCH = 'certificate-renewal';
 /** Marks runs that know backups (restore, schedules): an old worker sharing the queue never made them. */
 const BACKUP_PATCH = 'backup-restore';
+const AUTO_RETRY_MS = 60_000;
 
 const COMPONENT_OF: Partial<Record<StepName, ControlPlaneComponent>> = {
   startEtcd: 'etcd',
@@ -136,6 +137,8 @@ export async function virtualClusterWorkflow(
   let idleAsleep = carried.idleAsleep ?? false;
   let lastActiveAt = carried.lastActiveAt ? Date.parse(carried.lastActiveAt) : Date.now();
   let requestWaitRetryAfter = 0;
+  /** A failed sleep or wake of auto sleep is tried again at this time (no one may send a retry). */
+  let autoRetryAt: number | undefined;
   let backupRetryAfter = 0;
   /**
    * Named nodes still waiting (missing, taken, refused), or the spec not applied (a failed resize
@@ -323,6 +326,7 @@ export async function virtualClusterWorkflow(
       const result = await run('promoteResources', () =>
         steps.promoteResources({ ...step, promote: spec.promoteResources }),
       );
+      lastActiveAt = Date.now(); // provisioned: idle from here, not from the workflow's start
       await ready(result);
     } catch (err) {
       if (err instanceof DeleteRequested) return; // the main loop tears down
@@ -336,7 +340,6 @@ export async function virtualClusterWorkflow(
 
   /** Records what promotion achieved: status.promoted, the NodesPromoted condition, phase Ready. */
   function ready(result: PromotionResult): Promise<void> {
-    lastActiveAt = Date.now(); // provisioned, resized or woken: not idle from here
     appliedPromotion = JSON.stringify(spec.promoteResources ?? {});
     promoted = {
       nodes: result.nodes,
@@ -404,10 +407,11 @@ export async function virtualClusterWorkflow(
     } catch (err) {
       if (deleteRequested) return;
       const f = describeFailure(err);
+      if (idle) autoRetryAt = Date.now() + AUTO_RETRY_MS;
       await report(
         'Sleeping',
         'SleepFailed',
-        `stopping the tenant failed (the retry signal tries again): ${f.message}`,
+        `stopping the tenant failed (${idle ? 'tried again in a minute; ' : ''}the retry signal tries again): ${f.message}`,
       );
       return;
     }
@@ -452,6 +456,8 @@ export async function virtualClusterWorkflow(
       stepState.set(current, { state: 'running' });
       const promotedNow = await steps.promoteResources({ ...step, promote: spec.promoteResources });
       stepState.set(current, { state: 'done' });
+      lastActiveAt = Date.now();
+      autoRetryAt = undefined;
       await ready(promotedNow);
     } catch (err) {
       if (deleteRequested) return;
@@ -460,10 +466,12 @@ export async function virtualClusterWorkflow(
         stepState.set(current, { state: 'failed', message: f.message });
         setCondition(STEP_CONDITIONS[current], false, f.reason, f.message);
       }
+      // Woken for use (auto sleep): nobody may be there to send the retry signal; try again.
+      if (spec.autoSleep) autoRetryAt = Date.now() + AUTO_RETRY_MS;
       await report(
         'Sleeping',
         'WakeFailed',
-        `waking the tenant failed (the retry signal tries again): ${f.message}`,
+        `waking the tenant failed (${spec.autoSleep ? 'tried again in a minute; ' : ''}the retry signal tries again): ${f.message}`,
       );
     }
   }
@@ -610,6 +618,8 @@ export async function virtualClusterWorkflow(
       try {
         const last = await steps.lastTenantRequest({ ref, allocation });
         if (last.at) lastActiveAt = Math.max(lastActiveAt, Date.parse(last.at));
+        // An API server without the audit log (started by an older version) cannot tell: in use.
+        if (!last.audited) lastActiveAt = Date.now();
       } catch (err) {
         lastActiveAt = Date.now(); // look again after another idleAfter
         log.warn('cannot tell when the tenant was last used', { message: describeFailure(err).message });
@@ -618,6 +628,28 @@ export async function virtualClusterWorkflow(
         idleAsleep = true;
         await sleepTenant();
       }
+      continue;
+    }
+    if (phase === 'Sleeping' && autoRetryAt !== undefined && Date.now() >= autoRetryAt) {
+      autoRetryAt = undefined;
+      if (reason === 'WakeFailed' && spec.sleep !== true) {
+        idleAsleep = false;
+        await wakeTenant();
+        continue;
+      }
+      if (reason === 'SleepFailed' && idleAsleep) {
+        await sleepTenant();
+        continue;
+      }
+    }
+    // Asked to sleep by the spec while asleep for idleness: the same sleep, another way out.
+    if (phase === 'Sleeping' && reason === 'Idle' && spec.sleep === true) {
+      idleAsleep = false;
+      await report(
+        'Sleeping',
+        'Asleep',
+        'its processes are stopped and its data kept; spec.sleep: false wakes it',
+      );
       continue;
     }
     const asleepWanted = spec.sleep === true || idleAsleep;
@@ -658,6 +690,7 @@ export async function virtualClusterWorkflow(
     const timeouts = [
       ...(idleAt !== undefined ? [Math.max(1, idleAt - Date.now())] : []),
       ...(listen && Date.now() < requestWaitRetryAfter ? [requestWaitRetryAfter - Date.now()] : []),
+      ...(phase === 'Sleeping' && autoRetryAt !== undefined ? [Math.max(1, autoRetryAt - Date.now())] : []),
       ...(retryPromotion ? [input.promotionRetryMs ?? DEFAULT_PROMOTION_RETRY_MS] : []),
       ...(certificatesAt !== undefined ? [Math.max(1, certificatesAt - Date.now())] : []),
       ...(backupPending ? [Math.max(1, backupRetryAfter - Date.now())] : []),
@@ -711,7 +744,12 @@ export async function virtualClusterWorkflow(
     if (pendingSpec) {
       const change = pendingSpec;
       pendingSpec = undefined;
-      idleAsleep = false; // a spec change wakes a tenant asleep for idleness
+      // A spec change wakes a tenant asleep for idleness and counts as use; a new generation
+      // that only carries the operator's own spec.kubeconfig write (a renewal) is no change.
+      if (JSON.stringify(change.spec) !== JSON.stringify(spec)) {
+        idleAsleep = false;
+        lastActiveAt = Date.now();
+      }
       spec = change.spec;
       generation = change.generation;
       if (phase === 'Failed') retryRequested = true;

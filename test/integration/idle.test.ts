@@ -44,13 +44,17 @@ describe('auto sleep', () => {
     const creds = credentialsOf(Buffer.from(vc.spec.kubeconfig!, 'base64').toString());
     const phase = async () => (await host().getVirtualCluster({ namespace, name: 'idler' }))?.status;
 
-    // Used every 3 s for 25 s: longer than idleAfter, and still awake.
+    // Used every 3 s for 25 s: longer than idleAfter, and still awake (the same API server).
+    const apiserver = () => processesMentioning(dir).find((p) => p.exe === 'kube-apiserver')?.pid;
+    const before = apiserver();
+    expect(before).toBeDefined();
     const until = Date.now() + 25_000;
     while (Date.now() < until) {
       expect(await statusAs(creds.server, creds.caPem, creds)).toBe(200);
       await new Promise((r) => setTimeout(r, 3_000));
     }
     expect((await phase())?.phase).toBe('Ready');
+    expect(apiserver()).toBe(before);
 
     // Then left alone: asleep, not one process of it running.
     const asleep = await eventually(

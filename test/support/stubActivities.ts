@@ -134,7 +134,7 @@ export function stubActivities(control: StubControl): Activities {
       }),
     restoreBackup: ({ backup }) =>
       step(`restoreBackup:${backup}`, { source: 'ns/old', createdAt: new Date().toISOString() }),
-    lastTenantRequest: () => step('lastTenantRequest', { at: control.lastRequestAt ?? null }),
+    lastTenantRequest: () => step('lastTenantRequest', { at: control.lastRequestAt ?? null, audited: true }),
     // Heartbeats and honours cancellation, as the real one (the workflow waits for it to stop).
     awaitTenantRequest: async () => {
       control.calls.push('awaitTenantRequest');
@@ -146,6 +146,9 @@ export function stubActivities(control: StubControl): Activities {
       try {
         await Promise.race([h?.gate ?? Promise.resolve(), ctx.cancelled]);
         return { at: new Date().toISOString() };
+      } catch (e) {
+        control.calls.push('awaitTenantRequest:cancelled');
+        throw e;
       } finally {
         clearInterval(beat);
       }

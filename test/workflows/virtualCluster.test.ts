@@ -417,8 +417,13 @@ describe('virtualClusterWorkflow', () => {
       control.calls.length = 0;
       control.lastRequestAt = new Date(Date.now() + 3_000).toISOString();
       await until(() => control.calls.includes('lastTenantRequest'), 'the idle check');
-      expect(last()?.phase).toBe('Ready');
+      // Not asleep before that request is idleAfter old.
+      const asleepAgain = Date.parse(control.lastRequestAt) + 2_000;
       await until(() => last()?.reason === 'Idle', 'asleep again', 15_000);
+      expect(Date.now()).toBeGreaterThanOrEqual(asleepAgain);
+      expect(control.calls.indexOf('sleepTenant')).toBeGreaterThan(
+        control.calls.indexOf('lastTenantRequest'),
+      );
       await request.reached;
 
       // A spec change wakes it too: the wait for a request is cancelled first.
@@ -428,7 +433,8 @@ describe('virtualClusterWorkflow', () => {
         generation: 2,
       });
       await until(() => last()?.phase === 'Ready' && last()?.observedGeneration === 2, 'woken by the spec');
-      expect(control.calls[0]).toBe('startEtcd');
+      // The wait stopped (the port is free) before anything started.
+      expect(control.calls.slice(0, 2)).toEqual(['awaitTenantRequest:cancelled', 'startEtcd']);
       await handle.signal(deleteRequestedSignal);
       await handle.result();
     });
