@@ -110,7 +110,8 @@ export function createBackupActivities(deps: BackupDeps) {
           FailureType.TenantNotRunning,
         );
       const l = deps.layoutOf(allocation);
-      // One generation of the set throughout, even if a renewal swaps in another meanwhile.
+      // One generation of the set, so cert and key come from the same one; a renewal that swaps
+      // it away meanwhile fails this attempt (ENOENT) and the retry reads the new one.
       const pki = await realpath(pkiDir(l));
       await mkdir(deps.backupDir, { recursive: true, mode: 0o700 });
       const work = await mkdtemp(join(deps.backupDir, '.work-'));
