@@ -39,6 +39,7 @@ import { PkiFile, certPath, ensureCurrentFiles, keyPath, loadPair } from '../pki
 import { renderKubeconfig } from '../pki/kubeconfig.js';
 import {
   apiserverURL,
+  ensureOperatorKubeconfig,
   operatorKubeconfig,
   pkiDir,
   type ControlPlaneLayout,
@@ -232,9 +233,10 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
     const dir = join(l.dir, 'clustertree');
     await mkdir(dir, { recursive: true, mode: 0o700 });
 
-    await apply(tenantAdmin(l).objects, tenantRbac());
-    // A tenant from before clusterTree's leaves were part of its set gets them now.
+    // A tenant from before clusterTree's and the operator's leaves were in its set gets them now.
     await ensureCurrentFiles(pkiDir(l));
+    await ensureOperatorKubeconfig(l);
+    await apply(tenantAdmin(l).objects, tenantRbac());
     const tenantKubeconfig = await tenantCredentials(l);
 
     const podSecurity = await tenantPodSecurity(deps.host, ref, deps.allowPrivilegedTenants ?? false);
@@ -492,6 +494,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
     ): Promise<PromotionResult> {
       const { ref } = input;
       const l = deps.layoutOf(input);
+      await ensureOperatorKubeconfig(l);
       const tenant = tenantAdmin(l).core;
       const wanted = new Set(input.promote?.nodes ?? []);
       const demoted: string[] = [];

@@ -162,8 +162,11 @@ export class CARotationInProgressError extends Error {
 const MARKER = '.complete';
 const CA_GENERATION = 'ca-generation';
 const CA_RETIRES_AT = 'ca-previous-retires-at';
-/** Raised whenever the set of files changes (2: apiserver-kubelet-client; 3: clusterTree's and CoreDNS's). */
-const PKI_SET_VERSION = 3;
+/**
+ * Raised whenever the set of files changes (2: apiserver-kubelet-client; 3: clusterTree's and
+ * CoreDNS's; 4: the operator's).
+ */
+const PKI_SET_VERSION = 4;
 
 /** The leaves and what signs them: `serving` ones come from the previous CA during a rotation. */
 const CLUSTER_LEAVES: readonly [PkiName, 'client' | 'serving'][] = [

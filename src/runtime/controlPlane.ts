@@ -10,6 +10,7 @@ import { renderKubeconfig } from '../pki/kubeconfig.js';
 import {
   certPath,
   keyPath,
+  ensureCurrentFiles,
   loadPair,
   OPERATOR_USER,
   PkiFile,
@@ -86,10 +87,16 @@ export const kubeconfigPath = (
   who: 'admin' | 'operator' | 'controller-manager' | 'scheduler',
 ): string => join(l.dir, 'kubeconfigs', `${who}.conf`);
 
-/** What the operator itself calls a tenant with: its own identity, or admin's for a set from before it. */
+/** What the operator itself calls a tenant with: its own identity (ensureOperatorKubeconfig). */
 export function operatorKubeconfig(l: ControlPlaneLayout): string {
   const own = kubeconfigPath(l, 'operator');
   return existsSync(own) ? own : kubeconfigPath(l, 'admin');
+}
+
+/** Writes the operator's kubeconfig where a set from an older version has none yet. */
+export async function ensureOperatorKubeconfig(l: ControlPlaneLayout): Promise<void> {
+  if (existsSync(kubeconfigPath(l, 'operator'))) return;
+  await writeKubeconfigs(l);
 }
 export const apiserverURL = (l: ControlPlaneLayout): string => `https://${l.address}:${l.ports.apiserver}`;
 
@@ -263,6 +270,8 @@ export async function adminKubeconfig(
 /** Writes the kubeconfigs the components and an admin use (mode 0600). */
 export async function writeKubeconfigs(l: ControlPlaneLayout): Promise<void> {
   const pki = pkiDir(l);
+  // A set from an older version may lack a leaf written here (the operator's).
+  await ensureCurrentFiles(pki);
   const ca = await loadPair(pki, PkiFile.ca);
   await mkdir(join(l.dir, 'kubeconfigs'), { recursive: true, mode: 0o700 });
   const users = [

@@ -206,6 +206,8 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       namespace: opts.temporalNamespace,
       taskQueue: opts.taskQueue,
       workflowBundle: await workflowBundle(),
+      // Heartbeats (and so cancellations, e.g. of the wait for a request) get through within 2 s.
+      maxHeartbeatThrottleInterval: '2 seconds',
       activities: createActivities(deps),
       interceptors: { activity: [metrics.interceptor()] },
     });

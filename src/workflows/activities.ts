@@ -45,8 +45,9 @@ export const status = proxyActivities<Pick<Activities, 'reportStatus'>>({
  */
 export const waits = proxyActivities<Pick<Activities, 'awaitTenantRequest'>>({
   startToCloseTimeout: '3650 days',
-  // Short: a cancellation reaches the activity with a heartbeat (throttled to 80 % of this).
-  heartbeatTimeout: '5 seconds',
+  // A cancellation reaches the activity with a heartbeat: workers send them at least every 2 s
+  // (maxHeartbeatThrottleInterval), well inside this.
+  heartbeatTimeout: '10 seconds',
   // The workflow goes on only once the activity has stopped listening on the tenant's port.
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   retry: {

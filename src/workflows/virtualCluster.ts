@@ -137,8 +137,15 @@ export async function virtualClusterWorkflow(
   let idleAsleep = carried.idleAsleep ?? false;
   let lastActiveAt = carried.lastActiveAt ? Date.parse(carried.lastActiveAt) : Date.now();
   let requestWaitRetryAfter = 0;
-  /** A failed sleep or wake of auto sleep is tried again at this time (no one may send a retry). */
-  let autoRetryAt: number | undefined;
+  /**
+   * A failed sleep or wake of auto sleep is tried again at this time (no one may send a retry);
+   * a run continued-as-new in such a state tries at once.
+   */
+  let autoRetryAt: number | undefined =
+    phase === 'Sleeping' &&
+    ((reason === 'WakeFailed' && spec.autoSleep !== undefined) || (reason === 'SleepFailed' && idleAsleep))
+      ? Date.now()
+      : undefined;
   let backupRetryAfter = 0;
   /**
    * Named nodes still waiting (missing, taken, refused), or the spec not applied (a failed resize
@@ -390,6 +397,7 @@ export async function virtualClusterWorkflow(
    * a tenant that has been Ready is never provisioned, or compensated, again.
    */
   async function sleepTenant(): Promise<void> {
+    autoRetryAt = undefined;
     const idle = idleAsleep && spec.sleep !== true;
     await report(
       'Sleeping',
@@ -434,6 +442,7 @@ export async function virtualClusterWorkflow(
    * leaves it Sleeping with reason WakeFailed, nothing undone; the retry signal tries again.
    */
   async function wakeTenant(): Promise<void> {
+    autoRetryAt = undefined;
     if (!allocation) {
       // Not Failed: a retry from Failed provisions, and compensation would delete the data.
       await report('Sleeping', 'WakeFailed', 'cannot wake: the tenant has no allocation recorded');

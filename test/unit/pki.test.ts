@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCA, issueCertificate } from '../../src/pki/certificates.js';
+import { ensureOperatorKubeconfig, kubeconfigPath } from '../../src/runtime/controlPlane.js';
+import { parse } from 'yaml';
 import {
   CARotationInProgressError,
   PkiFile,
@@ -224,6 +226,30 @@ describe('renewal and CA rotation', () => {
     for (const n of [...CLIENT, ...SERVING]) expect((await x509(n)).checkIssued(next)).toBe(true);
     await expect(read(PkiFile.previousCA)).rejects.toThrow();
     expect((await certificateExpiry(pki)).caGeneration).toBe(1);
+  });
+
+  it("gives a set from before the operator's identity its kubeconfig", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'kvc-operator-'));
+    try {
+      const l = {
+        id: 't',
+        dir,
+        address: '127.0.0.1',
+        ports: { etcdClient: 1, etcdPeer: 2, apiserver: 3, controllerManager: 4, scheduler: 5 },
+        serviceCIDR: '10.96.0.0/12',
+      };
+      await writeControlPlanePki(join(dir, 'pki'), req);
+      await rm(certPath(join(dir, 'pki'), PkiFile.operator));
+      await rm(keyPath(join(dir, 'pki'), PkiFile.operator));
+      await ensureOperatorKubeconfig(l);
+      const conf = await readFile(kubeconfigPath(l, 'operator'), 'utf8');
+      const user = (parse(conf) as { users: { user: Record<string, string> }[] }).users[0]!.user;
+      const cert = new X509Certificate(Buffer.from(user['client-certificate-data']!, 'base64'));
+      expect(cert.subject).toContain('CN=kosmos-vc:operator');
+      expect(cert.subject).toContain('O=system:masters');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('moves a set from before generations into one, keeping its CA', async () => {

@@ -56,6 +56,8 @@ async function withWorker<T>(
     connection: env.nativeConnection,
     taskQueue,
     workflowBundle: await workflowBundle(),
+    // Heartbeats (and so cancellations, e.g. of the wait for a request) get through within 2 s.
+    maxHeartbeatThrottleInterval: '2 seconds',
     activities: stubActivities(control),
     ...(metrics ? { interceptors: { activity: [metrics.interceptor()] } } : {}),
   });
@@ -426,13 +428,17 @@ describe('virtualClusterWorkflow', () => {
       );
       await request.reached;
 
-      // A spec change wakes it too: the wait for a request is cancelled first.
+      // A new generation with the same spec (the operator's own spec.kubeconfig write after a
+      // renewal) leaves it asleep; a real spec change wakes it: the wait is cancelled first.
+      await handle.signal(specChangedSignal, { spec: args.spec, generation: 2 });
+      await until(() => last()?.observedGeneration === 2, 'generation 2 recorded');
+      expect(last()?.reason).toBe('Idle');
       control.calls.length = 0;
       await handle.signal(specChangedSignal, {
         spec: { ...args.spec, autoSleep: { idleAfter: '1h' } },
-        generation: 2,
+        generation: 3,
       });
-      await until(() => last()?.phase === 'Ready' && last()?.observedGeneration === 2, 'woken by the spec');
+      await until(() => last()?.phase === 'Ready' && last()?.observedGeneration === 3, 'woken by the spec');
       // The wait stopped (the port is free) before anything started.
       expect(control.calls.slice(0, 2)).toEqual(['awaitTenantRequest:cancelled', 'startEtcd']);
       await handle.signal(deleteRequestedSignal);
