@@ -3,14 +3,11 @@
  * retention, `kosmos-vc backup --to`, a corrupted or truncated file refused with nothing created,
  * and a deleted tenant restored from its backup with the same objects, tokens and CA.
  */
-import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { backupScheduleId } from '../../src/activities/backup.js';
-import { repoRoot } from '../../src/runtime/binaries.js';
 import type { Operator } from '../../src/worker/operator.js';
 import {
   createNamespace,
@@ -19,6 +16,7 @@ import {
   deleteVirtualCluster,
   eventually,
   host,
+  kosmosVc,
   kubectl,
   newStateDir,
   refOf,
@@ -72,24 +70,13 @@ async function whoami(server: string, caPem: string, token: string): Promise<str
   });
 }
 
-/** The built CLI, on the operator's machine, state directory and task queue. */
-async function cli(...args: string[]): Promise<string> {
-  const { stdout } = await promisify(execFile)(
-    process.execPath,
-    [join(repoRoot(), 'dist', 'src', 'cli', 'main.js'), ...args],
-    {
-      env: {
-        ...process.env,
-        KUBECONFIG: inject('hostKubeconfig'),
-        TEMPORAL_ADDRESS: inject('temporalAddress'),
-        KOSMOS_VC_TASK_QUEUE: taskQueue,
-        KOSMOS_VC_STATE_DIR: stateDir,
-      },
-      timeout: 300_000,
-    },
-  );
-  return stdout;
-}
+/** The built CLI, with the operator's Temporal address, task queue and state directory. */
+const cli = (...args: string[]) =>
+  kosmosVc(args, {
+    TEMPORAL_ADDRESS: inject('temporalAddress'),
+    KOSMOS_VC_TASK_QUEUE: taskQueue,
+    KOSMOS_VC_STATE_DIR: stateDir,
+  });
 
 describe('backup and restore', () => {
   it('backs a tenant up on its schedule and by hand, refuses a bad file, and restores a deleted tenant intact', async () => {

@@ -4,16 +4,13 @@
  * kubeconfigs working until the old CA is retired.
  */
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
-import { execFile } from 'node:child_process';
 import type { X509Certificate } from 'node:crypto';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
-import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tenantId } from '../../src/activities/index.js';
 import type { VirtualCluster } from '../../src/api/virtualCluster.js';
-import { repoRoot } from '../../src/runtime/binaries.js';
 import type { Operator } from '../../src/worker/operator.js';
 import {
   createNamespace,
@@ -22,6 +19,7 @@ import {
   deleteVirtualCluster,
   eventually,
   host,
+  kosmosVc,
   newStateDir,
   processesMentioning,
   refOf,
@@ -171,14 +169,7 @@ describe('certificates', () => {
     const old = credentialsOf(kubeconfigOf(vc));
     const oldCA = vc.status!.certificates!.caFingerprint!;
 
-    const cli = async (...args: string[]) =>
-      (
-        await promisify(execFile)(
-          process.execPath,
-          [join(repoRoot(), 'dist', 'src', 'cli', 'main.js'), ...args],
-          { env: { ...process.env, KUBECONFIG: inject('hostKubeconfig') } },
-        )
-      ).stdout;
+    const cli = (...args: string[]) => kosmosVc(args);
     const said = await cli('rotate-ca', `${namespace}/rotated`, '--timeout', '120');
     expect(said).toMatch(/CA rotation 1 requested; old and new kubeconfigs both work for 1m/);
     expect(said).toMatch(/done in \d+s: new CA [0-9a-f]{16}/);

@@ -3,17 +3,14 @@
  * tenant etcd / kube-apiserver / kube-controller-manager / kube-scheduler, real kubectl.
  */
 import { chromium } from 'playwright-core';
-import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { kubeconfigSecretName } from '../../src/activities/index.js';
 import type { TenantAllocation } from '../../src/activities/types.js';
 import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { FINALIZER, GROUP, PLURAL, VERSION } from '../../src/api/virtualCluster.js';
-import { repoRoot } from '../../src/runtime/binaries.js';
 import { canBind } from '../../src/runtime/ports.js';
 import type { Operator } from '../../src/worker/operator.js';
 import {
@@ -29,6 +26,7 @@ import {
   deleteVirtualCluster,
   eventually,
   host,
+  kosmosVc,
   kubectl,
   newStateDir,
   pathExists,
@@ -118,17 +116,7 @@ describe('VirtualCluster lifecycle', () => {
     expect(table).toMatch(/tenant1\s+Ready\s+True/);
 
     // The kosmos-vc CLI shows it and hands out its kubeconfig, no jsonpath or base64 needed.
-    const hostKc = process.env.KVC_HOST_KUBECONFIG ?? (await import('vitest')).inject('hostKubeconfig');
-    const cli = async (...args: string[]) =>
-      (
-        await promisify(execFile)(
-          process.execPath,
-          [join(repoRoot(), 'dist', 'src', 'cli', 'main.js'), ...args],
-          {
-            env: { ...process.env, KUBECONFIG: hostKc },
-          },
-        )
-      ).stdout;
+    const cli = (...args: string[]) => kosmosVc(args);
     expect(await cli('get', '-n', namespace)).toMatch(
       /NAME\s+PHASE\s+NODES\s+CPU\s+MEMORY\s+ENDPOINT\s+AGE\n/,
     );

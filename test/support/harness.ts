@@ -21,13 +21,31 @@ import {
   type VirtualClusterRef,
 } from '../../src/api/virtualCluster.js';
 import { HostCluster } from '../../src/activities/hostCluster.js';
-import { resolveBinaries, type Binaries } from '../../src/runtime/binaries.js';
+import { repoRoot, resolveBinaries, type Binaries } from '../../src/runtime/binaries.js';
 import { kwokNode } from '../../src/runtime/embedded.js';
 import { NodeNet } from '../../src/node/realNode.js';
 import { createLogger } from '../../src/worker/logger.js';
 import { startOperator, type Operator } from '../../src/worker/operator.js';
 
 export const run = promisify(execFile);
+
+/**
+ * The built `kosmos-vc` command line against the test host cluster, with `env` added (the
+ * Temporal address, task queue or state directory of a test's operator, for the commands that
+ * need them). Resolves with what it printed; rejects as execFile does (code, stderr).
+ */
+export async function kosmosVc(args: string[], env: Record<string, string> = {}): Promise<string> {
+  const kubeconfig = process.env.KVC_HOST_KUBECONFIG ?? inject('hostKubeconfig');
+  const { stdout } = await run(
+    process.execPath,
+    [join(repoRoot(), 'dist', 'src', 'cli', 'main.js'), ...args],
+    {
+      env: { ...process.env, KUBECONFIG: kubeconfig, ...env },
+      timeout: 300_000,
+    },
+  );
+  return stdout;
+}
 
 export function hostKubeConfig(): KubeConfig {
   const kc = new KubeConfig();
