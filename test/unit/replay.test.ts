@@ -4,14 +4,16 @@
  * behind `patched()` and keep the old history, or record a new one on purpose.
  *
  * - v1: recorded before clusterTree existed (the control plane only, resting at Initialized);
- * - current: provision with clusterTree and promotion, then delete.
+ * - current: provision with clusterTree and promotion, then delete;
+ * - day2: certificate renewal, a CA rotation and its retirement, a backup schedule, idle sleep
+ *   and a wake on the first request, then delete (test/workflows: "a day of operations").
  */
 import { Worker } from '@temporalio/worker';
 import { readFile } from 'node:fs/promises';
 import { expect, it } from 'vitest';
 import { installTemporalRuntime, workflowBundle } from '../../src/worker/operator.js';
 
-it.each(['virtualcluster-provision-delete.v1', 'virtualcluster-provision-delete'])(
+it.each(['virtualcluster-provision-delete.v1', 'virtualcluster-provision-delete', 'virtualcluster-day2'])(
   'replays the recorded history %s without nondeterminism',
   async (fixture) => {
     installTemporalRuntime();

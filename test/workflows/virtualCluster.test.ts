@@ -446,6 +446,47 @@ describe('virtualClusterWorkflow', () => {
     });
   });
 
+  it('runs a day of operations in one history: renewal, CA rotation, a backup schedule, idle sleep and wake', async () => {
+    // Also the replay fixture virtualcluster-day2 (KVC_RECORD_DAY2_HISTORY=<file> records it anew).
+    const control = newControl();
+    control.renewInMs = 1_500;
+    control.caOverlapMs = 1_500;
+    const request = hold(control, 'awaitTenantRequest');
+    const spec = {
+      serviceCIDR: '10.96.0.0/12',
+      backup: { schedule: '@daily', retention: 3 },
+      autoSleep: { idleAfter: '1h' },
+    };
+    const args = { ...input(), spec };
+    const last = () => control.statuses.at(-1);
+    await withWorker(control, async (taskQueue) => {
+      const handle = await startWorkflow(taskQueue, args);
+      await until(() => control.calls.includes('renewCertificates:renew'), 'a renewal', 10_000);
+      await until(
+        () => last()?.conditions.find((c) => c.type === 'BackupScheduled')?.status === 'True',
+        'scheduled',
+      );
+      await handle.signal(specChangedSignal, {
+        spec: { ...spec, certificates: { caRotation: 1 } },
+        generation: 2,
+      });
+      await until(() => control.calls.includes('renewCertificates:retireCA'), 'the rotation retired', 10_000);
+      await handle.signal(specChangedSignal, {
+        spec: { ...spec, certificates: { caRotation: 1 }, autoSleep: { idleAfter: '1s' } },
+        generation: 3,
+      });
+      await until(() => last()?.reason === 'Idle', 'asleep for idleness', 10_000);
+      await request.reached;
+      request.release();
+      await until(() => last()?.phase === 'Ready' && control.calls.includes('promoteResources'), 'awake');
+      await handle.signal(deleteRequestedSignal);
+      await handle.result();
+      expect(control.calls).toEqual(expect.arrayContaining(['ensureBackupSchedule:none', 'release']));
+      if (process.env.KVC_RECORD_DAY2_HISTORY)
+        await writeFile(process.env.KVC_RECORD_DAY2_HISTORY, historyToJSON(await handle.fetchHistory()));
+    });
+  });
+
   it('keeps a backup schedule as spec.backup says, removes it on delete, and restores before issuing certificates', async () => {
     const control = newControl();
     const args = {
