@@ -430,9 +430,11 @@ describe('virtualClusterWorkflow', () => {
 
       // A new generation with the same spec (the operator's own spec.kubeconfig write after a
       // renewal) leaves it asleep; a real spec change wakes it: the wait is cancelled first.
+      request = hold(control, 'awaitTenantRequest');
       await handle.signal(specChangedSignal, { spec: args.spec, generation: 2 });
       await until(() => last()?.observedGeneration === 2, 'generation 2 recorded');
       expect(last()?.reason).toBe('Idle');
+      await request.reached; // listening again
       control.calls.length = 0;
       await handle.signal(specChangedSignal, {
         spec: { ...args.spec, autoSleep: { idleAfter: '1h' } },
