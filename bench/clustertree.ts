@@ -20,16 +20,25 @@ import { kwokNode } from '../src/runtime/embedded.js';
 import { forEachLimited } from '../src/clustertree/queue.js';
 import { createLogger } from '../src/worker/logger.js';
 import type { Operator } from '../src/worker/operator.js';
-import { cpuTicks, createVC, percentile, podRun, readyVC, rssMiB, say, tenantKc, waitFor } from './common.js';
+import {
+  cpuTicks,
+  numericOptions,
+  createVC,
+  percentile,
+  podRun,
+  readyVC,
+  rssMiB,
+  say,
+  tenantKc,
+  waitFor,
+} from './common.js';
 import { startLocalEnvironment } from '../src/worker/localEnvironment.js';
 
-const arg = (name: string, dflt: number): number => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const PODS = arg('pods', 1000);
-const NODES = arg('nodes', 1000);
-const STEADY_S = arg('steady', 60);
+const {
+  pods: PODS,
+  nodes: NODES,
+  steady: STEADY_S,
+} = numericOptions({ pods: 1000, nodes: 1000, steady: 60 });
 const PODS_PER_NODE = 250;
 const CONCURRENCY = 32;
 const logger = createLogger({ level: 'error' });

@@ -4,8 +4,27 @@ import { readFile } from 'node:fs/promises';
 import { API_VERSION, GROUP, KIND, PLURAL, VERSION, type VirtualCluster } from '../src/api/virtualCluster.js';
 import type { HostCluster } from '../src/activities/hostCluster.js';
 import { forEachLimited } from '../src/clustertree/queue.js';
+import { parseArgs } from 'node:util';
 
 export const say = (s: string): void => void process.stderr.write(s + '\n');
+
+/**
+ * A benchmark's numeric options (`--pods 1000`), each with its default, parsed by node:util's
+ * parseArgs: an unknown option or a value that is not a positive number stops the run.
+ */
+export function numericOptions<T extends Record<string, number>>(defaults: T): T {
+  const { values } = parseArgs({
+    options: Object.fromEntries(Object.keys(defaults).map((k) => [k, { type: 'string' as const }])),
+    strict: true,
+  });
+  const out: Record<string, number> = { ...defaults };
+  for (const [k, v] of Object.entries(values)) {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0) throw new Error(`--${k} must be a positive number, not ${String(v)}`);
+    out[k] = n;
+  }
+  return out as T;
+}
 
 export const percentile = (xs: number[], p: number): number => {
   const s = [...xs].sort((a, b) => a - b);

@@ -26,8 +26,9 @@ import {
 import { ProcessRuntime } from '../src/runtime/processRuntime.js';
 import { createLogger } from '../src/worker/logger.js';
 import { startLocalEnvironment } from '../src/worker/localEnvironment.js';
+import { numericOptions } from './common.js';
 
-const rounds = Number(process.argv[process.argv.indexOf('--rounds') + 1] || 5);
+const { rounds } = numericOptions({ rounds: 5 });
 const logger = createLogger({ level: 'error' });
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);

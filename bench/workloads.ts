@@ -16,15 +16,10 @@ import { createLogger } from '../src/worker/logger.js';
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createVC, percentile, podRun, readyVC, say, tenantKc, waitFor } from './common.js';
+import { createVC, numericOptions, percentile, podRun, readyVC, say, tenantKc, waitFor } from './common.js';
 import { startLocalEnvironment } from '../src/worker/localEnvironment.js';
 
-const arg = (name: string, dflt: number): number => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const PODS = arg('pods', 50);
-const REPEAT = arg('repeat', 20);
+const { pods: PODS, repeat: REPEAT } = numericOptions({ pods: 50, repeat: 20 });
 const LOOKUPS = 300;
 
 /** Wall time (ms) until `kubectl args` prints its first byte, and until it exits. */
