@@ -165,7 +165,9 @@ export async function readBackup(
     if (present.size > 0) throw new InvalidBackupError(file, `unlisted members: ${[...present].join(', ')}`);
     return { dir, manifest };
   } catch (e) {
-    await rm(dir, { recursive: true, force: true });
+    // tar may still be writing a member when it rejects: retry the removal (ENOTEMPTY), and never
+    // let the clean-up hide why the file was refused.
+    await rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 }).catch(() => undefined);
     throw e;
   }
 }
