@@ -7,12 +7,11 @@
  * Both read the backup directory, so they run on the operator's machine, as the process runtime
  * keeps every tenant there.
  */
-import { KubeConfig } from '@kubernetes/client-node';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { chmod, copyFile, mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
-import { HostCluster } from '../activities/hostCluster.js';
+import { hostCluster } from './host.js';
 import type { BackupResult } from '../activities/backup.js';
 import { InvalidBackupError, readBackup } from '../backup/archive.js';
 import { API_VERSION, GROUP, KIND, PLURAL, VERSION, VirtualClusterSpec } from '../api/virtualCluster.js';
@@ -35,13 +34,6 @@ export interface RestoreRequest {
   namespace?: string;
   kubeconfig?: string;
   timeout?: string;
-}
-
-function hostCluster(kubeconfig: string | undefined): HostCluster {
-  const kc = new KubeConfig();
-  if (kubeconfig) kc.loadFromFile(kubeconfig);
-  else kc.loadFromDefault();
-  return new HostCluster(kc);
 }
 
 function seconds(value: string | undefined, fallback: number): number {

@@ -3,8 +3,8 @@
  * jsonpath or base64. The formatting is pure (tested on its own); the reads go through the host
  * cluster's API with the caller's KUBECONFIG.
  */
-import { KubeConfig } from '@kubernetes/client-node';
-import { HostCluster } from '../activities/hostCluster.js';
+import type { HostCluster } from '../activities/hostCluster.js';
+import { hostCluster } from './host.js';
 import { isNotFound } from '../api/kubeClient.js';
 import { CERTIFICATE_DEFAULTS, GROUP, PLURAL, VERSION, VirtualCluster } from '../api/virtualCluster.js';
 import { hostNamespace } from '../clustertree/naming.js';
@@ -164,13 +164,6 @@ export function kubeconfigText(vc: VirtualCluster): string {
       `VirtualCluster ${vc.metadata.namespace}/${vc.metadata.name} has no kubeconfig yet (phase ${vc.status?.phase ?? 'Pending'}): it is published once the control plane is up`,
     );
   return Buffer.from(b64, 'base64').toString('utf8');
-}
-
-function hostCluster(kubeconfigPath: string | undefined): HostCluster {
-  const kc = new KubeConfig();
-  if (kubeconfigPath) kc.loadFromFile(kubeconfigPath);
-  else kc.loadFromDefault();
-  return new HostCluster(kc);
 }
 
 function listed(raw: unknown, skipped?: (what: string) => void): Listed | undefined {

@@ -11,9 +11,9 @@
  *   --cpu 10           promoted CPU                --memory 100Gi    promoted memory
  *   --no-resources     stop promoting CPU/memory   --timeout 300     seconds to wait (default 300)
  */
-import { KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { GROUP, PLURAL, PromoteResources, VERSION, type VirtualCluster } from '../api/virtualCluster.js';
-import { HostCluster } from '../activities/hostCluster.js';
+import { hostCluster } from './host.js';
 import { isConflict } from '../api/kubeClient.js';
 
 export class UsageError extends Error {
@@ -121,10 +121,7 @@ export async function resize(
   kubeconfigPath: string | undefined,
   out: (line: string) => void,
 ): Promise<number> {
-  const kc = new KubeConfig();
-  if (kubeconfigPath) kc.loadFromFile(kubeconfigPath);
-  else kc.loadFromDefault();
-  const host = new HostCluster(kc);
+  const host = hostCluster(kubeconfigPath);
   const ref = { namespace: r.namespace, name: r.name };
   // Read, change, write with the resourceVersion read: a concurrent resize makes this one
   // start over from what the other wrote instead of overwriting it.

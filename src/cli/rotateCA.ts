@@ -4,8 +4,8 @@
  * and follows the status until the workflow has a new CA in use. Old and new kubeconfigs both
  * work for spec.certificates.caOverlap; then the old CA is retired.
  */
-import { KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
-import { HostCluster } from '../activities/hostCluster.js';
+import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { hostCluster } from './host.js';
 import { isConflict } from '../api/kubeClient.js';
 import { CERTIFICATE_DEFAULTS, GROUP, PLURAL, VERSION } from '../api/virtualCluster.js';
 import { CommandError } from './inspect.js';
@@ -24,10 +24,7 @@ export async function rotateCA(r: RotateCARequest, out: (line: string) => void):
   const { namespace, name } = parseTarget(r.target, r.namespace);
   const timeout = Number(r.timeout ?? 300);
   if (!Number.isFinite(timeout) || timeout < 0) throw new UsageError('--timeout must be a number of seconds');
-  const kc = new KubeConfig();
-  if (r.kubeconfig) kc.loadFromFile(r.kubeconfig);
-  else kc.loadFromDefault();
-  const host = new HostCluster(kc);
+  const host = hostCluster(r.kubeconfig);
   const ref = { namespace, name };
 
   let generation = 0;
