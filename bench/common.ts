@@ -1,6 +1,13 @@
 /** Helpers the benchmarks share: percentiles, timed pod runs, VirtualClusters, process samples. */
 import { CoreV1Api, KubeConfig, ListWatch, Watch, type V1Pod, type V1PodSpec } from '@kubernetes/client-node';
-import { readFile } from 'node:fs/promises';
+import type { Client } from '@temporalio/client';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parse, View } from 'vega';
+import { compile, type TopLevelSpec } from 'vega-lite';
+import { tenantId } from '../src/activities/index.js';
+import { kwokNode } from '../src/runtime/embedded.js';
+import type { Operator } from '../src/worker/operator.js';
 import { API_VERSION, GROUP, KIND, PLURAL, VERSION, type VirtualCluster } from '../src/api/virtualCluster.js';
 import type { HostCluster } from '../src/activities/hostCluster.js';
 import { forEachLimited } from '../src/clustertree/queue.js';
@@ -134,4 +141,93 @@ export async function cpuTicks(pid: number): Promise<number> {
 export async function rssMiB(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
+}
+
+/** A process's resident set and its proportional share (shared pages divided among their users), MiB. */
+export async function memoryMiB(pid: number): Promise<{ rss: number; pss: number }> {
+  const t = await readFile(`/proc/${pid}/smaps_rollup`, 'utf8');
+  const kib = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(t)?.[1] ?? 0);
+  return { rss: kib('Rss') / 1024, pss: kib('Pss') / 1024 };
+}
+
+/** Memory of every running process of one tenant, by component and summed (MiB). */
+export async function tenantMemory(
+  operator: Operator,
+  vc: VirtualCluster,
+): Promise<{ rss: number; pss: number; components: Record<string, number> }> {
+  const id = tenantId({ namespace: vc.metadata.namespace, name: vc.metadata.name, uid: vc.metadata.uid });
+  const running = (await operator.runtime!.list(id)).filter((s) => s.pid);
+  const out = { rss: 0, pss: 0, components: {} as Record<string, number> };
+  for (const s of running) {
+    const m = await memoryMiB(s.pid!).catch(() => ({ rss: 0, pss: 0 }));
+    out.rss += m.rss;
+    out.pss += m.pss;
+    out.components[s.name] = m.rss;
+  }
+  return out;
+}
+
+/** MemAvailable of the machine (MiB). */
+export async function memAvailableMiB(): Promise<number> {
+  const t = await readFile('/proc/meminfo', 'utf8');
+  return Number(/MemAvailable:\s+(\d+)/.exec(t)?.[1] ?? 0) / 1024;
+}
+
+/** One kwok node per name on the host (kwok makes each Ready and renews its Lease). */
+export async function createKwokNodes(core: CoreV1Api, names: string[], pods = 250): Promise<void> {
+  const capacity = { cpu: '64', memory: '256Gi', pods: String(pods) };
+  await forEachLimited(names, 32, (name) => core.createNode({ body: kwokNode(name, { capacity }) }));
+}
+
+export async function deleteVC(host: HostCluster, name: string): Promise<void> {
+  await host.custom.deleteNamespacedCustomObject({
+    group: GROUP,
+    version: VERSION,
+    plural: PLURAL,
+    namespace: 'default',
+    name,
+  });
+  await waitFor(`${name} gone`, async () =>
+    (await host.getVirtualCluster({ namespace: 'default', name })) ? undefined : true,
+  );
+}
+
+/**
+ * How long each activity of a workflow run took (first scheduled to last completed, ms), from its
+ * history: where a tenant's time to Ready goes.
+ */
+export async function stepDurations(client: Client, workflowId: string): Promise<Record<string, number>> {
+  const { events } = await client.workflow.getHandle(workflowId).fetchHistory();
+  const ms = (t: unknown) => {
+    const ts = t as { seconds?: { toNumber(): number } | number; nanos?: number } | null | undefined;
+    const s = typeof ts?.seconds === 'number' ? ts.seconds : (ts?.seconds?.toNumber() ?? 0);
+    return s * 1000 + (ts?.nanos ?? 0) / 1e6;
+  };
+  const scheduled = new Map<number, { type: string; at: number }>();
+  const out: Record<string, number> = {};
+  for (const e of events ?? []) {
+    const a = e.activityTaskScheduledEventAttributes;
+    if (a) scheduled.set(Number(e.eventId), { type: a.activityType?.name ?? '?', at: ms(e.eventTime) });
+    const c = e.activityTaskCompletedEventAttributes;
+    if (c) {
+      const s = scheduled.get(Number(c.scheduledEventId));
+      if (s) out[s.type] = (out[s.type] ?? 0) + ms(e.eventTime) - s.at;
+    }
+  }
+  return out;
+}
+
+/** The number of events in the newest run of a workflow. */
+export async function historyLength(client: Client, workflowId: string): Promise<number> {
+  return ((await client.workflow.getHandle(workflowId).fetchHistory()).events ?? []).length;
+}
+
+/** Renders a Vega-Lite chart to `<dir>/<name>.svg` without a browser; returns the path. */
+export async function writePlot(dir: string, name: string, spec: TopLevelSpec): Promise<string> {
+  const view = new View(parse(compile(spec).spec), { renderer: 'none' });
+  const file = join(dir, `${name}.svg`);
+  await mkdir(dir, { recursive: true });
+  await writeFile(file, await view.toSVG());
+  view.finalize();
+  return file;
 }

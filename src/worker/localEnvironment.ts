@@ -20,6 +20,8 @@ export interface LocalEnvironment {
   ports: PortAllocator;
   operator: Operator;
   host: EmbeddedHost;
+  /** The runtime of the host cluster's and Temporal's processes (the benchmarks' baselines). */
+  embeddedRuntime: ProcessRuntime;
   close(): Promise<void>;
 }
 
@@ -81,7 +83,7 @@ export async function startLocalEnvironment(opts: {
         : {}),
       ...noFsync,
     });
-    return { root, binaries, ports, operator, host, close };
+    return { root, binaries, ports, operator, host, embeddedRuntime: embedded, close };
   } catch (e) {
     await close();
     throw e;

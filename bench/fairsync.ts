@@ -1,0 +1,151 @@
+/**
+ * Fair sync (issue 10, target 5). On promoted kwok nodes, in one run:
+ *   1. --pods pods in each of --tenants namespaces created directly on the host, all at once
+ *      (baseline), then the same in --tenants tenants through clusterTree: per-pod create ->
+ *      Running, p50/p99, ratio of the p99s.
+ *   2. A quiet tenant's --quiet pods alone (baseline), then again while a noisy tenant creates
+ *      --noisy pods: how much the quiet tenant's p99 rises.
+ */
+import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
+import {
+  createKwokNodes,
+  createVC,
+  percentile,
+  podRun,
+  readyVC,
+  say,
+  tenantKc,
+  waitFor,
+  writePlot,
+} from './common.js';
+import { ratio, type Scenario } from './scenario.js';
+
+const PODS_PER_NODE = 200;
+/** kwok runs any image: nothing is pulled. */
+const KWOK_POD = { containers: [{ name: 'c', image: 'bench' }] };
+const CONCURRENCY = 32;
+
+async function namespace(kc: KubeConfig, name: string): Promise<void> {
+  const core = kc.makeApiClient(CoreV1Api);
+  await core.createNamespace({ body: { metadata: { name } } });
+  await waitFor(`the default service account in ${name}`, () =>
+    core.readNamespacedServiceAccount({ name: 'default', namespace: name }).catch(() => undefined),
+  );
+}
+
+const nodesFor = (prefix: string, pods: number) =>
+  Array.from({ length: Math.max(1, Math.ceil(pods / PODS_PER_NODE)) }, (_, i) => `${prefix}-${i}`);
+
+/** Percentile curve (1..100) of latencies, for a plot. */
+const curve = (series: string, xs: number[]) =>
+  Array.from({ length: 100 }, (_, i) => ({ series, percentile: i + 1, ms: percentile(xs, i + 1) }));
+
+export const fairSync: Scenario = {
+  summary: "pods through clusterTree vs on the host directly, and one tenant under another one's load",
+  quick: { tenants: 2, pods: 200, noisy: 1000, quiet: 50 },
+  full: { tenants: 10, pods: 1000, noisy: 5000, quiet: 100 },
+  async run({ env, out }, o) {
+    const host = env.operator.host;
+    const n = o.tenants!;
+    const fairness = n >= 2 && o.noisy! > 0 && o.quiet! > 0;
+    const direct = nodesFor('fs-host', n * o.pods!);
+    const promoted = Array.from({ length: n }, (_, i) =>
+      nodesFor(
+        `fs-t${i}`,
+        o.pods! + (fairness && i === 0 ? o.noisy! : 0) + (fairness && i === 1 ? 2 * o.quiet! : 0),
+      ),
+    );
+    await createKwokNodes(host.core, [...direct, ...promoted.flat()]);
+    const tenants = await Promise.all(
+      promoted.map(async (nodes, i) => {
+        await createVC(host, `fs-${i}`, { promoteResources: { nodes } });
+        return tenantKc(await readyVC(host, `fs-${i}`));
+      }),
+    );
+
+    say(`direct: ${n} × ${o.pods} pods on the host...`);
+    await Promise.all(Array.from({ length: n }, (_, i) => namespace(host.kubeConfig, `fs-direct-${i}`)));
+    const base = await Promise.all(
+      Array.from({ length: n }, (_, i) =>
+        podRun(host.kubeConfig, `fs-direct-${i}`, o.pods!, KWOK_POD, CONCURRENCY),
+      ),
+    );
+    say('removing the direct pods...');
+    await Promise.all(
+      Array.from({ length: n }, (_, i) => host.core.deleteNamespace({ name: `fs-direct-${i}` })),
+    );
+    await waitFor('the direct namespaces gone', async () => {
+      const left = (await host.core.listNamespace()).items.filter((ns) =>
+        ns.metadata?.name?.startsWith('fs-direct-'),
+      );
+      return left.length ? undefined : true;
+    });
+
+    say(`through clusterTree: ${n} tenants × ${o.pods} pods...`);
+    await Promise.all(tenants.map((kc) => namespace(kc, 'load')));
+    const product = await Promise.all(
+      tenants.map((kc) => podRun(kc, 'load', o.pods!, KWOK_POD, CONCURRENCY)),
+    );
+    const baseLat = base.flatMap((r) => r.latencies);
+    const prodLat = product.flatMap((r) => r.latencies);
+    const p = (xs: number[], q: number) => percentile(xs, q);
+    const lines = [
+      `fair sync: ${n} × ${o.pods} pods, create call -> Running seen by a watch (ms)`,
+      `                          p50      p99   pods/s`,
+      `  direct on the host   ${p(baseLat, 50).toFixed(0).padStart(6)} ${p(baseLat, 99).toFixed(0).padStart(8)} ${(baseLat.length / (Math.max(...base.map((r) => r.wallMs)) / 1000)).toFixed(0).padStart(8)}`,
+      `  through clusterTree  ${p(prodLat, 50).toFixed(0).padStart(6)} ${p(prodLat, 99).toFixed(0).padStart(8)} ${(prodLat.length / (Math.max(...product.map((r) => r.wallMs)) / 1000)).toFixed(0).padStart(8)}`,
+      `  ratio p50 ${ratio(p(prodLat, 50), p(baseLat, 50))}, p99 ${ratio(p(prodLat, 99), p(baseLat, 99))}; target p99 ≤ 1.3×: ${p(prodLat, 99) <= 1.3 * p(baseLat, 99) ? 'met' : 'missed'}`,
+    ];
+    const json: Record<string, unknown> = {
+      direct: { p50: p(baseLat, 50), p99: p(baseLat, 99) },
+      clusterTree: { p50: p(prodLat, 50), p99: p(prodLat, 99) },
+      p99Ratio: p(prodLat, 99) / p(baseLat, 99),
+    };
+    const plotData = [...curve('direct on the host', baseLat), ...curve('through clusterTree', prodLat)];
+
+    if (fairness) {
+      const [noisyKc, quietKc] = [tenants[0]!, tenants[1]!];
+      await Promise.all([
+        namespace(quietKc, 'quiet-alone'),
+        namespace(quietKc, 'quiet-loaded'),
+        namespace(noisyKc, 'noisy'),
+      ]);
+      say(`quiet tenant alone: ${o.quiet} pods...`);
+      const alone = await podRun(quietKc, 'quiet-alone', o.quiet!, KWOK_POD, CONCURRENCY);
+      say(`quiet tenant while another creates ${o.noisy} pods...`);
+      const noisy = podRun(noisyKc, 'noisy', o.noisy!, KWOK_POD, CONCURRENCY);
+      await new Promise((r) => setTimeout(r, 2000)); // the noisy tenant's queue is filling
+      const loaded = await podRun(quietKc, 'quiet-loaded', o.quiet!, KWOK_POD, CONCURRENCY);
+      const noisyRun = await noisy;
+      const a = p(alone.latencies, 99);
+      const l = p(loaded.latencies, 99);
+      const rise = (l / a - 1) * 100;
+      lines.push(
+        '',
+        `one tenant (${o.quiet} pods) while another creates ${o.noisy} (ms)`,
+        `  quiet tenant alone p99 ${a.toFixed(0)} (baseline), under load p99 ${l.toFixed(0)}: ${ratio(l, a)}, a rise of ${rise.toFixed(0)} %; target ≤ 20 %: ${rise <= 20 ? 'met' : 'missed'}`,
+        `  the noisy tenant's own p99 ${p(noisyRun.latencies, 99).toFixed(0)}`,
+      );
+      json.fairness = { aloneP99: a, loadedP99: l, risePercent: rise, noisyP99: p(noisyRun.latencies, 99) };
+      plotData.push(
+        ...curve('quiet tenant alone', alone.latencies),
+        ...curve('quiet tenant, another loaded', loaded.latencies),
+      );
+    }
+    const plot = await writePlot(out, 'fairsync', {
+      $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+      title: 'Pod create -> Running, latency by percentile (ms)',
+      width: 480,
+      height: 260,
+      data: { values: plotData },
+      mark: 'line',
+      encoding: {
+        x: { field: 'percentile', type: 'quantitative' },
+        y: { field: 'ms', type: 'quantitative', title: 'ms' },
+        color: { field: 'series', type: 'nominal', title: null },
+      },
+    });
+    lines.push(`  plot: ${plot}`);
+    return { lines, json };
+  },
+};

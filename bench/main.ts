@@ -1,0 +1,99 @@
+/**
+ * The benchmarks (issue 10): `npm run bench -- <scenario> [--full] [--<size> N] [--out dir]`.
+ * Each scenario starts one local kosmos-vc (Temporal dev server, embedded host with kwok,
+ * operator), measures its baseline and the product in the same run, prints both with their
+ * ratio, writes its plots (SVG) and a JSON result to --out, and prints the JSON as the last line.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { createLogger } from '../src/worker/logger.js';
+import { startLocalEnvironment } from '../src/worker/localEnvironment.js';
+import { burst } from './burst.js';
+import { density } from './density.js';
+import { fairSync } from './fairsync.js';
+import { nodes } from './nodes.js';
+import { operatorScale } from './operator.js';
+import type { Scenario } from './scenario.js';
+import { smoke } from './smoke.js';
+import { speed } from './speed.js';
+
+export const SCENARIOS: Record<string, Scenario> = {
+  speed,
+  density,
+  burst,
+  fairsync: fairSync,
+  nodes,
+  operator: operatorScale,
+  smoke,
+};
+
+function usage(): string {
+  return [
+    'usage: npm run bench -- <scenario> [--full] [--<size> N] [--out dir]',
+    ...Object.entries(SCENARIOS).map(
+      ([name, s]) =>
+        `  ${name.padEnd(9)} ${s.summary}\n            quick: ${flags(s.quick)}; --full: ${flags(s.full)}`,
+    ),
+  ].join('\n');
+}
+const flags = (o: Record<string, number>) =>
+  Object.entries(o)
+    .map(([k, v]) => `--${k} ${v}`)
+    .join(' ');
+
+async function main(): Promise<void> {
+  const { positionals, values } = parseArgs({
+    allowPositionals: true,
+    strict: false,
+    options: { full: { type: 'boolean' }, out: { type: 'string' }, help: { type: 'boolean' } },
+  });
+  const name = positionals[0];
+  const scenario = name ? SCENARIOS[name] : undefined;
+  if (values.help || !scenario) {
+    process.stderr.write(`${name ? `unknown scenario: ${name}\n` : ''}${usage()}\n`);
+    process.exit(values.help ? 0 : 2);
+  }
+  // Strict now that the scenario's sizes are known: an unknown flag or a bad number stops the run.
+  const sizes = parseArgs({
+    allowPositionals: true,
+    strict: true,
+    options: {
+      full: { type: 'boolean' },
+      out: { type: 'string' },
+      ...Object.fromEntries(Object.keys(scenario.quick).map((k) => [k, { type: 'string' as const }])),
+    },
+  }).values as Record<string, string | boolean | undefined>;
+  const o: Record<string, number> = { ...(values.full ? scenario.full : scenario.quick) };
+  for (const k of Object.keys(scenario.quick)) {
+    const v = sizes[k];
+    if (typeof v !== 'string') continue;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < 0) throw new Error(`--${k} must be a number ≥ 0, not ${v}`);
+    o[k] = n;
+  }
+  const out = resolve(typeof values.out === 'string' ? values.out : join('bench-results', name!));
+  await mkdir(out, { recursive: true });
+
+  const env = await startLocalEnvironment({
+    prefix: `kvc-bench-${name}-`,
+    taskQueue: `bench-${name}`,
+    logger: createLogger({ level: 'error' }),
+    // Measures kosmos-vc, not this machine's disk: host and tenant etcds skip fsync.
+    etcdUnsafeNoFsync: true,
+  });
+  try {
+    const t0 = Date.now();
+    const result = await scenario.run({ env, out }, o);
+    const json = { bench: name, options: o, seconds: (Date.now() - t0) / 1000, ...result.json };
+    await writeFile(join(out, `${name}.json`), JSON.stringify(json, null, 2) + '\n');
+    process.stdout.write(['', ...result.lines, ''].join('\n') + '\n' + JSON.stringify(json) + '\n');
+  } finally {
+    await env.close();
+  }
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`bench failed: ${(e as Error).stack ?? String(e)}\n`);
+  process.exit(1);
+});

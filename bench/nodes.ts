@@ -1,0 +1,71 @@
+/**
+ * Nodes (issue 10, target 6): --nodes kwok nodes promoted into one tenant.
+ * Baseline, same run: the same nodes created on the host until kwok has made all of them Ready.
+ * Figure: apply -> Ready with every promoted node Ready in the tenant; then, over --steady
+ * seconds, clusterTree's CPU for the nodes' heartbeats next to kwok's for the same nodes on the
+ * host.
+ */
+import { CoreV1Api, type V1Node } from '@kubernetes/client-node';
+import { tenantId } from '../src/activities/index.js';
+import { cpuTicks, createKwokNodes, createVC, readyVC, say, tenantKc, waitFor } from './common.js';
+import { ratio, type Scenario } from './scenario.js';
+
+const ready = (n: V1Node) => n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
+
+async function countReady(core: CoreV1Api, prefix = ''): Promise<number> {
+  let count = 0;
+  let _continue: string | undefined;
+  do {
+    const page = await core.listNode({ limit: 2000, ...(_continue ? { _continue } : {}) });
+    count += page.items.filter((n) => n.metadata?.name?.startsWith(prefix) && ready(n)).length;
+    _continue = page.metadata?._continue;
+  } while (_continue);
+  return count;
+}
+
+export const nodes: Scenario = {
+  summary: 'many kwok nodes promoted into one tenant: apply -> all Ready, heartbeat CPU',
+  quick: { nodes: 300, steady: 20 },
+  full: { nodes: 10000, steady: 60 },
+  async run({ env }, o) {
+    const host = env.operator.host;
+    const names = Array.from({ length: o.nodes! }, (_, i) => `nd-${i}`);
+    say(`creating ${names.length} kwok nodes on the host...`);
+    const h0 = performance.now();
+    await createKwokNodes(host.core, names, 110);
+    await waitFor('every host node Ready', async () =>
+      (await countReady(host.core, 'nd-')) === names.length ? true : undefined,
+    );
+    const hostMs = performance.now() - h0;
+
+    say(`promoting ${names.length} nodes into one tenant...`);
+    const t0 = performance.now();
+    await createVC(host, 'nodes', { promoteResources: { nodes: names } });
+    const vc = await readyVC(host, 'nodes');
+    const tenant = tenantKc(vc).makeApiClient(CoreV1Api);
+    await waitFor('every tenant node Ready', async () =>
+      (await countReady(tenant)) >= names.length ? true : undefined,
+    );
+    const promoteMs = performance.now() - t0;
+
+    const id = tenantId({ namespace: 'default', name: 'nodes', uid: vc.metadata.uid });
+    const tree = (await env.operator.runtime!.list(id)).find((s) => s.name === 'clustertree')?.pid;
+    const kwok = (await env.embeddedRuntime.list('host')).find((s) => s.name === 'kwok')?.pid;
+    if (!tree || !kwok) throw new Error('clusterTree or kwok is not running');
+    say(`steady state for ${o.steady} s...`);
+    const [c0, k0] = [await cpuTicks(tree), await cpuTicks(kwok)];
+    await new Promise((r) => setTimeout(r, o.steady! * 1000));
+    const treeCores = ((await cpuTicks(tree)) - c0) / 100 / o.steady!;
+    // kwok heartbeats these nodes on the host (and the tenant's mirrored pods' nodes: none here).
+    const kwokCores = ((await cpuTicks(kwok)) - k0) / 100 / o.steady!;
+    return {
+      lines: [
+        `nodes: ${names.length} kwok nodes`,
+        `  baseline, on the host: create -> all Ready ${(hostMs / 1000).toFixed(1)} s`,
+        `  promoted into a tenant: apply -> Ready with all Ready ${(promoteMs / 1000).toFixed(1)} s (${ratio(promoteMs, hostMs)}); target ≤ 60 s: ${promoteMs <= 60_000 ? 'met' : 'missed'}`,
+        `  heartbeats over ${o.steady} s: clusterTree ${treeCores.toFixed(2)} cores, kwok for the same nodes on the host ${kwokCores.toFixed(2)} cores (${ratio(treeCores, kwokCores)}); target < 0.5: ${treeCores < 0.5 ? 'met' : 'missed'}`,
+      ],
+      json: { hostReadyMs: hostMs, promoteMs, clusterTreeCores: treeCores, kwokCores },
+    };
+  },
+};

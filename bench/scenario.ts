@@ -1,0 +1,27 @@
+/** What every benchmark scenario of `npm run bench -- <scenario>` is (bench/main.ts runs them). */
+import type { LocalEnvironment } from '../src/worker/localEnvironment.js';
+
+export interface BenchContext {
+  env: LocalEnvironment;
+  /** Where plots (SVG) and the JSON result go. */
+  out: string;
+}
+
+export interface BenchResult {
+  /** The report, for people: the baseline, the figure and their ratio on each line that has one. */
+  lines: string[];
+  /** The same figures, for machines (one JSON line on stdout, and <out>/<scenario>.json). */
+  json: Record<string, unknown>;
+}
+
+export interface Scenario {
+  summary: string;
+  /** Quick sizes, the default; each can be set by a flag (`--tenants 30`). */
+  quick: Record<string, number>;
+  /** The sizes the issue asks for (`--full`). */
+  full: Record<string, number>;
+  run(ctx: BenchContext, o: Record<string, number>): Promise<BenchResult>;
+}
+
+export const ratio = (figure: number, baseline: number): string =>
+  baseline > 0 ? `${(figure / baseline).toFixed(2)}×` : 'n/a';

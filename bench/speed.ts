@@ -1,0 +1,153 @@
+/**
+ * Speed (issue 10, target 3). Rounds alternate so drift hits both alike:
+ *   floor:   etcd + kube-apiserver + kube-controller-manager + kube-scheduler started directly
+ *            through the process runtime, one after the other, certificates made beforehand;
+ *            then one Node registered and reported Ready (what a kubelet's first status does);
+ *   product: a VirtualCluster promoting one kwok node, created (what `kubectl apply` does)
+ *            until Initialized (the control plane serves) and until Ready (the node Ready in it).
+ * Prints medians and ratios, and where the product's time goes (each activity of the last
+ * round's workflow, from its history).
+ */
+import { CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { join } from 'node:path';
+import { writeControlPlanePki } from '../src/pki/controlPlanePki.js';
+import {
+  apiserverSpec,
+  controllerManagerSpec,
+  etcdSpec,
+  kubeconfigPath,
+  pkiDir,
+  schedulerSpec,
+  writeKubeconfigs,
+  type ControlPlaneLayout,
+} from '../src/runtime/controlPlane.js';
+import { ProcessRuntime } from '../src/runtime/processRuntime.js';
+import { createLogger } from '../src/worker/logger.js';
+import { workflowIdFor } from '../src/workflows/definitions.js';
+import { createKwokNodes, createVC, deleteVC, percentile, say, stepDurations, waitFor } from './common.js';
+import { ratio, type Scenario } from './scenario.js';
+
+const median = (xs: number[]) => percentile(xs, 50);
+
+export const speed: Scenario = {
+  summary: 'apply -> Initialized and -> Ready (one node) vs the same components started directly',
+  quick: { rounds: 3 },
+  full: { rounds: 7 },
+  async run({ env }, o) {
+    const { root, binaries, ports, operator } = env;
+    const host = operator.host;
+    const direct = new ProcessRuntime({
+      root: join(root, 'direct'),
+      logger: createLogger({ level: 'error' }),
+    });
+    const floorInit: number[] = [];
+    const floorReady: number[] = [];
+    const init: number[] = [];
+    const ready: number[] = [];
+    let steps: Record<string, number> = {};
+    try {
+      for (let round = 1; round <= o.rounds!; round++) {
+        const [etcdClient, etcdPeer, apiserver, controllerManager, scheduler] = (await ports.allocate(
+          `direct-${round}`,
+          5,
+        )) as [number, number, number, number, number];
+        const layout: ControlPlaneLayout = {
+          id: `direct-${round}`,
+          dir: join(root, 'direct-planes', String(round)),
+          address: '127.0.0.1',
+          ports: { etcdClient, etcdPeer, apiserver, controllerManager, scheduler },
+          serviceCIDR: '10.96.0.0/12',
+          etcdUnsafeNoFsync: true,
+        };
+        await writeControlPlanePki(pkiDir(layout), {
+          clusterName: layout.id,
+          serviceCIDR: layout.serviceCIDR,
+          advertiseAddress: '127.0.0.1',
+        });
+        await writeKubeconfigs(layout);
+        const kc = new KubeConfig();
+        kc.loadFromFile(kubeconfigPath(layout, 'admin'));
+        const core = kc.makeApiClient(CoreV1Api);
+        const t0 = performance.now();
+        for (const spec of [etcdSpec, apiserverSpec, controllerManagerSpec, schedulerSpec].map((f) =>
+          f(layout, binaries),
+        )) {
+          await direct.ensure(spec);
+          await direct.waitReady(spec.owner, spec.name, 120_000);
+        }
+        floorInit.push(performance.now() - t0);
+        await core.createNode({ body: { metadata: { name: 'n' } } });
+        await core.patchNodeStatus(
+          {
+            name: 'n',
+            body: {
+              status: {
+                conditions: [
+                  {
+                    type: 'Ready',
+                    status: 'True',
+                    reason: 'KubeletReady',
+                    message: 'ready',
+                    lastHeartbeatTime: new Date(),
+                    lastTransitionTime: new Date(),
+                  },
+                ],
+              },
+            },
+          },
+          setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
+        );
+        await waitFor('the direct node Ready', async () => {
+          const n = await core.readNode({ name: 'n' });
+          return n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')
+            ? true
+            : undefined;
+        });
+        floorReady.push(performance.now() - t0);
+        await direct.remove(layout.id);
+
+        const name = `speed-${round}`;
+        await createKwokNodes(host.core, [name], 110);
+        const t1 = performance.now();
+        await createVC(host, name, { promoteResources: { nodes: [name] } });
+        let uid = '';
+        await waitFor(
+          `${name} Ready`,
+          async () => {
+            const vc = await host.getVirtualCluster({ namespace: 'default', name });
+            const phase = vc?.status?.phase;
+            if (phase === 'Failed') throw new Error(`${name} failed: ${vc?.status?.message}`);
+            if ((phase === 'Initialized' || phase === 'Ready') && init.length < round)
+              init.push(performance.now() - t1);
+            uid = vc?.metadata.uid ?? '';
+            return phase === 'Ready' ? true : undefined;
+          },
+          180_000,
+        );
+        ready.push(performance.now() - t1);
+        if (round === o.rounds)
+          steps = await stepDurations(operator.client, workflowIdFor({ namespace: 'default', name, uid }));
+        await deleteVC(host, name);
+        say(
+          `round ${round}/${o.rounds}: floor ${floorInit.at(-1)!.toFixed(0)} / ${floorReady.at(-1)!.toFixed(0)} ms, VirtualCluster ${init.at(-1)!.toFixed(0)} / ${ready.at(-1)!.toFixed(0)} ms`,
+        );
+      }
+    } finally {
+      await direct.shutdown();
+    }
+    const [fi, fr, pi, pr] = [median(floorInit), median(floorReady), median(init), median(ready)];
+    return {
+      lines: [
+        `speed, median of ${o.rounds} (ms)              floor   VirtualCluster   ratio   target`,
+        `  -> Initialized (control plane serves)  ${fi.toFixed(0).padStart(6)}   ${pi.toFixed(0).padStart(14)}   ${ratio(pi, fi).padStart(5)}   ≤ 1.1×: ${pi <= 1.1 * fi ? 'met' : 'missed'}`,
+        `  -> Ready (one node Ready)              ${fr.toFixed(0).padStart(6)}   ${pr.toFixed(0).padStart(14)}   ${ratio(pr, fr).padStart(5)}   ≤ 1.3×: ${pr <= 1.3 * fr ? 'met' : 'missed'}`,
+        '',
+        'where the last round went (activity durations from its workflow history, ms)',
+        ...Object.entries(steps)
+          .sort((a, b) => b[1] - a[1])
+          .map(([step, ms]) => `  ${step.padEnd(28)} ${ms.toFixed(0).padStart(6)}`),
+      ],
+      json: { floorInitMs: floorInit, floorReadyMs: floorReady, initMs: init, readyMs: ready, steps },
+    };
+  },
+};
