@@ -167,6 +167,20 @@ export async function tenantMemory(
   return out;
 }
 
+/** The CPU time (s) every running process of the given tenants has used, by component. */
+export async function tenantCpuSeconds(
+  operator: Operator,
+  vcs: VirtualCluster[],
+): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const vc of vcs) {
+    const id = tenantId({ namespace: vc.metadata.namespace, name: vc.metadata.name, uid: vc.metadata.uid });
+    for (const s of await operator.runtime!.list(id))
+      if (s.pid) out[s.name] = (out[s.name] ?? 0) + (await cpuTicks(s.pid).catch(() => 0)) / 100;
+  }
+  return out;
+}
+
 /** MemAvailable of the machine (MiB). */
 export async function memAvailableMiB(): Promise<number> {
   const t = await readFile('/proc/meminfo', 'utf8');

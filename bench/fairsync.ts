@@ -6,7 +6,8 @@
  *   2. A quiet tenant's --quiet pods alone (baseline), then again while a noisy tenant creates
  *      --noisy pods: how much the quiet tenant's p99 rises.
  */
-import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
+import { CoreV1Api, ListWatch, Watch, type KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import { PodAnnotation } from '../src/clustertree/translate.js';
 import {
   createKwokNodes,
   createVC,
@@ -40,6 +41,60 @@ const nodesFor = (prefix: string, pods: number) =>
 const curve = (series: string, xs: number[]) =>
   Array.from({ length: 100 }, (_, i) => ({ series, percentile: i + 1, ms: percentile(xs, i + 1) }));
 
+/**
+ * When each pod passed each stage, seen by watches: bound (spec.nodeName set), Running, and for a
+ * tenant pod its host pod (found by the tenant pod's uid in its annotation) created and Running.
+ */
+class StageTracer {
+  private readonly at = new Map<string, Record<string, number>>();
+  private readonly watches: ListWatch<V1Pod>[] = [];
+
+  private mark(uid: string, stage: string): void {
+    const t = this.at.get(uid) ?? {};
+    t[stage] ??= performance.now();
+    this.at.set(uid, t);
+  }
+
+  async watch(kc: KubeConfig, namespace: string | undefined): Promise<void> {
+    const core = kc.makeApiClient(CoreV1Api);
+    const w = new ListWatch<V1Pod>(
+      namespace ? `/api/v1/namespaces/${namespace}/pods` : '/api/v1/pods',
+      new Watch(kc),
+      () => (namespace ? core.listNamespacedPod({ namespace }) : core.listPodForAllNamespaces()),
+      false,
+    );
+    const seen = (p: V1Pod) => {
+      const mirrorOf = p.metadata?.annotations?.[PodAnnotation.uid];
+      const [uid, prefix] = mirrorOf ? [mirrorOf, 'host '] : [p.metadata!.uid!, ''];
+      if (!mirrorOf && namespace === undefined) return; // the host's own pods: traced by namespace
+      this.mark(uid, `${prefix}seen`);
+      if (p.spec?.nodeName) this.mark(uid, `${prefix}bound`);
+      if (p.status?.phase === 'Running') this.mark(uid, `${prefix}Running`);
+    };
+    w.on('add', seen);
+    w.on('update', seen);
+    await w.start();
+    this.watches.push(w);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.watches.map((w) => w.stop()));
+  }
+
+  /** p50/p99 (ms) between consecutive stages, over every pod that passed both. */
+  segments(stages: string[]): { from: string; to: string; p50: number; p99: number }[] {
+    const out = [];
+    for (let i = 1; i < stages.length; i++) {
+      const xs = [...this.at.values()]
+        .filter((t) => t[stages[i - 1]!] !== undefined && t[stages[i]!] !== undefined)
+        .map((t) => t[stages[i]!]! - t[stages[i - 1]!]!);
+      if (xs.length)
+        out.push({ from: stages[i - 1]!, to: stages[i]!, p50: percentile(xs, 50), p99: percentile(xs, 99) });
+    }
+    return out;
+  }
+}
+
 export const fairSync: Scenario = {
   summary: "pods through clusterTree vs on the host directly, and one tenant under another one's load",
   quick: { tenants: 2, pods: 200, noisy: 1000, quiet: 50 },
@@ -65,11 +120,14 @@ export const fairSync: Scenario = {
 
     say(`direct: ${n} × ${o.pods} pods on the host...`);
     await Promise.all(Array.from({ length: n }, (_, i) => namespace(host.kubeConfig, `fs-direct-${i}`)));
+    const directTrace = new StageTracer();
+    for (let i = 0; i < n; i++) await directTrace.watch(host.kubeConfig, `fs-direct-${i}`);
     const base = await Promise.all(
       Array.from({ length: n }, (_, i) =>
         podRun(host.kubeConfig, `fs-direct-${i}`, o.pods!, KWOK_POD, CONCURRENCY),
       ),
     );
+    await directTrace.stop();
     say('removing the direct pods...');
     await Promise.all(
       Array.from({ length: n }, (_, i) => host.core.deleteNamespace({ name: `fs-direct-${i}` })),
@@ -83,9 +141,13 @@ export const fairSync: Scenario = {
 
     say(`through clusterTree: ${n} tenants × ${o.pods} pods...`);
     await Promise.all(tenants.map((kc) => namespace(kc, 'load')));
+    const trace = new StageTracer();
+    await trace.watch(host.kubeConfig, undefined);
+    for (const kc of tenants) await trace.watch(kc, 'load');
     const product = await Promise.all(
       tenants.map((kc) => podRun(kc, 'load', o.pods!, KWOK_POD, CONCURRENCY)),
     );
+    await trace.stop();
     const baseLat = base.flatMap((r) => r.latencies);
     const prodLat = product.flatMap((r) => r.latencies);
     const p = (xs: number[], q: number) => percentile(xs, q);
@@ -96,7 +158,18 @@ export const fairSync: Scenario = {
       `  through clusterTree  ${p(prodLat, 50).toFixed(0).padStart(6)} ${p(prodLat, 99).toFixed(0).padStart(8)} ${(prodLat.length / (Math.max(...product.map((r) => r.wallMs)) / 1000)).toFixed(0).padStart(8)}`,
       `  ratio p50 ${ratio(p(prodLat, 50), p(baseLat, 50))}, p99 ${ratio(p(prodLat, 99), p(baseLat, 99))}; target p99 ≤ 1.3×: ${p(prodLat, 99) <= 1.3 * p(baseLat, 99) ? 'met' : 'missed'}`,
     ];
+    // Where the time goes: from the first watch event of a pod to Running, stage by stage.
+    const stages = {
+      direct: directTrace.segments(['seen', 'bound', 'Running']),
+      clusterTree: trace.segments(['seen', 'bound', 'host seen', 'host Running', 'Running']),
+    };
+    lines.push('  stages (ms, p50 / p99), from the first watch event of the pod:');
+    for (const [path, segs] of Object.entries(stages))
+      lines.push(
+        `    ${path.padEnd(12)} ${segs.map((g) => `${g.from} -> ${g.to} ${g.p50.toFixed(0)} / ${g.p99.toFixed(0)}`).join(', ')}`,
+      );
     const json: Record<string, unknown> = {
+      stages,
       direct: { p50: p(baseLat, 50), p99: p(baseLat, 99) },
       clusterTree: { p50: p(prodLat, 50), p99: p(prodLat, 99) },
       p99Ratio: p(prodLat, 99) / p(baseLat, 99),

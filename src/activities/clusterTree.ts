@@ -425,15 +425,24 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       const status = await deps.runtime.ensure(spec);
       await deps.runtime.waitReady(spec.owner, spec.name, deps.readinessTimeoutMs);
       // Ready means a tenant can run a pod in `default` at once: its service account must exist.
+      // The controller-manager's service-account controller makes it only seconds after its own
+      // start (it first gives each controller a client of its own): the operator makes the same
+      // object, a name and nothing else, and the controller finds it made (ADR 12). Until the
+      // API server has made the `default` namespace, the create answers 404.
       const tenant = tenantAdmin(deps.layoutOf(input)).core;
-      await until(
-        'the tenant default service account',
-        deps.readinessTimeoutMs,
-        async () =>
-          (await tenant
-            .readNamespacedServiceAccount({ name: 'default', namespace: 'default' })
-            .catch(ignoreStatus(404))) !== undefined,
-      );
+      await until('the tenant default service account', deps.readinessTimeoutMs, async () => {
+        try {
+          await tenant.createNamespacedServiceAccount({
+            namespace: 'default',
+            body: { metadata: { name: 'default' } },
+          });
+          return true;
+        } catch (e) {
+          if (statusCode(e) === 409) return true;
+          if (statusCode(e) === 404) return false;
+          throw e;
+        }
+      });
       log(input.ref).info('clusterTree ready', { pid: status.pid, hostNamespace: hostNamespace(input.ref) });
       return { hostNamespace: hostNamespace(input.ref), pid: status.pid };
     },
