@@ -3,11 +3,24 @@ import { CoreV1Api, KubeConfig, ListWatch, Watch, type V1Pod, type V1PodSpec } f
 import type { Client } from '@temporalio/client';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parse, View } from 'vega';
-import { compile, type TopLevelSpec } from 'vega-lite';
+import type { TopLevelSpec } from 'vega-lite';
 import { tenantId } from '../src/activities/index.js';
+import { reuseConnections } from '../src/api/kubeClient.js';
 import { kwokNode } from '../src/runtime/embedded.js';
 import type { Operator } from '../src/worker/operator.js';
+import type { LocalEnvironment } from '../src/worker/localEnvironment.js';
+import type { ProcessRuntime } from '../src/runtime/processRuntime.js';
+import { writeControlPlanePki } from '../src/pki/controlPlanePki.js';
+import {
+  apiserverSpec,
+  controllerManagerSpec,
+  etcdSpec,
+  kubeconfigPath,
+  pkiDir,
+  schedulerSpec,
+  writeKubeconfigs,
+  type ControlPlaneLayout,
+} from '../src/runtime/controlPlane.js';
 import { API_VERSION, GROUP, KIND, PLURAL, VERSION, type VirtualCluster } from '../src/api/virtualCluster.js';
 import type { HostCluster } from '../src/activities/hostCluster.js';
 import { forEachLimited } from '../src/clustertree/queue.js';
@@ -127,10 +140,11 @@ export async function readyVC(host: HostCluster, name: string): Promise<VirtualC
   });
 }
 
+/** A client of the tenant that keeps its connections, as the host's clients do. */
 export function tenantKc(vc: VirtualCluster): KubeConfig {
   const kc = new KubeConfig();
   kc.loadFromString(Buffer.from(vc.spec.kubeconfig!, 'base64').toString());
-  return kc;
+  return reuseConnections(kc);
 }
 
 export async function cpuTicks(pid: number): Promise<number> {
@@ -155,17 +169,48 @@ export async function memoryMiB(pid: number): Promise<{ rss: number; pss: number
 export async function tenantMemory(
   operator: Operator,
   vc: VirtualCluster,
-): Promise<{ rss: number; pss: number; components: Record<string, number> }> {
+): Promise<{
+  rss: number;
+  pss: number;
+  components: Record<string, number>;
+  pssByComponent: Record<string, number>;
+}> {
   const id = tenantId({ namespace: vc.metadata.namespace, name: vc.metadata.name, uid: vc.metadata.uid });
-  const running = (await operator.runtime!.list(id)).filter((s) => s.pid);
-  const out = { rss: 0, pss: 0, components: {} as Record<string, number> };
+  return memoryOfRuntime(operator.runtime!, id);
+}
+
+/** Memory of every running process of one owner of a runtime, summed and by component (MiB). */
+export async function memoryOfRuntime(
+  runtime: ProcessRuntime,
+  owner: string,
+): Promise<{
+  rss: number;
+  pss: number;
+  components: Record<string, number>;
+  pssByComponent: Record<string, number>;
+}> {
+  const running = (await runtime.list(owner)).filter((s) => s.pid);
+  const out = {
+    rss: 0,
+    pss: 0,
+    components: {} as Record<string, number>,
+    pssByComponent: {} as Record<string, number>,
+  };
   for (const s of running) {
     const m = await memoryMiB(s.pid!).catch(() => ({ rss: 0, pss: 0 }));
     out.rss += m.rss;
     out.pss += m.pss;
     out.components[s.name] = m.rss;
+    out.pssByComponent[s.name] = m.pss;
   }
   return out;
+}
+
+/** The CPU time (s) every running process of one owner of a runtime has used. */
+export async function cpuSecondsOfRuntime(runtime: ProcessRuntime, owner: string): Promise<number> {
+  let total = 0;
+  for (const s of await runtime.list(owner)) if (s.pid) total += (await cpuTicks(s.pid).catch(() => 0)) / 100;
+  return total;
 }
 
 /** The CPU time (s) every running process of the given tenants has used, by component. */
@@ -208,8 +253,9 @@ export async function deleteVC(host: HostCluster, name: string): Promise<void> {
 }
 
 /**
- * How long each activity of a workflow run took (first scheduled to last completed, ms), from its
- * history: where a tenant's time to Ready goes.
+ * The time each activity type of a workflow run took (ms): every scheduled -> completed span of
+ * that type summed, from the run's history: where a tenant's time to Ready goes. reportStatus
+ * runs beside the steps (nothing waits for it): its sum is work, not time on the path.
  */
 export async function stepDurations(client: Client, workflowId: string): Promise<Record<string, number>> {
   const { events } = await client.workflow.getHandle(workflowId).fetchHistory();
@@ -237,12 +283,61 @@ export async function historyLength(client: Client, workflowId: string): Promise
   return ((await client.workflow.getHandle(workflowId).fetchHistory()).events ?? []).length;
 }
 
-/** Renders a Vega-Lite chart to `<dir>/<name>.svg` without a browser; returns the path. */
+/**
+ * Renders a Vega-Lite chart to `<dir>/<name>.svg` without a browser; returns the path. Vega is
+ * loaded only here, so it weighs on no measurement of this process (the operator's memory).
+ */
 export async function writePlot(dir: string, name: string, spec: TopLevelSpec): Promise<string> {
+  const [{ parse, View }, { compile }] = await Promise.all([import('vega'), import('vega-lite')]);
   const view = new View(parse(compile(spec).spec), { renderer: 'none' });
   const file = join(dir, `${name}.svg`);
   await mkdir(dir, { recursive: true });
   await writeFile(file, await view.toSVG());
   view.finalize();
   return file;
+}
+
+/**
+ * A control plane of the same four binaries (etcd, kube-apiserver, kube-controller-manager,
+ * kube-scheduler) started directly through a process runtime, without the operator: the
+ * benchmarks' floor and their plain cluster. Its certificates and kubeconfigs are made here,
+ * before `start` can be timed.
+ */
+export async function directControlPlane(
+  env: LocalEnvironment,
+  runtime: ProcessRuntime,
+  id: string,
+): Promise<{ layout: ControlPlaneLayout; kc: KubeConfig; start(): Promise<void> }> {
+  const [etcdClient, etcdPeer, apiserver, controllerManager, scheduler] = (await env.ports.allocate(
+    id,
+    5,
+  )) as [number, number, number, number, number];
+  const layout: ControlPlaneLayout = {
+    id,
+    dir: join(env.root, 'direct-planes', id),
+    address: '127.0.0.1',
+    ports: { etcdClient, etcdPeer, apiserver, controllerManager, scheduler },
+    serviceCIDR: '10.96.0.0/12',
+    etcdUnsafeNoFsync: true,
+  };
+  await writeControlPlanePki(pkiDir(layout), {
+    clusterName: id,
+    serviceCIDR: layout.serviceCIDR,
+    advertiseAddress: '127.0.0.1',
+  });
+  await writeKubeconfigs(layout);
+  const kc = new KubeConfig();
+  kc.loadFromFile(kubeconfigPath(layout, 'admin'));
+  return {
+    layout,
+    kc: reuseConnections(kc),
+    async start() {
+      for (const spec of [etcdSpec, apiserverSpec, controllerManagerSpec, schedulerSpec].map((f) =>
+        f(layout, env.binaries),
+      )) {
+        await runtime.ensure(spec);
+        await runtime.waitReady(spec.owner, spec.name, 120_000);
+      }
+    },
+  };
 }

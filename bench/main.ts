@@ -43,19 +43,20 @@ const flags = (o: Record<string, number>) =>
     .join(' ');
 
 async function main(): Promise<void> {
-  const { positionals, values } = parseArgs({
-    allowPositionals: true,
-    strict: false,
-    options: { full: { type: 'boolean' }, out: { type: 'string' }, help: { type: 'boolean' } },
-  });
-  const name = positionals[0];
+  const argv = process.argv.slice(2);
+  const name = argv[0] && !argv[0].startsWith('-') ? argv[0] : undefined;
   const scenario = name ? SCENARIOS[name] : undefined;
-  if (values.help || !scenario) {
-    process.stderr.write(`${name ? `unknown scenario: ${name}\n` : ''}${usage()}\n`);
-    process.exit(values.help ? 0 : 2);
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(`${usage()}\n`);
+    return;
   }
-  // Strict now that the scenario's sizes are known: an unknown flag or a bad number stops the run.
-  const sizes = parseArgs({
+  if (!scenario) {
+    process.stderr.write(`${name ? `unknown scenario: ${name}` : 'no scenario given'}\n${usage()}\n`);
+    process.exit(2);
+  }
+  // Strict: an unknown flag, a stray argument or a size that is not a whole number stops the run.
+  const { values, positionals } = parseArgs({
+    args: argv.slice(1),
     allowPositionals: true,
     strict: true,
     options: {
@@ -63,13 +64,17 @@ async function main(): Promise<void> {
       out: { type: 'string' },
       ...Object.fromEntries(Object.keys(scenario.quick).map((k) => [k, { type: 'string' as const }])),
     },
-  }).values as Record<string, string | boolean | undefined>;
+  });
+  if (positionals.length) throw new Error(`unexpected argument: ${positionals.join(' ')}`);
+  const flagValues = values as Record<string, string | boolean | undefined>;
   const o: Record<string, number> = { ...(values.full ? scenario.full : scenario.quick) };
   for (const k of Object.keys(scenario.quick)) {
-    const v = sizes[k];
+    const v = flagValues[k];
     if (typeof v !== 'string') continue;
     const n = Number(v);
-    if (!Number.isFinite(n) || n < 0) throw new Error(`--${k} must be a number ≥ 0, not ${v}`);
+    const least = scenario.mayBeZero?.includes(k) ? 0 : 1;
+    if (!Number.isInteger(n) || n < least)
+      throw new Error(`--${k} must be a whole number ≥ ${least}, not ${v}`);
     o[k] = n;
   }
   const out = resolve(typeof values.out === 'string' ? values.out : join('bench-results', name!));
@@ -82,6 +87,14 @@ async function main(): Promise<void> {
     // Measures kosmos-vc, not this machine's disk: host and tenant etcds skip fsync.
     etcdUnsafeNoFsync: true,
   });
+  // Every process of the run is stopped by its PID, also when the run is interrupted.
+  let closing: Promise<void> | undefined;
+  const close = () => (closing ??= env.close());
+  for (const signal of ['SIGINT', 'SIGTERM'] as const)
+    process.once(signal, () => {
+      process.stderr.write(`${signal}: stopping everything the benchmark started...\n`);
+      void close().finally(() => process.exit(130));
+    });
   try {
     const t0 = Date.now();
     const result = await scenario.run({ env, out }, o);
@@ -89,7 +102,7 @@ async function main(): Promise<void> {
     await writeFile(join(out, `${name}.json`), JSON.stringify(json, null, 2) + '\n');
     process.stdout.write(['', ...result.lines, ''].join('\n') + '\n' + JSON.stringify(json) + '\n');
   } finally {
-    await env.close();
+    await close();
   }
 }
 

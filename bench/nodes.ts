@@ -2,12 +2,20 @@
  * Nodes (issue 10, target 6): --nodes kwok nodes promoted into one tenant.
  * Baseline, same run: the same nodes created on the host until kwok has made all of them Ready.
  * Figure: apply -> Ready with every promoted node Ready in the tenant; then, over --steady
- * seconds, clusterTree's CPU for the nodes' heartbeats next to kwok's for the same nodes on the
- * host.
+ * seconds, the CPU the nodes' heartbeats cost the tenant (clusterTree, apiserver, etcd, ...)
+ * next to kwok's for the same nodes on the host.
  */
 import { CoreV1Api, type V1Node } from '@kubernetes/client-node';
-import { tenantId } from '../src/activities/index.js';
-import { cpuTicks, createKwokNodes, createVC, readyVC, say, tenantKc, waitFor } from './common.js';
+import {
+  cpuTicks,
+  createKwokNodes,
+  createVC,
+  readyVC,
+  say,
+  tenantCpuSeconds,
+  tenantKc,
+  waitFor,
+} from './common.js';
 import { ratio, type Scenario } from './scenario.js';
 
 const ready = (n: V1Node) => n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
@@ -33,8 +41,12 @@ export const nodes: Scenario = {
     say(`creating ${names.length} kwok nodes on the host...`);
     const h0 = performance.now();
     await createKwokNodes(host.core, names, 110);
-    await waitFor('every host node Ready', async () =>
-      (await countReady(host.core, 'nd-')) === names.length ? true : undefined,
+    // Counted once a second: listing 10,000 nodes is work for this process and the API server.
+    await waitFor(
+      'every host node Ready',
+      async () => ((await countReady(host.core, 'nd-')) === names.length ? true : undefined),
+      900_000,
+      1000,
     );
     const hostMs = performance.now() - h0;
 
@@ -43,29 +55,49 @@ export const nodes: Scenario = {
     await createVC(host, 'nodes', { promoteResources: { nodes: names } });
     const vc = await readyVC(host, 'nodes');
     const tenant = tenantKc(vc).makeApiClient(CoreV1Api);
-    await waitFor('every tenant node Ready', async () =>
-      (await countReady(tenant)) >= names.length ? true : undefined,
+    await waitFor(
+      'every tenant node Ready',
+      async () => ((await countReady(tenant)) >= names.length ? true : undefined),
+      900_000,
+      1000,
     );
     const promoteMs = performance.now() - t0;
 
-    const id = tenantId({ namespace: 'default', name: 'nodes', uid: vc.metadata.uid });
-    const tree = (await env.operator.runtime!.list(id)).find((s) => s.name === 'clustertree')?.pid;
     const kwok = (await env.embeddedRuntime.list('host')).find((s) => s.name === 'kwok')?.pid;
-    if (!tree || !kwok) throw new Error('clusterTree or kwok is not running');
+    if (!kwok) throw new Error('kwok is not running');
     say(`steady state for ${o.steady} s...`);
-    const [c0, k0] = [await cpuTicks(tree), await cpuTicks(kwok)];
+    // Every process of the tenant: clusterTree renews the leases and node statuses, the tenant's
+    // apiserver and etcd take the writes. kwok does the same for these nodes on the host.
+    const [c0, k0] = [await tenantCpuSeconds(env.operator, [vc]), await cpuTicks(kwok)];
     await new Promise((r) => setTimeout(r, o.steady! * 1000));
-    const treeCores = ((await cpuTicks(tree)) - c0) / 100 / o.steady!;
-    // kwok heartbeats these nodes on the host (and the tenant's mirrored pods' nodes: none here).
+    const c1 = await tenantCpuSeconds(env.operator, [vc]);
+    const byComponent = Object.fromEntries(
+      Object.entries(c1).map(([c, v]) => [c, (v - (c0[c] ?? v)) / o.steady!]),
+    );
+    const treeCores = byComponent.clustertree ?? 0;
+    const tenantCores = Object.values(byComponent).reduce((a, b) => a + b, 0);
     const kwokCores = ((await cpuTicks(kwok)) - k0) / 100 / o.steady!;
     return {
       lines: [
         `nodes: ${names.length} kwok nodes`,
         `  baseline, on the host: create -> all Ready ${(hostMs / 1000).toFixed(1)} s`,
         `  promoted into a tenant: apply -> Ready with all Ready ${(promoteMs / 1000).toFixed(1)} s (${ratio(promoteMs, hostMs)}); target ≤ 60 s: ${promoteMs <= 60_000 ? 'met' : 'missed'}`,
-        `  heartbeats over ${o.steady} s: clusterTree ${treeCores.toFixed(2)} cores, kwok for the same nodes on the host ${kwokCores.toFixed(2)} cores (${ratio(treeCores, kwokCores)}); target < 0.5: ${treeCores < 0.5 ? 'met' : 'missed'}`,
+        `  heartbeats over ${o.steady} s, in cores: the whole tenant ${tenantCores.toFixed(2)} (${Object.entries(
+          byComponent,
+        )
+          .map(([c, v]) => `${c} ${v.toFixed(2)}`)
+          .join(
+            ', ',
+          )}); kwok for the same nodes on the host ${kwokCores.toFixed(2)} (clusterTree ${ratio(treeCores, kwokCores)}); target < 0.5: ${tenantCores < 0.5 ? 'met' : `missed (clusterTree alone ${treeCores < 0.5 ? 'meets it' : 'misses it too'})`}`,
       ],
-      json: { hostReadyMs: hostMs, promoteMs, clusterTreeCores: treeCores, kwokCores },
+      json: {
+        hostReadyMs: hostMs,
+        promoteMs,
+        tenantCores,
+        byComponent,
+        clusterTreeCores: treeCores,
+        kwokCores,
+      },
     };
   },
 };

@@ -7,12 +7,24 @@
  * workflow for create (-> Ready), a resize (a second node) and delete.
  */
 import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import type { Client } from '@temporalio/client';
 import { memoryMiB, createKwokNodes, createVC, historyLength, readyVC, say, waitFor } from './common.js';
 import { GROUP, PLURAL, VERSION } from '../src/api/virtualCluster.js';
 import { workflowIdFor } from '../src/workflows/definitions.js';
 import { ratio, type Scenario } from './scenario.js';
 
 const TARGET_MIB = 200;
+
+/** The history's length once it has stopped growing (a status write may still be recorded). */
+async function settledLength(client: Client, workflowId: string): Promise<number> {
+  let last = -1;
+  for (;;) {
+    const n = await historyLength(client, workflowId);
+    if (n === last) return n;
+    last = n;
+    await new Promise((r) => setTimeout(r, 1500));
+  }
+}
 
 async function settledRss(): Promise<number> {
   const gc = (globalThis as { gc?: () => void }).gc;
@@ -36,7 +48,7 @@ export const operatorScale: Scenario = {
     await createVC(host, 'life', { promoteResources: { nodes: ['life-0'] } });
     const vc = await readyVC(host, 'life');
     const wid = workflowIdFor({ ...ref, uid: vc.metadata.uid });
-    const created = await historyLength(client, wid);
+    const created = await settledLength(client, wid);
     await host.custom.patchNamespacedCustomObject(
       {
         group: GROUP,
@@ -51,7 +63,7 @@ export const operatorScale: Scenario = {
       const v = await host.getVirtualCluster(ref);
       return v?.status?.phase === 'Ready' && v.status.promoted?.nodeCount === 2 ? true : undefined;
     });
-    const resized = await historyLength(client, wid);
+    const resized = await settledLength(client, wid);
     await host.custom.deleteNamespacedCustomObject({
       group: GROUP,
       version: VERSION,

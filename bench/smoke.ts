@@ -1,5 +1,5 @@
 /**
- * The smoke run `npm test` makes (test/bench/smoke.test.ts): one tenant's memory and get ns
+ * The smoke run `npm test` makes (test/integration/bench.test.ts): one tenant's memory and get ns
  * (density), and 100 pods through its clusterTree next to the same on the host (fair sync), in
  * one environment, so the benchmark harness keeps working.
  */

@@ -8,23 +8,22 @@
  * Prints medians and ratios, and where the product's time goes (each activity of the last
  * round's workflow, from its history).
  */
-import { CoreV1Api, KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { CoreV1Api, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { join } from 'node:path';
-import { writeControlPlanePki } from '../src/pki/controlPlanePki.js';
-import {
-  apiserverSpec,
-  controllerManagerSpec,
-  etcdSpec,
-  kubeconfigPath,
-  pkiDir,
-  schedulerSpec,
-  writeKubeconfigs,
-  type ControlPlaneLayout,
-} from '../src/runtime/controlPlane.js';
 import { ProcessRuntime } from '../src/runtime/processRuntime.js';
 import { createLogger } from '../src/worker/logger.js';
 import { workflowIdFor } from '../src/workflows/definitions.js';
-import { createKwokNodes, createVC, deleteVC, percentile, say, stepDurations, waitFor } from './common.js';
+import {
+  createKwokNodes,
+  createVC,
+  deleteVC,
+  directControlPlane,
+  percentile,
+  say,
+  stepDurations,
+  waitFor,
+  writePlot,
+} from './common.js';
 import { ratio, type Scenario } from './scenario.js';
 
 const median = (xs: number[]) => percentile(xs, 50);
@@ -33,8 +32,8 @@ export const speed: Scenario = {
   summary: 'apply -> Initialized and -> Ready (one node) vs the same components started directly',
   quick: { rounds: 3 },
   full: { rounds: 7 },
-  async run({ env }, o) {
-    const { root, binaries, ports, operator } = env;
+  async run({ env, out }, o) {
+    const { root, operator } = env;
     const host = operator.host;
     const direct = new ProcessRuntime({
       root: join(root, 'direct'),
@@ -47,34 +46,10 @@ export const speed: Scenario = {
     let steps: Record<string, number> = {};
     try {
       for (let round = 1; round <= o.rounds!; round++) {
-        const [etcdClient, etcdPeer, apiserver, controllerManager, scheduler] = (await ports.allocate(
-          `direct-${round}`,
-          5,
-        )) as [number, number, number, number, number];
-        const layout: ControlPlaneLayout = {
-          id: `direct-${round}`,
-          dir: join(root, 'direct-planes', String(round)),
-          address: '127.0.0.1',
-          ports: { etcdClient, etcdPeer, apiserver, controllerManager, scheduler },
-          serviceCIDR: '10.96.0.0/12',
-          etcdUnsafeNoFsync: true,
-        };
-        await writeControlPlanePki(pkiDir(layout), {
-          clusterName: layout.id,
-          serviceCIDR: layout.serviceCIDR,
-          advertiseAddress: '127.0.0.1',
-        });
-        await writeKubeconfigs(layout);
-        const kc = new KubeConfig();
-        kc.loadFromFile(kubeconfigPath(layout, 'admin'));
-        const core = kc.makeApiClient(CoreV1Api);
+        const plane = await directControlPlane(env, direct, `direct-${round}`);
+        const core = plane.kc.makeApiClient(CoreV1Api);
         const t0 = performance.now();
-        for (const spec of [etcdSpec, apiserverSpec, controllerManagerSpec, schedulerSpec].map((f) =>
-          f(layout, binaries),
-        )) {
-          await direct.ensure(spec);
-          await direct.waitReady(spec.owner, spec.name, 120_000);
-        }
+        await plane.start();
         floorInit.push(performance.now() - t0);
         await core.createNode({ body: { metadata: { name: 'n' } } });
         await core.patchNodeStatus(
@@ -104,7 +79,7 @@ export const speed: Scenario = {
             : undefined;
         });
         floorReady.push(performance.now() - t0);
-        await direct.remove(layout.id);
+        await direct.remove(plane.layout.id);
 
         const name = `speed-${round}`;
         await createKwokNodes(host.core, [name], 110);
@@ -137,16 +112,39 @@ export const speed: Scenario = {
       await direct.shutdown();
     }
     const [fi, fr, pi, pr] = [median(floorInit), median(floorReady), median(init), median(ready)];
+    const plot = await writePlot(out, 'speed', {
+      $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+      title: `Time to Initialized and to Ready, each of ${o.rounds} rounds (s)`,
+      width: 360,
+      height: 220,
+      data: {
+        values: [
+          ...floorInit.map((ms) => ({ to: 'Initialized', who: 'floor (direct)', s: ms / 1000 })),
+          ...init.map((ms) => ({ to: 'Initialized', who: 'VirtualCluster', s: ms / 1000 })),
+          ...floorReady.map((ms) => ({ to: 'Ready (one node)', who: 'floor (direct)', s: ms / 1000 })),
+          ...ready.map((ms) => ({ to: 'Ready (one node)', who: 'VirtualCluster', s: ms / 1000 })),
+        ],
+      },
+      mark: { type: 'point', filled: true, size: 60 },
+      encoding: {
+        x: { field: 'to', type: 'nominal', title: null },
+        xOffset: { field: 'who' },
+        y: { field: 's', type: 'quantitative', title: 'seconds' },
+        color: { field: 'who', type: 'nominal', title: null },
+      },
+    });
     return {
       lines: [
         `speed, median of ${o.rounds} (ms)              floor   VirtualCluster   ratio   target`,
         `  -> Initialized (control plane serves)  ${fi.toFixed(0).padStart(6)}   ${pi.toFixed(0).padStart(14)}   ${ratio(pi, fi).padStart(5)}   ≤ 1.1×: ${pi <= 1.1 * fi ? 'met' : 'missed'}`,
         `  -> Ready (one node Ready)              ${fr.toFixed(0).padStart(6)}   ${pr.toFixed(0).padStart(14)}   ${ratio(pr, fr).padStart(5)}   ≤ 1.3×: ${pr <= 1.3 * fr ? 'met' : 'missed'}`,
         '',
-        'where the last round went (activity durations from its workflow history, ms)',
+        'where the last round went (activity durations from its workflow history, ms; reportStatus',
+        'runs beside the steps, its sum is not on the path)',
         ...Object.entries(steps)
           .sort((a, b) => b[1] - a[1])
           .map(([step, ms]) => `  ${step.padEnd(28)} ${ms.toFixed(0).padStart(6)}`),
+        `  plot: ${plot}`,
       ],
       json: { floorInitMs: floorInit, floorReadyMs: floorReady, initMs: init, readyMs: ready, steps },
     };

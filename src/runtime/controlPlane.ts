@@ -110,7 +110,7 @@ const pair = (l: ControlPlaneLayout, name: PkiName, certFlag: string, keyFlag: s
  * live data before a collection (Go's default is 100 %). An idle tenant apiserver holds ~90 MiB
  * live and kept ~200 MiB of anonymous memory at the default; this keeps it near 130 MiB for a
  * few collections more under load. The controller-manager and scheduler gained nothing
- * measurable and keep the default (docs/adr/0012-tenant-density.md).
+ * measurable and keep the default (docs/adr/0012-tenant-density-and-speed.md).
  */
 export const LEAN_GC: Readonly<Record<string, string>> = { GOGC: '25' };
 
