@@ -165,30 +165,22 @@ export async function memoryMiB(pid: number): Promise<{ rss: number; pss: number
   return { rss: kib('Rss') / 1024, pss: kib('Pss') / 1024 };
 }
 
-/** Memory of every running process of one tenant, by component and summed (MiB). */
-export async function tenantMemory(
-  operator: Operator,
-  vc: VirtualCluster,
-): Promise<{
+/** Memory of a set of processes, summed and by component (MiB). */
+export interface ProcessMemory {
   rss: number;
   pss: number;
   components: Record<string, number>;
   pssByComponent: Record<string, number>;
-}> {
+}
+
+/** Memory of every running process of one tenant, by component and summed (MiB). */
+export async function tenantMemory(operator: Operator, vc: VirtualCluster): Promise<ProcessMemory> {
   const id = tenantId({ namespace: vc.metadata.namespace, name: vc.metadata.name, uid: vc.metadata.uid });
   return memoryOfRuntime(operator.runtime!, id);
 }
 
 /** Memory of every running process of one owner of a runtime, summed and by component (MiB). */
-export async function memoryOfRuntime(
-  runtime: ProcessRuntime,
-  owner: string,
-): Promise<{
-  rss: number;
-  pss: number;
-  components: Record<string, number>;
-  pssByComponent: Record<string, number>;
-}> {
+export async function memoryOfRuntime(runtime: ProcessRuntime, owner: string): Promise<ProcessMemory> {
   const running = (await runtime.list(owner)).filter((s) => s.pid);
   const out = {
     rss: 0,

@@ -49,6 +49,7 @@ import type { ComponentSpec, ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
 import { CLUSTERTREE_USER, HOST_SA, NODE_READER, hostRbac, tenantRbac } from './clusterTreeRbac.js';
 import { FIELD_MANAGER, type HostCluster } from './hostCluster.js';
+import { defaultNamespaceReady } from './defaultNamespace.js';
 import { TENANT_API_PORT, isolationPolicy, tenantPodSecurity, type TenantNetwork } from './tenantNetwork.js';
 import { FailureType, type PendingNode, type PromotionResult, type StepInput } from './types.js';
 
@@ -93,61 +94,6 @@ function tenantAdmin(l: ControlPlaneLayout): { core: CoreV1Api; objects: Kuberne
   kc.loadFromFile(operatorKubeconfig(l));
   reuseConnections(kc);
   return { core: kc.makeApiClient(CoreV1Api), objects: KubernetesObjectApi.makeApiClient(kc) };
-}
-
-/** What the controller-manager's root-CA publisher writes on its ConfigMaps (its own words). */
-const ROOT_CA_DESCRIPTION =
-  'Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. ' +
-  'No other usage is guaranteed across distributions of Kubernetes clusters.';
-
-/**
- * Ready means a pod can be created and started in `default` at once: the namespace needs its
- * `default` service account and the `kube-root-ca.crt` ConfigMap every pod's token volume
- * projects. The controller-manager's controllers make both, but only seconds after its process
- * starts (it first gives each controller a client and a token of its own). Whichever is missing,
- * the operator makes as that controller would (the same name, data and annotation, from the same
- * CA file), and the controller finds it made (ADR 12). What exists is only read: a restored or
- * woken tenant's objects never pass admission again (a webhook of the tenant could not answer
- * yet). Until the API server has made `default`, or while anything refuses, it tries again.
- */
-async function defaultNamespaceReady(l: ControlPlaneLayout, timeoutMs: number): Promise<void> {
-  const { core } = tenantAdmin(l);
-  const namespace = 'default';
-  const rootCA = await readFile(certPath(pkiDir(l), PkiFile.ca), 'utf8');
-  const ensure = async (read: () => Promise<unknown>, create: () => Promise<unknown>) => {
-    if ((await read().catch(ignoreStatus(404))) === undefined) await create().catch(ignoreStatus(409));
-  };
-  let last = '';
-  try {
-    await until('the default namespace ready for pods', timeoutMs, async () => {
-      try {
-        await ensure(
-          () => core.readNamespacedServiceAccount({ name: 'default', namespace }),
-          () => core.createNamespacedServiceAccount({ namespace, body: { metadata: { name: 'default' } } }),
-        );
-        await ensure(
-          () => core.readNamespacedConfigMap({ name: 'kube-root-ca.crt', namespace }),
-          () =>
-            core.createNamespacedConfigMap({
-              namespace,
-              body: {
-                metadata: {
-                  name: 'kube-root-ca.crt',
-                  annotations: { 'kubernetes.io/description': ROOT_CA_DESCRIPTION },
-                },
-                data: { 'ca.crt': rootCA },
-              },
-            }),
-        );
-        return true;
-      } catch (e) {
-        last = e instanceof Error ? e.message : String(e);
-        return false;
-      }
-    });
-  } catch (e) {
-    throw new Error(`${(e as Error).message}${last ? ` (last: ${last})` : ''}`);
-  }
 }
 
 /** Runs `fn` again when it loses a race with another writer (409), a few times. */
@@ -479,7 +425,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       const spec = await clusterTreeSpec(input);
       const status = await deps.runtime.ensure(spec);
       await deps.runtime.waitReady(spec.owner, spec.name, deps.readinessTimeoutMs);
-      await defaultNamespaceReady(deps.layoutOf(input), deps.readinessTimeoutMs);
+      await defaultNamespaceReady(deps.layoutOf(input), deps.readinessTimeoutMs, tenantAdmin, until);
       log(input.ref).info('clusterTree ready', { pid: status.pid, hostNamespace: hostNamespace(input.ref) });
       return { hostNamespace: hostNamespace(input.ref), pid: status.pid };
     },
