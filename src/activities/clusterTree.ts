@@ -50,6 +50,7 @@ import type { Logger } from '../worker/logger.js';
 import { CLUSTERTREE_USER, HOST_SA, NODE_READER, hostRbac, tenantRbac } from './clusterTreeRbac.js';
 import { FIELD_MANAGER, type HostCluster } from './hostCluster.js';
 import { defaultNamespaceReady } from './defaultNamespace.js';
+import { until } from './wait.js';
 import { TENANT_API_PORT, isolationPolicy, tenantPodSecurity, type TenantNetwork } from './tenantNetwork.js';
 import { FailureType, type PendingNode, type PromotionResult, type StepInput } from './types.js';
 
@@ -58,8 +59,6 @@ const LIMIT_RANGE = 'kosmos-vc-defaults';
 /** The tenant node standing for promoted CPU and memory. */
 export const VIRTUAL_NODE = 'kosmos-virtual-resources';
 const CONTROL_PLANE_LABELS = ['node-role.kubernetes.io/control-plane', 'node-role.kubernetes.io/master'];
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export interface ClusterTreeTimings {
   heartbeatIntervalMs?: number;
@@ -108,24 +107,6 @@ async function retryOnConflict<T>(fn: () => Promise<T>): Promise<T> {
 }
 
 /** Waits for `check` with heartbeats; throws (retryably) after `timeoutMs`. */
-async function until(what: string, timeoutMs: number, check: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > deadline)
-      throw new Error(`timed out after ${Math.round(timeoutMs / 1000)}s waiting for ${what}`);
-    let ctx: Context | undefined;
-    try {
-      ctx = Context.current();
-    } catch {
-      // outside an activity
-    }
-    ctx?.heartbeat(what);
-    // An activity's sleep ends early when the activity is cancelled (worker shutdown, workflow).
-    await (ctx ? ctx.sleep(300) : sleep(300));
-  }
-}
-
 async function apply(api: KubernetesObjectApi, objects: KubernetesObject[]): Promise<void> {
   for (const o of objects)
     await api.patch(o, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
@@ -523,10 +504,26 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       const promoted = owned.map((n) => n.metadata!.name!).sort();
       const expected = new Set([...promoted, ...(hasResources ? [VIRTUAL_NODE] : [])]);
       // The tenant shows every promoted node (Ready or not: that is the host node's own state).
-      await until('the tenant to show its promoted nodes', 60_000, async () => {
-        const names = new Set((await tenant.listNode()).items.map((n) => n.metadata!.name!));
-        return [...expected].every((n) => names.has(n)) && demoted.every((n) => !names.has(n));
-      });
+      // clusterTree adds thousands of nodes over many seconds: the wait lasts while their number
+      // grows. A list of thousands of nodes is megabytes: it comes from the API server's cache,
+      // and less often the more there are.
+      await until(
+        'the tenant to show its promoted nodes',
+        60_000,
+        async () => {
+          const names = new Set(
+            (await tenant.listNode({ resourceVersion: '0' })).items.map((n) => n.metadata!.name!),
+          );
+          const shown = [...expected].filter((n) => names.has(n)).length;
+          const gone = demoted.filter((n) => !names.has(n)).length;
+          return {
+            done: shown === expected.size && gone === demoted.length,
+            count: shown + gone,
+            of: expected.size + demoted.length,
+          };
+        },
+        Math.min(2_000, Math.max(300, expected.size)),
+      );
       const cpu =
         owned.reduce((s, n) => s + scalar(n.status?.allocatable?.cpu), 0) +
         (hasResources ? scalar(res.cpu) : 0);

@@ -116,7 +116,7 @@ export type BackupSchedule = z.infer<typeof BackupSchedule>;
 export const PromoteResources = z.object({
   nodes: z
     .array(z.string().min(1).max(253).regex(dns1123Subdomain, 'must be a node name (DNS-1123 subdomain)'))
-    .max(5000)
+    .max(10000)
     .refine((l) => new Set(l).size === l.length, 'node names must be unique')
     .optional(),
   resources: z

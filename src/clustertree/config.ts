@@ -58,7 +58,11 @@ export const ClusterTreeConfig = z.object({
   quotaName: z.string().min(1),
   leaseDurationSeconds: z.number().int().positive().default(40),
   heartbeatIntervalMs: z.number().int().positive().default(10_000),
-  nodeStatusIntervalMs: z.number().int().positive().default(60_000),
+  /**
+   * Node status written again unchanged, as a kubelet's nodeStatusReportFrequency (5 min): the
+   * Lease is the heartbeat; a change on the host node is written when it happens.
+   */
+  nodeStatusIntervalMs: z.number().int().positive().default(300_000),
   /** A full comparison of both sides, for drift nobody was told about. */
   resyncIntervalMs: z.number().int().positive().default(60_000),
   tokenExpirationSeconds: z.number().int().min(600).default(3600),

@@ -452,14 +452,17 @@ export class ClusterTree {
     // Ready once the first full pass is done (or has had its chance: failing keys back off).
     await Promise.race([this.queue.idle(), new Promise((r) => setTimeout(r, 15_000).unref())]);
     this.ready = true;
+    // A pass that outlasts its interval (10,000 Leases) is not joined by a second one: the next
+    // starts at the first tick after it ends, so the work never piles up.
     const every = (ms: number, fn: () => Promise<void> | void) => {
-      const t = setInterval(
-        () =>
-          void Promise.resolve(fn()).catch((e: unknown) =>
-            this.log.warn('periodic work failed', { error: String(e) }),
-          ),
-        ms,
-      );
+      let running = false;
+      const t = setInterval(() => {
+        if (running) return;
+        running = true;
+        void Promise.resolve(fn())
+          .catch((e: unknown) => this.log.warn('periodic work failed', { error: String(e) }))
+          .finally(() => (running = false));
+      }, ms);
       this.timers.push(t);
     };
     every(this.cfg.heartbeatIntervalMs, () => this.nodes.renewLeases());

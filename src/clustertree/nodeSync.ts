@@ -75,7 +75,8 @@ export class NodeSync {
         await tenantCore.patchNodeStatus({ name, body: { status: want.status } }, merge);
         log.info('node added to tenant', { node: name });
       }
-      await this.renewLease(name);
+      // A node just made has no Lease yet: make it rather than try a renewal first.
+      await this.renewLease(name, created !== undefined);
       return;
     }
     this.nodeUids.set(name, have.metadata!.uid!);
@@ -102,16 +103,20 @@ export class NodeSync {
     );
   }
 
-  private async renewLease(node: string): Promise<void> {
+  private async renewLease(node: string, isNew = false): Promise<void> {
     const { tenantLeases, cfg } = this.d;
     const renewTime = microTime(new Date());
-    const patched = await tenantLeases
-      .patchNamespacedLease({ name: node, namespace: LEASE_NAMESPACE, body: { spec: { renewTime } } }, merge)
-      .catch(ignoreStatus(404));
+    const patch = () =>
+      tenantLeases
+        .patchNamespacedLease(
+          { name: node, namespace: LEASE_NAMESPACE, body: { spec: { renewTime } } },
+          merge,
+        )
+        .catch(ignoreStatus(404));
     this.heartbeats++;
-    if (patched) return;
+    if (!isNew && (await patch())) return;
     const uid = this.nodeUids.get(node) ?? this.d.tenantNodes.get(node)?.metadata?.uid;
-    await tenantLeases
+    const created = await tenantLeases
       .createNamespacedLease({
         namespace: LEASE_NAMESPACE,
         body: {
@@ -130,5 +135,7 @@ export class NodeSync {
         },
       })
       .catch(ignoreStatus(409));
+    // Someone made it in between (a node that came back before its Lease was collected).
+    if (!created && isNew) await patch();
   }
 }

@@ -13,9 +13,10 @@ import {
   Worker,
   bundleWorkflowCode,
   type LogEntry,
-  type WorkflowBundle,
+  type WorkflowBundleOption,
 } from '@temporalio/worker';
 import proto from '@temporalio/proto';
+import { readdir, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createActivities, type ActivityDeps } from '../activities/index.js';
@@ -56,10 +57,33 @@ export function installTemporalRuntime(logger: Logger = createLogger()): void {
 const here = fileURLToPath(import.meta.url);
 export const workflowsPath = join(here, '..', '..', 'workflows', `index${extname(here)}`);
 
-let bundle: Promise<WorkflowBundle> | undefined;
-/** The workflow bundle, built once per process (about 2 s) and shared by every worker. */
-export function workflowBundle(): Promise<WorkflowBundle> {
-  bundle ??= bundleWorkflowCode({ workflowsPath, logger: new DefaultLogger('WARN') });
+/** Where `npm run build` leaves the bundled workflow code (src/worker/bundle.ts): dist/. */
+export const prebuiltBundlePath = join(here, '..', '..', '..', 'workflow-bundle.js');
+
+/** The newest modification time of the compiled files under `dir`. */
+async function newestJs(dir: string): Promise<number> {
+  let newest = 0;
+  for (const f of await readdir(dir, { recursive: true })) {
+    if (f.endsWith('.js')) newest = Math.max(newest, (await stat(join(dir, f))).mtimeMs);
+  }
+  return newest;
+}
+
+let bundle: Promise<WorkflowBundleOption> | undefined;
+/**
+ * The workflow bundle, shared by every worker of the process: the one `npm run build` made when
+ * it is newer than every compiled file (a tsc run alone leaves it stale), else built here, once
+ * (about 2 s). Tests, which run the TypeScript sources, always build it here.
+ */
+export function workflowBundle(): Promise<WorkflowBundleOption> {
+  bundle ??= (async () => {
+    if (extname(here) === '.js') {
+      const built = await stat(prebuiltBundlePath).catch(() => undefined);
+      if (built && built.mtimeMs >= (await newestJs(join(here, '..', '..'))))
+        return { codePath: prebuiltBundlePath };
+    }
+    return bundleWorkflowCode({ workflowsPath, logger: new DefaultLogger('WARN') });
+  })();
   return bundle;
 }
 

@@ -1,0 +1,55 @@
+/**
+ * The poll activities wait with: a fixed limit, or (for thousands of promoted nodes) a limit
+ * without progress.
+ */
+import { describe, expect, it } from 'vitest';
+import { until } from '../../src/activities/wait.js';
+
+describe('until (a wait inside an activity)', () => {
+  it('ends as soon as the check says done', async () => {
+    let calls = 0;
+    await until('three calls', 1_000, async () => ++calls === 3, 5);
+    expect(calls).toBe(3);
+  });
+
+  it('fails with what it waited for once the time is up', async () => {
+    await expect(until('nothing', 50, async () => false, 5)).rejects.toThrow(
+      /^timed out after 0s waiting for nothing$/,
+    );
+  });
+
+  it('waits past its limit while the count grows, and says how far it got when it stalls', async () => {
+    // 100 ms without progress is the limit; the count grows for ~400 ms, then stops at 40.
+    const started = Date.now();
+    let count = 0;
+    const err = await until(
+      'the nodes',
+      100,
+      async () => {
+        if (Date.now() - started < 400) count++;
+        return { done: false, count, of: 100 };
+      },
+      5,
+    ).catch((e: Error) => e);
+    expect(err).toBeInstanceOf(Error);
+    expect((err as Error).message).toBe(
+      `timed out after 0s without progress waiting for the nodes: ${count} of 100`,
+    );
+    expect(Date.now() - started).toBeGreaterThanOrEqual(500);
+  });
+
+  it('ends when a growing count reaches done, however long that takes', async () => {
+    let count = 0;
+    await until(
+      'the nodes',
+      30,
+      async () => {
+        count++;
+        return { done: count === 60, count, of: 60 };
+      },
+      5,
+    );
+    // 60 polls of at least 5 ms each: well past the 30 ms limit.
+    expect(count).toBe(60);
+  });
+});
