@@ -8,12 +8,12 @@ import { until } from '../../src/activities/wait.js';
 describe('until (a wait inside an activity)', () => {
   it('ends as soon as the check says done', async () => {
     let calls = 0;
-    await until('three calls', 1_000, async () => ++calls === 3, 5);
+    await until('three calls', 1_000, () => Promise.resolve(++calls === 3), 5);
     expect(calls).toBe(3);
   });
 
   it('fails with what it waited for once the time is up', async () => {
-    await expect(until('nothing', 50, async () => false, 5)).rejects.toThrow(
+    await expect(until('nothing', 50, () => Promise.resolve(false), 5)).rejects.toThrow(
       /^timed out after 0s waiting for nothing$/,
     );
   });
@@ -25,9 +25,9 @@ describe('until (a wait inside an activity)', () => {
     const err = await until(
       'the nodes',
       100,
-      async () => {
+      () => {
         if (Date.now() - started < 400) count++;
-        return { done: false, count, of: 100 };
+        return Promise.resolve({ done: false, count, of: 100 });
       },
       5,
     ).catch((e: Error) => e);
@@ -43,9 +43,9 @@ describe('until (a wait inside an activity)', () => {
     await until(
       'the nodes',
       30,
-      async () => {
+      () => {
         count++;
-        return { done: count === 60, count, of: 60 };
+        return Promise.resolve({ done: count === 60, count, of: 60 });
       },
       5,
     );
