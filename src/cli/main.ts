@@ -56,6 +56,8 @@ function operatorOptions(env: OperatorEnv, stateDir: string) {
     onWorkerFailed,
     readinessTimeoutMs: env.KOSMOS_VC_READINESS_TIMEOUT_SECONDS * 1000,
     etcdUnsafeNoFsync: env.KOSMOS_VC_ETCD_UNSAFE_NO_FSYNC,
+    ...(env.KOSMOS_VC_CONCURRENT_STARTS ? { concurrentStarts: env.KOSMOS_VC_CONCURRENT_STARTS } : {}),
+    ...(env.KOSMOS_VC_WORKFLOW_CACHE ? { workflowCache: env.KOSMOS_VC_WORKFLOW_CACHE } : {}),
     ...(env.KOSMOS_VC_WATCH_NAMESPACE ? { watchNamespace: env.KOSMOS_VC_WATCH_NAMESPACE } : {}),
     ...(env.KOSMOS_VC_NODE_ADDRESS ? { nodeAddress: env.KOSMOS_VC_NODE_ADDRESS } : {}),
     ...(env.KOSMOS_VC_POD_CIDR ? { podCIDR: env.KOSMOS_VC_POD_CIDR } : {}),
