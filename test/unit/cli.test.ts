@@ -15,6 +15,7 @@ import {
 } from '../../src/cli/inspect.js';
 import { buildProgram, type Handlers } from '../../src/cli/program.js';
 import { UsageError, parseTarget } from '../../src/cli/resize.js';
+import { readOperatorEnv } from '../../src/worker/config.js';
 
 const COMMANDS = [
   'up',
@@ -220,5 +221,20 @@ describe('get, describe, kubeconfig', () => {
     expect(parseTarget('team/vc1', undefined)).toEqual({ namespace: 'team', name: 'vc1' });
     expect(() => parseTarget('a/b/c', undefined)).toThrow(UsageError);
     expect(() => parseTarget('team/vc1', 'other')).toThrow(/--namespace says other/);
+  });
+});
+
+describe('operator environment', () => {
+  it('reads the start gate and the workflow cache, and refuses what the worker cannot take', () => {
+    const env = readOperatorEnv({ KOSMOS_VC_CONCURRENT_STARTS: '4', KOSMOS_VC_WORKFLOW_CACHE: '32' });
+    expect(env.KOSMOS_VC_CONCURRENT_STARTS).toBe(4);
+    expect(env.KOSMOS_VC_WORKFLOW_CACHE).toBe(32);
+    expect(readOperatorEnv({}).KOSMOS_VC_CONCURRENT_STARTS).toBeUndefined();
+    expect(() => readOperatorEnv({ KOSMOS_VC_CONCURRENT_STARTS: '0' })).toThrow(
+      /KOSMOS_VC_CONCURRENT_STARTS/,
+    );
+    // The Temporal SDK takes a cache of 0 (off) or at least 2.
+    expect(() => readOperatorEnv({ KOSMOS_VC_WORKFLOW_CACHE: '1' })).toThrow(/KOSMOS_VC_WORKFLOW_CACHE/);
+    expect(() => readOperatorEnv({ KOSMOS_VC_WORKFLOW_CACHE: 'many' })).toThrow(/KOSMOS_VC_WORKFLOW_CACHE/);
   });
 });
