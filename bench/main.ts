@@ -3,11 +3,13 @@
  * Each scenario starts one local kosmos-vc (Temporal dev server, embedded host with kwok,
  * operator), measures its baseline and the product in the same run, prints both with their
  * ratio, writes its plots (SVG) and a JSON result to --out, and prints the JSON as the last line.
+ * The worker takes KOSMOS_VC_CONCURRENT_STARTS and KOSMOS_VC_WORKFLOW_CACHE from the environment.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createLogger } from '../src/worker/logger.js';
+import { readOperatorEnv } from '../src/worker/config.js';
 import { startLocalEnvironment } from '../src/worker/localEnvironment.js';
 import { burst } from './burst.js';
 import { density } from './density.js';
@@ -35,6 +37,7 @@ function usage(): string {
       ([name, s]) =>
         `  ${name.padEnd(9)} ${s.summary}\n            quick: ${flags(s.quick)}; --full: ${flags(s.full)}`,
     ),
+    'The worker takes KOSMOS_VC_CONCURRENT_STARTS and KOSMOS_VC_WORKFLOW_CACHE as `kosmos-vc up` does.',
   ].join('\n');
 }
 const flags = (o: Record<string, number>) =>
@@ -80,12 +83,22 @@ async function main(): Promise<void> {
   const out = resolve(typeof values.out === 'string' ? values.out : join('bench-results', name!));
   await mkdir(out, { recursive: true });
 
+  const operatorEnv = readOperatorEnv();
   const env = await startLocalEnvironment({
     prefix: `kvc-bench-${name}-`,
     taskQueue: `bench-${name}`,
     logger: createLogger({ level: 'error' }),
     // Measures kosmos-vc, not this machine's disk: host and tenant etcds skip fsync.
     etcdUnsafeNoFsync: true,
+    // The worker's start gate and workflow cache, as `kosmos-vc up` takes them.
+    worker: {
+      ...(operatorEnv.KOSMOS_VC_CONCURRENT_STARTS
+        ? { concurrentStarts: operatorEnv.KOSMOS_VC_CONCURRENT_STARTS }
+        : {}),
+      ...(operatorEnv.KOSMOS_VC_WORKFLOW_CACHE
+        ? { workflowCache: operatorEnv.KOSMOS_VC_WORKFLOW_CACHE }
+        : {}),
+    },
   });
   // Every process of the run is stopped by its PID, also when the run is interrupted.
   let closing: Promise<void> | undefined;

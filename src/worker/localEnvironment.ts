@@ -12,7 +12,7 @@ import { startEmbeddedHost, startTemporalDevServer, type EmbeddedHost } from '..
 import { PortAllocator } from '../runtime/ports.js';
 import { ProcessRuntime } from '../runtime/processRuntime.js';
 import type { Logger } from './logger.js';
-import { startOperator, type Operator } from './operator.js';
+import { startOperator, type Operator, type OperatorOptions } from './operator.js';
 
 export interface LocalEnvironment {
   root: string;
@@ -35,6 +35,8 @@ export async function startLocalEnvironment(opts: {
   realNode?: boolean;
   /** Tenants may ask for spec.podSecurity: privileged (the conformance tenant does). */
   allowPrivilegedTenants?: boolean;
+  /** The worker's start gate and workflow cache (the bench takes them from the environment). */
+  worker?: Pick<OperatorOptions, 'concurrentStarts' | 'workflowCache'>;
 }): Promise<LocalEnvironment> {
   const root = await mkdtemp(join(tmpdir(), opts.prefix));
   const binaries = await resolveBinaries();
@@ -74,6 +76,7 @@ export async function startLocalEnvironment(opts: {
       binaries,
       watchNamespace: 'default',
       ...(opts.allowPrivilegedTenants ? { allowPrivilegedTenants: true } : {}),
+      ...opts.worker,
       ...(host.realNode
         ? {
             nodeAddress: host.realNode.layout.nodeIP,
