@@ -84,6 +84,12 @@ async function main(): Promise<void> {
   await mkdir(out, { recursive: true });
 
   const operatorEnv = readOperatorEnv();
+  const worker = {
+    ...(operatorEnv.KOSMOS_VC_CONCURRENT_STARTS
+      ? { concurrentStarts: operatorEnv.KOSMOS_VC_CONCURRENT_STARTS }
+      : {}),
+    ...(operatorEnv.KOSMOS_VC_WORKFLOW_CACHE ? { workflowCache: operatorEnv.KOSMOS_VC_WORKFLOW_CACHE } : {}),
+  };
   const env = await startLocalEnvironment({
     prefix: `kvc-bench-${name}-`,
     taskQueue: `bench-${name}`,
@@ -91,14 +97,7 @@ async function main(): Promise<void> {
     // Measures kosmos-vc, not this machine's disk: host and tenant etcds skip fsync.
     etcdUnsafeNoFsync: true,
     // The worker's start gate and workflow cache, as `kosmos-vc up` takes them.
-    worker: {
-      ...(operatorEnv.KOSMOS_VC_CONCURRENT_STARTS
-        ? { concurrentStarts: operatorEnv.KOSMOS_VC_CONCURRENT_STARTS }
-        : {}),
-      ...(operatorEnv.KOSMOS_VC_WORKFLOW_CACHE
-        ? { workflowCache: operatorEnv.KOSMOS_VC_WORKFLOW_CACHE }
-        : {}),
-    },
+    worker,
   });
   // Every process of the run is stopped by its PID, also when the run is interrupted.
   let closing: Promise<void> | undefined;
@@ -111,7 +110,7 @@ async function main(): Promise<void> {
   try {
     const t0 = Date.now();
     const result = await scenario.run({ env, out }, o);
-    const json = { bench: name, options: o, seconds: (Date.now() - t0) / 1000, ...result.json };
+    const json = { bench: name, options: o, worker, seconds: (Date.now() - t0) / 1000, ...result.json };
     await writeFile(join(out, `${name}.json`), JSON.stringify(json, null, 2) + '\n');
     process.stdout.write(['', ...result.lines, ''].join('\n') + '\n' + JSON.stringify(json) + '\n');
   } finally {
