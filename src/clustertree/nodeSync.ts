@@ -68,11 +68,11 @@ export class NodeSync {
       return;
     }
     if (!have) {
+      // A Node is created with its status (as a kubelet registers one): two writes a node, the
+      // Node and its Lease, not three.
       const created = await tenantCore.createNode({ body: want }).catch(ignoreStatus(409));
       if (created) {
         this.nodeUids.set(name, created.metadata!.uid!);
-        // Status is not taken from a create: write it now.
-        await tenantCore.patchNodeStatus({ name, body: { status: want.status } }, merge);
         log.info('node added to tenant', { node: name });
       }
       // A node just made has no Lease yet: make it rather than try a renewal first.
