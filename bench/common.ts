@@ -5,7 +5,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
 import { tenantId } from '../src/activities/index.js';
-import { reuseConnections } from '../src/api/kubeClient.js';
+import { reuseConnections, statusCode } from '../src/api/kubeClient.js';
 import { kwokNode } from '../src/runtime/embedded.js';
 import type { Operator } from '../src/worker/operator.js';
 import type { LocalEnvironment } from '../src/worker/localEnvironment.js';
@@ -51,6 +51,11 @@ export const percentile = (xs: number[], p: number): number => {
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
 };
 
+function transient(e: unknown): boolean {
+  const code = statusCode(e);
+  return (e as Error)?.name === 'FetchError' || code === 429 || (code !== undefined && code >= 500);
+}
+
 export async function waitFor<T>(
   what: string,
   fn: () => Promise<T | undefined>,
@@ -58,10 +63,21 @@ export async function waitFor<T>(
   intervalMs = 200,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
   for (;;) {
-    const v = await fn();
+    // A request that fails under load (a connection reset, a 5xx or 429) is one more "not yet",
+    // not the end of the run; the last one is reported if the wait times out. Any other error
+    // (a tenant that failed) ends the wait.
+    const v = await fn().catch((e: unknown) => {
+      if (!transient(e)) throw e;
+      lastError = e;
+      return undefined;
+    });
     if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out waiting for ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`,
+      );
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }

@@ -3,7 +3,7 @@
  * Each scenario starts one local kosmos-vc (Temporal dev server, embedded host with kwok,
  * operator), measures its baseline and the product in the same run, prints both with their
  * ratio, writes its plots (SVG) and a JSON result to --out, and prints the JSON as the last line.
- * The worker takes KOSMOS_VC_CONCURRENT_STARTS and KOSMOS_VC_WORKFLOW_CACHE from the environment.
+ * The worker takes KOSMOS_VC_WORKFLOW_CACHE from the environment.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -37,7 +37,7 @@ function usage(): string {
       ([name, s]) =>
         `  ${name.padEnd(9)} ${s.summary}\n            quick: ${flags(s.quick)}; --full: ${flags(s.full)}`,
     ),
-    'The worker takes KOSMOS_VC_CONCURRENT_STARTS and KOSMOS_VC_WORKFLOW_CACHE as `kosmos-vc up` does.',
+    'The worker takes KOSMOS_VC_WORKFLOW_CACHE as `kosmos-vc up` does.',
   ].join('\n');
 }
 const flags = (o: Record<string, number>) =>
@@ -85,10 +85,9 @@ async function main(): Promise<void> {
 
   const operatorEnv = readOperatorEnv();
   const worker = {
-    ...(operatorEnv.KOSMOS_VC_CONCURRENT_STARTS
-      ? { concurrentStarts: operatorEnv.KOSMOS_VC_CONCURRENT_STARTS }
+    ...(operatorEnv.KOSMOS_VC_WORKFLOW_CACHE !== undefined
+      ? { workflowCache: operatorEnv.KOSMOS_VC_WORKFLOW_CACHE }
       : {}),
-    ...(operatorEnv.KOSMOS_VC_WORKFLOW_CACHE ? { workflowCache: operatorEnv.KOSMOS_VC_WORKFLOW_CACHE } : {}),
   };
   const env = await startLocalEnvironment({
     prefix: `kvc-bench-${name}-`,
@@ -96,7 +95,7 @@ async function main(): Promise<void> {
     logger: createLogger({ level: 'error' }),
     // Measures kosmos-vc, not this machine's disk: host and tenant etcds skip fsync.
     etcdUnsafeNoFsync: true,
-    // The worker's start gate and workflow cache, as `kosmos-vc up` takes them.
+    // The worker's workflow cache, as `kosmos-vc up` takes it.
     worker,
   });
   // Every process of the run is stopped by its PID, also when the run is interrupted.

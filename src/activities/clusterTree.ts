@@ -106,7 +106,7 @@ async function retryOnConflict<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Waits for `check` with heartbeats; throws (retryably) after `timeoutMs`. */
+/** Server-side applies each object, as the operator's field manager. */
 async function apply(api: KubernetesObjectApi, objects: KubernetesObject[]): Promise<void> {
   for (const o of objects)
     await api.patch(o, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
@@ -506,21 +506,24 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       // The tenant shows every promoted node (Ready or not: that is the host node's own state).
       // clusterTree adds thousands of nodes over many seconds: the wait lasts while their number
       // grows. A list of thousands of nodes is megabytes: it comes from the API server's cache,
-      // and less often the more there are.
+      // and less often the more there are. A list that fails (the tenant's API server is busy
+      // with those nodes) counts as no progress, not as the end of the step.
+      const of = expected.size + demoted.length;
+      let count = 0;
       await until(
         'the tenant to show its promoted nodes',
         60_000,
         async () => {
-          const names = new Set(
-            (await tenant.listNode({ resourceVersion: '0' })).items.map((n) => n.metadata!.name!),
-          );
+          const list = await tenant.listNode({ resourceVersion: '0' }).catch((e: unknown) => {
+            log(ref).warn('listing the tenant nodes failed; trying again', { error: String(e) });
+            return undefined;
+          });
+          if (!list) return { done: false, count, of };
+          const names = new Set(list.items.map((n) => n.metadata!.name!));
           const shown = [...expected].filter((n) => names.has(n)).length;
           const gone = demoted.filter((n) => !names.has(n)).length;
-          return {
-            done: shown === expected.size && gone === demoted.length,
-            count: shown + gone,
-            of: expected.size + demoted.length,
-          };
+          count = shown + gone;
+          return { done: count === of, count, of };
         },
         Math.min(2_000, Math.max(300, expected.size)),
       );

@@ -5,10 +5,8 @@
  */
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { existsSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import pLimit from 'p-limit';
 import type { VirtualClusterRef } from '../api/virtualCluster.js';
 import {
   CARotationInProgressError,
@@ -36,12 +34,7 @@ import {
   type ControlPlaneLayout,
 } from '../runtime/controlPlane.js';
 import { PortAllocator, PortsExhaustedError } from '../runtime/ports.js';
-import {
-  ComponentExitedError,
-  type ComponentSpec,
-  type ComponentStatus,
-  type ControlPlaneRuntime,
-} from '../runtime/types.js';
+import { ComponentExitedError, type ComponentSpec, type ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
 import { ignoreStatus } from '../api/kubeClient.js';
 import { hostNamespace } from '../clustertree/naming.js';
@@ -92,8 +85,6 @@ export interface ActivityDeps {
   backupDir?: string;
   /** The Temporal client and task queue of scheduled backups (absent: spec.backup is refused). */
   schedules?: { client: Client; taskQueue: string };
-  /** Control-plane components this worker starts at once (default: the machine's cores). */
-  concurrentStarts?: number;
 }
 
 export const KUBECONFIG_SECRET_KEY = 'kubeconfig';
@@ -187,30 +178,8 @@ export function createActivities(deps: ActivityDeps) {
 
   const log = (ref: VirtualClusterRef) => deps.logger.child({ vc: `${ref.namespace}/${ref.name}` });
 
-  // A component's start is CPU-bound (an API server's takes ~3 CPU-seconds). Twenty started at
-  // once on two cores all become ready late, past their readiness limit; so at most one per core
-  // starts at a time and the others wait their turn, heartbeating (ADR 12).
-  const starts = pLimit(deps.concurrentStarts ?? availableParallelism());
-
   /** Starts one component and waits for it; a crash before ready is final for this attempt's step. */
   async function startComponent(input: StepInput, spec: ComponentSpec): Promise<{ pid: number | undefined }> {
-    let ctx: Context | undefined;
-    try {
-      ctx = Context.current();
-    } catch {
-      // called outside an activity
-    }
-    // An attempt cancelled (or timed out) while it waited its turn starts nothing: its workflow
-    // may already have stopped this component.
-    const status = await starts(() => {
-      ctx?.cancellationSignal.throwIfAborted();
-      return startAndWait(spec);
-    });
-    log(input.ref).info('component ready', { component: spec.name, pid: status.pid });
-    return { pid: status.pid };
-  }
-
-  async function startAndWait(spec: ComponentSpec): Promise<ComponentStatus> {
     const status = await deps.runtime.ensure(spec);
     try {
       await deps.runtime.waitReady(spec.owner, spec.name, readinessTimeoutMs);
@@ -223,7 +192,8 @@ export function createActivities(deps: ActivityDeps) {
       }
       throw e;
     }
-    return status;
+    log(input.ref).info('component ready', { component: spec.name, pid: status.pid });
+    return { pid: status.pid };
   }
 
   const network = deps.nodeAddress

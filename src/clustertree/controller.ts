@@ -452,22 +452,33 @@ export class ClusterTree {
     // Ready once the first full pass is done (or has had its chance: failing keys back off).
     await Promise.race([this.queue.idle(), new Promise((r) => setTimeout(r, 15_000).unref())]);
     this.ready = true;
-    // A pass that outlasts its interval (10,000 Leases) is not joined by a second one: the next
-    // starts at the first tick after it ends, so the work never piles up.
-    const every = (ms: number, fn: () => Promise<void> | void) => {
-      let running = false;
+    // A pass that outlasts its interval (thousands of Leases) is not joined by a second one: the
+    // next starts at the first tick after it ends, so the work never piles up. A pass that has
+    // not ended after three intervals (at least a minute) may hang on a request that never
+    // returns: the next one starts anyway, so Leases keep being renewed.
+    const every = (name: string, ms: number, fn: () => Promise<void> | void) => {
+      let startedAt: number | undefined;
       const t = setInterval(() => {
-        if (running) return;
-        running = true;
+        const now = Date.now();
+        if (startedAt !== undefined) {
+          if (now - startedAt < Math.max(3 * ms, 60_000)) return;
+          this.log.warn('periodic pass still running; starting the next one', {
+            pass: name,
+            runningForSeconds: Math.round((now - startedAt) / 1000),
+          });
+        }
+        const mine = (startedAt = now);
         void Promise.resolve(fn())
-          .catch((e: unknown) => this.log.warn('periodic work failed', { error: String(e) }))
-          .finally(() => (running = false));
+          .catch((e: unknown) => this.log.warn('periodic work failed', { pass: name, error: String(e) }))
+          .finally(() => {
+            if (startedAt === mine) startedAt = undefined;
+          });
       }, ms);
       this.timers.push(t);
     };
-    every(this.cfg.heartbeatIntervalMs, () => this.nodes.renewLeases());
-    every(this.cfg.nodeStatusIntervalMs, () => this.nodes.refreshStatus());
-    every(this.cfg.resyncIntervalMs, () => this.resync());
+    every('leases', this.cfg.heartbeatIntervalMs, () => this.nodes.renewLeases());
+    every('node status', this.cfg.nodeStatusIntervalMs, () => this.nodes.refreshStatus());
+    every('resync', this.cfg.resyncIntervalMs, () => this.resync());
     this.log.info('clusterTree ready', this.stats() as unknown as Record<string, unknown>);
   }
 

@@ -8,7 +8,6 @@
  *   KOSMOS_VC_TASK_QUEUE       Temporal task queue (default "kosmos-vc")
  *   KOSMOS_VC_WATCH_NAMESPACE  serve VirtualClusters of this namespace only (default: all)
  *   KOSMOS_VC_READINESS_TIMEOUT_SECONDS  how long a component may take to become ready (60)
- *   KOSMOS_VC_CONCURRENT_STARTS  control-plane components a worker starts at once (its cores)
  *   KOSMOS_VC_WORKFLOW_CACHE     workflows a worker keeps in memory between their tasks (the
  *                              Temporal SDK's default, from the heap size); one evicted replays
  *                              its history at its next task
@@ -44,8 +43,11 @@ export const OperatorEnv = z.object({
   KOSMOS_VC_TASK_QUEUE: z.string().min(1).default(TASK_QUEUE),
   KOSMOS_VC_WATCH_NAMESPACE: z.string().min(1).optional(),
   KOSMOS_VC_READINESS_TIMEOUT_SECONDS: z.coerce.number().int().positive().default(60),
-  KOSMOS_VC_CONCURRENT_STARTS: z.coerce.number().int().positive().optional(),
-  KOSMOS_VC_WORKFLOW_CACHE: z.coerce.number().int().min(2).optional(),
+  KOSMOS_VC_WORKFLOW_CACHE: z.coerce
+    .number()
+    .int()
+    .refine((n) => n === 0 || n >= 2, 'must be 0 (no cache: every task replays) or at least 2')
+    .optional(),
   /** `kosmos-vc worker` also runs a watcher. */
   KOSMOS_VC_WATCHER: z
     .enum(['true', 'false'])

@@ -124,8 +124,6 @@ export interface OperatorOptions {
   worker?: boolean;
   watcher?: boolean;
   readinessTimeoutMs?: number;
-  /** Control-plane components the worker starts at once (default: the machine's cores). */
-  concurrentStarts?: number;
   /** Workflows the worker keeps in memory between tasks (default: the Temporal SDK's). */
   workflowCache?: number;
   etcdUnsafeNoFsync?: boolean;
@@ -226,7 +224,6 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       ...(opts.allowPrivilegedTenants ? { allowPrivilegedTenants: true } : {}),
       ...(opts.hostsImage ? { hostsImage: opts.hostsImage } : {}),
       ...(opts.backupDir ? { backupDir: opts.backupDir } : {}),
-      ...(opts.concurrentStarts ? { concurrentStarts: opts.concurrentStarts } : {}),
       schedules: { client, taskQueue: opts.taskQueue },
     };
     nativeConnection = await NativeConnection.connect({ address: opts.temporalAddress });
@@ -235,7 +232,7 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       namespace: opts.temporalNamespace,
       taskQueue: opts.taskQueue,
       workflowBundle: await workflowBundle(),
-      ...(opts.workflowCache ? { maxCachedWorkflows: opts.workflowCache } : {}),
+      ...(opts.workflowCache !== undefined ? { maxCachedWorkflows: opts.workflowCache } : {}),
       // Heartbeats (and so cancellations, e.g. of the wait for a request) get through within 2 s.
       maxHeartbeatThrottleInterval: '2 seconds',
       activities: createActivities(deps),

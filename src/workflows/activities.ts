@@ -16,6 +16,22 @@ export const steps = proxyActivities<Activities>({
   },
 });
 
+/**
+ * Promotion waits until the tenant shows every promoted node: thousands take minutes, and the
+ * wait ends when their number stops growing (src/activities/wait.ts), so its attempts are not
+ * cut at 5 minutes. A dead worker is still found by the heartbeat.
+ */
+export const promotion = proxyActivities<Pick<Activities, 'promoteResources'>>({
+  startToCloseTimeout: '1 hour',
+  heartbeatTimeout: '10 seconds',
+  retry: {
+    initialInterval: '1 second',
+    backoffCoefficient: 2,
+    maximumInterval: '30 seconds',
+    maximumAttempts: 5,
+  },
+});
+
 /** Compensations and teardown must finish eventually: they retry until they succeed. */
 export const undo = proxyActivities<
   Pick<

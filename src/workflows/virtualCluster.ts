@@ -31,7 +31,7 @@ import type {
   TenantAllocation,
 } from '../activities/types.js';
 import { parseDuration } from '../api/duration.js';
-import { status, steps, undo, waits } from './activities.js';
+import { promotion, status, steps, undo, waits } from './activities.js';
 import {
   CERTIFICATE_RETRY_MS,
   RENEWAL_SPACING_MS,
@@ -331,7 +331,7 @@ export async function virtualClusterWorkflow(
       }
       await run('deployClusterTree', () => steps.deployClusterTree(step));
       const result = await run('promoteResources', () =>
-        steps.promoteResources({ ...step, promote: spec.promoteResources }),
+        promotion.promoteResources({ ...step, promote: spec.promoteResources }),
       );
       lastActiveAt = Date.now(); // provisioned: idle from here, not from the workflow's start
       await ready(result);
@@ -380,7 +380,7 @@ export async function virtualClusterWorkflow(
     if (!allocation) return;
     void report('Ready', 'Resizing', why);
     try {
-      await ready(await steps.promoteResources({ ref, allocation, promote: spec.promoteResources }));
+      await ready(await promotion.promoteResources({ ref, allocation, promote: spec.promoteResources }));
     } catch (err) {
       if (deleteRequested) return;
       const f = describeFailure(err);
@@ -463,7 +463,7 @@ export async function virtualClusterWorkflow(
       }
       current = 'promoteResources';
       stepState.set(current, { state: 'running' });
-      const promotedNow = await steps.promoteResources({ ...step, promote: spec.promoteResources });
+      const promotedNow = await promotion.promoteResources({ ...step, promote: spec.promoteResources });
       stepState.set(current, { state: 'done' });
       lastActiveAt = Date.now();
       autoRetryAt = undefined;
