@@ -36,20 +36,22 @@ async function countReady(core: CoreV1Api, prefix = ''): Promise<number> {
 export const nodes: Scenario = {
   summary: 'many kwok nodes promoted into one tenant: apply -> all Ready, heartbeat CPU',
   quick: { nodes: 300, steady: 20 },
-  full: { nodes: 10000, steady: 60 },
+  // The issue asks for 10,000; the CRD takes at most 5,000 names (ADR 12).
+  full: { nodes: 5000, steady: 60 },
   async run({ env }, o) {
     const host = env.operator.host;
     const names = Array.from({ length: o.nodes! }, (_, i) => `nd-${i}`);
     const hostCpu = () => cpuSecondsOfRuntime(env.embeddedRuntime, 'host');
     const steady = () => new Promise((r) => setTimeout(r, o.steady! * 1000));
-    say(`the host without the nodes for ${o.steady} s...`);
+    say(`the host without the nodes for ${o.steady} s (after 10 s to settle)...`);
+    await new Promise((r) => setTimeout(r, 10_000));
     const i0 = await hostCpu();
     await steady();
     const hostIdleCores = ((await hostCpu()) - i0) / o.steady!;
     say(`creating ${names.length} kwok nodes on the host...`);
     const h0 = performance.now();
     await createKwokNodes(host.core, names, 110);
-    // Counted once a second: listing 10,000 nodes is work for this process and the API server.
+    // Counted once a second: listing thousands of nodes is work for this process and the API server.
     await waitFor(
       'every host node Ready',
       async () => ((await countReady(host.core, 'nd-')) === names.length ? true : undefined),
@@ -80,8 +82,14 @@ export const nodes: Scenario = {
     say(`steady state for ${o.steady} s...`);
     // Every process of the tenant: clusterTree renews the leases and node statuses, the tenant's
     // apiserver and etcd take the writes. kwok does the same for these nodes on the host.
-    const [c0, k0] = [await tenantCpuSeconds(env.operator, [vc]), await cpuTicks(kwok)];
+    const [c0, k0, h0busy] = [
+      await tenantCpuSeconds(env.operator, [vc]),
+      await cpuTicks(kwok),
+      await hostCpu(),
+    ];
     await steady();
+    // The host's CPU in the same window: what the tenant's figure had to share the machine with.
+    const hostDuringCores = ((await hostCpu()) - h0busy) / o.steady!;
     const c1 = await tenantCpuSeconds(env.operator, [vc]);
     const byComponent = Object.fromEntries(
       Object.entries(c1).map(([c, v]) => [c, (v - (c0[c] ?? v)) / o.steady!]),
@@ -100,7 +108,7 @@ export const nodes: Scenario = {
           .map(([c, v]) => `${c} ${v.toFixed(2)}`)
           .join(
             ', ',
-          )}); the same nodes on the host ${hostNodeCores.toFixed(2)} (${ratio(tenantCores, hostNodeCores)}), of which kwok ${kwokCores.toFixed(2)} (clusterTree ${ratio(treeCores, kwokCores)}); target < 0.5: ${tenantCores < 0.5 ? 'met' : `missed (clusterTree alone ${treeCores < 0.5 ? 'meets it' : 'misses it too'})`}`,
+          )}); the same nodes on the host ${hostNodeCores.toFixed(2)} (${ratio(tenantCores, hostNodeCores)}), of which kwok ${kwokCores.toFixed(2)} (clusterTree ${ratio(treeCores, kwokCores)}); the host in the tenant's window ${hostDuringCores.toFixed(2)}; target < 0.5: ${tenantCores < 0.5 ? 'met' : `missed (clusterTree alone ${treeCores < 0.5 ? 'meets it' : 'misses it too'})`}`,
       ],
       json: {
         hostReadyMs: hostMs,
@@ -111,6 +119,7 @@ export const nodes: Scenario = {
         kwokCores,
         hostIdleCores,
         hostNodeCores,
+        hostDuringCores,
       },
     };
   },

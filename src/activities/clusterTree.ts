@@ -510,12 +510,16 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       // with those nodes) counts as no progress, not as the end of the step.
       const of = expected.size + demoted.length;
       let count = 0;
+      let warned = 0;
       await until(
         'the tenant to show its promoted nodes',
         60_000,
         async () => {
           const list = await tenant.listNode({ resourceVersion: '0' }).catch((e: unknown) => {
-            log(ref).warn('listing the tenant nodes failed; trying again', { error: String(e) });
+            if (Date.now() - warned > 10_000) {
+              warned = Date.now();
+              log(ref).warn('listing the tenant nodes failed; trying again', { error: String(e) });
+            }
             return undefined;
           });
           if (!list) return { done: false, count, of };

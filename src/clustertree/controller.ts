@@ -453,15 +453,15 @@ export class ClusterTree {
     await Promise.race([this.queue.idle(), new Promise((r) => setTimeout(r, 15_000).unref())]);
     this.ready = true;
     // A pass that outlasts its interval (thousands of Leases) is not joined by a second one: the
-    // next starts at the first tick after it ends, so the work never piles up. A pass that has
-    // not ended after three intervals (at least a minute) may hang on a request that never
-    // returns: the next one starts anyway, so Leases keep being renewed.
-    const every = (name: string, ms: number, fn: () => Promise<void> | void) => {
+    // next starts at the first tick after it ends, so the work never piles up. A pass still
+    // running after `hungAfterMs` may hang on a request that never returns: the next one starts
+    // anyway. For Leases that is three intervals (30 s), inside their 40 s duration.
+    const every = (name: string, ms: number, hungAfterMs: number, fn: () => Promise<void> | void) => {
       let startedAt: number | undefined;
       const t = setInterval(() => {
         const now = Date.now();
         if (startedAt !== undefined) {
-          if (now - startedAt < Math.max(3 * ms, 60_000)) return;
+          if (now - startedAt < hungAfterMs) return;
           this.log.warn('periodic pass still running; starting the next one', {
             pass: name,
             runningForSeconds: Math.round((now - startedAt) / 1000),
@@ -476,9 +476,12 @@ export class ClusterTree {
       }, ms);
       this.timers.push(t);
     };
-    every('leases', this.cfg.heartbeatIntervalMs, () => this.nodes.renewLeases());
-    every('node status', this.cfg.nodeStatusIntervalMs, () => this.nodes.refreshStatus());
-    every('resync', this.cfg.resyncIntervalMs, () => this.resync());
+    const beat = this.cfg.heartbeatIntervalMs;
+    every('leases', beat, 3 * beat, () => this.nodes.renewLeases());
+    const status = this.cfg.nodeStatusIntervalMs;
+    every('node status', status, 3 * status, () => this.nodes.refreshStatus());
+    const resync = this.cfg.resyncIntervalMs;
+    every('resync', resync, Math.max(3 * resync, 60_000), () => this.resync());
     this.log.info('clusterTree ready', this.stats() as unknown as Record<string, unknown>);
   }
 

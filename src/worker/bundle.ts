@@ -1,7 +1,7 @@
 /**
  * The workflow code bundled once, at `npm run build` (after tsc), into dist/workflow-bundle.js.
  * An operator then loads it by path: bundling at start runs webpack inside the operator, which
- * costs about 2 s and leaves about 70 MiB of RSS the process never gives back (ADR 12).
+ * costs about 2 s and leaves about 46 MiB more RSS after GC (ADR 12).
  *
  *   node dist/src/worker/bundle.js
  */

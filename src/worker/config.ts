@@ -8,9 +8,9 @@
  *   KOSMOS_VC_TASK_QUEUE       Temporal task queue (default "kosmos-vc")
  *   KOSMOS_VC_WATCH_NAMESPACE  serve VirtualClusters of this namespace only (default: all)
  *   KOSMOS_VC_READINESS_TIMEOUT_SECONDS  how long a component may take to become ready (60)
- *   KOSMOS_VC_WORKFLOW_CACHE     workflows a worker keeps in memory between their tasks (the
- *                              Temporal SDK's default, from the heap size); one evicted replays
- *                              its history at its next task
+ *   KOSMOS_VC_WORKFLOW_CACHE     workflows a worker keeps in memory between their tasks: 0 (none)
+ *                              or at least 2 (the Temporal SDK's default, from the heap size);
+ *                              one evicted replays its history at its next task
  *   KOSMOS_VC_REAL_NODE        the embedded host also runs a real node where it can (true)
  *   KOSMOS_VC_NODE_ADDRESS     an address of this machine host pods reach (tenant API and DNS for
  *                              pods); the embedded host's real node sets it itself
@@ -43,9 +43,10 @@ export const OperatorEnv = z.object({
   KOSMOS_VC_TASK_QUEUE: z.string().min(1).default(TASK_QUEUE),
   KOSMOS_VC_WATCH_NAMESPACE: z.string().min(1).optional(),
   KOSMOS_VC_READINESS_TIMEOUT_SECONDS: z.coerce.number().int().positive().default(60),
-  KOSMOS_VC_WORKFLOW_CACHE: z.coerce
-    .number()
-    .int()
+  KOSMOS_VC_WORKFLOW_CACHE: z
+    .string()
+    .regex(/^[0-9]+$/, 'must be a whole number')
+    .transform(Number)
     .refine((n) => n === 0 || n >= 2, 'must be 0 (no cache: every task replays) or at least 2')
     .optional(),
   /** `kosmos-vc worker` also runs a watcher. */

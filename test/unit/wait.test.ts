@@ -59,4 +59,20 @@ describe('until (a wait inside an activity)', () => {
     // 60 polls of at least 5 ms each: well past the 30 ms limit.
     expect(count).toBe(60);
   });
+
+  it('ends when a check never answers, saying how far it had got', async () => {
+    let calls = 0;
+    const started = Date.now();
+    const err = await until(
+      'the nodes',
+      200,
+      () =>
+        ++calls === 1 ? Promise.resolve({ done: false, count: 3, of: 5 }) : new Promise<never>(() => {}),
+      5,
+    ).catch((e: Error) => e);
+    expect((err as Error).message).toBe('timed out after 0s without progress waiting for the nodes: 3 of 5');
+    expect(calls).toBe(2);
+    // The hung check had its second (more than the 200 ms limit), not forever.
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
 });
