@@ -165,6 +165,7 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     if (!s) {
       s =
         (await this.adopt(await this.readRecord(spec.owner, spec.name), specHash)) ??
+        (await this.adoptUnrecorded(spec, specHash)) ??
         this.fresh(spec, specHash);
       this.procs.set(key, s);
     }
@@ -213,6 +214,42 @@ export class ProcessRuntime implements ControlPlaneRuntime {
       pid: record.pid,
     });
     return s;
+  }
+
+  /**
+   * Takes over a process running exactly this spec's command line that no record names: a
+   * worker killed between starting a component and recording it leaves one, holding the
+   * component's port. Its command line (the tenant's own paths and ports) can only be this
+   * component's. Without this, a new worker would start a second one that cannot bind, while
+   * the unknown one outlives the tenant.
+   */
+  private async adoptUnrecorded(spec: ComponentSpec, specHash: string): Promise<Supervised | undefined> {
+    const wanted = [spec.command, ...spec.args].join('\0');
+    for (const entry of await readdir('/proc').catch(() => [])) {
+      if (!/^[0-9]+$/.test(entry)) continue;
+      const pid = Number(entry);
+      let cmdline: string;
+      try {
+        cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0$/, '');
+      } catch {
+        continue; // gone meanwhile
+      }
+      if (cmdline !== wanted) continue;
+      const startTime = procStartTime(pid);
+      if (startTime === undefined) continue;
+      const s = this.fresh(spec, specHash);
+      s.record.pid = pid;
+      s.record.startTime = startTime;
+      s.alive = true;
+      this.writeRecord(s.record);
+      this.opts.logger.warn('adopted a running component nobody had recorded', {
+        owner: spec.owner,
+        component: spec.name,
+        pid,
+      });
+      return s;
+    }
+    return undefined;
   }
 
   private async readRecord(owner: string, name: string): Promise<Record | undefined> {

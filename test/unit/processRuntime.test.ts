@@ -1,0 +1,69 @@
+/**
+ * The process runtime after a worker died between starting a component and recording it: the
+ * next worker takes the running process over instead of starting a second one beside it.
+ */
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ProcessRuntime } from '../../src/runtime/processRuntime.js';
+import type { ComponentSpec } from '../../src/runtime/types.js';
+import { createLogger } from '../../src/worker/logger.js';
+
+/** PIDs of the processes whose command line is exactly `argv`. */
+function pidsRunning(argv: string[]): number[] {
+  const wanted = argv.join('\0');
+  return readdirSync('/proc')
+    .filter((e) => /^[0-9]+$/.test(e))
+    .filter((e) => {
+      try {
+        return readFileSync(`/proc/${e}/cmdline`, 'utf8').replace(/\0$/, '') === wanted;
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0)) await c();
+});
+
+describe('process runtime', () => {
+  it('adopts a running component nobody recorded, and stops it with the tenant', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'kvc-runtime-'));
+    const runtime = new ProcessRuntime({
+      root,
+      logger: createLogger({ level: 'error' }),
+      stopGraceMs: 2_000,
+    });
+    const spec: ComponentSpec = {
+      owner: `orphan-${randomUUID().slice(0, 8)}`,
+      name: 'kube-apiserver',
+      command: process.execPath,
+      // The marker makes the command line this test's alone, as a tenant's paths and ports do.
+      args: ['-e', 'setTimeout(() => {}, 300_000)', `marker-${randomUUID()}`],
+    };
+    const argv = [spec.command, ...spec.args];
+    // What a worker SIGKILLed right after spawning leaves: the process, and no record of it.
+    const orphan = spawn(spec.command, [...spec.args], { detached: true, stdio: 'ignore' });
+    orphan.unref();
+    cleanups.push(async () => {
+      for (const pid of pidsRunning(argv)) process.kill(pid, 'SIGKILL');
+      await runtime.shutdown();
+      await rm(root, { recursive: true, force: true });
+    });
+    await new Promise((r) => setTimeout(r, 300)); // until the node binary runs
+
+    const status = await runtime.ensure(spec);
+    expect(status.pid).toBe(orphan.pid);
+    expect(pidsRunning(argv)).toEqual([orphan.pid]);
+
+    await runtime.stop(spec.owner, spec.name);
+    expect(pidsRunning(argv)).toEqual([]);
+  });
+});
