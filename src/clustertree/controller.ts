@@ -455,7 +455,8 @@ export class ClusterTree {
     // A pass that outlasts its interval (thousands of Leases) is not joined by a second one: the
     // next starts at the first tick after it ends, so the work never piles up. A pass still
     // running after `hungAfterMs` may hang on a request that never returns: the next one starts
-    // anyway. For Leases that is three intervals (30 s), inside their 40 s duration.
+    // anyway. For Leases that is one and a half intervals: the replacement runs ~30 s after the
+    // last pass that renewed them, inside their 40 s duration and the 50 s grace period.
     const every = (name: string, ms: number, hungAfterMs: number, fn: () => Promise<void> | void) => {
       let startedAt: number | undefined;
       const t = setInterval(() => {
@@ -477,7 +478,7 @@ export class ClusterTree {
       this.timers.push(t);
     };
     const beat = this.cfg.heartbeatIntervalMs;
-    every('leases', beat, 3 * beat, () => this.nodes.renewLeases());
+    every('leases', beat, 1.5 * beat, () => this.nodes.renewLeases());
     const status = this.cfg.nodeStatusIntervalMs;
     every('node status', status, 3 * status, () => this.nodes.refreshStatus());
     const resync = this.cfg.resyncIntervalMs;

@@ -279,7 +279,8 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     s.record.pid = child.pid;
     s.record.startTime = child.pid === undefined ? undefined : procStartTime(child.pid);
     // Recorded before anything else can happen: a worker that dies now leaves a record a new
-    // runtime adopts, never an unknown process holding the component's port.
+    // runtime adopts. One killed inside spawn() (it returns once the child has exec'd) leaves a
+    // process with no record: ensure finds it by its command line (adoptUnrecorded).
     this.writeRecord(s.record);
     child.on('error', (err) => {
       this.opts.logger.error('component failed to start', {
