@@ -4,16 +4,19 @@
 import { ActivityCancellationType, proxyActivities } from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
 
+/** Transient errors retry with backoff, then the step fails. */
+const STEP_RETRY = {
+  initialInterval: '1 second',
+  backoffCoefficient: 2,
+  maximumInterval: '30 seconds',
+  maximumAttempts: 5,
+};
+
 /** Provisioning steps: transient errors retry with backoff, then the step fails. */
 export const steps = proxyActivities<Activities>({
   startToCloseTimeout: '5 minutes',
   heartbeatTimeout: '10 seconds',
-  retry: {
-    initialInterval: '1 second',
-    backoffCoefficient: 2,
-    maximumInterval: '30 seconds',
-    maximumAttempts: 5,
-  },
+  retry: STEP_RETRY,
 });
 
 /**
@@ -24,12 +27,7 @@ export const steps = proxyActivities<Activities>({
 export const promotion = proxyActivities<Pick<Activities, 'promoteResources'>>({
   startToCloseTimeout: '1 hour',
   heartbeatTimeout: '10 seconds',
-  retry: {
-    initialInterval: '1 second',
-    backoffCoefficient: 2,
-    maximumInterval: '30 seconds',
-    maximumAttempts: 5,
-  },
+  retry: STEP_RETRY,
 });
 
 /** Compensations and teardown must finish eventually: they retry until they succeed. */
