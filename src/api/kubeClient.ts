@@ -3,7 +3,6 @@
  * error codes, and connection reuse.
  */
 import { ApiException, PatchStrategy, setHeaderOptions, type KubeConfig } from '@kubernetes/client-node';
-import type { Agent } from 'node:https';
 
 /** The HTTP status of a failed API call; undefined for any other error. */
 export const statusCode = (e: unknown): number | undefined =>
@@ -33,22 +32,27 @@ export const ignoreStatus =
     throw e;
   };
 
-type AgentFactory = (cluster: unknown, options: Record<string, unknown>) => Agent;
+type DispatcherFactory = (cluster: { name?: string } | null, options: Record<string, unknown>) => unknown;
 
 /**
- * client-node 1.4 builds a new https.Agent for every request, so every API call opens a new TLS
- * connection: at 100 Lease renewals a second that alone cost clusterTree most of a core. This
- * makes one KubeConfig hand out one keep-alive agent instead, so calls reuse connections. It
- * replaces a private method, so it checks the method is there and otherwise leaves the
- * KubeConfig as it is.
+ * client-node 2.0 makes a new undici Agent (`createDispatcher`) for every API call, so every call
+ * opens a new TLS connection: at 100 Lease renewals a second that alone cost clusterTree most of
+ * a core (measured with 1.4, which did the same with an https.Agent; 2.0 caches only the agents
+ * of watches and WebSockets). This makes one KubeConfig keep one dispatcher per cluster and user,
+ * whose keep-alive connections every call reuses. `createDispatcher` is private, so this checks
+ * it is there and otherwise leaves the KubeConfig as it is; `test/unit/kubeClient.test.ts` counts
+ * the TLS connections with and without it and says when upstream no longer needs it.
  */
 export function reuseConnections(kc: KubeConfig): KubeConfig {
-  const target = kc as unknown as { createAgent?: AgentFactory; kosmosReused?: true };
-  const original = target.createAgent;
+  const target = kc as unknown as { createDispatcher?: DispatcherFactory; kosmosReused?: true };
+  const original = target.createDispatcher;
   if (typeof original !== 'function' || target.kosmosReused) return kc;
-  let agent: Agent | undefined;
-  target.createAgent = (cluster, options) =>
-    (agent ??= original.call(kc, cluster, { ...options, keepAlive: true }));
+  const dispatchers = new Map<string, unknown>();
+  target.createDispatcher = (cluster, options) => {
+    const key = JSON.stringify([cluster?.name ?? '', kc.getCurrentUser()?.name ?? '']);
+    if (!dispatchers.has(key)) dispatchers.set(key, original.call(kc, cluster, options));
+    return dispatchers.get(key);
+  };
   target.kosmosReused = true;
   return kc;
 }

@@ -35,7 +35,7 @@ import { trustBundleKey } from './trustBundles.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 
-/** The tenant resource, through the generic client (client-node 1.4 has no v1 model). */
+/** The tenant resource, through the generic client (client-node 2.0 has only the v1alpha1 model). */
 export const POD_CERTIFICATE_REQUESTS = {
   group: 'certificates.k8s.io',
   version: 'v1',

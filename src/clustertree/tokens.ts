@@ -68,8 +68,13 @@ export class TokenSync {
           },
         },
       });
-      data[want.key] = Buffer.from(tr.status!.token).toString('base64');
-      firstExpiry = Math.min(firstExpiry, new Date(tr.status!.expirationTimestamp).getTime());
+      const { token, expirationTimestamp } = tr.status ?? {};
+      if (!token || !expirationTimestamp)
+        throw new Error(
+          `the TokenRequest for service account ${ns}/${want.serviceAccount} returned no token`,
+        );
+      data[want.key] = Buffer.from(token).toString('base64');
+      firstExpiry = Math.min(firstExpiry, new Date(expirationTimestamp).getTime());
     }
     const body: V1Secret = {
       apiVersion: 'v1',

@@ -3,6 +3,7 @@
  * each command is handed) and the pure formatting of get/describe/kubeconfig.
  */
 import { CommanderError } from 'commander';
+import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { VirtualCluster } from '../../src/api/virtualCluster.js';
 import {
@@ -132,6 +133,22 @@ const vc = (status: Record<string, unknown>, spec: Record<string, unknown> = {})
     spec: { promoteResources: { nodes: ['node-a'], resources: { cpu: '500m', memory: '8Gi' } }, ...spec },
     status,
   });
+
+describe('the entry point', () => {
+  // client-node 2 fails at import on Node.js 20 with a TypeError from undici: main.ts checks the
+  // version before it loads anything. Node runs main.ts itself (type stripping, Node >= 22.18).
+  it.each(['20.20.2', '22.18.0'])('refuses Node.js %s with an error that says what to do', (version) => {
+    const fake = `Object.defineProperty(process.versions, "node", { value: "${version}" })`;
+    const r = spawnSync(
+      process.execPath,
+      ['--import', `data:text/javascript,${encodeURIComponent(fake)}`, 'src/cli/main.ts', 'get'],
+      { encoding: 'utf8' },
+    );
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(`kosmos-vc needs Node.js 22.19 or newer; this is ${version}`);
+    expect(r.stderr).toContain('npx kosmos-vc');
+  });
+});
 
 describe('get, describe, kubeconfig', () => {
   const now = new Date('2026-12-03T12:00:00Z');

@@ -671,7 +671,7 @@ describe('status and nodes', () => {
       ['10.244.0.0/24'],
     );
     expect(sl.metadata?.labels?.['kubernetes.io/service-name']).toBe(hostName('shop', 'manual'));
-    expect(sl.endpoints.map((e) => e.addresses)).toEqual([['10.244.0.7'], ['10.244.0.1']]);
+    expect(sl.endpoints?.map((e) => e.addresses)).toEqual([['10.244.0.7'], ['10.244.0.1']]);
   });
 
   it("points a tenant node's kubelet address and port at clusterTree's endpoint", () => {

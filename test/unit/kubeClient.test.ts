@@ -1,0 +1,83 @@
+import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { createServer, type Server } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { reuseConnections } from '../../src/api/kubeClient.js';
+import { createCA, issueCertificate } from '../../src/pki/certificates.js';
+
+// A TLS server that answers every request with an empty NamespaceList and counts the TLS
+// connections it accepted.
+let server: Server;
+let connections = 0;
+let kubeconfig: (user: string) => KubeConfig;
+
+beforeAll(async () => {
+  const ca = await createCA('test-ca');
+  const serving = await issueCertificate(ca, {
+    commonName: 'localhost',
+    ipAddresses: ['127.0.0.1'],
+    usage: 'server',
+  });
+  const client = await issueCertificate(ca, { commonName: 'tester', usage: 'client' });
+  server = createServer({ cert: serving.certPem, key: serving.keyPem }, (_req, res) => {
+    res.setHeader('Content-Type', 'application/json');
+    res.end(JSON.stringify({ apiVersion: 'v1', kind: 'NamespaceList', metadata: {}, items: [] }));
+  });
+  server.on('secureConnection', () => connections++);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  kubeconfig = (user) => {
+    const kc = new KubeConfig();
+    kc.loadFromOptions({
+      clusters: [
+        {
+          name: 'c',
+          server: `https://127.0.0.1:${port}`,
+          caData: Buffer.from(ca.certPem).toString('base64'),
+        },
+      ],
+      users: [
+        {
+          name: user,
+          certData: Buffer.from(client.certPem).toString('base64'),
+          keyData: Buffer.from(client.keyPem).toString('base64'),
+        },
+      ],
+      contexts: [{ name: 'x', cluster: 'c', user }],
+      currentContext: 'x',
+    });
+    return kc;
+  };
+});
+
+afterAll(() => {
+  server.closeAllConnections();
+  server.close();
+});
+
+/** TLS connections the server accepted for `calls` sequential list calls through `kc`. */
+async function connectionsFor(kc: KubeConfig, calls: number): Promise<number> {
+  const before = connections;
+  const api = kc.makeApiClient(CoreV1Api);
+  for (let i = 0; i < calls; i++) expect((await api.listNamespace()).items).toEqual([]);
+  return connections - before;
+}
+
+describe('reuseConnections', () => {
+  // undici may open a second connection while the first one's response is being finished, and
+  // then uses both: a pool, not one connection per call.
+  it('makes one KubeConfig reuse its TLS connections', async () => {
+    expect(await connectionsFor(reuseConnections(kubeconfig('a')), 10)).toBeLessThanOrEqual(2);
+  });
+
+  it('is still needed: without it client-node opens a connection per call', async () => {
+    // When this fails, client-node reuses connections by itself and reuseConnections can go.
+    expect(await connectionsFor(kubeconfig('b'), 10)).toBe(10);
+  });
+
+  it('is idempotent, and the pool outlives one API client', async () => {
+    const kc = reuseConnections(reuseConnections(kubeconfig('c')));
+    expect(await connectionsFor(kc, 10)).toBeLessThanOrEqual(2);
+    expect(await connectionsFor(kc, 10)).toBe(0);
+  });
+});
