@@ -96,6 +96,8 @@ function procCommand(pid: number): string | undefined {
 
 export class ProcessRuntime implements ControlPlaneRuntime {
   private readonly procs = new Map<string, Supervised>();
+  /** The last ensure or stop queued per component: they run one at a time for each. */
+  private readonly queues = new Map<string, Promise<void>>();
   private readonly timer: NodeJS.Timeout;
   private readonly pollMs: number;
   private readonly stopGraceMs: number;
@@ -147,7 +149,31 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     return procStartTime(pid) === s.record.startTime;
   }
 
-  async ensure(spec: ComponentSpec): Promise<ComponentStatus> {
+  /**
+   * Runs `fn` once every ensure or stop of the same component queued before it has ended: two
+   * concurrent ensures (an activity retried while its first attempt still runs, a resume beside
+   * an activity) would otherwise both find nothing running and start it twice. A chain of
+   * promises per key; a package for it would be larger than this.
+   */
+  private async serialized<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const before = this.queues.get(key) ?? Promise.resolve();
+    let done!: () => void;
+    const mine = before.then(() => new Promise<void>((resolve) => (done = resolve)));
+    this.queues.set(key, mine);
+    await before;
+    try {
+      return await fn();
+    } finally {
+      done();
+      if (this.queues.get(key) === mine) this.queues.delete(key);
+    }
+  }
+
+  ensure(spec: ComponentSpec): Promise<ComponentStatus> {
+    return this.serialized(this.key(spec.owner, spec.name), () => this.ensureNow(spec));
+  }
+
+  private async ensureNow(spec: ComponentSpec): Promise<ComponentStatus> {
     if (this.closed) throw new Error('runtime is shut down');
     await mkdir(this.dir(spec.owner), { recursive: true });
     const key = this.key(spec.owner, spec.name);
@@ -224,6 +250,25 @@ export class ProcessRuntime implements ControlPlaneRuntime {
    * the unknown one outlives the tenant.
    */
   private async adoptUnrecorded(spec: ComponentSpec, specHash: string): Promise<Supervised | undefined> {
+    const found = await ProcessRuntime.findUnrecorded(spec);
+    if (!found) return undefined;
+    const s = this.fresh(spec, specHash);
+    s.record.pid = found.pid;
+    s.record.startTime = found.startTime;
+    s.alive = true;
+    this.writeRecord(s.record);
+    this.opts.logger.warn('adopted a running component nobody had recorded', {
+      owner: spec.owner,
+      component: spec.name,
+      pid: found.pid,
+    });
+    return s;
+  }
+
+  /** A running process whose command line is exactly the spec's. */
+  private static async findUnrecorded(
+    spec: ComponentSpec,
+  ): Promise<{ pid: number; startTime: string } | undefined> {
     const wanted = [spec.command, ...spec.args].join('\0');
     for (const entry of await readdir('/proc').catch(() => [])) {
       if (!/^[0-9]+$/.test(entry)) continue;
@@ -236,18 +281,7 @@ export class ProcessRuntime implements ControlPlaneRuntime {
       }
       if (cmdline !== wanted) continue;
       const startTime = procStartTime(pid);
-      if (startTime === undefined) continue;
-      const s = this.fresh(spec, specHash);
-      s.record.pid = pid;
-      s.record.startTime = startTime;
-      s.alive = true;
-      this.writeRecord(s.record);
-      this.opts.logger.warn('adopted a running component nobody had recorded', {
-        owner: spec.owner,
-        component: spec.name,
-        pid,
-      });
-      return s;
+      if (startTime !== undefined) return { pid, startTime };
     }
     return undefined;
   }
@@ -262,6 +296,11 @@ export class ProcessRuntime implements ControlPlaneRuntime {
 
   private start(s: Supervised): void {
     const { spec } = s.record;
+    // The intent, recorded before the process exists: a worker killed inside spawn() leaves a
+    // record without a pid, by which stop and remove still find the process (findUnrecorded).
+    s.record.pid = undefined;
+    s.record.startTime = undefined;
+    this.writeRecord(s.record);
     const log = openSync(this.logPath(spec.owner, spec.name), 'a');
     let child: ChildProcess;
     try {
@@ -279,8 +318,8 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     s.record.pid = child.pid;
     s.record.startTime = child.pid === undefined ? undefined : procStartTime(child.pid);
     // Recorded before anything else can happen: a worker that dies now leaves a record a new
-    // runtime adopts. One killed inside spawn() (it returns once the child has exec'd) leaves a
-    // process with no record: ensure finds it by its command line (adoptUnrecorded).
+    // runtime adopts. One killed inside spawn() (it returns once the child has exec'd) leaves
+    // the intent without a pid: ensure, stop and remove find the process by its command line.
     this.writeRecord(s.record);
     child.on('error', (err) => {
       this.opts.logger.error('component failed to start', {
@@ -396,7 +435,11 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     });
   }
 
-  async stop(owner: string, name: ComponentName): Promise<void> {
+  stop(owner: string, name: ComponentName): Promise<void> {
+    return this.serialized(this.key(owner, name), () => this.stopNow(owner, name));
+  }
+
+  private async stopNow(owner: string, name: ComponentName): Promise<void> {
     const key = this.key(owner, name);
     let s = this.procs.get(key);
     if (!s) {
@@ -404,6 +447,19 @@ export class ProcessRuntime implements ControlPlaneRuntime {
       if (ProcessRuntime.running(record)) {
         s = this.fresh(record.spec, record.specHash);
         s.record = record;
+      } else if (record) {
+        // Recorded but not running as recorded: perhaps started by a worker that died before
+        // it could write the pid.
+        const found = await ProcessRuntime.findUnrecorded(record.spec);
+        if (found) {
+          s = this.fresh(record.spec, record.specHash);
+          s.record = { ...record, ...found };
+          this.opts.logger.warn('stopping a running component nobody had recorded', {
+            owner,
+            component: name,
+            pid: found.pid,
+          });
+        }
       }
     }
     if (s) await this.stopSupervised(s);

@@ -1,10 +1,11 @@
 /**
  * The process runtime after a worker died between starting a component and recording it: the
- * next worker takes the running process over instead of starting a second one beside it.
+ * next worker takes the running process over instead of starting a second one beside it, and
+ * stop and remove find it too. Concurrent ensures of one component start it once.
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,7 +34,65 @@ afterEach(async () => {
   for (const c of cleanups.splice(0)) await c();
 });
 
+/** A runtime in a new directory, and a spec whose command line is this test's alone. */
+function setUp(name: ComponentSpec['name'] = 'kube-apiserver') {
+  const root = join(tmpdir(), `kvc-runtime-${randomUUID().slice(0, 8)}`);
+  const runtime = new ProcessRuntime({ root, logger: createLogger({ level: 'error' }), stopGraceMs: 2_000 });
+  const spec: ComponentSpec = {
+    owner: `orphan-${randomUUID().slice(0, 8)}`,
+    name,
+    command: process.execPath,
+    // The marker makes the command line this test's alone, as a tenant's paths and ports do.
+    args: ['-e', 'setTimeout(() => {}, 300_000)', `marker-${randomUUID()}`],
+  };
+  const argv = [spec.command, ...spec.args];
+  cleanups.push(async () => {
+    for (const pid of pidsRunning(argv)) process.kill(pid, 'SIGKILL');
+    await runtime.shutdown();
+    await rm(root, { recursive: true, force: true });
+  });
+  /** What a worker SIGKILLed inside spawn() leaves: the process, and at most an intent record. */
+  const orphan = async (intent: boolean) => {
+    if (intent) {
+      mkdirSync(join(root, spec.owner), { recursive: true });
+      writeFileSync(join(root, spec.owner, `${spec.name}.json`), JSON.stringify({ spec, specHash: 'x' }));
+    }
+    const child = spawn(spec.command, [...spec.args], { detached: true, stdio: 'ignore' });
+    child.unref();
+    await new Promise((r) => setTimeout(r, 300)); // until the node binary runs
+    expect(pidsRunning(argv)).toEqual([child.pid]);
+    return child.pid;
+  };
+  return { root, runtime, spec, argv, orphan };
+}
+
 describe('process runtime', () => {
+  it('stops a component recorded only as an intent (no pid)', async () => {
+    const { runtime, spec, argv, orphan } = setUp();
+    await orphan(true);
+    await runtime.stop(spec.owner, spec.name);
+    expect(pidsRunning(argv)).toEqual([]);
+  });
+
+  it('removes a tenant whose component is recorded only as an intent', async () => {
+    const { root, runtime, spec, argv, orphan } = setUp('etcd');
+    await orphan(true);
+    await runtime.remove(spec.owner);
+    expect(pidsRunning(argv)).toEqual([]);
+    expect(readdirSync(root)).toEqual([]);
+  });
+
+  it('starts a component once when it is ensured twice at the same time', async () => {
+    const { runtime, spec, argv } = setUp();
+    const [a, b] = await Promise.all([runtime.ensure(spec), runtime.ensure(spec)]);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(a.pid).toBeDefined();
+    expect(b.pid).toBe(a.pid);
+    expect(pidsRunning(argv)).toEqual([a.pid]);
+    await runtime.stop(spec.owner, spec.name);
+    expect(pidsRunning(argv)).toEqual([]);
+  });
+
   it('adopts a running component nobody recorded, and stops it with the tenant', async () => {
     const root = await mkdtemp(join(tmpdir(), 'kvc-runtime-'));
     const runtime = new ProcessRuntime({
