@@ -3,7 +3,7 @@
  * what is already there and does only what is missing, so a retry, a replay or a re-run after a
  * worker crash changes nothing that was done before.
  */
-import { ApplicationFailure, Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/activity';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -41,6 +41,7 @@ import { hostNamespace } from '../clustertree/naming.js';
 import type { Client } from '@temporalio/client';
 import { createBackupActivities } from './backup.js';
 import { awaitFirstConnection, lastAuditedRequest, releaseHeldConnections, stopListening } from './idle.js';
+import { heartbeating } from './wait.js';
 import { createClusterTreeActivities, type ClusterTreeTimings } from './clusterTree.js';
 import { createTenantNetwork, dnsPortOwner } from './tenantNetwork.js';
 import type { HostCluster } from './hostCluster.js';
@@ -101,28 +102,6 @@ export function tenantId(ref: VirtualClusterRef): string {
 }
 
 const ALLOCATION_FILE = 'allocation.json';
-
-/**
- * Heartbeats every 2 s while `fn` runs, so that when a worker dies its step is retried on another
- * worker after the heartbeat timeout instead of the much longer start-to-close timeout.
- */
-function heartbeating<A extends unknown[], R>(fn: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
-  return async (...args: A) => {
-    let ctx: Context | undefined;
-    try {
-      ctx = Context.current();
-    } catch {
-      return fn(...args); // called outside an activity (tests)
-    }
-    ctx.heartbeat();
-    const timer = setInterval(() => ctx.heartbeat(), 2000);
-    try {
-      return await fn(...args);
-    } finally {
-      clearInterval(timer);
-    }
-  };
-}
 
 type AsyncFns = Record<string, (...args: never[]) => Promise<unknown>>;
 function withHeartbeats<T extends AsyncFns>(fns: T): T {

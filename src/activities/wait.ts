@@ -1,10 +1,45 @@
 /**
  * Waiting inside an activity: a poll that heartbeats (so Temporal tells a dead worker from a
- * long wait) and ends early when the activity is cancelled.
+ * long wait) and ends early when the activity is cancelled, and the heartbeat every activity
+ * sends while it runs.
  */
 import { Context } from '@temporalio/activity';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function currentContext(): Context | undefined {
+  try {
+    return Context.current();
+  } catch {
+    return undefined; // outside an activity
+  }
+}
+
+/** What an activity last said about its progress: every heartbeat of it carries this. */
+const progressOf = new WeakMap<Context, string>();
+
+/**
+ * Heartbeats every `everyMs` while `fn` runs, so that when a worker dies its step is retried on
+ * another worker after the heartbeat timeout instead of the much longer start-to-close timeout.
+ * Each heartbeat repeats the progress `until` last reported (Temporal keeps the last details
+ * only: the Web UI shows "the nodes: 1200 of 5000", not an empty heartbeat).
+ */
+export function heartbeating<A extends unknown[], R>(
+  fn: (...args: A) => Promise<R>,
+  everyMs = 2_000,
+): (...args: A) => Promise<R> {
+  return async (...args: A) => {
+    const ctx = currentContext();
+    if (!ctx) return fn(...args); // called outside an activity (tests)
+    ctx.heartbeat();
+    const timer = setInterval(() => ctx.heartbeat(progressOf.get(ctx)), everyMs);
+    try {
+      return await fn(...args);
+    } finally {
+      clearInterval(timer);
+    }
+  };
+}
 
 /** How far a long wait has come: `done`, or `count` things of the `of` it waits for. */
 export interface Progress {
@@ -32,9 +67,15 @@ export async function until(
     new Error(
       `timed out after ${Math.round(timeoutMs / 1000)}s${last ? ' without progress' : ''} waiting for ${detail}`,
     );
+  const ctx = currentContext();
   for (;;) {
-    // Every check has at least a second, also one started just before the deadline.
-    const got = await answerBy(check(), Math.max(deadline, Date.now() + 1_000));
+    // Every check has at least a second, also one started just before the deadline; a
+    // cancelled activity stops waiting for it (ctx.cancelled rejects with CancelledFailure).
+    const checked = check();
+    const got = await answerBy(
+      ctx ? Promise.race([checked, ctx.cancelled]) : checked,
+      Math.max(deadline, Date.now() + 1_000),
+    );
     if (got === TIMED_OUT) throw fail(last ? `${what}: ${last.count} of ${last.of}` : what);
     if (got === true || (typeof got === 'object' && got.done)) return;
     let detail = what;
@@ -47,13 +88,10 @@ export async function until(
       detail = `${what}: ${got.count} of ${got.of}`;
     }
     if (Date.now() > deadline) throw fail(detail);
-    let ctx: Context | undefined;
-    try {
-      ctx = Context.current();
-    } catch {
-      // outside an activity
+    if (ctx) {
+      progressOf.set(ctx, detail);
+      ctx.heartbeat(detail);
     }
-    ctx?.heartbeat(detail);
     // An activity's sleep ends early when the activity is cancelled (worker shutdown, workflow).
     await (ctx ? ctx.sleep(intervalMs) : sleep(intervalMs));
   }

@@ -2,8 +2,10 @@
  * The poll activities wait with: a fixed limit, or (for thousands of promoted nodes) a limit
  * without progress.
  */
+import { CancelledFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
 import { describe, expect, it } from 'vitest';
-import { until } from '../../src/activities/wait.js';
+import { heartbeating, until } from '../../src/activities/wait.js';
 
 describe('until (a wait inside an activity)', () => {
   it('ends as soon as the check says done', async () => {
@@ -74,5 +76,47 @@ describe('until (a wait inside an activity)', () => {
     expect(calls).toBe(2);
     // The hung check had its second (more than the 200 ms limit), not forever.
     expect(Date.now() - started).toBeLessThan(5_000);
+  });
+
+  it('stops waiting for a pending check when the activity is cancelled', async () => {
+    const env = new MockActivityEnvironment();
+    const started = Date.now();
+    const waiting = env.run(() =>
+      until('a check that never answers', 60_000, () => new Promise<never>(() => {})),
+    );
+    setTimeout(() => env.cancel(), 100);
+    await expect(waiting).rejects.toBeInstanceOf(CancelledFailure);
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+});
+
+describe('heartbeating (every activity)', () => {
+  it("repeats until's last progress in every heartbeat, instead of an empty one", async () => {
+    const env = new MockActivityEnvironment();
+    const beats: unknown[] = [];
+    env.on('heartbeat', (d: unknown) => beats.push(d));
+    let count = 0;
+    const activity = heartbeating(
+      () =>
+        until(
+          'the nodes',
+          5_000,
+          () => {
+            // Progress on the first three polls, then none until the end (~600 ms in all).
+            if (count < 3) count++;
+            return Promise.resolve({ done: Date.now() - started > 600, count, of: 10 });
+          },
+          150,
+        ),
+      50,
+    );
+    const started = Date.now();
+    await env.run(activity);
+    const afterFirst = beats.slice(beats.indexOf('the nodes: 1 of 10'));
+    // The wrapper's own beats (every 50 ms) outnumber until's (every 150 ms), and say the same.
+    expect(afterFirst.length).toBeGreaterThan(8);
+    expect(beats[0]).toBeUndefined(); // before any progress
+    expect(afterFirst.every((d) => typeof d === 'string' && d.startsWith('the nodes: '))).toBe(true);
+    expect(afterFirst.at(-1)).toBe('the nodes: 3 of 10');
   });
 });
