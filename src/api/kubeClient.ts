@@ -21,6 +21,14 @@ export function apiMessage(e: unknown): string {
   }
 }
 
+/**
+ * Whether a ListWatch's error is its own abort: client-node 2 reports the watch it aborts in
+ * `stop()`, or in `start()` over a running watch, as an error (1.4 did not). Restarting on it
+ * would undo a stop, or abort the watch the restart itself just opened.
+ */
+export const isOwnAbort = (e: unknown): boolean =>
+  (e as { name?: unknown } | undefined)?.name === 'AbortError';
+
 /** Request options for a JSON merge patch (client-node defaults to JSON patch). */
 export const merge = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 

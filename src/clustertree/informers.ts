@@ -10,6 +10,7 @@ import {
   type KubernetesListObject,
   type KubernetesObject,
 } from '@kubernetes/client-node';
+import { isOwnAbort } from '../api/kubeClient.js';
 import type { Logger } from '../worker/logger.js';
 
 interface Source {
@@ -68,7 +69,7 @@ export class Informers {
     cache.on('update', handler);
     cache.on('delete', handler);
     cache.on('error', (err: unknown) => {
-      if (this.stopped) return;
+      if (this.stopped || isOwnAbort(err)) return;
       this.log.warn('watch failed; restarting', {
         source: name,
         error: String((err as Error)?.message ?? err),

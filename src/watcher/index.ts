@@ -21,7 +21,7 @@ import {
   VirtualCluster,
   type VirtualClusterRef,
 } from '../api/virtualCluster.js';
-import { isConflict, isNotFound } from '../api/kubeClient.js';
+import { isConflict, isNotFound, isOwnAbort } from '../api/kubeClient.js';
 import type { HostCluster } from '../activities/hostCluster.js';
 import type { Logger } from '../worker/logger.js';
 import {
@@ -111,7 +111,7 @@ export class VirtualClusterWatcher {
 
   /** The informer stops on errors: start it again with backoff (a restart replays `add`s). */
   private restart(err: unknown): void {
-    if (this.stopped) return;
+    if (this.stopped || isOwnAbort(err)) return;
     this.opts.logger.warn('VirtualCluster watch failed; restarting', {
       error: String((err as Error)?.message ?? err),
       inMs: this.backoffMs,
