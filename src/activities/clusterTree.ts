@@ -74,6 +74,11 @@ export interface ClusterTreeDeps {
   logger: Logger;
   /** The compiled clusterTree entry point (dist/src/clustertree/main.js). */
   entry: () => Promise<string>;
+  /**
+   * Node.js keeps the compiled code of clusterTree's modules here (NODE_COMPILE_CACHE), shared by
+   * every clusterTree of the worker's machine: a start costs ~0.2 CPU-seconds less (ADR 12).
+   */
+  compileCacheDir?: string;
   layoutOf: (input: StepInput) => ControlPlaneLayout;
   tenantId: (ref: VirtualClusterRef) => string;
   tenantDir: (ref: VirtualClusterRef) => string;
@@ -265,6 +270,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       name: 'clustertree',
       command: process.execPath,
       args: [await deps.entry(), `--config=${configFile}`],
+      ...(deps.compileCacheDir ? { env: { NODE_COMPILE_CACHE: deps.compileCacheDir } } : {}),
       probe: { url: `http://127.0.0.1:${port!}/readyz` },
     };
   }

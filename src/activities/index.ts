@@ -195,6 +195,7 @@ export function createActivities(deps: ActivityDeps) {
     ports,
     logger: deps.logger,
     entry: async () => (await bins()).clusterTree,
+    compileCacheDir: join(deps.stateDir, 'cache', 'node-compile'),
     layoutOf: (input) => layout(input.allocation),
     tenantId,
     tenantDir: (ref) => join(tenantsDir, tenantId(ref)),

@@ -4,6 +4,7 @@
  */
 import { chromium } from 'playwright-core';
 import { randomUUID } from 'node:crypto';
+import { readdirSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -84,6 +85,9 @@ describe('VirtualCluster lifecycle', () => {
       APIServerReady: 'True',
       KubeconfigPublished: 'True',
     });
+
+    // clusterTree ran with Node.js's compile cache in the operator's state directory.
+    expect(readdirSync(join(stateDir, 'cache', 'node-compile')).length).toBeGreaterThan(0);
 
     const kubeconfig = await tenantKubeconfig(stateDir, vc);
     const namespaces = await kubectl(kubeconfig, 'get', 'ns', '-o', 'name');
