@@ -51,9 +51,16 @@ export const percentile = (xs: number[], p: number): number => {
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
 };
 
+/**
+ * A failure worth another try: the API server busy (429, 5xx) or the connection lost. undici
+ * (client-node 2) says `TypeError: fetch failed` (the reason in `cause`) or `terminated` for a
+ * cut-off body; node-fetch (client-node 1) said FetchError.
+ */
 function transient(e: unknown): boolean {
   const code = statusCode(e);
-  return (e as Error)?.name === 'FetchError' || code === 429 || (code !== undefined && code >= 500);
+  const err = e as Error | undefined;
+  const lost = err instanceof TypeError && /^(fetch failed|terminated)$/.test(err.message);
+  return lost || err?.name === 'FetchError' || code === 429 || (code !== undefined && code >= 500);
 }
 
 export async function waitFor<T>(

@@ -21,7 +21,7 @@ import {
   type V1Pod,
   type V1Taint,
 } from '@kubernetes/client-node';
-import { ApplicationFailure, Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/activity';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ignoreStatus, merge, reuseConnections, statusCode } from '../api/kubeClient.js';
@@ -50,7 +50,7 @@ import type { Logger } from '../worker/logger.js';
 import { CLUSTERTREE_USER, HOST_SA, NODE_READER, hostRbac, tenantRbac } from './clusterTreeRbac.js';
 import { FIELD_MANAGER, type HostCluster } from './hostCluster.js';
 import { defaultNamespaceReady } from './defaultNamespace.js';
-import { until } from './wait.js';
+import { reportProgress, until } from './wait.js';
 import { TENANT_API_PORT, isolationPolicy, tenantPodSecurity, type TenantNetwork } from './tenantNetwork.js';
 import { FailureType, type PendingNode, type PromotionResult, type StepInput } from './types.js';
 
@@ -76,7 +76,7 @@ export interface ClusterTreeDeps {
   entry: () => Promise<string>;
   /**
    * Node.js keeps the compiled code of clusterTree's modules here (NODE_COMPILE_CACHE), shared by
-   * every clusterTree of the worker's machine: a start costs ~0.2 CPU-seconds less (ADR 12).
+   * every clusterTree of the worker's state directory: a start costs ~0.2 CPU-seconds less (ADR 12).
    */
   compileCacheDir?: string;
   layoutOf: (input: StepInput) => ControlPlaneLayout;
@@ -424,24 +424,19 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
      */
     async sleepTenant(input: { ref: VirtualClusterRef }): Promise<void> {
       const id = deps.tenantId(input.ref);
-      // A process may take its whole grace period to stop: heartbeat throughout, not per stop.
-      const ctx = Context.current();
-      const beat = setInterval(() => ctx.heartbeat('stopping the tenant'), 2_000);
-      try {
-        // CoreDNS keeps its port (owned until teardown), as clusterTree keeps its own: waking
-        // brings both back where they were.
-        for (const c of [
-          'clustertree',
-          'coredns',
-          'kube-scheduler',
-          'kube-controller-manager',
-          'kube-apiserver',
-          'etcd',
-        ] as const)
-          await deps.runtime.stop(id, c);
-      } finally {
-        clearInterval(beat);
-      }
+      // A process may take its whole grace period to stop: every heartbeat says so.
+      reportProgress('stopping the tenant');
+      // CoreDNS keeps its port (owned until teardown), as clusterTree keeps its own: waking
+      // brings both back where they were.
+      for (const c of [
+        'clustertree',
+        'coredns',
+        'kube-scheduler',
+        'kube-controller-manager',
+        'kube-apiserver',
+        'etcd',
+      ] as const)
+        await deps.runtime.stop(id, c);
       log(input.ref).info('tenant asleep: its processes are stopped, its data kept');
     },
 

@@ -19,6 +19,20 @@ function currentContext(): Context | undefined {
 const progressOf = new WeakMap<Context, string>();
 
 /**
+ * Says how far the current activity has come: heartbeats now, and every heartbeat of the
+ * activity's wrapper repeats it (`undefined` clears it). A no-op outside an activity.
+ */
+export function reportProgress(detail: string | undefined): void {
+  const ctx = currentContext();
+  if (!ctx) return;
+  if (detail === undefined) progressOf.delete(ctx);
+  else {
+    progressOf.set(ctx, detail);
+    ctx.heartbeat(detail);
+  }
+}
+
+/**
  * Heartbeats every `everyMs` while `fn` runs, so that when a worker dies its step is retried on
  * another worker after the heartbeat timeout instead of the much longer start-to-close timeout.
  * Each heartbeat repeats the progress `until` last reported (Temporal keeps the last details
@@ -68,32 +82,41 @@ export async function until(
       `timed out after ${Math.round(timeoutMs / 1000)}s${last ? ' without progress' : ''} waiting for ${detail}`,
     );
   const ctx = currentContext();
-  for (;;) {
-    // Every check has at least a second, also one started just before the deadline; a
-    // cancelled activity stops waiting for it (ctx.cancelled rejects with CancelledFailure).
-    const checked = check();
-    const got = await answerBy(
-      ctx ? Promise.race([checked, ctx.cancelled]) : checked,
-      Math.max(deadline, Date.now() + 1_000),
-    );
-    if (got === TIMED_OUT) throw fail(last ? `${what}: ${last.count} of ${last.of}` : what);
-    if (got === true || (typeof got === 'object' && got.done)) return;
-    let detail = what;
-    if (typeof got === 'object') {
-      last = got;
-      if (got.count > best) {
-        best = got.count;
-        deadline = Date.now() + timeoutMs;
+  // One reaction on the activity's cancellation for this wait, not one per check: the races
+  // below hang on this promise, which goes with the wait.
+  const cancelled = ctx && new Promise<never>((_, reject) => void ctx.cancelled.catch(reject));
+  cancelled?.catch(() => undefined);
+  try {
+    await poll();
+  } finally {
+    reportProgress(undefined);
+  }
+
+  async function poll(): Promise<void> {
+    for (;;) {
+      // Every check has at least a second, also one started just before the deadline; a
+      // cancelled activity stops waiting for it (ctx.cancelled rejects with CancelledFailure).
+      const checked = check();
+      const got = await answerBy(
+        cancelled ? Promise.race([checked, cancelled]) : checked,
+        Math.max(deadline, Date.now() + 1_000),
+      );
+      if (got === TIMED_OUT) throw fail(last ? `${what}: ${last.count} of ${last.of}` : what);
+      if (got === true || (typeof got === 'object' && got.done)) return;
+      let detail = what;
+      if (typeof got === 'object') {
+        last = got;
+        if (got.count > best) {
+          best = got.count;
+          deadline = Date.now() + timeoutMs;
+        }
+        detail = `${what}: ${got.count} of ${got.of}`;
       }
-      detail = `${what}: ${got.count} of ${got.of}`;
+      if (Date.now() > deadline) throw fail(detail);
+      reportProgress(detail);
+      // An activity's sleep ends early when the activity is cancelled (worker shutdown, workflow).
+      await (ctx ? ctx.sleep(intervalMs) : sleep(intervalMs));
     }
-    if (Date.now() > deadline) throw fail(detail);
-    if (ctx) {
-      progressOf.set(ctx, detail);
-      ctx.heartbeat(detail);
-    }
-    // An activity's sleep ends early when the activity is cancelled (worker shutdown, workflow).
-    await (ctx ? ctx.sleep(intervalMs) : sleep(intervalMs));
   }
 }
 

@@ -10,9 +10,20 @@ export const statusCode = (e: unknown): number | undefined =>
 export const isNotFound = (e: unknown): boolean => statusCode(e) === 404;
 export const isConflict = (e: unknown): boolean => statusCode(e) === 409;
 
-/** The message of an API error's Status body (any other error as text). */
+/**
+ * An error as text, with its cause: undici (client-node 2) says only `TypeError: fetch failed`
+ * and keeps the reason (`connect ECONNREFUSED ...`) in `cause`.
+ */
+export function errorText(e: unknown): string {
+  const cause = (e as { cause?: { code?: unknown; message?: unknown } } | undefined)?.cause;
+  const why = cause?.message ?? cause?.code;
+  const text = e instanceof Error ? e.message : String(e);
+  return typeof why === 'string' && why && !text.includes(why) ? `${text}: ${why}` : text;
+}
+
+/** The message of an API error's Status body (any other error as text, with its cause). */
 export function apiMessage(e: unknown): string {
-  if (!(e instanceof ApiException)) return String(e);
+  if (!(e instanceof ApiException)) return e instanceof Error ? errorText(e) : String(e);
   try {
     const body = (typeof e.body === 'string' ? JSON.parse(e.body) : e.body) as { message?: string };
     return body.message ?? `HTTP ${e.code}`;
@@ -22,9 +33,10 @@ export function apiMessage(e: unknown): string {
 }
 
 /**
- * Whether a ListWatch's error is its own abort: client-node 2 reports the watch it aborts in
- * `stop()`, or in `start()` over a running watch, as an error (1.4 did not). Restarting on it
- * would undo a stop, or abort the watch the restart itself just opened.
+ * Whether a ListWatch's error is its own abort: client-node reports the watch it aborts in
+ * `stop()`, or in `start()` over a running watch, as an error (2.0 through undici, 1.4 through
+ * node-fetch). Restarting on it would undo a stop, or abort the watch the restart itself just
+ * opened; a failed watch says something else (a TypeError, a status code).
  */
 export const isOwnAbort = (e: unknown): boolean =>
   (e as { name?: unknown } | undefined)?.name === 'AbortError';
@@ -45,9 +57,10 @@ type DispatcherFactory = (cluster: { name?: string } | null, options: Record<str
 /**
  * client-node 2.0 makes a new undici Agent (`createDispatcher`) for every API call, so every call
  * opens a new TLS connection: at 100 Lease renewals a second that alone cost clusterTree most of
- * a core (measured with 1.4, which did the same with an https.Agent; 2.0 caches only the agents
- * of watches and WebSockets). This makes one KubeConfig keep one dispatcher per cluster and user,
- * whose keep-alive connections every call reuses. `createDispatcher` is private, so this checks
+ * a core (measured with 1.4, which did the same with an https.Agent). Watches get theirs the same
+ * way; 2.0 caches only the https.Agents of WebSockets. This makes one KubeConfig keep one
+ * dispatcher per cluster and user, whose connections every call and watch reuses (HTTP/2 with
+ * the API server, which undici offers by default and kube-apiserver prefers). `createDispatcher` is private, so this checks
  * it is there and otherwise leaves the KubeConfig as it is; `test/unit/kubeClient.test.ts` counts
  * the TLS connections with and without it and says when upstream no longer needs it.
  */

@@ -19,10 +19,11 @@
  */
 // Checked before anything else is loaded: on an older Node.js, @kubernetes/client-node 2 (through
 // undici 8) fails at import with a TypeError that names neither the cause nor the fix.
+// Node.js 23 is out of support, and 23.0-23.7 lack the zstd decompressor undici loads.
 const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
-if (major < 22 || (major === 22 && minor < 19)) {
+if (major < 22 || (major === 22 && minor < 19) || major === 23) {
   process.stderr.write(
-    `error: kosmos-vc needs Node.js 22.19 or newer; this is ${process.versions.node} (${process.execPath}).\n` +
+    `error: kosmos-vc needs Node.js 22.19 or newer (not 23); this is ${process.versions.node} (${process.execPath}).\n` +
       '`npm ci` installs Node.js 24 into node_modules/.bin, which npm scripts and `npx kosmos-vc` use.\n',
   );
   process.exit(1);

@@ -10,7 +10,7 @@ import {
   type KubernetesListObject,
   type KubernetesObject,
 } from '@kubernetes/client-node';
-import { isOwnAbort } from '../api/kubeClient.js';
+import { errorText, isOwnAbort } from '../api/kubeClient.js';
 import type { Logger } from '../worker/logger.js';
 
 interface Source {
@@ -72,7 +72,7 @@ export class Informers {
       if (this.stopped || isOwnAbort(err)) return;
       this.log.warn('watch failed; restarting', {
         source: name,
-        error: String((err as Error)?.message ?? err),
+        error: errorText(err),
         inMs: backoff,
       });
       clearTimeout(this.restartTimers.get(name));

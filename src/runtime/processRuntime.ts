@@ -136,7 +136,8 @@ export class ProcessRuntime implements ControlPlaneRuntime {
       const r = JSON.parse(
         readFileSync(this.recordPath(s.record.spec.owner, s.record.spec.name), 'utf8'),
       ) as Record;
-      return r.pid === s.record.pid && r.specHash === s.record.specHash;
+      // A record without a pid is this runtime's own intent, written by a start that failed.
+      return (r.pid === s.record.pid || r.pid === undefined) && r.specHash === s.record.specHash;
     } catch {
       return false;
     }
@@ -189,10 +190,11 @@ export class ProcessRuntime implements ControlPlaneRuntime {
       s = undefined;
     }
     if (!s) {
-      s =
-        (await this.adopt(await this.readRecord(spec.owner, spec.name), specHash)) ??
-        (await this.adoptUnrecorded(spec, specHash)) ??
-        this.fresh(spec, specHash);
+      const record = await this.readRecord(spec.owner, spec.name);
+      s = (await this.adopt(record, specHash)) ?? (await this.adoptUnrecorded(spec, specHash));
+      // An intent of an older spec may name a process that runs it, holding the ports.
+      if (!s && record && record.specHash !== specHash) await this.stopUnrecorded(record);
+      s ??= this.fresh(spec, specHash);
       this.procs.set(key, s);
     }
     // No await between here and start(): the supervisor must never see this entry half made.
@@ -298,9 +300,9 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     const { spec } = s.record;
     // The intent, recorded before the process exists: a worker killed inside spawn() leaves a
     // record without a pid, by which stop and remove still find the process (findUnrecorded).
-    s.record.pid = undefined;
-    s.record.startTime = undefined;
-    this.writeRecord(s.record);
+    // Written from a copy: a start that throws below leaves `s` as it was, and the supervisor
+    // tries again.
+    this.writeRecord({ ...s.record, pid: undefined, startTime: undefined });
     const log = openSync(this.logPath(spec.owner, spec.name), 'a');
     let child: ChildProcess;
     try {
@@ -317,10 +319,6 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     s.alive = child.pid !== undefined;
     s.record.pid = child.pid;
     s.record.startTime = child.pid === undefined ? undefined : procStartTime(child.pid);
-    // Recorded before anything else can happen: a worker that dies now leaves a record a new
-    // runtime adopts. One killed inside spawn() (it returns once the child has exec'd) leaves
-    // the intent without a pid: ensure, stop and remove find the process by its command line.
-    this.writeRecord(s.record);
     child.on('error', (err) => {
       this.opts.logger.error('component failed to start', {
         owner: spec.owner,
@@ -339,6 +337,11 @@ export class ProcessRuntime implements ControlPlaneRuntime {
         this.opts.logger.warn('component exited', { owner: spec.owner, component: spec.name, code, signal });
       }
     });
+    // Recorded before anything else can happen (the handlers above see an exit even if this
+    // write throws): a worker that dies now leaves a record a new runtime adopts. One killed
+    // inside spawn() (it returns once the child has exec'd) leaves the intent without a pid:
+    // ensure, stop and remove find the process by its command line.
+    this.writeRecord(s.record);
     this.opts.logger.info('component started', { owner: spec.owner, component: spec.name, pid: child.pid });
   }
 
@@ -346,7 +349,8 @@ export class ProcessRuntime implements ControlPlaneRuntime {
   private supervise(): void {
     const now = Date.now();
     for (const [key, s] of this.procs) {
-      if (s.stopping || s.record.pid === undefined || this.isAlive(s)) continue;
+      // No pid: a start that failed (spawn's error, a missing binary), tried again like an exit.
+      if (s.stopping || this.isAlive(s)) continue;
       if (!this.stillOurs(s)) {
         // Stopped or removed through another runtime sharing the state directory.
         this.procs.delete(key);
@@ -448,23 +452,30 @@ export class ProcessRuntime implements ControlPlaneRuntime {
         s = this.fresh(record.spec, record.specHash);
         s.record = record;
       } else if (record) {
-        // Recorded but not running as recorded: perhaps started by a worker that died before
-        // it could write the pid.
-        const found = await ProcessRuntime.findUnrecorded(record.spec);
-        if (found) {
-          s = this.fresh(record.spec, record.specHash);
-          s.record = { ...record, ...found };
-          this.opts.logger.warn('stopping a running component nobody had recorded', {
-            owner,
-            component: name,
-            pid: found.pid,
-          });
-        }
+        await this.stopUnrecorded(record);
       }
     }
     if (s) await this.stopSupervised(s);
     this.procs.delete(key);
     await rm(this.recordPath(owner, name), { force: true });
+  }
+
+  /**
+   * Stops a process running `record`'s spec that the record does not name: one a worker started
+   * and died before it could write the pid.
+   */
+  private async stopUnrecorded(record: Record): Promise<void> {
+    if (ProcessRuntime.running(record)) return;
+    const found = await ProcessRuntime.findUnrecorded(record.spec);
+    if (!found) return;
+    this.opts.logger.warn('stopping a running component nobody had recorded', {
+      owner: record.spec.owner,
+      component: record.spec.name,
+      pid: found.pid,
+    });
+    const s = this.fresh(record.spec, record.specHash);
+    s.record = { ...record, ...found };
+    await this.stopSupervised(s);
   }
 
   async remove(owner: string): Promise<void> {

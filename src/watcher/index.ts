@@ -21,7 +21,7 @@ import {
   VirtualCluster,
   type VirtualClusterRef,
 } from '../api/virtualCluster.js';
-import { isConflict, isNotFound, isOwnAbort } from '../api/kubeClient.js';
+import { errorText, isConflict, isNotFound, isOwnAbort } from '../api/kubeClient.js';
 import type { HostCluster } from '../activities/hostCluster.js';
 import type { Logger } from '../worker/logger.js';
 import {
@@ -113,7 +113,7 @@ export class VirtualClusterWatcher {
   private restart(err: unknown): void {
     if (this.stopped || isOwnAbort(err)) return;
     this.opts.logger.warn('VirtualCluster watch failed; restarting', {
-      error: String((err as Error)?.message ?? err),
+      error: errorText(err),
       inMs: this.backoffMs,
     });
     clearTimeout(this.restartTimer);

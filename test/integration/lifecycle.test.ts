@@ -86,7 +86,8 @@ describe('VirtualCluster lifecycle', () => {
       KubeconfigPublished: 'True',
     });
 
-    // clusterTree ran with Node.js's compile cache in the operator's state directory.
+    // clusterTree runs with Node.js's compile cache enabled in the operator's state directory
+    // (Node.js makes the directory when it enables the cache).
     expect(readdirSync(join(stateDir, 'cache', 'node-compile')).length).toBeGreaterThan(0);
 
     const kubeconfig = await tenantKubeconfig(stateDir, vc);

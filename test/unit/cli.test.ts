@@ -137,17 +137,20 @@ const vc = (status: Record<string, unknown>, spec: Record<string, unknown> = {})
 describe('the entry point', () => {
   // client-node 2 fails at import on Node.js 20 with a TypeError from undici: main.ts checks the
   // version before it loads anything. Node runs main.ts itself (type stripping, Node >= 22.18).
-  it.each(['20.20.2', '22.18.0'])('refuses Node.js %s with an error that says what to do', (version) => {
-    const fake = `Object.defineProperty(process.versions, "node", { value: "${version}" })`;
-    const r = spawnSync(
-      process.execPath,
-      ['--import', `data:text/javascript,${encodeURIComponent(fake)}`, 'src/cli/main.ts', 'get'],
-      { encoding: 'utf8' },
-    );
-    expect(r.status).toBe(1);
-    expect(r.stderr).toContain(`kosmos-vc needs Node.js 22.19 or newer; this is ${version}`);
-    expect(r.stderr).toContain('npx kosmos-vc');
-  });
+  it.each(['20.20.2', '22.18.0', '23.5.0'])(
+    'refuses Node.js %s with an error that says what to do',
+    (version) => {
+      const fake = `Object.defineProperty(process.versions, "node", { value: "${version}" })`;
+      const r = spawnSync(
+        process.execPath,
+        ['--import', `data:text/javascript,${encodeURIComponent(fake)}`, 'src/cli/main.ts', 'get'],
+        { encoding: 'utf8' },
+      );
+      expect(r.status).toBe(1);
+      expect(r.stderr).toContain(`kosmos-vc needs Node.js 22.19 or newer (not 23); this is ${version}`);
+      expect(r.stderr).toContain('npx kosmos-vc');
+    },
+  );
 });
 
 describe('get, describe, kubeconfig', () => {

@@ -2,7 +2,7 @@ import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { reuseConnections } from '../../src/api/kubeClient.js';
+import { apiMessage, reuseConnections } from '../../src/api/kubeClient.js';
 import { createCA, issueCertificate } from '../../src/pki/certificates.js';
 
 // A TLS server that answers every request with an empty NamespaceList and counts the TLS
@@ -79,5 +79,22 @@ describe('reuseConnections', () => {
     const kc = reuseConnections(reuseConnections(kubeconfig('c')));
     expect(await connectionsFor(kc, 10)).toBeLessThanOrEqual(2);
     expect(await connectionsFor(kc, 10)).toBe(0);
+  });
+});
+
+describe('apiMessage', () => {
+  it("says why a call could not reach the server (undici keeps it in the error's cause)", async () => {
+    const kc = kubeconfig('d');
+    // A port nothing listens on: the server of this test, closed.
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const { port } = closed.address() as AddressInfo;
+    await new Promise((resolve) => closed.close(resolve));
+    kc.clusters[0] = { ...kc.clusters[0]!, server: `https://127.0.0.1:${port}` };
+    const err = await kc
+      .makeApiClient(CoreV1Api)
+      .listNamespace()
+      .catch((e: unknown) => e);
+    expect(apiMessage(err)).toMatch(/^fetch failed: connect ECONNREFUSED 127\.0\.0\.1:[0-9]+$/);
   });
 });

@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -35,9 +35,14 @@ afterEach(async () => {
 });
 
 /** A runtime in a new directory, and a spec whose command line is this test's alone. */
-function setUp(name: ComponentSpec['name'] = 'kube-apiserver') {
+function setUp(name: ComponentSpec['name'] = 'kube-apiserver', pollMs?: number) {
   const root = join(tmpdir(), `kvc-runtime-${randomUUID().slice(0, 8)}`);
-  const runtime = new ProcessRuntime({ root, logger: createLogger({ level: 'error' }), stopGraceMs: 2_000 });
+  const runtime = new ProcessRuntime({
+    root,
+    logger: createLogger({ level: 'error' }),
+    stopGraceMs: 2_000,
+    ...(pollMs ? { pollMs } : {}),
+  });
   const spec: ComponentSpec = {
     owner: `orphan-${randomUUID().slice(0, 8)}`,
     name,
@@ -125,4 +130,41 @@ describe('process runtime', () => {
     await runtime.stop(spec.owner, spec.name);
     expect(pidsRunning(argv)).toEqual([]);
   });
+
+  it('stops what an intent of an older spec started before it starts the new spec', async () => {
+    const { runtime, spec, argv, orphan } = setUp();
+    await orphan(true);
+    const changed: ComponentSpec = { ...spec, args: [...spec.args, '--changed'] };
+    const status = await runtime.ensure(changed);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(pidsRunning(argv)).toEqual([]);
+    expect(pidsRunning([changed.command, ...changed.args])).toEqual([status.pid]);
+    await runtime.stop(spec.owner, spec.name);
+    expect(pidsRunning([changed.command, ...changed.args])).toEqual([]);
+  });
+
+  it('tries a restart that failed again, once what made it fail is gone', async () => {
+    const { root, runtime, spec } = setUp('kube-scheduler', 50);
+    // A component that exits at once, and a restart that cannot open its log (as on a full disk).
+    const crashing: ComponentSpec = { ...spec, args: ['-e', 'process.exit(1)', ...spec.args.slice(2)] };
+    await runtime.ensure(crashing);
+    const log = join(root, spec.owner, `${spec.name}.log`);
+    rmSync(log);
+    mkdirSync(log);
+    const restarts = async () => (await runtime.list(spec.owner))[0]?.restarts ?? 0;
+    const waitFor = async (what: string, check: () => Promise<boolean>) => {
+      const deadline = Date.now() + 10_000;
+      while (!(await check())) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    await waitFor('a failed restart', async () => (await restarts()) >= 1);
+    const failedAt = await restarts();
+    rmSync(log, { recursive: true });
+    // The supervisor keeps trying (with its backoff), and now the start works: the log is back.
+    await waitFor('another restart', async () => (await restarts()) > failedAt);
+    // The start that worked opened the log as a file again.
+    await waitFor('the log opened again', () => Promise.resolve(existsSync(log) && statSync(log).isFile()));
+  }, 30_000);
 });

@@ -24,4 +24,6 @@ it.each(['virtualcluster-provision-delete.v1', 'virtualcluster-provision-delete'
       Worker.runReplayHistory({ workflowBundle: await workflowBundle() }, history, `replayed-${fixture}`),
     ).resolves.toBeUndefined();
   },
+  // The first one bundles the workflow code (seconds; more on a loaded machine).
+  30_000,
 );
