@@ -4,8 +4,30 @@
  * sends while it runs.
  */
 import { Context } from '@temporalio/activity';
+import { setTimeout as sleep } from 'node:timers/promises';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/**
+ * `p`, or the activity's cancellation (CancelledFailure, the signal's reason) if that comes
+ * first. The listener goes when `p` settles: a long wait holds nothing per check it made.
+ */
+function orCancelled<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
+/** Sleeps `ms`, or rejects with the activity's cancellation as soon as it is cancelled. */
+async function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  try {
+    await sleep(ms, undefined, signal ? { signal } : {});
+  } catch (e) {
+    throw signal?.aborted ? (signal.reason as Error) : e;
+  }
+}
 
 function currentContext(): Context | undefined {
   try {
@@ -81,11 +103,7 @@ export async function until(
     new Error(
       `timed out after ${Math.round(timeoutMs / 1000)}s${last ? ' without progress' : ''} waiting for ${detail}`,
     );
-  const ctx = currentContext();
-  // One reaction on the activity's cancellation for this wait, not one per check: the races
-  // below hang on this promise, which goes with the wait.
-  const cancelled = ctx && new Promise<never>((_, reject) => void ctx.cancelled.catch(reject));
-  cancelled?.catch(() => undefined);
+  const signal = currentContext()?.cancellationSignal;
   try {
     await poll();
   } finally {
@@ -95,12 +113,9 @@ export async function until(
   async function poll(): Promise<void> {
     for (;;) {
       // Every check has at least a second, also one started just before the deadline; a
-      // cancelled activity stops waiting for it (ctx.cancelled rejects with CancelledFailure).
+      // cancelled activity stops waiting for it (with its CancelledFailure).
       const checked = check();
-      const got = await answerBy(
-        cancelled ? Promise.race([checked, cancelled]) : checked,
-        Math.max(deadline, Date.now() + 1_000),
-      );
+      const got = await answerBy(orCancelled(checked, signal), Math.max(deadline, Date.now() + 1_000));
       if (got === TIMED_OUT) throw fail(last ? `${what}: ${last.count} of ${last.of}` : what);
       if (got === true || (typeof got === 'object' && got.done)) return;
       let detail = what;
@@ -114,8 +129,8 @@ export async function until(
       }
       if (Date.now() > deadline) throw fail(detail);
       reportProgress(detail);
-      // An activity's sleep ends early when the activity is cancelled (worker shutdown, workflow).
-      await (ctx ? ctx.sleep(intervalMs) : sleep(intervalMs));
+      // Ends early when the activity is cancelled (worker shutdown, workflow).
+      await pause(intervalMs, signal);
     }
   }
 }

@@ -15,8 +15,12 @@ export const isConflict = (e: unknown): boolean => statusCode(e) === 409;
  * and keeps the reason (`connect ECONNREFUSED ...`) in `cause`.
  */
 export function errorText(e: unknown): string {
-  const cause = (e as { cause?: { code?: unknown; message?: unknown } } | undefined)?.cause;
-  const why = cause?.message ?? cause?.code;
+  type Cause = { code?: unknown; message?: unknown; errors?: { message?: unknown }[] };
+  const cause = (e as { cause?: Cause | string } | undefined)?.cause;
+  // Node's connect over several addresses (localhost) fails with an AggregateError whose own
+  // message is empty: its code, or its first error, says why.
+  const why =
+    typeof cause === 'string' ? cause : cause?.message || cause?.code || cause?.errors?.[0]?.message;
   const text = e instanceof Error ? e.message : String(e);
   return typeof why === 'string' && why && !text.includes(why) ? `${text}: ${why}` : text;
 }

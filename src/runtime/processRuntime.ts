@@ -7,7 +7,7 @@
  * restarts the component otherwise, so there is never a second copy.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { closeSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -28,6 +28,8 @@ interface Record {
   specHash: string;
   pid?: number | undefined;
   startTime?: string | undefined;
+  /** On an intent (no pid yet): the runtime that is starting it. */
+  intentBy?: string | undefined;
 }
 
 interface Supervised {
@@ -38,6 +40,8 @@ interface Supervised {
   /** `exits` when ensure() last ran: waitReady counts exits from there. */
   exitsBaseline: number;
   lastExitCode: number | null;
+  /** Why the last start failed before the process ran (spawn's error: a missing binary). */
+  startError?: string | undefined;
   restarts: number;
   nextRestartAt: number;
   backoffMs: number;
@@ -103,6 +107,9 @@ export class ProcessRuntime implements ControlPlaneRuntime {
   private readonly stopGraceMs: number;
   private closed = false;
 
+  /** Names this runtime's intents, so that it never takes another runtime's for its own. */
+  private readonly id = randomUUID();
+
   constructor(private readonly opts: ProcessRuntimeOptions) {
     this.pollMs = opts.pollMs ?? 1000;
     this.stopGraceMs = opts.stopGraceMs ?? 10_000;
@@ -136,8 +143,9 @@ export class ProcessRuntime implements ControlPlaneRuntime {
       const r = JSON.parse(
         readFileSync(this.recordPath(s.record.spec.owner, s.record.spec.name), 'utf8'),
       ) as Record;
-      // A record without a pid is this runtime's own intent, written by a start that failed.
-      return (r.pid === s.record.pid || r.pid === undefined) && r.specHash === s.record.specHash;
+      // A record without a pid is an intent: ours when this runtime wrote it (a start that failed).
+      const pidOk = r.pid === s.record.pid || (r.pid === undefined && r.intentBy === this.id);
+      return pidOk && r.specHash === s.record.specHash;
     } catch {
       return false;
     }
@@ -191,10 +199,11 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     }
     if (!s) {
       const record = await this.readRecord(spec.owner, spec.name);
-      s = (await this.adopt(record, specHash)) ?? (await this.adoptUnrecorded(spec, specHash));
-      // An intent of an older spec may name a process that runs it, holding the ports.
+      s = await this.adopt(record, specHash);
+      // An intent of an older spec may name a process that runs it, holding the ports; its
+      // command line may equal the new spec's (only env or probe changed): stop it first.
       if (!s && record && record.specHash !== specHash) await this.stopUnrecorded(record);
-      s ??= this.fresh(spec, specHash);
+      s ??= (await this.adoptUnrecorded(spec, specHash)) ?? this.fresh(spec, specHash);
       this.procs.set(key, s);
     }
     // No await between here and start(): the supervisor must never see this entry half made.
@@ -302,7 +311,7 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     // record without a pid, by which stop and remove still find the process (findUnrecorded).
     // Written from a copy: a start that throws below leaves `s` as it was, and the supervisor
     // tries again.
-    this.writeRecord({ ...s.record, pid: undefined, startTime: undefined });
+    this.writeRecord({ ...s.record, pid: undefined, startTime: undefined, intentBy: this.id });
     const log = openSync(this.logPath(spec.owner, spec.name), 'a');
     let child: ChildProcess;
     try {
@@ -319,12 +328,14 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     s.alive = child.pid !== undefined;
     s.record.pid = child.pid;
     s.record.startTime = child.pid === undefined ? undefined : procStartTime(child.pid);
+    s.startError = undefined;
     child.on('error', (err) => {
       this.opts.logger.error('component failed to start', {
         owner: spec.owner,
         component: spec.name,
         error: err.message,
       });
+      if (child.pid === undefined) s.startError = err.message;
       s.alive = false;
       s.exits++;
     });
@@ -342,7 +353,8 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     // inside spawn() (it returns once the child has exec'd) leaves the intent without a pid:
     // ensure, stop and remove find the process by its command line.
     this.writeRecord(s.record);
-    this.opts.logger.info('component started', { owner: spec.owner, component: spec.name, pid: child.pid });
+    if (child.pid !== undefined)
+      this.opts.logger.info('component started', { owner: spec.owner, component: spec.name, pid: child.pid });
   }
 
   /** Restarts crashed components, with exponential backoff up to 30 s. */
@@ -359,7 +371,7 @@ export class ProcessRuntime implements ControlPlaneRuntime {
       if (s.nextRestartAt === 0) {
         s.nextRestartAt = now + s.backoffMs;
         s.backoffMs = Math.min(s.backoffMs * 2, 30_000);
-        if (!s.child) s.exits++; // an adopted process we could not wait for
+        if (!s.child) s.exits++; // an adopted process we could not wait for, or a start that made none
         continue;
       }
       if (now < s.nextRestartAt) continue;
@@ -386,7 +398,8 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     for (;;) {
       // One automatic restart may be a fluke; a second exit before ready is the component's answer.
       if (s.exits - s.exitsBaseline >= 2) {
-        throw new ComponentExitedError(owner, name, s.lastExitCode, await this.logTail(owner, name));
+        const why = s.startError ? `failed to start: ${s.startError}` : await this.logTail(owner, name);
+        throw new ComponentExitedError(owner, name, s.lastExitCode, why);
       }
       if (!probe) {
         if (this.isAlive(s)) return;

@@ -71,17 +71,20 @@ describe('auto sleep', () => {
     // The first request wakes it, and is itself answered once the API server is back. The
     // listener that wakes it opens a moment after the status says Sleeping (the workflow reports,
     // then listens; a CI run's request came in between): a refused client tries again, for 5 s.
-    const started = Date.now();
+    const firstTry = Date.now();
+    let started = firstTry;
     let code: number | undefined;
     while (code === undefined) {
+      started = Date.now();
       try {
         code = await statusAs(creds.server, creds.caPem, creds);
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ECONNREFUSED' || Date.now() - started > 5_000) throw e;
+        if ((e as NodeJS.ErrnoException).code !== 'ECONNREFUSED' || Date.now() - firstTry > 5_000) throw e;
         await new Promise((r) => setTimeout(r, 200));
       }
     }
     expect(code).toBe(200);
+    // Measured from the attempt that was answered.
     const waited = Date.now() - started;
     expect(waited).toBeGreaterThan(1_000); // it really waited for the tenant to start
     const awake = await waitForPhase(namespace, 'idler', 'Ready');

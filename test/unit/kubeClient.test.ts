@@ -2,7 +2,7 @@ import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { apiMessage, reuseConnections } from '../../src/api/kubeClient.js';
+import { apiMessage, errorText, reuseConnections } from '../../src/api/kubeClient.js';
 import { createCA, issueCertificate } from '../../src/pki/certificates.js';
 
 // A TLS server that answers every request with an empty NamespaceList and counts the TLS
@@ -96,5 +96,16 @@ describe('apiMessage', () => {
       .listNamespace()
       .catch((e: unknown) => e);
     expect(apiMessage(err)).toMatch(/^fetch failed: connect ECONNREFUSED 127\.0\.0\.1:[0-9]+$/);
+  });
+
+  it('takes the reason from a cause without a message of its own (connect to several addresses)', () => {
+    const aggregate = Object.assign(new AggregateError([new Error('connect ECONNREFUSED ::1:9')], ''), {
+      code: 'ECONNREFUSED',
+    });
+    expect(errorText(new TypeError('fetch failed', { cause: aggregate }))).toBe('fetch failed: ECONNREFUSED');
+    expect(errorText(new TypeError('fetch failed', { cause: 'socket closed' }))).toBe(
+      'fetch failed: socket closed',
+    );
+    expect(errorText(new Error('plain'))).toBe('plain');
   });
 });

@@ -131,17 +131,36 @@ describe('process runtime', () => {
     expect(pidsRunning(argv)).toEqual([]);
   });
 
-  it('stops what an intent of an older spec started before it starts the new spec', async () => {
-    const { runtime, spec, argv, orphan } = setUp();
-    await orphan(true);
-    const changed: ComponentSpec = { ...spec, args: [...spec.args, '--changed'] };
-    const status = await runtime.ensure(changed);
-    await new Promise((r) => setTimeout(r, 300));
-    expect(pidsRunning(argv)).toEqual([]);
-    expect(pidsRunning([changed.command, ...changed.args])).toEqual([status.pid]);
-    await runtime.stop(spec.owner, spec.name);
-    expect(pidsRunning([changed.command, ...changed.args])).toEqual([]);
-  });
+  it.each([
+    [
+      'its arguments',
+      (spec: ComponentSpec): ComponentSpec => ({ ...spec, args: [...spec.args, '--changed'] }),
+    ],
+    ['only its environment', (spec: ComponentSpec): ComponentSpec => ({ ...spec, env: { CHANGED: '1' } })],
+  ])(
+    'stops what an intent of an older spec started before it starts the new spec (%s changed)',
+    async (_, change) => {
+      const { runtime, spec, orphan } = setUp();
+      const old = await orphan(true);
+      const changed = change(spec);
+      const status = await runtime.ensure(changed);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(status.pid).not.toBe(old);
+      expect(pidsRunning([changed.command, ...changed.args])).toEqual([status.pid]);
+      await runtime.stop(spec.owner, spec.name);
+      expect(pidsRunning([changed.command, ...changed.args])).toEqual([]);
+    },
+    20_000,
+  );
+
+  it('says why a component whose binary is missing could not start', async () => {
+    const { runtime, spec } = setUp('kube-controller-manager', 50);
+    const missing: ComponentSpec = { ...spec, command: '/nonexistent/kube-controller-manager' };
+    await runtime.ensure(missing);
+    await expect(runtime.waitReady(spec.owner, spec.name, 15_000)).rejects.toThrow(
+      /^kube-controller-manager exited before it was ready: failed to start: spawn \/nonexistent\/kube-controller-manager ENOENT$/,
+    );
+  }, 20_000);
 
   it('tries a restart that failed again, once what made it fail is gone', async () => {
     const { root, runtime, spec } = setUp('kube-scheduler', 50);
