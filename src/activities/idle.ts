@@ -5,10 +5,10 @@
  * once the API server is up again (startApiserver, in this process) it is passed on to it, so
  * the request that woke the tenant is answered.
  */
-import { Context } from '@temporalio/activity';
 import { open, stat } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from '../worker/logger.js';
+import { currentContext } from './wait.js';
 
 /** The listeners of sleeping tenants in this process, by tenant id. */
 const listeners = new Map<string, Server>();
@@ -47,7 +47,8 @@ export async function lastAuditedRequest(file: string): Promise<string | undefin
 
 /**
  * Listens where the sleeping tenant's API server listened until the first connection, which it
- * holds (see above); heartbeats meanwhile, and stops listening when the activity is cancelled.
+ * holds (see above), and stops listening when the activity is cancelled; its heartbeats are the
+ * activity wrapper's (heartbeating in wait.ts).
  */
 export async function awaitFirstConnection(o: {
   owner: string;
@@ -55,16 +56,10 @@ export async function awaitFirstConnection(o: {
   port: number;
   logger: Logger;
 }): Promise<{ at: string }> {
-  let ctx: Context | undefined;
-  try {
-    ctx = Context.current();
-  } catch {
-    ctx = undefined; // called outside an activity (tests)
-  }
+  const ctx = currentContext();
   const server: Server = createServer({ pauseOnConnect: true });
   stopListening(o.owner);
   listeners.set(o.owner, server);
-  const beat = ctx ? setInterval(() => ctx.heartbeat(), 2_000) : undefined;
   try {
     return await new Promise<{ at: string }>((resolve, reject) => {
       server.once('error', reject);
@@ -81,7 +76,6 @@ export async function awaitFirstConnection(o: {
       server.listen(o.port, o.host);
     });
   } finally {
-    if (beat) clearInterval(beat);
     server.close();
     if (listeners.get(o.owner) === server) listeners.delete(o.owner);
   }

@@ -29,7 +29,8 @@ async function pause(ms: number, signal: AbortSignal | undefined): Promise<void>
   }
 }
 
-function currentContext(): Context | undefined {
+/** The running activity's context; undefined outside an activity (tests). */
+export function currentContext(): Context | undefined {
   try {
     return Context.current();
   } catch {
