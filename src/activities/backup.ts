@@ -43,6 +43,8 @@ export interface BackupDeps {
   backupDir: string;
   tenantDir: (ref: VirtualClusterRef) => string;
   layoutOf: (a: TenantAllocation) => ControlPlaneLayout;
+  /** layoutOf, once the tenant's certificate files are the Secret's (ADR 14). */
+  tenantFiles: (ref: VirtualClusterRef, a: TenantAllocation) => Promise<ControlPlaneLayout>;
   tenantId: (ref: VirtualClusterRef) => string;
   /** The Temporal client and task queue scheduled backups run on (absent: no schedules). */
   schedules?: { client: Client; taskQueue: string };
@@ -109,7 +111,7 @@ export function createBackupActivities(deps: BackupDeps) {
           `${ref.namespace}/${ref.name} is not running (asleep?): wake it to back it up`,
           FailureType.TenantNotRunning,
         );
-      const l = deps.layoutOf(allocation);
+      const l = await deps.tenantFiles(ref, allocation);
       // One generation of the set, so cert and key come from the same one; a renewal that swaps
       // it away meanwhile fails this attempt (ENOENT) and the retry reads the new one.
       const pki = await realpath(pkiDir(l));
@@ -171,7 +173,7 @@ export function createBackupActivities(deps: BackupDeps) {
           FailureType.InvalidBackup,
         );
       const l = deps.layoutOf(allocation);
-      const marker = join(allocation.dir, 'restored-from');
+      const marker = join(l.dir, 'restored-from');
       const done = await readFile(marker, 'utf8').catch(() => undefined);
       // Done already (a retry whose first attempt's result was lost): the file may be gone since.
       if (done?.startsWith(`${input.backup}\n`)) {
@@ -180,7 +182,7 @@ export function createBackupActivities(deps: BackupDeps) {
       }
       let unpacked;
       try {
-        unpacked = await readBackup(file, join(allocation.dir, '.restore'));
+        unpacked = await readBackup(file, join(l.dir, '.restore'));
       } catch (e) {
         if (e instanceof InvalidBackupError) throw invalid(e);
         throw e;

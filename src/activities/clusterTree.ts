@@ -79,7 +79,8 @@ export interface ClusterTreeDeps {
    * every clusterTree of the worker's state directory: a start costs ~0.2 CPU-seconds less (ADR 12).
    */
   compileCacheDir?: string;
-  layoutOf: (input: StepInput) => ControlPlaneLayout;
+  /** The tenant's layout, its certificate files and kubeconfigs in place (the Secret's, ADR 14). */
+  layoutOf: (input: StepInput) => Promise<ControlPlaneLayout>;
   tenantId: (ref: VirtualClusterRef) => string;
   tenantDir: (ref: VirtualClusterRef) => string;
   readinessTimeoutMs: number;
@@ -212,9 +213,8 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
     return { ...(clusterIP ? { tenantApi: { clusterIP, port: TENANT_API_PORT } } : {}), clusterDNS };
   }
 
-  async function clusterTreeSpec(input: StepInput): Promise<ComponentSpec> {
+  async function clusterTreeSpec(input: StepInput, l: ControlPlaneLayout): Promise<ComponentSpec> {
     const { ref } = input;
-    const l = deps.layoutOf(input);
     const ns = hostNamespace(ref);
     const [port, kubeletPort] = await deps.ports.allocate(portOwner(ref), 2);
     const dir = join(l.dir, 'clustertree');
@@ -409,10 +409,11 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
   return {
     /** Credentials, RBAC on both sides, then the clusterTree process; waits until it has synced. */
     async deployClusterTree(input: StepInput): Promise<{ hostNamespace: string; pid: number | undefined }> {
-      const spec = await clusterTreeSpec(input);
+      const l = await deps.layoutOf(input);
+      const spec = await clusterTreeSpec(input, l);
       const status = await deps.runtime.ensure(spec);
       await deps.runtime.waitReady(spec.owner, spec.name, deps.readinessTimeoutMs);
-      await defaultNamespaceReady(deps.layoutOf(input), deps.readinessTimeoutMs, tenantAdmin, until);
+      await defaultNamespaceReady(l, deps.readinessTimeoutMs, tenantAdmin, until);
       log(input.ref).info('clusterTree ready', { pid: status.pid, hostNamespace: hostNamespace(input.ref) });
       return { hostNamespace: hostNamespace(input.ref), pid: status.pid };
     },
@@ -467,7 +468,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       input: StepInput & { promote: PromoteResources | undefined },
     ): Promise<PromotionResult> {
       const { ref } = input;
-      const l = deps.layoutOf(input);
+      const l = await deps.layoutOf(input);
       await ensureOperatorKubeconfig(l);
       const tenant = tenantAdmin(l).core;
       const wanted = new Set(input.promote?.nodes ?? []);

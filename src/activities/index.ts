@@ -11,6 +11,8 @@ import type { VirtualClusterRef } from '../api/virtualCluster.js';
 import {
   CARotationInProgressError,
   PkiMissingError,
+  PkiFile,
+  certPath,
   certificateExpiry,
   ensureCurrentFiles,
   writeControlPlanePki,
@@ -27,6 +29,7 @@ import {
   auditDir,
   auditLogPath,
   etcdSpec,
+  kubeconfigPath,
   pkiDir,
   schedulerSpec,
   writeAuditPolicy,
@@ -43,7 +46,8 @@ import { createBackupActivities } from './backup.js';
 import { awaitFirstConnection, lastAuditedRequest, releaseHeldConnections, stopListening } from './idle.js';
 import { heartbeating } from './wait.js';
 import { createClusterTreeActivities, type ClusterTreeTimings } from './clusterTree.js';
-import { createTenantNetwork, dnsPortOwner } from './tenantNetwork.js';
+import { applyHostNamespace, createTenantNetwork, dnsPortOwner } from './tenantNetwork.js';
+import { createPkiSecret } from './pkiSecret.js';
 import type { HostCluster } from './hostCluster.js';
 import {
   FailureType,
@@ -145,7 +149,8 @@ export function createActivities(deps: ActivityDeps) {
 
   const layout = (a: TenantAllocation): ControlPlaneLayout => ({
     id: a.id,
-    dir: a.dir,
+    // This worker's copy (a.dir is the allocating worker's path: the same one when they share a state directory).
+    dir: join(tenantsDir, a.id),
     address: a.address,
     ports: a.ports,
     serviceCIDR: a.serviceCIDR,
@@ -154,6 +159,23 @@ export function createActivities(deps: ActivityDeps) {
     ...(deps.etcdUnsafeNoFsync ? { etcdUnsafeNoFsync: true } : {}),
     auditLog: true,
   });
+
+  const pki = createPkiSecret({
+    host: deps.host,
+    ensureNamespace: (ref) => applyHostNamespace(deps.host, ref, deps.allowPrivilegedTenants ?? false),
+  });
+
+  /**
+   * The tenant's layout once its certificate files are the Secret's (ADR 14), with the
+   * kubeconfigs written from them: what every step that reads the files starts with.
+   */
+  async function tenantFiles(ref: VirtualClusterRef, a: TenantAllocation): Promise<ControlPlaneLayout> {
+    const l = layout(a);
+    const { rewritten } = await pki.sync(ref, pkiDir(l));
+    const issued = existsSync(certPath(pkiDir(l), PkiFile.ca));
+    if (rewritten || (issued && !existsSync(kubeconfigPath(l, 'operator')))) await writeKubeconfigs(l);
+    return l;
+  }
 
   const log = (ref: VirtualClusterRef) => deps.logger.child({ vc: `${ref.namespace}/${ref.name}` });
 
@@ -196,7 +218,7 @@ export function createActivities(deps: ActivityDeps) {
     logger: deps.logger,
     entry: async () => (await bins()).clusterTree,
     compileCacheDir: join(deps.stateDir, 'cache', 'node-compile'),
-    layoutOf: (input) => layout(input.allocation),
+    layoutOf: (input) => tenantFiles(input.ref, input.allocation),
     tenantId,
     tenantDir: (ref) => join(tenantsDir, tenantId(ref)),
     readinessTimeoutMs,
@@ -231,7 +253,7 @@ export function createActivities(deps: ActivityDeps) {
   }
 
   async function publish(input: StepInput): Promise<{ secretName: string; endpoint: string }> {
-    const l = layout(input.allocation);
+    const l = await tenantFiles(input.ref, input.allocation);
     const kubeconfig = await adminKubeconfig(l, input.ref.name);
     const secretName = kubeconfigSecretName(input.ref);
     await deps.host.applySecret(
@@ -254,6 +276,7 @@ export function createActivities(deps: ActivityDeps) {
     backupDir: deps.backupDir ?? join(deps.stateDir, 'backups'),
     tenantDir: (ref) => join(tenantsDir, tenantId(ref)),
     layoutOf: layout,
+    tenantFiles,
     tenantId,
     ...(deps.schedules ? { schedules: deps.schedules } : {}),
     logger: deps.logger,
@@ -322,17 +345,19 @@ export function createActivities(deps: ActivityDeps) {
       input: IssueCertificatesInput,
     ): Promise<CertificateState & { reissued: boolean }> {
       const l = layout(input.allocation);
-      const result = await writeControlPlanePki(pkiDir(l), await pkiRequest(input));
+      // A retry, here or on another worker, finds the set an earlier attempt stored.
+      const seen = await pki.sync(input.ref, pkiDir(l));
+      const result = await writeControlPlanePki(pkiDir(l), await pkiRequest(input), {
+        commit: pki.commit(input.ref, seen),
+      });
       await writeKubeconfigs(l);
       return { ...certificateState(result, input.spec.certificates), reissued: result.reissued };
     },
 
     /** When the tenant's certificates expire, from its files (a run from before renewal asks once). */
     async inspectCertificates(input: IssueCertificatesInput): Promise<CertificateState> {
-      return certificateState(
-        await certificateExpiry(pkiDir(layout(input.allocation))),
-        input.spec.certificates,
-      );
+      const l = await tenantFiles(input.ref, input.allocation);
+      return certificateState(await certificateExpiry(pkiDir(l)), input.spec.certificates);
     },
 
     /**
@@ -344,6 +369,7 @@ export function createActivities(deps: ActivityDeps) {
      */
     async renewCertificates(input: IssueCertificatesInput & CertificateAction): Promise<CertificateState> {
       const l = layout(input.allocation);
+      const seen = await pki.sync(input.ref, pkiDir(l));
       const overlap = parseDuration(input.spec.certificates?.caOverlap ?? CERTIFICATE_DEFAULTS.caOverlap);
       // The overlap's end is written into the set when the rotation starts (a retry keeps it).
       const opts: PkiOptions =
@@ -360,7 +386,10 @@ export function createActivities(deps: ActivityDeps) {
             : { renew: true };
       let result;
       try {
-        result = await writeControlPlanePki(pkiDir(l), await pkiRequest(input), opts);
+        result = await writeControlPlanePki(pkiDir(l), await pkiRequest(input), {
+          ...opts,
+          commit: pki.commit(input.ref, seen),
+        });
       } catch (e) {
         if (e instanceof CARotationInProgressError)
           throw ApplicationFailure.nonRetryable(e.message, FailureType.CARotationInProgress);
@@ -398,10 +427,11 @@ export function createActivities(deps: ActivityDeps) {
     },
 
     async startEtcd(input: StepInput) {
-      return startComponent(input, etcdSpec(layout(input.allocation), await bins()));
+      const l = await tenantFiles(input.ref, input.allocation);
+      return startComponent(input, etcdSpec(l, await bins()));
     },
     async startApiserver(input: StepInput) {
-      const l = layout(input.allocation);
+      const l = await tenantFiles(input.ref, input.allocation);
       await writeAuditPolicy(l);
       stopListening(l.id); // a wait for the first request that was not cancelled yet
       const started = await startComponent(input, apiserverSpec(l, await bins()));
@@ -438,12 +468,13 @@ export function createActivities(deps: ActivityDeps) {
       });
     },
     async startControllerManager(input: StepInput) {
-      const l = layout(input.allocation);
+      const l = await tenantFiles(input.ref, input.allocation);
       await ensureCurrentFiles(pkiDir(l));
       return startComponent(input, controllerManagerSpec(l, await bins()));
     },
     async startScheduler(input: StepInput) {
-      return startComponent(input, schedulerSpec(layout(input.allocation), await bins()));
+      const l = await tenantFiles(input.ref, input.allocation);
+      return startComponent(input, schedulerSpec(l, await bins()));
     },
 
     async stopComponent(input: { ref: VirtualClusterRef; component: ControlPlaneComponent }): Promise<void> {

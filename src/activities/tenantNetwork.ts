@@ -104,6 +104,22 @@ export function hostNamespaceObject(ref: VirtualClusterRef, podSecurity: PodSecu
   };
 }
 
+/** Creates or updates the tenant's host namespace (server-side apply, the operator's fields). */
+export async function applyHostNamespace(
+  host: HostCluster,
+  ref: VirtualClusterRef,
+  allowPrivileged: boolean,
+): Promise<void> {
+  await host.objects.patch(
+    hostNamespaceObject(ref, await tenantPodSecurity(host, ref, allowPrivileged)),
+    undefined,
+    undefined,
+    FIELD_MANAGER,
+    true,
+    PatchStrategy.ServerSideApply,
+  );
+}
+
 export const dnsPortOwner = (tenantId: string): string => `${tenantId}/dns`;
 
 export const ISOLATION_POLICY = 'kosmos-vc-tenant-isolation';
@@ -150,17 +166,7 @@ export function createTenantNetwork(deps: TenantNetworkDeps) {
      */
     async apiService(ref: VirtualClusterRef, apiserverPort: number): Promise<string> {
       const ns = hostNamespace(ref);
-      await deps.host.objects.patch(
-        hostNamespaceObject(
-          ref,
-          await tenantPodSecurity(deps.host, ref, deps.allowPrivilegedTenants ?? false),
-        ),
-        undefined,
-        undefined,
-        FIELD_MANAGER,
-        true,
-        PatchStrategy.ServerSideApply,
-      );
+      await applyHostNamespace(deps.host, ref, deps.allowPrivilegedTenants ?? false);
       const labels = { [OriginLabel.managedBy]: 'kosmos-vc' };
       let svc = await deps.host.core
         .readNamespacedService({ name: TENANT_API_SERVICE, namespace: ns })

@@ -142,7 +142,15 @@ export interface PkiOptions {
    * the new one.
    */
   caRotation?: { action: 'start'; generation: number; retiresAt: string } | { action: 'retire' };
+  /**
+   * Called with a new set before it replaces the one in `dir`: where the set is kept for good
+   * (a Secret, ADR 14). A failure leaves `dir` as it was.
+   */
+  commit?: (files: PkiSet) => Promise<void>;
 }
+
+/** A whole set: file paths relative to its directory (`etcd/ca.crt`), and their contents. */
+export type PkiSet = ReadonlyMap<string, string>;
 
 /** Renewal or a CA rotation found no set to work on: never made up from nothing. */
 export class PkiMissingError extends Error {
@@ -257,10 +265,10 @@ export async function writeControlPlanePki(
     return { ...current, requestHash, reissued: false };
   }
 
-  const files = new Map<string, { data: string; secret: boolean }>();
+  const files = new Map<string, string>();
   const put = (name: PkiName, pair: CertKey): void => {
-    files.set(`${name}.crt`, { data: pair.certPem, secret: false });
-    files.set(`${name}.key`, { data: pair.keyPem, secret: true });
+    files.set(`${name}.crt`, pair.certPem);
+    files.set(`${name}.key`, pair.keyPem);
   };
 
   let ca = await readPair(dir, PkiFile.ca);
@@ -281,8 +289,8 @@ export async function writeControlPlanePki(
   put(PkiFile.ca, { certPem: signing.certPem + (previous?.certPem ?? ''), keyPem: signing.keyPem });
   put(PkiFile.clusterSigner, signing);
   if (previous) put(PkiFile.previousCA, previous);
-  if (previous && retiresAt) files.set(CA_RETIRES_AT, { data: retiresAt, secret: false });
-  files.set(CA_GENERATION, { data: String(generation), secret: false });
+  if (previous && retiresAt) files.set(CA_RETIRES_AT, retiresAt);
+  files.set(CA_GENERATION, String(generation));
 
   const frontProxyCA =
     (await readPair(dir, PkiFile.frontProxyCA)) ?? (await createCA(`${req.clusterName}-front-proxy-ca`));
@@ -334,10 +342,11 @@ export async function writeControlPlanePki(
       publicKeyPem: await readFile(join(dir, ServiceAccountKey.public), 'utf8'),
     }))
     .catch(() => createServiceAccountKeyPair());
-  files.set(ServiceAccountKey.private, { data: sa.privateKeyPem, secret: true });
-  files.set(ServiceAccountKey.public, { data: sa.publicKeyPem, secret: false });
-  files.set(MARKER, { data: requestHash, secret: false });
+  files.set(ServiceAccountKey.private, sa.privateKeyPem);
+  files.set(ServiceAccountKey.public, sa.publicKeyPem);
+  files.set(MARKER, requestHash);
 
+  await opts.commit?.(files);
   await swapIn(dir, files);
   return { ...(await certificateExpiry(dir)), requestHash, reissued: true };
 }
@@ -348,15 +357,16 @@ export async function writeControlPlanePki(
  * deleting the files a component watches (inotify follows the link to them) is what makes the
  * API server reload its serving certificate and CA bundles; it never polls them.
  */
-async function swapIn(dir: string, files: Map<string, { data: string; secret: boolean }>): Promise<void> {
+async function swapIn(dir: string, files: PkiSet): Promise<void> {
   const parent = dirname(dir);
   const base = basename(dir);
   await mkdir(parent, { recursive: true });
   const gen = `${base}.gen-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
-  for (const [name, { data, secret }] of files) {
+  for (const [name, data] of files) {
     const path = join(parent, gen, name);
     await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-    await writeFile(path, data, { mode: secret ? 0o600 : 0o644 });
+    // Private keys are for the owner only.
+    await writeFile(path, data, { mode: name.endsWith('.key') ? 0o600 : 0o644 });
   }
   // A set from before generations (a plain directory) becomes a generation first: deleted below.
   if ((await lstat(dir).catch(() => undefined))?.isDirectory()) {
@@ -426,6 +436,41 @@ export async function ensureCurrentFiles(dir: string): Promise<void> {
   if (!(await readPair(dir, PkiFile.clusterSigner))) await write(PkiFile.clusterSigner, signing);
   for (const [name, request] of Object.entries(lazyLeaves()) as [PkiName, LeafRequest][])
     if (!(await readPair(dir, name))) await write(name, await issueCertificate(signing, request));
+}
+
+/**
+ * The complete set `dir` holds, every file by its relative path; undefined when there is none
+ * (no directory, or one a restore or an interrupted first issue left without its marker).
+ */
+export async function readSet(dir: string): Promise<Map<string, string> | undefined> {
+  await recoverSet(dir);
+  if (!(await readFile(join(dir, MARKER), 'utf8').catch(() => undefined))) return undefined;
+  const files = new Map<string, string>();
+  const walk = async (rel: string): Promise<void> => {
+    for (const entry of await readdir(join(dir, rel), { withFileTypes: true })) {
+      const path = rel ? `${rel}/${entry.name}` : entry.name;
+      if (entry.isDirectory()) await walk(path);
+      else if (entry.isFile()) files.set(path, await readFile(join(dir, path), 'utf8'));
+    }
+  };
+  await walk('');
+  return files;
+}
+
+/** sha256 over a set's paths and contents, in path order: tells two sets apart. */
+export function setChecksum(files: PkiSet): string {
+  const h = createHash('sha256');
+  for (const path of [...files.keys()].sort()) h.update(`${path}\0${files.get(path)!}\0`);
+  return h.digest('hex');
+}
+
+/**
+ * Makes `dir` hold exactly `files` (a set kept elsewhere), swapped in as a new generation as
+ * writeControlPlanePki does, so running components reload it.
+ */
+export async function writeSet(dir: string, files: PkiSet): Promise<void> {
+  if (!files.get(MARKER)) throw new Error(`refusing to write an incomplete certificate set into ${dir}`);
+  await swapIn(dir, files);
 }
 
 /** sha256 of a certificate (the first of a bundle), shortened: what status and logs show. */

@@ -3,13 +3,16 @@
  * certificates is renewed while a client keeps calling it, and a CA rotation keeps old and new
  * kubeconfigs working until the old CA is retired.
  */
-import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { CoreV1Api, KubeConfig, type V1Secret } from '@kubernetes/client-node';
 import type { X509Certificate } from 'node:crypto';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tenantId } from '../../src/activities/index.js';
+import { PKI_CHECKSUM_ANNOTATION, PKI_SECRET } from '../../src/activities/pkiSecret.js';
+import { hostNamespace } from '../../src/clustertree/naming.js';
+import { fingerprint, readSet, setChecksum } from '../../src/pki/controlPlanePki.js';
 import type { VirtualCluster } from '../../src/api/virtualCluster.js';
 import type { Operator } from '../../src/worker/operator.js';
 import {
@@ -164,10 +167,19 @@ describe('certificates', () => {
   });
 
   it('rotates the CA with kosmos-vc rotate-ca: old and new kubeconfigs both work until the old CA is retired', async () => {
-    await createVirtualCluster(namespace, 'rotated', { certificates: { caOverlap: '1m' } });
+    const created = await createVirtualCluster(namespace, 'rotated', { certificates: { caOverlap: '1m' } });
     const vc = await waitForPhase(namespace, 'rotated', 'Ready');
     const old = credentialsOf(kubeconfigOf(vc));
     const oldCA = vc.status!.certificates!.caFingerprint!;
+
+    // The set is kept in a Secret of the tenant's host namespace (ADR 14); the state directory
+    // holds a copy (lifecycle.test.ts wakes a tenant whose copy was lost).
+    const ref = refOf(created);
+    const dir = join(stateDir, 'tenants', tenantId(ref));
+    const stored = async () => (await host().getSecret(hostNamespace(ref), PKI_SECRET))!;
+    const caIn = (s: V1Secret) => Buffer.from(s.data!['ca.crt']!, 'base64').toString();
+    expect(fingerprint(caIn(await stored()))).toBe(oldCA);
+    expect((await stored()).data).toHaveProperty(['etcd__ca.key']);
 
     const cli = (...args: string[]) => kosmosVc(args);
     const said = await cli('rotate-ca', `${namespace}/rotated`, '--timeout', '120');
@@ -188,6 +200,12 @@ describe('certificates', () => {
     );
     const next = credentialsOf(kubeconfigOf(overlapping));
     expect(next.caPem.match(/BEGIN CERTIFICATE/g)).toHaveLength(2);
+    // The new set went to the Secret, and the copy is that set again.
+    const rotatedSet = await stored();
+    expect(caIn(rotatedSet)).toBe(next.caPem);
+    expect(rotatedSet.metadata?.annotations?.[PKI_CHECKSUM_ANNOTATION]).toBe(
+      setChecksum((await readSet(join(dir, 'pki')))!),
+    );
     // During the overlap both work: the old kubeconfig (old CA, old client certificate) and the new.
     expect(await statusAs(old.server, old.caPem, old)).toBe(200);
     expect(await statusAs(next.server, next.caPem, next)).toBe(200);
@@ -218,5 +236,6 @@ describe('certificates', () => {
     for (const name of ['short', 'rotated'])
       await deleteVirtualCluster(namespace, name).catch(() => undefined);
     for (const name of ['short', 'rotated']) await waitForGone(namespace, name);
+    expect(await host().getSecret(hostNamespace(ref), PKI_SECRET)).toBeUndefined();
   });
 });

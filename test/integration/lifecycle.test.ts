@@ -5,10 +5,13 @@
 import { chromium } from 'playwright-core';
 import { randomUUID } from 'node:crypto';
 import { readdirSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { kubeconfigSecretName } from '../../src/activities/index.js';
+import { PKI_CHECKSUM_ANNOTATION, PKI_SECRET } from '../../src/activities/pkiSecret.js';
+import { hostNamespace } from '../../src/clustertree/naming.js';
+import { readSet, setChecksum } from '../../src/pki/controlPlanePki.js';
 import type { TenantAllocation } from '../../src/activities/types.js';
 import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { FINALIZER, GROUP, PLURAL, VERSION } from '../../src/api/virtualCluster.js';
@@ -32,6 +35,7 @@ import {
   newStateDir,
   pathExists,
   processesMentioning,
+  refOf,
   statusAs,
   tenantKubeconfig,
   testOperator,
@@ -331,9 +335,20 @@ describe('VirtualCluster lifecycle', () => {
       vc.spec.kubeconfig,
     );
     await expect(kubectl(kubeconfig, 'get', 'ns', '--request-timeout=3s')).rejects.toThrow();
+    // The certificates in the state directory are a copy of the host namespace's Secret (ADR 14):
+    // lost here, as on a worker with another state directory, they come back from it, CAs and
+    // all, so the published kubeconfig keeps working after the wake (a new set would not).
+    const ref = refOf(vc);
+    for (const entry of await readdir(allocation.dir))
+      if (entry === 'kubeconfigs' || entry.startsWith('pki'))
+        await rm(join(allocation.dir, entry), { recursive: true });
 
     await sleep(false);
     const awake = await waitForPhase(namespace, 'sleeper', 'Ready');
+    const stored = (await host().getSecret(hostNamespace(ref), PKI_SECRET))!;
+    expect(stored.metadata?.annotations?.[PKI_CHECKSUM_ANNOTATION]).toBe(
+      setChecksum((await readSet(join(allocation.dir, 'pki')))!),
+    );
     expect(awake.status?.apiServerEndpoint).toBe(vc.status?.apiServerEndpoint);
     // The same objects, through the same kubeconfig; every process back, clusterTree and DNS too.
     expect(await kubectl(kubeconfig, 'get', 'configmap', 'kept', '-o', 'jsonpath={.data.answer}')).toBe('42');

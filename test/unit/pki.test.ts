@@ -16,8 +16,12 @@ import {
   apiserverSANs,
   certPath,
   keyPath,
+  readSet,
+  setChecksum,
   writeControlPlanePki,
+  writeSet,
   type ControlPlanePkiRequest,
+  type PkiSet,
 } from '../../src/pki/controlPlanePki.js';
 
 const req: ControlPlanePkiRequest = {
@@ -293,6 +297,55 @@ describe('renewal and CA rotation', () => {
       ).rejects.toBeInstanceOf(PkiMissingError);
     } finally {
       await rm(legacyRoot, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('a set kept elsewhere (the Secret of ADR 14)', () => {
+  it('reads a whole set, writes it into an empty directory unchanged, and commits a new set before the swap', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'kvc-pki-kept-'));
+    try {
+      const first = join(root, 'a', 'pki');
+      const kept: PkiSet[] = [];
+      await writeControlPlanePki(first, req, { commit: async (files) => void kept.push(files) });
+      const set = (await readSet(first))!;
+      expect(kept).toHaveLength(1);
+      expect(setChecksum(kept[0]!)).toBe(setChecksum(set));
+      expect([...set.keys()]).toContain('etcd/ca.key');
+      expect([...set.keys()]).toContain(ServiceAccountKey.private);
+      // Nothing issued again: no commit.
+      await writeControlPlanePki(first, req, { commit: async (files) => void kept.push(files) });
+      expect(kept).toHaveLength(1);
+
+      // Another worker's empty directory gets the same set; a re-run there issues nothing.
+      const second = join(root, 'b', 'pki');
+      expect(await readSet(second)).toBeUndefined();
+      await writeSet(second, set);
+      expect(setChecksum((await readSet(second))!)).toBe(setChecksum(set));
+      expect((await stat(keyPath(second, PkiFile.etcdCA))).mode & 0o777).toBe(0o600);
+      expect((await stat(join(second, ServiceAccountKey.private))).mode & 0o777).toBe(0o600);
+      expect((await stat(certPath(second, PkiFile.ca))).mode & 0o777).toBe(0o644);
+      expect((await writeControlPlanePki(second, req)).reissued).toBe(false);
+
+      // A commit that fails leaves the directory's set as it was.
+      await expect(
+        writeControlPlanePki(first, req, {
+          renew: true,
+          commit: () => Promise.reject(new Error('conflict')),
+        }),
+      ).rejects.toThrow('conflict');
+      expect(setChecksum((await readSet(first))!)).toBe(setChecksum(set));
+      // A renewal's new set differs, CAs kept.
+      const renewed: PkiSet[] = [];
+      await writeControlPlanePki(first, req, { renew: true, commit: async (f) => void renewed.push(f) });
+      expect(setChecksum(renewed[0]!)).not.toBe(setChecksum(set));
+      expect(renewed[0]!.get('ca.key')).toBe(set.get('ca.key'));
+      expect(setChecksum((await readSet(first))!)).toBe(setChecksum(renewed[0]!));
+
+      // A set without its marker (a restore's CAs alone) is no set; nor is one refused.
+      await expect(writeSet(join(root, 'c'), new Map([['ca.crt', 'x']]))).rejects.toThrow(/incomplete/);
+    } finally {
+      await rm(root, { recursive: true, force: true });
     }
   });
 });

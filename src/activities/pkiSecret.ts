@@ -1,0 +1,128 @@
+/**
+ * A tenant's certificate set is kept in a Secret of its host namespace; the worker's state
+ * directory holds a copy (docs/adr/0014). Before a step reads the files, `sync` makes the copy
+ * the Secret's; a new set is stored before it replaces the copy (`commit`). A worker whose state
+ * directory lost the files, or never had them, then works on the same CAs as every other worker,
+ * where it would otherwise have issued new ones that no kubeconfig trusts.
+ */
+import type { V1Secret } from '@kubernetes/client-node';
+import type { VirtualClusterRef } from '../api/virtualCluster.js';
+import { isConflict, isNotFound } from '../api/kubeClient.js';
+import { OriginLabel, hostNamespace } from '../clustertree/naming.js';
+import { ensureCurrentFiles, readSet, setChecksum, writeSet, type PkiSet } from '../pki/controlPlanePki.js';
+import type { HostCluster } from './hostCluster.js';
+
+export const PKI_SECRET = 'kosmos-vc-pki';
+export const PKI_CHECKSUM_ANNOTATION = 'kosmos.io/pki-checksum';
+
+/** Secret keys allow no `/`: `etcd/ca.crt` is kept as `etcd__ca.crt`. */
+const toKey = (path: string): string => path.replaceAll('/', '__');
+const toPath = (key: string): string => key.replaceAll('__', '/');
+
+export interface PkiSecretDeps {
+  host: HostCluster;
+  /** Creates the tenant's host namespace (with its labels) when it is missing. */
+  ensureNamespace: (ref: VirtualClusterRef) => Promise<void>;
+}
+
+/** What the Secret held when read: a later write names its resourceVersion, so two writers never both win. */
+export interface StoredPki {
+  resourceVersion: string | undefined;
+}
+
+/**
+ * Another worker stored a set in the meantime: this attempt fails (an activity's plain error is
+ * retried) and its retry starts from that set.
+ */
+export class PkiConflictError extends Error {
+  override readonly name = 'PkiConflictError';
+  constructor(ref: VirtualClusterRef) {
+    super(`the certificate set of ${ref.namespace}/${ref.name} was changed by another worker; retrying`);
+  }
+}
+
+export function createPkiSecret(deps: PkiSecretDeps) {
+  const core = deps.host.core;
+
+  async function read(ref: VirtualClusterRef): Promise<V1Secret | undefined> {
+    return core
+      .readNamespacedSecret({ name: PKI_SECRET, namespace: hostNamespace(ref) })
+      .catch((e: unknown) => {
+        if (isNotFound(e)) return undefined;
+        throw e;
+      });
+  }
+
+  function filesOf(secret: V1Secret): Map<string, string> {
+    const files = new Map<string, string>();
+    for (const [key, value] of Object.entries(secret.data ?? {}))
+      files.set(toPath(key), Buffer.from(value, 'base64').toString('utf8'));
+    return files;
+  }
+
+  /** Stores `files` over the Secret as it was read (resourceVersion undefined: there was none). */
+  async function store(ref: VirtualClusterRef, files: PkiSet, seen: StoredPki): Promise<void> {
+    const namespace = hostNamespace(ref);
+    const body: V1Secret = {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      type: 'Opaque',
+      metadata: {
+        name: PKI_SECRET,
+        namespace,
+        // Not the tenant label clusterTree's informers select: this is no object of the tenant's.
+        labels: { [OriginLabel.managedBy]: 'kosmos-vc', 'kosmos.io/virtual-cluster': ref.name },
+        annotations: { [PKI_CHECKSUM_ANNOTATION]: setChecksum(files) },
+        ...(seen.resourceVersion ? { resourceVersion: seen.resourceVersion } : {}),
+      },
+      data: Object.fromEntries(
+        [...files].map(([path, text]) => [toKey(path), Buffer.from(text, 'utf8').toString('base64')]),
+      ),
+    };
+    try {
+      if (seen.resourceVersion) await core.replaceNamespacedSecret({ name: PKI_SECRET, namespace, body });
+      else
+        await core.createNamespacedSecret({ namespace, body }).catch(async (e: unknown) => {
+          if (!isNotFound(e)) throw e;
+          // The namespace is not there yet (no tenant network, or a set from before Secrets).
+          await deps.ensureNamespace(ref);
+          await core.createNamespacedSecret({ namespace, body });
+        });
+    } catch (e) {
+      if (isConflict(e)) throw new PkiConflictError(ref);
+      throw e;
+    }
+  }
+
+  return {
+    /**
+     * Makes `dir` hold the Secret's set when the two differ; stores the set of `dir` when there
+     * is no Secret yet (a tenant from before Secrets, completed first with what its version
+     * lacked). Returns what it read, for `commit`, and whether `dir` was rewritten.
+     */
+    async sync(ref: VirtualClusterRef, dir: string): Promise<StoredPki & { rewritten: boolean }> {
+      let secret = await read(ref);
+      if (!secret && (await readSet(dir))) {
+        await ensureCurrentFiles(dir);
+        // Another worker storing one first is as good: its set is taken below.
+        await store(ref, (await readSet(dir))!, { resourceVersion: undefined }).catch((e: unknown) => {
+          if (!(e instanceof PkiConflictError)) throw e;
+        });
+        secret = await read(ref);
+      }
+      if (!secret) return { resourceVersion: undefined, rewritten: false };
+      const stored = filesOf(secret);
+      const local = await readSet(dir);
+      const rewritten = !local || setChecksum(local) !== setChecksum(stored);
+      if (rewritten) await writeSet(dir, stored);
+      return { resourceVersion: secret.metadata?.resourceVersion, rewritten };
+    },
+
+    /** writeControlPlanePki's commit: stores a new set over the one `sync` read. */
+    commit(ref: VirtualClusterRef, seen: StoredPki): (files: PkiSet) => Promise<void> {
+      return (files) => store(ref, files, seen);
+    },
+  };
+}
+
+export type PkiSecret = ReturnType<typeof createPkiSecret>;
