@@ -17,6 +17,7 @@ import {
   etcdSpec,
   kubeconfigPath,
   pkiDir,
+  placeOnMachine,
   schedulerSpec,
   writeKubeconfigs,
   type ControlPlaneLayout,
@@ -348,7 +349,7 @@ export async function directControlPlane(
     kc: reuseConnections(kc),
     async start() {
       for (const spec of [etcdSpec, apiserverSpec, controllerManagerSpec, schedulerSpec].map((f) =>
-        f(layout, env.binaries),
+        f(placeOnMachine(layout), env.binaries),
       )) {
         await runtime.ensure(spec);
         await runtime.waitReady(spec.owner, spec.name, 120_000);

@@ -43,6 +43,9 @@ NONROOT_IMAGE=$E2E/nonroot:1.5
 NONEWPRIVS_IMAGE=$E2E/nonewprivs:1.4
 SAMPLE_APISERVER_IMAGE=$E2E/sample-apiserver:1.29.2
 ETCD_IMAGE=registry.k8s.io/etcd:3.7.0-0
+# A tenant control plane's images for the kubernetes runtime (ADR 14), named as upstream's: the
+# pinned static binaries at /usr/local/bin, etcd's under its own version's tag.
+CONTROL_PLANE_IMAGES=(kube-apiserver kube-controller-manager kube-scheduler)
 # Debian packages in the images' Debian root (the tools upstream's agnhost has, and nginx).
 IMAGE_PACKAGES=passwd,dnsutils,curl,wget,netcat-openbsd,iproute2,iputils-ping,procps,nginx
 # Debian packages the real node runs with (runc, CNI plugins, iptables for kube-proxy) and the
@@ -80,7 +83,8 @@ recipe() {
     if [ "$1" = images ]; then
       declare -p PAUSE_IMAGE AGNHOST_IMAGE BUSYBOX_IMAGE COREDNS_IMAGE KUBECTL_IMAGE AGNHOST_PREV_IMAGE \
         NGINX_IMAGES GLIBC_DNS_IMAGE NAUTILUS_IMAGE KITTEN_IMAGE NONROOT_IMAGE NONEWPRIVS_IMAGE \
-        SAMPLE_APISERVER_IMAGE ETCD_IMAGE IMAGE_PACKAGES BUSYBOX_VERSION BUSYBOX_SHA256
+        SAMPLE_APISERVER_IMAGE ETCD_IMAGE CONTROL_PLANE_IMAGES ETCD_VERSION IMAGE_PACKAGES BUSYBOX_VERSION \
+        BUSYBOX_SHA256
     fi
   } | sha256sum | cut -c1-16
 }
@@ -281,7 +285,7 @@ build_images() {
   local out work k8s e2e
   out="$(dir_of images)"; work="$CACHE/build/images"
   k8s="$(dir_of kubernetes)"; e2e="$(dir_of conformance)"
-  step "images (pause, agnhost, busybox, coredns, kubectl and the conformance suite's) -> $out"
+  step "images (pause, agnhost, busybox, coredns, kubectl, the control plane's and the conformance suite's) -> $out"
   local tool
   for tool in buildah mmdebstrap gcc make curl; do
     command -v "$tool" >/dev/null || { step "images need $tool (Debian packages): kwok nodes only"; return 1; }
@@ -384,6 +388,15 @@ build_images() {
   mkdir -p "$work/rootfs/etcd/usr/local/bin"
   cp "$(dir_of etcd)/bin/etcd" "$(dir_of etcd)/bin/etcdctl" "$work/rootfs/etcd/usr/local/bin/"
   image "$ETCD_IMAGE" "$BUSYBOX_IMAGE" '[]' '["/usr/local/bin/etcd"]' '' "$work/rootfs/etcd/."
+  # The control plane's: Go binaries built with CGO_ENABLED=0, so nothing beside them.
+  local cp
+  for cp in "${CONTROL_PLANE_IMAGES[@]}"; do
+    mkdir -p "$work/rootfs/$cp/usr/local/bin" && cp "$k8s/bin/$cp" "$work/rootfs/$cp/usr/local/bin/$cp"
+    image "registry.k8s.io/$cp:$KUBERNETES_VERSION" scratch "[\"/usr/local/bin/$cp\"]" '' '' "$work/rootfs/$cp/."
+    printf '%s\n' "registry.k8s.io/$cp:$KUBERNETES_VERSION" > "$out/$cp.name"
+  done
+  retag "$ETCD_IMAGE" "registry.k8s.io/etcd:${ETCD_VERSION#v}-0"
+  printf '%s\n' "registry.k8s.io/etcd:${ETCD_VERSION#v}-0" > "$out/etcd.name"
 
   # Names the node and the tests look up: KEY.name holds the name the image KEY was pushed as.
   printf '%s\n' "$PAUSE_IMAGE" > "$out/pause.name"
@@ -422,7 +435,7 @@ main() {
   for c in "${COMPONENTS[@]}"; do
     if built "$c"; then step "$c: cached at $(dir_of "$c")"; continue; fi
     if [ -z "$announced" ]; then
-      step "building from Go modules: about 12 minutes for everything on a cold 2-core machine, seconds once cached"
+      step "building from Go modules: about 55 minutes for everything on a cold 2-core machine, seconds once cached"
       announced=1
     fi
     start=$SECONDS

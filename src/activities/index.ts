@@ -31,6 +31,7 @@ import {
   etcdSpec,
   kubeconfigPath,
   pkiDir,
+  placeOnMachine,
   schedulerSpec,
   writeAuditPolicy,
   writeKubeconfigs,
@@ -406,7 +407,7 @@ export function createActivities(deps: ActivityDeps) {
       ] as const) {
         if (!recorded.has(name)) continue;
         await deps.runtime.stop(input.allocation.id, name);
-        await startComponent(input, spec(l, await bins()));
+        await startComponent(input, spec(placeOnMachine(l), await bins()));
         restarted.push(name);
       }
       if (recorded.has('clustertree') || recorded.has('coredns')) {
@@ -428,13 +429,13 @@ export function createActivities(deps: ActivityDeps) {
 
     async startEtcd(input: StepInput) {
       const l = await tenantFiles(input.ref, input.allocation);
-      return startComponent(input, etcdSpec(l, await bins()));
+      return startComponent(input, etcdSpec(placeOnMachine(l), await bins()));
     },
     async startApiserver(input: StepInput) {
       const l = await tenantFiles(input.ref, input.allocation);
       await writeAuditPolicy(l);
       stopListening(l.id); // a wait for the first request that was not cancelled yet
-      const started = await startComponent(input, apiserverSpec(l, await bins()));
+      const started = await startComponent(input, apiserverSpec(placeOnMachine(l), await bins()));
       // The request that woke an idle tenant waited for this.
       const passed = releaseHeldConnections(l.id, l.address, l.ports.apiserver);
       if (passed > 0) log(input.ref).info('held requests passed on', { count: passed });
@@ -470,11 +471,11 @@ export function createActivities(deps: ActivityDeps) {
     async startControllerManager(input: StepInput) {
       const l = await tenantFiles(input.ref, input.allocation);
       await ensureCurrentFiles(pkiDir(l));
-      return startComponent(input, controllerManagerSpec(l, await bins()));
+      return startComponent(input, controllerManagerSpec(placeOnMachine(l), await bins()));
     },
     async startScheduler(input: StepInput) {
       const l = await tenantFiles(input.ref, input.allocation);
-      return startComponent(input, schedulerSpec(l, await bins()));
+      return startComponent(input, schedulerSpec(placeOnMachine(l), await bins()));
     },
 
     async stopComponent(input: { ref: VirtualClusterRef; component: ControlPlaneComponent }): Promise<void> {

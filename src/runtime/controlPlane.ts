@@ -5,7 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { renderKubeconfig } from '../pki/kubeconfig.js';
 import {
   certPath,
@@ -18,7 +18,7 @@ import {
   type PkiName,
 } from '../pki/controlPlanePki.js';
 import type { Binaries } from './binaries.js';
-import type { ComponentSpec } from './types.js';
+import type { ComponentSpec, FileSet, HttpsProbe } from './types.js';
 
 export type ControlPlanePorts = Record<
   'etcdClient' | 'etcdPeer' | 'apiserver' | 'controllerManager' | 'scheduler',
@@ -82,10 +82,9 @@ export async function writeAuditPolicy(l: ControlPlaneLayout): Promise<void> {
 
 export const pkiDir = (l: ControlPlaneLayout): string => join(l.dir, 'pki');
 export const etcdDataDir = (l: ControlPlaneLayout): string => join(l.dir, 'etcd');
-export const kubeconfigPath = (
-  l: ControlPlaneLayout,
-  who: 'admin' | 'operator' | 'controller-manager' | 'scheduler',
-): string => join(l.dir, 'kubeconfigs', `${who}.conf`);
+export type KubeconfigUser = 'admin' | 'operator' | 'controller-manager' | 'scheduler';
+export const kubeconfigPath = (l: ControlPlaneLayout, who: KubeconfigUser): string =>
+  join(l.dir, 'kubeconfigs', `${who}.conf`);
 
 /** What the operator itself calls a tenant with: its own identity (ensureOperatorKubeconfig). */
 export function operatorKubeconfig(l: ControlPlaneLayout): string {
@@ -100,10 +99,100 @@ export async function ensureOperatorKubeconfig(l: ControlPlaneLayout): Promise<v
 }
 export const apiserverURL = (l: ControlPlaneLayout): string => `https://${l.address}:${l.ports.apiserver}`;
 
-const pair = (l: ControlPlaneLayout, name: PkiName, certFlag: string, keyFlag: string): string[] => [
-  `--${certFlag}=${certPath(pkiDir(l), name)}`,
-  `--${keyFlag}=${keyPath(pkiDir(l), name)}`,
-];
+/**
+ * Where a control plane's components find their files and one another (ADR 14). The spec
+ * builders below take nothing else, so one builder serves every runtime: the process runtime's
+ * placement (placeOnMachine) is the state directory and ports of this machine; a runtime of pods
+ * places the files where it mounts them and reaches components through Services.
+ */
+export interface Placement {
+  /** Runtime owner id, etcd member and the kubeconfigs' cluster name. */
+  id: string;
+  serviceCIDR: string;
+  /** As the components see them: the certificate set, the kubeconfigs, etcd's data, the audit policy and log. */
+  paths: { pki: string; kubeconfigs: string; etcdData: string; auditPolicy: string; auditLog: string };
+  /** The address each component listens on. */
+  listen: Record<'etcd' | 'apiserver' | 'controllerManager' | 'scheduler', string>;
+  ports: ControlPlanePorts;
+  /** Where the API server and etcd's peers reach etcd. */
+  etcdHost: string;
+  /** Where the controller-manager, the scheduler and the kubeconfigs reach the API server. */
+  apiserverURL: string;
+  /** The API server's advertised address; `endpoint`: it is the `kubernetes` Service's endpoint. */
+  advertise: { address: string; endpoint: boolean };
+  /** Where the runtime probes the components from, with which copy of the certificate set. */
+  probe: { host: string; pki: string };
+  etcdUnsafeNoFsync?: boolean;
+  auditLog?: boolean;
+}
+
+/** The process runtime's placement: everything on this machine, under the layout's directory. */
+export function placeOnMachine(l: ControlPlaneLayout): Placement {
+  return {
+    id: l.id,
+    serviceCIDR: l.serviceCIDR,
+    paths: {
+      pki: pkiDir(l),
+      kubeconfigs: join(l.dir, 'kubeconfigs'),
+      etcdData: etcdDataDir(l),
+      auditPolicy: join(auditDir(l), 'policy.yaml'),
+      auditLog: auditLogPath(l),
+    },
+    listen: {
+      etcd: l.address,
+      apiserver: l.bindAddress ?? l.address,
+      controllerManager: l.address,
+      scheduler: l.address,
+    },
+    ports: l.ports,
+    etcdHost: l.address,
+    apiserverURL: apiserverURL(l),
+    // A loopback address is no valid endpoint: where pods cannot reach the API server, none.
+    advertise: { address: l.advertiseAddress ?? l.address, endpoint: l.advertiseAddress !== undefined },
+    probe: { host: l.address, pki: pkiDir(l) },
+    ...(l.etcdUnsafeNoFsync ? { etcdUnsafeNoFsync: true } : {}),
+    ...(l.auditLog ? { auditLog: true } : {}),
+  };
+}
+
+/**
+ * The files a component's arguments name, collected as they are named: its `files` are then
+ * exactly what it reads (a runtime of pods mounts those keys and nothing else).
+ */
+function reads(p: Placement) {
+  const used = new Map<FileSet['source'], Set<string>>();
+  const dirs: Record<FileSet['source'], string> = {
+    pki: p.paths.pki,
+    kubeconfigs: p.paths.kubeconfigs,
+    'audit-policy': dirname(p.paths.auditPolicy),
+  };
+  const file = (source: FileSet['source'], key: string): string => {
+    used.set(source, (used.get(source) ?? new Set()).add(key));
+    return join(dirs[source], key);
+  };
+  return {
+    cert: (name: PkiName) => file('pki', `${name}.crt`),
+    key: (name: PkiName) => file('pki', `${name}.key`),
+    pki: (key: string) => file('pki', key),
+    pair: (name: PkiName, certFlag: string, keyFlag: string): string[] => [
+      `--${certFlag}=${file('pki', `${name}.crt`)}`,
+      `--${keyFlag}=${file('pki', `${name}.key`)}`,
+    ],
+    kubeconfig: (who: KubeconfigUser) => file('kubeconfigs', `${who}.conf`),
+    auditPolicy: () => file('audit-policy', basename(p.paths.auditPolicy)),
+    files: (): FileSet[] =>
+      [...used].map(([source, keys]) => ({ source, path: dirs[source], keys: [...keys].sort() })),
+  };
+}
+
+/** The runtime's probe of a component: from `p.probe.host`, trusting `ca` of the operator's copy. */
+function probeOf(p: Placement, port: number, path: string, ca: PkiName, client?: PkiName): HttpsProbe {
+  return {
+    url: `https://${p.probe.host}:${port}${path}`,
+    caFile: certPath(p.probe.pki, ca),
+    ...(client ? { certFile: certPath(p.probe.pki, client), keyFile: keyPath(p.probe.pki, client) } : {}),
+  };
+}
 
 /**
  * The Go garbage collector's target for etcd and kube-apiserver: a heap may grow 25 % over the
@@ -114,98 +203,143 @@ const pair = (l: ControlPlaneLayout, name: PkiName, certFlag: string, keyFlag: s
  */
 export const LEAN_GC: Readonly<Record<string, string>> = { GOGC: '25' };
 
-export function etcdSpec(l: ControlPlaneLayout, b: Binaries): ComponentSpec {
-  const client = `https://${l.address}:${l.ports.etcdClient}`;
-  const peer = `https://${l.address}:${l.ports.etcdPeer}`;
-  const pki = pkiDir(l);
+export function etcdSpec(p: Placement, b: Binaries): ComponentSpec {
+  const f = reads(p);
+  const listenClient = `https://${p.listen.etcd}:${p.ports.etcdClient}`;
+  const listenPeer = `https://${p.listen.etcd}:${p.ports.etcdPeer}`;
+  const client = `https://${p.etcdHost}:${p.ports.etcdClient}`;
+  const peer = `https://${p.etcdHost}:${p.ports.etcdPeer}`;
   return {
-    owner: l.id,
+    owner: p.id,
     name: 'etcd',
     command: b.etcd,
     env: LEAN_GC,
     args: [
-      `--name=${l.id}`,
-      `--data-dir=${etcdDataDir(l)}`,
-      `--listen-client-urls=${client}`,
+      `--name=${p.id}`,
+      `--data-dir=${p.paths.etcdData}`,
+      `--listen-client-urls=${listenClient}`,
       `--advertise-client-urls=${client}`,
-      `--listen-peer-urls=${peer}`,
+      `--listen-peer-urls=${listenPeer}`,
       `--initial-advertise-peer-urls=${peer}`,
-      `--initial-cluster=${l.id}=${peer}`,
+      `--initial-cluster=${p.id}=${peer}`,
       '--initial-cluster-state=new',
-      ...pair(l, PkiFile.etcdServer, 'cert-file', 'key-file'),
+      ...f.pair(PkiFile.etcdServer, 'cert-file', 'key-file'),
       '--client-cert-auth=true',
-      `--trusted-ca-file=${certPath(pki, PkiFile.etcdCA)}`,
-      ...pair(l, PkiFile.etcdServer, 'peer-cert-file', 'peer-key-file'),
+      `--trusted-ca-file=${f.cert(PkiFile.etcdCA)}`,
+      ...f.pair(PkiFile.etcdServer, 'peer-cert-file', 'peer-key-file'),
       '--peer-client-cert-auth=true',
-      `--peer-trusted-ca-file=${certPath(pki, PkiFile.etcdCA)}`,
+      `--peer-trusted-ca-file=${f.cert(PkiFile.etcdCA)}`,
       '--log-level=warn',
-      ...(l.etcdUnsafeNoFsync ? ['--unsafe-no-fsync=true'] : []),
+      ...(p.etcdUnsafeNoFsync ? ['--unsafe-no-fsync=true'] : []),
     ],
-    probe: {
-      url: `${client}/readyz`,
-      caFile: certPath(pki, PkiFile.etcdCA),
-      certFile: certPath(pki, PkiFile.apiserverEtcdClient),
-      keyFile: keyPath(pki, PkiFile.apiserverEtcdClient),
-    },
+    probe: probeOf(p, p.ports.etcdClient, '/readyz', PkiFile.etcdCA, PkiFile.apiserverEtcdClient),
+    files: f.files(),
+    writes: [p.paths.etcdData],
+    ports: { client: p.ports.etcdClient, peer: p.ports.etcdPeer },
   };
 }
 
-export function apiserverSpec(l: ControlPlaneLayout, b: Binaries): ComponentSpec {
-  const pki = pkiDir(l);
+export function apiserverSpec(p: Placement, b: Binaries): ComponentSpec {
+  const f = reads(p);
   return {
-    owner: l.id,
+    owner: p.id,
     name: 'kube-apiserver',
     command: b.kubeApiserver,
     env: LEAN_GC,
     args: [
-      `--advertise-address=${l.advertiseAddress ?? l.address}`,
-      `--bind-address=${l.bindAddress ?? l.address}`,
-      `--secure-port=${l.ports.apiserver}`,
-      `--etcd-servers=https://${l.address}:${l.ports.etcdClient}`,
-      `--etcd-cafile=${certPath(pki, PkiFile.etcdCA)}`,
-      ...pair(l, PkiFile.apiserverEtcdClient, 'etcd-certfile', 'etcd-keyfile'),
-      ...pair(l, PkiFile.apiserver, 'tls-cert-file', 'tls-private-key-file'),
-      `--client-ca-file=${certPath(pki, PkiFile.ca)}`,
+      `--advertise-address=${p.advertise.address}`,
+      `--bind-address=${p.listen.apiserver}`,
+      `--secure-port=${p.ports.apiserver}`,
+      `--etcd-servers=https://${p.etcdHost}:${p.ports.etcdClient}`,
+      `--etcd-cafile=${f.cert(PkiFile.etcdCA)}`,
+      ...f.pair(PkiFile.apiserverEtcdClient, 'etcd-certfile', 'etcd-keyfile'),
+      ...f.pair(PkiFile.apiserver, 'tls-cert-file', 'tls-private-key-file'),
+      `--client-ca-file=${f.cert(PkiFile.ca)}`,
       '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
-      `--service-account-key-file=${join(pki, ServiceAccountKey.public)}`,
-      `--service-account-signing-key-file=${join(pki, ServiceAccountKey.private)}`,
-      `--service-cluster-ip-range=${l.serviceCIDR}`,
+      `--service-account-key-file=${f.pki(ServiceAccountKey.public)}`,
+      `--service-account-signing-key-file=${f.pki(ServiceAccountKey.private)}`,
+      `--service-cluster-ip-range=${p.serviceCIDR}`,
       '--authorization-mode=Node,RBAC',
       '--allow-privileged=true',
       '--enable-admission-plugins=NodeRestriction',
-      `--requestheader-client-ca-file=${certPath(pki, PkiFile.frontProxyCA)}`,
+      `--requestheader-client-ca-file=${f.cert(PkiFile.frontProxyCA)}`,
       '--requestheader-allowed-names=front-proxy-client',
       '--requestheader-username-headers=X-Remote-User',
       '--requestheader-group-headers=X-Remote-Group',
       '--requestheader-extra-headers-prefix=X-Remote-Extra-',
-      ...pair(l, PkiFile.frontProxyClient, 'proxy-client-cert-file', 'proxy-client-key-file'),
+      ...f.pair(PkiFile.frontProxyClient, 'proxy-client-cert-file', 'proxy-client-key-file'),
       // Logs, exec, attach and port-forward: kubelets (and clusterTree's kubelet endpoint)
       // serve with certificates of this cluster's CA and know the apiserver by this one.
-      ...pair(l, PkiFile.apiserverKubeletClient, 'kubelet-client-certificate', 'kubelet-client-key'),
-      `--kubelet-certificate-authority=${certPath(pki, PkiFile.ca)}`,
+      ...f.pair(PkiFile.apiserverKubeletClient, 'kubelet-client-certificate', 'kubelet-client-key'),
+      `--kubelet-certificate-authority=${f.cert(PkiFile.ca)}`,
       // A tenant node's InternalDNS address is clusterTree's kubelet endpoint (its InternalIP is
       // the host node's); a real kubelet's nodes have none and are reached at their InternalIP.
       '--kubelet-preferred-address-types=InternalDNS,InternalIP,ExternalIP,Hostname',
       // The `kubernetes` Service's endpoint is the advertised address: where there is none pods
       // could reach (a loopback address is no valid endpoint), keep no endpoint at all.
-      `--endpoint-reconciler-type=${l.advertiseAddress ? 'lease' : 'none'}`,
+      `--endpoint-reconciler-type=${p.advertise.endpoint ? 'lease' : 'none'}`,
       '--profiling=false',
-      ...(l.auditLog
+      ...(p.auditLog
         ? [
-            `--audit-policy-file=${join(auditDir(l), 'policy.yaml')}`,
-            `--audit-log-path=${auditLogPath(l)}`,
+            `--audit-policy-file=${f.auditPolicy()}`,
+            `--audit-log-path=${p.paths.auditLog}`,
             '--audit-log-maxsize=10',
             '--audit-log-maxbackup=1',
             '--audit-log-format=json',
           ]
         : []),
     ],
-    probe: {
-      url: `${apiserverURL(l)}/readyz`,
-      caFile: certPath(pki, PkiFile.ca),
-      certFile: certPath(pki, PkiFile.admin),
-      keyFile: keyPath(pki, PkiFile.admin),
-    },
+    probe: probeOf(p, p.ports.apiserver, '/readyz', PkiFile.ca, PkiFile.admin),
+    files: f.files(),
+    ...(p.auditLog ? { writes: [dirname(p.paths.auditLog)] } : {}),
+    ports: { https: p.ports.apiserver },
+  };
+}
+
+export function controllerManagerSpec(p: Placement, b: Binaries): ComponentSpec {
+  const f = reads(p);
+  const conf = f.kubeconfig('controller-manager');
+  return {
+    owner: p.id,
+    name: 'kube-controller-manager',
+    command: b.kubeControllerManager,
+    args: [
+      ...delegated(conf),
+      `--bind-address=${p.listen.controllerManager}`,
+      `--secure-port=${p.ports.controllerManager}`,
+      ...f.pair(PkiFile.controllerManagerServing, 'tls-cert-file', 'tls-private-key-file'),
+      `--root-ca-file=${f.cert(PkiFile.ca)}`,
+      `--service-account-private-key-file=${f.pki(ServiceAccountKey.private)}`,
+      '--use-service-account-credentials=true',
+      ...f.pair(PkiFile.clusterSigner, 'cluster-signing-cert-file', 'cluster-signing-key-file'),
+      `--cluster-name=${p.id}`,
+      `--service-cluster-ip-range=${p.serviceCIDR}`,
+      '--leader-elect=false',
+      '--profiling=false',
+    ],
+    probe: probeOf(p, p.ports.controllerManager, '/healthz', PkiFile.ca),
+    files: f.files(),
+    ports: { https: p.ports.controllerManager },
+  };
+}
+
+export function schedulerSpec(p: Placement, b: Binaries): ComponentSpec {
+  const f = reads(p);
+  return {
+    owner: p.id,
+    name: 'kube-scheduler',
+    command: b.kubeScheduler,
+    args: [
+      ...delegated(f.kubeconfig('scheduler')),
+      `--bind-address=${p.listen.scheduler}`,
+      `--secure-port=${p.ports.scheduler}`,
+      ...f.pair(PkiFile.schedulerServing, 'tls-cert-file', 'tls-private-key-file'),
+      '--leader-elect=false',
+      '--profiling=false',
+    ],
+    probe: probeOf(p, p.ports.scheduler, '/healthz', PkiFile.ca),
+    files: f.files(),
+    ports: { https: p.ports.scheduler },
   };
 }
 
@@ -214,51 +348,6 @@ const delegated = (conf: string): string[] => [
   `--authentication-kubeconfig=${conf}`,
   `--authorization-kubeconfig=${conf}`,
 ];
-
-export function controllerManagerSpec(l: ControlPlaneLayout, b: Binaries): ComponentSpec {
-  const pki = pkiDir(l);
-  return {
-    owner: l.id,
-    name: 'kube-controller-manager',
-    command: b.kubeControllerManager,
-    args: [
-      ...delegated(kubeconfigPath(l, 'controller-manager')),
-      `--bind-address=${l.address}`,
-      `--secure-port=${l.ports.controllerManager}`,
-      ...pair(l, PkiFile.controllerManagerServing, 'tls-cert-file', 'tls-private-key-file'),
-      `--root-ca-file=${certPath(pki, PkiFile.ca)}`,
-      `--service-account-private-key-file=${join(pki, ServiceAccountKey.private)}`,
-      '--use-service-account-credentials=true',
-      ...pair(l, PkiFile.clusterSigner, 'cluster-signing-cert-file', 'cluster-signing-key-file'),
-      `--cluster-name=${l.id}`,
-      `--service-cluster-ip-range=${l.serviceCIDR}`,
-      '--leader-elect=false',
-      '--profiling=false',
-    ],
-    probe: {
-      url: `https://${l.address}:${l.ports.controllerManager}/healthz`,
-      caFile: certPath(pki, PkiFile.ca),
-    },
-  };
-}
-
-export function schedulerSpec(l: ControlPlaneLayout, b: Binaries): ComponentSpec {
-  const pki = pkiDir(l);
-  return {
-    owner: l.id,
-    name: 'kube-scheduler',
-    command: b.kubeScheduler,
-    args: [
-      ...delegated(kubeconfigPath(l, 'scheduler')),
-      `--bind-address=${l.address}`,
-      `--secure-port=${l.ports.scheduler}`,
-      ...pair(l, PkiFile.schedulerServing, 'tls-cert-file', 'tls-private-key-file'),
-      '--leader-elect=false',
-      '--profiling=false',
-    ],
-    probe: { url: `https://${l.address}:${l.ports.scheduler}/healthz`, caFile: certPath(pki, PkiFile.ca) },
-  };
-}
 
 /** The admin kubeconfig of a control plane, as text. */
 export async function adminKubeconfig(
@@ -278,29 +367,43 @@ export async function adminKubeconfig(
   });
 }
 
-/** Writes the kubeconfigs the components and an admin use (mode 0600). */
-export async function writeKubeconfigs(l: ControlPlaneLayout): Promise<void> {
-  const pki = pkiDir(l);
-  // A set from an older version may lack a leaf written here (the operator's).
-  await ensureCurrentFiles(pki);
+/**
+ * The kubeconfigs the components and an admin use, by file name (`scheduler.conf`), rendered from
+ * the certificate set in `pki` for an API server at `server`.
+ */
+export async function renderKubeconfigs(
+  pki: string,
+  server: string,
+  clusterName: string,
+): Promise<Record<`${KubeconfigUser}.conf`, string>> {
   const ca = await loadPair(pki, PkiFile.ca);
-  await mkdir(join(l.dir, 'kubeconfigs'), { recursive: true, mode: 0o700 });
   const users = [
     ['controller-manager', PkiFile.controllerManager, 'system:kube-controller-manager'],
     ['scheduler', PkiFile.scheduler, 'system:kube-scheduler'],
     ['admin', PkiFile.admin, 'kubernetes-admin'],
     ['operator', PkiFile.operator, OPERATOR_USER],
   ] as const;
+  const out: Partial<Record<`${KubeconfigUser}.conf`, string>> = {};
   for (const [file, name, user] of users) {
     const p = await loadPair(pki, name);
-    const text = renderKubeconfig({
-      clusterName: l.id,
-      server: apiserverURL(l),
+    out[`${file}.conf`] = renderKubeconfig({
+      clusterName,
+      server,
       caPem: ca.certPem,
       userName: user,
       certPem: p.certPem,
       keyPem: p.keyPem,
     });
-    await writeFile(kubeconfigPath(l, file), text, { mode: 0o600 });
   }
+  return out as Record<`${KubeconfigUser}.conf`, string>;
+}
+
+/** Writes the kubeconfigs the components and an admin use (mode 0600) into the layout's directory. */
+export async function writeKubeconfigs(l: ControlPlaneLayout): Promise<void> {
+  const pki = pkiDir(l);
+  // A set from an older version may lack a leaf written here (the operator's).
+  await ensureCurrentFiles(pki);
+  await mkdir(join(l.dir, 'kubeconfigs'), { recursive: true, mode: 0o700 });
+  for (const [file, text] of Object.entries(await renderKubeconfigs(pki, apiserverURL(l), l.id)))
+    await writeFile(join(l.dir, 'kubeconfigs', file), text, { mode: 0o600 });
 }

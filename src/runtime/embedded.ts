@@ -22,6 +22,7 @@ import {
   etcdSpec,
   kubeconfigPath,
   pkiDir,
+  placeOnMachine,
   schedulerSpec,
   writeKubeconfigs,
   type ControlPlaneLayout,
@@ -83,10 +84,15 @@ export async function startEmbeddedHost(opts: EmbeddedHostOptions): Promise<Embe
   });
   await writeKubeconfigs(layout);
   const log = opts.logger.child({ cluster: 'host' });
-  await startAndWait(opts.runtime, etcdSpec(layout, opts.binaries), timeout, log);
-  await startAndWait(opts.runtime, apiserverSpec(layout, opts.binaries), timeout, log);
-  await startAndWait(opts.runtime, controllerManagerSpec(layout, opts.binaries), timeout, log);
-  await startAndWait(opts.runtime, schedulerSpec(layout, opts.binaries), timeout, log);
+  await startAndWait(opts.runtime, etcdSpec(placeOnMachine(layout), opts.binaries), timeout, log);
+  await startAndWait(opts.runtime, apiserverSpec(placeOnMachine(layout), opts.binaries), timeout, log);
+  await startAndWait(
+    opts.runtime,
+    controllerManagerSpec(placeOnMachine(layout), opts.binaries),
+    timeout,
+    log,
+  );
+  await startAndWait(opts.runtime, schedulerSpec(placeOnMachine(layout), opts.binaries), timeout, log);
 
   const admin = kubeconfigPath(layout, 'admin');
   const stages = [

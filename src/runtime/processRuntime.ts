@@ -75,8 +75,15 @@ const STOP_ORDER: readonly ComponentName[] = [
 ];
 const rank = (n: ComponentName): number => STOP_ORDER.indexOf(n);
 
-const hashSpec = (spec: ComponentSpec): string =>
-  createHash('sha256').update(JSON.stringify(spec)).digest('hex');
+/**
+ * What identifies a running process: its spec without what only other runtimes read (files,
+ * writes, ports), so a spec that gains those fields matches the process an older version
+ * started and restarts nothing.
+ */
+export function hashSpec(spec: ComponentSpec): string {
+  const { files: _files, writes: _writes, ports: _ports, ...process } = spec;
+  return createHash('sha256').update(JSON.stringify(process)).digest('hex');
+}
 
 /** Field 22 of /proc/<pid>/stat: the process start time in clock ticks since boot. */
 function procStartTime(pid: number): string | undefined {

@@ -28,14 +28,36 @@ export interface HttpsProbe {
   keyFile?: string;
 }
 
+/**
+ * Files a component reads, from one source, in the directory its arguments name: the tenant's
+ * certificate set (its Secret, ADR 14), the kubeconfigs rendered from it, or the audit policy.
+ */
+export interface FileSet {
+  source: 'pki' | 'kubeconfigs' | 'audit-policy';
+  path: string;
+  /** The files it reads there, relative to `path` (`etcd/ca.crt`): a runtime of pods mounts these alone. */
+  keys: readonly string[];
+}
+
 export interface ComponentSpec {
   /** The control plane the component belongs to: a tenant id, or "host". */
   owner: string;
   name: ComponentName;
+  /** The program, where the component runs (a path of this machine, or in its image). */
   command: string;
   args: readonly string[];
   env?: Readonly<Record<string, string>>;
   probe?: HttpsProbe;
+  /**
+   * What a runtime that does not share this machine's files must provide (ADR 14); the process
+   * runtime finds them in place. Not part of what identifies a running process: a spec that
+   * gains them restarts nothing.
+   */
+  files?: readonly FileSet[];
+  /** Directories the component writes and keeps across restarts (etcd's data, the audit log). */
+  writes?: readonly string[];
+  /** The ports it listens on, by name. */
+  ports?: Readonly<Record<string, number>>;
 }
 
 export interface ComponentStatus {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Binaries } from '../../src/runtime/binaries.js';
-import { apiserverSpec, type ControlPlaneLayout } from '../../src/runtime/controlPlane.js';
+import { apiserverSpec, placeOnMachine, type ControlPlaneLayout } from '../../src/runtime/controlPlane.js';
 import { parse } from 'yaml';
 import { hostPath, parseKubeletPath } from '../../src/clustertree/kubeletServer.js';
 import {
@@ -147,7 +147,7 @@ describe('tenant API server flags', () => {
     serviceCIDR: '10.96.0.0/12',
   };
   const flag = (l: ControlPlaneLayout, name: string) =>
-    apiserverSpec(l, { kubeApiserver: '/bin/kube-apiserver' } as Binaries).args.find((a) =>
+    apiserverSpec(placeOnMachine(l), { kubeApiserver: '/bin/kube-apiserver' } as Binaries).args.find((a) =>
       a.startsWith(`--${name}=`),
     );
 

@@ -307,14 +307,14 @@ describe('a set kept elsewhere (the Secret of ADR 14)', () => {
     try {
       const first = join(root, 'a', 'pki');
       const kept: PkiSet[] = [];
-      await writeControlPlanePki(first, req, { commit: async (files) => void kept.push(files) });
+      await writeControlPlanePki(first, req, { commit: (files) => Promise.resolve(void kept.push(files)) });
       const set = (await readSet(first))!;
       expect(kept).toHaveLength(1);
       expect(setChecksum(kept[0]!)).toBe(setChecksum(set));
       expect([...set.keys()]).toContain('etcd/ca.key');
       expect([...set.keys()]).toContain(ServiceAccountKey.private);
       // Nothing issued again: no commit.
-      await writeControlPlanePki(first, req, { commit: async (files) => void kept.push(files) });
+      await writeControlPlanePki(first, req, { commit: (files) => Promise.resolve(void kept.push(files)) });
       expect(kept).toHaveLength(1);
 
       // Another worker's empty directory gets the same set; a re-run there issues nothing.
@@ -337,7 +337,10 @@ describe('a set kept elsewhere (the Secret of ADR 14)', () => {
       expect(setChecksum((await readSet(first))!)).toBe(setChecksum(set));
       // A renewal's new set differs, CAs kept.
       const renewed: PkiSet[] = [];
-      await writeControlPlanePki(first, req, { renew: true, commit: async (f) => void renewed.push(f) });
+      await writeControlPlanePki(first, req, {
+        renew: true,
+        commit: (f) => Promise.resolve(void renewed.push(f)),
+      });
       expect(setChecksum(renewed[0]!)).not.toBe(setChecksum(set));
       expect(renewed[0]!.get('ca.key')).toBe(set.get('ca.key'));
       expect(setChecksum((await readSet(first))!)).toBe(setChecksum(renewed[0]!));

@@ -1,0 +1,160 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readSet, writeControlPlanePki } from '../../src/pki/controlPlanePki.js';
+import type { Binaries } from '../../src/runtime/binaries.js';
+import {
+  apiserverSpec,
+  controllerManagerSpec,
+  etcdSpec,
+  placeOnMachine,
+  renderKubeconfigs,
+  schedulerSpec,
+  type ControlPlaneLayout,
+  type Placement,
+} from '../../src/runtime/controlPlane.js';
+import { hashSpec } from '../../src/runtime/processRuntime.js';
+
+const ports = {
+  etcdClient: 21000,
+  etcdPeer: 21001,
+  apiserver: 21002,
+  controllerManager: 21003,
+  scheduler: 21004,
+};
+const tenant: ControlPlaneLayout = {
+  id: 't-a-1',
+  dir: '/state/tenants/t-a-1',
+  address: '127.0.0.1',
+  bindAddress: '0.0.0.0',
+  advertiseAddress: '10.250.0.1',
+  ports,
+  serviceCIDR: '10.96.0.0/12',
+  auditLog: true,
+};
+const host: ControlPlaneLayout = {
+  id: 'host',
+  dir: '/state/host',
+  address: '127.0.0.1',
+  ports,
+  serviceCIDR: '10.96.0.0/12',
+  etcdUnsafeNoFsync: true,
+};
+const bins = {
+  etcd: '/t/etcd',
+  kubeApiserver: '/t/kube-apiserver',
+  kubeControllerManager: '/t/kcm',
+  kubeScheduler: '/t/ks',
+} as Binaries;
+const builders = { etcdSpec, apiserverSpec, controllerManagerSpec, schedulerSpec };
+
+/** A placement as pods have it: files where they are mounted, components behind Services. */
+const inPods: Placement = {
+  id: 't-a-1',
+  serviceCIDR: '10.96.0.0/12',
+  paths: {
+    pki: '/etc/kosmos-vc/pki',
+    kubeconfigs: '/etc/kosmos-vc/kubeconfigs',
+    etcdData: '/var/lib/etcd',
+    auditPolicy: '/etc/kosmos-vc/audit/policy.yaml',
+    auditLog: '/var/log/kosmos-vc/audit.log',
+  },
+  listen: { etcd: '0.0.0.0', apiserver: '0.0.0.0', controllerManager: '0.0.0.0', scheduler: '0.0.0.0' },
+  ports: { etcdClient: 2379, etcdPeer: 2380, apiserver: 6443, controllerManager: 10257, scheduler: 10259 },
+  etcdHost: 'etcd.kvc-ns.svc',
+  apiserverURL: 'https://kosmos-apiserver.kvc-ns.svc:443',
+  advertise: { address: '$(POD_IP)', endpoint: true },
+  probe: { host: '10.244.0.9', pki: '/state/tenants/t-a-1/pki' },
+  auditLog: true,
+};
+
+let root: string;
+let pkiKeys: Set<string>;
+let kubeconfigKeys: Set<string>;
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'kvc-cp-'));
+  const pki = join(root, 'pki');
+  await writeControlPlanePki(pki, {
+    clusterName: 'c',
+    serviceCIDR: '10.96.0.0/12',
+    advertiseAddress: '127.0.0.1',
+  });
+  pkiKeys = new Set((await readSet(pki))!.keys());
+  kubeconfigKeys = new Set(Object.keys(await renderKubeconfigs(pki, 'https://127.0.0.1:1', 'c')));
+});
+afterAll(async () => {
+  await rm(root, { recursive: true, force: true });
+});
+
+describe('control-plane component specs', () => {
+  it("identify the process runtime's running processes as before the specs said what they read", () => {
+    // Hashes of the specs the version before placements built (commit 44650e1): an operator
+    // upgrade must not restart a component whose command line did not change.
+    const before: Record<string, string> = {
+      'tenant etcdSpec': '8f159f8e258639c591503489cd3b78a931dfaa04234477199fae055085822f2f',
+      'tenant apiserverSpec': 'c138f06ca82c0590b5269caf47d32dbc7419e98964c8ea82e2d2caaeb20ba30a',
+      'tenant controllerManagerSpec': 'c36bf986a53691fdc09b808def802bdc8b40d082bb5b733ec80dacdd1f5fca24',
+      'tenant schedulerSpec': '51f8aa42272f80241c1eab3565a093f7777a0267e522aff17b0de75100ac360b',
+      'host etcdSpec': '156cd3d971dec86867b87ac902669fcb34c6bc572efae8fb8aa522b96579fec7',
+      'host apiserverSpec': 'b267ecc52f46d1cf14f6bab301d894d652950fe66c3d0e915215fc845429548a',
+      'host controllerManagerSpec': 'd70d2bc4b521f3a8eeac9c5dc6fd38fd1535a939b959ca3793a63ee2d3bbee43',
+      'host schedulerSpec': 'cfefa4ff7aed8e414af2f08a6a90dba9869745fe84d0d0637626626f710a524a',
+    };
+    for (const [which, layout] of [
+      ['tenant', tenant],
+      ['host', host],
+    ] as const)
+      for (const [name, build] of Object.entries(builders)) {
+        const spec = build(placeOnMachine(layout), bins);
+        expect(spec.files?.length, name).toBeGreaterThan(0);
+        expect(hashSpec(spec), `${which} ${name}`).toBe(before[`${which} ${name}`]);
+      }
+  });
+
+  it('name only files they declare, each one a file the certificate set or the kubeconfigs have', () => {
+    for (const placement of [placeOnMachine(tenant), inPods])
+      for (const [name, build] of Object.entries(builders)) {
+        const spec = build(placement, bins);
+        const declared = new Set<string>();
+        for (const set of spec.files ?? []) {
+          for (const key of set.keys) {
+            declared.add(join(set.path, key));
+            if (set.source === 'pki') expect(pkiKeys, `${name}: ${key}`).toContain(key);
+            if (set.source === 'kubeconfigs') expect(kubeconfigKeys, `${name}: ${key}`).toContain(key);
+            if (set.source === 'audit-policy') expect(key).toBe('policy.yaml');
+          }
+        }
+        // Every path an argument names is a declared file, or in a directory it writes.
+        const paths = spec.args.flatMap((a) => a.match(/=(\/[^,]*)$/)?.[1] ?? []);
+        expect(paths.length, name).toBeGreaterThan(0);
+        for (const path of paths) {
+          const written = (spec.writes ?? []).some((d) => path === d || path.startsWith(`${d}/`));
+          expect(declared.has(path) || written, `${name}: ${path}`).toBe(true);
+        }
+      }
+  });
+
+  it('place everything where the placement says: no path of this machine, peers by their Service', () => {
+    const specs = Object.values(builders).map((build) => build(inPods, bins));
+    for (const spec of specs) {
+      expect(spec.args.join(' ')).not.toContain('/state/');
+      // The runtime probes with the operator's copy of the set.
+      expect(spec.probe?.caFile).toMatch(/^\/state\/tenants\/t-a-1\/pki\//);
+      expect(spec.probe?.url).toMatch(/^https:\/\/10\.244\.0\.9:/);
+    }
+    const [etcd, apiserver, controllerManager] = specs;
+    expect(etcd!.args).toContain('--listen-client-urls=https://0.0.0.0:2379');
+    expect(etcd!.args).toContain('--advertise-client-urls=https://etcd.kvc-ns.svc:2379');
+    expect(etcd!.writes).toEqual(['/var/lib/etcd']);
+    expect(etcd!.ports).toEqual({ client: 2379, peer: 2380 });
+    expect(apiserver!.args).toContain('--etcd-servers=https://etcd.kvc-ns.svc:2379');
+    expect(apiserver!.args).toContain('--advertise-address=$(POD_IP)');
+    expect(apiserver!.writes).toEqual(['/var/log/kosmos-vc']);
+    // The scheduler's pod never sees a CA key; the controller-manager's signs with one.
+    const keysOf = (i: number) => specs[i]!.files!.flatMap((f) => f.keys);
+    expect(keysOf(3).filter((k) => k.endsWith('.key'))).toEqual(['scheduler-serving.key']);
+    expect(keysOf(3)).toContain('scheduler.conf');
+    expect(controllerManager!.files!.find((f) => f.source === 'pki')!.keys).toContain('ca-signer.key');
+  });
+});
