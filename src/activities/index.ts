@@ -459,13 +459,18 @@ export function createActivities(deps: ActivityDeps) {
      * (held and passed on once the API server is back). Runs until then; cancelled on any other
      * wake-up.
      */
-    async awaitTenantRequest(input: StepInput): Promise<{ at: string }> {
+    async awaitTenantRequest(input: StepInput & { announce?: StatusReport }): Promise<{ at: string }> {
       const l = layout(input.allocation);
+      const { announce } = input;
       return awaitFirstConnection({
         owner: l.id,
         host: l.bindAddress ?? l.address,
         port: l.ports.apiserver,
         logger: log(input.ref),
+        // The workflow's Idle status, written once a client that reads it can connect.
+        ...(announce
+          ? { onListening: () => deps.host.patchStatus(input.ref, announce).then(() => undefined) }
+          : {}),
       });
     },
     async startControllerManager(input: StepInput) {

@@ -20,13 +20,14 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { Condition, Phase } from '../api/virtualCluster.js';
+import type { Condition, Phase, VirtualClusterRef } from '../api/virtualCluster.js';
 import type {
   CertificateAction,
   CertificateState,
   ControlPlaneComponent,
   PromotedStatus,
   PromotionResult,
+  StatusReport,
   StepInput,
   TenantAllocation,
 } from '../activities/types.js';
@@ -89,6 +90,11 @@ const CLUSTERTREE_STEPS = new Set<StepName>(['deployClusterTree', 'promoteResour
 const CERTIFICATES_PATCH = 'certificate-renewal';
 /** Marks runs that know backups (restore, schedules): an old worker sharing the queue never made them. */
 const BACKUP_PATCH = 'backup-restore';
+/**
+ * Marks runs whose Idle status is written by the listener once it listens, not before it is
+ * scheduled: a client that reads Idle and connects is never refused.
+ */
+const LISTEN_PATCH = 'listen-before-idle';
 const AUTO_RETRY_MS = 60_000;
 
 const COMPONENT_OF: Partial<Record<StepName, ControlPlaneComponent>> = {
@@ -209,7 +215,22 @@ export async function virtualClusterWorkflow(
    * against later work matters (final phases, before continue-as-new).
    */
   let statusWrites: Promise<void> = Promise.resolve();
+  /**
+   * The Idle status a listener writes once it listens (LISTEN_PATCH); written by the workflow
+   * instead when no listener takes it, or one ends without a request.
+   */
+  let announce: { ref: VirtualClusterRef; status: StatusReport } | undefined;
   function report(next: Phase, why: string, msg: string): Promise<void> {
+    // A newer status: an Idle one not yet written would be older than it.
+    announce = undefined;
+    return write(settle(next, why, msg));
+  }
+  function write(snapshot: { ref: VirtualClusterRef; status: StatusReport }): Promise<void> {
+    statusWrites = statusWrites.catch(() => undefined).then(() => status.reportStatus(snapshot));
+    return statusWrites;
+  }
+  /** Takes the phase, reason and message on, and returns the status to write. */
+  function settle(next: Phase, why: string, msg: string): { ref: VirtualClusterRef; status: StatusReport } {
     phase = next;
     reason = why;
     message = msg;
@@ -235,8 +256,7 @@ export async function virtualClusterWorkflow(
         certificates: certs ? certificatesStatus(certs) : null,
       },
     };
-    statusWrites = statusWrites.catch(() => undefined).then(() => status.reportStatus(snapshot));
-    return statusWrites;
+    return snapshot;
   }
 
   async function run<T>(name: StepName, fn: () => Promise<T>): Promise<T> {
@@ -423,13 +443,13 @@ export async function virtualClusterWorkflow(
       );
       return;
     }
-    if (idle)
-      await report(
-        'Sleeping',
-        'Idle',
-        `no request for ${spec.autoSleep?.idleAfter ?? '?'}: its processes are stopped and its data kept; ${spec.autoSleep?.wakeOnRequest === false ? 'a spec change wakes it' : 'the first request (or a spec change) wakes it'}`,
-      );
-    else
+    if (idle) {
+      const why = `no request for ${spec.autoSleep?.idleAfter ?? '?'}: its processes are stopped and its data kept; ${spec.autoSleep?.wakeOnRequest === false ? 'a spec change wakes it' : 'the first request (or a spec change) wakes it'}`;
+      // Listening for the first request: the listener says Idle once it listens.
+      if (spec.autoSleep?.wakeOnRequest !== false && allocation !== undefined && patched(LISTEN_PATCH))
+        announce = settle('Sleeping', 'Idle', why);
+      else await report('Sleeping', 'Idle', why);
+    } else
       await report(
         'Sleeping',
         'Asleep',
@@ -713,10 +733,19 @@ export async function virtualClusterWorkflow(
           scope: CancellationScope;
         }
       | undefined;
-    if (listen && allocation && Date.now() >= requestWaitRetryAfter) {
+    const listening = listen && allocation !== undefined && Date.now() >= requestWaitRetryAfter;
+    // An Idle status no listener is about to write: written here.
+    const announced = announce;
+    announce = undefined;
+    if (announced && !listening) await write(announced);
+    if (listening && allocation) {
       const scope = new CancellationScope();
       const r = { arrived: false, failed: false, cancelled: false, scope, done: Promise.resolve() };
-      const step: StepInput = { ref, allocation };
+      const step: StepInput & { announce?: StatusReport } = {
+        ref,
+        allocation,
+        ...(announced ? { announce: announced.status } : {}),
+      };
       r.done = scope
         .run(() => waits.awaitTenantRequest(step))
         .then(
@@ -736,6 +765,9 @@ export async function virtualClusterWorkflow(
       request.scope.cancel();
       await request.done;
     }
+    // A listener that ended without a request may not have written its Idle status: written
+    // again (the same status), before anything that follows reports another.
+    if (announced && request && !request.arrived) await write(announced);
     if (request?.arrived) {
       idleAsleep = false;
       await wakeTenant();
@@ -774,6 +806,9 @@ export async function virtualClusterWorkflow(
     }
     if (workflowInfo().continueAsNewSuggested) {
       await condition(allHandlersFinished);
+      // The next run listens without announcing: an Idle status not yet written goes now.
+      if (announce) await write(announce);
+      announce = undefined;
       await statusWrites;
       // Anything that arrived meanwhile is handled in this run: it is not carried over.
       if (deleteRequested || retryRequested || pendingSpec) continue;

@@ -10,6 +10,8 @@ import type { StepName } from '../../src/workflows/definitions.js';
 export interface StubControl {
   calls: string[];
   statuses: StatusReport[];
+  /** The statuses among them that awaitTenantRequest wrote once it listened (its `announce`). */
+  announced?: StatusReport[];
   /** A step name, 'sleepTenant', or `renewCertificates:<action>`. */
   failAt?:
     | StepName
@@ -136,9 +138,14 @@ export function stubActivities(control: StubControl): Activities {
       step(`restoreBackup:${backup}`, { source: 'ns/old', createdAt: new Date().toISOString() }),
     lastTenantRequest: () => step('lastTenantRequest', { at: control.lastRequestAt ?? null, audited: true }),
     // Heartbeats and honours cancellation, as the real one (the workflow waits for it to stop).
-    awaitTenantRequest: async () => {
+    awaitTenantRequest: async ({ announce }) => {
       control.calls.push('awaitTenantRequest');
       const ctx = Context.current();
+      // Listening now: the status the workflow left to the listener is written.
+      if (announce) {
+        control.statuses.push(announce);
+        (control.announced ??= []).push(announce);
+      }
       const h = control.holds.get('awaitTenantRequest') as unknown as
         { gate: Promise<void>; reachedResolve: () => void } | undefined;
       h?.reachedResolve();

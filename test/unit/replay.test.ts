@@ -6,14 +6,20 @@
  * - v1: recorded before clusterTree existed (the control plane only, resting at Initialized);
  * - current: provision with clusterTree and promotion, then delete;
  * - day2: certificate renewal, a CA rotation and its retirement, a backup schedule, idle sleep
- *   and a wake on the first request, then delete (test/workflows: "a day of operations").
+ *   and a wake on the first request, then delete (test/workflows: "a day of operations");
+ * - day2.v2: the same, with the Idle status written by the listener (the listen-before-idle patch).
  */
 import { Worker } from '@temporalio/worker';
 import { readFile } from 'node:fs/promises';
 import { expect, it } from 'vitest';
 import { installTemporalRuntime, workflowBundle } from '../../src/worker/operator.js';
 
-it.each(['virtualcluster-provision-delete.v1', 'virtualcluster-provision-delete', 'virtualcluster-day2'])(
+it.each([
+  'virtualcluster-provision-delete.v1',
+  'virtualcluster-provision-delete',
+  'virtualcluster-day2',
+  'virtualcluster-day2.v2',
+])(
   'replays the recorded history %s without nondeterminism',
   async (fixture) => {
     installTemporalRuntime();

@@ -396,10 +396,15 @@ describe('virtualClusterWorkflow', () => {
       await until(() => last()?.phase === 'Ready', 'Ready');
       // Idle for 2 s (no request in the audit log): asleep, listening for the first request.
       await until(() => last()?.reason === 'Idle', 'asleep for idleness', 15_000);
-      expect(control.calls.slice(ALL_STEPS.length, ALL_STEPS.length + 2)).toEqual([
+      expect(control.calls.slice(ALL_STEPS.length, ALL_STEPS.length + 3)).toEqual([
         'lastTenantRequest',
         'sleepTenant',
+        'awaitTenantRequest',
       ]);
+      // Idle is said by the listener once it listens, not before: a client that reads it and
+      // connects is never refused. The workflow wrote no Idle of its own.
+      expect(control.announced).toEqual([last()]);
+      expect(control.statuses.filter((st) => st.reason === 'Idle')).toHaveLength(1);
       expect(last()?.message).toMatch(/no request for 2s: .*the first request \(or a spec change\) wakes it/);
       await request.reached;
       control.calls.length = 0;
