@@ -7,13 +7,20 @@ import { ApplicationFailure } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { ScheduleNotFoundError, ScheduleOverlapPolicy, type ScheduleSpec } from '@temporalio/client';
 import { execFile } from 'node:child_process';
-import { copyFile, mkdir, mkdtemp, readFile, readdir, realpath, rm, writeFile } from 'node:fs/promises';
-import { basename, join, resolve, sep } from 'node:path';
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve, sep } from 'node:path';
 import { promisify } from 'node:util';
 import { ETCD_SNAPSHOT, InvalidBackupError, readBackup, writeBackup } from '../backup/archive.js';
 import { parseDuration, type BackupSchedule, type VirtualClusterRef } from '../api/virtualCluster.js';
 import { firstCertificate } from '../pki/certificates.js';
-import { PkiFile, ServiceAccountKey, certPath, keyPath } from '../pki/controlPlanePki.js';
+import {
+  PkiFile,
+  ServiceAccountKey,
+  certPath,
+  keyPath,
+  readSet,
+  type PkiSet,
+} from '../pki/controlPlanePki.js';
 import type { Binaries } from '../runtime/binaries.js';
 import { etcdDataDir, pkiDir, type ControlPlaneLayout } from '../runtime/controlPlane.js';
 import type { ControlPlaneRuntime } from '../runtime/types.js';
@@ -43,8 +50,11 @@ export interface BackupDeps {
   backupDir: string;
   tenantDir: (ref: VirtualClusterRef) => string;
   layoutOf: (a: TenantAllocation) => ControlPlaneLayout;
-  /** layoutOf, once the tenant's certificate files are the Secret's (ADR 14). */
-  tenantFiles: (ref: VirtualClusterRef, a: TenantAllocation) => Promise<ControlPlaneLayout>;
+  /**
+   * The tenant's certificate set as its Secret holds it (ADR 14); undefined for a tenant whose
+   * set is not stored yet (then the copy in its directory is the set).
+   */
+  storedPki: (ref: VirtualClusterRef) => Promise<PkiSet | undefined>;
   tenantId: (ref: VirtualClusterRef) => string;
   /** The Temporal client and task queue scheduled backups run on (absent: no schedules). */
   schedules?: { client: Client; taskQueue: string };
@@ -60,6 +70,16 @@ export function backupFile(backupDir: string, namespace: string, backup: string)
   const root = resolve(backupDir, namespace);
   const file = resolve(root, backup);
   return file.startsWith(root + sep) && /^[^/]+\/[^/]+$/.test(backup) ? file : undefined;
+}
+
+/** Writes the files `keys` of `set` under `dir` (keys 0600); a set without one of them fails. */
+async function writeSetFiles(dir: string, set: PkiSet, keys: readonly string[]): Promise<void> {
+  for (const key of keys) {
+    const data = set.get(key);
+    if (data === undefined) throw new Error(`the certificate set has no ${key}`);
+    await mkdir(dirname(join(dir, key)), { recursive: true, mode: 0o700 });
+    await writeFile(join(dir, key), data, { mode: key.endsWith('.key') ? 0o600 : 0o644 });
+  }
 }
 
 export function createBackupActivities(deps: BackupDeps) {
@@ -111,13 +131,25 @@ export function createBackupActivities(deps: BackupDeps) {
           `${ref.namespace}/${ref.name} is not running (asleep?): wake it to back it up`,
           FailureType.TenantNotRunning,
         );
-      const l = await deps.tenantFiles(ref, allocation);
-      // One generation of the set, so cert and key come from the same one; a renewal that swaps
-      // it away meanwhile fails this attempt (ENOENT) and the retry reads the new one.
-      const pki = await realpath(pkiDir(l));
+      const l = deps.layoutOf(allocation);
+      // One whole set, read without touching the copy a step of the tenant may be writing: the
+      // Secret's, or (not stored yet) the copy's current generation.
+      const set = (await deps.storedPki(ref)) ?? (await readSet(pkiDir(l)));
+      if (!set)
+        throw ApplicationFailure.nonRetryable(
+          `${ref.namespace}/${ref.name} has no certificates yet (not provisioned?)`,
+          FailureType.TenantGone,
+        );
       await mkdir(deps.backupDir, { recursive: true, mode: 0o700 });
       const work = await mkdtemp(join(deps.backupDir, '.work-'));
       try {
+        // etcdctl's client files, beside the archive's contents (not in it).
+        const pki = join(work, 'client');
+        await writeSetFiles(pki, set, [
+          `${PkiFile.etcdCA}.crt`,
+          `${PkiFile.apiserverEtcdClient}.crt`,
+          `${PkiFile.apiserverEtcdClient}.key`,
+        ]);
         const bins = await deps.binaries();
         await run(bins.etcdctl, [
           `--endpoints=https://${l.address}:${l.ports.etcdClient}`,
@@ -128,14 +160,16 @@ export function createBackupActivities(deps: BackupDeps) {
           'save',
           join(work, ETCD_SNAPSHOT),
         ]);
-        await mkdir(join(work, 'pki', 'etcd'), { recursive: true, mode: 0o700 });
-        for (const name of KEPT_PAIRS) {
-          // The signing CA alone: a restored tenant does not carry on an old CA's overlap.
-          const cert = await readFile(certPath(pki, name), 'utf8');
-          await writeFile(certPath(join(work, 'pki'), name), firstCertificate(cert), { mode: 0o644 });
-          await copyFile(keyPath(pki, name), keyPath(join(work, 'pki'), name));
-        }
-        for (const f of Object.values(ServiceAccountKey)) await copyFile(join(pki, f), join(work, 'pki', f));
+        await writeSetFiles(join(work, 'pki'), set, [
+          ...KEPT_PAIRS.flatMap((name) => [`${name}.crt`, `${name}.key`]),
+          ...Object.values(ServiceAccountKey),
+        ]);
+        // The signing CA alone: a restored tenant does not carry on an old CA's overlap.
+        for (const name of KEPT_PAIRS)
+          await writeFile(certPath(join(work, 'pki'), name), firstCertificate(set.get(`${name}.crt`)!), {
+            mode: 0o644,
+          });
+        await rm(pki, { recursive: true, force: true });
         const createdAt = new Date().toISOString();
         // The uid tells this tenant's backups from those of an earlier one of the same name,
         // which retention must never touch.

@@ -40,7 +40,7 @@ import {
 import { PortAllocator, PortsExhaustedError } from '../runtime/ports.js';
 import { ComponentExitedError, type ComponentSpec, type ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
-import { ignoreStatus } from '../api/kubeClient.js';
+import { errorText, ignoreStatus } from '../api/kubeClient.js';
 import { hostNamespace } from '../clustertree/naming.js';
 import type { Client } from '@temporalio/client';
 import { createBackupActivities } from './backup.js';
@@ -150,8 +150,9 @@ export function createActivities(deps: ActivityDeps) {
 
   const layout = (a: TenantAllocation): ControlPlaneLayout => ({
     id: a.id,
-    // This worker's copy (a.dir is the allocating worker's path: the same one when they share a state directory).
-    dir: join(tenantsDir, a.id),
+    // Where the allocating worker put it (the process runtime's data is there); a worker of
+    // another machine (the kubernetes runtime) keeps its copy of the files in its own.
+    dir: existsSync(a.dir) ? a.dir : join(tenantsDir, a.id),
     address: a.address,
     ports: a.ports,
     serviceCIDR: a.serviceCIDR,
@@ -163,7 +164,14 @@ export function createActivities(deps: ActivityDeps) {
 
   const pki = createPkiSecret({
     host: deps.host,
-    ensureNamespace: (ref) => applyHostNamespace(deps.host, ref, deps.allowPrivilegedTenants ?? false),
+    ensureNamespace: async (ref) => {
+      const vc = await deps.host.getVirtualCluster(ref);
+      if (!vc || vc.metadata.deletionTimestamp)
+        throw new Error(
+          `${ref.namespace}/${ref.name} is gone or being deleted: its host namespace is not made again`,
+        );
+      await applyHostNamespace(deps.host, ref, deps.allowPrivilegedTenants ?? false);
+    },
   });
 
   /**
@@ -176,6 +184,33 @@ export function createActivities(deps: ActivityDeps) {
     const issued = existsSync(certPath(pkiDir(l), PkiFile.ca));
     if (rewritten || (issued && !existsSync(kubeconfigPath(l, 'operator')))) await writeKubeconfigs(l);
     return l;
+  }
+
+  /**
+   * Writes a listener's status: tried three times, each within 20 s; then given up with a
+   * warning, never failing the listener (the workflow writes it again when the wait ends).
+   */
+  async function announceStatus(ref: VirtualClusterRef, report: StatusReport): Promise<void> {
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      try {
+        let timer: NodeJS.Timeout | undefined;
+        try {
+          await Promise.race([
+            deps.host.patchStatus(ref, report),
+            new Promise((_, reject) => {
+              timer = setTimeout(() => reject(new Error('no answer in 20s')), 20_000);
+            }),
+          ]);
+        } finally {
+          clearTimeout(timer);
+        }
+        return;
+      } catch (e) {
+        if (attempt === 3)
+          log(ref).warn('status not written: it says so when the wait ends', { error: errorText(e) });
+        else await new Promise((r) => setTimeout(r, 1_000 * attempt));
+      }
+    }
   }
 
   const log = (ref: VirtualClusterRef) => deps.logger.child({ vc: `${ref.namespace}/${ref.name}` });
@@ -277,7 +312,7 @@ export function createActivities(deps: ActivityDeps) {
     backupDir: deps.backupDir ?? join(deps.stateDir, 'backups'),
     tenantDir: (ref) => join(tenantsDir, tenantId(ref)),
     layoutOf: layout,
-    tenantFiles,
+    storedPki: (ref) => pki.stored(ref),
     tenantId,
     ...(deps.schedules ? { schedules: deps.schedules } : {}),
     logger: deps.logger,
@@ -429,6 +464,13 @@ export function createActivities(deps: ActivityDeps) {
 
     async startEtcd(input: StepInput) {
       const l = await tenantFiles(input.ref, input.allocation);
+      // The certificates can come from the Secret; the data cannot: a worker without the
+      // tenant's directory would start an empty etcd. Another worker may have it: retried.
+      if (!existsSync(join(l.dir, ALLOCATION_FILE)))
+        throw new Error(
+          `this worker's machine has no data of ${input.ref.namespace}/${input.ref.name} (no ${join(l.dir, ALLOCATION_FILE)}): ` +
+            'with the process runtime every worker of a tenant shares one machine and state directory (ADR 2)',
+        );
       return startComponent(input, etcdSpec(placeOnMachine(l), await bins()));
     },
     async startApiserver(input: StepInput) {
@@ -468,9 +510,7 @@ export function createActivities(deps: ActivityDeps) {
         port: l.ports.apiserver,
         logger: log(input.ref),
         // The workflow's Idle status, written once a client that reads it can connect.
-        ...(announce
-          ? { onListening: () => deps.host.patchStatus(input.ref, announce).then(() => undefined) }
-          : {}),
+        ...(announce ? { onListening: () => announceStatus(input.ref, announce) } : {}),
       });
     },
     async startControllerManager(input: StepInput) {

@@ -9,7 +9,14 @@ import type { V1Secret } from '@kubernetes/client-node';
 import type { VirtualClusterRef } from '../api/virtualCluster.js';
 import { isConflict, isNotFound } from '../api/kubeClient.js';
 import { OriginLabel, hostNamespace } from '../clustertree/naming.js';
-import { ensureCurrentFiles, readSet, setChecksum, writeSet, type PkiSet } from '../pki/controlPlanePki.js';
+import {
+  ensureCurrentFiles,
+  isSetFile,
+  readSet,
+  setChecksum,
+  writeSet,
+  type PkiSet,
+} from '../pki/controlPlanePki.js';
 import type { HostCluster } from './hostCluster.js';
 
 export const PKI_SECRET = 'kosmos-vc-pki';
@@ -21,7 +28,10 @@ const toPath = (key: string): string => key.replaceAll('__', '/');
 
 export interface PkiSecretDeps {
   host: HostCluster;
-  /** Creates the tenant's host namespace (with its labels) when it is missing. */
+  /**
+   * Creates the tenant's host namespace (with its labels) when it is missing; refuses for a
+   * VirtualCluster that is gone or being deleted (nothing of it is made again).
+   */
   ensureNamespace: (ref: VirtualClusterRef) => Promise<void>;
 }
 
@@ -44,19 +54,33 @@ export class PkiConflictError extends Error {
 export function createPkiSecret(deps: PkiSecretDeps) {
   const core = deps.host.core;
 
+  /** The Secret; undefined when it, or its namespace, is gone or on its way out (an earlier tenant's). */
   async function read(ref: VirtualClusterRef): Promise<V1Secret | undefined> {
-    return core
-      .readNamespacedSecret({ name: PKI_SECRET, namespace: hostNamespace(ref) })
-      .catch((e: unknown) => {
-        if (isNotFound(e)) return undefined;
-        throw e;
-      });
+    const namespace = hostNamespace(ref);
+    const absent = (e: unknown) => {
+      if (isNotFound(e)) return undefined;
+      throw e;
+    };
+    const ns = await core.readNamespace({ name: namespace }).catch(absent);
+    if (!ns || ns.metadata?.deletionTimestamp) return undefined;
+    const secret = await core.readNamespacedSecret({ name: PKI_SECRET, namespace }).catch(absent);
+    return secret?.metadata?.deletionTimestamp ? undefined : secret;
   }
 
+  /**
+   * The set a Secret holds. Whoever may write Secrets in the host namespace may write this one
+   * (clusterTree's host Role may): a key that is no file of a set is refused, never a path.
+   */
   function filesOf(secret: V1Secret): Map<string, string> {
     const files = new Map<string, string>();
-    for (const [key, value] of Object.entries(secret.data ?? {}))
-      files.set(toPath(key), Buffer.from(value, 'base64').toString('utf8'));
+    for (const [key, value] of Object.entries(secret.data ?? {})) {
+      const path = toPath(key);
+      if (!isSetFile(path))
+        throw new Error(
+          `${secret.metadata?.namespace}/${PKI_SECRET} holds ${JSON.stringify(key)}, which is no file of a certificate set`,
+        );
+      files.set(path, Buffer.from(value, 'base64').toString('utf8'));
+    }
     return files;
   }
 
@@ -116,6 +140,12 @@ export function createPkiSecret(deps: PkiSecretDeps) {
       const rewritten = !local || setChecksum(local) !== setChecksum(stored);
       if (rewritten) await writeSet(dir, stored);
       return { resourceVersion: secret.metadata?.resourceVersion, rewritten };
+    },
+
+    /** The Secret's set, read only (a backup's: it never touches the copy a step may be writing). */
+    async stored(ref: VirtualClusterRef): Promise<PkiSet | undefined> {
+      const secret = await read(ref);
+      return secret ? filesOf(secret) : undefined;
     },
 
     /** writeControlPlanePki's commit: stores a new set over the one `sync` read. */

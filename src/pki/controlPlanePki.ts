@@ -13,7 +13,18 @@
  * per-handshake loader both do).
  */
 import { X509Certificate, createHash, randomBytes } from 'node:crypto';
-import { lstat, mkdir, readFile, readdir, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import {
+  lstat,
+  mkdir,
+  readFile,
+  readdir,
+  readlink,
+  realpath,
+  rename,
+  rm,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { formatIPv4, parseIPv4Cidr } from '../api/virtualCluster.js';
 import {
@@ -362,7 +373,10 @@ async function swapIn(dir: string, files: PkiSet): Promise<void> {
   const base = basename(dir);
   await mkdir(parent, { recursive: true });
   const gen = `${base}.gen-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
-  for (const [name, data] of files) {
+  // The marker last: a generation with it is complete.
+  const ordered = [...files].sort(([a], [b]) => Number(a === MARKER) - Number(b === MARKER));
+  for (const [name, data] of ordered) {
+    if (!isSetFile(name)) throw new Error(`${name} is no file of a certificate set: not written`);
     const path = join(parent, gen, name);
     await mkdir(dirname(path), { recursive: true, mode: 0o700 });
     // Private keys are for the owner only.
@@ -444,17 +458,33 @@ export async function ensureCurrentFiles(dir: string): Promise<void> {
  */
 export async function readSet(dir: string): Promise<Map<string, string> | undefined> {
   await recoverSet(dir);
-  if (!(await readFile(join(dir, MARKER), 'utf8').catch(() => undefined))) return undefined;
+  // One generation, whatever a swap does meanwhile (its files stay until the swap deletes them).
+  const gen = await realpath(dir).catch(() => undefined);
+  if (!gen || !(await readFile(join(gen, MARKER), 'utf8').catch(() => undefined))) return undefined;
   const files = new Map<string, string>();
   const walk = async (rel: string): Promise<void> => {
-    for (const entry of await readdir(join(dir, rel), { withFileTypes: true })) {
+    for (const entry of await readdir(join(gen, rel), { withFileTypes: true })) {
       const path = rel ? `${rel}/${entry.name}` : entry.name;
       if (entry.isDirectory()) await walk(path);
-      else if (entry.isFile()) files.set(path, await readFile(join(dir, path), 'utf8'));
+      else if (entry.isFile() && isSetFile(path)) files.set(path, await readFile(join(gen, path), 'utf8'));
     }
   };
   await walk('');
   return files;
+}
+
+/** The files a set may hold, by path: its certificates and keys, the service-account keys, its records. */
+const SET_FILES = new Set<string>([
+  ...Object.values(PkiFile).flatMap((n) => [`${n}.crt`, `${n}.key`]),
+  ...Object.values(ServiceAccountKey),
+  MARKER,
+  CA_GENERATION,
+  CA_RETIRES_AT,
+]);
+
+/** Whether `path` names a file of a certificate set (never `..`, never a path of one's choosing). */
+export function isSetFile(path: string): boolean {
+  return SET_FILES.has(path);
 }
 
 /** sha256 over a set's paths and contents, in path order: tells two sets apart. */

@@ -92,7 +92,7 @@ const CERTIFICATES_PATCH = 'certificate-renewal';
 const BACKUP_PATCH = 'backup-restore';
 /**
  * Marks runs whose Idle status is written by the listener once it listens, not before it is
- * scheduled: a client that reads Idle and connects is never refused.
+ * scheduled: a client that reads the listener's Idle and connects finds it listening.
  */
 const LISTEN_PATCH = 'listen-before-idle';
 const AUTO_RETRY_MS = 60_000;

@@ -402,7 +402,7 @@ describe('virtualClusterWorkflow', () => {
         'awaitTenantRequest',
       ]);
       // Idle is said by the listener once it listens, not before: a client that reads it and
-      // connects is never refused. The workflow wrote no Idle of its own.
+      // connects finds it listening. The workflow wrote no Idle of its own.
       expect(control.announced).toEqual([last()]);
       expect(control.statuses.filter((st) => st.reason === 'Idle')).toHaveLength(1);
       expect(last()?.message).toMatch(/no request for 2s: .*the first request \(or a spec change\) wakes it/);
