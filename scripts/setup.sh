@@ -20,6 +20,8 @@ CONTAINERD_VERSION=v2.2.9
 CRICTL_VERSION=v1.37.0
 COREDNS_VERSION=v1.14.7
 REGISTRY_VERSION=v3.1.2
+# The embedded host's persistent volumes (a tenant's etcd data, ADR 14).
+LOCAL_PATH_VERSION=v0.0.30
 # The images' busybox: upstream's source as Debian's archive keeps it (the pristine tarball, not
 # Debian's patched build, whose shell drops variables like `data-1` that the e2e suite passes).
 BUSYBOX_VERSION=1.37.0
@@ -68,12 +70,13 @@ dir_of() {
     containerd) echo "$TOOLS/containerd-$CONTAINERD_VERSION" ;;
     coredns) echo "$TOOLS/coredns-$COREDNS_VERSION" ;;
     registry) echo "$TOOLS/registry-$REGISTRY_VERSION" ;;
+    storage) echo "$TOOLS/local-path-provisioner-$LOCAL_PATH_VERSION" ;;
     conformance) echo "$TOOLS/conformance-$KUBERNETES_VERSION" ;;
     images) echo "$TOOLS/images-$KUBERNETES_VERSION-$COREDNS_VERSION" ;;
   esac
 }
 # images last: it packs binaries the components before it built.
-COMPONENTS=(temporal etcd kwok kubernetes containerd coredns registry conformance images)
+COMPONENTS=(temporal etcd kwok kubernetes containerd coredns registry storage conformance images)
 
 # A component counts as built when its stamp holds the hash of the recipe that built it, so a
 # changed recipe (new version, new flags) rebuilds it.
@@ -234,6 +237,16 @@ build_registry() {
   mkdir -p "$out/bin"
   go build -p 2 -trimpath -ldflags "-s -w -X github.com/distribution/distribution/v3/version.version=$REGISTRY_VERSION" \
     -o "$out/bin/registry" github.com/distribution/distribution/v3/cmd/registry
+}
+
+# rancher's local-path-provisioner: the embedded host's StorageClass (src/runtime/storage.ts).
+build_storage() {
+  local out; out="$(dir_of storage)"
+  step "local-path-provisioner $LOCAL_PATH_VERSION (the embedded host's volumes) -> $out"
+  scratch storage
+  go get "github.com/rancher/local-path-provisioner@$LOCAL_PATH_VERSION"
+  mkdir -p "$out/bin"
+  go build -p 2 -trimpath -ldflags "-s -w" -o "$out/bin/local-path-provisioner" github.com/rancher/local-path-provisioner
 }
 
 # The upstream conformance suite: e2e.test (`go test -c` of k8s.io/kubernetes/test/e2e), the

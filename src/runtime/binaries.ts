@@ -47,6 +47,8 @@ export interface NodeBinaries {
   pauseImage: string;
   /** The upstream name of the busybox image among them (sh, sed: the /etc/hosts rewrite). */
   toolsImage: string;
+  /** rancher's local-path-provisioner: the embedded host's StorageClass; absent before setup built it. */
+  localPathProvisioner?: string;
 }
 
 export class ComponentsMissingError extends Error {
@@ -157,5 +159,11 @@ function nodeBinaries(dirs: Map<string, string>): NodeBinaries | undefined {
   ];
   if (!files.every((f) => existsSync(f))) return undefined;
   const name = (f: string) => readFileSync(f, 'utf8').trim();
-  return { ...n, pauseImage: name(pause), toolsImage: name(busybox) };
+  const provisioner = join(dirs.get('storage') ?? '/nonexistent', 'local-path-provisioner');
+  return {
+    ...n,
+    pauseImage: name(pause),
+    toolsImage: name(busybox),
+    ...(existsSync(provisioner) ? { localPathProvisioner: provisioner } : {}),
+  };
 }

@@ -28,6 +28,7 @@ import {
   type ControlPlaneLayout,
 } from './controlPlane.js';
 import type { PortAllocator } from './ports.js';
+import { startLocalStorage } from './storage.js';
 import { startAndWait, type ComponentSpec, type ControlPlaneRuntime } from './types.js';
 
 export const HOST_ID = 'host';
@@ -142,6 +143,18 @@ export async function startEmbeddedHost(opts: EmbeddedHostOptions): Promise<Embe
       host.stop = () => realNode.stop();
       try {
         await startHostDns(opts, layout, ca, admin, timeout, log);
+        const provisioner = opts.binaries.node?.localPathProvisioner;
+        if (provisioner)
+          await startLocalStorage({
+            runtime: opts.runtime,
+            owner: HOST_ID,
+            binary: provisioner,
+            kubeconfig: admin,
+            dir: join(opts.dir, 'storage'),
+            helperImage: opts.binaries.node!.toolsImage,
+            logger: log,
+          });
+        else log.warn('no local-path-provisioner (npm run setup builds it): the host has no StorageClass');
       } catch (e) {
         // The caller never gets `stop` for a host that failed to start: stop the node here.
         await realNode.stop().catch(() => undefined);

@@ -68,6 +68,7 @@ const STOP_ORDER: readonly ComponentName[] = [
   'registry',
   'kube-scheduler',
   'kube-controller-manager',
+  'local-path-provisioner',
   'kwok',
   'kube-apiserver',
   'etcd',

@@ -15,6 +15,7 @@ export type ComponentName =
   | 'clustertree'
   | 'coredns'
   | 'registry'
+  | 'local-path-provisioner'
   | 'containerd'
   | 'kubelet'
   | 'kube-proxy';

@@ -1,0 +1,123 @@
+/**
+ * Persistent volumes for the embedded host (ADR 14: a tenant's etcd keeps its data on a PVC):
+ * rancher's local-path-provisioner, built by setup from its Go module and run as a host process
+ * like kwok, provisions a directory of the real node for each claim of the StorageClass
+ * `kosmos-vc-local` (the host's default), through a helper pod on that node that creates it and,
+ * when the claim is deleted, removes it. Nothing of this is written by hand: the provisioner is
+ * upstream's, configured with its ConfigMap.
+ */
+import {
+  KubeConfig,
+  KubernetesObjectApi,
+  PatchStrategy,
+  type KubernetesObject,
+} from '@kubernetes/client-node';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { reuseConnections } from '../api/kubeClient.js';
+import type { Logger } from '../worker/logger.js';
+import type { ControlPlaneRuntime } from './types.js';
+
+export const LOCAL_STORAGE_CLASS = 'kosmos-vc-local';
+export const STORAGE_NAMESPACE = 'kosmos-vc-storage';
+export const LOCAL_PROVISIONER = 'kosmos.io/local-path';
+const CONFIG_MAP = 'local-path-config';
+const HELPER_ACCOUNT = 'local-path-helper';
+const FIELD_MANAGER = 'kosmos-vc';
+
+/** The helper pod the provisioner runs on a node to create or remove a volume's directory. */
+function helperPod(image: string): string {
+  return stringify({
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name: 'helper-pod' },
+    spec: {
+      // It runs on the node it is given, promoted to a tenant or not.
+      tolerations: [{ operator: 'Exists' }],
+      containers: [{ name: 'helper-pod', image, imagePullPolicy: 'IfNotPresent' }],
+    },
+  });
+}
+
+/** The namespace, ServiceAccount, ConfigMap and StorageClass the provisioner works with. */
+export function storageObjects(helperImage: string): KubernetesObject[] {
+  const labels = { 'app.kubernetes.io/managed-by': 'kosmos-vc' };
+  return [
+    { apiVersion: 'v1', kind: 'Namespace', metadata: { name: STORAGE_NAMESPACE, labels } },
+    {
+      apiVersion: 'v1',
+      kind: 'ServiceAccount',
+      metadata: { name: HELPER_ACCOUNT, namespace: STORAGE_NAMESPACE, labels },
+      automountServiceAccountToken: false,
+    } as KubernetesObject,
+    {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: { name: CONFIG_MAP, namespace: STORAGE_NAMESPACE, labels },
+      data: {
+        // $VOL_DIR is the volume's directory on the node, $VOL_MODE its mode (upstream's scripts).
+        setup: '#!/bin/sh\nset -eu\nmkdir -m 0777 -p "$VOL_DIR"\n',
+        teardown: '#!/bin/sh\nset -eu\nrm -rf "$VOL_DIR"\n',
+        'helperPod.yaml': helperPod(helperImage),
+      },
+    } as KubernetesObject,
+    {
+      apiVersion: 'storage.k8s.io/v1',
+      kind: 'StorageClass',
+      metadata: {
+        name: LOCAL_STORAGE_CLASS,
+        labels,
+        annotations: { 'storageclass.kubernetes.io/is-default-class': 'true' },
+      },
+      provisioner: LOCAL_PROVISIONER,
+      // A claim is bound where its first pod is scheduled: the directory is on that node.
+      volumeBindingMode: 'WaitForFirstConsumer',
+      reclaimPolicy: 'Delete',
+    } as KubernetesObject,
+  ];
+}
+
+/**
+ * Applies the objects and starts (or adopts) the provisioner; volumes live under `dir/volumes`
+ * on the machine, which is the real node's filesystem.
+ */
+export async function startLocalStorage(o: {
+  runtime: ControlPlaneRuntime;
+  owner: string;
+  binary: string;
+  kubeconfig: string;
+  dir: string;
+  helperImage: string;
+  logger: Logger;
+}): Promise<void> {
+  const kc = new KubeConfig();
+  kc.loadFromFile(o.kubeconfig);
+  reuseConnections(kc);
+  const objects = KubernetesObjectApi.makeApiClient(kc);
+  for (const obj of storageObjects(o.helperImage))
+    await objects.patch(obj, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+  const volumes = join(o.dir, 'volumes');
+  await mkdir(volumes, { recursive: true, mode: 0o755 });
+  const config = join(o.dir, 'config.json');
+  await writeFile(
+    config,
+    JSON.stringify({ nodePathMap: [{ node: 'DEFAULT_PATH_FOR_NON_LISTED_NODES', paths: [volumes] }] }),
+  );
+  await o.runtime.ensure({
+    owner: o.owner,
+    name: 'local-path-provisioner',
+    command: o.binary,
+    args: [
+      'start',
+      `--config=${config}`,
+      `--provisioner-name=${LOCAL_PROVISIONER}`,
+      `--namespace=${STORAGE_NAMESPACE}`,
+      `--configmap-name=${CONFIG_MAP}`,
+      `--service-account-name=${HELPER_ACCOUNT}`,
+      `--helper-image=${o.helperImage}`,
+      `--kubeconfig=${o.kubeconfig}`,
+    ],
+  });
+  o.logger.info('local storage ready', { storageClass: LOCAL_STORAGE_CLASS, volumes });
+}
