@@ -8,8 +8,13 @@ import {
   CustomObjectsApi,
   KubernetesObjectApi,
   PatchStrategy,
+  Observable,
   loadYaml,
   setHeaderOptions,
+  type ConfigurationOptions,
+  type ObservableMiddleware,
+  type RequestContext,
+  type ResponseContext,
   type KubeConfig,
   type KubernetesObject,
   type V1Secret,
@@ -38,6 +43,22 @@ export type StatusPatch = Nullable<Omit<VirtualClusterStatus, 'certificates'>> &
 };
 
 const merge = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+
+/** Options that hand `signal` to the request (client-node's fetch takes it from the context). */
+function abortable(signal: AbortSignal): ConfigurationOptions<ObservableMiddleware> {
+  return {
+    middleware: [
+      {
+        pre: (request: RequestContext) => {
+          request.setSignal(signal);
+          return new Observable(Promise.resolve(request));
+        },
+        post: (response: ResponseContext) => new Observable(Promise.resolve(response)),
+      },
+    ],
+    middlewareMergeStrategy: 'append',
+  };
+}
 
 export class HostCluster {
   readonly core: CoreV1Api;
@@ -95,11 +116,12 @@ export class HostCluster {
   }
 
   /** Merge-patches status (a null field is removed); false when the object is gone. */
-  async patchStatus(ref: VirtualClusterRef, status: StatusPatch): Promise<boolean> {
+  /** Merge-patches status; `signal` aborts the request (a write that must not land late). */
+  async patchStatus(ref: VirtualClusterRef, status: StatusPatch, signal?: AbortSignal): Promise<boolean> {
     try {
       await this.custom.patchNamespacedCustomObjectStatus(
         { ...this.ids(ref), body: { metadata: { uid: ref.uid }, status }, fieldManager: FIELD_MANAGER },
-        merge,
+        signal ? setHeaderOptions('Content-Type', PatchStrategy.MergePatch, abortable(signal)) : merge,
       );
       return true;
     } catch (e) {

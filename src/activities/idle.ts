@@ -55,20 +55,24 @@ export async function awaitFirstConnection(o: {
   host: string;
   port: number;
   logger: Logger;
-  /** Called once it listens; its failure fails the wait. Awaited before the wait ends either way. */
-  onListening?: () => Promise<void>;
+  /**
+   * Called once it listens, with a signal aborted when the wait ends (a connection, a
+   * cancellation); awaited before the wait returns, so nothing it writes lands later.
+   */
+  onListening?: (ended: AbortSignal) => Promise<void>;
 }): Promise<{ at: string }> {
   const ctx = currentContext();
   const server: Server = createServer({ pauseOnConnect: true });
   stopListening(o.owner);
   listeners.set(o.owner, server);
   let listened: Promise<void> = Promise.resolve();
+  const ended = new AbortController();
   try {
     return await new Promise<{ at: string }>((resolve, reject) => {
       server.once('error', reject);
       server.once('listening', () => {
         // Whoever reports after this wait ends must find this write done.
-        listened = (o.onListening?.() ?? Promise.resolve()).catch((e: unknown) => {
+        listened = (o.onListening?.(ended.signal) ?? Promise.resolve()).catch((e: unknown) => {
           server.close();
           reject(e instanceof Error ? e : new Error(String(e)));
         });
@@ -88,6 +92,7 @@ export async function awaitFirstConnection(o: {
   } finally {
     server.close();
     if (listeners.get(o.owner) === server) listeners.delete(o.owner);
+    ended.abort();
     await listened;
   }
 }

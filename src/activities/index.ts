@@ -187,27 +187,25 @@ export function createActivities(deps: ActivityDeps) {
   }
 
   /**
-   * Writes a listener's status: tried three times, each within 20 s; then given up with a
-   * warning, never failing the listener (the workflow writes it again when the wait ends).
+   * Writes a listener's status: tried three times, 10 s each, until `ended` (the wait is over:
+   * a write in flight is aborted, so none lands after the workflow's next status). Never fails
+   * the listener: the workflow writes the status again when the wait ends.
    */
-  async function announceStatus(ref: VirtualClusterRef, report: StatusReport): Promise<void> {
-    for (let attempt = 1; attempt <= 3; attempt++) {
+  async function announceStatus(
+    ref: VirtualClusterRef,
+    report: StatusReport,
+    ended: AbortSignal,
+  ): Promise<void> {
+    for (let attempt = 1; attempt <= 3 && !ended.aborted; attempt++) {
       try {
-        let timer: NodeJS.Timeout | undefined;
-        try {
-          await Promise.race([
-            deps.host.patchStatus(ref, report),
-            new Promise((_, reject) => {
-              timer = setTimeout(() => reject(new Error('no answer in 20s')), 20_000);
-            }),
-          ]);
-        } finally {
-          clearTimeout(timer);
-        }
+        await deps.host.patchStatus(ref, report, AbortSignal.any([ended, AbortSignal.timeout(10_000)]));
         return;
       } catch (e) {
+        if (ended.aborted) return;
         if (attempt === 3)
-          log(ref).warn('status not written: it says so when the wait ends', { error: errorText(e) });
+          log(ref).warn('status not written: the workflow writes it when the wait ends', {
+            error: errorText(e),
+          });
         else await new Promise((r) => setTimeout(r, 1_000 * attempt));
       }
     }
@@ -463,14 +461,16 @@ export function createActivities(deps: ActivityDeps) {
     },
 
     async startEtcd(input: StepInput) {
-      const l = await tenantFiles(input.ref, input.allocation);
       // The certificates can come from the Secret; the data cannot: a worker without the
       // tenant's directory would start an empty etcd. Another worker may have it: retried.
-      if (!existsSync(join(l.dir, ALLOCATION_FILE)))
+      // Checked first, so such a worker writes none of the tenant's files either.
+      const allocated = join(layout(input.allocation).dir, ALLOCATION_FILE);
+      if (!existsSync(allocated))
         throw new Error(
-          `this worker's machine has no data of ${input.ref.namespace}/${input.ref.name} (no ${join(l.dir, ALLOCATION_FILE)}): ` +
+          `this worker's machine has no data of ${input.ref.namespace}/${input.ref.name} (no ${allocated}): ` +
             'with the process runtime every worker of a tenant shares one machine and state directory (ADR 2)',
         );
+      const l = await tenantFiles(input.ref, input.allocation);
       return startComponent(input, etcdSpec(placeOnMachine(l), await bins()));
     },
     async startApiserver(input: StepInput) {
@@ -510,7 +510,7 @@ export function createActivities(deps: ActivityDeps) {
         port: l.ports.apiserver,
         logger: log(input.ref),
         // The workflow's Idle status, written once a client that reads it can connect.
-        ...(announce ? { onListening: () => announceStatus(input.ref, announce) } : {}),
+        ...(announce ? { onListening: (ended) => announceStatus(input.ref, announce, ended) } : {}),
       });
     },
     async startControllerManager(input: StepInput) {

@@ -54,17 +54,22 @@ export class PkiConflictError extends Error {
 export function createPkiSecret(deps: PkiSecretDeps) {
   const core = deps.host.core;
 
-  /** The Secret; undefined when it, or its namespace, is gone or on its way out (an earlier tenant's). */
-  async function read(ref: VirtualClusterRef): Promise<V1Secret | undefined> {
+  /**
+   * The Secret, if any; `leaving` when the namespace is being deleted (the saga's undo of
+   * deployClusterTree, or a retry after release): its Secret, an earlier tenant's or about to go,
+   * counts as none, and nothing can be stored there until the namespace is gone.
+   */
+  async function read(ref: VirtualClusterRef): Promise<{ secret?: V1Secret; leaving: boolean }> {
     const namespace = hostNamespace(ref);
     const absent = (e: unknown) => {
       if (isNotFound(e)) return undefined;
       throw e;
     };
     const ns = await core.readNamespace({ name: namespace }).catch(absent);
-    if (!ns || ns.metadata?.deletionTimestamp) return undefined;
+    if (ns?.metadata?.deletionTimestamp) return { leaving: true };
+    if (!ns) return { leaving: false };
     const secret = await core.readNamespacedSecret({ name: PKI_SECRET, namespace }).catch(absent);
-    return secret?.metadata?.deletionTimestamp ? undefined : secret;
+    return secret && !secret.metadata?.deletionTimestamp ? { secret, leaving: false } : { leaving: false };
   }
 
   /**
@@ -125,15 +130,16 @@ export function createPkiSecret(deps: PkiSecretDeps) {
      * lacked). Returns what it read, for `commit`, and whether `dir` was rewritten.
      */
     async sync(ref: VirtualClusterRef, dir: string): Promise<StoredPki & { rewritten: boolean }> {
-      let secret = await read(ref);
-      if (!secret && (await readSet(dir))) {
+      let { secret, leaving } = await read(ref);
+      if (!secret && !leaving && (await readSet(dir))) {
         await ensureCurrentFiles(dir);
         // Another worker storing one first is as good: its set is taken below.
         await store(ref, (await readSet(dir))!, { resourceVersion: undefined }).catch((e: unknown) => {
           if (!(e instanceof PkiConflictError)) throw e;
         });
-        secret = await read(ref);
+        ({ secret, leaving } = await read(ref));
       }
+      // None, or a namespace on its way out: the copy is all there is; a later step stores it.
       if (!secret) return { resourceVersion: undefined, rewritten: false };
       const stored = filesOf(secret);
       const local = await readSet(dir);
@@ -144,7 +150,7 @@ export function createPkiSecret(deps: PkiSecretDeps) {
 
     /** The Secret's set, read only (a backup's: it never touches the copy a step may be writing). */
     async stored(ref: VirtualClusterRef): Promise<PkiSet | undefined> {
-      const secret = await read(ref);
+      const { secret } = await read(ref);
       return secret ? filesOf(secret) : undefined;
     },
 

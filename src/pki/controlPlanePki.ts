@@ -373,10 +373,11 @@ async function swapIn(dir: string, files: PkiSet): Promise<void> {
   const base = basename(dir);
   await mkdir(parent, { recursive: true });
   const gen = `${base}.gen-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
+  const bad = [...files.keys()].find((name) => !isSetFile(name));
+  if (bad !== undefined) throw new Error(`${bad} is no file of a certificate set: nothing written`);
   // The marker last: a generation with it is complete.
   const ordered = [...files].sort(([a], [b]) => Number(a === MARKER) - Number(b === MARKER));
   for (const [name, data] of ordered) {
-    if (!isSetFile(name)) throw new Error(`${name} is no file of a certificate set: not written`);
     const path = join(parent, gen, name);
     await mkdir(dirname(path), { recursive: true, mode: 0o700 });
     // Private keys are for the owner only.
@@ -473,18 +474,16 @@ export async function readSet(dir: string): Promise<Map<string, string> | undefi
   return files;
 }
 
-/** The files a set may hold, by path: its certificates and keys, the service-account keys, its records. */
-const SET_FILES = new Set<string>([
-  ...Object.values(PkiFile).flatMap((n) => [`${n}.crt`, `${n}.key`]),
-  ...Object.values(ServiceAccountKey),
-  MARKER,
-  CA_GENERATION,
-  CA_RETIRES_AT,
-]);
-
-/** Whether `path` names a file of a certificate set (never `..`, never a path of one's choosing). */
+/**
+ * Whether `path` can name a file of a certificate set: a certificate or key (`etcd/ca.crt`), a
+ * service-account key or a record of the set; never `..` nor any other path of one's choosing.
+ * Names a later version may add pass, so an older worker still syncs a newer set.
+ */
 export function isSetFile(path: string): boolean {
-  return SET_FILES.has(path);
+  return (
+    /^[a-z0-9][a-z0-9-]*(\/[a-z0-9][a-z0-9-]*)?\.(crt|key)$/.test(path) ||
+    [ServiceAccountKey.public, ServiceAccountKey.private, MARKER, CA_GENERATION, CA_RETIRES_AT].includes(path)
+  );
 }
 
 /** sha256 over a set's paths and contents, in path order: tells two sets apart. */

@@ -7,7 +7,7 @@
 import { CoreV1Api, KubeConfig, type V1Node } from '@kubernetes/client-node';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { reuseConnections } from '../api/kubeClient.js';
+import { errorText, reuseConnections } from '../api/kubeClient.js';
 import { KWOK_NODE_ANNOTATION } from '../clustertree/naming.js';
 import { startRealNode, NodeNet, type RealNode } from '../node/realNode.js';
 import { loadPair, PkiFile, writeControlPlanePki } from '../pki/controlPlanePki.js';
@@ -145,15 +145,19 @@ export async function startEmbeddedHost(opts: EmbeddedHostOptions): Promise<Embe
         await startHostDns(opts, layout, ca, admin, timeout, log);
         const provisioner = opts.binaries.node?.localPathProvisioner;
         if (provisioner)
+          // A host without volumes still serves everything else: a failure here is a warning.
           await startLocalStorage({
             runtime: opts.runtime,
             owner: HOST_ID,
             binary: provisioner,
             kubeconfig: admin,
             dir: join(opts.dir, 'storage'),
+            node: realNode.name,
             helperImage: opts.binaries.node!.toolsImage,
             logger: log,
-          });
+          }).catch((e: unknown) =>
+            log.warn('local storage not started: the host has no StorageClass', { error: errorText(e) }),
+          );
         else log.warn('no local-path-provisioner (npm run setup builds it): the host has no StorageClass');
       } catch (e) {
         // The caller never gets `stop` for a host that failed to start: stop the node here.

@@ -4,7 +4,8 @@
  * like kwok, provisions a directory of the real node for each claim of the StorageClass
  * `kosmos-vc-local` (the host's default), through a helper pod on that node that creates it and,
  * when the claim is deleted, removes it. Nothing of this is written by hand: the provisioner is
- * upstream's, configured with its ConfigMap.
+ * upstream's, configured with its ConfigMap. (It also tries to save each helper pod's log with
+ * an in-cluster client, which out of a cluster fails with one error line per helper pod.)
  */
 import {
   KubeConfig,
@@ -13,7 +14,7 @@ import {
   type KubernetesObject,
 } from '@kubernetes/client-node';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { reuseConnections } from '../api/kubeClient.js';
 import type { Logger } from '../worker/logger.js';
@@ -40,8 +41,12 @@ function helperPod(image: string): string {
   });
 }
 
-/** The namespace, ServiceAccount, ConfigMap and StorageClass the provisioner works with. */
-export function storageObjects(helperImage: string): KubernetesObject[] {
+/**
+ * The namespace, ServiceAccount, ConfigMap and StorageClass the provisioner works with. The
+ * class's volumes go to `node` alone (the real node): a pod of a claim is scheduled there, never
+ * to a simulated node, whose helper pod would never finish.
+ */
+export function storageObjects(helperImage: string, node: string): KubernetesObject[] {
   const labels = { 'app.kubernetes.io/managed-by': 'kosmos-vc' };
   return [
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: STORAGE_NAMESPACE, labels } },
@@ -74,6 +79,7 @@ export function storageObjects(helperImage: string): KubernetesObject[] {
       // A claim is bound where its first pod is scheduled: the directory is on that node.
       volumeBindingMode: 'WaitForFirstConsumer',
       reclaimPolicy: 'Delete',
+      allowedTopologies: [{ matchLabelExpressions: [{ key: 'kubernetes.io/hostname', values: [node] }] }],
     } as KubernetesObject,
   ];
 }
@@ -88,6 +94,8 @@ export async function startLocalStorage(o: {
   binary: string;
   kubeconfig: string;
   dir: string;
+  /** The real node: the only one volumes are made on. */
+  node: string;
   helperImage: string;
   logger: Logger;
 }): Promise<void> {
@@ -95,15 +103,14 @@ export async function startLocalStorage(o: {
   kc.loadFromFile(o.kubeconfig);
   reuseConnections(kc);
   const objects = KubernetesObjectApi.makeApiClient(kc);
-  for (const obj of storageObjects(o.helperImage))
+  for (const obj of storageObjects(o.helperImage, o.node))
     await objects.patch(obj, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
-  const volumes = join(o.dir, 'volumes');
+  // The provisioner takes absolute paths only.
+  const volumes = resolve(o.dir, 'volumes');
   await mkdir(volumes, { recursive: true, mode: 0o755 });
-  const config = join(o.dir, 'config.json');
-  await writeFile(
-    config,
-    JSON.stringify({ nodePathMap: [{ node: 'DEFAULT_PATH_FOR_NON_LISTED_NODES', paths: [volumes] }] }),
-  );
+  const config = resolve(o.dir, 'config.json');
+  // Only the real node has a path: a claim for any other node fails at once, and says so.
+  await writeFile(config, JSON.stringify({ nodePathMap: [{ node: o.node, paths: [volumes] }] }));
   await o.runtime.ensure({
     owner: o.owner,
     name: 'local-path-provisioner',

@@ -10,9 +10,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { resolveBinaries } from '../../src/runtime/binaries.js';
 import { LOCAL_STORAGE_CLASS } from '../../src/runtime/storage.js';
-import { createNamespace, eventually, host } from '../support/harness.js';
+import { statusCode } from '../../src/api/kubeClient.js';
+import { createKwokNodes, createNamespace, deleteNodes, eventually, host } from '../support/harness.js';
 
 const realNode = inject('realNode');
+const SIMULATED = 'storage-roomy-kwok';
 let namespace: string;
 
 beforeAll(async () => {
@@ -20,17 +22,20 @@ beforeAll(async () => {
   namespace = await createNamespace('storage');
 });
 afterAll(async () => {
+  await deleteNodes([SIMULATED]);
   await host()
     .core.deleteNamespace({ name: namespace })
     .catch(() => undefined);
 });
 
-/** A pod the scheduler places on the real node (a claim is bound where its pod is scheduled). */
+/**
+ * A pod of the claim `data`, placed by the scheduler: the class allows the real node alone, so
+ * it goes there even beside an emptier simulated node.
+ */
 const pod = (name: string, script: string, image: string): V1Pod => ({
   metadata: { name, namespace },
   spec: {
     restartPolicy: 'Never',
-    nodeSelector: { 'kubernetes.io/hostname': realNode },
     tolerations: [{ operator: 'Exists' }],
     containers: [
       {
@@ -65,6 +70,8 @@ describe('local persistent volumes', () => {
     const sc = await storage.readStorageClass({ name: LOCAL_STORAGE_CLASS });
     expect(sc.metadata?.annotations?.['storageclass.kubernetes.io/is-default-class']).toBe('true');
     const busybox = (await resolveBinaries()).node!.toolsImage;
+    // A simulated node with far more room than the real one: the scheduler would prefer it.
+    await createKwokNodes([SIMULATED]);
 
     // No class named: the default one.
     await core.createNamespacedPersistentVolumeClaim({
@@ -79,9 +86,12 @@ describe('local persistent volumes', () => {
     const claim = await core.readNamespacedPersistentVolumeClaim({ name: 'data', namespace });
     expect(claim.status?.phase).toBe('Bound');
     expect(claim.spec?.storageClassName).toBe(LOCAL_STORAGE_CLASS);
+    expect((await core.readNamespacedPod({ name: 'writer', namespace })).spec?.nodeName).toBe(realNode);
     const pv = await core.readPersistentVolume({ name: claim.spec!.volumeName! });
-    const dir = pv.spec?.hostPath?.path ?? pv.spec?.local?.path;
-    expect(dir).toBeTruthy();
+    // A hostPath volume (the provisioner's default type) under the host's volumes, on the real node.
+    const dir = pv.spec?.hostPath?.path;
+    expect(dir).toMatch(new RegExp(`^${join(inject('stateRoot'), 'host', 'storage', 'volumes')}/`));
+    expect(JSON.stringify(pv.spec?.nodeAffinity)).toContain(`"${realNode}"`);
     // The real node's filesystem is this machine's.
     expect(await readFile(join(dir!, 'file'), 'utf8')).toBe('kept\n');
 
@@ -93,10 +103,13 @@ describe('local persistent volumes', () => {
     await eventually(
       'the volume and its directory removed',
       async () => {
-        const gone = await core
-          .readPersistentVolume({ name: pv.metadata!.name! })
-          .then(() => false)
-          .catch(() => true);
+        const gone = await core.readPersistentVolume({ name: pv.metadata!.name! }).then(
+          () => false,
+          (e: unknown) => {
+            if (statusCode(e) !== 404) throw e;
+            return true;
+          },
+        );
         return gone && !existsSync(dir!) ? true : undefined;
       },
       120_000,

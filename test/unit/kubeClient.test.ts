@@ -3,12 +3,14 @@ import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiMessage, errorText, reuseConnections } from '../../src/api/kubeClient.js';
+import { HostCluster } from '../../src/activities/hostCluster.js';
 import { createCA, issueCertificate } from '../../src/pki/certificates.js';
 
 // A TLS server that answers every request with an empty NamespaceList and counts the TLS
 // connections it accepted.
 let server: Server;
 let connections = 0;
+const patches: string[] = [];
 let kubeconfig: (user: string) => KubeConfig;
 
 beforeAll(async () => {
@@ -19,7 +21,9 @@ beforeAll(async () => {
     usage: 'server',
   });
   const client = await issueCertificate(ca, { commonName: 'tester', usage: 'client' });
-  server = createServer({ cert: serving.certPem, key: serving.keyPem }, (_req, res) => {
+  server = createServer({ cert: serving.certPem, key: serving.keyPem }, (req, res) => {
+    // A PATCH is never answered (an API server that hangs); its content type is kept.
+    if (req.method === 'PATCH') return void patches.push(req.headers['content-type'] ?? '');
     res.setHeader('Content-Type', 'application/json');
     res.end(JSON.stringify({ apiVersion: 'v1', kind: 'NamespaceList', metadata: {}, items: [] }));
   });
@@ -107,5 +111,16 @@ describe('apiMessage', () => {
       'fetch failed: socket closed',
     );
     expect(errorText(new Error('plain'))).toBe('plain');
+  });
+});
+
+describe('a status write that must not land late', () => {
+  it('is aborted by its signal, the merge-patch content type kept', async () => {
+    const host = new HostCluster(kubeconfig('status-writer'));
+    const ref = { namespace: 'ns', name: 'vc', uid: 'u' };
+    const started = Date.now();
+    await expect(host.patchStatus(ref, { phase: 'Sleeping' }, AbortSignal.timeout(300))).rejects.toThrow();
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(patches).toEqual(['application/merge-patch+json']);
   });
 });

@@ -43,6 +43,8 @@ function fakeHost() {
     },
     createNamespacedSecret: ({ namespace, body }: { namespace: string; body: V1Secret }) => {
       if (!namespaces.has(namespace)) return Promise.reject(apiError(404));
+      // NamespaceLifecycle admission: nothing new in a namespace being deleted.
+      if (namespaces.get(namespace)!.metadata?.deletionTimestamp) return Promise.reject(apiError(403));
       const key = `${namespace}/${body.metadata!.name!}`;
       if (secrets.has(key)) return Promise.reject(apiError(409));
       const stored = { ...body, metadata: { ...body.metadata, resourceVersion: String(++version) } };
@@ -155,10 +157,33 @@ describe('the certificate set kept in a Secret', () => {
     expect(existsSync(join(root, 'escaped'))).toBe(false);
     delete secret.data!['a__..__..__..__escaped'];
 
-    // A tenant's namespace being deleted (a retry after release): its Secret is none.
+    // A tenant's namespace being deleted (a retry after release): its Secret is none, and the
+    // copy is not stored there (the API refuses anything new in it), not until it is gone.
     secret.data!['ca.key'] = Buffer.from('an earlier set').toString('base64');
     host.namespaces.set(ns, { metadata: { name: ns, deletionTimestamp: new Date() } });
-    expect((await host.pki.sync(ref, dir)).rewritten).toBe(false);
+    expect(await host.pki.sync(ref, dir)).toEqual({ resourceVersion: undefined, rewritten: false });
     expect(setChecksum((await readSet(dir))!)).toBe(before);
+    expect(await host.pki.stored(ref)).toBeUndefined();
+    host.namespaces.delete(ns);
+    host.secrets.clear();
+    expect((await host.pki.sync(ref, dir)).rewritten).toBe(false);
+    expect(setChecksum((await host.pki.stored(ref))!)).toBe(before);
+  });
+
+  it('keeps a name a later version may add to a set, and refuses any other key', async () => {
+    const host = fakeHost();
+    const dir = join(root, 'pki');
+    await writeControlPlanePki(dir, req, { commit: host.pki.commit(ref, await host.pki.sync(ref, dir)) });
+    const secret = host.secrets.get(`${ns}/${PKI_SECRET}`)!;
+    secret.data!['etcd__healthcheck-client.crt'] = Buffer.from('later').toString('base64');
+    expect((await host.pki.sync(ref, join(root, 'newer', 'pki'))).rewritten).toBe(true);
+    expect((await readSet(join(root, 'newer', 'pki')))!.get('etcd/healthcheck-client.crt')).toBe('later');
+    for (const key of ['..__x.crt', 'etcd__..__x.key', 'a__b__c.crt', 'notes.txt']) {
+      const bad = { ...secret.data!, [key]: 'eA==' };
+      host.secrets.set(`${ns}/${PKI_SECRET}`, { ...secret, data: bad });
+      await expect(host.pki.sync(ref, join(root, 'bad', 'pki')), key).rejects.toThrow(
+        /no file of a certificate set/,
+      );
+    }
   });
 });
