@@ -115,8 +115,10 @@ export class HostCluster {
     return { items: list.items, resourceVersion: list.metadata.resourceVersion };
   }
 
-  /** Merge-patches status (a null field is removed); false when the object is gone. */
-  /** Merge-patches status; `signal` aborts the request (a write that must not land late). */
+  /**
+   * Merge-patches status (a null field is removed); false when the object is gone. `signal`
+   * aborts the request: the client stops waiting (a write the server already took may land).
+   */
   async patchStatus(ref: VirtualClusterRef, status: StatusPatch, signal?: AbortSignal): Promise<boolean> {
     try {
       await this.custom.patchNamespacedCustomObjectStatus(
@@ -125,7 +127,8 @@ export class HostCluster {
       );
       return true;
     } catch (e) {
-      if (await this.replacedOrGone(ref, e)) return false;
+      // Aborted: no further call either.
+      if (!signal?.aborted && (await this.replacedOrGone(ref, e))) return false;
       throw e;
     }
   }

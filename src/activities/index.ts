@@ -7,6 +7,7 @@ import { ApplicationFailure } from '@temporalio/activity';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as pause } from 'node:timers/promises';
 import type { VirtualClusterRef } from '../api/virtualCluster.js';
 import {
   CARotationInProgressError,
@@ -188,8 +189,9 @@ export function createActivities(deps: ActivityDeps) {
 
   /**
    * Writes a listener's status: tried three times, 10 s each, until `ended` (the wait is over:
-   * a write in flight is aborted, so none lands after the workflow's next status). Never fails
-   * the listener: the workflow writes the status again when the wait ends.
+   * a write in flight is aborted, and the wait ends without waiting for it; one the server had
+   * already taken may still land). Never fails the listener: the workflow writes the status
+   * again when the wait ends.
    */
   async function announceStatus(
     ref: VirtualClusterRef,
@@ -206,7 +208,8 @@ export function createActivities(deps: ActivityDeps) {
           log(ref).warn('status not written: the workflow writes it when the wait ends', {
             error: errorText(e),
           });
-        else await new Promise((r) => setTimeout(r, 1_000 * attempt));
+        // The pause ends with the wait too.
+        else await pause(1_000 * attempt, undefined, { signal: ended }).catch(() => undefined);
       }
     }
   }

@@ -369,12 +369,12 @@ export async function writeControlPlanePki(
  * API server reload its serving certificate and CA bundles; it never polls them.
  */
 async function swapIn(dir: string, files: PkiSet): Promise<void> {
+  const bad = [...files.keys()].find((name) => !isSetFile(name));
+  if (bad !== undefined) throw new Error(`${bad} is no file of a certificate set: nothing written`);
   const parent = dirname(dir);
   const base = basename(dir);
   await mkdir(parent, { recursive: true });
   const gen = `${base}.gen-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
-  const bad = [...files.keys()].find((name) => !isSetFile(name));
-  if (bad !== undefined) throw new Error(`${bad} is no file of a certificate set: nothing written`);
   // The marker last: a generation with it is complete.
   const ordered = [...files].sort(([a], [b]) => Number(a === MARKER) - Number(b === MARKER));
   for (const [name, data] of ordered) {
@@ -480,10 +480,17 @@ export async function readSet(dir: string): Promise<Map<string, string> | undefi
  * Names a later version may add pass, so an older worker still syncs a newer set.
  */
 export function isSetFile(path: string): boolean {
-  return (
-    /^[a-z0-9][a-z0-9-]*(\/[a-z0-9][a-z0-9-]*)?\.(crt|key)$/.test(path) ||
-    [ServiceAccountKey.public, ServiceAccountKey.private, MARKER, CA_GENERATION, CA_RETIRES_AT].includes(path)
-  );
+  const records: string[] = [
+    ServiceAccountKey.public,
+    ServiceAccountKey.private,
+    MARKER,
+    CA_GENERATION,
+    CA_RETIRES_AT,
+  ];
+  if (records.includes(path)) return true;
+  // A record's name is no directory (`ca-generation/x.crt` would clash with the file).
+  const first = path.split('/')[0]!;
+  return !records.includes(first) && /^[a-z0-9][a-z0-9-]*(\/[a-z0-9][a-z0-9-]*)?\.(crt|key)$/.test(path);
 }
 
 /** sha256 over a set's paths and contents, in path order: tells two sets apart. */

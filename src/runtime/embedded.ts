@@ -28,7 +28,7 @@ import {
   type ControlPlaneLayout,
 } from './controlPlane.js';
 import type { PortAllocator } from './ports.js';
-import { startLocalStorage } from './storage.js';
+import { removeLocalStorageClass, startLocalStorage } from './storage.js';
 import { startAndWait, type ComponentSpec, type ControlPlaneRuntime } from './types.js';
 
 export const HOST_ID = 'host';
@@ -155,10 +155,14 @@ export async function startEmbeddedHost(opts: EmbeddedHostOptions): Promise<Embe
             node: realNode.name,
             helperImage: opts.binaries.node!.toolsImage,
             logger: log,
-          }).catch((e: unknown) =>
-            log.warn('local storage not started: the host has no StorageClass', { error: errorText(e) }),
-          );
-        else log.warn('no local-path-provisioner (npm run setup builds it): the host has no StorageClass');
+          }).catch(async (e: unknown) => {
+            log.warn('local storage not started: the host has no StorageClass', { error: errorText(e) });
+            await removeLocalStorageClass(admin).catch(() => undefined);
+          });
+        else {
+          log.warn('no local-path-provisioner (npm run setup builds it): the host has no StorageClass');
+          await removeLocalStorageClass(admin).catch(() => undefined);
+        }
       } catch (e) {
         // The caller never gets `stop` for a host that failed to start: stop the node here.
         await realNode.stop().catch(() => undefined);

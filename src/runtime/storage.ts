@@ -11,12 +11,13 @@ import {
   KubeConfig,
   KubernetesObjectApi,
   PatchStrategy,
+  StorageV1Api,
   type KubernetesObject,
 } from '@kubernetes/client-node';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { stringify } from 'yaml';
-import { reuseConnections } from '../api/kubeClient.js';
+import { ignoreStatus, reuseConnections } from '../api/kubeClient.js';
 import type { Logger } from '../worker/logger.js';
 import type { ControlPlaneRuntime } from './types.js';
 
@@ -103,8 +104,13 @@ export async function startLocalStorage(o: {
   kc.loadFromFile(o.kubeconfig);
   reuseConnections(kc);
   const objects = KubernetesObjectApi.makeApiClient(kc);
-  for (const obj of storageObjects(o.helperImage, o.node))
-    await objects.patch(obj, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+  const apply = (obj: KubernetesObject) =>
+    objects.patch(obj, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+  // The StorageClass last, once its provisioner runs: a default class nobody serves would
+  // leave every claim Pending.
+  const all = storageObjects(o.helperImage, o.node);
+  const storageClass = all.find((obj) => obj.kind === 'StorageClass')!;
+  for (const obj of all) if (obj !== storageClass) await apply(obj);
   // The provisioner takes absolute paths only.
   const volumes = resolve(o.dir, 'volumes');
   await mkdir(volumes, { recursive: true, mode: 0o755 });
@@ -126,5 +132,16 @@ export async function startLocalStorage(o: {
       `--kubeconfig=${o.kubeconfig}`,
     ],
   });
+  await apply(storageClass);
   o.logger.info('local storage ready', { storageClass: LOCAL_STORAGE_CLASS, volumes });
+}
+
+/** Removes the StorageClass (where its provisioner cannot run), so no claim waits for it. */
+export async function removeLocalStorageClass(kubeconfig: string): Promise<void> {
+  const kc = new KubeConfig();
+  kc.loadFromFile(kubeconfig);
+  await kc
+    .makeApiClient(StorageV1Api)
+    .deleteStorageClass({ name: LOCAL_STORAGE_CLASS })
+    .catch(ignoreStatus(404));
 }

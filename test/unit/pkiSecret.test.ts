@@ -178,7 +178,7 @@ describe('the certificate set kept in a Secret', () => {
     secret.data!['etcd__healthcheck-client.crt'] = Buffer.from('later').toString('base64');
     expect((await host.pki.sync(ref, join(root, 'newer', 'pki'))).rewritten).toBe(true);
     expect((await readSet(join(root, 'newer', 'pki')))!.get('etcd/healthcheck-client.crt')).toBe('later');
-    for (const key of ['..__x.crt', 'etcd__..__x.key', 'a__b__c.crt', 'notes.txt']) {
+    for (const key of ['..__x.crt', 'etcd__..__x.key', 'a__b__c.crt', 'notes.txt', 'ca-generation__x.crt']) {
       const bad = { ...secret.data!, [key]: 'eA==' };
       host.secrets.set(`${ns}/${PKI_SECRET}`, { ...secret, data: bad });
       await expect(host.pki.sync(ref, join(root, 'bad', 'pki')), key).rejects.toThrow(
