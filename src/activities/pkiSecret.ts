@@ -160,5 +160,3 @@ export function createPkiSecret(deps: PkiSecretDeps) {
     },
   };
 }
-
-export type PkiSecret = ReturnType<typeof createPkiSecret>;
