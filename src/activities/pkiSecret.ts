@@ -17,13 +17,14 @@ import {
   writeSet,
   type PkiSet,
 } from '../pki/controlPlanePki.js';
+import { FILE_SOURCES, fileKey } from '../runtime/kubernetesRuntime.js';
 import type { HostCluster } from './hostCluster.js';
 
-export const PKI_SECRET = 'kosmos-vc-pki';
+/** Where the kubernetes runtime's pods mount the set from, too. */
+export const PKI_SECRET = FILE_SOURCES.pki.name;
 export const PKI_CHECKSUM_ANNOTATION = 'kosmos.io/pki-checksum';
 
-/** Secret keys allow no `/`: `etcd/ca.crt` is kept as `etcd__ca.crt`. */
-const toKey = (path: string): string => path.replaceAll('/', '__');
+const toKey = fileKey;
 const toPath = (key: string): string => key.replaceAll('__', '/');
 
 export interface PkiSecretDeps {

@@ -42,6 +42,8 @@ export interface ControlPlanePkiRequest {
   advertiseAddress: string;
   dnsDomain?: string;
   extraSANs?: readonly string[];
+  /** More names of etcd's serving certificate (its Service's, when it runs as a pod: ADR 14). */
+  etcdSANs?: readonly string[];
   /** Lifetime of every leaf in milliseconds (default one year); CAs last ten years. */
   leafValidityMs?: number;
 }
@@ -315,7 +317,12 @@ export async function writeControlPlanePki(
   const loopback = { dnsNames: ['localhost'], ipAddresses: ['127.0.0.1', req.advertiseAddress] };
   put(
     PkiFile.etcdServer,
-    await leaf(etcdCA, { commonName: 'etcd-server', usage: 'server+client', ...loopback }),
+    await leaf(etcdCA, {
+      commonName: 'etcd-server',
+      usage: 'server+client',
+      ...loopback,
+      dnsNames: [...loopback.dnsNames, ...(req.etcdSANs ?? [])],
+    }),
   );
   put(
     PkiFile.apiserverEtcdClient,

@@ -124,6 +124,100 @@ export interface Placement {
   probe: { host: string; pki: string };
   etcdUnsafeNoFsync?: boolean;
   auditLog?: boolean;
+  /** As pods of a host namespace (placeInHost): the namespace, the Services, etcd's health port. */
+  pod?: PodPlacement;
+}
+
+export interface PodPlacement {
+  namespace: string;
+  /** etcd's headless Service: its clients and peer reach the pod by this name. */
+  etcdService: string;
+  /** The API server's Service (the tenant's `kosmos-apiserver`) and its port. */
+  apiService: string;
+  apiServicePort: number;
+  /** etcd's plain-HTTP /livez and /readyz, for the kubelet (its client port asks for a certificate). */
+  etcdHealthPort: number;
+}
+
+/** The programs a control plane runs: paths of this machine (Binaries), or in the images. */
+export type ControlPlanePrograms = Pick<
+  Binaries,
+  'etcd' | 'kubeApiserver' | 'kubeControllerManager' | 'kubeScheduler'
+>;
+
+/** Where the control-plane images setup builds keep their binary (one static binary each). */
+export const IMAGE_PROGRAMS: ControlPlanePrograms = {
+  etcd: '/usr/local/bin/etcd',
+  kubeApiserver: '/usr/local/bin/kube-apiserver',
+  kubeControllerManager: '/usr/local/bin/kube-controller-manager',
+  kubeScheduler: '/usr/local/bin/kube-scheduler',
+};
+
+/** The ports of a control plane in pods: upstream's, since every component has its own address. */
+export const POD_PORTS: ControlPlanePorts = {
+  etcdClient: 2379,
+  etcdPeer: 2380,
+  apiserver: 6443,
+  controllerManager: 10257,
+  scheduler: 10259,
+};
+
+/** Where a runtime of pods mounts the files (etc/kosmos-vc/<source>) and keeps etcd's data. */
+export const POD_PATHS = {
+  pki: '/etc/kosmos-vc/pki',
+  kubeconfigs: '/etc/kosmos-vc/kubeconfigs',
+  auditPolicy: '/etc/kosmos-vc/audit-policy/policy.yaml',
+  auditLog: '/var/log/kosmos-vc/audit/audit.log',
+  etcdData: '/var/lib/etcd/data',
+} as const;
+
+export const ETCD_SERVICE = 'etcd';
+
+/**
+ * The DNS names a tenant's certificates need for its control plane in pods of `namespace`:
+ * etcd's (its serving certificate) and the API server's Service (the components' kubeconfigs).
+ */
+export function podSANs(namespace: string, apiService: string): { etcd: string[]; apiserver: string[] } {
+  const names = (svc: string) => [`${svc}.${namespace}.svc`, `${svc}.${namespace}.svc.cluster.local`];
+  return { etcd: names(ETCD_SERVICE), apiserver: names(apiService) };
+}
+
+/**
+ * The kubernetes runtime's placement (ADR 14): the files where the pods mount them, every
+ * component on its own pod address with upstream's ports, etcd and the API server reached through
+ * their Services. The runtime probes each pod at its address as `localhost` (a name every
+ * serving certificate of the set carries), with the operator's copy in `probePki`.
+ */
+export function placeInHost(i: {
+  id: string;
+  namespace: string;
+  serviceCIDR: string;
+  apiService: string;
+  probePki: string;
+  etcdUnsafeNoFsync?: boolean;
+}): Placement {
+  const pod: PodPlacement = {
+    namespace: i.namespace,
+    etcdService: ETCD_SERVICE,
+    apiService: i.apiService,
+    apiServicePort: 443,
+    etcdHealthPort: 2381,
+  };
+  const any = '0.0.0.0';
+  return {
+    id: i.id,
+    serviceCIDR: i.serviceCIDR,
+    paths: { ...POD_PATHS },
+    listen: { etcd: any, apiserver: any, controllerManager: any, scheduler: any },
+    ports: POD_PORTS,
+    etcdHost: `${ETCD_SERVICE}.${i.namespace}.svc`,
+    apiserverURL: `https://${i.apiService}.${i.namespace}.svc:${pod.apiServicePort}`,
+    // The pod's address, expanded by the kubelet from the environment the runtime sets.
+    advertise: { address: '$(POD_IP)', endpoint: false },
+    probe: { host: 'localhost', pki: i.probePki },
+    pod,
+    ...(i.etcdUnsafeNoFsync ? { etcdUnsafeNoFsync: true } : {}),
+  };
 }
 
 /** The process runtime's placement: everything on this machine, under the layout's directory. */
@@ -203,7 +297,7 @@ function probeOf(p: Placement, port: number, path: string, ca: PkiName, client?:
  */
 export const LEAN_GC: Readonly<Record<string, string>> = { GOGC: '25' };
 
-export function etcdSpec(p: Placement, b: Binaries): ComponentSpec {
+export function etcdSpec(p: Placement, b: ControlPlanePrograms): ComponentSpec {
   const f = reads(p);
   const listenClient = `https://${p.listen.etcd}:${p.ports.etcdClient}`;
   const listenPeer = `https://${p.listen.etcd}:${p.ports.etcdPeer}`;
@@ -231,15 +325,23 @@ export function etcdSpec(p: Placement, b: Binaries): ComponentSpec {
       `--peer-trusted-ca-file=${f.cert(PkiFile.etcdCA)}`,
       '--log-level=warn',
       ...(p.etcdUnsafeNoFsync ? ['--unsafe-no-fsync=true'] : []),
+      ...(p.pod ? [`--listen-metrics-urls=http://${p.listen.etcd}:${p.pod.etcdHealthPort}`] : []),
     ],
     probe: probeOf(p, p.ports.etcdClient, '/readyz', PkiFile.etcdCA, PkiFile.apiserverEtcdClient),
     files: f.files(),
     writes: [p.paths.etcdData],
     ports: { client: p.ports.etcdClient, peer: p.ports.etcdPeer },
+    ...(p.pod
+      ? {
+          namespace: p.pod.namespace,
+          service: { name: p.pod.etcdService, headless: true },
+          health: { scheme: 'HTTP', port: p.pod.etcdHealthPort, ready: '/readyz', live: '/livez' },
+        }
+      : {}),
   };
 }
 
-export function apiserverSpec(p: Placement, b: Binaries): ComponentSpec {
+export function apiserverSpec(p: Placement, b: ControlPlanePrograms): ComponentSpec {
   const f = reads(p);
   return {
     owner: p.id,
@@ -293,10 +395,17 @@ export function apiserverSpec(p: Placement, b: Binaries): ComponentSpec {
     files: f.files(),
     ...(p.auditLog ? { writes: [dirname(p.paths.auditLog)] } : {}),
     ports: { https: p.ports.apiserver },
+    ...(p.pod
+      ? {
+          namespace: p.pod.namespace,
+          service: { name: p.pod.apiService, port: p.pod.apiServicePort },
+          health: { scheme: 'HTTPS', port: p.ports.apiserver, ready: '/readyz', live: '/livez' },
+        }
+      : {}),
   };
 }
 
-export function controllerManagerSpec(p: Placement, b: Binaries): ComponentSpec {
+export function controllerManagerSpec(p: Placement, b: ControlPlanePrograms): ComponentSpec {
   const f = reads(p);
   const conf = f.kubeconfig('controller-manager');
   return {
@@ -320,10 +429,11 @@ export function controllerManagerSpec(p: Placement, b: Binaries): ComponentSpec 
     probe: probeOf(p, p.ports.controllerManager, '/healthz', PkiFile.ca),
     files: f.files(),
     ports: { https: p.ports.controllerManager },
+    ...inPod(p, p.ports.controllerManager),
   };
 }
 
-export function schedulerSpec(p: Placement, b: Binaries): ComponentSpec {
+export function schedulerSpec(p: Placement, b: ControlPlanePrograms): ComponentSpec {
   const f = reads(p);
   return {
     owner: p.id,
@@ -340,8 +450,15 @@ export function schedulerSpec(p: Placement, b: Binaries): ComponentSpec {
     probe: probeOf(p, p.ports.scheduler, '/healthz', PkiFile.ca),
     files: f.files(),
     ports: { https: p.ports.scheduler },
+    ...inPod(p, p.ports.scheduler),
   };
 }
+
+/** A pod's namespace and the kubelet's probe of /healthz (anonymous: the components allow it). */
+const inPod = (p: Placement, port: number): Pick<ComponentSpec, 'namespace' | 'health'> =>
+  p.pod
+    ? { namespace: p.pod.namespace, health: { scheme: 'HTTPS', port, ready: '/healthz', live: '/healthz' } }
+    : {};
 
 const delegated = (conf: string): string[] => [
   `--kubeconfig=${conf}`,

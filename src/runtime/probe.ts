@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request } from 'node:https';
+import { checkServerIdentity } from 'node:tls';
 import type { HttpsProbe } from './types.js';
 
 interface Tls {
@@ -12,9 +13,18 @@ interface Tls {
 /**
  * A function that GETs the probe URL once and resolves with the status code (or rejects with
  * the connection error). TLS files are read on the first successful call only, not on every
- * poll; a missing file is a failed probe, tried again next time.
+ * poll; a missing file is a failed probe, tried again next time. With `connectTo` it connects
+ * there (a pod's address) and still checks the certificate against the URL's host name.
  */
-export function prober(probe: HttpsProbe, timeoutMs = 2000): () => Promise<number> {
+export function prober(probe: HttpsProbe, timeoutMs = 2000, connectTo?: string): () => Promise<number> {
+  const name = new URL(probe.url).hostname;
+  const redirect = connectTo
+    ? {
+        hostname: connectTo,
+        checkServerIdentity: (_host: string, cert: Parameters<typeof checkServerIdentity>[1]) =>
+          checkServerIdentity(name, cert),
+      }
+    : {};
   const plain = probe.url.startsWith('http://');
   let tls: Tls | undefined;
   const load = async (): Promise<Tls> => {
@@ -35,8 +45,8 @@ export function prober(probe: HttpsProbe, timeoutMs = 2000): () => Promise<numbe
         res.on('end', () => resolve(res.statusCode ?? 0));
       };
       const req = plain
-        ? httpRequest(probe.url, { timeout: timeoutMs, agent: false }, onResponse)
-        : request(probe.url, { ca, cert, key, timeout: timeoutMs, agent: false }, onResponse);
+        ? httpRequest(probe.url, { timeout: timeoutMs, agent: false, ...redirect }, onResponse)
+        : request(probe.url, { ca, cert, key, timeout: timeoutMs, agent: false, ...redirect }, onResponse);
       req.on('timeout', () => req.destroy(new Error(`timed out after ${timeoutMs}ms`)));
       req.on('error', reject);
       req.end();

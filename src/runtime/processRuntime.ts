@@ -82,7 +82,15 @@ const rank = (n: ComponentName): number => STOP_ORDER.indexOf(n);
  * started and restarts nothing.
  */
 export function hashSpec(spec: ComponentSpec): string {
-  const { files: _files, writes: _writes, ports: _ports, ...process } = spec;
+  const {
+    files: _files,
+    writes: _writes,
+    ports: _ports,
+    namespace: _namespace,
+    service: _service,
+    health: _health,
+    ...process
+  } = spec;
   return createHash('sha256').update(JSON.stringify(process)).digest('hex');
 }
 

@@ -59,6 +59,18 @@ export interface ComponentSpec {
   writes?: readonly string[];
   /** The ports it listens on, by name. */
   ports?: Readonly<Record<string, number>>;
+  /** A runtime of pods: the host namespace it runs in (the process runtime ignores it). */
+  namespace?: string;
+  /**
+   * A runtime of pods: the Service others reach it through, on `port` (default: the first of
+   * `ports`); headless for etcd, whose peers and clients find the pod by name.
+   */
+  service?: { name: string; port?: number; headless?: boolean };
+  /**
+   * What a kubelet may probe without credentials (`ready`, then `live` to restart it); the
+   * runtime's own `probe` follows with the component's client certificate.
+   */
+  health?: { scheme: 'HTTP' | 'HTTPS'; port: number; ready: string; live: string };
 }
 
 export interface ComponentStatus {
@@ -66,7 +78,7 @@ export interface ComponentStatus {
   name: ComponentName;
   running: boolean;
   pid?: number;
-  /** Restarts by the supervisor since this runtime took the component over. */
+  /** Restarts by the supervisor since this runtime took the component over (of its containers, with pods). */
   restarts: number;
 }
 

@@ -1,0 +1,634 @@
+/**
+ * The kubernetes runtime (ADR 14): each component of a control plane is a workload in the host
+ * cluster, in the tenant's host namespace: etcd a StatefulSet with a claim for its data, the others
+ * Deployments. Files come from the Secrets the activities keep (a component mounts the keys it
+ * reads and no other), addresses from Services. The host's controllers keep the pods running;
+ * no worker is needed between steps, and any worker can run any step.
+ */
+import { createHash } from 'node:crypto';
+import { dirname } from 'node:path';
+import {
+  AppsV1Api,
+  CoreV1Api,
+  type KubeConfig,
+  type V1Container,
+  type V1Deployment,
+  type V1ObjectMeta,
+  type V1Pod,
+  type V1PodTemplateSpec,
+  type V1Probe,
+  type V1ResourceRequirements,
+  type V1Service,
+  type V1StatefulSet,
+  type V1Toleration,
+  type V1Volume,
+  type V1VolumeMount,
+} from '@kubernetes/client-node';
+import { isNotFound, errorText, statusCode } from '../api/kubeClient.js';
+import { prober } from './probe.js';
+import {
+  ComponentExitedError,
+  ReadinessTimeoutError,
+  type ComponentName,
+  type ComponentSpec,
+  type ComponentStatus,
+  type ControlPlaneRuntime,
+  type FileSet,
+  type HttpsProbe,
+} from './types.js';
+
+/** Where each source of files lives in the component's namespace. */
+export const FILE_SOURCES: Readonly<
+  Record<FileSet['source'], { kind: 'Secret' | 'ConfigMap'; name: string }>
+> = {
+  pki: { kind: 'Secret', name: 'kosmos-vc-pki' },
+  kubeconfigs: { kind: 'Secret', name: 'kosmos-vc-kubeconfigs' },
+  'audit-policy': { kind: 'ConfigMap', name: 'kosmos-vc-audit-policy' },
+};
+
+/** Secret and ConfigMap keys allow no `/`: `etcd/ca.crt` is kept as `etcd__ca.crt`. */
+export const fileKey = (path: string): string => path.replaceAll('/', '__');
+
+export const CONTROL_PLANE_LABEL = 'kosmos.io/control-plane';
+const COMPONENT_LABEL = 'app.kubernetes.io/name';
+const MANAGED_BY = { 'app.kubernetes.io/managed-by': 'kosmos-vc' };
+const OWNER_ANNOTATION = 'kosmos.io/owner';
+const HASH_ANNOTATION = 'kosmos.io/spec-hash';
+const PROBE_ANNOTATION = 'kosmos.io/probe';
+
+/** A label value for an owner (a tenant id can be longer than a label value may be). */
+export const ownerLabel = (owner: string): string =>
+  createHash('sha256').update(owner).digest('hex').slice(0, 20);
+
+const selectorOf = (owner: string, name?: ComponentName): Record<string, string> => ({
+  [CONTROL_PLANE_LABEL]: ownerLabel(owner),
+  ...(name ? { [COMPONENT_LABEL]: name } : {}),
+});
+const selectorText = (labels: Record<string, string>): string =>
+  Object.entries(labels)
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',');
+
+/**
+ * What each component asks of the host, from ADR 12's measurements of an idle tenant; memory
+ * limits leave room for load. No CPU limits: throttling a control plane only makes it slower.
+ */
+export const DEFAULT_RESOURCES: Readonly<Partial<Record<ComponentName, V1ResourceRequirements>>> = {
+  etcd: { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '512Mi' } },
+  'kube-apiserver': { requests: { cpu: '100m', memory: '256Mi' }, limits: { memory: '1Gi' } },
+  'kube-controller-manager': { requests: { cpu: '50m', memory: '96Mi' }, limits: { memory: '512Mi' } },
+  'kube-scheduler': { requests: { cpu: '25m', memory: '48Mi' }, limits: { memory: '256Mi' } },
+};
+
+/** Rolled one pod after the other; the rest are replaced (no leader election: never two at once). */
+const ROLLING: ReadonlySet<ComponentName> = new Set(['kube-apiserver']);
+/** Kept in a StatefulSet with a claim for what it writes. */
+const STATEFUL: ReadonlySet<ComponentName> = new Set(['etcd']);
+
+export interface KubernetesRuntimeOptions {
+  kubeConfig: KubeConfig;
+  /** The image of each component (its program is the spec's command inside it). */
+  images: Partial<Record<ComponentName, string>>;
+  /** etcd's data: a claim of `storageClass` (the cluster's default when unset), or an emptyDir. */
+  etcdStorage?: { storageClass?: string; size?: string } | { emptyDir: true };
+  resources?: Partial<Record<ComponentName, V1ResourceRequirements>>;
+  nodeSelector?: Record<string, string>;
+  tolerations?: V1Toleration[];
+  /** How often waitReady looks at the pods. */
+  pollMs?: number;
+}
+
+/** Thrown when a component's pods cannot start at all (no image, a missing Secret key). */
+export class ComponentStartError extends Error {
+  override readonly name = 'ComponentStartError';
+}
+
+export class KubernetesRuntime implements ControlPlaneRuntime {
+  private readonly apps: AppsV1Api;
+  private readonly core: CoreV1Api;
+  private readonly pollMs: number;
+
+  constructor(private readonly opts: KubernetesRuntimeOptions) {
+    this.apps = opts.kubeConfig.makeApiClient(AppsV1Api);
+    this.core = opts.kubeConfig.makeApiClient(CoreV1Api);
+    this.pollMs = opts.pollMs ?? 500;
+  }
+
+  async ensure(spec: ComponentSpec): Promise<ComponentStatus> {
+    const namespace = spec.namespace;
+    if (!namespace) throw new Error(`${spec.name} of ${spec.owner} has no namespace: not a spec for pods`);
+    const workload = this.render(spec, namespace);
+    if (spec.service) await this.ensureService(spec, namespace);
+    const stateful = STATEFUL.has(spec.name);
+    const current = await (
+      stateful
+        ? this.apps.readNamespacedStatefulSet({ name: spec.name, namespace })
+        : this.apps.readNamespacedDeployment({ name: spec.name, namespace })
+    ).catch((e: unknown) => {
+      if (isNotFound(e)) return undefined;
+      throw e;
+    });
+    const hash = workload.metadata!.annotations![HASH_ANNOTATION];
+    if (!current) {
+      await (stateful
+        ? this.apps.createNamespacedStatefulSet({ namespace, body: workload as V1StatefulSet })
+        : this.apps.createNamespacedDeployment({ namespace, body: workload }));
+    } else if (current.metadata?.annotations?.[HASH_ANNOTATION] !== hash) {
+      // A changed spec (or operator version that renders it differently) rolls this component.
+      const body = {
+        ...workload,
+        metadata: { ...workload.metadata, resourceVersion: current.metadata?.resourceVersion },
+      };
+      if (stateful) {
+        // A claim template cannot change: the one the data lives on stays.
+        const claims = (current as V1StatefulSet).spec?.volumeClaimTemplates;
+        if (claims) (body as V1StatefulSet).spec!.volumeClaimTemplates = claims;
+        else delete (body as V1StatefulSet).spec!.volumeClaimTemplates;
+        await this.apps.replaceNamespacedStatefulSet({
+          name: spec.name,
+          namespace,
+          body: body as V1StatefulSet,
+        });
+      } else {
+        await this.apps.replaceNamespacedDeployment({
+          name: spec.name,
+          namespace,
+          body: body as V1Deployment,
+        });
+      }
+    }
+    return (
+      (await this.list(spec.owner)).find((c) => c.name === spec.name) ?? {
+        owner: spec.owner,
+        name: spec.name,
+        running: false,
+        restarts: 0,
+      }
+    );
+  }
+
+  /** The workload of a spec, with the hash of everything it says in an annotation. */
+  private render(spec: ComponentSpec, namespace: string): V1Deployment | V1StatefulSet {
+    const image = this.opts.images[spec.name];
+    if (!image) throw new ComponentStartError(`no image configured for ${spec.name}`);
+    const labels = { ...MANAGED_BY, ...selectorOf(spec.owner, spec.name) };
+    const volumes: V1Volume[] = [{ name: 'tmp', emptyDir: {} }];
+    const mounts: V1VolumeMount[] = [{ name: 'tmp', mountPath: '/tmp' }];
+    for (const f of spec.files ?? []) {
+      const source = FILE_SOURCES[f.source];
+      const items = f.keys.map((k) => ({ key: fileKey(k), path: k }));
+      const name = `files-${f.source}`;
+      volumes.push(
+        source.kind === 'Secret'
+          ? { name, secret: { secretName: source.name, items, defaultMode: 0o440 } }
+          : { name, configMap: { name: source.name, items, defaultMode: 0o440 } },
+      );
+      mounts.push({ name, mountPath: f.path, readOnly: true });
+    }
+    const stateful = STATEFUL.has(spec.name);
+    const storage = this.opts.etcdStorage ?? {};
+    const claim = stateful && !('emptyDir' in storage);
+    (spec.writes ?? []).forEach((dir, i) => {
+      // The directory's parent is the volume: the component makes the directory itself, with its
+      // own mode (etcd insists on 0700), and a file system's lost+found stays out of it.
+      const name = i === 0 && claim ? 'data' : `writes-${i}`;
+      if (name !== 'data') volumes.push({ name, emptyDir: {} });
+      mounts.push({ name, mountPath: dirname(dir) });
+    });
+    const health = spec.health;
+    const probe = (path: string, failureThreshold: number): V1Probe => ({
+      httpGet: { scheme: health!.scheme, port: health!.port, path },
+      periodSeconds: 5,
+      timeoutSeconds: 5,
+      failureThreshold,
+    });
+    const container: V1Container = {
+      name: spec.name,
+      image,
+      command: [spec.command],
+      args: [...spec.args],
+      env: [
+        { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
+        ...Object.entries(spec.env ?? {}).map(([name, value]) => ({ name, value })),
+      ],
+      ports: Object.entries(spec.ports ?? {}).map(([name, containerPort]) => ({
+        name: name.slice(0, 15),
+        containerPort,
+        protocol: 'TCP',
+      })),
+      resources: this.opts.resources?.[spec.name] ?? DEFAULT_RESOURCES[spec.name] ?? {},
+      volumeMounts: mounts,
+      securityContext: {
+        allowPrivilegeEscalation: false,
+        readOnlyRootFilesystem: true,
+        capabilities: { drop: ['ALL'] },
+      },
+      ...(health
+        ? {
+            // Up to a minute to start, then restarted after 30 s of failing its liveness check.
+            startupProbe: probe(health.live, 12),
+            livenessProbe: probe(health.live, 6),
+            readinessProbe: probe(health.ready, 3),
+          }
+        : {}),
+    };
+    const template: V1PodTemplateSpec = {
+      metadata: { labels, annotations: { [OWNER_ANNOTATION]: spec.owner } },
+      spec: {
+        containers: [container],
+        volumes,
+        automountServiceAccountToken: false,
+        enableServiceLinks: false,
+        // Numeric ids: the images have no user database. The group reads the mounted files.
+        securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532 },
+        ...(this.opts.nodeSelector ? { nodeSelector: this.opts.nodeSelector } : {}),
+        ...(this.opts.tolerations ? { tolerations: this.opts.tolerations } : {}),
+      },
+    };
+    const metadata: V1ObjectMeta = {
+      name: spec.name,
+      namespace,
+      labels,
+      annotations: {
+        [OWNER_ANNOTATION]: spec.owner,
+        ...(spec.probe ? { [PROBE_ANNOTATION]: JSON.stringify(spec.probe) } : {}),
+      },
+    };
+    const selector = { matchLabels: selectorOf(spec.owner, spec.name) };
+    let workload: V1Deployment | V1StatefulSet;
+    if (stateful) {
+      const s = storage as { storageClass?: string; size?: string };
+      workload = {
+        apiVersion: 'apps/v1',
+        kind: 'StatefulSet',
+        metadata,
+        spec: {
+          replicas: 1,
+          serviceName: spec.service?.name ?? spec.name,
+          selector,
+          template,
+          ...(claim
+            ? {
+                volumeClaimTemplates: [
+                  {
+                    metadata: { name: 'data', labels },
+                    spec: {
+                      accessModes: ['ReadWriteOnce'],
+                      ...(s.storageClass ? { storageClassName: s.storageClass } : {}),
+                      resources: { requests: { storage: s.size ?? '1Gi' } },
+                    },
+                  },
+                ],
+              }
+            : {}),
+        },
+      };
+    } else {
+      workload = {
+        apiVersion: 'apps/v1',
+        kind: 'Deployment',
+        metadata,
+        spec: {
+          replicas: 1,
+          selector,
+          template,
+          strategy: ROLLING.has(spec.name) ? { type: 'RollingUpdate' } : { type: 'Recreate' },
+        },
+      };
+    }
+    const hash = createHash('sha256').update(JSON.stringify(workload)).digest('hex').slice(0, 32);
+    workload.metadata!.annotations![HASH_ANNOTATION] = hash;
+    return workload;
+  }
+
+  /**
+   * The component's Service: made, or adopted (an existing one keeps its ClusterIP, which
+   * certificates and kubeconfigs may name) with its selector and ports set.
+   */
+  private async ensureService(spec: ComponentSpec, namespace: string): Promise<void> {
+    const svc = spec.service!;
+    const ports = Object.entries(spec.ports ?? {});
+    if (ports.length === 0) throw new Error(`${spec.name} has a Service but no port`);
+    const [first] = ports;
+    const body: V1Service = {
+      metadata: { name: svc.name, namespace, labels: { ...MANAGED_BY, ...selectorOf(spec.owner) } },
+      spec: {
+        selector: selectorOf(spec.owner, spec.name),
+        ...(svc.headless
+          ? {
+              clusterIP: 'None',
+              // Its own peers and clients find a pod that is not ready yet (etcd before quorum).
+              publishNotReadyAddresses: true,
+              ports: ports.map(([name, port]) => ({
+                name: name.slice(0, 15),
+                port,
+                targetPort: port,
+                protocol: 'TCP',
+              })),
+            }
+          : {
+              ports: [
+                {
+                  name: first![0].slice(0, 15),
+                  port: svc.port ?? first![1],
+                  targetPort: first![1],
+                  protocol: 'TCP',
+                },
+              ],
+            }),
+      },
+    };
+    const current = await this.core
+      .readNamespacedService({ name: svc.name, namespace })
+      .catch((e: unknown) => {
+        if (isNotFound(e)) return undefined;
+        throw e;
+      });
+    if (!current) {
+      await this.core.createNamespacedService({ namespace, body });
+      return;
+    }
+    const same =
+      JSON.stringify(current.spec?.selector ?? {}) === JSON.stringify(body.spec!.selector) &&
+      JSON.stringify((current.spec?.ports ?? []).map((p) => [p.name, p.port, p.targetPort])) ===
+        JSON.stringify(body.spec!.ports!.map((p) => [p.name, p.port, p.targetPort])) &&
+      current.metadata?.labels?.[CONTROL_PLANE_LABEL] === ownerLabel(spec.owner);
+    if (same) return;
+    await this.core.replaceNamespacedService({
+      name: svc.name,
+      namespace,
+      body: {
+        ...current,
+        metadata: { ...current.metadata, labels: { ...current.metadata?.labels, ...body.metadata!.labels } },
+        spec: { ...current.spec, selector: body.spec!.selector!, ports: body.spec!.ports! },
+      },
+    });
+  }
+
+  /** The workload of a component, wherever its namespace is. */
+  private async find(owner: string, name: ComponentName): Promise<V1Deployment | V1StatefulSet | undefined> {
+    const labelSelector = selectorText(selectorOf(owner, name));
+    const list = STATEFUL.has(name)
+      ? await this.apps.listStatefulSetForAllNamespaces({ labelSelector })
+      : await this.apps.listDeploymentForAllNamespaces({ labelSelector });
+    return list.items[0];
+  }
+
+  async waitReady(owner: string, name: ComponentName, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let last = 'no pod yet';
+    let probe: { text: string; at: string; check: () => Promise<number> } | undefined;
+    for (;;) {
+      const w = await this.find(owner, name);
+      if (!w) throw new Error(`${name} of ${owner} is not deployed`);
+      const namespace = w.metadata!.namespace!;
+      const pods = (
+        await this.core.listNamespacedPod({ namespace, labelSelector: selectorText(selectorOf(owner, name)) })
+      ).items.filter((p) => !p.metadata?.deletionTimestamp);
+      this.failIfStuck(owner, name, pods, await this.tailOf(namespace, pods));
+      const ready = rolledOut(w, STATEFUL.has(name)) ? pods.find(isReady) : undefined;
+      if (!ready) last = whyNotReady(w, pods);
+      else {
+        const text = w.metadata?.annotations?.[PROBE_ANNOTATION];
+        if (!text) return;
+        const at = ready.status!.podIP!;
+        if (probe?.text !== text || probe.at !== at)
+          probe = { text, at, check: prober(JSON.parse(text) as HttpsProbe, 2000, at) };
+        try {
+          const code = await probe.check();
+          if (code === 200) return;
+          last = `HTTP ${code} from ${ready.metadata!.name}`;
+        } catch (e) {
+          last = `${ready.metadata!.name}: ${errorText(e)}`;
+        }
+      }
+      if (Date.now() >= deadline) throw new ReadinessTimeoutError(owner, name, timeoutMs, last);
+      await new Promise((r) => setTimeout(r, this.pollMs));
+    }
+  }
+
+  /** A container that keeps failing, or an image that cannot be had, ends the wait with why. */
+  private failIfStuck(owner: string, name: ComponentName, pods: V1Pod[], tail: string): void {
+    for (const pod of pods) {
+      for (const c of pod.status?.containerStatuses ?? []) {
+        const waiting = c.state?.waiting?.reason;
+        if (waiting === 'ErrImagePull' || waiting === 'ImagePullBackOff' || waiting === 'InvalidImageName')
+          throw new ComponentStartError(`${name}: ${waiting}: ${c.state?.waiting?.message ?? c.image}`);
+        if (waiting === 'CreateContainerConfigError')
+          throw new ComponentStartError(`${name}: ${c.state?.waiting?.message ?? waiting}`);
+        if (!c.ready && c.restartCount >= 2 && waiting === 'CrashLoopBackOff')
+          throw new ComponentExitedError(owner, name, c.lastState?.terminated?.exitCode ?? null, tail);
+      }
+    }
+  }
+
+  private async tailOf(namespace: string, pods: V1Pod[], lines = 40): Promise<string> {
+    const pod =
+      pods.find((p) => (p.status?.containerStatuses ?? []).some((c) => c.restartCount > 0)) ?? pods[0];
+    if (!pod) return '';
+    const c = pod.status?.containerStatuses?.[0];
+    const previous = !!c && !c.state?.running && c.restartCount > 0;
+    return this.core
+      .readNamespacedPodLog({ name: pod.metadata!.name!, namespace, tailLines: lines, previous })
+      .catch(() => '');
+  }
+
+  async stop(owner: string, name: ComponentName): Promise<void> {
+    const w = await this.find(owner, name);
+    if (!w) return;
+    const namespace = w.metadata!.namespace!;
+    const gone = (e: unknown) => {
+      if (!isNotFound(e)) throw e;
+    };
+    await (
+      STATEFUL.has(name)
+        ? this.apps.deleteNamespacedStatefulSet({
+            name: w.metadata!.name!,
+            namespace,
+            propagationPolicy: 'Foreground',
+          })
+        : this.apps.deleteNamespacedDeployment({
+            name: w.metadata!.name!,
+            namespace,
+            propagationPolicy: 'Foreground',
+          })
+    ).catch(gone);
+    await this.untilNoPods(namespace, selectorOf(owner, name));
+  }
+
+  async remove(owner: string): Promise<void> {
+    const labelSelector = selectorText(selectorOf(owner));
+    const [deployments, statefulSets, services] = await Promise.all([
+      this.apps.listDeploymentForAllNamespaces({ labelSelector }),
+      this.apps.listStatefulSetForAllNamespaces({ labelSelector }),
+      this.core.listServiceForAllNamespaces({ labelSelector }),
+    ]);
+    const namespaces = new Set(
+      [...deployments.items, ...statefulSets.items, ...services.items].map((o) => o.metadata!.namespace!),
+    );
+    const gone = (e: unknown) => {
+      if (!isNotFound(e)) throw e;
+    };
+    for (const namespace of namespaces) {
+      await Promise.all([
+        this.apps.deleteCollectionNamespacedDeployment({
+          namespace,
+          labelSelector,
+          propagationPolicy: 'Foreground',
+        }),
+        this.apps.deleteCollectionNamespacedStatefulSet({
+          namespace,
+          labelSelector,
+          propagationPolicy: 'Foreground',
+        }),
+      ]).catch(gone);
+      for (const s of services.items.filter((s) => s.metadata!.namespace === namespace))
+        await this.core.deleteNamespacedService({ name: s.metadata!.name!, namespace }).catch(gone);
+      await this.untilNoPods(namespace, selectorOf(owner));
+      // After the pods: a claim in use is only marked for deletion.
+      await this.core
+        .deleteCollectionNamespacedPersistentVolumeClaim({ namespace, labelSelector })
+        .catch(gone);
+    }
+    // Claims of a StatefulSet already deleted (a remove that stopped halfway) are found by label too.
+    const claims = await this.core.listPersistentVolumeClaimForAllNamespaces({ labelSelector });
+    for (const c of claims.items)
+      await this.core
+        .deleteNamespacedPersistentVolumeClaim({ name: c.metadata!.name!, namespace: c.metadata!.namespace! })
+        .catch(gone);
+  }
+
+  private async untilNoPods(
+    namespace: string,
+    labels: Record<string, string>,
+    timeoutMs = 120_000,
+  ): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const labelSelector = selectorText(labels);
+    for (;;) {
+      const pods = await this.core.listNamespacedPod({ namespace, labelSelector });
+      if (pods.items.length === 0) return;
+      if (Date.now() >= deadline)
+        throw new Error(
+          `pods still there after ${timeoutMs / 1000}s: ${pods.items.map((p) => p.metadata?.name).join(', ')}`,
+        );
+      await new Promise((r) => setTimeout(r, this.pollMs));
+    }
+  }
+
+  async list(owner?: string): Promise<ComponentStatus[]> {
+    const labelSelector = owner ? selectorText(selectorOf(owner)) : CONTROL_PLANE_LABEL;
+    const [deployments, statefulSets, pods] = await Promise.all([
+      this.apps.listDeploymentForAllNamespaces({ labelSelector }),
+      this.apps.listStatefulSetForAllNamespaces({ labelSelector }),
+      this.core.listPodForAllNamespaces({ labelSelector }),
+    ]);
+    return [...statefulSets.items, ...deployments.items].map((w) => {
+      const o = w.metadata?.annotations?.[OWNER_ANNOTATION] ?? '';
+      const name = w.metadata!.labels![COMPONENT_LABEL] as ComponentName;
+      const own = pods.items.filter(
+        (p) =>
+          p.metadata?.labels?.[COMPONENT_LABEL] === name && p.metadata?.annotations?.[OWNER_ANNOTATION] === o,
+      );
+      return {
+        owner: o,
+        name,
+        running: (w.status?.readyReplicas ?? 0) > 0,
+        restarts: own.reduce(
+          (n, p) => n + (p.status?.containerStatuses ?? []).reduce((m, c) => m + c.restartCount, 0),
+          0,
+        ),
+      };
+    });
+  }
+
+  /** The host's controllers kept the pods running: nothing to bring back. */
+  async resume(): Promise<ComponentStatus[]> {
+    return this.list();
+  }
+
+  /** The pods keep running without a worker. */
+  async shutdown(): Promise<void> {}
+
+  async logTail(owner: string, name: ComponentName, lines = 40): Promise<string> {
+    const w = await this.find(owner, name);
+    if (!w) return '';
+    const namespace = w.metadata!.namespace!;
+    const pods = await this.core.listNamespacedPod({
+      namespace,
+      labelSelector: selectorText(selectorOf(owner, name)),
+    });
+    return this.tailOf(namespace, pods.items, lines);
+  }
+}
+
+const isReady = (p: V1Pod): boolean =>
+  !!p.status?.podIP && (p.status.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
+
+/** Every replica runs the workload's current template (as `kubectl rollout status` decides). */
+function rolledOut(w: V1Deployment | V1StatefulSet, stateful: boolean): boolean {
+  const s = w.status;
+  if (!s || (s.observedGeneration ?? 0) < (w.metadata?.generation ?? 0)) return false;
+  const want = w.spec?.replicas ?? 1;
+  if (stateful) {
+    const st = s as V1StatefulSet['status'];
+    return (
+      (st?.updatedReplicas ?? 0) >= want &&
+      st?.currentRevision === st?.updateRevision &&
+      (st?.readyReplicas ?? 0) >= want
+    );
+  }
+  const d = s as V1Deployment['status'];
+  return (
+    (d?.updatedReplicas ?? 0) >= want && (d?.replicas ?? 0) <= want && (d?.availableReplicas ?? 0) >= want
+  );
+}
+
+/** What a user would want to know about a component that is not ready yet. */
+function whyNotReady(w: V1Deployment | V1StatefulSet, pods: V1Pod[]): string {
+  if (pods.length === 0) return `no pod of ${w.kind ?? 'the workload'} ${w.metadata?.name} yet`;
+  for (const p of pods) {
+    const unscheduled = p.status?.conditions?.find((c) => c.type === 'PodScheduled' && c.status === 'False');
+    if (unscheduled) return `${p.metadata?.name} not scheduled: ${unscheduled.message ?? unscheduled.reason}`;
+    const c = p.status?.containerStatuses?.[0];
+    if (c?.state?.waiting) return `${p.metadata?.name}: ${c.state.waiting.reason ?? 'waiting'}`;
+    if (c && !c.ready) return `${p.metadata?.name}: not ready (restarts: ${c.restartCount})`;
+  }
+  return `${w.metadata?.name}: rolling out`;
+}
+
+/** Writes a Secret of files (keys as fileKey), labelled as the runtime's; replaced when it differs. */
+export async function storeFiles(
+  core: CoreV1Api,
+  namespace: string,
+  name: string,
+  files: Readonly<Record<string, string>>,
+  labels: Readonly<Record<string, string>> = MANAGED_BY,
+): Promise<void> {
+  const data = Object.fromEntries(
+    Object.entries(files).map(([path, text]) => [
+      fileKey(path),
+      Buffer.from(text, 'utf8').toString('base64'),
+    ]),
+  );
+  const current = await core.readNamespacedSecret({ name, namespace }).catch((e: unknown) => {
+    if (isNotFound(e)) return undefined;
+    throw e;
+  });
+  const body = { metadata: { name, namespace, labels: { ...labels } }, type: 'Opaque', data };
+  if (!current) {
+    await core.createNamespacedSecret({ namespace, body }).catch((e: unknown) => {
+      if (statusCode(e) !== 409) throw e;
+      return storeFiles(core, namespace, name, files, labels);
+    });
+    return;
+  }
+  const sorted = (d: Record<string, string>) =>
+    JSON.stringify(Object.entries(d).sort(([a], [b]) => a.localeCompare(b)));
+  if (sorted(current.data ?? {}) === sorted(data)) return;
+  await core.replaceNamespacedSecret({
+    name,
+    namespace,
+    body: { ...body, metadata: { ...body.metadata, resourceVersion: current.metadata!.resourceVersion! } },
+  });
+}
