@@ -143,10 +143,10 @@ describe('the kubernetes runtime', () => {
     );
 
     // An unchanged spec rolls nothing.
-    const uids = async () =>
+    const uids = async (): Promise<Record<string, (string | undefined)[]>> =>
       Object.fromEntries(
         await Promise.all(
-          specs.map(async (s) => [s.name, (await podOf(s.name)).map((x) => x.metadata!.uid)]),
+          specs.map(async (s) => [s.name, (await podOf(s.name)).map((x) => x.metadata!.uid)] as const),
         ),
       );
     const before = await uids();
