@@ -15,6 +15,7 @@ import { burst } from './burst.js';
 import { density } from './density.js';
 import { fairSync } from './fairsync.js';
 import { nodes } from './nodes.js';
+import { runtimes } from './runtimes.js';
 import { operatorScale } from './operator.js';
 import type { Scenario } from './scenario.js';
 import { smoke } from './smoke.js';
@@ -27,6 +28,7 @@ export const SCENARIOS: Record<string, Scenario> = {
   fairsync: fairSync,
   nodes,
   operator: operatorScale,
+  runtimes,
   smoke,
 };
 
@@ -95,6 +97,7 @@ async function main(): Promise<void> {
     logger: createLogger({ level: 'error' }),
     // Measures kosmos-vc, not this machine's disk: host and tenant etcds skip fsync.
     etcdUnsafeNoFsync: true,
+    realNode: scenario.realNode ?? false,
     // The worker's workflow cache, as `kosmos-vc up` takes it.
     worker,
   });

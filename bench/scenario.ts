@@ -20,6 +20,8 @@ export interface Scenario {
   quick: Record<string, number>;
   /** The sizes the issue asks for (`--full`). */
   full: Record<string, number>;
+  /** Runs pods on the embedded host's real node (containerd, kubelet); kwok nodes alone otherwise. */
+  realNode?: boolean;
   /** Sizes that may be 0 (a part of the scenario left out); every other one is at least 1. */
   mayBeZero?: readonly string[];
   run(ctx: BenchContext, o: Record<string, number>): Promise<BenchResult>;

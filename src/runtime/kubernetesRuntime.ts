@@ -6,7 +6,8 @@
  * no worker is needed between steps, and any worker can run any step.
  */
 import { createHash } from 'node:crypto';
-import { dirname } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import {
   AppsV1Api,
   CoreV1Api,
@@ -117,7 +118,7 @@ export class KubernetesRuntime implements ControlPlaneRuntime {
   async ensure(spec: ComponentSpec): Promise<ComponentStatus> {
     const namespace = spec.namespace;
     if (!namespace) throw new Error(`${spec.name} of ${spec.owner} has no namespace: not a spec for pods`);
-    const workload = this.render(spec, namespace);
+    const workload = renderWorkload(spec, namespace, this.opts);
     if (spec.service) await this.ensureService(spec, namespace);
     const stateful = STATEFUL.has(spec.name);
     const current = await (
@@ -165,140 +166,6 @@ export class KubernetesRuntime implements ControlPlaneRuntime {
         restarts: 0,
       }
     );
-  }
-
-  /** The workload of a spec, with the hash of everything it says in an annotation. */
-  private render(spec: ComponentSpec, namespace: string): V1Deployment | V1StatefulSet {
-    const image = this.opts.images[spec.name];
-    if (!image) throw new ComponentStartError(`no image configured for ${spec.name}`);
-    const labels = { ...MANAGED_BY, ...selectorOf(spec.owner, spec.name) };
-    const volumes: V1Volume[] = [{ name: 'tmp', emptyDir: {} }];
-    const mounts: V1VolumeMount[] = [{ name: 'tmp', mountPath: '/tmp' }];
-    for (const f of spec.files ?? []) {
-      const source = FILE_SOURCES[f.source];
-      const items = f.keys.map((k) => ({ key: fileKey(k), path: k }));
-      const name = `files-${f.source}`;
-      volumes.push(
-        source.kind === 'Secret'
-          ? { name, secret: { secretName: source.name, items, defaultMode: 0o440 } }
-          : { name, configMap: { name: source.name, items, defaultMode: 0o440 } },
-      );
-      mounts.push({ name, mountPath: f.path, readOnly: true });
-    }
-    const stateful = STATEFUL.has(spec.name);
-    const storage = this.opts.etcdStorage ?? {};
-    const claim = stateful && !('emptyDir' in storage);
-    (spec.writes ?? []).forEach((dir, i) => {
-      // The directory's parent is the volume: the component makes the directory itself, with its
-      // own mode (etcd insists on 0700), and a file system's lost+found stays out of it.
-      const name = i === 0 && claim ? 'data' : `writes-${i}`;
-      if (name !== 'data') volumes.push({ name, emptyDir: {} });
-      mounts.push({ name, mountPath: dirname(dir) });
-    });
-    const health = spec.health;
-    const probe = (path: string, failureThreshold: number): V1Probe => ({
-      httpGet: { scheme: health!.scheme, port: health!.port, path },
-      periodSeconds: 5,
-      timeoutSeconds: 5,
-      failureThreshold,
-    });
-    const container: V1Container = {
-      name: spec.name,
-      image,
-      command: [spec.command],
-      args: [...spec.args],
-      env: [
-        { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
-        ...Object.entries(spec.env ?? {}).map(([name, value]) => ({ name, value })),
-      ],
-      ports: Object.entries(spec.ports ?? {}).map(([name, containerPort]) => ({
-        name: name.slice(0, 15),
-        containerPort,
-        protocol: 'TCP',
-      })),
-      resources: this.opts.resources?.[spec.name] ?? DEFAULT_RESOURCES[spec.name] ?? {},
-      volumeMounts: mounts,
-      securityContext: {
-        allowPrivilegeEscalation: false,
-        readOnlyRootFilesystem: true,
-        capabilities: { drop: ['ALL'] },
-      },
-      ...(health
-        ? {
-            // Up to a minute to start, then restarted after 30 s of failing its liveness check.
-            startupProbe: probe(health.live, 12),
-            livenessProbe: probe(health.live, 6),
-            readinessProbe: probe(health.ready, 3),
-          }
-        : {}),
-    };
-    const template: V1PodTemplateSpec = {
-      metadata: { labels, annotations: { [OWNER_ANNOTATION]: spec.owner } },
-      spec: {
-        containers: [container],
-        volumes,
-        automountServiceAccountToken: false,
-        enableServiceLinks: false,
-        // Numeric ids: the images have no user database. The group reads the mounted files.
-        securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532 },
-        ...(this.opts.nodeSelector ? { nodeSelector: this.opts.nodeSelector } : {}),
-        ...(this.opts.tolerations ? { tolerations: this.opts.tolerations } : {}),
-      },
-    };
-    const metadata: V1ObjectMeta = {
-      name: spec.name,
-      namespace,
-      labels,
-      annotations: {
-        [OWNER_ANNOTATION]: spec.owner,
-        ...(spec.probe ? { [PROBE_ANNOTATION]: JSON.stringify(spec.probe) } : {}),
-      },
-    };
-    const selector = { matchLabels: selectorOf(spec.owner, spec.name) };
-    let workload: V1Deployment | V1StatefulSet;
-    if (stateful) {
-      const s = storage as { storageClass?: string; size?: string };
-      workload = {
-        apiVersion: 'apps/v1',
-        kind: 'StatefulSet',
-        metadata,
-        spec: {
-          replicas: 1,
-          serviceName: spec.service?.name ?? spec.name,
-          selector,
-          template,
-          ...(claim
-            ? {
-                volumeClaimTemplates: [
-                  {
-                    metadata: { name: 'data', labels },
-                    spec: {
-                      accessModes: ['ReadWriteOnce'],
-                      ...(s.storageClass ? { storageClassName: s.storageClass } : {}),
-                      resources: { requests: { storage: s.size ?? '1Gi' } },
-                    },
-                  },
-                ],
-              }
-            : {}),
-        },
-      };
-    } else {
-      workload = {
-        apiVersion: 'apps/v1',
-        kind: 'Deployment',
-        metadata,
-        spec: {
-          replicas: 1,
-          selector,
-          template,
-          strategy: ROLLING.has(spec.name) ? { type: 'RollingUpdate' } : { type: 'Recreate' },
-        },
-      };
-    }
-    const hash = createHash('sha256').update(JSON.stringify(workload)).digest('hex').slice(0, 32);
-    workload.metadata!.annotations![HASH_ANNOTATION] = hash;
-    return workload;
   }
 
   /**
@@ -562,6 +429,144 @@ export class KubernetesRuntime implements ControlPlaneRuntime {
   }
 }
 
+/** The workload of a spec, with the hash of everything it says in an annotation. */
+export function renderWorkload(
+  spec: ComponentSpec,
+  namespace: string,
+  opts: Omit<KubernetesRuntimeOptions, 'kubeConfig' | 'pollMs'>,
+): V1Deployment | V1StatefulSet {
+  const image = opts.images[spec.name];
+  if (!image) throw new ComponentStartError(`no image configured for ${spec.name}`);
+  const labels = { ...MANAGED_BY, ...selectorOf(spec.owner, spec.name) };
+  const volumes: V1Volume[] = [{ name: 'tmp', emptyDir: {} }];
+  const mounts: V1VolumeMount[] = [{ name: 'tmp', mountPath: '/tmp' }];
+  for (const f of spec.files ?? []) {
+    const source = FILE_SOURCES[f.source];
+    const items = f.keys.map((k) => ({ key: fileKey(k), path: k }));
+    const name = `files-${f.source}`;
+    volumes.push(
+      source.kind === 'Secret'
+        ? { name, secret: { secretName: source.name, items, defaultMode: 0o440 } }
+        : { name, configMap: { name: source.name, items, defaultMode: 0o440 } },
+    );
+    mounts.push({ name, mountPath: f.path, readOnly: true });
+  }
+  const stateful = STATEFUL.has(spec.name);
+  const storage = opts.etcdStorage ?? {};
+  const claim = stateful && !('emptyDir' in storage);
+  (spec.writes ?? []).forEach((dir, i) => {
+    // The directory's parent is the volume: the component makes the directory itself, with its
+    // own mode (etcd insists on 0700), and a file system's lost+found stays out of it.
+    const name = i === 0 && claim ? 'data' : `writes-${i}`;
+    if (name !== 'data') volumes.push({ name, emptyDir: {} });
+    mounts.push({ name, mountPath: dirname(dir) });
+  });
+  const health = spec.health;
+  const probe = (path: string, failureThreshold: number): V1Probe => ({
+    httpGet: { scheme: health!.scheme, port: health!.port, path },
+    periodSeconds: 5,
+    timeoutSeconds: 5,
+    failureThreshold,
+  });
+  const container: V1Container = {
+    name: spec.name,
+    image,
+    command: [spec.command],
+    args: [...spec.args],
+    env: [
+      { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
+      ...Object.entries(spec.env ?? {}).map(([name, value]) => ({ name, value })),
+    ],
+    ports: Object.entries(spec.ports ?? {}).map(([name, containerPort]) => ({
+      name: name.slice(0, 15),
+      containerPort,
+      protocol: 'TCP',
+    })),
+    resources: opts.resources?.[spec.name] ?? DEFAULT_RESOURCES[spec.name] ?? {},
+    volumeMounts: mounts,
+    securityContext: {
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ['ALL'] },
+    },
+    ...(health
+      ? {
+          // Up to a minute to start, then restarted after 30 s of failing its liveness check.
+          startupProbe: probe(health.live, 12),
+          livenessProbe: probe(health.live, 6),
+          readinessProbe: probe(health.ready, 3),
+        }
+      : {}),
+  };
+  const template: V1PodTemplateSpec = {
+    metadata: { labels, annotations: { [OWNER_ANNOTATION]: spec.owner } },
+    spec: {
+      containers: [container],
+      volumes,
+      automountServiceAccountToken: false,
+      enableServiceLinks: false,
+      // Numeric ids: the images have no user database. The group reads the mounted files.
+      securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532 },
+      ...(opts.nodeSelector ? { nodeSelector: opts.nodeSelector } : {}),
+      ...(opts.tolerations ? { tolerations: opts.tolerations } : {}),
+    },
+  };
+  const metadata: V1ObjectMeta = {
+    name: spec.name,
+    namespace,
+    labels,
+    annotations: {
+      [OWNER_ANNOTATION]: spec.owner,
+      ...(spec.probe ? { [PROBE_ANNOTATION]: JSON.stringify(spec.probe) } : {}),
+    },
+  };
+  const selector = { matchLabels: selectorOf(spec.owner, spec.name) };
+  let workload: V1Deployment | V1StatefulSet;
+  if (stateful) {
+    const s = storage as { storageClass?: string; size?: string };
+    workload = {
+      apiVersion: 'apps/v1',
+      kind: 'StatefulSet',
+      metadata,
+      spec: {
+        replicas: 1,
+        serviceName: spec.service?.name ?? spec.name,
+        selector,
+        template,
+        ...(claim
+          ? {
+              volumeClaimTemplates: [
+                {
+                  metadata: { name: 'data', labels },
+                  spec: {
+                    accessModes: ['ReadWriteOnce'],
+                    ...(s.storageClass ? { storageClassName: s.storageClass } : {}),
+                    resources: { requests: { storage: s.size ?? '1Gi' } },
+                  },
+                },
+              ],
+            }
+          : {}),
+      },
+    };
+  } else {
+    workload = {
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata,
+      spec: {
+        replicas: 1,
+        selector,
+        template,
+        strategy: ROLLING.has(spec.name) ? { type: 'RollingUpdate' } : { type: 'Recreate' },
+      },
+    };
+  }
+  const hash = createHash('sha256').update(JSON.stringify(workload)).digest('hex').slice(0, 32);
+  workload.metadata!.annotations![HASH_ANNOTATION] = hash;
+  return workload;
+}
+
 const isReady = (p: V1Pod): boolean =>
   !!p.status?.podIP && (p.status.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
 
@@ -631,4 +636,14 @@ export async function storeFiles(
     namespace,
     body: { ...body, metadata: { ...body.metadata, resourceVersion: current.metadata!.resourceVersion! } },
   });
+}
+
+/** The control-plane images setup built: `<imagesDir>/<component>.name` holds each one's name. */
+export async function controlPlaneImages(imagesDir: string): Promise<Partial<Record<ComponentName, string>>> {
+  const names = ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler'] as const;
+  return Object.fromEntries(
+    await Promise.all(
+      names.map(async (n) => [n, (await readFile(join(imagesDir, `${n}.name`), 'utf8')).trim()]),
+    ),
+  ) as Partial<Record<ComponentName, string>>;
 }

@@ -6,7 +6,7 @@
  * spec rolls nothing; remove leaves no pod, Service or claim.
  */
 import { AppsV1Api, type CoreV1Api } from '@kubernetes/client-node';
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import {
@@ -23,6 +23,7 @@ import { resolveBinaries } from '../../src/runtime/binaries.js';
 import {
   CONTROL_PLANE_LABEL,
   ComponentStartError,
+  controlPlaneImages,
   FILE_SOURCES,
   KubernetesRuntime,
   ownerLabel,
@@ -52,15 +53,7 @@ beforeAll(async () => {
   namespace = await createNamespace('kruntime');
   dir = await newStateDir();
   core = host().core;
-  const imagesDir = (await resolveBinaries()).node!.imagesDir;
-  images = Object.fromEntries(
-    await Promise.all(
-      (['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler'] as const).map(async (n) => [
-        n,
-        (await readFile(join(imagesDir, `${n}.name`), 'utf8')).trim(),
-      ]),
-    ),
-  ) as Partial<Record<ComponentName, string>>;
+  images = await controlPlaneImages((await resolveBinaries()).node!.imagesDir);
 });
 afterAll(async () => {
   await core.deleteNamespace({ name: namespace }).catch(() => undefined);

@@ -8,6 +8,8 @@ import {
   apiserverSpec,
   controllerManagerSpec,
   etcdSpec,
+  IMAGE_PROGRAMS,
+  placeInHost,
   placeOnMachine,
   renderKubeconfigs,
   schedulerSpec,
@@ -15,6 +17,8 @@ import {
   type Placement,
 } from '../../src/runtime/controlPlane.js';
 import { hashSpec } from '../../src/runtime/processRuntime.js';
+import { renderWorkload } from '../../src/runtime/kubernetesRuntime.js';
+import type { V1StatefulSet } from '@kubernetes/client-node';
 
 const ports = {
   etcdClient: 21000,
@@ -156,5 +160,96 @@ describe('control-plane component specs', () => {
     expect(keysOf(3).filter((k) => k.endsWith('.key'))).toEqual(['scheduler-serving.key']);
     expect(keysOf(3)).toContain('scheduler.conf');
     expect(controllerManager!.files!.find((f) => f.source === 'pki')!.keys).toContain('ca-signer.key');
+  });
+
+  it("place a tenant's control plane as pods of its host namespace (placeInHost)", () => {
+    const p = placeInHost({
+      id: 't-a-1',
+      namespace: 'kvc-ns',
+      serviceCIDR: '10.96.0.0/12',
+      apiService: 'kosmos-apiserver',
+      probePki: '/state/tenants/t-a-1/pki',
+    });
+    const [etcd, apiserver, controllerManager, scheduler] = Object.values(builders).map((b) =>
+      b(p, IMAGE_PROGRAMS),
+    );
+    for (const spec of [etcd, apiserver, controllerManager, scheduler]) {
+      expect(spec!.namespace).toBe('kvc-ns');
+      expect(spec!.command).toMatch(/^\/usr\/local\/bin\//);
+      // Probed at the pod's address as `localhost`, which every serving certificate names.
+      expect(spec!.probe!.url).toMatch(/^https:\/\/localhost:/);
+    }
+    expect(etcd!.args).toContain('--listen-metrics-urls=http://0.0.0.0:2381');
+    expect(etcd!.service).toEqual({ name: 'etcd', headless: true });
+    expect(etcd!.health).toEqual({ scheme: 'HTTP', port: 2381, ready: '/readyz', live: '/livez' });
+    expect(apiserver!.service).toEqual({ name: 'kosmos-apiserver', port: 443 });
+    expect(apiserver!.args).toContain('--endpoint-reconciler-type=none');
+    expect(p.apiserverURL).toBe('https://kosmos-apiserver.kvc-ns.svc:443');
+    expect(scheduler!.health).toEqual({ scheme: 'HTTPS', port: 10259, ready: '/healthz', live: '/healthz' });
+    // The process runtime's placement has none of it.
+    const onMachine = etcdSpec(placeOnMachine(tenant), bins);
+    expect(onMachine.namespace ?? onMachine.service ?? onMachine.health).toBeUndefined();
+    expect(onMachine.args.join(' ')).not.toContain('listen-metrics');
+  });
+
+  it('render each component as a workload that mounts only its keys, etcd on a claim', () => {
+    const p = placeInHost({
+      id: 't-a-1',
+      namespace: 'kvc-ns',
+      serviceCIDR: '10.96.0.0/12',
+      apiService: 'kosmos-apiserver',
+      probePki: '/state/tenants/t-a-1/pki',
+    });
+    const images = {
+      etcd: 'registry.k8s.io/etcd:3.6.16-0',
+      'kube-apiserver': 'registry.k8s.io/kube-apiserver:v1.37.2',
+      'kube-scheduler': 'registry.k8s.io/kube-scheduler:v1.37.2',
+    };
+    const etcd = renderWorkload(etcdSpec(p, IMAGE_PROGRAMS), 'kvc-ns', {
+      images,
+      etcdStorage: { storageClass: 'fast', size: '2Gi' },
+    }) as V1StatefulSet;
+    expect(etcd.kind).toBe('StatefulSet');
+    expect(etcd.spec!.serviceName).toBe('etcd');
+    const claim = etcd.spec!.volumeClaimTemplates![0]!;
+    expect(claim.spec!.storageClassName).toBe('fast');
+    expect(claim.spec!.resources!.requests!.storage).toBe('2Gi');
+    const etcdPod = etcd.spec!.template.spec!;
+    // The claim is etcd's data directory's parent: etcd makes the directory itself, mode 0700.
+    expect(etcdPod.containers[0]!.volumeMounts).toContainEqual({ name: 'data', mountPath: '/var/lib/etcd' });
+    expect(etcdPod.securityContext).toMatchObject({ runAsNonRoot: true, fsGroup: 65532 });
+    expect(etcdPod.automountServiceAccountToken).toBe(false);
+    const emptyDir = renderWorkload(etcdSpec(p, IMAGE_PROGRAMS), 'kvc-ns', {
+      images,
+      etcdStorage: { emptyDir: true },
+    }) as V1StatefulSet;
+    expect(emptyDir.spec!.volumeClaimTemplates).toBeUndefined();
+    expect(emptyDir.spec!.template.spec!.volumes).toContainEqual({ name: 'writes-0', emptyDir: {} });
+
+    const scheduler = renderWorkload(schedulerSpec(p, IMAGE_PROGRAMS), 'kvc-ns', { images });
+    expect(scheduler).toMatchObject({ kind: 'Deployment', spec: { strategy: { type: 'Recreate' } } });
+    const secrets = scheduler.spec!.template.spec!.volumes!.filter((v) => v.secret);
+    const items = secrets.flatMap((v) => v.secret!.items!.map((i) => i.key));
+    expect(items.filter((k) => k.endsWith('.key'))).toEqual(['scheduler-serving.key']);
+    expect(secrets.map((v) => v.secret!.secretName).sort()).toEqual([
+      'kosmos-vc-kubeconfigs',
+      'kosmos-vc-pki',
+    ]);
+    const apiserver = renderWorkload(apiserverSpec(p, IMAGE_PROGRAMS), 'kvc-ns', { images });
+    expect(apiserver).toMatchObject({ kind: 'Deployment', spec: { strategy: { type: 'RollingUpdate' } } });
+    const etcdKeys = apiserver.spec!.template.spec!.volumes!.flatMap((v) => v.secret?.items ?? []);
+    expect(etcdKeys).toContainEqual({ key: 'etcd__ca.crt', path: 'etcd/ca.crt' });
+
+    // The hash names the whole workload: the same spec the same hash, another argument another.
+    const hash = (w: { metadata?: { annotations?: Record<string, string> } }) =>
+      w.metadata!.annotations!['kosmos.io/spec-hash'];
+    const again = renderWorkload(schedulerSpec(p, IMAGE_PROGRAMS), 'kvc-ns', { images });
+    expect(hash(again)).toBe(hash(scheduler));
+    const changed = { ...schedulerSpec(p, IMAGE_PROGRAMS) };
+    changed.args = [...changed.args, '--v=2'];
+    expect(hash(renderWorkload(changed, 'kvc-ns', { images }))).not.toBe(hash(scheduler));
+    expect(() => renderWorkload(controllerManagerSpec(p, IMAGE_PROGRAMS), 'kvc-ns', { images })).toThrow(
+      /no image configured for kube-controller-manager/,
+    );
   });
 });
