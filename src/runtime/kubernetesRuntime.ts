@@ -462,9 +462,9 @@ export function renderWorkload(
     mounts.push({ name, mountPath: dirname(dir) });
   });
   const health = spec.health;
-  const probe = (path: string, failureThreshold: number): V1Probe => ({
+  const probe = (path: string, periodSeconds: number, failureThreshold: number): V1Probe => ({
     httpGet: { scheme: health!.scheme, port: health!.port, path },
-    periodSeconds: 5,
+    periodSeconds,
     timeoutSeconds: 5,
     failureThreshold,
   });
@@ -491,10 +491,13 @@ export function renderWorkload(
     },
     ...(health
       ? {
-          // Up to a minute to start, then restarted after 30 s of failing its liveness check.
-          startupProbe: probe(health.live, 12),
-          livenessProbe: probe(health.live, 6),
-          readinessProbe: probe(health.ready, 3),
+          // Up to a minute to start, checked every second: the kubelet's probe periods are most of
+          // a pod's time to ready (ADR 14). Then restarted after 30 s of failing its liveness
+          // check; readiness every 2 s (a probe per second of every component of every tenant
+          // costs the node a TLS handshake each).
+          startupProbe: probe(health.live, 1, 60),
+          livenessProbe: probe(health.live, 10, 3),
+          readinessProbe: probe(health.ready, 2, 3),
         }
       : {}),
   };
