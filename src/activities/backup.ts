@@ -82,6 +82,13 @@ async function writeSetFiles(dir: string, set: PkiSet, keys: readonly string[]):
   }
 }
 
+/** etcd's snapshot and restore reach etcd on this machine (etcdctl, etcdutl): not yet its pod. */
+const podsUnsupported = (what: string) =>
+  ApplicationFailure.nonRetryable(
+    `${what} of a control plane in pods (KOSMOS_VC_RUNTIME=kubernetes) is not built yet (ADR 14)`,
+    FailureType.InvalidSpec,
+  );
+
 export function createBackupActivities(deps: BackupDeps) {
   const log = (ref: VirtualClusterRef) => deps.logger.child({ vc: `${ref.namespace}/${ref.name}` });
   const invalid = (e: InvalidBackupError) =>
@@ -122,6 +129,7 @@ export function createBackupActivities(deps: BackupDeps) {
           `${ref.namespace}/${ref.name} has no control plane on this worker's machine (not provisioned yet?)`,
           FailureType.TenantGone,
         );
+      if (allocation.runtime === 'kubernetes') throw podsUnsupported('a backup');
       const running = await deps.runtime.list(deps.tenantId(ref));
       const asleep = !running.some((c) => c.name === 'etcd' && c.running);
       // Nothing changes while a tenant sleeps: a scheduled backup then has nothing new to keep.
@@ -206,6 +214,7 @@ export function createBackupActivities(deps: BackupDeps) {
           `spec.restore.backup must be <name>/<file> of a backup in namespace ${ref.namespace}`,
           FailureType.InvalidBackup,
         );
+      if (allocation.runtime === 'kubernetes') throw podsUnsupported('a restore');
       const l = deps.layoutOf(allocation);
       const marker = join(l.dir, 'restored-from');
       const done = await readFile(marker, 'utf8').catch(() => undefined);

@@ -30,14 +30,22 @@ import {
   auditDir,
   auditLogPath,
   etcdSpec,
+  IMAGE_PROGRAMS,
   kubeconfigPath,
   pkiDir,
+  placeInHost,
   placeOnMachine,
+  POD_PORTS,
+  podSANs,
+  renderKubeconfigs,
   schedulerSpec,
   writeAuditPolicy,
   writeKubeconfigs,
   type ControlPlaneLayout,
+  type ControlPlanePrograms,
+  type Placement,
 } from '../runtime/controlPlane.js';
+import { FILE_SOURCES, storeFiles } from '../runtime/kubernetesRuntime.js';
 import { PortAllocator, PortsExhaustedError } from '../runtime/ports.js';
 import { ComponentExitedError, type ComponentSpec, type ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
@@ -48,7 +56,14 @@ import { createBackupActivities } from './backup.js';
 import { awaitFirstConnection, lastAuditedRequest, releaseHeldConnections, stopListening } from './idle.js';
 import { heartbeating } from './wait.js';
 import { createClusterTreeActivities, type ClusterTreeTimings } from './clusterTree.js';
-import { applyHostNamespace, createTenantNetwork, dnsPortOwner } from './tenantNetwork.js';
+import {
+  applyHostNamespace,
+  createTenantNetwork,
+  dnsPortOwner,
+  ensureApiService,
+  TENANT_API_PORT,
+  TENANT_API_SERVICE,
+} from './tenantNetwork.js';
 import { createPkiSecret } from './pkiSecret.js';
 import type { HostCluster } from './hostCluster.js';
 import {
@@ -92,6 +107,12 @@ export interface ActivityDeps {
   backupDir?: string;
   /** The Temporal client and task queue of scheduled backups (absent: spec.backup is refused). */
   schedules?: { client: Client; taskQueue: string };
+  /**
+   * Where new tenants' control planes run (ADR 14): `process` (the default) on this machine,
+   * `kubernetes` as pods of their host namespaces (then `runtime` must take specs for pods: a
+   * SplitRuntime). A tenant keeps the runtime it was allocated on.
+   */
+  controlPlaneRuntime?: 'process' | 'kubernetes';
 }
 
 export const KUBECONFIG_SECRET_KEY = 'kubeconfig';
@@ -187,6 +208,50 @@ export function createActivities(deps: ActivityDeps) {
     return l;
   }
 
+  const inPods = (a: TenantAllocation): boolean => a.runtime === 'kubernetes';
+
+  /** Where a tenant's components find their files and one another, by the runtime it was allocated on. */
+  async function placed(
+    ref: VirtualClusterRef,
+    a: TenantAllocation,
+    l: ControlPlaneLayout,
+  ): Promise<{ p: Placement; programs: ControlPlanePrograms }> {
+    if (!inPods(a)) return { p: placeOnMachine(l), programs: await bins() };
+    const p = placeInHost({
+      id: a.id,
+      namespace: hostNamespace(ref),
+      serviceCIDR: a.serviceCIDR,
+      apiService: TENANT_API_SERVICE,
+      probePki: pkiDir(l),
+      ...(deps.etcdUnsafeNoFsync ? { etcdUnsafeNoFsync: true } : {}),
+    });
+    return { p, programs: IMAGE_PROGRAMS };
+  }
+
+  /** The kubeconfigs of the controller-manager and scheduler pods, for the API server's Service. */
+  async function storeKubeconfigs(ref: VirtualClusterRef, l: ControlPlaneLayout, p: Placement): Promise<void> {
+    if (!p.pod) return;
+    await storeFiles(
+      deps.host.core,
+      p.pod.namespace,
+      FILE_SOURCES.kubeconfigs.name,
+      await renderKubeconfigs(pkiDir(l), p.apiserverURL, l.id),
+      { [LABELS.managedBy]: 'kosmos-vc', [LABELS.virtualCluster]: ref.name },
+    );
+  }
+
+  /** Builds a component's spec for where the tenant's control plane runs, and starts it. */
+  async function startPlaced(
+    input: StepInput,
+    build: (p: Placement, programs: ControlPlanePrograms) => ComponentSpec,
+    l: ControlPlaneLayout,
+  ): Promise<{ pid: number | undefined }> {
+    const { p, programs } = await placed(input.ref, input.allocation, l);
+    // Unchanged kubeconfigs are not written again.
+    await storeKubeconfigs(input.ref, l, p);
+    return startComponent(input, build(p, programs));
+  }
+
   /**
    * Writes a listener's status: tried three times, 10 s each, until `ended` (the wait is over:
    * a write in flight is aborted, and the wait ends without waiting for it; one the server had
@@ -271,9 +336,15 @@ export function createActivities(deps: ActivityDeps) {
    * `kubernetes` Service's endpoint, and the host of its service-account JWKS URI.
    */
   async function pkiRequest(input: IssueCertificatesInput): Promise<ControlPlanePkiRequest> {
-    const podAddress = network
-      ? await network.apiService(input.ref, input.allocation.ports.apiserver)
-      : undefined;
+    const pods = inPods(input.allocation);
+    // With pods the Service selects the API server's pod (the runtime sets it); the allocation's
+    // address is its ClusterIP.
+    const podAddress = pods
+      ? await ensureApiService(deps.host, input.ref, deps.allowPrivilegedTenants ?? false)
+      : network
+        ? await network.apiService(input.ref, input.allocation.ports.apiserver)
+        : undefined;
+    const sans = pods ? podSANs(hostNamespace(input.ref), TENANT_API_SERVICE) : undefined;
     const validity = input.spec.certificates?.validity;
     return {
       clusterName: input.allocation.id,
@@ -283,7 +354,9 @@ export function createActivities(deps: ActivityDeps) {
         ...(input.spec.certSANs ?? []),
         ...(podAddress ? [podAddress] : []),
         ...(deps.nodeAddress ? [deps.nodeAddress] : []),
+        ...(sans?.apiserver ?? []),
       ],
+      ...(sans ? { etcdSANs: sans.etcd } : {}),
       // Absent, not the default's value: the request's hash of an existing tenant stays the same.
       ...(validity ? { leafValidityMs: parseDuration(validity) } : {}),
     };
@@ -333,6 +406,24 @@ export function createActivities(deps: ActivityDeps) {
         () => undefined,
       );
       if (existing) return existing;
+      if (deps.controlPlaneRuntime === 'kubernetes') {
+        // Pods have their own addresses: no port of this machine. The tenant's address is its API
+        // server's Service, made now (its host namespace with it): the ClusterIP is in every
+        // certificate and kubeconfig.
+        const clusterIP = await ensureApiService(deps.host, input.ref, deps.allowPrivilegedTenants ?? false);
+        const allocation: TenantAllocation = {
+          id,
+          dir,
+          address: clusterIP,
+          ports: { ...POD_PORTS, apiserver: TENANT_API_PORT },
+          serviceCIDR: input.serviceCIDR,
+          runtime: 'kubernetes',
+        };
+        await mkdir(dir, { recursive: true, mode: 0o700 });
+        await writeFile(file, JSON.stringify(allocation, null, 2));
+        log(input.ref).info('allocated', { id, runtime: 'kubernetes', address: clusterIP });
+        return allocation;
+      }
       let p: number[];
       try {
         p = await ports.allocate(id, 5);
@@ -443,7 +534,7 @@ export function createActivities(deps: ActivityDeps) {
       ] as const) {
         if (!recorded.has(name)) continue;
         await deps.runtime.stop(input.allocation.id, name);
-        await startComponent(input, spec(placeOnMachine(l), await bins()));
+        await startPlaced(input, spec, l);
         restarted.push(name);
       }
       if (recorded.has('clustertree') || recorded.has('coredns')) {
@@ -468,19 +559,21 @@ export function createActivities(deps: ActivityDeps) {
       // tenant's directory would start an empty etcd. Another worker may have it: retried.
       // Checked first, so such a worker writes none of the tenant's files either.
       const allocated = join(layout(input.allocation).dir, ALLOCATION_FILE);
-      if (!existsSync(allocated))
+      if (!inPods(input.allocation) && !existsSync(allocated))
         throw new Error(
           `this worker's machine has no data of ${input.ref.namespace}/${input.ref.name} (no ${allocated}): ` +
             'with the process runtime every worker of a tenant shares one machine and state directory (ADR 2)',
         );
       const l = await tenantFiles(input.ref, input.allocation);
-      return startComponent(input, etcdSpec(placeOnMachine(l), await bins()));
+      return startPlaced(input, etcdSpec, l);
     },
     async startApiserver(input: StepInput) {
       const l = await tenantFiles(input.ref, input.allocation);
+      // Pods keep no audit log this worker reads: such a tenant is never found idle (not audited).
+      if (inPods(input.allocation)) return startPlaced(input, apiserverSpec, l);
       await writeAuditPolicy(l);
       stopListening(l.id); // a wait for the first request that was not cancelled yet
-      const started = await startComponent(input, apiserverSpec(placeOnMachine(l), await bins()));
+      const started = await startPlaced(input, apiserverSpec, l);
       // The request that woke an idle tenant waited for this.
       const passed = releaseHeldConnections(l.id, l.address, l.ports.apiserver);
       if (passed > 0) log(input.ref).info('held requests passed on', { count: passed });
@@ -519,11 +612,11 @@ export function createActivities(deps: ActivityDeps) {
     async startControllerManager(input: StepInput) {
       const l = await tenantFiles(input.ref, input.allocation);
       await ensureCurrentFiles(pkiDir(l));
-      return startComponent(input, controllerManagerSpec(placeOnMachine(l), await bins()));
+      return startPlaced(input, controllerManagerSpec, l);
     },
     async startScheduler(input: StepInput) {
       const l = await tenantFiles(input.ref, input.allocation);
-      return startComponent(input, schedulerSpec(placeOnMachine(l), await bins()));
+      return startPlaced(input, schedulerSpec, l);
     },
 
     async stopComponent(input: { ref: VirtualClusterRef; component: ControlPlaneComponent }): Promise<void> {

@@ -152,10 +152,48 @@ export function isolationPolicy(ref: VirtualClusterRef, nodeAddress: string | un
   };
 }
 
+/**
+ * The tenant API server's host Service (`kosmos-apiserver`, in its host namespace, made with the
+ * namespace where missing); returns its ClusterIP. With `endpoint`, the process runtime's API
+ * server at that address and port is its endpoint (an EndpointSlice kept here); without, the
+ * kubernetes runtime gives it a selector of the API server's pods.
+ */
+export async function ensureApiService(
+  host: HostCluster,
+  ref: VirtualClusterRef,
+  allowPrivilegedTenants: boolean,
+  endpoint?: { address: string; port: number },
+): Promise<string> {
+  const ns = hostNamespace(ref);
+  await applyHostNamespace(host, ref, allowPrivilegedTenants);
+  const labels = { [OriginLabel.managedBy]: 'kosmos-vc' };
+  let svc = await host.core
+    .readNamespacedService({ name: TENANT_API_SERVICE, namespace: ns })
+    .catch(ignoreStatus(404));
+  svc ??= await host.core.createNamespacedService({
+    namespace: ns,
+    body: {
+      metadata: { name: TENANT_API_SERVICE, namespace: ns, labels },
+      spec: { ports: [{ name: 'https', protocol: 'TCP', port: TENANT_API_PORT }] },
+    },
+  });
+  if (endpoint)
+    await ensureEndpointSlice(host.kubeConfig.makeApiClient(DiscoveryV1Api), {
+      metadata: {
+        name: TENANT_API_SERVICE,
+        namespace: ns,
+        labels: { ...labels, 'kubernetes.io/service-name': TENANT_API_SERVICE },
+      },
+      addressType: 'IPv4',
+      endpoints: [{ addresses: [endpoint.address], conditions: { ready: true } }],
+      ports: [{ name: 'https', protocol: 'TCP', port: endpoint.port }],
+    });
+  return svc.spec!.clusterIP!;
+}
+
 export function createTenantNetwork(deps: TenantNetworkDeps) {
   const nodeAddress = deps.nodeAddress;
   const hostKc = deps.host.kubeConfig;
-  const discovery = hostKc.makeApiClient(DiscoveryV1Api);
 
   return {
     nodeAddress,
@@ -165,30 +203,10 @@ export function createTenantNetwork(deps: TenantNetworkDeps) {
      * (before the certificates are issued: the address goes into the serving certificate).
      */
     async apiService(ref: VirtualClusterRef, apiserverPort: number): Promise<string> {
-      const ns = hostNamespace(ref);
-      await applyHostNamespace(deps.host, ref, deps.allowPrivilegedTenants ?? false);
-      const labels = { [OriginLabel.managedBy]: 'kosmos-vc' };
-      let svc = await deps.host.core
-        .readNamespacedService({ name: TENANT_API_SERVICE, namespace: ns })
-        .catch(ignoreStatus(404));
-      svc ??= await deps.host.core.createNamespacedService({
-        namespace: ns,
-        body: {
-          metadata: { name: TENANT_API_SERVICE, namespace: ns, labels },
-          spec: { ports: [{ name: 'https', protocol: 'TCP', port: TENANT_API_PORT }] },
-        },
+      return ensureApiService(deps.host, ref, deps.allowPrivilegedTenants ?? false, {
+        address: nodeAddress,
+        port: apiserverPort,
       });
-      await ensureEndpointSlice(discovery, {
-        metadata: {
-          name: TENANT_API_SERVICE,
-          namespace: ns,
-          labels: { ...labels, 'kubernetes.io/service-name': TENANT_API_SERVICE },
-        },
-        addressType: 'IPv4',
-        endpoints: [{ addresses: [deps.nodeAddress], conditions: { ready: true } }],
-        ports: [{ name: 'https', protocol: 'TCP', port: apiserverPort }],
-      });
-      return svc.spec!.clusterIP!;
     },
 
     /** Starts the tenant's CoreDNS and its Services on both sides; returns the DNS ClusterIP. */

@@ -13,6 +13,12 @@ export interface TenantAllocation {
   address: string;
   ports: ControlPlanePorts;
   serviceCIDR: string;
+  /**
+   * Where its control plane runs (ADR 14): absent, the process runtime; `kubernetes`, pods of
+   * its host namespace, `address` its API server's Service and `ports` the pods' (the API
+   * server's the Service's).
+   */
+  runtime?: 'kubernetes';
 }
 
 export type ControlPlaneComponent = 'etcd' | 'kube-apiserver' | 'kube-controller-manager' | 'kube-scheduler';

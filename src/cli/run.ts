@@ -46,6 +46,13 @@ function operatorOptions(env: OperatorEnv, stateDir: string) {
     ...(env.KOSMOS_VC_HOSTS_IMAGE ? { hostsImage: env.KOSMOS_VC_HOSTS_IMAGE } : {}),
     ...(env.KOSMOS_VC_BACKUP_DIR ? { backupDir: env.KOSMOS_VC_BACKUP_DIR } : {}),
     ...(metrics ? { metrics } : {}),
+    ...(env.KOSMOS_VC_RUNTIME === 'kubernetes'
+      ? {
+          pods: env.KOSMOS_VC_ETCD_STORAGE_CLASS
+            ? { etcdStorage: { storageClass: env.KOSMOS_VC_ETCD_STORAGE_CLASS } }
+            : {},
+        }
+      : {}),
   };
 }
 
@@ -97,6 +104,7 @@ async function up(): Promise<void> {
   let nodeAddress = env.KOSMOS_VC_NODE_ADDRESS;
   let podCIDR = env.KOSMOS_VC_POD_CIDR;
   let hostsImage = env.KOSMOS_VC_HOSTS_IMAGE;
+  let realNodeName: string | undefined;
 
   const start = async (): Promise<void> => {
     let kubeconfig = env.KUBECONFIG;
@@ -114,6 +122,7 @@ async function up(): Promise<void> {
       stopHost = () => host.stop();
       kubeconfig = host.kubeconfigPath;
       if (host.realNode) {
+        realNodeName = host.realNode.name;
         nodeAddress ??= host.realNode.layout.nodeIP;
         podCIDR ??= host.realNode.layout.clusterCIDR;
         hostsImage ??= binaries.node?.toolsImage;
@@ -138,8 +147,20 @@ async function up(): Promise<void> {
       uiUrl = t.uiUrl;
     }
 
+    const options = operatorOptions(env, stateDir);
     operator = await startOperator({
-      ...operatorOptions(env, stateDir),
+      ...options,
+      // The embedded host's simulated nodes run nothing: control-plane pods go to the real node,
+      // whatever a tenant's promotion put on it.
+      ...(options.pods && realNodeName
+        ? {
+            pods: {
+              ...options.pods,
+              nodeSelector: { 'kubernetes.io/hostname': realNodeName },
+              tolerations: [{ operator: 'Exists' as const }],
+            },
+          }
+        : {}),
       applyCRD: true,
       ...(nodeAddress ? { nodeAddress } : {}),
       ...(podCIDR ? { podCIDR } : {}),

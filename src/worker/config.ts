@@ -25,6 +25,11 @@
  *                              every interface; port 0 picks one; "off" none). Set, it must be
  *                              free; unset, 127.0.0.1:9464 is tried and, when another operator on
  *                              the machine has it, this one runs without (one address per process)
+ *   KOSMOS_VC_RUNTIME          where new tenants' control planes run: "process" (default), on this
+ *                              machine, or "kubernetes", as pods of their host namespaces (ADR 14;
+ *                              clusterTree and CoreDNS stay processes; no backups or sleep yet)
+ *   KOSMOS_VC_ETCD_STORAGE_CLASS  with "kubernetes": the StorageClass of etcd's claims (default:
+ *                              the cluster's default class)
  */
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -76,6 +81,8 @@ export const OperatorEnv = z.object({
     .string()
     .regex(/^(off|[^\s]*:[0-9]{1,5})$/, 'KOSMOS_VC_METRICS_ADDRESS must be host:port, :port or "off"')
     .optional(),
+  KOSMOS_VC_RUNTIME: z.enum(['process', 'kubernetes']).default('process'),
+  KOSMOS_VC_ETCD_STORAGE_CLASS: z.string().min(1).optional(),
   KOSMOS_VC_ETCD_UNSAFE_NO_FSYNC: z
     .enum(['true', 'false'])
     .default('false')

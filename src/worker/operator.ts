@@ -23,6 +23,13 @@ import { createActivities, type ActivityDeps } from '../activities/index.js';
 import { HostCluster } from '../activities/hostCluster.js';
 import { resolveBinaries, type Binaries } from '../runtime/binaries.js';
 import { ProcessRuntime } from '../runtime/processRuntime.js';
+import {
+  controlPlaneImages,
+  KubernetesRuntime,
+  type KubernetesRuntimeOptions,
+} from '../runtime/kubernetesRuntime.js';
+import { SplitRuntime } from '../runtime/splitRuntime.js';
+import type { ControlPlaneRuntime } from '../runtime/types.js';
 import { VirtualClusterWatcher } from '../watcher/index.js';
 import { searchAttributes } from '../workflows/definitions.js';
 import { OperatorMetrics, serveMetrics } from '../metrics/operator.js';
@@ -114,8 +121,16 @@ export async function ensureSearchAttributes(
   }
 }
 
+/**
+ * New tenants' control planes as pods of their host namespaces (ADR 14); clusterTree and CoreDNS
+ * stay processes of the worker. `images`: the control plane's images (default: those setup built).
+ */
+export type PodControlPlane = Partial<Omit<KubernetesRuntimeOptions, 'kubeConfig'>>;
+
 export interface OperatorOptions {
   kubeconfigPath: string;
+  /** Where new tenants' control planes run: absent, processes of this machine. */
+  pods?: PodControlPlane;
   temporalAddress: string;
   temporalNamespace: string;
   taskQueue: string;
@@ -210,9 +225,23 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
     });
     const resumed = await runtime.resume();
     if (resumed.length > 0) opts.logger.info('resumed tenant components', { count: resumed.length });
+    let tenantRuntime: ControlPlaneRuntime = runtime;
+    if (opts.pods) {
+      const imagesDir = (opts.binaries ?? (await resolveBinaries())).node?.imagesDir;
+      const images = opts.pods.images ?? (imagesDir ? await controlPlaneImages(imagesDir) : undefined);
+      if (!images)
+        throw new Error(
+          'control planes in pods (KOSMOS_VC_RUNTIME=kubernetes) need their images: setup builds them (npm run setup)',
+        );
+      tenantRuntime = new SplitRuntime(
+        new KubernetesRuntime({ ...opts.pods, images, kubeConfig: host.kubeConfig }),
+        runtime,
+      );
+    }
     const deps: ActivityDeps = {
       host,
-      runtime,
+      runtime: tenantRuntime,
+      ...(opts.pods ? { controlPlaneRuntime: 'kubernetes' as const } : {}),
       binaries: opts.binaries ?? resolveBinaries,
       stateDir: opts.stateDir,
       logger: opts.logger.child({ part: 'activities' }),

@@ -69,6 +69,8 @@ export async function testOperator(opts: {
   watcher?: boolean;
   binaries?: Partial<Binaries>;
   allowPrivilegedTenants?: boolean;
+  /** New tenants' control planes as pods on the real node (ADR 14). */
+  pods?: boolean;
 }): Promise<Operator> {
   const binaries = { ...(await resolveBinaries()), ...opts.binaries };
   return startOperator({
@@ -91,6 +93,15 @@ export async function testOperator(opts: {
     ...(opts.worker === false ? { worker: false } : {}),
     ...(opts.watcher === false ? { watcher: false } : {}),
     ...(opts.allowPrivilegedTenants ? { allowPrivilegedTenants: true } : {}),
+    ...(opts.pods
+      ? {
+          pods: {
+            nodeSelector: { 'kubernetes.io/hostname': inject('realNode') },
+            tolerations: [{ operator: 'Exists' }],
+            pollMs: 250,
+          },
+        }
+      : {}),
   });
 }
 

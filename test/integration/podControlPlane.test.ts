@@ -1,0 +1,171 @@
+/**
+ * A VirtualCluster on the kubernetes runtime (ADR 14, KOSMOS_VC_RUNTIME=kubernetes): its etcd,
+ * kube-apiserver, kube-controller-manager and kube-scheduler are pods of its host namespace on
+ * the real node, clusterTree a process of the worker; the published kubeconfig works from this
+ * machine through the API server's Service; the apiserver's and etcd's pods come back when
+ * killed, data intact; deleting the VirtualCluster leaves no pod, Service, Secret, claim or
+ * namespace of it.
+ */
+import { AppsV1Api } from '@kubernetes/client-node';
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { tenantId } from '../../src/activities/index.js';
+import { hostNamespace } from '../../src/clustertree/naming.js';
+import { routeOf } from '../../src/node/network.js';
+import { CONTROL_PLANE_LABEL, ownerLabel } from '../../src/runtime/kubernetesRuntime.js';
+import type { Operator } from '../../src/worker/operator.js';
+import {
+  createNamespace,
+  createVirtualCluster,
+  deleteVirtualCluster,
+  eventually,
+  host,
+  hostKubeConfig,
+  kubectl,
+  newStateDir,
+  refOf,
+  tenantKubeconfig,
+  testOperator,
+  waitForGone,
+} from '../support/harness.js';
+
+const realNode = inject('realNode');
+let operator: Operator;
+let namespace: string;
+let stateDir: string;
+
+beforeAll(async () => {
+  if (!realNode) throw new Error('no real node on this machine (see the global setup log)');
+  stateDir = await newStateDir();
+  namespace = await createNamespace('pods');
+  operator = await testOperator({ stateDir, taskQueue: `pods-${randomUUID()}`, namespace, pods: true });
+});
+afterAll(async () => {
+  await operator?.stop({ stopTenants: true });
+  await host()
+    .core.deleteNamespace({ name: namespace })
+    .catch(() => undefined);
+}, 120_000);
+
+describe('a control plane in pods', () => {
+  it('reaches Ready with its components as pods, survives them being killed, and leaves nothing when deleted', async () => {
+    await createVirtualCluster(namespace, 'pods', {
+      promoteResources: { resources: { cpu: 2, memory: '4Gi' } },
+    });
+    const vc = await eventually(
+      'tenant pods Ready',
+      async () => {
+        const v = await host().getVirtualCluster({ namespace, name: 'pods' });
+        if (v?.status?.phase === 'Failed') throw new Error(v.status.message);
+        return v?.status?.phase === 'Ready' ? v : undefined;
+      },
+      240_000,
+    );
+    const ref = refOf(vc);
+    const hostNs = hostNamespace(ref);
+    const id = tenantId(ref);
+    const core = host().core;
+    const controlPlanePods = async () =>
+      (
+        await core.listNamespacedPod({
+          namespace: hostNs,
+          labelSelector: `${CONTROL_PLANE_LABEL}=${ownerLabel(id)}`,
+        })
+      ).items.filter((p) => !p.metadata?.deletionTimestamp);
+
+    const pods = await controlPlanePods();
+    expect(pods.map((p) => p.metadata!.labels!['app.kubernetes.io/name']).sort()).toEqual([
+      'etcd',
+      'kube-apiserver',
+      'kube-controller-manager',
+      'kube-scheduler',
+    ]);
+    for (const p of pods) {
+      expect(p.status?.phase).toBe('Running');
+      expect(p.spec?.nodeName).toBe(realNode);
+    }
+    // No control-plane process on this machine: clusterTree (and nothing of the four) is one.
+    const processes = (await operator.runtime!.list(id)).map((c) => c.name);
+    expect(processes).toContain('clustertree');
+    expect(processes).not.toContain('kube-apiserver');
+    expect(processes).not.toContain('etcd');
+
+    // The published kubeconfig names the API server's Service, routed on this machine.
+    const kubeconfig = await tenantKubeconfig(stateDir, vc);
+    const server = (
+      await kubectl(kubeconfig, 'config', 'view', '-o', 'jsonpath={.clusters[0].cluster.server}')
+    ).trim();
+    const svc = await core.readNamespacedService({ name: 'kosmos-apiserver', namespace: hostNs });
+    expect(server).toBe(`https://${svc.spec!.clusterIP}:443`);
+    expect(await routeOf(svc.spec!.clusterIP!)).toMatch(/ dev kvc0 /);
+    await kubectl(kubeconfig, 'create', 'namespace', 'kept');
+    await kubectl(kubeconfig, 'create', 'configmap', 'kept', '-n', 'kept', '--from-literal=a=1');
+    // clusterTree serves the tenant through the API server in its pod: the promoted node is Ready.
+    await eventually('a Ready tenant node', async () => {
+      const out = await kubectl(
+        kubeconfig,
+        'get',
+        'nodes',
+        '-o',
+        'jsonpath={.items[*].status.conditions[?(@.type=="Ready")].status}',
+      ).catch(() => '');
+      return out.includes('True') ? true : undefined;
+    });
+
+    // Kill the API server's pod and etcd's: they come back, with the data, the kubeconfig still good.
+    const before = new Map(pods.map((p) => [p.metadata!.name!, p.metadata!.uid!]));
+    for (const p of pods.filter((p) =>
+      ['etcd', 'kube-apiserver'].includes(p.metadata!.labels!['app.kubernetes.io/name']!),
+    ))
+      await core.deleteNamespacedPod({ name: p.metadata!.name!, namespace: hostNs, gracePeriodSeconds: 0 });
+    const kept = await eventually(
+      'the ConfigMap through a new API server pod',
+      async () => {
+        const now = await controlPlanePods();
+        const fresh = now.filter(
+          (p) => !before.has(p.metadata!.name!) || before.get(p.metadata!.name!) !== p.metadata!.uid,
+        );
+        if (fresh.length < 2) return undefined;
+        return kubectl(
+          kubeconfig,
+          'get',
+          'configmap',
+          'kept',
+          '-n',
+          'kept',
+          '-o',
+          'jsonpath={.data.a}',
+        ).catch(() => undefined);
+      },
+      180_000,
+    );
+    expect(kept).toBe('1');
+
+    await deleteVirtualCluster(namespace, 'pods');
+    await waitForGone(namespace, 'pods', 240_000);
+    const apps = hostKubeConfig().makeApiClient(AppsV1Api);
+    const selector = `${CONTROL_PLANE_LABEL}=${ownerLabel(id)}`;
+    expect((await core.listPodForAllNamespaces({ labelSelector: selector })).items).toEqual([]);
+    expect((await core.listServiceForAllNamespaces({ labelSelector: selector })).items).toEqual([]);
+    expect((await core.listPersistentVolumeClaimForAllNamespaces({ labelSelector: selector })).items).toEqual(
+      [],
+    );
+    expect((await apps.listDeploymentForAllNamespaces({ labelSelector: selector })).items).toEqual([]);
+    expect((await apps.listStatefulSetForAllNamespaces({ labelSelector: selector })).items).toEqual([]);
+    await eventually(
+      'the host namespace gone',
+      async () =>
+        (await core.readNamespace({ name: hostNs }).catch(() => undefined)) === undefined ? true : undefined,
+      120_000,
+    );
+    // The Secrets went with the namespace; the claim's volume with the claim.
+    expect(
+      (
+        await core.listSecretForAllNamespaces({ labelSelector: `kosmos.io/virtual-cluster=pods` })
+      ).items.filter((s) => s.metadata!.namespace === hostNs),
+    ).toEqual([]);
+    expect(
+      (await core.listPersistentVolume()).items.filter((pv) => pv.spec?.claimRef?.namespace === hostNs),
+    ).toEqual([]);
+  }, 600_000);
+});
