@@ -229,7 +229,11 @@ export function createActivities(deps: ActivityDeps) {
   }
 
   /** The kubeconfigs of the controller-manager and scheduler pods, for the API server's Service. */
-  async function storeKubeconfigs(ref: VirtualClusterRef, l: ControlPlaneLayout, p: Placement): Promise<void> {
+  async function storeKubeconfigs(
+    ref: VirtualClusterRef,
+    l: ControlPlaneLayout,
+    p: Placement,
+  ): Promise<void> {
     if (!p.pod) return;
     await storeFiles(
       deps.host.core,
