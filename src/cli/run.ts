@@ -148,6 +148,11 @@ async function up(): Promise<void> {
     }
 
     const options = operatorOptions(env, stateDir);
+    if (options.pods && !env.KUBECONFIG && !realNodeName)
+      throw new Error(
+        'KOSMOS_VC_RUNTIME=kubernetes needs a node that runs pods: the embedded host has no real node here ' +
+          '(KOSMOS_VC_REAL_NODE=false, or the machine cannot run one: see the log above)',
+      );
     operator = await startOperator({
       ...options,
       // The embedded host's simulated nodes run nothing: control-plane pods go to the real node,
