@@ -168,6 +168,7 @@ export const runtimes: Scenario = {
     });
     const time = { process: [] as number[], kubernetes: [] as number[] };
     const rss = { process: [] as number[], kubernetes: [] as number[] };
+    const made: string[] = [];
     const last: { process?: ProcessMemory; kubernetes?: ProcessMemory } = {};
     try {
       say('warm-up: pulling the images onto the real node...');
@@ -186,6 +187,7 @@ export const runtimes: Scenario = {
 
         const id = `pods-${round}`;
         const inPods = await podControlPlane(env, pods, id);
+        made.push(inPods.namespace);
         t0 = performance.now();
         await inPods.start();
         time.kubernetes.push(performance.now() - t0);
@@ -200,6 +202,8 @@ export const runtimes: Scenario = {
       }
     } finally {
       await direct.shutdown();
+      // A round cut short leaves its namespace: gone with it, pods, claims and all.
+      for (const namespace of made) await core.deleteNamespace({ name: namespace }).catch(() => undefined);
     }
     const t = { process: median(time.process) / 1000, kubernetes: median(time.kubernetes) / 1000 };
     const m = { process: median(rss.process), kubernetes: median(rss.kubernetes) };

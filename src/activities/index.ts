@@ -217,6 +217,11 @@ export function createActivities(deps: ActivityDeps) {
     l: ControlPlaneLayout,
   ): Promise<{ p: Placement; programs: ControlPlanePrograms }> {
     if (!inPods(a)) return { p: placeOnMachine(l), programs: await bins() };
+    if (deps.controlPlaneRuntime !== 'kubernetes')
+      throw ApplicationFailure.nonRetryable(
+        `the control plane of ${ref.namespace}/${ref.name} runs as pods: this worker runs none (set KOSMOS_VC_RUNTIME=kubernetes)`,
+        FailureType.InvalidSpec,
+      );
     const p = placeInHost({
       id: a.id,
       namespace: hostNamespace(ref),
@@ -228,18 +233,22 @@ export function createActivities(deps: ActivityDeps) {
     return { p, programs: IMAGE_PROGRAMS };
   }
 
-  /** The kubeconfigs of the controller-manager and scheduler pods, for the API server's Service. */
+  /**
+   * The kubeconfigs of the controller-manager and scheduler pods, for the API server's Service:
+   * theirs alone (the admin's and the operator's stay with the operator).
+   */
   async function storeKubeconfigs(
     ref: VirtualClusterRef,
     l: ControlPlaneLayout,
     p: Placement,
   ): Promise<void> {
     if (!p.pod) return;
+    const all = await renderKubeconfigs(pkiDir(l), p.apiserverURL, l.id);
     await storeFiles(
       deps.host.core,
       p.pod.namespace,
       FILE_SOURCES.kubeconfigs.name,
-      await renderKubeconfigs(pkiDir(l), p.apiserverURL, l.id),
+      { 'controller-manager.conf': all['controller-manager.conf'], 'scheduler.conf': all['scheduler.conf'] },
       { [LABELS.managedBy]: 'kosmos-vc', [LABELS.virtualCluster]: ref.name },
     );
   }
@@ -339,12 +348,28 @@ export function createActivities(deps: ActivityDeps) {
    * ClusterIP: that address must be a SAN. So must the node address it advertises: the
    * `kubernetes` Service's endpoint, and the host of its service-account JWKS URI.
    */
+  /**
+   * The ClusterIP of a tenant in pods: the one its allocation recorded, which every certificate
+   * and kubeconfig names. A Service made again since (deleted by hand) has another: said, not
+   * papered over.
+   */
+  async function servedAt(ref: VirtualClusterRef, recorded: string): Promise<string> {
+    const ip = await ensureApiService(deps.host, ref, deps.allowPrivilegedTenants ?? false);
+    if (ip !== recorded)
+      throw ApplicationFailure.nonRetryable(
+        `the API server Service of ${ref.namespace}/${ref.name} has the address ${ip}, not ${recorded} as when it was made ` +
+          '(it was deleted and made again): its certificates and kubeconfigs name the old one',
+        FailureType.InvalidSpec,
+      );
+    return ip;
+  }
+
   async function pkiRequest(input: IssueCertificatesInput): Promise<ControlPlanePkiRequest> {
     const pods = inPods(input.allocation);
     // With pods the Service selects the API server's pod (the runtime sets it); the allocation's
     // address is its ClusterIP.
     const podAddress = pods
-      ? await ensureApiService(deps.host, input.ref, deps.allowPrivilegedTenants ?? false)
+      ? await servedAt(input.ref, input.allocation.address)
       : network
         ? await network.apiService(input.ref, input.allocation.ports.apiserver)
         : undefined;

@@ -165,6 +165,11 @@ export async function ensureApiService(
   endpoint?: { address: string; port: number },
 ): Promise<string> {
   const ns = hostNamespace(ref);
+  // A namespace being deleted (a release just before a retry) still shows its Service, whose
+  // address goes with it: wait until it is gone.
+  const current = await host.core.readNamespace({ name: ns }).catch(ignoreStatus(404));
+  if (current?.metadata?.deletionTimestamp)
+    throw new Error(`host namespace ${ns} is being deleted: its API server Service is made once it is gone`);
   await applyHostNamespace(host, ref, allowPrivilegedTenants);
   const labels = { [OriginLabel.managedBy]: 'kosmos-vc' };
   let svc = await host.core

@@ -8,7 +8,7 @@ import { PortAllocator } from '../runtime/ports.js';
 import { ProcessRuntime } from '../runtime/processRuntime.js';
 import { defaultStateDir, metricsEndpoint, readOperatorEnv, type OperatorEnv } from '../worker/config.js';
 import { createLogger } from '../worker/logger.js';
-import { startOperator, type Operator } from '../worker/operator.js';
+import { startOperator, type Operator, type PodControlPlane } from '../worker/operator.js';
 import { CommandError, describeCommand, getCommand, kubeconfigCommand } from './inspect.js';
 import { buildProgram } from './program.js';
 import { UsageError, resize } from './resize.js';
@@ -27,6 +27,24 @@ function onWorkerFailed(): void {
  * Runs `start`, and stops cleanly on SIGINT/SIGTERM: a signal during start-up waits for start-up
  * to settle first, so nothing it is still starting is left behind. A second signal exits at once.
  */
+/** Where the control-plane pods go (KOSMOS_VC_RUNTIME=kubernetes), from the environment. */
+function podPlacement(env: OperatorEnv): PodControlPlane {
+  const selector = env.KOSMOS_VC_POD_NODE_SELECTOR;
+  return {
+    ...(env.KOSMOS_VC_ETCD_STORAGE_CLASS
+      ? { etcdStorage: { storageClass: env.KOSMOS_VC_ETCD_STORAGE_CLASS } }
+      : {}),
+    ...(selector
+      ? {
+          nodeSelector: Object.fromEntries(
+            selector.split(',').map((kv) => kv.split('=') as [string, string]),
+          ),
+        }
+      : {}),
+    ...(env.KOSMOS_VC_POD_TOLERATE_ALL === 'true' ? { tolerations: [{ operator: 'Exists' }] } : {}),
+  };
+}
+
 /** The operator options every command takes from the environment. */
 function operatorOptions(env: OperatorEnv, stateDir: string) {
   const metrics = metricsEndpoint(env.KOSMOS_VC_METRICS_ADDRESS);
@@ -46,13 +64,7 @@ function operatorOptions(env: OperatorEnv, stateDir: string) {
     ...(env.KOSMOS_VC_HOSTS_IMAGE ? { hostsImage: env.KOSMOS_VC_HOSTS_IMAGE } : {}),
     ...(env.KOSMOS_VC_BACKUP_DIR ? { backupDir: env.KOSMOS_VC_BACKUP_DIR } : {}),
     ...(metrics ? { metrics } : {}),
-    ...(env.KOSMOS_VC_RUNTIME === 'kubernetes'
-      ? {
-          pods: env.KOSMOS_VC_ETCD_STORAGE_CLASS
-            ? { etcdStorage: { storageClass: env.KOSMOS_VC_ETCD_STORAGE_CLASS } }
-            : {},
-        }
-      : {}),
+    ...(env.KOSMOS_VC_RUNTIME === 'kubernetes' ? { pods: podPlacement(env) } : {}),
   };
 }
 
@@ -157,12 +169,15 @@ async function up(): Promise<void> {
       ...options,
       // The embedded host's simulated nodes run nothing: control-plane pods go to the real node,
       // whatever a tenant's promotion put on it.
+      // (Unless the environment says otherwise: a `worker` beside it takes the same variables.)
       ...(options.pods && realNodeName
         ? {
             pods: {
-              ...options.pods,
               nodeSelector: { 'kubernetes.io/hostname': realNodeName },
-              tolerations: [{ operator: 'Exists' as const }],
+              ...(env.KOSMOS_VC_POD_TOLERATE_ALL !== 'false'
+                ? { tolerations: [{ operator: 'Exists' }] }
+                : {}),
+              ...options.pods,
             },
           }
         : {}),

@@ -55,7 +55,6 @@ const COMPONENT_LABEL = 'app.kubernetes.io/name';
 const MANAGED_BY = { 'app.kubernetes.io/managed-by': 'kosmos-vc' };
 const OWNER_ANNOTATION = 'kosmos.io/owner';
 const HASH_ANNOTATION = 'kosmos.io/spec-hash';
-const PROBE_ANNOTATION = 'kosmos.io/probe';
 
 /** A label value for an owner (a tenant id can be longer than a label value may be). */
 export const ownerLabel = (owner: string): string =>
@@ -108,6 +107,10 @@ export class KubernetesRuntime implements ControlPlaneRuntime {
   private readonly apps: AppsV1Api;
   private readonly core: CoreV1Api;
   private readonly pollMs: number;
+  /** Where each component's workload was found or made: its namespace is asked alone. */
+  private readonly namespaces = new Map<string, string>();
+  /** The component's own probe, as the last ensure here gave it (with this worker's file paths). */
+  private readonly probes = new Map<string, HttpsProbe>();
 
   constructor(private readonly opts: KubernetesRuntimeOptions) {
     this.apps = opts.kubeConfig.makeApiClient(AppsV1Api);
@@ -121,14 +124,21 @@ export class KubernetesRuntime implements ControlPlaneRuntime {
     const workload = renderWorkload(spec, namespace, this.opts);
     if (spec.service) await this.ensureService(spec, namespace);
     const stateful = STATEFUL.has(spec.name);
-    const current = await (
-      stateful
+    const read = () =>
+      (stateful
         ? this.apps.readNamespacedStatefulSet({ name: spec.name, namespace })
         : this.apps.readNamespacedDeployment({ name: spec.name, namespace })
-    ).catch((e: unknown) => {
-      if (isNotFound(e)) return undefined;
-      throw e;
-    });
+      ).catch((e: unknown) => {
+        if (isNotFound(e)) return undefined;
+        throw e;
+      });
+    let current = await read();
+    // One being deleted (a stop that was cut short) is waited out, then made anew.
+    for (let i = 0; current?.metadata?.deletionTimestamp; i++) {
+      if (i * this.pollMs > 120_000) throw new Error(`${spec.name} of ${spec.owner} is still being deleted`);
+      await new Promise((r) => setTimeout(r, this.pollMs));
+      current = await read();
+    }
     const hash = workload.metadata!.annotations![HASH_ANNOTATION];
     if (!current) {
       await (stateful
@@ -143,8 +153,13 @@ export class KubernetesRuntime implements ControlPlaneRuntime {
       if (stateful) {
         // A claim template cannot change: the one the data lives on stays.
         const claims = (current as V1StatefulSet).spec?.volumeClaimTemplates;
+        const wanted = (body as V1StatefulSet).spec!.volumeClaimTemplates;
+        if (!!claims !== !!wanted)
+          throw new ComponentStartError(
+            `${spec.name} of ${spec.owner} keeps its data ${claims ? 'on a claim' : 'in an emptyDir'}: ` +
+              'the storage of an existing control plane cannot change',
+          );
         if (claims) (body as V1StatefulSet).spec!.volumeClaimTemplates = claims;
-        else delete (body as V1StatefulSet).spec!.volumeClaimTemplates;
         await this.apps.replaceNamespacedStatefulSet({
           name: spec.name,
           namespace,
@@ -158,14 +173,17 @@ export class KubernetesRuntime implements ControlPlaneRuntime {
         });
       }
     }
-    return (
-      (await this.list(spec.owner)).find((c) => c.name === spec.name) ?? {
-        owner: spec.owner,
-        name: spec.name,
-        running: false,
-        restarts: 0,
-      }
-    );
+    this.namespaces.set(`${spec.owner}/${spec.name}`, namespace);
+    if (spec.probe) this.probes.set(`${spec.owner}/${spec.name}`, spec.probe);
+    else this.probes.delete(`${spec.owner}/${spec.name}`);
+    return {
+      owner: spec.owner,
+      name: spec.name,
+      running:
+        (current?.status?.readyReplicas ?? 0) > 0 &&
+        current?.metadata?.annotations?.[HASH_ANNOTATION] === hash,
+      restarts: 0,
+    };
   }
 
   /**
@@ -215,8 +233,15 @@ export class KubernetesRuntime implements ControlPlaneRuntime {
       await this.core.createNamespacedService({ namespace, body });
       return;
     }
+    if (svc.headless && current.spec?.clusterIP !== 'None') {
+      // A ClusterIP cannot become None: made again (nothing names a headless Service's address).
+      await this.core.deleteNamespacedService({ name: svc.name, namespace });
+      await this.core.createNamespacedService({ namespace, body });
+      return;
+    }
     const same =
       JSON.stringify(current.spec?.selector ?? {}) === JSON.stringify(body.spec!.selector) &&
+      (!svc.headless || current.spec?.publishNotReadyAddresses === true) &&
       JSON.stringify((current.spec?.ports ?? []).map((p) => [p.name, p.port, p.targetPort])) ===
         JSON.stringify(body.spec!.ports!.map((p) => [p.name, p.port, p.targetPort])) &&
       current.metadata?.labels?.[CONTROL_PLANE_LABEL] === ownerLabel(spec.owner);
@@ -227,7 +252,16 @@ export class KubernetesRuntime implements ControlPlaneRuntime {
       body: {
         ...current,
         metadata: { ...current.metadata, labels: { ...current.metadata?.labels, ...body.metadata!.labels } },
-        spec: { ...current.spec, selector: body.spec!.selector!, ports: body.spec!.ports! },
+        spec: {
+          ...current.spec,
+          selector: body.spec!.selector!,
+          // A NodePort it was given stays its own.
+          ports: body.spec!.ports!.map((p) => {
+            const nodePort = current.spec?.ports?.find((c) => c.name === p.name)?.nodePort;
+            return nodePort ? { ...p, nodePort } : p;
+          }),
+          ...(svc.headless ? { publishNotReadyAddresses: true } : {}),
+        },
       },
     });
   }
@@ -235,32 +269,53 @@ export class KubernetesRuntime implements ControlPlaneRuntime {
   /** The workload of a component, wherever its namespace is. */
   private async find(owner: string, name: ComponentName): Promise<V1Deployment | V1StatefulSet | undefined> {
     const labelSelector = selectorText(selectorOf(owner, name));
-    const list = STATEFUL.has(name)
-      ? await this.apps.listStatefulSetForAllNamespaces({ labelSelector })
-      : await this.apps.listDeploymentForAllNamespaces({ labelSelector });
-    return list.items[0];
+    const namespace = this.namespaces.get(`${owner}/${name}`);
+    const stateful = STATEFUL.has(name);
+    const list = namespace
+      ? await (stateful
+          ? this.apps.listNamespacedStatefulSet({ namespace, labelSelector })
+          : this.apps.listNamespacedDeployment({ namespace, labelSelector }))
+      : await (stateful
+          ? this.apps.listStatefulSetForAllNamespaces({ labelSelector })
+          : this.apps.listDeploymentForAllNamespaces({ labelSelector }));
+    const found = list.items[0];
+    if (found) this.namespaces.set(`${owner}/${name}`, found.metadata!.namespace!);
+    return found;
   }
 
   async waitReady(owner: string, name: ComponentName, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     let last = 'no pod yet';
-    let probe: { text: string; at: string; check: () => Promise<number> } | undefined;
+    let probe: { spec: HttpsProbe; at: string; check: () => Promise<number> } | undefined;
     for (;;) {
       const w = await this.find(owner, name);
       if (!w) throw new Error(`${name} of ${owner} is not deployed`);
       const namespace = w.metadata!.namespace!;
+      // Pods of the workload's current template alone: an old one that fails is what a new spec
+      // may be meant to fix.
       const pods = (
         await this.core.listNamespacedPod({ namespace, labelSelector: selectorText(selectorOf(owner, name)) })
-      ).items.filter((p) => !p.metadata?.deletionTimestamp);
-      this.failIfStuck(owner, name, pods, await this.tailOf(namespace, pods));
+      ).items.filter((p) => !p.metadata?.deletionTimestamp && isCurrent(w, p));
+      const stuck = stuckReason(name, pods);
+      if (stuck === 'crashing') {
+        const c = pods.flatMap((p) => p.status?.containerStatuses ?? []).find((x) => x.restartCount >= 2);
+        throw new ComponentExitedError(
+          owner,
+          name,
+          c?.lastState?.terminated?.exitCode ?? null,
+          await this.tailOf(namespace, pods),
+        );
+      }
+      if (stuck) throw new ComponentStartError(stuck);
       const ready = rolledOut(w, STATEFUL.has(name)) ? pods.find(isReady) : undefined;
       if (!ready) last = whyNotReady(w, pods);
       else {
-        const text = w.metadata?.annotations?.[PROBE_ANNOTATION];
-        if (!text) return;
+        // The probe this worker's ensure gave (its files are this worker's copy of the set); a
+        // worker that never ensured the component goes by the pod's readiness alone.
+        const spec = this.probes.get(`${owner}/${name}`);
+        if (!spec) return;
         const at = ready.status!.podIP!;
-        if (probe?.text !== text || probe.at !== at)
-          probe = { text, at, check: prober(JSON.parse(text) as HttpsProbe, 2000, at) };
+        if (probe?.spec !== spec || probe.at !== at) probe = { spec, at, check: prober(spec, 2000, at) };
         try {
           const code = await probe.check();
           if (code === 200) return;
@@ -269,24 +324,26 @@ export class KubernetesRuntime implements ControlPlaneRuntime {
           last = `${ready.metadata!.name}: ${errorText(e)}`;
         }
       }
-      if (Date.now() >= deadline) throw new ReadinessTimeoutError(owner, name, timeoutMs, last);
+      if (Date.now() >= deadline)
+        throw new ReadinessTimeoutError(owner, name, timeoutMs, await this.withEvents(namespace, pods, last));
       await new Promise((r) => setTimeout(r, this.pollMs));
     }
   }
 
-  /** A container that keeps failing, or an image that cannot be had, ends the wait with why. */
-  private failIfStuck(owner: string, name: ComponentName, pods: V1Pod[], tail: string): void {
-    for (const pod of pods) {
-      for (const c of pod.status?.containerStatuses ?? []) {
-        const waiting = c.state?.waiting?.reason;
-        if (waiting === 'ErrImagePull' || waiting === 'ImagePullBackOff' || waiting === 'InvalidImageName')
-          throw new ComponentStartError(`${name}: ${waiting}: ${c.state?.waiting?.message ?? c.image}`);
-        if (waiting === 'CreateContainerConfigError')
-          throw new ComponentStartError(`${name}: ${c.state?.waiting?.message ?? waiting}`);
-        if (!c.ready && c.restartCount >= 2 && waiting === 'CrashLoopBackOff')
-          throw new ComponentExitedError(owner, name, c.lastState?.terminated?.exitCode ?? null, tail);
-      }
-    }
+  /** What the last warning event of a pod not ready says (a volume that cannot be mounted), if any. */
+  private async withEvents(namespace: string, pods: V1Pod[], last: string): Promise<string> {
+    const pod = pods.find((p) => !isReady(p));
+    if (!pod) return last;
+    const events = await this.core
+      .listNamespacedEvent({ namespace, fieldSelector: `involvedObject.uid=${pod.metadata!.uid}` })
+      .catch(() => undefined);
+    const warning = events?.items
+      .filter((e) => e.type === 'Warning')
+      .sort((a, b) =>
+        String(a.lastTimestamp ?? a.eventTime).localeCompare(String(b.lastTimestamp ?? b.eventTime)),
+      )
+      .at(-1);
+    return warning ? `${last}; ${warning.reason}: ${warning.message}` : last;
   }
 
   private async tailOf(namespace: string, pods: V1Pod[], lines = 40): Promise<string> {
@@ -321,6 +378,13 @@ export class KubernetesRuntime implements ControlPlaneRuntime {
           })
     ).catch(gone);
     await this.untilNoPods(namespace, selectorOf(owner, name));
+    // The workload goes after its pods: an ensure right after a stop must make a new one.
+    const deadline = Date.now() + 120_000;
+    while (await this.find(owner, name)) {
+      if (Date.now() >= deadline)
+        throw new Error(`${name} of ${owner} is still there 120 s after its deletion`);
+      await new Promise((r) => setTimeout(r, this.pollMs));
+    }
   }
 
   async remove(owner: string): Promise<void> {
@@ -520,7 +584,6 @@ export function renderWorkload(
     labels,
     annotations: {
       [OWNER_ANNOTATION]: spec.owner,
-      ...(spec.probe ? { [PROBE_ANNOTATION]: JSON.stringify(spec.probe) } : {}),
     },
   };
   const selector = { matchLabels: selectorOf(spec.owner, spec.name) };
@@ -534,6 +597,9 @@ export function renderWorkload(
       spec: {
         replicas: 1,
         serviceName: spec.service?.name ?? spec.name,
+        // A pod that is not ready does not hold back its replacement (OrderedReady would: a fix
+        // of a broken spec could then never roll out).
+        podManagementPolicy: 'Parallel',
         selector,
         template,
         ...(claim
@@ -572,6 +638,42 @@ export function renderWorkload(
 
 const isReady = (p: V1Pod): boolean =>
   !!p.status?.podIP && (p.status.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
+
+/** Whether a pod runs the workload's current template (its container as the template has it). */
+function isCurrent(w: V1Deployment | V1StatefulSet, p: V1Pod): boolean {
+  const want = w.spec?.template.spec?.containers[0];
+  const have = p.spec?.containers[0];
+  return (
+    !!want &&
+    !!have &&
+    want.image === have.image &&
+    JSON.stringify(want.args ?? []) === JSON.stringify(have.args ?? []) &&
+    JSON.stringify(want.env ?? []) === JSON.stringify(have.env ?? [])
+  );
+}
+
+/**
+ * Why a component cannot start, when waiting longer would not help: an image that does not
+ * exist, a container that cannot be made, one that keeps crashing (`crashing`). A pull that
+ * failed for another reason (a registry briefly away) is waited on.
+ */
+export function stuckReason(name: ComponentName, pods: V1Pod[]): string | undefined {
+  for (const pod of pods)
+    for (const c of pod.status?.containerStatuses ?? []) {
+      const reason = c.state?.waiting?.reason;
+      const message = c.state?.waiting?.message ?? '';
+      if (reason === 'InvalidImageName') return `${name}: ${reason}: ${message || c.image}`;
+      if (
+        (reason === 'ErrImagePull' || reason === 'ImagePullBackOff') &&
+        /not found|manifest unknown/i.test(message)
+      )
+        return `${name}: image ${c.image} not found: ${message}`;
+      if (reason === 'CreateContainerConfigError' || reason === 'CreateContainerError')
+        return `${name}: ${reason}: ${message}`;
+      if (!c.ready && c.restartCount >= 2 && reason === 'CrashLoopBackOff') return 'crashing';
+    }
+  return undefined;
+}
 
 /** Every replica runs the workload's current template (as `kubectl rollout status` decides). */
 function rolledOut(w: V1Deployment | V1StatefulSet, stateful: boolean): boolean {

@@ -30,6 +30,10 @@
  *                              clusterTree and CoreDNS stay processes; no backups or sleep yet)
  *   KOSMOS_VC_ETCD_STORAGE_CLASS  with "kubernetes": the StorageClass of etcd's claims (default:
  *                              the cluster's default class)
+ *   KOSMOS_VC_POD_NODE_SELECTOR  with "kubernetes": key=value[,key=value], the nodes control-plane
+ *                              pods run on; KOSMOS_VC_POD_TOLERATE_ALL=true: they tolerate every
+ *                              taint. `up` on the embedded host: its real node, and true. Every
+ *                              worker of a task queue must have the same (or they roll the pods)
  */
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -83,6 +87,14 @@ export const OperatorEnv = z.object({
     .optional(),
   KOSMOS_VC_RUNTIME: z.enum(['process', 'kubernetes']).default('process'),
   KOSMOS_VC_ETCD_STORAGE_CLASS: z.string().min(1).optional(),
+  KOSMOS_VC_POD_NODE_SELECTOR: z
+    .string()
+    .regex(
+      /^[^=,\s]+=[^=,\s]*(,[^=,\s]+=[^=,\s]*)*$/,
+      'KOSMOS_VC_POD_NODE_SELECTOR must be key=value[,key=value]',
+    )
+    .optional(),
+  KOSMOS_VC_POD_TOLERATE_ALL: z.enum(['true', 'false']).optional(),
   KOSMOS_VC_ETCD_UNSAFE_NO_FSYNC: z
     .enum(['true', 'false'])
     .default('false')

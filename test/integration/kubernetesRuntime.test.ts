@@ -142,9 +142,27 @@ describe('the kubernetes runtime', () => {
           specs.map(async (s) => [s.name, (await podOf(s.name)).map((x) => x.metadata!.uid)] as const),
         ),
       );
+    const apps = hostKubeConfig().makeApiClient(AppsV1Api);
+    const versions = async () =>
+      [
+        ...(await apps.listNamespacedDeployment({ namespace })).items,
+        ...(await apps.listNamespacedStatefulSet({ namespace })).items,
+      ]
+        .map((w) => `${w.metadata!.name}@${w.metadata!.resourceVersion}/${w.metadata!.generation}`)
+        .sort();
     const before = await uids();
+    const workloadsBefore = await versions();
     for (const spec of specs) await runtime.ensure(spec);
+    // Not one workload written: nothing could roll.
+    expect(await versions()).toEqual(workloadsBefore);
     expect(await uids()).toEqual(before);
+    // A stop and an ensure straight after: a new scheduler, ready (not the one being deleted).
+    await runtime.stop(OWNER, 'kube-scheduler');
+    expect(await podOf('kube-scheduler')).toEqual([]);
+    await runtime.ensure(specs[3]!);
+    await runtime.waitReady(OWNER, 'kube-scheduler', 180_000);
+    const scheduler = await podOf('kube-scheduler');
+    expect(scheduler.map((p) => p.metadata!.uid)).not.toEqual(before['kube-scheduler']);
     const listed = await runtime.list(OWNER);
     expect(listed.map((c) => [c.name, c.running]).sort()).toEqual(specs.map((s) => [s.name, true]).sort());
 
@@ -168,7 +186,6 @@ describe('the kubernetes runtime', () => {
 
     await runtime.remove(OWNER);
     const selector = `${CONTROL_PLANE_LABEL}=${ownerLabel(OWNER)}`;
-    const apps = hostKubeConfig().makeApiClient(AppsV1Api);
     expect((await core.listNamespacedPod({ namespace, labelSelector: selector })).items).toEqual([]);
     expect((await core.listNamespacedService({ namespace })).items).toEqual([]);
     expect((await core.listNamespacedPersistentVolumeClaim({ namespace })).items).toEqual([]);

@@ -80,6 +80,9 @@ describe('SplitRuntime', () => {
     expect(await split.logTail('t', 'clustertree')).toBe('processes log of clustertree');
     expect((await split.list('t')).map((s) => s.name).sort()).toEqual(['clustertree', 'etcd']);
 
+    // Held by neither (a worker that never ensured it): the pods runtime is asked, and says so.
+    await expect(split.waitReady('t', 'kube-scheduler', 1000)).rejects.toThrow('pods: no kube-scheduler');
+
     await split.stop('t', 'etcd');
     expect(processes.calls).toContain('stop etcd');
     expect(pods.calls).toContain('stop etcd');
