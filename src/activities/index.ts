@@ -45,7 +45,7 @@ import {
   type ControlPlanePrograms,
   type Placement,
 } from '../runtime/controlPlane.js';
-import { FILE_SOURCES, storeFiles } from '../runtime/kubernetesRuntime.js';
+import { ComponentStartError, FILE_SOURCES, storeFiles } from '../runtime/kubernetesRuntime.js';
 import { PortAllocator, PortsExhaustedError } from '../runtime/ports.js';
 import { ComponentExitedError, type ComponentSpec, type ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
@@ -210,6 +210,15 @@ export function createActivities(deps: ActivityDeps) {
 
   const inPods = (a: TenantAllocation): boolean => a.runtime === 'kubernetes';
 
+  /** A tenant in pods on a worker that runs none: its steps would half-work (a renewal that restarts nothing). */
+  function refuseWithoutPods(ref: VirtualClusterRef, a: TenantAllocation): void {
+    if (inPods(a) && deps.controlPlaneRuntime !== 'kubernetes')
+      throw ApplicationFailure.nonRetryable(
+        `the control plane of ${ref.namespace}/${ref.name} runs as pods: this worker runs none (set KOSMOS_VC_RUNTIME=kubernetes)`,
+        FailureType.InvalidSpec,
+      );
+  }
+
   /** Where a tenant's components find their files and one another, by the runtime it was allocated on. */
   async function placed(
     ref: VirtualClusterRef,
@@ -217,11 +226,7 @@ export function createActivities(deps: ActivityDeps) {
     l: ControlPlaneLayout,
   ): Promise<{ p: Placement; programs: ControlPlanePrograms }> {
     if (!inPods(a)) return { p: placeOnMachine(l), programs: await bins() };
-    if (deps.controlPlaneRuntime !== 'kubernetes')
-      throw ApplicationFailure.nonRetryable(
-        `the control plane of ${ref.namespace}/${ref.name} runs as pods: this worker runs none (set KOSMOS_VC_RUNTIME=kubernetes)`,
-        FailureType.InvalidSpec,
-      );
+    refuseWithoutPods(ref, a);
     const p = placeInHost({
       id: a.id,
       namespace: hostNamespace(ref),
@@ -296,10 +301,16 @@ export function createActivities(deps: ActivityDeps) {
 
   /** Starts one component and waits for it; a crash before ready is final for this attempt's step. */
   async function startComponent(input: StepInput, spec: ComponentSpec): Promise<{ pid: number | undefined }> {
-    const status = await deps.runtime.ensure(spec);
+    let status;
     try {
+      status = await deps.runtime.ensure(spec);
       await deps.runtime.waitReady(spec.owner, spec.name, readinessTimeoutMs);
     } catch (e) {
+      // An image that is not there, a storage that cannot change: no retry mends it.
+      if (e instanceof ComponentStartError)
+        throw ApplicationFailure.nonRetryable(e.message, FailureType.ComponentNotStarted, {
+          component: spec.name,
+        });
       if (e instanceof ComponentExitedError) {
         throw ApplicationFailure.nonRetryable(e.message, FailureType.ComponentExited, {
           component: e.component,
@@ -344,11 +355,6 @@ export function createActivities(deps: ActivityDeps) {
   });
 
   /**
-   * What the tenant's certificates are issued for. Pods call the API server at its host Service's
-   * ClusterIP: that address must be a SAN. So must the node address it advertises: the
-   * `kubernetes` Service's endpoint, and the host of its service-account JWKS URI.
-   */
-  /**
    * The ClusterIP of a tenant in pods: the one its allocation recorded, which every certificate
    * and kubeconfig names. A Service made again since (deleted by hand) has another: said, not
    * papered over.
@@ -364,6 +370,11 @@ export function createActivities(deps: ActivityDeps) {
     return ip;
   }
 
+  /**
+   * What the tenant's certificates are issued for. Pods call the API server at its host Service's
+   * ClusterIP: that address must be a SAN. So must the node address it advertises: the
+   * `kubernetes` Service's endpoint, and the host of its service-account JWKS URI.
+   */
   async function pkiRequest(input: IssueCertificatesInput): Promise<ControlPlanePkiRequest> {
     const pods = inPods(input.allocation);
     // With pods the Service selects the API server's pod (the runtime sets it); the allocation's
@@ -525,6 +536,7 @@ export function createActivities(deps: ActivityDeps) {
      * renewed kubeconfig is published.
      */
     async renewCertificates(input: IssueCertificatesInput & CertificateAction): Promise<CertificateState> {
+      refuseWithoutPods(input.ref, input.allocation);
       const l = layout(input.allocation);
       const seen = await pki.sync(input.ref, pkiDir(l));
       const overlap = parseDuration(input.spec.certificates?.caOverlap ?? CERTIFICATE_DEFAULTS.caOverlap);

@@ -166,10 +166,17 @@ export async function ensureApiService(
 ): Promise<string> {
   const ns = hostNamespace(ref);
   // A namespace being deleted (a release just before a retry) still shows its Service, whose
-  // address goes with it: wait until it is gone.
-  const current = await host.core.readNamespace({ name: ns }).catch(ignoreStatus(404));
-  if (current?.metadata?.deletionTimestamp)
-    throw new Error(`host namespace ${ns} is being deleted: its API server Service is made once it is gone`);
+  // address goes with it: waited out (the step's heartbeats go on), for up to three minutes.
+  const deadline = Date.now() + 180_000;
+  for (;;) {
+    const current = await host.core.readNamespace({ name: ns }).catch(ignoreStatus(404));
+    if (!current?.metadata?.deletionTimestamp) break;
+    if (Date.now() >= deadline)
+      throw new Error(
+        `host namespace ${ns} is still being deleted: its API server Service is made once it is gone`,
+      );
+    await new Promise((r) => setTimeout(r, 1000));
+  }
   await applyHostNamespace(host, ref, allowPrivilegedTenants);
   const labels = { [OriginLabel.managedBy]: 'kosmos-vc' };
   let svc = await host.core

@@ -100,6 +100,8 @@ export interface CertificateState {
 /** Failure types the workflow tells apart (ApplicationFailure.type). */
 export const FailureType = {
   ComponentExited: 'ComponentExited',
+  /** A component's pod cannot start: its image is not there, its storage cannot change (ADR 14). */
+  ComponentNotStarted: 'ComponentNotStarted',
   InvalidSpec: 'InvalidSpec',
   PortsExhausted: 'PortsExhausted',
   ComponentsMissing: 'ComponentsMissing',

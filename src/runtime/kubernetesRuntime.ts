@@ -11,6 +11,7 @@ import { dirname, join } from 'node:path';
 import {
   AppsV1Api,
   CoreV1Api,
+  type CoreV1Event,
   type KubeConfig,
   type V1Container,
   type V1Deployment,
@@ -134,9 +135,10 @@ export class KubernetesRuntime implements ControlPlaneRuntime {
       });
     let current = await read();
     // One being deleted (a stop that was cut short) is waited out, then made anew.
-    for (let i = 0; current?.metadata?.deletionTimestamp; i++) {
-      if (i * this.pollMs > 120_000) throw new Error(`${spec.name} of ${spec.owner} is still being deleted`);
-      await new Promise((r) => setTimeout(r, this.pollMs));
+    const deadline = Date.now() + 110_000;
+    while (current?.metadata?.deletionTimestamp) {
+      if (Date.now() >= deadline) throw new Error(`${spec.name} of ${spec.owner} is still being deleted`);
+      await new Promise((r) => setTimeout(r, Math.max(this.pollMs, 100)));
       current = await read();
     }
     const hash = workload.metadata!.annotations![HASH_ANNOTATION];
@@ -160,6 +162,11 @@ export class KubernetesRuntime implements ControlPlaneRuntime {
               'the storage of an existing control plane cannot change',
           );
         if (claims) (body as V1StatefulSet).spec!.volumeClaimTemplates = claims;
+        // Other fields a StatefulSet cannot change keep what it was made with (an older version's).
+        const was = (current as V1StatefulSet).spec;
+        if (was?.podManagementPolicy)
+          (body as V1StatefulSet).spec!.podManagementPolicy = was.podManagementPolicy;
+        if (was?.serviceName) (body as V1StatefulSet).spec!.serviceName = was.serviceName;
         await this.apps.replaceNamespacedStatefulSet({
           name: spec.name,
           namespace,
@@ -293,9 +300,15 @@ export class KubernetesRuntime implements ControlPlaneRuntime {
       const namespace = w.metadata!.namespace!;
       // Pods of the workload's current template alone: an old one that fails is what a new spec
       // may be meant to fix.
+      const revision = await this.currentRevision(w, STATEFUL.has(name));
       const pods = (
         await this.core.listNamespacedPod({ namespace, labelSelector: selectorText(selectorOf(owner, name)) })
-      ).items.filter((p) => !p.metadata?.deletionTimestamp && isCurrent(w, p));
+      ).items.filter(
+        (p) =>
+          !p.metadata?.deletionTimestamp &&
+          revision !== undefined &&
+          p.metadata?.labels?.[revision.label] === revision.value,
+      );
       const stuck = stuckReason(name, pods);
       if (stuck === 'crashing') {
         const c = pods.flatMap((p) => p.status?.containerStatuses ?? []).find((x) => x.restartCount >= 2);
@@ -330,19 +343,44 @@ export class KubernetesRuntime implements ControlPlaneRuntime {
     }
   }
 
+  /**
+   * The label a pod of the workload's current template has, once its controller has seen the
+   * template (before, no pod counts): a StatefulSet's update revision; a Deployment's newest
+   * ReplicaSet's template hash.
+   */
+  private async currentRevision(
+    w: V1Deployment | V1StatefulSet,
+    stateful: boolean,
+  ): Promise<{ label: string; value: string } | undefined> {
+    if ((w.status?.observedGeneration ?? 0) < (w.metadata?.generation ?? 0)) return undefined;
+    if (stateful) {
+      const rev = (w as V1StatefulSet).status?.updateRevision;
+      return rev ? { label: 'controller-revision-hash', value: rev } : undefined;
+    }
+    const revision = w.metadata?.annotations?.['deployment.kubernetes.io/revision'];
+    const sets = await this.apps.listNamespacedReplicaSet({
+      namespace: w.metadata!.namespace!,
+      labelSelector: selectorText(w.spec!.selector.matchLabels ?? {}),
+    });
+    const newest = sets.items.find(
+      (rs) => rs.metadata?.annotations?.['deployment.kubernetes.io/revision'] === revision,
+    );
+    const hash = newest?.metadata?.labels?.['pod-template-hash'];
+    return hash ? { label: 'pod-template-hash', value: hash } : undefined;
+  }
+
   /** What the last warning event of a pod not ready says (a volume that cannot be mounted), if any. */
   private async withEvents(namespace: string, pods: V1Pod[], last: string): Promise<string> {
     const pod = pods.find((p) => !isReady(p));
     if (!pod) return last;
     const events = await this.core
-      .listNamespacedEvent({ namespace, fieldSelector: `involvedObject.uid=${pod.metadata!.uid}` })
+      .listNamespacedEvent({
+        namespace,
+        fieldSelector: `involvedObject.uid=${pod.metadata!.uid},type=Warning`,
+      })
       .catch(() => undefined);
-    const warning = events?.items
-      .filter((e) => e.type === 'Warning')
-      .sort((a, b) =>
-        String(a.lastTimestamp ?? a.eventTime).localeCompare(String(b.lastTimestamp ?? b.eventTime)),
-      )
-      .at(-1);
+    const at = (e: CoreV1Event) => new Date(e.lastTimestamp ?? e.eventTime ?? 0).getTime();
+    const warning = events?.items.sort((a, b) => at(a) - at(b)).at(-1);
     return warning ? `${last}; ${warning.reason}: ${warning.message}` : last;
   }
 
@@ -377,17 +415,22 @@ export class KubernetesRuntime implements ControlPlaneRuntime {
             propagationPolicy: 'Foreground',
           })
     ).catch(gone);
-    await this.untilNoPods(namespace, selectorOf(owner, name));
-    // The workload goes after its pods: an ensure right after a stop must make a new one.
-    const deadline = Date.now() + 120_000;
+    // Within the undo steps' two minutes, pods and then the workload itself: the workload goes
+    // after its pods, and an ensure right after a stop must make a new one.
+    const deadline = Date.now() + 110_000;
+    await this.untilNoPods(namespace, selectorOf(owner, name), 100_000);
     while (await this.find(owner, name)) {
-      if (Date.now() >= deadline)
-        throw new Error(`${name} of ${owner} is still there 120 s after its deletion`);
-      await new Promise((r) => setTimeout(r, this.pollMs));
+      if (Date.now() >= deadline) throw new Error(`${name} of ${owner} is still there after its deletion`);
+      await new Promise((r) => setTimeout(r, Math.max(this.pollMs, 100)));
     }
   }
 
   async remove(owner: string): Promise<void> {
+    for (const key of [...this.namespaces.keys(), ...this.probes.keys()])
+      if (key.startsWith(`${owner}/`)) {
+        this.namespaces.delete(key);
+        this.probes.delete(key);
+      }
     const labelSelector = selectorText(selectorOf(owner));
     const [deployments, statefulSets, services] = await Promise.all([
       this.apps.listDeploymentForAllNamespaces({ labelSelector }),
@@ -639,19 +682,6 @@ export function renderWorkload(
 const isReady = (p: V1Pod): boolean =>
   !!p.status?.podIP && (p.status.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
 
-/** Whether a pod runs the workload's current template (its container as the template has it). */
-function isCurrent(w: V1Deployment | V1StatefulSet, p: V1Pod): boolean {
-  const want = w.spec?.template.spec?.containers[0];
-  const have = p.spec?.containers[0];
-  return (
-    !!want &&
-    !!have &&
-    want.image === have.image &&
-    JSON.stringify(want.args ?? []) === JSON.stringify(have.args ?? []) &&
-    JSON.stringify(want.env ?? []) === JSON.stringify(have.env ?? [])
-  );
-}
-
 /**
  * Why a component cannot start, when waiting longer would not help: an image that does not
  * exist, a container that cannot be made, one that keeps crashing (`crashing`). A pull that
@@ -668,7 +698,12 @@ export function stuckReason(name: ComponentName, pods: V1Pod[]): string | undefi
         /not found|manifest unknown/i.test(message)
       )
         return `${name}: image ${c.image} not found: ${message}`;
-      if (reason === 'CreateContainerConfigError' || reason === 'CreateContainerError')
+      if (reason === 'CreateContainerConfigError') return `${name}: ${reason}: ${message}`;
+      // Only what a retry cannot mend: a loaded node's timeouts and name reservations pass.
+      if (
+        reason === 'CreateContainerError' &&
+        /executable file not found|no such file or directory/i.test(message)
+      )
         return `${name}: ${reason}: ${message}`;
       if (!c.ready && c.restartCount >= 2 && reason === 'CrashLoopBackOff') return 'crashing';
     }
