@@ -2,8 +2,9 @@
  * A VirtualCluster on the kubernetes runtime (ADR 14, KOSMOS_VC_RUNTIME=kubernetes): its etcd,
  * kube-apiserver, kube-controller-manager and kube-scheduler are pods of its host namespace on
  * the real node, clusterTree a process of the worker; the published kubeconfig works from this
- * machine through the API server's Service; the apiserver's and etcd's pods come back when
- * killed, data intact; deleting the VirtualCluster leaves no pod, Service, Secret, claim or
+ * machine through the API server's Service; a certificate renewal restarts the
+ * controller-manager's and scheduler's pods with new kubeconfigs; the apiserver's and etcd's pods
+ * come back when killed, data intact; deleting the VirtualCluster leaves no pod, Service, Secret, claim or
  * namespace of it.
  */
 import { AppsV1Api } from '@kubernetes/client-node';
@@ -12,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { tenantId } from '../../src/activities/index.js';
 import { hostNamespace } from '../../src/clustertree/naming.js';
 import { routeOf } from '../../src/node/network.js';
-import { CONTROL_PLANE_LABEL, ownerLabel } from '../../src/runtime/kubernetesRuntime.js';
+import { CONTROL_PLANE_LABEL, FILE_SOURCES, ownerLabel } from '../../src/runtime/kubernetesRuntime.js';
 import type { Operator } from '../../src/worker/operator.js';
 import {
   createNamespace,
@@ -48,9 +49,11 @@ afterAll(async () => {
 }, 120_000);
 
 describe('a control plane in pods', () => {
-  it('reaches Ready with its components as pods, survives them being killed, and leaves nothing when deleted', async () => {
+  it('reaches Ready with its components as pods, survives a renewal and its pods being killed, and leaves nothing when deleted', async () => {
+    // Leaves of four minutes, renewed 200 s before they expire: a renewal every 40 s.
     await createVirtualCluster(namespace, 'pods', {
       promoteResources: { resources: { cpu: 2, memory: '4Gi' } },
+      certificates: { validity: '4m', renewBefore: '200s' },
     });
     const vc = await eventually(
       'tenant pods Ready',
@@ -112,22 +115,72 @@ describe('a control plane in pods', () => {
       return out.includes('True') ? true : undefined;
     });
 
+    // A renewal restarts the controller-manager's and scheduler's pods (their client certificates
+    // are in kubeconfigs read once), with the kubeconfigs Secret written anew.
+    const kubeconfigsOf = async () =>
+      JSON.stringify(
+        (await core.readNamespacedSecret({ name: FILE_SOURCES.kubeconfigs.name, namespace: hostNs })).data,
+      );
+    const kubeconfigsBefore = await kubeconfigsOf();
+    expect(
+      Object.keys(
+        (await core.readNamespacedSecret({ name: FILE_SOURCES.kubeconfigs.name, namespace: hostNs })).data ??
+          {},
+      ).sort(),
+    ).toEqual(['controller-manager.conf', 'scheduler.conf']);
+    const uidOf = (list: typeof pods, name: string) =>
+      list.find((p) => p.metadata!.labels!['app.kubernetes.io/name'] === name)?.metadata?.uid;
+    const firstNotAfter = Date.parse(vc.status!.certificates!.notAfter!);
+    await eventually(
+      'a renewal',
+      async () => {
+        const now = await host().getVirtualCluster({ namespace, name: 'pods' });
+        const notAfter = Date.parse(now?.status?.certificates?.notAfter ?? '');
+        return notAfter > firstNotAfter + 20_000 && now?.status?.phase === 'Ready' ? true : undefined;
+      },
+      120_000,
+    );
+    const renewed = await eventually('new controller-manager and scheduler pods, Ready', async () => {
+      const now = await controlPlanePods();
+      const fresh = ['kube-controller-manager', 'kube-scheduler'].every((n) => {
+        const p = now.find((x) => x.metadata!.labels!['app.kubernetes.io/name'] === n);
+        return (
+          p &&
+          p.metadata!.uid !== uidOf(pods, n) &&
+          p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')
+        );
+      });
+      return fresh ? now : undefined;
+    });
+    expect(uidOf(renewed, 'kube-scheduler')).not.toBe(uidOf(pods, 'kube-scheduler'));
+    expect(await kubeconfigsOf()).not.toBe(kubeconfigsBefore);
+    // The renewed kubeconfig the operator published works.
+    const republished = await tenantKubeconfig(
+      stateDir,
+      (await host().getVirtualCluster({ namespace, name: 'pods' }))!,
+    );
+    expect(
+      await kubectl(republished, 'get', 'configmap', 'kept', '-n', 'kept', '-o', 'jsonpath={.data.a}'),
+    ).toBe('1');
+
     // Kill the API server's pod and etcd's: they come back, with the data, the kubeconfig still good.
-    const before = new Map(pods.map((p) => [p.metadata!.name!, p.metadata!.uid!]));
-    for (const p of pods.filter((p) =>
+    const killed = (await controlPlanePods()).filter((p) =>
       ['etcd', 'kube-apiserver'].includes(p.metadata!.labels!['app.kubernetes.io/name']!),
-    ))
+    );
+    expect(killed).toHaveLength(2);
+    for (const p of killed)
       await core.deleteNamespacedPod({ name: p.metadata!.name!, namespace: hostNs, gracePeriodSeconds: 0 });
+    const gone = new Set(killed.map((p) => p.metadata!.uid));
     const kept = await eventually(
       'the ConfigMap through a new API server pod',
       async () => {
         const now = await controlPlanePods();
-        const fresh = now.filter(
-          (p) => !before.has(p.metadata!.name!) || before.get(p.metadata!.name!) !== p.metadata!.uid,
+        const back = ['etcd', 'kube-apiserver'].every((n) =>
+          now.some((p) => p.metadata!.labels!['app.kubernetes.io/name'] === n && !gone.has(p.metadata!.uid)),
         );
-        if (fresh.length < 2) return undefined;
+        if (!back) return undefined;
         return kubectl(
-          kubeconfig,
+          republished,
           'get',
           'configmap',
           'kept',
