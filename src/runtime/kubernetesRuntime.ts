@@ -357,14 +357,18 @@ export class KubernetesRuntime implements ControlPlaneRuntime {
       const rev = (w as V1StatefulSet).status?.updateRevision;
       return rev ? { label: 'controller-revision-hash', value: rev } : undefined;
     }
-    const revision = w.metadata?.annotations?.['deployment.kubernetes.io/revision'];
+    // The Deployment's own ReplicaSet of the highest revision: the controller writes it before
+    // it says it has seen the generation.
     const sets = await this.apps.listNamespacedReplicaSet({
       namespace: w.metadata!.namespace!,
       labelSelector: selectorText(w.spec!.selector.matchLabels ?? {}),
     });
-    const newest = sets.items.find(
-      (rs) => rs.metadata?.annotations?.['deployment.kubernetes.io/revision'] === revision,
-    );
+    const revisionOf = (rs: (typeof sets.items)[number]) =>
+      Number(rs.metadata?.annotations?.['deployment.kubernetes.io/revision'] ?? 0);
+    const newest = sets.items
+      .filter((rs) => rs.metadata?.ownerReferences?.some((o) => o.uid === w.metadata?.uid))
+      .sort((a, b) => revisionOf(a) - revisionOf(b))
+      .at(-1);
     const hash = newest?.metadata?.labels?.['pod-template-hash'];
     return hash ? { label: 'pod-template-hash', value: hash } : undefined;
   }
@@ -443,6 +447,8 @@ export class KubernetesRuntime implements ControlPlaneRuntime {
     const gone = (e: unknown) => {
       if (!isNotFound(e)) throw e;
     };
+    // Within the undo steps' two minutes, all namespaces together.
+    const deadline = Date.now() + 100_000;
     for (const namespace of namespaces) {
       await Promise.all([
         this.apps.deleteCollectionNamespacedDeployment({
@@ -458,7 +464,7 @@ export class KubernetesRuntime implements ControlPlaneRuntime {
       ]).catch(gone);
       for (const s of services.items.filter((s) => s.metadata!.namespace === namespace))
         await this.core.deleteNamespacedService({ name: s.metadata!.name!, namespace }).catch(gone);
-      await this.untilNoPods(namespace, selectorOf(owner));
+      await this.untilNoPods(namespace, selectorOf(owner), Math.max(deadline - Date.now(), 1_000));
       // After the pods: a claim in use is only marked for deletion.
       await this.core
         .deleteCollectionNamespacedPersistentVolumeClaim({ namespace, labelSelector })
@@ -702,7 +708,7 @@ export function stuckReason(name: ComponentName, pods: V1Pod[]): string | undefi
       // Only what a retry cannot mend: a loaded node's timeouts and name reservations pass.
       if (
         reason === 'CreateContainerError' &&
-        /executable file not found|no such file or directory/i.test(message)
+        /exec: "[^"]*": (executable file not found|stat [^:]*: no such file or directory)/i.test(message)
       )
         return `${name}: ${reason}: ${message}`;
       if (!c.ready && c.restartCount >= 2 && reason === 'CrashLoopBackOff') return 'crashing';
