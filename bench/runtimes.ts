@@ -22,14 +22,14 @@ import {
   renderKubeconfigs,
   schedulerSpec,
 } from '../src/runtime/controlPlane.js';
+import { KubernetesRuntime } from '../src/runtime/kubernetesRuntime.js';
 import {
   CONTROL_PLANE_LABEL,
   controlPlaneImages,
   FILE_SOURCES,
-  KubernetesRuntime,
   ownerLabel,
   storeFiles,
-} from '../src/runtime/kubernetesRuntime.js';
+} from '../src/runtime/podWorkload.js';
 import { ProcessRuntime } from '../src/runtime/processRuntime.js';
 import type { LocalEnvironment } from '../src/worker/localEnvironment.js';
 import { createLogger } from '../src/worker/logger.js';

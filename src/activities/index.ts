@@ -45,7 +45,7 @@ import {
   type ControlPlanePrograms,
   type Placement,
 } from '../runtime/controlPlane.js';
-import { ComponentStartError, FILE_SOURCES, storeFiles } from '../runtime/kubernetesRuntime.js';
+import { ComponentStartError, FILE_SOURCES, storeFiles } from '../runtime/podWorkload.js';
 import { PortAllocator, PortsExhaustedError } from '../runtime/ports.js';
 import { ComponentExitedError, type ComponentSpec, type ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
@@ -265,9 +265,10 @@ export function createActivities(deps: ActivityDeps) {
     l: ControlPlaneLayout,
   ): Promise<{ pid: number | undefined }> {
     const { p, programs } = await placed(input.ref, input.allocation, l);
-    // Unchanged kubeconfigs are not written again.
-    await storeKubeconfigs(input.ref, l, p);
-    return startComponent(input, build(p, programs));
+    const spec = build(p, programs);
+    // For the components that read them (unchanged ones are not written again).
+    if (spec.files?.some((f) => f.source === 'kubeconfigs')) await storeKubeconfigs(input.ref, l, p);
+    return startComponent(input, spec);
   }
 
   /**

@@ -17,7 +17,7 @@ import {
   writeSet,
   type PkiSet,
 } from '../pki/controlPlanePki.js';
-import { FILE_SOURCES, fileKey } from '../runtime/kubernetesRuntime.js';
+import { FILE_SOURCES, fileKey } from '../runtime/podWorkload.js';
 import type { HostCluster } from './hostCluster.js';
 
 /** Where the kubernetes runtime's pods mount the set from, too. */

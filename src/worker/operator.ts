@@ -23,11 +23,8 @@ import { createActivities, type ActivityDeps } from '../activities/index.js';
 import { HostCluster } from '../activities/hostCluster.js';
 import { resolveBinaries, type Binaries } from '../runtime/binaries.js';
 import { ProcessRuntime } from '../runtime/processRuntime.js';
-import {
-  controlPlaneImages,
-  KubernetesRuntime,
-  type KubernetesRuntimeOptions,
-} from '../runtime/kubernetesRuntime.js';
+import { KubernetesRuntime, type KubernetesRuntimeOptions } from '../runtime/kubernetesRuntime.js';
+import { controlPlaneImages } from '../runtime/podWorkload.js';
 import { SplitRuntime } from '../runtime/splitRuntime.js';
 import type { ControlPlaneRuntime } from '../runtime/types.js';
 import { VirtualClusterWatcher } from '../watcher/index.js';

@@ -20,15 +20,15 @@ import {
   schedulerSpec,
 } from '../../src/runtime/controlPlane.js';
 import { resolveBinaries } from '../../src/runtime/binaries.js';
+import { KubernetesRuntime } from '../../src/runtime/kubernetesRuntime.js';
 import {
   CONTROL_PLANE_LABEL,
   ComponentStartError,
   controlPlaneImages,
   FILE_SOURCES,
-  KubernetesRuntime,
   ownerLabel,
   storeFiles,
-} from '../../src/runtime/kubernetesRuntime.js';
+} from '../../src/runtime/podWorkload.js';
 import { readSet, writeControlPlanePki } from '../../src/pki/controlPlanePki.js';
 import type { ComponentName } from '../../src/runtime/types.js';
 import {

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { tenantId } from '../../src/activities/index.js';
 import { hostNamespace } from '../../src/clustertree/naming.js';
 import { routeOf } from '../../src/node/network.js';
-import { CONTROL_PLANE_LABEL, FILE_SOURCES, ownerLabel } from '../../src/runtime/kubernetesRuntime.js';
+import { CONTROL_PLANE_LABEL, FILE_SOURCES, ownerLabel } from '../../src/runtime/podWorkload.js';
 import type { Operator } from '../../src/worker/operator.js';
 import {
   createNamespace,

@@ -17,7 +17,7 @@ import {
   type Placement,
 } from '../../src/runtime/controlPlane.js';
 import { hashSpec } from '../../src/runtime/processRuntime.js';
-import { renderWorkload } from '../../src/runtime/kubernetesRuntime.js';
+import { renderWorkload } from '../../src/runtime/podWorkload.js';
 import type { V1StatefulSet } from '@kubernetes/client-node';
 
 const ports = {
@@ -71,6 +71,15 @@ const inPods: Placement = {
   advertise: { address: '$(POD_IP)', endpoint: true },
   probe: { host: '10.244.0.9', pki: '/state/tenants/t-a-1/pki' },
   auditLog: true,
+};
+
+/** The tenant of `tenant`'s layout, placed as pods of its host namespace. */
+const tenantInPods = {
+  id: 't-a-1',
+  namespace: 'kvc-ns',
+  serviceCIDR: '10.96.0.0/12',
+  apiService: 'kosmos-apiserver',
+  probePki: '/state/tenants/t-a-1/pki',
 };
 
 let root: string;
@@ -163,13 +172,7 @@ describe('control-plane component specs', () => {
   });
 
   it("place a tenant's control plane as pods of its host namespace (placeInHost)", () => {
-    const p = placeInHost({
-      id: 't-a-1',
-      namespace: 'kvc-ns',
-      serviceCIDR: '10.96.0.0/12',
-      apiService: 'kosmos-apiserver',
-      probePki: '/state/tenants/t-a-1/pki',
-    });
+    const p = placeInHost(tenantInPods);
     const [etcd, apiserver, controllerManager, scheduler] = Object.values(builders).map((b) =>
       b(p, IMAGE_PROGRAMS),
     );
@@ -193,13 +196,7 @@ describe('control-plane component specs', () => {
   });
 
   it('render each component as a workload that mounts only its keys, etcd on a claim', () => {
-    const p = placeInHost({
-      id: 't-a-1',
-      namespace: 'kvc-ns',
-      serviceCIDR: '10.96.0.0/12',
-      apiService: 'kosmos-apiserver',
-      probePki: '/state/tenants/t-a-1/pki',
-    });
+    const p = placeInHost(tenantInPods);
     const images = {
       etcd: 'registry.k8s.io/etcd:3.6.16-0',
       'kube-apiserver': 'registry.k8s.io/kube-apiserver:v1.37.2',
