@@ -22,6 +22,8 @@ COREDNS_VERSION=v1.14.7
 REGISTRY_VERSION=v3.1.2
 # The embedded host's persistent volumes (a tenant's etcd data, ADR 14).
 LOCAL_PATH_VERSION=v0.0.30
+# The chart's tests (helm lint, helm template) and installing it (deploy/helm/kosmos-vc).
+HELM_VERSION=v4.3.2
 # The images' busybox: upstream's source as Debian's archive keeps it (the pristine tarball, not
 # Debian's patched build, whose shell drops variables like `data-1` that the e2e suite passes).
 BUSYBOX_VERSION=1.37.0
@@ -45,6 +47,8 @@ NONROOT_IMAGE=$E2E/nonroot:1.5
 NONEWPRIVS_IMAGE=$E2E/nonewprivs:1.4
 SAMPLE_APISERVER_IMAGE=$E2E/sample-apiserver:1.29.2
 ETCD_IMAGE=registry.k8s.io/etcd:3.7.0-0
+# The Debian root itself, which `npm run image` (scripts/image.sh) builds the operator's image on.
+DEBIAN_IMAGE=localhost/kosmos-vc/debian:bookworm
 # A tenant control plane's images for the kubernetes runtime (ADR 14), named as upstream's: the
 # pinned static binaries at /usr/local/bin, etcd's under its own version's tag.
 CONTROL_PLANE_IMAGES=(kube-apiserver kube-controller-manager kube-scheduler)
@@ -71,12 +75,13 @@ dir_of() {
     coredns) echo "$TOOLS/coredns-$COREDNS_VERSION" ;;
     registry) echo "$TOOLS/registry-$REGISTRY_VERSION" ;;
     storage) echo "$TOOLS/local-path-provisioner-$LOCAL_PATH_VERSION" ;;
+    helm) echo "$TOOLS/helm-$HELM_VERSION" ;;
     conformance) echo "$TOOLS/conformance-$KUBERNETES_VERSION" ;;
     images) echo "$TOOLS/images-$KUBERNETES_VERSION-$COREDNS_VERSION" ;;
   esac
 }
 # images last: it packs binaries the components before it built.
-COMPONENTS=(temporal etcd kwok kubernetes containerd coredns registry storage conformance images)
+COMPONENTS=(temporal etcd kwok kubernetes containerd coredns registry storage helm conformance images)
 
 # A component counts as built when its stamp holds the hash of the recipe that built it, so a
 # changed recipe (new version, new flags) rebuilds it.
@@ -86,7 +91,7 @@ recipe() {
     if [ "$1" = images ]; then
       declare -p PAUSE_IMAGE AGNHOST_IMAGE BUSYBOX_IMAGE COREDNS_IMAGE KUBECTL_IMAGE AGNHOST_PREV_IMAGE \
         NGINX_IMAGES GLIBC_DNS_IMAGE NAUTILUS_IMAGE KITTEN_IMAGE NONROOT_IMAGE NONEWPRIVS_IMAGE \
-        SAMPLE_APISERVER_IMAGE ETCD_IMAGE CONTROL_PLANE_IMAGES ETCD_VERSION IMAGE_PACKAGES BUSYBOX_VERSION \
+        SAMPLE_APISERVER_IMAGE ETCD_IMAGE DEBIAN_IMAGE CONTROL_PLANE_IMAGES ETCD_VERSION IMAGE_PACKAGES BUSYBOX_VERSION \
         BUSYBOX_SHA256
     fi
   } | sha256sum | cut -c1-16
@@ -239,6 +244,17 @@ build_registry() {
     -o "$out/bin/registry" github.com/distribution/distribution/v3/cmd/registry
 }
 
+# Helm, for the chart (its tests run helm lint and helm template; users install it with it).
+build_helm() {
+  local out; out="$(dir_of helm)"
+  step "helm $HELM_VERSION (the chart's lint and template) -> $out"
+  scratch helm
+  go get "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
+  mkdir -p "$out/bin"
+  go build -p 2 -trimpath -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
+    -o "$out/bin/helm" helm.sh/helm/v4/cmd/helm
+}
+
 # rancher's local-path-provisioner: the embedded host's StorageClass (src/runtime/storage.ts).
 build_storage() {
   local out; out="$(dir_of storage)"
@@ -352,7 +368,8 @@ build_images() {
   printf 'root:x:0:\nnogroup:x:65534:\n' > "$bb/etc/group"
   chmod 1777 "$bb/tmp"
   # A Debian root with the tools upstream's agnhost image has (dig, getent, curl, nc, ip, ping)
-  # and nginx, and the user and group the e2e suite expects in agnhost.
+  # and nginx, and the user and group the e2e suite expects in agnhost; the operator's image
+  # (scripts/image.sh) is built on it too.
   step "images: a Debian root (mmdebstrap, with $IMAGE_PACKAGES)"
   mmdebstrap --quiet --variant=essential --include="$IMAGE_PACKAGES" \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
@@ -364,10 +381,11 @@ build_images() {
     bookworm "$work/debian.tar"
   local c; c="$("${bh[@]}" from scratch)"
   "${bh[@]}" add "$c" "$work/debian.tar" / >/dev/null
-  "${bh[@]}" commit -q "$c" localhost/kosmos-vc/debian >/dev/null
+  "${bh[@]}" commit -q "$c" "$DEBIAN_IMAGE" >/dev/null
   "${bh[@]}" rm "$c" >/dev/null
   rm "$work/debian.tar"
-  local debian=localhost/kosmos-vc/debian
+  local debian="$DEBIAN_IMAGE"
+  push "$debian"
 
   image "$PAUSE_IMAGE" scratch '["/pause"]' '' '' "$work/pause"
   image "$BUSYBOX_IMAGE" scratch '[]' '["/bin/sh"]' '' "$bb/."

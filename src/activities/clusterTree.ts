@@ -22,6 +22,7 @@ import {
   type V1Taint,
 } from '@kubernetes/client-node';
 import { ApplicationFailure } from '@temporalio/activity';
+import { createHash } from 'node:crypto';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ignoreStatus, merge, reuseConnections, statusCode } from '../api/kubeClient.js';
@@ -38,12 +39,15 @@ import {
 import { PkiFile, certPath, ensureCurrentFiles, keyPath, loadPair } from '../pki/controlPlanePki.js';
 import { renderKubeconfig } from '../pki/kubeconfig.js';
 import {
+  CLUSTERTREE_SERVICE,
+  POD_PATHS,
   apiserverURL,
   ensureOperatorKubeconfig,
   operatorKubeconfig,
   pkiDir,
   type ControlPlaneLayout,
 } from '../runtime/controlPlane.js';
+import { FILE_SOURCES, storeFiles } from '../runtime/podWorkload.js';
 import type { PortAllocator } from '../runtime/ports.js';
 import type { ComponentSpec, ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
@@ -55,6 +59,11 @@ import { TENANT_API_PORT, isolationPolicy, tenantPodSecurity, type TenantNetwork
 import { FailureType, type PendingNode, type PromotionResult, type StepInput } from './types.js';
 
 export const QUOTA_NAME = 'kosmos-vc-promoted';
+/** clusterTree as a pod: where its files are mounted, its ports (status and probes, the kubelet endpoint). */
+export const CLUSTERTREE_POD = {
+  dir: '/etc/kosmos-vc/clustertree',
+  ports: { status: 8080, kubelet: 10250 },
+} as const;
 const LIMIT_RANGE = 'kosmos-vc-defaults';
 /** The tenant node standing for promoted CPU and memory. */
 export const VIRTUAL_NODE = 'kosmos-virtual-resources';
@@ -91,6 +100,8 @@ export interface ClusterTreeDeps {
   allowPrivilegedTenants?: boolean;
   /** An image with `sh` and `sed` on the host nodes: puts a pod's tenant FQDN in /etc/hosts. */
   hostsImage?: string;
+  /** Throws for a tenant in pods when this worker runs no pods (KOSMOS_VC_RUNTIME). */
+  refuseWithoutPods: (ref: VirtualClusterRef, allocation: StepInput['allocation']) => void;
 }
 
 /** The tenant's admin clients, from the kubeconfig the control-plane steps wrote. */
@@ -170,12 +181,11 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
     return token;
   }
 
-  /** clusterTree's kubeconfig for the tenant, from its leaf in the tenant's PKI (written each deploy). */
+  /** clusterTree's kubeconfig for the tenant, from its leaf in the tenant's PKI. */
   async function tenantCredentials(l: ControlPlaneLayout): Promise<string> {
-    const file = join(l.dir, 'kubeconfigs', 'clustertree.conf');
     const pki = pkiDir(l);
     const [ca, leaf] = await Promise.all([loadPair(pki, PkiFile.ca), loadPair(pki, PkiFile.clusterTree)]);
-    const text = renderKubeconfig({
+    return renderKubeconfig({
       clusterName: l.id,
       server: apiserverURL(l),
       caPem: ca.certPem,
@@ -183,8 +193,6 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       certPem: leaf.certPem,
       keyPem: leaf.keyPem,
     });
-    await writeFile(file, text, { mode: 0o600 });
-    return file;
   }
 
   /**
@@ -209,28 +217,119 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
     const net = deps.network;
     if (!net) return {};
     const clusterIP = await net.apiClusterIP(input.ref);
-    const clusterDNS = await net.startDns(input.ref, deps.tenantId(input.ref), l);
+    const clusterDNS = await net.startDns(
+      input.ref,
+      deps.tenantId(input.ref),
+      l,
+      input.allocation.runtime === 'kubernetes',
+    );
     return { ...(clusterIP ? { tenantApi: { clusterIP, port: TENANT_API_PORT } } : {}), clusterDNS };
   }
 
-  async function clusterTreeSpec(input: StepInput, l: ControlPlaneLayout): Promise<ComponentSpec> {
+  /**
+   * What clusterTree is given wherever it runs: its leaves (a tenant from before clusterTree's and
+   * the operator's leaves were in its set gets them now), its RBAC on both sides, and the part of
+   * its configuration that does not depend on where it runs.
+   */
+  async function prepare(input: StepInput, l: ControlPlaneLayout) {
     const { ref } = input;
     const ns = hostNamespace(ref);
-    const [port, kubeletPort] = await deps.ports.allocate(portOwner(ref), 2);
-    const dir = join(l.dir, 'clustertree');
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-
-    // A tenant from before clusterTree's and the operator's leaves were in its set gets them now.
     await ensureCurrentFiles(pkiDir(l));
     await ensureOperatorKubeconfig(l);
     await apply(tenantAdmin(l).objects, tenantRbac());
-    const tenantKubeconfig = await tenantCredentials(l);
-
     const podSecurity = await tenantPodSecurity(deps.host, ref, deps.allowPrivilegedTenants ?? false);
     await apply(hostObjects, [
       ...hostRbac(ref, ns, podSecurity),
       isolationPolicy(ref, deps.network?.nodeAddress),
     ]);
+    return {
+      tenant: ref,
+      hostNamespace: ns,
+      serviceCIDR: l.serviceCIDR,
+      endpointRanges: deps.network?.endpointRanges ?? [],
+      ...(deps.network ? { virtualNodeAddress: deps.network.nodeAddress } : {}),
+      // Immutable in the CRD: read from the object, so no workflow input had to change for it.
+      podSecurity,
+      ...(deps.hostsImage ? { hostsImage: deps.hostsImage } : {}),
+      ...(await podNetwork(input, l)),
+      virtualNodeName: VIRTUAL_NODE,
+      quotaName: QUOTA_NAME,
+      ...deps.timings,
+    } satisfies Partial<ClusterTreeConfigInput>;
+  }
+
+  /**
+   * clusterTree as a pod of the tenant's host namespace (ADR 14), from the operator's image: it
+   * runs as its host service account (the pod's own token, no token Secret read), reads its
+   * configuration and tenant kubeconfig from the Secret `kosmos-vc-clustertree` and its kubelet
+   * endpoint's certificate from the set's Secret; the tenant's API server calls that endpoint
+   * through the Service `clustertree`, whose name the certificate carries.
+   */
+  async function podSpec(input: StepInput, l: ControlPlaneLayout): Promise<ComponentSpec> {
+    const ns = hostNamespace(input.ref);
+    const dir = CLUSTERTREE_POD.dir;
+    const config: ClusterTreeConfigInput = {
+      ...(await prepare(input, l)),
+      tenantKubeconfig: `${dir}/tenant.conf`,
+      listen: { address: '0.0.0.0', port: CLUSTERTREE_POD.ports.status },
+      kubelet: {
+        address: `${CLUSTERTREE_SERVICE}.${ns}.svc`,
+        bind: '0.0.0.0',
+        port: CLUSTERTREE_POD.ports.kubelet,
+        certFile: `${POD_PATHS.pki}/${PkiFile.clusterTreeKubelet}.crt`,
+        keyFile: `${POD_PATHS.pki}/${PkiFile.clusterTreeKubelet}.key`,
+        clientCAFile: `${POD_PATHS.pki}/${PkiFile.ca}.crt`,
+        addressType: 'InternalDNS',
+      },
+    };
+    const files = {
+      'config.json': JSON.stringify(config, null, 2),
+      'tenant.conf': await tenantCredentials(l),
+    };
+    await storeFiles(deps.host.core, ns, FILE_SOURCES.clustertree.name, files);
+    return {
+      owner: deps.tenantId(input.ref),
+      name: 'clustertree',
+      command: '/usr/local/bin/node',
+      args: ['/app/dist/src/clustertree/main.js', `--config=${dir}/config.json`],
+      // clusterTree reads its files once: a change to them is a change of the pod (it rolls).
+      env: {
+        KOSMOS_VC_CONFIG_HASH: createHash('sha256').update(JSON.stringify(files)).digest('hex').slice(0, 16),
+      },
+      files: [
+        { source: 'clustertree', path: dir, keys: ['config.json', 'tenant.conf'] },
+        {
+          source: 'pki',
+          path: POD_PATHS.pki,
+          keys: [
+            `${PkiFile.ca}.crt`,
+            `${PkiFile.clusterTreeKubelet}.crt`,
+            `${PkiFile.clusterTreeKubelet}.key`,
+          ],
+        },
+      ],
+      ports: { ...CLUSTERTREE_POD.ports },
+      namespace: ns,
+      service: { name: CLUSTERTREE_SERVICE, port: CLUSTERTREE_POD.ports.kubelet },
+      health: { scheme: 'HTTP', port: CLUSTERTREE_POD.ports.status, ready: '/readyz', live: '/healthz' },
+      serviceAccount: HOST_SA,
+      probe: { url: `http://localhost:${CLUSTERTREE_POD.ports.status}/readyz` },
+    };
+  }
+
+  async function clusterTreeSpec(input: StepInput, l: ControlPlaneLayout): Promise<ComponentSpec> {
+    if (input.allocation.runtime === 'kubernetes') {
+      deps.refuseWithoutPods(input.ref, input.allocation);
+      return podSpec(input, l);
+    }
+    const { ref } = input;
+    const ns = hostNamespace(ref);
+    const [port, kubeletPort] = await deps.ports.allocate(portOwner(ref), 2);
+    const dir = join(l.dir, 'clustertree');
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const shared = await prepare(input, l);
+    const tenantKubeconfig = join(l.dir, 'kubeconfigs', 'clustertree.conf');
+    await writeFile(tenantKubeconfig, await tenantCredentials(l), { mode: 0o600 });
     const { server, caPem } = await hostEndpoint(hostKc);
     const hostKubeconfig = join(dir, 'host.conf');
     await writeFile(
@@ -246,22 +345,11 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
     );
 
     const config: ClusterTreeConfigInput = {
-      tenant: ref,
-      hostNamespace: ns,
+      ...shared,
       tenantKubeconfig,
       hostKubeconfig,
       listen: { address: '127.0.0.1', port: port! },
       kubelet: kubeletEndpoint(l, kubeletPort!),
-      serviceCIDR: l.serviceCIDR,
-      endpointRanges: deps.network?.endpointRanges ?? [],
-      ...(deps.network ? { virtualNodeAddress: deps.network.nodeAddress } : {}),
-      // Immutable in the CRD: read from the object, so no workflow input had to change for it.
-      podSecurity,
-      ...(deps.hostsImage ? { hostsImage: deps.hostsImage } : {}),
-      ...(await podNetwork(input, l)),
-      virtualNodeName: VIRTUAL_NODE,
-      quotaName: QUOTA_NAME,
-      ...deps.timings,
     };
     const configFile = join(dir, 'config.json');
     await writeFile(configFile, JSON.stringify(config, null, 2), { mode: 0o600 });

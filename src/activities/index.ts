@@ -353,6 +353,7 @@ export function createActivities(deps: ActivityDeps) {
     ...(network ? { network } : {}),
     ...(deps.allowPrivilegedTenants ? { allowPrivilegedTenants: true } : {}),
     ...(deps.hostsImage ? { hostsImage: deps.hostsImage } : {}),
+    refuseWithoutPods,
   });
 
   /**
@@ -397,7 +398,7 @@ export function createActivities(deps: ActivityDeps) {
         ...(deps.nodeAddress ? [deps.nodeAddress] : []),
         ...(sans?.apiserver ?? []),
       ],
-      ...(sans ? { etcdSANs: sans.etcd } : {}),
+      ...(sans ? { etcdSANs: sans.etcd, clusterTreeSANs: sans.clusterTree } : {}),
       // Absent, not the default's value: the request's hash of an existing tenant stays the same.
       ...(validity ? { leafValidityMs: parseDuration(validity) } : {}),
     };

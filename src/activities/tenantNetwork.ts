@@ -26,7 +26,15 @@ import type { VirtualClusterRef } from '../api/virtualCluster.js';
 import { OriginLabel, hostNamespace, tenantHash } from '../clustertree/naming.js';
 import { OPERATOR, OPERATOR_LABEL } from '../clustertree/translate.js';
 import { PkiFile, loadPair } from '../pki/controlPlanePki.js';
-import { ensureDnsService, ensureEndpointSlice, startClusterDns } from '../runtime/dns.js';
+import {
+  DNS_POD,
+  ensureDnsRbac,
+  ensureDnsService,
+  ensureEndpointSlice,
+  podDns,
+  startClusterDns,
+} from '../runtime/dns.js';
+import { FILE_SOURCES, selectorOf, selectorText, storeFiles } from '../runtime/podWorkload.js';
 import {
   apiserverURL,
   operatorKubeconfig,
@@ -34,7 +42,7 @@ import {
   type ControlPlaneLayout,
 } from '../runtime/controlPlane.js';
 import type { PortAllocator } from '../runtime/ports.js';
-import type { ControlPlaneRuntime } from '../runtime/types.js';
+import { startAndWait, type ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
 import { FIELD_MANAGER, type HostCluster } from './hostCluster.js';
 import { FailureType } from './types.js';
@@ -207,6 +215,60 @@ export function createTenantNetwork(deps: TenantNetworkDeps) {
   const nodeAddress = deps.nodeAddress;
   const hostKc = deps.host.kubeConfig;
 
+  /**
+   * The DNS of a tenant in pods (ADR 14): CoreDNS as a pod of its host namespace behind the
+   * Service `kube-dns` there (port 53 to the pod's 1053); the tenant's own `kube-system/kube-dns`
+   * has that Service's ClusterIP and names the pod's address, as a cluster's DNS Service does.
+   */
+  async function startPodDns(
+    ref: VirtualClusterRef,
+    tenantId: string,
+    l: ControlPlaneLayout,
+    tenantKc: KubeConfig,
+  ): Promise<string> {
+    const namespace = hostNamespace(ref);
+    await ensureDnsRbac(tenantKc);
+    const [ca, client] = await Promise.all([
+      loadPair(pkiDir(l), PkiFile.ca),
+      loadPair(pkiDir(l), PkiFile.coredns),
+    ]);
+    const { spec, files } = podDns({
+      owner: tenantId,
+      namespace,
+      service: TENANT_DNS_SERVICE,
+      server: apiserverURL(l),
+      ca,
+      client,
+    });
+    await storeFiles(deps.host.core, namespace, FILE_SOURCES.coredns.name, files);
+    await startAndWait(deps.runtime, spec, deps.readinessTimeoutMs, deps.logger);
+    const [svc, pods] = await Promise.all([
+      deps.host.core.readNamespacedService({ name: TENANT_DNS_SERVICE, namespace }),
+      deps.host.core.listNamespacedPod({
+        namespace,
+        labelSelector: selectorText(selectorOf(tenantId, 'coredns')),
+      }),
+    ]);
+    const ip = svc.spec!.clusterIP!;
+    const ready = pods.items.find(
+      (p) =>
+        !p.metadata?.deletionTimestamp &&
+        p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'),
+    );
+    const podIP = ready?.status?.podIP;
+    if (!podIP)
+      throw new Error(`the DNS pod of ${ref.namespace}/${ref.name} was ready and is not: tried again`);
+    await ensureDnsService(tenantKc, {
+      namespace: 'kube-system',
+      name: TENANT_DNS_SERVICE,
+      clusterIP: ip,
+      address: podIP,
+      port: DNS_POD.port,
+      labels: { [OPERATOR_LABEL]: OPERATOR },
+    });
+    return ip;
+  }
+
   return {
     nodeAddress,
     endpointRanges: [`${nodeAddress}/32`, ...(deps.podCIDR ? [deps.podCIDR] : [])],
@@ -222,9 +284,15 @@ export function createTenantNetwork(deps: TenantNetworkDeps) {
     },
 
     /** Starts the tenant's CoreDNS and its Services on both sides; returns the DNS ClusterIP. */
-    async startDns(ref: VirtualClusterRef, tenantId: string, l: ControlPlaneLayout): Promise<string> {
+    async startDns(
+      ref: VirtualClusterRef,
+      tenantId: string,
+      l: ControlPlaneLayout,
+      pods = false,
+    ): Promise<string> {
       const tenantKc = new KubeConfig();
       tenantKc.loadFromFile(operatorKubeconfig(l));
+      if (pods) return startPodDns(ref, tenantId, l, tenantKc);
       const port = await startClusterDns({
         runtime: deps.runtime,
         ports: deps.ports,

@@ -42,6 +42,7 @@ function podPlacement(env: OperatorEnv): PodControlPlane {
         }
       : {}),
     ...(env.KOSMOS_VC_POD_TOLERATE_ALL === 'true' ? { tolerations: [{ operator: 'Exists' }] } : {}),
+    ...(env.KOSMOS_VC_IMAGES ? { images: env.KOSMOS_VC_IMAGES } : {}),
   };
 }
 
@@ -217,15 +218,17 @@ async function up(): Promise<void> {
 async function worker(): Promise<void> {
   const env = readOperatorEnv();
   const { KUBECONFIG: kubeconfigPath, TEMPORAL_ADDRESS: temporalAddress } = env;
-  if (!kubeconfigPath || !temporalAddress)
-    throw new Error('kosmos-vc worker needs KUBECONFIG and TEMPORAL_ADDRESS');
+  // In a pod (the chart) without KUBECONFIG: the cluster it runs in, as its service account.
+  const inCluster = !kubeconfigPath && process.env.KUBERNETES_SERVICE_HOST !== undefined;
+  if ((!kubeconfigPath && !inCluster) || !temporalAddress)
+    throw new Error('kosmos-vc worker needs KUBECONFIG (unless it runs in a pod) and TEMPORAL_ADDRESS');
   const stateDir = env.KOSMOS_VC_STATE_DIR ?? defaultStateDir();
   let operator: Operator | undefined;
   await supervise(
     async () => {
       operator = await startOperator({
         ...operatorOptions(env, stateDir),
-        kubeconfigPath,
+        ...(kubeconfigPath ? { kubeconfigPath } : {}),
         temporalAddress,
         watcher: env.KOSMOS_VC_WATCHER,
       });

@@ -10,8 +10,11 @@ export const ClusterTreeConfig = z.object({
   hostNamespace: z.string().min(1),
   /** The tenant API server, as the least-privileged clusterTree identity. */
   tenantKubeconfig: z.string().min(1),
-  /** The host API server, as the tenant namespace's clusterTree service account. */
-  hostKubeconfig: z.string().min(1),
+  /**
+   * The host API server, as the tenant namespace's clusterTree service account. Absent in a pod:
+   * the pod runs as that service account, and its own token and the cluster's address serve.
+   */
+  hostKubeconfig: z.string().min(1).optional(),
   listen: z.object({ address: z.string(), port: z.number().int().positive() }),
   /**
    * The kubelet endpoint of the tenant's nodes (logs, exec, attach, port-forward), advertised in
@@ -19,7 +22,10 @@ export const ClusterTreeConfig = z.object({
    */
   kubelet: z
     .object({
+      /** The address published in the tenant nodes' status (where the tenant API server calls). */
       address: z.string(),
+      /** Where it listens, when not at `address` (a pod: every address, published by its Service's name). */
+      bind: z.string().optional(),
       port: z.number().int().positive(),
       certFile: z.string(),
       keyFile: z.string(),

@@ -28,7 +28,14 @@ async function main(): Promise<void> {
     k.loadFromFile(file);
     return reuseConnections(k);
   };
-  const hostKc = kc(cfg.hostKubeconfig);
+  // In a pod (ADR 14): its service account's token, renewed by the kubelet, which client-node
+  // reads again as it changes.
+  const inCluster = () => {
+    const k = new KubeConfig();
+    k.loadFromCluster();
+    return reuseConnections(k);
+  };
+  const hostKc = cfg.hostKubeconfig ? kc(cfg.hostKubeconfig) : inCluster();
   // The metrics read the tree's stats when scraped (the status server starts after the tree
   // exists); the tree reports each sync to them.
   const metrics = new ClusterTreeMetrics(cfg.tenant, () => tree.stats());
@@ -46,7 +53,7 @@ async function main(): Promise<void> {
       (ns, name) => tree.hostPodOf(ns, name),
       log.child({ part: 'kubelet' }),
     );
-    await kubelet.listen(cfg.kubelet.port, cfg.kubelet.address);
+    await kubelet.listen(cfg.kubelet.port, cfg.kubelet.bind ?? cfg.kubelet.address);
   }
 
   const server = createServer((req, res) => {

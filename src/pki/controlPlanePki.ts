@@ -44,6 +44,8 @@ export interface ControlPlanePkiRequest {
   extraSANs?: readonly string[];
   /** More names of etcd's serving certificate (its Service's, when it runs as a pod: ADR 14). */
   etcdSANs?: readonly string[];
+  /** More names of clusterTree's kubelet endpoint (its Service's, when it runs as a pod: ADR 14). */
+  clusterTreeSANs?: readonly string[];
   /** Lifetime of every leaf in milliseconds (default one year); CAs last ten years. */
   leafValidityMs?: number;
 }
@@ -217,14 +219,16 @@ export const DNS_USER = 'kosmos-vc:coredns';
 export const OPERATOR_USER = 'kosmos-vc:operator';
 
 /** The leaves a set from an older version may lack (clusterTree's and CoreDNS's were issued elsewhere, the operator's did not exist). */
-function lazyLeaves(): Partial<Record<PkiName, LeafRequest>> {
+function lazyLeaves(clusterTreeSANs?: readonly string[]): Partial<Record<PkiName, LeafRequest>> {
   return {
     [PkiFile.clusterTree]: { commonName: CLUSTERTREE_USER, usage: 'client' },
-    // clusterTree serves its kubelet endpoint on loopback, next to the apiserver that calls it.
+    // clusterTree serves its kubelet endpoint on loopback, next to the apiserver that calls it;
+    // as a pod, behind its Service, by the Service's name.
     [PkiFile.clusterTreeKubelet]: {
       commonName: 'kosmos-vc-clustertree-kubelet',
       usage: 'server',
       ipAddresses: ['127.0.0.1'],
+      ...(clusterTreeSANs?.length ? { dnsNames: [...clusterTreeSANs] } : {}),
     },
     [PkiFile.coredns]: { commonName: DNS_USER, usage: 'client' },
     [PkiFile.operator]: { commonName: OPERATOR_USER, organizations: ['system:masters'], usage: 'client' },
@@ -349,7 +353,7 @@ export async function writeControlPlanePki(
       ...loopback,
     },
     [PkiFile.schedulerServing]: { commonName: 'kube-scheduler', usage: 'server', ...loopback },
-    ...lazyLeaves(),
+    ...lazyLeaves(req.clusterTreeSANs),
   };
   for (const [name, kind] of CLUSTER_LEAVES)
     put(name, await leaf(kind === 'serving' && previous ? previous : signing, requests[name]!));

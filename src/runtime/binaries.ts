@@ -26,6 +26,8 @@ export interface Binaries {
   coredns: string;
   /** What a real node runs; undefined where setup could not build or install it (kwok only). */
   node?: NodeBinaries;
+  /** Helm, for the chart (deploy/helm/kosmos-vc); absent before setup built it. */
+  helm?: string;
 }
 
 export interface NodeBinaries {
@@ -120,7 +122,8 @@ export async function resolveBinaries(): Promise<Binaries> {
     .map(([name]) => name);
   if (missing.length > 0) throw new ComponentsMissingError(missing);
   const node = nodeBinaries(dirs);
-  return node ? { ...b, node } : b;
+  const helm = bin('helm', 'helm');
+  return { ...b, ...(node ? { node } : {}), ...(existsSync(helm) ? { helm } : {}) };
 }
 
 function nodeBinaries(dirs: Map<string, string>): NodeBinaries | undefined {

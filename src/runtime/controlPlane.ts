@@ -172,14 +172,20 @@ export const POD_PATHS = {
 } as const;
 
 export const ETCD_SERVICE = 'etcd';
+/** clusterTree's Service in a tenant's host namespace: its kubelet endpoint, which the API server calls. */
+export const CLUSTERTREE_SERVICE = 'clustertree';
 
 /**
  * The DNS names a tenant's certificates need for its control plane in pods of `namespace`:
- * etcd's (its serving certificate) and the API server's Service (the components' kubeconfigs).
+ * etcd's (its serving certificate), the API server's Service (the components' kubeconfigs) and
+ * clusterTree's (the kubelet endpoint of the tenant's nodes).
  */
-export function podSANs(namespace: string, apiService: string): { etcd: string[]; apiserver: string[] } {
+export function podSANs(
+  namespace: string,
+  apiService: string,
+): { etcd: string[]; apiserver: string[]; clusterTree: string[] } {
   const names = (svc: string) => [`${svc}.${namespace}.svc`, `${svc}.${namespace}.svc.cluster.local`];
-  return { etcd: names(ETCD_SERVICE), apiserver: names(apiService) };
+  return { etcd: names(ETCD_SERVICE), apiserver: names(apiService), clusterTree: names(CLUSTERTREE_SERVICE) };
 }
 
 /**
@@ -254,13 +260,14 @@ export function placeOnMachine(l: ControlPlaneLayout): Placement {
  * exactly what it reads (a runtime of pods mounts those keys and nothing else).
  */
 function reads(p: Placement) {
-  const used = new Map<FileSet['source'], Set<string>>();
-  const dirs: Record<FileSet['source'], string> = {
+  type Source = Exclude<FileSet['source'], 'clustertree' | 'coredns'>;
+  const used = new Map<Source, Set<string>>();
+  const dirs: Record<Source, string> = {
     pki: p.paths.pki,
     kubeconfigs: p.paths.kubeconfigs,
     'audit-policy': dirname(p.paths.auditPolicy),
   };
-  const file = (source: FileSet['source'], key: string): string => {
+  const file = (source: Source, key: string): string => {
     used.set(source, (used.get(source) ?? new Set()).add(key));
     return join(dirs[source], key);
   };

@@ -13,6 +13,7 @@ import {
   type V1EndpointSlice,
   type V1Service,
 } from '@kubernetes/client-node';
+import { createHash } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ignoreStatus, isConflict } from '../api/kubeClient.js';
@@ -29,11 +30,13 @@ export { DNS_USER };
 export interface DnsLayout {
   owner: string;
   dir: string;
-  /** Address CoreDNS listens on for queries (the real node's). */
-  bind: string;
+  /** Address CoreDNS listens on for queries (the real node's); a pod's: every address of the pod. */
+  bind?: string;
   port: number;
-  /** Loopback port of the `ready` plugin: 200 once the API is synced. */
+  /** Loopback port of the `ready` plugin: 200 once the API is synced (a pod's: on every address). */
   readyPort: number;
+  /** A pod's: the `health` plugin's port, for the kubelet's liveness probe. */
+  healthPort?: number;
   clusterDomain: string;
   /** The cluster's API server and CA, and the CA key that signs CoreDNS's client certificate. */
   server: string;
@@ -52,10 +55,10 @@ const kubeconfigFile = (l: DnsLayout): string => join(l.dir, 'coredns.conf');
  */
 export function corefile(l: DnsLayout): string {
   const listen = (zone: string) => `${zone}:${l.port}`;
-  return `${listen(l.clusterDomain)} ${listen('in-addr.arpa')} ${listen('ip6.arpa')} {
-    bind ${l.bind}
+  const bind = l.bind ? `\n    bind ${l.bind}` : '';
+  return `${listen(l.clusterDomain)} ${listen('in-addr.arpa')} ${listen('ip6.arpa')} {${bind}
     errors
-    ready 127.0.0.1:${l.readyPort}
+    ready ${l.bind ? '127.0.0.1' : ''}:${l.readyPort}${l.healthPort ? `\n    health :${l.healthPort}` : ''}
     kubernetes ${l.clusterDomain} in-addr.arpa ip6.arpa {
         kubeconfig ${kubeconfigFile(l)}
         pods insecure
@@ -64,8 +67,7 @@ export function corefile(l: DnsLayout): string {
     cache 30
     loadbalance
 }
-${listen('.')} {
-    bind ${l.bind}
+${listen('.')} {${bind}
     errors
     template ANY ANY {
         rcode NXDOMAIN
@@ -99,6 +101,74 @@ export async function prepareDns(l: DnsLayout, coredns: string): Promise<Compone
     args: ['-conf', corefilePath(l)],
     probe: { url: `http://127.0.0.1:${l.readyPort}/ready` },
   };
+}
+
+/** CoreDNS as a pod of a tenant's host namespace (ADR 14): its files' directory, its ports (not 53: it runs without privileges). */
+export const DNS_POD = {
+  dir: '/etc/kosmos-vc/coredns',
+  port: 1053,
+  readyPort: 8181,
+  healthPort: 8080,
+} as const;
+
+/**
+ * CoreDNS as a pod (ADR 14): its spec and the files of its Secret (`coredns` source): the
+ * Corefile, listening on every address of the pod, and its kubeconfig with its client
+ * certificate. Its Service `service` carries port 53 (UDP and TCP) to it; the kubelet probes
+ * `ready` (synced with the API) and `health` (alive, whatever the API does).
+ */
+export function podDns(o: {
+  owner: string;
+  namespace: string;
+  service: string;
+  server: string;
+  ca: CertKey;
+  client: CertKey;
+}): { spec: ComponentSpec; files: Record<string, string> } {
+  const l: DnsLayout = {
+    owner: o.owner,
+    dir: DNS_POD.dir,
+    port: DNS_POD.port,
+    readyPort: DNS_POD.readyPort,
+    healthPort: DNS_POD.healthPort,
+    clusterDomain: 'cluster.local',
+    server: o.server,
+    ca: o.ca,
+  };
+  const files = {
+    Corefile: corefile(l),
+    'coredns.conf': renderKubeconfig({
+      clusterName: o.owner,
+      server: o.server,
+      caPem: o.ca.certPem,
+      userName: DNS_USER,
+      certPem: o.client.certPem,
+      keyPem: o.client.keyPem,
+    }),
+  };
+  const spec: ComponentSpec = {
+    owner: o.owner,
+    name: 'coredns',
+    command: '/coredns',
+    args: ['-conf', corefilePath(l)],
+    // CoreDNS reads its kubeconfig once: a change to its files is a change of the pod (it rolls).
+    env: {
+      KOSMOS_VC_CONFIG_HASH: createHash('sha256').update(JSON.stringify(files)).digest('hex').slice(0, 16),
+    },
+    files: [{ source: 'coredns', path: DNS_POD.dir, keys: Object.keys(files) }],
+    ports: { dns: DNS_POD.port, ready: DNS_POD.readyPort, health: DNS_POD.healthPort },
+    namespace: o.namespace,
+    service: { name: o.service, port: 53, udp: true },
+    health: {
+      scheme: 'HTTP',
+      port: DNS_POD.readyPort,
+      ready: '/ready',
+      live: '/health',
+      livePort: DNS_POD.healthPort,
+    },
+    probe: { url: `http://localhost:${DNS_POD.readyPort}/ready` },
+  };
+  return { spec, files };
 }
 
 /**

@@ -76,12 +76,17 @@ export async function startEmbeddedHost(opts: EmbeddedHostOptions): Promise<Embe
     ports: { etcdClient, etcdPeer, apiserver, controllerManager, scheduler },
     serviceCIDR: '10.96.0.0/12',
     ...(opts.etcdUnsafeNoFsync ? { etcdUnsafeNoFsync: true } : {}),
+    // With a real node, host pods (clusterTree's, an in-cluster operator: ADR 14) reach the API
+    // server as in any cluster, through `kubernetes.default` to the node's address on the
+    // bridge. It listens on every address as tenants' do; the node's guard keeps its port to
+    // loopback and the bridge.
+    ...((opts.realNode ?? true) ? { bindAddress: '0.0.0.0', advertiseAddress: NodeNet.nodeIP } : {}),
   };
   await mkdir(opts.dir, { recursive: true, mode: 0o700 });
   await writeControlPlanePki(pkiDir(layout), {
     clusterName: 'kosmos-vc-host',
     serviceCIDR: layout.serviceCIDR,
-    advertiseAddress: layout.address,
+    advertiseAddress: layout.advertiseAddress ?? layout.address,
   });
   await writeKubeconfigs(layout);
   const log = opts.logger.child({ cluster: 'host' });
@@ -280,6 +285,8 @@ export interface TemporalDevServerOptions {
   /** Extra dynamic config, e.g. a low continue-as-new threshold for tests. */
   dynamicConfig?: Record<string, string | number>;
   readinessTimeoutMs?: number;
+  /** The address it listens on (default loopback; the real node's, for an operator in a pod). */
+  ip?: string;
 }
 
 export const TEMPORAL_OWNER = 'temporal';
@@ -295,7 +302,7 @@ export async function startTemporalDevServer(
     args: [
       'server',
       'start-dev',
-      '--ip=127.0.0.1',
+      `--ip=${opts.ip ?? '127.0.0.1'}`,
       `--port=${opts.port}`,
       `--http-port=${opts.httpPort}`,
       '--namespace=default',
@@ -308,12 +315,12 @@ export async function startTemporalDevServer(
       ),
       '--log-level=warn',
     ],
-    probe: { url: `http://127.0.0.1:${opts.httpPort}/api/v1/namespaces/default` },
+    probe: { url: `http://${opts.ip ?? '127.0.0.1'}:${opts.httpPort}/api/v1/namespaces/default` },
   };
   await opts.runtime.ensure(spec);
   await opts.runtime.waitReady(spec.owner, spec.name, opts.readinessTimeoutMs ?? 60_000);
   return {
-    address: `127.0.0.1:${opts.port}`,
+    address: `${opts.ip ?? '127.0.0.1'}:${opts.port}`,
     ...(opts.uiPort ? { uiUrl: `http://127.0.0.1:${opts.uiPort}` } : {}),
   };
 }

@@ -144,7 +144,8 @@ export class KubernetesRuntime implements ControlPlaneRuntime {
     const svc = spec.service!;
     const ports = Object.entries(spec.ports ?? {});
     if (ports.length === 0) throw new Error(`${spec.name} has a Service but no port`);
-    const [first] = ports;
+    // The port the Service carries: the one of `svc.port`'s number, else the first.
+    const first = ports.find(([, port]) => port === svc.port) ?? ports[0];
     const body: V1Service = {
       metadata: { name: svc.name, namespace, labels: { ...MANAGED_BY, ...selectorOf(spec.owner) } },
       spec: {
@@ -162,14 +163,12 @@ export class KubernetesRuntime implements ControlPlaneRuntime {
               })),
             }
           : {
-              ports: [
-                {
-                  name: first![0].slice(0, 15),
-                  port: svc.port ?? first![1],
-                  targetPort: first![1],
-                  protocol: 'TCP',
-                },
-              ],
+              ports: (svc.udp ? ['TCP', 'UDP'] : ['TCP']).map((protocol) => ({
+                name: (protocol === 'TCP' ? first![0] : `${first![0]}-udp`).slice(0, 15),
+                port: svc.port ?? first![1],
+                targetPort: first![1],
+                protocol,
+              })),
             }),
       },
     };
@@ -192,8 +191,8 @@ export class KubernetesRuntime implements ControlPlaneRuntime {
     const same =
       JSON.stringify(current.spec?.selector ?? {}) === JSON.stringify(body.spec!.selector) &&
       (!svc.headless || current.spec?.publishNotReadyAddresses === true) &&
-      JSON.stringify((current.spec?.ports ?? []).map((p) => [p.name, p.port, p.targetPort])) ===
-        JSON.stringify(body.spec!.ports!.map((p) => [p.name, p.port, p.targetPort])) &&
+      JSON.stringify((current.spec?.ports ?? []).map((p) => [p.name, p.port, p.targetPort, p.protocol])) ===
+        JSON.stringify(body.spec!.ports!.map((p) => [p.name, p.port, p.targetPort, p.protocol])) &&
       current.metadata?.labels?.[CONTROL_PLANE_LABEL] === ownerLabel(spec.owner);
     if (same) return;
     await this.core.replaceNamespacedService({

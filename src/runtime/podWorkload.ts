@@ -30,6 +30,8 @@ export const FILE_SOURCES: Readonly<
   pki: { kind: 'Secret', name: 'kosmos-vc-pki' },
   kubeconfigs: { kind: 'Secret', name: 'kosmos-vc-kubeconfigs' },
   'audit-policy': { kind: 'ConfigMap', name: 'kosmos-vc-audit-policy' },
+  clustertree: { kind: 'Secret', name: 'kosmos-vc-clustertree' },
+  coredns: { kind: 'Secret', name: 'kosmos-vc-coredns' },
 };
 
 /** Secret and ConfigMap keys allow no `/`: `etcd/ca.crt` is kept as `etcd__ca.crt`. */
@@ -63,7 +65,20 @@ export const DEFAULT_RESOURCES: Readonly<Partial<Record<ComponentName, V1Resourc
   'kube-apiserver': { requests: { cpu: '100m', memory: '256Mi' }, limits: { memory: '1Gi' } },
   'kube-controller-manager': { requests: { cpu: '50m', memory: '96Mi' }, limits: { memory: '512Mi' } },
   'kube-scheduler': { requests: { cpu: '25m', memory: '48Mi' }, limits: { memory: '256Mi' } },
+  // Node.js: ~115 MiB idle (ADR 12), its heap growing with the objects it mirrors.
+  clustertree: { requests: { cpu: '50m', memory: '128Mi' }, limits: { memory: '1Gi' } },
+  coredns: { requests: { cpu: '25m', memory: '48Mi' }, limits: { memory: '256Mi' } },
 };
+
+/** What a tenant runs as pods (ADR 14), each from its own image. */
+export const POD_COMPONENTS = [
+  'etcd',
+  'kube-apiserver',
+  'kube-controller-manager',
+  'kube-scheduler',
+  'clustertree',
+  'coredns',
+] as const satisfies readonly ComponentName[];
 
 /** Rolled one pod after the other; the rest are replaced (no leader election: never two at once). */
 export const ROLLING: ReadonlySet<ComponentName> = new Set(['kube-apiserver']);
@@ -119,8 +134,13 @@ export function renderWorkload(
     mounts.push({ name, mountPath: dirname(dir) });
   });
   const health = spec.health;
-  const probe = (path: string, periodSeconds: number, failureThreshold: number): V1Probe => ({
-    httpGet: { scheme: health!.scheme, port: health!.port, path },
+  const probe = (
+    path: string,
+    periodSeconds: number,
+    failureThreshold: number,
+    port = health!.port,
+  ): V1Probe => ({
+    httpGet: { scheme: health!.scheme, port, path },
     periodSeconds,
     timeoutSeconds: 5,
     failureThreshold,
@@ -152,8 +172,8 @@ export function renderWorkload(
           // a pod's time to ready (ADR 14). Then restarted after 30 s of failing its liveness
           // check; readiness every 2 s (a probe per second of every component of every tenant
           // costs the node a TLS handshake each).
-          startupProbe: probe(health.live, 1, 60),
-          livenessProbe: probe(health.live, 10, 3),
+          startupProbe: probe(health.live, 1, 60, health.livePort),
+          livenessProbe: probe(health.live, 10, 3, health.livePort),
           readinessProbe: probe(health.ready, 2, 3),
         }
       : {}),
@@ -163,7 +183,10 @@ export function renderWorkload(
     spec: {
       containers: [container],
       volumes,
-      automountServiceAccountToken: false,
+      // No credential of the host unless the spec names its service account (clusterTree's).
+      ...(spec.serviceAccount
+        ? { serviceAccountName: spec.serviceAccount, automountServiceAccountToken: true }
+        : { automountServiceAccountToken: false }),
       enableServiceLinks: false,
       // Numeric ids: the images have no user database. The group reads the mounted files.
       securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532 },
@@ -265,12 +288,17 @@ export async function storeFiles(
   });
 }
 
-/** The control-plane images setup built: `<imagesDir>/<component>.name` holds each one's name. */
+/**
+ * The images setup built for a control plane and its DNS (`<imagesDir>/<component>.name` holds each one's name) and
+ * clusterTree's, the operator's image `npm run image` packs (`operator.name`); without that one,
+ * clusterTree's pod says it has no image.
+ */
 export async function controlPlaneImages(imagesDir: string): Promise<Partial<Record<ComponentName, string>>> {
-  const names = ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler'] as const;
-  return Object.fromEntries(
-    await Promise.all(
-      names.map(async (n) => [n, (await readFile(join(imagesDir, `${n}.name`), 'utf8')).trim()]),
-    ),
-  ) as Partial<Record<ComponentName, string>>;
+  const names = POD_COMPONENTS.filter((c) => c !== 'clustertree');
+  const read = (file: string) => readFile(join(imagesDir, file), 'utf8').then((t) => t.trim());
+  const operator = await read('operator.name').catch(() => undefined);
+  return Object.fromEntries([
+    ...(await Promise.all(names.map(async (n) => [n, await read(`${n}.name`)]))),
+    ...(operator ? [['clustertree', operator]] : []),
+  ]) as Partial<Record<ComponentName, string>>;
 }

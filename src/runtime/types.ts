@@ -34,7 +34,8 @@ export interface HttpsProbe {
  * certificate set (its Secret, ADR 14), the kubeconfigs rendered from it, or the audit policy.
  */
 export interface FileSet {
-  source: 'pki' | 'kubeconfigs' | 'audit-policy';
+  /** clustertree, coredns: their configuration and kubeconfig for the tenant (the activities write both). */
+  source: 'pki' | 'kubeconfigs' | 'audit-policy' | 'clustertree' | 'coredns';
   path: string;
   /** The files it reads there, relative to `path` (`etcd/ca.crt`): a runtime of pods mounts these alone. */
   keys: readonly string[];
@@ -62,15 +63,22 @@ export interface ComponentSpec {
   /** A runtime of pods: the host namespace it runs in (the process runtime ignores it). */
   namespace?: string;
   /**
-   * A runtime of pods: the Service others reach it through, on `port` (default: the first of
-   * `ports`); headless for etcd, whose peers and clients find the pod by name.
+   * A runtime of pods: the Service others reach it through, on `port`, to the port of `ports`
+   * with that number, else the first (`udp`: over UDP as well, CoreDNS's); headless for etcd,
+   * whose peers and clients find the pod by name.
    */
-  service?: { name: string; port?: number; headless?: boolean };
+  service?: { name: string; port?: number; headless?: boolean; udp?: boolean };
   /**
-   * What a kubelet may probe without credentials (`ready`, then `live` to restart it); the
-   * runtime's own `probe` follows with the component's client certificate.
+   * What a kubelet may probe without credentials (`ready`, then `live` to restart it, on
+   * `livePort` where it has its own); the runtime's own `probe` follows with the component's
+   * client certificate.
    */
-  health?: { scheme: 'HTTP' | 'HTTPS'; port: number; ready: string; live: string };
+  health?: { scheme: 'HTTP' | 'HTTPS'; port: number; ready: string; live: string; livePort?: number };
+  /**
+   * A runtime of pods: the service account of the namespace the pod runs as, its token mounted
+   * (clusterTree's host identity); without, a pod holds no credential of the host.
+   */
+  serviceAccount?: string;
 }
 
 export interface ComponentStatus {

@@ -26,8 +26,11 @@
  *                              free; unset, 127.0.0.1:9464 is tried and, when another operator on
  *                              the machine has it, this one runs without (one address per process)
  *   KOSMOS_VC_RUNTIME          where new tenants' control planes run: "process" (default), on this
- *                              machine, or "kubernetes", as pods of their host namespaces (ADR 14;
- *                              clusterTree and CoreDNS stay processes; no backups or sleep yet)
+ *                              machine, or "kubernetes", as pods of their host namespaces with
+ *                              clusterTree and CoreDNS (ADR 14; no backups or sleep yet)
+ *   KOSMOS_VC_IMAGES           with "kubernetes": component=image[,component=image], the images of
+ *                              etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+ *                              clustertree, coredns (default: those setup built on this machine)
  *   KOSMOS_VC_ETCD_STORAGE_CLASS  with "kubernetes": the StorageClass of etcd's claims (default:
  *                              the cluster's default class)
  *   KOSMOS_VC_POD_NODE_SELECTOR  with "kubernetes": key=value[,key=value], the nodes control-plane
@@ -38,6 +41,7 @@
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { POD_COMPONENTS } from '../runtime/podWorkload.js';
 import { TASK_QUEUE } from '../workflows/definitions.js';
 
 export const OperatorEnv = z.object({
@@ -95,6 +99,18 @@ export const OperatorEnv = z.object({
     )
     .optional(),
   KOSMOS_VC_POD_TOLERATE_ALL: z.enum(['true', 'false']).optional(),
+  KOSMOS_VC_IMAGES: z
+    .string()
+    .regex(
+      /^[a-z-]+=[^=,\s]+(,[a-z-]+=[^=,\s]+)*$/,
+      'KOSMOS_VC_IMAGES must be component=image[,component=image]',
+    )
+    .transform((v) => Object.fromEntries(v.split(',').map((kv) => kv.split('=') as [string, string])))
+    .refine(
+      (m) => Object.keys(m).every((c) => (POD_COMPONENTS as readonly string[]).includes(c)),
+      `KOSMOS_VC_IMAGES names components of ${POD_COMPONENTS.join(', ')}`,
+    )
+    .optional(),
   KOSMOS_VC_ETCD_UNSAFE_NO_FSYNC: z
     .enum(['true', 'false'])
     .default('false')

@@ -24,7 +24,7 @@ import { HostCluster } from '../activities/hostCluster.js';
 import { resolveBinaries, type Binaries } from '../runtime/binaries.js';
 import { ProcessRuntime } from '../runtime/processRuntime.js';
 import { KubernetesRuntime, type KubernetesRuntimeOptions } from '../runtime/kubernetesRuntime.js';
-import { controlPlaneImages } from '../runtime/podWorkload.js';
+import { POD_COMPONENTS, controlPlaneImages } from '../runtime/podWorkload.js';
 import { SplitRuntime } from '../runtime/splitRuntime.js';
 import type { ControlPlaneRuntime } from '../runtime/types.js';
 import { VirtualClusterWatcher } from '../watcher/index.js';
@@ -119,13 +119,14 @@ export async function ensureSearchAttributes(
 }
 
 /**
- * New tenants' control planes as pods of their host namespaces (ADR 14); clusterTree and CoreDNS
- * stay processes of the worker. `images`: the control plane's images (default: those setup built).
+ * New tenants' control planes, clusterTree and DNS as pods of their host namespaces (ADR 14).
+ * `images`: each component's image (default: those setup built and `npm run image` packed).
  */
 export type PodControlPlane = Partial<Omit<KubernetesRuntimeOptions, 'kubeConfig'>>;
 
 export interface OperatorOptions {
-  kubeconfigPath: string;
+  /** The host cluster; absent: the cluster this pod runs in, as its service account (the chart). */
+  kubeconfigPath?: string;
   /** Where new tenants' control planes run: absent, processes of this machine. */
   pods?: PodControlPlane;
   temporalAddress: string;
@@ -183,9 +184,10 @@ export interface Operator {
   stop(opts?: { stopTenants?: boolean }): Promise<void>;
 }
 
-function hostFromKubeconfig(path: string): HostCluster {
+function hostFromKubeconfig(path: string | undefined): HostCluster {
   const kc = new KubeConfig();
-  kc.loadFromFile(path);
+  if (path) kc.loadFromFile(path);
+  else kc.loadFromCluster();
   return new HostCluster(kc);
 }
 
@@ -224,11 +226,19 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
     if (resumed.length > 0) opts.logger.info('resumed tenant components', { count: resumed.length });
     let tenantRuntime: ControlPlaneRuntime = runtime;
     if (opts.pods) {
-      const imagesDir = (opts.binaries ?? (await resolveBinaries())).node?.imagesDir;
-      const images = opts.pods.images ?? (imagesDir ? await controlPlaneImages(imagesDir) : undefined);
-      if (!images)
+      // The images setup built on this machine, where it did (not in the operator's own image),
+      // under those the options name (KOSMOS_VC_IMAGES, the chart's values).
+      const binaries = opts.binaries ?? (await resolveBinaries().catch(() => undefined));
+      const imagesDir = binaries?.node?.imagesDir;
+      const images = {
+        ...(imagesDir ? await controlPlaneImages(imagesDir) : {}),
+        ...opts.pods.images,
+      };
+      const missing = POD_COMPONENTS.filter((c) => !images[c]);
+      if (missing.length > 0)
         throw new Error(
-          'control planes in pods (KOSMOS_VC_RUNTIME=kubernetes) need their images: setup builds them (npm run setup)',
+          `control planes in pods (KOSMOS_VC_RUNTIME=kubernetes) need images of ${missing.join(', ')}: ` +
+            'setup builds them (npm run setup; npm run image for clustertree), or KOSMOS_VC_IMAGES names them',
         );
       tenantRuntime = new SplitRuntime(
         new KubernetesRuntime({ ...opts.pods, images, kubeConfig: host.kubeConfig }),

@@ -1,7 +1,8 @@
 /**
  * The images setup builds for the kubernetes runtime (ADR 14): the real node pulls each control
  * plane image from the loopback registry under upstream's name and runs its binary (static, in an
- * image with nothing else).
+ * image with nothing else); and the operator's image `npm run image` packs (clusterTree's pods
+ * run it): its entry point is the kosmos-vc command, on Node.js 24, as a user without a name.
  */
 import type { V1Pod } from '@kubernetes/client-node';
 import { readFile } from 'node:fs/promises';
@@ -26,16 +27,35 @@ afterAll(async () => {
 });
 
 /** A pod on the real node that runs `command` once. */
-const once = (name: string, image: string, command: string[]): V1Pod => ({
+const once = (name: string, image: string, command: string[], args?: string[]): V1Pod => ({
   metadata: { name, namespace },
   spec: {
     nodeName: realNode,
     restartPolicy: 'Never',
     // The node may be promoted to a tenant by a test before this one.
     tolerations: [{ operator: 'Exists' }],
-    containers: [{ name: 'main', image, command }],
+    containers: [{ name: 'main', image, ...(command.length ? { command } : {}), ...(args ? { args } : {}) }],
   },
 });
+
+/** The log of a pod that ran to completion (fails at once on an image the node cannot pull). */
+async function finished(name: string): Promise<string> {
+  const core = host().core;
+  await eventually(
+    `${name} to finish`,
+    async () => {
+      const p = await core.readNamespacedPod({ name, namespace });
+      const waiting = p.status?.containerStatuses?.[0]?.state?.waiting;
+      if (waiting?.reason && /ErrImage|BackOff|Invalid/.test(waiting.reason))
+        throw new Error(`${name}: ${waiting.reason}: ${waiting.message ?? ''}`);
+      if (p.status?.phase === 'Failed')
+        throw new Error(`${name} failed: ${await core.readNamespacedPodLog({ name, namespace })}`);
+      return p.status?.phase === 'Succeeded' ? p : undefined;
+    },
+    120_000,
+  );
+  return core.readNamespacedPodLog({ name, namespace });
+}
 
 describe('control-plane images', () => {
   it('run each component on the real node under its upstream name', async () => {
@@ -54,20 +74,25 @@ describe('control-plane images', () => {
         body: once(name, image, [`/usr/local/bin/${name}`, '--version']),
       });
     }
-    for (const [name, version] of Object.entries(expected)) {
-      await eventually(
-        `${name} --version to finish`,
-        async () => {
-          const p = await core.readNamespacedPod({ name, namespace });
-          const waiting = p.status?.containerStatuses?.[0]?.state?.waiting;
-          if (waiting?.reason && /ErrImage|BackOff|Invalid/.test(waiting.reason))
-            throw new Error(`${name}: ${waiting.reason}: ${waiting.message ?? ''}`);
-          if (p.status?.phase === 'Failed') throw new Error(`${name} failed`);
-          return p.status?.phase === 'Succeeded' ? p : undefined;
-        },
-        120_000,
-      );
-      expect(await core.readNamespacedPodLog({ name, namespace })).toMatch(version);
-    }
+    for (const [name, version] of Object.entries(expected)) expect(await finished(name)).toMatch(version);
+  });
+
+  it("packs the operator: the kosmos-vc command on Node.js 24, and clusterTree's entry point", async () => {
+    const image = (await readFile(join(imagesDir, 'operator.name'), 'utf8')).trim();
+    expect(image).toMatch(/^localhost\/kosmos-vc\/operator:[0-9a-f]{16}$/);
+    const core = host().core;
+    // The entry point with arguments alone: the command's help.
+    await core.createNamespacedPod({ namespace, body: once('operator-help', image, [], ['--help']) });
+    // clusterTree's entry point, as its pods run it, and the user it runs as.
+    await core.createNamespacedPod({
+      namespace,
+      body: once('operator-node', image, [
+        '/usr/local/bin/node',
+        '-e',
+        'import("/app/dist/src/clustertree/config.js").then((m) => console.log(process.version, process.getuid(), typeof m.ClusterTreeConfig.parse))',
+      ]),
+    });
+    expect(await finished('operator-help')).toMatch(/Usage: kosmos-vc .*\n[\s\S]*\bup\b/);
+    expect((await finished('operator-node')).trim()).toMatch(/^v24\.\d+\.\d+ 65532 function$/);
   });
 });

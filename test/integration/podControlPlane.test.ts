@@ -1,15 +1,19 @@
 /**
  * A VirtualCluster on the kubernetes runtime (ADR 14, KOSMOS_VC_RUNTIME=kubernetes): its etcd,
- * kube-apiserver, kube-controller-manager and kube-scheduler are pods of its host namespace on
- * the real node, clusterTree a process of the worker; the published kubeconfig works from this
- * machine through the API server's Service; a certificate renewal restarts the
- * controller-manager's and scheduler's pods with new kubeconfigs; the apiserver's and etcd's pods
+ * kube-apiserver, kube-controller-manager, kube-scheduler, clusterTree and CoreDNS are pods of
+ * its host namespace on the real node (clusterTree's from the operator's image, reaching the host
+ * API as its service account; CoreDNS answering through the tenant's DNS Service); the published kubeconfig works from this machine through the API
+ * server's Service; the tenant API server reaches clusterTree's kubelet endpoint by its Service's
+ * name; a certificate renewal restarts the controller-manager's, scheduler's, clusterTree's and
+ * CoreDNS's pods with new credentials; the apiserver's and etcd's pods
  * come back when killed, data intact; deleting the VirtualCluster leaves no pod, Service, Secret, claim or
  * namespace of it.
  */
 import { AppsV1Api } from '@kubernetes/client-node';
 import { randomUUID } from 'node:crypto';
+import { Resolver } from 'node:dns/promises';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { HOST_SA } from '../../src/activities/clusterTreeRbac.js';
 import { tenantId } from '../../src/activities/index.js';
 import { hostNamespace } from '../../src/clustertree/naming.js';
 import { routeOf } from '../../src/node/network.js';
@@ -76,23 +80,27 @@ describe('a control plane in pods', () => {
         })
       ).items.filter((p) => !p.metadata?.deletionTimestamp);
 
-    // All four Running (a renewal may be restarting two of them: waited for).
-    const pods = await eventually('four control-plane pods Running', async () => {
+    // All six Running (a renewal may be restarting four of them: waited for).
+    const pods = await eventually('six control-plane pods Running', async () => {
       const now = await controlPlanePods();
-      return now.length === 4 && now.every((p) => p.status?.phase === 'Running') ? now : undefined;
+      return now.length === 6 && now.every((p) => p.status?.phase === 'Running') ? now : undefined;
     });
     expect(pods.map((p) => p.metadata!.labels!['app.kubernetes.io/name']).sort()).toEqual([
+      'clustertree',
+      'coredns',
       'etcd',
       'kube-apiserver',
       'kube-controller-manager',
       'kube-scheduler',
     ]);
     for (const p of pods) expect(p.spec?.nodeName).toBe(realNode);
-    // No control-plane process on this machine: clusterTree (and nothing of the four) is one.
-    const processes = (await operator.runtime!.list(id)).map((c) => c.name);
-    expect(processes).toContain('clustertree');
-    expect(processes).not.toContain('kube-apiserver');
-    expect(processes).not.toContain('etcd');
+    // None of them is a process of this machine.
+    expect(await operator.runtime!.list(id)).toEqual([]);
+    // clusterTree alone holds a credential of the host: its service account's token.
+    const tree = pods.find((p) => p.metadata!.labels!['app.kubernetes.io/name'] === 'clustertree')!;
+    expect(tree.spec?.serviceAccountName).toBe(HOST_SA);
+    expect(tree.spec?.containers[0]?.image).toMatch(/^localhost\/kosmos-vc\/operator:/);
+    for (const p of pods.filter((x) => x !== tree)) expect(p.spec?.automountServiceAccountToken).toBe(false);
 
     // The published kubeconfig names the API server's Service, routed on this machine.
     const kubeconfig = await tenantKubeconfig(stateDir, vc);
@@ -115,9 +123,60 @@ describe('a control plane in pods', () => {
       ).catch(() => '');
       return out.includes('True') ? true : undefined;
     });
+    // The tenant's API server calls its nodes' kubelet endpoint: clusterTree's pod, by the name of
+    // its Service (the node's InternalDNS address, a name its serving certificate carries).
+    const node = (
+      await kubectl(kubeconfig, 'get', 'nodes', '-o', 'jsonpath={.items[0].metadata.name}')
+    ).trim();
+    expect(
+      await kubectl(
+        kubeconfig,
+        'get',
+        'nodes',
+        node,
+        '-o',
+        'jsonpath={.status.addresses[?(@.type=="InternalDNS")].address}',
+      ),
+    ).toBe(`clustertree.${hostNs}.svc`);
+    expect(await kubectl(kubeconfig, 'get', '--raw', `/api/v1/nodes/${node}/proxy/healthz`)).toBe('ok\n');
+    // The tenant's DNS Service (the ClusterIP its pods are given) answers from the tenant's API,
+    // through the host's Service to CoreDNS's pod, port 53 over UDP.
+    const dnsIP = (
+      await kubectl(
+        kubeconfig,
+        'get',
+        'service',
+        'kube-dns',
+        '-n',
+        'kube-system',
+        '-o',
+        'jsonpath={.spec.clusterIP}',
+      )
+    ).trim();
+    const apiIP = (
+      await kubectl(
+        kubeconfig,
+        'get',
+        'service',
+        'kubernetes',
+        '-n',
+        'default',
+        '-o',
+        'jsonpath={.spec.clusterIP}',
+      )
+    ).trim();
+    expect(await routeOf(dnsIP)).toMatch(/ dev kvc0 /);
+    const resolver = new Resolver({ timeout: 2000, tries: 1 });
+    resolver.setServers([dnsIP]);
+    expect(
+      await eventually('the tenant DNS to answer', () =>
+        resolver.resolve4('kubernetes.default.svc.cluster.local').catch(() => undefined),
+      ),
+    ).toEqual([apiIP]);
 
-    // A renewal restarts the controller-manager's and scheduler's pods (their client certificates
-    // are in kubeconfigs read once), with the kubeconfigs Secret written anew.
+    // A renewal restarts the controller-manager's, scheduler's, clusterTree's and CoreDNS's pods
+    // (their client certificates are in kubeconfigs read once), with the kubeconfigs Secret
+    // written anew.
     const kubeconfigsOf = async () =>
       JSON.stringify(
         (await core.readNamespacedSecret({ name: FILE_SOURCES.kubeconfigs.name, namespace: hostNs })).data,
@@ -145,19 +204,24 @@ describe('a control plane in pods', () => {
       },
       150_000,
     );
-    const renewed = await eventually('new controller-manager and scheduler pods, Ready', async () => {
-      const now = await controlPlanePods();
-      const fresh = ['kube-controller-manager', 'kube-scheduler'].every((n) => {
-        const p = now.find((x) => x.metadata!.labels!['app.kubernetes.io/name'] === n);
-        return (
-          p &&
-          p.metadata!.uid !== uidOf(podsBefore, n) &&
-          p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')
-        );
-      });
-      return fresh ? now : undefined;
-    });
+    const renewed = await eventually(
+      'new controller-manager, scheduler, clusterTree and CoreDNS pods, Ready',
+      async () => {
+        const now = await controlPlanePods();
+        const fresh = ['kube-controller-manager', 'kube-scheduler', 'clustertree', 'coredns'].every((n) => {
+          const p = now.find((x) => x.metadata!.labels!['app.kubernetes.io/name'] === n);
+          return (
+            p &&
+            p.metadata!.uid !== uidOf(podsBefore, n) &&
+            p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')
+          );
+        });
+        return fresh ? now : undefined;
+      },
+    );
     expect(uidOf(renewed, 'kube-scheduler')).not.toBe(uidOf(podsBefore, 'kube-scheduler'));
+    expect(uidOf(renewed, 'clustertree')).not.toBe(uidOf(podsBefore, 'clustertree'));
+    expect(uidOf(renewed, 'coredns')).not.toBe(uidOf(podsBefore, 'coredns'));
     expect(await kubeconfigsOf()).not.toBe(kubeconfigsBefore);
     // The renewed kubeconfig the operator published works.
     const republished = await tenantKubeconfig(

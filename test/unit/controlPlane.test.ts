@@ -249,4 +249,34 @@ describe('control-plane component specs', () => {
       /no image configured for kube-controller-manager/,
     );
   });
+
+  it("give a pod the host's credential only when its spec names a service account (clusterTree's)", () => {
+    const tree = renderWorkload(
+      {
+        owner: 'tenant',
+        name: 'clustertree',
+        command: '/usr/local/bin/node',
+        args: ['/app/dist/src/clustertree/main.js', '--config=/etc/kosmos-vc/clustertree/config.json'],
+        files: [{ source: 'clustertree', path: '/etc/kosmos-vc/clustertree', keys: ['config.json'] }],
+        ports: { status: 8080, kubelet: 10250 },
+        serviceAccount: 'clustertree',
+        health: { scheme: 'HTTP', port: 8080, ready: '/readyz', live: '/healthz' },
+      },
+      'kvc-ns',
+      { images: { clustertree: 'localhost/kosmos-vc/operator:0123456789abcdef' } },
+    );
+    const pod = tree.spec!.template.spec!;
+    expect(pod).toMatchObject({ serviceAccountName: 'clustertree', automountServiceAccountToken: true });
+    expect(pod.volumes).toContainEqual({
+      name: 'files-clustertree',
+      secret: {
+        secretName: 'kosmos-vc-clustertree',
+        items: [{ key: 'config.json', path: 'config.json' }],
+        defaultMode: 0o440,
+      },
+    });
+    expect(pod.containers[0]!.resources!.requests).toEqual({ cpu: '50m', memory: '128Mi' });
+    expect(pod.containers[0]!.readinessProbe!.httpGet).toMatchObject({ scheme: 'HTTP', port: 8080 });
+    expect(tree).toMatchObject({ kind: 'Deployment', spec: { strategy: { type: 'Recreate' } } });
+  });
 });

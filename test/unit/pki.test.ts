@@ -117,6 +117,22 @@ describe('control-plane PKI', () => {
     expect((await cert(PkiFile.apiserver)).checkHost('new.example.com')).toBe('new.example.com');
   });
 
+  it("names etcd's and clusterTree's Services in their serving certificates when asked (pods: ADR 14)", async () => {
+    expect((await cert(PkiFile.clusterTreeKubelet)).checkHost('clustertree.ns.svc')).toBeUndefined();
+    await writeControlPlanePki(dir, {
+      ...req,
+      etcdSANs: ['etcd.ns.svc'],
+      clusterTreeSANs: ['clustertree.ns.svc', 'clustertree.ns.svc.cluster.local'],
+    });
+    const kubelet = await cert(PkiFile.clusterTreeKubelet);
+    expect(kubelet.checkHost('clustertree.ns.svc')).toBe('clustertree.ns.svc');
+    expect(kubelet.checkIP('127.0.0.1')).toBe('127.0.0.1');
+    expect((await cert(PkiFile.etcdServer)).checkHost('etcd.ns.svc')).toBe('etcd.ns.svc');
+    // Without them (a process tenant's request) the names go again.
+    await writeControlPlanePki(dir, req);
+    expect((await cert(PkiFile.clusterTreeKubelet)).checkHost('clustertree.ns.svc')).toBeUndefined();
+  });
+
   it('issues leaves that node:crypto verifies against a fresh CA', async () => {
     const ca = await createCA('t');
     const leaf = await issueCertificate(ca, {
