@@ -285,8 +285,6 @@ export interface TemporalDevServerOptions {
   /** Extra dynamic config, e.g. a low continue-as-new threshold for tests. */
   dynamicConfig?: Record<string, string | number>;
   readinessTimeoutMs?: number;
-  /** The address it listens on (default loopback; the real node's, for an operator in a pod). */
-  ip?: string;
 }
 
 export const TEMPORAL_OWNER = 'temporal';
@@ -302,7 +300,7 @@ export async function startTemporalDevServer(
     args: [
       'server',
       'start-dev',
-      `--ip=${opts.ip ?? '127.0.0.1'}`,
+      '--ip=127.0.0.1',
       `--port=${opts.port}`,
       `--http-port=${opts.httpPort}`,
       '--namespace=default',
@@ -315,12 +313,12 @@ export async function startTemporalDevServer(
       ),
       '--log-level=warn',
     ],
-    probe: { url: `http://${opts.ip ?? '127.0.0.1'}:${opts.httpPort}/api/v1/namespaces/default` },
+    probe: { url: `http://127.0.0.1:${opts.httpPort}/api/v1/namespaces/default` },
   };
   await opts.runtime.ensure(spec);
   await opts.runtime.waitReady(spec.owner, spec.name, opts.readinessTimeoutMs ?? 60_000);
   return {
-    address: `${opts.ip ?? '127.0.0.1'}:${opts.port}`,
+    address: `127.0.0.1:${opts.port}`,
     ...(opts.uiPort ? { uiUrl: `http://127.0.0.1:${opts.uiPort}` } : {}),
   };
 }

@@ -189,7 +189,8 @@ export class VirtualClusterWatcher {
       .catch((e: unknown) => {
         this.opts.logger.warn('reconcile failed; the next event or relist retries', {
           vc: key,
-          error: (e as Error).message,
+          // With its cause: a Temporal client error says what the server answered only there.
+          error: errorText(e),
         });
       })
       .finally(() => {
