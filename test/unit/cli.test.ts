@@ -253,4 +253,21 @@ describe('operator environment', () => {
     expect(() => readOperatorEnv({ KOSMOS_VC_WORKFLOW_CACHE: '1' })).toThrow(/KOSMOS_VC_WORKFLOW_CACHE/);
     expect(() => readOperatorEnv({ KOSMOS_VC_WORKFLOW_CACHE: 'many' })).toThrow(/KOSMOS_VC_WORKFLOW_CACHE/);
   });
+
+  it("reads the pods' images by component (the chart's), and refuses a component it does not run", () => {
+    expect(
+      readOperatorEnv({
+        KOSMOS_VC_IMAGES:
+          'kube-apiserver=registry.k8s.io/kube-apiserver:v1.37.2,clustertree=localhost/kosmos-vc/operator:0123',
+      }).KOSMOS_VC_IMAGES,
+    ).toEqual({
+      'kube-apiserver': 'registry.k8s.io/kube-apiserver:v1.37.2',
+      clustertree: 'localhost/kosmos-vc/operator:0123',
+    });
+    expect(readOperatorEnv({}).KOSMOS_VC_IMAGES).toBeUndefined();
+    expect(() => readOperatorEnv({ KOSMOS_VC_IMAGES: 'kubelet=registry.k8s.io/kubelet:v1' })).toThrow(
+      /KOSMOS_VC_IMAGES names components of etcd, kube-apiserver/,
+    );
+    expect(() => readOperatorEnv({ KOSMOS_VC_IMAGES: 'etcd' })).toThrow(/component=image/);
+  });
 });
