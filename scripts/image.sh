@@ -3,7 +3,8 @@
 # in-cluster operator run (ADR 14): setup's Debian root, the Node.js 24 binary of the npm `node`
 # package at /usr/local/bin/node, dist/ and the production node_modules at /app. Pushed into the
 # storage of the loopback registry the real node pulls from, as localhost/kosmos-vc/operator:<tag>,
-# the tag a hash of what went in, so the same tree is packed once; <images>/operator.name says it.
+# the tag a hash of what went in, so the same tree is packed once; dist/operator.name says it, for
+# this checkout alone (checkouts on one machine share the registry, each uses its own image).
 #
 #   scripts/image.sh            pack the working tree's dist/ (skipped when that tag exists)
 #   scripts/image.sh --print    print the name the working tree's image has (builds nothing)
@@ -11,11 +12,14 @@
 # Without setup's images (no buildah or mmdebstrap on the machine) there is nothing to build on:
 # it says so and exits 0, as setup does (kwok nodes only).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+cd "$(dirname "$SELF")/.."
 
 REPOSITORY=localhost/kosmos-vc/operator
 BASE=localhost/kosmos-vc/debian:bookworm
 NODE_BIN="$PWD/node_modules/node/bin/node"
+# Tags kept besides the new one: other checkouts' images, and pods that still run an older one.
+KEEP=4
 
 step() { printf '[image %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
@@ -26,26 +30,35 @@ main() {
   images="$(dir_of images)"; registry="$(dir_of registry)/bin/registry"; storage="$images/registry"
   [ -d dist/src ] && [ -f dist/workflow-bundle.js ] || { echo "image: no dist/ (npm run build first)" >&2; exit 1; }
   [ -x "$NODE_BIN" ] || { echo "image: no $NODE_BIN (npm ci installs it)" >&2; exit 1; }
-  # What the image holds, hashed: the compiled code, the locked dependencies, Node.js and this recipe.
-  local tag
-  tag="$( { (cd dist && find src workflow-bundle.js -type f -print0 | sort -z | xargs -0 sha256sum)
-            sha256sum package-lock.json "$0"; "$NODE_BIN" --version; } | sha256sum | cut -c1-16)"
+  # What the image holds, hashed: the compiled code, the package and its locked dependencies,
+  # Node.js and this recipe (a file that cannot be read fails the script: no tag of half a hash).
+  local tag sums
+  sums="$( (cd dist && find src workflow-bundle.js -type f -print0 | sort -z | xargs -0 sha256sum)
+          sha256sum package.json package-lock.json "$SELF"; "$NODE_BIN" --version)"
+  tag="$(printf '%s\n' "$sums" | sha256sum | cut -c1-16)"
   if [ "${1:-}" = --print ]; then echo "$REPOSITORY:$tag"; return 0; fi
   if [ ! -d "$storage/docker/registry/v2/repositories/${BASE%:*}" ] || ! command -v buildah >/dev/null; then
     step "no base image (setup builds it where buildah and mmdebstrap are installed): not built"
     return 0
   fi
-  if [ -e "$storage/docker/registry/v2/repositories/$REPOSITORY/_manifests/tags/$tag" ]; then
-    printf '%s\n' "$REPOSITORY:$tag" > "$images/operator.name"
+  local tags="$storage/docker/registry/v2/repositories/$REPOSITORY/_manifests/tags"
+  # One build, push and clean-up at a time on this machine (checkouts share the storage).
+  exec 9> "$images/.operator-image.lock"
+  flock 9
+  if [ -e "$tags/$tag" ]; then
+    touch "$tags/$tag"
+    printf '%s\n' "$REPOSITORY:$tag" > dist/operator.name
     step "$REPOSITORY:$tag: already built"
     return 0
   fi
 
   local cache work
-  cache="$(dirname "$(dirname "$images")")"; work="$cache/build/operator-image"
+  cache="$(dirname "$(dirname "$images")")"
   [ -n "$cache" ] && [ "$cache" != / ] || return 1
+  mkdir -p "$cache/build"
+  work="$(mktemp -d "$cache/build/operator-image.XXXXXX")"
   step "$REPOSITORY:$tag <- dist/, the production node_modules, Node.js $("$NODE_BIN" --version)"
-  rm -rf "$work" && mkdir -p "$work/app/dist" "$work/bin"
+  mkdir -p "$work/app/dist" "$work/bin"
   cp -r dist/src dist/workflow-bundle.js "$work/app/dist/"
   cp package.json package-lock.json "$work/app/"
   # The production dependencies as locked; no install scripts: Node.js itself is copied below.
@@ -60,8 +73,8 @@ main() {
     "$storage" "$port" > "$work/registry.yaml"
   "$registry" serve "$work/registry.yaml" > "$work/registry.log" 2>&1 &
   local pid=$!
-  # shellcheck disable=SC2064 # the PID is expanded now
-  trap "kill $pid 2>/dev/null" EXIT
+  # shellcheck disable=SC2064 # the PID and the folder are expanded now
+  trap "kill $pid 2>/dev/null; rm -rf '$work'" EXIT
   local i; for i in $(seq 50); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.2; done
   curl -sf "http://127.0.0.1:$port/v2/" >/dev/null \
     || { cat "$work/registry.log" >&2; echo "image: the registry did not start" >&2; return 1; }
@@ -75,14 +88,15 @@ main() {
     --entrypoint '["/usr/local/bin/node", "/app/dist/src/cli/main.js"]' --cmd '[]' "$c"
   "${bh[@]}" commit -q "$c" "$REPOSITORY:$tag" >/dev/null
   "${bh[@]}" push -q --tls-verify=false "$REPOSITORY:$tag" "docker://127.0.0.1:$port/$REPOSITORY:$tag" >/dev/null
-  printf '%s\n' "$REPOSITORY:$tag" > "$images/operator.name"
-  kill "$pid" && { wait "$pid" || true; } && trap - EXIT
-  # Earlier trees' images go: their tags, then the layers no tag names any more.
-  local tags="$storage/docker/registry/v2/repositories/$REPOSITORY/_manifests/tags" t
-  for t in "$tags"/*; do [ "$(basename "$t")" = "$tag" ] || rm -rf "$t"; done
+  kill "$pid" && { wait "$pid" || true; }
+  # The oldest trees' images go (by when a checkout last used them): their tags, then the layers
+  # no tag names any more.
+  local t
+  for t in $(ls -1t "$tags" | tail -n +$((KEEP + 2))); do rm -rf "${tags:?}/$t"; done
   "$registry" garbage-collect --delete-untagged "$work/registry.yaml" > "$work/gc.log" 2>&1 \
     || { tail -5 "$work/gc.log" >&2; echo "image: the registry's garbage collection failed" >&2; return 1; }
-  rm -rf "$work"
+  rm -rf "$work" && trap - EXIT
+  printf '%s\n' "$REPOSITORY:$tag" > dist/operator.name
   step "$REPOSITORY:$tag pushed"
 }
 

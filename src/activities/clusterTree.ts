@@ -100,6 +100,8 @@ export interface ClusterTreeDeps {
   allowPrivilegedTenants?: boolean;
   /** An image with `sh` and `sed` on the host nodes: puts a pod's tenant FQDN in /etc/hosts. */
   hostsImage?: string;
+  /** The namespace of the operator's pods: a tenant in pods admits connections from it. */
+  operatorNamespace?: string;
   /** Throws for a tenant in pods when this worker runs no pods (KOSMOS_VC_RUNTIME). */
   refuseWithoutPods: (ref: VirtualClusterRef, allocation: StepInput['allocation']) => void;
 }
@@ -238,9 +240,11 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
     await ensureOperatorKubeconfig(l);
     await apply(tenantAdmin(l).objects, tenantRbac());
     const podSecurity = await tenantPodSecurity(deps.host, ref, deps.allowPrivilegedTenants ?? false);
+    const pods = input.allocation.runtime === 'kubernetes';
     await apply(hostObjects, [
-      ...hostRbac(ref, ns, podSecurity),
-      isolationPolicy(ref, deps.network?.nodeAddress),
+      // A pod of clusterTree holds its service account's own token: no token Secret is made.
+      ...hostRbac(ref, ns, podSecurity, !pods),
+      isolationPolicy(ref, deps.network?.nodeAddress, pods ? deps.operatorNamespace : undefined),
     ]);
     return {
       tenant: ref,

@@ -69,7 +69,16 @@ export function tenantRbac(): KubernetesObject[] {
   ];
 }
 
-export function hostRbac(ref: VirtualClusterRef, ns: string, podSecurity: PodSecurity): KubernetesObject[] {
+/**
+ * clusterTree's identity and rights in the host. `tokenSecret`: a token Secret of its service
+ * account, for a clusterTree process (its host kubeconfig); a pod uses its own projected token.
+ */
+export function hostRbac(
+  ref: VirtualClusterRef,
+  ns: string,
+  podSecurity: PodSecurity,
+  tokenSecret = true,
+): KubernetesObject[] {
   const labels = { [OriginLabel.managedBy]: 'kosmos-vc', [OriginLabel.tenant]: tenantHash(ref) };
   const all = ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete', 'deletecollection'];
   const sa = { kind: 'ServiceAccount', name: HOST_SA, namespace: ns };
@@ -119,16 +128,20 @@ export function hostRbac(ref: VirtualClusterRef, ns: string, podSecurity: PodSec
       roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: NODE_READER },
       subjects: [sa],
     },
-    {
-      apiVersion: 'v1',
-      kind: 'Secret',
-      type: 'kubernetes.io/service-account-token',
-      metadata: {
-        name: `${HOST_SA}-token`,
-        namespace: ns,
-        labels,
-        annotations: { 'kubernetes.io/service-account.name': HOST_SA },
-      },
-    },
+    ...(tokenSecret
+      ? [
+          {
+            apiVersion: 'v1',
+            kind: 'Secret',
+            type: 'kubernetes.io/service-account-token',
+            metadata: {
+              name: `${HOST_SA}-token`,
+              namespace: ns,
+              labels,
+              annotations: { 'kubernetes.io/service-account.name': HOST_SA },
+            },
+          },
+        ]
+      : []),
   ] as KubernetesObject[];
 }

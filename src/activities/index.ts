@@ -101,6 +101,8 @@ export interface ActivityDeps {
   podCIDR?: string;
   /** Tenants may ask for spec.podSecurity: privileged (root on their promoted nodes). */
   allowPrivilegedTenants?: boolean;
+  /** The namespace of the operator's pods, which tenants' host namespaces admit (in a cluster). */
+  operatorNamespace?: string;
   /** An image with `sh` and `sed` on the host nodes: puts a pod's tenant FQDN in /etc/hosts. */
   hostsImage?: string;
   /** Where backups are written and restored from (default <stateDir>/backups). */
@@ -353,6 +355,7 @@ export function createActivities(deps: ActivityDeps) {
     ...(network ? { network } : {}),
     ...(deps.allowPrivilegedTenants ? { allowPrivilegedTenants: true } : {}),
     ...(deps.hostsImage ? { hostsImage: deps.hostsImage } : {}),
+    ...(deps.operatorNamespace ? { operatorNamespace: deps.operatorNamespace } : {}),
     refuseWithoutPods,
   });
 
@@ -581,8 +584,12 @@ export function createActivities(deps: ActivityDeps) {
         restarted.push(name);
       }
       if (recorded.has('clustertree') || recorded.has('coredns')) {
-        await deps.runtime.stop(input.allocation.id, 'clustertree');
-        await deps.runtime.stop(input.allocation.id, 'coredns');
+        // Pods are replaced by the new spec alone: the hash of their files (new client
+        // certificates) is in it, and CoreDNS rolls with no gap. Processes are stopped and started.
+        if (!inPods(input.allocation)) {
+          await deps.runtime.stop(input.allocation.id, 'clustertree');
+          await deps.runtime.stop(input.allocation.id, 'coredns');
+        }
         await clusterTree.deployClusterTree(input);
         restarted.push('clustertree', 'coredns');
       }

@@ -134,12 +134,17 @@ export const ISOLATION_POLICY = 'kosmos-vc-tenant-isolation';
 
 /**
  * The NetworkPolicy a production host enforces between tenants: pods in the tenant's host
- * namespace accept connections from pods of the same namespace and from the node (kubelet probes,
- * NodePorts), nothing from other tenants' or the host's pods. Egress stays open: the tenant's API
+ * namespace accept connections from pods of the same namespace, from the node (kubelet probes,
+ * NodePorts) and, for a control plane in pods, from the operator's namespace (the chart's);
+ * nothing from other tenants' or the host's pods. Egress stays open: the tenant's API
  * and DNS are reached through the node address. It takes a CNI with a policy engine to enforce
  * it; the embedded host's bridge plugin has none (ADR 7).
  */
-export function isolationPolicy(ref: VirtualClusterRef, nodeAddress: string | undefined): V1NetworkPolicy {
+export function isolationPolicy(
+  ref: VirtualClusterRef,
+  nodeAddress: string | undefined,
+  operatorNamespace?: string,
+): V1NetworkPolicy {
   // client-node's serializer writes the model's `_from` as `from` (a plain `from` is dropped).
   return {
     apiVersion: 'networking.k8s.io/v1',
@@ -155,6 +160,19 @@ export function isolationPolicy(ref: VirtualClusterRef, nodeAddress: string | un
       ingress: [
         { _from: [{ podSelector: {} }] },
         ...(nodeAddress ? [{ _from: [{ ipBlock: { cidr: `${nodeAddress}/32` } }] }] : []),
+        // An operator in pods calls the control plane's pods (their probes, the API server
+        // through its Service, which keeps the caller's address).
+        ...(operatorNamespace
+          ? [
+              {
+                _from: [
+                  {
+                    namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': operatorNamespace } },
+                  },
+                ],
+              },
+            ]
+          : []),
       ],
     },
   };
@@ -250,11 +268,18 @@ export function createTenantNetwork(deps: TenantNetworkDeps) {
       }),
     ]);
     const ip = svc.spec!.clusterIP!;
-    const ready = pods.items.find(
-      (p) =>
-        !p.metadata?.deletionTimestamp &&
-        p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'),
-    );
+    // The newest ready pod: after a roll the old one may not be gone yet.
+    const ready = pods.items
+      .filter(
+        (p) =>
+          !p.metadata?.deletionTimestamp &&
+          p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'),
+      )
+      .sort(
+        (a, b) =>
+          new Date(b.metadata?.creationTimestamp ?? 0).getTime() -
+          new Date(a.metadata?.creationTimestamp ?? 0).getTime(),
+      )[0];
     const podIP = ready?.status?.podIP;
     if (!podIP)
       throw new Error(`the DNS pod of ${ref.namespace}/${ref.name} was ready and is not: tried again`);

@@ -9,7 +9,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errorText, reuseConnections } from '../api/kubeClient.js';
 import { KWOK_NODE_ANNOTATION } from '../clustertree/naming.js';
-import { startRealNode, NodeNet, type RealNode } from '../node/realNode.js';
+import { realNodeUnavailable, startRealNode, NodeNet, type RealNode } from '../node/realNode.js';
 import { loadPair, PkiFile, writeControlPlanePki } from '../pki/controlPlanePki.js';
 import { searchAttributes } from '../workflows/definitions.js';
 import type { Logger } from '../worker/logger.js';
@@ -69,6 +69,9 @@ export async function startEmbeddedHost(opts: EmbeddedHostOptions): Promise<Embe
     HOST_ID,
     5,
   )) as [number, number, number, number, number];
+  // Where a real node can run (its guard then keeps the API server's port to loopback and the
+  // bridge), host pods reach the API server on the node's address; elsewhere it stays on loopback.
+  const nodeLikely = (opts.realNode ?? true) && !(await realNodeUnavailable(opts.binaries.node));
   const layout: ControlPlaneLayout = {
     id: HOST_ID,
     dir: opts.dir,
@@ -80,7 +83,7 @@ export async function startEmbeddedHost(opts: EmbeddedHostOptions): Promise<Embe
     // server as in any cluster, through `kubernetes.default` to the node's address on the
     // bridge. It listens on every address as tenants' do; the node's guard keeps its port to
     // loopback and the bridge.
-    ...((opts.realNode ?? true) ? { bindAddress: '0.0.0.0', advertiseAddress: NodeNet.nodeIP } : {}),
+    ...(nodeLikely ? { bindAddress: '0.0.0.0', advertiseAddress: NodeNet.nodeIP } : {}),
   };
   await mkdir(opts.dir, { recursive: true, mode: 0o700 });
   await writeControlPlanePki(pkiDir(layout), {

@@ -21,6 +21,7 @@ import type {
   V1VolumeMount,
 } from '@kubernetes/client-node';
 import { isNotFound, statusCode } from '../api/kubeClient.js';
+import { repoRoot } from './binaries.js';
 import type { ComponentName, ComponentSpec, FileSet } from './types.js';
 
 /** Where each source of files lives in the component's namespace. */
@@ -80,8 +81,11 @@ export const POD_COMPONENTS = [
   'coredns',
 ] as const satisfies readonly ComponentName[];
 
-/** Rolled one pod after the other; the rest are replaced (no leader election: never two at once). */
-export const ROLLING: ReadonlySet<ComponentName> = new Set(['kube-apiserver']);
+/**
+ * Rolled one pod after the other (two may serve at once: the new one is ready before the old one
+ * goes); the rest are replaced (no leader election: never two at once).
+ */
+export const ROLLING: ReadonlySet<ComponentName> = new Set(['kube-apiserver', 'coredns']);
 /** Kept in a StatefulSet with a claim for what it writes. */
 export const STATEFUL: ReadonlySet<ComponentName> = new Set(['etcd']);
 
@@ -288,15 +292,23 @@ export async function storeFiles(
   });
 }
 
+/** The operator's image `npm run image` packed from this checkout (`dist/operator.name`), if it did. */
+export async function operatorImage(): Promise<string | undefined> {
+  return readFile(join(repoRoot(), 'dist', 'operator.name'), 'utf8').then(
+    (t) => t.trim() || undefined,
+    () => undefined,
+  );
+}
+
 /**
- * The images setup built for a control plane and its DNS (`<imagesDir>/<component>.name` holds each one's name) and
- * clusterTree's, the operator's image `npm run image` packs (`operator.name`); without that one,
- * clusterTree's pod says it has no image.
+ * The images setup built for a control plane and its DNS (`<imagesDir>/<component>.name` holds
+ * each one's name) and clusterTree's, the operator's image this checkout packed; without that
+ * one, clusterTree has no image and the operator says so.
  */
 export async function controlPlaneImages(imagesDir: string): Promise<Partial<Record<ComponentName, string>>> {
   const names = POD_COMPONENTS.filter((c) => c !== 'clustertree');
   const read = (file: string) => readFile(join(imagesDir, file), 'utf8').then((t) => t.trim());
-  const operator = await read('operator.name').catch(() => undefined);
+  const operator = await operatorImage();
   return Object.fromEntries([
     ...(await Promise.all(names.map(async (n) => [n, await read(`${n}.name`)]))),
     ...(operator ? [['clustertree', operator]] : []),

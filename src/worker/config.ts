@@ -85,6 +85,8 @@ export const OperatorEnv = z.object({
     .default('false')
     .transform((v) => v === 'true'),
   KOSMOS_VC_HOSTS_IMAGE: z.string().min(1).optional(),
+  /** The namespace the operator's pods run in (the chart sets it): tenants in pods admit it. */
+  KOSMOS_VC_OPERATOR_NAMESPACE: z.string().min(1).optional(),
   KOSMOS_VC_METRICS_ADDRESS: z
     .string()
     .regex(/^(off|[^\s]*:[0-9]{1,5})$/, 'KOSMOS_VC_METRICS_ADDRESS must be host:port, :port or "off"')

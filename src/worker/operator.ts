@@ -159,6 +159,11 @@ export interface OperatorOptions {
   /** Tenants may ask for spec.podSecurity: privileged (root on their promoted nodes). */
   allowPrivilegedTenants?: boolean;
   /**
+   * The namespace this operator's pods run in (the chart's): tenants' host namespaces admit
+   * connections from it (their isolation policy), for the operator's calls to pods in them.
+   */
+  operatorNamespace?: string;
+  /**
    * An image with `sh` and `sed` on the host nodes: puts the FQDN of a tenant pod with a subdomain
    * in its /etc/hosts, as the tenant names it. Unset: such pods keep the host kubelet's file.
    */
@@ -258,6 +263,7 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       ...(opts.nodeAddress ? { nodeAddress: opts.nodeAddress } : {}),
       ...(opts.podCIDR ? { podCIDR: opts.podCIDR } : {}),
       ...(opts.allowPrivilegedTenants ? { allowPrivilegedTenants: true } : {}),
+      ...(opts.operatorNamespace ? { operatorNamespace: opts.operatorNamespace } : {}),
       ...(opts.hostsImage ? { hostsImage: opts.hostsImage } : {}),
       ...(opts.backupDir ? { backupDir: opts.backupDir } : {}),
       schedules: { client, taskQueue: opts.taskQueue },

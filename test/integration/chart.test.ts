@@ -19,7 +19,7 @@ import { repoRoot, resolveBinaries, type Binaries } from '../../src/runtime/bina
 import { TEMPORAL_OWNER, startTemporalDevServer } from '../../src/runtime/embedded.js';
 import { PortAllocator } from '../../src/runtime/ports.js';
 import { ProcessRuntime } from '../../src/runtime/processRuntime.js';
-import { CONTROL_PLANE_LABEL, ownerLabel } from '../../src/runtime/podWorkload.js';
+import { CONTROL_PLANE_LABEL, operatorImage, ownerLabel } from '../../src/runtime/podWorkload.js';
 import { tenantId } from '../../src/activities/index.js';
 import {
   createNamespace,
@@ -154,6 +154,12 @@ describe('the operator installed by the chart', () => {
     temporalAddress = `${NodeNet.nodeIP}:${relayPort}`;
   }, 120_000);
   afterAll(async () => {
+    // A tenant a failure left behind goes while the chart's operator still runs (its finalizer
+    // would hold the namespace, and its pods the real node, for the tests after this one).
+    if (installed) {
+      await deleteVirtualCluster(namespace, 'incluster').catch(() => undefined);
+      await waitForGone(namespace, 'incluster', 240_000).catch(() => undefined);
+    }
     if (installed)
       await helmRun('uninstall', release, '--namespace', namespace, '--wait').catch(() => undefined);
     await host()
@@ -161,10 +167,10 @@ describe('the operator installed by the chart', () => {
       .catch(() => undefined);
     relay?.close();
     await runtime?.remove(TEMPORAL_OWNER);
-  }, 180_000);
+  }, 420_000);
 
   it('runs as pods on the real node and provisions a tenant', async () => {
-    const image = (await readFile(join(binaries.node!.imagesDir, 'operator.name'), 'utf8')).trim();
+    const image = (await operatorImage())!;
     const [repository, tag] = image.split(':') as [string, string];
     const set = (k: string, v: string) => ['--set-string', `${k}=${v}`];
     await helmRun(

@@ -9,6 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { resolveBinaries } from '../../src/runtime/binaries.js';
+import { operatorImage } from '../../src/runtime/podWorkload.js';
 import { createNamespace, eventually, host } from '../support/harness.js';
 
 const realNode = inject('realNode');
@@ -78,7 +79,7 @@ describe('control-plane images', () => {
   });
 
   it("packs the operator: the kosmos-vc command on Node.js 24, and clusterTree's entry point", async () => {
-    const image = (await readFile(join(imagesDir, 'operator.name'), 'utf8')).trim();
+    const image = (await operatorImage())!;
     expect(image).toMatch(/^localhost\/kosmos-vc\/operator:[0-9a-f]{16}$/);
     const core = host().core;
     // The entry point with arguments alone: the command's help.

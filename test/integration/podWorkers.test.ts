@@ -84,12 +84,16 @@ beforeAll(async () => {
   watcherOnly = await testOperator({ stateDir: await newStateDir(), taskQueue, namespace, worker: false });
 });
 afterAll(async () => {
+  // A tenant a failure left behind is torn down while a worker still runs (its finalizer would
+  // hold the namespace, and its pods the real node, for the tests after this one).
+  await deleteVirtualCluster(namespace, 'shared').catch(() => undefined);
+  await waitForGone(namespace, 'shared', 240_000).catch(() => undefined);
   await watcherOnly?.stop();
   for (const { child } of workers.values()) await stopWorker(child);
   await host()
     .core.deleteNamespace({ name: namespace })
     .catch(() => undefined);
-}, 120_000);
+}, 360_000);
 
 describe('workers with separate state directories', () => {
   it('finish a tenant whose worker was SIGKILLed mid-provisioning, with one pod of each component', async () => {

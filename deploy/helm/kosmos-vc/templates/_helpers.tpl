@@ -1,5 +1,8 @@
 {{- define "kosmos-vc.name" -}}{{ .Release.Name }}{{- end -}}
 
+{{/* Cluster-scoped objects: named after the release's namespace too, so two releases never collide. */}}
+{{- define "kosmos-vc.clusterName" -}}kosmos-vc:{{ .Release.Namespace }}:{{ .Release.Name }}{{- end -}}
+
 {{- define "kosmos-vc.labels" -}}
 app.kubernetes.io/name: kosmos-vc
 app.kubernetes.io/instance: {{ .Release.Name }}
