@@ -2,13 +2,11 @@
  * A worker SIGKILLed in the middle of provisioning: a new worker finishes the job, adopting the
  * components the dead one started, so the tenant ends with exactly one set of processes.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, openSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tenantId } from '../../src/activities/index.js';
-import { repoRoot } from '../../src/runtime/binaries.js';
 import type { Operator } from '../../src/worker/operator.js';
 import { progressQuery, workflowIdFor } from '../../src/workflows/definitions.js';
 import {
@@ -19,6 +17,8 @@ import {
   eventually,
   newStateDir,
   processesMentioning,
+  spawnWorker,
+  stopWorker,
   statusAs,
   testOperator,
   waitForGone,
@@ -31,34 +31,10 @@ let stateDir: string;
 let taskQueue: string;
 const workers: ChildProcess[] = [];
 
-const entry = join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
-
 function startWorker(label: string): ChildProcess {
-  if (!existsSync(entry)) throw new Error(`${entry} is missing: run \`npm run build\` (npm test does)`);
-  const log = openSync(join(stateDir, `worker-${label}.log`), 'a');
-  const child = spawn(process.execPath, [entry, 'worker'], {
-    stdio: ['ignore', log, log],
-    env: {
-      PATH: process.env.PATH,
-      HOME: process.env.HOME,
-      KUBECONFIG: inject('hostKubeconfig'),
-      TEMPORAL_ADDRESS: inject('temporalAddress'),
-      KOSMOS_VC_STATE_DIR: stateDir,
-      KOSMOS_VC_TASK_QUEUE: taskQueue,
-      KOSMOS_VC_ETCD_UNSAFE_NO_FSYNC: 'true',
-      LOG_FORMAT: 'json',
-    },
-  });
+  const child = spawnWorker(stateDir, label, taskQueue, { KOSMOS_VC_ETCD_UNSAFE_NO_FSYNC: 'true' });
   workers.push(child);
   return child;
-}
-
-async function stopWorker(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
-  if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
 }
 
 beforeAll(async () => {

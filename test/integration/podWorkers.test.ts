@@ -5,15 +5,13 @@
  * process on either worker's side.
  */
 import { AppsV1Api } from '@kubernetes/client-node';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, openSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { tenantId } from '../../src/activities/index.js';
 import { hostNamespace } from '../../src/clustertree/naming.js';
 import { NodeNet } from '../../src/node/realNode.js';
-import { repoRoot, resolveBinaries } from '../../src/runtime/binaries.js';
+import { resolveBinaries } from '../../src/runtime/binaries.js';
 import { CONTROL_PLANE_LABEL, ownerLabel } from '../../src/runtime/podWorkload.js';
 import type { Operator } from '../../src/worker/operator.js';
 import { progressQuery, workflowIdFor } from '../../src/workflows/definitions.js';
@@ -27,6 +25,8 @@ import {
   hostKubeConfig,
   newStateDir,
   processesMentioning,
+  spawnWorker,
+  stopWorker,
   statusAs,
   testOperator,
   waitForGone,
@@ -34,7 +34,6 @@ import {
 } from '../support/harness.js';
 
 const realNode = inject('realNode');
-const entry = join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
 let watcherOnly: Operator;
 let namespace: string;
 let taskQueue: string;
@@ -42,39 +41,19 @@ const workers = new Map<string, { child: ChildProcess; stateDir: string }>();
 
 /** A `kosmos-vc worker` of its own state directory, placing control planes as pods on the real node. */
 async function startWorker(label: string): Promise<ChildProcess> {
-  if (!existsSync(entry)) throw new Error(`${entry} is missing: run \`npm run build\` (npm test does)`);
   const stateDir = await newStateDir();
-  const log = openSync(join(stateDir, `worker-${label}.log`), 'a');
   const toolsImage = (await resolveBinaries()).node?.toolsImage;
-  const child = spawn(process.execPath, [entry, 'worker'], {
-    stdio: ['ignore', log, log],
-    env: {
-      PATH: process.env.PATH,
-      HOME: process.env.HOME,
-      KUBECONFIG: inject('hostKubeconfig'),
-      TEMPORAL_ADDRESS: inject('temporalAddress'),
-      KOSMOS_VC_STATE_DIR: stateDir,
-      KOSMOS_VC_TASK_QUEUE: taskQueue,
-      KOSMOS_VC_RUNTIME: 'kubernetes',
-      // Every worker of a queue renders the pods alike (ADR 14).
-      KOSMOS_VC_POD_NODE_SELECTOR: `kubernetes.io/hostname=${realNode}`,
-      KOSMOS_VC_POD_TOLERATE_ALL: 'true',
-      KOSMOS_VC_NODE_ADDRESS: inject('nodeAddress'),
-      KOSMOS_VC_POD_CIDR: NodeNet.clusterCIDR,
-      ...(toolsImage ? { KOSMOS_VC_HOSTS_IMAGE: toolsImage } : {}),
-      LOG_FORMAT: 'json',
-    },
+  const child = spawnWorker(stateDir, label, taskQueue, {
+    KOSMOS_VC_RUNTIME: 'kubernetes',
+    // Every worker of a queue renders the pods alike (ADR 14).
+    KOSMOS_VC_POD_NODE_SELECTOR: `kubernetes.io/hostname=${realNode}`,
+    KOSMOS_VC_POD_TOLERATE_ALL: 'true',
+    KOSMOS_VC_NODE_ADDRESS: inject('nodeAddress'),
+    KOSMOS_VC_POD_CIDR: NodeNet.clusterCIDR,
+    ...(toolsImage ? { KOSMOS_VC_HOSTS_IMAGE: toolsImage } : {}),
   });
   workers.set(label, { child, stateDir });
   return child;
-}
-
-async function stopWorker(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
-  if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
 }
 
 beforeAll(async () => {

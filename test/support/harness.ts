@@ -3,9 +3,9 @@
  * directory, VirtualClusters in a namespace of the file's own, and waits with clear timeouts.
  */
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, openSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -304,4 +304,42 @@ export function tenantCore(kubeconfigFile: string): CoreV1Api {
   const kc = new KubeConfig();
   kc.loadFromFile(kubeconfigFile);
   return kc.makeApiClient(CoreV1Api);
+}
+
+const cliEntry = join(repoRoot(), 'dist', 'src', 'cli', 'main.js');
+
+/**
+ * A `kosmos-vc worker` process against the test host and Temporal, with `stateDir` and `taskQueue`
+ * and more environment; its output goes to `<stateDir>/worker-<label>.log`.
+ */
+export function spawnWorker(
+  stateDir: string,
+  label: string,
+  taskQueue: string,
+  env: Record<string, string> = {},
+): ChildProcess {
+  if (!existsSync(cliEntry)) throw new Error(`${cliEntry} is missing: run \`npm run build\` (npm test does)`);
+  const log = openSync(join(stateDir, `worker-${label}.log`), 'a');
+  return spawn(process.execPath, [cliEntry, 'worker'], {
+    stdio: ['ignore', log, log],
+    env: {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      KUBECONFIG: inject('hostKubeconfig'),
+      TEMPORAL_ADDRESS: inject('temporalAddress'),
+      KOSMOS_VC_STATE_DIR: stateDir,
+      KOSMOS_VC_TASK_QUEUE: taskQueue,
+      LOG_FORMAT: 'json',
+      ...env,
+    },
+  });
+}
+
+/** Stops a worker process: SIGTERM, then SIGKILL after 30 s; nothing when it has exited. */
+export async function stopWorker(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await Promise.race([exited, new Promise((r) => setTimeout(r, 30_000))]);
+  if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
 }
