@@ -12,8 +12,10 @@
 # Without setup's images (no buildah or mmdebstrap on the machine) there is nothing to build on:
 # it says so and exits 0, as setup does (kwok nodes only).
 set -euo pipefail
-SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
-cd "$(dirname "$SELF")/.."
+# A failure inside $(...) fails the assignment too (an unreadable file is an error, not half a hash).
+shopt -s inherit_errexit
+cd "$(dirname "$0")/.."
+SELF=scripts/image.sh
 
 REPOSITORY=localhost/kosmos-vc/operator
 BASE=localhost/kosmos-vc/debian:bookworm
@@ -31,7 +33,8 @@ main() {
   [ -d dist/src ] && [ -f dist/workflow-bundle.js ] || { echo "image: no dist/ (npm run build first)" >&2; exit 1; }
   [ -x "$NODE_BIN" ] || { echo "image: no $NODE_BIN (npm ci installs it)" >&2; exit 1; }
   # What the image holds, hashed: the compiled code, the package and its locked dependencies,
-  # Node.js and this recipe (a file that cannot be read fails the script: no tag of half a hash).
+  # Node.js and this recipe, by paths relative to the checkout (two checkouts of one tree share
+  # an image; a file that cannot be read fails the script: no tag of half a hash).
   local tag sums
   sums="$( (cd dist && find src workflow-bundle.js -type f -print0 | sort -z | xargs -0 sha256sum)
           sha256sum package.json package-lock.json "$SELF"; "$NODE_BIN" --version)"
@@ -42,9 +45,10 @@ main() {
     return 0
   fi
   local tags="$storage/docker/registry/v2/repositories/$REPOSITORY/_manifests/tags"
-  # One build, push and clean-up at a time on this machine (checkouts share the storage).
-  exec 9> "$images/.operator-image.lock"
-  flock 9
+  # One build, push and clean-up at a time on this machine (checkouts share the storage; setup
+  # takes the same lock before it rebuilds the images). Nothing started below inherits the lock.
+  exec 9> "$(dirname "$images")/.images.lock"
+  flock -w 1800 9 || { echo "image: another build held $(dirname "$images")/.images.lock for 30 min" >&2; exit 1; }
   if [ -e "$tags/$tag" ]; then
     touch "$tags/$tag"
     printf '%s\n' "$REPOSITORY:$tag" > dist/operator.name
@@ -57,6 +61,8 @@ main() {
   [ -n "$cache" ] && [ "$cache" != / ] || return 1
   mkdir -p "$cache/build"
   work="$(mktemp -d "$cache/build/operator-image.XXXXXX")"
+  # shellcheck disable=SC2064 # the folder is expanded now
+  trap "rm -rf '$work'" EXIT
   step "$REPOSITORY:$tag <- dist/, the production node_modules, Node.js $("$NODE_BIN" --version)"
   mkdir -p "$work/app/dist" "$work/bin"
   cp -r dist/src dist/workflow-bundle.js "$work/app/dist/"
@@ -71,7 +77,7 @@ main() {
   port="$(comm -23 <(seq 46000 46999) <(ss -Htan | awk '{print $4}' | sed 's/.*://' | sort -u) | shuf -n1)"
   printf 'version: 0.1\nlog: { level: warn }\nstorage: { filesystem: { rootdirectory: %s } }\nhttp: { addr: "127.0.0.1:%s" }\n' \
     "$storage" "$port" > "$work/registry.yaml"
-  "$registry" serve "$work/registry.yaml" > "$work/registry.log" 2>&1 &
+  "$registry" serve "$work/registry.yaml" > "$work/registry.log" 2>&1 9>&- &
   local pid=$!
   # shellcheck disable=SC2064 # the PID and the folder are expanded now
   trap "kill $pid 2>/dev/null; rm -rf '$work'" EXIT
@@ -93,7 +99,7 @@ main() {
   # no tag names any more.
   local t
   for t in $(ls -1t "$tags" | tail -n +$((KEEP + 2))); do rm -rf "${tags:?}/$t"; done
-  "$registry" garbage-collect --delete-untagged "$work/registry.yaml" > "$work/gc.log" 2>&1 \
+  "$registry" garbage-collect --delete-untagged "$work/registry.yaml" > "$work/gc.log" 2>&1 9>&- \
     || { tail -5 "$work/gc.log" >&2; echo "image: the registry's garbage collection failed" >&2; return 1; }
   rm -rf "$work" && trap - EXIT
   printf '%s\n' "$REPOSITORY:$tag" > dist/operator.name

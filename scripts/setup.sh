@@ -320,13 +320,17 @@ build_images() {
     command -v "$tool" >/dev/null || { step "images need $tool (Debian packages): kwok nodes only"; return 1; }
   done
   [ -n "$out" ] && [ -n "$CACHE" ] || return 1
+  # Not while scripts/image.sh pushes the operator's image into this storage (its lock).
+  mkdir -p "$(dirname "$out")"
+  exec 8> "$(dirname "$out")/.images.lock"
+  flock -w 1800 8 || { step "images: another build held $(dirname "$out")/.images.lock for 30 min"; return 1; }
   rm -rf "$work" "$out" && mkdir -p "$work/rootfs" "$out/registry" "$out/bin"
   # A registry on a free loopback port for the pushes, stopped by its PID however this ends.
   local port
   port="$(comm -23 <(seq 45000 45999) <(ss -Htan | awk '{print $4}' | sed 's/.*://' | sort -u) | shuf -n1)"
   printf 'version: 0.1\nlog: { level: warn }\nstorage: { filesystem: { rootdirectory: %s } }\nhttp: { addr: "127.0.0.1:%s" }\n' \
     "$out/registry" "$port" > "$work/registry.yaml"
-  "$(dir_of registry)/bin/registry" serve "$work/registry.yaml" > "$work/registry.log" 2>&1 &
+  "$(dir_of registry)/bin/registry" serve "$work/registry.yaml" > "$work/registry.log" 2>&1 8>&- &
   local registry=$!
   # shellcheck disable=SC2064 # the PID is expanded now: the trap runs after this function's locals are gone
   trap "kill $registry 2>/dev/null" EXIT
@@ -438,6 +442,7 @@ build_images() {
   # Stopped here rather than by the trap: a subshell's EXIT trap that reaps a child sets its status.
   kill "$registry" && { wait "$registry" || true; } && trap - EXIT
   rm -rf "$work"
+  exec 8>&-
 }
 
 # Everything runs inside main, read whole before it starts: editing this file while a build runs

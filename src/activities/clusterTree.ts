@@ -246,6 +246,11 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       ...hostRbac(ref, ns, podSecurity, !pods),
       isolationPolicy(ref, deps.network?.nodeAddress, pods ? deps.operatorNamespace : undefined),
     ]);
+    // Apply does not prune: a tenant whose clusterTree was a process before keeps that token.
+    if (pods)
+      await hostCore
+        .deleteNamespacedSecret({ name: `${HOST_SA}-token`, namespace: ns })
+        .catch(ignoreStatus(404));
     return {
       tenant: ref,
       hostNamespace: ns,
@@ -424,9 +429,12 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       };
     if (CONTROL_PLANE_LABELS.some((l) => node.metadata?.labels?.[l] !== undefined))
       return { node: name, reason: 'ControlPlaneNode', message: `host node ${name} is a control-plane node` };
+    // The tenant's own pods do not count: its control plane in pods (ADR 14) may run on the
+    // node it is promoted, as a process control plane runs beside it on the machine.
+    const own = hostNamespace(ref);
     const busy = (
       await hostCore.listPodForAllNamespaces({ fieldSelector: `spec.nodeName=${name}` })
-    ).items.filter((p) => !isDaemonOrMirror(p) && !finished(p));
+    ).items.filter((p) => !isDaemonOrMirror(p) && !finished(p) && p.metadata?.namespace !== own);
     if (busy.length > 0)
       return {
         node: name,

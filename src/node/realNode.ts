@@ -177,6 +177,13 @@ export async function takeLock(dir: string): Promise<string | undefined> {
   }
 }
 
+/** The directory of another live host's real node on this machine, if one holds the lock. */
+export async function realNodeHeldElsewhere(dir: string): Promise<string | undefined> {
+  const held = await readLock();
+  if (held === 'unreadable') return 'a holder whose lock file cannot be read';
+  return held && alive(held) && held.dir !== dir ? held.dir : undefined;
+}
+
 async function releaseLock(dir: string): Promise<void> {
   const held = await readLock();
   if (held && held !== 'unreadable' && held.dir === dir) await rm(LOCK, { force: true });

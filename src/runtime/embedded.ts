@@ -9,7 +9,13 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errorText, reuseConnections } from '../api/kubeClient.js';
 import { KWOK_NODE_ANNOTATION } from '../clustertree/naming.js';
-import { realNodeUnavailable, startRealNode, NodeNet, type RealNode } from '../node/realNode.js';
+import {
+  realNodeHeldElsewhere,
+  realNodeUnavailable,
+  startRealNode,
+  NodeNet,
+  type RealNode,
+} from '../node/realNode.js';
 import { loadPair, PkiFile, writeControlPlanePki } from '../pki/controlPlanePki.js';
 import { searchAttributes } from '../workflows/definitions.js';
 import type { Logger } from '../worker/logger.js';
@@ -70,8 +76,12 @@ export async function startEmbeddedHost(opts: EmbeddedHostOptions): Promise<Embe
     5,
   )) as [number, number, number, number, number];
   // Where a real node can run (its guard then keeps the API server's port to loopback and the
-  // bridge), host pods reach the API server on the node's address; elsewhere it stays on loopback.
-  const nodeLikely = (opts.realNode ?? true) && !(await realNodeUnavailable(opts.binaries.node));
+  // bridge), host pods reach the API server on the node's address; elsewhere, and where another
+  // host on this machine has the node (its guard does not cover this host), it stays on loopback.
+  const nodeLikely =
+    (opts.realNode ?? true) &&
+    !(await realNodeUnavailable(opts.binaries.node)) &&
+    !(await realNodeHeldElsewhere(join(opts.dir, 'node')));
   const layout: ControlPlaneLayout = {
     id: HOST_ID,
     dir: opts.dir,

@@ -387,11 +387,17 @@ describe('VirtualCluster lifecycle', () => {
     const vc = await createVirtualCluster(namespace, 'forced');
     await waitForPhase(namespace, 'forced', 'Ready');
     const allocation = await allocationOf('forced');
-    await host().setFinalizers(
-      { namespace, name: 'forced', uid: vc.metadata.uid },
-      [],
-      (await host().getVirtualCluster({ namespace, name: 'forced' }))!.metadata.resourceVersion!,
-    );
+    // The operator may still write the object after Ready (a status update): a conflict means
+    // read it again, as kubectl would.
+    await eventually('the finalizer removed', async () => {
+      const current = (await host().getVirtualCluster({ namespace, name: 'forced' }))!;
+      await host().setFinalizers(
+        { namespace, name: 'forced', uid: vc.metadata.uid },
+        [],
+        current.metadata.resourceVersion!,
+      );
+      return true;
+    });
     await deleteVirtualCluster(namespace, 'forced');
     await waitForGone(namespace, 'forced');
     // Processes stop first, then release removes the directory: wait for the end of teardown.

@@ -5,7 +5,7 @@
  * tenant's own API, tenant DNS, and the node's own restarts. All with the tenant's kubeconfig and
  * real kubectl, as a user would.
  */
-import { DiscoveryV1Api, type V1Pod } from '@kubernetes/client-node';
+import { DiscoveryV1Api } from '@kubernetes/client-node';
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -13,7 +13,6 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { VirtualCluster } from '../../src/api/virtualCluster.js';
 import { hostName, hostNamespace } from '../../src/clustertree/naming.js';
-import { routeOf } from '../../src/node/network.js';
 import { resolveBinaries } from '../../src/runtime/binaries.js';
 import type { Operator } from '../../src/worker/operator.js';
 import {
@@ -29,6 +28,14 @@ import {
   tenantKubeconfig,
   testOperator,
 } from '../support/harness.js';
+import {
+  fetchFromClient as fetchFrom,
+  runClientAndWeb,
+  runningPod as podRunning,
+  serviceCarriesTraffic,
+  testImages,
+  type TestImages,
+} from '../support/workloads.js';
 
 const realNode = inject('realNode');
 const nodeAddress = inject('nodeAddress');
@@ -38,15 +45,13 @@ let namespace: string;
 let stateDir: string;
 let kubeconfig: string;
 let vc: VirtualCluster;
-let images: { agnhost: string; busybox: string; kubectl: string };
+let images: TestImages;
 
 beforeAll(async () => {
   // A machine that should have a real node but has none fails here, with the reason in the log.
   if (!realNode)
     throw new Error('no real node on this machine (see the global setup log): cannot test workloads');
-  const b = await resolveBinaries();
-  const name = async (key: string) => (await readFile(join(b.node!.imagesDir, `${key}.name`), 'utf8')).trim();
-  images = { agnhost: await name('agnhost'), busybox: await name('busybox'), kubectl: await name('kubectl') };
+  images = await testImages();
   stateDir = await newStateDir();
   namespace = await createNamespace('workloads');
   operator = await testOperator({ stateDir, taskQueue: `workloads-${randomUUID()}`, namespace });
@@ -81,56 +86,12 @@ afterAll(async () => {
 
 const k = (...args: string[]) => kubectl(kubeconfig, ...args);
 
-async function runningPod(name: string, ns = 'default'): Promise<V1Pod> {
-  return eventually(
-    `pod ${name} Running`,
-    async () => {
-      const p = await tenantCore(kubeconfig).readNamespacedPod({ name, namespace: ns });
-      if (p.status?.phase === 'Failed') throw new Error(`${name} failed: ${p.status.message}`);
-      return p.status?.phase === 'Running' && p.status.containerStatuses?.every((c) => c.ready)
-        ? p
-        : undefined;
-    },
-    120_000,
-  );
-}
-
-/**
- * What `wget -qO-` from the tenant pod `client` gets, or the error it prints. (Debian's static
- * busybox crashes on wget's own -T: the time limit is `timeout`'s.)
- */
-async function fetchFromClient(url: string): Promise<string> {
-  try {
-    return (await k('exec', 'client', '--', 'timeout', '5', 'wget', '-qO-', url)).trim();
-  } catch (e) {
-    return `error: ${(e as { stderr?: string }).stderr ?? String(e)}`;
-  }
-}
+const runningPod = (name: string, ns = 'default') => podRunning(kubeconfig, name, ns);
+const fetchFromClient = (url: string) => fetchFrom(kubeconfig, url);
 
 describe('workloads on the real node', () => {
   it('runs real containers: a client pod and a Deployment of HTTP servers', async () => {
-    await k(
-      'run',
-      'client',
-      `--image=${images.busybox}`,
-      '--restart=Never',
-      '--command',
-      '--',
-      'sleep',
-      '3600',
-    );
-    await k(
-      'create',
-      'deployment',
-      'web',
-      `--image=${images.agnhost}`,
-      '--replicas=2',
-      '--',
-      '/agnhost',
-      'serve-hostname',
-      '--port=80',
-    );
-    const client = await runningPod('client');
+    const client = await runClientAndWeb(kubeconfig, images);
     // Its events, as in any cluster: placed by the tenant scheduler, started by the kubelet of the
     // node (the host kubelet's events, about the tenant pod, on the tenant's node).
     const events = await eventually('the scheduler and kubelet events of the client pod', async () => {
@@ -150,61 +111,10 @@ describe('workloads on the real node', () => {
     expect(await k('describe', 'pod', 'client')).toMatch(
       /Started\s+\S+\s+kubelet\s+spec\.containers\{client\}: \S/,
     );
-    await eventually('2 web pods Running', async () => {
-      const pods = (
-        await tenantCore(kubeconfig).listNamespacedPod({ namespace: 'default', labelSelector: 'app=web' })
-      ).items;
-      return pods.filter((p) => p.status?.phase === 'Running').length === 2 || undefined;
-    });
   });
 
   it('E2E 2: a Service answers by short name, FQDN and ClusterIP; scaling and deletion show', async () => {
-    await k('expose', 'deployment', 'web', '--port=80');
-    // The tenant's ClusterIP is its host Service's, and the machine routes it locally.
-    const ip = await eventually('web to take its host ClusterIP', async () => {
-      const s = await tenantCore(kubeconfig).readNamespacedService({ name: 'web', namespace: 'default' });
-      const h = (await host().core.listNamespacedService({ namespace: hostNamespace(refOf(vc)) })).items.find(
-        (x) =>
-          x.metadata?.annotations?.['kosmos.io/name'] === 'web' || x.metadata?.name?.startsWith('web-x-'),
-      );
-      return h && s.spec?.clusterIP === h.spec?.clusterIP ? s.spec!.clusterIP! : undefined;
-    });
-    expect(await routeOf(ip)).toContain('dev kvc0');
-    const pods = async () =>
-      (
-        await tenantCore(kubeconfig).listNamespacedPod({ namespace: 'default', labelSelector: 'app=web' })
-      ).items
-        .filter((p) => p.status?.phase === 'Running' && !p.metadata?.deletionTimestamp)
-        .map((p) => p.metadata!.name!);
-    for (const url of ['http://web', 'http://web.default.svc.cluster.local', `http://${ip}`]) {
-      const reply = await eventually(`${url} to answer`, async () => {
-        const r = await fetchFromClient(url);
-        return r.startsWith('error') ? undefined : r;
-      });
-      expect(await pods()).toContain(reply);
-    }
-    await k('scale', 'deployment', 'web', '--replicas=3');
-    await eventually('the third pod to answer', async () => {
-      const names = await pods();
-      if (names.length !== 3) return undefined;
-      const seen = new Set<string>();
-      for (let i = 0; i < 30 && seen.size < 3; i++) seen.add(await fetchFromClient('http://web'));
-      return [...seen].every((s) => names.includes(s)) && seen.size === 3;
-    });
-    await k('scale', 'deployment', 'web', '--replicas=1');
-    const only = await eventually('one pod left', async () => {
-      const names = await pods();
-      return names.length === 1 ? names[0] : undefined;
-    });
-    await eventually('only the remaining pod to answer', async () => {
-      for (let i = 0; i < 6; i++) if ((await fetchFromClient('http://web')) !== only) return undefined;
-      return true;
-    });
-    await k('delete', 'service', 'web');
-    await eventually('the deleted Service to stop answering', async () => {
-      const [byName, byIP] = [await fetchFromClient('http://web'), await fetchFromClient(`http://${ip}`)];
-      return byName.startsWith('error') && byIP.startsWith('error');
-    });
+    await serviceCarriesTraffic(kubeconfig, hostNamespace(refOf(vc)));
   });
 
   it('a NodePort Service answers on the node address from the machine', async () => {
