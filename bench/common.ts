@@ -1,7 +1,7 @@
 /** Helpers the benchmarks share: percentiles, timed pod runs, VirtualClusters, process samples. */
 import { CoreV1Api, KubeConfig, ListWatch, Watch, type V1Pod, type V1PodSpec } from '@kubernetes/client-node';
 import type { Client } from '@temporalio/client';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
 import { tenantId } from '../src/activities/index.js';
@@ -25,6 +25,7 @@ import {
 import { API_VERSION, GROUP, KIND, PLURAL, VERSION, type VirtualCluster } from '../src/api/virtualCluster.js';
 import type { HostCluster } from '../src/activities/hostCluster.js';
 import { forEachLimited } from '../src/clustertree/queue.js';
+import { CONTROL_PLANE_LABEL, ownerLabel } from '../src/runtime/podWorkload.js';
 import { parseArgs } from 'node:util';
 
 export const say = (s: string): void => void process.stderr.write(s + '\n');
@@ -146,19 +147,24 @@ export async function createVC(
   host: HostCluster,
   name: string,
   spec: Record<string, unknown>,
+  namespace = 'default',
 ): Promise<void> {
   await host.custom.createNamespacedCustomObject({
     group: GROUP,
     version: VERSION,
     plural: PLURAL,
-    namespace: 'default',
-    body: { apiVersion: API_VERSION, kind: KIND, metadata: { name, namespace: 'default' }, spec },
+    namespace,
+    body: { apiVersion: API_VERSION, kind: KIND, metadata: { name, namespace }, spec },
   });
 }
 
-export async function readyVC(host: HostCluster, name: string): Promise<VirtualCluster> {
+export async function readyVC(
+  host: HostCluster,
+  name: string,
+  namespace = 'default',
+): Promise<VirtualCluster> {
   return waitFor(`${name} Ready`, async () => {
-    const vc = await host.getVirtualCluster({ namespace: 'default', name });
+    const vc = await host.getVirtualCluster({ namespace, name });
     if (vc?.status?.phase === 'Failed') throw new Error(`${name} failed: ${vc.status.message}`);
     return vc?.status?.phase === 'Ready' ? vc : undefined;
   });
@@ -255,16 +261,16 @@ export async function createKwokNodes(core: CoreV1Api, names: string[], pods = 2
   await forEachLimited(names, 32, (name) => core.createNode({ body: kwokNode(name, { capacity }) }));
 }
 
-export async function deleteVC(host: HostCluster, name: string): Promise<void> {
+export async function deleteVC(host: HostCluster, name: string, namespace = 'default'): Promise<void> {
   await host.custom.deleteNamespacedCustomObject({
     group: GROUP,
     version: VERSION,
     plural: PLURAL,
-    namespace: 'default',
+    namespace,
     name,
   });
   await waitFor(`${name} gone`, async () =>
-    (await host.getVirtualCluster({ namespace: 'default', name })) ? undefined : true,
+    (await host.getVirtualCluster({ namespace, name })) ? undefined : true,
   );
 }
 
@@ -356,4 +362,51 @@ export async function directControlPlane(
       }
     },
   };
+}
+
+/** The processes of a pod, from its memory cgroup (cgroup v1, the kubelet's cgroupfs driver). */
+async function podPids(uid: string): Promise<number[]> {
+  const find = async (dir: string, depth: number): Promise<string | undefined> => {
+    for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+      if (!e.isDirectory()) continue;
+      if (e.name === `pod${uid}`) return join(dir, e.name);
+      if (depth > 0) {
+        const found = await find(join(dir, e.name), depth - 1);
+        if (found) return found;
+      }
+    }
+    return undefined;
+  };
+  const pod = await find('/sys/fs/cgroup/memory/kubepods', 2);
+  if (!pod) return [];
+  const pids: number[] = [];
+  for (const e of await readdir(pod, { withFileTypes: true }))
+    if (e.isDirectory())
+      for (const line of (await readFile(join(pod, e.name, 'cgroup.procs'), 'utf8').catch(() => '')).split(
+        '\n',
+      ))
+        if (line) pids.push(Number(line));
+  return pids;
+}
+
+/** Memory of the processes of an owner's control-plane pods (pause left out), summed and by component (MiB). */
+export async function podMemory(core: CoreV1Api, namespace: string, owner: string): Promise<ProcessMemory> {
+  const out: ProcessMemory = { rss: 0, pss: 0, components: {}, pssByComponent: {} };
+  const pods = await core.listNamespacedPod({
+    namespace,
+    labelSelector: `${CONTROL_PLANE_LABEL}=${ownerLabel(owner)}`,
+  });
+  for (const pod of pods.items) {
+    const name = pod.metadata?.labels?.['app.kubernetes.io/name'] ?? pod.metadata!.name!;
+    for (const pid of await podPids(pod.metadata!.uid!)) {
+      const comm = (await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')).trim();
+      if (comm === 'pause') continue;
+      const m = await memoryMiB(pid).catch(() => ({ rss: 0, pss: 0 }));
+      out.rss += m.rss;
+      out.pss += m.pss;
+      out.components[name] = (out.components[name] ?? 0) + m.rss;
+      out.pssByComponent[name] = (out.pssByComponent[name] ?? 0) + m.pss;
+    }
+  }
+  return out;
 }

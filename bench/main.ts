@@ -20,6 +20,7 @@ import { operatorScale } from './operator.js';
 import type { Scenario } from './scenario.js';
 import { smoke } from './smoke.js';
 import { speed } from './speed.js';
+import { tenants } from './tenants.js';
 
 export const SCENARIOS: Record<string, Scenario> = {
   speed,
@@ -29,6 +30,7 @@ export const SCENARIOS: Record<string, Scenario> = {
   nodes,
   operator: operatorScale,
   runtimes,
+  tenants,
   smoke,
 };
 

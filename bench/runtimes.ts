@@ -7,7 +7,6 @@
  * container left out). A round of pods before the first counted one pulls the images.
  */
 import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
-import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { reuseConnections } from '../src/api/kubeClient.js';
@@ -23,21 +22,15 @@ import {
   schedulerSpec,
 } from '../src/runtime/controlPlane.js';
 import { KubernetesRuntime } from '../src/runtime/kubernetesRuntime.js';
-import {
-  CONTROL_PLANE_LABEL,
-  controlPlaneImages,
-  FILE_SOURCES,
-  ownerLabel,
-  storeFiles,
-} from '../src/runtime/podWorkload.js';
+import { controlPlaneImages, FILE_SOURCES, storeFiles } from '../src/runtime/podWorkload.js';
 import { ProcessRuntime } from '../src/runtime/processRuntime.js';
 import type { LocalEnvironment } from '../src/worker/localEnvironment.js';
 import { createLogger } from '../src/worker/logger.js';
 import {
   directControlPlane,
-  memoryMiB,
   memoryOfRuntime,
   percentile,
+  podMemory,
   say,
   type ProcessMemory,
 } from './common.js';
@@ -97,52 +90,6 @@ async function podControlPlane(env: LocalEnvironment, runtime: KubernetesRuntime
       await core.deleteNamespace({ name: namespace });
     },
   };
-}
-
-/** The processes of a pod, from its memory cgroup (cgroup v1, the kubelet's cgroupfs driver). */
-async function podPids(uid: string): Promise<number[]> {
-  const find = async (dir: string, depth: number): Promise<string | undefined> => {
-    for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
-      if (!e.isDirectory()) continue;
-      if (e.name === `pod${uid}`) return join(dir, e.name);
-      if (depth > 0) {
-        const found = await find(join(dir, e.name), depth - 1);
-        if (found) return found;
-      }
-    }
-    return undefined;
-  };
-  const pod = await find('/sys/fs/cgroup/memory/kubepods', 2);
-  if (!pod) return [];
-  const pids: number[] = [];
-  for (const e of await readdir(pod, { withFileTypes: true }))
-    if (e.isDirectory())
-      for (const line of (await readFile(join(pod, e.name, 'cgroup.procs'), 'utf8').catch(() => '')).split(
-        '\n',
-      ))
-        if (line) pids.push(Number(line));
-  return pids;
-}
-
-async function podMemory(core: CoreV1Api, namespace: string, owner: string): Promise<ProcessMemory> {
-  const out: ProcessMemory = { rss: 0, pss: 0, components: {}, pssByComponent: {} };
-  const pods = await core.listNamespacedPod({
-    namespace,
-    labelSelector: `${CONTROL_PLANE_LABEL}=${ownerLabel(owner)}`,
-  });
-  for (const pod of pods.items) {
-    const name = pod.metadata?.labels?.['app.kubernetes.io/name'] ?? pod.metadata!.name!;
-    for (const pid of await podPids(pod.metadata!.uid!)) {
-      const comm = (await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')).trim();
-      if (comm === 'pause') continue;
-      const m = await memoryMiB(pid).catch(() => ({ rss: 0, pss: 0 }));
-      out.rss += m.rss;
-      out.pss += m.pss;
-      out.components[name] = (out.components[name] ?? 0) + m.rss;
-      out.pssByComponent[name] = (out.pssByComponent[name] ?? 0) + m.pss;
-    }
-  }
-  return out;
 }
 
 export const runtimes: Scenario = {

@@ -34,6 +34,7 @@ import {
   Promotion,
   RESOURCES_PRIORITY_CLASS,
   hostNamespace,
+  promotionTaint,
   tenantHash,
 } from '../clustertree/naming.js';
 import { PkiFile, certPath, ensureCurrentFiles, keyPath, loadPair } from '../pki/controlPlanePki.js';
@@ -299,6 +300,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
     return {
       owner: deps.tenantId(input.ref),
       name: 'clustertree',
+      tolerates: promotionTaint(input.ref),
       command: '/usr/local/bin/node',
       args: ['/app/dist/src/clustertree/main.js', `--config=${dir}/config.json`],
       // clusterTree reads its files once: a change to them is a change of the pod (it rolls).
@@ -441,7 +443,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
         reason: 'NodeHasWorkloads',
         message: `host node ${name} runs ${busy.length} host pod(s) that are not DaemonSet pods (e.g. ${busy[0]!.metadata!.namespace}/${busy[0]!.metadata!.name}); move them first`,
       };
-    const taint: V1Taint = { key: Promotion.taint, value: tenantHash(ref), effect: 'NoSchedule' };
+    const taint: V1Taint = { ...promotionTaint(ref), effect: 'NoSchedule' };
     await hostCore.patchNode(
       {
         name,

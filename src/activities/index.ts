@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as pause } from 'node:timers/promises';
-import type { VirtualClusterRef } from '../api/virtualCluster.js';
+import type { ApiServerExpose, VirtualClusterRef } from '../api/virtualCluster.js';
 import {
   CARotationInProgressError,
   PkiMissingError,
@@ -50,7 +50,7 @@ import { PortAllocator, PortsExhaustedError } from '../runtime/ports.js';
 import { ComponentExitedError, type ComponentSpec, type ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
 import { errorText, ignoreStatus } from '../api/kubeClient.js';
-import { hostNamespace } from '../clustertree/naming.js';
+import { hostNamespace, promotionTaint } from '../clustertree/naming.js';
 import type { Client } from '@temporalio/client';
 import { createBackupActivities } from './backup.js';
 import { awaitFirstConnection, lastAuditedRequest, releaseHeldConnections, stopListening } from './idle.js';
@@ -61,6 +61,8 @@ import {
   createTenantNetwork,
   dnsPortOwner,
   ensureApiService,
+  exposedAddress,
+  exposedURL,
   TENANT_API_PORT,
   TENANT_API_SERVICE,
 } from './tenantNetwork.js';
@@ -103,6 +105,13 @@ export interface ActivityDeps {
   allowPrivilegedTenants?: boolean;
   /** The namespace of the operator's pods, which tenants' host namespaces admit (in a cluster). */
   operatorNamespace?: string;
+  /**
+   * The exposures of a tenant's API server outside the host (`spec.apiServer.expose`) beside
+   * ClusterIP that this operator makes (KOSMOS_VC_EXPOSE_TYPES; default: NodePort and
+   * LoadBalancer): a host admin who lets others write VirtualClusters may keep node ports and
+   * load balancers to themselves.
+   */
+  exposeTypes?: readonly ('NodePort' | 'LoadBalancer')[];
   /** An image with `sh` and `sed` on the host nodes: puts a pod's tenant FQDN in /etc/hosts. */
   hostsImage?: string;
   /** Where backups are written and restored from (default <stateDir>/backups). */
@@ -234,6 +243,8 @@ export function createActivities(deps: ActivityDeps) {
       namespace: hostNamespace(ref),
       serviceCIDR: a.serviceCIDR,
       apiService: TENANT_API_SERVICE,
+      // The tenant's `kubernetes` endpoint: its API server's Service (the allocation's address).
+      address: a.address,
       probePki: pkiDir(l),
       ...(deps.etcdUnsafeNoFsync ? { etcdUnsafeNoFsync: true } : {}),
     });
@@ -267,7 +278,8 @@ export function createActivities(deps: ActivityDeps) {
     l: ControlPlaneLayout,
   ): Promise<{ pid: number | undefined }> {
     const { p, programs } = await placed(input.ref, input.allocation, l);
-    const spec = build(p, programs);
+    const built = build(p, programs);
+    const spec = p.pod ? { ...built, tolerates: promotionTaint(input.ref) } : built;
     // For the components that read them (unchanged ones are not written again).
     if (spec.files?.some((f) => f.source === 'kubeconfigs')) await storeKubeconfigs(input.ref, l, p);
     return startComponent(input, spec);
@@ -390,6 +402,7 @@ export function createActivities(deps: ActivityDeps) {
         ? await network.apiService(input.ref, input.allocation.ports.apiserver)
         : undefined;
     const sans = pods ? podSANs(hostNamespace(input.ref), TENANT_API_SERVICE) : undefined;
+    const exposed = await exposureAddress(input.ref, pods);
     const validity = input.spec.certificates?.validity;
     return {
       clusterName: input.allocation.id,
@@ -400,6 +413,9 @@ export function createActivities(deps: ActivityDeps) {
         ...(podAddress ? [podAddress] : []),
         ...(deps.nodeAddress ? [deps.nodeAddress] : []),
         ...(sans?.apiserver ?? []),
+        ...(exposed && !input.spec.certSANs?.includes(exposed) && exposed !== deps.nodeAddress
+          ? [exposed]
+          : []),
       ],
       ...(sans ? { etcdSANs: sans.etcd, clusterTreeSANs: sans.clusterTree } : {}),
       // Absent, not the default's value: the request's hash of an existing tenant stays the same.
@@ -407,9 +423,42 @@ export function createActivities(deps: ActivityDeps) {
     };
   }
 
+  /** The VirtualCluster's `spec.apiServer.expose` (immutable: read from the object). */
+  async function exposureOf(ref: VirtualClusterRef): Promise<ApiServerExpose | undefined> {
+    const expose = (await deps.host.getVirtualCluster(ref))?.spec.apiServer?.expose;
+    return expose?.type === 'ClusterIP' ? undefined : expose;
+  }
+
+  /** Refuses an exposure this operator does not make (before anything of the tenant is made). */
+  async function allowExposure(ref: VirtualClusterRef): Promise<void> {
+    const expose = await exposureOf(ref);
+    const allowed = deps.exposeTypes ?? ['NodePort', 'LoadBalancer'];
+    if (expose && !allowed.includes(expose.type as 'NodePort' | 'LoadBalancer'))
+      throw ApplicationFailure.nonRetryable(
+        `spec.apiServer.expose ${expose.type} is not allowed by this operator (KOSMOS_VC_EXPOSE_TYPES=${allowed.join(',')})`,
+        FailureType.InvalidSpec,
+      );
+  }
+
+  /** The address an exposed API server is reached at from outside (a SAN); refused where it cannot be. */
+  async function exposureAddress(ref: VirtualClusterRef, pods: boolean): Promise<string | undefined> {
+    const expose = await exposureOf(ref);
+    if (!expose) return undefined;
+    if (!pods && !network)
+      throw ApplicationFailure.nonRetryable(
+        `spec.apiServer.expose ${expose.type} needs the API server's host Service, which this operator makes only with a node address (KOSMOS_VC_NODE_ADDRESS)`,
+        FailureType.InvalidSpec,
+      );
+    return exposedAddress(expose, deps.nodeAddress);
+  }
+
   async function publish(input: StepInput): Promise<{ secretName: string; endpoint: string }> {
     const l = await tenantFiles(input.ref, input.allocation);
-    const kubeconfig = await adminKubeconfig(l, input.ref.name);
+    // Exposed, the kubeconfig names the address clients outside reach (its certificate does too).
+    const server =
+      (await exposedURL(deps.host, input.ref, await exposureOf(input.ref), deps.nodeAddress)) ??
+      apiserverURL(l);
+    const kubeconfig = await adminKubeconfig(l, input.ref.name, server);
     const secretName = kubeconfigSecretName(input.ref);
     await deps.host.applySecret(
       input.ref,
@@ -421,7 +470,7 @@ export function createActivities(deps: ActivityDeps) {
       },
     );
     await deps.host.patchSpecKubeconfig(input.ref, Buffer.from(kubeconfig).toString('base64'));
-    return { secretName, endpoint: apiserverURL(l) };
+    return { secretName, endpoint: server };
   }
 
   const backups = createBackupActivities({
@@ -451,6 +500,8 @@ export function createActivities(deps: ActivityDeps) {
         () => undefined,
       );
       if (existing) return existing;
+      // A new tenant only: one made before the operator's setting changed keeps what it has.
+      await allowExposure(input.ref);
       if (deps.controlPlaneRuntime === 'kubernetes') {
         // Pods have their own addresses: no port of this machine. The tenant's address is its API
         // server's Service, made now (its host namespace with it): the ClusterIP is in every

@@ -21,9 +21,9 @@ import {
 } from '@kubernetes/client-node';
 import { ApplicationFailure } from '@temporalio/activity';
 import { join } from 'node:path';
-import { ignoreStatus } from '../api/kubeClient.js';
-import type { VirtualClusterRef } from '../api/virtualCluster.js';
-import { OriginLabel, hostNamespace, tenantHash } from '../clustertree/naming.js';
+import { apiMessage, ignoreStatus, merge, statusCode } from '../api/kubeClient.js';
+import type { ApiServerExpose, VirtualClusterRef } from '../api/virtualCluster.js';
+import { OriginLabel, hostNamespace, promotionTaint, tenantHash } from '../clustertree/naming.js';
 import { OPERATOR, OPERATOR_LABEL } from '../clustertree/translate.js';
 import { PkiFile, loadPair } from '../pki/controlPlanePki.js';
 import {
@@ -34,8 +34,16 @@ import {
   podDns,
   startClusterDns,
 } from '../runtime/dns.js';
-import { FILE_SOURCES, selectorOf, selectorText, storeFiles } from '../runtime/podWorkload.js';
 import {
+  COMPONENT_LABEL,
+  CONTROL_PLANE_LABEL,
+  FILE_SOURCES,
+  selectorOf,
+  selectorText,
+  storeFiles,
+} from '../runtime/podWorkload.js';
+import {
+  POD_PORTS,
   apiserverURL,
   operatorKubeconfig,
   pkiDir,
@@ -178,11 +186,41 @@ export function isolationPolicy(
   };
 }
 
+export const EXPOSURE_POLICY = 'kosmos-vc-apiserver-exposed';
+
+/**
+ * Beside the isolation policy, for a tenant in pods whose API server is exposed (NodePort,
+ * LoadBalancer): its API server's pods, and only they, accept connections from anywhere on their
+ * port. (The control-plane label is the operator's: clusterTree strips `kosmos.io/` labels from
+ * tenant pods.)
+ */
+export function exposurePolicy(ref: VirtualClusterRef): V1NetworkPolicy {
+  return {
+    apiVersion: 'networking.k8s.io/v1',
+    kind: 'NetworkPolicy',
+    metadata: {
+      name: EXPOSURE_POLICY,
+      namespace: hostNamespace(ref),
+      labels: { [OriginLabel.managedBy]: 'kosmos-vc', [OriginLabel.tenant]: tenantHash(ref) },
+    },
+    spec: {
+      podSelector: {
+        matchLabels: { [COMPONENT_LABEL]: 'kube-apiserver' },
+        matchExpressions: [{ key: CONTROL_PLANE_LABEL, operator: 'Exists' }],
+      },
+      policyTypes: ['Ingress'],
+      ingress: [{ ports: [{ protocol: 'TCP', port: POD_PORTS.apiserver }] }],
+    },
+  };
+}
+
 /**
  * The tenant API server's host Service (`kosmos-apiserver`, in its host namespace, made with the
  * namespace where missing); returns its ClusterIP. With `endpoint`, the process runtime's API
  * server at that address and port is its endpoint (an EndpointSlice kept here); without, the
- * kubernetes runtime gives it a selector of the API server's pods.
+ * kubernetes runtime gives it a selector of the API server's pods. Its type, node port and
+ * annotations are the VirtualCluster's `spec.apiServer.expose` (a node port taken or refused
+ * fails the tenant with the host's reason).
  */
 export async function ensureApiService(
   host: HostCluster,
@@ -205,16 +243,56 @@ export async function ensureApiService(
   }
   await applyHostNamespace(host, ref, allowPrivilegedTenants);
   const labels = { [OriginLabel.managedBy]: 'kosmos-vc' };
+  const expose = (await host.getVirtualCluster(ref))?.spec.apiServer?.expose;
+  const type = expose?.type ?? 'ClusterIP';
+  const port = {
+    name: 'https',
+    protocol: 'TCP',
+    port: TENANT_API_PORT,
+    ...(expose?.nodePort ? { nodePort: expose.nodePort } : {}),
+  };
+  const refused = (e: unknown): never => {
+    if (statusCode(e) === 422)
+      throw ApplicationFailure.nonRetryable(
+        `the host refused the API server's ${type} Service: ${apiMessage(e)}`,
+        FailureType.InvalidSpec,
+      );
+    throw e;
+  };
   let svc = await host.core
     .readNamespacedService({ name: TENANT_API_SERVICE, namespace: ns })
     .catch(ignoreStatus(404));
-  svc ??= await host.core.createNamespacedService({
-    namespace: ns,
-    body: {
-      metadata: { name: TENANT_API_SERVICE, namespace: ns, labels },
-      spec: { ports: [{ name: 'https', protocol: 'TCP', port: TENANT_API_PORT }] },
-    },
-  });
+  svc ??= await host.core
+    .createNamespacedService({
+      namespace: ns,
+      body: {
+        metadata: {
+          name: TENANT_API_SERVICE,
+          namespace: ns,
+          labels,
+          ...(expose?.annotations ? { annotations: expose.annotations } : {}),
+        },
+        spec: { type, ports: [port] },
+      },
+    })
+    .catch(refused);
+  // One made before the tenant was exposed (by a version without it) takes the type now; its
+  // other ports (the runtime's) stay, a ClusterIP keeps no node port.
+  if ((svc.spec?.type ?? 'ClusterIP') !== type) {
+    const ports = (svc.spec?.ports ?? [port]).map(({ nodePort: _nodePort, ...p }) =>
+      p.name === port.name ? { ...p, ...port } : p,
+    );
+    svc = await host.core
+      .patchNamespacedService(
+        {
+          name: TENANT_API_SERVICE,
+          namespace: ns,
+          body: { metadata: { annotations: expose?.annotations ?? {} }, spec: { type, ports } },
+        },
+        merge,
+      )
+      .catch(refused);
+  }
   if (endpoint)
     await ensureEndpointSlice(host.kubeConfig.makeApiClient(DiscoveryV1Api), {
       metadata: {
@@ -226,7 +304,51 @@ export async function ensureApiService(
       endpoints: [{ addresses: [endpoint.address], conditions: { ready: true } }],
       ports: [{ name: 'https', protocol: 'TCP', port: endpoint.port }],
     });
+  if (!endpoint && type !== 'ClusterIP')
+    await host.objects.patch(
+      exposurePolicy(ref),
+      undefined,
+      undefined,
+      FIELD_MANAGER,
+      true,
+      PatchStrategy.ServerSideApply,
+    );
   return svc.spec!.clusterIP!;
+}
+
+/**
+ * Where clients outside the host reach an exposed tenant API server (`spec.apiServer.expose`):
+ * the address and the Service's node port (NodePort) or 443 (LoadBalancer); undefined for a
+ * ClusterIP. A NodePort without an address takes the operator's node address.
+ */
+export async function exposedURL(
+  host: HostCluster,
+  ref: VirtualClusterRef,
+  expose: ApiServerExpose | undefined,
+  nodeAddress: string | undefined,
+): Promise<string | undefined> {
+  if (!expose || expose.type === 'ClusterIP') return undefined;
+  const address = exposedAddress(expose, nodeAddress);
+  if (expose.type === 'LoadBalancer') return `https://${address}:${TENANT_API_PORT}`;
+  const svc = await host.core.readNamespacedService({
+    name: TENANT_API_SERVICE,
+    namespace: hostNamespace(ref),
+  });
+  const nodePort = svc.spec?.ports?.[0]?.nodePort;
+  if (!nodePort)
+    throw new Error(`the API server Service of ${ref.namespace}/${ref.name} has no node port yet`);
+  return `https://${address}:${nodePort}`;
+}
+
+/** The address an exposed API server is reached at, which its certificate must name. */
+export function exposedAddress(expose: ApiServerExpose, nodeAddress: string | undefined): string {
+  const address = expose.address ?? (expose.type === 'NodePort' ? nodeAddress : undefined);
+  if (!address)
+    throw ApplicationFailure.nonRetryable(
+      `spec.apiServer.expose ${expose.type} needs address: this operator knows no node address (KOSMOS_VC_NODE_ADDRESS)`,
+      FailureType.InvalidSpec,
+    );
+  return address;
 }
 
 export function createTenantNetwork(deps: TenantNetworkDeps) {
@@ -259,7 +381,12 @@ export function createTenantNetwork(deps: TenantNetworkDeps) {
       client,
     });
     await storeFiles(deps.host.core, namespace, FILE_SOURCES.coredns.name, files);
-    await startAndWait(deps.runtime, spec, deps.readinessTimeoutMs, deps.logger);
+    await startAndWait(
+      deps.runtime,
+      { ...spec, tolerates: promotionTaint(ref) },
+      deps.readinessTimeoutMs,
+      deps.logger,
+    );
     const [svc, pods] = await Promise.all([
       deps.host.core.readNamespacedService({ name: TENANT_DNS_SERVICE, namespace }),
       deps.host.core.listNamespacedPod({

@@ -130,6 +130,56 @@ export const PromoteResources = z.object({
 });
 export type PromoteResources = z.infer<typeof PromoteResources>;
 
+/** A DNS name or an IPv4 address, as a certificate's SAN and a kubeconfig's server name it. */
+const HostName = z
+  .string()
+  .max(253)
+  .refine(
+    (s) => dns1123Subdomain.test(s) || octets(s) !== undefined,
+    'must be a DNS name or an IPv4 address',
+  );
+
+/** An annotation key: an optional DNS prefix and a name (as the API server checks them). */
+const annotationKey =
+  /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+
+/**
+ * How the tenant's API server is reached from outside the host cluster (its host Service
+ * `kosmos-apiserver`); the published kubeconfig names the address, and the API server's
+ * certificate carries it. Immutable.
+ */
+export const ApiServerExpose = z
+  .object({
+    /** ClusterIP (default): the Service's ClusterIP, in the host's network only. */
+    type: z.enum(['ClusterIP', 'NodePort', 'LoadBalancer']),
+    /**
+     * What clients outside reach: a node's address for NodePort (default: the operator's node
+     * address), the load balancer's IP or DNS name for LoadBalancer (required).
+     */
+    address: HostName.optional(),
+    /** NodePort: the node port (default: one the host picks). */
+    nodePort: z.number().int().min(30000).max(32767).optional(),
+    /** Annotations of the Service (a load balancer's settings, such as the address it takes). */
+    annotations: z
+      .record(z.string().max(317).regex(annotationKey, 'must be an annotation key'), z.string().max(4096))
+      .refine((a) => Object.keys(a).length <= 32, 'at most 32 annotations')
+      .optional(),
+  })
+  .refine((e) => e.type !== 'LoadBalancer' || e.address !== undefined, {
+    message:
+      'a LoadBalancer needs address: the IP or DNS name clients reach it at (its certificate names it)',
+    path: ['address'],
+  })
+  .refine((e) => e.type === 'NodePort' || e.nodePort === undefined, {
+    message: 'nodePort is for type NodePort',
+    path: ['nodePort'],
+  })
+  .refine((e) => e.type !== 'ClusterIP' || e.address === undefined, {
+    message: 'address is for NodePort and LoadBalancer: a ClusterIP is reached at its own address',
+    path: ['address'],
+  });
+export type ApiServerExpose = z.infer<typeof ApiServerExpose>;
+
 export const VirtualClusterSpec = z.object({
   kubeconfig: z.string().max(65536).optional(),
   serviceCIDR: z
@@ -138,19 +188,13 @@ export const VirtualClusterSpec = z.object({
     .refine((c) => parseIPv4Cidr(c) !== undefined, 'must be an IPv4 network address in CIDR form')
     .default('10.96.0.0/12'),
   certSANs: z
-    .array(
-      z
-        .string()
-        .max(253)
-        .refine(
-          (s) => dns1123Subdomain.test(s) || octets(s) !== undefined,
-          'must be a DNS name or an IPv4 address',
-        ),
-    )
+    .array(HostName)
     .max(32)
     .refine((l) => new Set(l).size === l.length, 'names must be unique')
     .optional(),
   promoteResources: PromoteResources.optional(),
+  /** The tenant API server's exposure outside the host cluster. Immutable. */
+  apiServer: z.object({ expose: ApiServerExpose.optional() }).optional(),
   /**
    * What tenant pods on promoted nodes may ask of their host node. `baseline` (default) refuses
    * host namespaces, host ports, host paths, privileged containers and unsafe capabilities or

@@ -63,6 +63,7 @@ function operatorOptions(env: OperatorEnv, stateDir: string) {
     ...(env.KOSMOS_VC_POD_CIDR ? { podCIDR: env.KOSMOS_VC_POD_CIDR } : {}),
     ...(env.KOSMOS_VC_ALLOW_PRIVILEGED_TENANTS ? { allowPrivilegedTenants: true } : {}),
     ...(env.KOSMOS_VC_OPERATOR_NAMESPACE ? { operatorNamespace: env.KOSMOS_VC_OPERATOR_NAMESPACE } : {}),
+    ...(env.KOSMOS_VC_EXPOSE_TYPES ? { exposeTypes: env.KOSMOS_VC_EXPOSE_TYPES } : {}),
     ...(env.KOSMOS_VC_HOSTS_IMAGE ? { hostsImage: env.KOSMOS_VC_HOSTS_IMAGE } : {}),
     ...(env.KOSMOS_VC_BACKUP_DIR ? { backupDir: env.KOSMOS_VC_BACKUP_DIR } : {}),
     ...(metrics ? { metrics } : {}),

@@ -43,6 +43,12 @@ export const RESOURCES_PRIORITY_CLASS = 'kosmos-vc-promoted-resources';
 /** The tenant's short, label-safe identity. */
 export const tenantHash = (tenant: Pick<VirtualClusterRef, 'uid'>): string => hash(tenant.uid, 16);
 
+/** The NoSchedule taint of the host nodes promoted to the tenant (its control-plane pods tolerate it). */
+export const promotionTaint = (tenant: Pick<VirtualClusterRef, 'uid'>): { key: string; value: string } => ({
+  key: Promotion.taint,
+  value: tenantHash(tenant),
+});
+
 export interface Origin {
   tenant: VirtualClusterRef;
   namespace: string;

@@ -199,6 +199,11 @@ export function placeInHost(i: {
   namespace: string;
   serviceCIDR: string;
   apiService: string;
+  /**
+   * The API server Service's ClusterIP: advertised, it is the tenant's `kubernetes` endpoint (on
+   * the API server's own port, which the Service carries too). Without it, no endpoint.
+   */
+  address?: string;
   probePki: string;
   etcdUnsafeNoFsync?: boolean;
 }): Placement {
@@ -218,8 +223,9 @@ export function placeInHost(i: {
     ports: POD_PORTS,
     etcdHost: `${ETCD_SERVICE}.${i.namespace}.svc`,
     apiserverURL: `https://${i.apiService}.${i.namespace}.svc:${pod.apiServicePort}`,
-    // The pod's address, expanded by the kubelet from the environment the runtime sets.
-    advertise: { address: '$(POD_IP)', endpoint: false },
+    // The Service's address, as the endpoint of the tenant's `kubernetes`, where pods reach it;
+    // else the pod's address, expanded by the kubelet from the environment the runtime sets.
+    advertise: i.address ? { address: i.address, endpoint: true } : { address: '$(POD_IP)', endpoint: false },
     probe: { host: 'localhost', pki: i.probePki },
     pod,
     ...(i.etcdUnsafeNoFsync ? { etcdUnsafeNoFsync: true } : {}),
@@ -405,7 +411,12 @@ export function apiserverSpec(p: Placement, b: ControlPlanePrograms): ComponentS
     ...(p.pod
       ? {
           namespace: p.pod.namespace,
-          service: { name: p.pod.apiService, port: p.pod.apiServicePort },
+          service: {
+            name: p.pod.apiService,
+            port: p.pod.apiServicePort,
+            // Its advertised endpoint: the ClusterIP on the API server's own port.
+            ...(p.advertise.endpoint ? { direct: true } : {}),
+          },
           health: { scheme: 'HTTPS', port: p.ports.apiserver, ready: '/readyz', live: '/livez' },
         }
       : {}),

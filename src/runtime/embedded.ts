@@ -78,10 +78,9 @@ export async function startEmbeddedHost(opts: EmbeddedHostOptions): Promise<Embe
   // Where a real node can run (its guard then keeps the API server's port to loopback and the
   // bridge), host pods reach the API server on the node's address; elsewhere, and where another
   // host on this machine has the node (its guard does not cover this host), it stays on loopback.
+  const heldElsewhere = await realNodeHeldElsewhere(join(opts.dir, 'node'));
   const nodeLikely =
-    (opts.realNode ?? true) &&
-    !(await realNodeUnavailable(opts.binaries.node)) &&
-    !(await realNodeHeldElsewhere(join(opts.dir, 'node')));
+    (opts.realNode ?? true) && !(await realNodeUnavailable(opts.binaries.node)) && !heldElsewhere;
   const layout: ControlPlaneLayout = {
     id: HOST_ID,
     dir: opts.dir,
@@ -142,7 +141,11 @@ export async function startEmbeddedHost(opts: EmbeddedHostOptions): Promise<Embe
     clusterDNS: HOST_CLUSTER_DNS,
     stop: () => Promise.resolve(),
   };
-  if (opts.realNode ?? true) {
+  // (Not tried where another host held it when the API server's address was chosen: were it free
+  // by now, this host's API server would still be on loopback, out of its pods' reach.)
+  if (heldElsewhere)
+    opts.logger.warn(`no real node: this machine's real node belongs to ${heldElsewhere}; kwok nodes only`);
+  else if (opts.realNode ?? true) {
     const ca = await loadPair(pkiDir(layout), PkiFile.ca);
     const realNode = await startRealNode({
       dir: join(opts.dir, 'node'),

@@ -163,12 +163,24 @@ export class KubernetesRuntime implements ControlPlaneRuntime {
               })),
             }
           : {
-              ports: (svc.udp ? ['TCP', 'UDP'] : ['TCP']).map((protocol) => ({
-                name: (protocol === 'TCP' ? first![0] : `${first![0]}-udp`).slice(0, 15),
-                port: svc.port ?? first![1],
-                targetPort: first![1],
-                protocol,
-              })),
+              ports: [
+                ...(svc.udp ? ['TCP', 'UDP'] : ['TCP']).map((protocol) => ({
+                  name: (protocol === 'TCP' ? first![0] : `${first![0]}-udp`).slice(0, 15),
+                  port: svc.port ?? first![1],
+                  targetPort: first![1],
+                  protocol,
+                })),
+                ...(svc.direct && (svc.port ?? first![1]) !== first![1]
+                  ? [
+                      {
+                        name: `${first![0]}-direct`.slice(0, 15),
+                        port: first![1],
+                        targetPort: first![1],
+                        protocol: 'TCP',
+                      },
+                    ]
+                  : []),
+              ],
             }),
       },
     };

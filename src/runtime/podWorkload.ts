@@ -195,7 +195,16 @@ export function renderWorkload(
       // Numeric ids: the images have no user database. The group reads the mounted files.
       securityContext: { runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532 },
       ...(opts.nodeSelector ? { nodeSelector: opts.nodeSelector } : {}),
-      ...(opts.tolerations ? { tolerations: opts.tolerations } : {}),
+      ...(opts.tolerations || spec.tolerates
+        ? {
+            tolerations: [
+              ...(opts.tolerations ?? []),
+              ...(spec.tolerates
+                ? [{ ...spec.tolerates, operator: 'Equal', effect: 'NoSchedule' } satisfies V1Toleration]
+                : []),
+            ],
+          }
+        : {}),
     },
   };
   const metadata: V1ObjectMeta = {

@@ -89,6 +89,7 @@ export function hashSpec(spec: ComponentSpec): string {
     namespace: _namespace,
     service: _service,
     health: _health,
+    tolerates: _tolerates,
     ...process
   } = spec;
   return createHash('sha256').update(JSON.stringify(process)).digest('hex');

@@ -64,10 +64,11 @@ export interface ComponentSpec {
   namespace?: string;
   /**
    * A runtime of pods: the Service others reach it through, on `port`, to the port of `ports`
-   * with that number, else the first (`udp`: over UDP as well, CoreDNS's); headless for etcd,
-   * whose peers and clients find the pod by name.
+   * with that number, else the first (`udp`: over UDP as well, CoreDNS's; `direct`: also on that
+   * port's own number, the API server's advertised endpoint); headless for etcd, whose peers and
+   * clients find the pod by name.
    */
-  service?: { name: string; port?: number; headless?: boolean; udp?: boolean };
+  service?: { name: string; port?: number; headless?: boolean; udp?: boolean; direct?: boolean };
   /**
    * What a kubelet may probe without credentials (`ready`, then `live` to restart it, on
    * `livePort` where it has its own); the runtime's own `probe` follows with the component's
@@ -79,6 +80,12 @@ export interface ComponentSpec {
    * (clusterTree's host identity); without, a pod holds no credential of the host.
    */
   serviceAccount?: string;
+  /**
+   * A runtime of pods: the NoSchedule taint its pods tolerate besides the runtime's tolerations
+   * (the tenant's own promotion taint: a node promoted to the tenant still takes back its
+   * control plane's pods).
+   */
+  tolerates?: { key: string; value: string };
 }
 
 export interface ComponentStatus {

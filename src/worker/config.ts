@@ -113,6 +113,14 @@ export const OperatorEnv = z.object({
       `KOSMOS_VC_IMAGES names components of ${POD_COMPONENTS.join(', ')}`,
     )
     .optional(),
+  KOSMOS_VC_EXPOSE_TYPES: z
+    .string()
+    .regex(
+      /^((NodePort|LoadBalancer)(,(NodePort|LoadBalancer))*)?$/,
+      'KOSMOS_VC_EXPOSE_TYPES lists NodePort, LoadBalancer (comma-separated; empty: neither)',
+    )
+    .transform((v) => (v ? (v.split(',') as ('NodePort' | 'LoadBalancer')[]) : []))
+    .optional(),
   KOSMOS_VC_ETCD_UNSAFE_NO_FSYNC: z
     .enum(['true', 'false'])
     .default('false')

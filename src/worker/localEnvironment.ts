@@ -19,6 +19,8 @@ export interface LocalEnvironment {
   binaries: Binaries;
   ports: PortAllocator;
   operator: Operator;
+  /** What the operator was started with: another one (a benchmark's) starts from the same. */
+  operatorOptions: OperatorOptions;
   host: EmbeddedHost;
   /** The runtime of the host cluster's and Temporal's processes (the benchmarks' baselines). */
   embeddedRuntime: ProcessRuntime;
@@ -65,7 +67,7 @@ export async function startLocalEnvironment(opts: {
       realNode: opts.realNode ?? false,
       ...noFsync,
     });
-    operator = await startOperator({
+    const operatorOptions: OperatorOptions = {
       applyCRD: true,
       kubeconfigPath: host.kubeconfigPath,
       temporalAddress: temporal.address,
@@ -85,8 +87,9 @@ export async function startLocalEnvironment(opts: {
           }
         : {}),
       ...noFsync,
-    });
-    return { root, binaries, ports, operator, host, embeddedRuntime: embedded, close };
+    };
+    operator = await startOperator(operatorOptions);
+    return { root, binaries, ports, operator, operatorOptions, host, embeddedRuntime: embedded, close };
   } catch (e) {
     await close();
     throw e;

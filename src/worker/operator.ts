@@ -163,6 +163,8 @@ export interface OperatorOptions {
    * connections from it (their isolation policy), for the operator's calls to pods in them.
    */
   operatorNamespace?: string;
+  /** The exposures of tenant API servers beside ClusterIP this operator makes (default: both). */
+  exposeTypes?: readonly ('NodePort' | 'LoadBalancer')[];
   /**
    * An image with `sh` and `sed` on the host nodes: puts the FQDN of a tenant pod with a subdomain
    * in its /etc/hosts, as the tenant names it. Unset: such pods keep the host kubelet's file.
@@ -264,6 +266,7 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       ...(opts.podCIDR ? { podCIDR: opts.podCIDR } : {}),
       ...(opts.allowPrivilegedTenants ? { allowPrivilegedTenants: true } : {}),
       ...(opts.operatorNamespace ? { operatorNamespace: opts.operatorNamespace } : {}),
+      ...(opts.exposeTypes ? { exposeTypes: opts.exposeTypes } : {}),
       ...(opts.hostsImage ? { hostsImage: opts.hostsImage } : {}),
       ...(opts.backupDir ? { backupDir: opts.backupDir } : {}),
       schedules: { client, taskQueue: opts.taskQueue },

@@ -101,7 +101,11 @@ describe('the Helm chart', () => {
     const container = deployment.spec!.template.spec!.containers[0]!;
     expect(container.image).toBe('localhost/kosmos-vc/operator:0123456789abcdef');
     const env = Object.fromEntries((container.env ?? []).map((e) => [e.name, e.value]));
-    expect(env).toMatchObject({ TEMPORAL_ADDRESS: 'temporal.example:7233', KOSMOS_VC_RUNTIME: 'kubernetes' });
+    expect(env).toMatchObject({
+      TEMPORAL_ADDRESS: 'temporal.example:7233',
+      KOSMOS_VC_RUNTIME: 'kubernetes',
+      KOSMOS_VC_EXPOSE_TYPES: 'NodePort,LoadBalancer',
+    });
     // clusterTree's image is the operator's own unless the values name another.
     expect(env.KOSMOS_VC_IMAGES).toContain('clustertree=localhost/kosmos-vc/operator:0123456789abcdef');
     expect(env.KOSMOS_VC_IMAGES).toContain('kube-apiserver=registry.k8s.io/kube-apiserver:');

@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tenantId } from '../../src/activities/index.js';
 import { API_VERSION, GROUP, KIND, PLURAL, VERSION } from '../../src/api/virtualCluster.js';
+import { hostNamespace } from '../../src/clustertree/naming.js';
 import type { Operator } from '../../src/worker/operator.js';
 import { progressQuery, workflowIdFor } from '../../src/workflows/definitions.js';
 import {
@@ -19,6 +20,7 @@ import {
   newStateDir,
   pathExists,
   processesMentioning,
+  refOf,
   statusAs,
   testOperator,
   waitForGone,
@@ -35,7 +37,13 @@ let stateDir: string;
 beforeAll(async () => {
   stateDir = await newStateDir();
   namespace = await createNamespace('failures');
-  operator = await testOperator({ stateDir, taskQueue: `failures-${randomUUID()}`, namespace });
+  // (Node ports are the host admin's to give: this one gives none.)
+  operator = await testOperator({
+    stateDir,
+    taskQueue: `failures-${randomUUID()}`,
+    namespace,
+    exposeTypes: ['LoadBalancer'],
+  });
 });
 afterAll(async () => {
   await operator?.stop({ stopTenants: true });
@@ -102,6 +110,25 @@ describe('bad input', () => {
     // A failed tenant can still be deleted.
     await deleteVirtualCluster(namespace, 'too-small');
     await waitForGone(namespace, 'too-small');
+  });
+
+  it('refuses an exposure of the API server the operator does not make, before making anything', async () => {
+    const bad = await createVirtualCluster(namespace, 'node-port', {
+      apiServer: { expose: { type: 'NodePort' } },
+    });
+    const failed = await waitForPhase(namespace, 'node-port', 'Failed');
+    expect(failed.status?.reason).toBe('InvalidSpec');
+    expect(failed.status?.message).toMatch(
+      /spec\.apiServer\.expose NodePort is not allowed by this operator \(KOSMOS_VC_EXPOSE_TYPES=LoadBalancer\)/,
+    );
+    expect(await leftovers(bad.metadata.uid, 'node-port')).toEqual(nothing);
+    expect(
+      await host()
+        .core.readNamespacedService({ name: 'kosmos-apiserver', namespace: hostNamespace(refOf(bad)) })
+        .catch(() => undefined),
+    ).toBeUndefined();
+    await deleteVirtualCluster(namespace, 'node-port');
+    await waitForGone(namespace, 'node-port');
   });
 });
 

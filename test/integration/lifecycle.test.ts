@@ -15,6 +15,7 @@ import { readSet, setChecksum } from '../../src/pki/controlPlanePki.js';
 import type { TenantAllocation } from '../../src/activities/types.js';
 import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { FINALIZER, GROUP, PLURAL, VERSION } from '../../src/api/virtualCluster.js';
+import { apiMessage } from '../../src/api/kubeClient.js';
 import { canBind } from '../../src/runtime/ports.js';
 import type { Operator } from '../../src/worker/operator.js';
 import {
@@ -278,13 +279,31 @@ describe('VirtualCluster lifecycle', () => {
     });
     expect(after.status?.phase).toBe('Ready');
 
-    for (const spec of [{ serviceCIDR: '10.100.0.0/16' }, { certSANs: ['late.example.com'] }]) {
-      await expect(
-        host().custom.patchNamespacedCustomObject(
-          { group: GROUP, version: VERSION, plural: PLURAL, namespace, name: 'tenant1', body: { spec } },
+    const refused = async (name: string, spec: Record<string, unknown>, message: string) => {
+      const e: unknown = await host()
+        .custom.patchNamespacedCustomObject(
+          { group: GROUP, version: VERSION, plural: PLURAL, namespace, name, body: { spec } },
           setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-        ),
-      ).rejects.toMatchObject({ code: 422 });
+        )
+        .then(
+          () => undefined,
+          (err: unknown) => err,
+        );
+      expect(e).toMatchObject({ code: 422 });
+      expect(apiMessage(e)).toContain(message);
+    };
+    await refused('tenant1', { serviceCIDR: '10.100.0.0/16' }, 'serviceCIDR is immutable');
+    await refused('tenant1', { certSANs: ['late.example.com'] }, 'certSANs is immutable');
+    await refused('tenant1', { apiServer: { expose: { type: 'NodePort' } } }, 'apiServer is immutable');
+    // Changed or removed where it was set (a ClusterIP, as the default: the tenant is deleted
+    // at once, whatever the operator made of it by then).
+    await createVirtualCluster(namespace, 'exposed', { apiServer: { expose: { type: 'ClusterIP' } } });
+    try {
+      await refused('exposed', { apiServer: { expose: { type: 'NodePort' } } }, 'apiServer is immutable');
+      await refused('exposed', { apiServer: null }, 'apiServer is immutable');
+    } finally {
+      await deleteVirtualCluster(namespace, 'exposed');
+      await waitForGone(namespace, 'exposed');
     }
   });
 

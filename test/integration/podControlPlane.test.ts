@@ -2,14 +2,14 @@
  * A VirtualCluster on the kubernetes runtime (ADR 14, KOSMOS_VC_RUNTIME=kubernetes): its etcd,
  * kube-apiserver, kube-controller-manager, kube-scheduler, clusterTree and CoreDNS are pods of
  * its host namespace on the real node (clusterTree's from the operator's image, reaching the host
- * API as its service account; CoreDNS answering through the tenant's DNS Service); the published kubeconfig works from this machine through the API
- * server's Service; the tenant API server reaches clusterTree's kubelet endpoint by its Service's
- * name; a certificate renewal restarts the controller-manager's, scheduler's, clusterTree's and
- * CoreDNS's pods with new credentials; the apiserver's and etcd's pods
- * come back when killed, data intact; deleting the VirtualCluster leaves no pod, Service, Secret, claim or
- * namespace of it.
+ * API as its service account; CoreDNS answering through the tenant's DNS Service); exposed as a
+ * NodePort, its published kubeconfig works from this machine through the node's address; the
+ * tenant API server reaches clusterTree's kubelet endpoint by its Service's name; a certificate
+ * renewal restarts the controller-manager's, scheduler's, clusterTree's and CoreDNS's pods with
+ * new credentials; the apiserver's and etcd's pods come back when killed, data intact; deleting
+ * the VirtualCluster leaves no pod, Service, Secret, claim or namespace of it.
  */
-import { AppsV1Api } from '@kubernetes/client-node';
+import { AppsV1Api, NetworkingV1Api } from '@kubernetes/client-node';
 import { randomUUID } from 'node:crypto';
 import { Resolver } from 'node:dns/promises';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -58,6 +58,8 @@ describe('a control plane in pods', () => {
     await createVirtualCluster(namespace, 'pods', {
       promoteResources: { resources: { cpu: 2, memory: '4Gi' } },
       certificates: { validity: '6m', renewBefore: '300s' },
+      // Reached from outside the host on the node's address (the operator's) and a node port.
+      apiServer: { expose: { type: 'NodePort' } },
     });
     const vc = await eventually(
       'tenant pods Ready',
@@ -102,14 +104,23 @@ describe('a control plane in pods', () => {
     expect(tree.spec?.containers[0]?.image).toMatch(/^localhost\/kosmos-vc\/operator:/);
     for (const p of pods.filter((x) => x !== tree)) expect(p.spec?.automountServiceAccountToken).toBe(false);
 
-    // The published kubeconfig names the API server's Service, routed on this machine.
+    // The published kubeconfig names the node address and the node port of the API server's
+    // Service (its ClusterIP, routed on this machine, is what pods use).
     const kubeconfig = await tenantKubeconfig(stateDir, vc);
     const server = (
       await kubectl(kubeconfig, 'config', 'view', '-o', 'jsonpath={.clusters[0].cluster.server}')
     ).trim();
     const svc = await core.readNamespacedService({ name: 'kosmos-apiserver', namespace: hostNs });
-    expect(server).toBe(`https://${svc.spec!.clusterIP}:443`);
+    expect(svc.spec?.type).toBe('NodePort');
+    expect(server).toBe(`https://${inject('nodeAddress')}:${svc.spec!.ports![0]!.nodePort}`);
+    expect(vc.status?.apiServerEndpoint).toBe(server);
     expect(await routeOf(svc.spec!.clusterIP!)).toMatch(/ dev kvc0 /);
+    // Only the API server's pods are open to any source, on their port (a policy engine's rule).
+    const exposed = await hostKubeConfig()
+      .makeApiClient(NetworkingV1Api)
+      .readNamespacedNetworkPolicy({ name: 'kosmos-vc-apiserver-exposed', namespace: hostNs });
+    expect(exposed.spec?.podSelector?.matchLabels).toEqual({ 'app.kubernetes.io/name': 'kube-apiserver' });
+    expect(exposed.spec?.ingress).toEqual([{ ports: [{ protocol: 'TCP', port: 6443 }] }]);
     await kubectl(kubeconfig, 'create', 'namespace', 'kept');
     await kubectl(kubeconfig, 'create', 'configmap', 'kept', '-n', 'kept', '--from-literal=a=1');
     // clusterTree serves the tenant through the API server in its pod: the promoted node is Ready.
@@ -166,6 +177,21 @@ describe('a control plane in pods', () => {
       )
     ).trim();
     expect(await routeOf(dnsIP)).toMatch(/ dev kvc0 /);
+    // The tenant's `kubernetes` has an endpoint, as in any cluster: the API server's Service
+    // address on the API server's own port, which that Service carries too.
+    expect(
+      await kubectl(
+        kubeconfig,
+        'get',
+        'endpointslices',
+        '-n',
+        'default',
+        '-l',
+        'kubernetes.io/service-name=kubernetes',
+        '-o',
+        'jsonpath={.items[0].endpoints[*].addresses[*]}:{.items[0].ports[0].port}',
+      ),
+    ).toBe(`${svc.spec!.clusterIP}:6443`);
     const resolver = new Resolver({ timeout: 2000, tries: 1 });
     resolver.setServers([dnsIP]);
     expect(

@@ -4,13 +4,20 @@
  * very node (its own pods there do not make it busy); real containers run on it, kubectl exec
  * and logs reach them through clusterTree's pod, a pod's in-cluster client reaches the tenant's
  * API server pod, and a Service carries traffic by name, FQDN and ClusterIP through the tenant's
- * CoreDNS pod. Deleted, the tenant gives the node back and leaves none of its pods.
+ * CoreDNS pod. Its API server is exposed as a LoadBalancer, the test playing the load balancer's
+ * controller: every kubectl call here goes through the address the kubeconfig names. Deleted,
+ * the tenant gives the node back and leaves none of its pods.
  */
+import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { VirtualCluster } from '../../src/api/virtualCluster.js';
 import { tenantId } from '../../src/activities/index.js';
-import { Promotion, hostNamespace } from '../../src/clustertree/naming.js';
+import { Promotion, hostNamespace, promotionTaint } from '../../src/clustertree/naming.js';
+import { merge } from '../../src/api/kubeClient.js';
+import { routeOf } from '../../src/node/network.js';
+import { NodeNet } from '../../src/node/realNode.js';
 import { CONTROL_PLANE_LABEL, ownerLabel } from '../../src/runtime/podWorkload.js';
 import type { Operator } from '../../src/worker/operator.js';
 import {
@@ -30,6 +37,13 @@ import {
 import { runClientAndWeb, runningPod, serviceCarriesTraffic, testImages } from '../support/workloads.js';
 
 const realNode = inject('realNode');
+/**
+ * The load balancer's address: in the simulated pods' range, which the real node blackholes (never
+ * the default route). The test routes this one address to the node's bridge, as a load balancer's
+ * network would bring it to the node, where the node's proxy rules for the Service take it.
+ */
+const LB_ADDRESS = '10.250.255.254';
+const ipRoute = (...args: string[]) => promisify(execFile)('ip', ['route', ...args]);
 let operator: Operator;
 let namespace: string;
 let stateDir: string;
@@ -39,9 +53,31 @@ let kubeconfig: string;
 beforeAll(async () => {
   if (!realNode) throw new Error('no real node on this machine (see the global setup log)');
   stateDir = await newStateDir();
+  await ipRoute('replace', `${LB_ADDRESS}/32`, 'dev', NodeNet.bridge);
   namespace = await createNamespace('podwl');
   operator = await testOperator({ stateDir, taskQueue: `podwl-${randomUUID()}`, namespace, pods: true });
-  await createVirtualCluster(namespace, 'e2e', { promoteResources: { nodes: [realNode] } });
+  const created = await createVirtualCluster(namespace, 'e2e', {
+    promoteResources: { nodes: [realNode] },
+    apiServer: {
+      expose: { type: 'LoadBalancer', address: LB_ADDRESS, annotations: { 'example.com/lb': 'a' } },
+    },
+  });
+  // The load balancer's controller: the host's Service gets the address, the node's proxy
+  // carries it to the API server's pod.
+  const hostNs = hostNamespace(refOf(created));
+  await eventually('the API server Service', () =>
+    host()
+      .core.readNamespacedService({ name: 'kosmos-apiserver', namespace: hostNs })
+      .catch(() => undefined),
+  );
+  await host().core.patchNamespacedServiceStatus(
+    {
+      name: 'kosmos-apiserver',
+      namespace: hostNs,
+      body: { status: { loadBalancer: { ingress: [{ ip: LB_ADDRESS }] } } },
+    },
+    merge,
+  );
   vc = await eventually(
     'tenant e2e Ready',
     async () => {
@@ -56,13 +92,14 @@ beforeAll(async () => {
 
 afterAll(async () => {
   // Gives the real node back to the tests after this one, whatever failed here.
-  if (vc && (await host().getVirtualCluster({ namespace, name: 'e2e' })))
+  if (namespace && (await host().getVirtualCluster({ namespace, name: 'e2e' })))
     await deleteVirtualCluster(namespace, 'e2e').catch(() => undefined);
   await waitForGone(namespace, 'e2e', 240_000).catch(() => undefined);
   await operator?.stop({ stopTenants: true });
   await host()
     .core.deleteNamespace({ name: namespace })
     .catch(() => undefined);
+  await ipRoute('del', `${LB_ADDRESS}/32`, 'dev', NodeNet.bridge).catch(() => undefined);
 }, 300_000);
 
 const k = (...args: string[]) => kubectl(kubeconfig, ...args);
@@ -78,10 +115,32 @@ describe('workloads of a control plane in pods', () => {
       })
     ).items;
     expect(controlPlane).toHaveLength(6);
-    for (const p of controlPlane) expect(p.spec?.nodeName).toBe(realNode);
+    // Reached through the load balancer's address, which its certificate names.
+    const svc = await host().core.readNamespacedService({ name: 'kosmos-apiserver', namespace: hostNs });
+    expect(svc.spec?.type).toBe('LoadBalancer');
+    expect(svc.metadata?.annotations?.['example.com/lb']).toBe('a');
+    expect(vc.status?.apiServerEndpoint).toBe(`https://${LB_ADDRESS}:443`);
+    expect((await k('config', 'view', '-o', 'jsonpath={.clusters[0].cluster.server}')).trim()).toBe(
+      `https://${LB_ADDRESS}:443`,
+    );
+    // To the node's bridge alone, never the default route.
+    expect(await routeOf(LB_ADDRESS)).toContain(`dev ${NodeNet.bridge} `);
+    for (const p of controlPlane) {
+      expect(p.spec?.nodeName).toBe(realNode);
+      // Where the tenant's promotion taint keeps others' pods off, its own come back.
+      expect(p.spec?.tolerations).toContainEqual({
+        ...promotionTaint(ref),
+        operator: 'Equal',
+        effect: 'NoSchedule',
+      });
+    }
     // Promoted, not pending: the tenant's own pods on the node did not count as host workloads.
-    expect(vc.status?.promoted?.pending ?? []).toEqual([]);
-    expect(vc.status?.promoted?.nodes).toEqual([realNode]);
+    const promoted = await eventually('the real node promoted', async () => {
+      const v = await host().getVirtualCluster({ namespace, name: 'e2e' });
+      return v?.status?.promoted?.nodes?.includes(realNode) ? v.status.promoted : undefined;
+    });
+    expect(promoted.pending ?? []).toEqual([]);
+    expect(promoted.nodes).toEqual([realNode]);
     await eventually('the real node Ready in the tenant', async () => {
       const n = await tenantCore(kubeconfig)
         .readNode({ name: realNode })
@@ -131,6 +190,30 @@ describe('workloads of a control plane in pods', () => {
       await tenantCore(kubeconfig).readNamespacedService({ name: 'kubernetes', namespace: 'default' })
     ).spec!.clusterIP!;
     expect(await k('exec', 'lister', '--', 'env')).toContain(`KUBERNETES_SERVICE_HOST=${tenantApiIP}\n`);
+    // The `kubernetes` endpoint the tenant's API server advertises answers such a client too.
+    const endpoint = (
+      await k(
+        'get',
+        'endpoints',
+        'kubernetes',
+        '-o',
+        'jsonpath={.subsets[0].addresses[0].ip}:{.subsets[0].ports[0].port}',
+      )
+    ).trim();
+    expect(
+      await k(
+        'exec',
+        'lister',
+        '--',
+        'kubectl',
+        `--server=https://${endpoint}`,
+        'get',
+        'pod',
+        'lister',
+        '-o',
+        'name',
+      ),
+    ).toBe('pod/lister\n');
   });
 
   it('E2E 2: a Service answers by short name, FQDN and ClusterIP; scaling and deletion show', async () => {

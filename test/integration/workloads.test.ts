@@ -18,6 +18,7 @@ import type { Operator } from '../../src/worker/operator.js';
 import {
   createNamespace,
   createVirtualCluster,
+  deleteVirtualCluster,
   eventually,
   host,
   kubectl,
@@ -27,6 +28,7 @@ import {
   tenantCore,
   tenantKubeconfig,
   testOperator,
+  waitForGone,
 } from '../support/harness.js';
 import {
   fetchFromClient as fetchFrom,
@@ -55,7 +57,12 @@ beforeAll(async () => {
   stateDir = await newStateDir();
   namespace = await createNamespace('workloads');
   operator = await testOperator({ stateDir, taskQueue: `workloads-${randomUUID()}`, namespace });
-  await createVirtualCluster(namespace, 'real', { promoteResources: { nodes: [realNode] } });
+  // Exposed on a node port: every kubectl call here goes through the host's Service and the node's
+  // proxy to the API server process.
+  await createVirtualCluster(namespace, 'real', {
+    promoteResources: { nodes: [realNode] },
+    apiServer: { expose: { type: 'NodePort' } },
+  });
   vc = await eventually('tenant real Ready', async () => {
     const v = await host().getVirtualCluster({ namespace, name: 'real' });
     if (v?.status?.phase === 'Failed') throw new Error(v.status.message);
@@ -65,22 +72,11 @@ beforeAll(async () => {
 }, 240_000);
 
 afterAll(async () => {
-  if (vc) {
-    await host()
-      .custom.deleteNamespacedCustomObject({
-        group: 'kosmos.io',
-        version: 'v1alpha1',
-        plural: 'virtualclusters',
-        namespace,
-        name: 'real',
-      })
-      .catch(() => undefined);
-    await eventually(
-      'tenant real gone',
-      async () => (await host().getVirtualCluster({ namespace, name: 'real' })) === undefined,
-      180_000,
-    );
-  }
+  // Gives the real node back to the tests after this one, whatever failed here (a tenant that
+  // never became Ready included).
+  if (namespace && (await host().getVirtualCluster({ namespace, name: 'real' })))
+    await deleteVirtualCluster(namespace, 'real').catch(() => undefined);
+  if (namespace) await waitForGone(namespace, 'real', 180_000).catch(() => undefined);
   await operator?.stop({ stopTenants: true });
 }, 240_000);
 
@@ -115,6 +111,18 @@ describe('workloads on the real node', () => {
 
   it('E2E 2: a Service answers by short name, FQDN and ClusterIP; scaling and deletion show', async () => {
     await serviceCarriesTraffic(kubeconfig, hostNamespace(refOf(vc)));
+  });
+
+  it('the API server on a node port: the kubeconfig names the node address and that port', async () => {
+    const svc = await host().core.readNamespacedService({
+      name: 'kosmos-apiserver',
+      namespace: hostNamespace(refOf(vc)),
+    });
+    expect(svc.spec?.type).toBe('NodePort');
+    const server = `https://${nodeAddress}:${svc.spec!.ports![0]!.nodePort}`;
+    expect((await k('config', 'view', '-o', 'jsonpath={.clusters[0].cluster.server}')).trim()).toBe(server);
+    expect(vc.status?.apiServerEndpoint).toBe(server);
+    expect(await k('get', '--raw', '/readyz')).toBe('ok');
   });
 
   it('a NodePort Service answers on the node address from the machine', async () => {

@@ -71,6 +71,7 @@ export async function testOperator(opts: {
   allowPrivilegedTenants?: boolean;
   /** New tenants' control planes as pods on the real node (ADR 14). */
   pods?: boolean;
+  exposeTypes?: readonly ('NodePort' | 'LoadBalancer')[];
 }): Promise<Operator> {
   const binaries = { ...(await resolveBinaries()), ...opts.binaries };
   return startOperator({
@@ -93,6 +94,7 @@ export async function testOperator(opts: {
     ...(opts.worker === false ? { worker: false } : {}),
     ...(opts.watcher === false ? { watcher: false } : {}),
     ...(opts.allowPrivilegedTenants ? { allowPrivilegedTenants: true } : {}),
+    ...(opts.exposeTypes ? { exposeTypes: opts.exposeTypes } : {}),
     ...(opts.pods
       ? {
           pods: {

@@ -35,6 +35,29 @@ export const specExamples: SpecExample[] = [
   { title: 'a wide but well-formed service CIDR', spec: { serviceCIDR: '10.0.0.0/8' }, valid: true },
   { title: 'a privileged tenant', spec: { podSecurity: 'privileged' }, valid: true },
   {
+    title: 'the API server on a node port',
+    spec: { apiServer: { expose: { type: 'NodePort' } } },
+    valid: true,
+  },
+  {
+    title: 'the API server on a chosen node port and address',
+    spec: { apiServer: { expose: { type: 'NodePort', nodePort: 30443, address: 'vc.example.com' } } },
+    valid: true,
+  },
+  {
+    title: 'the API server behind a load balancer, with its settings',
+    spec: {
+      apiServer: {
+        expose: {
+          type: 'LoadBalancer',
+          address: '192.0.2.10',
+          annotations: { 'metallb.universe.tf/loadBalancerIPs': '192.0.2.10', team: 'a' },
+        },
+      },
+    },
+    valid: true,
+  },
+  {
     title: 'kubeconfig as written by the operator',
     spec: { kubeconfig: 'YXBpVmVyc2lvbjogdjE=' },
     valid: true,
@@ -117,4 +140,39 @@ export const specExamples: SpecExample[] = [
   { title: 'idle after a second', spec: { autoSleep: { idleAfter: '1s' } }, valid: false },
   { title: 'auto sleep without a duration', spec: { autoSleep: { wakeOnRequest: true } }, valid: false },
   { title: 'SAN with a space', spec: { certSANs: ['bad name'] }, valid: false },
+  {
+    title: 'a load balancer without the address clients reach',
+    spec: { apiServer: { expose: { type: 'LoadBalancer' } } },
+    valid: false,
+  },
+  {
+    title: 'a node port for a ClusterIP',
+    spec: { apiServer: { expose: { type: 'ClusterIP', nodePort: 30443 } } },
+    valid: false,
+  },
+  {
+    title: 'an address for a ClusterIP',
+    spec: { apiServer: { expose: { type: 'ClusterIP', address: 'vc.example.com' } } },
+    valid: false,
+  },
+  {
+    title: 'a node port outside the range',
+    spec: { apiServer: { expose: { type: 'NodePort', nodePort: 8443 } } },
+    valid: false,
+  },
+  {
+    title: 'an exposure of no known type',
+    spec: { apiServer: { expose: { type: 'Ingress' } } },
+    valid: false,
+  },
+  {
+    title: 'an exposure without a type',
+    spec: { apiServer: { expose: { address: 'vc.example.com' } } },
+    valid: false,
+  },
+  {
+    title: 'an annotation key with a space',
+    spec: { apiServer: { expose: { type: 'NodePort', annotations: { 'bad key': 'x' } } } },
+    valid: false,
+  },
 ];

@@ -270,4 +270,15 @@ describe('operator environment', () => {
     );
     expect(() => readOperatorEnv({ KOSMOS_VC_IMAGES: 'etcd' })).toThrow(/component=image/);
   });
+
+  it('reads the exposures a tenant API server may have beside ClusterIP', () => {
+    expect(readOperatorEnv({ KOSMOS_VC_EXPOSE_TYPES: 'NodePort' }).KOSMOS_VC_EXPOSE_TYPES).toEqual([
+      'NodePort',
+    ]);
+    expect(readOperatorEnv({ KOSMOS_VC_EXPOSE_TYPES: '' }).KOSMOS_VC_EXPOSE_TYPES).toEqual([]);
+    expect(readOperatorEnv({}).KOSMOS_VC_EXPOSE_TYPES).toBeUndefined();
+    expect(() => readOperatorEnv({ KOSMOS_VC_EXPOSE_TYPES: 'ClusterIP,Ingress' })).toThrow(
+      /KOSMOS_VC_EXPOSE_TYPES lists NodePort, LoadBalancer/,
+    );
+  });
 });

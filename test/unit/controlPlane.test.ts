@@ -188,6 +188,12 @@ describe('control-plane component specs', () => {
     expect(apiserver!.service).toEqual({ name: 'kosmos-apiserver', port: 443 });
     expect(apiserver!.args).toContain('--endpoint-reconciler-type=none');
     expect(p.apiserverURL).toBe('https://kosmos-apiserver.kvc-ns.svc:443');
+    // Given its Service's address, the API server advertises it: the tenant's `kubernetes`
+    // endpoint, on the API server's own port, which the Service carries as well.
+    const advertised = apiserverSpec(placeInHost({ ...tenantInPods, address: '10.96.5.5' }), IMAGE_PROGRAMS);
+    expect(advertised.args).toContain('--advertise-address=10.96.5.5');
+    expect(advertised.args).toContain('--endpoint-reconciler-type=lease');
+    expect(advertised.service).toEqual({ name: 'kosmos-apiserver', port: 443, direct: true });
     expect(scheduler!.health).toEqual({ scheme: 'HTTPS', port: 10259, ready: '/healthz', live: '/healthz' });
     // The process runtime's placement has none of it.
     const onMachine = etcdSpec(placeOnMachine(tenant), bins);
@@ -245,6 +251,18 @@ describe('control-plane component specs', () => {
     const changed = { ...schedulerSpec(p, IMAGE_PROGRAMS) };
     changed.args = [...changed.args, '--v=2'];
     expect(hash(renderWorkload(changed, 'kvc-ns', { images }))).not.toBe(hash(scheduler));
+
+    // The tenant's own promotion taint, beside the runtime's tolerations.
+    const tolerant = renderWorkload(
+      { ...schedulerSpec(p, IMAGE_PROGRAMS), tolerates: { key: 'kosmos.io/promoted', value: 'abc' } },
+      'kvc-ns',
+      { images, tolerations: [{ key: 'dedicated', operator: 'Exists' }] },
+    );
+    expect(tolerant.spec!.template.spec!.tolerations).toEqual([
+      { key: 'dedicated', operator: 'Exists' },
+      { key: 'kosmos.io/promoted', value: 'abc', operator: 'Equal', effect: 'NoSchedule' },
+    ]);
+    expect(scheduler.spec!.template.spec!.tolerations).toBeUndefined();
     expect(() => renderWorkload(controllerManagerSpec(p, IMAGE_PROGRAMS), 'kvc-ns', { images })).toThrow(
       /no image configured for kube-controller-manager/,
     );
