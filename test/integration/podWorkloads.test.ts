@@ -12,7 +12,7 @@ import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import type { VirtualCluster } from '../../src/api/virtualCluster.js';
+import { GROUP, PLURAL, VERSION, type VirtualCluster } from '../../src/api/virtualCluster.js';
 import { tenantId } from '../../src/activities/index.js';
 import { Promotion, hostNamespace, promotionTaint } from '../../src/clustertree/naming.js';
 import { merge } from '../../src/api/kubeClient.js';
@@ -218,6 +218,60 @@ describe('workloads of a control plane in pods', () => {
 
   it('E2E 2: a Service answers by short name, FQDN and ClusterIP; scaling and deletion show', async () => {
     await serviceCarriesTraffic(kubeconfig, hostNamespace(refOf(vc)));
+  });
+
+  it('sleeps on spec.sleep: none of its control-plane pods runs, its data, node and workloads stay; wakes with them', async () => {
+    const ref = refOf(vc);
+    const selector = `${CONTROL_PLANE_LABEL}=${ownerLabel(tenantId(ref))}`;
+    await k('create', 'configmap', 'kept', '--from-literal=answer=42');
+    const sleep = (on: boolean) =>
+      host().custom.patchNamespacedCustomObject(
+        {
+          group: GROUP,
+          version: VERSION,
+          plural: PLURAL,
+          namespace,
+          name: 'e2e',
+          body: { spec: { sleep: on } },
+        },
+        merge,
+      );
+    await sleep(true);
+    await eventually(
+      'e2e asleep',
+      async () => {
+        const v = await host().getVirtualCluster({ namespace, name: 'e2e' });
+        return v?.status?.phase === 'Sleeping' && v.status.reason === 'Asleep' ? v : undefined;
+      },
+      180_000,
+    );
+    expect((await host().core.listPodForAllNamespaces({ labelSelector: selector })).items).toEqual([]);
+    // etcd's claim stays, and so do the node and the tenant's workloads on it.
+    expect(
+      (await host().core.listNamespacedPersistentVolumeClaim({ namespace: hostNamespace(ref) })).items.map(
+        (c) => c.status?.phase,
+      ),
+    ).toEqual(['Bound']);
+    expect((await host().getVirtualCluster({ namespace, name: 'e2e' }))?.status?.promoted?.nodes).toEqual([
+      realNode,
+    ]);
+    await expect(k('get', 'ns', '--request-timeout=3s')).rejects.toThrow();
+
+    await sleep(false);
+    await eventually(
+      'e2e awake',
+      async () => {
+        const v = await host().getVirtualCluster({ namespace, name: 'e2e' });
+        if (v?.status?.phase === 'Sleeping' && v.status.reason === 'WakeFailed')
+          throw new Error(v.status.message);
+        return v?.status?.phase === 'Ready' ? v : undefined;
+      },
+      240_000,
+    );
+    // The same objects through the same kubeconfig (the load balancer's address), its pods back.
+    expect(await k('get', 'configmap', 'kept', '-o', 'jsonpath={.data.answer}')).toBe('42');
+    expect((await k('get', 'pod', 'client', '-o', 'jsonpath={.status.phase}')).trim()).toBe('Running');
+    expect((await host().core.listPodForAllNamespaces({ labelSelector: selector })).items).toHaveLength(6);
   });
 
   it('deleted, gives the node back and leaves none of its pods', async () => {
