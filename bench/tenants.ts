@@ -68,15 +68,20 @@ export const tenants: Scenario = {
     const time: Record<Runtime, number[]> = { process: [], kubernetes: [] };
     const rss: Record<Runtime, number[]> = { process: [], kubernetes: [] };
     const last: Partial<Record<Runtime, ProcessMemory>> = {};
+    /** The tenant of the moment: deleted whatever failed, while both operators still run. */
+    let current: { name: string; namespace: string } | undefined;
     try {
       say('warm-up: a tenant in pods pulls the images onto the real node...');
+      current = { name: 'warmup', namespace: PODS_NAMESPACE };
       await createVC(host, 'warmup', SPEC, PODS_NAMESPACE);
       await readyVC(host, 'warmup', PODS_NAMESPACE);
       await deleteVC(host, 'warmup', PODS_NAMESPACE);
+      current = undefined;
       for (let round = 1; round <= o.rounds!; round++) {
         for (const r of RUNTIMES) {
           const name = `${r === 'process' ? 'proc' : 'pods'}-${round}`;
           const t0 = performance.now();
+          current = { name, namespace: namespaceOf(r) };
           await createVC(host, name, SPEC, namespaceOf(r));
           const vc = await readyVC(host, name, namespaceOf(r));
           time[r].push(performance.now() - t0);
@@ -84,6 +89,7 @@ export const tenants: Scenario = {
           last[r] = await memoryOf(r, vc);
           rss[r].push(last[r].rss);
           await deleteVC(host, name, namespaceOf(r));
+          current = undefined;
         }
         say(
           `round ${round}/${o.rounds}: Ready ${(time.process.at(-1)! / 1000).toFixed(1)} s / ${(time.kubernetes.at(-1)! / 1000).toFixed(1)} s, ` +
@@ -91,6 +97,7 @@ export const tenants: Scenario = {
         );
       }
     } finally {
+      if (current) await deleteVC(host, current.name, current.namespace).catch(() => undefined);
       await pods.stop({ stopTenants: true });
       await core.deleteNamespace({ name: PODS_NAMESPACE }).catch(() => undefined);
     }

@@ -334,7 +334,7 @@ export async function exposedURL(
     name: TENANT_API_SERVICE,
     namespace: hostNamespace(ref),
   });
-  const nodePort = svc.spec?.ports?.[0]?.nodePort;
+  const nodePort = svc.spec?.ports?.find((p) => p.name === 'https')?.nodePort;
   if (!nodePort)
     throw new Error(`the API server Service of ${ref.namespace}/${ref.name} has no node port yet`);
   return `https://${address}:${nodePort}`;
@@ -345,7 +345,9 @@ export function exposedAddress(expose: ApiServerExpose, nodeAddress: string | un
   const address = expose.address ?? (expose.type === 'NodePort' ? nodeAddress : undefined);
   if (!address)
     throw ApplicationFailure.nonRetryable(
-      `spec.apiServer.expose ${expose.type} needs address: this operator knows no node address (KOSMOS_VC_NODE_ADDRESS)`,
+      expose.type === 'NodePort'
+        ? 'spec.apiServer.expose NodePort needs address: this operator knows no node address (KOSMOS_VC_NODE_ADDRESS)'
+        : `spec.apiServer.expose ${expose.type} needs address: the IP or DNS name clients reach it at`,
       FailureType.InvalidSpec,
     );
   return address;

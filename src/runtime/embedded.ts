@@ -78,7 +78,8 @@ export async function startEmbeddedHost(opts: EmbeddedHostOptions): Promise<Embe
   // Where a real node can run (its guard then keeps the API server's port to loopback and the
   // bridge), host pods reach the API server on the node's address; elsewhere, and where another
   // host on this machine has the node (its guard does not cover this host), it stays on loopback.
-  const heldElsewhere = await realNodeHeldElsewhere(join(opts.dir, 'node'));
+  const heldElsewhere =
+    (opts.realNode ?? true) ? await realNodeHeldElsewhere(join(opts.dir, 'node')) : undefined;
   const nodeLikely =
     (opts.realNode ?? true) && !(await realNodeUnavailable(opts.binaries.node)) && !heldElsewhere;
   const layout: ControlPlaneLayout = {

@@ -122,9 +122,10 @@ describe('bad input', () => {
       /spec\.apiServer\.expose NodePort is not allowed by this operator \(KOSMOS_VC_EXPOSE_TYPES=LoadBalancer\)/,
     );
     expect(await leftovers(bad.metadata.uid, 'node-port')).toEqual(nothing);
+    // Not even its host namespace (where an exposed API server's Service would be).
     expect(
       await host()
-        .core.readNamespacedService({ name: 'kosmos-apiserver', namespace: hostNamespace(refOf(bad)) })
+        .core.readNamespace({ name: hostNamespace(refOf(bad)) })
         .catch(() => undefined),
     ).toBeUndefined();
     await deleteVirtualCluster(namespace, 'node-port');

@@ -55,7 +55,15 @@ beforeAll(async () => {
   stateDir = await newStateDir();
   await ipRoute('replace', `${LB_ADDRESS}/32`, 'dev', NodeNet.bridge);
   namespace = await createNamespace('podwl');
-  operator = await testOperator({ stateDir, taskQueue: `podwl-${randomUUID()}`, namespace, pods: true });
+  // Its pods tolerate no taint but their own tenant's promotion (no tolerate-all): they come back
+  // onto the node promoted to it (sleep and wake below make them all again).
+  operator = await testOperator({
+    stateDir,
+    taskQueue: `podwl-${randomUUID()}`,
+    namespace,
+    pods: true,
+    podTolerations: [],
+  });
   const created = await createVirtualCluster(namespace, 'e2e', {
     promoteResources: { nodes: [realNode] },
     apiServer: {
@@ -123,8 +131,9 @@ describe('workloads of a control plane in pods', () => {
     expect((await k('config', 'view', '-o', 'jsonpath={.clusters[0].cluster.server}')).trim()).toBe(
       `https://${LB_ADDRESS}:443`,
     );
-    // To the node's bridge alone, never the default route.
-    expect(await routeOf(LB_ADDRESS)).toContain(`dev ${NodeNet.bridge} `);
+    // Its ClusterIP, as the tenant's `kubernetes` endpoint, goes to the node's bridge, never
+    // the default route.
+    expect(await routeOf(svc.spec!.clusterIP!)).toContain(`dev ${NodeNet.bridge} `);
     for (const p of controlPlane) {
       expect(p.spec?.nodeName).toBe(realNode);
       // Where the tenant's promotion taint keeps others' pods off, its own come back.
@@ -200,13 +209,17 @@ describe('workloads of a control plane in pods', () => {
         'jsonpath={.subsets[0].addresses[0].ip}:{.subsets[0].ports[0].port}',
       )
     ).trim();
+    // (In-cluster configuration from the environment: a --server flag would drop its credentials.)
+    const [endpointHost, endpointPort] = endpoint.split(':');
     expect(
       await k(
         'exec',
         'lister',
         '--',
+        'env',
+        `KUBERNETES_SERVICE_HOST=${endpointHost}`,
+        `KUBERNETES_SERVICE_PORT=${endpointPort}`,
         'kubectl',
-        `--server=https://${endpoint}`,
         'get',
         'pod',
         'lister',

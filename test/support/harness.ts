@@ -2,7 +2,7 @@
  * Helpers for integration tests: an operator per test file on its own task queue and state
  * directory, VirtualClusters in a namespace of the file's own, and waits with clear timeouts.
  */
-import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { CoreV1Api, KubeConfig, type V1Toleration } from '@kubernetes/client-node';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, openSync, readFileSync, readdirSync } from 'node:fs';
@@ -72,6 +72,8 @@ export async function testOperator(opts: {
   /** New tenants' control planes as pods on the real node (ADR 14). */
   pods?: boolean;
   exposeTypes?: readonly ('NodePort' | 'LoadBalancer')[];
+  /** The pods' tolerations (default: every taint, as the embedded host's). */
+  podTolerations?: V1Toleration[];
 }): Promise<Operator> {
   const binaries = { ...(await resolveBinaries()), ...opts.binaries };
   return startOperator({
@@ -99,7 +101,7 @@ export async function testOperator(opts: {
       ? {
           pods: {
             nodeSelector: { 'kubernetes.io/hostname': inject('realNode') },
-            tolerations: [{ operator: 'Exists' }],
+            tolerations: opts.podTolerations ?? [{ operator: 'Exists' }],
             pollMs: 250,
           },
         }
