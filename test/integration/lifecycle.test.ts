@@ -42,6 +42,7 @@ import {
   testOperator,
   waitForGone,
   waitForPhase,
+  setSleep,
 } from '../support/harness.js';
 
 let operator: Operator;
@@ -325,18 +326,7 @@ describe('VirtualCluster lifecycle', () => {
     expect(processesMentioning(allocation.dir).map((p) => p.exe)).toEqual(
       expect.arrayContaining(['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler']),
     );
-    const sleep = (on: boolean) =>
-      host().custom.patchNamespacedCustomObject(
-        {
-          group: GROUP,
-          version: VERSION,
-          plural: PLURAL,
-          namespace,
-          name: 'sleeper',
-          body: { spec: { sleep: on } },
-        },
-        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-      );
+    const sleep = (on: boolean) => setSleep(namespace, 'sleeper', on);
 
     await sleep(true);
     const asleep = await eventually('sleeper asleep', async () => {

@@ -12,7 +12,7 @@ import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { GROUP, PLURAL, VERSION, type VirtualCluster } from '../../src/api/virtualCluster.js';
+import type { VirtualCluster } from '../../src/api/virtualCluster.js';
 import { tenantId } from '../../src/activities/index.js';
 import { Promotion, hostNamespace, promotionTaint } from '../../src/clustertree/naming.js';
 import { merge } from '../../src/api/kubeClient.js';
@@ -33,6 +33,7 @@ import {
   tenantKubeconfig,
   testOperator,
   waitForGone,
+  setSleep,
 } from '../support/harness.js';
 import { runClientAndWeb, runningPod, serviceCarriesTraffic, testImages } from '../support/workloads.js';
 
@@ -237,18 +238,7 @@ describe('workloads of a control plane in pods', () => {
     const ref = refOf(vc);
     const selector = `${CONTROL_PLANE_LABEL}=${ownerLabel(tenantId(ref))}`;
     await k('create', 'configmap', 'kept', '--from-literal=answer=42');
-    const sleep = (on: boolean) =>
-      host().custom.patchNamespacedCustomObject(
-        {
-          group: GROUP,
-          version: VERSION,
-          plural: PLURAL,
-          namespace,
-          name: 'e2e',
-          body: { spec: { sleep: on } },
-        },
-        merge,
-      );
+    const sleep = (on: boolean) => setSleep(namespace, 'e2e', on);
     await sleep(true);
     await eventually(
       'e2e asleep',

@@ -20,6 +20,7 @@ import {
   type Phase,
   type VirtualClusterRef,
 } from '../../src/api/virtualCluster.js';
+import { merge } from '../../src/api/kubeClient.js';
 import { HostCluster } from '../../src/activities/hostCluster.js';
 import { repoRoot, resolveBinaries, type Binaries } from '../../src/runtime/binaries.js';
 import { kwokNode } from '../../src/runtime/embedded.js';
@@ -130,6 +131,14 @@ export async function createVirtualCluster(
     body: { apiVersion: API_VERSION, kind: KIND, metadata: { name, namespace }, spec },
   });
   return VirtualCluster.parse(created);
+}
+
+/** Sets a VirtualCluster's spec.sleep (a merge patch, as `kubectl patch --type=merge`). */
+export async function setSleep(namespace: string, name: string, on: boolean): Promise<void> {
+  await host().custom.patchNamespacedCustomObject(
+    { group: GROUP, version: VERSION, plural: PLURAL, namespace, name, body: { spec: { sleep: on } } },
+    merge,
+  );
 }
 
 export async function deleteVirtualCluster(namespace: string, name: string): Promise<void> {
