@@ -114,7 +114,14 @@ async function main(): Promise<void> {
   try {
     const t0 = Date.now();
     const result = await scenario.run({ env, out }, o);
-    const json = { bench: name, options: o, worker, seconds: (Date.now() - t0) / 1000, ...result.json };
+    // How this Node.js ran (the operator runs in it: its flags are part of the figure).
+    const node = {
+      version: process.version,
+      flags: process.execArgv,
+      ...(process.env.NODE_OPTIONS ? { NODE_OPTIONS: process.env.NODE_OPTIONS } : {}),
+      ...(process.env.MALLOC_ARENA_MAX ? { MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX } : {}),
+    };
+    const json = { bench: name, options: o, worker, node, seconds: (Date.now() - t0) / 1000, ...result.json };
     await writeFile(join(out, `${name}.json`), JSON.stringify(json, null, 2) + '\n');
     process.stdout.write(['', ...result.lines, ''].join('\n') + '\n' + JSON.stringify(json) + '\n');
   } finally {

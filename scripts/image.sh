@@ -89,9 +89,10 @@ main() {
   c="$("${bh[@]}" from -q --tls-verify=false "docker://127.0.0.1:$port/$BASE")"
   "${bh[@]}" copy --chmod 0755 "$c" "$work/bin/node" /usr/local/bin/node >/dev/null
   "${bh[@]}" copy "$c" "$work/app" /app >/dev/null
-  # Non-root as every pod of a control plane (ADR 14); the entry point is the kosmos-vc command.
+  # Non-root as every pod of a control plane (ADR 14); the entry point is the kosmos-vc command,
+  # with the operator's V8 flags (src/runtime/nodeFlags.ts).
   "${bh[@]}" config --workingdir /app --user 65532:65532 --env NODE_ENV=production \
-    --entrypoint '["/usr/local/bin/node", "/app/dist/src/cli/main.js"]' --cmd '[]' "$c"
+    --entrypoint '["/usr/local/bin/node", "--max-semi-space-size=2", "/app/dist/src/cli/main.js"]' --cmd '[]' "$c"
   "${bh[@]}" commit -q "$c" "$REPOSITORY:$tag" >/dev/null
   "${bh[@]}" push -q --tls-verify=false "$REPOSITORY:$tag" "docker://127.0.0.1:$port/$REPOSITORY:$tag" >/dev/null
   kill "$pid" && { wait "$pid" || true; }

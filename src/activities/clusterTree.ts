@@ -49,6 +49,7 @@ import {
   type ControlPlaneLayout,
 } from '../runtime/controlPlane.js';
 import { FILE_SOURCES, storeFiles } from '../runtime/podWorkload.js';
+import { CLUSTERTREE_NODE_FLAGS } from '../runtime/nodeFlags.js';
 import type { PortAllocator } from '../runtime/ports.js';
 import type { ComponentSpec, ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
@@ -302,7 +303,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       name: 'clustertree',
       tolerates: promotionTaint(input.ref),
       command: '/usr/local/bin/node',
-      args: ['/app/dist/src/clustertree/main.js', `--config=${dir}/config.json`],
+      args: [...CLUSTERTREE_NODE_FLAGS, '/app/dist/src/clustertree/main.js', `--config=${dir}/config.json`],
       // clusterTree reads its files once: a change to them is a change of the pod (it rolls).
       env: {
         KOSMOS_VC_CONFIG_HASH: createHash('sha256').update(JSON.stringify(files)).digest('hex').slice(0, 16),
@@ -368,7 +369,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       owner: deps.tenantId(ref),
       name: 'clustertree',
       command: process.execPath,
-      args: [await deps.entry(), `--config=${configFile}`],
+      args: [...CLUSTERTREE_NODE_FLAGS, await deps.entry(), `--config=${configFile}`],
       ...(deps.compileCacheDir ? { env: { NODE_COMPILE_CACHE: deps.compileCacheDir } } : {}),
       probe: { url: `http://127.0.0.1:${port!}/readyz` },
     };

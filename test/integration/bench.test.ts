@@ -9,6 +9,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
+import { OPERATOR_NODE_ENV, OPERATOR_NODE_FLAGS } from '../../src/runtime/nodeFlags.js';
 
 const MAIN = join(process.cwd(), 'dist', 'bench', 'main.js');
 
@@ -16,7 +17,9 @@ const children = new Set<ChildProcess>();
 
 function bench(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--expose-gc', MAIN, ...args], {
+    const child = spawn(process.execPath, ['--expose-gc', ...OPERATOR_NODE_FLAGS, MAIN, ...args], {
+      // As `npm run bench` runs it.
+      env: { ...process.env, ...OPERATOR_NODE_ENV },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     children.add(child);
@@ -72,6 +75,7 @@ it(
     expect(run.code, run.stderr.slice(-3000)).toBe(0);
     const last = JSON.parse(run.stdout.trim().split('\n').at(-1)!) as {
       bench: string;
+      node: { version: string; flags: string[]; MALLOC_ARENA_MAX?: string };
       density: {
         tenantsReady: number;
         perTenant: {
@@ -93,6 +97,12 @@ it(
       };
     };
     expect(last.bench).toBe('smoke');
+    // The run says how its Node.js ran the operator.
+    expect(last.node).toEqual({
+      version: process.version,
+      flags: ['--expose-gc', ...OPERATOR_NODE_FLAGS],
+      ...OPERATOR_NODE_ENV,
+    });
     const d = last.density;
     expect(d.tenantsReady).toBe(1);
     expect(Object.keys(d.perTenant.components).sort()).toEqual(

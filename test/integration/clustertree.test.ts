@@ -19,6 +19,7 @@ import {
   tokenSecretName,
 } from '../../src/clustertree/naming.js';
 import { repoRoot, resolveBinaries } from '../../src/runtime/binaries.js';
+import { CLUSTERTREE_NODE_FLAGS } from '../../src/runtime/nodeFlags.js';
 import type { Operator } from '../../src/worker/operator.js';
 import {
   createKwokNodes,
@@ -404,6 +405,12 @@ describe('clusterTree', () => {
         tokenBefore.metadata!.uid,
       30_000,
     );
+  });
+
+  it('runs clusterTree with its V8 flags (ADR 12, decision 12)', async () => {
+    const tree = (await operator.runtime!.list(tenantId(ref))).find((c) => c.name === 'clustertree');
+    const argv = (await readFile(`/proc/${tree!.pid!}/cmdline`, 'utf8')).split('\0');
+    expect(argv.slice(1, 1 + CLUSTERTREE_NODE_FLAGS.length)).toEqual([...CLUSTERTREE_NODE_FLAGS]);
   });
 
   it('converges after clusterTree is SIGKILLed mid-sync: no duplicate, no orphan', async () => {

@@ -18,7 +18,8 @@ import { Promotion, hostNamespace, promotionTaint } from '../../src/clustertree/
 import { merge } from '../../src/api/kubeClient.js';
 import { routeOf } from '../../src/node/network.js';
 import { NodeNet } from '../../src/node/realNode.js';
-import { CONTROL_PLANE_LABEL, ownerLabel } from '../../src/runtime/podWorkload.js';
+import { COMPONENT_LABEL, CONTROL_PLANE_LABEL, ownerLabel } from '../../src/runtime/podWorkload.js';
+import { CLUSTERTREE_NODE_FLAGS } from '../../src/runtime/nodeFlags.js';
 import type { Operator } from '../../src/worker/operator.js';
 import {
   createNamespace,
@@ -124,6 +125,11 @@ describe('workloads of a control plane in pods', () => {
       })
     ).items;
     expect(controlPlane).toHaveLength(6);
+    // clusterTree's pod runs Node.js with its V8 flags (ADR 12, decision 12).
+    const tree = controlPlane.find((p) => p.metadata?.labels?.[COMPONENT_LABEL] === 'clustertree');
+    expect(tree?.spec?.containers[0]?.args?.slice(0, CLUSTERTREE_NODE_FLAGS.length)).toEqual([
+      ...CLUSTERTREE_NODE_FLAGS,
+    ]);
     // Reached through the load balancer's address, which its certificate names.
     const svc = await host().core.readNamespacedService({ name: 'kosmos-apiserver', namespace: hostNs });
     expect(svc.spec?.type).toBe('LoadBalancer');

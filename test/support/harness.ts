@@ -24,6 +24,7 @@ import { merge } from '../../src/api/kubeClient.js';
 import { HostCluster } from '../../src/activities/hostCluster.js';
 import { repoRoot, resolveBinaries, type Binaries } from '../../src/runtime/binaries.js';
 import { kwokNode } from '../../src/runtime/embedded.js';
+import { OPERATOR_NODE_ENV, OPERATOR_NODE_FLAGS } from '../../src/runtime/nodeFlags.js';
 import { NodeNet } from '../../src/node/realNode.js';
 import { createLogger } from '../../src/worker/logger.js';
 import { startOperator, type Operator } from '../../src/worker/operator.js';
@@ -39,9 +40,9 @@ export async function kosmosVc(args: string[], env: Record<string, string> = {})
   const kubeconfig = process.env.KVC_HOST_KUBECONFIG ?? inject('hostKubeconfig');
   const { stdout } = await run(
     process.execPath,
-    [join(repoRoot(), 'dist', 'src', 'cli', 'main.js'), ...args],
+    [...OPERATOR_NODE_FLAGS, join(repoRoot(), 'dist', 'src', 'cli', 'main.js'), ...args],
     {
-      env: { ...process.env, KUBECONFIG: kubeconfig, ...env },
+      env: { ...process.env, ...OPERATOR_NODE_ENV, KUBECONFIG: kubeconfig, ...env },
       timeout: 300_000,
     },
   );
@@ -333,9 +334,11 @@ export function spawnWorker(
 ): ChildProcess {
   if (!existsSync(cliEntry)) throw new Error(`${cliEntry} is missing: run \`npm run build\` (npm test does)`);
   const log = openSync(join(stateDir, `worker-${label}.log`), 'a');
-  return spawn(process.execPath, [cliEntry, 'worker'], {
+  // Started as the kosmos-vc command starts itself (its shebang).
+  return spawn(process.execPath, [...OPERATOR_NODE_FLAGS, cliEntry, 'worker'], {
     stdio: ['ignore', log, log],
     env: {
+      ...OPERATOR_NODE_ENV,
       PATH: process.env.PATH,
       HOME: process.env.HOME,
       KUBECONFIG: inject('hostKubeconfig'),
