@@ -6,21 +6,22 @@
  * 16 MiB. An operator that had provisioned 30 tenants kept 206 MiB of heap for 65 MiB of live
  * objects (80 MiB with the cap), and a clusterTree that had synced 1,000 pods peaked ~95 MiB
  * higher. The flags cap it; `test/unit/nodeFlags.test.ts` checks that every place that starts
- * one of these processes passes them, and that they take effect.
+ * the operator passes them and that they take effect; integration tests read clusterTree's.
  */
 
 /**
  * The operator (worker and watcher): `kosmos-vc` (its shebang), its image's entry point,
  * `npm start` and the benchmarks, which run the operator in their own process. With 30 tenants
- * provisioned it kept 253-263 MiB against 395-431; its CPU for them rose by 17-27 % (~0.2 s a
- * tenant), and 4 or 8 MiB cost as much.
+ * provisioned it kept 253-263 MiB against 395-431; its CPU for them was 17-27 % higher (~0.2 s a
+ * tenant) in two pairs of runs, and 4 or 8 MiB came out higher still: noise of several seconds,
+ * or a cost up to that.
  */
 export const OPERATOR_NODE_FLAGS = ['--max-semi-space-size=2'] as const;
 
 /**
  * The operator's environment: glibc gives each thread that allocates at once a malloc arena of
  * its own (up to 8 a core); the Temporal core's threads, the libuv pool's (key generation) and
- * the TLS connections left 15-25 MiB more over them than two arenas hold, for no measurable CPU.
+ * the TLS connections left ~15-30 MiB more over them than two arenas hold, for no measurable CPU.
  * Set where the operator starts: the shebang, the npm scripts, the chart's Deployment (the image
  * is clusterTree's too, and an idle clusterTree kept 129 MiB either way: it goes without).
  */

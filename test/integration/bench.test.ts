@@ -98,7 +98,7 @@ it(
     };
     expect(last.bench).toBe('smoke');
     // The run says how its Node.js ran the operator.
-    expect(last.node).toEqual({
+    expect(last.node).toMatchObject({
       version: process.version,
       flags: ['--expose-gc', ...OPERATOR_NODE_FLAGS],
       ...OPERATOR_NODE_ENV,

@@ -206,16 +206,22 @@ describe('workloads of a control plane in pods', () => {
       await tenantCore(kubeconfig).readNamespacedService({ name: 'kubernetes', namespace: 'default' })
     ).spec!.clusterIP!;
     expect(await k('exec', 'lister', '--', 'env')).toContain(`KUBERNETES_SERVICE_HOST=${tenantApiIP}\n`);
-    // The `kubernetes` endpoint the tenant's API server advertises answers such a client too.
-    const endpoint = (
-      await k(
-        'get',
-        'endpoints',
-        'kubernetes',
-        '-o',
-        'jsonpath={.subsets[0].addresses[0].ip}:{.subsets[0].ports[0].port}',
-      )
-    ).trim();
+    // The `kubernetes` endpoint the tenant's API server advertises answers such a client too. Its
+    // lease reconciler writes it every 10 s: a CI run once found none yet, seconds after Ready.
+    const endpoint = await eventually(
+      'the tenant API server to advertise its kubernetes endpoint',
+      async () => {
+        const out = await k(
+          'get',
+          'endpoints',
+          'kubernetes',
+          '-o',
+          'jsonpath={.subsets[0].addresses[0].ip}:{.subsets[0].ports[0].port}',
+        ).catch(() => '');
+        return /^[0-9.]+:[0-9]+$/.test(out.trim()) ? out.trim() : undefined;
+      },
+      30_000,
+    );
     // (In-cluster configuration from the environment: a --server flag would drop its credentials.)
     const [endpointHost, endpointPort] = endpoint.split(':');
     expect(

@@ -10,6 +10,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { repoRoot } from '../../src/runtime/binaries.js';
+import { OPERATOR_NODE_ENV, OPERATOR_NODE_FLAGS } from '../../src/runtime/nodeFlags.js';
 import { PortAllocator, canBind } from '../../src/runtime/ports.js';
 import {
   createNamespace,
@@ -36,7 +37,9 @@ interface Up {
 
 async function up(): Promise<Up> {
   if (!existsSync(entry)) throw new Error(`${entry} is missing: run \`npm run build\` (npm test does)`);
+  // As the kosmos-vc command starts itself (its shebang).
   const env: NodeJS.ProcessEnv = {
+    ...OPERATOR_NODE_ENV,
     PATH: process.env.PATH,
     HOME: process.env.HOME,
     KOSMOS_VC_STATE_DIR: stateDir,
@@ -44,7 +47,10 @@ async function up(): Promise<Up> {
     KOSMOS_VC_TEMPORAL_UI_PORT: String(uiPort),
     LOG_FORMAT: 'json',
   };
-  const child = spawn(process.execPath, [entry, 'up'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...OPERATOR_NODE_FLAGS, entry, 'up'], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   current = child;
   let stdout = '';
   let stderr = '';
@@ -136,6 +142,7 @@ describe('kosmos-vc up (embedded default)', () => {
     const namespace = await createNamespace('external');
     const external = await newStateDir();
     const env: NodeJS.ProcessEnv = {
+      ...OPERATOR_NODE_ENV,
       PATH: process.env.PATH,
       HOME: process.env.HOME,
       KUBECONFIG: inject('hostKubeconfig'),
@@ -145,7 +152,10 @@ describe('kosmos-vc up (embedded default)', () => {
       KOSMOS_VC_WATCH_NAMESPACE: namespace,
       LOG_FORMAT: 'json',
     };
-    const child = spawn(process.execPath, [entry, 'up'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...OPERATOR_NODE_FLAGS, entry, 'up'], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     current = child;
     let stdout = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

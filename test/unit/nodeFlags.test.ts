@@ -40,7 +40,9 @@ describe('the operator is started with its V8 flags and malloc setting', () => {
   ])('npm run %s', (name, script) => {
     const { env, flags } = nodeCommand(scripts[name]!, script);
     expect(env).toEqual(ENV);
-    expect(flags).toEqual(expect.arrayContaining([...OPERATOR_NODE_FLAGS]));
+    // The last of a repeated V8 flag is the one that counts.
+    const last = (f: readonly string[]) => f.findLast((x) => x.startsWith('--max-semi-space-size='));
+    expect(last(flags)).toBe(last(OPERATOR_NODE_FLAGS));
   });
 
   it("the kosmos-vc command's shebang", () => {
