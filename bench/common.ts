@@ -10,6 +10,7 @@ import { kwokNode } from '../src/runtime/embedded.js';
 import type { Operator } from '../src/worker/operator.js';
 import type { LocalEnvironment } from '../src/worker/localEnvironment.js';
 import type { ProcessRuntime } from '../src/runtime/processRuntime.js';
+import type { ControlPlaneRuntime } from '../src/runtime/types.js';
 import { writeControlPlanePki } from '../src/pki/controlPlanePki.js';
 import {
   apiserverSpec,
@@ -210,7 +211,7 @@ export async function tenantMemory(operator: Operator, vc: VirtualCluster): Prom
 }
 
 /** Memory of every running process of one owner of a runtime, summed and by component (MiB). */
-export async function memoryOfRuntime(runtime: ProcessRuntime, owner: string): Promise<ProcessMemory> {
+export async function memoryOfRuntime(runtime: ControlPlaneRuntime, owner: string): Promise<ProcessMemory> {
   const running = (await runtime.list(owner)).filter((s) => s.pid);
   const out = {
     rss: 0,
@@ -219,19 +220,22 @@ export async function memoryOfRuntime(runtime: ProcessRuntime, owner: string): P
     pssByComponent: {} as Record<string, number>,
   };
   for (const s of running) {
+    // A process shared by several tenants (clusterTree's) is theirs together: each counts its share.
+    const share = 1 / (s.sharedBy ?? 1);
     const m = await memoryMiB(s.pid!).catch(() => ({ rss: 0, pss: 0 }));
-    out.rss += m.rss;
-    out.pss += m.pss;
-    out.components[s.name] = m.rss;
-    out.pssByComponent[s.name] = m.pss;
+    out.rss += m.rss * share;
+    out.pss += m.pss * share;
+    out.components[s.name] = m.rss * share;
+    out.pssByComponent[s.name] = m.pss * share;
   }
   return out;
 }
 
 /** The CPU time (s) every running process of one owner of a runtime has used. */
-export async function cpuSecondsOfRuntime(runtime: ProcessRuntime, owner: string): Promise<number> {
+export async function cpuSecondsOfRuntime(runtime: ControlPlaneRuntime, owner: string): Promise<number> {
   let total = 0;
-  for (const s of await runtime.list(owner)) if (s.pid) total += (await cpuTicks(s.pid).catch(() => 0)) / 100;
+  for (const s of await runtime.list(owner))
+    if (s.pid) total += (await cpuTicks(s.pid).catch(() => 0)) / 100 / (s.sharedBy ?? 1);
   return total;
 }
 
@@ -244,7 +248,8 @@ export async function tenantCpuSeconds(
   for (const vc of vcs) {
     const id = tenantId({ namespace: vc.metadata.namespace, name: vc.metadata.name, uid: vc.metadata.uid });
     for (const s of await operator.runtime!.list(id))
-      if (s.pid) out[s.name] = (out[s.name] ?? 0) + (await cpuTicks(s.pid).catch(() => 0)) / 100;
+      if (s.pid)
+        out[s.name] = (out[s.name] ?? 0) + (await cpuTicks(s.pid).catch(() => 0)) / 100 / (s.sharedBy ?? 1);
   }
   return out;
 }

@@ -71,6 +71,26 @@ const LIMIT_RANGE = 'kosmos-vc-defaults';
 export const VIRTUAL_NODE = 'kosmos-virtual-resources';
 const CONTROL_PLANE_LABELS = ['node-role.kubernetes.io/control-plane', 'node-role.kubernetes.io/master'];
 
+/**
+ * A clusterTree process of this machine: one tenant's (`--config=<file>`), or the shared one's
+ * (`--tenants=<dir>`, src/runtime/sharedClusterTree.ts), which is made from a tenant's.
+ */
+export function clusterTreeProcess(
+  entry: string,
+  arg: string,
+  compileCacheDir?: string,
+): Pick<ComponentSpec, 'name' | 'command' | 'args' | 'env'> {
+  return {
+    name: 'clustertree',
+    command: process.execPath,
+    args: [...CLUSTERTREE_NODE_FLAGS, entry, arg],
+    ...(compileCacheDir ? { env: { NODE_COMPILE_CACHE: compileCacheDir } } : {}),
+  };
+}
+
+/** Where the compiled code of clusterTree's modules is kept, under a worker's state directory. */
+export const compileCacheDirOf = (stateDir: string): string => join(stateDir, 'cache', 'node-compile');
+
 export interface ClusterTreeTimings {
   heartbeatIntervalMs?: number;
   nodeStatusIntervalMs?: number;
@@ -367,10 +387,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
     await writeFile(configFile, JSON.stringify(config, null, 2), { mode: 0o600 });
     return {
       owner: deps.tenantId(ref),
-      name: 'clustertree',
-      command: process.execPath,
-      args: [...CLUSTERTREE_NODE_FLAGS, await deps.entry(), `--config=${configFile}`],
-      ...(deps.compileCacheDir ? { env: { NODE_COMPILE_CACHE: deps.compileCacheDir } } : {}),
+      ...clusterTreeProcess(await deps.entry(), `--config=${configFile}`, deps.compileCacheDir),
       probe: { url: `http://127.0.0.1:${port!}/readyz` },
     };
   }

@@ -55,7 +55,7 @@ import type { Client } from '@temporalio/client';
 import { createBackupActivities } from './backup.js';
 import { awaitFirstConnection, lastAuditedRequest, releaseHeldConnections, stopListening } from './idle.js';
 import { heartbeating } from './wait.js';
-import { createClusterTreeActivities, type ClusterTreeTimings } from './clusterTree.js';
+import { compileCacheDirOf, createClusterTreeActivities, type ClusterTreeTimings } from './clusterTree.js';
 import {
   applyHostNamespace,
   createTenantNetwork,
@@ -358,7 +358,7 @@ export function createActivities(deps: ActivityDeps) {
     ports,
     logger: deps.logger,
     entry: async () => (await bins()).clusterTree,
-    compileCacheDir: join(deps.stateDir, 'cache', 'node-compile'),
+    compileCacheDir: compileCacheDirOf(deps.stateDir),
     layoutOf: (input) => tenantFiles(input.ref, input.allocation),
     tenantId,
     tenantDir: (ref) => join(tenantsDir, tenantId(ref)),

@@ -489,8 +489,7 @@ export class ClusterTree {
   async stop(): Promise<void> {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
-    this.queue.stop();
-    await this.informers.stop();
+    await Promise.all([this.queue.stop(), this.informers.stop()]);
   }
 
   stats(): ClusterTreeStats {

@@ -27,6 +27,7 @@ export class KeyedQueue {
   private stopped = false;
   private paused: boolean;
   private idleWaiters: (() => void)[] = [];
+  private drainWaiters: (() => void)[] = [];
   processed = 0;
 
   constructor(private readonly opts: QueueOptions) {
@@ -61,10 +62,25 @@ export class KeyedQueue {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  stop(): void {
+  /**
+   * Takes no more keys; resolves when the syncs under way have ended, or after `graceMs` (one
+   * may hang on a request): a stopped tree of a shared process must not write after its stop.
+   */
+  stop(graceMs = 10_000): Promise<void> {
     this.stopped = true;
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
+    this.order.length = 0;
+    this.waiting.clear();
+    if (this.active.size === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, graceMs);
+      t.unref();
+      this.drainWaiters.push(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
   }
 
   private pump(): void {
@@ -105,6 +121,7 @@ export class KeyedQueue {
       this.processed++;
       this.active.delete(key);
       this.running--;
+      if (this.stopped && this.active.size === 0) for (const w of this.drainWaiters.splice(0)) w();
       if (this.dirty.delete(key)) this.add(key);
       this.pump();
       try {

@@ -314,6 +314,11 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     return undefined;
   }
 
+  /** The spec a component was last ensured with, from its record (undefined: none recorded). */
+  async recordedSpec(owner: string, name: ComponentName): Promise<ComponentSpec | undefined> {
+    return (await this.readRecord(owner, name))?.spec;
+  }
+
   private async readRecord(owner: string, name: string): Promise<Record | undefined> {
     try {
       return JSON.parse(await readFile(this.recordPath(owner, name), 'utf8')) as Record;

@@ -95,6 +95,8 @@ export interface ComponentStatus {
   pid?: number;
   /** Restarts by the supervisor since this runtime took the component over (of its containers, with pods). */
   restarts: number;
+  /** A process that serves several owners (a shared clusterTree): how many; its memory and CPU are theirs together. */
+  sharedBy?: number;
 }
 
 export interface ControlPlaneRuntime {

@@ -11,6 +11,9 @@
  *   KOSMOS_VC_WORKFLOW_CACHE     workflows a worker keeps in memory between their tasks: 0 (none)
  *                              or at least 2 (the Temporal SDK's default, from the heap size);
  *                              one evicted replays its history at its next task
+ *   KOSMOS_VC_CLUSTERTREE      "shared" (default): one clusterTree process of this worker serves
+ *                              its tenants, each with its own ports and credentials; "per-tenant":
+ *                              a process each (ADR 12, decision 13). Tenants in pods: always their own
  *   KOSMOS_VC_REAL_NODE        the embedded host also runs a real node where it can (true)
  *   KOSMOS_VC_NODE_ADDRESS     an address of this machine host pods reach (tenant API and DNS for
  *                              pods); the embedded host's real node sets it itself
@@ -62,6 +65,7 @@ export const OperatorEnv = z.object({
     .transform(Number)
     .refine((n) => n === 0 || n >= 2, 'must be 0 (no cache: every task replays) or at least 2')
     .optional(),
+  KOSMOS_VC_CLUSTERTREE: z.enum(['shared', 'per-tenant']).default('shared'),
   /** `kosmos-vc worker` also runs a watcher. */
   KOSMOS_VC_WATCHER: z
     .enum(['true', 'false'])

@@ -22,6 +22,8 @@ import { fileURLToPath } from 'node:url';
 import { createActivities, type ActivityDeps } from '../activities/index.js';
 import { HostCluster } from '../activities/hostCluster.js';
 import { resolveBinaries, type Binaries } from '../runtime/binaries.js';
+import { SHARED_OWNER, SharedClusterTreeRuntime } from '../runtime/sharedClusterTree.js';
+import { clusterTreeProcess, compileCacheDirOf } from '../activities/clusterTree.js';
 import { ProcessRuntime } from '../runtime/processRuntime.js';
 import { KubernetesRuntime, type KubernetesRuntimeOptions } from '../runtime/kubernetesRuntime.js';
 import { POD_COMPONENTS, controlPlaneImages } from '../runtime/podWorkload.js';
@@ -139,6 +141,11 @@ export interface OperatorOptions {
   readinessTimeoutMs?: number;
   /** Workflows the worker keeps in memory between tasks (default: the Temporal SDK's). */
   workflowCache?: number;
+  /**
+   * One clusterTree process serves this worker's tenants (default), or false: a process each
+   * (ADR 12, decision 13). Tenants whose control plane runs in pods always have their own pod.
+   */
+  sharedClusterTree?: boolean;
   etcdUnsafeNoFsync?: boolean;
   relistIntervalMs?: number;
   /** Called when the worker dies of a fatal error (the CLI then stops and exits non-zero). */
@@ -182,7 +189,7 @@ export interface OperatorOptions {
 export interface Operator {
   host: HostCluster;
   client: Client;
-  runtime?: ProcessRuntime;
+  runtime?: SharedClusterTreeRuntime;
   watcher?: VirtualClusterWatcher;
   metrics: OperatorMetrics;
   /** Where `/metrics` is served, when it is. */
@@ -220,17 +227,35 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
     });
     if (served) opts.logger.info('metrics', { url: served.url });
   }
-  let runtime: ProcessRuntime | undefined;
+  let runtime: SharedClusterTreeRuntime | undefined;
   let worker: Worker | undefined;
   let workerDone: Promise<void> | undefined;
   let nativeConnection: NativeConnection | undefined;
   if (opts.worker !== false) {
-    runtime = new ProcessRuntime({
-      root: join(opts.stateDir, 'runtime'),
-      logger: opts.logger.child({ part: 'runtime' }),
-    });
+    runtime = new SharedClusterTreeRuntime(
+      new ProcessRuntime({
+        root: join(opts.stateDir, 'runtime'),
+        logger: opts.logger.child({ part: 'runtime' }),
+      }),
+      { dir: join(opts.stateDir, 'clustertree-tenants'), shared: opts.sharedClusterTree ?? true },
+    );
     const resumed = await runtime.resume();
     if (resumed.length > 0) opts.logger.info('resumed tenant components', { count: resumed.length });
+    if (!opts.pods) {
+      // The shared clusterTree process starts with the worker: a tenant's starts in it (ADR 12,
+      // decision 13). Without a built clusterTree, the first tenant says so.
+      const entry =
+        opts.binaries?.clusterTree ?? (await resolveBinaries().catch(() => undefined))?.clusterTree;
+      if (entry)
+        await runtime
+          .warm({
+            owner: SHARED_OWNER,
+            ...clusterTreeProcess(entry, '--config=', compileCacheDirOf(opts.stateDir)),
+          })
+          .catch((e: unknown) =>
+            opts.logger.warn('the shared clusterTree did not start', { error: (e as Error).message }),
+          );
+    }
     let tenantRuntime: ControlPlaneRuntime = runtime;
     if (opts.pods) {
       // The images setup built on this machine, where it did (not in the operator's own image),

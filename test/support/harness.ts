@@ -76,6 +76,8 @@ export async function testOperator(opts: {
   exposeTypes?: readonly ('NodePort' | 'LoadBalancer')[];
   /** The pods' tolerations (default: every taint, as the embedded host's). */
   podTolerations?: V1Toleration[];
+  /** false: a clusterTree process per tenant (default: one shared, ADR 12 decision 13). */
+  sharedClusterTree?: boolean;
 }): Promise<Operator> {
   const binaries = { ...(await resolveBinaries()), ...opts.binaries };
   return startOperator({
@@ -99,6 +101,7 @@ export async function testOperator(opts: {
     ...(opts.watcher === false ? { watcher: false } : {}),
     ...(opts.allowPrivilegedTenants ? { allowPrivilegedTenants: true } : {}),
     ...(opts.exposeTypes ? { exposeTypes: opts.exposeTypes } : {}),
+    ...(opts.sharedClusterTree !== undefined ? { sharedClusterTree: opts.sharedClusterTree } : {}),
     ...(opts.pods
       ? {
           pods: {

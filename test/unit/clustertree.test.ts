@@ -817,7 +817,36 @@ describe('KeyedQueue', () => {
     expect(overlap).toBe(false);
     expect(runs.filter((k) => k === 'a')).toHaveLength(2);
     expect(runs.filter((k) => k === 'b')).toHaveLength(2); // failed, then retried
-    q.stop();
+    await q.stop();
+  });
+
+  it('stop() takes no more keys and resolves once the syncs under way have ended', async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const runs: string[] = [];
+    const q = new KeyedQueue({
+      concurrency: 1,
+      handle: async (k) => {
+        runs.push(k);
+        if (k === 'a') await held;
+      },
+    });
+    q.add('a');
+    q.add('b'); // waiting behind a: dropped by stop
+    let stopped = false;
+    const stopping = q.stop().then(() => (stopped = true));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(stopped).toBe(false);
+    q.add('c');
+    release();
+    await stopping;
+    expect(runs).toEqual(['a']);
+    // A sync that hangs does not hold a stop past its grace.
+    const hung = new KeyedQueue({ concurrency: 1, handle: () => new Promise<void>(() => undefined) });
+    hung.add('x');
+    const t0 = performance.now();
+    await hung.stop(50);
+    expect(performance.now() - t0).toBeLessThan(1000);
   });
 });
 

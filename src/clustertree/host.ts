@@ -1,0 +1,166 @@
+/**
+ * A shared clusterTree process (ADR 12, decision 13): it serves every tenant registered in its
+ * directory, one file each (`<owner>.json`, written by the operator's runtime,
+ * src/runtime/sharedClusterTree.ts), with the tenant's own configuration file, ports and
+ * credentials. A new file starts that tenant's tree, a removed one stops it, a changed one
+ * restarts it. The directory is read when it changes and every few seconds (a missed change
+ * notification costs that much), and again in full when the process starts: a restarted
+ * process brings every registered tenant back.
+ */
+import { watch, type FSWatcher } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import type { Logger } from '../worker/logger.js';
+import { ClusterTreeConfig } from './config.js';
+import { serveTenant, type ServedTenant } from './serve.js';
+
+/** What the operator's runtime writes for one tenant of a shared process. */
+export const Registration = z.object({
+  owner: z.string().min(1),
+  /** The tenant's clusterTree configuration file (what `--config` names in a process of its own). */
+  config: z.string().min(1),
+  /** Changes when the tenant's clusterTree must start again (the runtime's spec hash). */
+  hash: z.string().min(1),
+  /** Where the runtime probes the tenant's readiness. */
+  probe: z.string().url(),
+});
+export type Registration = z.infer<typeof Registration>;
+
+interface Running {
+  hash: string;
+  served?: ServedTenant | undefined;
+  /** A start that failed: tried again from this time on. */
+  retryAt?: number;
+  backoffMs: number;
+  log: Logger;
+}
+
+const RESCAN_MS = 2000;
+
+export class TreeHost {
+  private readonly tenants = new Map<string, Running>();
+  private watcher: FSWatcher | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private pass: Promise<void> = Promise.resolve();
+  private again = false;
+  private passing = false;
+  private stopped = false;
+
+  constructor(
+    private readonly dir: string,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    this.watcher = watch(this.dir, () => this.reconcile());
+    this.watcher.on('error', (e) =>
+      this.log.warn('watching the tenants directory failed', { error: String(e) }),
+    );
+    this.timer = setInterval(() => this.reconcile(), RESCAN_MS);
+    this.reconcile();
+    await this.pass;
+  }
+
+  /** Every tenant's tree stops, together. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.watcher?.close();
+    clearInterval(this.timer);
+    await this.pass;
+    await Promise.all([...this.tenants.values()].map((t) => t.served?.stop() ?? Promise.resolve()));
+    this.tenants.clear();
+  }
+
+  /** The tenants served now (tests, /status). */
+  owners(): string[] {
+    return [...this.tenants.entries()].filter(([, t]) => t.served).map(([o]) => o);
+  }
+
+  /** One pass at a time; a change during a pass runs one more after it. */
+  private reconcile(): void {
+    if (this.stopped) return;
+    if (this.passing) {
+      this.again = true;
+      return;
+    }
+    this.passing = true;
+    this.pass = (async () => {
+      do {
+        this.again = false;
+        await this.reconcileOnce().catch((e: unknown) =>
+          this.log.warn('reading the tenants directory failed', { error: String(e) }),
+        );
+      } while (this.again && !this.stopped);
+      this.passing = false;
+    })();
+  }
+
+  private async wanted(): Promise<Map<string, Registration>> {
+    const out = new Map<string, Registration>();
+    for (const f of await readdir(this.dir)) {
+      if (!f.endsWith('.json')) continue;
+      try {
+        const r = Registration.parse(JSON.parse(await readFile(join(this.dir, f), 'utf8')));
+        out.set(r.owner, r);
+      } catch (e) {
+        // Removed meanwhile, or not ours: the runtime writes whole files only (rename).
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
+          this.log.warn('ignoring an unreadable registration', { file: f, error: String(e) });
+      }
+    }
+    return out;
+  }
+
+  private async reconcileOnce(): Promise<void> {
+    const wanted = await this.wanted();
+    const stops: Promise<void>[] = [];
+    for (const [owner, t] of this.tenants) {
+      const w = wanted.get(owner);
+      if (w?.hash === t.hash) continue;
+      this.tenants.delete(owner);
+      t.log.info(w ? 'registration changed; restarting' : 'unregistered; stopping');
+      stops.push(t.served?.stop() ?? Promise.resolve());
+    }
+    // A restarted tenant's ports are free again before its new tree opens them.
+    await Promise.all(stops);
+    const now = Date.now();
+    for (const [owner, r] of wanted) {
+      const t = this.tenants.get(owner);
+      if (t && (t.served || (t.retryAt ?? 0) > now)) continue;
+      await this.startTenant(r, t?.backoffMs ?? 1000);
+    }
+  }
+
+  private async startTenant(r: Registration, backoffMs: number): Promise<void> {
+    const entry: Running = { hash: r.hash, backoffMs, log: this.log.child({ owner: r.owner }) };
+    this.tenants.set(r.owner, entry);
+    const failed = (e: unknown) => {
+      entry.served = undefined;
+      entry.retryAt = Date.now() + entry.backoffMs;
+      entry.log.error('clusterTree could not start; trying again', {
+        error: e instanceof Error ? e.message : String(e),
+        inMs: entry.backoffMs,
+      });
+      entry.backoffMs = Math.min(entry.backoffMs * 2, 30_000);
+    };
+    try {
+      const cfg = ClusterTreeConfig.parse(JSON.parse(await readFile(r.config, 'utf8')));
+      const log = entry.log.child({
+        component: 'clustertree',
+        vc: `${cfg.tenant.namespace}/${cfg.tenant.name}`,
+      });
+      const served = await serveTenant(cfg, log);
+      entry.served = served;
+      served.started.then(
+        () => (entry.backoffMs = 1000),
+        (e: unknown) => {
+          if (this.tenants.get(r.owner) !== entry) return;
+          void served.stop().finally(() => failed(e));
+        },
+      );
+    } catch (e) {
+      failed(e);
+    }
+  }
+}

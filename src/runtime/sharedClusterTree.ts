@@ -1,0 +1,261 @@
+/**
+ * clusterTree in one process for every tenant of a worker (ADR 12, decision 13), behind the
+ * runtime interface, so activities, tests and tools ask for a tenant's clusterTree as before.
+ *
+ * A tenant's clusterTree spec (a process of its own with `--config=<file>`) becomes a
+ * registration, `<dir>/<owner>.json`, and one process, owner `shared`, started from the same
+ * command with `--tenants=<dir>` in place of the file, serves every registration
+ * (src/clustertree/host.ts). The tenant keeps its own ports: readiness is its own `/readyz`.
+ * Stopping a tenant's clusterTree removes its registration and waits until its port is closed
+ * (its tree has stopped, syncs under way ended). The process starts with the worker (`warm`) and
+ * runs while the worker does, tenants or none: a tenant's clusterTree starts in a process that
+ * has loaded its code.
+ *
+ * With `shared: false` every tenant has a process of its own (the default before); either way a
+ * tenant is moved off the other form when its clusterTree is ensured, so a change of the setting
+ * never leaves two trees for one tenant. Every other component goes to the inner runtime as it is.
+ */
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Registration } from '../clustertree/host.js';
+import { hashSpec, type ProcessRuntime } from './processRuntime.js';
+import { prober } from './probe.js';
+import {
+  ComponentExitedError,
+  ReadinessTimeoutError,
+  type ComponentName,
+  type ComponentSpec,
+  type ComponentStatus,
+  type ControlPlaneRuntime,
+} from './types.js';
+
+/** The runtime owner of the shared process (tenant ids always hold two dashes). */
+export const SHARED_OWNER = 'shared';
+const NAME = 'clustertree' as const;
+
+export interface SharedClusterTreeOptions {
+  /** Where registrations are written: outside the inner runtime's own directories. */
+  dir: string;
+  /** false: a process per tenant, as before. */
+  shared: boolean;
+  /** How long a stop waits for the tenant's port to close (then the process is restarted). */
+  stopGraceMs?: number;
+}
+
+export class SharedClusterTreeRuntime implements ControlPlaneRuntime {
+  /** Registering and unregistering, and starting or stopping the process, one at a time. */
+  private gate: Promise<unknown> = Promise.resolve();
+  /** The shared process's restarts when a tenant's clusterTree was last ensured. */
+  private readonly restartsAtEnsure = new Map<string, number>();
+
+  constructor(
+    private readonly inner: ProcessRuntime,
+    private readonly opts: SharedClusterTreeOptions,
+  ) {}
+
+  private serialized<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.gate.then(fn, fn);
+    this.gate = run.catch(() => undefined);
+    return run;
+  }
+
+  private path(owner: string): string {
+    return join(this.opts.dir, `${owner}.json`);
+  }
+
+  private async registration(owner: string): Promise<Registration | undefined> {
+    try {
+      return Registration.parse(JSON.parse(await readFile(this.path(owner), 'utf8')));
+    } catch {
+      return undefined;
+    }
+  }
+
+  private async registrations(): Promise<Registration[]> {
+    const files = await readdir(this.opts.dir).catch(() => [] as string[]);
+    const all = await Promise.all(
+      files.filter((f) => f.endsWith('.json')).map((f) => this.registration(f.slice(0, -'.json'.length))),
+    );
+    return all.filter((r): r is Registration => r !== undefined);
+  }
+
+  /** The shared process's spec: the tenant's command with the directory for its file. */
+  private hostSpec(spec: ComponentSpec): ComponentSpec {
+    return {
+      owner: SHARED_OWNER,
+      name: NAME,
+      command: spec.command,
+      args: spec.args.map((a) => (a.startsWith('--config=') ? `--tenants=${this.opts.dir}` : a)),
+      ...(spec.env ? { env: spec.env } : {}),
+    };
+  }
+
+  private async hostStatus(): Promise<ComponentStatus | undefined> {
+    return (await this.inner.list(SHARED_OWNER)).find((c) => c.name === NAME);
+  }
+
+  private sharable(spec: ComponentSpec): boolean {
+    return spec.name === NAME && !spec.namespace && spec.args.some((a) => a.startsWith('--config='));
+  }
+
+  async ensure(spec: ComponentSpec): Promise<ComponentStatus> {
+    if (spec.name !== NAME || spec.namespace) return this.inner.ensure(spec);
+    if (!this.opts.shared || !this.sharable(spec) || !spec.probe || spec.owner === SHARED_OWNER) {
+      await this.unregister(spec.owner);
+      return this.inner.ensure(spec);
+    }
+    // A process of its own, from before (or from `shared: false`), gives way first.
+    await this.inner.stop(spec.owner, NAME);
+    const config = spec.args.find((a) => a.startsWith('--config='))!.slice('--config='.length);
+    const reg: Registration = { owner: spec.owner, config, hash: hashSpec(spec), probe: spec.probe.url };
+    const host = await this.serialized(async () => {
+      await mkdir(this.opts.dir, { recursive: true, mode: 0o700 });
+      const before = await this.registration(spec.owner);
+      if (JSON.stringify(before) !== JSON.stringify(reg)) {
+        const file = this.path(spec.owner);
+        await writeFile(`${file}.tmp`, JSON.stringify(reg), { mode: 0o600 });
+        await rename(`${file}.tmp`, file);
+      }
+      return this.inner.ensure(this.hostSpec(spec));
+    });
+    this.restartsAtEnsure.set(spec.owner, host.restarts);
+    return { owner: spec.owner, name: NAME, running: host.running, ...pid(host), restarts: host.restarts };
+  }
+
+  /**
+   * Starts the shared process before any tenant asks (the worker's start): the first tenant's
+   * clusterTree then starts in a process that has loaded its code. `spec`: a tenant's, as
+   * deployClusterTree makes it. A no-op with `shared: false`.
+   */
+  async warm(spec: ComponentSpec): Promise<void> {
+    if (!this.opts.shared || !this.sharable(spec)) return;
+    await this.serialized(async () => {
+      await mkdir(this.opts.dir, { recursive: true, mode: 0o700 });
+      await this.inner.ensure(this.hostSpec(spec));
+    });
+  }
+
+  async waitReady(owner: string, name: ComponentName, timeoutMs: number): Promise<void> {
+    const reg = name === NAME ? await this.registration(owner) : undefined;
+    if (!reg) return this.inner.waitReady(owner, name, timeoutMs);
+    const probe = prober({ url: reg.probe });
+    const deadline = Date.now() + timeoutMs;
+    let lastError = 'not probed yet';
+    for (;;) {
+      try {
+        const code = await probe();
+        if (code === 200) return;
+        lastError = `HTTP ${code}`;
+      } catch (e) {
+        lastError = (e as Error).message;
+      }
+      if (!(await this.registration(owner)))
+        throw new Error(`clusterTree of ${owner} was stopped while starting`);
+      // As for a process of its own: a second exit of the shared process before ready is its answer.
+      const host = await this.hostStatus();
+      if (host && host.restarts - (this.restartsAtEnsure.get(owner) ?? host.restarts) >= 2)
+        throw new ComponentExitedError(owner, NAME, null, await this.inner.logTail(SHARED_OWNER, NAME));
+      if (Date.now() >= deadline) {
+        // What the shared process said of this tenant last (a start that failed says why).
+        const said = (await this.logTail(owner, NAME, 5)).trim().split('\n').at(-1);
+        throw new ReadinessTimeoutError(owner, NAME, timeoutMs, said ? `${lastError}; ${said}` : lastError);
+      }
+      await sleep(200);
+    }
+  }
+
+  /**
+   * Removes the registration and waits until the tenant's port is closed (its tree stopped);
+   * with `shared: false` the process stops with its last tenant. A tenant whose port stays open past the grace is
+   * stopped by restarting the process (the others come back from their registrations).
+   */
+  private async unregister(owner: string): Promise<void> {
+    await this.serialized(async () => {
+      const reg = await this.registration(owner);
+      if (!reg) return;
+      await rm(this.path(owner), { force: true });
+      const host = await this.hostStatus();
+      // Kept running while this worker shares (the next tenant starts in it); else it ends with its last.
+      if (!this.opts.shared && (await this.registrations()).length === 0) {
+        await this.inner.stop(SHARED_OWNER, NAME);
+        return;
+      }
+      if (!host?.running) return;
+      const probe = prober({ url: reg.probe }, 1000);
+      const deadline = Date.now() + (this.opts.stopGraceMs ?? 15_000);
+      while (Date.now() < deadline) {
+        const open = await probe().then(
+          () => true,
+          (e: NodeJS.ErrnoException) => e.code !== 'ECONNREFUSED',
+        );
+        if (!open) return;
+        await sleep(100);
+      }
+      const spec = await this.inner.recordedSpec(SHARED_OWNER, NAME);
+      await this.inner.stop(SHARED_OWNER, NAME);
+      if (spec) await this.inner.ensure(spec);
+    });
+  }
+
+  async stop(owner: string, name: ComponentName): Promise<void> {
+    if (name === NAME && owner !== SHARED_OWNER) await this.unregister(owner);
+    await this.inner.stop(owner, name);
+  }
+
+  async remove(owner: string): Promise<void> {
+    if (owner !== SHARED_OWNER) await this.unregister(owner);
+    await this.inner.remove(owner);
+  }
+
+  /**
+   * The inner runtime's components, and a registered tenant's clusterTree as the shared process
+   * (its pid; `sharedBy`: how many tenants it serves, for dividing its memory and CPU).
+   */
+  async list(owner?: string): Promise<ComponentStatus[]> {
+    const inner = await this.inner.list(owner);
+    if (owner === undefined || owner === SHARED_OWNER) return inner;
+    if (!(await this.registration(owner))) return inner;
+    const host = await this.hostStatus();
+    const sharedBy = (await this.registrations()).length;
+    return [
+      ...inner.filter((c) => c.name !== NAME),
+      {
+        owner,
+        name: NAME,
+        running: host?.running ?? false,
+        ...pid(host),
+        restarts: host?.restarts ?? 0,
+        sharedBy,
+      },
+    ];
+  }
+
+  resume(): Promise<ComponentStatus[]> {
+    return this.inner.resume();
+  }
+
+  shutdown(): Promise<void> {
+    return this.inner.shutdown();
+  }
+
+  /** Stops supervising without stopping anything: what a crashed worker leaves behind. */
+  detach(): void {
+    this.inner.detach();
+  }
+
+  /** A registered tenant's lines of the shared process's log. */
+  async logTail(owner: string, name: ComponentName, lines = 20): Promise<string> {
+    if (name !== NAME || !(await this.registration(owner))) return this.inner.logTail(owner, name, lines);
+    const all = await this.inner.logTail(SHARED_OWNER, NAME, 400);
+    return all
+      .split('\n')
+      .filter((l) => l.includes(`"owner":"${owner}"`))
+      .slice(-lines)
+      .join('\n');
+  }
+}
+
+function pid(s: ComponentStatus | undefined): { pid?: number } {
+  return s?.pid === undefined ? {} : { pid: s.pid };
+}

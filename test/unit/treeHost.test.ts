@@ -1,0 +1,133 @@
+/**
+ * The shared clusterTree process's registrations (src/clustertree/host.ts): a registered tenant's
+ * ports open, a removed one's close, a changed one restarts, a broken one is logged and tried
+ * again without touching the others. The tenants' API servers are an address nothing answers:
+ * their trees keep retrying their first lists (/readyz 503), which is all this needs.
+ */
+import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { TreeHost, type Registration } from '../../src/clustertree/host.js';
+import type { ClusterTreeConfigInput } from '../../src/clustertree/config.js';
+import { createLogger } from '../../src/worker/logger.js';
+
+const KUBECONFIG = `apiVersion: v1
+kind: Config
+clusters: [{ name: c, cluster: { server: "https://127.0.0.1:1", insecure-skip-tls-verify: true } }]
+users: [{ name: u, user: { token: t } }]
+contexts: [{ name: x, context: { cluster: c, user: u } }]
+current-context: x
+`;
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address() as { port: number };
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+const status = (port: number) =>
+  fetch(`http://127.0.0.1:${port}/readyz`).then(
+    (r) => r.status,
+    () => 0,
+  );
+
+async function until(what: string, fn: () => Promise<boolean>, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await fn())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('TreeHost', () => {
+  let dir: string;
+  let regs: string;
+  let host: TreeHost;
+  const lines: string[] = [];
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'treehost-'));
+    regs = join(dir, 'tenants');
+    await writeFile(join(dir, 'kubeconfig'), KUBECONFIG);
+    await mkdir(regs);
+    lines.length = 0;
+    host = new TreeHost(regs, createLogger({ json: true, write: (l) => lines.push(l) }));
+  });
+  afterEach(async () => {
+    await host.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function register(owner: string, port: number, hash = 'h1'): Promise<void> {
+    const config: ClusterTreeConfigInput = {
+      tenant: { namespace: 'ns', name: owner, uid: `${owner}-uid` },
+      hostNamespace: `vc-${owner}`,
+      tenantKubeconfig: join(dir, 'kubeconfig'),
+      hostKubeconfig: join(dir, 'kubeconfig'),
+      listen: { address: '127.0.0.1', port },
+      virtualNodeName: 'virtual',
+      quotaName: 'quota',
+    };
+    await writeFile(join(dir, `${owner}.config.json`), JSON.stringify(config));
+    const reg: Registration = {
+      owner,
+      config: join(dir, `${owner}.config.json`),
+      hash,
+      probe: `http://127.0.0.1:${port}/readyz`,
+    };
+    // As the runtime writes it: whole, by rename.
+    await writeFile(join(regs, `${owner}.json.tmp`), JSON.stringify(reg));
+    await rename(join(regs, `${owner}.json.tmp`), join(regs, `${owner}.json`));
+  }
+
+  it('opens a registered tenant’s port, closes a removed one’s, and leaves the others alone', async () => {
+    const [pa, pb] = [await freePort(), await freePort()];
+    await register('a', pa);
+    await host.start();
+    expect(host.owners()).toEqual(['a']);
+    expect(await status(pa)).toBe(503); // its tree still waits for its first lists
+    await register('b', pb);
+    await until('b served', async () => (await status(pb)) === 503);
+    await rm(join(regs, 'a.json'));
+    await until('a closed', async () => (await status(pa)) === 0);
+    expect(host.owners()).toEqual(['b']);
+    expect(await status(pb)).toBe(503);
+  });
+
+  it('restarts a tenant whose registration changed, on its new port', async () => {
+    const [p1, p2] = [await freePort(), await freePort()];
+    await register('a', p1, 'h1');
+    await host.start();
+    expect(await status(p1)).toBe(503);
+    await register('a', p2, 'h2');
+    await until('a moved', async () => (await status(p2)) === 503 && (await status(p1)) === 0);
+    expect(
+      lines.some((l) => l.includes('registration changed; restarting') && l.includes('"owner":"a"')),
+    ).toBe(true);
+  });
+
+  it('logs a tenant that cannot start and tries it again; the others are served', async () => {
+    const taken = createServer();
+    const busy = await freePort();
+    await new Promise<void>((r) => taken.listen(busy, '127.0.0.1', r));
+    const ok = await freePort();
+    try {
+      await register('bad', busy);
+      await register('good', ok);
+      await host.start();
+      expect(await status(ok)).toBe(503);
+      expect(host.owners()).toEqual(['good']);
+      const failed = () => lines.filter((l) => l.includes('could not start') && l.includes('"owner":"bad"'));
+      expect(failed()[0]).toContain('EADDRINUSE');
+      // Freed, it is served at the next try (after a backoff of a second).
+      await new Promise((r) => taken.close(r));
+      await until('bad served once its port is free', async () => (await status(busy)) === 503);
+    } finally {
+      taken.close();
+    }
+  });
+});
