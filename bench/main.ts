@@ -3,7 +3,7 @@
  * Each scenario starts one local kosmos-vc (Temporal dev server, embedded host with kwok,
  * operator), measures its baseline and the product in the same run, prints both with their
  * ratio, writes its plots (SVG) and a JSON result to --out, and prints the JSON as the last line.
- * The worker takes KOSMOS_VC_WORKFLOW_CACHE from the environment.
+ * The worker takes KOSMOS_VC_WORKFLOW_CACHE and KOSMOS_VC_CLUSTERTREE from the environment.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
@@ -41,7 +41,7 @@ function usage(): string {
       ([name, s]) =>
         `  ${name.padEnd(9)} ${s.summary}\n            quick: ${flags(s.quick)}; --full: ${flags(s.full)}`,
     ),
-    'The worker takes KOSMOS_VC_WORKFLOW_CACHE as `kosmos-vc up` does.',
+    'The worker takes KOSMOS_VC_WORKFLOW_CACHE and KOSMOS_VC_CLUSTERTREE as `kosmos-vc up` does.',
   ].join('\n');
 }
 const flags = (o: Record<string, number>) =>
@@ -92,6 +92,7 @@ async function main(): Promise<void> {
     ...(operatorEnv.KOSMOS_VC_WORKFLOW_CACHE !== undefined
       ? { workflowCache: operatorEnv.KOSMOS_VC_WORKFLOW_CACHE }
       : {}),
+    sharedClusterTree: operatorEnv.KOSMOS_VC_CLUSTERTREE === 'shared',
   };
   const env = await startLocalEnvironment({
     prefix: `kvc-bench-${name}-`,

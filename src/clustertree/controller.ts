@@ -89,7 +89,7 @@ import {
   type TrustBundleObject,
 } from './trustBundles.js';
 import { Informers, type InformerOptions } from './informers.js';
-import { KeyedQueue } from './queue.js';
+import { KeyedQueue, type FairShare } from './queue.js';
 
 /** Origin namespace/name of a host object clusterTree made. */
 function origin(o: KubernetesObject): { namespace: string; name: string } | undefined {
@@ -158,8 +158,13 @@ export class ClusterTree {
     tenantKc: KubeConfig,
     hostKc: KubeConfig,
     private readonly log: Logger,
-    onSynced?: (key: string, seconds: number, ok: boolean) => void,
+    opts: {
+      onSynced?: (key: string, seconds: number, ok: boolean) => void;
+      /** The slots of a shared process, this tree's syncs taking their turns with other tenants'. */
+      share?: FairShare;
+    } = {},
   ) {
+    const { onSynced, share } = opts;
     this.ctx = {
       tenant: cfg.tenant,
       hostNamespace: cfg.hostNamespace,
@@ -177,6 +182,9 @@ export class ClusterTree {
       paused: true,
       concurrency: cfg.concurrency,
       handle: (key) => this.sync(key),
+      ...(share
+        ? { share: { share, tenant: `${cfg.tenant.namespace}/${cfg.tenant.name}/${cfg.tenant.uid}` } }
+        : {}),
       ...(onSynced ? { onDone: onSynced } : {}),
       onError: (key, err, retryInMs) => {
         this.syncErrors++;

@@ -13,7 +13,9 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import type { Logger } from '../worker/logger.js';
 import { ClusterTreeConfig } from './config.js';
-import { serveTenant, type ServedTenant } from './serve.js';
+import { FairShare } from './queue.js';
+import { sharedProcessMetrics } from '../metrics/clusterTree.js';
+import { serveTenant, type ServedTenant, type SharedParts } from './serve.js';
 
 /** What the operator's runtime writes for one tenant of a shared process. */
 export const Registration = z.object({
@@ -23,7 +25,7 @@ export const Registration = z.object({
   /** Changes when the tenant's clusterTree must start again (the runtime's spec hash). */
   hash: z.string().min(1),
   /** Where the runtime probes the tenant's readiness. */
-  probe: z.string().url(),
+  probe: z.url(),
 });
 export type Registration = z.infer<typeof Registration>;
 
@@ -37,6 +39,11 @@ interface Running {
 }
 
 const RESCAN_MS = 2000;
+/**
+ * Syncs under way at once, all tenants together, granted in turn (FairShare): twice a tenant's
+ * own cap (48), so one busy tenant never waits and two busy ones share evenly.
+ */
+export const SHARED_SYNC_SLOTS = 96;
 
 export class TreeHost {
   private readonly tenants = new Map<string, Running>();
@@ -46,11 +53,15 @@ export class TreeHost {
   private again = false;
   private passing = false;
   private stopped = false;
+  private readonly shared: SharedParts;
 
   constructor(
     private readonly dir: string,
     private readonly log: Logger,
-  ) {}
+    slots = SHARED_SYNC_SLOTS,
+  ) {
+    this.shared = { share: new FairShare(slots), processMetrics: sharedProcessMetrics() };
+  }
 
   async start(): Promise<void> {
     this.watcher = watch(this.dir, () => this.reconcile());
@@ -150,7 +161,7 @@ export class TreeHost {
         component: 'clustertree',
         vc: `${cfg.tenant.namespace}/${cfg.tenant.name}`,
       });
-      const served = await serveTenant(cfg, log);
+      const served = await serveTenant(cfg, log, this.shared);
       entry.served = served;
       served.started.then(
         () => (entry.backoffMs = 1000),

@@ -7,6 +7,8 @@
 export interface QueueOptions {
   concurrency: number;
   handle: (key: string) => Promise<void>;
+  /** Slots shared with the other tenants of a shared process: each sync holds one (FairShare). */
+  share?: { share: FairShare; tenant: string };
   /** Start paused: keys are collected but not worked on until resume(). */
   paused?: boolean;
   onError?: (key: string, err: unknown, retryInMs: number) => void;
@@ -98,6 +100,7 @@ export class KeyedQueue {
   private async work(key: string): Promise<void> {
     const started = performance.now();
     let ok = false;
+    const release = this.opts.share ? await this.opts.share.share.acquire(this.opts.share.tenant) : undefined;
     try {
       await this.opts.handle(key);
       ok = true;
@@ -118,6 +121,7 @@ export class KeyedQueue {
         );
       }
     } finally {
+      release?.();
       this.processed++;
       this.active.delete(key);
       this.running--;
@@ -129,6 +133,58 @@ export class KeyedQueue {
       } catch {
         // An observer's failure is not the queue's.
       }
+    }
+  }
+}
+
+/**
+ * Slots for syncs, shared by the tenants of one clusterTree process and granted in turn: a tenant
+ * with keys waiting gets the next free slot after every other tenant waiting before it has had
+ * one, however many keys each has (the fair queue of the Kubernetes VirtualCluster syncer). A
+ * tenant scaling to thousands of pods then delays another's next sync by at most one turn, not by
+ * its whole backlog. Each tenant's own queue still caps its concurrency; with one tenant, and a
+ * limit above that cap, nobody ever waits. A package for this would be larger than it.
+ */
+export class FairShare {
+  private running = 0;
+  /** Tenants with syncs waiting, in the order of their turns (a Map keeps insertion order). */
+  private readonly waiting = new Map<string, (() => void)[]>();
+  granted = 0;
+  waited = 0;
+
+  constructor(readonly limit: number) {}
+
+  /** Resolves with the slot's release once the tenant's turn has come. */
+  async acquire(tenant: string): Promise<() => void> {
+    if (this.running < this.limit && this.waiting.size === 0) {
+      this.running++;
+    } else {
+      this.waited++;
+      await new Promise<void>((resolve) => {
+        const q = this.waiting.get(tenant);
+        if (q) q.push(resolve);
+        else this.waiting.set(tenant, [resolve]);
+      });
+    }
+    this.granted++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.running--;
+      this.grant();
+    };
+  }
+
+  private grant(): void {
+    while (this.running < this.limit && this.waiting.size > 0) {
+      const [tenant, q] = this.waiting.entries().next().value!;
+      const next = q.shift()!;
+      // Served: to the back of the line, if it has more.
+      this.waiting.delete(tenant);
+      if (q.length > 0) this.waiting.set(tenant, q);
+      this.running++;
+      next();
     }
   }
 }

@@ -12,6 +12,8 @@ import { ClusterTreeMetrics } from '../metrics/clusterTree.js';
 import type { ClusterTreeConfig } from './config.js';
 import { ClusterTree } from './controller.js';
 import { KubeletServer } from './kubeletServer.js';
+import type { Registry } from 'prom-client';
+import type { FairShare } from './queue.js';
 
 export interface ServedTenant {
   /** Resolves once the first full sync is done (/readyz then answers 200). */
@@ -43,19 +45,26 @@ function listen(server: Server, port: number, address: string): Promise<void> {
   });
 }
 
+/** What a shared process gives each of its tenants: its sync slots and its process figures. */
+export interface SharedParts {
+  share: FairShare;
+  processMetrics: Registry;
+}
+
 /** Opens the tenant's ports and starts its tree; a port that cannot be had rejects, with nothing left open. */
-export async function serveTenant(cfg: ClusterTreeConfig, log: Logger): Promise<ServedTenant> {
+export async function serveTenant(
+  cfg: ClusterTreeConfig,
+  log: Logger,
+  shared?: SharedParts,
+): Promise<ServedTenant> {
   const hostKc = cfg.hostKubeconfig ? fromFile(cfg.hostKubeconfig) : inCluster();
   // The metrics read the tree's stats when scraped (the status server starts after the tree
   // exists); the tree reports each sync to them.
-  const metrics = new ClusterTreeMetrics(cfg.tenant, () => tree.stats());
-  const tree: ClusterTree = new ClusterTree(
-    cfg,
-    fromFile(cfg.tenantKubeconfig),
-    hostKc,
-    log,
-    (key, seconds, ok) => metrics.synced(key, seconds, ok),
-  );
+  const metrics = new ClusterTreeMetrics(cfg.tenant, () => tree.stats(), shared?.processMetrics);
+  const tree: ClusterTree = new ClusterTree(cfg, fromFile(cfg.tenantKubeconfig), hostKc, log, {
+    onSynced: (key, seconds, ok) => metrics.synced(key, seconds, ok),
+    ...(shared ? { share: shared.share } : {}),
+  });
   let kubelet: KubeletServer | undefined;
   const server = createServer((req, res) => {
     if (req.url === '/readyz') {
@@ -63,7 +72,7 @@ export async function serveTenant(cfg: ClusterTreeConfig, log: Logger): Promise<
     } else if (req.url === '/healthz') {
       res.writeHead(200).end('ok');
     } else if (req.url === '/metrics') {
-      metrics.registry.metrics().then(
+      metrics.text().then(
         (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
         (e: unknown) => res.writeHead(500).end(String(e)),
       );

@@ -20,7 +20,17 @@ export class ClusterTreeMetrics {
     registers: [this.registry],
   });
 
-  constructor(tenant: Pick<VirtualClusterRef, 'namespace' | 'name'>, read: () => ClusterTreeStats) {
+  /**
+   * `processRegistry`: the process's own figures, kept once for every tenant of a shared process
+   * (sharedProcessMetrics); each tenant's then serves them beside its own. Without, this registry
+   * collects them (a process of its own). Collecting them per tenant in a shared process would
+   * leave an event-loop monitor and a GC observer behind for every tenant that ever came and went.
+   */
+  constructor(
+    tenant: Pick<VirtualClusterRef, 'namespace' | 'name'>,
+    read: () => ClusterTreeStats,
+    private readonly processRegistry?: Registry,
+  ) {
     // One reading per scrape (the series below are collected one after another).
     let cached: { at: number; stats: ClusterTreeStats } | undefined;
     const stats = (): ClusterTreeStats => {
@@ -29,7 +39,8 @@ export class ClusterTreeMetrics {
       return cached.stats;
     };
     this.registry.setDefaultLabels({ tenant: `${tenant.namespace}/${tenant.name}` });
-    collectDefaultMetrics({ register: this.registry, prefix: 'kosmos_vc_clustertree_' });
+    if (!processRegistry)
+      collectDefaultMetrics({ register: this.registry, prefix: 'kosmos_vc_clustertree_' });
     const gauge = (name: string, help: string, value: (s: ClusterTreeStats) => number) =>
       new Gauge({
         name,
@@ -70,9 +81,23 @@ export class ClusterTreeMetrics {
     );
   }
 
+  /** What `/metrics` serves: the tenant's series, then the shared process's figures where there is one. */
+  async text(): Promise<string> {
+    const own = await this.registry.metrics();
+    return this.processRegistry ? `${own}\n${await this.processRegistry.metrics()}` : own;
+  }
+
   /** The work queue's hook: one observation per finished sync of `key` ("pod/ns/name"). */
   synced(key: string, seconds: number, ok: boolean): void {
     const kind = key.slice(0, Math.max(0, key.indexOf('/'))) || 'other';
     this.syncDuration.observe({ kind, outcome: ok ? 'success' : 'failure' }, seconds);
   }
+}
+
+/** A shared clusterTree process's own figures, collected once, labelled `process="shared"`. */
+export function sharedProcessMetrics(): Registry {
+  const registry = new Registry();
+  registry.setDefaultLabels({ process: 'shared' });
+  collectDefaultMetrics({ register: registry, prefix: 'kosmos_vc_clustertree_' });
+  return registry;
 }

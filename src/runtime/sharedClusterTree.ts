@@ -175,6 +175,7 @@ export class SharedClusterTreeRuntime implements ControlPlaneRuntime {
       const reg = await this.registration(owner);
       if (!reg) return;
       await rm(this.path(owner), { force: true });
+      this.restartsAtEnsure.delete(owner);
       const host = await this.hostStatus();
       // Kept running while this worker shares (the next tenant starts in it); else it ends with its last.
       if (!this.opts.shared && (await this.registrations()).length === 0) {
@@ -231,8 +232,18 @@ export class SharedClusterTreeRuntime implements ControlPlaneRuntime {
     ];
   }
 
-  resume(): Promise<ComponentStatus[]> {
-    return this.inner.resume();
+  /**
+   * The inner runtime's components come back, the shared process with them; under `per-tenant`
+   * one left with no tenant (the setting changed while the worker was down) is stopped.
+   */
+  async resume(): Promise<ComponentStatus[]> {
+    const resumed = await this.inner.resume();
+    if (this.opts.shared) return resumed;
+    return this.serialized(async () => {
+      if ((await this.registrations()).length > 0) return resumed;
+      await this.inner.stop(SHARED_OWNER, NAME);
+      return resumed.filter((c) => c.owner !== SHARED_OWNER);
+    });
   }
 
   shutdown(): Promise<void> {

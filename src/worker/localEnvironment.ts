@@ -37,8 +37,8 @@ export async function startLocalEnvironment(opts: {
   realNode?: boolean;
   /** Tenants may ask for spec.podSecurity: privileged (the conformance tenant does). */
   allowPrivilegedTenants?: boolean;
-  /** The worker's workflow cache (the bench takes it from the environment). */
-  worker?: Pick<OperatorOptions, 'workflowCache'>;
+  /** The worker's workflow cache and clusterTree sharing (the bench takes them from the environment). */
+  worker?: Pick<OperatorOptions, 'workflowCache' | 'sharedClusterTree'>;
 }): Promise<LocalEnvironment> {
   const root = await mkdtemp(join(tmpdir(), opts.prefix));
   const binaries = await resolveBinaries();

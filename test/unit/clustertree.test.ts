@@ -15,7 +15,7 @@ import {
   tenantHash,
   tokenSecretName,
 } from '../../src/clustertree/naming.js';
-import { KeyedQueue } from '../../src/clustertree/queue.js';
+import { FairShare, KeyedQueue } from '../../src/clustertree/queue.js';
 import {
   PodAnnotation,
   hostPodFor,
@@ -818,6 +818,74 @@ describe('KeyedQueue', () => {
     expect(runs.filter((k) => k === 'a')).toHaveLength(2);
     expect(runs.filter((k) => k === 'b')).toHaveLength(2); // failed, then retried
     await q.stop();
+  });
+
+  it('shares slots between tenants in turn: a quiet tenant waits one turn, not a noisy one’s backlog', async () => {
+    const share = new FairShare(2);
+    const order: string[] = [];
+    const releases: (() => void)[] = [];
+    const take = (tenant: string, n: number) =>
+      Array.from({ length: n }, (_, i) =>
+        share.acquire(tenant).then((release) => {
+          order.push(`${tenant}${i}`);
+          releases.push(release);
+        }),
+      );
+    const noisy = take('noisy', 10);
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(order).toEqual(['noisy0', 'noisy1']); // the two slots
+    const quiet = take('quiet', 2);
+    // Each release grants the next turn: quiet's first comes right after noisy's next.
+    for (let i = 0; i < 4; i++) {
+      releases.shift()!();
+      await new Promise((r) => setImmediate(r));
+    }
+    expect(order.slice(2, 6)).toEqual(['noisy2', 'quiet0', 'noisy3', 'quiet1']);
+    while (releases.length > 0) {
+      releases.shift()!();
+      await new Promise((r) => setImmediate(r));
+    }
+    await Promise.all([...noisy, ...quiet]);
+    expect(order).toHaveLength(12);
+    expect(share.granted).toBe(12);
+    // A release called twice frees one slot only.
+    const r1 = await share.acquire('x');
+    r1();
+    r1();
+    const [a, b] = await Promise.all([share.acquire('x'), share.acquire('y')]);
+    let third = false;
+    void share.acquire('z').then(() => (third = true));
+    await new Promise((r) => setImmediate(r));
+    expect(third).toBe(false);
+    a();
+    await new Promise((r) => setImmediate(r));
+    expect(third).toBe(true);
+    b();
+  });
+
+  it('a queue with a share holds a slot for each sync', async () => {
+    const share = new FairShare(1);
+    let inFlight = 0;
+    let most = 0;
+    const queue = (tenant: string) =>
+      new KeyedQueue({
+        concurrency: 4,
+        share: { share, tenant },
+        handle: async () => {
+          most = Math.max(most, ++inFlight);
+          await new Promise((r) => setTimeout(r, 2));
+          inFlight--;
+        },
+      });
+    const [a, b] = [queue('a'), queue('b')];
+    for (const k of ['1', '2', '3']) {
+      a.add(k);
+      b.add(k);
+    }
+    await Promise.all([a.idle(), b.idle()]);
+    expect(most).toBe(1);
+    expect(a.processed + b.processed).toBe(6);
   });
 
   it('stop() takes no more keys and resolves once the syncs under way have ended', async () => {

@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { ClusterTreeStats } from '../../src/clustertree/controller.js';
-import { ClusterTreeMetrics } from '../../src/metrics/clusterTree.js';
+import { ClusterTreeMetrics, sharedProcessMetrics } from '../../src/metrics/clusterTree.js';
 import { OperatorMetrics } from '../../src/metrics/operator.js';
 import { repoRoot } from '../../src/runtime/binaries.js';
 import { metricsEndpoint, readOperatorEnv } from '../../src/worker/config.js';
@@ -52,6 +52,20 @@ describe('metrics', () => {
     text = await m.registry.metrics();
     expect(text).toContain(`kosmos_vc_clustertree_heartbeats_total{${t}} 20`);
     expect(text).toContain(`kosmos_vc_clustertree_queue_depth{${t}} 0`);
+  });
+
+  it("a shared clusterTree process's tenants: their own series, the process's figures once, unlabelled by tenant", async () => {
+    const proc = sharedProcessMetrics();
+    const a = new ClusterTreeMetrics({ namespace: 'team', name: 'a' }, () => stats(), proc);
+    const b = new ClusterTreeMetrics({ namespace: 'team', name: 'b' }, () => stats({ heartbeats: 3 }), proc);
+    expect(await a.registry.metrics()).not.toContain('process_resident_memory_bytes');
+    const [ta, tb] = [await a.text(), await b.text()];
+    expect(ta).toContain('kosmos_vc_clustertree_heartbeats_total{tenant="team/a"} 12');
+    expect(tb).toContain('kosmos_vc_clustertree_heartbeats_total{tenant="team/b"} 3');
+    for (const t of [ta, tb]) {
+      expect(t).toMatch(/^kosmos_vc_clustertree_process_resident_memory_bytes\{process="shared"\} \d+/m);
+      expect(t.match(/^kosmos_vc_clustertree_process_resident_memory_bytes/gm)).toHaveLength(1);
+    }
   });
 
   it("the operator's VirtualClusters by phase, every phase present", async () => {

@@ -1,0 +1,167 @@
+/**
+ * The shared clusterTree behind the runtime interface (src/runtime/sharedClusterTree.ts), with
+ * the real process runtime and the built clusterTree: a tenant's spec becomes a registration the
+ * shared process serves; `list` shows that process for the tenant; stopping the tenant closes its
+ * port and keeps the process; a tenant of its own moves into the shared process and back out;
+ * a worker set to per-tenant stops a shared process left with no tenant. The tenants' API
+ * servers are an address nothing answers: a tree that waits for its first lists is enough.
+ */
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { clusterTreeProcess } from '../../src/activities/clusterTree.js';
+import type { ClusterTreeConfigInput } from '../../src/clustertree/config.js';
+import { repoRoot } from '../../src/runtime/binaries.js';
+import { ProcessRuntime } from '../../src/runtime/processRuntime.js';
+import { SHARED_OWNER, SharedClusterTreeRuntime } from '../../src/runtime/sharedClusterTree.js';
+import type { ComponentSpec } from '../../src/runtime/types.js';
+import { createLogger } from '../../src/worker/logger.js';
+
+const ENTRY = join(repoRoot(), 'dist', 'src', 'clustertree', 'main.js');
+const KUBECONFIG = `apiVersion: v1
+kind: Config
+clusters: [{ name: c, cluster: { server: "https://127.0.0.1:1", insecure-skip-tls-verify: true } }]
+users: [{ name: u, user: { token: t } }]
+contexts: [{ name: x, context: { cluster: c, user: u } }]
+current-context: x
+`;
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address() as { port: number };
+  await new Promise((r) => s.close(r));
+  return port;
+}
+const status = (port: number) =>
+  fetch(`http://127.0.0.1:${port}/readyz`).then(
+    (r) => r.status,
+    () => 0,
+  );
+async function until(what: string, fn: () => Promise<boolean>, ms = 15_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await fn())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+const alive = (pid: number) =>
+  readFile(`/proc/${pid}/stat`, 'utf8').then(
+    (s) => !/^[ZX]/.test(s.slice(s.lastIndexOf(')') + 2)),
+    () => false,
+  );
+const argv = async (pid: number) =>
+  (await readFile(`/proc/${pid}/cmdline`, 'utf8')).replace(/\0$/, '').split('\0');
+
+describe('SharedClusterTreeRuntime', () => {
+  let dir: string;
+  let inner: ProcessRuntime;
+  let runtimes: SharedClusterTreeRuntime[];
+  const logger = createLogger({ level: 'error' });
+  const make = (shared: boolean) => {
+    inner = new ProcessRuntime({ root: join(dir, 'runtime'), logger, pollMs: 200, stopGraceMs: 3000 });
+    const r = new SharedClusterTreeRuntime(inner, { dir: join(dir, 'registrations'), shared });
+    runtimes.push(r);
+    return r;
+  };
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'kvc-shared-'));
+    await writeFile(join(dir, 'kubeconfig'), KUBECONFIG);
+    runtimes = [];
+  });
+  afterEach(async () => {
+    for (const r of runtimes) await r.shutdown().catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** A tenant's clusterTree spec, as deployClusterTree makes it, and its status port. */
+  async function tenant(owner: string): Promise<{ spec: ComponentSpec; port: number }> {
+    const port = await freePort();
+    const config: ClusterTreeConfigInput = {
+      tenant: { namespace: 'ns', name: owner, uid: `${owner}-uid` },
+      hostNamespace: `vc-${owner}`,
+      tenantKubeconfig: join(dir, 'kubeconfig'),
+      hostKubeconfig: join(dir, 'kubeconfig'),
+      listen: { address: '127.0.0.1', port },
+      virtualNodeName: 'virtual',
+      quotaName: 'quota',
+    };
+    await mkdir(join(dir, owner), { recursive: true });
+    const file = join(dir, owner, 'config.json');
+    await writeFile(file, JSON.stringify(config));
+    return {
+      spec: {
+        owner,
+        ...clusterTreeProcess(ENTRY, `--config=${file}`),
+        probe: { url: `http://127.0.0.1:${port}/readyz` },
+      },
+      port,
+    };
+  }
+
+  it('serves tenants from one process; a stopped tenant’s port closes and the process stays', async () => {
+    const runtime = make(true);
+    const [a, b] = [await tenant('ns-a-00000001'), await tenant('ns-b-00000002')];
+    const sa = await runtime.ensure(a.spec);
+    const sb = await runtime.ensure(b.spec);
+    expect(sa.pid).toBeGreaterThan(0);
+    expect(sb.pid).toBe(sa.pid);
+    expect((await argv(sa.pid!)).at(-1)).toBe(`--tenants=${join(dir, 'registrations')}`);
+    await until(
+      'both ports served',
+      async () => (await status(a.port)) === 503 && (await status(b.port)) === 503,
+    );
+    const listed = (await runtime.list(a.spec.owner)).find((c) => c.name === 'clustertree');
+    expect(listed).toMatchObject({ running: true, pid: sa.pid, sharedBy: 2 });
+    // Not ready (no API server answers): the wait says so, with what the probe saw.
+    await expect(runtime.waitReady(a.spec.owner, 'clustertree', 500)).rejects.toThrow(/HTTP 503/);
+
+    await runtime.stop(a.spec.owner, 'clustertree');
+    expect(await status(a.port)).toBe(0);
+    expect(await status(b.port)).toBe(503);
+    expect(await alive(sa.pid!)).toBe(true);
+    expect(await readdir(join(dir, 'registrations'))).toEqual([`${b.spec.owner}.json`]);
+    expect((await runtime.list(a.spec.owner)).find((c) => c.name === 'clustertree')).toBeUndefined();
+    await runtime.stop(b.spec.owner, 'clustertree');
+    // Shared: kept for the next tenant.
+    expect(await alive(sa.pid!)).toBe(true);
+  });
+
+  it('moves a tenant from a process of its own into the shared one and back; never both', async () => {
+    const a = await tenant('ns-a-00000003');
+    const own = await make(false).ensure(a.spec);
+    expect((await argv(own.pid!)).at(-1)).toMatch(/^--config=/);
+    await until('its own process serves', async () => (await status(a.port)) === 503);
+    inner.detach();
+
+    const shared = await make(true).ensure(a.spec);
+    expect(shared.pid).not.toBe(own.pid);
+    expect(await alive(own.pid!)).toBe(false);
+    await until('the shared process serves it', async () => (await status(a.port)) === 503);
+    inner.detach();
+
+    // Back to a process each: it leaves the shared process, which, with no tenant left, stops.
+    const back = make(false);
+    await back.resume();
+    const again = await back.ensure(a.spec);
+    expect((await argv(again.pid!)).at(-1)).toMatch(/^--config=/);
+    expect(await readdir(join(dir, 'registrations'))).toEqual([]);
+    await until('the shared process stops', async () => !(await alive(shared.pid!)));
+    expect(await back.list(SHARED_OWNER)).toEqual([]);
+  });
+
+  it('a worker set to per-tenant stops a shared process left with no tenant when it resumes', async () => {
+    const runtime = make(true);
+    const a = await tenant('ns-a-00000004');
+    await runtime.warm(a.spec);
+    const [host] = await runtime.list(SHARED_OWNER);
+    expect(host?.running).toBe(true);
+    inner.detach();
+    const resumed = await make(false).resume();
+    expect(resumed.filter((c) => c.owner === SHARED_OWNER)).toEqual([]);
+    expect(await alive(host!.pid!)).toBe(false);
+  });
+});
