@@ -11,6 +11,7 @@ import type { Operator } from '../src/worker/operator.js';
 import type { LocalEnvironment } from '../src/worker/localEnvironment.js';
 import type { ProcessRuntime } from '../src/runtime/processRuntime.js';
 import type { ControlPlaneRuntime } from '../src/runtime/types.js';
+import { SHARED_OWNER } from '../src/runtime/sharedClusterTree.js';
 import { writeControlPlanePki } from '../src/pki/controlPlanePki.js';
 import {
   apiserverSpec,
@@ -239,7 +240,11 @@ export async function cpuSecondsOfRuntime(runtime: ControlPlaneRuntime, owner: s
   return total;
 }
 
-/** The CPU time (s) every running process of the given tenants has used, by component. */
+/**
+ * The CPU time (s) every running process of the given tenants has used, by component; a shared
+ * process's divided by the tenants it serves now (right over a window in which they do not
+ * change, as the idle windows that read it).
+ */
 export async function tenantCpuSeconds(
   operator: Operator,
   vcs: VirtualCluster[],
@@ -252,6 +257,12 @@ export async function tenantCpuSeconds(
         out[s.name] = (out[s.name] ?? 0) + (await cpuTicks(s.pid).catch(() => 0)) / 100 / (s.sharedBy ?? 1);
   }
   return out;
+}
+
+/** What the operator's shared clusterTree process holds (PSS, MiB): 0 when none runs. */
+export async function sharedClusterTreeMiB(operator: Operator): Promise<number> {
+  const [shared] = (await operator.runtime!.list(SHARED_OWNER)).filter((s) => s.pid);
+  return shared ? (await memoryMiB(shared.pid!).catch(() => ({ pss: 0 }))).pss : 0;
 }
 
 /** MemAvailable of the machine (MiB). */

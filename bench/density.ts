@@ -24,6 +24,7 @@ import {
   memoryOfRuntime,
   createVC,
   memAvailableMiB,
+  sharedClusterTreeMiB,
   percentile,
   readyVC,
   say,
@@ -60,7 +61,10 @@ export const density: Scenario = {
     async function measure(plainId: string, plainKc: KubeConfig): Promise<BenchResult> {
       const names = Array.from({ length: o.tenants! }, (_, i) => `d-${i}`);
       await createKwokNodes(host.core, names, 110);
-      const available0 = await memAvailableMiB();
+      // The worker's shared clusterTree runs before any tenant (ADR 12, decision 13): its memory
+      // then is the tenants' too, added back to what MemAvailable shows them taking.
+      const sharedAtStart = await sharedClusterTreeMiB(env.operator);
+      const available0 = (await memAvailableMiB()) + sharedAtStart;
       const tenants: VirtualCluster[] = [];
       const curve: { tenants: number; series: string; mib: number }[] = [];
       const readyMs: number[] = [];
@@ -221,6 +225,7 @@ export const density: Scenario = {
             controlPlaneRssMiB: cpRss,
             controlPlanePssMiB: cpPss,
             machineMiB: machine,
+            sharedClusterTreeAtStartMiB: sharedAtStart,
             components,
             idleCores,
           },

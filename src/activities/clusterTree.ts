@@ -185,6 +185,14 @@ function memoryString(bytes: number): string {
 }
 const scalar = (q: string | number | undefined): number => (q === undefined ? 0 : parseQuantity(q));
 
+/** Both at once; the first failure once neither runs any more (nothing is left working behind a failed step). */
+async function both<A, B>(a: Promise<A>, b: Promise<B>): Promise<[A, B]> {
+  const [ra, rb] = await Promise.allSettled([a, b]);
+  if (ra.status === 'rejected') throw ra.reason;
+  if (rb.status === 'rejected') throw rb.reason;
+  return [ra.value, rb.value];
+}
+
 export function createClusterTreeActivities(deps: ClusterTreeDeps) {
   const hostKc = deps.host.kubeConfig;
   const hostCore = deps.host.core;
@@ -260,14 +268,20 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
     const ns = hostNamespace(ref);
     await ensureCurrentFiles(pkiDir(l));
     await ensureOperatorKubeconfig(l);
-    await apply(tenantAdmin(l).objects, tenantRbac());
-    const podSecurity = await tenantPodSecurity(deps.host, ref, deps.allowPrivilegedTenants ?? false);
     const pods = input.allocation.runtime === 'kubernetes';
-    await apply(hostObjects, [
-      // A pod of clusterTree holds its service account's own token: no token Secret is made.
-      ...hostRbac(ref, ns, podSecurity, !pods),
-      isolationPolicy(ref, deps.network?.nodeAddress, pods ? deps.operatorNamespace : undefined),
-    ]);
+    // The tenant's side and the host's are independent: written at once (two API servers).
+    const [, podSecurity] = await both(
+      apply(tenantAdmin(l).objects, tenantRbac()),
+      (async () => {
+        const podSecurity = await tenantPodSecurity(deps.host, ref, deps.allowPrivilegedTenants ?? false);
+        await apply(hostObjects, [
+          // A pod of clusterTree holds its service account's own token: no token Secret is made.
+          ...hostRbac(ref, ns, podSecurity, !pods),
+          isolationPolicy(ref, deps.network?.nodeAddress, pods ? deps.operatorNamespace : undefined),
+        ]);
+        return podSecurity;
+      })(),
+    );
     // Apply does not prune: a tenant whose clusterTree was a process before keeps that token.
     if (pods)
       await hostCore
@@ -532,8 +546,11 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       const l = await deps.layoutOf(input);
       const spec = await clusterTreeSpec(input, l);
       const status = await deps.runtime.ensure(spec);
-      await deps.runtime.waitReady(spec.owner, spec.name, deps.readinessTimeoutMs);
-      await defaultNamespaceReady(l, deps.readinessTimeoutMs, tenantAdmin, until);
+      // What pods in `default` need is the tenant's alone: made while clusterTree lists.
+      await both(
+        deps.runtime.waitReady(spec.owner, spec.name, deps.readinessTimeoutMs),
+        defaultNamespaceReady(l, deps.readinessTimeoutMs, tenantAdmin, until),
+      );
       log(input.ref).info('clusterTree ready', { pid: status.pid, hostNamespace: hostNamespace(input.ref) });
       return { hostNamespace: hostNamespace(input.ref), pid: status.pid };
     },

@@ -68,11 +68,22 @@ type DispatcherFactory = (cluster: { name?: string } | null, options: Record<str
  * it is there and otherwise leaves the KubeConfig as it is; `test/unit/kubeClient.test.ts` counts
  * the TLS connections with and without it and says when upstream no longer needs it.
  */
+interface Reusing {
+  createDispatcher?: DispatcherFactory;
+  kosmosReused?: true;
+  kosmosClose?: () => Promise<void>;
+}
+
 export function reuseConnections(kc: KubeConfig): KubeConfig {
-  const target = kc as unknown as { createDispatcher?: DispatcherFactory; kosmosReused?: true };
+  const target = kc as unknown as Reusing;
   const original = target.createDispatcher;
   if (typeof original !== 'function' || target.kosmosReused) return kc;
   const dispatchers = new Map<string, unknown>();
+  target.kosmosClose = async () => {
+    const all = [...dispatchers.values()] as { close?: () => Promise<void> }[];
+    dispatchers.clear();
+    await Promise.all(all.map((d) => (d.close ? d.close().catch(() => undefined) : Promise.resolve())));
+  };
   target.createDispatcher = (cluster, options) => {
     const key = JSON.stringify([cluster?.name ?? '', kc.getCurrentUser()?.name ?? '']);
     if (!dispatchers.has(key)) dispatchers.set(key, original.call(kc, cluster, options));
@@ -80,4 +91,12 @@ export function reuseConnections(kc: KubeConfig): KubeConfig {
   };
   target.kosmosReused = true;
   return kc;
+}
+
+/**
+ * Closes the connections a KubeConfig of `reuseConnections` keeps (a tree of a shared clusterTree
+ * process that stops: its process goes on). A later call opens new ones.
+ */
+export async function closeConnections(kc: KubeConfig): Promise<void> {
+  await (kc as unknown as Reusing).kosmosClose?.();
 }

@@ -459,6 +459,8 @@ export class ClusterTree {
     this.enqueueAll();
     // Ready once the first full pass is done (or has had its chance: failing keys back off).
     await Promise.race([this.queue.idle(), new Promise((r) => setTimeout(r, 15_000).unref())]);
+    // Stopped during the first pass: no periodic work starts (a shared process outlives the tree).
+    if (this.stopped) return;
     this.ready = true;
     // A pass that outlasts its interval (thousands of Leases) is not joined by a second one: the
     // next starts at the first tick after it ends, so the work never piles up. A pass still
@@ -468,6 +470,7 @@ export class ClusterTree {
     const every = (name: string, ms: number, hungAfterMs: number, fn: () => Promise<void> | void) => {
       let startedAt: number | undefined;
       const t = setInterval(() => {
+        if (this.stopped) return;
         const now = Date.now();
         if (startedAt !== undefined) {
           if (now - startedAt < hungAfterMs) return;

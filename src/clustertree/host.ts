@@ -8,7 +8,7 @@
  * process brings every registered tenant back.
  */
 import { watch, type FSWatcher } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { Logger } from '../worker/logger.js';
@@ -35,8 +35,26 @@ interface Running {
   /** A start that failed: tried again from this time on. */
   retryAt?: number;
   backoffMs: number;
+  /** Starts of this registration that failed, and why the last did. */
+  failures: number;
+  lastError?: string;
   log: Logger;
 }
+
+/**
+ * What the process serves, written (`<dir>/.served`, whole, by rename) after every pass over the
+ * registrations: `pass` is when that pass began to read them, so a registration removed before it
+ * is no longer served once a state with a later `pass` lists it no more.
+ */
+export const ServedState = z.object({
+  pass: z.number(),
+  tenants: z.record(
+    z.string(),
+    z.object({ hash: z.string(), serving: z.boolean(), failures: z.number(), error: z.string().optional() }),
+  ),
+});
+export type ServedState = z.infer<typeof ServedState>;
+export const SERVED_FILE = '.served';
 
 const RESCAN_MS = 2000;
 /**
@@ -64,7 +82,10 @@ export class TreeHost {
   }
 
   async start(): Promise<void> {
-    this.watcher = watch(this.dir, () => this.reconcile());
+    // Its own writes (the served state, a dot file) are no change of the registrations.
+    this.watcher = watch(this.dir, (_event, file) => {
+      if (!file?.startsWith('.')) this.reconcile();
+    });
     this.watcher.on('error', (e) =>
       this.log.warn('watching the tenants directory failed', { error: String(e) }),
     );
@@ -83,7 +104,7 @@ export class TreeHost {
     this.tenants.clear();
   }
 
-  /** The tenants served now (tests, /status). */
+  /** The tenants served now. */
   owners(): string[] {
     return [...this.tenants.entries()].filter(([, t]) => t.served).map(([o]) => o);
   }
@@ -110,7 +131,7 @@ export class TreeHost {
   private async wanted(): Promise<Map<string, Registration>> {
     const out = new Map<string, Registration>();
     for (const f of await readdir(this.dir)) {
-      if (!f.endsWith('.json')) continue;
+      if (!f.endsWith('.json') || f.startsWith('.')) continue;
       try {
         const r = Registration.parse(JSON.parse(await readFile(join(this.dir, f), 'utf8')));
         out.set(r.owner, r);
@@ -124,6 +145,7 @@ export class TreeHost {
   }
 
   private async reconcileOnce(): Promise<void> {
+    const pass = Date.now();
     const wanted = await this.wanted();
     const stops: Promise<void>[] = [];
     for (const [owner, t] of this.tenants) {
@@ -139,18 +161,55 @@ export class TreeHost {
     for (const [owner, r] of wanted) {
       const t = this.tenants.get(owner);
       if (t && (t.served || (t.retryAt ?? 0) > now)) continue;
-      await this.startTenant(r, t?.backoffMs ?? 1000);
+      await this.startTenant(r, t);
+    }
+    this.lastPass = pass;
+    await this.writeServed();
+  }
+
+  private lastPass = 0;
+  private writes = 0;
+
+  /** The served state, for the runtime (ServedState); a failed write is tried at the next pass. */
+  private async writeServed(): Promise<void> {
+    const state: ServedState = {
+      pass: this.lastPass,
+      tenants: Object.fromEntries(
+        [...this.tenants].map(([owner, t]) => [
+          owner,
+          {
+            hash: t.hash,
+            serving: t.served !== undefined,
+            failures: t.failures,
+            ...(t.lastError ? { error: t.lastError } : {}),
+          },
+        ]),
+      ),
+    };
+    const file = join(this.dir, SERVED_FILE);
+    const tmp = `${file}.${++this.writes}.tmp`; // two writes at once never share one
+    try {
+      await writeFile(tmp, JSON.stringify(state));
+      await rename(tmp, file);
+    } catch (e) {
+      this.log.warn('writing the served state failed', { error: String(e) });
     }
   }
 
-  private async startTenant(r: Registration, backoffMs: number): Promise<void> {
-    const entry: Running = { hash: r.hash, backoffMs, log: this.log.child({ owner: r.owner }) };
+  /** Starts a registration's tree; `before`: the entry of its last failed start (its count goes on). */
+  private async startTenant(r: Registration, before: Running | undefined): Promise<void> {
+    const entry: Running =
+      before?.hash === r.hash
+        ? before
+        : { hash: r.hash, backoffMs: 1000, failures: 0, log: this.log.child({ owner: r.owner }) };
     this.tenants.set(r.owner, entry);
     const failed = (e: unknown) => {
       entry.served = undefined;
       entry.retryAt = Date.now() + entry.backoffMs;
+      entry.failures++;
+      entry.lastError = e instanceof Error ? e.message : String(e);
       entry.log.error('clusterTree could not start; trying again', {
-        error: e instanceof Error ? e.message : String(e),
+        error: entry.lastError,
         inMs: entry.backoffMs,
       });
       entry.backoffMs = Math.min(entry.backoffMs * 2, 30_000);
@@ -167,7 +226,10 @@ export class TreeHost {
         () => (entry.backoffMs = 1000),
         (e: unknown) => {
           if (this.tenants.get(r.owner) !== entry) return;
-          void served.stop().finally(() => failed(e));
+          void served.stop().finally(() => {
+            failed(e);
+            void this.writeServed();
+          });
         },
       );
     } catch (e) {

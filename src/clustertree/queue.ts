@@ -30,6 +30,8 @@ export class KeyedQueue {
   private paused: boolean;
   private idleWaiters: (() => void)[] = [];
   private drainWaiters: (() => void)[] = [];
+  /** Keys in their handler (past their turn for a shared slot). */
+  private syncing = 0;
   processed = 0;
 
   constructor(private readonly opts: QueueOptions) {
@@ -67,6 +69,7 @@ export class KeyedQueue {
   /**
    * Takes no more keys; resolves when the syncs under way have ended, or after `graceMs` (one
    * may hang on a request): a stopped tree of a shared process must not write after its stop.
+   * A key still waiting for its turn at a shared slot is dropped when the turn comes.
    */
   stop(graceMs = 10_000): Promise<void> {
     this.stopped = true;
@@ -74,7 +77,7 @@ export class KeyedQueue {
     this.timers.clear();
     this.order.length = 0;
     this.waiting.clear();
-    if (this.active.size === 0) return Promise.resolve();
+    if (this.syncing === 0) return Promise.resolve();
     return new Promise<void>((resolve) => {
       const t = setTimeout(resolve, graceMs);
       t.unref();
@@ -98,9 +101,18 @@ export class KeyedQueue {
   }
 
   private async work(key: string): Promise<void> {
+    const release = this.opts.share ? await this.opts.share.share.acquire(this.opts.share.tenant) : undefined;
+    if (this.stopped) {
+      // Stopped while it waited for its turn: the key is not synced.
+      release?.();
+      this.active.delete(key);
+      this.running--;
+      return;
+    }
+    this.syncing++;
+    // Timed from its turn: the sync's own duration, not the wait for a slot.
     const started = performance.now();
     let ok = false;
-    const release = this.opts.share ? await this.opts.share.share.acquire(this.opts.share.tenant) : undefined;
     try {
       await this.opts.handle(key);
       ok = true;
@@ -122,10 +134,11 @@ export class KeyedQueue {
       }
     } finally {
       release?.();
+      this.syncing--;
       this.processed++;
       this.active.delete(key);
       this.running--;
-      if (this.stopped && this.active.size === 0) for (const w of this.drainWaiters.splice(0)) w();
+      if (this.stopped && this.syncing === 0) for (const w of this.drainWaiters.splice(0)) w();
       if (this.dirty.delete(key)) this.add(key);
       this.pump();
       try {
@@ -149,8 +162,6 @@ export class FairShare {
   private running = 0;
   /** Tenants with syncs waiting, in the order of their turns (a Map keeps insertion order). */
   private readonly waiting = new Map<string, (() => void)[]>();
-  granted = 0;
-  waited = 0;
 
   constructor(readonly limit: number) {}
 
@@ -159,14 +170,12 @@ export class FairShare {
     if (this.running < this.limit && this.waiting.size === 0) {
       this.running++;
     } else {
-      this.waited++;
       await new Promise<void>((resolve) => {
         const q = this.waiting.get(tenant);
         if (q) q.push(resolve);
         else this.waiting.set(tenant, [resolve]);
       });
     }
-    this.granted++;
     let released = false;
     return () => {
       if (released) return;

@@ -7,7 +7,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { Logger } from '../worker/logger.js';
-import { reuseConnections } from '../api/kubeClient.js';
+import { closeConnections, reuseConnections } from '../api/kubeClient.js';
 import { ClusterTreeMetrics } from '../metrics/clusterTree.js';
 import type { ClusterTreeConfig } from './config.js';
 import { ClusterTree } from './controller.js';
@@ -61,7 +61,8 @@ export async function serveTenant(
   // The metrics read the tree's stats when scraped (the status server starts after the tree
   // exists); the tree reports each sync to them.
   const metrics = new ClusterTreeMetrics(cfg.tenant, () => tree.stats(), shared?.processMetrics);
-  const tree: ClusterTree = new ClusterTree(cfg, fromFile(cfg.tenantKubeconfig), hostKc, log, {
+  const tenantKc = fromFile(cfg.tenantKubeconfig);
+  const tree: ClusterTree = new ClusterTree(cfg, tenantKc, hostKc, log, {
     onSynced: (key, seconds, ok) => metrics.synced(key, seconds, ok),
     ...(shared ? { share: shared.share } : {}),
   });
@@ -104,6 +105,7 @@ export async function serveTenant(
   } catch (e) {
     close();
     await tree.stop();
+    await Promise.all([closeConnections(tenantKc), closeConnections(hostKc)]);
     throw e;
   }
   log.info('starting', {
@@ -115,6 +117,7 @@ export async function serveTenant(
     async stop() {
       await tree.stop();
       close();
+      await Promise.all([closeConnections(tenantKc), closeConnections(hostKc)]);
     },
   };
 }

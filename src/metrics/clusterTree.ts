@@ -1,8 +1,9 @@
 /**
- * clusterTree's Prometheus metrics (prom-client), one process per tenant, every series labelled
- * with the tenant: how long each sync takes by kind of object and outcome, the work queue's depth,
- * what it mirrors, node heartbeats, and the process's own figures. Served on `/metrics` of
- * clusterTree's status port (src/clustertree/main.ts).
+ * clusterTree's Prometheus metrics (prom-client), one set per tenant, every series labelled with
+ * the tenant: how long each sync takes by kind of object and outcome, the work queue's depth,
+ * what it mirrors, node heartbeats; and the process's own figures (a shared process's once,
+ * labelled `process="shared"`). Served on `/metrics` of the tenant's status port
+ * (src/clustertree/serve.ts).
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { VirtualClusterRef } from '../api/virtualCluster.js';

@@ -597,12 +597,13 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     this.procs.clear();
   }
 
-  async logTail(owner: string, name: ComponentName, lines = 20): Promise<string> {
+  /** The last `lines` of a component's log, from at most its last `maxBytes`. */
+  async logTail(owner: string, name: ComponentName, lines = 20, maxBytes = 16 * 1024): Promise<string> {
     try {
       const fh = await open(this.logPath(owner, name), 'r');
       try {
         const { size } = await fh.stat();
-        const len = Math.min(size, 16 * 1024);
+        const len = Math.min(size, maxBytes);
         const buf = Buffer.alloc(len);
         await fh.read(buf, 0, len, size - len);
         return buf

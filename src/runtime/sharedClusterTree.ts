@@ -6,10 +6,12 @@
  * registration, `<dir>/<owner>.json`, and one process, owner `shared`, started from the same
  * command with `--tenants=<dir>` in place of the file, serves every registration
  * (src/clustertree/host.ts). The tenant keeps its own ports: readiness is its own `/readyz`.
- * Stopping a tenant's clusterTree removes its registration and waits until its port is closed
- * (its tree has stopped, syncs under way ended). The process starts with the worker (`warm`) and
- * runs while the worker does, tenants or none: a tenant's clusterTree starts in a process that
- * has loaded its code.
+ * The process writes what it serves (`<dir>/.served`, ServedState): a stop removes the
+ * registration and waits until a pass that began after the removal no longer serves it (its tree
+ * stopped, the syncs under way ended); a start that fails twice fails the wait at once, as a
+ * process of its own that exits twice does. The process starts with the worker (`warm`) and runs
+ * while the worker does, tenants or none: a tenant's clusterTree starts in a process that has
+ * loaded its code.
  *
  * With `shared: false` every tenant has a process of its own (the default before); either way a
  * tenant is moved off the other form when its clusterTree is ensured, so a change of the setting
@@ -18,7 +20,7 @@
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Registration } from '../clustertree/host.js';
+import { Registration, SERVED_FILE, ServedState } from '../clustertree/host.js';
 import { hashSpec, type ProcessRuntime } from './processRuntime.js';
 import { prober } from './probe.js';
 import {
@@ -39,13 +41,36 @@ export interface SharedClusterTreeOptions {
   dir: string;
   /** false: a process per tenant, as before. */
   shared: boolean;
-  /** How long a stop waits for the tenant's port to close (then the process is restarted). */
+  /** How long a stop waits for the process to let the tenant go (then the process is restarted). */
   stopGraceMs?: number;
 }
 
+/** A tenant's clusterTree was stopped while its start was being waited for. */
+export class StoppedWhileStartingError extends Error {
+  override readonly name = 'StoppedWhileStartingError';
+  constructor(readonly owner: string) {
+    super(`clusterTree of ${owner} was stopped while starting`);
+  }
+}
+
+/** Calls of one key run one at a time, in the order they were made. */
+class Locks {
+  private readonly tails = new Map<string, Promise<unknown>>();
+  run<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const before = this.tails.get(key) ?? Promise.resolve();
+    const run = before.then(fn, fn);
+    const tail = run.catch(() => undefined);
+    this.tails.set(key, tail);
+    void tail.then(() => {
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    });
+    return run;
+  }
+}
+
 export class SharedClusterTreeRuntime implements ControlPlaneRuntime {
-  /** Registering and unregistering, and starting or stopping the process, one at a time. */
-  private gate: Promise<unknown> = Promise.resolve();
+  /** Per tenant: its ensure, stop and remove in call order. `SHARED_OWNER`: the process's start and stop. */
+  private readonly locks = new Locks();
   /** The shared process's restarts when a tenant's clusterTree was last ensured. */
   private readonly restartsAtEnsure = new Map<string, number>();
 
@@ -53,12 +78,6 @@ export class SharedClusterTreeRuntime implements ControlPlaneRuntime {
     private readonly inner: ProcessRuntime,
     private readonly opts: SharedClusterTreeOptions,
   ) {}
-
-  private serialized<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.gate.then(fn, fn);
-    this.gate = run.catch(() => undefined);
-    return run;
-  }
 
   private path(owner: string): string {
     return join(this.opts.dir, `${owner}.json`);
@@ -75,9 +94,19 @@ export class SharedClusterTreeRuntime implements ControlPlaneRuntime {
   private async registrations(): Promise<Registration[]> {
     const files = await readdir(this.opts.dir).catch(() => [] as string[]);
     const all = await Promise.all(
-      files.filter((f) => f.endsWith('.json')).map((f) => this.registration(f.slice(0, -'.json'.length))),
+      files
+        .filter((f) => f.endsWith('.json') && !f.startsWith('.'))
+        .map((f) => this.registration(f.slice(0, -'.json'.length))),
     );
     return all.filter((r): r is Registration => r !== undefined);
+  }
+
+  private async served(): Promise<ServedState | undefined> {
+    try {
+      return ServedState.parse(JSON.parse(await readFile(join(this.opts.dir, SERVED_FILE), 'utf8')));
+    } catch {
+      return undefined;
+    }
   }
 
   /** The shared process's spec: the tenant's command with the directory for its file. */
@@ -99,28 +128,27 @@ export class SharedClusterTreeRuntime implements ControlPlaneRuntime {
     return spec.name === NAME && !spec.namespace && spec.args.some((a) => a.startsWith('--config='));
   }
 
-  async ensure(spec: ComponentSpec): Promise<ComponentStatus> {
-    if (spec.name !== NAME || spec.namespace) return this.inner.ensure(spec);
-    if (!this.opts.shared || !this.sharable(spec) || !spec.probe || spec.owner === SHARED_OWNER) {
-      await this.unregister(spec.owner);
-      return this.inner.ensure(spec);
-    }
-    // A process of its own, from before (or from `shared: false`), gives way first.
-    await this.inner.stop(spec.owner, NAME);
-    const config = spec.args.find((a) => a.startsWith('--config='))!.slice('--config='.length);
-    const reg: Registration = { owner: spec.owner, config, hash: hashSpec(spec), probe: spec.probe.url };
-    const host = await this.serialized(async () => {
+  ensure(spec: ComponentSpec): Promise<ComponentStatus> {
+    if (spec.name !== NAME || spec.namespace || spec.owner === SHARED_OWNER) return this.inner.ensure(spec);
+    return this.locks.run(spec.owner, async () => {
+      if (!this.opts.shared || !this.sharable(spec) || !spec.probe) {
+        await this.unregister(spec.owner);
+        return this.inner.ensure(spec);
+      }
+      // A process of its own, from before (or from `shared: false`), gives way first.
+      await this.inner.stop(spec.owner, NAME);
+      const config = spec.args.find((a) => a.startsWith('--config='))!.slice('--config='.length);
+      const reg: Registration = { owner: spec.owner, config, hash: hashSpec(spec), probe: spec.probe.url };
       await mkdir(this.opts.dir, { recursive: true, mode: 0o700 });
-      const before = await this.registration(spec.owner);
-      if (JSON.stringify(before) !== JSON.stringify(reg)) {
+      if (JSON.stringify(await this.registration(spec.owner)) !== JSON.stringify(reg)) {
         const file = this.path(spec.owner);
         await writeFile(`${file}.tmp`, JSON.stringify(reg), { mode: 0o600 });
         await rename(`${file}.tmp`, file);
       }
-      return this.inner.ensure(this.hostSpec(spec));
+      const host = await this.locks.run(SHARED_OWNER, () => this.inner.ensure(this.hostSpec(spec)));
+      this.restartsAtEnsure.set(spec.owner, host.restarts);
+      return { owner: spec.owner, name: NAME, running: host.running, ...pid(host), restarts: host.restarts };
     });
-    this.restartsAtEnsure.set(spec.owner, host.restarts);
-    return { owner: spec.owner, name: NAME, running: host.running, ...pid(host), restarts: host.restarts };
   }
 
   /**
@@ -130,10 +158,8 @@ export class SharedClusterTreeRuntime implements ControlPlaneRuntime {
    */
   async warm(spec: ComponentSpec): Promise<void> {
     if (!this.opts.shared || !this.sharable(spec)) return;
-    await this.serialized(async () => {
-      await mkdir(this.opts.dir, { recursive: true, mode: 0o700 });
-      await this.inner.ensure(this.hostSpec(spec));
-    });
+    await mkdir(this.opts.dir, { recursive: true, mode: 0o700 });
+    await this.locks.run(SHARED_OWNER, () => this.inner.ensure(this.hostSpec(spec)));
   }
 
   async waitReady(owner: string, name: ComponentName, timeoutMs: number): Promise<void> {
@@ -150,62 +176,66 @@ export class SharedClusterTreeRuntime implements ControlPlaneRuntime {
       } catch (e) {
         lastError = (e as Error).message;
       }
-      if (!(await this.registration(owner)))
-        throw new Error(`clusterTree of ${owner} was stopped while starting`);
-      // As for a process of its own: a second exit of the shared process before ready is its answer.
+      if ((await this.registration(owner))?.hash !== reg.hash) throw new StoppedWhileStartingError(owner);
+      // As for a process of its own: a second failed start is the component's answer.
+      const said = (await this.served())?.tenants[owner];
+      if (said?.hash === reg.hash && said.failures >= 2)
+        throw new ComponentExitedError(owner, NAME, null, said.error ?? 'could not start');
       const host = await this.hostStatus();
-      if (host && host.restarts - (this.restartsAtEnsure.get(owner) ?? host.restarts) >= 2)
+      const baseline = this.restartsAtEnsure.get(owner);
+      // (A process restarted by a stop's grace counts from 0 again.)
+      if (host && baseline !== undefined && host.restarts < baseline) this.restartsAtEnsure.set(owner, 0);
+      else if (host && baseline !== undefined && host.restarts - baseline >= 2)
         throw new ComponentExitedError(owner, NAME, null, await this.inner.logTail(SHARED_OWNER, NAME));
       if (Date.now() >= deadline) {
-        // What the shared process said of this tenant last (a start that failed says why).
-        const said = (await this.logTail(owner, NAME, 5)).trim().split('\n').at(-1);
-        throw new ReadinessTimeoutError(owner, NAME, timeoutMs, said ? `${lastError}; ${said}` : lastError);
+        const tail = (await this.logTail(owner, NAME, 5)).trim().split('\n').at(-1);
+        throw new ReadinessTimeoutError(owner, NAME, timeoutMs, tail ? `${lastError}; ${tail}` : lastError);
       }
       await sleep(200);
     }
   }
 
   /**
-   * Removes the registration and waits until the tenant's port is closed (its tree stopped);
-   * with `shared: false` the process stops with its last tenant. A tenant whose port stays open past the grace is
-   * stopped by restarting the process (the others come back from their registrations).
+   * Removes the registration and waits until the process has let the tenant go: a pass that
+   * began after the removal serves it no more. The wait holds this tenant's calls only. With
+   * `shared: false` the process stops with its last tenant. One that has not let go after the
+   * grace is restarted (the other tenants come back from their registrations).
    */
   private async unregister(owner: string): Promise<void> {
-    await this.serialized(async () => {
-      const reg = await this.registration(owner);
-      if (!reg) return;
-      await rm(this.path(owner), { force: true });
-      this.restartsAtEnsure.delete(owner);
-      const host = await this.hostStatus();
-      // Kept running while this worker shares (the next tenant starts in it); else it ends with its last.
-      if (!this.opts.shared && (await this.registrations()).length === 0) {
-        await this.inner.stop(SHARED_OWNER, NAME);
-        return;
-      }
-      if (!host?.running) return;
-      const probe = prober({ url: reg.probe }, 1000);
-      const deadline = Date.now() + (this.opts.stopGraceMs ?? 15_000);
-      while (Date.now() < deadline) {
-        const open = await probe().then(
-          () => true,
-          (e: NodeJS.ErrnoException) => e.code !== 'ECONNREFUSED',
-        );
-        if (!open) return;
-        await sleep(100);
-      }
+    if (!(await this.registration(owner))) return;
+    await rm(this.path(owner), { force: true });
+    const removedAt = Date.now();
+    this.restartsAtEnsure.delete(owner);
+    const lastOne = !this.opts.shared && (await this.registrations()).length === 0;
+    if (lastOne) {
+      await this.locks.run(SHARED_OWNER, async () => {
+        if ((await this.registrations()).length === 0) await this.inner.stop(SHARED_OWNER, NAME);
+      });
+    }
+    const deadline = Date.now() + (this.opts.stopGraceMs ?? 15_000);
+    while (Date.now() < deadline) {
+      if (!(await this.hostStatus())?.running) return;
+      const state = await this.served();
+      if (state && state.pass > removedAt && !(owner in state.tenants)) return;
+      await sleep(50);
+    }
+    await this.locks.run(SHARED_OWNER, async () => {
       const spec = await this.inner.recordedSpec(SHARED_OWNER, NAME);
       await this.inner.stop(SHARED_OWNER, NAME);
-      if (spec) await this.inner.ensure(spec);
+      if (spec && (await this.registrations()).length > 0) await this.inner.ensure(spec);
     });
   }
 
-  async stop(owner: string, name: ComponentName): Promise<void> {
-    if (name === NAME && owner !== SHARED_OWNER) await this.unregister(owner);
-    await this.inner.stop(owner, name);
+  stop(owner: string, name: ComponentName): Promise<void> {
+    if (name !== NAME || owner === SHARED_OWNER) return this.inner.stop(owner, name);
+    return this.locks.run(owner, async () => {
+      await this.unregister(owner);
+      await this.inner.stop(owner, name);
+    });
   }
 
   async remove(owner: string): Promise<void> {
-    if (owner !== SHARED_OWNER) await this.unregister(owner);
+    if (owner !== SHARED_OWNER) await this.locks.run(owner, () => this.unregister(owner));
     await this.inner.remove(owner);
   }
 
@@ -239,7 +269,7 @@ export class SharedClusterTreeRuntime implements ControlPlaneRuntime {
   async resume(): Promise<ComponentStatus[]> {
     const resumed = await this.inner.resume();
     if (this.opts.shared) return resumed;
-    return this.serialized(async () => {
+    return this.locks.run(SHARED_OWNER, async () => {
       if ((await this.registrations()).length > 0) return resumed;
       await this.inner.stop(SHARED_OWNER, NAME);
       return resumed.filter((c) => c.owner !== SHARED_OWNER);
@@ -255,10 +285,10 @@ export class SharedClusterTreeRuntime implements ControlPlaneRuntime {
     this.inner.detach();
   }
 
-  /** A registered tenant's lines of the shared process's log. */
+  /** A registered tenant's lines of the shared process's log (read from its last 256 KiB). */
   async logTail(owner: string, name: ComponentName, lines = 20): Promise<string> {
     if (name !== NAME || !(await this.registration(owner))) return this.inner.logTail(owner, name, lines);
-    const all = await this.inner.logTail(SHARED_OWNER, NAME, 400);
+    const all = await this.inner.logTail(SHARED_OWNER, NAME, 5000, 256 * 1024);
     return all
       .split('\n')
       .filter((l) => l.includes(`"owner":"${owner}"`))

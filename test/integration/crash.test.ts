@@ -16,6 +16,7 @@ import {
   deleteVirtualCluster,
   eventually,
   newStateDir,
+  pathExists,
   processesMentioning,
   spawnWorker,
   stopWorker,
@@ -58,6 +59,10 @@ describe('worker crash', () => {
       const p = await handle.query(progressQuery);
       return p.steps.find((s) => s.name === 'startApiserver')?.state === 'running';
     });
+    // The worker's shared clusterTree process, started with it (ADR 12, decision 13).
+    const sharedTrees = () => processesMentioning(join(stateDir, 'clustertree-tenants'));
+    const [sharedBefore] = sharedTrees();
+    expect(sharedBefore?.exe).toBe('node');
     first.kill('SIGKILL');
     await new Promise((r) => first.once('exit', r));
 
@@ -69,15 +74,20 @@ describe('worker crash', () => {
     const ready = await waitForPhase(namespace, 'survivor', 'Ready', 180_000);
     const creds = credentialsOf(Buffer.from(ready.spec.kubeconfig!, 'base64').toString());
     expect(await statusAs(creds.server, creds.caPem, creds)).toBe(200);
-    // One of each control-plane component, and clusterTree (run by Node.js).
+    // One of each control-plane component; clusterTree in the shared process the dead worker
+    // started, adopted, not a second one.
     expect(
       processesMentioning(dir)
         .map((p) => p.exe)
         .sort(),
-    ).toEqual(['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'node']);
+    ).toEqual(['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler']);
+    expect(sharedTrees()).toEqual([sharedBefore]);
+    const registration = join(stateDir, 'clustertree-tenants', `${tenantId(ref)}.json`);
+    expect(pathExists(registration)).toBe(true);
 
     await deleteVirtualCluster(namespace, 'survivor');
     await waitForGone(namespace, 'survivor');
     expect(processesMentioning(dir)).toEqual([]);
+    expect(pathExists(registration)).toBe(false);
   });
 });

@@ -59,11 +59,19 @@ async function leftovers(uid: string, name: string) {
     processes: processesMentioning(join(stateDir, 'tenants', id)),
     dir: pathExists(join(stateDir, 'tenants', id)),
     runtimeRecords: pathExists(join(stateDir, 'runtime', id)),
+    clusterTreeRegistered: pathExists(join(stateDir, 'clustertree-tenants', `${id}.json`)),
     ports: ports[id] ?? [],
     secret: (await host().getSecret(namespace, `${name}-kubeconfig`)) !== undefined,
   };
 }
-const nothing = { processes: [], dir: false, runtimeRecords: false, ports: [], secret: false };
+const nothing = {
+  processes: [],
+  dir: false,
+  runtimeRecords: false,
+  clusterTreeRegistered: false,
+  ports: [],
+  secret: false,
+};
 
 describe('bad input', () => {
   it.each(specExamples)(
@@ -181,6 +189,7 @@ describe('a step that fails permanently late in provisioning', () => {
       expect(processesMentioning(join(brokenState, 'tenants', id))).toEqual([]);
       expect(pathExists(join(brokenState, 'tenants', id))).toBe(false);
       expect(pathExists(join(brokenState, 'runtime', id))).toBe(false);
+      expect(pathExists(join(brokenState, 'clustertree-tenants', `${id}.json`))).toBe(false);
       const progress = await broken.client.workflow
         .getHandle(workflowIdFor({ namespace: brokenNs, name: 'no-scheduler', uid: vc.metadata.uid }))
         .query(progressQuery);

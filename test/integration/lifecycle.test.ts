@@ -36,6 +36,7 @@ import {
   newStateDir,
   pathExists,
   processesMentioning,
+  runningClusterTree,
   refOf,
   statusAs,
   tenantKubeconfig,
@@ -47,8 +48,8 @@ import {
 
 let operator: Operator;
 let namespace: string;
-/** What runs for a tenant: its control plane and clusterTree (`node`). */
-const TENANT_PROCESSES = ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'node'];
+/** What runs for a tenant in processes of its own: its control plane (clusterTree: runningClusterTree). */
+const TENANT_PROCESSES = ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler'];
 /** Debian's chromium (scripts/setup.sh --tests). */
 const CHROMIUM = process.env.KVC_CHROMIUM ?? '/usr/bin/chromium';
 let stateDir: string;
@@ -234,8 +235,8 @@ describe('VirtualCluster lifecycle', () => {
     await createVirtualCluster(namespace, 'doomed');
     await waitForPhase(namespace, 'doomed', 'Ready');
     const allocation = await allocationOf('doomed');
-    // One of each control-plane component, clusterTree (run by Node.js), and the tenant's DNS
-    // where pods can reach it (a real node runs).
+    // One of each control-plane component, and the tenant's DNS where pods can reach it (a real
+    // node runs); its clusterTree in the worker's shared process.
     expect(
       processesMentioning(allocation.dir)
         .map((p) => p.exe)
@@ -246,12 +247,13 @@ describe('VirtualCluster lifecycle', () => {
       'kube-apiserver',
       'kube-controller-manager',
       'kube-scheduler',
-      'node',
     ]);
+    expect((await runningClusterTree(operator, allocation.id))?.sharedBy).toBeGreaterThanOrEqual(1);
 
     await deleteVirtualCluster(namespace, 'doomed');
     await waitForGone(namespace, 'doomed');
     expect(processesMentioning(allocation.dir)).toEqual([]);
+    expect(await runningClusterTree(operator, allocation.id)).toBeUndefined();
     expect(pathExists(allocation.dir)).toBe(false);
     for (const port of Object.values(allocation.ports)) expect(await canBind(port)).toBe(true);
     expect(await host().getSecret(namespace, 'doomed-kubeconfig')).toBeUndefined();
@@ -339,6 +341,7 @@ describe('VirtualCluster lifecycle', () => {
       'no process of the sleeping tenant',
       () => processesMentioning(allocation.dir).length === 0,
     );
+    expect(await runningClusterTree(operator, allocation.id)).toBeUndefined();
     expect(pathExists(join(allocation.dir, 'etcd'))).toBe(true);
     expect((await host().getSecret(namespace, 'sleeper-kubeconfig'))?.data?.kubeconfig).toBe(
       vc.spec.kubeconfig,
@@ -365,6 +368,7 @@ describe('VirtualCluster lifecycle', () => {
       // (A tenant has its own CoreDNS where pods can reach it: with a real node.)
       expect.arrayContaining([...TENANT_PROCESSES, ...(inject('nodeAddress') ? ['coredns'] : [])]),
     );
+    expect(await runningClusterTree(operator, allocation.id)).toBeDefined();
     await deleteVirtualCluster(namespace, 'sleeper');
     await waitForGone(namespace, 'sleeper');
   });

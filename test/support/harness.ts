@@ -28,6 +28,7 @@ import { OPERATOR_NODE_ENV, OPERATOR_NODE_FLAGS } from '../../src/runtime/nodeFl
 import { NodeNet } from '../../src/node/realNode.js';
 import { createLogger } from '../../src/worker/logger.js';
 import { startOperator, type Operator } from '../../src/worker/operator.js';
+import type { ComponentStatus } from '../../src/runtime/types.js';
 
 export const run = promisify(execFile);
 
@@ -112,6 +113,18 @@ export async function testOperator(opts: {
         }
       : {}),
   });
+}
+
+/**
+ * A tenant's clusterTree as the worker's runtime lists it, when it runs: in the worker's shared
+ * process (by default) or a process of its own (ADR 12, decision 13). Either way no process's
+ * command line names the tenant's directory for it.
+ */
+export async function runningClusterTree(
+  operator: Operator,
+  tenant: string,
+): Promise<ComponentStatus | undefined> {
+  return (await operator.runtime!.list(tenant)).find((c) => c.name === 'clustertree' && c.running);
 }
 
 export async function createNamespace(prefix: string): Promise<string> {

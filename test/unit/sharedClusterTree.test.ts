@@ -7,7 +7,7 @@
  * servers are an address nothing answers: a tree that waits for its first lists is enough.
  */
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -16,9 +16,12 @@ import type { ClusterTreeConfigInput } from '../../src/clustertree/config.js';
 import { repoRoot } from '../../src/runtime/binaries.js';
 import { ProcessRuntime } from '../../src/runtime/processRuntime.js';
 import { SHARED_OWNER, SharedClusterTreeRuntime } from '../../src/runtime/sharedClusterTree.js';
-import type { ComponentSpec } from '../../src/runtime/types.js';
+import { ComponentExitedError, type ComponentSpec } from '../../src/runtime/types.js';
 import { createLogger } from '../../src/worker/logger.js';
 
+/** The registrations in a shared clusterTree's directory (not its own `.served`). */
+const registrations = async (d: string) =>
+  (await readdir(d)).filter((f) => f.endsWith('.json') && !f.startsWith('.'));
 const ENTRY = join(repoRoot(), 'dist', 'src', 'clustertree', 'main.js');
 const KUBECONFIG = `apiVersion: v1
 kind: Config
@@ -52,6 +55,16 @@ const alive = (pid: number) =>
     (s) => !/^[ZX]/.test(s.slice(s.lastIndexOf(')') + 2)),
     () => false,
   );
+/** Processes whose command line names `needle` (this test's directory). */
+async function pidsMentioning(needle: string): Promise<number[]> {
+  const out: number[] = [];
+  for (const e of await readdir('/proc')) {
+    if (!/^[0-9]+$/.test(e)) continue;
+    const cmdline = await readFile(`/proc/${e}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.includes(needle)) out.push(Number(e));
+  }
+  return out;
+}
 const argv = async (pid: number) =>
   (await readFile(`/proc/${pid}/cmdline`, 'utf8')).replace(/\0$/, '').split('\0');
 
@@ -74,6 +87,14 @@ describe('SharedClusterTreeRuntime', () => {
   });
   afterEach(async () => {
     for (const r of runtimes) await r.shutdown().catch(() => undefined);
+    // A runtime detached by a test that then failed leaves its processes: stopped by PID.
+    for (const pid of await pidsMentioning(dir)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone meanwhile */
+      }
+    }
     await rm(dir, { recursive: true, force: true });
   });
 
@@ -123,7 +144,7 @@ describe('SharedClusterTreeRuntime', () => {
     expect(await status(a.port)).toBe(0);
     expect(await status(b.port)).toBe(503);
     expect(await alive(sa.pid!)).toBe(true);
-    expect(await readdir(join(dir, 'registrations'))).toEqual([`${b.spec.owner}.json`]);
+    expect(await registrations(join(dir, 'registrations'))).toEqual([`${b.spec.owner}.json`]);
     expect((await runtime.list(a.spec.owner)).find((c) => c.name === 'clustertree')).toBeUndefined();
     await runtime.stop(b.spec.owner, 'clustertree');
     // Shared: kept for the next tenant.
@@ -148,10 +169,32 @@ describe('SharedClusterTreeRuntime', () => {
     await back.resume();
     const again = await back.ensure(a.spec);
     expect((await argv(again.pid!)).at(-1)).toMatch(/^--config=/);
-    expect(await readdir(join(dir, 'registrations'))).toEqual([]);
+    expect(await registrations(join(dir, 'registrations'))).toEqual([]);
     await until('the shared process stops', async () => !(await alive(shared.pid!)));
     expect(await back.list(SHARED_OWNER)).toEqual([]);
   });
+
+  it('a tenant that cannot start fails its wait with why after a second try, as a process of its own does', async () => {
+    const runtime = make(true);
+    const a = await tenant('ns-a-00000005');
+    // The port taken (the probes' connections are held open, and closed at the end).
+    const held: Socket[] = [];
+    const taken = createServer((socket) => held.push(socket));
+    await new Promise<void>((r) => taken.listen(a.port, '127.0.0.1', r));
+    try {
+      await runtime.ensure(a.spec);
+      const t0 = Date.now();
+      const err = await runtime.waitReady(a.spec.owner, 'clustertree', 30_000).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ComponentExitedError);
+      expect((err as Error).message).toMatch(/EADDRINUSE/);
+      expect(Date.now() - t0).toBeLessThan(15_000);
+      // Its lines of the shared process's log say so too.
+      expect(await runtime.logTail(a.spec.owner, 'clustertree')).toMatch(/could not start/);
+    } finally {
+      for (const socket of held) socket.destroy();
+      await new Promise((r) => taken.close(r));
+    }
+  }, 20_000);
 
   it('a worker set to per-tenant stops a shared process left with no tenant when it resumes', async () => {
     const runtime = make(true);

@@ -4,12 +4,12 @@
  * again without touching the others. The tenants' API servers are an address nothing answers:
  * their trees keep retrying their first lists (/readyz 503), which is all this needs.
  */
-import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { TreeHost, type Registration } from '../../src/clustertree/host.js';
+import { SERVED_FILE, ServedState, TreeHost, type Registration } from '../../src/clustertree/host.js';
 import type { ClusterTreeConfigInput } from '../../src/clustertree/config.js';
 import { createLogger } from '../../src/worker/logger.js';
 
@@ -123,6 +123,13 @@ describe('TreeHost', () => {
       expect(host.owners()).toEqual(['good']);
       const failed = () => lines.filter((l) => l.includes('could not start') && l.includes('"owner":"bad"'));
       expect(failed()[0]).toContain('EADDRINUSE');
+      // What the runtime reads: the failed start counted, with why; the other one served.
+      const served = ServedState.parse(JSON.parse(await readFile(join(regs, SERVED_FILE), 'utf8')));
+      expect(served.pass).toBeGreaterThan(0);
+      expect(served.tenants.good).toMatchObject({ hash: 'h1', serving: true, failures: 0 });
+      expect(served.tenants.bad).toMatchObject({ hash: 'h1', serving: false });
+      expect(served.tenants.bad!.failures).toBeGreaterThanOrEqual(1);
+      expect(served.tenants.bad!.error).toContain('EADDRINUSE');
       // Freed, it is served at the next try (after a backoff of a second).
       await new Promise((r) => taken.close(r));
       await until('bad served once its port is free', async () => (await status(busy)) === 503);
