@@ -18,38 +18,12 @@ import { ProcessRuntime } from '../../src/runtime/processRuntime.js';
 import { SHARED_OWNER, SharedClusterTreeRuntime } from '../../src/runtime/sharedClusterTree.js';
 import { ComponentExitedError, type ComponentSpec } from '../../src/runtime/types.js';
 import { createLogger } from '../../src/worker/logger.js';
+import { UNREACHABLE_KUBECONFIG, freePort, readyzStatus, until } from '../support/clusterTreeFakes.js';
 
 /** The registrations in a shared clusterTree's directory (not its own `.served`). */
 const registrations = async (d: string) =>
   (await readdir(d)).filter((f) => f.endsWith('.json') && !f.startsWith('.'));
 const ENTRY = join(repoRoot(), 'dist', 'src', 'clustertree', 'main.js');
-const KUBECONFIG = `apiVersion: v1
-kind: Config
-clusters: [{ name: c, cluster: { server: "https://127.0.0.1:1", insecure-skip-tls-verify: true } }]
-users: [{ name: u, user: { token: t } }]
-contexts: [{ name: x, context: { cluster: c, user: u } }]
-current-context: x
-`;
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as { port: number };
-  await new Promise((r) => s.close(r));
-  return port;
-}
-const status = (port: number) =>
-  fetch(`http://127.0.0.1:${port}/readyz`).then(
-    (r) => r.status,
-    () => 0,
-  );
-async function until(what: string, fn: () => Promise<boolean>, ms = 15_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await fn())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 const alive = (pid: number) =>
   readFile(`/proc/${pid}/stat`, 'utf8').then(
     (s) => !/^[ZX]/.test(s.slice(s.lastIndexOf(')') + 2)),
@@ -82,7 +56,7 @@ describe('SharedClusterTreeRuntime', () => {
 
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'kvc-shared-'));
-    await writeFile(join(dir, 'kubeconfig'), KUBECONFIG);
+    await writeFile(join(dir, 'kubeconfig'), UNREACHABLE_KUBECONFIG);
     runtimes = [];
   });
   afterEach(async () => {
@@ -133,7 +107,7 @@ describe('SharedClusterTreeRuntime', () => {
     expect((await argv(sa.pid!)).at(-1)).toBe(`--tenants=${join(dir, 'registrations')}`);
     await until(
       'both ports served',
-      async () => (await status(a.port)) === 503 && (await status(b.port)) === 503,
+      async () => (await readyzStatus(a.port)) === 503 && (await readyzStatus(b.port)) === 503,
     );
     const listed = (await runtime.list(a.spec.owner)).find((c) => c.name === 'clustertree');
     expect(listed).toMatchObject({ running: true, pid: sa.pid, sharedBy: 2 });
@@ -141,8 +115,8 @@ describe('SharedClusterTreeRuntime', () => {
     await expect(runtime.waitReady(a.spec.owner, 'clustertree', 500)).rejects.toThrow(/HTTP 503/);
 
     await runtime.stop(a.spec.owner, 'clustertree');
-    expect(await status(a.port)).toBe(0);
-    expect(await status(b.port)).toBe(503);
+    expect(await readyzStatus(a.port)).toBe(0);
+    expect(await readyzStatus(b.port)).toBe(503);
     expect(await alive(sa.pid!)).toBe(true);
     expect(await registrations(join(dir, 'registrations'))).toEqual([`${b.spec.owner}.json`]);
     expect((await runtime.list(a.spec.owner)).find((c) => c.name === 'clustertree')).toBeUndefined();
@@ -155,13 +129,13 @@ describe('SharedClusterTreeRuntime', () => {
     const a = await tenant('ns-a-00000003');
     const own = await make(false).ensure(a.spec);
     expect((await argv(own.pid!)).at(-1)).toMatch(/^--config=/);
-    await until('its own process serves', async () => (await status(a.port)) === 503);
+    await until('its own process serves', async () => (await readyzStatus(a.port)) === 503);
     inner.detach();
 
     const shared = await make(true).ensure(a.spec);
     expect(shared.pid).not.toBe(own.pid);
     expect(await alive(own.pid!)).toBe(false);
-    await until('the shared process serves it', async () => (await status(a.port)) === 503);
+    await until('the shared process serves it', async () => (await readyzStatus(a.port)) === 503);
     inner.detach();
 
     // Back to a process each: it leaves the shared process, which, with no tenant left, stops.

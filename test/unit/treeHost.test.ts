@@ -12,36 +12,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SERVED_FILE, ServedState, TreeHost, type Registration } from '../../src/clustertree/host.js';
 import type { ClusterTreeConfigInput } from '../../src/clustertree/config.js';
 import { createLogger } from '../../src/worker/logger.js';
-
-const KUBECONFIG = `apiVersion: v1
-kind: Config
-clusters: [{ name: c, cluster: { server: "https://127.0.0.1:1", insecure-skip-tls-verify: true } }]
-users: [{ name: u, user: { token: t } }]
-contexts: [{ name: x, context: { cluster: c, user: u } }]
-current-context: x
-`;
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as { port: number };
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
-const status = (port: number) =>
-  fetch(`http://127.0.0.1:${port}/readyz`).then(
-    (r) => r.status,
-    () => 0,
-  );
-
-async function until(what: string, fn: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await fn())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+import { UNREACHABLE_KUBECONFIG, freePort, readyzStatus, until } from '../support/clusterTreeFakes.js';
 
 describe('TreeHost', () => {
   let dir: string;
@@ -52,7 +23,7 @@ describe('TreeHost', () => {
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'treehost-'));
     regs = join(dir, 'tenants');
-    await writeFile(join(dir, 'kubeconfig'), KUBECONFIG);
+    await writeFile(join(dir, 'kubeconfig'), UNREACHABLE_KUBECONFIG);
     await mkdir(regs);
     lines.length = 0;
     host = new TreeHost(regs, createLogger({ json: true, write: (l) => lines.push(l) }));
@@ -89,22 +60,22 @@ describe('TreeHost', () => {
     await register('a', pa);
     await host.start();
     expect(host.owners()).toEqual(['a']);
-    expect(await status(pa)).toBe(503); // its tree still waits for its first lists
+    expect(await readyzStatus(pa)).toBe(503); // its tree still waits for its first lists
     await register('b', pb);
-    await until('b served', async () => (await status(pb)) === 503);
+    await until('b served', async () => (await readyzStatus(pb)) === 503);
     await rm(join(regs, 'a.json'));
-    await until('a closed', async () => (await status(pa)) === 0);
+    await until('a closed', async () => (await readyzStatus(pa)) === 0);
     expect(host.owners()).toEqual(['b']);
-    expect(await status(pb)).toBe(503);
+    expect(await readyzStatus(pb)).toBe(503);
   });
 
   it('restarts a tenant whose registration changed, on its new port', async () => {
     const [p1, p2] = [await freePort(), await freePort()];
     await register('a', p1, 'h1');
     await host.start();
-    expect(await status(p1)).toBe(503);
+    expect(await readyzStatus(p1)).toBe(503);
     await register('a', p2, 'h2');
-    await until('a moved', async () => (await status(p2)) === 503 && (await status(p1)) === 0);
+    await until('a moved', async () => (await readyzStatus(p2)) === 503 && (await readyzStatus(p1)) === 0);
     expect(
       lines.some((l) => l.includes('registration changed; restarting') && l.includes('"owner":"a"')),
     ).toBe(true);
@@ -119,7 +90,7 @@ describe('TreeHost', () => {
       await register('bad', busy);
       await register('good', ok);
       await host.start();
-      expect(await status(ok)).toBe(503);
+      expect(await readyzStatus(ok)).toBe(503);
       expect(host.owners()).toEqual(['good']);
       const failed = () => lines.filter((l) => l.includes('could not start') && l.includes('"owner":"bad"'));
       expect(failed()[0]).toContain('EADDRINUSE');
@@ -132,7 +103,7 @@ describe('TreeHost', () => {
       expect(served.tenants.bad!.error).toContain('EADDRINUSE');
       // Freed, it is served at the next try (after a backoff of a second).
       await new Promise((r) => taken.close(r));
-      await until('bad served once its port is free', async () => (await status(busy)) === 503);
+      await until('bad served once its port is free', async () => (await readyzStatus(busy)) === 503);
     } finally {
       taken.close();
     }
