@@ -546,11 +546,8 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       const l = await deps.layoutOf(input);
       const spec = await clusterTreeSpec(input, l);
       const status = await deps.runtime.ensure(spec);
-      // What pods in `default` need is the tenant's alone: made while clusterTree lists.
-      await both(
-        deps.runtime.waitReady(spec.owner, spec.name, deps.readinessTimeoutMs),
-        defaultNamespaceReady(l, deps.readinessTimeoutMs, tenantAdmin, until),
-      );
+      await deps.runtime.waitReady(spec.owner, spec.name, deps.readinessTimeoutMs);
+      await defaultNamespaceReady(l, deps.readinessTimeoutMs, tenantAdmin, until);
       log(input.ref).info('clusterTree ready', { pid: status.pid, hostNamespace: hostNamespace(input.ref) });
       return { hostNamespace: hostNamespace(input.ref), pid: status.pid };
     },

@@ -58,6 +58,12 @@ export const ignoreStatus =
 
 type DispatcherFactory = (cluster: { name?: string } | null, options: Record<string, unknown>) => unknown;
 
+interface Reusing {
+  createDispatcher?: DispatcherFactory;
+  kosmosReused?: true;
+  kosmosClose?: () => Promise<void>;
+}
+
 /**
  * client-node 2.0 makes a new undici Agent (`createDispatcher`) for every API call, so every call
  * opens a new TLS connection: at 100 Lease renewals a second that alone cost clusterTree most of
@@ -68,23 +74,22 @@ type DispatcherFactory = (cluster: { name?: string } | null, options: Record<str
  * it is there and otherwise leaves the KubeConfig as it is; `test/unit/kubeClient.test.ts` counts
  * the TLS connections with and without it and says when upstream no longer needs it.
  */
-interface Reusing {
-  createDispatcher?: DispatcherFactory;
-  kosmosReused?: true;
-  kosmosClose?: () => Promise<void>;
-}
-
 export function reuseConnections(kc: KubeConfig): KubeConfig {
   const target = kc as unknown as Reusing;
   const original = target.createDispatcher;
   if (typeof original !== 'function' || target.kosmosReused) return kc;
   const dispatchers = new Map<string, unknown>();
+  let closed = false;
   target.kosmosClose = async () => {
-    const all = [...dispatchers.values()] as { close?: () => Promise<void> }[];
+    closed = true;
+    const all = [...dispatchers.values()] as ({ destroy?: () => Promise<void> } | undefined)[];
     dispatchers.clear();
-    await Promise.all(all.map((d) => (d.close ? d.close().catch(() => undefined) : Promise.resolve())));
+    // Destroyed, not closed: a request still running is ended now, not awaited (undici's close
+    // would wait for it, up to its 300 s timeouts).
+    await Promise.all(all.map((d) => (d?.destroy ? d.destroy().catch(() => undefined) : Promise.resolve())));
   };
   target.createDispatcher = (cluster, options) => {
+    if (closed) throw new Error('this client has been closed');
     const key = JSON.stringify([cluster?.name ?? '', kc.getCurrentUser()?.name ?? '']);
     if (!dispatchers.has(key)) dispatchers.set(key, original.call(kc, cluster, options));
     return dispatchers.get(key);

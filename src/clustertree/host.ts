@@ -10,24 +10,12 @@
 import { watch, type FSWatcher } from 'node:fs';
 import { readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { z } from 'zod';
 import type { Logger } from '../worker/logger.js';
 import { ClusterTreeConfig } from './config.js';
+import { Registration, SERVED_FILE, type ServedState } from './registration.js';
 import { FairShare } from './queue.js';
 import { sharedProcessMetrics } from '../metrics/clusterTree.js';
 import { serveTenant, type ServedTenant, type SharedParts } from './serve.js';
-
-/** What the operator's runtime writes for one tenant of a shared process. */
-export const Registration = z.object({
-  owner: z.string().min(1),
-  /** The tenant's clusterTree configuration file (what `--config` names in a process of its own). */
-  config: z.string().min(1),
-  /** Changes when the tenant's clusterTree must start again (the runtime's spec hash). */
-  hash: z.string().min(1),
-  /** Where the runtime probes the tenant's readiness. */
-  probe: z.url(),
-});
-export type Registration = z.infer<typeof Registration>;
 
 interface Running {
   hash: string;
@@ -37,24 +25,9 @@ interface Running {
   backoffMs: number;
   /** Starts of this registration that failed, and why the last did. */
   failures: number;
-  lastError?: string;
+  lastError?: string | undefined;
   log: Logger;
 }
-
-/**
- * What the process serves, written (`<dir>/.served`, whole, by rename) after every pass over the
- * registrations: `pass` is when that pass began to read them, so a registration removed before it
- * is no longer served once a state with a later `pass` lists it no more.
- */
-export const ServedState = z.object({
-  pass: z.number(),
-  tenants: z.record(
-    z.string(),
-    z.object({ hash: z.string(), serving: z.boolean(), failures: z.number(), error: z.string().optional() }),
-  ),
-});
-export type ServedState = z.infer<typeof ServedState>;
-export const SERVED_FILE = '.served';
 
 const RESCAN_MS = 2000;
 /**
@@ -71,6 +44,9 @@ export class TreeHost {
   private again = false;
   private passing = false;
   private stopped = false;
+  /** When the last pass began (ServedState.pass), and how many served states were written. */
+  private lastPass = 0;
+  private writes = 0;
   private readonly shared: SharedParts;
 
   constructor(
@@ -82,6 +58,8 @@ export class TreeHost {
   }
 
   async start(): Promise<void> {
+    // What a previous process served says nothing of this one: nothing, until the first pass.
+    await this.writeServed();
     // Its own writes (the served state, a dot file) are no change of the registrations.
     this.watcher = watch(this.dir, (_event, file) => {
       if (!file?.startsWith('.')) this.reconcile();
@@ -128,29 +106,32 @@ export class TreeHost {
     })();
   }
 
-  private async wanted(): Promise<Map<string, Registration>> {
-    const out = new Map<string, Registration>();
+  /** The registrations, and the owners whose file could not be read now (kept as they are). */
+  private async wanted(): Promise<{ wanted: Map<string, Registration>; unreadable: Set<string> }> {
+    const wanted = new Map<string, Registration>();
+    const unreadable = new Set<string>();
     for (const f of await readdir(this.dir)) {
       if (!f.endsWith('.json') || f.startsWith('.')) continue;
       try {
         const r = Registration.parse(JSON.parse(await readFile(join(this.dir, f), 'utf8')));
-        out.set(r.owner, r);
+        wanted.set(r.owner, r);
       } catch (e) {
-        // Removed meanwhile, or not ours: the runtime writes whole files only (rename).
-        if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
-          this.log.warn('ignoring an unreadable registration', { file: f, error: String(e) });
+        // Removed meanwhile (ENOENT), or not readable: the runtime writes whole files only.
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        unreadable.add(f.slice(0, -'.json'.length));
+        this.log.warn('ignoring an unreadable registration', { file: f, error: String(e) });
       }
     }
-    return out;
+    return { wanted, unreadable };
   }
 
   private async reconcileOnce(): Promise<void> {
     const pass = Date.now();
-    const wanted = await this.wanted();
+    const { wanted, unreadable } = await this.wanted();
     const stops: Promise<void>[] = [];
     for (const [owner, t] of this.tenants) {
       const w = wanted.get(owner);
-      if (w?.hash === t.hash) continue;
+      if (w?.hash === t.hash || unreadable.has(owner)) continue;
       this.tenants.delete(owner);
       t.log.info(w ? 'registration changed; restarting' : 'unregistered; stopping');
       stops.push(t.served?.stop() ?? Promise.resolve());
@@ -166,9 +147,6 @@ export class TreeHost {
     this.lastPass = pass;
     await this.writeServed();
   }
-
-  private lastPass = 0;
-  private writes = 0;
 
   /** The served state, for the runtime (ServedState); a failed write is tried at the next pass. */
   private async writeServed(): Promise<void> {
@@ -223,7 +201,13 @@ export class TreeHost {
       const served = await serveTenant(cfg, log, this.shared);
       entry.served = served;
       served.started.then(
-        () => (entry.backoffMs = 1000),
+        () => {
+          // Started: earlier failures of this registration say nothing of it any more.
+          entry.backoffMs = 1000;
+          entry.failures = 0;
+          entry.lastError = undefined;
+          void this.writeServed();
+        },
         (e: unknown) => {
           if (this.tenants.get(r.owner) !== entry) return;
           void served.stop().finally(() => {

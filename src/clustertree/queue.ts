@@ -62,7 +62,7 @@ export class KeyedQueue {
 
   /** Resolves when nothing is waiting, running or backing off. */
   idle(): Promise<void> {
-    if (this.depth === 0) return Promise.resolve();
+    if (this.depth === 0 || this.stopped) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
@@ -77,6 +77,8 @@ export class KeyedQueue {
     this.timers.clear();
     this.order.length = 0;
     this.waiting.clear();
+    // Whoever waits for the queue to empty (a tree's first pass) waits no more.
+    for (const w of this.idleWaiters.splice(0)) w();
     if (this.syncing === 0) return Promise.resolve();
     return new Promise<void>((resolve) => {
       const t = setTimeout(resolve, graceMs);

@@ -5,6 +5,7 @@
  * labelled `process="shared"`). Served on `/metrics` of the tenant's status port
  * (src/clustertree/serve.ts).
  */
+import { hostname } from 'node:os';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { VirtualClusterRef } from '../api/virtualCluster.js';
 import type { ClusterTreeStats } from '../clustertree/controller.js';
@@ -95,10 +96,13 @@ export class ClusterTreeMetrics {
   }
 }
 
-/** A shared clusterTree process's own figures, collected once, labelled `process="shared"`. */
+/**
+ * A shared clusterTree process's own figures, collected once, labelled `process="shared"` and
+ * with the machine (`worker`): every tenant's endpoint serves them, so a query takes one per worker.
+ */
 export function sharedProcessMetrics(): Registry {
   const registry = new Registry();
-  registry.setDefaultLabels({ process: 'shared' });
+  registry.setDefaultLabels({ process: 'shared', worker: hostname() });
   collectDefaultMetrics({ register: registry, prefix: 'kosmos_vc_clustertree_' });
   return registry;
 }

@@ -20,7 +20,7 @@
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Registration, SERVED_FILE, ServedState } from '../clustertree/host.js';
+import { Registration, SERVED_FILE, ServedState } from '../clustertree/registration.js';
 import { hashSpec, type ProcessRuntime } from './processRuntime.js';
 import { prober } from './probe.js';
 import {
@@ -35,6 +35,8 @@ import {
 /** The runtime owner of the shared process (tenant ids always hold two dashes). */
 export const SHARED_OWNER = 'shared';
 const NAME = 'clustertree' as const;
+/** Written to make the shared process read its registrations again (not one of them). */
+const POKE_FILE = 'poke';
 
 export interface SharedClusterTreeOptions {
   /** Where registrations are written: outside the inner runtime's own directories. */
@@ -179,7 +181,7 @@ export class SharedClusterTreeRuntime implements ControlPlaneRuntime {
       if ((await this.registration(owner))?.hash !== reg.hash) throw new StoppedWhileStartingError(owner);
       // As for a process of its own: a second failed start is the component's answer.
       const said = (await this.served())?.tenants[owner];
-      if (said?.hash === reg.hash && said.failures >= 2)
+      if (said?.hash === reg.hash && !said.serving && said.failures >= 2)
         throw new ComponentExitedError(owner, NAME, null, said.error ?? 'could not start');
       const host = await this.hostStatus();
       const baseline = this.restartsAtEnsure.get(owner);
@@ -203,9 +205,15 @@ export class SharedClusterTreeRuntime implements ControlPlaneRuntime {
    */
   private async unregister(owner: string): Promise<void> {
     if (!(await this.registration(owner))) return;
-    await rm(this.path(owner), { force: true });
+    // Before the removal: a pass that began earlier may have read the registration still.
     const removedAt = Date.now();
+    await rm(this.path(owner), { force: true });
     this.restartsAtEnsure.delete(owner);
+    // The removal's own change notice may start a pass within the same millisecond, which the
+    // check below cannot tell from an earlier one: a second notice, a little later, starts one
+    // it can (a file the process ignores but for the notice).
+    await sleep(2);
+    await writeFile(join(this.opts.dir, POKE_FILE), String(removedAt));
     const lastOne = !this.opts.shared && (await this.registrations()).length === 0;
     if (lastOne) {
       await this.locks.run(SHARED_OWNER, async () => {

@@ -117,8 +117,8 @@ export async function testOperator(opts: {
 
 /**
  * A tenant's clusterTree as the worker's runtime lists it, when it runs: in the worker's shared
- * process (by default) or a process of its own (ADR 12, decision 13). Either way no process's
- * command line names the tenant's directory for it.
+ * process (by default; its command line names no tenant's directory) or a process of its own
+ * (ADR 12, decision 13).
  */
 export async function runningClusterTree(
   operator: Operator,

@@ -2,7 +2,7 @@ import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { apiMessage, errorText, reuseConnections } from '../../src/api/kubeClient.js';
+import { apiMessage, closeConnections, errorText, reuseConnections } from '../../src/api/kubeClient.js';
 import { HostCluster } from '../../src/activities/hostCluster.js';
 import { createCA, issueCertificate } from '../../src/pki/certificates.js';
 
@@ -83,6 +83,23 @@ describe('reuseConnections', () => {
     const kc = reuseConnections(reuseConnections(kubeconfig('c')));
     expect(await connectionsFor(kc, 10)).toBeLessThanOrEqual(2);
     expect(await connectionsFor(kc, 10)).toBe(0);
+  });
+  it('closeConnections ends a request still running at once, and the client calls no more', async () => {
+    const kc = reuseConnections(kubeconfig('d'));
+    const api = kc.makeApiClient(CoreV1Api);
+    expect((await api.listNamespace()).items).toEqual([]);
+    // The server never answers a PATCH: a request that would hang.
+    const hanging = api.patchNamespace({ name: 'x', body: {} }).then(
+      () => 'answered',
+      (e: unknown) => `failed: ${String(e)}`,
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    const t0 = performance.now();
+    await closeConnections(kc);
+    expect(await hanging).toMatch(/^failed/);
+    expect(performance.now() - t0).toBeLessThan(2000);
+    await expect(api.listNamespace()).rejects.toThrow(/closed/);
+    patches.length = 0; // (what the later test of PATCHes counts)
   });
 });
 

@@ -63,7 +63,9 @@ describe('metrics', () => {
     expect(ta).toContain('kosmos_vc_clustertree_heartbeats_total{tenant="team/a"} 12');
     expect(tb).toContain('kosmos_vc_clustertree_heartbeats_total{tenant="team/b"} 3');
     for (const t of [ta, tb]) {
-      expect(t).toMatch(/^kosmos_vc_clustertree_process_resident_memory_bytes\{process="shared"\} \d+/m);
+      expect(t).toMatch(
+        /^kosmos_vc_clustertree_process_resident_memory_bytes\{process="shared",worker="[^"]+"\} \d+/m,
+      );
       expect(t.match(/^kosmos_vc_clustertree_process_resident_memory_bytes/gm)).toHaveLength(1);
     }
   });
