@@ -100,7 +100,7 @@ export function reuseConnections(kc: KubeConfig): KubeConfig {
 
 /**
  * Closes the connections a KubeConfig of `reuseConnections` keeps (a tree of a shared clusterTree
- * process that stops: its process goes on). A later call opens new ones.
+ * process that stops: its process goes on); a later call through it fails ("closed").
  */
 export async function closeConnections(kc: KubeConfig): Promise<void> {
   await (kc as unknown as Reusing).kosmosClose?.();

@@ -200,14 +200,11 @@ export class TreeHost {
       });
       const served = await serveTenant(cfg, log, this.shared);
       entry.served = served;
+      // Serving: earlier failures of this registration say nothing of it any more.
+      entry.failures = 0;
+      entry.lastError = undefined;
       served.started.then(
-        () => {
-          // Started: earlier failures of this registration say nothing of it any more.
-          entry.backoffMs = 1000;
-          entry.failures = 0;
-          entry.lastError = undefined;
-          void this.writeServed();
-        },
+        () => (entry.backoffMs = 1000),
         (e: unknown) => {
           if (this.tenants.get(r.owner) !== entry) return;
           void served.stop().finally(() => {

@@ -205,13 +205,13 @@ export class SharedClusterTreeRuntime implements ControlPlaneRuntime {
    */
   private async unregister(owner: string): Promise<void> {
     if (!(await this.registration(owner))) return;
-    // Before the removal: a pass that began earlier may have read the registration still.
-    const removedAt = Date.now();
     await rm(this.path(owner), { force: true });
+    // After the removal: a pass stamped later read the directory without it.
+    const removedAt = Date.now();
     this.restartsAtEnsure.delete(owner);
     // The removal's own change notice may start a pass within the same millisecond, which the
-    // check below cannot tell from an earlier one: a second notice, a little later, starts one
-    // it can (a file the process ignores but for the notice).
+    // check below cannot take: a second notice, a little later, starts one it can (a file the
+    // process ignores but for the notice).
     await sleep(2);
     await writeFile(join(this.opts.dir, POKE_FILE), String(removedAt));
     const lastOne = !this.opts.shared && (await this.registrations()).length === 0;

@@ -887,6 +887,20 @@ describe('KeyedQueue', () => {
     expect(a.processed + b.processed).toBe(6);
   });
 
+  it('stop() releases whoever waits for the queue to empty', async () => {
+    const q = new KeyedQueue({ concurrency: 1, handle: () => new Promise<void>(() => undefined) });
+    q.add('hung');
+    q.add('next');
+    let idle = false;
+    const waiting = q.idle().then(() => (idle = true));
+    await new Promise((r) => setImmediate(r));
+    expect(idle).toBe(false);
+    await q.stop(10);
+    await waiting;
+    expect(idle).toBe(true);
+    await q.idle(); // and a later wait does not hang either
+  });
+
   it('a key waiting for its turn at a shared slot when the queue stops is never synced', async () => {
     const share = new FairShare(1);
     const holder = await share.acquire('other');

@@ -70,6 +70,25 @@ describe('TreeHost', () => {
     expect(await readyzStatus(pb)).toBe(503);
   });
 
+  it('starts from an empty served state, and keeps the tree of a registration it cannot read', async () => {
+    // What a previous process left: a failed tenant.
+    await writeFile(
+      join(regs, SERVED_FILE),
+      JSON.stringify({ pass: 1, tenants: { old: { hash: 'h', serving: false, failures: 9 } } }),
+    );
+    const pa = await freePort();
+    await register('a', pa);
+    await host.start();
+    const served = ServedState.parse(JSON.parse(await readFile(join(regs, SERVED_FILE), 'utf8')));
+    expect(Object.keys(served.tenants)).toEqual(['a']);
+    expect(await readyzStatus(pa)).toBe(503);
+    // A registration that does not parse (not the runtime's whole write) stops nothing.
+    await writeFile(join(regs, 'a.json'), '{"owner":');
+    await new Promise((r) => setTimeout(r, 2500)); // past a rescan
+    expect(await readyzStatus(pa)).toBe(503);
+    expect(lines.some((l) => l.includes('ignoring an unreadable registration'))).toBe(true);
+  });
+
   it('restarts a tenant whose registration changed, on its new port', async () => {
     const [p1, p2] = [await freePort(), await freePort()];
     await register('a', p1, 'h1');
@@ -105,6 +124,10 @@ describe('TreeHost', () => {
       // Freed, it is served at the next try (after a backoff of a second).
       await new Promise((r) => taken.close(r));
       await until('bad served once its port is free', async () => (await readyzStatus(busy)) === 503);
+      await until('its failures cleared in the served state', async () => {
+        const now = ServedState.parse(JSON.parse(await readFile(join(regs, SERVED_FILE), 'utf8')));
+        return now.tenants.bad?.serving === true && now.tenants.bad.failures === 0;
+      });
     } finally {
       taken.close();
     }
