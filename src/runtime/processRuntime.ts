@@ -13,6 +13,7 @@ import { mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../worker/logger.js';
+import { KeyedLocks } from './locks.js';
 import { prober } from './probe.js';
 import {
   ComponentExitedError,
@@ -117,8 +118,12 @@ function procCommand(pid: number): string | undefined {
 
 export class ProcessRuntime implements ControlPlaneRuntime {
   private readonly procs = new Map<string, Supervised>();
-  /** The last ensure or stop queued per component: they run one at a time for each. */
-  private readonly queues = new Map<string, Promise<void>>();
+  /**
+   * Ensure and stop of a component, one at a time: two concurrent ensures (an activity retried
+   * while its first attempt still runs, a resume beside an activity) would otherwise both find
+   * nothing running and start it twice.
+   */
+  private readonly locks = new KeyedLocks();
   private readonly timer: NodeJS.Timeout;
   private readonly pollMs: number;
   private readonly stopGraceMs: number;
@@ -175,28 +180,8 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     return procStartTime(pid) === s.record.startTime;
   }
 
-  /**
-   * Runs `fn` once every ensure or stop of the same component queued before it has ended: two
-   * concurrent ensures (an activity retried while its first attempt still runs, a resume beside
-   * an activity) would otherwise both find nothing running and start it twice. A chain of
-   * promises per key; a package for it would be larger than this.
-   */
-  private async serialized<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const before = this.queues.get(key) ?? Promise.resolve();
-    let done!: () => void;
-    const mine = before.then(() => new Promise<void>((resolve) => (done = resolve)));
-    this.queues.set(key, mine);
-    await before;
-    try {
-      return await fn();
-    } finally {
-      done();
-      if (this.queues.get(key) === mine) this.queues.delete(key);
-    }
-  }
-
   ensure(spec: ComponentSpec): Promise<ComponentStatus> {
-    return this.serialized(this.key(spec.owner, spec.name), () => this.ensureNow(spec));
+    return this.locks.run(this.key(spec.owner, spec.name), () => this.ensureNow(spec));
   }
 
   private async ensureNow(spec: ComponentSpec): Promise<ComponentStatus> {
@@ -475,7 +460,7 @@ export class ProcessRuntime implements ControlPlaneRuntime {
   }
 
   stop(owner: string, name: ComponentName): Promise<void> {
-    return this.serialized(this.key(owner, name), () => this.stopNow(owner, name));
+    return this.locks.run(this.key(owner, name), () => this.stopNow(owner, name));
   }
 
   private async stopNow(owner: string, name: ComponentName): Promise<void> {

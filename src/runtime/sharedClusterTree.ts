@@ -21,6 +21,7 @@ import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promise
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Registration, SERVED_FILE, ServedState } from '../clustertree/registration.js';
+import { KeyedLocks } from './locks.js';
 import { hashSpec, type ProcessRuntime } from './processRuntime.js';
 import { prober } from './probe.js';
 import {
@@ -55,24 +56,9 @@ export class StoppedWhileStartingError extends Error {
   }
 }
 
-/** Calls of one key run one at a time, in the order they were made. */
-class Locks {
-  private readonly tails = new Map<string, Promise<unknown>>();
-  run<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const before = this.tails.get(key) ?? Promise.resolve();
-    const run = before.then(fn, fn);
-    const tail = run.catch(() => undefined);
-    this.tails.set(key, tail);
-    void tail.then(() => {
-      if (this.tails.get(key) === tail) this.tails.delete(key);
-    });
-    return run;
-  }
-}
-
 export class SharedClusterTreeRuntime implements ControlPlaneRuntime {
   /** Per tenant: its ensure, stop and remove in call order. `SHARED_OWNER`: the process's start and stop. */
-  private readonly locks = new Locks();
+  private readonly locks = new KeyedLocks();
   /** The shared process's restarts when a tenant's clusterTree was last ensured. */
   private readonly restartsAtEnsure = new Map<string, number>();
 

@@ -1,9 +1,10 @@
 /**
  * What the unit tests of a clusterTree process need without a cluster: a kubeconfig whose API
  * server nothing answers (a tree then waits for its first lists, /readyz 503), a free port, the
- * status of a tenant's /readyz, and a wait.
+ * status of a tenant's /readyz, a tenant's configuration against that server, and a wait.
  */
 import { createServer } from 'node:net';
+import type { ClusterTreeConfigInput } from '../../src/clustertree/config.js';
 
 export const UNREACHABLE_KUBECONFIG = `apiVersion: v1
 kind: Config
@@ -34,4 +35,21 @@ export async function until(what: string, fn: () => Promise<boolean>, ms = 15_00
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** A tenant's clusterTree configuration whose API servers (both at `kubeconfig`) nothing answers. */
+export function unreachableTreeConfig(
+  owner: string,
+  kubeconfig: string,
+  port: number,
+): ClusterTreeConfigInput {
+  return {
+    tenant: { namespace: 'ns', name: owner, uid: `${owner}-uid` },
+    hostNamespace: `vc-${owner}`,
+    tenantKubeconfig: kubeconfig,
+    hostKubeconfig: kubeconfig,
+    listen: { address: '127.0.0.1', port },
+    virtualNodeName: 'virtual',
+    quotaName: 'quota',
+  };
 }

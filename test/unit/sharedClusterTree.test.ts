@@ -12,13 +12,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { clusterTreeProcess } from '../../src/activities/clusterTree.js';
-import type { ClusterTreeConfigInput } from '../../src/clustertree/config.js';
 import { repoRoot } from '../../src/runtime/binaries.js';
 import { ProcessRuntime } from '../../src/runtime/processRuntime.js';
 import { SHARED_OWNER, SharedClusterTreeRuntime } from '../../src/runtime/sharedClusterTree.js';
 import { ComponentExitedError, type ComponentSpec } from '../../src/runtime/types.js';
 import { createLogger } from '../../src/worker/logger.js';
-import { UNREACHABLE_KUBECONFIG, freePort, readyzStatus, until } from '../support/clusterTreeFakes.js';
+import {
+  UNREACHABLE_KUBECONFIG,
+  freePort,
+  readyzStatus,
+  unreachableTreeConfig,
+  until,
+} from '../support/clusterTreeFakes.js';
 
 /** The registrations in a shared clusterTree's directory (not its own `.served`). */
 const registrations = async (d: string) =>
@@ -75,15 +80,7 @@ describe('SharedClusterTreeRuntime', () => {
   /** A tenant's clusterTree spec, as deployClusterTree makes it, and its status port. */
   async function tenant(owner: string): Promise<{ spec: ComponentSpec; port: number }> {
     const port = await freePort();
-    const config: ClusterTreeConfigInput = {
-      tenant: { namespace: 'ns', name: owner, uid: `${owner}-uid` },
-      hostNamespace: `vc-${owner}`,
-      tenantKubeconfig: join(dir, 'kubeconfig'),
-      hostKubeconfig: join(dir, 'kubeconfig'),
-      listen: { address: '127.0.0.1', port },
-      virtualNodeName: 'virtual',
-      quotaName: 'quota',
-    };
+    const config = unreachableTreeConfig(owner, join(dir, 'kubeconfig'), port);
     await mkdir(join(dir, owner), { recursive: true });
     const file = join(dir, owner, 'config.json');
     await writeFile(file, JSON.stringify(config));

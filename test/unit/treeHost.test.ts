@@ -11,9 +11,14 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { TreeHost } from '../../src/clustertree/host.js';
 import { SERVED_FILE, ServedState, type Registration } from '../../src/clustertree/registration.js';
-import type { ClusterTreeConfigInput } from '../../src/clustertree/config.js';
 import { createLogger } from '../../src/worker/logger.js';
-import { UNREACHABLE_KUBECONFIG, freePort, readyzStatus, until } from '../support/clusterTreeFakes.js';
+import {
+  UNREACHABLE_KUBECONFIG,
+  freePort,
+  readyzStatus,
+  unreachableTreeConfig,
+  until,
+} from '../support/clusterTreeFakes.js';
 
 describe('TreeHost', () => {
   let dir: string;
@@ -35,15 +40,7 @@ describe('TreeHost', () => {
   });
 
   async function register(owner: string, port: number, hash = 'h1'): Promise<void> {
-    const config: ClusterTreeConfigInput = {
-      tenant: { namespace: 'ns', name: owner, uid: `${owner}-uid` },
-      hostNamespace: `vc-${owner}`,
-      tenantKubeconfig: join(dir, 'kubeconfig'),
-      hostKubeconfig: join(dir, 'kubeconfig'),
-      listen: { address: '127.0.0.1', port },
-      virtualNodeName: 'virtual',
-      quotaName: 'quota',
-    };
+    const config = unreachableTreeConfig(owner, join(dir, 'kubeconfig'), port);
     await writeFile(join(dir, `${owner}.config.json`), JSON.stringify(config));
     const reg: Registration = {
       owner,
