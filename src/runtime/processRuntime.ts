@@ -9,11 +9,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { closeSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../worker/logger.js';
 import { KeyedLocks } from './locks.js';
+import { capLog, logTail } from './logFiles.js';
 import { prober } from './probe.js';
 import {
   ComponentExitedError,
@@ -57,6 +58,13 @@ export interface ProcessRuntimeOptions {
   pollMs?: number;
   /** Grace period between SIGTERM and SIGKILL. */
   stopGraceMs?: number;
+  /**
+   * A component's log is capped at this size (64 MiB): the older part moves to `<name>.log.1`,
+   * so each takes at most twice this on disk.
+   */
+  logMaxBytes?: number;
+  /** How often log sizes are checked (30 s). */
+  logCheckMs?: number;
 }
 
 /** Clients stop before their servers; resume() starts in the opposite order. */
@@ -125,6 +133,8 @@ export class ProcessRuntime implements ControlPlaneRuntime {
    */
   private readonly locks = new KeyedLocks();
   private readonly timer: NodeJS.Timeout;
+  private readonly logTimer: NodeJS.Timeout;
+  private cappingLogs = false;
   private readonly pollMs: number;
   private readonly stopGraceMs: number;
   private closed = false;
@@ -137,6 +147,31 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     this.stopGraceMs = opts.stopGraceMs ?? 10_000;
     this.timer = setInterval(() => this.supervise(), this.pollMs);
     this.timer.unref();
+    this.logTimer = setInterval(() => void this.capLogs(), opts.logCheckMs ?? 30_000);
+    this.logTimer.unref();
+  }
+
+  /** Caps the logs of the components this runtime supervises, one at a time. */
+  private async capLogs(): Promise<void> {
+    if (this.cappingLogs) return;
+    this.cappingLogs = true;
+    try {
+      const max = this.opts.logMaxBytes ?? 64 * 1024 * 1024;
+      for (const s of [...this.procs.values()]) {
+        const { owner, name } = s.record.spec;
+        const capped = await capLog(this.logPath(owner, name), max).catch((e: unknown) => {
+          this.opts.logger.warn('cannot cap a component log', {
+            owner,
+            component: name,
+            error: (e as Error).message,
+          });
+          return false;
+        });
+        if (capped) this.opts.logger.info('component log capped', { owner, component: name });
+      }
+    } finally {
+      this.cappingLogs = false;
+    }
   }
 
   private key(owner: string, name: string): string {
@@ -563,6 +598,7 @@ export class ProcessRuntime implements ControlPlaneRuntime {
   async shutdown(): Promise<void> {
     this.closed = true;
     clearInterval(this.timer);
+    clearInterval(this.logTimer);
     const byOwner = new Map<string, Supervised[]>();
     for (const s of this.procs.values())
       byOwner.set(s.record.spec.owner, [...(byOwner.get(s.record.spec.owner) ?? []), s]);
@@ -579,28 +615,12 @@ export class ProcessRuntime implements ControlPlaneRuntime {
   detach(): void {
     this.closed = true;
     clearInterval(this.timer);
+    clearInterval(this.logTimer);
     this.procs.clear();
   }
 
   /** The last `lines` of a component's log, from at most its last `maxBytes`. */
-  async logTail(owner: string, name: ComponentName, lines = 20, maxBytes = 16 * 1024): Promise<string> {
-    try {
-      const fh = await open(this.logPath(owner, name), 'r');
-      try {
-        const { size } = await fh.stat();
-        const len = Math.min(size, maxBytes);
-        const buf = Buffer.alloc(len);
-        await fh.read(buf, 0, len, size - len);
-        return buf
-          .toString('utf8')
-          .split('\n')
-          .slice(-lines - 1)
-          .join('\n');
-      } finally {
-        await fh.close();
-      }
-    } catch {
-      return '';
-    }
+  logTail(owner: string, name: ComponentName, lines = 20, maxBytes = 16 * 1024): Promise<string> {
+    return logTail(this.logPath(owner, name), lines, maxBytes);
   }
 }

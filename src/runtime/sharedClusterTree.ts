@@ -206,18 +206,27 @@ export class SharedClusterTreeRuntime implements ControlPlaneRuntime {
         if ((await this.registrations()).length === 0) await this.inner.stop(SHARED_OWNER, NAME);
       });
     }
+    if (!(await this.released(owner, removedAt))) {
+      await this.locks.run(SHARED_OWNER, async () => {
+        const spec = await this.inner.recordedSpec(SHARED_OWNER, NAME);
+        await this.inner.stop(SHARED_OWNER, NAME);
+        if (spec && (await this.registrations()).length > 0) await this.inner.ensure(spec);
+      });
+    }
+    // Once no stop waits for it (another may have poked since: its own wait needs no file).
+    await rm(join(this.opts.dir, POKE_FILE), { force: true });
+  }
+
+  /** Whether the process let the tenant go (or stopped) within the grace period. */
+  private async released(owner: string, removedAt: number): Promise<boolean> {
     const deadline = Date.now() + (this.opts.stopGraceMs ?? 15_000);
     while (Date.now() < deadline) {
-      if (!(await this.hostStatus())?.running) return;
+      if (!(await this.hostStatus())?.running) return true;
       const state = await this.served();
-      if (state && state.pass > removedAt && !(owner in state.tenants)) return;
+      if (state && state.pass > removedAt && !(owner in state.tenants)) return true;
       await sleep(50);
     }
-    await this.locks.run(SHARED_OWNER, async () => {
-      const spec = await this.inner.recordedSpec(SHARED_OWNER, NAME);
-      await this.inner.stop(SHARED_OWNER, NAME);
-      if (spec && (await this.registrations()).length > 0) await this.inner.ensure(spec);
-    });
+    return false;
   }
 
   stop(owner: string, name: ComponentName): Promise<void> {

@@ -10,7 +10,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ProcessRuntime } from '../../src/runtime/processRuntime.js';
+import { logTail } from '../../src/runtime/logFiles.js';
+import { ProcessRuntime, type ProcessRuntimeOptions } from '../../src/runtime/processRuntime.js';
 import type { ComponentSpec } from '../../src/runtime/types.js';
 import { createLogger } from '../../src/worker/logger.js';
 
@@ -35,20 +36,25 @@ afterEach(async () => {
 });
 
 /** A runtime in a new directory, and a spec whose command line is this test's alone. */
-function setUp(name: ComponentSpec['name'] = 'kube-apiserver', pollMs?: number) {
+function setUp(
+  name: ComponentSpec['name'] = 'kube-apiserver',
+  pollMs?: number,
+  extra: { script?: string; options?: Partial<ProcessRuntimeOptions> } = {},
+) {
   const root = join(tmpdir(), `kvc-runtime-${randomUUID().slice(0, 8)}`);
   const runtime = new ProcessRuntime({
     root,
     logger: createLogger({ level: 'error' }),
     stopGraceMs: 2_000,
     ...(pollMs ? { pollMs } : {}),
+    ...extra.options,
   });
   const spec: ComponentSpec = {
     owner: `orphan-${randomUUID().slice(0, 8)}`,
     name,
     command: process.execPath,
     // The marker makes the command line this test's alone, as a tenant's paths and ports do.
-    args: ['-e', 'setTimeout(() => {}, 300_000)', `marker-${randomUUID()}`],
+    args: ['-e', extra.script ?? 'setTimeout(() => {}, 300_000)', `marker-${randomUUID()}`],
   };
   const argv = [spec.command, ...spec.args];
   cleanups.push(async () => {
@@ -72,6 +78,61 @@ function setUp(name: ComponentSpec['name'] = 'kube-apiserver', pollMs?: number) 
 }
 
 describe('process runtime', () => {
+  it("caps a running component's log: the older part moves aside, the process writes on from the start", async () => {
+    // Numbered lines, 50 every 5 ms (~600 KB/s), and on forever.
+    const script =
+      'let i = 0; setInterval(() => { for (let k = 0; k < 50; k++) console.log(`line ${i++}`); }, 5);';
+    const { root, runtime, spec } = setUp('kube-apiserver', undefined, {
+      script,
+      options: { logMaxBytes: 64 * 1024, logCheckMs: 50 },
+    });
+    const started = await runtime.ensure(spec);
+    const log = join(root, spec.owner, `${spec.name}.log`);
+    const numbers = (text: string) =>
+      text
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => {
+          expect(l).toMatch(/^line [0-9]+$/); // no hole of NULs: the writer appends
+          return Number(l.slice('line '.length));
+        });
+    for (let i = 0; i < 100 && !existsSync(`${log}.1`); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(existsSync(`${log}.1`)).toBe(true);
+    await new Promise((r) => setTimeout(r, 500)); // capped again and again meanwhile
+    // The cap holds (a check every 50 ms lets it grow by ~30 KB beyond it).
+    expect(statSync(log).size).toBeLessThan(64 * 1024 + 200 * 1024);
+    expect(statSync(`${log}.1`).size).toBeLessThan(64 * 1024 + 200 * 1024);
+    const current = numbers(readFileSync(log, 'utf8'));
+    const previous = numbers(readFileSync(`${log}.1`, 'utf8'));
+    expect(current.length).toBeGreaterThan(0);
+    // In order, and the older part before the newer (at most a few lines lost in between).
+    expect(previous.at(-1)!).toBeLessThan(current[0]!);
+    expect(current).toEqual([...current].sort((a, b) => a - b));
+    // The same process: capping does not restart it.
+    expect((await runtime.list(spec.owner))[0]).toMatchObject({
+      running: true,
+      pid: started.pid,
+      restarts: 0,
+    });
+    const tail = numbers(await runtime.logTail(spec.owner, spec.name, 5));
+    expect(tail).toHaveLength(5);
+    expect(tail[0]!).toBeGreaterThanOrEqual(current[0]!);
+  });
+
+  it("reads a log's tail on into its previous part when the log was just capped", async () => {
+    const dir = join(tmpdir(), `kvc-logs-${randomUUID().slice(0, 8)}`);
+    mkdirSync(dir);
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    const log = join(dir, 'etcd.log');
+    writeFileSync(`${log}.1`, Array.from({ length: 10 }, (_, i) => `old ${i}\n`).join(''));
+    writeFileSync(log, 'new 0\nnew 1\n');
+    expect(await logTail(log, 4, 16 * 1024)).toBe('old 8\nold 9\nnew 0\nnew 1\n');
+    expect(await logTail(log, 2, 16 * 1024)).toBe('new 0\nnew 1\n');
+    // Within the byte limit: the previous part adds only what fits.
+    expect(await logTail(log, 4, 18)).toBe('old 9\nnew 0\nnew 1\n');
+    expect(await logTail(join(dir, 'missing.log'), 4, 1024)).toBe('');
+  });
+
   it('stops a component recorded only as an intent (no pid)', async () => {
     const { runtime, spec, argv, orphan } = setUp();
     await orphan(true);

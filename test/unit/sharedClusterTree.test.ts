@@ -52,9 +52,13 @@ describe('SharedClusterTreeRuntime', () => {
   let inner: ProcessRuntime;
   let runtimes: SharedClusterTreeRuntime[];
   const logger = createLogger({ level: 'error' });
-  const make = (shared: boolean) => {
+  const make = (shared: boolean, stopGraceMs?: number) => {
     inner = new ProcessRuntime({ root: join(dir, 'runtime'), logger, pollMs: 200, stopGraceMs: 3000 });
-    const r = new SharedClusterTreeRuntime(inner, { dir: join(dir, 'registrations'), shared });
+    const r = new SharedClusterTreeRuntime(inner, {
+      dir: join(dir, 'registrations'),
+      shared,
+      ...(stopGraceMs ? { stopGraceMs } : {}),
+    });
     runtimes.push(r);
     return r;
   };
@@ -121,6 +125,28 @@ describe('SharedClusterTreeRuntime', () => {
     // Shared: kept for the next tenant.
     expect(await alive(sa.pid!)).toBe(true);
   });
+
+  it('restarts a shared process that does not let a stopped tenant go in time; the others come back', async () => {
+    const runtime = make(true, 1000);
+    const [a, b] = [await tenant('ns-a-00000006'), await tenant('ns-b-00000007')];
+    const { pid } = await runtime.ensure(a.spec);
+    await runtime.ensure(b.spec);
+    await until(
+      'both ports served',
+      async () => (await readyzStatus(a.port)) === 503 && (await readyzStatus(b.port)) === 503,
+    );
+    process.kill(pid!, 'SIGSTOP'); // it reads no registration, stops no tree, writes no state
+    await runtime.stop(a.spec.owner, 'clustertree');
+    expect(await alive(pid!)).toBe(false);
+    const [host] = await runtime.list(SHARED_OWNER);
+    expect(host?.running).toBe(true);
+    expect(host?.pid).not.toBe(pid);
+    await until('the other tenant served again', async () => (await readyzStatus(b.port)) === 503);
+    expect(await readyzStatus(a.port)).toBe(0);
+    expect((await runtime.list(b.spec.owner)).find((c) => c.name === 'clustertree')?.pid).toBe(host?.pid);
+    // The file that pokes the process to read its directory again is not left behind.
+    expect((await readdir(join(dir, 'registrations'))).sort()).toEqual(['.served', `${b.spec.owner}.json`]);
+  }, 30_000);
 
   it('moves a tenant from a process of its own into the shared one and back; never both', async () => {
     const a = await tenant('ns-a-00000003');

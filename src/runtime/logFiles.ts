@@ -1,0 +1,62 @@
+/**
+ * Component logs: files a child process writes through its own descriptor, opened for appending.
+ *
+ * Capped by copy and truncate (logrotate's `copytruncate`): the process keeps its descriptor, and
+ * since it appends, its next write lands at the start of the emptied file. Rotation libraries for
+ * Node.js rotate streams this process writes; none rotates a file another process holds open, so
+ * this is by hand. Lines written between the copy and the truncation are lost, as with logrotate.
+ */
+import { copyFile, open, stat, truncate } from 'node:fs/promises';
+
+/** The previous part of a capped log. */
+export const previousLog = (path: string): string => `${path}.1`;
+
+/**
+ * Moves the log to its `.1` (replacing the one before) and empties it when it has grown past
+ * `maxBytes`. True when it did.
+ */
+export async function capLog(path: string, maxBytes: number): Promise<boolean> {
+  const size = await stat(path).then(
+    (s) => s.size,
+    () => 0,
+  );
+  if (size <= maxBytes) return false;
+  await copyFile(path, previousLog(path));
+  await truncate(path, 0);
+  return true;
+}
+
+/** The last `maxBytes` of a file ('' when it cannot be read). */
+async function tailBytes(path: string, maxBytes: number): Promise<string> {
+  try {
+    const fh = await open(path, 'r');
+    try {
+      const { size } = await fh.stat();
+      const len = Math.min(size, maxBytes);
+      const buf = Buffer.alloc(len);
+      await fh.read(buf, 0, len, size - len);
+      return buf.toString('utf8');
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * The log's last `lines` lines, read from at most its last `maxBytes`; a log capped a moment ago
+ * is continued from the end of its previous part.
+ */
+export async function logTail(path: string, lines: number, maxBytes: number): Promise<string> {
+  let text = await tailBytes(path, maxBytes);
+  const have = text.split('\n').length - 1;
+  if (have < lines && text.length < maxBytes) {
+    const before = await tailBytes(previousLog(path), maxBytes - text.length);
+    if (before) text = before + text;
+  }
+  return text
+    .split('\n')
+    .slice(-lines - 1)
+    .join('\n');
+}
