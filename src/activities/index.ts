@@ -55,7 +55,13 @@ import type { Client } from '@temporalio/client';
 import { createBackupActivities } from './backup.js';
 import { awaitFirstConnection, lastAuditedRequest, releaseHeldConnections, stopListening } from './idle.js';
 import { heartbeating } from './wait.js';
-import { compileCacheDirOf, createClusterTreeActivities, type ClusterTreeTimings } from './clusterTree.js';
+import {
+  compileCacheDirOf,
+  createClusterTreeActivities,
+  type ClusterTreeDeps,
+  type ClusterTreeTimings,
+} from './clusterTree.js';
+import { createPromotionActivities } from './promotion.js';
 import {
   applyHostNamespace,
   createTenantNetwork,
@@ -352,7 +358,7 @@ export function createActivities(deps: ActivityDeps) {
       })
     : undefined;
 
-  const clusterTree = createClusterTreeActivities({
+  const treeDeps: ClusterTreeDeps = {
     host: deps.host,
     runtime: deps.runtime,
     ports,
@@ -369,7 +375,8 @@ export function createActivities(deps: ActivityDeps) {
     ...(deps.hostsImage ? { hostsImage: deps.hostsImage } : {}),
     ...(deps.operatorNamespace ? { operatorNamespace: deps.operatorNamespace } : {}),
     refuseWithoutPods,
-  });
+  };
+  const clusterTree = createClusterTreeActivities(treeDeps);
 
   /**
    * The ClusterIP of a tenant in pods: the one its allocation recorded, which every certificate
@@ -488,6 +495,7 @@ export function createActivities(deps: ActivityDeps) {
 
   return withHeartbeats({
     ...clusterTree,
+    ...createPromotionActivities(treeDeps),
     ...backups,
 
     /** Picks the tenant's ports and directory; returns the earlier choice when there is one. */

@@ -7,7 +7,7 @@
 import type { V1Pod } from '@kubernetes/client-node';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { QUOTA_NAME, VIRTUAL_NODE } from '../../src/activities/clusterTree.js';
+import { QUOTA_NAME, VIRTUAL_NODE } from '../../src/activities/promotion.js';
 import { merge } from '../../src/api/kubeClient.js';
 import { parseQuantity, type VirtualCluster } from '../../src/api/virtualCluster.js';
 import { Promotion, hostName, hostNamespace } from '../../src/clustertree/naming.js';
