@@ -302,16 +302,41 @@ export async function stepDurations(client: Client, workflowId: string): Promise
     const s = typeof ts?.seconds === 'number' ? ts.seconds : (ts?.seconds?.toNumber() ?? 0);
     return s * 1000 + (ts?.nanos ?? 0) / 1e6;
   };
-  const scheduled = new Map<number, { type: string; at: number }>();
+  const scheduled = new Map<number, { type: string; at: number; started?: number }>();
+  const done: { type: string; scheduled: number; started?: number; completed: number }[] = [];
   const out: Record<string, number> = {};
   for (const e of events ?? []) {
     const a = e.activityTaskScheduledEventAttributes;
     if (a) scheduled.set(Number(e.eventId), { type: a.activityType?.name ?? '?', at: ms(e.eventTime) });
+    const st = e.activityTaskStartedEventAttributes;
+    const sched = st ? scheduled.get(Number(st.scheduledEventId)) : undefined;
+    if (sched) sched.started = ms(e.eventTime);
     const c = e.activityTaskCompletedEventAttributes;
     if (c) {
       const s = scheduled.get(Number(c.scheduledEventId));
-      if (s) out[s.type] = (out[s.type] ?? 0) + ms(e.eventTime) - s.at;
+      if (s) {
+        out[s.type] = (out[s.type] ?? 0) + ms(e.eventTime) - s.at;
+        done.push({
+          type: s.type,
+          scheduled: s.at,
+          ...(s.started !== undefined ? { started: s.started } : {}),
+          completed: ms(e.eventTime),
+        });
+      }
     }
+  }
+  // Temporal's own share of the steps' path (reportStatus runs beside it): from one step's end to
+  // the next one's scheduling (a workflow task), and from scheduling to a worker's start.
+  const path = done.filter((d) => d.type !== 'reportStatus').sort((x, y) => x.scheduled - y.scheduled);
+  let between = 0;
+  let toStart = 0;
+  for (const [i, d] of path.entries()) {
+    if (i > 0) between += Math.max(0, d.scheduled - path[i - 1]!.completed);
+    if (d.started !== undefined) toStart += Math.max(0, d.started - d.scheduled);
+  }
+  if (path.length > 1) {
+    out['(between steps)'] = between;
+    out['(scheduled to started)'] = toStart;
   }
   return out;
 }
