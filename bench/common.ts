@@ -296,6 +296,22 @@ export async function deleteVC(host: HostCluster, name: string, namespace = 'def
  * runs beside the steps (nothing waits for it): its sum is work, not time on the path.
  */
 export async function stepDurations(client: Client, workflowId: string): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const d of await activityTimes(client, workflowId))
+    out[d.type] = (out[d.type] ?? 0) + d.completed - d.scheduled;
+  return out;
+}
+
+interface ActivityTimes {
+  type: string;
+  scheduled: number;
+  /** When its last attempt started. */
+  started?: number;
+  completed: number;
+}
+
+/** Every completed activity of a workflow's history, with its times (ms since the epoch). */
+async function activityTimes(client: Client, workflowId: string): Promise<ActivityTimes[]> {
   const { events } = await client.workflow.getHandle(workflowId).fetchHistory();
   const ms = (t: unknown) => {
     const ts = t as { seconds?: { toNumber(): number } | number; nanos?: number } | null | undefined;
@@ -303,42 +319,47 @@ export async function stepDurations(client: Client, workflowId: string): Promise
     return s * 1000 + (ts?.nanos ?? 0) / 1e6;
   };
   const scheduled = new Map<number, { type: string; at: number; started?: number }>();
-  const done: { type: string; scheduled: number; started?: number; completed: number }[] = [];
-  const out: Record<string, number> = {};
+  const out: ActivityTimes[] = [];
   for (const e of events ?? []) {
     const a = e.activityTaskScheduledEventAttributes;
     if (a) scheduled.set(Number(e.eventId), { type: a.activityType?.name ?? '?', at: ms(e.eventTime) });
     const st = e.activityTaskStartedEventAttributes;
-    const sched = st ? scheduled.get(Number(st.scheduledEventId)) : undefined;
-    if (sched) sched.started = ms(e.eventTime);
+    const started = st ? scheduled.get(Number(st.scheduledEventId)) : undefined;
+    if (started) started.started = ms(e.eventTime);
     const c = e.activityTaskCompletedEventAttributes;
-    if (c) {
-      const s = scheduled.get(Number(c.scheduledEventId));
-      if (s) {
-        out[s.type] = (out[s.type] ?? 0) + ms(e.eventTime) - s.at;
-        done.push({
-          type: s.type,
-          scheduled: s.at,
-          ...(s.started !== undefined ? { started: s.started } : {}),
-          completed: ms(e.eventTime),
-        });
-      }
-    }
-  }
-  // Temporal's own share of the steps' path (reportStatus runs beside it): from one step's end to
-  // the next one's scheduling (a workflow task), and from scheduling to a worker's start.
-  const path = done.filter((d) => d.type !== 'reportStatus').sort((x, y) => x.scheduled - y.scheduled);
-  let between = 0;
-  let toStart = 0;
-  for (const [i, d] of path.entries()) {
-    if (i > 0) between += Math.max(0, d.scheduled - path[i - 1]!.completed);
-    if (d.started !== undefined) toStart += Math.max(0, d.started - d.scheduled);
-  }
-  if (path.length > 1) {
-    out['(between steps)'] = between;
-    out['(scheduled to started)'] = toStart;
+    const s = c ? scheduled.get(Number(c.scheduledEventId)) : undefined;
+    if (s)
+      out.push({
+        type: s.type,
+        scheduled: s.at,
+        ...(s.started !== undefined ? { started: s.started } : {}),
+        completed: ms(e.eventTime),
+      });
   }
   return out;
+}
+
+/**
+ * Temporal's own share of a workflow's steps, which run one after another (reportStatus, beside
+ * them, left out): from one step's end to the next one's scheduling (a workflow task), and from
+ * scheduling to a worker's start of the step's last attempt (a retried step's failed attempts
+ * and backoff count there too: `retried` says so).
+ */
+export async function temporalShare(
+  client: Client,
+  workflowId: string,
+): Promise<{ betweenStepsMs: number; scheduledToStartMs: number; steps: number; retried: boolean }> {
+  const times = await activityTimes(client, workflowId);
+  const path = times.filter((d) => d.type !== 'reportStatus').sort((x, y) => x.scheduled - y.scheduled);
+  let betweenStepsMs = 0;
+  let scheduledToStartMs = 0;
+  for (const [i, d] of path.entries()) {
+    if (i > 0) betweenStepsMs += Math.max(0, d.scheduled - path[i - 1]!.completed);
+    if (d.started !== undefined) scheduledToStartMs += Math.max(0, d.started - d.scheduled);
+  }
+  const { events } = await client.workflow.getHandle(workflowId).fetchHistory();
+  const retried = (events ?? []).some((e) => Number(e.activityTaskStartedEventAttributes?.attempt ?? 1) > 1);
+  return { betweenStepsMs, scheduledToStartMs, steps: path.length, retried };
 }
 
 /** The number of events in the newest run of a workflow. */

@@ -21,6 +21,7 @@ import {
   percentile,
   say,
   stepDurations,
+  temporalShare,
   waitFor,
   writePlot,
 } from './common.js';
@@ -44,6 +45,7 @@ export const speed: Scenario = {
     const init: number[] = [];
     const ready: number[] = [];
     let steps: Record<string, number> = {};
+    let share: Awaited<ReturnType<typeof temporalShare>> | undefined;
     try {
       for (let round = 1; round <= o.rounds!; round++) {
         const plane = await directControlPlane(env, direct, `direct-${round}`);
@@ -101,8 +103,11 @@ export const speed: Scenario = {
           25, // read the status every 25 ms: the poll adds little to what is measured
         );
         ready.push(performance.now() - t1);
-        if (round === o.rounds)
-          steps = await stepDurations(operator.client, workflowIdFor({ namespace: 'default', name, uid }));
+        if (round === o.rounds) {
+          const id = workflowIdFor({ namespace: 'default', name, uid });
+          steps = await stepDurations(operator.client, id);
+          share = await temporalShare(operator.client, id);
+        }
         await deleteVC(host, name);
         say(
           `round ${round}/${o.rounds}: floor ${floorInit.at(-1)!.toFixed(0)} / ${floorReady.at(-1)!.toFixed(0)} ms, VirtualCluster ${init.at(-1)!.toFixed(0)} / ${ready.at(-1)!.toFixed(0)} ms`,
@@ -144,9 +149,21 @@ export const speed: Scenario = {
         ...Object.entries(steps)
           .sort((a, b) => b[1] - a[1])
           .map(([step, ms]) => `  ${step.padEnd(28)} ${ms.toFixed(0).padStart(6)}`),
+        ...(share
+          ? [
+              `Temporal's own share, the ${share.steps} steps one after another: ${share.betweenStepsMs.toFixed(0)} ms from a step's end to the next one's scheduling (not in the durations above), ${share.scheduledToStartMs.toFixed(0)} ms from scheduling to a worker's start (in them)${share.retried ? '; a step was retried: its backoff counts there' : ''}`,
+            ]
+          : []),
         `  plot: ${plot}`,
       ],
-      json: { floorInitMs: floorInit, floorReadyMs: floorReady, initMs: init, readyMs: ready, steps },
+      json: {
+        floorInitMs: floorInit,
+        floorReadyMs: floorReady,
+        initMs: init,
+        readyMs: ready,
+        steps,
+        temporalShare: share,
+      },
     };
   },
 };

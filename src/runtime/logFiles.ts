@@ -26,36 +26,38 @@ export async function capLog(path: string, maxBytes: number): Promise<boolean> {
   return true;
 }
 
-/** The last `maxBytes` of a file ('' when it cannot be read). */
-async function tailBytes(path: string, maxBytes: number): Promise<string> {
+/** The last `maxBytes` of a file (none when it cannot be read), and whether that is all of it. */
+async function tailBytes(path: string, maxBytes: number): Promise<{ bytes: Buffer; whole: boolean }> {
   try {
     const fh = await open(path, 'r');
     try {
       const { size } = await fh.stat();
       const len = Math.min(size, maxBytes);
-      const buf = Buffer.alloc(len);
-      await fh.read(buf, 0, len, size - len);
-      return buf.toString('utf8');
+      const bytes = Buffer.alloc(len);
+      const { bytesRead } = await fh.read(bytes, 0, len, size - len);
+      return { bytes: bytes.subarray(0, bytesRead), whole: len === size };
     } finally {
       await fh.close();
     }
   } catch {
-    return '';
+    return { bytes: Buffer.alloc(0), whole: true };
   }
 }
 
 /**
  * The log's last `lines` lines, read from at most its last `maxBytes`; a log capped a moment ago
- * is continued from the end of its previous part.
+ * is continued from the end of its previous part, within the same byte budget.
  */
 export async function logTail(path: string, lines: number, maxBytes: number): Promise<string> {
-  let text = await tailBytes(path, maxBytes);
-  const have = text.split('\n').length - 1;
-  if (have < lines && text.length < maxBytes) {
-    const before = await tailBytes(previousLog(path), maxBytes - text.length);
-    if (before) text = before + text;
+  const current = await tailBytes(path, maxBytes);
+  let bytes = current.bytes;
+  const have = bytes.toString('utf8').split('\n').length - 1;
+  if (have < lines && current.whole && bytes.length < maxBytes) {
+    const before = await tailBytes(previousLog(path), maxBytes - bytes.length);
+    bytes = Buffer.concat([before.bytes, bytes]);
   }
-  return text
+  return bytes
+    .toString('utf8')
     .split('\n')
     .slice(-lines - 1)
     .join('\n');

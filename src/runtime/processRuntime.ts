@@ -59,8 +59,9 @@ export interface ProcessRuntimeOptions {
   /** Grace period between SIGTERM and SIGKILL. */
   stopGraceMs?: number;
   /**
-   * A component's log is capped at this size (64 MiB): the older part moves to `<name>.log.1`,
-   * so each takes at most twice this on disk.
+   * A component's log is capped at this size (64 MiB) when it is checked: the older part moves
+   * to `<name>.log.1`, so each takes about twice this on disk (plus what is written between two
+   * checks).
    */
   logMaxBytes?: number;
   /** How often log sizes are checked (30 s). */
@@ -151,22 +152,33 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     this.logTimer.unref();
   }
 
-  /** Caps the logs of the components this runtime supervises, one at a time. */
+  /**
+   * Caps the logs of the components this runtime supervises, one at a time. Each under its
+   * component's lock, and only while this runtime still has it and the record is its own: a
+   * stop (and a tenant's removal after it) never races a cap, and of two workers sharing the
+   * state directory only the one that runs the process caps its log.
+   */
   private async capLogs(): Promise<void> {
     if (this.cappingLogs) return;
     this.cappingLogs = true;
     try {
       const max = this.opts.logMaxBytes ?? 64 * 1024 * 1024;
-      for (const s of [...this.procs.values()]) {
+      for (const [key, s] of [...this.procs.entries()]) {
         const { owner, name } = s.record.spec;
-        const capped = await capLog(this.logPath(owner, name), max).catch((e: unknown) => {
-          this.opts.logger.warn('cannot cap a component log', {
-            owner,
-            component: name,
-            error: (e as Error).message,
+        const capped = await this.locks
+          .run(
+            key,
+            async () =>
+              this.procs.get(key) === s && this.stillOurs(s) && capLog(this.logPath(owner, name), max),
+          )
+          .catch((e: unknown) => {
+            this.opts.logger.warn('cannot cap a component log', {
+              owner,
+              component: name,
+              error: (e as Error).message,
+            });
+            return false;
           });
-          return false;
-        });
         if (capped) this.opts.logger.info('component log capped', { owner, component: name });
       }
     } finally {
