@@ -39,7 +39,7 @@ import type { HostCluster } from './hostCluster.js';
 import { QUOTA_NAME, VIRTUAL_NODE } from './promotion.js';
 import { apply, tenantAdmin } from './tenantAdmin.js';
 import { defaultNamespaceReady } from './defaultNamespace.js';
-import { reportProgress, until } from './wait.js';
+import { both, reportProgress, until } from './wait.js';
 import { TENANT_API_PORT, isolationPolicy, tenantPodSecurity, type TenantNetwork } from './tenantNetwork.js';
 import { FailureType, type StepInput } from './types.js';
 
@@ -120,14 +120,6 @@ async function hostEndpoint(kc: KubeConfig): Promise<{ server: string; caPem: st
       ? await readFile(cluster.caFile, 'utf8')
       : '';
   return { server: cluster.server, caPem };
-}
-
-/** Both at once; the first failure once neither runs any more (nothing is left working behind a failed step). */
-async function both<A, B>(a: Promise<A>, b: Promise<B>): Promise<[A, B]> {
-  const [ra, rb] = await Promise.allSettled([a, b]);
-  if (ra.status === 'rejected') throw ra.reason;
-  if (rb.status === 'rejected') throw rb.reason;
-  return [ra.value, rb.value];
 }
 
 export function createClusterTreeActivities(deps: ClusterTreeDeps) {

@@ -54,7 +54,7 @@ import { hostNamespace, promotionTaint } from '../clustertree/naming.js';
 import type { Client } from '@temporalio/client';
 import { createBackupActivities } from './backup.js';
 import { awaitFirstConnection, lastAuditedRequest, releaseHeldConnections, stopListening } from './idle.js';
-import { heartbeating } from './wait.js';
+import { both, heartbeating } from './wait.js';
 import {
   compileCacheDirOf,
   createClusterTreeActivities,
@@ -577,9 +577,10 @@ export function createActivities(deps: ActivityDeps) {
       input: IssueCertificatesInput,
     ): Promise<CertificateState & { reissued: boolean }> {
       const l = layout(input.allocation);
-      // A retry, here or on another worker, finds the set an earlier attempt stored.
-      const seen = await pki.sync(input.ref, pkiDir(l));
-      const result = await writeControlPlanePki(pkiDir(l), await pkiRequest(input), {
+      // A retry, here or on another worker, finds the set an earlier attempt stored. The request
+      // (its addresses: a host Service for pods, the exposure) is made meanwhile.
+      const [seen, request] = await both(pki.sync(input.ref, pkiDir(l)), pkiRequest(input));
+      const result = await writeControlPlanePki(pkiDir(l), request, {
         commit: pki.commit(input.ref, seen),
       });
       await writeKubeconfigs(l);

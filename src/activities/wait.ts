@@ -152,3 +152,11 @@ async function answerBy<T>(p: Promise<T>, deadline: number): Promise<T | typeof 
     clearTimeout(timer);
   }
 }
+
+/** Both at once; the first failure once neither runs any more (nothing is left working behind a failed step). */
+export async function both<A, B>(a: Promise<A>, b: Promise<B>): Promise<[A, B]> {
+  const [ra, rb] = await Promise.allSettled([a, b]);
+  if (ra.status === 'rejected') throw ra.reason;
+  if (rb.status === 'rejected') throw rb.reason;
+  return [ra.value, rb.value];
+}
