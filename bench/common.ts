@@ -305,8 +305,9 @@ export async function stepDurations(client: Client, workflowId: string): Promise
 interface ActivityTimes {
   type: string;
   scheduled: number;
-  /** When its last attempt started. */
+  /** When its last attempt started, and which attempt that was. */
   started?: number;
+  attempt?: number;
   completed: number;
 }
 
@@ -318,14 +319,17 @@ async function activityTimes(client: Client, workflowId: string): Promise<Activi
     const s = typeof ts?.seconds === 'number' ? ts.seconds : (ts?.seconds?.toNumber() ?? 0);
     return s * 1000 + (ts?.nanos ?? 0) / 1e6;
   };
-  const scheduled = new Map<number, { type: string; at: number; started?: number }>();
+  const scheduled = new Map<number, { type: string; at: number; started?: number; attempt?: number }>();
   const out: ActivityTimes[] = [];
   for (const e of events ?? []) {
     const a = e.activityTaskScheduledEventAttributes;
     if (a) scheduled.set(Number(e.eventId), { type: a.activityType?.name ?? '?', at: ms(e.eventTime) });
     const st = e.activityTaskStartedEventAttributes;
     const started = st ? scheduled.get(Number(st.scheduledEventId)) : undefined;
-    if (started) started.started = ms(e.eventTime);
+    if (started) {
+      started.started = ms(e.eventTime);
+      started.attempt = Number(st?.attempt ?? 1);
+    }
     const c = e.activityTaskCompletedEventAttributes;
     const s = c ? scheduled.get(Number(c.scheduledEventId)) : undefined;
     if (s)
@@ -333,6 +337,7 @@ async function activityTimes(client: Client, workflowId: string): Promise<Activi
         type: s.type,
         scheduled: s.at,
         ...(s.started !== undefined ? { started: s.started } : {}),
+        ...(s.attempt !== undefined ? { attempt: s.attempt } : {}),
         completed: ms(e.eventTime),
       });
   }
@@ -357,8 +362,7 @@ export async function temporalShare(
     if (i > 0) betweenStepsMs += Math.max(0, d.scheduled - path[i - 1]!.completed);
     if (d.started !== undefined) scheduledToStartMs += Math.max(0, d.started - d.scheduled);
   }
-  const { events } = await client.workflow.getHandle(workflowId).fetchHistory();
-  const retried = (events ?? []).some((e) => Number(e.activityTaskStartedEventAttributes?.attempt ?? 1) > 1);
+  const retried = path.some((d) => (d.attempt ?? 1) > 1);
   return { betweenStepsMs, scheduledToStartMs, steps: path.length, retried };
 }
 

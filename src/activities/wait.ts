@@ -153,7 +153,7 @@ async function answerBy<T>(p: Promise<T>, deadline: number): Promise<T | typeof 
   }
 }
 
-/** Both at once; the first failure once neither runs any more (nothing is left working behind a failed step). */
+/** Both at once; once neither runs any more (nothing is left working behind a failed step), the first one's failure, else the second's. */
 export async function both<A, B>(a: Promise<A>, b: Promise<B>): Promise<[A, B]> {
   const [ra, rb] = await Promise.allSettled([a, b]);
   if (ra.status === 'rejected') throw ra.reason;
