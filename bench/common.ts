@@ -295,14 +295,13 @@ export async function deleteVC(host: HostCluster, name: string, namespace = 'def
  * that type summed, from the run's history: where a tenant's time to Ready goes. reportStatus
  * runs beside the steps (nothing waits for it): its sum is work, not time on the path.
  */
-export async function stepDurations(client: Client, workflowId: string): Promise<Record<string, number>> {
+export function stepDurations(times: ActivityTimes[]): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const d of await activityTimes(client, workflowId))
-    out[d.type] = (out[d.type] ?? 0) + d.completed - d.scheduled;
+  for (const d of times) out[d.type] = (out[d.type] ?? 0) + d.completed - d.scheduled;
   return out;
 }
 
-interface ActivityTimes {
+export interface ActivityTimes {
   type: string;
   scheduled: number;
   /** When its last attempt started, and which attempt that was. */
@@ -312,7 +311,7 @@ interface ActivityTimes {
 }
 
 /** Every completed activity of a workflow's history, with its times (ms since the epoch). */
-async function activityTimes(client: Client, workflowId: string): Promise<ActivityTimes[]> {
+export async function activityTimes(client: Client, workflowId: string): Promise<ActivityTimes[]> {
   const { events } = await client.workflow.getHandle(workflowId).fetchHistory();
   const ms = (t: unknown) => {
     const ts = t as { seconds?: { toNumber(): number } | number; nanos?: number } | null | undefined;
@@ -350,11 +349,12 @@ async function activityTimes(client: Client, workflowId: string): Promise<Activi
  * scheduling to a worker's start of the step's last attempt (a retried step's failed attempts
  * and backoff count there too: `retried` says so).
  */
-export async function temporalShare(
-  client: Client,
-  workflowId: string,
-): Promise<{ betweenStepsMs: number; scheduledToStartMs: number; steps: number; retried: boolean }> {
-  const times = await activityTimes(client, workflowId);
+export function temporalShare(times: ActivityTimes[]): {
+  betweenStepsMs: number;
+  scheduledToStartMs: number;
+  steps: number;
+  retried: boolean;
+} {
   const path = times.filter((d) => d.type !== 'reportStatus').sort((x, y) => x.scheduled - y.scheduled);
   let betweenStepsMs = 0;
   let scheduledToStartMs = 0;

@@ -14,6 +14,7 @@ import { ProcessRuntime } from '../src/runtime/processRuntime.js';
 import { createLogger } from '../src/worker/logger.js';
 import { workflowIdFor } from '../src/workflows/definitions.js';
 import {
+  activityTimes,
   createKwokNodes,
   createVC,
   deleteVC,
@@ -45,7 +46,7 @@ export const speed: Scenario = {
     const init: number[] = [];
     const ready: number[] = [];
     let steps: Record<string, number> = {};
-    let share: Awaited<ReturnType<typeof temporalShare>> | undefined;
+    let share: ReturnType<typeof temporalShare> | undefined;
     try {
       for (let round = 1; round <= o.rounds!; round++) {
         const plane = await directControlPlane(env, direct, `direct-${round}`);
@@ -105,8 +106,9 @@ export const speed: Scenario = {
         ready.push(performance.now() - t1);
         if (round === o.rounds) {
           const id = workflowIdFor({ namespace: 'default', name, uid });
-          steps = await stepDurations(operator.client, id);
-          share = await temporalShare(operator.client, id);
+          const times = await activityTimes(operator.client, id);
+          steps = stepDurations(times);
+          share = temporalShare(times);
         }
         await deleteVC(host, name);
         say(

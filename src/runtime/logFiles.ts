@@ -8,6 +8,14 @@
  */
 import { copyFile, open, stat, truncate } from 'node:fs/promises';
 
+/** A log's size in bytes (0 when there is none). */
+export function logSize(path: string): Promise<number> {
+  return stat(path).then(
+    (s) => s.size,
+    () => 0,
+  );
+}
+
 /** The previous part of a capped log. */
 export const previousLog = (path: string): string => `${path}.1`;
 
@@ -16,11 +24,7 @@ export const previousLog = (path: string): string => `${path}.1`;
  * `maxBytes`. True when it did.
  */
 export async function capLog(path: string, maxBytes: number): Promise<boolean> {
-  const size = await stat(path).then(
-    (s) => s.size,
-    () => 0,
-  );
-  if (size <= maxBytes) return false;
+  if ((await logSize(path)) <= maxBytes) return false;
   await copyFile(path, previousLog(path));
   await truncate(path, 0);
   return true;

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../worker/logger.js';
 import { KeyedLocks } from './locks.js';
-import { capLog, logTail } from './logFiles.js';
+import { capLog, logSize, logTail } from './logFiles.js';
 import { prober } from './probe.js';
 import {
   ComponentExitedError,
@@ -165,12 +165,11 @@ export class ProcessRuntime implements ControlPlaneRuntime {
       const max = this.opts.logMaxBytes ?? 64 * 1024 * 1024;
       for (const [key, s] of [...this.procs.entries()]) {
         const { owner, name } = s.record.spec;
+        const path = this.logPath(owner, name);
+        // Most logs are small: only a large one takes the lock and has its record read.
+        if ((await logSize(path)) <= max) continue;
         const capped = await this.locks
-          .run(
-            key,
-            async () =>
-              this.procs.get(key) === s && this.stillOurs(s) && capLog(this.logPath(owner, name), max),
-          )
+          .run(key, async () => this.procs.get(key) === s && this.stillOurs(s) && capLog(path, max))
           .catch((e: unknown) => {
             this.opts.logger.warn('cannot cap a component log', {
               owner,
