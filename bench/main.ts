@@ -17,6 +17,7 @@ import { fairSync } from './fairsync.js';
 import { nodes } from './nodes.js';
 import { runtimes } from './runtimes.js';
 import { operatorScale } from './operator.js';
+import { pool } from './pool.js';
 import type { Scenario } from './scenario.js';
 import { smoke } from './smoke.js';
 import { speed } from './speed.js';
@@ -24,6 +25,7 @@ import { tenants } from './tenants.js';
 
 export const SCENARIOS: Record<string, Scenario> = {
   speed,
+  pool,
   density,
   burst,
   fairsync: fairSync,
@@ -93,6 +95,7 @@ async function main(): Promise<void> {
       ? { workflowCache: operatorEnv.KOSMOS_VC_WORKFLOW_CACHE }
       : {}),
     sharedClusterTree: operatorEnv.KOSMOS_VC_CLUSTERTREE === 'shared',
+    ...(scenario.warmPool ? { warmPool: { size: scenario.warmPool } } : {}),
   };
   const env = await startLocalEnvironment({
     prefix: `kvc-bench-${name}-`,

@@ -24,6 +24,8 @@ export interface Scenario {
   realNode?: boolean;
   /** Sizes that may be 0 (a part of the scenario left out); every other one is at least 1. */
   mayBeZero?: readonly string[];
+  /** The worker keeps this many control planes started ahead (a warm pool, ADR 12 decision 15). */
+  warmPool?: number;
   run(ctx: BenchContext, o: Record<string, number>): Promise<BenchResult>;
 }
 

@@ -26,9 +26,112 @@ import {
   waitFor,
   writePlot,
 } from './common.js';
-import { ratio, type Scenario } from './scenario.js';
+import { ratio, type BenchContext, type Scenario } from './scenario.js';
 
 const median = (xs: number[]) => percentile(xs, 50);
+
+/**
+ * The floor: etcd, kube-apiserver, kube-controller-manager and kube-scheduler started directly
+ * (certificates made beforehand), then one Node registered and reported Ready.
+ */
+export async function floorRound(
+  env: BenchContext['env'],
+  direct: ProcessRuntime,
+  round: number,
+): Promise<{ initMs: number; readyMs: number }> {
+  const plane = await directControlPlane(env, direct, `direct-${round}`);
+  const core = plane.kc.makeApiClient(CoreV1Api);
+  const t0 = performance.now();
+  await plane.start();
+  const initMs = performance.now() - t0;
+  await core.createNode({ body: { metadata: { name: 'n' } } });
+  await core.patchNodeStatus(
+    {
+      name: 'n',
+      body: {
+        status: {
+          conditions: [
+            {
+              type: 'Ready',
+              status: 'True',
+              reason: 'KubeletReady',
+              message: 'ready',
+              lastHeartbeatTime: new Date(),
+              lastTransitionTime: new Date(),
+            },
+          ],
+        },
+      },
+    },
+    setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
+  );
+  await waitFor('the direct node Ready', async () => {
+    const n = await core.readNode({ name: 'n' });
+    return n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ? true : undefined;
+  });
+  const readyMs = performance.now() - t0;
+  await direct.remove(plane.layout.id);
+  return { initMs, readyMs };
+}
+
+/** Every round's time to Initialized and to Ready, the floor's beside the product's, as an SVG. */
+export function writeTimesPlot(
+  out: string,
+  name: string,
+  title: string,
+  t: { who: string; floorInit: number[]; floorReady: number[]; init: number[]; ready: number[] },
+): Promise<string> {
+  const points = (to: string, who: string, xs: number[]) => xs.map((ms) => ({ to, who, s: ms / 1000 }));
+  return writePlot(out, name, {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title,
+    width: 360,
+    height: 220,
+    data: {
+      values: [
+        ...points('Initialized', 'floor (direct)', t.floorInit),
+        ...points('Initialized', t.who, t.init),
+        ...points('Ready (one node)', 'floor (direct)', t.floorReady),
+        ...points('Ready (one node)', t.who, t.ready),
+      ],
+    },
+    mark: { type: 'point', filled: true, size: 60 },
+    encoding: {
+      x: { field: 'to', type: 'nominal', title: null },
+      xOffset: { field: 'who' },
+      y: { field: 's', type: 'quantitative', title: 'seconds' },
+      color: { field: 'who', type: 'nominal', title: null },
+    },
+  });
+}
+
+/** The product: a VirtualCluster promoting one kwok node, created until Initialized and until Ready. */
+export async function productRound(
+  host: BenchContext['env']['operator']['host'],
+  name: string,
+): Promise<{ initMs: number; readyMs: number; uid: string }> {
+  await createKwokNodes(host.core, [name], 110);
+  const t1 = performance.now();
+  await createVC(host, name, { promoteResources: { nodes: [name] } });
+  let uid = '';
+  let initMs: number | undefined;
+  await waitFor(
+    `${name} Ready`,
+    async () => {
+      const vc = await host.getVirtualCluster({ namespace: 'default', name });
+      const phase = vc?.status?.phase;
+      if (phase === 'Failed') throw new Error(`${name} failed: ${vc?.status?.message}`);
+      if ((phase === 'Initialized' || phase === 'Ready') && initMs === undefined)
+        initMs = performance.now() - t1;
+      uid = vc?.metadata.uid ?? '';
+      return phase === 'Ready' ? true : undefined;
+    },
+    180_000,
+    25, // read the status every 25 ms: the poll adds little to what is measured
+  );
+  const readyMs = performance.now() - t1;
+  return { initMs: initMs ?? readyMs, readyMs, uid };
+}
 
 export const speed: Scenario = {
   summary: 'apply -> Initialized and -> Ready (one node) vs the same components started directly',
@@ -49,61 +152,15 @@ export const speed: Scenario = {
     let share: ReturnType<typeof temporalShare> | undefined;
     try {
       for (let round = 1; round <= o.rounds!; round++) {
-        const plane = await directControlPlane(env, direct, `direct-${round}`);
-        const core = plane.kc.makeApiClient(CoreV1Api);
-        const t0 = performance.now();
-        await plane.start();
-        floorInit.push(performance.now() - t0);
-        await core.createNode({ body: { metadata: { name: 'n' } } });
-        await core.patchNodeStatus(
-          {
-            name: 'n',
-            body: {
-              status: {
-                conditions: [
-                  {
-                    type: 'Ready',
-                    status: 'True',
-                    reason: 'KubeletReady',
-                    message: 'ready',
-                    lastHeartbeatTime: new Date(),
-                    lastTransitionTime: new Date(),
-                  },
-                ],
-              },
-            },
-          },
-          setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
-        );
-        await waitFor('the direct node Ready', async () => {
-          const n = await core.readNode({ name: 'n' });
-          return n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True')
-            ? true
-            : undefined;
-        });
-        floorReady.push(performance.now() - t0);
-        await direct.remove(plane.layout.id);
+        const floor = await floorRound(env, direct, round);
+        floorInit.push(floor.initMs);
+        floorReady.push(floor.readyMs);
 
         const name = `speed-${round}`;
-        await createKwokNodes(host.core, [name], 110);
-        const t1 = performance.now();
-        await createVC(host, name, { promoteResources: { nodes: [name] } });
-        let uid = '';
-        await waitFor(
-          `${name} Ready`,
-          async () => {
-            const vc = await host.getVirtualCluster({ namespace: 'default', name });
-            const phase = vc?.status?.phase;
-            if (phase === 'Failed') throw new Error(`${name} failed: ${vc?.status?.message}`);
-            if ((phase === 'Initialized' || phase === 'Ready') && init.length < round)
-              init.push(performance.now() - t1);
-            uid = vc?.metadata.uid ?? '';
-            return phase === 'Ready' ? true : undefined;
-          },
-          180_000,
-          25, // read the status every 25 ms: the poll adds little to what is measured
-        );
-        ready.push(performance.now() - t1);
+        const product = await productRound(host, name);
+        init.push(product.initMs);
+        ready.push(product.readyMs);
+        const uid = product.uid;
         if (round === o.rounds) {
           const id = workflowIdFor({ namespace: 'default', name, uid });
           const times = await activityTimes(operator.client, id);
@@ -119,27 +176,18 @@ export const speed: Scenario = {
       await direct.shutdown();
     }
     const [fi, fr, pi, pr] = [median(floorInit), median(floorReady), median(init), median(ready)];
-    const plot = await writePlot(out, 'speed', {
-      $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
-      title: `Time to Initialized and to Ready, each of ${o.rounds} rounds (s)`,
-      width: 360,
-      height: 220,
-      data: {
-        values: [
-          ...floorInit.map((ms) => ({ to: 'Initialized', who: 'floor (direct)', s: ms / 1000 })),
-          ...init.map((ms) => ({ to: 'Initialized', who: 'VirtualCluster', s: ms / 1000 })),
-          ...floorReady.map((ms) => ({ to: 'Ready (one node)', who: 'floor (direct)', s: ms / 1000 })),
-          ...ready.map((ms) => ({ to: 'Ready (one node)', who: 'VirtualCluster', s: ms / 1000 })),
-        ],
+    const plot = await writeTimesPlot(
+      out,
+      'speed',
+      `Time to Initialized and to Ready, each of ${o.rounds} rounds (s)`,
+      {
+        who: 'VirtualCluster',
+        floorInit,
+        floorReady,
+        init,
+        ready,
       },
-      mark: { type: 'point', filled: true, size: 60 },
-      encoding: {
-        x: { field: 'to', type: 'nominal', title: null },
-        xOffset: { field: 'who' },
-        y: { field: 's', type: 'quantitative', title: 'seconds' },
-        color: { field: 'who', type: 'nominal', title: null },
-      },
-    });
+    );
     return {
       lines: [
         `speed, median of ${o.rounds} (ms)              floor   VirtualCluster   ratio   target`,

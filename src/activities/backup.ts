@@ -55,7 +55,6 @@ export interface BackupDeps {
    * set is not stored yet (then the copy in its directory is the set).
    */
   storedPki: (ref: VirtualClusterRef) => Promise<PkiSet | undefined>;
-  tenantId: (ref: VirtualClusterRef) => string;
   /** The Temporal client and task queue scheduled backups run on (absent: no schedules). */
   schedules?: { client: Client; taskQueue: string };
   logger: Logger;
@@ -130,7 +129,8 @@ export function createBackupActivities(deps: BackupDeps) {
           FailureType.TenantGone,
         );
       if (allocation.runtime === 'kubernetes') throw podsUnsupported('a backup');
-      const running = await deps.runtime.list(deps.tenantId(ref));
+      // Its own id, or the warm-pool slot's it claimed.
+      const running = await deps.runtime.list(allocation.id);
       const asleep = !running.some((c) => c.name === 'etcd' && c.running);
       // Nothing changes while a tenant sleeps: a scheduled backup then has nothing new to keep.
       if (asleep && input.kind === 'scheduled') return { skipped: 'the tenant is asleep' };

@@ -90,7 +90,10 @@ export interface ClusterTreeDeps {
   compileCacheDir?: string;
   /** The tenant's layout, its certificate files and kubeconfigs in place (the Secret's, ADR 14). */
   layoutOf: (input: StepInput) => Promise<ControlPlaneLayout>;
+  /** Names the tenant's clusterTree and DNS in the runtime, their ports and its host objects. */
   tenantId: (ref: VirtualClusterRef) => string;
+  /** The runtime owner of its control plane: the tenant's id, or the warm-pool slot's it claimed. */
+  controlPlaneOwner: (ref: VirtualClusterRef) => Promise<string>;
   tenantDir: (ref: VirtualClusterRef) => string;
   readinessTimeoutMs: number;
   timings?: ClusterTreeTimings;
@@ -354,19 +357,14 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
      */
     async sleepTenant(input: { ref: VirtualClusterRef }): Promise<void> {
       const id = deps.tenantId(input.ref);
+      const controlPlane = await deps.controlPlaneOwner(input.ref);
       // A process may take its whole grace period to stop: every heartbeat says so.
       reportProgress('stopping the tenant');
       // CoreDNS keeps its port (owned until teardown), as clusterTree keeps its own: waking
       // brings both back where they were.
-      for (const c of [
-        'clustertree',
-        'coredns',
-        'kube-scheduler',
-        'kube-controller-manager',
-        'kube-apiserver',
-        'etcd',
-      ] as const)
-        await deps.runtime.stop(id, c);
+      for (const c of ['clustertree', 'coredns'] as const) await deps.runtime.stop(id, c);
+      for (const c of ['kube-scheduler', 'kube-controller-manager', 'kube-apiserver', 'etcd'] as const)
+        await deps.runtime.stop(controlPlane, c);
       log(input.ref).info('tenant asleep: its processes are stopped, its data kept');
     },
 

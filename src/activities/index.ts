@@ -73,6 +73,8 @@ import {
   TENANT_API_SERVICE,
 } from './tenantNetwork.js';
 import { createPkiSecret } from './pkiSecret.js';
+import { WarmPool } from './warmPool.js';
+import { KeyedLocks } from '../runtime/locks.js';
 import type { HostCluster } from './hostCluster.js';
 import {
   FailureType,
@@ -130,6 +132,11 @@ export interface ActivityDeps {
    * SplitRuntime). A tenant keeps the runtime it was allocated on.
    */
   controlPlaneRuntime?: 'process' | 'kubernetes';
+  /**
+   * Control planes started ahead for new tenants of this service range (ADR 12, decision 15;
+   * the process runtime only). Absent or size 0: none.
+   */
+  warmPool?: { size: number; serviceCIDR: string; refillDelayMs?: number };
 }
 
 export const KUBECONFIG_SECRET_KEY = 'kubeconfig';
@@ -169,7 +176,16 @@ function certificateState(
   };
 }
 
+/** The activities, and the warm pool their `allocate` claims from (when `deps.warmPool` asks for one). */
+export function createActivitiesWithPool(deps: ActivityDeps) {
+  return assemble(deps);
+}
+
 export function createActivities(deps: ActivityDeps) {
+  return assemble(deps).activities;
+}
+
+function assemble(deps: ActivityDeps) {
   const address = deps.address ?? '127.0.0.1';
   const readinessTimeoutMs = deps.readinessTimeoutMs ?? 60_000;
   const ports = new PortAllocator(join(deps.stateDir, 'ports.json'), deps.portRange);
@@ -200,6 +216,17 @@ export function createActivities(deps: ActivityDeps) {
     ...(deps.etcdUnsafeNoFsync ? { etcdUnsafeNoFsync: true } : {}),
     auditLog: true,
   });
+
+  /** What a tenant's id recorded as its allocation on this machine, if anything. */
+  const recordedAllocation = (id: string): Promise<TenantAllocation | undefined> =>
+    readFile(join(tenantsDir, id, ALLOCATION_FILE), 'utf8').then(
+      (t) => JSON.parse(t) as TenantAllocation,
+      () => undefined,
+    );
+
+  /** The runtime owner of a tenant's control plane: its own id, or that of the warm-pool slot it claimed. */
+  const controlPlaneOwner = async (ref: VirtualClusterRef): Promise<string> =>
+    (await recordedAllocation(tenantId(ref)))?.id ?? tenantId(ref);
 
   const pki = createPkiSecret({
     host: deps.host,
@@ -367,6 +394,7 @@ export function createActivities(deps: ActivityDeps) {
     compileCacheDir: compileCacheDirOf(deps.stateDir),
     layoutOf: (input) => tenantFiles(input.ref, input.allocation),
     tenantId,
+    controlPlaneOwner,
     tenantDir: (ref) => join(tenantsDir, tenantId(ref)),
     readinessTimeoutMs,
     ...(deps.clusterTree ? { timings: deps.clusterTree } : {}),
@@ -410,24 +438,167 @@ export function createActivities(deps: ActivityDeps) {
         : undefined;
     const sans = pods ? podSANs(hostNamespace(input.ref), TENANT_API_SERVICE) : undefined;
     const exposed = await exposureAddress(input.ref, pods);
-    const validity = input.spec.certificates?.validity;
+    return requestOf(input.allocation, {
+      ...(input.spec.certSANs ? { certSANs: input.spec.certSANs } : {}),
+      ...(podAddress ? { podAddress } : {}),
+      ...(sans ? { sans } : {}),
+      ...(exposed ? { exposed } : {}),
+      ...(input.spec.certificates?.validity ? { validity: input.spec.certificates.validity } : {}),
+    });
+  }
+
+  /**
+   * The request from the tenant's addresses; with none, what a warm-pool slot is issued (a
+   * tenant that claims it gets its leaves again only if it has some).
+   */
+  function requestOf(
+    a: TenantAllocation,
+    t: {
+      certSANs?: string[];
+      podAddress?: string;
+      sans?: ReturnType<typeof podSANs>;
+      exposed?: string;
+      validity?: string;
+    },
+  ): ControlPlanePkiRequest {
+    const { certSANs, podAddress, sans, exposed, validity } = t;
     return {
-      clusterName: input.allocation.id,
-      serviceCIDR: input.allocation.serviceCIDR,
-      advertiseAddress: input.allocation.address,
+      clusterName: a.id,
+      serviceCIDR: a.serviceCIDR,
+      advertiseAddress: a.address,
       extraSANs: [
-        ...(input.spec.certSANs ?? []),
+        ...(certSANs ?? []),
         ...(podAddress ? [podAddress] : []),
         ...(deps.nodeAddress ? [deps.nodeAddress] : []),
         ...(sans?.apiserver ?? []),
-        ...(exposed && !input.spec.certSANs?.includes(exposed) && exposed !== deps.nodeAddress
-          ? [exposed]
-          : []),
+        ...(exposed && !certSANs?.includes(exposed) && exposed !== deps.nodeAddress ? [exposed] : []),
       ],
       ...(sans ? { etcdSANs: sans.etcd, clusterTreeSANs: sans.clusterTree } : {}),
       // Absent, not the default's value: the request's hash of an existing tenant stays the same.
       ...(validity ? { leafValidityMs: parseDuration(validity) } : {}),
     };
+  }
+
+  /** A tenant's directory, ports and allocation.json on this machine (the process runtime). */
+  async function allocateOnMachine(id: string, serviceCIDR: string): Promise<TenantAllocation> {
+    const dir = join(tenantsDir, id);
+    // The directory first: a slot whose filler stopped here is found by it, ports and all.
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    let p: number[];
+    try {
+      p = await ports.allocate(id, 5);
+    } catch (e) {
+      if (e instanceof PortsExhaustedError)
+        throw ApplicationFailure.nonRetryable(e.message, FailureType.PortsExhausted);
+      throw e;
+    }
+    const [etcdClient, etcdPeer, apiserver, controllerManager, scheduler] = p as [
+      number,
+      number,
+      number,
+      number,
+      number,
+    ];
+    const allocation: TenantAllocation = {
+      id,
+      dir,
+      address,
+      ports: { etcdClient, etcdPeer, apiserver, controllerManager, scheduler },
+      serviceCIDR,
+    };
+    await writeFile(join(dir, ALLOCATION_FILE), JSON.stringify(allocation, null, 2));
+    return allocation;
+  }
+
+  /** Removes whatever of `id` this machine has: its processes, its ports, its directory. */
+  async function discard(id: string): Promise<void> {
+    await deps.runtime.remove(id);
+    await rm(join(tenantsDir, id), { recursive: true, force: true });
+    await ports.release(id);
+  }
+
+  /**
+   * A warm-pool slot: allocated as a tenant is and started by the same builders as the steps
+   * (their specs equal, the steps adopt the processes), with a certificate set of its own.
+   */
+  async function makeSlot(id: string, serviceCIDR: string, signal: AbortSignal): Promise<TenantAllocation> {
+    const a = await allocateOnMachine(id, serviceCIDR);
+    const l = layout(a);
+    await writeControlPlanePki(pkiDir(l), requestOf(a, {}));
+    await writeKubeconfigs(l);
+    await writeAuditPolicy(l);
+    const programs = await bins();
+    const p = placeOnMachine(l);
+    for (const build of [etcdSpec, apiserverSpec, controllerManagerSpec, schedulerSpec]) {
+      signal.throwIfAborted();
+      if (build === controllerManagerSpec) await ensureCurrentFiles(pkiDir(l));
+      const spec = build(p, programs);
+      await deps.runtime.ensure(spec);
+      await deps.runtime.waitReady(spec.owner, spec.name, readinessTimeoutMs);
+    }
+    return a;
+  }
+
+  const warmPool =
+    deps.warmPool && deps.warmPool.size > 0 && deps.controlPlaneRuntime !== 'kubernetes'
+      ? new WarmPool({
+          size: deps.warmPool.size,
+          serviceCIDR: deps.warmPool.serviceCIDR,
+          poolDir: join(deps.stateDir, 'pool'),
+          tenantsDir,
+          make: makeSlot,
+          discard,
+          logger: deps.logger.child({ part: 'warm-pool' }),
+          ...(deps.warmPool.refillDelayMs !== undefined
+            ? { refillDelayMs: deps.warmPool.refillDelayMs }
+            : {}),
+        })
+      : undefined;
+  // One allocate of a tenant at a time: a slot is claimed once, into an allocation not yet there.
+  const allocating = new KeyedLocks();
+
+  /** Picks the tenant's ports and directory, or a warm-pool slot; returns the earlier choice when there is one. */
+  async function allocateTenant(
+    input: { ref: VirtualClusterRef; serviceCIDR: string },
+    id: string,
+  ): Promise<TenantAllocation> {
+    const existing = await recordedAllocation(id);
+    if (existing) return existing;
+    const dir = join(tenantsDir, id);
+    const file = join(dir, ALLOCATION_FILE);
+    // A new tenant only: one made before the operator's setting changed keeps what it has.
+    await allowExposure(input.ref);
+    await network?.refuseForeignServiceRange(input.ref, input.serviceCIDR);
+    if (deps.controlPlaneRuntime === 'kubernetes') {
+      // Pods have their own addresses: no port of this machine. The tenant's address is its API
+      // server's Service, made now (its host namespace with it): the ClusterIP is in every
+      // certificate and kubeconfig.
+      const clusterIP = await ensureApiService(deps.host, input.ref, deps.allowPrivilegedTenants ?? false);
+      const allocation: TenantAllocation = {
+        id,
+        dir,
+        address: clusterIP,
+        ports: { ...POD_PORTS, apiserver: TENANT_API_PORT },
+        serviceCIDR: input.serviceCIDR,
+        runtime: 'kubernetes',
+      };
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      await writeFile(file, JSON.stringify(allocation, null, 2));
+      log(input.ref).info('allocated', { id, runtime: 'kubernetes', address: clusterIP });
+      return allocation;
+    }
+    // A restore writes the data and CAs of a backup before etcd starts: never into a running slot.
+    if (warmPool && !(await deps.host.getVirtualCluster(input.ref))?.spec.restore) {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      const slot = await warmPool.claim(input.serviceCIDR, file);
+      if (slot) {
+        log(input.ref).info('allocated a warm-pool slot', { id, slot: slot.id, ports: slot.ports });
+        return slot;
+      }
+    }
+    const allocation = await allocateOnMachine(id, input.serviceCIDR);
+    log(input.ref).info('allocated', { id, ports: allocation.ports });
+    return allocation;
   }
 
   /** The VirtualCluster's `spec.apiServer.expose` (immutable: read from the object). */
@@ -488,81 +659,32 @@ export function createActivities(deps: ActivityDeps) {
     tenantDir: (ref) => join(tenantsDir, tenantId(ref)),
     layoutOf: layout,
     storedPki: (ref) => pki.stored(ref),
-    tenantId,
     ...(deps.schedules ? { schedules: deps.schedules } : {}),
     logger: deps.logger,
   });
 
-  return withHeartbeats({
+  const activities = withHeartbeats({
     ...clusterTree,
     ...createPromotionActivities(treeDeps),
     ...backups,
 
-    /** Picks the tenant's ports and directory; returns the earlier choice when there is one. */
+    /** Picks the tenant's ports and directory, or a warm-pool slot; returns the earlier choice when there is one. */
     async allocate(input: { ref: VirtualClusterRef; serviceCIDR: string }): Promise<TenantAllocation> {
       const id = tenantId(input.ref);
-      const dir = join(tenantsDir, id);
-      const file = join(dir, ALLOCATION_FILE);
-      const existing = await readFile(file, 'utf8').then(
-        (t) => JSON.parse(t) as TenantAllocation,
-        () => undefined,
-      );
-      if (existing) return existing;
-      // A new tenant only: one made before the operator's setting changed keeps what it has.
-      await allowExposure(input.ref);
-      if (deps.controlPlaneRuntime === 'kubernetes') {
-        // Pods have their own addresses: no port of this machine. The tenant's address is its API
-        // server's Service, made now (its host namespace with it): the ClusterIP is in every
-        // certificate and kubeconfig.
-        const clusterIP = await ensureApiService(deps.host, input.ref, deps.allowPrivilegedTenants ?? false);
-        const allocation: TenantAllocation = {
-          id,
-          dir,
-          address: clusterIP,
-          ports: { ...POD_PORTS, apiserver: TENANT_API_PORT },
-          serviceCIDR: input.serviceCIDR,
-          runtime: 'kubernetes',
-        };
-        await mkdir(dir, { recursive: true, mode: 0o700 });
-        await writeFile(file, JSON.stringify(allocation, null, 2));
-        log(input.ref).info('allocated', { id, runtime: 'kubernetes', address: clusterIP });
-        return allocation;
-      }
-      let p: number[];
-      try {
-        p = await ports.allocate(id, 5);
-      } catch (e) {
-        if (e instanceof PortsExhaustedError)
-          throw ApplicationFailure.nonRetryable(e.message, FailureType.PortsExhausted);
-        throw e;
-      }
-      const [etcdClient, etcdPeer, apiserver, controllerManager, scheduler] = p as [
-        number,
-        number,
-        number,
-        number,
-        number,
-      ];
-      const allocation: TenantAllocation = {
-        id,
-        dir,
-        address,
-        ports: { etcdClient, etcdPeer, apiserver, controllerManager, scheduler },
-        serviceCIDR: input.serviceCIDR,
-      };
-      await mkdir(dir, { recursive: true, mode: 0o700 });
-      await writeFile(file, JSON.stringify(allocation, null, 2));
-      log(input.ref).info('allocated', { id, ports: allocation.ports });
-      return allocation;
+      return allocating.run(id, () => allocateTenant(input, id));
     },
 
     /**
-     * Undo of allocate: stops whatever still runs, frees the ports, removes the directory. Works
-     * from the object's identity alone, so it also cleans up after a run that never recorded
-     * its allocation (a terminated workflow, an allocate that failed halfway).
+     * Undo of allocate: stops whatever still runs, frees the ports, removes the directory (and
+     * the warm-pool slot it claimed). Works from the object's identity alone, so it also cleans
+     * up after a run that never recorded its allocation (a terminated workflow, an allocate that
+     * failed halfway).
      */
     async release(input: { ref: VirtualClusterRef }): Promise<void> {
       const id = tenantId(input.ref);
+      const claimed = (await recordedAllocation(id))?.id;
+      // The slot first: the tenant's directory holds the record that names it, for a retry.
+      if (claimed && claimed !== id) await discard(claimed);
       await deps.runtime.remove(id);
       await rm(join(tenantsDir, id), { recursive: true, force: true });
       await ports.release(id);
@@ -570,7 +692,7 @@ export function createActivities(deps: ActivityDeps) {
       await ports.release(dnsPortOwner(id));
       // The host namespace exists from issueCertificates on (the tenant API's Service).
       await deps.host.core.deleteNamespace({ name: hostNamespace(input.ref) }).catch(ignoreStatus(404));
-      log(input.ref).info('released', { id });
+      log(input.ref).info('released', { id, ...(claimed && claimed !== id ? { slot: claimed } : {}) });
     },
 
     async issueCertificates(
@@ -632,23 +754,30 @@ export function createActivities(deps: ActivityDeps) {
         throw e;
       }
       await writeKubeconfigs(l);
-      const recorded = new Set((await deps.runtime.list(input.allocation.id)).map((c) => c.name));
+      // clusterTree and CoreDNS run as the tenant's; its control plane, a claimed slot's too.
+      const own = tenantId(input.ref);
+      const running = new Set(
+        [
+          ...(await deps.runtime.list(input.allocation.id)),
+          ...(own === input.allocation.id ? [] : await deps.runtime.list(own)),
+        ].map((c) => c.name),
+      );
       const restarted: string[] = [];
       for (const [name, spec] of [
         ['kube-controller-manager', controllerManagerSpec],
         ['kube-scheduler', schedulerSpec],
       ] as const) {
-        if (!recorded.has(name)) continue;
+        if (!running.has(name)) continue;
         await deps.runtime.stop(input.allocation.id, name);
         await startPlaced(input, spec, l);
         restarted.push(name);
       }
-      if (recorded.has('clustertree') || recorded.has('coredns')) {
+      if (running.has('clustertree') || running.has('coredns')) {
         // Pods are replaced by the new spec alone: the hash of their files (new client
         // certificates) is in it, and CoreDNS rolls with no gap. Processes are stopped and started.
         if (!inPods(input.allocation)) {
-          await deps.runtime.stop(input.allocation.id, 'clustertree');
-          await deps.runtime.stop(input.allocation.id, 'coredns');
+          await deps.runtime.stop(own, 'clustertree');
+          await deps.runtime.stop(own, 'coredns');
         }
         await clusterTree.deployClusterTree(input);
         restarted.push('clustertree', 'coredns');
@@ -730,7 +859,7 @@ export function createActivities(deps: ActivityDeps) {
     },
 
     async stopComponent(input: { ref: VirtualClusterRef; component: ControlPlaneComponent }): Promise<void> {
-      await deps.runtime.stop(tenantId(input.ref), input.component);
+      await deps.runtime.stop(await controlPlaneOwner(input.ref), input.component);
     },
 
     /** Writes the admin kubeconfig to a Secret and to spec.kubeconfig. */
@@ -747,6 +876,7 @@ export function createActivities(deps: ActivityDeps) {
       if (!ok) log(input.ref).debug('status not written: object gone', { phase: input.status.phase });
     },
   });
+  return { activities, ...(warmPool ? { warmPool } : {}) };
 }
 
 export type Activities = ReturnType<typeof createActivities>;

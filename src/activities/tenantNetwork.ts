@@ -15,6 +15,7 @@
 import {
   DiscoveryV1Api,
   KubeConfig,
+  NetworkingV1Api,
   PatchStrategy,
   type KubernetesObject,
   type V1NetworkPolicy,
@@ -489,6 +490,31 @@ export function createTenantNetwork(deps: TenantNetworkDeps) {
     async stopDns(tenantId: string): Promise<void> {
       await deps.runtime.stop(tenantId, 'coredns');
       await deps.ports.release(dnsPortOwner(tenantId));
+    },
+
+    /**
+     * Refuses a service range other than the host's: a tenant Service takes its host Service's
+     * ClusterIP (ADR 7), the tenant's DNS first, and the tenant's API server accepts none outside
+     * its range (it was a 422 retried forever). The host's ranges are its ServiceCIDR objects
+     * (Kubernetes 1.33+); a host without the API, or that does not let the operator read them,
+     * is not checked.
+     */
+    async refuseForeignServiceRange(ref: VirtualClusterRef, serviceCIDR: string): Promise<void> {
+      const hostRanges: string[] = await hostKc
+        .makeApiClient(NetworkingV1Api)
+        .listServiceCIDR()
+        .then((l) => l.items.flatMap((c) => c.spec?.cidrs ?? []).filter((c) => !c.includes(':')))
+        .catch((e: unknown) => {
+          const code = statusCode(e);
+          if (code === 403 || code === 404) return [];
+          throw e;
+        });
+      if (hostRanges.length === 0 || hostRanges.includes(serviceCIDR)) return;
+      throw ApplicationFailure.nonRetryable(
+        `spec.serviceCIDR ${serviceCIDR} of ${ref.namespace}/${ref.name} is not the host's service range (${hostRanges.join(', ')}): ` +
+          "a tenant Service takes its host Service's ClusterIP, so a tenant whose pods run on the host has the host's range",
+        FailureType.InvalidSpec,
+      );
     },
 
     /** The ClusterIP of the tenant API server's host Service, if it exists. */

@@ -180,13 +180,16 @@ export const ApiServerExpose = z
   });
 export type ApiServerExpose = z.infer<typeof ApiServerExpose>;
 
+/** The service range of a tenant that names none (the warm pool's slots are made for it). */
+export const DEFAULT_SERVICE_CIDR = '10.96.0.0/12';
+
 export const VirtualClusterSpec = z.object({
   kubeconfig: z.string().max(65536).optional(),
   serviceCIDR: z
     .string()
     .max(18)
     .refine((c) => parseIPv4Cidr(c) !== undefined, 'must be an IPv4 network address in CIDR form')
-    .default('10.96.0.0/12'),
+    .default(DEFAULT_SERVICE_CIDR),
   certSANs: z
     .array(HostName)
     .max(32)
@@ -315,7 +318,7 @@ export const VirtualCluster = z.object({
   apiVersion: z.literal(API_VERSION),
   kind: z.literal(KIND),
   metadata: ObjectMeta,
-  spec: VirtualClusterSpec.default({ serviceCIDR: '10.96.0.0/12' }),
+  spec: VirtualClusterSpec.default({ serviceCIDR: DEFAULT_SERVICE_CIDR }),
   status: VirtualClusterStatus.optional(),
 });
 export type VirtualCluster = z.infer<typeof VirtualCluster>;

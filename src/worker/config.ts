@@ -14,6 +14,9 @@
  *   KOSMOS_VC_CLUSTERTREE      "shared" (default): one clusterTree process of this worker serves
  *                              its tenants, each with its own ports and credentials; "per-tenant":
  *                              a process each (ADR 12, decision 13). Tenants in pods: always their own
+ *   KOSMOS_VC_WARM_POOL        control planes this worker keeps started for new tenants of the
+ *                              default service range (0, the default: none; ADR 12, decision 15).
+ *                              Each costs what an idle tenant does
  *   KOSMOS_VC_REAL_NODE        the embedded host also runs a real node where it can (true)
  *   KOSMOS_VC_NODE_ADDRESS     an address of this machine host pods reach (tenant API and DNS for
  *                              pods); the embedded host's real node sets it itself
@@ -66,6 +69,7 @@ export const OperatorEnv = z.object({
     .refine((n) => n === 0 || n >= 2, 'must be 0 (no cache: every task replays) or at least 2')
     .optional(),
   KOSMOS_VC_CLUSTERTREE: z.enum(['shared', 'per-tenant']).default('shared'),
+  KOSMOS_VC_WARM_POOL: z.coerce.number().int().min(0).max(100).default(0),
   /** `kosmos-vc worker` also runs a watcher. */
   KOSMOS_VC_WATCHER: z
     .enum(['true', 'false'])

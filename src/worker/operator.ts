@@ -19,7 +19,9 @@ import proto from '@temporalio/proto';
 import { readdir, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createActivities, type ActivityDeps } from '../activities/index.js';
+import { createActivitiesWithPool, type ActivityDeps } from '../activities/index.js';
+import type { WarmPool } from '../activities/warmPool.js';
+import { DEFAULT_SERVICE_CIDR } from '../api/virtualCluster.js';
 import { HostCluster } from '../activities/hostCluster.js';
 import { resolveBinaries, type Binaries } from '../runtime/binaries.js';
 import { SHARED_OWNER, SharedClusterTreeRuntime } from '../runtime/sharedClusterTree.js';
@@ -184,6 +186,11 @@ export interface OperatorOptions {
    * endpoint. `required`: fail to start when the address cannot be had, else warn and go on.
    */
   metrics?: { host: string; port: number; required?: boolean };
+  /**
+   * Control planes this worker starts ahead for new tenants of the default service range (ADR 12,
+   * decision 15; processes only). `refillDelayMs`: how long after a claim the next one is started.
+   */
+  warmPool?: { size: number; refillDelayMs?: number };
 }
 
 export interface Operator {
@@ -192,6 +199,8 @@ export interface Operator {
   runtime?: SharedClusterTreeRuntime;
   watcher?: VirtualClusterWatcher;
   metrics: OperatorMetrics;
+  /** The warm pool this worker fills, when it has one. */
+  warmPool?: WarmPool;
   /** Where `/metrics` is served, when it is. */
   metricsUrl?: string;
   /** Stops the watcher and the worker; `stopTenants` also stops every tenant process. */
@@ -227,7 +236,13 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
     });
     if (served) opts.logger.info('metrics', { url: served.url });
   }
+  const poolSize = opts.warmPool?.size ?? 0;
+  if (poolSize > 0 && opts.pods)
+    throw new Error(
+      'a warm pool (KOSMOS_VC_WARM_POOL) keeps control planes as processes of this machine: not with KOSMOS_VC_RUNTIME=kubernetes',
+    );
   let runtime: SharedClusterTreeRuntime | undefined;
+  let warmPool: WarmPool | undefined;
   let worker: Worker | undefined;
   let workerDone: Promise<void> | undefined;
   let nativeConnection: NativeConnection | undefined;
@@ -295,7 +310,20 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       ...(opts.hostsImage ? { hostsImage: opts.hostsImage } : {}),
       ...(opts.backupDir ? { backupDir: opts.backupDir } : {}),
       schedules: { client, taskQueue: opts.taskQueue },
+      ...(poolSize > 0
+        ? {
+            warmPool: {
+              size: poolSize,
+              serviceCIDR: DEFAULT_SERVICE_CIDR,
+              ...(opts.warmPool?.refillDelayMs !== undefined
+                ? { refillDelayMs: opts.warmPool.refillDelayMs }
+                : {}),
+            },
+          }
+        : {}),
     };
+    const assembled = createActivitiesWithPool(deps);
+    warmPool = assembled.warmPool;
     nativeConnection = await NativeConnection.connect({ address: opts.temporalAddress });
     worker = await Worker.create({
       connection: nativeConnection,
@@ -305,7 +333,7 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       ...(opts.workflowCache !== undefined ? { maxCachedWorkflows: opts.workflowCache } : {}),
       // Heartbeats (and so cancellations, e.g. of the wait for a request) get through within 2 s.
       maxHeartbeatThrottleInterval: '2 seconds',
-      activities: createActivities(deps),
+      activities: assembled.activities,
       interceptors: { activity: [metrics.interceptor()] },
     });
     workerDone = worker.run().catch((e: unknown) => {
@@ -314,6 +342,7 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       });
       opts.onWorkerFailed?.(e as Error);
     });
+    await warmPool?.start();
   }
 
   let watcher: VirtualClusterWatcher | undefined;
@@ -337,6 +366,7 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
     host,
     client,
     ...(runtime ? { runtime } : {}),
+    ...(warmPool ? { warmPool } : {}),
     ...(watcher ? { watcher } : {}),
     metrics,
     ...(served ? { metricsUrl: served.url } : {}),
@@ -344,6 +374,7 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       try {
         await served?.close();
         await watcher?.stop();
+        await warmPool?.stop();
         if (worker?.getState() === 'RUNNING') worker.shutdown();
         await workerDone;
         await nativeConnection?.close();

@@ -79,6 +79,8 @@ export async function testOperator(opts: {
   podTolerations?: V1Toleration[];
   /** false: a clusterTree process per tenant (default: one shared, ADR 12 decision 13). */
   sharedClusterTree?: boolean;
+  /** Control planes started ahead for new tenants (ADR 12, decision 15). */
+  warmPool?: { size: number; refillDelayMs?: number };
 }): Promise<Operator> {
   const binaries = { ...(await resolveBinaries()), ...opts.binaries };
   return startOperator({
@@ -103,6 +105,7 @@ export async function testOperator(opts: {
     ...(opts.allowPrivilegedTenants ? { allowPrivilegedTenants: true } : {}),
     ...(opts.exposeTypes ? { exposeTypes: opts.exposeTypes } : {}),
     ...(opts.sharedClusterTree !== undefined ? { sharedClusterTree: opts.sharedClusterTree } : {}),
+    ...(opts.warmPool ? { warmPool: opts.warmPool } : {}),
     ...(opts.pods
       ? {
           pods: {
