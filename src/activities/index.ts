@@ -5,7 +5,6 @@
  */
 import { ApplicationFailure } from '@temporalio/activity';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as pause } from 'node:timers/promises';
 import type { ApiServerExpose, VirtualClusterRef } from '../api/virtualCluster.js';
@@ -35,7 +34,6 @@ import {
   pkiDir,
   placeInHost,
   placeOnMachine,
-  POD_PORTS,
   podSANs,
   renderKubeconfigs,
   schedulerSpec,
@@ -46,10 +44,10 @@ import {
   type Placement,
 } from '../runtime/controlPlane.js';
 import { ComponentStartError, FILE_SOURCES, storeFiles } from '../runtime/podWorkload.js';
-import { PortAllocator, PortsExhaustedError } from '../runtime/ports.js';
+import { PortAllocator } from '../runtime/ports.js';
 import { ComponentExitedError, type ComponentSpec, type ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
-import { errorText, ignoreStatus } from '../api/kubeClient.js';
+import { errorText } from '../api/kubeClient.js';
 import { hostNamespace, promotionTaint } from '../clustertree/naming.js';
 import type { Client } from '@temporalio/client';
 import { createBackupActivities } from './backup.js';
@@ -65,16 +63,13 @@ import { createPromotionActivities } from './promotion.js';
 import {
   applyHostNamespace,
   createTenantNetwork,
-  dnsPortOwner,
   ensureApiService,
   exposedAddress,
   exposedURL,
-  TENANT_API_PORT,
   TENANT_API_SERVICE,
 } from './tenantNetwork.js';
 import { createPkiSecret } from './pkiSecret.js';
-import { WarmPool } from './warmPool.js';
-import { KeyedLocks } from '../runtime/locks.js';
+import { ALLOCATION_FILE, createAllocation, tenantId } from './allocation.js';
 import type { HostCluster } from './hostCluster.js';
 import {
   FailureType,
@@ -147,12 +142,7 @@ export const LABELS = {
   virtualCluster: 'kosmos.io/virtual-cluster',
 } as const;
 
-/** The tenant's id: names its directory, its runtime owner and its etcd member. */
-export function tenantId(ref: VirtualClusterRef): string {
-  return `${ref.namespace}-${ref.name}-${ref.uid.replace(/-/g, '').slice(0, 8)}`;
-}
-
-const ALLOCATION_FILE = 'allocation.json';
+export { tenantId } from './allocation.js';
 
 type AsyncFns = Record<string, (...args: never[]) => Promise<unknown>>;
 function withHeartbeats<T extends AsyncFns>(fns: T): T {
@@ -216,17 +206,6 @@ function assemble(deps: ActivityDeps) {
     ...(deps.etcdUnsafeNoFsync ? { etcdUnsafeNoFsync: true } : {}),
     auditLog: true,
   });
-
-  /** What a tenant's id recorded as its allocation on this machine, if anything. */
-  const recordedAllocation = (id: string): Promise<TenantAllocation | undefined> =>
-    readFile(join(tenantsDir, id, ALLOCATION_FILE), 'utf8').then(
-      (t) => JSON.parse(t) as TenantAllocation,
-      () => undefined,
-    );
-
-  /** The runtime owner of a tenant's control plane: its own id, or that of the warm-pool slot it claimed. */
-  const controlPlaneOwner = async (ref: VirtualClusterRef): Promise<string> =>
-    (await recordedAllocation(tenantId(ref)))?.id ?? tenantId(ref);
 
   const pki = createPkiSecret({
     host: deps.host,
@@ -385,6 +364,23 @@ function assemble(deps: ActivityDeps) {
       })
     : undefined;
 
+  const allocation = createAllocation({
+    host: deps.host,
+    runtime: deps.runtime,
+    ports,
+    stateDir: deps.stateDir,
+    tenantsDir,
+    address,
+    ...(deps.controlPlaneRuntime ? { controlPlaneRuntime: deps.controlPlaneRuntime } : {}),
+    ...(deps.allowPrivilegedTenants ? { allowPrivilegedTenants: true } : {}),
+    ...(network ? { network } : {}),
+    admit: allowExposure,
+    ...(deps.warmPool ? { warmPool: deps.warmPool } : {}),
+    startSlot,
+    logger: deps.logger,
+  });
+  const { controlPlaneOwner } = allocation;
+
   const treeDeps: ClusterTreeDeps = {
     host: deps.host,
     runtime: deps.runtime,
@@ -479,50 +475,11 @@ function assemble(deps: ActivityDeps) {
     };
   }
 
-  /** A tenant's directory, ports and allocation.json on this machine (the process runtime). */
-  async function allocateOnMachine(id: string, serviceCIDR: string): Promise<TenantAllocation> {
-    const dir = join(tenantsDir, id);
-    // The directory first: a slot whose filler stopped here is found by it, ports and all.
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    let p: number[];
-    try {
-      p = await ports.allocate(id, 5);
-    } catch (e) {
-      if (e instanceof PortsExhaustedError)
-        throw ApplicationFailure.nonRetryable(e.message, FailureType.PortsExhausted);
-      throw e;
-    }
-    const [etcdClient, etcdPeer, apiserver, controllerManager, scheduler] = p as [
-      number,
-      number,
-      number,
-      number,
-      number,
-    ];
-    const allocation: TenantAllocation = {
-      id,
-      dir,
-      address,
-      ports: { etcdClient, etcdPeer, apiserver, controllerManager, scheduler },
-      serviceCIDR,
-    };
-    await writeFile(join(dir, ALLOCATION_FILE), JSON.stringify(allocation, null, 2));
-    return allocation;
-  }
-
-  /** Removes whatever of `id` this machine has: its processes, its ports, its directory. */
-  async function discard(id: string): Promise<void> {
-    await deps.runtime.remove(id);
-    await rm(join(tenantsDir, id), { recursive: true, force: true });
-    await ports.release(id);
-  }
-
   /**
-   * A warm-pool slot: allocated as a tenant is and started by the same builders as the steps
-   * (their specs equal, the steps adopt the processes), with a certificate set of its own.
+   * A warm-pool slot's control plane, started by the same builders as the steps (their specs
+   * equal, the steps adopt the processes), with a certificate set of its own.
    */
-  async function makeSlot(id: string, serviceCIDR: string, signal: AbortSignal): Promise<TenantAllocation> {
-    const a = await allocateOnMachine(id, serviceCIDR);
+  async function startSlot(a: TenantAllocation, signal: AbortSignal): Promise<void> {
     const l = layout(a);
     await writeControlPlanePki(pkiDir(l), requestOf(a, {}));
     await writeKubeconfigs(l);
@@ -536,69 +493,6 @@ function assemble(deps: ActivityDeps) {
       await deps.runtime.ensure(spec);
       await deps.runtime.waitReady(spec.owner, spec.name, readinessTimeoutMs);
     }
-    return a;
-  }
-
-  const warmPool =
-    deps.warmPool && deps.warmPool.size > 0 && deps.controlPlaneRuntime !== 'kubernetes'
-      ? new WarmPool({
-          size: deps.warmPool.size,
-          serviceCIDR: deps.warmPool.serviceCIDR,
-          poolDir: join(deps.stateDir, 'pool'),
-          tenantsDir,
-          make: makeSlot,
-          discard,
-          logger: deps.logger.child({ part: 'warm-pool' }),
-          ...(deps.warmPool.refillDelayMs !== undefined
-            ? { refillDelayMs: deps.warmPool.refillDelayMs }
-            : {}),
-        })
-      : undefined;
-  // One allocate of a tenant at a time: a slot is claimed once, into an allocation not yet there.
-  const allocating = new KeyedLocks();
-
-  /** Picks the tenant's ports and directory, or a warm-pool slot; returns the earlier choice when there is one. */
-  async function allocateTenant(
-    input: { ref: VirtualClusterRef; serviceCIDR: string },
-    id: string,
-  ): Promise<TenantAllocation> {
-    const existing = await recordedAllocation(id);
-    if (existing) return existing;
-    const dir = join(tenantsDir, id);
-    const file = join(dir, ALLOCATION_FILE);
-    // A new tenant only: one made before the operator's setting changed keeps what it has.
-    await allowExposure(input.ref);
-    await network?.refuseForeignServiceRange(input.ref, input.serviceCIDR);
-    if (deps.controlPlaneRuntime === 'kubernetes') {
-      // Pods have their own addresses: no port of this machine. The tenant's address is its API
-      // server's Service, made now (its host namespace with it): the ClusterIP is in every
-      // certificate and kubeconfig.
-      const clusterIP = await ensureApiService(deps.host, input.ref, deps.allowPrivilegedTenants ?? false);
-      const allocation: TenantAllocation = {
-        id,
-        dir,
-        address: clusterIP,
-        ports: { ...POD_PORTS, apiserver: TENANT_API_PORT },
-        serviceCIDR: input.serviceCIDR,
-        runtime: 'kubernetes',
-      };
-      await mkdir(dir, { recursive: true, mode: 0o700 });
-      await writeFile(file, JSON.stringify(allocation, null, 2));
-      log(input.ref).info('allocated', { id, runtime: 'kubernetes', address: clusterIP });
-      return allocation;
-    }
-    // A restore writes the data and CAs of a backup before etcd starts: never into a running slot.
-    if (warmPool && !(await deps.host.getVirtualCluster(input.ref))?.spec.restore) {
-      await mkdir(dir, { recursive: true, mode: 0o700 });
-      const slot = await warmPool.claim(input.serviceCIDR, file);
-      if (slot) {
-        log(input.ref).info('allocated a warm-pool slot', { id, slot: slot.id, ports: slot.ports });
-        return slot;
-      }
-    }
-    const allocation = await allocateOnMachine(id, input.serviceCIDR);
-    log(input.ref).info('allocated', { id, ports: allocation.ports });
-    return allocation;
   }
 
   /** The VirtualCluster's `spec.apiServer.expose` (immutable: read from the object). */
@@ -667,33 +561,7 @@ function assemble(deps: ActivityDeps) {
     ...clusterTree,
     ...createPromotionActivities(treeDeps),
     ...backups,
-
-    /** Picks the tenant's ports and directory, or a warm-pool slot; returns the earlier choice when there is one. */
-    async allocate(input: { ref: VirtualClusterRef; serviceCIDR: string }): Promise<TenantAllocation> {
-      const id = tenantId(input.ref);
-      return allocating.run(id, () => allocateTenant(input, id));
-    },
-
-    /**
-     * Undo of allocate: stops whatever still runs, frees the ports, removes the directory (and
-     * the warm-pool slot it claimed). Works from the object's identity alone, so it also cleans
-     * up after a run that never recorded its allocation (a terminated workflow, an allocate that
-     * failed halfway).
-     */
-    async release(input: { ref: VirtualClusterRef }): Promise<void> {
-      const id = tenantId(input.ref);
-      const claimed = (await recordedAllocation(id))?.id;
-      // The slot first: the tenant's directory holds the record that names it, for a retry.
-      if (claimed && claimed !== id) await discard(claimed);
-      await deps.runtime.remove(id);
-      await rm(join(tenantsDir, id), { recursive: true, force: true });
-      await ports.release(id);
-      await ports.release(`${id}/clustertree`);
-      await ports.release(dnsPortOwner(id));
-      // The host namespace exists from issueCertificates on (the tenant API's Service).
-      await deps.host.core.deleteNamespace({ name: hostNamespace(input.ref) }).catch(ignoreStatus(404));
-      log(input.ref).info('released', { id, ...(claimed && claimed !== id ? { slot: claimed } : {}) });
-    },
+    ...allocation.activities,
 
     async issueCertificates(
       input: IssueCertificatesInput,
@@ -876,7 +744,7 @@ function assemble(deps: ActivityDeps) {
       if (!ok) log(input.ref).debug('status not written: object gone', { phase: input.status.phase });
     },
   });
-  return { activities, ...(warmPool ? { warmPool } : {}) };
+  return { activities, ...(allocation.warmPool ? { warmPool: allocation.warmPool } : {}) };
 }
 
 export type Activities = ReturnType<typeof createActivities>;
