@@ -51,11 +51,14 @@ export function createAllocation(deps: AllocationDeps) {
   const { ports, tenantsDir } = deps;
   const log = (ref: VirtualClusterRef) => deps.logger.child({ vc: `${ref.namespace}/${ref.name}` });
 
-  /** What a tenant's id recorded as its allocation on this machine, if anything. */
+  /** What a tenant's id recorded as its allocation on this machine, if anything (a file that cannot be read throws). */
   const recordedAllocation = (id: string): Promise<TenantAllocation | undefined> =>
     readFile(join(tenantsDir, id, ALLOCATION_FILE), 'utf8').then(
       (t) => JSON.parse(t) as TenantAllocation,
-      () => undefined,
+      (e: unknown) => {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+        throw e;
+      },
     );
 
   /** The runtime owner of a tenant's control plane: its own id, or that of the warm-pool slot it claimed. */
@@ -101,7 +104,7 @@ export function createAllocation(deps: AllocationDeps) {
   }
 
   const warmPool =
-    deps.warmPool && deps.warmPool.size > 0 && deps.controlPlaneRuntime !== 'kubernetes'
+    deps.warmPool && deps.controlPlaneRuntime !== 'kubernetes'
       ? new WarmPool({
           size: deps.warmPool.size,
           serviceCIDR: deps.warmPool.serviceCIDR,
@@ -156,7 +159,12 @@ export function createAllocation(deps: AllocationDeps) {
       await mkdir(dir, { recursive: true, mode: 0o700 });
       const slot = await warmPool.claim(input.serviceCIDR, file);
       if (slot) {
-        log(input.ref).info('allocated a warm-pool slot', { id, slot: slot.id, ports: slot.ports });
+        // (Or what another worker's attempt recorded meanwhile: the slot then went back.)
+        log(input.ref).info('allocated', {
+          id,
+          ...(slot.id !== id ? { slot: slot.id } : {}),
+          ports: slot.ports,
+        });
         return slot;
       }
     }

@@ -14,7 +14,7 @@ import { RbacAuthorizationV1Api, type KubeConfig } from '@kubernetes/client-node
 import { ApplicationFailure } from '@temporalio/activity';
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { ignoreStatus } from '../api/kubeClient.js';
 import type { VirtualClusterRef } from '../api/virtualCluster.js';
 import type { ClusterTreeConfigInput } from '../clustertree/config.js';
@@ -382,7 +382,10 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
         async () => (await hostCore.readNamespace({ name: ns }).catch(ignoreStatus(404))) === undefined,
       );
       await deps.ports.release(portOwner(ref));
-      await rm(join(deps.tenantDir(ref), 'clustertree'), { recursive: true, force: true });
+      // Its files are in the control plane's directory: a claimed warm-pool slot's, or the tenant's.
+      const owner = await deps.controlPlaneOwner(ref);
+      for (const dir of new Set([deps.tenantDir(ref), join(dirname(deps.tenantDir(ref)), owner)]))
+        await rm(join(dir, 'clustertree'), { recursive: true, force: true });
       log(ref).info('clusterTree removed', { hostNamespace: ns });
     },
   };

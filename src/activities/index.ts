@@ -52,7 +52,7 @@ import { hostNamespace, promotionTaint } from '../clustertree/naming.js';
 import type { Client } from '@temporalio/client';
 import { createBackupActivities } from './backup.js';
 import { awaitFirstConnection, lastAuditedRequest, releaseHeldConnections, stopListening } from './idle.js';
-import { both, heartbeating } from './wait.js';
+import { both, heartbeating, orCancelled } from './wait.js';
 import {
   compileCacheDirOf,
   createClusterTreeActivities,
@@ -491,7 +491,8 @@ function assemble(deps: ActivityDeps) {
       if (build === controllerManagerSpec) await ensureCurrentFiles(pkiDir(l));
       const spec = build(p, programs);
       await deps.runtime.ensure(spec);
-      await deps.runtime.waitReady(spec.owner, spec.name, readinessTimeoutMs);
+      // A stop of the pool does not wait for a component to be ready (the runtime's own stop ends it).
+      await orCancelled(deps.runtime.waitReady(spec.owner, spec.name, readinessTimeoutMs), signal);
     }
   }
 

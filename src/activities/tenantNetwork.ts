@@ -23,7 +23,12 @@ import {
 import { ApplicationFailure } from '@temporalio/activity';
 import { join } from 'node:path';
 import { apiMessage, ignoreStatus, merge, statusCode } from '../api/kubeClient.js';
-import type { ApiServerExpose, VirtualClusterRef } from '../api/virtualCluster.js';
+import {
+  cidrHolds,
+  parseIPv4Cidr,
+  type ApiServerExpose,
+  type VirtualClusterRef,
+} from '../api/virtualCluster.js';
 import { OriginLabel, hostNamespace, promotionTaint, tenantHash } from '../clustertree/naming.js';
 import { OPERATOR, OPERATOR_LABEL } from '../clustertree/translate.js';
 import { PkiFile, loadPair } from '../pki/controlPlanePki.js';
@@ -493,26 +498,27 @@ export function createTenantNetwork(deps: TenantNetworkDeps) {
     },
 
     /**
-     * Refuses a service range other than the host's: a tenant Service takes its host Service's
-     * ClusterIP (ADR 7), the tenant's DNS first, and the tenant's API server accepts none outside
-     * its range (it was a 422 retried forever). The host's ranges are its ServiceCIDR objects
-     * (Kubernetes 1.33+); a host without the API, or that does not let the operator read them,
-     * is not checked.
+     * Refuses a service range that does not hold the host's: a tenant Service takes its host
+     * Service's ClusterIP (ADR 7), the tenant's DNS first, and the tenant's API server accepts
+     * none outside its range (it was a 422, retried again and again). The host's ranges are its
+     * ServiceCIDR objects (Kubernetes 1.33+); a host without the API, or that does not let the
+     * operator list them, is not checked.
      */
     async refuseForeignServiceRange(ref: VirtualClusterRef, serviceCIDR: string): Promise<void> {
       const hostRanges: string[] = await hostKc
         .makeApiClient(NetworkingV1Api)
         .listServiceCIDR()
-        .then((l) => l.items.flatMap((c) => c.spec?.cidrs ?? []).filter((c) => !c.includes(':')))
+        .then((l) => l.items.flatMap((c) => c.spec?.cidrs ?? []).filter((c) => parseIPv4Cidr(c)))
         .catch((e: unknown) => {
           const code = statusCode(e);
           if (code === 403 || code === 404) return [];
           throw e;
         });
-      if (hostRanges.length === 0 || hostRanges.includes(serviceCIDR)) return;
+      const outside = hostRanges.filter((h) => !cidrHolds(serviceCIDR, h));
+      if (outside.length === 0) return;
       throw ApplicationFailure.nonRetryable(
-        `spec.serviceCIDR ${serviceCIDR} of ${ref.namespace}/${ref.name} is not the host's service range (${hostRanges.join(', ')}): ` +
-          "a tenant Service takes its host Service's ClusterIP, so a tenant whose pods run on the host has the host's range",
+        `spec.serviceCIDR ${serviceCIDR} of ${ref.namespace}/${ref.name} does not hold the host's service range ${outside.join(', ')}: ` +
+          "a tenant Service takes its host Service's ClusterIP, so a tenant whose pods run on the host needs a range that holds the host's",
         FailureType.InvalidSpec,
       );
     },

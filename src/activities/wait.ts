@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
  * `p`, or the activity's cancellation (CancelledFailure, the signal's reason) if that comes
  * first. The listener goes when `p` settles: a long wait holds nothing per check it made.
  */
-function orCancelled<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+export function orCancelled<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
   if (!signal) return p;
   if (signal.aborted) return Promise.reject(signal.reason as Error);
   return new Promise<T>((resolve, reject) => {

@@ -6,14 +6,27 @@
  * makes a new one.
  *
  * On disk, under the state directory:
- *   pool/<id>.json                 a ready slot's ticket (its allocation);
- *   tenants/<id>/                  the slot's files, as a tenant's (its allocation.json too);
- *   tenants/<tenant>/allocation.json  a claimed slot's ticket, moved there by the claim.
- * A claim is one rename of a ticket: it takes the slot out of the pool and records it for the
- * tenant at once, and two claims of one ticket cannot both succeed.
+ *   pool/<id>.json                    a ready slot's ticket (its allocation);
+ *   pool/.claim-<nonce>-<id>.json     a ticket being claimed (taken out of the pool);
+ *   pool/filler.lock                  the filling worker's lease (its token; touched every 10 s);
+ *   tenants/<id>/                     the slot's files, as a tenant's (its allocation.json too);
+ *   tenants/<tenant>/allocation.json  a claimed slot's ticket.
+ * A claim takes a ticket with one rename (two claims of one ticket cannot both succeed), then
+ * links it to the tenant's allocation (which fails if the tenant has one: the ticket goes back).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import {
+  link,
+  mkdir,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  stat,
+  unlink,
+  utimes,
+  writeFile,
+} from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as pause } from 'node:timers/promises';
 import type { Logger } from '../worker/logger.js';
@@ -22,9 +35,20 @@ import type { TenantAllocation } from './types.js';
 export const POOL_PREFIX = 'pool-';
 const ALLOCATION_FILE = 'allocation.json';
 const LOCK_FILE = 'filler.lock';
+const CLAIM_PREFIX = '.claim-';
+/** A filler's lease lasts this long untouched; it touches it every 10 s. */
+const LEASE_MS = 60_000;
+
+const code = (e: unknown): string | undefined => (e as NodeJS.ErrnoException).code;
+/** A directory's entries; none when it does not exist (any other error is thrown). */
+const entries = (dir: string): Promise<string[]> =>
+  readdir(dir).catch((e: unknown) => {
+    if (code(e) === 'ENOENT') return [];
+    throw e;
+  });
 
 export interface WarmPoolDeps {
-  /** Ready slots to keep. */
+  /** Ready slots to keep (0: none; the slots an earlier run left are removed). */
   size: number;
   /** The service range slots are made for; a tenant asking for another provisions as without a pool. */
   serviceCIDR: string;
@@ -38,19 +62,21 @@ export interface WarmPoolDeps {
   logger: Logger;
   /** After a claim, how long the pool waits before making a new slot (the claimed tenant's start goes first). */
   refillDelayMs?: number;
-  /** After a slot failed to start, how long before the next try. */
+  /** After a slot failed to start, how long before the next try (doubling up to 5 minutes). */
   retryDelayMs?: number;
+  /** A ready slot older than this is replaced (its leaf certificates date from its making). */
+  maxAgeMs?: number;
+  /** How often a full pool looks for claims by other workers and slots to replace. */
+  checkMs?: number;
 }
-
-/** The error codes a claim's rename of a ticket another claim took first fails with. */
-const TAKEN = new Set(['ENOENT']);
 
 export class WarmPool {
   private readonly abort = new AbortController();
-  private readonly token = `${process.pid} ${randomBytes(6).toString('hex')}`;
+  private readonly token = `${process.pid} ${randomBytes(8).toString('hex')}`;
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
   private lastClaimAt = 0;
+  private leaseTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: WarmPoolDeps) {}
 
@@ -60,27 +86,42 @@ export class WarmPool {
 
   /** The ids of the ready slots (in the order of their names: any order serves). */
   async tickets(): Promise<string[]> {
-    const names = await readdir(this.deps.poolDir).catch(() => [] as string[]);
-    return names
+    return (await entries(this.deps.poolDir))
       .filter((n) => n.startsWith(POOL_PREFIX) && n.endsWith('.json'))
       .map((n) => n.slice(0, -'.json'.length))
       .sort();
   }
 
+  /** Takes a ready slot's ticket out of the pool; undefined when another claim took it first. */
+  private async take(id: string): Promise<string | undefined> {
+    const taken = join(this.deps.poolDir, `${CLAIM_PREFIX}${randomBytes(6).toString('hex')}-${id}.json`);
+    try {
+      await rename(this.ticket(id), taken);
+      return taken;
+    } catch (e) {
+      if (code(e) === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
   /**
-   * Hands the tenant whose allocation belongs at `target` a ready slot: the ticket moves there
-   * (the caller holds the tenant's lock, and found no allocation there). Undefined: no slot for
-   * this service range, or none ready.
+   * Hands the tenant whose allocation belongs at `target` a ready slot. Undefined: no slot for
+   * this service range, or none ready. A tenant that has an allocation there already (another
+   * worker's attempt) gets that one, and the slot goes back to the pool.
    */
   async claim(serviceCIDR: string, target: string): Promise<TenantAllocation | undefined> {
-    if (serviceCIDR !== this.deps.serviceCIDR) return undefined;
+    if (this.deps.size === 0 || serviceCIDR !== this.deps.serviceCIDR) return undefined;
     for (const id of await this.tickets()) {
+      const taken = await this.take(id);
+      if (!taken) continue;
       try {
-        await rename(this.ticket(id), target);
+        await link(taken, target);
       } catch (e) {
-        if (TAKEN.has((e as NodeJS.ErrnoException).code ?? '')) continue;
-        throw e;
+        await rename(taken, this.ticket(id));
+        if (code(e) === 'EEXIST') return JSON.parse(await readFile(target, 'utf8')) as TenantAllocation;
+        throw e; // ENOENT: the tenant's directory is gone (released meanwhile)
       }
+      await unlink(taken);
       this.lastClaimAt = Date.now();
       this.wake?.();
       return JSON.parse(await readFile(target, 'utf8')) as TenantAllocation;
@@ -89,74 +130,171 @@ export class WarmPool {
   }
 
   /**
-   * Starts keeping the pool full, after removing what an earlier run left half made. One worker
-   * of a state directory fills it (a lock file); every worker claims from it.
+   * Keeps the pool full from now on (after removing what an earlier run left), while this worker
+   * holds the filler's lease; another worker's lease is tried again while it runs. Never throws:
+   * a pool that cannot be kept is said in the log, and tenants provision as without one.
    */
   async start(): Promise<void> {
-    await mkdir(this.deps.poolDir, { recursive: true, mode: 0o700 });
-    if (!(await this.lock())) {
-      this.deps.logger.info('another worker of this state directory fills the warm pool');
-      return;
-    }
-    await this.removeOrphans();
-    this.loop = this.fill();
+    if (this.deps.size === 0 && (await entries(this.deps.poolDir).catch(() => [])).length === 0) return;
+    this.loop = this.run();
+    // With no pool asked for, the start is the clean-up alone: done before the worker goes on.
+    if (this.deps.size === 0) await this.loop;
   }
 
-  /** Stops making slots (one being made stops at its next component). The ready slots stay. */
+  /** Stops making slots (one being made stops at once). The ready slots stay, as tenants do. */
   async stop(): Promise<void> {
     this.abort.abort();
     await this.loop;
-    if (this.loop) await unlink(join(this.deps.poolDir, LOCK_FILE)).catch(() => undefined);
   }
 
+  private async run(): Promise<void> {
+    const { signal } = this.abort;
+    try {
+      await mkdir(this.deps.poolDir, { recursive: true, mode: 0o700 });
+      while (!signal.aborted) {
+        if (await this.lock()) break;
+        if (this.deps.size === 0) return;
+        await this.idle(30_000);
+      }
+      if (signal.aborted) return;
+      this.leaseTimer = setInterval(() => void this.renew(), 10_000);
+      this.leaseTimer.unref();
+      await this.removeOrphans();
+      await this.fill();
+    } catch (e) {
+      this.deps.logger.error('the warm pool stopped; new tenants provision without it', {
+        error: (e as Error).message,
+      });
+    } finally {
+      clearInterval(this.leaseTimer);
+      if (await this.holdsLock()) await unlink(join(this.deps.poolDir, LOCK_FILE)).catch(() => undefined);
+    }
+  }
+
+  private async holdsLock(): Promise<boolean> {
+    return (await readFile(join(this.deps.poolDir, LOCK_FILE), 'utf8').catch(() => '')) === this.token;
+  }
+
+  /** Takes the filler's lease: made whole beside it and linked in (no reader sees half a token). */
   private async lock(): Promise<boolean> {
     const file = join(this.deps.poolDir, LOCK_FILE);
-    for (;;) {
-      try {
-        await writeFile(file, this.token, { flag: 'wx' });
-        return true;
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    const tmp = join(this.deps.poolDir, `.lock-${randomBytes(6).toString('hex')}.tmp`);
+    await writeFile(tmp, this.token);
+    try {
+      for (let attempt = 0; attempt < 2; attempt++) {
+        try {
+          await link(tmp, file);
+          return true;
+        } catch (e) {
+          if (code(e) !== 'EEXIST') throw e;
+        }
+        const age =
+          Date.now() -
+          (await stat(file)
+            .then((s) => s.mtimeMs)
+            .catch(() => 0));
+        if (age < LEASE_MS) return false;
+        // Its filler stopped touching it (gone, or stuck): the lease is taken over.
+        this.deps.logger.warn('taking over the warm pool from a filler that stopped', {
+          idleSeconds: Math.round(age / 1000),
+        });
+        await unlink(file).catch(() => undefined);
       }
-      const holder = await readFile(file, 'utf8').catch(() => '');
-      const pid = Number(holder.split(' ')[0]);
-      if (holder && pid > 0 && alive(pid)) return false;
-      // Its filler is gone: the lock is stale.
-      await unlink(file).catch(() => undefined);
+      return false;
+    } finally {
+      await unlink(tmp).catch(() => undefined);
     }
+  }
+
+  private async renew(): Promise<void> {
+    if (!(await this.holdsLock())) {
+      this.deps.logger.warn('the warm pool lease was taken over by another worker; this one stops filling');
+      this.abort.abort();
+      return;
+    }
+    const now = new Date();
+    await utimes(join(this.deps.poolDir, LOCK_FILE), now, now).catch(() => undefined);
   }
 
   /**
-   * Removes slots that are neither ready nor claimed: made halfway by a filler that stopped, or
-   * a ticket whose slot is gone. Tickets are listed before the claims, so that a claim made in
-   * between is seen in the second listing.
+   * Removes slots that are neither ready, being claimed, nor claimed: made halfway by a filler
+   * that stopped, or a ticket whose slot is gone. The pool is listed before the claims, so that
+   * a claim made in between is seen in the second listing; a file that cannot be read stops the
+   * clean-up (a slot is removed only when it is certain nobody has it).
    */
   private async removeOrphans(): Promise<void> {
     const ready = new Set(await this.tickets());
-    const claimed = new Set<string>();
-    for (const dir of await readdir(this.deps.tenantsDir).catch(() => [] as string[])) {
-      const a = await readFile(join(this.deps.tenantsDir, dir, ALLOCATION_FILE), 'utf8').then(
-        (t) => JSON.parse(t) as TenantAllocation,
-        () => undefined,
-      );
-      if (a && a.id !== dir) claimed.add(a.id);
+    const inTransit = new Set<string>();
+    for (const name of await entries(this.deps.poolDir)) {
+      const path = join(this.deps.poolDir, name);
+      if (name.startsWith('.lock-') || (name.startsWith('.') && name.endsWith('.tmp'))) {
+        await rm(path, { force: true });
+        continue;
+      }
+      if (!name.startsWith(CLAIM_PREFIX)) continue;
+      const id = name
+        .slice(CLAIM_PREFIX.length)
+        .replace(/^[0-9a-f]+-/, '')
+        .replace(/\.json$/, '');
+      const s = await stat(path).catch(() => undefined);
+      if (!s) continue;
+      if (Date.now() - s.mtimeMs < LEASE_MS) {
+        inTransit.add(id); // a claim in progress
+      } else if (s.nlink > 1) {
+        await unlink(path); // claimed: its link is the tenant's allocation
+      } else {
+        await rename(path, this.ticket(id)); // a claim that stopped before it linked: back to the pool
+        ready.add(id);
+      }
     }
-    const slots = (await readdir(this.deps.tenantsDir).catch(() => [] as string[])).filter((d) =>
-      d.startsWith(POOL_PREFIX),
-    );
+    const claimed = new Set<string>();
+    const dirs = await entries(this.deps.tenantsDir);
+    for (const dir of dirs) {
+      let text: string;
+      try {
+        text = await readFile(join(this.deps.tenantsDir, dir, ALLOCATION_FILE), 'utf8');
+      } catch (e) {
+        if (code(e) === 'ENOENT' || code(e) === 'ENOTDIR') continue;
+        throw e;
+      }
+      const a = JSON.parse(text) as TenantAllocation;
+      if (a.id !== dir) claimed.add(a.id);
+    }
+    const slots = dirs.filter((d) => d.startsWith(POOL_PREFIX));
     for (const id of slots) {
-      if (ready.has(id) || claimed.has(id)) continue;
+      if (ready.has(id) || inTransit.has(id) || claimed.has(id)) continue;
+      // Looked at again right before: a ticket that went back to the pool meanwhile stays.
+      if ((await this.tickets()).includes(id)) continue;
       this.deps.logger.info('removing a warm-pool slot left half made', { slot: id });
       await this.deps.discard(id);
-    }
-    for (const name of await readdir(this.deps.poolDir)) {
-      if (name.startsWith('.') && name.endsWith('.tmp'))
-        await rm(join(this.deps.poolDir, name), { force: true });
     }
     for (const id of ready) {
       if (slots.includes(id)) continue;
       this.deps.logger.warn('removing the ticket of a warm-pool slot that is gone', { slot: id });
       await rm(this.ticket(id), { force: true });
+    }
+  }
+
+  /** Removes ready slots beyond the size, and those too old to hand out (their leaves date from their making). */
+  private async retire(): Promise<void> {
+    const maxAgeMs = this.deps.maxAgeMs ?? 24 * 3600_000;
+    const ids = await this.tickets();
+    let keep = ids.length;
+    for (const id of ids) {
+      const made = await stat(this.ticket(id)).then(
+        (s) => s.mtimeMs,
+        () => undefined,
+      );
+      if (made === undefined) continue;
+      const why =
+        keep > this.deps.size ? 'beyond the pool size' : Date.now() - made > maxAgeMs ? 'too old' : '';
+      if (!why) continue;
+      const taken = await this.take(id);
+      if (!taken) continue;
+      keep--;
+      this.deps.logger.info('removing a warm-pool slot', { slot: id, why });
+      await this.deps.discard(id);
+      await rm(taken, { force: true });
     }
   }
 
@@ -183,13 +321,15 @@ export class WarmPool {
     const firstRetryMs = this.deps.retryDelayMs ?? 10_000;
     let retryMs = firstRetryMs;
     while (!signal.aborted) {
+      await this.retire();
+      if (this.deps.size === 0) return;
       const sinceClaim = Date.now() - this.lastClaimAt;
       if (sinceClaim < refillDelayMs) {
         await this.idle(refillDelayMs - sinceClaim);
         continue;
       }
       if ((await this.tickets()).length >= this.deps.size) {
-        await this.idle(30_000);
+        await this.idle(this.deps.checkMs ?? 5_000);
         continue;
       }
       const id = `${POOL_PREFIX}${randomBytes(4).toString('hex')}`;
@@ -227,14 +367,5 @@ export class WarmPool {
         retryMs = Math.min(retryMs * 2, 300_000);
       }
     }
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

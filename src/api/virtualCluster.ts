@@ -52,6 +52,13 @@ export function cidrContains(cidr: string, ip: string): boolean {
   return (n & mask) >>> 0 === net.base;
 }
 
+/** True when the IPv4 network `outer` holds all of the network `inner`. */
+export function cidrHolds(outer: string, inner: string): boolean {
+  const o = parseIPv4Cidr(outer);
+  const i = parseIPv4Cidr(inner);
+  return !!o && !!i && o.prefix <= i.prefix && cidrContains(outer, formatIPv4(i.base));
+}
+
 export function formatIPv4(n: number): string {
   return [24, 16, 8, 0].map((s) => (n >>> s) & 0xff).join('.');
 }

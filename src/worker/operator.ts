@@ -310,7 +310,8 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       ...(opts.hostsImage ? { hostsImage: opts.hostsImage } : {}),
       ...(opts.backupDir ? { backupDir: opts.backupDir } : {}),
       schedules: { client, taskQueue: opts.taskQueue },
-      ...(poolSize > 0
+      // Size 0 too: the slots an earlier run with a pool left are removed.
+      ...(!opts.pods
         ? {
             warmPool: {
               size: poolSize,

@@ -103,13 +103,13 @@ describe('bad input', () => {
 
     // 10.96.0.0/30 is a well-formed network, but kube-apiserver needs at least 8 service IPs.
     // Where tenants' pods run on the host (a node address), it is refused first, before
-    // anything is made: it is not the host's service range, which a tenant's must be (ADR 7).
+    // anything is made: it does not hold the host's service range, as a tenant's must (ADR 7).
     const bad = await createVirtualCluster(namespace, 'too-small', { serviceCIDR: '10.96.0.0/30' });
     const failed = await waitForPhase(namespace, 'too-small', 'Failed');
     if (inject('nodeAddress')) {
       expect(failed.status?.reason).toBe('InvalidSpec');
       expect(failed.status?.message).toMatch(
-        /spec\.serviceCIDR 10\.96\.0\.0\/30 .* is not the host's service range \(10\.96\.0\.0\/12\)/,
+        /spec\.serviceCIDR 10\.96\.0\.0\/30 .* does not hold the host's service range 10\.96\.0\.0\/12:/,
       );
     } else {
       expect(failed.status?.reason).toBe('ComponentExited');

@@ -119,7 +119,7 @@ describe('warm pool', () => {
       const failed = await waitForPhase(namespace, 'other', 'Failed');
       expect(failed.status?.reason).toBe('InvalidSpec');
       expect(failed.status?.message).toMatch(
-        /10\.100\.0\.0\/16 .* is not the host's service range \(10\.96\.0\.0\/12\)/,
+        /10\.100\.0\.0\/16 .* does not hold the host's service range 10\.96\.0\.0\/12:/,
       );
     } else {
       await waitForPhase(namespace, 'other', 'Ready');
@@ -170,5 +170,46 @@ describe('warm pool', () => {
     // And the pool made another.
     const slot3 = await readySlot(slot2);
     expect([slot1, slot2]).not.toContain(slot3);
+  });
+
+  it("renews a claimed tenant's certificates: the slot's controller-manager and scheduler, the tenant's clusterTree", async () => {
+    // Leaves of 3 minutes renewed 150 s before: issued again at the claim (the slot's last a
+    // year), the first renewal 30 s later.
+    const slot = await readySlot();
+    const created = await createVirtualCluster(namespace, 'short', {
+      certificates: { validity: '3m', renewBefore: '150s' },
+    });
+    const vc = await waitForPhase(namespace, 'short', 'Ready');
+    expect((await allocationOf(created)).id).toBe(slot);
+    const first = vc.status!.certificates!;
+    expect(Date.parse(first.notAfter!) - Date.now()).toBeLessThan(3 * 60_000);
+    const pidsOf = () => new Map(controlPlane(slotDir(slot)).map((p) => [p.exe, p.pid]));
+    const before = pidsOf();
+    const id = tenantId(refOf(created));
+    const treeStops = async () =>
+      (await operator.runtime!.logTail(id, 'clustertree', 1000))
+        .split('\n')
+        .filter((l) => l.includes('unregistered; stopping')).length;
+    const stopsBefore = await treeStops();
+
+    const renewed = await eventually(
+      'a renewal',
+      async () => {
+        const now = await host().getVirtualCluster({ namespace, name: 'short' });
+        const c = now?.status?.certificates;
+        return c?.notAfter && Date.parse(c.notAfter) > Date.parse(first.notAfter!) + 15_000 ? now : undefined;
+      },
+      150_000,
+    );
+    expect(renewed.status?.phase).toBe('Ready');
+    const after = pidsOf();
+    for (const exe of ['etcd', 'kube-apiserver']) expect(after.get(exe), exe).toBe(before.get(exe));
+    for (const exe of ['kube-controller-manager', 'kube-scheduler']) {
+      expect(after.get(exe), exe).toBeDefined();
+      expect(after.get(exe), exe).not.toBe(before.get(exe));
+    }
+    expect(await treeStops()).toBeGreaterThan(stopsBefore);
+    const kc = await tenantKubeconfig(stateDir, renewed);
+    expect(await kubectl(kc, 'get', 'namespaces', '-o', 'name')).toContain('namespace/default');
   });
 });

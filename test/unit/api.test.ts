@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { API_VERSION, KIND, VirtualCluster, parseIPv4Cidr } from '../../src/api/virtualCluster.js';
+import { API_VERSION, KIND, VirtualCluster, cidrHolds, parseIPv4Cidr } from '../../src/api/virtualCluster.js';
 import { specExamples } from '../support/specExamples.js';
 
 const object = (name: string, spec: Record<string, unknown>) => ({
@@ -42,5 +42,19 @@ describe('VirtualCluster schema', () => {
     ).sort();
     const zodFields = Object.keys(VirtualCluster.shape.spec.unwrap().shape).sort();
     expect(crdFields).toEqual(zodFields);
+  });
+});
+
+describe('cidrHolds', () => {
+  it('holds a network only when all of it lies inside', () => {
+    expect(cidrHolds('10.96.0.0/12', '10.96.0.0/12')).toBe(true);
+    expect(cidrHolds('10.96.0.0/12', '10.96.0.0/16')).toBe(true); // kind's host range in the default
+    expect(cidrHolds('10.96.0.0/12', '10.111.0.0/16')).toBe(true);
+    expect(cidrHolds('10.96.0.0/12', '10.112.0.0/16')).toBe(false); // just past its end
+    expect(cidrHolds('10.96.0.0/16', '10.96.0.0/12')).toBe(false); // smaller than the host's
+    expect(cidrHolds('10.96.0.0/30', '10.96.0.0/12')).toBe(false);
+    expect(cidrHolds('10.100.0.0/16', '10.96.0.0/12')).toBe(false);
+    expect(cidrHolds('0.0.0.0/0', '192.168.0.0/24')).toBe(true);
+    expect(cidrHolds('10.96.0.0/12', 'fd00::/108')).toBe(false);
   });
 });
