@@ -6,7 +6,8 @@
  * control plane: the tenant's own, or the slot's it claimed.
  */
 import { ApplicationFailure } from '@temporalio/activity';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { link, mkdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ignoreStatus } from '../api/kubeClient.js';
 import type { VirtualClusterRef } from '../api/virtualCluster.js';
@@ -27,6 +28,7 @@ export function tenantId(ref: VirtualClusterRef): string {
 }
 
 export const ALLOCATION_FILE = 'allocation.json';
+const NO_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS', 'EXDEV']);
 
 export interface AllocationDeps {
   host: HostCluster;
@@ -54,7 +56,15 @@ export function createAllocation(deps: AllocationDeps) {
   /** What a tenant's id recorded as its allocation on this machine, if anything (a file that cannot be read throws). */
   const recordedAllocation = (id: string): Promise<TenantAllocation | undefined> =>
     readFile(join(tenantsDir, id, ALLOCATION_FILE), 'utf8').then(
-      (t) => JSON.parse(t) as TenantAllocation,
+      (t) => {
+        try {
+          return JSON.parse(t) as TenantAllocation;
+        } catch (e) {
+          throw new Error(
+            `${join(tenantsDir, id, ALLOCATION_FILE)} is not an allocation: ${(e as Error).message}`,
+          );
+        }
+      },
       (e: unknown) => {
         if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
         throw e;
@@ -64,6 +74,35 @@ export function createAllocation(deps: AllocationDeps) {
   /** The runtime owner of a tenant's control plane: its own id, or that of the warm-pool slot it claimed. */
   const controlPlaneOwner = async (ref: VirtualClusterRef): Promise<string> =>
     (await recordedAllocation(tenantId(ref)))?.id ?? tenantId(ref);
+
+  /**
+   * Records `a` as what `id` has, whole or not at all (written beside it, then linked): the
+   * allocation another attempt recorded first, if one did, is the answer.
+   */
+  async function record(id: string, a: TenantAllocation): Promise<TenantAllocation> {
+    const file = join(tenantsDir, id, ALLOCATION_FILE);
+    const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
+    await writeFile(tmp, JSON.stringify(a, null, 2));
+    try {
+      await link(tmp, file);
+      return a;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      // A file system without hard links: written in place, first writer only (torn only by a crash).
+      if (code && NO_LINKS.has(code))
+        return writeFile(file, JSON.stringify(a, null, 2), { flag: 'wx' }).then(
+          () => a,
+          async (err: unknown) => {
+            if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+            return JSON.parse(await readFile(file, 'utf8')) as TenantAllocation;
+          },
+        );
+      if (code !== 'EEXIST') throw e;
+      return JSON.parse(await readFile(file, 'utf8')) as TenantAllocation;
+    } finally {
+      await unlink(tmp).catch(() => undefined);
+    }
+  }
 
   /** A tenant's directory, ports and allocation.json on this machine (the process runtime). */
   async function allocateOnMachine(id: string, serviceCIDR: string): Promise<TenantAllocation> {
@@ -92,8 +131,10 @@ export function createAllocation(deps: AllocationDeps) {
       ports: { etcdClient, etcdPeer, apiserver, controllerManager, scheduler },
       serviceCIDR,
     };
-    await writeFile(join(dir, ALLOCATION_FILE), JSON.stringify(allocation, null, 2));
-    return allocation;
+    const recorded = await record(id, allocation);
+    // Another worker's attempt claimed a slot meanwhile: these ports are nobody's.
+    if (recorded.id !== id) await ports.release(id);
+    return recorded;
   }
 
   /** Removes whatever of `id` this machine has: its processes, its ports, its directory. */
@@ -150,12 +191,12 @@ export function createAllocation(deps: AllocationDeps) {
         runtime: 'kubernetes',
       };
       await mkdir(dir, { recursive: true, mode: 0o700 });
-      await writeFile(file, JSON.stringify(allocation, null, 2));
+      const recorded = await record(id, allocation);
       log(input.ref).info('allocated', { id, runtime: 'kubernetes', address: clusterIP });
-      return allocation;
+      return recorded;
     }
     // A restore writes the data and CAs of a backup before etcd starts: never into a running slot.
-    if (warmPool && !(await deps.host.getVirtualCluster(input.ref))?.spec.restore) {
+    if (warmPool?.enabled && !(await deps.host.getVirtualCluster(input.ref))?.spec.restore) {
       await mkdir(dir, { recursive: true, mode: 0o700 });
       const slot = await warmPool.claim(input.serviceCIDR, file);
       if (slot) {

@@ -7,8 +7,11 @@
  *
  * On disk, under the state directory:
  *   pool/<id>.json                    a ready slot's ticket (its allocation);
- *   pool/.claim-<nonce>-<id>.json     a ticket being claimed (taken out of the pool);
+ *   pool/.claim-<ms>-<nonce>-<id>.json  a ticket being claimed since <ms> (taken out of the pool);
+ *   pool/.retire-<nonce>-<id>.json    a ticket being removed (its slot is discarded, whatever happens);
  *   pool/filler.lock                  the filling worker's lease (its token; touched every 10 s);
+ *   pool/takeover/                    held while a worker takes over a stale lease;
+ *   pool/.<name>.tmp                  a ticket or lock being written;
  *   tenants/<id>/                     the slot's files, as a tenant's (its allocation.json too);
  *   tenants/<tenant>/allocation.json  a claimed slot's ticket.
  * A claim takes a ticket with one rename (two claims of one ticket cannot both succeed), then
@@ -36,7 +39,10 @@ export const POOL_PREFIX = 'pool-';
 const ALLOCATION_FILE = 'allocation.json';
 const LOCK_FILE = 'filler.lock';
 const CLAIM_PREFIX = '.claim-';
-/** A filler's lease lasts this long untouched; it touches it every 10 s. */
+const CLAIM_NAME = /^\.claim-([0-9]+)-[0-9a-f]+-(pool-[0-9a-f]+)\.json$/;
+const RETIRE_NAME = /^\.retire-[0-9a-f]+-(pool-[0-9a-f]+)\.json$/;
+const TAKEOVER_DIR = 'takeover';
+/** A filler's lease lasts this long untouched (by default); a claim older than it stopped. */
 const LEASE_MS = 60_000;
 
 const code = (e: unknown): string | undefined => (e as NodeJS.ErrnoException).code;
@@ -46,6 +52,21 @@ const entries = (dir: string): Promise<string[]> =>
     if (code(e) === 'ENOENT') return [];
     throw e;
   });
+
+const ignoreGone = (e: unknown): void => {
+  if (code(e) !== 'ENOENT') throw e;
+};
+const ignoreGoneFalse = (e: unknown): false => {
+  ignoreGone(e);
+  return false;
+};
+const parsed = (text: string): TenantAllocation | undefined => {
+  try {
+    return JSON.parse(text) as TenantAllocation;
+  } catch {
+    return undefined;
+  }
+};
 
 export interface WarmPoolDeps {
   /** Ready slots to keep (0: none; the slots an earlier run left are removed). */
@@ -68,17 +89,30 @@ export interface WarmPoolDeps {
   maxAgeMs?: number;
   /** How often a full pool looks for claims by other workers and slots to replace. */
   checkMs?: number;
+  /** How long a filler's lease lasts untouched (it touches it every sixth of that). */
+  leaseMs?: number;
 }
 
 export class WarmPool {
-  private readonly abort = new AbortController();
+  /** Aborted by stop(); each term of holding the lease has its own controller below it. */
+  private readonly stopping = new AbortController();
   private readonly token = `${process.pid} ${randomBytes(8).toString('hex')}`;
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
   private lastClaimAt = 0;
-  private leaseTimer: NodeJS.Timeout | undefined;
+  /** The current term's: aborted when the lease turns out to be another worker's. */
+  private lost: AbortController | undefined;
 
   constructor(private readonly deps: WarmPoolDeps) {}
+
+  /** Whether new tenants are handed slots (a size of 0 only cleans up). */
+  get enabled(): boolean {
+    return this.deps.size > 0;
+  }
+
+  private get leaseMs(): number {
+    return this.deps.leaseMs ?? LEASE_MS;
+  }
 
   private ticket(id: string): string {
     return join(this.deps.poolDir, `${id}.json`);
@@ -92,9 +126,15 @@ export class WarmPool {
       .sort();
   }
 
-  /** Takes a ready slot's ticket out of the pool; undefined when another claim took it first. */
+  /**
+   * Takes a ready slot's ticket out of the pool; undefined when another claim took it first. The
+   * name carries the time it was taken (a rename keeps the file's own time, the slot's making).
+   */
   private async take(id: string): Promise<string | undefined> {
-    const taken = join(this.deps.poolDir, `${CLAIM_PREFIX}${randomBytes(6).toString('hex')}-${id}.json`);
+    const taken = join(
+      this.deps.poolDir,
+      `${CLAIM_PREFIX}${Date.now()}-${randomBytes(6).toString('hex')}-${id}.json`,
+    );
     try {
       await rename(this.ticket(id), taken);
       return taken;
@@ -110,18 +150,31 @@ export class WarmPool {
    * worker's attempt) gets that one, and the slot goes back to the pool.
    */
   async claim(serviceCIDR: string, target: string): Promise<TenantAllocation | undefined> {
-    if (this.deps.size === 0 || serviceCIDR !== this.deps.serviceCIDR) return undefined;
+    if (!this.enabled || serviceCIDR !== this.deps.serviceCIDR) return undefined;
     for (const id of await this.tickets()) {
       const taken = await this.take(id);
       if (!taken) continue;
       try {
         await link(taken, target);
       } catch (e) {
-        await rename(taken, this.ticket(id));
+        // A filler's start put a claim older than a lease back (this one stalled that long).
+        if (
+          !(await stat(taken).then(
+            () => true,
+            () => false,
+          ))
+        )
+          continue;
+        await rename(taken, this.ticket(id)).catch(ignoreGone);
         if (code(e) === 'EEXIST') return JSON.parse(await readFile(target, 'utf8')) as TenantAllocation;
-        throw e; // ENOENT: the tenant's directory is gone (released meanwhile)
+        if (code(e) === 'ENOENT') throw e; // the tenant's directory is gone (released meanwhile)
+        // A file system without hard links: no slot can be handed out here.
+        this.deps.logger.warn('a warm-pool slot cannot be claimed here; provisioning as without a pool', {
+          error: (e as Error).message,
+        });
+        return undefined;
       }
-      await unlink(taken);
+      await unlink(taken).catch(ignoreGone);
       this.lastClaimAt = Date.now();
       this.wake?.();
       return JSON.parse(await readFile(target, 'utf8')) as TenantAllocation;
@@ -131,42 +184,68 @@ export class WarmPool {
 
   /**
    * Keeps the pool full from now on (after removing what an earlier run left), while this worker
-   * holds the filler's lease; another worker's lease is tried again while it runs. Never throws:
-   * a pool that cannot be kept is said in the log, and tenants provision as without one.
+   * holds the filler's lease; another worker's lease is tried again every 30 s. Never throws: a
+   * pool that cannot be kept is said in the log, and tenants provision as without one.
    */
   async start(): Promise<void> {
-    if (this.deps.size === 0 && (await entries(this.deps.poolDir).catch(() => [])).length === 0) return;
+    if (!this.enabled && !(await this.leftovers().catch(() => true))) return;
     this.loop = this.run();
     // With no pool asked for, the start is the clean-up alone: done before the worker goes on.
-    if (this.deps.size === 0) await this.loop;
+    if (!this.enabled) await this.loop;
   }
 
   /** Stops making slots (one being made stops at once). The ready slots stay, as tenants do. */
   async stop(): Promise<void> {
-    this.abort.abort();
+    this.stopping.abort();
     await this.loop;
   }
 
+  /** Whether an earlier run left anything: files in the pool, or slot directories. */
+  private async leftovers(): Promise<boolean> {
+    return (
+      (await entries(this.deps.poolDir)).length > 0 ||
+      (await entries(this.deps.tenantsDir)).some((d) => d.startsWith(POOL_PREFIX))
+    );
+  }
+
   private async run(): Promise<void> {
-    const { signal } = this.abort;
-    try {
-      await mkdir(this.deps.poolDir, { recursive: true, mode: 0o700 });
-      while (!signal.aborted) {
-        if (await this.lock()) break;
-        if (this.deps.size === 0) return;
-        await this.idle(30_000);
+    const stopping = this.stopping.signal;
+    while (!stopping.aborted) {
+      try {
+        await mkdir(this.deps.poolDir, { recursive: true, mode: 0o700 });
+        if (!(await this.lock())) {
+          if (!this.enabled) {
+            this.deps.logger.info('another worker holds the warm pool: its size applies');
+            return;
+          }
+          await this.idle(30_000);
+          continue;
+        }
+        await this.term();
+        if (!this.enabled) return;
+      } catch (e) {
+        // With no pool asked for, one try: the operator's start waits for it.
+        this.deps.logger.error(`the warm pool stopped${this.enabled ? '; trying again in a minute' : ''}`, {
+          error: (e as Error).message,
+        });
+        if (!this.enabled) return;
+        await this.idle(60_000);
       }
-      if (signal.aborted) return;
-      this.leaseTimer = setInterval(() => void this.renew(), 10_000);
-      this.leaseTimer.unref();
+    }
+  }
+
+  /** One term of holding the lease: clean up, then fill until stopped or the lease is lost. */
+  private async term(): Promise<void> {
+    const lost = new AbortController();
+    this.lost = lost;
+    const signal = AbortSignal.any([this.stopping.signal, lost.signal]);
+    const renewal = setInterval(() => void this.renew(lost), this.leaseMs / 6);
+    renewal.unref();
+    try {
       await this.removeOrphans();
-      await this.fill();
-    } catch (e) {
-      this.deps.logger.error('the warm pool stopped; new tenants provision without it', {
-        error: (e as Error).message,
-      });
+      await this.fill(signal);
     } finally {
-      clearInterval(this.leaseTimer);
+      clearInterval(renewal);
       if (await this.holdsLock()) await unlink(join(this.deps.poolDir, LOCK_FILE)).catch(() => undefined);
     }
   }
@@ -181,35 +260,58 @@ export class WarmPool {
     const tmp = join(this.deps.poolDir, `.lock-${randomBytes(6).toString('hex')}.tmp`);
     await writeFile(tmp, this.token);
     try {
-      for (let attempt = 0; attempt < 2; attempt++) {
-        try {
-          await link(tmp, file);
-          return true;
-        } catch (e) {
-          if (code(e) !== 'EEXIST') throw e;
-        }
-        const age =
-          Date.now() -
-          (await stat(file)
-            .then((s) => s.mtimeMs)
-            .catch(() => 0));
-        if (age < LEASE_MS) return false;
-        // Its filler stopped touching it (gone, or stuck): the lease is taken over.
-        this.deps.logger.warn('taking over the warm pool from a filler that stopped', {
-          idleSeconds: Math.round(age / 1000),
-        });
-        await unlink(file).catch(() => undefined);
+      try {
+        await link(tmp, file);
+        return true;
+      } catch (e) {
+        if (code(e) === 'ENOENT') return false; // a clean-up took the temporary file: later
+        if (code(e) !== 'EEXIST') throw e;
       }
-      return false;
+      const age = await stat(file).then(
+        (s) => Date.now() - s.mtimeMs,
+        () => undefined,
+      );
+      if (age !== undefined && age < this.leaseMs) return false;
+      // Its filler stopped touching it (gone, or stuck), or it went meanwhile: taken over by one
+      // worker at a time (the directory is the mutex; one left by a crash goes after a lease).
+      const mutex = join(this.deps.poolDir, TAKEOVER_DIR);
+      try {
+        await mkdir(mutex);
+      } catch (e) {
+        if (code(e) !== 'EEXIST') throw e;
+        const held = await stat(mutex).then(
+          (s) => Date.now() - s.mtimeMs,
+          () => 0,
+        );
+        if (held > this.leaseMs) await rm(mutex, { recursive: true, force: true });
+        return false;
+      }
+      try {
+        const again = await stat(file).then(
+          (s) => Date.now() - s.mtimeMs,
+          () => undefined,
+        );
+        if (again !== undefined && again < this.leaseMs) return false; // another took it first
+        if (again !== undefined)
+          this.deps.logger.warn('taking over the warm pool from a filler that stopped', {
+            idleSeconds: Math.round(again / 1000),
+          });
+        await unlink(file).catch(ignoreGone);
+        await link(tmp, file);
+        return true;
+      } finally {
+        await rm(mutex, { recursive: true, force: true });
+      }
     } finally {
       await unlink(tmp).catch(() => undefined);
     }
   }
 
-  private async renew(): Promise<void> {
+  private async renew(lost: AbortController): Promise<void> {
+    if (this.stopping.signal.aborted || lost.signal.aborted) return;
     if (!(await this.holdsLock())) {
-      this.deps.logger.warn('the warm pool lease was taken over by another worker; this one stops filling');
-      this.abort.abort();
+      this.deps.logger.warn('another worker took over the warm pool; this one waits for the lease again');
+      lost.abort();
       return;
     }
     const now = new Date();
@@ -223,27 +325,48 @@ export class WarmPool {
    * clean-up (a slot is removed only when it is certain nobody has it).
    */
   private async removeOrphans(): Promise<void> {
+    if (!(await this.holdsLock())) return;
     const ready = new Set(await this.tickets());
     const inTransit = new Set<string>();
     for (const name of await entries(this.deps.poolDir)) {
       const path = join(this.deps.poolDir, name);
-      if (name.startsWith('.lock-') || (name.startsWith('.') && name.endsWith('.tmp'))) {
+      if (name.startsWith('.') && name.endsWith('.tmp')) {
+        // Another worker's lock or ticket being written is younger than a lease.
+        const age =
+          Date.now() -
+          (await stat(path).then(
+            (s) => s.mtimeMs,
+            () => Date.now(),
+          ));
+        if (age > this.leaseMs) await rm(path, { force: true });
+        continue;
+      }
+      const retiring = RETIRE_NAME.exec(name);
+      if (retiring) {
+        // A removal that stopped: finished.
+        if (!(await this.holdsLock())) return;
+        await this.deps.discard(retiring[1]!);
         await rm(path, { force: true });
         continue;
       }
-      if (!name.startsWith(CLAIM_PREFIX)) continue;
-      const id = name
-        .slice(CLAIM_PREFIX.length)
-        .replace(/^[0-9a-f]+-/, '')
-        .replace(/\.json$/, '');
-      const s = await stat(path).catch(() => undefined);
-      if (!s) continue;
-      if (Date.now() - s.mtimeMs < LEASE_MS) {
+      const m = CLAIM_NAME.exec(name);
+      if (!m) continue;
+      const [, since, id] = m as unknown as [string, string, string];
+      if (Date.now() - Number(since) < this.leaseMs) {
         inTransit.add(id); // a claim in progress
-      } else if (s.nlink > 1) {
-        await unlink(path); // claimed: its link is the tenant's allocation
+        continue;
+      }
+      // A claim that stopped: taken aside first, so that its claimer's late link fails. The new
+      // name is a claim of time 0: a clean-up that finds it (this one having stopped) settles it.
+      if (!(await this.holdsLock())) return;
+      const aside = join(this.deps.poolDir, `${CLAIM_PREFIX}0-${randomBytes(6).toString('hex')}-${id}.json`);
+      if (!(await rename(path, aside).then(() => true, ignoreGoneFalse))) continue;
+      const links = await stat(aside).then((s) => s.nlink, ignoreGoneFalse);
+      if (links === false) continue;
+      if (links > 1) {
+        await unlink(aside); // it was linked: the tenant's allocation holds the slot
       } else {
-        await rename(path, this.ticket(id)); // a claim that stopped before it linked: back to the pool
+        await rename(aside, this.ticket(id)); // it stopped before it linked: back to the pool
         ready.add(id);
       }
     }
@@ -257,19 +380,20 @@ export class WarmPool {
         if (code(e) === 'ENOENT' || code(e) === 'ENOTDIR') continue;
         throw e;
       }
-      const a = JSON.parse(text) as TenantAllocation;
-      if (a.id !== dir) claimed.add(a.id);
+      // A file that does not parse is no claim: a claim links a complete ticket.
+      const a = parsed(text);
+      if (a && a.id !== dir) claimed.add(a.id);
     }
     const slots = dirs.filter((d) => d.startsWith(POOL_PREFIX));
     for (const id of slots) {
       if (ready.has(id) || inTransit.has(id) || claimed.has(id)) continue;
       // Looked at again right before: a ticket that went back to the pool meanwhile stays.
-      if ((await this.tickets()).includes(id)) continue;
+      if ((await this.tickets()).includes(id) || !(await this.holdsLock())) continue;
       this.deps.logger.info('removing a warm-pool slot left half made', { slot: id });
       await this.deps.discard(id);
     }
     for (const id of ready) {
-      if (slots.includes(id)) continue;
+      if (slots.includes(id) || !(await this.holdsLock())) continue;
       this.deps.logger.warn('removing the ticket of a warm-pool slot that is gone', { slot: id });
       await rm(this.ticket(id), { force: true });
     }
@@ -285,22 +409,26 @@ export class WarmPool {
         (s) => s.mtimeMs,
         () => undefined,
       );
-      if (made === undefined) continue;
+      if (made === undefined) {
+        keep--; // claimed meanwhile
+        continue;
+      }
       const why =
         keep > this.deps.size ? 'beyond the pool size' : Date.now() - made > maxAgeMs ? 'too old' : '';
-      if (!why) continue;
-      const taken = await this.take(id);
+      if (!why || !(await this.holdsLock())) continue;
+      // Taken aside under a name every clean-up finishes: the slot is discarded, never handed out.
+      const aside = join(this.deps.poolDir, `.retire-${randomBytes(6).toString('hex')}-${id}.json`);
+      const taken = await rename(this.ticket(id), aside).then(() => true, ignoreGoneFalse);
+      keep--; // taken here, or by a claim meanwhile: not in the pool either way
       if (!taken) continue;
-      keep--;
       this.deps.logger.info('removing a warm-pool slot', { slot: id, why });
       await this.deps.discard(id);
-      await rm(taken, { force: true });
+      await rm(aside, { force: true });
     }
   }
 
   /** Waits `ms`, or until a claim wakes it or the pool stops. */
-  private async idle(ms: number): Promise<void> {
-    const { signal } = this.abort;
+  private async idle(ms: number, signal: AbortSignal = this.stopping.signal): Promise<void> {
     if (signal.aborted) return;
     await new Promise<void>((resolve) => {
       const done = () => {
@@ -315,32 +443,55 @@ export class WarmPool {
     this.wake = undefined;
   }
 
-  private async fill(): Promise<void> {
-    const { signal } = this.abort;
+  private async fill(signal: AbortSignal): Promise<void> {
     const refillDelayMs = this.deps.refillDelayMs ?? 5_000;
     const firstRetryMs = this.deps.retryDelayMs ?? 10_000;
     let retryMs = firstRetryMs;
     while (!signal.aborted) {
-      await this.retire();
-      if (this.deps.size === 0) return;
-      const sinceClaim = Date.now() - this.lastClaimAt;
-      if (sinceClaim < refillDelayMs) {
-        await this.idle(refillDelayMs - sinceClaim);
-        continue;
-      }
-      if ((await this.tickets()).length >= this.deps.size) {
-        await this.idle(this.deps.checkMs ?? 5_000);
-        continue;
-      }
-      const id = `${POOL_PREFIX}${randomBytes(4).toString('hex')}`;
-      const t0 = performance.now();
+      let id: string | undefined;
       try {
+        await this.retire();
+        if (!this.enabled) return;
+        const sinceClaim = Date.now() - this.lastClaimAt;
+        if (sinceClaim < refillDelayMs) {
+          await this.idle(refillDelayMs - sinceClaim, signal);
+          continue;
+        }
+        if ((await this.tickets()).length >= this.deps.size) {
+          await this.idle(this.deps.checkMs ?? 5_000, signal);
+          continue;
+        }
+        signal.throwIfAborted();
+        id = `${POOL_PREFIX}${randomBytes(4).toString('hex')}`;
+        const t0 = performance.now();
         const a = await this.deps.make(id, this.deps.serviceCIDR, signal);
         signal.throwIfAborted();
+        if (!(await this.holdsLock())) {
+          this.lost?.abort(); // the slot is discarded below, and the lease waited for again
+          throw new Error('the lease was taken over');
+        }
         // Written whole under another name first: a claim never reads half a ticket.
         const tmp = join(this.deps.poolDir, `.${id}.tmp`);
         await writeFile(tmp, JSON.stringify(a, null, 2));
         await rename(tmp, this.ticket(id));
+        // Paused past the lease between the check and the rename: a new holder may have removed
+        // the slot. Its ticket is taken back (unless a claim has it already).
+        if (
+          !(await this.holdsLock()) ||
+          !(await stat(a.dir).then(
+            () => true,
+            () => false,
+          ))
+        ) {
+          this.lost?.abort();
+          const back = await this.take(id);
+          if (back) {
+            await rm(back, { force: true });
+            throw new Error('the lease was taken over');
+          }
+          id = undefined; // claimed: the tenant has it
+          return;
+        }
         retryMs = firstRetryMs;
         this.deps.logger.info('warm-pool slot ready', {
           slot: id,
@@ -349,19 +500,22 @@ export class WarmPool {
           size: this.deps.size,
         });
       } catch (e) {
-        // Stopped halfway: the next start removes what was made (the runtime may be closing).
-        if (signal.aborted) return;
-        this.deps.logger.warn('a warm-pool slot did not start; trying again later', {
-          slot: id,
+        // Stopped: the next start removes what was made (the runtime may be closing).
+        if (this.stopping.signal.aborted) return;
+        if (!this.enabled) throw e; // a clean-up alone: said once, by run()
+        if (id)
+          await this.deps.discard(id).catch((err: unknown) =>
+            this.deps.logger.warn('a warm-pool slot that did not start was not removed', {
+              slot: id,
+              error: (err as Error).message,
+            }),
+          );
+        if (signal.aborted) return; // the lease was lost: the slot being made went with it
+        this.deps.logger.warn('the warm pool could not make a slot; trying again later', {
+          ...(id ? { slot: id } : {}),
           error: (e as Error).message,
           retryInSeconds: retryMs / 1000,
         });
-        await this.deps.discard(id).catch((err: unknown) =>
-          this.deps.logger.warn('a failed warm-pool slot was not removed', {
-            slot: id,
-            error: (err as Error).message,
-          }),
-        );
         // What fails once (missing binaries, no free ports) mostly fails again: up to 5 minutes apart.
         await pause(retryMs, undefined, { signal }).catch(() => undefined);
         retryMs = Math.min(retryMs * 2, 300_000);

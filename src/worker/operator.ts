@@ -215,6 +215,10 @@ function hostFromKubeconfig(path: string | undefined): HostCluster {
 }
 
 export async function startOperator(opts: OperatorOptions): Promise<Operator> {
+  if ((opts.warmPool?.size ?? 0) > 0 && opts.pods)
+    throw new Error(
+      'a warm pool (KOSMOS_VC_WARM_POOL) keeps control planes as processes of this machine: not with KOSMOS_VC_RUNTIME=kubernetes',
+    );
   installTemporalRuntime(opts.logger);
   const host = hostFromKubeconfig(opts.kubeconfigPath);
   if (opts.applyCRD) await host.applyCRD();
@@ -237,10 +241,6 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
     if (served) opts.logger.info('metrics', { url: served.url });
   }
   const poolSize = opts.warmPool?.size ?? 0;
-  if (poolSize > 0 && opts.pods)
-    throw new Error(
-      'a warm pool (KOSMOS_VC_WARM_POOL) keeps control planes as processes of this machine: not with KOSMOS_VC_RUNTIME=kubernetes',
-    );
   let runtime: SharedClusterTreeRuntime | undefined;
   let warmPool: WarmPool | undefined;
   let worker: Worker | undefined;
@@ -343,7 +343,6 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       });
       opts.onWorkerFailed?.(e as Error);
     });
-    await warmPool?.start();
   }
 
   let watcher: VirtualClusterWatcher | undefined;
@@ -362,6 +361,8 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
     const known = watcher;
     metrics.trackPhases(() => Promise.resolve(known.phases()));
   }
+  // Last: nothing after it can fail and leave the pool making slots with no handle to stop it.
+  await warmPool?.start();
 
   return {
     host,
