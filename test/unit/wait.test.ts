@@ -5,7 +5,7 @@
 import { CancelledFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { describe, expect, it } from 'vitest';
-import { heartbeating, until } from '../../src/activities/wait.js';
+import { heartbeating, orCancelled, until } from '../../src/activities/wait.js';
 
 describe('until (a wait inside an activity)', () => {
   it('ends as soon as the check says done', async () => {
@@ -118,5 +118,29 @@ describe('heartbeating (every activity)', () => {
     expect(beats[0]).toBeUndefined(); // before any progress
     expect(afterFirst.every((d) => typeof d === 'string' && d.startsWith('the nodes: '))).toBe(true);
     expect(afterFirst.at(-1)).toBe('the nodes: 3 of 10');
+  });
+});
+
+describe('orCancelled', () => {
+  it('leaves no unhandled rejection when the wait it gave up on fails later', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown) => unhandled.push(e);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      for (const abortFirst of [true, false]) {
+        const stop = new AbortController();
+        let fail!: (e: Error) => void;
+        const later = new Promise<void>((_, reject) => (fail = reject));
+        if (abortFirst) stop.abort(new Error('stopped'));
+        const waiting = orCancelled(later, stop.signal);
+        if (!abortFirst) stop.abort(new Error('stopped'));
+        await expect(waiting).rejects.toThrow('stopped');
+        fail(new Error('not ready after 60s'));
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
   });
 });
