@@ -430,6 +430,14 @@ export class KubernetesRuntime implements ControlPlaneRuntime {
       await this.core
         .deleteNamespacedPersistentVolumeClaim({ name: c.metadata!.name!, namespace: c.metadata!.namespace! })
         .catch(gone);
+    // A deleted claim stays until the controller-manager lifts its protection: gone when this returns.
+    for (;;) {
+      const left = await this.core.listPersistentVolumeClaimForAllNamespaces({ labelSelector });
+      if (left.items.length === 0) return;
+      if (Date.now() >= deadline)
+        throw new Error(`claims still there: ${left.items.map((c) => c.metadata?.name).join(', ')}`);
+      await new Promise((r) => setTimeout(r, this.pollMs));
+    }
   }
 
   private async untilNoPods(
