@@ -1,5 +1,14 @@
 /** Helpers the benchmarks share: percentiles, timed pod runs, VirtualClusters, process samples. */
-import { CoreV1Api, KubeConfig, ListWatch, Watch, type V1Pod, type V1PodSpec } from '@kubernetes/client-node';
+import {
+  CoreV1Api,
+  KubeConfig,
+  ListWatch,
+  PatchStrategy,
+  setHeaderOptions,
+  Watch,
+  type V1Pod,
+  type V1PodSpec,
+} from '@kubernetes/client-node';
 import type { Client } from '@temporalio/client';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -18,6 +27,7 @@ import {
   controllerManagerSpec,
   etcdSpec,
   kubeconfigPath,
+  oneProcessSpec,
   pkiDir,
   placeOnMachine,
   schedulerSpec,
@@ -27,6 +37,7 @@ import {
 import { API_VERSION, GROUP, KIND, PLURAL, VERSION, type VirtualCluster } from '../src/api/virtualCluster.js';
 import type { HostCluster } from '../src/activities/hostCluster.js';
 import { forEachLimited } from '../src/clustertree/queue.js';
+import { prober } from '../src/runtime/probe.js';
 import { CONTROL_PLANE_LABEL, ownerLabel } from '../src/runtime/podWorkload.js';
 import { parseArgs } from 'node:util';
 
@@ -386,15 +397,54 @@ export async function writePlot(dir: string, name: string, spec: TopLevelSpec): 
 }
 
 /**
+ * Registers a Node and reports it Ready, as a kubelet's first status does (with `allocatable`,
+ * what pods may use of it), and waits until the API server returns it Ready.
+ */
+export async function readyNode(
+  core: CoreV1Api,
+  name: string,
+  allocatable?: Record<string, string>,
+): Promise<void> {
+  await core.createNode({ body: { metadata: { name } } });
+  await core.patchNodeStatus(
+    {
+      name,
+      body: {
+        status: {
+          ...(allocatable ? { capacity: allocatable, allocatable } : {}),
+          conditions: [
+            {
+              type: 'Ready',
+              status: 'True',
+              reason: 'KubeletReady',
+              message: 'ready',
+              lastHeartbeatTime: new Date(),
+              lastTransitionTime: new Date(),
+            },
+          ],
+        },
+      },
+    },
+    setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
+  );
+  await waitFor(`node ${name} Ready`, async () => {
+    const n = await core.readNode({ name });
+    return n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ? true : undefined;
+  });
+}
+
+/**
  * A control plane of the same four binaries (etcd, kube-apiserver, kube-controller-manager,
  * kube-scheduler) started directly through a process runtime, without the operator: the
  * benchmarks' floor and their plain cluster. Its certificates and kubeconfigs are made here,
- * before `start` can be timed.
+ * before `start` can be timed. `oneProcess`: etcd and kube-control-plane (ADR 12, decision 16)
+ * instead; `start` returns once all three of its components serve.
  */
 export async function directControlPlane(
   env: LocalEnvironment,
   runtime: ProcessRuntime,
   id: string,
+  oneProcess = false,
 ): Promise<{ layout: ControlPlaneLayout; kc: KubeConfig; start(): Promise<void> }> {
   const [etcdClient, etcdPeer, apiserver, controllerManager, scheduler] = (await env.ports.allocate(
     id,
@@ -420,12 +470,24 @@ export async function directControlPlane(
     layout,
     kc: reuseConnections(kc),
     async start() {
-      for (const spec of [etcdSpec, apiserverSpec, controllerManagerSpec, schedulerSpec].map((f) =>
-        f(placeOnMachine(layout), env.binaries),
-      )) {
+      const p = placeOnMachine(layout);
+      const builders = oneProcess
+        ? [etcdSpec, oneProcessSpec]
+        : [etcdSpec, apiserverSpec, controllerManagerSpec, schedulerSpec];
+      for (const spec of builders.map((f) => f(p, env.binaries))) {
         await runtime.ensure(spec);
         await runtime.waitReady(spec.owner, spec.name, 120_000);
       }
+      if (oneProcess)
+        for (const spec of [controllerManagerSpec(p, env.binaries), schedulerSpec(p, env.binaries)]) {
+          const probe = prober(spec.probe!);
+          await waitFor(
+            `${spec.name} in kube-control-plane serving`,
+            async () => ((await probe().catch(() => 0)) === 200 ? true : undefined),
+            120_000,
+            50,
+          );
+        }
     },
   };
 }

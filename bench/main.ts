@@ -16,6 +16,7 @@ import { density } from './density.js';
 import { fairSync } from './fairsync.js';
 import { nodes } from './nodes.js';
 import { runtimes } from './runtimes.js';
+import { oneProcess } from './oneprocess.js';
 import { operatorScale } from './operator.js';
 import { pool } from './pool.js';
 import type { Scenario } from './scenario.js';
@@ -27,6 +28,7 @@ export const SCENARIOS: Record<string, Scenario> = {
   speed,
   pool,
   density,
+  oneprocess: oneProcess,
   burst,
   fairsync: fairSync,
   nodes,

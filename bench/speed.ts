@@ -8,7 +8,7 @@
  * Prints medians and ratios, and where the product's time goes (each activity of the last
  * round's workflow, from its history).
  */
-import { CoreV1Api, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { CoreV1Api } from '@kubernetes/client-node';
 import { join } from 'node:path';
 import { ProcessRuntime } from '../src/runtime/processRuntime.js';
 import { createLogger } from '../src/worker/logger.js';
@@ -20,6 +20,7 @@ import {
   deleteVC,
   directControlPlane,
   percentile,
+  readyNode,
   say,
   stepDurations,
   temporalShare,
@@ -44,31 +45,7 @@ export async function floorRound(
   const t0 = performance.now();
   await plane.start();
   const initMs = performance.now() - t0;
-  await core.createNode({ body: { metadata: { name: 'n' } } });
-  await core.patchNodeStatus(
-    {
-      name: 'n',
-      body: {
-        status: {
-          conditions: [
-            {
-              type: 'Ready',
-              status: 'True',
-              reason: 'KubeletReady',
-              message: 'ready',
-              lastHeartbeatTime: new Date(),
-              lastTransitionTime: new Date(),
-            },
-          ],
-        },
-      },
-    },
-    setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
-  );
-  await waitFor('the direct node Ready', async () => {
-    const n = await core.readNode({ name: 'n' });
-    return n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ? true : undefined;
-  });
+  await readyNode(core, 'n');
   const readyMs = performance.now() - t0;
   await direct.remove(plane.layout.id);
   return { initMs, readyMs };

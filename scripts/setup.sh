@@ -63,6 +63,7 @@ NODE_PACKAGES=(runc containernetworking-plugins iptables conntrack buildah gcc l
 # ~ rather than $HOME: bash falls back to the password database when HOME is unset (services).
 CACHE="${KOSMOS_VC_CACHE:-${XDG_CACHE_HOME:-$(echo ~)/.cache}/kosmos-vc}"
 TOOLS="$CACHE/tools"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
 
 dir_of() {
@@ -70,6 +71,7 @@ dir_of() {
     temporal) echo "$TOOLS/temporal-$TEMPORAL_CLI_VERSION" ;;
     etcd) echo "$TOOLS/etcd-$ETCD_VERSION" ;;
     kubernetes) echo "$TOOLS/kubernetes-$KUBERNETES_VERSION" ;;
+    controlplane) echo "$TOOLS/kube-control-plane-$KUBERNETES_VERSION" ;;
     kwok) echo "$TOOLS/kwok-$KWOK_VERSION" ;;
     containerd) echo "$TOOLS/containerd-$CONTAINERD_VERSION" ;;
     coredns) echo "$TOOLS/coredns-$COREDNS_VERSION" ;;
@@ -81,13 +83,15 @@ dir_of() {
   esac
 }
 # images last: it packs binaries the components before it built.
-COMPONENTS=(temporal etcd kwok kubernetes containerd coredns registry storage helm conformance images)
+COMPONENTS=(temporal etcd kwok kubernetes controlplane containerd coredns registry storage helm conformance images)
 
 # A component counts as built when its stamp holds the hash of the recipe that built it, so a
 # changed recipe (new version, new flags) rebuilds it.
-# Images also depend on what they are named and built from (names, busybox, Debian packages).
+# Images also depend on what they are named and built from (names, busybox, Debian packages);
+# kube-control-plane on its source in this repository.
 recipe() {
   { declare -f "build_$1"
+    if [ "$1" = controlplane ]; then cat "$REPO/kube-control-plane/main.go"; fi
     if [ "$1" = images ]; then
       declare -p PAUSE_IMAGE AGNHOST_IMAGE BUSYBOX_IMAGE COREDNS_IMAGE KUBECTL_IMAGE AGNHOST_PREV_IMAGE \
         NGINX_IMAGES GLIBC_DNS_IMAGE NAUTILUS_IMAGE KITTEN_IMAGE NONROOT_IMAGE NONEWPRIVS_IMAGE \
@@ -201,6 +205,22 @@ build_kubernetes() {
   cp "$src/build/pause/linux/pause.c" "$src/test/utils/image/manifest.go" "$out/src/"
   cp "$src/test/images/agnhost/porter/localhost.crt" "$src/test/images/agnhost/porter/localhost.key" "$out/src/"
   chmod u+w "$out/src/"*
+}
+
+# kosmos-vc's own Go program, kube-control-plane/main.go: a tenant's API server, controller-manager
+# and scheduler in one process (ADR 12, decision 16), from the same release with the same tags
+# and version stamp as the binaries above.
+build_controlplane() {
+  local out; out="$(dir_of controlplane)"
+  local v="$KUBERNETES_VERSION"
+  step "kube-control-plane (kube-control-plane/main.go on Kubernetes $v) -> $out"
+  k8s_module controlplane
+  mkdir -p cmd/kube-control-plane
+  cp "$REPO/kube-control-plane/main.go" cmd/kube-control-plane/
+  go get "k8s.io/kubernetes/cmd/kube-apiserver@$v" "k8s.io/kubernetes/cmd/kube-controller-manager@$v" \
+    "k8s.io/kubernetes/cmd/kube-scheduler@$v"
+  mkdir -p "$out/bin"
+  go build -p 2 -trimpath -tags selinux,notest -ldflags "$(k8s_ldflags)" -o "$out/bin/kube-control-plane" ./cmd/kube-control-plane
 }
 
 build_containerd() {

@@ -17,6 +17,11 @@ export interface Binaries {
   kubeApiserver: string;
   kubeControllerManager: string;
   kubeScheduler: string;
+  /**
+   * kube-control-plane (kube-control-plane/main.go): the API server, controller-manager and
+   * scheduler of the same release in one process (ADR 12, decision 16).
+   */
+  kubeControlPlane: string;
   kubectl: string;
   kwok: string;
   /** kwok's stage definitions (node-initialize, pod-ready, ...). */
@@ -111,6 +116,7 @@ export async function resolveBinaries(): Promise<Binaries> {
     kubeApiserver: bin('kubernetes', 'kube-apiserver'),
     kubeControllerManager: bin('kubernetes', 'kube-controller-manager'),
     kubeScheduler: bin('kubernetes', 'kube-scheduler'),
+    kubeControlPlane: bin('controlplane', 'kube-control-plane'),
     kubectl: bin('kubernetes', 'kubectl'),
     kwok: bin('kwok', 'kwok'),
     kwokStagesDir: join(dirname(dirs.get('kwok') ?? '/nonexistent'), 'stages'),

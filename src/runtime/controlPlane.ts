@@ -472,6 +472,36 @@ export function schedulerSpec(p: Placement, b: ControlPlanePrograms): ComponentS
   };
 }
 
+/**
+ * The API server, controller-manager and scheduler of `apiserverSpec`, `controllerManagerSpec`
+ * and `schedulerSpec` as one process of kube-control-plane (ADR 12, decision 16): the same flags,
+ * each component's after its name, etcd's GC target for all three. It is the API server's
+ * component (its probe, its name); the other two serve their own ports in it.
+ */
+export function oneProcessSpec(
+  p: Placement,
+  b: ControlPlanePrograms & Pick<Binaries, 'kubeControlPlane'>,
+): ComponentSpec {
+  const parts = [apiserverSpec(p, b), controllerManagerSpec(p, b), schedulerSpec(p, b)];
+  const files = new Map<string, FileSet>();
+  for (const f of parts.flatMap((s) => s.files ?? [])) {
+    const seen = files.get(f.source);
+    files.set(f.source, seen ? { ...f, keys: [...new Set([...seen.keys, ...f.keys])].sort() } : f);
+  }
+  const [apiserver] = parts as [ComponentSpec, ...ComponentSpec[]];
+  return {
+    ...apiserver,
+    command: b.kubeControlPlane,
+    args: parts.flatMap((s) => [s.name, ...s.args]),
+    files: [...files.values()],
+    ports: {
+      ...apiserver.ports,
+      controllerManager: p.ports.controllerManager,
+      scheduler: p.ports.scheduler,
+    },
+  };
+}
+
 /** A pod's namespace and the kubelet's probe of /healthz (anonymous: the components allow it). */
 const inPod = (p: Placement, port: number): Pick<ComponentSpec, 'namespace' | 'health'> =>
   p.pod

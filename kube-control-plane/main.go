@@ -1,0 +1,234 @@
+// Command kube-control-plane runs a tenant's kube-apiserver, kube-controller-manager and
+// kube-scheduler in one process: the upstream components' own packages at the pinned release,
+// configured from their own flags, as their commands would (ADR 12, decision 16).
+//
+//	kube-control-plane kube-apiserver --flag=value ... \
+//	    [kube-controller-manager --flag=value ...] [kube-scheduler --flag=value ...]
+//
+// Each component name starts its flags. The controller-manager and scheduler are configured once
+// the API server reports ready, as separate processes started after it would find it: both read
+// the API server while they are configured. A signal stops all three and the process ends when
+// the API server has shut down; any component that ends on its own ends the process with 1.
+//
+// Why one process: the three binaries map ~210 MiB of code that their shared packages
+// (client-go, apimachinery, the API types) repeat; one process maps them once.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/pflag"
+	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	cliflag "k8s.io/component-base/cli/flag"
+	"k8s.io/component-base/cli/globalflag"
+	basecompatibility "k8s.io/component-base/compatibility"
+	"k8s.io/component-base/logs"
+	logsapi "k8s.io/component-base/logs/api/v1"
+	"k8s.io/klog/v2"
+	apiapp "k8s.io/kubernetes/cmd/kube-apiserver/app"
+	apiopts "k8s.io/kubernetes/cmd/kube-apiserver/app/options"
+	cmapp "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	cmopts "k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
+	schedapp "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	schedopts "k8s.io/kubernetes/cmd/kube-scheduler/app/options"
+)
+
+const (
+	apiserver         = "kube-apiserver"
+	controllerManager = "kube-controller-manager"
+	scheduler         = "kube-scheduler"
+)
+
+// groups splits the arguments at each component name.
+func groups(args []string) (map[string][]string, error) {
+	out := map[string][]string{}
+	current := ""
+	for _, a := range args {
+		switch a {
+		case apiserver, controllerManager, scheduler:
+			if _, seen := out[a]; seen {
+				return nil, fmt.Errorf("%s named twice", a)
+			}
+			current = a
+			out[a] = []string{}
+			continue
+		}
+		if current == "" {
+			return nil, fmt.Errorf("argument %q before a component name (%s, %s, %s)", a, apiserver, controllerManager, scheduler)
+		}
+		out[current] = append(out[current], a)
+	}
+	if _, ok := out[apiserver]; !ok {
+		return nil, errors.New(apiserver + " is required")
+	}
+	return out, nil
+}
+
+// parse reads one component's flags as its own command would (global klog flags included).
+func parse(name string, nfs cliflag.NamedFlagSets, args []string) error {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SetNormalizeFunc(cliflag.WordSepNormalizeFunc)
+	globalflag.AddGlobalFlags(nfs.FlagSet("global"), name, logs.SkipLoggingConfigurationFlags())
+	for _, f := range nfs.FlagSets {
+		fs.AddFlagSet(f)
+	}
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%s takes no arguments, got %q", name, fs.Args())
+	}
+	return nil
+}
+
+func fail(who string, err error) {
+	klog.ErrorS(err, "component failed", "component", who)
+	klog.FlushAndExit(klog.ExitFlushTimeout, 1)
+}
+
+type ended struct {
+	who string
+	err error
+}
+
+func main() {
+	args, err := groups(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kube-control-plane:", err)
+		os.Exit(2)
+	}
+	ctx := genericapiserver.SetupSignalContext()
+
+	// All options first: the first component's flags close the shared feature gate to new gates.
+	api := apiopts.NewServerRunOptions()
+	cm, err := cmopts.NewKubeControllerManagerOptions()
+	if err != nil {
+		fail(controllerManager, err)
+	}
+	sched := schedopts.NewOptions()
+
+	if err := parse(apiserver, api.Flags(), args[apiserver]); err != nil {
+		fail(apiserver, err)
+	}
+	registry := api.GenericServerRunOptions.ComponentGlobalsRegistry
+	if err := registry.Set(); err != nil {
+		fail(apiserver, err)
+	}
+	// The components' own loopback and client warnings, silenced as their commands do.
+	rest.SetDefaultWarningHandler(rest.NoWarnings{})
+	if err := logsapi.ValidateAndApply(api.Logs, registry.FeatureGateFor(basecompatibility.DefaultKubeComponent)); err != nil {
+		fail(apiserver, err)
+	}
+	completed, err := api.Complete(ctx)
+	if err != nil {
+		fail(apiserver, err)
+	}
+	if errs := completed.Validate(); len(errs) != 0 {
+		fail(apiserver, utilerrors.NewAggregate(errs))
+	}
+	apiDone := make(chan error, 1)
+	go func() { apiDone <- apiapp.Run(ctx, completed) }()
+
+	others := make(chan ended, 2)
+	if cmArgs, ok := args[controllerManager]; ok {
+		nfs := cm.Flags(cmapp.KnownControllers(), cmapp.ControllersDisabledByDefault(), cmapp.ControllerAliases())
+		cm.ParsedFlags = &nfs
+		if err := parse(controllerManager, nfs, cmArgs); err != nil {
+			fail(controllerManager, err)
+		}
+	}
+	if schedArgs, ok := args[scheduler]; ok {
+		if err := parse(scheduler, *sched.Flags, schedArgs); err != nil {
+			fail(scheduler, err)
+		}
+	}
+
+	_, runCM := args[controllerManager]
+	_, runScheduler := args[scheduler]
+	if runCM || runScheduler {
+		kubeconfig := sched.Deprecated.Kubeconfig
+		if runCM {
+			kubeconfig = cm.Generic.ClientConnection.Kubeconfig
+		}
+		waitReady(ctx, kubeconfig, apiDone)
+	}
+	if runCM {
+		// Not the signal's context, as the controller-manager's command does: its event
+		// broadcaster would stop first. It ends with the process.
+		c, err := cm.Config(context.Background(), cmapp.KnownControllers(), cmapp.ControllersDisabledByDefault(), cmapp.ControllerAliases())
+		if err != nil {
+			fail(controllerManager, err)
+		}
+		go func() { others <- ended{controllerManager, cmapp.Run(ctx, c.Complete())} }()
+	}
+	if runScheduler {
+		cc, s, err := schedapp.Setup(ctx, sched)
+		if err != nil {
+			fail(scheduler, err)
+		}
+		go func() { others <- ended{scheduler, schedapp.Run(ctx, cc, s)} }()
+	}
+
+	for {
+		select {
+		case err := <-apiDone:
+			if err == nil && ctx.Err() == nil {
+				err = errors.New("ended")
+			}
+			if err != nil {
+				fail(apiserver, err)
+			}
+			klog.Flush()
+			os.Exit(0)
+		case e := <-others:
+			if ctx.Err() == nil {
+				if e.err == nil {
+					e.err = errors.New("ended")
+				}
+				fail(e.who, e.err)
+			}
+			// Stopping: the API server's shutdown ends the process.
+		}
+	}
+}
+
+// waitReady returns once the API server answers /readyz with 200 through a component's
+// kubeconfig (anyone may read it), and ends the process if the API server ends first.
+func waitReady(ctx context.Context, kubeconfig string, apiDone <-chan error) {
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		fail(apiserver, err)
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		fail(apiserver, err)
+	}
+	for {
+		select {
+		case err := <-apiDone:
+			if err == nil && ctx.Err() != nil {
+				klog.Flush()
+				os.Exit(0)
+			}
+			if err == nil {
+				err = errors.New("ended before it was ready")
+			}
+			fail(apiserver, err)
+		default:
+		}
+		code := 0
+		client.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).StatusCode(&code)
+		if code == 200 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
