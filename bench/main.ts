@@ -98,6 +98,7 @@ async function main(): Promise<void> {
       : {}),
     sharedClusterTree: operatorEnv.KOSMOS_VC_CLUSTERTREE === 'shared',
     ...(scenario.warmPool ? { warmPool: { size: scenario.warmPool } } : {}),
+    ...(operatorEnv.KOSMOS_VC_ONE_PROCESS ? { oneProcess: true } : {}),
   };
   const env = await startLocalEnvironment({
     prefix: `kvc-bench-${name}-`,

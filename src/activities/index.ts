@@ -36,6 +36,7 @@ import {
   placeOnMachine,
   podSANs,
   renderKubeconfigs,
+  oneProcessSpec,
   schedulerSpec,
   writeAuditPolicy,
   writeKubeconfigs,
@@ -53,6 +54,7 @@ import type { Client } from '@temporalio/client';
 import { createBackupActivities } from './backup.js';
 import { awaitFirstConnection, lastAuditedRequest, releaseHeldConnections, stopListening } from './idle.js';
 import { both, heartbeating, orCancelled } from './wait.js';
+import { prober } from '../runtime/probe.js';
 import {
   compileCacheDirOf,
   createClusterTreeActivities,
@@ -132,6 +134,12 @@ export interface ActivityDeps {
    * the process runtime only). Absent or size 0: none.
    */
   warmPool?: { size: number; serviceCIDR: string; refillDelayMs?: number };
+  /**
+   * A tenant's API server, controller-manager and scheduler as one process of kube-control-plane
+   * (KOSMOS_VC_ONE_PROCESS; ADR 12, decision 16; the process runtime only): the API server's step
+   * starts all three, the others' steps wait for theirs to serve.
+   */
+  oneProcess?: boolean;
 }
 
 export const KUBECONFIG_SECRET_KEY = 'kubeconfig';
@@ -297,6 +305,41 @@ function assemble(deps: ActivityDeps) {
     return startComponent(input, spec);
   }
 
+  /** The tenant's API server, controller-manager and scheduler run as one process (decision 16). */
+  const joined = (a: TenantAllocation): boolean => deps.oneProcess === true && !inPods(a);
+
+  /**
+   * The controller-manager's or scheduler's step where the API server's step started them in one
+   * process: a process of its own left from before (an operator that ran them apart) is stopped,
+   * and the component's port is awaited (the process's own readiness checked between tries, so
+   * its exit ends the wait as a separate component's would).
+   */
+  async function servedInOneProcess(
+    input: StepInput,
+    build: (p: Placement, programs: ControlPlanePrograms) => ComponentSpec,
+    l: ControlPlaneLayout,
+  ): Promise<{ pid: number | undefined }> {
+    const spec = build(placeOnMachine(l), await bins());
+    await deps.runtime.stop(spec.owner, spec.name);
+    const probe = prober(spec.probe!);
+    const deadline = Date.now() + readinessTimeoutMs;
+    for (;;) {
+      try {
+        await deps.runtime.waitReady(spec.owner, 'kube-apiserver', Math.max(1, deadline - Date.now()));
+      } catch (e) {
+        throw startFailure(e, spec.name);
+      }
+      if ((await probe().catch(() => 0)) === 200) {
+        const pid = (await deps.runtime.list(spec.owner)).find((c) => c.name === 'kube-apiserver')?.pid;
+        log(input.ref).info('component ready', { component: spec.name, in: 'kube-apiserver', pid });
+        return { pid };
+      }
+      if (Date.now() > deadline)
+        throw new Error(`${spec.name} of ${spec.owner} did not serve within ${readinessTimeoutMs} ms`);
+      await pause(100);
+    }
+  }
+
   /**
    * Writes a listener's status: tried three times, 10 s each, until `ended` (the wait is over:
    * a write in flight is aborted, and the wait ends without waiting for it; one the server had
@@ -333,21 +376,22 @@ function assemble(deps: ActivityDeps) {
       status = await deps.runtime.ensure(spec);
       await deps.runtime.waitReady(spec.owner, spec.name, readinessTimeoutMs);
     } catch (e) {
-      // An image that is not there, a storage that cannot change: no retry mends it.
-      if (e instanceof ComponentStartError)
-        throw ApplicationFailure.nonRetryable(e.message, FailureType.ComponentNotStarted, {
-          component: spec.name,
-        });
-      if (e instanceof ComponentExitedError) {
-        throw ApplicationFailure.nonRetryable(e.message, FailureType.ComponentExited, {
-          component: e.component,
-          exitCode: e.exitCode,
-        });
-      }
-      throw e;
+      throw startFailure(e, spec.name);
     }
     log(input.ref).info('component ready', { component: spec.name, pid: status.pid });
     return { pid: status.pid };
+  }
+
+  /** A component that could not start or exited: no retry mends an image that is not there either. */
+  function startFailure(e: unknown, component: string): unknown {
+    if (e instanceof ComponentStartError)
+      return ApplicationFailure.nonRetryable(e.message, FailureType.ComponentNotStarted, { component });
+    if (e instanceof ComponentExitedError)
+      return ApplicationFailure.nonRetryable(e.message, FailureType.ComponentExited, {
+        component: e.component,
+        exitCode: e.exitCode,
+      });
+    return e;
   }
 
   const network = deps.nodeAddress
@@ -486,9 +530,12 @@ function assemble(deps: ActivityDeps) {
     await writeAuditPolicy(l);
     const programs = await bins();
     const p = placeOnMachine(l);
-    for (const build of [etcdSpec, apiserverSpec, controllerManagerSpec, schedulerSpec]) {
+    const builders = deps.oneProcess
+      ? [etcdSpec, oneProcessSpec]
+      : [etcdSpec, apiserverSpec, controllerManagerSpec, schedulerSpec];
+    for (const build of builders) {
       signal.throwIfAborted();
-      if (build === controllerManagerSpec) await ensureCurrentFiles(pkiDir(l));
+      if (build === controllerManagerSpec || build === oneProcessSpec) await ensureCurrentFiles(pkiDir(l));
       const spec = build(p, programs);
       await deps.runtime.ensure(spec);
       // A stop of the pool does not wait for a component to be ready (the runtime's own stop ends it).
@@ -632,6 +679,18 @@ function assemble(deps: ActivityDeps) {
         ].map((c) => c.name),
       );
       const restarted: string[] = [];
+      if (
+        joined(input.allocation) &&
+        running.has('kube-apiserver') &&
+        !running.has('kube-controller-manager')
+      ) {
+        // The controller-manager and scheduler read their kubeconfigs once: in one process the
+        // API server restarts with them (seconds without an API, as a stop would).
+        const programs = await bins();
+        await deps.runtime.stop(input.allocation.id, 'kube-apiserver');
+        await startPlaced(input, (p) => oneProcessSpec(p, programs), l);
+        restarted.push('kube-apiserver', 'kube-controller-manager', 'kube-scheduler');
+      }
       for (const [name, spec] of [
         ['kube-controller-manager', controllerManagerSpec],
         ['kube-scheduler', schedulerSpec],
@@ -681,7 +740,14 @@ function assemble(deps: ActivityDeps) {
       if (inPods(input.allocation)) return startPlaced(input, apiserverSpec, l);
       await writeAuditPolicy(l);
       stopListening(l.id); // a wait for the first request that was not cancelled yet
-      const started = await startPlaced(input, apiserverSpec, l);
+      let build = apiserverSpec;
+      if (deps.oneProcess) {
+        // The controller-manager in it reads the current files as its own step does.
+        await ensureCurrentFiles(pkiDir(l));
+        const programs = await bins();
+        build = (p) => oneProcessSpec(p, programs);
+      }
+      const started = await startPlaced(input, build, l);
       // The request that woke an idle tenant waited for this.
       const passed = releaseHeldConnections(l.id, l.address, l.ports.apiserver);
       if (passed > 0) log(input.ref).info('held requests passed on', { count: passed });
@@ -719,11 +785,13 @@ function assemble(deps: ActivityDeps) {
     },
     async startControllerManager(input: StepInput) {
       const l = await tenantFiles(input.ref, input.allocation);
+      if (joined(input.allocation)) return servedInOneProcess(input, controllerManagerSpec, l);
       await ensureCurrentFiles(pkiDir(l));
       return startPlaced(input, controllerManagerSpec, l);
     },
     async startScheduler(input: StepInput) {
       const l = await tenantFiles(input.ref, input.allocation);
+      if (joined(input.allocation)) return servedInOneProcess(input, schedulerSpec, l);
       return startPlaced(input, schedulerSpec, l);
     },
 

@@ -38,7 +38,7 @@ export async function startLocalEnvironment(opts: {
   /** Tenants may ask for spec.podSecurity: privileged (the conformance tenant does). */
   allowPrivilegedTenants?: boolean;
   /** The worker's workflow cache and clusterTree sharing (the bench takes them from the environment). */
-  worker?: Pick<OperatorOptions, 'workflowCache' | 'sharedClusterTree' | 'warmPool'>;
+  worker?: Pick<OperatorOptions, 'workflowCache' | 'sharedClusterTree' | 'warmPool' | 'oneProcess'>;
 }): Promise<LocalEnvironment> {
   const root = await mkdtemp(join(tmpdir(), opts.prefix));
   const binaries = await resolveBinaries();

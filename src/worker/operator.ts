@@ -191,6 +191,11 @@ export interface OperatorOptions {
    * decision 15; processes only). `refillDelayMs`: how long after a claim the next one is started.
    */
   warmPool?: { size: number; refillDelayMs?: number };
+  /**
+   * A tenant's API server, controller-manager and scheduler as one process (ADR 12, decision 16;
+   * processes only).
+   */
+  oneProcess?: boolean;
 }
 
 export interface Operator {
@@ -218,6 +223,10 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
   if ((opts.warmPool?.size ?? 0) > 0 && opts.pods)
     throw new Error(
       'a warm pool (KOSMOS_VC_WARM_POOL) keeps control planes as processes of this machine: not with KOSMOS_VC_RUNTIME=kubernetes',
+    );
+  if (opts.oneProcess && opts.pods)
+    throw new Error(
+      'KOSMOS_VC_ONE_PROCESS runs control planes as processes of this machine: not with KOSMOS_VC_RUNTIME=kubernetes',
     );
   installTemporalRuntime(opts.logger);
   const host = hostFromKubeconfig(opts.kubeconfigPath);
@@ -309,6 +318,7 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       ...(opts.exposeTypes ? { exposeTypes: opts.exposeTypes } : {}),
       ...(opts.hostsImage ? { hostsImage: opts.hostsImage } : {}),
       ...(opts.backupDir ? { backupDir: opts.backupDir } : {}),
+      ...(opts.oneProcess ? { oneProcess: true } : {}),
       schedules: { client, taskQueue: opts.taskQueue },
       // Size 0 too: the slots an earlier run with a pool left are removed.
       ...(!opts.pods

@@ -81,6 +81,8 @@ export async function testOperator(opts: {
   sharedClusterTree?: boolean;
   /** Control planes started ahead for new tenants (ADR 12, decision 15). */
   warmPool?: { size: number; refillDelayMs?: number };
+  /** A tenant's API server, controller-manager and scheduler as one process (ADR 12, decision 16). */
+  oneProcess?: boolean;
 }): Promise<Operator> {
   const binaries = { ...(await resolveBinaries()), ...opts.binaries };
   return startOperator({
@@ -106,6 +108,7 @@ export async function testOperator(opts: {
     ...(opts.exposeTypes ? { exposeTypes: opts.exposeTypes } : {}),
     ...(opts.sharedClusterTree !== undefined ? { sharedClusterTree: opts.sharedClusterTree } : {}),
     ...(opts.warmPool ? { warmPool: opts.warmPool } : {}),
+    ...(opts.oneProcess ? { oneProcess: true } : {}),
     ...(opts.pods
       ? {
           pods: {
