@@ -33,11 +33,13 @@ import {
   schedulerSpec,
   writeKubeconfigs,
   type ControlPlaneLayout,
+  type Placement,
 } from '../src/runtime/controlPlane.js';
 import { API_VERSION, GROUP, KIND, PLURAL, VERSION, type VirtualCluster } from '../src/api/virtualCluster.js';
 import type { HostCluster } from '../src/activities/hostCluster.js';
 import { forEachLimited } from '../src/clustertree/queue.js';
 import { prober } from '../src/runtime/probe.js';
+import { ComponentsMissingError } from '../src/runtime/binaries.js';
 import { CONTROL_PLANE_LABEL, ownerLabel } from '../src/runtime/podWorkload.js';
 import { parseArgs } from 'node:util';
 
@@ -471,8 +473,12 @@ export async function directControlPlane(
     kc: reuseConnections(kc),
     async start() {
       const p = placeOnMachine(layout);
+      const { kubeControlPlane } = env.binaries;
+      if (oneProcess && !kubeControlPlane) throw new ComponentsMissingError(['kube-control-plane']);
+      const one = (pl: Placement) =>
+        oneProcessSpec(pl, { ...env.binaries, kubeControlPlane: kubeControlPlane! });
       const builders = oneProcess
-        ? [etcdSpec, oneProcessSpec]
+        ? [etcdSpec, one]
         : [etcdSpec, apiserverSpec, controllerManagerSpec, schedulerSpec];
       for (const spec of builders.map((f) => f(p, env.binaries))) {
         await runtime.ensure(spec);

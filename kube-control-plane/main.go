@@ -24,12 +24,14 @@ import (
 	"github.com/spf13/pflag"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/apiserver/pkg/server/flagz"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	cliflag "k8s.io/component-base/cli/flag"
 	"k8s.io/component-base/cli/globalflag"
 	basecompatibility "k8s.io/component-base/compatibility"
+	"k8s.io/component-base/featuregate"
 	"k8s.io/component-base/logs"
 	logsapi "k8s.io/component-base/logs/api/v1"
 	"k8s.io/klog/v2"
@@ -105,6 +107,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "kube-control-plane:", err)
 		os.Exit(2)
 	}
+	logs.InitLogs()
+	defer logs.FlushLogs()
 	ctx := genericapiserver.SetupSignalContext()
 
 	// All options first: the first component's flags close the shared feature gate to new gates.
@@ -115,8 +119,34 @@ func main() {
 	}
 	sched := schedopts.NewOptions()
 
-	if err := parse(apiserver, api.Flags(), args[apiserver]); err != nil {
+	// Every component's flags before the shared feature gates and versions are set from them and
+	// before anything runs (the API server's logging flags apply to all three).
+	apiFlags := api.Flags()
+	api.Flagz = flagz.NamedFlagSetsReader{FlagSets: apiFlags}
+	if err := parse(apiserver, apiFlags, args[apiserver]); err != nil {
 		fail(apiserver, err)
+	}
+	_, runCM := args[controllerManager]
+	_, runScheduler := args[scheduler]
+	if runCM {
+		nfs := cm.Flags(cmapp.KnownControllers(), cmapp.ControllersDisabledByDefault(), cmapp.ControllerAliases())
+		cm.ParsedFlags = &nfs
+		if err := parse(controllerManager, nfs, args[controllerManager]); err != nil {
+			fail(controllerManager, err)
+		}
+		// A leader that loses its lease exits the process (os.Exit in the components' callbacks):
+		// the API server's with it. One control plane of a tenant needs no election.
+		if cm.Generic.LeaderElection.LeaderElect {
+			fail(controllerManager, errors.New("--leader-elect=false is required in one process"))
+		}
+	}
+	if runScheduler {
+		if err := parse(scheduler, *sched.Flags, args[scheduler]); err != nil {
+			fail(scheduler, err)
+		}
+		if sched.LeaderElection != nil && sched.LeaderElection.LeaderElect {
+			fail(scheduler, errors.New("--leader-elect=false is required in one process"))
+		}
 	}
 	registry := api.GenericServerRunOptions.ComponentGlobalsRegistry
 	if err := registry.Set(); err != nil {
@@ -134,25 +164,17 @@ func main() {
 	if errs := completed.Validate(); len(errs) != 0 {
 		fail(apiserver, utilerrors.NewAggregate(errs))
 	}
+	// The metrics each command adds (feature enablement, component versions), once a process.
+	registry.FeatureGateFor(basecompatibility.DefaultKubeComponent).(featuregate.MutableFeatureGate).AddMetrics()
+	registry.AddMetrics()
 	apiDone := make(chan error, 1)
 	go func() { apiDone <- apiapp.Run(ctx, completed) }()
 
 	others := make(chan ended, 2)
-	if cmArgs, ok := args[controllerManager]; ok {
-		nfs := cm.Flags(cmapp.KnownControllers(), cmapp.ControllersDisabledByDefault(), cmapp.ControllerAliases())
-		cm.ParsedFlags = &nfs
-		if err := parse(controllerManager, nfs, cmArgs); err != nil {
-			fail(controllerManager, err)
-		}
+	// Each component's log lines carry its name (one log for the three).
+	named := func(name string) context.Context {
+		return klog.NewContext(ctx, klog.Background().WithName(name))
 	}
-	if schedArgs, ok := args[scheduler]; ok {
-		if err := parse(scheduler, *sched.Flags, schedArgs); err != nil {
-			fail(scheduler, err)
-		}
-	}
-
-	_, runCM := args[controllerManager]
-	_, runScheduler := args[scheduler]
 	if runCM || runScheduler {
 		kubeconfig := sched.Deprecated.Kubeconfig
 		if runCM {
@@ -167,14 +189,15 @@ func main() {
 		if err != nil {
 			fail(controllerManager, err)
 		}
-		go func() { others <- ended{controllerManager, cmapp.Run(ctx, c.Complete())} }()
+		go func() { others <- ended{controllerManager, cmapp.Run(named(controllerManager), c.Complete())} }()
 	}
 	if runScheduler {
-		cc, s, err := schedapp.Setup(ctx, sched)
+		schedCtx := named(scheduler)
+		cc, s, err := schedapp.Setup(schedCtx, sched)
 		if err != nil {
 			fail(scheduler, err)
 		}
-		go func() { others <- ended{scheduler, schedapp.Run(ctx, cc, s)} }()
+		go func() { others <- ended{scheduler, schedapp.Run(schedCtx, cc, s)} }()
 	}
 
 	for {

@@ -189,6 +189,16 @@ function assemble(deps: ActivityDeps) {
   const ports = new PortAllocator(join(deps.stateDir, 'ports.json'), deps.portRange);
   const tenantsDir = join(deps.stateDir, 'tenants');
   let binaries: Binaries | undefined;
+  /** The programs with kube-control-plane (KOSMOS_VC_ONE_PROCESS; ADR 12, decision 16). */
+  const oneProcessPrograms = async (): Promise<Binaries & { kubeControlPlane: string }> => {
+    const b = await bins();
+    if (!b.kubeControlPlane)
+      throw ApplicationFailure.nonRetryable(
+        new ComponentsMissingError(['kube-control-plane']).message,
+        FailureType.ComponentsMissing,
+      );
+    return { ...b, kubeControlPlane: b.kubeControlPlane };
+  };
   const bins = async (): Promise<Binaries> => {
     if (binaries) return binaries;
     try {
@@ -305,14 +315,41 @@ function assemble(deps: ActivityDeps) {
     return startComponent(input, spec);
   }
 
-  /** The tenant's API server, controller-manager and scheduler run as one process (decision 16). */
+  /** A new start of the tenant's API server takes the controller-manager and scheduler in (decision 16). */
   const joined = (a: TenantAllocation): boolean => deps.oneProcess === true && !inPods(a);
 
+  /** The owner's API server runs kube-control-plane: its controller-manager and scheduler are in it. */
+  async function runsAsOne(owner: string): Promise<boolean> {
+    const programs = await bins();
+    return (await deps.runtime.list(owner)).some(
+      (c) =>
+        c.name === 'kube-apiserver' &&
+        programs.kubeControlPlane !== undefined &&
+        c.command === programs.kubeControlPlane,
+    );
+  }
+
   /**
-   * The controller-manager's or scheduler's step where the API server's step started them in one
-   * process: a process of its own left from before (an operator that ran them apart) is stopped,
-   * and the component's port is awaited (the process's own readiness checked between tries, so
-   * its exit ends the wait as a separate component's would).
+   * Starts (or adopts) the one process: first a controller-manager and scheduler of their own left
+   * from a start without the setting (a warm-pool slot, a tenant before the change) are stopped,
+   * since the process serves their ports.
+   */
+  async function startOneProcess(
+    input: StepInput,
+    l: ControlPlaneLayout,
+  ): Promise<{ pid: number | undefined }> {
+    const programs = await oneProcessPrograms();
+    await ensureCurrentFiles(pkiDir(l));
+    for (const name of ['kube-controller-manager', 'kube-scheduler'] as const)
+      await deps.runtime.stop(input.allocation.id, name);
+    return startPlaced(input, (p) => oneProcessSpec(p, programs), l);
+  }
+
+  /**
+   * The controller-manager's or scheduler's step for a tenant whose API server is one process:
+   * the process is adopted (or started, on a worker that did not start it) and the component's
+   * port awaited, the process's readiness checked between tries so that its exit ends the wait
+   * as a separate component's would.
    */
   async function servedInOneProcess(
     input: StepInput,
@@ -320,23 +357,22 @@ function assemble(deps: ActivityDeps) {
     l: ControlPlaneLayout,
   ): Promise<{ pid: number | undefined }> {
     const spec = build(placeOnMachine(l), await bins());
-    await deps.runtime.stop(spec.owner, spec.name);
+    const { pid } = await startOneProcess(input, l);
     const probe = prober(spec.probe!);
     const deadline = Date.now() + readinessTimeoutMs;
     for (;;) {
-      try {
-        await deps.runtime.waitReady(spec.owner, 'kube-apiserver', Math.max(1, deadline - Date.now()));
-      } catch (e) {
-        throw startFailure(e, spec.name);
-      }
       if ((await probe().catch(() => 0)) === 200) {
-        const pid = (await deps.runtime.list(spec.owner)).find((c) => c.name === 'kube-apiserver')?.pid;
         log(input.ref).info('component ready', { component: spec.name, in: 'kube-apiserver', pid });
         return { pid };
       }
       if (Date.now() > deadline)
         throw new Error(`${spec.name} of ${spec.owner} did not serve within ${readinessTimeoutMs} ms`);
       await pause(100);
+      try {
+        await deps.runtime.waitReady(spec.owner, 'kube-apiserver', Math.max(1, deadline - Date.now()));
+      } catch (e) {
+        throw startFailure(e, spec.name);
+      }
     }
   }
 
@@ -528,14 +564,15 @@ function assemble(deps: ActivityDeps) {
     await writeControlPlanePki(pkiDir(l), requestOf(a, {}));
     await writeKubeconfigs(l);
     await writeAuditPolicy(l);
-    const programs = await bins();
+    const programs = deps.oneProcess ? await oneProcessPrograms() : await bins();
     const p = placeOnMachine(l);
+    const one = (pl: Placement) => oneProcessSpec(pl, programs as Binaries & { kubeControlPlane: string });
     const builders = deps.oneProcess
-      ? [etcdSpec, oneProcessSpec]
+      ? [etcdSpec, one]
       : [etcdSpec, apiserverSpec, controllerManagerSpec, schedulerSpec];
     for (const build of builders) {
       signal.throwIfAborted();
-      if (build === controllerManagerSpec || build === oneProcessSpec) await ensureCurrentFiles(pkiDir(l));
+      if (build === controllerManagerSpec || build === one) await ensureCurrentFiles(pkiDir(l));
       const spec = build(p, programs);
       await deps.runtime.ensure(spec);
       // A stop of the pool does not wait for a component to be ready (the runtime's own stop ends it).
@@ -679,17 +716,17 @@ function assemble(deps: ActivityDeps) {
         ].map((c) => c.name),
       );
       const restarted: string[] = [];
-      if (
-        joined(input.allocation) &&
-        running.has('kube-apiserver') &&
-        !running.has('kube-controller-manager')
-      ) {
-        // The controller-manager and scheduler read their kubeconfigs once: in one process the
-        // API server restarts with them (seconds without an API, as a stop would).
-        const programs = await bins();
-        await deps.runtime.stop(input.allocation.id, 'kube-apiserver');
-        await startPlaced(input, (p) => oneProcessSpec(p, programs), l);
-        restarted.push('kube-apiserver', 'kube-controller-manager', 'kube-scheduler');
+      // The controller-manager and scheduler read their kubeconfigs once: in one process the API
+      // server restarts with them (seconds without an API). An attempt that stopped it and
+      // failed to start it again left etcd alone: this one starts it.
+      const one = !inPods(input.allocation) && (await runsAsOne(input.allocation.id));
+      const stopped = !inPods(input.allocation) && running.has('etcd') && !running.has('kube-apiserver');
+      if (one || stopped) {
+        if (one) await deps.runtime.stop(input.allocation.id, 'kube-apiserver');
+        if (one || joined(input.allocation)) await startOneProcess(input, l);
+        else await startPlaced(input, apiserverSpec, l);
+        restarted.push('kube-apiserver');
+        if (one || joined(input.allocation)) restarted.push('kube-controller-manager', 'kube-scheduler');
       }
       for (const [name, spec] of [
         ['kube-controller-manager', controllerManagerSpec],
@@ -740,14 +777,9 @@ function assemble(deps: ActivityDeps) {
       if (inPods(input.allocation)) return startPlaced(input, apiserverSpec, l);
       await writeAuditPolicy(l);
       stopListening(l.id); // a wait for the first request that was not cancelled yet
-      let build = apiserverSpec;
-      if (deps.oneProcess) {
-        // The controller-manager in it reads the current files as its own step does.
-        await ensureCurrentFiles(pkiDir(l));
-        const programs = await bins();
-        build = (p) => oneProcessSpec(p, programs);
-      }
-      const started = await startPlaced(input, build, l);
+      const started = joined(input.allocation)
+        ? await startOneProcess(input, l)
+        : await startPlaced(input, apiserverSpec, l);
       // The request that woke an idle tenant waited for this.
       const passed = releaseHeldConnections(l.id, l.address, l.ports.apiserver);
       if (passed > 0) log(input.ref).info('held requests passed on', { count: passed });
@@ -785,13 +817,15 @@ function assemble(deps: ActivityDeps) {
     },
     async startControllerManager(input: StepInput) {
       const l = await tenantFiles(input.ref, input.allocation);
-      if (joined(input.allocation)) return servedInOneProcess(input, controllerManagerSpec, l);
+      if (joined(input.allocation) || (!inPods(input.allocation) && (await runsAsOne(input.allocation.id))))
+        return servedInOneProcess(input, controllerManagerSpec, l);
       await ensureCurrentFiles(pkiDir(l));
       return startPlaced(input, controllerManagerSpec, l);
     },
     async startScheduler(input: StepInput) {
       const l = await tenantFiles(input.ref, input.allocation);
-      if (joined(input.allocation)) return servedInOneProcess(input, schedulerSpec, l);
+      if (joined(input.allocation) || (!inPods(input.allocation) && (await runsAsOne(input.allocation.id))))
+        return servedInOneProcess(input, schedulerSpec, l);
       return startPlaced(input, schedulerSpec, l);
     },
 

@@ -21,7 +21,7 @@ export interface Binaries {
    * kube-control-plane (kube-control-plane/main.go): the API server, controller-manager and
    * scheduler of the same release in one process (ADR 12, decision 16).
    */
-  kubeControlPlane: string;
+  kubeControlPlane?: string;
   kubectl: string;
   kwok: string;
   /** kwok's stage definitions (node-initialize, pod-ready, ...). */
@@ -116,7 +116,6 @@ export async function resolveBinaries(): Promise<Binaries> {
     kubeApiserver: bin('kubernetes', 'kube-apiserver'),
     kubeControllerManager: bin('kubernetes', 'kube-controller-manager'),
     kubeScheduler: bin('kubernetes', 'kube-scheduler'),
-    kubeControlPlane: bin('controlplane', 'kube-control-plane'),
     kubectl: bin('kubernetes', 'kubectl'),
     kwok: bin('kwok', 'kwok'),
     kwokStagesDir: join(dirname(dirs.get('kwok') ?? '/nonexistent'), 'stages'),
@@ -129,7 +128,14 @@ export async function resolveBinaries(): Promise<Binaries> {
   if (missing.length > 0) throw new ComponentsMissingError(missing);
   const node = nodeBinaries(dirs);
   const helm = bin('helm', 'helm');
-  return { ...b, ...(node ? { node } : {}), ...(existsSync(helm) ? { helm } : {}) };
+  // Only KOSMOS_VC_ONE_PROCESS needs it: a machine set up before it existed runs without.
+  const kubeControlPlane = bin('controlplane', 'kube-control-plane');
+  return {
+    ...b,
+    ...(node ? { node } : {}),
+    ...(existsSync(helm) ? { helm } : {}),
+    ...(existsSync(kubeControlPlane) ? { kubeControlPlane } : {}),
+  };
 }
 
 function nodeBinaries(dirs: Map<string, string>): NodeBinaries | undefined {

@@ -480,7 +480,7 @@ export function schedulerSpec(p: Placement, b: ControlPlanePrograms): ComponentS
  */
 export function oneProcessSpec(
   p: Placement,
-  b: ControlPlanePrograms & Pick<Binaries, 'kubeControlPlane'>,
+  b: ControlPlanePrograms & { kubeControlPlane: string },
 ): ComponentSpec {
   const parts = [apiserverSpec(p, b), controllerManagerSpec(p, b), schedulerSpec(p, b)];
   const files = new Map<string, FileSet>();

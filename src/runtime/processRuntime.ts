@@ -562,6 +562,7 @@ export class ProcessRuntime implements ControlPlaneRuntime {
       running: alive,
       ...(alive && s.record.pid !== undefined ? { pid: s.record.pid } : {}),
       restarts: s.restarts,
+      command: s.record.spec.command,
     };
   }
 

@@ -97,6 +97,8 @@ export interface ComponentStatus {
   restarts: number;
   /** A process that serves several owners (a shared clusterTree): how many; its memory and CPU are theirs together. */
   sharedBy?: number;
+  /** The program a process runs (the process runtime): kube-control-plane for an API server with its two peers in it. */
+  command?: string;
 }
 
 export interface ControlPlaneRuntime {

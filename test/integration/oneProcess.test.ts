@@ -2,8 +2,9 @@
  * A tenant whose API server, controller-manager and scheduler run as one process of
  * kube-control-plane (KOSMOS_VC_ONE_PROCESS; ADR 12, decision 16), on real components: two
  * processes (etcd and it), a cluster that works (service accounts made, a pod bound to the
- * promoted node), certificate renewal restarting the one process, sleep and wake, and
- * nothing left after deletion.
+ * promoted node), certificate renewal restarting the one process, sleep and wake, an operator
+ * without the setting taking the tenant over (its renewal restarts the one process, a wake starts
+ * the components apart), and nothing left after deletion.
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -37,16 +38,13 @@ const CONTROL_PLANE = [
 let operator: Operator;
 let namespace: string;
 let stateDir: string;
+let taskQueue: string;
 
 beforeAll(async () => {
   stateDir = await newStateDir();
   namespace = await createNamespace('oneproc');
-  operator = await testOperator({
-    stateDir,
-    taskQueue: `oneproc-${randomUUID()}`,
-    namespace,
-    oneProcess: true,
-  });
+  taskQueue = `oneproc-${randomUUID()}`;
+  operator = await testOperator({ stateDir, taskQueue, namespace, oneProcess: true });
 });
 afterAll(async () => {
   await operator?.stop({ stopTenants: true });
@@ -107,6 +105,15 @@ describe('one process for the control plane', () => {
         ? true
         : undefined,
     );
+    const bound = async (pod: string) => {
+      await kubectl(kc2, 'run', pod, '--image=registry.k8s.io/pause:3.10', '--restart=Never');
+      await eventually(`${pod} bound to the promoted node`, async () =>
+        (await kubectl(kc2, 'get', 'pod', pod, '-o', 'jsonpath={.spec.nodeName}')) === nodes.trim()
+          ? true
+          : undefined,
+      );
+    };
+    await bound('after-renewal');
 
     await setSleep(namespace, 'one', true);
     await eventually('asleep', async () => {
@@ -118,6 +125,49 @@ describe('one process for the control plane', () => {
     await waitForPhase(namespace, 'one', 'Ready');
     expect(controlPlane().map((p) => p.exe)).toEqual(['etcd', 'kube-control-plane']);
     expect(await kubectl(kc2, 'get', 'namespaces', '-o', 'name')).toContain('namespace/after-renewal');
+    await bound('after-wake');
+
+    // An operator without the setting takes over the running tenant: its renewal restarts what
+    // runs (the one process, whose controller-manager then makes service accounts again), and a
+    // wake starts the components apart.
+    await operator.stop({ stopTenants: false });
+    operator = await testOperator({ stateDir, taskQueue, namespace });
+    const woken = (await host().getVirtualCluster({ namespace, name: 'one' }))!;
+    const beforeSecond = controlPlane();
+    const second = await eventually(
+      'a renewal by the operator without the setting',
+      async () => {
+        const now = await host().getVirtualCluster({ namespace, name: 'one' });
+        const c = now?.status?.certificates;
+        return c?.notAfter &&
+          Date.parse(c.notAfter) > Date.parse(woken.status!.certificates!.notAfter!) + 15_000
+          ? now
+          : undefined;
+      },
+      150_000,
+    );
+    const afterSecond = controlPlane();
+    expect(afterSecond.map((p) => p.exe)).toEqual(['etcd', 'kube-control-plane']);
+    expect(afterSecond[1]!.pid).not.toBe(beforeSecond[1]!.pid);
+    const kc3 = await tenantKubeconfig(stateDir, second);
+    await kubectl(kc3, 'create', 'namespace', 'after-second-renewal');
+    await eventually('a service account made after the second renewal', async () =>
+      (await kubectl(kc3, 'get', 'serviceaccounts', '-n', 'after-second-renewal', '-o', 'name')).includes(
+        'default',
+      )
+        ? true
+        : undefined,
+    );
+    await setSleep(namespace, 'one', true);
+    await eventually('no process of the sleeping tenant again', () => controlPlane().length === 0);
+    await setSleep(namespace, 'one', false);
+    await waitForPhase(namespace, 'one', 'Ready');
+    expect(controlPlane().map((p) => p.exe)).toEqual([
+      'etcd',
+      'kube-apiserver',
+      'kube-controller-manager',
+      'kube-scheduler',
+    ]);
 
     await deleteVirtualCluster(namespace, 'one');
     await waitForGone(namespace, 'one');

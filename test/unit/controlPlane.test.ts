@@ -9,6 +9,7 @@ import {
   controllerManagerSpec,
   etcdSpec,
   IMAGE_PROGRAMS,
+  oneProcessSpec,
   placeInHost,
   placeOnMachine,
   renderKubeconfigs,
@@ -146,6 +147,26 @@ describe('control-plane component specs', () => {
           expect(declared.has(path) || written, `${name}: ${path}`).toBe(true);
         }
       }
+  });
+
+  it('run the API server, controller-manager and scheduler as one process with their own flags (oneProcessSpec)', () => {
+    const p = placeOnMachine(tenant);
+    const one = oneProcessSpec(p, { ...bins, kubeControlPlane: '/t/kube-control-plane' });
+    const parts = [apiserverSpec(p, bins), controllerManagerSpec(p, bins), schedulerSpec(p, bins)];
+    expect(one).toMatchObject({ owner: tenant.id, name: 'kube-apiserver', command: '/t/kube-control-plane' });
+    expect(one.args).toEqual(parts.flatMap((s) => [s.name, ...s.args]));
+    expect(one.probe).toEqual(parts[0]!.probe);
+    expect(one.env).toEqual({ GOGC: '25' });
+    expect(one.ports).toEqual({
+      https: ports.apiserver,
+      controllerManager: ports.controllerManager,
+      scheduler: ports.scheduler,
+    });
+    // Every file any of the three reads, each source once.
+    const declared = (s: { files?: readonly { source: string; path: string; keys: readonly string[] }[] }) =>
+      (s.files ?? []).flatMap((f) => f.keys.map((k) => `${f.source}:${join(f.path, k)}`));
+    expect(new Set(declared(one))).toEqual(new Set(parts.flatMap(declared)));
+    expect(new Set(one.files!.map((f) => f.source)).size).toBe(one.files!.length);
   });
 
   it('place everything where the placement says: no path of this machine, peers by their Service', () => {
