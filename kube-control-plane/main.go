@@ -8,7 +8,8 @@
 // Each component name starts its flags. The controller-manager and scheduler are configured once
 // the API server reports ready, as separate processes started after it would find it: both read
 // the API server while they are configured. A signal stops all three and the process ends when
-// the API server has shut down; any component that ends on its own ends the process with 1.
+// the API server has shut down (0, or 1 if its shutdown failed, as its command does); any
+// component that ends on its own ends the process with 1.
 //
 // Why one process: the three binaries map ~210 MiB of code that their shared packages
 // (client-go, apimachinery, the API types) repeat; one process maps them once.
@@ -27,6 +28,7 @@ import (
 	"k8s.io/apiserver/pkg/server/flagz"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	cliflag "k8s.io/component-base/cli/flag"
 	"k8s.io/component-base/cli/globalflag"
@@ -94,6 +96,19 @@ func parse(name string, nfs cliflag.NamedFlagSets, args []string) error {
 func fail(who string, err error) {
 	klog.ErrorS(err, "component failed", "component", who)
 	klog.FlushAndExit(klog.ExitFlushTimeout, 1)
+}
+
+// stopping ends the process as a signal should when one came while the others were being
+// configured: once the API server has shut down, with its code.
+func stopping(ctx context.Context, apiDone <-chan error) {
+	if ctx.Err() == nil {
+		return
+	}
+	if err := <-apiDone; err != nil {
+		fail(apiserver, err)
+	}
+	klog.Flush()
+	os.Exit(0)
 }
 
 type ended struct {
@@ -183,18 +198,27 @@ func main() {
 		waitReady(ctx, kubeconfig, apiDone)
 	}
 	if runCM {
-		// Not the signal's context, as the controller-manager's command does: its event
-		// broadcaster would stop first. It ends with the process.
+		// Configured without the signal's context, as its command does (its event broadcaster
+		// would stop first); run with it, as its command does where the lock is released on exit.
 		c, err := cm.Config(context.Background(), cmapp.KnownControllers(), cmapp.ControllersDisabledByDefault(), cmapp.ControllerAliases())
 		if err != nil {
+			stopping(ctx, apiDone)
 			fail(controllerManager, err)
 		}
 		go func() { others <- ended{controllerManager, cmapp.Run(named(controllerManager), c.Complete())} }()
 	}
 	if runScheduler {
+		if sched.InformerName == nil {
+			informerName, err := cache.NewInformerName(scheduler)
+			if err != nil {
+				fail(scheduler, err)
+			}
+			sched.InformerName = informerName
+		}
 		schedCtx := named(scheduler)
 		cc, s, err := schedapp.Setup(schedCtx, sched)
 		if err != nil {
+			stopping(ctx, apiDone)
 			fail(scheduler, err)
 		}
 		go func() { others <- ended{scheduler, schedapp.Run(schedCtx, cc, s)} }()

@@ -4,8 +4,10 @@
  * worker crash changes nothing that was done before.
  */
 import { ApplicationFailure } from '@temporalio/activity';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { setTimeout as pause } from 'node:timers/promises';
 import type { ApiServerExpose, VirtualClusterRef } from '../api/virtualCluster.js';
 import {
@@ -318,15 +320,32 @@ function assemble(deps: ActivityDeps) {
   /** A new start of the tenant's API server takes the controller-manager and scheduler in (decision 16). */
   const joined = (a: TenantAllocation): boolean => deps.oneProcess === true && !inPods(a);
 
-  /** The owner's API server runs kube-control-plane: its controller-manager and scheduler are in it. */
+  /**
+   * The owner's API server runs kube-control-plane (by its program's name: another worker's cache
+   * or release has another path): its controller-manager and scheduler are in it.
+   */
   async function runsAsOne(owner: string): Promise<boolean> {
-    const programs = await bins();
     return (await deps.runtime.list(owner)).some(
       (c) =>
         c.name === 'kube-apiserver' &&
-        programs.kubeControlPlane !== undefined &&
-        c.command === programs.kubeControlPlane,
+        c.command !== undefined &&
+        basename(c.command) === 'kube-control-plane',
     );
+  }
+
+  /**
+   * The one process's spec builder: with the digest of the kubeconfigs its controller-manager and
+   * scheduler read once, so that new ones (a renewal, a claim that issued the leaves again)
+   * replace the process, under the runtime's lock and recorded (a retry or another worker
+   * finishes what an attempt began).
+   */
+  async function oneProcessBuilder(l: ControlPlaneLayout): Promise<(p: Placement) => ComponentSpec> {
+    const programs = await oneProcessPrograms();
+    const digest = createHash('sha256');
+    for (const who of ['controller-manager', 'scheduler'] as const)
+      digest.update(await readFile(kubeconfigPath(l, who)));
+    const clients = digest.digest('hex').slice(0, 16);
+    return (p) => oneProcessSpec(p, programs, clients);
   }
 
   /**
@@ -338,11 +357,11 @@ function assemble(deps: ActivityDeps) {
     input: StepInput,
     l: ControlPlaneLayout,
   ): Promise<{ pid: number | undefined }> {
-    const programs = await oneProcessPrograms();
     await ensureCurrentFiles(pkiDir(l));
+    const build = await oneProcessBuilder(l);
     for (const name of ['kube-controller-manager', 'kube-scheduler'] as const)
       await deps.runtime.stop(input.allocation.id, name);
-    return startPlaced(input, (p) => oneProcessSpec(p, programs), l);
+    return startPlaced(input, build, l);
   }
 
   /**
@@ -564,15 +583,14 @@ function assemble(deps: ActivityDeps) {
     await writeControlPlanePki(pkiDir(l), requestOf(a, {}));
     await writeKubeconfigs(l);
     await writeAuditPolicy(l);
-    const programs = deps.oneProcess ? await oneProcessPrograms() : await bins();
+    const programs = await bins();
     const p = placeOnMachine(l);
-    const one = (pl: Placement) => oneProcessSpec(pl, programs as Binaries & { kubeControlPlane: string });
-    const builders = deps.oneProcess
-      ? [etcdSpec, one]
-      : [etcdSpec, apiserverSpec, controllerManagerSpec, schedulerSpec];
+    if (deps.oneProcess) await ensureCurrentFiles(pkiDir(l));
+    const one = deps.oneProcess ? await oneProcessBuilder(l) : undefined;
+    const builders = one ? [etcdSpec, one] : [etcdSpec, apiserverSpec, controllerManagerSpec, schedulerSpec];
     for (const build of builders) {
       signal.throwIfAborted();
-      if (build === controllerManagerSpec || build === one) await ensureCurrentFiles(pkiDir(l));
+      if (build === controllerManagerSpec) await ensureCurrentFiles(pkiDir(l));
       const spec = build(p, programs);
       await deps.runtime.ensure(spec);
       // A stop of the pool does not wait for a component to be ready (the runtime's own stop ends it).
@@ -717,22 +735,17 @@ function assemble(deps: ActivityDeps) {
       );
       const restarted: string[] = [];
       // The controller-manager and scheduler read their kubeconfigs once: in one process the API
-      // server restarts with them (seconds without an API). An attempt that stopped it and
-      // failed to start it again left etcd alone: this one starts it.
+      // server restarts with them (seconds without an API); the new kubeconfigs make its new spec.
       const one = !inPods(input.allocation) && (await runsAsOne(input.allocation.id));
-      const stopped = !inPods(input.allocation) && running.has('etcd') && !running.has('kube-apiserver');
-      if (one || stopped) {
-        if (one) await deps.runtime.stop(input.allocation.id, 'kube-apiserver');
-        if (one || joined(input.allocation)) await startOneProcess(input, l);
-        else await startPlaced(input, apiserverSpec, l);
-        restarted.push('kube-apiserver');
-        if (one || joined(input.allocation)) restarted.push('kube-controller-manager', 'kube-scheduler');
+      if (one) {
+        await startOneProcess(input, l);
+        restarted.push('kube-apiserver', 'kube-controller-manager', 'kube-scheduler');
       }
       for (const [name, spec] of [
         ['kube-controller-manager', controllerManagerSpec],
         ['kube-scheduler', schedulerSpec],
       ] as const) {
-        if (!running.has(name)) continue;
+        if (one || !running.has(name)) continue;
         await deps.runtime.stop(input.allocation.id, name);
         await startPlaced(input, spec, l);
         restarted.push(name);

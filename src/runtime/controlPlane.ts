@@ -476,11 +476,14 @@ export function schedulerSpec(p: Placement, b: ControlPlanePrograms): ComponentS
  * The API server, controller-manager and scheduler of `apiserverSpec`, `controllerManagerSpec`
  * and `schedulerSpec` as one process of kube-control-plane (ADR 12, decision 16): the same flags,
  * each component's after its name, etcd's GC target for all three. It is the API server's
- * component (its probe, its name); the other two serve their own ports in it.
+ * component (its probe, its name); the other two serve their own ports in it. `clients`: a digest of
+ * the kubeconfigs the controller-manager and scheduler read once at their start, so that new
+ * ones (a renewal) make a new spec, which replaces the running process.
  */
 export function oneProcessSpec(
   p: Placement,
   b: ControlPlanePrograms & { kubeControlPlane: string },
+  clients?: string,
 ): ComponentSpec {
   const parts = [apiserverSpec(p, b), controllerManagerSpec(p, b), schedulerSpec(p, b)];
   const files = new Map<string, FileSet>();
@@ -492,6 +495,7 @@ export function oneProcessSpec(
   return {
     ...apiserver,
     command: b.kubeControlPlane,
+    ...(clients ? { env: { ...apiserver.env, KOSMOS_VC_CLIENTS: clients } } : {}),
     args: parts.flatMap((s) => [s.name, ...s.args]),
     files: [...files.values()],
     ports: {

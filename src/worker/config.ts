@@ -17,9 +17,10 @@
  *   KOSMOS_VC_WARM_POOL        control planes this worker keeps started for new tenants of the
  *                              default service range (0, the default: none; ADR 12, decision 15).
  *                              Each costs what an idle tenant does
- *   KOSMOS_VC_ONE_PROCESS      "true": a new tenant's API server, controller-manager and scheduler
- *                              run as one process, kube-control-plane (ADR 12, decision 16;
- *                              ~140 MiB less RSS each; processes only). Default "false"
+ *   KOSMOS_VC_ONE_PROCESS      "true": a tenant's API server, controller-manager and scheduler,
+ *                              when this worker starts or wakes them, run as one process,
+ *                              kube-control-plane (ADR 12, decision 16; ~140 MiB less RSS each;
+ *                              a renewal restarts the API server too; processes only). "false"
  *   KOSMOS_VC_REAL_NODE        the embedded host also runs a real node where it can (true)
  *   KOSMOS_VC_NODE_ADDRESS     an address of this machine host pods reach (tenant API and DNS for
  *                              pods); the embedded host's real node sets it itself

@@ -228,6 +228,14 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
     throw new Error(
       'KOSMOS_VC_ONE_PROCESS runs control planes as processes of this machine: not with KOSMOS_VC_RUNTIME=kubernetes',
     );
+  // Refused at start rather than at every tenant's step (setup builds it: `npm run setup`).
+  if (
+    opts.oneProcess &&
+    !(opts.binaries ?? (await resolveBinaries().catch(() => undefined)))?.kubeControlPlane
+  )
+    throw new Error(
+      'KOSMOS_VC_ONE_PROCESS needs kube-control-plane, which setup builds: run `npm run setup` first',
+    );
   installTemporalRuntime(opts.logger);
   const host = hostFromKubeconfig(opts.kubeconfigPath);
   if (opts.applyCRD) await host.applyCRD();

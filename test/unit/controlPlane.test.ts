@@ -167,6 +167,10 @@ describe('control-plane component specs', () => {
       (s.files ?? []).flatMap((f) => f.keys.map((k) => `${f.source}:${join(f.path, k)}`));
     expect(new Set(declared(one))).toEqual(new Set(parts.flatMap(declared)));
     expect(new Set(one.files!.map((f) => f.source)).size).toBe(one.files!.length);
+    // New client kubeconfigs (a renewal) make another process: the runtime replaces the running one.
+    const renewed = oneProcessSpec(p, { ...bins, kubeControlPlane: '/t/kube-control-plane' }, 'feed');
+    expect(renewed.env).toEqual({ GOGC: '25', KOSMOS_VC_CLIENTS: 'feed' });
+    expect(hashSpec(renewed)).not.toBe(hashSpec(one));
   });
 
   it('place everything where the placement says: no path of this machine, peers by their Service', () => {
