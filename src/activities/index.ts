@@ -48,7 +48,12 @@ import {
 } from '../runtime/controlPlane.js';
 import { ComponentStartError, FILE_SOURCES, storeFiles } from '../runtime/podWorkload.js';
 import { PortAllocator } from '../runtime/ports.js';
-import { ComponentExitedError, type ComponentSpec, type ControlPlaneRuntime } from '../runtime/types.js';
+import {
+  ComponentExitedError,
+  type ComponentSpec,
+  type ComponentStatus,
+  type ControlPlaneRuntime,
+} from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
 import { errorText } from '../api/kubeClient.js';
 import { hostNamespace, promotionTaint } from '../clustertree/naming.js';
@@ -325,12 +330,20 @@ function assemble(deps: ActivityDeps) {
    * or release has another path): its controller-manager and scheduler are in it.
    */
   async function runsAsOne(owner: string): Promise<boolean> {
-    return (await deps.runtime.list(owner)).some(
-      (c) =>
-        c.name === 'kube-apiserver' &&
-        c.command !== undefined &&
-        basename(c.command) === 'kube-control-plane',
-    );
+    return (await deps.runtime.list(owner)).some((c) => c.name === 'kube-apiserver' && isOne(c));
+  }
+  const isOne = (c: ComponentStatus): boolean =>
+    c.command !== undefined && basename(c.command) === 'kube-control-plane';
+
+  /**
+   * Whether the controller-manager's and scheduler's steps find them in the one process: by what
+   * runs where the API server runs (another worker may have started it, with or without the
+   * setting), by the setting where it does not yet.
+   */
+  async function inOneProcess(a: TenantAllocation): Promise<boolean> {
+    if (inPods(a)) return false;
+    const api = (await deps.runtime.list(a.id)).find((c) => c.name === 'kube-apiserver');
+    return api ? isOne(api) : joined(a);
   }
 
   /**
@@ -376,7 +389,10 @@ function assemble(deps: ActivityDeps) {
     l: ControlPlaneLayout,
   ): Promise<{ pid: number | undefined }> {
     const spec = build(placeOnMachine(l), await bins());
-    const { pid } = await startOneProcess(input, l);
+    // A one process that runs is waited for as it is (another worker's build of it may have
+    // another path: not replaced for that); else it is started or adopted.
+    const api = (await deps.runtime.list(spec.owner)).find((c) => c.name === 'kube-apiserver');
+    const { pid } = api && isOne(api) ? { pid: api.pid } : await startOneProcess(input, l);
     const probe = prober(spec.probe!);
     const deadline = Date.now() + readinessTimeoutMs;
     for (;;) {
@@ -830,15 +846,13 @@ function assemble(deps: ActivityDeps) {
     },
     async startControllerManager(input: StepInput) {
       const l = await tenantFiles(input.ref, input.allocation);
-      if (joined(input.allocation) || (!inPods(input.allocation) && (await runsAsOne(input.allocation.id))))
-        return servedInOneProcess(input, controllerManagerSpec, l);
+      if (await inOneProcess(input.allocation)) return servedInOneProcess(input, controllerManagerSpec, l);
       await ensureCurrentFiles(pkiDir(l));
       return startPlaced(input, controllerManagerSpec, l);
     },
     async startScheduler(input: StepInput) {
       const l = await tenantFiles(input.ref, input.allocation);
-      if (joined(input.allocation) || (!inPods(input.allocation) && (await runsAsOne(input.allocation.id))))
-        return servedInOneProcess(input, schedulerSpec, l);
+      if (await inOneProcess(input.allocation)) return servedInOneProcess(input, schedulerSpec, l);
       return startPlaced(input, schedulerSpec, l);
     },
 

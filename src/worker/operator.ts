@@ -229,10 +229,7 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       'KOSMOS_VC_ONE_PROCESS runs control planes as processes of this machine: not with KOSMOS_VC_RUNTIME=kubernetes',
     );
   // Refused at start rather than at every tenant's step (setup builds it: `npm run setup`).
-  if (
-    opts.oneProcess &&
-    !(opts.binaries ?? (await resolveBinaries().catch(() => undefined)))?.kubeControlPlane
-  )
+  if (opts.oneProcess && !(opts.binaries ?? (await resolveBinaries())).kubeControlPlane)
     throw new Error(
       'KOSMOS_VC_ONE_PROCESS needs kube-control-plane, which setup builds: run `npm run setup` first',
     );
