@@ -120,7 +120,7 @@ async function main(): Promise<void> {
     });
   try {
     const t0 = Date.now();
-    const result = await scenario.run({ env, out }, o);
+    const result = await scenario.run({ env, out, oneProcess: worker.oneProcess === true }, o);
     // How this Node.js ran (the operator runs in it: its flags are part of the figure).
     const node = {
       version: process.version,

@@ -25,7 +25,7 @@ export const pool: Scenario = {
   quick: { rounds: 3 },
   full: { rounds: 7 },
   warmPool: POOL_SIZE,
-  async run({ env, out }, o) {
+  async run({ env, out, oneProcess }, o) {
     const { root, operator, operatorOptions } = env;
     const host = operator.host;
     const warm = operator.warmPool;
@@ -49,7 +49,7 @@ export const pool: Scenario = {
     try {
       for (let round = 1; round <= o.rounds!; round++) {
         await full();
-        const floor = await floorRound(env, direct, round);
+        const floor = await floorRound(env, direct, round, oneProcess);
         floorInit.push(floor.initMs);
         floorReady.push(floor.readyMs);
 

@@ -5,6 +5,11 @@ export interface BenchContext {
   env: LocalEnvironment;
   /** Where plots (SVG) and the JSON result go. */
   out: string;
+  /**
+   * The worker runs a tenant's API server, controller-manager and scheduler as one process
+   * (KOSMOS_VC_ONE_PROCESS; ADR 12, decision 16): a floor of the same components is that shape too.
+   */
+  oneProcess: boolean;
 }
 
 export interface BenchResult {

@@ -4,10 +4,8 @@
  * worker crash changes nothing that was done before.
  */
 import { ApplicationFailure } from '@temporalio/activity';
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import { setTimeout as pause } from 'node:timers/promises';
 import type { ApiServerExpose, VirtualClusterRef } from '../api/virtualCluster.js';
 import {
@@ -38,7 +36,6 @@ import {
   placeOnMachine,
   podSANs,
   renderKubeconfigs,
-  oneProcessSpec,
   schedulerSpec,
   writeAuditPolicy,
   writeKubeconfigs,
@@ -48,12 +45,7 @@ import {
 } from '../runtime/controlPlane.js';
 import { ComponentStartError, FILE_SOURCES, storeFiles } from '../runtime/podWorkload.js';
 import { PortAllocator } from '../runtime/ports.js';
-import {
-  ComponentExitedError,
-  type ComponentSpec,
-  type ComponentStatus,
-  type ControlPlaneRuntime,
-} from '../runtime/types.js';
+import { ComponentExitedError, type ComponentSpec, type ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
 import { errorText } from '../api/kubeClient.js';
 import { hostNamespace, promotionTaint } from '../clustertree/naming.js';
@@ -61,13 +53,13 @@ import type { Client } from '@temporalio/client';
 import { createBackupActivities } from './backup.js';
 import { awaitFirstConnection, lastAuditedRequest, releaseHeldConnections, stopListening } from './idle.js';
 import { both, heartbeating, orCancelled } from './wait.js';
-import { prober } from '../runtime/probe.js';
 import {
   compileCacheDirOf,
   createClusterTreeActivities,
   type ClusterTreeDeps,
   type ClusterTreeTimings,
 } from './clusterTree.js';
+import { createOneProcess } from './oneProcess.js';
 import { createPromotionActivities } from './promotion.js';
 import {
   applyHostNamespace,
@@ -196,16 +188,6 @@ function assemble(deps: ActivityDeps) {
   const ports = new PortAllocator(join(deps.stateDir, 'ports.json'), deps.portRange);
   const tenantsDir = join(deps.stateDir, 'tenants');
   let binaries: Binaries | undefined;
-  /** The programs with kube-control-plane (KOSMOS_VC_ONE_PROCESS; ADR 12, decision 16). */
-  const oneProcessPrograms = async (): Promise<Binaries & { kubeControlPlane: string }> => {
-    const b = await bins();
-    if (!b.kubeControlPlane)
-      throw ApplicationFailure.nonRetryable(
-        new ComponentsMissingError(['kube-control-plane']).message,
-        FailureType.ComponentsMissing,
-      );
-    return { ...b, kubeControlPlane: b.kubeControlPlane };
-  };
   const bins = async (): Promise<Binaries> => {
     if (binaries) return binaries;
     try {
@@ -322,95 +304,6 @@ function assemble(deps: ActivityDeps) {
     return startComponent(input, spec);
   }
 
-  /** A new start of the tenant's API server takes the controller-manager and scheduler in (decision 16). */
-  const joined = (a: TenantAllocation): boolean => deps.oneProcess === true && !inPods(a);
-
-  /**
-   * The owner's API server runs kube-control-plane (by its program's name: another worker's cache
-   * or release has another path): its controller-manager and scheduler are in it.
-   */
-  async function runsAsOne(owner: string): Promise<boolean> {
-    return (await deps.runtime.list(owner)).some((c) => c.name === 'kube-apiserver' && isOne(c));
-  }
-  const isOne = (c: ComponentStatus): boolean =>
-    c.command !== undefined && basename(c.command) === 'kube-control-plane';
-
-  /**
-   * Whether the controller-manager's and scheduler's steps find them in the one process: by what
-   * runs where the API server runs (another worker may have started it, with or without the
-   * setting), by the setting where it does not yet.
-   */
-  async function inOneProcess(a: TenantAllocation): Promise<boolean> {
-    if (inPods(a)) return false;
-    const api = (await deps.runtime.list(a.id)).find((c) => c.name === 'kube-apiserver');
-    return api ? isOne(api) : joined(a);
-  }
-
-  /**
-   * The one process's spec builder: with the digest of the kubeconfigs its controller-manager and
-   * scheduler read once, so that new ones (a renewal, a claim that issued the leaves again)
-   * replace the process, under the runtime's lock and recorded (a retry or another worker
-   * finishes what an attempt began).
-   */
-  async function oneProcessBuilder(l: ControlPlaneLayout): Promise<(p: Placement) => ComponentSpec> {
-    const programs = await oneProcessPrograms();
-    const digest = createHash('sha256');
-    for (const who of ['controller-manager', 'scheduler'] as const)
-      digest.update(await readFile(kubeconfigPath(l, who)));
-    const clients = digest.digest('hex').slice(0, 16);
-    return (p) => oneProcessSpec(p, programs, clients);
-  }
-
-  /**
-   * Starts (or adopts) the one process: first a controller-manager and scheduler of their own left
-   * from a start without the setting (a warm-pool slot, a tenant before the change) are stopped,
-   * since the process serves their ports.
-   */
-  async function startOneProcess(
-    input: StepInput,
-    l: ControlPlaneLayout,
-  ): Promise<{ pid: number | undefined }> {
-    await ensureCurrentFiles(pkiDir(l));
-    const build = await oneProcessBuilder(l);
-    for (const name of ['kube-controller-manager', 'kube-scheduler'] as const)
-      await deps.runtime.stop(input.allocation.id, name);
-    return startPlaced(input, build, l);
-  }
-
-  /**
-   * The controller-manager's or scheduler's step for a tenant whose API server is one process:
-   * the process is adopted (or started, on a worker that did not start it) and the component's
-   * port awaited, the process's readiness checked between tries so that its exit ends the wait
-   * as a separate component's would.
-   */
-  async function servedInOneProcess(
-    input: StepInput,
-    build: (p: Placement, programs: ControlPlanePrograms) => ComponentSpec,
-    l: ControlPlaneLayout,
-  ): Promise<{ pid: number | undefined }> {
-    const spec = build(placeOnMachine(l), await bins());
-    // A one process that runs is waited for as it is (another worker's build of it may have
-    // another path: not replaced for that); else it is started or adopted.
-    const api = (await deps.runtime.list(spec.owner)).find((c) => c.name === 'kube-apiserver');
-    const { pid } = api && isOne(api) ? { pid: api.pid } : await startOneProcess(input, l);
-    const probe = prober(spec.probe!);
-    const deadline = Date.now() + readinessTimeoutMs;
-    for (;;) {
-      if ((await probe().catch(() => 0)) === 200) {
-        log(input.ref).info('component ready', { component: spec.name, in: 'kube-apiserver', pid });
-        return { pid };
-      }
-      if (Date.now() > deadline)
-        throw new Error(`${spec.name} of ${spec.owner} did not serve within ${readinessTimeoutMs} ms`);
-      await pause(100);
-      try {
-        await deps.runtime.waitReady(spec.owner, 'kube-apiserver', Math.max(1, deadline - Date.now()));
-      } catch (e) {
-        throw startFailure(e, spec.name);
-      }
-    }
-  }
-
   /**
    * Writes a listener's status: tried three times, 10 s each, until `ended` (the wait is over:
    * a write in flight is aborted, and the wait ends without waiting for it; one the server had
@@ -464,6 +357,16 @@ function assemble(deps: ActivityDeps) {
       });
     return e;
   }
+
+  const one = createOneProcess({
+    runtime: deps.runtime,
+    bins,
+    enabled: deps.oneProcess === true,
+    readinessTimeoutMs,
+    startPlaced,
+    startFailure,
+    log,
+  });
 
   const network = deps.nodeAddress
     ? createTenantNetwork({
@@ -602,8 +505,10 @@ function assemble(deps: ActivityDeps) {
     const programs = await bins();
     const p = placeOnMachine(l);
     if (deps.oneProcess) await ensureCurrentFiles(pkiDir(l));
-    const one = deps.oneProcess ? await oneProcessBuilder(l) : undefined;
-    const builders = one ? [etcdSpec, one] : [etcdSpec, apiserverSpec, controllerManagerSpec, schedulerSpec];
+    const joined = deps.oneProcess ? await one.builder(l) : undefined;
+    const builders = joined
+      ? [etcdSpec, joined]
+      : [etcdSpec, apiserverSpec, controllerManagerSpec, schedulerSpec];
     for (const build of builders) {
       signal.throwIfAborted();
       if (build === controllerManagerSpec) await ensureCurrentFiles(pkiDir(l));
@@ -752,16 +657,16 @@ function assemble(deps: ActivityDeps) {
       const restarted: string[] = [];
       // The controller-manager and scheduler read their kubeconfigs once: in one process the API
       // server restarts with them (seconds without an API); the new kubeconfigs make its new spec.
-      const one = !inPods(input.allocation) && (await runsAsOne(input.allocation.id));
-      if (one) {
-        await startOneProcess(input, l);
+      const inOne = !inPods(input.allocation) && (await one.runs(input.allocation.id));
+      if (inOne) {
+        await one.start(input, l);
         restarted.push('kube-apiserver', 'kube-controller-manager', 'kube-scheduler');
       }
       for (const [name, spec] of [
         ['kube-controller-manager', controllerManagerSpec],
         ['kube-scheduler', schedulerSpec],
       ] as const) {
-        if (one || !running.has(name)) continue;
+        if (inOne || !running.has(name)) continue;
         await deps.runtime.stop(input.allocation.id, name);
         await startPlaced(input, spec, l);
         restarted.push(name);
@@ -806,8 +711,8 @@ function assemble(deps: ActivityDeps) {
       if (inPods(input.allocation)) return startPlaced(input, apiserverSpec, l);
       await writeAuditPolicy(l);
       stopListening(l.id); // a wait for the first request that was not cancelled yet
-      const started = joined(input.allocation)
-        ? await startOneProcess(input, l)
+      const started = one.joins(input.allocation)
+        ? await one.start(input, l)
         : await startPlaced(input, apiserverSpec, l);
       // The request that woke an idle tenant waited for this.
       const passed = releaseHeldConnections(l.id, l.address, l.ports.apiserver);
@@ -846,13 +751,13 @@ function assemble(deps: ActivityDeps) {
     },
     async startControllerManager(input: StepInput) {
       const l = await tenantFiles(input.ref, input.allocation);
-      if (await inOneProcess(input.allocation)) return servedInOneProcess(input, controllerManagerSpec, l);
+      if (await one.serves(input.allocation)) return one.served(input, controllerManagerSpec, l);
       await ensureCurrentFiles(pkiDir(l));
       return startPlaced(input, controllerManagerSpec, l);
     },
     async startScheduler(input: StepInput) {
       const l = await tenantFiles(input.ref, input.allocation);
-      if (await inOneProcess(input.allocation)) return servedInOneProcess(input, schedulerSpec, l);
+      if (await one.serves(input.allocation)) return one.served(input, schedulerSpec, l);
       return startPlaced(input, schedulerSpec, l);
     },
 
