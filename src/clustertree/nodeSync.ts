@@ -7,6 +7,7 @@ import type {
   CoordinationV1Api,
   CoreV1Api,
   ListWatch,
+  V1Lease,
   V1Node,
   V1ResourceQuota,
 } from '@kubernetes/client-node';
@@ -31,6 +32,12 @@ export interface NodeSyncDeps {
 
 export class NodeSync {
   private readonly nodeUids = new Map<string, string>();
+  /**
+   * Each node's Lease as its last write returned it: the next renewal replaces it (an update, as a
+   * kubelet's, which the API server takes for less than a patch it must apply first). Another
+   * writer's change in between makes it a conflict: that renewal patches, as the first does.
+   */
+  private readonly leases = new Map<string, V1Lease>();
   /** Lease renewals so far. */
   heartbeats = 0;
 
@@ -63,6 +70,7 @@ export class NodeSync {
           .deleteNamespacedLease({ name, namespace: LEASE_NAMESPACE })
           .catch(ignoreStatus(404));
         this.nodeUids.delete(name);
+        this.leases.delete(name);
         log.info('node removed from tenant', { node: name });
       }
       return;
@@ -106,14 +114,28 @@ export class NodeSync {
   private async renewLease(node: string, isNew = false): Promise<void> {
     const { tenantLeases, cfg } = this.d;
     const renewTime = microTime(new Date());
-    const patch = () =>
-      tenantLeases
+    this.heartbeats++;
+    const last = isNew ? undefined : this.leases.get(node);
+    this.leases.delete(node);
+    if (last) {
+      const body: V1Lease = { ...last, spec: { ...last.spec, renewTime: renewTime as never } };
+      const replaced = await tenantLeases
+        .replaceNamespacedLease({ name: node, namespace: LEASE_NAMESPACE, body })
+        .catch(ignoreStatus(404, 409));
+      if (replaced) {
+        this.keep(node, replaced);
+        return;
+      }
+    }
+    const patch = async () => {
+      const patched = await tenantLeases
         .patchNamespacedLease(
           { name: node, namespace: LEASE_NAMESPACE, body: { spec: { renewTime } } },
           merge,
         )
         .catch(ignoreStatus(404));
-    this.heartbeats++;
+      return patched && this.keep(node, patched);
+    };
     if (!isNew && (await patch())) return;
     const uid = this.nodeUids.get(node) ?? this.d.tenantNodes.get(node)?.metadata?.uid;
     const created = await tenantLeases
@@ -135,7 +157,14 @@ export class NodeSync {
         },
       })
       .catch(ignoreStatus(409));
+    if (created) this.keep(node, created);
     // Someone made it in between (a node that came back before its Lease was collected).
-    if (!created && isNew) await patch();
+    else if (isNew) await patch();
+  }
+
+  /** Kept for the next renewal while the node is the tenant's (a removal in between forgets it). */
+  private keep(node: string, lease: V1Lease): true {
+    if (this.nodeUids.has(node) || this.d.tenantNodes.get(node)) this.leases.set(node, lease);
+    return true;
   }
 }

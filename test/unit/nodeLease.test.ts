@@ -1,0 +1,161 @@
+/**
+ * A tenant node's Lease renewal (clusterTree's heartbeat): the first makes the Lease, the next
+ * ones replace the Lease the last write returned, as a kubelet's do; another writer's change in
+ * between (a conflict) or a deleted Lease is mended in the same renewal; a removed node's Lease
+ * is forgotten. Against an in-memory Lease store that keeps resourceVersions as an API server.
+ */
+import {
+  ApiException,
+  type CoordinationV1Api,
+  type CoreV1Api,
+  type V1Lease,
+  type V1Node,
+} from '@kubernetes/client-node';
+import { describe, expect, it } from 'vitest';
+import { ClusterTreeConfig } from '../../src/clustertree/config.js';
+import { NodeSync } from '../../src/clustertree/nodeSync.js';
+import { createLogger } from '../../src/worker/logger.js';
+
+const quiet = createLogger({ level: 'error' });
+
+const fail = (code: number) => new ApiException(code, `status ${code}`, {}, {});
+
+/** Leases of kube-node-lease as an API server keeps them: every write a new resourceVersion. */
+function leaseStore() {
+  const leases = new Map<string, V1Lease>();
+  let rv = 0;
+  const calls: string[] = [];
+  const stored = (l: V1Lease): V1Lease => {
+    const copy = structuredClone(l);
+    copy.metadata = { ...copy.metadata, resourceVersion: String(++rv) };
+    leases.set(copy.metadata.name!, copy);
+    return structuredClone(copy);
+  };
+  const api = {
+    createNamespacedLease({ body }: { body: V1Lease }) {
+      calls.push('create');
+      if (leases.has(body.metadata!.name!)) return Promise.reject(fail(409));
+      return Promise.resolve(stored(body));
+    },
+    replaceNamespacedLease({ name, body }: { name: string; body: V1Lease }) {
+      calls.push('replace');
+      const have = leases.get(name);
+      if (!have) return Promise.reject(fail(404));
+      if (body.metadata?.resourceVersion !== have.metadata!.resourceVersion) return Promise.reject(fail(409));
+      return Promise.resolve(stored(body));
+    },
+    patchNamespacedLease({ name, body }: { name: string; body: { spec: V1Lease['spec'] } }) {
+      calls.push('patch');
+      const have = leases.get(name);
+      if (!have) return Promise.reject(fail(404));
+      return Promise.resolve(stored({ ...have, spec: { ...have.spec, ...body.spec } }));
+    },
+    deleteNamespacedLease({ name }: { name: string }) {
+      calls.push('delete');
+      if (!leases.delete(name)) return Promise.reject(fail(404));
+      return Promise.resolve({});
+    },
+  };
+  return { api: api as unknown as CoordinationV1Api, leases, calls };
+}
+
+function nodeSync(store: ReturnType<typeof leaseStore>, nodes: Map<string, V1Node>) {
+  const cfg = ClusterTreeConfig.parse({
+    tenant: { namespace: 'team', name: 'vc1', uid: 'u' },
+    hostNamespace: 'kvc-team-vc1',
+    tenantKubeconfig: '/t/kubeconfig',
+    listen: { address: '127.0.0.1', port: 1 },
+    virtualNodeName: 'vc1-resources',
+    quotaName: 'promoted',
+  });
+  const list = <T>(m: Map<string, T>) =>
+    ({ get: (name: string) => m.get(name), list: () => [...m.values()] }) as never;
+  const tenantCore = { deleteNode: () => Promise.resolve({}) } as unknown as CoreV1Api;
+  return new NodeSync({
+    cfg,
+    tenantCore,
+    tenantLeases: store.api,
+    hostNodes: list(new Map<string, V1Node>()),
+    hostQuotas: list(new Map()),
+    tenantNodes: list(nodes),
+    log: quiet,
+  });
+}
+
+const renewTime = (store: ReturnType<typeof leaseStore>) =>
+  store.leases.get('node-a')!.spec!.renewTime as unknown as string;
+const tick = () => new Promise((r) => setTimeout(r, 2));
+
+describe('tenant node Lease renewal', () => {
+  const nodes = () =>
+    new Map<string, V1Node>([['node-a', { metadata: { name: 'node-a', uid: 'node-uid' } }]]);
+
+  it('makes the Lease, then replaces what the last write returned: no patch while nobody else writes', async () => {
+    const store = leaseStore();
+    const sync = nodeSync(store, nodes());
+    await sync.renewLeases();
+    expect(store.calls).toEqual(['patch', 'create']);
+    const made = store.leases.get('node-a')!;
+    expect(made.metadata?.ownerReferences?.[0]).toMatchObject({
+      kind: 'Node',
+      name: 'node-a',
+      uid: 'node-uid',
+    });
+    expect(made.spec).toMatchObject({ holderIdentity: 'node-a', leaseDurationSeconds: 40 });
+
+    store.calls.length = 0;
+    let last = renewTime(store);
+    for (let i = 0; i < 3; i++) {
+      await tick();
+      await sync.renewLeases();
+      // A MicroTime, six digits of fraction, as the API server parses it.
+      expect(renewTime(store)).toMatch(/\.\d{6}Z$/);
+      expect(renewTime(store) > last).toBe(true);
+      last = renewTime(store);
+    }
+    expect(store.calls).toEqual(['replace', 'replace', 'replace']);
+    expect(sync.heartbeats).toBe(4);
+  });
+
+  it("mends another writer's change and a deleted Lease in the same renewal", async () => {
+    const store = leaseStore();
+    const sync = nodeSync(store, nodes());
+    await sync.renewLeases();
+
+    // Someone else wrote it (a new resourceVersion): the replace conflicts, the patch renews.
+    const theirs = store.leases.get('node-a')!;
+    store.leases.set('node-a', { ...theirs, metadata: { ...theirs.metadata, resourceVersion: '999' } });
+    const before = renewTime(store);
+    store.calls.length = 0;
+    await tick();
+    await sync.renewLeases();
+    expect(store.calls).toEqual(['replace', 'patch']);
+    expect(renewTime(store) > before).toBe(true);
+    store.calls.length = 0;
+    await sync.renewLeases();
+    expect(store.calls).toEqual(['replace']);
+
+    // Deleted: made again, owned by its node.
+    store.leases.delete('node-a');
+    store.calls.length = 0;
+    await sync.renewLeases();
+    expect(store.calls).toEqual(['replace', 'patch', 'create']);
+    expect(store.leases.get('node-a')?.metadata?.ownerReferences?.[0]?.uid).toBe('node-uid');
+    store.calls.length = 0;
+    await sync.renewLeases();
+    expect(store.calls).toEqual(['replace']);
+  });
+
+  it("forgets a removed node's Lease: a node of that name again starts with a patch", async () => {
+    const store = leaseStore();
+    const tenant = nodes();
+    const sync = nodeSync(store, tenant);
+    await sync.renewLeases();
+    // The host node is gone (the host's node list is empty): the tenant's node and Lease go.
+    await sync.sync('node-a');
+    expect(store.leases.has('node-a')).toBe(false);
+    store.calls.length = 0;
+    await sync.renewLeases();
+    expect(store.calls).toEqual(['patch', 'create']);
+  });
+});
