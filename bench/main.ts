@@ -16,6 +16,7 @@ import { density } from './density.js';
 import { fairSync } from './fairsync.js';
 import { nodes } from './nodes.js';
 import { runtimes } from './runtimes.js';
+import { leases } from './leases.js';
 import { oneProcess } from './oneprocess.js';
 import { operatorScale } from './operator.js';
 import { pool } from './pool.js';
@@ -29,6 +30,7 @@ export const SCENARIOS: Record<string, Scenario> = {
   pool,
   density,
   oneprocess: oneProcess,
+  leases,
   burst,
   fairsync: fairSync,
   nodes,
