@@ -132,7 +132,8 @@ export const density: Scenario = {
       for (const m of per)
         for (const [c, v] of Object.entries(m.components)) components[c] = (components[c] ?? 0) + v / n;
       const plain = await memoryOfRuntime(direct, plainId);
-      // The tenant's four control-plane processes, the plain control plane's counterpart.
+      // The tenant's control-plane processes (four, or etcd and kube-control-plane): the plain
+      // control plane's counterpart.
       const cpRss = rss - (components.clustertree ?? 0);
       const cpPss = pss - per.reduce((a, m) => a + (m.pssByComponent.clustertree ?? 0), 0) / n;
 

@@ -86,6 +86,9 @@ export const pool: Scenario = {
         `  -> Initialized (control plane serves)  ${fi.toFixed(0).padStart(6)}   ${pi.toFixed(0).padStart(13)}   ${ratio(pi, fi).padStart(5)}`,
         `  -> Ready (one node Ready)              ${fr.toFixed(0).padStart(6)}   ${pr.toFixed(0).padStart(13)}   ${ratio(pr, fr).padStart(5)}   < 2 s: ${pr < 2000 ? 'met' : 'missed'}`,
         `  rounds served from the pool: ${claimed} of ${o.rounds}`,
+        ...(oneProcess
+          ? ['  (KOSMOS_VC_ONE_PROCESS: the floor and the pool run kube-control-plane beside etcd)']
+          : []),
         '',
         'where the last round went (activity durations from its workflow history, ms)',
         ...Object.entries(steps)
@@ -95,6 +98,7 @@ export const pool: Scenario = {
       ],
       json: {
         poolSize: POOL_SIZE,
+        floorShape: oneProcess ? 'one process' : 'four processes',
         floorInitMs: floorInit,
         floorReadyMs: floorReady,
         initMs: init,

@@ -1,8 +1,10 @@
 /**
  * Speed (issue 10, target 3). Rounds alternate so drift hits both alike:
  *   floor:   etcd + kube-apiserver + kube-controller-manager + kube-scheduler started directly
- *            through the process runtime, one after the other, certificates made beforehand;
- *            then one Node registered and reported Ready (what a kubelet's first status does);
+ *            through the process runtime, one after the other, certificates made beforehand
+ *            (with KOSMOS_VC_ONE_PROCESS, etcd and kube-control-plane, as the product then
+ *            starts them); then one Node registered and reported Ready (what a kubelet's first
+ *            status does);
  *   product: a VirtualCluster promoting one kwok node, created (what `kubectl apply` does)
  *            until Initialized (the control plane serves) and until Ready (the node Ready in it).
  * Prints medians and ratios, and where the product's time goes (each activity of the last

@@ -72,6 +72,8 @@ export interface ClusterTreeStats {
   processed: number;
   syncErrors: number;
   heartbeats: number;
+  /** Lease renewals that could not update the Lease they last wrote (NodeSync.heartbeatFallbacks). */
+  heartbeatFallbacks: number;
 }
 
 export class ClusterTree {
@@ -498,6 +500,7 @@ export class ClusterTree {
       processed: this.queue.processed,
       syncErrors: this.syncErrors,
       heartbeats: this.nodes.heartbeats,
+      heartbeatFallbacks: this.nodes.heartbeatFallbacks,
     };
   }
 

@@ -11,7 +11,7 @@ import type {
   V1Node,
   V1ResourceQuota,
 } from '@kubernetes/client-node';
-import { ignoreStatus, merge } from '../api/kubeClient.js';
+import { errorText, ignoreStatus, merge, statusCode } from '../api/kubeClient.js';
 import type { Logger } from '../worker/logger.js';
 import type { ClusterTreeConfig } from './config.js';
 import { microTime } from './events.js';
@@ -40,6 +40,11 @@ export class NodeSync {
   private readonly leases = new Map<string, V1Lease>();
   /** Lease renewals so far. */
   heartbeats = 0;
+  /**
+   * Renewals that could not update the Lease they last wrote (another writer's change, a deleted
+   * Lease, an error) and patched or made it instead: none while nobody else writes the Leases.
+   */
+  heartbeatFallbacks = 0;
 
   constructor(private readonly d: NodeSyncDeps) {}
 
@@ -96,6 +101,10 @@ export class NodeSync {
   }
 
   async renewLeases(): Promise<void> {
+    // The Leases of nodes the tenant no longer has are forgotten (a renewal in flight at a
+    // node's removal may have kept one).
+    const listed = new Set(this.d.tenantNodes.list().map((n) => n.metadata!.name!));
+    for (const name of this.leases.keys()) if (!listed.has(name)) this.leases.delete(name);
     await this.forEachNode((n) => this.renewLease(n));
   }
 
@@ -112,19 +121,28 @@ export class NodeSync {
   }
 
   private async renewLease(node: string, isNew = false): Promise<void> {
-    const { tenantLeases, cfg } = this.d;
+    const { tenantLeases, cfg, log } = this.d;
     const renewTime = microTime(new Date());
     this.heartbeats++;
     const last = isNew ? undefined : this.leases.get(node);
+    // Taken out while the write is in flight: a second renewal of the node meanwhile patches.
     this.leases.delete(node);
+    let gone = false;
     if (last) {
       const body: V1Lease = { ...last, spec: { ...last.spec, renewTime: renewTime as never } };
-      const replaced = await tenantLeases
-        .replaceNamespacedLease({ name: node, namespace: LEASE_NAMESPACE, body })
-        .catch(ignoreStatus(404, 409));
-      if (replaced) {
-        this.keep(node, replaced);
+      try {
+        this.leases.set(
+          node,
+          await tenantLeases.replaceNamespacedLease({ name: node, namespace: LEASE_NAMESPACE, body }),
+        );
         return;
+      } catch (e) {
+        this.heartbeatFallbacks++;
+        gone = statusCode(e) === 404;
+        // Another writer's change (409) or a deleted Lease (404) is mended below; anything else
+        // is said, and the renewal patches all the same (a Lease is never left to expire for it).
+        if (!gone && statusCode(e) !== 409)
+          log.warn('node lease update failed; patching it', { node, error: errorText(e) });
       }
     }
     const patch = async () => {
@@ -134,9 +152,10 @@ export class NodeSync {
           merge,
         )
         .catch(ignoreStatus(404));
-      return patched && this.keep(node, patched);
+      if (patched) this.leases.set(node, patched);
+      return patched;
     };
-    if (!isNew && (await patch())) return;
+    if (!isNew && !gone && (await patch())) return;
     const uid = this.nodeUids.get(node) ?? this.d.tenantNodes.get(node)?.metadata?.uid;
     const created = await tenantLeases
       .createNamespacedLease({
@@ -157,14 +176,8 @@ export class NodeSync {
         },
       })
       .catch(ignoreStatus(409));
-    if (created) this.keep(node, created);
+    if (created) this.leases.set(node, created);
     // Someone made it in between (a node that came back before its Lease was collected).
-    else if (isNew) await patch();
-  }
-
-  /** Kept for the next renewal while the node is the tenant's (a removal in between forgets it). */
-  private keep(node: string, lease: V1Lease): true {
-    if (this.nodeUids.has(node) || this.d.tenantNodes.get(node)) this.leases.set(node, lease);
-    return true;
+    else await patch();
   }
 }

@@ -77,6 +77,11 @@ export class ClusterTreeMetrics {
     };
     counter('kosmos_vc_clustertree_heartbeats_total', 'Node lease renewals', (s) => s.heartbeats);
     counter(
+      'kosmos_vc_clustertree_heartbeat_fallbacks_total',
+      'Node lease renewals that could not update the lease they last wrote and patched or made it',
+      (s) => s.heartbeatFallbacks,
+    );
+    counter(
       'kosmos_vc_clustertree_sync_errors_total',
       'Syncs that failed and were retried',
       (s) => s.syncErrors,

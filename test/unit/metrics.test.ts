@@ -20,6 +20,7 @@ const stats = (over: Partial<ClusterTreeStats> = {}): ClusterTreeStats => ({
   processed: 40,
   syncErrors: 1,
   heartbeats: 12,
+  heartbeatFallbacks: 0,
   ...over,
 });
 

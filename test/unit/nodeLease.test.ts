@@ -1,8 +1,9 @@
 /**
  * A tenant node's Lease renewal (clusterTree's heartbeat): the first makes the Lease, the next
  * ones replace the Lease the last write returned, as a kubelet's do; another writer's change in
- * between (a conflict) or a deleted Lease is mended in the same renewal; a removed node's Lease
- * is forgotten. Against an in-memory Lease store that keeps resourceVersions as an API server.
+ * between (a conflict), a deleted Lease or a failed update is mended in the same renewal; a
+ * removed node's Lease is forgotten. Against an in-memory Lease store that keeps
+ * resourceVersions as an API server does.
  */
 import {
   ApiException,
@@ -25,6 +26,8 @@ function leaseStore() {
   const leases = new Map<string, V1Lease>();
   let rv = 0;
   const calls: string[] = [];
+  /** The next replace fails with this status. */
+  const failing: { replace?: number } = {};
   const stored = (l: V1Lease): V1Lease => {
     const copy = structuredClone(l);
     copy.metadata = { ...copy.metadata, resourceVersion: String(++rv) };
@@ -39,6 +42,9 @@ function leaseStore() {
     },
     replaceNamespacedLease({ name, body }: { name: string; body: V1Lease }) {
       calls.push('replace');
+      const code = failing.replace;
+      delete failing.replace;
+      if (code) return Promise.reject(fail(code));
       const have = leases.get(name);
       if (!have) return Promise.reject(fail(404));
       if (body.metadata?.resourceVersion !== have.metadata!.resourceVersion) return Promise.reject(fail(409));
@@ -56,7 +62,7 @@ function leaseStore() {
       return Promise.resolve({});
     },
   };
-  return { api: api as unknown as CoordinationV1Api, leases, calls };
+  return { api: api as unknown as CoordinationV1Api, leases, calls, failing };
 }
 
 function nodeSync(store: ReturnType<typeof leaseStore>, nodes: Map<string, V1Node>) {
@@ -139,8 +145,26 @@ describe('tenant node Lease renewal', () => {
     store.leases.delete('node-a');
     store.calls.length = 0;
     await sync.renewLeases();
-    expect(store.calls).toEqual(['replace', 'patch', 'create']);
+    expect(store.calls).toEqual(['replace', 'create']);
     expect(store.leases.get('node-a')?.metadata?.ownerReferences?.[0]?.uid).toBe('node-uid');
+    store.calls.length = 0;
+    await sync.renewLeases();
+    expect(store.calls).toEqual(['replace']);
+    expect(sync.heartbeatFallbacks).toBe(2);
+  });
+
+  it('renews by a patch in the same pass when the update fails otherwise, and counts it', async () => {
+    const store = leaseStore();
+    const sync = nodeSync(store, nodes());
+    await sync.renewLeases();
+    const before = renewTime(store);
+    store.failing.replace = 500;
+    store.calls.length = 0;
+    await tick();
+    await sync.renewLeases();
+    expect(store.calls).toEqual(['replace', 'patch']);
+    expect(renewTime(store) > before).toBe(true);
+    expect(sync.heartbeatFallbacks).toBe(1);
     store.calls.length = 0;
     await sync.renewLeases();
     expect(store.calls).toEqual(['replace']);
@@ -154,8 +178,15 @@ describe('tenant node Lease renewal', () => {
     // The host node is gone (the host's node list is empty): the tenant's node and Lease go.
     await sync.sync('node-a');
     expect(store.leases.has('node-a')).toBe(false);
+    // Gone from the tenant's list too, then a node of that name again.
+    const node = tenant.get('node-a')!;
+    tenant.delete('node-a');
     store.calls.length = 0;
     await sync.renewLeases();
+    expect(store.calls).toEqual([]);
+    tenant.set('node-a', node);
+    await sync.renewLeases();
     expect(store.calls).toEqual(['patch', 'create']);
+    expect(sync.heartbeatFallbacks).toBe(0);
   });
 });
