@@ -128,8 +128,14 @@ export class NodeSync {
     // Taken out while the write is in flight: a second renewal of the node meanwhile patches.
     this.leases.delete(node);
     let gone = false;
+    const uid = this.nodeUids.get(node) ?? this.d.tenantNodes.get(node)?.metadata?.uid;
+    const owners = uid ? [{ apiVersion: 'v1', kind: 'Node', name: node, uid }] : undefined;
     if (last) {
-      const body: V1Lease = { ...last, spec: { ...last.spec, renewTime: renewTime as never } };
+      // A Lease someone else made (a node that came back before its Lease was collected) gets
+      // its Node as owner, as a kubelet's renewal sets it.
+      const metadata = { ...last.metadata };
+      if (!metadata.ownerReferences?.length && owners) metadata.ownerReferences = owners;
+      const body: V1Lease = { ...last, metadata, spec: { ...last.spec, renewTime: renewTime as never } };
       try {
         this.leases.set(
           node,
@@ -156,7 +162,6 @@ export class NodeSync {
       return patched;
     };
     if (!isNew && !gone && (await patch())) return;
-    const uid = this.nodeUids.get(node) ?? this.d.tenantNodes.get(node)?.metadata?.uid;
     const created = await tenantLeases
       .createNamespacedLease({
         namespace: LEASE_NAMESPACE,
@@ -166,7 +171,7 @@ export class NodeSync {
           metadata: {
             name: node,
             namespace: LEASE_NAMESPACE,
-            ...(uid ? { ownerReferences: [{ apiVersion: 'v1', kind: 'Node', name: node, uid }] } : {}),
+            ...(owners ? { ownerReferences: owners } : {}),
           },
           spec: {
             holderIdentity: node,

@@ -170,6 +170,23 @@ describe('tenant node Lease renewal', () => {
     expect(store.calls).toEqual(['replace']);
   });
 
+  it('gives a Lease someone else made its Node as owner at the first update', async () => {
+    const store = leaseStore();
+    const sync = nodeSync(store, nodes());
+    await store.api.createNamespacedLease({
+      namespace: 'kube-node-lease',
+      body: { metadata: { name: 'node-a' }, spec: { holderIdentity: 'node-a' } },
+    });
+    store.calls.length = 0;
+    await sync.renewLeases();
+    await sync.renewLeases();
+    expect(store.calls).toEqual(['patch', 'replace']);
+    expect(store.leases.get('node-a')?.metadata?.ownerReferences).toEqual([
+      { apiVersion: 'v1', kind: 'Node', name: 'node-a', uid: 'node-uid' },
+    ]);
+    expect(sync.heartbeatFallbacks).toBe(0);
+  });
+
   it("forgets a removed node's Lease: a node of that name again starts with a patch", async () => {
     const store = leaseStore();
     const tenant = nodes();
