@@ -20,6 +20,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
+	"strconv"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -118,6 +120,9 @@ type ended struct {
 
 func main() {
 	args, err := groups(os.Args[1:])
+	if err == nil {
+		err = startGC()
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "kube-control-plane:", err)
 		os.Exit(2)
@@ -224,6 +229,8 @@ func main() {
 		go func() { others <- ended{scheduler, schedapp.Run(schedCtx, cc, s)} }()
 	}
 
+	settleGC(ctx)
+
 	for {
 		select {
 		case err := <-apiDone:
@@ -246,6 +253,50 @@ func main() {
 		}
 	}
 }
+
+// settled is KOSMOS_VC_GOGC_SETTLED: the garbage collector's target (a percentage, as GOGC) once
+// start-up is over; -1 when it is not set (GOGC alone decides, as in any Go program).
+var settled = -1
+
+// startGC reads KOSMOS_VC_GOGC_SETTLED and, when it is set, runs the start-up at Go's default
+// target (100) whatever GOGC says: the start-up's allocations then cost a quarter of the
+// collections a lean target (25) costs. GOGC stays what a binary without this reads.
+func startGC() error {
+	v, ok := os.LookupEnv("KOSMOS_VC_GOGC_SETTLED")
+	if !ok {
+		return nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return fmt.Errorf("KOSMOS_VC_GOGC_SETTLED=%q: a whole percentage of at least 1 is required", v)
+	}
+	settled = n
+	debug.SetGCPercent(100)
+	return nil
+}
+
+// settleGC sets the settled target settleAfter after it is called (once the API server is ready
+// and the others have started; from the start when the API server runs alone) and returns what
+// the start-up's heap left to the system: the process idles as lean as with that GOGC.
+func settleGC(ctx context.Context) {
+	if settled < 0 {
+		return
+	}
+	go func() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(settleAfter):
+		}
+		debug.SetGCPercent(settled)
+		debug.FreeOSMemory()
+		klog.InfoS("garbage collector target settled", "percent", settled)
+	}()
+}
+
+// settleAfter: what is left of start-up once the API server serves and the others have started
+// (their first lists, the controllers' start) takes seconds, even on a busy machine.
+const settleAfter = 30 * time.Second
 
 // waitReady returns once the API server answers /readyz with 200 through a component's
 // kubeconfig (anyone may read it), and ends the process if the API server ends first.

@@ -41,10 +41,12 @@ export class NodeSync {
   /** Lease renewals so far. */
   heartbeats = 0;
   /**
-   * Renewals that could not update the Lease they last wrote (another writer's change, a deleted
-   * Lease, an error) and patched or made it instead: none while nobody else writes the Leases.
+   * Renewals whose update of the Lease they last wrote failed (another writer's change, a deleted
+   * Lease, an error): each then patched or made it. None while nobody else writes the Leases.
    */
   heartbeatFallbacks = 0;
+  /** When an update's failure was last said at warn (once a minute: one a node would flood). */
+  private warnedAt = 0;
 
   constructor(private readonly d: NodeSyncDeps) {}
 
@@ -147,8 +149,13 @@ export class NodeSync {
         gone = statusCode(e) === 404;
         // Another writer's change (409) or a deleted Lease (404) is mended below; anything else
         // is said, and the renewal patches all the same (a Lease is never left to expire for it).
-        if (!gone && statusCode(e) !== 409)
-          log.warn('node lease update failed; patching it', { node, error: errorText(e) });
+        if (!gone && statusCode(e) !== 409 && Date.now() - this.warnedAt > 60_000) {
+          this.warnedAt = Date.now();
+          log.warn('node lease update failed; patching it (said once a minute)', {
+            node,
+            error: errorText(e),
+          });
+        }
       }
     }
     const patch = async () => {
@@ -162,6 +169,8 @@ export class NodeSync {
       return patched;
     };
     if (!isNew && !gone && (await patch())) return;
+    // A renewal in flight while its node was removed makes no Lease for it.
+    if (!isNew && !this.nodeUids.has(node) && !this.d.tenantNodes.get(node)) return;
     const created = await tenantLeases
       .createNamespacedLease({
         namespace: LEASE_NAMESPACE,

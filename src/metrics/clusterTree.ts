@@ -78,7 +78,7 @@ export class ClusterTreeMetrics {
     counter('kosmos_vc_clustertree_heartbeats_total', 'Node lease renewals', (s) => s.heartbeats);
     counter(
       'kosmos_vc_clustertree_heartbeat_fallbacks_total',
-      'Node lease renewals that could not update the lease they last wrote and patched or made it',
+      'Node lease renewals whose update of the lease they last wrote failed (then patched or made)',
       (s) => s.heartbeatFallbacks,
     );
     counter(
