@@ -69,9 +69,10 @@ async function measure(
         ? true
         : undefined,
     );
-    // The one process sets its lean GC target once started: measured idle after that.
+    // The one process sets its lean GC target once started: both shapes are measured idle after
+    // the same wait.
     const sinceStarted = performance.now() - t0 - startMs;
-    if (oneProcess) await pause(Math.max(0, ONE_PROCESS_SETTLES_MS + 2_000 - sinceStarted));
+    await pause(Math.max(0, ONE_PROCESS_SETTLES_MS + 2_000 - sinceStarted));
     const cpu0 = await cpuSecondsOfRuntime(runtime, id);
     await new Promise((r) => setTimeout(r, idleSeconds * 1000));
     const cpuPercent = (((await cpuSecondsOfRuntime(runtime, id)) - cpu0) / idleSeconds) * 100;

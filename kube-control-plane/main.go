@@ -258,9 +258,15 @@ func main() {
 // start-up is over; -1 when it is not set (GOGC alone decides, as in any Go program).
 var settled = -1
 
+// settleAfter is KOSMOS_VC_GOGC_SETTLE_AFTER (a Go duration; 30s when not set): what is left of
+// start-up once the API server serves and the others have started (their first lists, the
+// controllers' start) takes seconds, even on a busy machine.
+var settleAfter = 30 * time.Second
+
 // startGC reads KOSMOS_VC_GOGC_SETTLED and, when it is set, runs the start-up at Go's default
-// target (100) whatever GOGC says: the start-up's allocations then cost a quarter of the
-// collections a lean target (25) costs. GOGC stays what a binary without this reads.
+// target (100) whatever GOGC says: the heap may grow four times as much between collections as
+// at a lean target (25), so the start-up's allocations cost fewer of them. GOGC stays what a
+// binary without this reads.
 func startGC() error {
 	v, ok := os.LookupEnv("KOSMOS_VC_GOGC_SETTLED")
 	if !ok {
@@ -269,6 +275,13 @@ func startGC() error {
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 {
 		return fmt.Errorf("KOSMOS_VC_GOGC_SETTLED=%q: a whole percentage of at least 1 is required", v)
+	}
+	if v, ok := os.LookupEnv("KOSMOS_VC_GOGC_SETTLE_AFTER"); ok {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return fmt.Errorf("KOSMOS_VC_GOGC_SETTLE_AFTER=%q: a duration such as 30s is required", v)
+		}
+		settleAfter = d
 	}
 	settled = n
 	debug.SetGCPercent(100)
@@ -293,10 +306,6 @@ func settleGC(ctx context.Context) {
 		klog.InfoS("garbage collector target settled", "percent", settled)
 	}()
 }
-
-// settleAfter: what is left of start-up once the API server serves and the others have started
-// (their first lists, the controllers' start) takes seconds, even on a busy machine.
-const settleAfter = 30 * time.Second
 
 // waitReady returns once the API server answers /readyz with 200 through a component's
 // kubeconfig (anyone may read it), and ends the process if the API server ends first.

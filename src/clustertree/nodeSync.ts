@@ -42,7 +42,7 @@ export class NodeSync {
   heartbeats = 0;
   /**
    * Renewals whose update of the Lease they last wrote failed (another writer's change, a deleted
-   * Lease, an error): each then patched or made it. None while nobody else writes the Leases.
+   * Lease, an error): each then patches or makes it. None while nobody else writes the Leases.
    */
   heartbeatFallbacks = 0;
   /** When an update's failure was last said at warn (once a minute: one a node would flood). */
@@ -169,8 +169,15 @@ export class NodeSync {
       return patched;
     };
     if (!isNew && !gone && (await patch())) return;
-    // A renewal in flight while its node was removed makes no Lease for it.
-    if (!isNew && !this.nodeUids.has(node) && !this.d.tenantNodes.get(node)) return;
+    // A renewal in flight while its node was removed makes no Lease for it (a node just made,
+    // which the tenant's list may not show yet, is one the host still has).
+    if (
+      !isNew &&
+      !this.nodeUids.has(node) &&
+      !this.d.tenantNodes.get(node) &&
+      !this.desiredNode(node, new Date())
+    )
+      return;
     const created = await tenantLeases
       .createNamespacedLease({
         namespace: LEASE_NAMESPACE,

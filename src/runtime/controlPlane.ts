@@ -306,13 +306,15 @@ function probeOf(p: Placement, port: number, path: string, ca: PkiName, client?:
  * live data before a collection (Go's default is 100 %). An idle tenant apiserver holds ~90 MiB
  * live and kept ~200 MiB of anonymous memory at the default; this keeps it near 130 MiB for a
  * few collections more under load. The controller-manager and scheduler gained nothing
- * measurable and keep the default (docs/adr/0012-tenant-density-and-speed.md).
+ * measurable and keep the default as processes of their own; in one process (oneProcessSpec)
+ * all three start at the default and take this once started (docs/adr/0012-tenant-density-and-speed.md).
  */
 export const LEAN_GC: Readonly<Record<string, string>> = { GOGC: '25' };
 
 /**
- * How long after its API server is ready kube-control-plane sets LEAN_GC's target for all three
- * components (`settleAfter` in kube-control-plane/main.go): what measures it idle waits this.
+ * How long after its API server is ready (and the others started) kube-control-plane sets
+ * LEAN_GC's target for all three components (KOSMOS_VC_GOGC_SETTLE_AFTER): what measures it idle
+ * waits this.
  */
 export const ONE_PROCESS_SETTLES_MS = 30_000;
 
@@ -502,12 +504,13 @@ export function oneProcessSpec(
   return {
     ...apiserver,
     command: b.kubeControlPlane,
-    // The process starts at Go's default GC target (a quarter of the collections: twenty tenants
-    // started at once were Ready in 66 s against 86) and sets the lean one itself once it has
-    // started (ADR 12, decision 16); GOGC stays for a binary built before it did.
+    // The process starts at Go's default GC target (the heap may grow four times as much between
+    // collections: twenty tenants started at once were Ready in 66 s against 86) and sets the lean
+    // one itself once it has started (ADR 12, decision 16); GOGC stays for a binary built before.
     env: {
       ...apiserver.env,
       KOSMOS_VC_GOGC_SETTLED: LEAN_GC.GOGC!,
+      KOSMOS_VC_GOGC_SETTLE_AFTER: `${ONE_PROCESS_SETTLES_MS}ms`,
       ...(clients ? { KOSMOS_VC_CLIENTS: clients } : {}),
     },
     args: parts.flatMap((s) => [s.name, ...s.args]),

@@ -157,7 +157,8 @@ describe('control-plane component specs', () => {
     expect(one.args).toEqual(parts.flatMap((s) => [s.name, ...s.args]));
     expect(one.probe).toEqual(parts[0]!.probe);
     // Go's default GC target while it starts, the lean one set by the process once started.
-    expect(one.env).toEqual({ GOGC: '25', KOSMOS_VC_GOGC_SETTLED: '25' });
+    const gc = { GOGC: '25', KOSMOS_VC_GOGC_SETTLED: '25', KOSMOS_VC_GOGC_SETTLE_AFTER: '30000ms' };
+    expect(one.env).toEqual(gc);
     expect(one.ports).toEqual({
       https: ports.apiserver,
       controllerManager: ports.controllerManager,
@@ -170,7 +171,7 @@ describe('control-plane component specs', () => {
     expect(new Set(one.files!.map((f) => f.source)).size).toBe(one.files!.length);
     // New client kubeconfigs (a renewal) make another process: the runtime replaces the running one.
     const renewed = oneProcessSpec(p, { ...bins, kubeControlPlane: '/t/kube-control-plane' }, 'feed');
-    expect(renewed.env).toEqual({ GOGC: '25', KOSMOS_VC_GOGC_SETTLED: '25', KOSMOS_VC_CLIENTS: 'feed' });
+    expect(renewed.env).toEqual({ ...gc, KOSMOS_VC_CLIENTS: 'feed' });
     expect(hashSpec(renewed)).not.toBe(hashSpec(one));
   });
 

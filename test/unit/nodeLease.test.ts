@@ -187,6 +187,21 @@ describe('tenant node Lease renewal', () => {
     expect(sync.heartbeatFallbacks).toBe(0);
   });
 
+  it('makes no Lease again for a node removed while its renewal was in flight', async () => {
+    const store = leaseStore();
+    const tenant = nodes();
+    const sync = nodeSync(store, tenant);
+    await sync.renewLeases();
+    store.leases.delete('node-a');
+    store.calls.length = 0;
+    const renewing = sync.renewLeases();
+    // Gone from the tenant (and from the host: the fake host has no nodes) before the answer.
+    tenant.delete('node-a');
+    await renewing;
+    expect(store.calls).toEqual(['replace']);
+    expect(store.leases.has('node-a')).toBe(false);
+  });
+
   it("forgets a removed node's Lease: a node of that name again starts with a patch", async () => {
     const store = leaseStore();
     const tenant = nodes();
