@@ -491,7 +491,7 @@ main() {
   for c in "${COMPONENTS[@]}"; do
     if built "$c"; then step "$c: cached at $(dir_of "$c")"; continue; fi
     if [ -z "$announced" ]; then
-      step "building from Go modules: about an hour for everything on a cold 2-core machine, seconds once cached"
+      step "building from Go modules: about half an hour for everything on a cold 2-core machine, seconds once cached"
       announced=1
     fi
     start=$SECONDS
