@@ -4,9 +4,13 @@
  *      (baseline), then the same in --tenants tenants through clusterTree: per-pod create ->
  *      Running, p50/p99, ratio of the p99s.
  *   2. A quiet tenant's --quiet pods alone (baseline), then again while a noisy tenant creates
- *      --noisy pods: how much the quiet tenant's p99 rises.
+ *      --noisy pods: how much the quiet tenant's p99 rises; then alone once more, so drift shows.
+ *      Each of the three starts once the machine is quiet (the previous one's work done), and
+ *      each is traced stage by stage, to tell where a rise comes from.
+ *   `--pods 0` leaves part 1 out.
  */
 import { CoreV1Api, ListWatch, Watch, type KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import { readFile } from 'node:fs/promises';
 import { PodAnnotation } from '../src/clustertree/translate.js';
 import {
   createKwokNodes,
@@ -36,6 +40,34 @@ async function namespace(kc: KubeConfig, name: string): Promise<void> {
 
 const nodesFor = (prefix: string, pods: number) =>
   Array.from({ length: Math.max(1, Math.ceil(pods / PODS_PER_NODE)) }, (_, i) => `${prefix}-${i}`);
+
+/** Busy and total jiffies of the whole machine, from /proc/stat's first line. */
+async function machineJiffies(): Promise<{ busy: number; total: number }> {
+  const cpu = (await readFile('/proc/stat', 'utf8')).split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = cpu.reduce((a, b) => a + b, 0);
+  const idle = cpu[3]! + (cpu[4] ?? 0); // idle and iowait
+  return { busy: total - idle, total };
+}
+
+/**
+ * Waits until the machine is quiet (the previous part's syncs, status writes and deletions
+ * worked off): less than a quarter of its CPU busy over 3 s, or, where idle tenants keep it
+ * busier than that, busy no more than the quietest 3 s seen before, after 15 s at least; at most
+ * `timeoutMs`. Returns the busy share of the last 3 s, so the report says what the next part
+ * started from.
+ */
+async function quiet(timeoutMs = 180_000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  let least = 1;
+  for (let window = 1; ; window++) {
+    const a = await machineJiffies();
+    await new Promise((r) => setTimeout(r, 3000));
+    const b = await machineJiffies();
+    const busy = (b.busy - a.busy) / Math.max(1, b.total - a.total);
+    if (busy < 0.25 || (window >= 5 && busy <= least) || Date.now() > deadline) return busy;
+    least = Math.min(least, busy);
+  }
+}
 
 /** Percentile curve (1..100) of latencies, for a plot. */
 const curve = (series: string, xs: number[]) =>
@@ -81,11 +113,15 @@ class StageTracer {
     await Promise.all(this.watches.map((w) => w.stop()));
   }
 
-  /** p50/p99 (ms) between consecutive stages, over every pod that passed both. */
+  /**
+   * p50/p99 (ms) between consecutive stages, over every pod that passed both and the first (a
+   * host-wide watch also sees other tenants' pods: they are not this trace's).
+   */
   segments(stages: string[]): { from: string; to: string; p50: number; p99: number }[] {
     const out = [];
     for (let i = 1; i < stages.length; i++) {
       const xs = [...this.at.values()]
+        .filter((t) => t[stages[0]!] !== undefined)
         .filter((t) => t[stages[i - 1]!] !== undefined && t[stages[i]!] !== undefined)
         .map((t) => t[stages[i]!]! - t[stages[i - 1]!]!);
       if (xs.length)
@@ -96,7 +132,7 @@ class StageTracer {
 }
 
 export const fairSync: Scenario = {
-  mayBeZero: ['noisy', 'quiet'],
+  mayBeZero: ['pods', 'noisy', 'quiet'],
   summary: "pods through clusterTree vs on the host directly, and one tenant under another one's load",
   quick: { tenants: 2, pods: 200, noisy: 1000, quiet: 50 },
   full: { tenants: 10, pods: 1000, noisy: 5000, quiet: 100 },
@@ -104,11 +140,15 @@ export const fairSync: Scenario = {
     const host = env.operator.host;
     const n = o.tenants!;
     const fairness = n >= 2 && o.noisy! > 0 && o.quiet! > 0;
+    const lines: string[] = [];
+    const json: Record<string, unknown> = {};
+    const plotData: { series: string; percentile: number; ms: number }[] = [];
+    const p = (xs: number[], q: number) => percentile(xs, q);
     const direct = nodesFor('fs-host', n * o.pods!);
     const promoted = Array.from({ length: n }, (_, i) =>
       nodesFor(
         `fs-t${i}`,
-        o.pods! + (fairness && i === 0 ? o.noisy! : 0) + (fairness && i === 1 ? 2 * o.quiet! : 0),
+        o.pods! + (fairness && i === 0 ? o.noisy! : 0) + (fairness && i === 1 ? 3 * o.quiet! : 0),
       ),
     );
     await createKwokNodes(host.core, [...direct, ...promoted.flat()]);
@@ -119,94 +159,132 @@ export const fairSync: Scenario = {
       }),
     );
 
-    say(`direct: ${n} × ${o.pods} pods on the host...`);
-    await Promise.all(Array.from({ length: n }, (_, i) => namespace(host.kubeConfig, `fs-direct-${i}`)));
-    // The same watches as for the tenants' pods below (one host-wide, one a namespace), so this
-    // process does the same work while it times both.
-    const directTrace = new StageTracer();
-    await directTrace.watch(host.kubeConfig, undefined);
-    for (let i = 0; i < n; i++) await directTrace.watch(host.kubeConfig, `fs-direct-${i}`);
-    const base = await Promise.all(
-      Array.from({ length: n }, (_, i) =>
-        podRun(host.kubeConfig, `fs-direct-${i}`, o.pods!, KWOK_POD, CONCURRENCY),
-      ),
-    );
-    await directTrace.stop();
-    say('removing the direct pods...');
-    await Promise.all(
-      Array.from({ length: n }, (_, i) => host.core.deleteNamespace({ name: `fs-direct-${i}` })),
-    );
-    await waitFor('the direct namespaces gone', async () => {
-      const left = (await host.core.listNamespace()).items.filter((ns) =>
-        ns.metadata?.name?.startsWith('fs-direct-'),
+    if (o.pods! > 0) {
+      say(`direct: ${n} × ${o.pods} pods on the host...`);
+      await Promise.all(Array.from({ length: n }, (_, i) => namespace(host.kubeConfig, `fs-direct-${i}`)));
+      // The same watches as for the tenants' pods below (one host-wide, one a namespace), so this
+      // process does the same work while it times both.
+      const directTrace = new StageTracer();
+      await directTrace.watch(host.kubeConfig, undefined);
+      for (let i = 0; i < n; i++) await directTrace.watch(host.kubeConfig, `fs-direct-${i}`);
+      const base = await Promise.all(
+        Array.from({ length: n }, (_, i) =>
+          podRun(host.kubeConfig, `fs-direct-${i}`, o.pods!, KWOK_POD, CONCURRENCY),
+        ),
       );
-      return left.length ? undefined : true;
-    });
+      await directTrace.stop();
+      say('removing the direct pods...');
+      await Promise.all(
+        Array.from({ length: n }, (_, i) => host.core.deleteNamespace({ name: `fs-direct-${i}` })),
+      );
+      await waitFor('the direct namespaces gone', async () => {
+        const left = (await host.core.listNamespace()).items.filter((ns) =>
+          ns.metadata?.name?.startsWith('fs-direct-'),
+        );
+        return left.length ? undefined : true;
+      });
 
-    say(`through clusterTree: ${n} tenants × ${o.pods} pods...`);
-    await Promise.all(tenants.map((kc) => namespace(kc, 'load')));
-    const trace = new StageTracer();
-    await trace.watch(host.kubeConfig, undefined);
-    for (const kc of tenants) await trace.watch(kc, 'load');
-    const product = await Promise.all(
-      tenants.map((kc) => podRun(kc, 'load', o.pods!, KWOK_POD, CONCURRENCY)),
-    );
-    await trace.stop();
-    const baseLat = base.flatMap((r) => r.latencies);
-    const prodLat = product.flatMap((r) => r.latencies);
-    const p = (xs: number[], q: number) => percentile(xs, q);
-    const lines = [
-      `fair sync: ${n} × ${o.pods} pods, create call -> Running seen by a watch (ms)`,
-      `                          p50      p99   pods/s`,
-      `  direct on the host   ${p(baseLat, 50).toFixed(0).padStart(6)} ${p(baseLat, 99).toFixed(0).padStart(8)} ${(baseLat.length / (Math.max(...base.map((r) => r.wallMs)) / 1000)).toFixed(0).padStart(8)}`,
-      `  through clusterTree  ${p(prodLat, 50).toFixed(0).padStart(6)} ${p(prodLat, 99).toFixed(0).padStart(8)} ${(prodLat.length / (Math.max(...product.map((r) => r.wallMs)) / 1000)).toFixed(0).padStart(8)}`,
-      `  ratio p50 ${ratio(p(prodLat, 50), p(baseLat, 50))}, p99 ${ratio(p(prodLat, 99), p(baseLat, 99))}; target p99 ≤ 1.3×: ${p(prodLat, 99) <= 1.3 * p(baseLat, 99) ? 'met' : 'missed'}`,
-    ];
-    // Where the time goes: from the first watch event of a pod to Running, stage by stage.
-    const stages = {
-      direct: directTrace.segments(['seen', 'bound', 'Running']),
-      clusterTree: trace.segments(['seen', 'bound', 'host seen', 'host Running', 'Running']),
-    };
-    lines.push('  stages (ms, p50 / p99), from the first watch event of the pod:');
-    for (const [path, segs] of Object.entries(stages))
-      lines.push(
-        `    ${path.padEnd(12)} ${segs.map((g) => `${g.from} -> ${g.to} ${g.p50.toFixed(0)} / ${g.p99.toFixed(0)}`).join(', ')}`,
+      say(`through clusterTree: ${n} tenants × ${o.pods} pods...`);
+      await Promise.all(tenants.map((kc) => namespace(kc, 'load')));
+      const trace = new StageTracer();
+      await trace.watch(host.kubeConfig, undefined);
+      for (const kc of tenants) await trace.watch(kc, 'load');
+      const product = await Promise.all(
+        tenants.map((kc) => podRun(kc, 'load', o.pods!, KWOK_POD, CONCURRENCY)),
       );
-    const json: Record<string, unknown> = {
-      stages,
-      direct: { p50: p(baseLat, 50), p99: p(baseLat, 99) },
-      clusterTree: { p50: p(prodLat, 50), p99: p(prodLat, 99) },
-      p99Ratio: p(prodLat, 99) / p(baseLat, 99),
-    };
-    const plotData = [...curve('direct on the host', baseLat), ...curve('through clusterTree', prodLat)];
+      await trace.stop();
+      const baseLat = base.flatMap((r) => r.latencies);
+      const prodLat = product.flatMap((r) => r.latencies);
+      lines.push(
+        `fair sync: ${n} × ${o.pods} pods, create call -> Running seen by a watch (ms)`,
+        `                          p50      p99   pods/s`,
+        `  direct on the host   ${p(baseLat, 50).toFixed(0).padStart(6)} ${p(baseLat, 99).toFixed(0).padStart(8)} ${(baseLat.length / (Math.max(...base.map((r) => r.wallMs)) / 1000)).toFixed(0).padStart(8)}`,
+        `  through clusterTree  ${p(prodLat, 50).toFixed(0).padStart(6)} ${p(prodLat, 99).toFixed(0).padStart(8)} ${(prodLat.length / (Math.max(...product.map((r) => r.wallMs)) / 1000)).toFixed(0).padStart(8)}`,
+        `  ratio p50 ${ratio(p(prodLat, 50), p(baseLat, 50))}, p99 ${ratio(p(prodLat, 99), p(baseLat, 99))}; target p99 ≤ 1.3×: ${p(prodLat, 99) <= 1.3 * p(baseLat, 99) ? 'met' : 'missed'}`,
+      );
+      // Where the time goes: from the first watch event of a pod to Running, stage by stage.
+      const stages = {
+        direct: directTrace.segments(['seen', 'bound', 'Running']),
+        clusterTree: trace.segments(['seen', 'bound', 'host seen', 'host Running', 'Running']),
+      };
+      lines.push('  stages (ms, p50 / p99), from the first watch event of the pod:');
+      for (const [path, segs] of Object.entries(stages))
+        lines.push(
+          `    ${path.padEnd(12)} ${segs.map((g) => `${g.from} -> ${g.to} ${g.p50.toFixed(0)} / ${g.p99.toFixed(0)}`).join(', ')}`,
+        );
+      Object.assign(json, {
+        stages,
+        direct: { p50: p(baseLat, 50), p99: p(baseLat, 99) },
+        clusterTree: { p50: p(prodLat, 50), p99: p(prodLat, 99) },
+        p99Ratio: p(prodLat, 99) / p(baseLat, 99),
+      });
+      plotData.push(...curve('direct on the host', baseLat), ...curve('through clusterTree', prodLat));
+    }
 
     if (fairness) {
       const [noisyKc, quietKc] = [tenants[0]!, tenants[1]!];
-      await Promise.all([
-        namespace(quietKc, 'quiet-alone'),
-        namespace(quietKc, 'quiet-loaded'),
-        namespace(noisyKc, 'noisy'),
-      ]);
-      say(`quiet tenant alone: ${o.quiet} pods...`);
-      const alone = await podRun(quietKc, 'quiet-alone', o.quiet!, KWOK_POD, CONCURRENCY);
-      say(`quiet tenant while another creates ${o.noisy} pods...`);
-      const noisy = podRun(noisyKc, 'noisy', o.noisy!, KWOK_POD, CONCURRENCY);
-      await new Promise((r) => setTimeout(r, 2000)); // the noisy tenant's queue is filling
-      const loaded = await podRun(quietKc, 'quiet-loaded', o.quiet!, KWOK_POD, CONCURRENCY);
-      const noisyRun = await noisy;
-      const a = p(alone.latencies, 99);
+      const runs = ['alone', 'loaded', 'after'] as const;
+      await Promise.all([...runs.map((r) => namespace(quietKc, `quiet-${r}`)), namespace(noisyKc, 'noisy')]);
+      const STAGES = ['seen', 'bound', 'host seen', 'host Running', 'Running'];
+      /** The quiet tenant's pods once the machine is quiet, traced stage by stage. */
+      const quietRun = async (run: (typeof runs)[number], during?: () => Promise<unknown>) => {
+        const busy = await quiet();
+        say(
+          `quiet tenant, ${run}: ${o.quiet} pods (the machine ${(busy * 100).toFixed(0)} % busy before)...`,
+        );
+        const t = new StageTracer();
+        await t.watch(host.kubeConfig, undefined);
+        await t.watch(quietKc, `quiet-${run}`);
+        const other = during?.();
+        if (other) await new Promise((r) => setTimeout(r, 2000)); // the noisy tenant's queue is filling
+        const r = await podRun(quietKc, `quiet-${run}`, o.quiet!, KWOK_POD, CONCURRENCY);
+        await t.stop();
+        return { latencies: r.latencies, stages: t.segments(STAGES), busyBefore: busy, other };
+      };
+      const alone = await quietRun('alone');
+      let noisyP99 = 0;
+      const loaded = await quietRun('loaded', () =>
+        podRun(noisyKc, 'noisy', o.noisy!, KWOK_POD, CONCURRENCY).then(
+          (r) => (noisyP99 = p(r.latencies, 99)),
+        ),
+      );
+      await loaded.other;
+      const after = await quietRun('after');
+      // The baseline: both runs alone, before and after, so drift between them counts against
+      // neither side.
+      const a = (p(alone.latencies, 99) + p(after.latencies, 99)) / 2;
       const l = p(loaded.latencies, 99);
       const rise = (l / a - 1) * 100;
       lines.push(
         '',
-        `one tenant (${o.quiet} pods) while another creates ${o.noisy} (ms)`,
-        `  quiet tenant alone p99 ${a.toFixed(0)} (baseline), under load p99 ${l.toFixed(0)}: ${ratio(l, a)}, a rise of ${rise.toFixed(0)} %; target ≤ 20 %: ${rise <= 20 ? 'met' : 'missed'}`,
-        `  the noisy tenant's own p99 ${p(noisyRun.latencies, 99).toFixed(0)}`,
+        `one tenant (${o.quiet} pods) while another creates ${o.noisy} (ms), each run started on a quiet machine`,
+        `  quiet tenant alone p99 ${p(alone.latencies, 99).toFixed(0)} before and ${p(after.latencies, 99).toFixed(0)} after (baseline: their mean ${a.toFixed(0)})`,
+        `  under load p99 ${l.toFixed(0)}: ${ratio(l, a)}, a rise of ${rise.toFixed(0)} %; target ≤ 20 %: ${rise <= 20 ? 'met' : 'missed'}`,
+        `  the noisy tenant's own p99 ${noisyP99.toFixed(0)}`,
+        "  stages of the quiet tenant's pods (ms, p50 / p99):",
       );
-      json.fairness = { aloneP99: a, loadedP99: l, risePercent: rise, noisyP99: p(noisyRun.latencies, 99) };
+      for (const [run, r] of [
+        ['alone', alone],
+        ['loaded', loaded],
+        ['after', after],
+      ] as const)
+        lines.push(
+          `    ${run.padEnd(7)} ${r.stages.map((g) => `${g.from} -> ${g.to} ${g.p50.toFixed(0)} / ${g.p99.toFixed(0)}`).join(', ')}`,
+        );
+      json.fairness = {
+        aloneP99: p(alone.latencies, 99),
+        afterP99: p(after.latencies, 99),
+        baselineP99: a,
+        loadedP99: l,
+        risePercent: rise,
+        noisyP99,
+        stages: { alone: alone.stages, loaded: loaded.stages, after: after.stages },
+        busyBefore: { alone: alone.busyBefore, loaded: loaded.busyBefore, after: after.busyBefore },
+      };
       plotData.push(
-        ...curve('quiet tenant alone', alone.latencies),
+        ...curve('quiet tenant alone, before', alone.latencies),
         ...curve('quiet tenant, another loaded', loaded.latencies),
+        ...curve('quiet tenant alone, after', after.latencies),
       );
     }
     const plot = await writePlot(out, 'fairsync', {

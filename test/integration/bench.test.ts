@@ -66,7 +66,7 @@ it('refuses an unknown scenario or size with the usage, before starting anything
 });
 
 it(
-  'smoke: one tenant and 100 pods, measured next to their baselines, with plots',
+  "smoke: a tenant's density, 100 pods through two tenants and one beside the other's load, next to their baselines, with plots",
   { timeout: 600_000 },
   async () => {
     const out = await mkdtemp(join(tmpdir(), 'kvc-bench-smoke-out-'));
@@ -94,6 +94,15 @@ it(
         clusterTree: { p99: number };
         p99Ratio: number;
         stages: { clusterTree: { from: string; to: string; p50: number }[] };
+        fairness: {
+          aloneP99: number;
+          afterP99: number;
+          baselineP99: number;
+          loadedP99: number;
+          noisyP99: number;
+          stages: Record<'alone' | 'loaded' | 'after', { from: string; to: string; p99: number }[]>;
+          busyBefore: Record<'alone' | 'loaded' | 'after', number>;
+        };
       };
     };
     expect(last.bench).toBe('smoke');
@@ -133,6 +142,17 @@ it(
       'host seen -> host Running',
       'host Running -> Running',
     ]);
+    // One tenant's pods alone (before and after) and beside another's: each run traced.
+    const fair = f.fairness;
+    for (const p99 of [fair.aloneP99, fair.afterP99, fair.loadedP99, fair.noisyP99])
+      expect(p99).toBeGreaterThan(0);
+    expect(fair.baselineP99).toBeCloseTo((fair.aloneP99 + fair.afterP99) / 2, 3);
+    for (const run of ['alone', 'loaded', 'after'] as const) {
+      expect(fair.stages[run].map((s) => s.to)).toEqual(['bound', 'host seen', 'host Running', 'Running']);
+      expect(fair.busyBefore[run]).toBeGreaterThanOrEqual(0);
+      expect(fair.busyBefore[run]).toBeLessThanOrEqual(1);
+    }
+    expect(run.stdout).toMatch(/under load p99 \d+: [\d.]+×, a rise of -?\d+ %/);
     // The report a person reads: each figure with its baseline and ratio.
     expect(run.stdout).toMatch(/RSS, its control-plane processes\s+\d+\s+\d+\s+[\d.]+×/);
     expect(run.stdout).toMatch(/ratio p50 [\d.]+×, p99 [\d.]+×/);
@@ -141,7 +161,9 @@ it(
       expect(svg.startsWith('<svg')).toBe(true);
       expect(svg).toMatch(/<path|<line|<rect/);
     }
-    expect(await readFile(join(out, 'fairsync.svg'), 'utf8')).toContain('through clusterTree');
+    const fairPlot = await readFile(join(out, 'fairsync.svg'), 'utf8');
+    expect(fairPlot).toContain('through clusterTree');
+    expect(fairPlot).toContain('another loaded');
     expect(JSON.parse(await readFile(join(out, 'smoke.json'), 'utf8'))).toMatchObject({ bench: 'smoke' });
   },
 );
