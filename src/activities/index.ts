@@ -29,26 +29,20 @@ import {
   auditDir,
   auditLogPath,
   etcdSpec,
-  IMAGE_PROGRAMS,
   kubeconfigPath,
   pkiDir,
-  placeInHost,
   placeOnMachine,
   podSANs,
-  renderKubeconfigs,
   schedulerSpec,
   writeAuditPolicy,
   writeKubeconfigs,
   type ControlPlaneLayout,
-  type ControlPlanePrograms,
-  type Placement,
 } from '../runtime/controlPlane.js';
-import { ComponentStartError, FILE_SOURCES, storeFiles } from '../runtime/podWorkload.js';
 import { PortAllocator } from '../runtime/ports.js';
-import { ComponentExitedError, type ComponentSpec, type ControlPlaneRuntime } from '../runtime/types.js';
+import type { ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
 import { errorText } from '../api/kubeClient.js';
-import { hostNamespace, promotionTaint } from '../clustertree/naming.js';
+import { hostNamespace } from '../clustertree/naming.js';
 import type { Client } from '@temporalio/client';
 import { createBackupActivities } from './backup.js';
 import { awaitFirstConnection, lastAuditedRequest, releaseHeldConnections, stopListening } from './idle.js';
@@ -59,6 +53,7 @@ import {
   type ClusterTreeDeps,
   type ClusterTreeTimings,
 } from './clusterTree.js';
+import { createComponentStarter, inPods } from './components.js';
 import { createOneProcess } from './oneProcess.js';
 import { createPromotionActivities } from './promotion.js';
 import {
@@ -74,6 +69,7 @@ import { ALLOCATION_FILE, createAllocation, tenantId } from './allocation.js';
 import type { HostCluster } from './hostCluster.js';
 import {
   FailureType,
+  LABELS,
   type CertificateAction,
   type CertificateState,
   type ControlPlaneComponent,
@@ -144,10 +140,7 @@ export interface ActivityDeps {
 export const KUBECONFIG_SECRET_KEY = 'kubeconfig';
 export const kubeconfigSecretName = (ref: Pick<VirtualClusterRef, 'name'>): string =>
   `${ref.name}-kubeconfig`;
-export const LABELS = {
-  managedBy: 'app.kubernetes.io/managed-by',
-  virtualCluster: 'kosmos.io/virtual-cluster',
-} as const;
+export { LABELS } from './types.js';
 
 export { tenantId } from './allocation.js';
 
@@ -238,71 +231,16 @@ function assemble(deps: ActivityDeps) {
     return l;
   }
 
-  const inPods = (a: TenantAllocation): boolean => a.runtime === 'kubernetes';
-
-  /** A tenant in pods on a worker that runs none: its steps would half-work (a renewal that restarts nothing). */
-  function refuseWithoutPods(ref: VirtualClusterRef, a: TenantAllocation): void {
-    if (inPods(a) && deps.controlPlaneRuntime !== 'kubernetes')
-      throw ApplicationFailure.nonRetryable(
-        `the control plane of ${ref.namespace}/${ref.name} runs as pods: this worker runs none (set KOSMOS_VC_RUNTIME=kubernetes)`,
-        FailureType.InvalidSpec,
-      );
-  }
-
-  /** Where a tenant's components find their files and one another, by the runtime it was allocated on. */
-  async function placed(
-    ref: VirtualClusterRef,
-    a: TenantAllocation,
-    l: ControlPlaneLayout,
-  ): Promise<{ p: Placement; programs: ControlPlanePrograms }> {
-    if (!inPods(a)) return { p: placeOnMachine(l), programs: await bins() };
-    refuseWithoutPods(ref, a);
-    const p = placeInHost({
-      id: a.id,
-      namespace: hostNamespace(ref),
-      serviceCIDR: a.serviceCIDR,
-      apiService: TENANT_API_SERVICE,
-      // The tenant's `kubernetes` endpoint: its API server's Service (the allocation's address).
-      address: a.address,
-      probePki: pkiDir(l),
-      ...(deps.etcdUnsafeNoFsync ? { etcdUnsafeNoFsync: true } : {}),
-    });
-    return { p, programs: IMAGE_PROGRAMS };
-  }
-
-  /**
-   * The kubeconfigs of the controller-manager and scheduler pods, for the API server's Service:
-   * theirs alone (the admin's and the operator's stay with the operator).
-   */
-  async function storeKubeconfigs(
-    ref: VirtualClusterRef,
-    l: ControlPlaneLayout,
-    p: Placement,
-  ): Promise<void> {
-    if (!p.pod) return;
-    const all = await renderKubeconfigs(pkiDir(l), p.apiserverURL, l.id);
-    await storeFiles(
-      deps.host.core,
-      p.pod.namespace,
-      FILE_SOURCES.kubeconfigs.name,
-      { 'controller-manager.conf': all['controller-manager.conf'], 'scheduler.conf': all['scheduler.conf'] },
-      { [LABELS.managedBy]: 'kosmos-vc', [LABELS.virtualCluster]: ref.name },
-    );
-  }
-
-  /** Builds a component's spec for where the tenant's control plane runs, and starts it. */
-  async function startPlaced(
-    input: StepInput,
-    build: (p: Placement, programs: ControlPlanePrograms) => ComponentSpec,
-    l: ControlPlaneLayout,
-  ): Promise<{ pid: number | undefined }> {
-    const { p, programs } = await placed(input.ref, input.allocation, l);
-    const built = build(p, programs);
-    const spec = p.pod ? { ...built, tolerates: promotionTaint(input.ref) } : built;
-    // For the components that read them (unchanged ones are not written again).
-    if (spec.files?.some((f) => f.source === 'kubeconfigs')) await storeKubeconfigs(input.ref, l, p);
-    return startComponent(input, spec);
-  }
+  const starter = createComponentStarter({
+    host: deps.host,
+    runtime: deps.runtime,
+    bins,
+    readinessTimeoutMs,
+    ...(deps.controlPlaneRuntime ? { controlPlaneRuntime: deps.controlPlaneRuntime } : {}),
+    ...(deps.etcdUnsafeNoFsync ? { etcdUnsafeNoFsync: true } : {}),
+    log: (ref) => log(ref),
+  });
+  const { refuseWithoutPods, startPlaced, startFailure } = starter;
 
   /**
    * Writes a listener's status: tried three times, 10 s each, until `ended` (the wait is over:
@@ -332,31 +270,6 @@ function assemble(deps: ActivityDeps) {
   }
 
   const log = (ref: VirtualClusterRef) => deps.logger.child({ vc: `${ref.namespace}/${ref.name}` });
-
-  /** Starts one component and waits for it; a crash before ready is final for this attempt's step. */
-  async function startComponent(input: StepInput, spec: ComponentSpec): Promise<{ pid: number | undefined }> {
-    let status;
-    try {
-      status = await deps.runtime.ensure(spec);
-      await deps.runtime.waitReady(spec.owner, spec.name, readinessTimeoutMs);
-    } catch (e) {
-      throw startFailure(e, spec.name);
-    }
-    log(input.ref).info('component ready', { component: spec.name, pid: status.pid });
-    return { pid: status.pid };
-  }
-
-  /** A component that could not start or exited: no retry mends an image that is not there either. */
-  function startFailure(e: unknown, component: string): unknown {
-    if (e instanceof ComponentStartError)
-      return ApplicationFailure.nonRetryable(e.message, FailureType.ComponentNotStarted, { component });
-    if (e instanceof ComponentExitedError)
-      return ApplicationFailure.nonRetryable(e.message, FailureType.ComponentExited, {
-        component: e.component,
-        exitCode: e.exitCode,
-      });
-    return e;
-  }
 
   const one = createOneProcess({
     runtime: deps.runtime,

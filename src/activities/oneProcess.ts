@@ -24,6 +24,7 @@ import {
 } from '../runtime/controlPlane.js';
 import type { ComponentSpec, ComponentStatus, ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
+import { inPods } from './components.js';
 import { FailureType, type StepInput, type TenantAllocation } from './types.js';
 
 type Started = { pid: number | undefined };
@@ -45,8 +46,6 @@ export interface OneProcessDeps {
 /** The program's name, not its path: another worker's cache or release has another path. */
 export const runsKubeControlPlane = (c: ComponentStatus): boolean =>
   c.command !== undefined && basename(c.command) === 'kube-control-plane';
-
-const inPods = (a: TenantAllocation): boolean => a.runtime === 'kubernetes';
 
 export function createOneProcess(deps: OneProcessDeps) {
   /** The programs with kube-control-plane, which setup builds. */

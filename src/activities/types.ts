@@ -111,3 +111,9 @@ export const FailureType = {
   TenantGone: 'TenantGone',
   TenantNotRunning: 'TenantNotRunning',
 } as const;
+
+/** The labels of what the operator makes in the host for a tenant. */
+export const LABELS = {
+  managedBy: 'app.kubernetes.io/managed-by',
+  virtualCluster: 'kosmos.io/virtual-cluster',
+} as const;
