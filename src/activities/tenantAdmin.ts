@@ -29,8 +29,18 @@ export async function retryOnConflict<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Server-side applies each object, as the operator's field manager. */
+/** What other objects need to exist first: a token Secret names its service account. */
+const FIRST_KINDS = new Set(['Namespace', 'ServiceAccount']);
+
+/**
+ * Server-side applies each object, as the operator's field manager: namespaces and service
+ * accounts first, in order, then the rest at once (one round trip's wait instead of one each).
+ */
 export async function apply(api: KubernetesObjectApi, objects: KubernetesObject[]): Promise<void> {
-  for (const o of objects)
-    await api.patch(o, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+  const one = (o: KubernetesObject) =>
+    api.patch(o, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+  for (const o of objects.filter((o) => FIRST_KINDS.has(o.kind ?? ''))) await one(o);
+  const rest = await Promise.allSettled(objects.filter((o) => !FIRST_KINDS.has(o.kind ?? '')).map(one));
+  const failed = rest.find((r) => r.status === 'rejected');
+  if (failed) throw failed.reason;
 }

@@ -53,3 +53,13 @@ export function prober(probe: HttpsProbe, timeoutMs = 2000, connectTo?: string):
     });
   };
 }
+
+/**
+ * The pauses between a readiness wait's probes: 25 ms, doubling up to `maxMs`. A component ready
+ * within a fraction of a second (etcd, a tenant of the shared clusterTree) is seen so within
+ * tens of milliseconds instead of a whole pause, and one that takes seconds (an API server) is
+ * probed as often as with `maxMs` alone, after four more probes.
+ */
+export function* readinessPauses(maxMs: number, firstMs = 25): Generator<number, never> {
+  for (let ms = Math.min(firstMs, maxMs); ; ms = Math.min(2 * ms, maxMs)) yield ms;
+}

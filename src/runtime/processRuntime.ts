@@ -15,7 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../worker/logger.js';
 import { KeyedLocks } from './locks.js';
 import { capLog, logSize, logTail } from './logFiles.js';
-import { prober } from './probe.js';
+import { prober, readinessPauses } from './probe.js';
 import {
   ComponentExitedError,
   ReadinessTimeoutError,
@@ -446,6 +446,7 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     const s = this.procs.get(this.key(owner, name));
     if (!s) throw new Error(`${name} of ${owner} is not running`);
     const probe = s.record.spec.probe && prober(s.record.spec.probe);
+    const pauses = readinessPauses(250);
     const deadline = Date.now() + timeoutMs;
     let lastError = 'not probed yet';
     for (;;) {
@@ -466,7 +467,7 @@ export class ProcessRuntime implements ControlPlaneRuntime {
         }
       }
       if (Date.now() >= deadline) throw new ReadinessTimeoutError(owner, name, timeoutMs, lastError);
-      await sleep(250);
+      await sleep(pauses.next().value);
     }
   }
 

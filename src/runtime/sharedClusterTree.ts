@@ -23,7 +23,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Registration, SERVED_FILE, ServedState } from '../clustertree/registration.js';
 import { KeyedLocks } from './locks.js';
 import { hashSpec, type ProcessRuntime } from './processRuntime.js';
-import { prober } from './probe.js';
+import { prober, readinessPauses } from './probe.js';
 import {
   ComponentExitedError,
   ReadinessTimeoutError,
@@ -154,6 +154,7 @@ export class SharedClusterTreeRuntime implements ControlPlaneRuntime {
     const reg = name === NAME ? await this.registration(owner) : undefined;
     if (!reg) return this.inner.waitReady(owner, name, timeoutMs);
     const probe = prober({ url: reg.probe });
+    const pauses = readinessPauses(200);
     const deadline = Date.now() + timeoutMs;
     let lastError = 'not probed yet';
     for (;;) {
@@ -179,7 +180,7 @@ export class SharedClusterTreeRuntime implements ControlPlaneRuntime {
         const tail = (await this.logTail(owner, NAME, 5)).trim().split('\n').at(-1);
         throw new ReadinessTimeoutError(owner, NAME, timeoutMs, tail ? `${lastError}; ${tail}` : lastError);
       }
-      await sleep(200);
+      await sleep(pauses.next().value);
     }
   }
 

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { logTail } from '../../src/runtime/logFiles.js';
 import { ProcessRuntime, type ProcessRuntimeOptions } from '../../src/runtime/processRuntime.js';
+import { readinessPauses } from '../../src/runtime/probe.js';
 import type { ComponentSpec } from '../../src/runtime/types.js';
 import { createLogger } from '../../src/worker/logger.js';
 
@@ -254,4 +255,16 @@ describe('process runtime', () => {
     // The start that worked opened the log as a file again.
     await waitFor('the log opened again', () => Promise.resolve(existsSync(log) && statSync(log).isFile()));
   }, 30_000);
+});
+
+describe('readiness waits', () => {
+  it('probe again after 25 ms, doubling up to the pause they had before', () => {
+    const first = (max: number, n: number) => {
+      const pauses = readinessPauses(max);
+      return Array.from({ length: n }, () => pauses.next().value);
+    };
+    expect(first(250, 7)).toEqual([25, 50, 100, 200, 250, 250, 250]);
+    expect(first(200, 5)).toEqual([25, 50, 100, 200, 200]);
+    expect(first(10, 3)).toEqual([10, 10, 10]);
+  });
 });
