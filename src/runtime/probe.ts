@@ -55,11 +55,12 @@ export function prober(probe: HttpsProbe, timeoutMs = 2000, connectTo?: string):
 }
 
 /**
- * The pauses between a readiness wait's probes: 25 ms, doubling up to `maxMs`. A component ready
- * within a fraction of a second (etcd, a tenant of the shared clusterTree) is seen so within
- * tens of milliseconds instead of a whole pause, and one that takes seconds (an API server) is
- * probed as often as with `maxMs` alone, after four more probes.
+ * The pauses between a readiness wait's probes: `fastMs` (25 ms) for the wait's first second,
+ * then `maxMs`. A component ready within a second (etcd, a tenant of the shared clusterTree) is
+ * seen so within `fastMs` instead of up to a whole `maxMs` late; one that takes longer (an API
+ * server) is probed every `maxMs` from then on, as before.
  */
-export function* readinessPauses(maxMs: number, firstMs = 25): Generator<number, never> {
-  for (let ms = Math.min(firstMs, maxMs); ; ms = Math.min(2 * ms, maxMs)) yield ms;
+export function* readinessPauses(maxMs: number, fastForMs = 1000, fastMs = 25): Generator<number, never> {
+  const start = Date.now();
+  for (;;) yield Date.now() - start < fastForMs ? Math.min(fastMs, maxMs) : maxMs;
 }

@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, wri
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { logTail } from '../../src/runtime/logFiles.js';
 import { ProcessRuntime, type ProcessRuntimeOptions } from '../../src/runtime/processRuntime.js';
 import { readinessPauses } from '../../src/runtime/probe.js';
@@ -258,13 +258,19 @@ describe('process runtime', () => {
 });
 
 describe('readiness waits', () => {
-  it('probe again after 25 ms, doubling up to the pause they had before', () => {
-    const first = (max: number, n: number) => {
-      const pauses = readinessPauses(max);
-      return Array.from({ length: n }, () => pauses.next().value);
-    };
-    expect(first(250, 7)).toEqual([25, 50, 100, 200, 250, 250, 250]);
-    expect(first(200, 5)).toEqual([25, 50, 100, 200, 200]);
-    expect(first(10, 3)).toEqual([10, 10, 10]);
+  afterEach(() => void vi.useRealTimers());
+
+  it('probe every 25 ms for their first second, then at the pause they had before', () => {
+    vi.useFakeTimers({ now: 0 });
+    const pauses = readinessPauses(250);
+    expect(pauses.next().value).toBe(25);
+    vi.setSystemTime(999);
+    expect(pauses.next().value).toBe(25);
+    vi.setSystemTime(1000);
+    expect(pauses.next().value).toBe(250);
+    vi.setSystemTime(60_000);
+    expect(pauses.next().value).toBe(250);
+    // Never longer than the pause they had.
+    expect(readinessPauses(10).next().value).toBe(10);
   });
 });
