@@ -140,7 +140,6 @@ export interface ActivityDeps {
 export const KUBECONFIG_SECRET_KEY = 'kubeconfig';
 export const kubeconfigSecretName = (ref: Pick<VirtualClusterRef, 'name'>): string =>
   `${ref.name}-kubeconfig`;
-export { LABELS } from './types.js';
 
 export { tenantId } from './allocation.js';
 
