@@ -169,7 +169,7 @@ export const density: Scenario = {
             encoding: {
               x: { field: 'tenants', type: 'quantitative', title: 'tenants Ready' },
               y: { field: 'mib', type: 'quantitative', title: 'MiB per tenant' },
-              color: { field: 'series', type: 'nominal', title: null },
+              color: { field: 'series', type: 'nominal', title: null, legend: { labelLimit: 400 } },
             },
           },
           { mark: { type: 'rule', strokeDash: [4, 4] }, encoding: { y: { datum: TARGET_MIB } } },

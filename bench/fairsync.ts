@@ -11,6 +11,7 @@
  */
 import { CoreV1Api, ListWatch, Watch, type KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import { readFile } from 'node:fs/promises';
+import { hostNamespace } from '../src/clustertree/naming.js';
 import { PodAnnotation } from '../src/clustertree/translate.js';
 import {
   createKwokNodes,
@@ -41,31 +42,43 @@ async function namespace(kc: KubeConfig, name: string): Promise<void> {
 const nodesFor = (prefix: string, pods: number) =>
   Array.from({ length: Math.max(1, Math.ceil(pods / PODS_PER_NODE)) }, (_, i) => `${prefix}-${i}`);
 
-/** Busy and total jiffies of the whole machine, from /proc/stat's first line. */
+/**
+ * Busy and total jiffies of the whole machine, from /proc/stat's first line: its first eight
+ * fields (guest time is counted in user time already); idle, iowait and steal (time the
+ * hypervisor gave another machine) are not busy.
+ */
 async function machineJiffies(): Promise<{ busy: number; total: number }> {
-  const cpu = (await readFile('/proc/stat', 'utf8')).split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  const total = cpu.reduce((a, b) => a + b, 0);
-  const idle = cpu[3]! + (cpu[4] ?? 0); // idle and iowait
-  return { busy: total - idle, total };
+  const line = (await readFile('/proc/stat', 'utf8')).split('\n')[0]!;
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = line
+    .trim()
+    .split(/\s+/)
+    .slice(1, 9)
+    .map((f) => Number(f) || 0) as [number, number, number, number, number, number, number, number];
+  return {
+    busy: user + nice + system + irq + softirq,
+    total: user + nice + system + idle + iowait + irq + softirq + steal,
+  };
 }
 
 /**
  * Waits until the machine is quiet (the previous part's syncs, status writes and deletions
  * worked off): less than a quarter of its CPU busy over 3 s, or, where idle tenants keep it
- * busier than that, busy no more than the quietest 3 s seen before, after 15 s at least; at most
- * `timeoutMs`. Returns the busy share of the last 3 s, so the report says what the next part
- * started from.
+ * busier than that, three 3 s windows in a row within 3 points of one another (a plateau, not
+ * a load still falling); at most `timeoutMs`. Returns the busy share of the last 3 s, so the
+ * report says what the next part started from.
  */
-async function quiet(timeoutMs = 180_000): Promise<number> {
+async function quiet(timeoutMs: number): Promise<number> {
   const deadline = Date.now() + timeoutMs;
-  let least = 1;
-  for (let window = 1; ; window++) {
+  const windows: number[] = [];
+  for (;;) {
     const a = await machineJiffies();
     await new Promise((r) => setTimeout(r, 3000));
     const b = await machineJiffies();
     const busy = (b.busy - a.busy) / Math.max(1, b.total - a.total);
-    if (busy < 0.25 || (window >= 5 && busy <= least) || Date.now() > deadline) return busy;
-    least = Math.min(least, busy);
+    windows.push(busy);
+    const last = windows.slice(-3);
+    const plateau = last.length === 3 && Math.max(...last) - Math.min(...last) <= 0.03;
+    if (busy < 0.25 || plateau || Date.now() > deadline) return busy;
   }
 }
 
@@ -87,7 +100,15 @@ class StageTracer {
     this.at.set(uid, t);
   }
 
-  async watch(kc: KubeConfig, namespace: string | undefined): Promise<void> {
+  /**
+   * Traces the pods of `namespace` (all namespaces: undefined). `mirrors`: only host pods made
+   * for tenant pods, by the tenant pod's uid (a host-wide watch, or a tenant's host namespace).
+   */
+  async watch(
+    kc: KubeConfig,
+    namespace: string | undefined,
+    mirrors = namespace === undefined,
+  ): Promise<void> {
     const core = kc.makeApiClient(CoreV1Api);
     const w = new ListWatch<V1Pod>(
       namespace ? `/api/v1/namespaces/${namespace}/pods` : '/api/v1/pods',
@@ -98,7 +119,7 @@ class StageTracer {
     const seen = (p: V1Pod) => {
       const mirrorOf = p.metadata?.annotations?.[PodAnnotation.uid];
       const [uid, prefix] = mirrorOf ? [mirrorOf, 'host '] : [p.metadata!.uid!, ''];
-      if (!mirrorOf && namespace === undefined) return; // the host's own pods: traced by namespace
+      if (!mirrorOf && mirrors) return; // the host's own pods: traced by namespace
       this.mark(uid, `${prefix}seen`);
       if (p.spec?.nodeName) this.mark(uid, `${prefix}bound`);
       if (p.status?.phase === 'Running') this.mark(uid, `${prefix}Running`);
@@ -134,17 +155,21 @@ class StageTracer {
 export const fairSync: Scenario = {
   mayBeZero: ['pods', 'noisy', 'quiet'],
   summary: "pods through clusterTree vs on the host directly, and one tenant under another one's load",
-  quick: { tenants: 2, pods: 200, noisy: 1000, quiet: 50 },
-  full: { tenants: 10, pods: 1000, noisy: 5000, quiet: 100 },
+  quick: { tenants: 2, pods: 200, noisy: 1000, quiet: 50, settle: 120 },
+  full: { tenants: 10, pods: 1000, noisy: 5000, quiet: 100, settle: 180 },
   async run({ env, out }, o) {
     const host = env.operator.host;
     const n = o.tenants!;
     const fairness = n >= 2 && o.noisy! > 0 && o.quiet! > 0;
+    if (o.pods === 0 && !fairness)
+      throw new Error(
+        '--pods 0 leaves only the second part, which needs --tenants 2 or more and --noisy and --quiet above 0',
+      );
     const lines: string[] = [];
     const json: Record<string, unknown> = {};
     const plotData: { series: string; percentile: number; ms: number }[] = [];
     const p = (xs: number[], q: number) => percentile(xs, q);
-    const direct = nodesFor('fs-host', n * o.pods!);
+    const direct = o.pods! > 0 ? nodesFor('fs-host', n * o.pods!) : [];
     const promoted = Array.from({ length: n }, (_, i) =>
       nodesFor(
         `fs-t${i}`,
@@ -152,12 +177,13 @@ export const fairSync: Scenario = {
       ),
     );
     await createKwokNodes(host.core, [...direct, ...promoted.flat()]);
-    const tenants = await Promise.all(
+    const vcs = await Promise.all(
       promoted.map(async (nodes, i) => {
         await createVC(host, `fs-${i}`, { promoteResources: { nodes } });
-        return tenantKc(await readyVC(host, `fs-${i}`));
+        return readyVC(host, `fs-${i}`);
       }),
     );
+    const tenants = vcs.map(tenantKc);
 
     if (o.pods! > 0) {
       say(`direct: ${n} × ${o.pods} pods on the host...`);
@@ -223,32 +249,42 @@ export const fairSync: Scenario = {
 
     if (fairness) {
       const [noisyKc, quietKc] = [tenants[0]!, tenants[1]!];
+      const quietVC = vcs[1]!.metadata;
+      // Its host pods alone: a host-wide watch would decode the noisy tenant's thousands too,
+      // in the loaded run only.
+      const quietHost = hostNamespace({ namespace: quietVC.namespace, name: quietVC.name, uid: quietVC.uid });
       const runs = ['alone', 'loaded', 'after'] as const;
       await Promise.all([...runs.map((r) => namespace(quietKc, `quiet-${r}`)), namespace(noisyKc, 'noisy')]);
       const STAGES = ['seen', 'bound', 'host seen', 'host Running', 'Running'];
       /** The quiet tenant's pods once the machine is quiet, traced stage by stage. */
-      const quietRun = async (run: (typeof runs)[number], during?: () => Promise<unknown>) => {
-        const busy = await quiet();
+      const quietRun = async (run: (typeof runs)[number], during?: () => void) => {
+        const busy = await quiet(o.settle! * 1000);
         say(
           `quiet tenant, ${run}: ${o.quiet} pods (the machine ${(busy * 100).toFixed(0)} % busy before)...`,
         );
         const t = new StageTracer();
-        await t.watch(host.kubeConfig, undefined);
+        await t.watch(host.kubeConfig, quietHost, true);
         await t.watch(quietKc, `quiet-${run}`);
-        const other = during?.();
-        if (other) await new Promise((r) => setTimeout(r, 2000)); // the noisy tenant's queue is filling
+        if (during) {
+          during();
+          await new Promise((r) => setTimeout(r, 2000)); // the noisy tenant's queue is filling
+        }
         const r = await podRun(quietKc, `quiet-${run}`, o.quiet!, KWOK_POD, CONCURRENCY);
         await t.stop();
-        return { latencies: r.latencies, stages: t.segments(STAGES), busyBefore: busy, other };
+        return { latencies: r.latencies, stages: t.segments(STAGES), busyBefore: busy };
       };
       const alone = await quietRun('alone');
-      let noisyP99 = 0;
-      const loaded = await quietRun('loaded', () =>
-        podRun(noisyKc, 'noisy', o.noisy!, KWOK_POD, CONCURRENCY).then(
-          (r) => (noisyP99 = p(r.latencies, 99)),
-        ),
-      );
-      await loaded.other;
+      // Settled from the start (a failure is thrown below, once the quiet run has ended).
+      let noisy: Promise<{ p99: number } | { error: unknown }> | undefined;
+      const loaded = await quietRun('loaded', () => {
+        noisy = podRun(noisyKc, 'noisy', o.noisy!, KWOK_POD, CONCURRENCY).then(
+          (r) => ({ p99: p(r.latencies, 99) }),
+          (error: unknown) => ({ error }),
+        );
+      });
+      const noisyRun = (await noisy)!;
+      if ('error' in noisyRun) throw noisyRun.error;
+      const noisyP99 = noisyRun.p99;
       const after = await quietRun('after');
       // The baseline: both runs alone, before and after, so drift between them counts against
       // neither side.
@@ -281,10 +317,11 @@ export const fairSync: Scenario = {
         stages: { alone: alone.stages, loaded: loaded.stages, after: after.stages },
         busyBefore: { alone: alone.busyBefore, loaded: loaded.busyBefore, after: after.busyBefore },
       };
+      // Short names: the plot's legend cuts longer ones.
       plotData.push(
-        ...curve('quiet tenant alone, before', alone.latencies),
-        ...curve('quiet tenant, another loaded', loaded.latencies),
-        ...curve('quiet tenant alone, after', after.latencies),
+        ...curve('quiet, alone before', alone.latencies),
+        ...curve('quiet, beside noisy', loaded.latencies),
+        ...curve('quiet, alone after', after.latencies),
       );
     }
     const plot = await writePlot(out, 'fairsync', {
@@ -297,7 +334,7 @@ export const fairSync: Scenario = {
       encoding: {
         x: { field: 'percentile', type: 'quantitative' },
         y: { field: 'ms', type: 'quantitative', title: 'ms' },
-        color: { field: 'series', type: 'nominal', title: null },
+        color: { field: 'series', type: 'nominal', title: null, legend: { labelLimit: 400 } },
       },
     });
     lines.push(`  plot: ${plot}`);

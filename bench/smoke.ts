@@ -15,7 +15,7 @@ export const smoke: Scenario = {
   async run(ctx, o) {
     const d = await density.run(ctx, { tenants: 1, settle: 2, requests: 10 });
     const pods = Math.max(1, Math.round(o.pods! / 2));
-    const f = await fairSync.run(ctx, { tenants: 2, pods, noisy: 40, quiet: 10 });
+    const f = await fairSync.run(ctx, { tenants: 2, pods, noisy: 40, quiet: 10, settle: 30 });
     return { lines: [...d.lines, '', ...f.lines], json: { density: d.json, fairSync: f.json } };
   },
 };

@@ -163,7 +163,9 @@ it(
     }
     const fairPlot = await readFile(join(out, 'fairsync.svg'), 'utf8');
     expect(fairPlot).toContain('through clusterTree');
-    expect(fairPlot).toContain('another loaded');
+    // Each series named in full in the legend (not cut short).
+    for (const series of ['quiet, alone before', 'quiet, beside noisy', 'quiet, alone after'])
+      expect(fairPlot).toContain(`>${series}</text>`);
     expect(JSON.parse(await readFile(join(out, 'smoke.json'), 'utf8'))).toMatchObject({ bench: 'smoke' });
   },
 );
