@@ -8,6 +8,8 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { routeOf } from '../src/node/network.js';
+import { HOST_CLUSTER_DNS } from '../src/runtime/embedded.js';
 import { createLogger } from '../src/worker/logger.js';
 import { readOperatorEnv } from '../src/worker/config.js';
 import { startLocalEnvironment } from '../src/worker/localEnvironment.js';
@@ -121,6 +123,9 @@ async function main(): Promise<void> {
       void close().finally(() => process.exit(130));
     });
   try {
+    // Where a packet to a ClusterIP of the host's Service range would go while the run lasts: kept
+    // on this machine (the real node's bridge, or a route that carries nothing), never the gateway.
+    const serviceRoute = await routeOf(HOST_CLUSTER_DNS);
     const t0 = Date.now();
     const result = await scenario.run({ env, out, oneProcess: worker.oneProcess === true }, o);
     // How this Node.js ran (the operator runs in it: its flags are part of the figure).
@@ -130,7 +135,8 @@ async function main(): Promise<void> {
       ...(process.env.NODE_OPTIONS ? { NODE_OPTIONS: process.env.NODE_OPTIONS } : {}),
       ...(process.env.MALLOC_ARENA_MAX ? { MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX } : {}),
     };
-    const json = { bench: name, options: o, worker, node, seconds: (Date.now() - t0) / 1000, ...result.json };
+    const seconds = (Date.now() - t0) / 1000;
+    const json = { bench: name, options: o, worker, node, serviceRoute, seconds, ...result.json };
     await writeFile(join(out, `${name}.json`), JSON.stringify(json, null, 2) + '\n');
     process.stdout.write(['', ...result.lines, ''].join('\n') + '\n' + JSON.stringify(json) + '\n');
   } finally {

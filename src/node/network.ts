@@ -130,6 +130,45 @@ export async function tearDownNodeNetwork(n: NodeNetwork): Promise<void> {
   }
 }
 
+/** A range kept on this machine by a route that carries nothing. */
+export interface GuardedRange {
+  /** `unreachable`: a sender is told at once (ICMP); `blackhole`: packets are dropped silently. */
+  type: 'unreachable' | 'blackhole';
+  prefix: string;
+}
+
+/**
+ * Routes that keep ranges on this machine where no real node routes them (kwok nodes only): the
+ * Service range, so that an API server calling a webhook or an aggregated API at a ClusterIP is
+ * refused here instead of sending to the default gateway, and kwok's simulated pod IPs. A range
+ * some route already covers exactly (another environment's real node, or a guard of its own) is
+ * left as it is; `remove` deletes only the routes this call added. Where routes cannot be made
+ * (not root), `warn` is told why, once, and nothing is added.
+ */
+export async function guardRanges(
+  ranges: readonly GuardedRange[],
+  warn: (message: string) => void,
+): Promise<{ added: GuardedRange[]; remove(): Promise<void> }> {
+  const added: GuardedRange[] = [];
+  for (const r of ranges) {
+    try {
+      await run('ip', ['route', 'add', r.type, r.prefix]);
+      added.push(r);
+    } catch (e) {
+      const why = String((e as { stderr?: string }).stderr ?? e).trim();
+      if (/File exists/.test(why)) continue;
+      warn(`${r.prefix} is not kept on this machine (ip route add ${r.type} ${r.prefix}: ${why})`);
+      break;
+    }
+  }
+  return {
+    added,
+    async remove() {
+      for (const r of added.splice(0)) await quiet('ip', ['route', 'del', r.type, r.prefix]);
+    },
+  };
+}
+
 /** The interface `ip route get` picks for an address, or undefined when no route would carry it. */
 export async function routeOf(ip: string): Promise<string> {
   const { stdout } = await run('ip', ['route', 'get', ip]).catch((e: { stderr?: string }) => ({

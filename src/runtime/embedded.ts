@@ -16,6 +16,7 @@ import {
   NodeNet,
   type RealNode,
 } from '../node/realNode.js';
+import { guardRanges } from '../node/network.js';
 import { loadPair, PkiFile, writeControlPlanePki } from '../pki/controlPlanePki.js';
 import { searchAttributes } from '../workflows/definitions.js';
 import type { Logger } from '../worker/logger.js';
@@ -191,6 +192,17 @@ export async function startEmbeddedHost(opts: EmbeddedHostOptions): Promise<Embe
         throw e;
       }
     }
+  }
+  if (!host.realNode) {
+    // No real node routes the Service range and kwok's pod IPs to its bridge: kept here all the same.
+    const guard = await guardRanges(
+      [
+        { type: 'unreachable', prefix: layout.serviceCIDR },
+        { type: 'blackhole', prefix: NodeNet.kwokPodCIDR },
+      ],
+      (message) => log.warn(message),
+    );
+    host.stop = () => guard.remove();
   }
   log.info('host cluster ready', { kubeconfigPath: admin, nodes: host.nodeNames.length });
   return host;

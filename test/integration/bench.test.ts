@@ -9,6 +9,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
+import { routeOf } from '../../src/node/network.js';
 import { OPERATOR_NODE_ENV, OPERATOR_NODE_FLAGS } from '../../src/runtime/nodeFlags.js';
 
 const MAIN = join(process.cwd(), 'dist', 'bench', 'main.js');
@@ -75,6 +76,7 @@ it(
     expect(run.code, run.stderr.slice(-3000)).toBe(0);
     const last = JSON.parse(run.stdout.trim().split('\n').at(-1)!) as {
       bench: string;
+      serviceRoute: string;
       node: { version: string; flags: string[]; MALLOC_ARENA_MAX?: string };
       density: {
         tenantsReady: number;
@@ -106,6 +108,11 @@ it(
       };
     };
     expect(last.bench).toBe('smoke');
+    // The run had no real node of its own: the Service range stayed on this machine (the suite's
+    // real node's bridge, or a route of the run's that carries nothing), never the gateway.
+    expect(last.serviceRoute).toMatch(/^(unroutable .*No route to host|10\.96\.0\.10 dev kvc0 )/);
+    // A route the run added went with it.
+    expect(await routeOf('10.96.0.10')).not.toMatch(/No route to host/);
     // The run says how its Node.js ran the operator.
     expect(last.node).toMatchObject({
       version: process.version,
