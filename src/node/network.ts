@@ -5,7 +5,9 @@
  * binding); every change is undone by tearDownNodeNetwork.
  */
 import { execFile } from 'node:child_process';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
@@ -138,41 +140,100 @@ export interface GuardedRange {
 }
 
 /**
+ * The routing protocol number guard routes carry (`proto`): marks them as ours, so a guard finds
+ * one a crashed run left, and its removal never takes a route another one made for the same
+ * range (the real node's `replace` resets the protocol). 240-254 are unassigned.
+ */
+export const GUARD_PROTO = '240';
+
+/** The routes of the main table for exactly `prefix`, as `ip -j route show exact` lists them. */
+async function routesFor(prefix: string): Promise<{ type?: string; protocol?: string }[]> {
+  const { stdout } = await run('ip', ['-j', 'route', 'show', 'exact', prefix]);
+  return JSON.parse(stdout || '[]') as { type?: string; protocol?: string }[];
+}
+
+/** Who holds each guard route: a file per holder (`<pid>-<token>`), a directory per range. */
+export const GUARD_HOLDERS_DIR = '/run/kosmos-vc-route-guards';
+
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+};
+
+/** The holders of a guard besides `mine` whose process lives (dead ones' files go). */
+async function otherHolders(dir: string, mine: string): Promise<string[]> {
+  const live: string[] = [];
+  for (const holder of await readdir(dir).catch(() => [] as string[])) {
+    if (holder === mine) continue;
+    if (alive(Number(holder.split('-')[0]))) live.push(holder);
+    else await rm(join(dir, holder), { force: true });
+  }
+  return live;
+}
+
+/**
  * Routes that keep ranges on this machine where no real node routes them (kwok nodes only): the
  * Service range, so that an API server calling a webhook or an aggregated API at a ClusterIP is
  * refused here instead of sending to the default gateway, and kwok's simulated pod IPs. A range
- * some route already covers exactly (another environment's real node, or a guard of its own) is
- * left as it is; `remove` deletes only the routes this call added. Where routes cannot be made
- * (not root), `warn` is told why, once, and nothing is added.
+ * with another route for exactly that prefix (another environment's real node) is left as it
+ * is; otherwise this process holds a guard route (`GUARD_PROTO`), made if none is there, shared
+ * with any other live holder (a file per holder under `GUARD_HOLDERS_DIR`), and one a crashed
+ * run left is taken over. A broader route (a VPN's 10.0.0.0/8) does not count: the guard, more
+ * specific, wins for its range. `remove` lets go, and deletes the guard route once no live
+ * process holds it, never another route. Where routes cannot be read or made (not root), `warn`
+ * is told why, once, and nothing is guarded.
  */
 export async function guardRanges(
   ranges: readonly GuardedRange[],
   warn: (message: string) => void,
-): Promise<{ added: GuardedRange[]; remove(): Promise<void> }> {
-  const added: GuardedRange[] = [];
+): Promise<{ held: GuardedRange[]; remove(): Promise<void> }> {
+  const held: GuardedRange[] = [];
+  const holders = (r: GuardedRange) => join(GUARD_HOLDERS_DIR, r.prefix.replace('/', '_'));
+  const mine = `${process.pid}-${randomBytes(4).toString('hex')}`;
   for (const r of ranges) {
     try {
-      await run('ip', ['route', 'add', r.type, r.prefix]);
-      added.push(r);
+      const existing = await routesFor(r.prefix);
+      if (existing.some((e) => e.protocol !== GUARD_PROTO)) continue;
+      await mkdir(holders(r), { recursive: true });
+      await writeFile(join(holders(r), mine), '');
+      held.push(r);
+      if (existing.length === 0) await run('ip', ['route', 'add', r.type, r.prefix, 'proto', GUARD_PROTO]);
     } catch (e) {
       const why = String((e as { stderr?: string }).stderr ?? e).trim();
-      if (/File exists/.test(why)) continue;
       warn(`${r.prefix} is not kept on this machine (ip route add ${r.type} ${r.prefix}: ${why})`);
       break;
     }
   }
   return {
-    added,
+    held,
     async remove() {
-      for (const r of added.splice(0)) await quiet('ip', ['route', 'del', r.type, r.prefix]);
+      for (const r of held.splice(0)) {
+        await rm(join(holders(r), mine), { force: true });
+        if ((await otherHolders(holders(r), mine)).length > 0) continue;
+        // Whatever type the guard route has (one a crashed run left may differ): ours only.
+        for (const e of await routesFor(r.prefix).catch(() => []))
+          if (e.protocol === GUARD_PROTO)
+            await quiet('ip', ['route', 'del', e.type ?? r.type, r.prefix, 'proto', GUARD_PROTO]);
+        // Nothing left behind (a directory another holder still uses is not empty).
+        await rmdir(holders(r)).catch(() => undefined);
+        await rmdir(GUARD_HOLDERS_DIR).catch(() => undefined);
+      }
     },
   };
 }
 
-/** The interface `ip route get` picks for an address, or undefined when no route would carry it. */
+/**
+ * The first line of `ip route get` for an address (the route a packet to it takes), or
+ * `unroutable <why>` where none would carry it (an `unreachable` route: "No route to host"; a
+ * `blackhole`: "Invalid argument").
+ */
 export async function routeOf(ip: string): Promise<string> {
   const { stdout } = await run('ip', ['route', 'get', ip]).catch((e: { stderr?: string }) => ({
-    stdout: `unroutable ${e.stderr ?? ''}`,
+    stdout: `unroutable ${(e.stderr ?? '').trim()}`,
   }));
-  return stdout.trim();
+  return stdout.trim().split('\n')[0]!;
 }

@@ -62,7 +62,10 @@ export interface EmbeddedHost {
   realNode?: RealNode;
   /** The host's DNS Service address (kube-system/kube-dns), served where a real node runs. */
   clusterDNS: string;
-  /** Stops what needs more than a signal: the real node's pods and network. */
+  /**
+   * Stops what needs more than a signal: the real node's pods and network, or, without a real
+   * node, the guard routes this host added.
+   */
   stop(): Promise<void>;
 }
 
