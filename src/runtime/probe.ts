@@ -55,12 +55,12 @@ export function prober(probe: HttpsProbe, timeoutMs = 2000, connectTo?: string):
 }
 
 /**
- * The pauses between a readiness wait's probes: `fastMs` (25 ms) for the wait's first second,
- * then `maxMs`. A component ready within a second (etcd, a tenant of the shared clusterTree) is
- * seen so within `fastMs` instead of up to a whole `maxMs` late; one that takes longer (an API
- * server) is probed every `maxMs` from then on, as before.
+ * The pause before a readiness wait's next probe: `fastMs` (25 ms) during the wait's first
+ * second, counted from this call, then `maxMs`. A component ready within a second (etcd, a
+ * tenant of the shared clusterTree) is seen so within `fastMs` instead of up to a whole `maxMs`
+ * late; one that takes longer (an API server) is probed every `maxMs` from then on, as before.
  */
-export function* readinessPauses(maxMs: number, fastForMs = 1000, fastMs = 25): Generator<number, never> {
+export function readinessPauses(maxMs: number, fastForMs = 1000, fastMs = 25): () => number {
   const start = Date.now();
-  for (;;) yield Date.now() - start < fastForMs ? Math.min(fastMs, maxMs) : maxMs;
+  return () => (Date.now() - start < fastForMs ? Math.min(fastMs, maxMs) : maxMs);
 }

@@ -446,7 +446,7 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     const s = this.procs.get(this.key(owner, name));
     if (!s) throw new Error(`${name} of ${owner} is not running`);
     const probe = s.record.spec.probe && prober(s.record.spec.probe);
-    const pauses = readinessPauses(250);
+    const pause = readinessPauses(250);
     const deadline = Date.now() + timeoutMs;
     let lastError = 'not probed yet';
     for (;;) {
@@ -467,7 +467,7 @@ export class ProcessRuntime implements ControlPlaneRuntime {
         }
       }
       if (Date.now() >= deadline) throw new ReadinessTimeoutError(owner, name, timeoutMs, lastError);
-      await sleep(pauses.next().value);
+      await sleep(pause());
     }
   }
 

@@ -36,6 +36,8 @@ import {
 /** The runtime owner of the shared process (tenant ids always hold two dashes). */
 export const SHARED_OWNER = 'shared';
 const NAME = 'clustertree' as const;
+/** How often a readiness wait reads the registration and served state (its probes may be quicker). */
+const CHECK_MS = 200;
 /** Written to make the shared process read its registrations again (not one of them). */
 const POKE_FILE = 'poke';
 
@@ -154,9 +156,10 @@ export class SharedClusterTreeRuntime implements ControlPlaneRuntime {
     const reg = name === NAME ? await this.registration(owner) : undefined;
     if (!reg) return this.inner.waitReady(owner, name, timeoutMs);
     const probe = prober({ url: reg.probe });
-    const pauses = readinessPauses(200);
+    const pause = readinessPauses(CHECK_MS);
     const deadline = Date.now() + timeoutMs;
     let lastError = 'not probed yet';
+    let checkedAt = Date.now();
     for (;;) {
       try {
         const code = await probe();
@@ -165,6 +168,13 @@ export class SharedClusterTreeRuntime implements ControlPlaneRuntime {
       } catch (e) {
         lastError = (e as Error).message;
       }
+      // The probe is cheap; the files below (every tenant's served state) are read as often as
+      // before the quick probes, and at the deadline.
+      if (Date.now() - checkedAt < CHECK_MS && Date.now() < deadline) {
+        await sleep(pause());
+        continue;
+      }
+      checkedAt = Date.now();
       if ((await this.registration(owner))?.hash !== reg.hash) throw new StoppedWhileStartingError(owner);
       // As for a process of its own: a second failed start is the component's answer.
       const said = (await this.served())?.tenants[owner];
@@ -180,7 +190,7 @@ export class SharedClusterTreeRuntime implements ControlPlaneRuntime {
         const tail = (await this.logTail(owner, NAME, 5)).trim().split('\n').at(-1);
         throw new ReadinessTimeoutError(owner, NAME, timeoutMs, tail ? `${lastError}; ${tail}` : lastError);
       }
-      await sleep(pauses.next().value);
+      await sleep(pause());
     }
   }
 
