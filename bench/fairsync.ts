@@ -7,7 +7,7 @@
  *      --noisy pods: how much the quiet tenant's p99 rises; then alone once more, so drift shows.
  *      Each of the three starts once the machine is quiet (the previous one's work done), and
  *      each is traced stage by stage, to tell where a rise comes from.
- *   `--pods 0` leaves part 1 out.
+ *   `--pods 0` leaves part 1 out; `--settle` is the longest wait for a quiet machine (seconds).
  */
 import { CoreV1Api, ListWatch, Watch, type KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import { readFile } from 'node:fs/promises';
@@ -63,8 +63,9 @@ async function machineJiffies(): Promise<{ busy: number; total: number }> {
 /**
  * Waits until the machine is quiet (the previous part's syncs, status writes and deletions
  * worked off): less than a quarter of its CPU busy over 3 s, or, where idle tenants keep it
- * busier than that, three 3 s windows in a row within 3 points of one another (a plateau, not
- * a load still falling); at most `timeoutMs`. Returns the busy share of the last 3 s, so the
+ * busier than that, three 3 s windows in a row within 3 points of one another, the last no lower
+ * than the first and under 90 % (a plateau, not a load still falling nor a saturated machine);
+ * at most `timeoutMs`. Returns the busy share of the last 3 s, so the
  * report says what the next part started from.
  */
 async function quiet(timeoutMs: number): Promise<number> {
@@ -77,7 +78,12 @@ async function quiet(timeoutMs: number): Promise<number> {
     const busy = (b.busy - a.busy) / Math.max(1, b.total - a.total);
     windows.push(busy);
     const last = windows.slice(-3);
-    const plateau = last.length === 3 && Math.max(...last) - Math.min(...last) <= 0.03;
+    // Flat, not falling, and not a machine still saturated by the previous part's backlog.
+    const plateau =
+      last.length === 3 &&
+      Math.max(...last) - Math.min(...last) <= 0.03 &&
+      last[2]! >= last[0]! - 0.01 &&
+      busy < 0.9;
     if (busy < 0.25 || plateau || Date.now() > deadline) return busy;
   }
 }
@@ -317,7 +323,7 @@ export const fairSync: Scenario = {
         stages: { alone: alone.stages, loaded: loaded.stages, after: after.stages },
         busyBefore: { alone: alone.busyBefore, loaded: loaded.busyBefore, after: after.busyBefore },
       };
-      // Short names: the plot's legend cuts longer ones.
+      // Short names, for a legend beside the plot.
       plotData.push(
         ...curve('quiet, alone before', alone.latencies),
         ...curve('quiet, beside noisy', loaded.latencies),
