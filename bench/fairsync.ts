@@ -63,10 +63,10 @@ async function machineJiffies(): Promise<{ busy: number; total: number }> {
 /**
  * Waits until the machine is quiet (the previous part's syncs, status writes and deletions
  * worked off): less than a quarter of its CPU busy over 3 s, or, where idle tenants keep it
- * busier than that, three 3 s windows in a row within 3 points of one another, the last no lower
- * than the first and under 90 % (a plateau, not a load still falling nor a saturated machine);
- * at most `timeoutMs`. Returns the busy share of the last 3 s, so the
- * report says what the next part started from.
+ * busier than that, three 3 s windows in a row within 3 points of one another, the last at most
+ * a point lower than the first and under 90 % (a plateau, not a load still falling nor a
+ * saturated machine); at most `timeoutMs`. Returns the busy share of the last 3 s, so the report
+ * says what the next part started from.
  */
 async function quiet(timeoutMs: number): Promise<number> {
   const deadline = Date.now() + timeoutMs;

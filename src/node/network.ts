@@ -6,7 +6,9 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
+import { setTimeout as pause } from 'node:timers/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
@@ -121,7 +123,8 @@ export async function tearDownNodeNetwork(n: NodeNetwork): Promise<void> {
     await removeChain(tool, GUARD_CHAIN, 'FORWARD');
     await removeChain(tool, INPUT_CHAIN, 'INPUT');
   }
-  for (const r of n.blackholed) await quiet('ip', ['route', 'del', 'blackhole', r]);
+  // Its own (`replace` makes them proto boot), never a guard route of a kwok-only environment.
+  for (const r of n.blackholed) await quiet('ip', ['route', 'del', 'blackhole', r, 'proto', 'boot']);
   // Deleting the bridge removes its address and the routes through it.
   await quiet('ip', ['link', 'del', n.bridge]);
   const saved = await readFile(n.sysctlStateFile, 'utf8').catch(() => undefined);
@@ -152,24 +155,62 @@ async function routesFor(prefix: string): Promise<{ type?: string; protocol?: st
   return JSON.parse(stdout || '[]') as { type?: string; protocol?: string }[];
 }
 
-/** Who holds each guard route: a file per holder (`<pid>-<token>`), a directory per range. */
+/**
+ * Who holds each guard route: a file per holder (`<pid>-<start time>-<token>`), a directory per
+ * range; `<dir>.lock` while one changes them.
+ */
 export const GUARD_HOLDERS_DIR = '/run/kosmos-vc-route-guards';
 
-const alive = (pid: number): boolean => {
+/** Field 22 of /proc/<pid>/stat (start time in clock ticks), undefined for a process gone. */
+function startTime(pid: number): string | undefined {
   try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return fields[0] === 'Z' || fields[0] === 'X' ? undefined : fields[19];
+  } catch {
+    return undefined;
   }
-};
+}
 
-/** The holders of a guard besides `mine` whose process lives (dead ones' files go). */
+/** A holder or lock's process still runs: the same PID, started at the same time. */
+const running = (pid: number, started: string | undefined): boolean =>
+  pid > 0 && started !== undefined && startTime(pid) === started;
+
+/**
+ * Runs `fn` while holding the guards' lock (created exclusively; one whose process is gone is
+ * taken over), so that a holder joining and the last one leaving never cross: a join sees the
+ * route the leaver has not deleted yet, or none and makes one.
+ */
+async function underGuardLock<T>(fn: () => Promise<T>): Promise<T> {
+  const lock = `${GUARD_HOLDERS_DIR}.lock`;
+  const me = `${process.pid} ${startTime(process.pid) ?? ''}`;
+  for (let tries = 0; ; tries++) {
+    try {
+      await writeFile(lock, me, { flag: 'wx' });
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const [pid, started] = (await readFile(lock, 'utf8').catch(() => '')).split(' ');
+      // Written in one call: an empty file is one being written; a process gone left it.
+      if (pid && !running(Number(pid), started)) await rm(lock, { force: true });
+      else if (tries >= 400) throw new Error(`the route guards' lock ${lock} is held by process ${pid}`);
+      else await pause(25);
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    await rm(lock, { force: true });
+  }
+}
+
+/** The holders of a guard besides `mine` whose process runs (gone ones' files are removed). */
 async function otherHolders(dir: string, mine: string): Promise<string[]> {
   const live: string[] = [];
   for (const holder of await readdir(dir).catch(() => [] as string[])) {
     if (holder === mine) continue;
-    if (alive(Number(holder.split('-')[0]))) live.push(holder);
+    const [pid, started] = holder.split('-');
+    if (running(Number(pid), started)) live.push(holder);
     else await rm(join(dir, holder), { force: true });
   }
   return live;
@@ -181,11 +222,11 @@ async function otherHolders(dir: string, mine: string): Promise<string[]> {
  * refused here instead of sending to the default gateway, and kwok's simulated pod IPs. A range
  * with another route for exactly that prefix (another environment's real node) is left as it
  * is; otherwise this process holds a guard route (`GUARD_PROTO`), made if none is there, shared
- * with any other live holder (a file per holder under `GUARD_HOLDERS_DIR`), and one a crashed
- * run left is taken over. A broader route (a VPN's 10.0.0.0/8) does not count: the guard, more
- * specific, wins for its range. `remove` lets go, and deletes the guard route once no live
- * process holds it, never another route. Where routes cannot be read or made (not root), `warn`
- * is told why, once, and nothing is guarded.
+ * with any other running holder (a file per holder under `GUARD_HOLDERS_DIR`, changed under a
+ * lock), and one a crashed run left is taken over. A broader route (a VPN's 10.0.0.0/8) does not
+ * count: the guard, more specific, wins for its range. `remove` lets go, and deletes the guard
+ * route once no running process holds it, never another route. A range whose route cannot be
+ * read or made (not root) is not held, and `warn` is told why, once.
  */
 export async function guardRanges(
   ranges: readonly GuardedRange[],
@@ -193,35 +234,50 @@ export async function guardRanges(
 ): Promise<{ held: GuardedRange[]; remove(): Promise<void> }> {
   const held: GuardedRange[] = [];
   const holders = (r: GuardedRange) => join(GUARD_HOLDERS_DIR, r.prefix.replace('/', '_'));
-  const mine = `${process.pid}-${randomBytes(4).toString('hex')}`;
-  for (const r of ranges) {
-    try {
-      const existing = await routesFor(r.prefix);
-      if (existing.some((e) => e.protocol !== GUARD_PROTO)) continue;
-      await mkdir(holders(r), { recursive: true });
-      await writeFile(join(holders(r), mine), '');
-      held.push(r);
-      if (existing.length === 0) await run('ip', ['route', 'add', r.type, r.prefix, 'proto', GUARD_PROTO]);
-    } catch (e) {
-      const why = String((e as { stderr?: string }).stderr ?? e).trim();
-      warn(`${r.prefix} is not kept on this machine (ip route add ${r.type} ${r.prefix}: ${why})`);
-      break;
-    }
+  const mine = `${process.pid}-${startTime(process.pid) ?? ''}-${randomBytes(4).toString('hex')}`;
+  let warned = false;
+  try {
+    await mkdir(GUARD_HOLDERS_DIR, { recursive: true });
+    await underGuardLock(async () => {
+      for (const r of ranges) {
+        try {
+          const existing = await routesFor(r.prefix);
+          if (existing.some((e) => e.protocol !== GUARD_PROTO)) continue;
+          if (existing.length === 0)
+            await run('ip', ['route', 'add', r.type, r.prefix, 'proto', GUARD_PROTO]);
+          await mkdir(holders(r), { recursive: true });
+          await writeFile(join(holders(r), mine), '');
+          held.push(r);
+        } catch (e) {
+          if (!warned) {
+            const why = String((e as { stderr?: string }).stderr ?? e).trim();
+            warn(`${r.prefix} is not kept on this machine (ip route add ${r.type} ${r.prefix}: ${why})`);
+          }
+          warned = true;
+        }
+      }
+    });
+  } catch (e) {
+    if (!warned) warn(`the Service and pod ranges are not kept on this machine: ${String(e)}`);
   }
   return {
     held,
     async remove() {
-      for (const r of held.splice(0)) {
-        await rm(join(holders(r), mine), { force: true });
-        if ((await otherHolders(holders(r), mine)).length > 0) continue;
-        // Whatever type the guard route has (one a crashed run left may differ): ours only.
-        for (const e of await routesFor(r.prefix).catch(() => []))
-          if (e.protocol === GUARD_PROTO)
-            await quiet('ip', ['route', 'del', e.type ?? r.type, r.prefix, 'proto', GUARD_PROTO]);
-        // Nothing left behind (a directory another holder still uses is not empty).
-        await rmdir(holders(r)).catch(() => undefined);
+      const leaving = held.splice(0);
+      if (leaving.length === 0) return;
+      await underGuardLock(async () => {
+        for (const r of leaving) {
+          await rm(join(holders(r), mine), { force: true });
+          if ((await otherHolders(holders(r), mine)).length > 0) continue;
+          // Whatever type the guard route has (one a crashed run left may differ): ours only.
+          for (const e of await routesFor(r.prefix).catch(() => []))
+            if (e.protocol === GUARD_PROTO)
+              await quiet('ip', ['route', 'del', e.type ?? r.type, r.prefix, 'proto', GUARD_PROTO]);
+          // Nothing left behind (a joiner makes its directory again, under the same lock).
+          await rm(holders(r), { recursive: true, force: true });
+        }
         await rmdir(GUARD_HOLDERS_DIR).catch(() => undefined);
-      }
+      }).catch(() => undefined);
     },
   };
 }
