@@ -6,11 +6,11 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { setTimeout as pause } from 'node:timers/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { procStartTime } from '../runtime/processRuntime.js';
 
 const run = promisify(execFile);
 
@@ -161,20 +161,9 @@ async function routesFor(prefix: string): Promise<{ type?: string; protocol?: st
  */
 export const GUARD_HOLDERS_DIR = '/run/kosmos-vc-route-guards';
 
-/** Field 22 of /proc/<pid>/stat (start time in clock ticks), undefined for a process gone. */
-function startTime(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return fields[0] === 'Z' || fields[0] === 'X' ? undefined : fields[19];
-  } catch {
-    return undefined;
-  }
-}
-
 /** A holder or lock's process still runs: the same PID, started at the same time. */
 const running = (pid: number, started: string | undefined): boolean =>
-  pid > 0 && started !== undefined && startTime(pid) === started;
+  pid > 0 && started !== undefined && procStartTime(pid) === started;
 
 /**
  * Runs `fn` while holding the guards' lock (created exclusively; one whose process is gone is
@@ -183,7 +172,7 @@ const running = (pid: number, started: string | undefined): boolean =>
  */
 async function underGuardLock<T>(fn: () => Promise<T>): Promise<T> {
   const lock = `${GUARD_HOLDERS_DIR}.lock`;
-  const me = `${process.pid} ${startTime(process.pid) ?? ''}`;
+  const me = `${process.pid} ${procStartTime(process.pid) ?? ''}`;
   for (let tries = 0; ; tries++) {
     try {
       await writeFile(lock, me, { flag: 'wx' });
@@ -234,7 +223,7 @@ export async function guardRanges(
 ): Promise<{ held: GuardedRange[]; remove(): Promise<void> }> {
   const held: GuardedRange[] = [];
   const holders = (r: GuardedRange) => join(GUARD_HOLDERS_DIR, r.prefix.replace('/', '_'));
-  const mine = `${process.pid}-${startTime(process.pid) ?? ''}-${randomBytes(4).toString('hex')}`;
+  const mine = `${process.pid}-${procStartTime(process.pid) ?? ''}-${randomBytes(4).toString('hex')}`;
   let warned = false;
   try {
     await mkdir(GUARD_HOLDERS_DIR, { recursive: true });

@@ -106,7 +106,7 @@ export function hashSpec(spec: ComponentSpec): string {
 }
 
 /** Field 22 of /proc/<pid>/stat: the process start time in clock ticks since boot. */
-function procStartTime(pid: number): string | undefined {
+export function procStartTime(pid: number): string | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
