@@ -69,6 +69,16 @@ export function clusterTreeProcess(
 /** Where the compiled code of clusterTree's modules is kept, under a worker's state directory. */
 export const compileCacheDirOf = (stateDir: string): string => join(stateDir, 'cache', 'node-compile');
 
+/**
+ * How often clusterTree renews a tenant node's Lease, and the duration the Lease states: a
+ * kubelet's ratio (a quarter), six times longer. Nothing in the tenant judges a node by its Lease
+ * (its controller-manager runs no node-lifecycle controller: ADR 12, decision 19); the Lease says
+ * that clusterTree serves the node, as `kubectl describe node` shows, for a sixth of a kubelet's
+ * writes. Written into each configuration this step makes: one made before keeps clusterTree's
+ * defaults (10 s and 40 s), which a tenant controller-manager from before that decision needs.
+ */
+export const TENANT_NODE_LEASE = { heartbeatIntervalMs: 60_000, leaseDurationSeconds: 240 } as const;
+
 export interface ClusterTreeTimings {
   heartbeatIntervalMs?: number;
   nodeStatusIntervalMs?: number;
@@ -231,6 +241,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       ...(await podNetwork(input, l)),
       virtualNodeName: VIRTUAL_NODE,
       quotaName: QUOTA_NAME,
+      ...TENANT_NODE_LEASE,
       ...deps.timings,
     } satisfies Partial<ClusterTreeConfigInput>;
   }

@@ -62,6 +62,12 @@ export const ClusterTreeConfig = z.object({
   virtualNodeName: z.string().min(1),
   /** The ResourceQuota in the host namespace that caps the promoted resources. */
   quotaName: z.string().min(1),
+  /**
+   * The Lease of each tenant node: its stated duration and how often it is renewed. The defaults
+   * are a kubelet's, which a controller-manager that judges nodes by their Leases needs; the
+   * operator writes longer ones for tenants whose controller-manager does not
+   * (TENANT_NODE_LEASE, ADR 12 decision 19).
+   */
   leaseDurationSeconds: z.number().int().positive().default(40),
   heartbeatIntervalMs: z.number().int().positive().default(10_000),
   /**

@@ -4,7 +4,8 @@
  *
  * - Host nodes labelled for this tenant (the operator labels and taints them) become tenant
  *   nodes of the same name; a ResourceQuota in the tenant's host namespace becomes one virtual
- *   node with exactly that allocatable. Leases in kube-node-lease keep them Ready (nodeSync.ts).
+ *   node with exactly that allocatable. Each shows its host node's conditions and health taints
+ *   and has a Lease in kube-node-lease, renewed as a kubelet's (nodeSync.ts).
  * - A tenant pod bound to one of these nodes gets a host pod in the host namespace; its status
  *   (phase, conditions, IPs, container statuses) is copied back. Deleting either side is
  *   followed through; a host pod deleted behind clusterTree's back is created again (podSync.ts).
@@ -452,8 +453,9 @@ export class ClusterTree {
     // A pass that outlasts its interval (thousands of Leases) is not joined by a second one: the
     // next starts at the first tick after it ends, so the work never piles up. A pass still
     // running after `hungAfterMs` may hang on a request that never returns: the next one starts
-    // anyway. For Leases that is one and a half intervals: the replacement runs ~30 s after the
-    // last pass that renewed them, inside their 40 s duration and the 50 s grace period.
+    // anyway. For Leases that is one and a half intervals (the kubelet's 10 s and 40 s: the
+    // replacement runs ~30 s after the last pass that renewed them, inside their duration and a
+    // node-lifecycle controller's 50 s grace period; the operator's 60 s and 240 s: ~150 s).
     const every = (name: string, ms: number, hungAfterMs: number, fn: () => Promise<void> | void) => {
       let startedAt: number | undefined;
       const t = setInterval(() => {

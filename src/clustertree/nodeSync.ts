@@ -16,7 +16,13 @@ import type { Logger } from '../worker/logger.js';
 import type { ClusterTreeConfig } from './config.js';
 import { microTime } from './events.js';
 import { forEachLimited } from './queue.js';
-import { nodeShape, tenantNodeFor, virtualNode } from './tenantNodes.js';
+import {
+  healthTaintsShape,
+  statusShape,
+  tenantNodeFor,
+  virtualNode,
+  withHealthTaints,
+} from './tenantNodes.js';
 
 const LEASE_NAMESPACE = 'kube-node-lease';
 
@@ -95,11 +101,34 @@ export class NodeSync {
       return;
     }
     this.nodeUids.set(name, have.metadata!.uid!);
-    if (!heartbeat && nodeShape(have) === nodeShape(want)) return;
+    // Only what clusterTree writes is compared: labels others add (a tenant's, a controller's)
+    // and the tenant's own taints are theirs, and no cause to write the node again.
     const labels = want.metadata!.labels ?? {};
     const labelsDiffer = Object.entries(labels).some(([k, v]) => have.metadata?.labels?.[k] !== v);
-    if (labelsDiffer) await tenantCore.patchNode({ name, body: { metadata: { labels } } }, merge);
-    await tenantCore.patchNodeStatus({ name, body: { status: want.status } }, merge);
+    const taintsDiffer =
+      JSON.stringify(healthTaintsShape(have.spec?.taints)) !==
+      JSON.stringify(healthTaintsShape(want.spec?.taints));
+    const statusDiffers = heartbeat || statusShape(have) !== statusShape(want);
+    if (!labelsDiffer && !taintsDiffer && !statusDiffers) return;
+    if (labelsDiffer || taintsDiffer)
+      await tenantCore.patchNode(
+        {
+          name,
+          body: {
+            metadata: {
+              ...(labelsDiffer ? { labels } : {}),
+              // The taints are one list: written against the node this list was read from, so a
+              // tenant's taint added meanwhile is a conflict (the key is synced again), not lost.
+              ...(taintsDiffer ? { resourceVersion: have.metadata!.resourceVersion } : {}),
+            },
+            ...(taintsDiffer
+              ? { spec: { taints: withHealthTaints(have.spec?.taints, want.spec?.taints) } }
+              : {}),
+          },
+        },
+        merge,
+      );
+    if (statusDiffers) await tenantCore.patchNodeStatus({ name, body: { status: want.status } }, merge);
   }
 
   async renewLeases(): Promise<void> {

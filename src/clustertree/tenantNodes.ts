@@ -3,7 +3,7 @@
  * virtual node standing for promoted CPU and memory, and what of them changes only with the host.
  * Both point the tenant apiserver's kubelet calls at clusterTree's kubelet endpoint.
  */
-import type { V1Node, V1NodeStatus } from '@kubernetes/client-node';
+import type { V1Node, V1NodeStatus, V1Taint } from '@kubernetes/client-node';
 import { MANAGER, RESERVED_PREFIX } from './naming.js';
 import { TENANT_NODE_LABEL } from './translate.js';
 
@@ -45,7 +45,34 @@ function endpointStatus(
   };
 }
 
-/** The tenant's view of a promoted host node: its name, OS/arch labels, capacity and conditions. */
+/**
+ * Taints that say a node's health (not-ready, unreachable, memory-pressure, unschedulable,
+ * out-of-service, ...): the host's node-lifecycle controller, or its admin, sets them on the host
+ * node. A tenant's controller-manager runs no node-lifecycle controller (ADR 12, decision 19):
+ * its promoted nodes carry their host node's, which the tenant's taint-eviction controller and
+ * scheduler act on as on any node's. A tenant's own taints under this prefix are not kept.
+ */
+export const HEALTH_TAINT_PREFIX = 'node.kubernetes.io/';
+
+const isHealthTaint = (t: V1Taint) => t.key.startsWith(HEALTH_TAINT_PREFIX);
+
+/** A node's health taints, in a form that compares equal when they are the same. */
+export function healthTaintsShape(taints: V1Taint[] | undefined): string[][] {
+  return (taints ?? [])
+    .filter(isHealthTaint)
+    .map((t) => [t.key, t.value ?? '', t.effect, t.timeAdded ? new Date(t.timeAdded).toISOString() : ''])
+    .sort((a, b) => a.join('\0').localeCompare(b.join('\0')));
+}
+
+/** The tenant node's taints with its host node's health taints in place of its own: the tenant's others kept. */
+export function withHealthTaints(tenant: V1Taint[] | undefined, host: V1Taint[] | undefined): V1Taint[] {
+  return [...(tenant ?? []).filter((t) => !isHealthTaint(t)), ...(host ?? []).filter(isHealthTaint)];
+}
+
+/**
+ * The tenant's view of a promoted host node: its name, OS/arch labels, capacity, conditions and
+ * health taints.
+ */
 export function tenantNodeFor(host: V1Node, now: Date, kubelet?: KubeletEndpoint): V1Node {
   const labels = Object.fromEntries(
     Object.entries(host.metadata?.labels ?? {}).filter(
@@ -57,6 +84,7 @@ export function tenantNodeFor(host: V1Node, now: Date, kubelet?: KubeletEndpoint
     apiVersion: 'v1',
     kind: 'Node',
     metadata: { name: host.metadata!.name!, labels: { ...labels, [TENANT_NODE_LABEL]: MANAGER } },
+    spec: { taints: withHealthTaints([], host.spec?.taints) },
     status: {
       ...(host.status?.capacity ? { capacity: host.status.capacity } : {}),
       ...(host.status?.allocatable ? { allocatable: host.status.allocatable } : {}),
@@ -128,10 +156,9 @@ export function virtualNode(
 }
 
 /** Status fields of a tenant node that change only when the host changes (no heartbeat times). */
-export function nodeShape(n: V1Node): string {
+export function statusShape(n: V1Node): string {
   const s = n.status ?? {};
   return JSON.stringify([
-    n.metadata?.labels ?? {},
     s.capacity ?? {},
     s.allocatable ?? {},
     (s.conditions ?? []).map((c) => [c.type, c.status, c.reason]),

@@ -44,6 +44,12 @@ export interface ControlPlaneLayout {
   etcdUnsafeNoFsync?: boolean;
   /** Log requests of users and workloads (not the control plane's own) to <dir>/audit: idle detection. */
   auditLog?: boolean;
+  /**
+   * The controller-manager judges its nodes' health (the node-lifecycle controller: Leases, the
+   * taints of a node's conditions, evictions): the host's, whose nodes have kubelets. A tenant's
+   * nodes are clusterTree's, whose health is their host node's, copied (ADR 12, decision 19).
+   */
+  judgesNodes?: boolean;
 }
 
 export const auditDir = (l: ControlPlaneLayout): string => join(l.dir, 'audit');
@@ -124,6 +130,8 @@ export interface Placement {
   probe: { host: string; pki: string };
   etcdUnsafeNoFsync?: boolean;
   auditLog?: boolean;
+  /** ControlPlaneLayout.judgesNodes. */
+  judgesNodes?: boolean;
   /** As pods of a host namespace (placeInHost): the namespace, the Services, etcd's health port. */
   pod?: PodPlacement;
 }
@@ -258,6 +266,7 @@ export function placeOnMachine(l: ControlPlaneLayout): Placement {
     probe: { host: l.address, pki: pkiDir(l) },
     ...(l.etcdUnsafeNoFsync ? { etcdUnsafeNoFsync: true } : {}),
     ...(l.auditLog ? { auditLog: true } : {}),
+    ...(l.judgesNodes ? { judgesNodes: true } : {}),
   };
 }
 
@@ -449,6 +458,9 @@ export function controllerManagerSpec(p: Placement, b: ControlPlanePrograms): Co
       ...f.pair(PkiFile.clusterSigner, 'cluster-signing-cert-file', 'cluster-signing-key-file'),
       `--cluster-name=${p.id}`,
       `--service-cluster-ip-range=${p.serviceCIDR}`,
+      // A tenant's nodes are as healthy as their host nodes, whose conditions and taints
+      // clusterTree copies; the taint-eviction controller acts on those taints (ADR 12, decision 19).
+      ...(p.judgesNodes ? [] : ['--controllers=*,-node-lifecycle-controller']),
       '--leader-elect=false',
       '--profiling=false',
     ],

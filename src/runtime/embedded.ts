@@ -92,6 +92,8 @@ export async function startEmbeddedHost(opts: EmbeddedHostOptions): Promise<Embe
     address: '127.0.0.1',
     ports: { etcdClient, etcdPeer, apiserver, controllerManager, scheduler },
     serviceCIDR: '10.96.0.0/12',
+    // Its nodes have kubelets (kwok's, the real node's): its controller-manager judges them.
+    judgesNodes: true,
     ...(opts.etcdUnsafeNoFsync ? { etcdUnsafeNoFsync: true } : {}),
     // With a real node, host pods (clusterTree's, an in-cluster operator: ADR 14) reach the API
     // server as in any cluster, through `kubernetes.default` to the node's address on the

@@ -3,7 +3,7 @@
  * and pod IPs come back, ConfigMaps and Services follow, clusterTree survives SIGKILL and repairs
  * drift, a removed node is drained and handed back, and deletion leaves the host clean.
  */
-import { Watch, type V1Node, type V1Pod } from '@kubernetes/client-node';
+import { Watch, type V1Node, type V1Pod, type V1Taint } from '@kubernetes/client-node';
 import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -117,6 +117,55 @@ describe('clusterTree', () => {
       ).getTime();
     const first = await renewed();
     await eventually('the lease to be renewed', async () => (await renewed()) > first, 20_000);
+
+    // The node's health is its host node's (ADR 12, decision 19): a health taint put on the host
+    // node shows on the tenant's, beside a taint the tenant put there itself, and goes with it.
+    const health = { key: 'node.kubernetes.io/out-of-service', value: 'nodeshutdown', effect: 'NoSchedule' };
+    const own = { key: 'team.example/dedicated', value: 'ci', effect: 'NoSchedule' };
+    const taintsOf = async (core: ReturnType<typeof tenantCore>) =>
+      ((await core.readNode({ name: NODES[0]! })).spec?.taints ?? []).map(
+        (t) => `${t.key}=${t.value}:${t.effect}`,
+      );
+    // A replace against what was read: another writer (kwok, a controller) in between is retried.
+    const setTaints = (core: ReturnType<typeof tenantCore>, edit: (t: V1Taint[]) => V1Taint[]) =>
+      eventually(
+        'the node taints replaced',
+        async () => {
+          const n = await core.readNode({ name: NODES[0]! });
+          const taints = edit(n.spec?.taints ?? []);
+          await core.replaceNode({ name: NODES[0]!, body: { ...n, spec: { ...n.spec, taints } } });
+          return true;
+        },
+        20_000,
+      );
+    await setTaints(tenant, (t) => [...t, own]);
+    await setTaints(host().core, (t) => [...t, health]);
+    await eventually(
+      'the host taint on the tenant node',
+      async () => {
+        const t = await taintsOf(tenant);
+        return t.includes('node.kubernetes.io/out-of-service=nodeshutdown:NoSchedule') &&
+          t.includes('team.example/dedicated=ci:NoSchedule')
+          ? t
+          : undefined;
+      },
+      20_000,
+    );
+    // The host's own taints are not shown: the promotion's stays the host's.
+    expect((await taintsOf(tenant)).some((t) => t.startsWith(Promotion.taint))).toBe(false);
+    await setTaints(host().core, (t) => t.filter((x) => x.key !== health.key));
+    await eventually(
+      'the host taint gone from the tenant node',
+      async () => {
+        const t = await taintsOf(tenant);
+        return !t.some((x) => x.startsWith('node.kubernetes.io/out-of-service')) &&
+          t.includes('team.example/dedicated=ci:NoSchedule')
+          ? t
+          : undefined;
+      },
+      20_000,
+    );
+    await setTaints(tenant, (t) => t.filter((x) => x.key !== own.key));
 
     // kubectl get vc shows the promoted capacity.
     const table = await kubectl(inject('hostKubeconfig'), 'get', 'vc', 'flow', '-n', namespace);

@@ -45,6 +45,7 @@ const host: ControlPlaneLayout = {
   ports,
   serviceCIDR: '10.96.0.0/12',
   etcdUnsafeNoFsync: true,
+  judgesNodes: true,
 };
 const bins = {
   etcd: '/t/etcd',
@@ -108,7 +109,8 @@ describe('control-plane component specs', () => {
     const before: Record<string, string> = {
       'tenant etcdSpec': '8f159f8e258639c591503489cd3b78a931dfaa04234477199fae055085822f2f',
       'tenant apiserverSpec': 'c138f06ca82c0590b5269caf47d32dbc7419e98964c8ea82e2d2caaeb20ba30a',
-      'tenant controllerManagerSpec': 'c36bf986a53691fdc09b808def802bdc8b40d082bb5b733ec80dacdd1f5fca24',
+      // Changed on purpose (ADR 12, decision 19): no node-lifecycle controller in a tenant.
+      'tenant controllerManagerSpec': 'e265b9db642cb4f462f3a7727218c7e8f39a3123c86affba137a06225fc3b477',
       'tenant schedulerSpec': '51f8aa42272f80241c1eab3565a093f7777a0267e522aff17b0de75100ac360b',
       'host etcdSpec': '156cd3d971dec86867b87ac902669fcb34c6bc572efae8fb8aa522b96579fec7',
       'host apiserverSpec': 'b267ecc52f46d1cf14f6bab301d894d652950fe66c3d0e915215fc845429548a',
@@ -124,6 +126,15 @@ describe('control-plane component specs', () => {
         expect(spec.files?.length, name).toBeGreaterThan(0);
         expect(hashSpec(spec), `${which} ${name}`).toBe(before[`${which} ${name}`]);
       }
+  });
+
+  it("run a tenant's controller-manager without the node-lifecycle controller, the host's with it", () => {
+    const off = '--controllers=*,-node-lifecycle-controller';
+    expect(controllerManagerSpec(placeOnMachine(tenant), bins).args).toContain(off);
+    expect(controllerManagerSpec(inPods, bins).args).toContain(off);
+    expect(
+      controllerManagerSpec(placeOnMachine(host), bins).args.some((a) => a.startsWith('--controllers')),
+    ).toBe(false);
   });
 
   it('name only files they declare, each one a file the certificate set or the kubeconfigs have', () => {
