@@ -7,7 +7,8 @@
  *     p50, p99, pods per second, and clusterTree's CPU time and peak RSS during the tenant run.
  *   node promotion: M kwok nodes promoted into one tenant (create the VirtualCluster -> Ready
  *     with all M nodes Ready in the tenant), then clusterTree's steady-state heartbeat cost
- *     (Lease renewals every 10 s) over a window: CPU %, RSS, lease renewals per second.
+ *     (Lease renewals every 60 s, ADR 12 decision 19: a window shorter than that sees zero or one
+ *     pass) over a window: CPU %, RSS, lease renewals per second.
  *
  *   npm run bench:clustertree [-- --pods 1000 --nodes 1000 --steady 60]
  */

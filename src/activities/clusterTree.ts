@@ -70,14 +70,20 @@ export function clusterTreeProcess(
 export const compileCacheDirOf = (stateDir: string): string => join(stateDir, 'cache', 'node-compile');
 
 /**
- * How often clusterTree renews a tenant node's Lease, and the duration the Lease states: a
- * kubelet's ratio (a quarter), six times longer. Nothing in the tenant judges a node by its Lease
- * (its controller-manager runs no node-lifecycle controller: ADR 12, decision 19); the Lease says
- * that clusterTree serves the node, as `kubectl describe node` shows, for a sixth of a kubelet's
- * writes. Written into each configuration this step makes: one made before keeps clusterTree's
- * defaults (10 s and 40 s), which a tenant controller-manager from before that decision needs.
+ * A tenant node's health is its host node's (ADR 12, decision 19): its controller-manager runs no
+ * node-lifecycle controller, clusterTree writes the host node's health taints. Nothing in the
+ * tenant judges a node by its Lease then: clusterTree renews it every 60 s for 240 s (a kubelet's
+ * ratio, a quarter, for a sixth of its writes); the Lease still says that clusterTree serves the
+ * node, as `kubectl describe node` shows. Written into each configuration this step makes, whose
+ * pass started the tenant's current controller-manager first; one made before keeps clusterTree's
+ * defaults (no health taints written, Leases every 10 s for 40 s), which a tenant
+ * controller-manager from before that decision, resumed as it was recorded, needs.
  */
-export const TENANT_NODE_LEASE = { heartbeatIntervalMs: 60_000, leaseDurationSeconds: 240 } as const;
+export const TENANT_NODE_HEALTH = {
+  nodeHealthFromHost: true,
+  heartbeatIntervalMs: 60_000,
+  leaseDurationSeconds: 240,
+} as const;
 
 export interface ClusterTreeTimings {
   heartbeatIntervalMs?: number;
@@ -241,7 +247,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       ...(await podNetwork(input, l)),
       virtualNodeName: VIRTUAL_NODE,
       quotaName: QUOTA_NAME,
-      ...TENANT_NODE_LEASE,
+      ...TENANT_NODE_HEALTH,
       ...deps.timings,
     } satisfies Partial<ClusterTreeConfigInput>;
   }

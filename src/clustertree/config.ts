@@ -63,10 +63,17 @@ export const ClusterTreeConfig = z.object({
   /** The ResourceQuota in the host namespace that caps the promoted resources. */
   quotaName: z.string().min(1),
   /**
+   * The tenant's controller-manager runs no node-lifecycle controller: a promoted node's health
+   * taints (node.kubernetes.io/...) are its host node's, which clusterTree writes. Off, as in a
+   * configuration made before ADR 12 decision 19 (its tenant's controller-manager may still judge
+   * nodes, and writes those taints itself): clusterTree leaves them alone. The operator writes it
+   * with the Lease timings below (TENANT_NODE_HEALTH).
+   */
+  nodeHealthFromHost: z.boolean().default(false),
+  /**
    * The Lease of each tenant node: its stated duration and how often it is renewed. The defaults
    * are a kubelet's, which a controller-manager that judges nodes by their Leases needs; the
-   * operator writes longer ones for tenants whose controller-manager does not
-   * (TENANT_NODE_LEASE, ADR 12 decision 19).
+   * operator writes longer ones for tenants whose controller-manager does not.
    */
   leaseDurationSeconds: z.number().int().positive().default(40),
   heartbeatIntervalMs: z.number().int().positive().default(10_000),

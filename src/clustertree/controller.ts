@@ -455,7 +455,8 @@ export class ClusterTree {
     // running after `hungAfterMs` may hang on a request that never returns: the next one starts
     // anyway. For Leases that is one and a half intervals (the kubelet's 10 s and 40 s: the
     // replacement runs ~30 s after the last pass that renewed them, inside their duration and a
-    // node-lifecycle controller's 50 s grace period; the operator's 60 s and 240 s: ~150 s).
+    // node-lifecycle controller's 50 s grace period; the operator's 60 s and 240 s: at the
+    // first tick 1.5 intervals after a hung pass began, ~180 s after the last renewal).
     const every = (name: string, ms: number, hungAfterMs: number, fn: () => Promise<void> | void) => {
       let startedAt: number | undefined;
       const t = setInterval(() => {

@@ -67,7 +67,11 @@ export class NodeSync {
         : undefined;
     }
     const host = this.d.hostNodes.get(name);
-    return host ? tenantNodeFor(host, now, cfg.kubelet) : undefined;
+    if (!host) return undefined;
+    const node = tenantNodeFor(host, now, cfg.kubelet);
+    // A tenant's controller-manager from before ADR 12 decision 19 writes the health taints itself.
+    if (!cfg.nodeHealthFromHost) delete node.spec;
+    return node;
   }
 
   /** One node: created, brought up to date (`heartbeat`: its status written even unchanged), or removed. */
@@ -106,29 +110,48 @@ export class NodeSync {
     const labels = want.metadata!.labels ?? {};
     const labelsDiffer = Object.entries(labels).some(([k, v]) => have.metadata?.labels?.[k] !== v);
     const taintsDiffer =
+      this.d.cfg.nodeHealthFromHost &&
       JSON.stringify(healthTaintsShape(have.spec?.taints)) !==
-      JSON.stringify(healthTaintsShape(want.spec?.taints));
+        JSON.stringify(healthTaintsShape(want.spec?.taints));
     const statusDiffers = heartbeat || statusShape(have) !== statusShape(want);
     if (!labelsDiffer && !taintsDiffer && !statusDiffers) return;
-    if (labelsDiffer || taintsDiffer)
-      await tenantCore.patchNode(
+    if (labelsDiffer && !taintsDiffer)
+      await tenantCore.patchNode({ name, body: { metadata: { labels } } }, merge);
+    if (taintsDiffer) await this.writeHealthTaints(have, want, labelsDiffer ? labels : undefined);
+    if (statusDiffers) await tenantCore.patchNodeStatus({ name, body: { status: want.status } }, merge);
+  }
+
+  /**
+   * The host node's health taints in place of the tenant node's, its other taints kept (and
+   * `labels`, when they changed too). The taints are one list: written against the node they were
+   * read from, so a taint the tenant adds meanwhile makes a conflict, not a loss. The informers'
+   * copy is often a write behind (clusterTree's own status write just before): a conflict reads
+   * the node again and writes once more; a second one goes back to the queue.
+   */
+  private async writeHealthTaints(
+    have: V1Node,
+    want: V1Node,
+    labels?: Record<string, string>,
+  ): Promise<void> {
+    const { tenantCore } = this.d;
+    const name = want.metadata!.name!;
+    const write = (node: V1Node) =>
+      tenantCore.patchNode(
         {
           name,
           body: {
-            metadata: {
-              ...(labelsDiffer ? { labels } : {}),
-              // The taints are one list: written against the node this list was read from, so a
-              // tenant's taint added meanwhile is a conflict (the key is synced again), not lost.
-              ...(taintsDiffer ? { resourceVersion: have.metadata!.resourceVersion } : {}),
-            },
-            ...(taintsDiffer
-              ? { spec: { taints: withHealthTaints(have.spec?.taints, want.spec?.taints) } }
-              : {}),
+            metadata: { ...(labels ? { labels } : {}), resourceVersion: node.metadata!.resourceVersion },
+            spec: { taints: withHealthTaints(node.spec?.taints, want.spec?.taints) },
           },
         },
         merge,
       );
-    if (statusDiffers) await tenantCore.patchNodeStatus({ name, body: { status: want.status } }, merge);
+    try {
+      await write(have);
+    } catch (e) {
+      if (statusCode(e) !== 409) throw e;
+      await write(await tenantCore.readNode({ name }));
+    }
   }
 
   async renewLeases(): Promise<void> {

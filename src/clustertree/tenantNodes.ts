@@ -130,6 +130,10 @@ export function virtualNode(
         'kubernetes.io/hostname': name,
         'kubernetes.io/os': 'linux',
         'kubernetes.io/arch': 'amd64',
+        // Set by a kubelet (and, before ADR 12 decision 19, the tenant's node-lifecycle
+        // controller): older manifests select nodes by them.
+        'beta.kubernetes.io/os': 'linux',
+        'beta.kubernetes.io/arch': 'amd64',
         'node.kubernetes.io/instance-type': 'kosmos-virtual',
         [TENANT_NODE_LABEL]: MANAGER,
       },

@@ -95,6 +95,13 @@ const BACKUP_PATCH = 'backup-restore';
  * scheduled: a client that reads the listener's Idle and connects finds it listening.
  */
 const LISTEN_PATCH = 'listen-before-idle';
+/**
+ * Marks runs whose clusterTree-only pass (a tenant from before clusterTree) starts the tenant's
+ * current controller-manager first: the clusterTree configuration it writes has the tenant's node
+ * health taken from the host, which a controller-manager still judging nodes would fight (ADR 12,
+ * decision 19).
+ */
+const NODE_HEALTH_PATCH = 'node-health-from-host';
 const AUTO_RETRY_MS = 60_000;
 
 const COMPONENT_OF: Partial<Record<StepName, ControlPlaneComponent>> = {
@@ -348,6 +355,9 @@ export async function virtualClusterWorkflow(
       } else {
         if (!allocation) return;
         step = { ref, allocation };
+        // Not a step of this pass (nothing to undo if clusterTree fails): the one already serving,
+        // replaced if it was started before decision 19.
+        if (patched(NODE_HEALTH_PATCH)) await steps.startControllerManager(step);
       }
       await run('deployClusterTree', () => steps.deployClusterTree(step));
       const result = await run('promoteResources', () =>

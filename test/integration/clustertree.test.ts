@@ -5,8 +5,8 @@
  */
 import { Watch, type V1Node, type V1Pod, type V1Taint } from '@kubernetes/client-node';
 import { randomUUID } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readdir, readFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { tenantId } from '../../src/activities/index.js';
 import type { VirtualCluster, VirtualClusterRef } from '../../src/api/virtualCluster.js';
@@ -19,6 +19,7 @@ import {
   tokenSecretName,
 } from '../../src/clustertree/naming.js';
 import { repoRoot, resolveBinaries } from '../../src/runtime/binaries.js';
+import { HOST_ID } from '../../src/runtime/embedded.js';
 import { CLUSTERTREE_NODE_FLAGS } from '../../src/runtime/nodeFlags.js';
 import type { Operator } from '../../src/worker/operator.js';
 import {
@@ -60,6 +61,26 @@ afterAll(async () => {
 
 const isReady = (n: V1Node | V1Pod): boolean =>
   (n.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
+
+/**
+ * The command lines of this machine's controller-manager processes of a cluster (its
+ * `--cluster-name`), alone or in the one process of ADR 12 decision 16.
+ */
+async function controllerManagers(cluster: string): Promise<string[][]> {
+  const found: string[][] = [];
+  for (const pid of (await readdir('/proc')).filter((d) => /^\d+$/.test(d))) {
+    const argv: string[] = await readFile(`/proc/${pid}/cmdline`, 'utf8').then(
+      (c) => c.split('\0'),
+      () => [],
+    );
+    if (
+      argv.some((a) => basename(a) === 'kube-controller-manager') &&
+      argv.includes(`--cluster-name=${cluster}`)
+    )
+      found.push(argv);
+  }
+  return found;
+}
 
 async function hostPods(ns: string): Promise<V1Pod[]> {
   return (await host().core.listNamespacedPod({ namespace: ns })).items;
@@ -118,7 +139,20 @@ describe('clusterTree', () => {
     const first = await renewed();
     await eventually('the lease to be renewed', async () => (await renewed()) > first, 20_000);
 
-    // The node's health is its host node's (ADR 12, decision 19): a health taint put on the host
+    // The node's health is its host node's (ADR 12, decision 19): the tenant's controller-manager
+    // runs no node-lifecycle controller, the host's does; clusterTree is told so.
+    const tenantCms = await controllerManagers(tenantId(ref));
+    expect(tenantCms.length).toBeGreaterThan(0);
+    for (const argv of tenantCms) expect(argv).toContain('--controllers=*,-node-lifecycle-controller');
+    const hostCms = await controllerManagers(HOST_ID);
+    expect(hostCms.length).toBeGreaterThan(0);
+    for (const argv of hostCms) expect(argv.some((a) => a.startsWith('--controllers'))).toBe(false);
+    const treeConfig = JSON.parse(
+      await readFile(join(stateDir, 'tenants', tenantId(ref), 'clustertree', 'config.json'), 'utf8'),
+    ) as Record<string, unknown>;
+    // The harness shortens the renewal; the rest is the operator's.
+    expect(treeConfig).toMatchObject({ nodeHealthFromHost: true, leaseDurationSeconds: 240 });
+    // A health taint put on the host
     // node shows on the tenant's, beside a taint the tenant put there itself, and goes with it.
     const health = { key: 'node.kubernetes.io/out-of-service', value: 'nodeshutdown', effect: 'NoSchedule' };
     const own = { key: 'team.example/dedicated', value: 'ci', effect: 'NoSchedule' };

@@ -5,7 +5,13 @@
  * taint-eviction controller act on. The tenant's own taints and labels others add are kept, and
  * are no reason to write the node again.
  */
-import type { CoordinationV1Api, CoreV1Api, V1Node, V1Taint } from '@kubernetes/client-node';
+import {
+  ApiException,
+  type CoordinationV1Api,
+  type CoreV1Api,
+  type V1Node,
+  type V1Taint,
+} from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { ClusterTreeConfig } from '../../src/clustertree/config.js';
 import { NodeSync } from '../../src/clustertree/nodeSync.js';
@@ -36,7 +42,14 @@ describe('a promoted node in the tenant', () => {
   it("carries its host node's health taints and no other host taint", () => {
     const n = tenantNodeFor(hostNode([notReady, promoted, unreachable]), new Date());
     expect(n.spec?.taints).toEqual([notReady, unreachable]);
-    expect(virtualNode('vn', { cpu: '1', memory: '1Gi' }, new Date()).spec?.taints).toBeUndefined();
+    const vn = virtualNode('vn', { cpu: '1', memory: '1Gi' }, new Date());
+    expect(vn.spec?.taints).toBeUndefined();
+    // What a kubelet labels a node with, older manifests' selectors among them.
+    expect(vn.metadata?.labels).toMatchObject({
+      'kubernetes.io/os': 'linux',
+      'beta.kubernetes.io/os': 'linux',
+      'beta.kubernetes.io/arch': 'amd64',
+    });
   });
 
   it("keeps the tenant's own taints and puts the host's health taints in place of its own", () => {
@@ -46,10 +59,15 @@ describe('a promoted node in the tenant', () => {
   });
 });
 
-/** NodeSync against one host node and one tenant node, recording what it writes to the tenant. */
-function syncOf(host: V1Node, tenant: V1Node) {
+/**
+ * NodeSync against one host node and one tenant node, recording what it writes to the tenant.
+ * `stale`: the API server's node has moved on from `tenant` (the informers' copy), so a write
+ * against `tenant`'s resourceVersion conflicts, and a read returns `stale`.
+ */
+function syncOf(host: V1Node, tenant: V1Node, o: { fromHost?: boolean; stale?: V1Node } = {}) {
   const writes: { kind: string; body: unknown }[] = [];
   const cfg = ClusterTreeConfig.parse({
+    nodeHealthFromHost: o.fromHost ?? true,
     tenant: { namespace: 'team', name: 'vc1', uid: 'u' },
     hostNamespace: 'kvc-team-vc1',
     tenantKubeconfig: '/t/kubeconfig',
@@ -59,8 +77,19 @@ function syncOf(host: V1Node, tenant: V1Node) {
   });
   const list = <T>(m: Map<string, T>) =>
     ({ get: (name: string) => m.get(name), list: () => [...m.values()] }) as never;
+  const current = o.stale ?? tenant;
   const tenantCore = {
-    patchNode: ({ body }: { body: unknown }) => (writes.push({ kind: 'node', body }), Promise.resolve({})),
+    patchNode: ({ body }: { body: { metadata?: { resourceVersion?: string } } }) => {
+      writes.push({ kind: 'node', body });
+      const rv = body.metadata?.resourceVersion;
+      return rv && rv !== current.metadata?.resourceVersion
+        ? Promise.reject(new ApiException(409, 'conflict', {}, {}))
+        : Promise.resolve({});
+    },
+    readNode: () => (
+      writes.push({ kind: 'read', body: undefined }),
+      Promise.resolve(structuredClone(current))
+    ),
     patchNodeStatus: ({ body }: { body: unknown }) => (
       writes.push({ kind: 'status', body }),
       Promise.resolve({})
@@ -129,5 +158,43 @@ describe("clusterTree's sync of a promoted node", () => {
     expect(writes).toEqual([
       { kind: 'node', body: { metadata: { resourceVersion: '7' }, spec: { taints: [tenants] } } },
     ]);
+  });
+});
+
+describe("clusterTree's sync of a promoted node, continued", () => {
+  it('reads the node again when its taint write conflicts (the informers are a write behind), then writes once more', async () => {
+    const host = hostNode([notReady]);
+    const tenant = inTenant(hostNode([]));
+    // Meanwhile the tenant added a taint: the second write keeps it.
+    const moved = {
+      ...tenant,
+      metadata: { ...tenant.metadata, resourceVersion: '8' },
+      spec: { taints: [tenants] },
+    };
+    const { sync, writes } = syncOf(host, tenant, { stale: moved });
+    await sync.sync('node-a');
+    expect(writes.map((w) => w.kind)).toEqual(['node', 'read', 'node']);
+    expect(writes[2]!.body).toEqual({
+      metadata: { resourceVersion: '8' },
+      spec: { taints: [tenants, notReady] },
+    });
+  });
+
+  it('sees the same taint time as the same, whether the API gave a Date or a string', async () => {
+    const host = hostNode([unreachable]);
+    const tenant = inTenant(host);
+    tenant.spec = { taints: [{ ...unreachable, timeAdded: '2026-12-05T10:00:00Z' as unknown as Date }] };
+    const { sync, writes } = syncOf(host, tenant);
+    await sync.sync('node-a');
+    expect(writes).toEqual([]);
+  });
+
+  it("leaves health taints alone for a configuration from before (the tenant's controller-manager writes them)", async () => {
+    const host = hostNode([notReady]);
+    const { sync, writes } = syncOf(host, inTenant(hostNode([]), { taints: [unreachable] }), {
+      fromHost: false,
+    });
+    await sync.sync('node-a');
+    expect(writes).toEqual([]);
   });
 });
