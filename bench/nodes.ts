@@ -2,7 +2,8 @@
  * Nodes (issue 10, target 6): --nodes kwok nodes promoted into one tenant.
  * Baseline, same run: the same nodes created on the host until kwok has made all of them Ready.
  * Figure: apply -> Ready with every promoted node Ready in the tenant; then, over --steady
- * seconds, the CPU the nodes' heartbeats cost the tenant (clusterTree, apiserver, etcd, ...)
+ * seconds (at least 300: one rewrite of every node's status), the CPU the nodes' heartbeats cost
+ * the tenant (clusterTree, apiserver, etcd, ...)
  * next to what the same nodes cost the host (kwok, apiserver, etcd, ...: the host's CPU with the
  * nodes Ready less its CPU before they were made, each over --steady seconds).
  */
@@ -19,6 +20,7 @@ import {
   waitFor,
 } from './common.js';
 import { setTimeout as pause } from 'node:timers/promises';
+import { NODE_STATUS_INTERVAL_MS } from '../src/clustertree/config.js';
 import { ONE_PROCESS_SETTLES_MS } from '../src/runtime/controlPlane.js';
 import { ratio, type Scenario } from './scenario.js';
 
@@ -37,8 +39,9 @@ async function countReady(core: CoreV1Api, prefix = ''): Promise<number> {
 
 export const nodes: Scenario = {
   summary: 'many kwok nodes promoted into one tenant: apply -> all Ready, heartbeat CPU',
-  // Each window at least one Lease renewal interval (60 s, ADR 12 decision 19), the full two:
-  // a shorter one sees zero or one pass, as it falls.
+  // The host's windows at least one of its renewal intervals, the full two; the tenant's is at
+  // least 5 minutes (below), which holds its Lease renewals (60 s, ADR 12 decision 19) and one
+  // rewrite of every node's status.
   quick: { nodes: 300, steady: 60 },
   // The issue asks for 10,000; the CRD takes at most 5,000 names (ADR 12).
   full: { nodes: 5000, steady: 120 },
@@ -86,7 +89,10 @@ export const nodes: Scenario = {
 
     const kwok = (await env.embeddedRuntime.list('host')).find((s) => s.name === 'kwok')?.pid;
     if (!kwok) throw new Error('kwok is not running');
-    say(`steady state for ${o.steady} s...`);
+    // The tenant's window holds one pass of the status written again unchanged (every 5 minutes),
+    // which a shorter one may or may not: at least that long, whatever --steady says.
+    const tenantS = Math.max(o.steady!, NODE_STATUS_INTERVAL_MS / 1000);
+    say(`steady state for ${tenantS} s...`);
     // Every process of the tenant: clusterTree renews the leases and node statuses, the tenant's
     // apiserver and etcd take the writes. kwok does the same for these nodes on the host.
     const [c0, k0, h0busy] = [
@@ -94,22 +100,22 @@ export const nodes: Scenario = {
       await cpuTicks(kwok),
       await hostCpu(),
     ];
-    await steady();
+    await pause(tenantS * 1000);
     // The host's CPU in the same window: what the tenant's figure had to share the machine with.
-    const hostDuringCores = ((await hostCpu()) - h0busy) / o.steady!;
+    const hostDuringCores = ((await hostCpu()) - h0busy) / tenantS;
     const c1 = await tenantCpuSeconds(env.operator, [vc]);
     const byComponent = Object.fromEntries(
-      Object.entries(c1).map(([c, v]) => [c, (v - (c0[c] ?? v)) / o.steady!]),
+      Object.entries(c1).map(([c, v]) => [c, (v - (c0[c] ?? v)) / tenantS]),
     );
     const treeCores = byComponent.clustertree ?? 0;
     const tenantCores = Object.values(byComponent).reduce((a, b) => a + b, 0);
-    const kwokCores = ((await cpuTicks(kwok)) - k0) / 100 / o.steady!;
+    const kwokCores = ((await cpuTicks(kwok)) - k0) / 100 / tenantS;
     return {
       lines: [
         `nodes: ${names.length} kwok nodes`,
         `  baseline, on the host: create -> all Ready ${(hostMs / 1000).toFixed(1)} s`,
         `  promoted into a tenant: apply -> Ready with all Ready ${(promoteMs / 1000).toFixed(1)} s (${ratio(promoteMs, hostMs)}); target ≤ 60 s: ${promoteMs <= 60_000 ? 'met' : 'missed'}`,
-        `  heartbeats over ${o.steady} s, in cores: the whole tenant ${tenantCores.toFixed(2)} (${Object.entries(
+        `  heartbeats over ${tenantS} s, in cores: the whole tenant ${tenantCores.toFixed(2)} (${Object.entries(
           byComponent,
         )
           .map(([c, v]) => `${c} ${v.toFixed(2)}`)
@@ -127,6 +133,7 @@ export const nodes: Scenario = {
         hostIdleCores,
         hostNodeCores,
         hostDuringCores,
+        tenantWindowS: tenantS,
       },
     };
   },

@@ -41,7 +41,7 @@ import { apply, tenantAdmin } from './tenantAdmin.js';
 import { defaultNamespaceReady } from './defaultNamespace.js';
 import { both, reportProgress, until } from './wait.js';
 import { TENANT_API_PORT, isolationPolicy, tenantPodSecurity, type TenantNetwork } from './tenantNetwork.js';
-import { FailureType, type StepInput } from './types.js';
+import { FailureType, type DeployClusterTreeInput, type StepInput } from './types.js';
 
 /** clusterTree as a pod: where its files are mounted, its ports (status and probes, the kubelet endpoint). */
 export const CLUSTERTREE_POD = {
@@ -74,10 +74,12 @@ export const compileCacheDirOf = (stateDir: string): string => join(stateDir, 'c
  * node-lifecycle controller, clusterTree writes the host node's health taints. Nothing in the
  * tenant judges a node by its Lease then: clusterTree renews it every 60 s for 240 s (a kubelet's
  * ratio, a quarter, for a sixth of its writes); the Lease still says that clusterTree serves the
- * node, as `kubectl describe node` shows. Written into each configuration this step makes, whose
- * pass started the tenant's current controller-manager first; one made before keeps clusterTree's
- * defaults (no health taints written, Leases every 10 s for 40 s), which a tenant
- * controller-manager from before that decision, resumed as it was recorded, needs.
+ * node, as `kubectl describe node` shows. Written into each configuration this step makes in a
+ * pass that started the tenant's current controller-manager first (not the clusterTree-only pass
+ * of a workflow from before clusterTree: `nodeHealthFromHost: false` in its input). A
+ * configuration without it keeps clusterTree's defaults (no health taints written, Leases every
+ * 10 s for 40 s), which a tenant controller-manager from before that decision, resumed as it was
+ * recorded, needs.
  */
 export const TENANT_NODE_HEALTH = {
   nodeHealthFromHost: true,
@@ -211,7 +213,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
    * the operator's leaves were in its set gets them now), its RBAC on both sides, and the part of
    * its configuration that does not depend on where it runs.
    */
-  async function prepare(input: StepInput, l: ControlPlaneLayout) {
+  async function prepare(input: DeployClusterTreeInput, l: ControlPlaneLayout) {
     const { ref } = input;
     const ns = hostNamespace(ref);
     await ensureCurrentFiles(pkiDir(l));
@@ -247,7 +249,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       ...(await podNetwork(input, l)),
       virtualNodeName: VIRTUAL_NODE,
       quotaName: QUOTA_NAME,
-      ...TENANT_NODE_HEALTH,
+      ...(input.nodeHealthFromHost === false ? {} : TENANT_NODE_HEALTH),
       ...deps.timings,
     } satisfies Partial<ClusterTreeConfigInput>;
   }
@@ -259,7 +261,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
    * endpoint's certificate from the set's Secret; the tenant's API server calls that endpoint
    * through the Service `clustertree`, whose name the certificate carries.
    */
-  async function podSpec(input: StepInput, l: ControlPlaneLayout): Promise<ComponentSpec> {
+  async function podSpec(input: DeployClusterTreeInput, l: ControlPlaneLayout): Promise<ComponentSpec> {
     const ns = hostNamespace(input.ref);
     const dir = CLUSTERTREE_POD.dir;
     const config: ClusterTreeConfigInput = {
@@ -312,7 +314,10 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
     };
   }
 
-  async function clusterTreeSpec(input: StepInput, l: ControlPlaneLayout): Promise<ComponentSpec> {
+  async function clusterTreeSpec(
+    input: DeployClusterTreeInput,
+    l: ControlPlaneLayout,
+  ): Promise<ComponentSpec> {
     if (input.allocation.runtime === 'kubernetes') {
       deps.refuseWithoutPods(input.ref, input.allocation);
       return podSpec(input, l);
@@ -357,7 +362,9 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
 
   return {
     /** Credentials, RBAC on both sides, then the clusterTree process; waits until it has synced. */
-    async deployClusterTree(input: StepInput): Promise<{ hostNamespace: string; pid: number | undefined }> {
+    async deployClusterTree(
+      input: DeployClusterTreeInput,
+    ): Promise<{ hostNamespace: string; pid: number | undefined }> {
       const l = await deps.layoutOf(input);
       const spec = await clusterTreeSpec(input, l);
       const status = await deps.runtime.ensure(spec);

@@ -77,6 +77,15 @@ export interface StepInput {
   allocation: TenantAllocation;
 }
 
+export interface DeployClusterTreeInput extends StepInput {
+  /**
+   * False: the tenant's controller-manager was not started in this pass and may judge its nodes
+   * (from before ADR 12 decision 19): clusterTree writes no health taints and renews Leases as a
+   * kubelet. Absent: the pass started the current one first.
+   */
+  nodeHealthFromHost?: false;
+}
+
 export interface IssueCertificatesInput extends StepInput {
   spec: Pick<VirtualClusterSpec, 'certSANs' | 'serviceCIDR' | 'certificates'>;
 }

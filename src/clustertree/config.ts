@@ -5,6 +5,9 @@
 import { z } from 'zod';
 import { VirtualClusterRef } from '../api/virtualCluster.js';
 
+/** How often a tenant node's status is written again unchanged (a kubelet's nodeStatusReportFrequency). */
+export const NODE_STATUS_INTERVAL_MS = 300_000;
+
 export const ClusterTreeConfig = z.object({
   tenant: VirtualClusterRef,
   hostNamespace: z.string().min(1),
@@ -81,7 +84,7 @@ export const ClusterTreeConfig = z.object({
    * Node status written again unchanged, as a kubelet's nodeStatusReportFrequency (5 min): the
    * Lease is the heartbeat; a change on the host node is written when it happens.
    */
-  nodeStatusIntervalMs: z.number().int().positive().default(300_000),
+  nodeStatusIntervalMs: z.number().int().positive().default(NODE_STATUS_INTERVAL_MS),
   /** A full comparison of both sides, for drift nobody was told about. */
   resyncIntervalMs: z.number().int().positive().default(60_000),
   tokenExpirationSeconds: z.number().int().min(600).default(3600),

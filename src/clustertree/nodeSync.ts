@@ -189,7 +189,14 @@ export class NodeSync {
       // its Node as owner, as a kubelet's renewal sets it.
       const metadata = { ...last.metadata };
       if (!metadata.ownerReferences?.length && owners) metadata.ownerReferences = owners;
-      const body: V1Lease = { ...last, metadata, spec: { ...last.spec, renewTime: renewTime as never } };
+      // The stated duration too: a tenant's configuration may have changed it since (ADR 12,
+      // decision 19), and a renewal must come within what the Lease says.
+      const spec = {
+        ...last.spec,
+        renewTime: renewTime as never,
+        leaseDurationSeconds: cfg.leaseDurationSeconds,
+      };
+      const body: V1Lease = { ...last, metadata, spec };
       try {
         this.leases.set(
           node,
@@ -213,7 +220,11 @@ export class NodeSync {
     const patch = async () => {
       const patched = await tenantLeases
         .patchNamespacedLease(
-          { name: node, namespace: LEASE_NAMESPACE, body: { spec: { renewTime } } },
+          {
+            name: node,
+            namespace: LEASE_NAMESPACE,
+            body: { spec: { renewTime, leaseDurationSeconds: cfg.leaseDurationSeconds } },
+          },
           merge,
         )
         .catch(ignoreStatus(404));

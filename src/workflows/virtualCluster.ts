@@ -25,6 +25,7 @@ import type {
   CertificateAction,
   CertificateState,
   ControlPlaneComponent,
+  DeployClusterTreeInput,
   PromotedStatus,
   PromotionResult,
   StatusReport,
@@ -95,13 +96,6 @@ const BACKUP_PATCH = 'backup-restore';
  * scheduled: a client that reads the listener's Idle and connects finds it listening.
  */
 const LISTEN_PATCH = 'listen-before-idle';
-/**
- * Marks runs whose clusterTree-only pass (a tenant from before clusterTree) starts the tenant's
- * current controller-manager first: the clusterTree configuration it writes has the tenant's node
- * health taken from the host, which a controller-manager still judging nodes would fight (ADR 12,
- * decision 19).
- */
-const NODE_HEALTH_PATCH = 'node-health-from-host';
 const AUTO_RETRY_MS = 60_000;
 
 const COMPONENT_OF: Partial<Record<StepName, ControlPlaneComponent>> = {
@@ -355,11 +349,12 @@ export async function virtualClusterWorkflow(
       } else {
         if (!allocation) return;
         step = { ref, allocation };
-        // Not a step of this pass (nothing to undo if clusterTree fails): the one already serving,
-        // replaced if it was started before decision 19.
-        if (patched(NODE_HEALTH_PATCH)) await steps.startControllerManager(step);
       }
-      await run('deployClusterTree', () => steps.deployClusterTree(step));
+      // This pass starts no controller-manager: the tenant's runs as it was started, and may judge
+      // its nodes itself (from before ADR 12 decision 19), so clusterTree leaves that to it.
+      const treeInput: DeployClusterTreeInput =
+        from === 'clusterTree' ? { ...step, nodeHealthFromHost: false } : step;
+      await run('deployClusterTree', () => steps.deployClusterTree(treeInput));
       const result = await run('promoteResources', () =>
         promotion.promoteResources({ ...step, promote: spec.promoteResources }),
       );

@@ -35,6 +35,8 @@ export interface StubControl {
   lastRequestAt?: string;
   /** issueCertificates answers as it did before certificate renewal existed. */
   resultsWithoutExpiry?: boolean;
+  /** The input of each deployClusterTree call, in order. */
+  treeInputs?: unknown[];
 }
 
 /** Certificate expiry as the real activities report it, `renewInMs` from now. */
@@ -123,7 +125,10 @@ export function stubActivities(control: StubControl): Activities {
     publishKubeconfig: () =>
       step('publishKubeconfig', { secretName: 'vc-kubeconfig', endpoint: 'https://127.0.0.1:3' }),
     unpublishKubeconfig: () => Promise.resolve(void control.calls.push('unpublishKubeconfig')),
-    deployClusterTree: () => step('deployClusterTree', { hostNamespace: 'kvc-ns-vc-0000000000', pid: 5 }),
+    deployClusterTree: (input) => {
+      control.treeInputs?.push(input);
+      return step('deployClusterTree', { hostNamespace: 'kvc-ns-vc-0000000000', pid: 5 });
+    },
     removeClusterTree: () => Promise.resolve(void control.calls.push('removeClusterTree')),
     sleepTenant: () => step('sleepTenant', undefined),
     backupTenant: ({ ref, kind }) =>

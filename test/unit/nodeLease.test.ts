@@ -65,8 +65,13 @@ function leaseStore() {
   return { api: api as unknown as CoordinationV1Api, leases, calls, failing };
 }
 
-function nodeSync(store: ReturnType<typeof leaseStore>, nodes: Map<string, V1Node>) {
+function nodeSync(
+  store: ReturnType<typeof leaseStore>,
+  nodes: Map<string, V1Node>,
+  timings: { leaseDurationSeconds?: number } = {},
+) {
   const cfg = ClusterTreeConfig.parse({
+    ...timings,
     tenant: { namespace: 'team', name: 'vc1', uid: 'u' },
     hostNamespace: 'kvc-team-vc1',
     tenantKubeconfig: '/t/kubeconfig',
@@ -121,6 +126,22 @@ describe('tenant node Lease renewal', () => {
     }
     expect(store.calls).toEqual(['replace', 'replace', 'replace']);
     expect(sync.heartbeats).toBe(4);
+  });
+
+  it('states the duration of its configuration at each renewal, when the Lease says another (a configuration changed since)', async () => {
+    const store = leaseStore();
+    const tenant = nodes();
+    await nodeSync(store, tenant).renewLeases();
+    expect(store.leases.get('node-a')!.spec!.leaseDurationSeconds).toBe(40);
+    // A new configuration (ADR 12, decision 19): its first renewal of the Lease has none kept, so patches.
+    const later = nodeSync(store, tenant, { leaseDurationSeconds: 240 });
+    await later.renewLeases();
+    expect(store.calls.slice(-1)).toEqual(['patch']);
+    expect(store.leases.get('node-a')!.spec!.leaseDurationSeconds).toBe(240);
+    // And the one after, by an update of what that returned.
+    await later.renewLeases();
+    expect(store.calls.slice(-1)).toEqual(['replace']);
+    expect(store.leases.get('node-a')!.spec!.leaseDurationSeconds).toBe(240);
   });
 
   it("mends another writer's change and a deleted Lease in the same renewal", async () => {

@@ -385,6 +385,50 @@ describe('virtualClusterWorkflow', () => {
     });
   });
 
+  it("adds clusterTree to a tenant from before it without taking over its nodes' health", async () => {
+    // A run carried from before clusterTree rests Initialized: this pass starts no
+    // controller-manager, so the one running may still judge its nodes (ADR 12, decision 19).
+    const control = { ...newControl(), treeInputs: [] as unknown[] };
+    const fresh = { ...newControl(), treeInputs: [] as unknown[] };
+    const args = input();
+    const allocation = {
+      id: 'ns-vc-00000000',
+      dir: '/nonexistent/ns-vc-00000000',
+      address: '127.0.0.1',
+      ports: { etcdClient: 1, etcdPeer: 2, apiserver: 3, controllerManager: 4, scheduler: 5 },
+      serviceCIDR: '10.96.0.0/12',
+    };
+    const started = STEP_NAMES.filter((s) => s !== 'deployClusterTree' && s !== 'promoteResources');
+    await withWorker(control, async (taskQueue) => {
+      const handle = await startWorkflow(taskQueue, {
+        ...args,
+        carried: {
+          phase: 'Initialized',
+          reason: 'ControlPlaneReady',
+          message: 'control plane serving',
+          allocation,
+          started: [...started],
+          conditions: [],
+          endpoint: 'https://127.0.0.1:3',
+        },
+      });
+      await until(() => control.statuses.at(-1)?.phase === 'Ready', 'Ready');
+      expect(control.calls.slice(0, 2)).toEqual(['deployClusterTree', 'promoteResources']);
+      await handle.signal(deleteRequestedSignal);
+      await handle.result();
+    });
+    expect(control.treeInputs).toEqual([expect.objectContaining({ nodeHealthFromHost: false })]);
+    // A tenant provisioned whole, its controller-manager started in the same pass: left to the default.
+    await withWorker(fresh, async (taskQueue) => {
+      const handle = await startWorkflow(taskQueue, input());
+      await until(() => fresh.statuses.at(-1)?.phase === 'Ready', 'Ready');
+      await handle.signal(deleteRequestedSignal);
+      await handle.result();
+    });
+    expect(fresh.treeInputs).toHaveLength(1);
+    expect(fresh.treeInputs[0]).not.toHaveProperty('nodeHealthFromHost');
+  });
+
   it('sleeps when idle, wakes on the first request or a spec change, and stops listening then', async () => {
     const control = newControl();
     let request = hold(control, 'awaitTenantRequest');
