@@ -1,10 +1,11 @@
 /**
  * What the unit tests of a clusterTree process need without a cluster: a kubeconfig whose API
  * server nothing answers (a tree then waits for its first lists, /readyz 503), a free port, the
- * status of a tenant's /readyz, a tenant's configuration against that server, and a wait.
+ * status of a tenant's /readyz, a tenant's configuration against that server, and a wait; and
+ * for NodeSync, a configuration and watched lists over plain maps.
  */
 import { createServer } from 'node:net';
-import type { ClusterTreeConfigInput } from '../../src/clustertree/config.js';
+import { ClusterTreeConfig, type ClusterTreeConfigInput } from '../../src/clustertree/config.js';
 
 export const UNREACHABLE_KUBECONFIG = `apiVersion: v1
 kind: Config
@@ -53,3 +54,20 @@ export function unreachableTreeConfig(
     quotaName: 'quota',
   };
 }
+
+/** The configuration of one tenant's NodeSync, with `extra` over it. */
+export function nodeSyncConfig(extra: Partial<ClusterTreeConfigInput> = {}): ClusterTreeConfig {
+  return ClusterTreeConfig.parse({
+    tenant: { namespace: 'team', name: 'vc1', uid: 'u' },
+    hostNamespace: 'kvc-team-vc1',
+    tenantKubeconfig: '/t/kubeconfig',
+    listen: { address: '127.0.0.1', port: 1 },
+    virtualNodeName: 'vc1-resources',
+    quotaName: 'promoted',
+    ...extra,
+  });
+}
+
+/** A watched list (ListWatch) over a map: what a sync reads of it. */
+export const listOf = <T>(m: Map<string, T>) =>
+  ({ get: (name: string) => m.get(name), list: () => [...m.values()] }) as never;

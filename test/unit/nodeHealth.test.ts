@@ -13,10 +13,10 @@ import {
   type V1Taint,
 } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
-import { ClusterTreeConfig } from '../../src/clustertree/config.js';
 import { NodeSync } from '../../src/clustertree/nodeSync.js';
 import { tenantNodeFor, virtualNode, withHealthTaints } from '../../src/clustertree/tenantNodes.js';
 import { createLogger } from '../../src/worker/logger.js';
+import { listOf, nodeSyncConfig } from '../support/clusterTreeFakes.js';
 
 const notReady: V1Taint = { key: 'node.kubernetes.io/not-ready', effect: 'NoSchedule' };
 const unreachable: V1Taint = {
@@ -66,17 +66,8 @@ describe('a promoted node in the tenant', () => {
  */
 function syncOf(host: V1Node, tenant: V1Node, o: { fromHost?: boolean; stale?: V1Node } = {}) {
   const writes: { kind: string; body: unknown }[] = [];
-  const cfg = ClusterTreeConfig.parse({
-    nodeHealthFromHost: o.fromHost ?? true,
-    tenant: { namespace: 'team', name: 'vc1', uid: 'u' },
-    hostNamespace: 'kvc-team-vc1',
-    tenantKubeconfig: '/t/kubeconfig',
-    listen: { address: '127.0.0.1', port: 1 },
-    virtualNodeName: 'vc1-resources',
-    quotaName: 'promoted',
-  });
-  const list = <T>(m: Map<string, T>) =>
-    ({ get: (name: string) => m.get(name), list: () => [...m.values()] }) as never;
+  const cfg = nodeSyncConfig({ nodeHealthFromHost: o.fromHost ?? true });
+  const list = listOf;
   const current = o.stale ?? tenant;
   const tenantCore = {
     patchNode: ({ body }: { body: { metadata?: { resourceVersion?: string } } }) => {

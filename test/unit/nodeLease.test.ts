@@ -13,9 +13,9 @@ import {
   type V1Node,
 } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
-import { ClusterTreeConfig } from '../../src/clustertree/config.js';
 import { NodeSync } from '../../src/clustertree/nodeSync.js';
 import { createLogger } from '../../src/worker/logger.js';
+import { listOf, nodeSyncConfig } from '../support/clusterTreeFakes.js';
 
 const quiet = createLogger({ level: 'error' });
 
@@ -70,17 +70,8 @@ function nodeSync(
   nodes: Map<string, V1Node>,
   timings: { leaseDurationSeconds?: number } = {},
 ) {
-  const cfg = ClusterTreeConfig.parse({
-    ...timings,
-    tenant: { namespace: 'team', name: 'vc1', uid: 'u' },
-    hostNamespace: 'kvc-team-vc1',
-    tenantKubeconfig: '/t/kubeconfig',
-    listen: { address: '127.0.0.1', port: 1 },
-    virtualNodeName: 'vc1-resources',
-    quotaName: 'promoted',
-  });
-  const list = <T>(m: Map<string, T>) =>
-    ({ get: (name: string) => m.get(name), list: () => [...m.values()] }) as never;
+  const cfg = nodeSyncConfig(timings);
+  const list = listOf;
   const tenantCore = { deleteNode: () => Promise.resolve({}) } as unknown as CoreV1Api;
   return new NodeSync({
     cfg,
