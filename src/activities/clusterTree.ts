@@ -87,6 +87,10 @@ export const TENANT_NODE_HEALTH = {
   leaseDurationSeconds: 240,
 } as const;
 
+/** What of TENANT_NODE_HEALTH a deployClusterTree input's configuration gets: all of it, or none. */
+export const nodeHealthConfig = (input: DeployClusterTreeInput): Partial<typeof TENANT_NODE_HEALTH> =>
+  input.nodeHealthFromHost === false ? {} : TENANT_NODE_HEALTH;
+
 export interface ClusterTreeTimings {
   heartbeatIntervalMs?: number;
   nodeStatusIntervalMs?: number;
@@ -249,7 +253,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       ...(await podNetwork(input, l)),
       virtualNodeName: VIRTUAL_NODE,
       quotaName: QUOTA_NAME,
-      ...(input.nodeHealthFromHost === false ? {} : TENANT_NODE_HEALTH),
+      ...nodeHealthConfig(input),
       ...deps.timings,
     } satisfies Partial<ClusterTreeConfigInput>;
   }

@@ -13,6 +13,7 @@ import {
   type V1Taint,
 } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
+import { nodeHealthConfig } from '../../src/activities/clusterTree.js';
 import { NodeSync } from '../../src/clustertree/nodeSync.js';
 import { tenantNodeFor, virtualNode, withHealthTaints } from '../../src/clustertree/tenantNodes.js';
 import { createLogger } from '../../src/worker/logger.js';
@@ -187,5 +188,34 @@ describe("clusterTree's sync of a promoted node, continued", () => {
     });
     await sync.sync('node-a');
     expect(writes).toEqual([]);
+  });
+});
+
+describe("the operator's clusterTree configuration", () => {
+  const step = {
+    ref: { namespace: 'team', name: 'vc1', uid: 'u' },
+    allocation: {
+      id: 'team-vc1-0',
+      dir: '/x',
+      address: '127.0.0.1',
+      ports: { etcdClient: 1, etcdPeer: 2, apiserver: 3, controllerManager: 4, scheduler: 5 },
+      serviceCIDR: '10.96.0.0/12',
+    },
+  };
+
+  it('takes node health from the host, with 60 s renewals for 240 s, unless the pass kept an old controller-manager', () => {
+    const parsed = nodeSyncConfig(nodeHealthConfig(step));
+    expect(parsed).toMatchObject({
+      nodeHealthFromHost: true,
+      heartbeatIntervalMs: 60_000,
+      leaseDurationSeconds: 240,
+    });
+    // The clusterTree-only pass of a workflow from before clusterTree: clusterTree's defaults.
+    const kept = nodeSyncConfig(nodeHealthConfig({ ...step, nodeHealthFromHost: false }));
+    expect(kept).toMatchObject({
+      nodeHealthFromHost: false,
+      heartbeatIntervalMs: 10_000,
+      leaseDurationSeconds: 40,
+    });
   });
 });
