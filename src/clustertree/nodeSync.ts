@@ -111,8 +111,7 @@ export class NodeSync {
     const labelsDiffer = Object.entries(labels).some(([k, v]) => have.metadata?.labels?.[k] !== v);
     const taintsDiffer =
       this.d.cfg.nodeHealthFromHost &&
-      JSON.stringify(healthTaintsShape(have.spec?.taints)) !==
-        JSON.stringify(healthTaintsShape(want.spec?.taints));
+      healthTaintsShape(have.spec?.taints) !== healthTaintsShape(want.spec?.taints);
     const statusDiffers = heartbeat || statusShape(have) !== statusShape(want);
     if (!labelsDiffer && !taintsDiffer && !statusDiffers) return;
     if (labelsDiffer && !taintsDiffer)

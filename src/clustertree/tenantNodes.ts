@@ -56,12 +56,14 @@ export const HEALTH_TAINT_PREFIX = 'node.kubernetes.io/';
 
 const isHealthTaint = (t: V1Taint) => t.key.startsWith(HEALTH_TAINT_PREFIX);
 
-/** A node's health taints, in a form that compares equal when they are the same. */
-export function healthTaintsShape(taints: V1Taint[] | undefined): string[][] {
-  return (taints ?? [])
-    .filter(isHealthTaint)
-    .map((t) => [t.key, t.value ?? '', t.effect, t.timeAdded ? new Date(t.timeAdded).toISOString() : ''])
-    .sort((a, b) => a.join('\0').localeCompare(b.join('\0')));
+/** A node's health taints as text that is equal when they are the same (as statusShape). */
+export function healthTaintsShape(taints: V1Taint[] | undefined): string {
+  return JSON.stringify(
+    (taints ?? [])
+      .filter(isHealthTaint)
+      .map((t) => [t.key, t.value ?? '', t.effect, t.timeAdded ? new Date(t.timeAdded).toISOString() : ''])
+      .sort((a, b) => a.join('\0').localeCompare(b.join('\0'))),
+  );
 }
 
 /** The tenant node's taints with its host node's health taints in place of its own: the tenant's others kept. */
