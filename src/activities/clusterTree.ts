@@ -12,7 +12,6 @@
  */
 import { RbacAuthorizationV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { ApplicationFailure } from '@temporalio/activity';
-import { createHash } from 'node:crypto';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { ignoreStatus } from '../api/kubeClient.js';
@@ -32,7 +31,7 @@ import {
 import { FILE_SOURCES, storeFiles } from '../runtime/podWorkload.js';
 import { CLUSTERTREE_NODE_FLAGS } from '../runtime/nodeFlags.js';
 import type { PortAllocator } from '../runtime/ports.js';
-import type { ComponentSpec, ControlPlaneRuntime } from '../runtime/types.js';
+import { filesDigestEnv, type ComponentSpec, type ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
 import { CLUSTERTREE_USER, HOST_SA, NODE_READER, hostRbac, tenantRbac } from './clusterTreeRbac.js';
 import type { HostCluster } from './hostCluster.js';
@@ -294,9 +293,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       command: '/usr/local/bin/node',
       args: [...CLUSTERTREE_NODE_FLAGS, '/app/dist/src/clustertree/main.js', `--config=${dir}/config.json`],
       // clusterTree reads its files once: a change to them is a change of the pod (it rolls).
-      env: {
-        KOSMOS_VC_CONFIG_HASH: createHash('sha256').update(JSON.stringify(files)).digest('hex').slice(0, 16),
-      },
+      env: filesDigestEnv(files),
       files: [
         { source: 'clustertree', path: dir, keys: ['config.json', 'tenant.conf'] },
         {
@@ -333,20 +330,18 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const shared = await prepare(input, l);
     const tenantKubeconfig = join(l.dir, 'kubeconfigs', 'clustertree.conf');
-    await writeFile(tenantKubeconfig, await tenantCredentials(l), { mode: 0o600 });
+    const tenantText = await tenantCredentials(l);
+    await writeFile(tenantKubeconfig, tenantText, { mode: 0o600 });
     const { server, caPem } = await hostEndpoint(hostKc);
     const hostKubeconfig = join(dir, 'host.conf');
-    await writeFile(
-      hostKubeconfig,
-      renderKubeconfig({
-        clusterName: 'host',
-        server,
-        caPem,
-        userName: `${HOST_SA}@${ns}`,
-        token: await hostToken(ns),
-      }),
-      { mode: 0o600 },
-    );
+    const hostText = renderKubeconfig({
+      clusterName: 'host',
+      server,
+      caPem,
+      userName: `${HOST_SA}@${ns}`,
+      token: await hostToken(ns),
+    });
+    await writeFile(hostKubeconfig, hostText, { mode: 0o600 });
 
     const config: ClusterTreeConfigInput = {
       ...shared,
@@ -356,10 +351,17 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
       kubelet: kubeletEndpoint(l, kubeletPort!),
     };
     const configFile = join(dir, 'config.json');
-    await writeFile(configFile, JSON.stringify(config, null, 2), { mode: 0o600 });
+    const configText = JSON.stringify(config, null, 2);
+    await writeFile(configFile, configText, { mode: 0o600 });
+    const proc = clusterTreeProcess(await deps.entry(), `--config=${configFile}`, deps.compileCacheDir);
     return {
       owner: deps.tenantId(ref),
-      ...clusterTreeProcess(await deps.entry(), `--config=${configFile}`, deps.compileCacheDir),
+      ...proc,
+      // It reads its files once: new ones (a renewal's certificate) restart it.
+      env: {
+        ...proc.env,
+        ...filesDigestEnv({ 'config.json': configText, 'tenant.conf': tenantText, 'host.conf': hostText }),
+      },
       probe: { url: `http://127.0.0.1:${port!}/readyz` },
     };
   }

@@ -4,6 +4,8 @@
  * ready, and what a step says when one could not start.
  */
 import { ApplicationFailure } from '@temporalio/activity';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { VirtualClusterRef } from '../api/virtualCluster.js';
 import type { Binaries } from '../runtime/binaries.js';
 import {
@@ -17,7 +19,12 @@ import {
   type Placement,
 } from '../runtime/controlPlane.js';
 import { ComponentStartError, FILE_SOURCES, storeFiles } from '../runtime/podWorkload.js';
-import { ComponentExitedError, type ComponentSpec, type ControlPlaneRuntime } from '../runtime/types.js';
+import {
+  ComponentExitedError,
+  filesDigestEnv,
+  type ComponentSpec,
+  type ControlPlaneRuntime,
+} from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
 import { hostNamespace, promotionTaint } from '../clustertree/naming.js';
 import type { HostCluster } from './hostCluster.js';
@@ -90,18 +97,46 @@ export function createComponentStarter(deps: ComponentStarterDeps) {
     );
   }
 
-  /** Builds a component's spec for where the tenant's control plane runs, and starts it. */
+  /**
+   * `spec` with the digest of the kubeconfigs it reads once, as it finds them (rendered for pods,
+   * this machine's files otherwise): a renewal's make a new spec, which the runtime restarts or
+   * rolls in place (ADR 10).
+   */
+  async function withKubeconfigDigest(
+    spec: ComponentSpec,
+    l: ControlPlaneLayout,
+    p: Placement,
+  ): Promise<ComponentSpec> {
+    const reads = spec.files?.find((f) => f.source === 'kubeconfigs');
+    if (!reads) return spec;
+    const rendered: Record<string, string> | undefined = p.pod
+      ? await renderKubeconfigs(pkiDir(l), p.apiserverURL, l.id)
+      : undefined;
+    const texts = await Promise.all(
+      reads.keys.map(async (k) => (rendered ? (rendered[k] ?? '') : readFile(join(reads.path, k), 'utf8'))),
+    );
+    const files = Object.fromEntries(reads.keys.map((k, i) => [k, texts[i]!]));
+    return { ...spec, env: { ...spec.env, ...filesDigestEnv(files) } };
+  }
+
+  /**
+   * Builds a component's spec for where the tenant's control plane runs, and starts it.
+   * `renewed`: its kubeconfigs are a renewal's, and their digest in its spec restarts it. Not
+   * at a start: a warm-pool slot's processes, started without it, are adopted at a claim that
+   * issued the leaves again (the slot's still serve for a year).
+   */
   async function startPlaced(
     input: StepInput,
     build: (p: Placement, programs: ControlPlanePrograms) => ComponentSpec,
     l: ControlPlaneLayout,
+    renewed = false,
   ): Promise<{ pid: number | undefined }> {
     const { p, programs } = await placed(input.ref, input.allocation, l);
     const built = build(p, programs);
     const spec = p.pod ? { ...built, tolerates: promotionTaint(input.ref) } : built;
     // For the components that read them (unchanged ones are not written again).
     if (spec.files?.some((f) => f.source === 'kubeconfigs')) await storeKubeconfigs(input.ref, l, p);
-    return startComponent(input, spec);
+    return startComponent(input, renewed ? await withKubeconfigDigest(spec, l, p) : spec);
   }
 
   /** Starts one component and waits for it; a crash before ready is final for this attempt's step. */

@@ -574,22 +574,19 @@ function assemble(deps: ActivityDeps) {
         await one.start(input, l);
         restarted.push('kube-apiserver', 'kube-controller-manager', 'kube-scheduler');
       }
+      // Each is restarted by its new spec alone: the digest of the files it reads once (new
+      // client certificates) is in it. Nothing is stopped first: a failed attempt leaves each
+      // in the runtime (its process restarting, its pods rolling), so a retry, which decides by
+      // what runs, restarts it again. CoreDNS's pods roll with no gap.
       for (const [name, spec] of [
         ['kube-controller-manager', controllerManagerSpec],
         ['kube-scheduler', schedulerSpec],
       ] as const) {
         if (inOne || !running.has(name)) continue;
-        await deps.runtime.stop(input.allocation.id, name);
-        await startPlaced(input, spec, l);
+        await startPlaced(input, spec, l, true);
         restarted.push(name);
       }
       if (running.has('clustertree') || running.has('coredns')) {
-        // Pods are replaced by the new spec alone: the hash of their files (new client
-        // certificates) is in it, and CoreDNS rolls with no gap. Processes are stopped and started.
-        if (!inPods(input.allocation)) {
-          await deps.runtime.stop(own, 'clustertree');
-          await deps.runtime.stop(own, 'coredns');
-        }
         await clusterTree.deployClusterTree(input);
         restarted.push('clustertree', 'coredns');
       }

@@ -13,7 +13,6 @@ import {
   type V1EndpointSlice,
   type V1Service,
 } from '@kubernetes/client-node';
-import { createHash } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ignoreStatus, isConflict } from '../api/kubeClient.js';
@@ -21,7 +20,7 @@ import { issueCertificate, type CertKey } from '../pki/certificates.js';
 import { renderKubeconfig } from '../pki/kubeconfig.js';
 import type { Logger } from '../worker/logger.js';
 import type { PortAllocator } from './ports.js';
-import { startAndWait, type ComponentSpec, type ControlPlaneRuntime } from './types.js';
+import { filesDigestEnv, startAndWait, type ComponentSpec, type ControlPlaneRuntime } from './types.js';
 
 import { DNS_USER } from '../pki/controlPlanePki.js';
 
@@ -80,10 +79,10 @@ ${listen('.')} {${bind}
 export async function prepareDns(l: DnsLayout, coredns: string): Promise<ComponentSpec> {
   await mkdir(l.dir, { recursive: true, mode: 0o700 });
   const conf = kubeconfigFile(l);
-  const existing = await readFile(conf, 'utf8').catch(() => undefined);
-  if (l.client || !existing?.includes(Buffer.from(l.ca.certPem).toString('base64'))) {
+  let kubeconfig = await readFile(conf, 'utf8').catch(() => undefined);
+  if (l.client || !kubeconfig?.includes(Buffer.from(l.ca.certPem).toString('base64'))) {
     const cert = l.client ?? (await issueCertificate(l.ca, { commonName: DNS_USER, usage: 'client' }));
-    const text = renderKubeconfig({
+    kubeconfig = renderKubeconfig({
       clusterName: l.owner,
       server: l.server,
       caPem: l.ca.certPem,
@@ -91,14 +90,17 @@ export async function prepareDns(l: DnsLayout, coredns: string): Promise<Compone
       certPem: cert.certPem,
       keyPem: cert.keyPem,
     });
-    await writeFile(conf, text, { mode: 0o600 });
+    await writeFile(conf, kubeconfig, { mode: 0o600 });
   }
-  await writeFile(corefilePath(l), corefile(l));
+  const text = corefile(l);
+  await writeFile(corefilePath(l), text);
   return {
     owner: l.owner,
     name: 'coredns',
     command: coredns,
     args: ['-conf', corefilePath(l)],
+    // It reads both once: new ones (a renewed certificate) restart it.
+    env: filesDigestEnv({ Corefile: text, kubeconfig }),
     probe: { url: `http://127.0.0.1:${l.readyPort}/ready` },
   };
 }
@@ -152,9 +154,7 @@ export function podDns(o: {
     command: '/coredns',
     args: ['-conf', corefilePath(l)],
     // CoreDNS reads its kubeconfig once: a change to its files is a change of the pod (it rolls).
-    env: {
-      KOSMOS_VC_CONFIG_HASH: createHash('sha256').update(JSON.stringify(files)).digest('hex').slice(0, 16),
-    },
+    env: filesDigestEnv(files),
     files: [{ source: 'coredns', path: DNS_POD.dir, keys: Object.keys(files) }],
     ports: { dns: DNS_POD.port, ready: DNS_POD.readyPort, health: DNS_POD.healthPort },
     namespace: o.namespace,

@@ -236,22 +236,32 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     const key = this.key(spec.owner, spec.name);
     const specHash = hashSpec(spec);
     let s = this.procs.get(key);
+    // One of an older spec stays listed (stopping: never restarted as it was) until the new one
+    // replaces it: a caller that decides by what runs (a renewal's retry) still finds it.
+    let replaced: Supervised | undefined;
     if (s && s.record.specHash !== specHash) {
       this.opts.logger.info('component spec changed; restarting', {
         owner: spec.owner,
         component: spec.name,
       });
       await this.stopSupervised(s);
-      this.procs.delete(key);
+      replaced = s;
       s = undefined;
     }
     if (!s) {
-      const record = await this.readRecord(spec.owner, spec.name);
-      s = await this.adopt(record, specHash);
-      // An intent of an older spec may name a process that runs it, holding the ports; its
-      // command line may equal the new spec's (only env or probe changed): stop it first.
-      if (!s && record && record.specHash !== specHash) await this.stopUnrecorded(record);
-      s ??= (await this.adoptUnrecorded(spec, specHash)) ?? this.fresh(spec, specHash);
+      try {
+        const record = await this.readRecord(spec.owner, spec.name);
+        s = await this.adopt(record, specHash);
+        // An intent of an older spec may name a process that runs it, holding the ports; its
+        // command line may equal the new spec's (only env or probe changed): stop it first.
+        if (!s && record && record.specHash !== specHash) await this.stopUnrecorded(record);
+        s ??= (await this.adoptUnrecorded(spec, specHash)) ?? this.fresh(spec, specHash);
+      } catch (e) {
+        // The one replaced runs again as it was recorded (the supervisor restarts it): still
+        // there for a caller that decides by what runs, and for the next ensure to replace.
+        if (replaced) replaced.stopping = false;
+        throw e;
+      }
       this.procs.set(key, s);
     }
     // No await between here and start(): the supervisor must never see this entry half made.

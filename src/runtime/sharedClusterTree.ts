@@ -26,6 +26,7 @@ import { hashSpec, type ProcessRuntime } from './processRuntime.js';
 import { prober, readinessPauses } from './probe.js';
 import {
   ComponentExitedError,
+  FILES_DIGEST_ENV,
   ReadinessTimeoutError,
   type ComponentName,
   type ComponentSpec,
@@ -101,12 +102,14 @@ export class SharedClusterTreeRuntime implements ControlPlaneRuntime {
 
   /** The shared process's spec: the tenant's command with the directory for its file. */
   private hostSpec(spec: ComponentSpec): ComponentSpec {
+    // The digest of a tenant's files is that tenant's registration's, not the process's.
+    const { [FILES_DIGEST_ENV]: _digest, ...env } = spec.env ?? {};
     return {
       owner: SHARED_OWNER,
       name: NAME,
       command: spec.command,
       args: spec.args.map((a) => (a.startsWith('--config=') ? `--tenants=${this.opts.dir}` : a)),
-      ...(spec.env ? { env: spec.env } : {}),
+      ...(Object.keys(env).length > 0 ? { env } : {}),
     };
   }
 
@@ -160,11 +163,23 @@ export class SharedClusterTreeRuntime implements ControlPlaneRuntime {
     const deadline = Date.now() + timeoutMs;
     let lastError = 'not probed yet';
     let checkedAt = Date.now();
+    // Whether the process serves this registration's tree. Until it does, a 200 is the tree of
+    // the registration before, which serves the port until the process's next pass restarts the
+    // tenant (a renewal's new files, ADR 10). Read before the probe: once the process says so,
+    // the old tree has stopped, and any 200 after is the new one's.
+    let current = false;
     for (;;) {
       try {
+        if (!current) {
+          const said = (await this.served())?.tenants[owner];
+          current = said?.hash === reg.hash && said.serving;
+        }
         const code = await probe();
-        if (code === 200) return;
-        lastError = `HTTP ${code}`;
+        if (code === 200 && current) return;
+        lastError =
+          code === 200
+            ? 'the previous registration still answers; the process has not restarted it yet'
+            : `HTTP ${code}`;
       } catch (e) {
         lastError = (e as Error).message;
       }

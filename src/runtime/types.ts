@@ -3,6 +3,7 @@
  * so a runtime that runs components as workloads in the host cluster can replace the process
  * runtime without touching workflows (docs/adr/0002-control-plane-runtime.md).
  */
+import { createHash } from 'node:crypto';
 import type { Logger } from '../worker/logger.js';
 
 export type ComponentName =
@@ -118,6 +119,20 @@ export interface ControlPlaneRuntime {
   /** The last lines of a component's log, for error messages. */
   logTail(owner: string, name: ComponentName, lines?: number): Promise<string>;
 }
+
+/**
+ * The env a component that reads `files` once at its start carries: their digest. New files (a
+ * renewal's certificates) make a new spec, which the runtime restarts or rolls in place, recorded
+ * under its lock: a retry or another worker finishes what an attempt began, and nothing is
+ * stopped first and forgotten.
+ */
+export function filesDigestEnv(files: Readonly<Record<string, string>>): Record<string, string> {
+  return {
+    [FILES_DIGEST_ENV]: createHash('sha256').update(JSON.stringify(files)).digest('hex').slice(0, 16),
+  };
+}
+
+export const FILES_DIGEST_ENV = 'KOSMOS_VC_CONFIG_HASH';
 
 /** Starts (or adopts) a component and waits until it is ready, logging how long that took. */
 export async function startAndWait(

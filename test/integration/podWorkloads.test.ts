@@ -8,10 +8,11 @@
  * controller: every kubectl call here goes through the address the kubeconfig names. Deleted,
  * the tenant gives the node back and leaves none of its pods.
  */
+import { type CoreV1Event, DiscoveryV1Api } from '@kubernetes/client-node';
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, inject, it, onTestFailed } from 'vitest';
 import type { VirtualCluster } from '../../src/api/virtualCluster.js';
 import { tenantId } from '../../src/activities/index.js';
 import { Promotion, hostNamespace, promotionTaint } from '../../src/clustertree/naming.js';
@@ -114,7 +115,46 @@ afterAll(async () => {
 
 const k = (...args: string[]) => kubectl(kubeconfig, ...args);
 
+/**
+ * What a failed step here needs to be told apart afterwards (the load balancer's address went
+ * nowhere once, in CI, right after a wake): the host namespace's pods with their readiness and
+ * restarts, the API server's endpoints and load balancer, the route, the latest events.
+ */
+async function hostState(): Promise<string> {
+  const ns = hostNamespace(refOf(vc));
+  const pods = (await host().core.listNamespacedPod({ namespace: ns })).items.map((p) => ({
+    pod: p.metadata?.name,
+    phase: p.status?.phase,
+    deleting: !!p.metadata?.deletionTimestamp,
+    ready: p.status?.conditions?.find((c) => c.type === 'Ready'),
+    containers: p.status?.containerStatuses?.map((c) => ({
+      restarts: c.restartCount,
+      last: c.lastState?.terminated,
+    })),
+  }));
+  const slices = (
+    await host().kubeConfig.makeApiClient(DiscoveryV1Api).listNamespacedEndpointSlice({
+      namespace: ns,
+      labelSelector: 'kubernetes.io/service-name=kosmos-apiserver',
+    })
+  ).items.map((s) => s.endpoints);
+  const svc = await host().core.readNamespacedService({ name: 'kosmos-apiserver', namespace: ns });
+  const at = (e: CoreV1Event) => new Date(e.lastTimestamp ?? e.eventTime ?? 0).toISOString();
+  const events = (await host().core.listNamespacedEvent({ namespace: ns })).items
+    .sort((a, b) => at(a).localeCompare(at(b)))
+    .slice(-25)
+    .map((e) => `${at(e)} ${e.involvedObject.name} ${e.reason}: ${e.message}`);
+  const route = (await ipRoute('get', LB_ADDRESS).catch((e: Error) => ({ stdout: e.message }))).stdout;
+  return JSON.stringify({ pods, slices, loadBalancer: svc.status?.loadBalancer, route, events }, null, 1);
+}
+
 describe('workloads of a control plane in pods', () => {
+  beforeEach(() => {
+    onTestFailed(async () => {
+      console.log(`host state at the failure:\n${await hostState().catch((e: Error) => e.message)}`);
+    });
+  });
+
   it('E2E 1: promoted the node its own control plane runs on; real containers, exec, logs, in-cluster API', async () => {
     const ref = refOf(vc);
     const hostNs = hostNamespace(ref);

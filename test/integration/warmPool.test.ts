@@ -189,7 +189,7 @@ describe('warm pool', () => {
     const treeStops = async () =>
       (await operator.runtime!.logTail(id, 'clustertree', 1000))
         .split('\n')
-        .filter((l) => l.includes('unregistered; stopping')).length;
+        .filter((l) => l.includes('registration changed; restarting')).length;
     const stopsBefore = await treeStops();
 
     const renewed = await eventually(

@@ -13,7 +13,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { logTail } from '../../src/runtime/logFiles.js';
 import { ProcessRuntime, type ProcessRuntimeOptions } from '../../src/runtime/processRuntime.js';
 import { readinessPauses } from '../../src/runtime/probe.js';
-import type { ComponentSpec } from '../../src/runtime/types.js';
+import { filesDigestEnv, type ComponentSpec } from '../../src/runtime/types.js';
 import { createLogger } from '../../src/worker/logger.js';
 
 /** PIDs of the processes whose command line is exactly `argv`. */
@@ -165,6 +165,30 @@ describe('process runtime', () => {
     expect(pidsRunning(argv)).toEqual([a.pid]);
     await runtime.stop(spec.owner, spec.name);
     expect(pidsRunning(argv)).toEqual([]);
+  });
+
+  it('restarts a component whose files changed in place: listed all along, the new process recorded', async () => {
+    const { runtime, spec } = setUp();
+    const first = await runtime.ensure({ ...spec, env: filesDigestEnv({ 'a.conf': 'one' }) });
+    // A renewal's new files: a new digest, the same component restarted.
+    const renewed = { ...spec, env: filesDigestEnv({ 'a.conf': 'two' }) };
+    let listings = 0;
+    const missing: number[] = [];
+    let done = false;
+    const restart = runtime.ensure(renewed).finally(() => (done = true));
+    while (!done) {
+      const listed = await runtime.list(spec.owner);
+      listings++;
+      if (!listed.some((c) => c.name === spec.name)) missing.push(listings);
+      await new Promise((r) => setImmediate(r));
+    }
+    const second = await restart;
+    expect(listings).toBeGreaterThan(1);
+    expect(missing).toEqual([]);
+    expect(second.pid).toBeDefined();
+    expect(second.pid).not.toBe(first.pid);
+    await runtime.waitReady(spec.owner, spec.name, 5_000);
+    expect((await runtime.list(spec.owner)).map((c) => [c.pid, c.running])).toEqual([[second.pid, true]]);
   });
 
   it('adopts a running component nobody recorded, and stops it with the tenant', async () => {

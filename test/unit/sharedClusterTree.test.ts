@@ -7,15 +7,17 @@
  * servers are an address nothing answers: a tree that waits for its first lists is enough.
  */
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { clusterTreeProcess } from '../../src/activities/clusterTree.js';
+import { SERVED_FILE } from '../../src/clustertree/registration.js';
 import { repoRoot } from '../../src/runtime/binaries.js';
 import { ProcessRuntime } from '../../src/runtime/processRuntime.js';
 import { SHARED_OWNER, SharedClusterTreeRuntime } from '../../src/runtime/sharedClusterTree.js';
-import { ComponentExitedError, type ComponentSpec } from '../../src/runtime/types.js';
+import { ComponentExitedError, filesDigestEnv, type ComponentSpec } from '../../src/runtime/types.js';
 import { createLogger } from '../../src/worker/logger.js';
 import {
   UNREACHABLE_KUBECONFIG,
@@ -87,11 +89,15 @@ describe('SharedClusterTreeRuntime', () => {
     const config = unreachableTreeConfig(owner, join(dir, 'kubeconfig'), port);
     await mkdir(join(dir, owner), { recursive: true });
     const file = join(dir, owner, 'config.json');
-    await writeFile(file, JSON.stringify(config));
+    const text = JSON.stringify(config);
+    await writeFile(file, text);
+    const proc = clusterTreeProcess(ENTRY, `--config=${file}`);
     return {
       spec: {
         owner,
-        ...clusterTreeProcess(ENTRY, `--config=${file}`),
+        ...proc,
+        // Each tenant's own digest: the shared process's spec is none of them (one process).
+        env: { ...proc.env, ...filesDigestEnv({ 'config.json': text }) },
         probe: { url: `http://127.0.0.1:${port}/readyz` },
       },
       port,
@@ -194,6 +200,40 @@ describe('SharedClusterTreeRuntime', () => {
       await new Promise((r) => taken.close(r));
     }
   }, 20_000);
+
+  it('waits for the tree of a new registration, not the one before it that still answers', async () => {
+    const runtime = make(true);
+    const regs = join(dir, 'registrations');
+    await mkdir(regs, { recursive: true });
+    // What answers the tenant's port: the tree of the registration before (the process has not
+    // passed over the new one yet), then the new one, on the same port.
+    const server = createHttpServer((_, res) => res.end('ok'));
+    const port = await freePort();
+    await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
+    try {
+      const owner = 'ns-a-00000001';
+      const registration = {
+        owner,
+        config: join(dir, 'none.json'),
+        hash: 'new',
+        probe: `http://127.0.0.1:${port}/readyz`,
+      };
+      await writeFile(join(regs, `${owner}.json`), JSON.stringify(registration));
+      const served = (hash: string) =>
+        writeFile(
+          join(regs, SERVED_FILE),
+          JSON.stringify({ pass: Date.now(), tenants: { [owner]: { hash, serving: true, failures: 0 } } }),
+        );
+      await served('old');
+      await expect(runtime.waitReady(owner, 'clustertree', 1_000)).rejects.toThrow(
+        /previous registration still answers/,
+      );
+      await served('new');
+      await runtime.waitReady(owner, 'clustertree', 5_000);
+    } finally {
+      server.close();
+    }
+  });
 
   it('a worker set to per-tenant stops a shared process left with no tenant when it resumes', async () => {
     const runtime = make(true);
