@@ -239,6 +239,19 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     // One of an older spec stays listed (stopping: never restarted as it was) until the new one
     // replaces it: a caller that decides by what runs (a renewal's retry) still finds it.
     let replaced: Supervised | undefined;
+    // A replacement that fails before its process exists: the one replaced runs again as it was
+    // recorded (the supervisor restarts it), there for a caller that decides by what runs and
+    // for the next ensure to replace.
+    const restore = () => {
+      if (!replaced) return;
+      replaced.stopping = false;
+      this.procs.set(key, replaced);
+      try {
+        this.writeRecord(replaced.record); // over the successor's intent, if that was written
+      } catch {
+        // Not writable either: the supervisor finds the record not its own and lets it go.
+      }
+    };
     if (s && s.record.specHash !== specHash) {
       this.opts.logger.info('component spec changed; restarting', {
         owner: spec.owner,
@@ -257,16 +270,21 @@ export class ProcessRuntime implements ControlPlaneRuntime {
         if (!s && record && record.specHash !== specHash) await this.stopUnrecorded(record);
         s ??= (await this.adoptUnrecorded(spec, specHash)) ?? this.fresh(spec, specHash);
       } catch (e) {
-        // The one replaced runs again as it was recorded (the supervisor restarts it): still
-        // there for a caller that decides by what runs, and for the next ensure to replace.
-        if (replaced) replaced.stopping = false;
+        restore();
         throw e;
       }
       this.procs.set(key, s);
     }
     // No await between here and start(): the supervisor must never see this entry half made.
     s.exitsBaseline = s.exits;
-    if (!this.isAlive(s)) this.start(s); // start() writes the record; an adopted one is on disk
+    if (!this.isAlive(s)) {
+      try {
+        this.start(s); // start() writes the record; an adopted one is on disk
+      } catch (e) {
+        if (!s.child) restore(); // nothing spawned, nothing recorded of it
+        throw e;
+      }
+    }
     return this.status(s);
   }
 

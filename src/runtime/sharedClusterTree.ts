@@ -184,7 +184,8 @@ export class SharedClusterTreeRuntime implements ControlPlaneRuntime {
         lastError = (e as Error).message;
       }
       // The probe is cheap; the files below (every tenant's served state) are read as often as
-      // before the quick probes, and at the deadline.
+      // before the quick probes, and at the deadline (the served state above, until it names
+      // this registration: once, where nothing changed).
       if (Date.now() - checkedAt < CHECK_MS && Date.now() < deadline) {
         await sleep(pause());
         continue;

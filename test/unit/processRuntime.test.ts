@@ -191,6 +191,33 @@ describe('process runtime', () => {
     expect((await runtime.list(spec.owner)).map((c) => [c.pid, c.running])).toEqual([[second.pid, true]]);
   });
 
+  it('runs a component again as it was recorded when its replacement cannot start', async () => {
+    const { root, runtime, spec } = setUp('kube-apiserver', 100);
+    const first = await runtime.ensure({ ...spec, env: filesDigestEnv({ 'a.conf': 'one' }) });
+    // The new process cannot be started: its log cannot be opened (a directory in its place).
+    const log = runtime.logPath(spec.owner, spec.name);
+    await rm(log);
+    mkdirSync(log);
+    await expect(runtime.ensure({ ...spec, env: filesDigestEnv({ 'a.conf': 'two' }) })).rejects.toThrow(
+      /EISDIR/,
+    );
+    expect((await runtime.list(spec.owner)).map((c) => c.name)).toEqual([spec.name]);
+    await rm(log, { recursive: true });
+    // The supervisor starts the recorded one again: its spec, a new process.
+    await vi.waitFor(
+      async () => {
+        const [c] = await runtime.list(spec.owner);
+        expect(c?.running).toBe(true);
+        expect(c?.pid).not.toBe(first.pid);
+      },
+      { timeout: 10_000, interval: 100 },
+    );
+    const record = JSON.parse(readFileSync(join(root, spec.owner, `${spec.name}.json`), 'utf8')) as {
+      spec: ComponentSpec;
+    };
+    expect(record.spec.env).toEqual(filesDigestEnv({ 'a.conf': 'one' }));
+  });
+
   it('adopts a running component nobody recorded, and stops it with the tenant', async () => {
     const root = await mkdtemp(join(tmpdir(), 'kvc-runtime-'));
     const runtime = new ProcessRuntime({
