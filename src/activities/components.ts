@@ -24,6 +24,7 @@ import {
   filesDigestEnv,
   type ComponentSpec,
   type ControlPlaneRuntime,
+  type FileSet,
 } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
 import { hostNamespace, promotionTaint } from '../clustertree/naming.js';
@@ -85,8 +86,8 @@ export function createComponentStarter(deps: ComponentStarterDeps) {
     ref: VirtualClusterRef,
     l: ControlPlaneLayout,
     p: Placement,
-  ): Promise<void> {
-    if (!p.pod) return;
+  ): Promise<Record<string, string> | undefined> {
+    if (!p.pod) return undefined;
     const all = await renderKubeconfigs(pkiDir(l), p.apiserverURL, l.id);
     await storeFiles(
       deps.host.core,
@@ -95,23 +96,19 @@ export function createComponentStarter(deps: ComponentStarterDeps) {
       { 'controller-manager.conf': all['controller-manager.conf'], 'scheduler.conf': all['scheduler.conf'] },
       { [LABELS.managedBy]: 'kosmos-vc', [LABELS.virtualCluster]: ref.name },
     );
+    return all;
   }
 
   /**
-   * `spec` with the digest of the kubeconfigs it reads once, as it finds them (rendered for pods,
-   * this machine's files otherwise): a renewal's make a new spec, which the runtime restarts or
-   * rolls in place (ADR 10).
+   * `spec` with the digest of the kubeconfigs it reads once, as it finds them (`rendered` for
+   * pods, this machine's files otherwise): a renewal's make a new spec, which the runtime
+   * restarts or rolls in place (ADR 10).
    */
   async function withKubeconfigDigest(
     spec: ComponentSpec,
-    l: ControlPlaneLayout,
-    p: Placement,
+    reads: FileSet,
+    rendered: Record<string, string> | undefined,
   ): Promise<ComponentSpec> {
-    const reads = spec.files?.find((f) => f.source === 'kubeconfigs');
-    if (!reads) return spec;
-    const rendered: Record<string, string> | undefined = p.pod
-      ? await renderKubeconfigs(pkiDir(l), p.apiserverURL, l.id)
-      : undefined;
     const texts = await Promise.all(
       reads.keys.map(async (k) => (rendered ? (rendered[k] ?? '') : readFile(join(reads.path, k), 'utf8'))),
     );
@@ -134,9 +131,11 @@ export function createComponentStarter(deps: ComponentStarterDeps) {
     const { p, programs } = await placed(input.ref, input.allocation, l);
     const built = build(p, programs);
     const spec = p.pod ? { ...built, tolerates: promotionTaint(input.ref) } : built;
+    const reads = spec.files?.find((f) => f.source === 'kubeconfigs');
+    if (!reads) return startComponent(input, spec);
     // For the components that read them (unchanged ones are not written again).
-    if (spec.files?.some((f) => f.source === 'kubeconfigs')) await storeKubeconfigs(input.ref, l, p);
-    return startComponent(input, renewed ? await withKubeconfigDigest(spec, l, p) : spec);
+    const rendered = await storeKubeconfigs(input.ref, l, p);
+    return startComponent(input, renewed ? await withKubeconfigDigest(spec, reads, rendered) : spec);
   }
 
   /** Starts one component and waits for it; a crash before ready is final for this attempt's step. */

@@ -261,29 +261,22 @@ export class ProcessRuntime implements ControlPlaneRuntime {
       replaced = s;
       s = undefined;
     }
-    if (!s) {
-      try {
+    try {
+      if (!s) {
         const record = await this.readRecord(spec.owner, spec.name);
         s = await this.adopt(record, specHash);
         // An intent of an older spec may name a process that runs it, holding the ports; its
         // command line may equal the new spec's (only env or probe changed): stop it first.
         if (!s && record && record.specHash !== specHash) await this.stopUnrecorded(record);
         s ??= (await this.adoptUnrecorded(spec, specHash)) ?? this.fresh(spec, specHash);
-      } catch (e) {
-        restore();
-        throw e;
+        this.procs.set(key, s);
       }
-      this.procs.set(key, s);
-    }
-    // No await between here and start(): the supervisor must never see this entry half made.
-    s.exitsBaseline = s.exits;
-    if (!this.isAlive(s)) {
-      try {
-        this.start(s); // start() writes the record; an adopted one is on disk
-      } catch (e) {
-        if (!s.child) restore(); // nothing spawned, nothing recorded of it
-        throw e;
-      }
+      // No await between here and start(): the supervisor must never see this entry half made.
+      s.exitsBaseline = s.exits;
+      if (!this.isAlive(s)) this.start(s); // start() writes the record; an adopted one is on disk
+    } catch (e) {
+      if (!s?.child) restore(); // nothing spawned, nothing recorded of it
+      throw e;
     }
     return this.status(s);
   }
