@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { VirtualClusterRef } from '../api/virtualCluster.js';
 
 /** How often a tenant node's status is written again unchanged (a kubelet's nodeStatusReportFrequency). */
-export const NODE_STATUS_INTERVAL_MS = 300_000;
+const NODE_STATUS_INTERVAL_MS = 300_000;
 
 export const ClusterTreeConfig = z.object({
   tenant: VirtualClusterRef,
@@ -82,9 +82,10 @@ export const ClusterTreeConfig = z.object({
   heartbeatIntervalMs: z.number().int().positive().default(10_000),
   /**
    * Node status written again unchanged, as a kubelet's nodeStatusReportFrequency (5 min): the
-   * Lease is the heartbeat; a change on the host node is written when it happens.
+   * Lease is the heartbeat; a change on the host node is written when it happens. 0: never (a
+   * tenant whose nodes take their health from the host, where nothing reads the heartbeat times).
    */
-  nodeStatusIntervalMs: z.number().int().positive().default(NODE_STATUS_INTERVAL_MS),
+  nodeStatusIntervalMs: z.number().int().nonnegative().default(NODE_STATUS_INTERVAL_MS),
   /** A full comparison of both sides, for drift nobody was told about. */
   resyncIntervalMs: z.number().int().positive().default(60_000),
   tokenExpirationSeconds: z.number().int().min(600).default(3600),

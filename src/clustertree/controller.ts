@@ -481,7 +481,7 @@ export class ClusterTree {
     const beat = this.cfg.heartbeatIntervalMs;
     every('leases', beat, 1.5 * beat, () => this.nodes.renewLeases());
     const status = this.cfg.nodeStatusIntervalMs;
-    every('node status', status, 3 * status, () => this.nodes.refreshStatus());
+    if (status > 0) every('node status', status, 3 * status, () => this.nodes.refreshStatus());
     const resync = this.cfg.resyncIntervalMs;
     every('resync', resync, Math.max(3 * resync, 60_000), () => this.resync());
     this.log.info('clusterTree ready', this.stats() as unknown as Record<string, unknown>);

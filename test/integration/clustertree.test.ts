@@ -138,6 +138,17 @@ describe('clusterTree', () => {
       ).getTime();
     const first = await renewed();
     await eventually('the lease to be renewed', async () => (await renewed()) > first, 20_000);
+    // The Lease is the heartbeat: while nothing on the host node changes (kwok writes its
+    // heartbeats there), clusterTree does not write the tenant node again, nor its status
+    // unchanged with new heartbeat times (ADR 12, decision 20), through two more renewals. (The
+    // tenant's TTL controller annotates the node meanwhile, as in any cluster.)
+    const written = (n: V1Node) => ({ labels: n.metadata?.labels, taints: n.spec?.taints, status: n.status });
+    const before = written(await tenant.readNode({ name: NODES[0]! }));
+    for (let i = 0; i < 2; i++) {
+      const last = await renewed();
+      await eventually('the lease to be renewed again', async () => (await renewed()) > last, 20_000);
+    }
+    expect(written(await tenant.readNode({ name: NODES[0]! }))).toEqual(before);
 
     // The node's health is its host node's (ADR 12, decision 19): the tenant's controller-manager
     // runs no node-lifecycle controller, the host's does; clusterTree is told so.
@@ -151,7 +162,11 @@ describe('clusterTree', () => {
       await readFile(join(stateDir, 'tenants', tenantId(ref), 'clustertree', 'config.json'), 'utf8'),
     ) as Record<string, unknown>;
     // The harness shortens the renewal; the rest is the operator's.
-    expect(treeConfig).toMatchObject({ nodeHealthFromHost: true, leaseDurationSeconds: 240 });
+    expect(treeConfig).toMatchObject({
+      nodeHealthFromHost: true,
+      leaseDurationSeconds: 240,
+      nodeStatusIntervalMs: 0,
+    });
     // A health taint put on the host
     // node shows on the tenant's, beside a taint the tenant put there itself, and goes with it.
     const health = { key: 'node.kubernetes.io/out-of-service', value: 'nodeshutdown', effect: 'NoSchedule' };

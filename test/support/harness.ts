@@ -97,7 +97,7 @@ export async function testOperator(opts: {
     relistIntervalMs: 5_000,
     binaries,
     watchNamespace: opts.namespace,
-    clusterTree: { heartbeatIntervalMs: 2_000, nodeStatusIntervalMs: 10_000, resyncIntervalMs: 5_000 },
+    clusterTree: { heartbeatIntervalMs: 2_000, resyncIntervalMs: 5_000 },
     promotionRetryMs: 2_000,
     metrics: { host: '127.0.0.1', port: 0 },
     ...(inject('nodeAddress') ? { nodeAddress: inject('nodeAddress'), podCIDR: NodeNet.clusterCIDR } : {}),

@@ -203,12 +203,13 @@ describe("the operator's clusterTree configuration", () => {
     },
   };
 
-  it('takes node health from the host, with 60 s renewals for 240 s, unless the pass kept an old controller-manager', () => {
+  it('takes node health from the host, with 60 s renewals for 240 s and no status rewrite, unless the pass kept an old controller-manager', () => {
     const parsed = nodeSyncConfig(nodeHealthConfig(step));
     expect(parsed).toMatchObject({
       nodeHealthFromHost: true,
       heartbeatIntervalMs: 60_000,
       leaseDurationSeconds: 240,
+      nodeStatusIntervalMs: 0,
     });
     // The clusterTree-only pass of a workflow from before clusterTree: clusterTree's defaults.
     const kept = nodeSyncConfig(nodeHealthConfig({ ...step, nodeHealthFromHost: false }));
@@ -216,6 +217,7 @@ describe("the operator's clusterTree configuration", () => {
       nodeHealthFromHost: false,
       heartbeatIntervalMs: 10_000,
       leaseDurationSeconds: 40,
+      nodeStatusIntervalMs: 300_000,
     });
   });
 });
