@@ -74,9 +74,8 @@ export const compileCacheDirOf = (stateDir: string): string => join(stateDir, 'c
  * tenant judges a node by its Lease then: clusterTree renews it every 60 s for 240 s (a kubelet's
  * ratio, a quarter, for a sixth of its writes); the Lease still says that clusterTree serves the
  * node, as `kubectl describe node` shows. Nor does anything read a node status's heartbeat
- * times: a node's status is written when its host node's changes, not again unchanged every 5
- * minutes (an eighth of what 5,000 promoted nodes cost the tenant at rest; ADR 12, decision 20).
- * Written into each configuration this step makes in a pass that started the tenant's current
+ * times: with `nodeHealthFromHost` clusterTree writes a node's status when its host node's
+ * changes, not again unchanged every 5 minutes (ADR 12, decision 20). Written into each configuration this step makes in a pass that started the tenant's current
  * controller-manager first (not the clusterTree-only pass of a workflow from before clusterTree:
  * `nodeHealthFromHost: false` in its input). A configuration without it keeps clusterTree's
  * defaults (no health taints written, Leases every 10 s for 40 s, the status every 5 minutes),
@@ -86,7 +85,6 @@ export const TENANT_NODE_HEALTH = {
   nodeHealthFromHost: true,
   heartbeatIntervalMs: 60_000,
   leaseDurationSeconds: 240,
-  nodeStatusIntervalMs: 0,
 } as const;
 
 /** What of TENANT_NODE_HEALTH a deployClusterTree input's configuration gets: all of it, or none. */

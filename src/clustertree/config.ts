@@ -82,10 +82,10 @@ export const ClusterTreeConfig = z.object({
   heartbeatIntervalMs: z.number().int().positive().default(10_000),
   /**
    * Node status written again unchanged, as a kubelet's nodeStatusReportFrequency (5 min): the
-   * Lease is the heartbeat; a change on the host node is written when it happens. 0: never (a
-   * tenant whose nodes take their health from the host, where nothing reads the heartbeat times).
+   * Lease is the heartbeat; a change on the host node is written when it happens. Not with
+   * `nodeHealthFromHost`, where nothing reads a status's heartbeat times (ADR 12, decision 20).
    */
-  nodeStatusIntervalMs: z.number().int().nonnegative().default(NODE_STATUS_INTERVAL_MS),
+  nodeStatusIntervalMs: z.number().int().positive().default(NODE_STATUS_INTERVAL_MS),
   /** A full comparison of both sides, for drift nobody was told about. */
   resyncIntervalMs: z.number().int().positive().default(60_000),
   tokenExpirationSeconds: z.number().int().min(600).default(3600),

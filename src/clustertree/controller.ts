@@ -77,6 +77,37 @@ export interface ClusterTreeStats {
   heartbeatFallbacks: number;
 }
 
+export interface PeriodicPass {
+  name: 'leases' | 'node status' | 'resync';
+  ms: number;
+  /** A pass still running after this long may hang on a request: the next one starts anyway. */
+  hungAfterMs: number;
+}
+
+/**
+ * The periodic work of a tree once its first pass is done: Lease renewals, the resync, and, where
+ * the tenant's node-lifecycle controller may still judge nodes (a configuration without
+ * `nodeHealthFromHost`), every node's status written again unchanged, as a kubelet's. With it,
+ * nothing reads a status's heartbeat times (ADR 12, decision 20).
+ */
+export function periodicPasses(
+  cfg: Pick<
+    ClusterTreeConfig,
+    'heartbeatIntervalMs' | 'nodeStatusIntervalMs' | 'resyncIntervalMs' | 'nodeHealthFromHost'
+  >,
+): PeriodicPass[] {
+  const beat = cfg.heartbeatIntervalMs;
+  const status = cfg.nodeStatusIntervalMs;
+  const resync = cfg.resyncIntervalMs;
+  return [
+    { name: 'leases', ms: beat, hungAfterMs: 1.5 * beat },
+    ...(cfg.nodeHealthFromHost
+      ? []
+      : [{ name: 'node status' as const, ms: status, hungAfterMs: 3 * status }]),
+    { name: 'resync', ms: resync, hungAfterMs: Math.max(3 * resync, 60_000) },
+  ];
+}
+
 export class ClusterTree {
   private readonly ctx: TenantContext;
   private readonly tenantCore: CoreV1Api;
@@ -478,12 +509,12 @@ export class ClusterTree {
       }, ms);
       this.timers.push(t);
     };
-    const beat = this.cfg.heartbeatIntervalMs;
-    every('leases', beat, 1.5 * beat, () => this.nodes.renewLeases());
-    const status = this.cfg.nodeStatusIntervalMs;
-    if (status > 0) every('node status', status, 3 * status, () => this.nodes.refreshStatus());
-    const resync = this.cfg.resyncIntervalMs;
-    every('resync', resync, Math.max(3 * resync, 60_000), () => this.resync());
+    const work: Record<PeriodicPass['name'], () => Promise<void>> = {
+      leases: () => this.nodes.renewLeases(),
+      'node status': () => this.nodes.refreshStatus(),
+      resync: () => this.resync(),
+    };
+    for (const p of periodicPasses(this.cfg)) every(p.name, p.ms, p.hungAfterMs, work[p.name]);
     this.log.info('clusterTree ready', this.stats() as unknown as Record<string, unknown>);
   }
 

@@ -1,7 +1,8 @@
 /**
  * The tenant's nodes kept up: each promoted host node (and the virtual node of the host quota)
- * created, updated and removed in the tenant, with a Lease renewed in kube-node-lease and the
- * status written again periodically, as a kubelet does. The translations are in tenantNodes.ts.
+ * created, updated and removed in the tenant, with a Lease renewed in kube-node-lease and (where
+ * the tenant's own controller-manager may judge nodes) the status written again periodically, as
+ * a kubelet does. The translations are in tenantNodes.ts.
  */
 import type {
   CoordinationV1Api,
@@ -18,7 +19,7 @@ import { microTime } from './events.js';
 import { forEachLimited } from './queue.js';
 import {
   healthTaintsShape,
-  statusShape,
+  statusDiffers,
   tenantNodeFor,
   virtualNode,
   withHealthTaints,
@@ -112,12 +113,12 @@ export class NodeSync {
     const taintsDiffer =
       this.d.cfg.nodeHealthFromHost &&
       healthTaintsShape(have.spec?.taints) !== healthTaintsShape(want.spec?.taints);
-    const statusDiffers = heartbeat || statusShape(have) !== statusShape(want);
-    if (!labelsDiffer && !taintsDiffer && !statusDiffers) return;
+    const statusChanged = heartbeat || statusDiffers(have, want);
+    if (!labelsDiffer && !taintsDiffer && !statusChanged) return;
     if (labelsDiffer && !taintsDiffer)
       await tenantCore.patchNode({ name, body: { metadata: { labels } } }, merge);
     if (taintsDiffer) await this.writeHealthTaints(have, want, labelsDiffer ? labels : undefined);
-    if (statusDiffers) await tenantCore.patchNodeStatus({ name, body: { status: want.status } }, merge);
+    if (statusChanged) await tenantCore.patchNodeStatus({ name, body: { status: want.status } }, merge);
   }
 
   /**

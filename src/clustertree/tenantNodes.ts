@@ -56,7 +56,7 @@ export const HEALTH_TAINT_PREFIX = 'node.kubernetes.io/';
 
 const isHealthTaint = (t: V1Taint) => t.key.startsWith(HEALTH_TAINT_PREFIX);
 
-/** A node's health taints as text that is equal when they are the same (as statusShape). */
+/** A node's health taints as text that is equal when they are the same. */
 export function healthTaintsShape(taints: V1Taint[] | undefined): string {
   return JSON.stringify(
     (taints ?? [])
@@ -161,14 +161,27 @@ export function virtualNode(
   };
 }
 
-/** Status fields of a tenant node that change only when the host changes (no heartbeat times). */
-export function statusShape(n: V1Node): string {
-  const s = n.status ?? {};
-  return JSON.stringify([
-    s.capacity ?? {},
-    s.allocatable ?? {},
-    (s.conditions ?? []).map((c) => [c.type, c.status, c.reason]),
-    s.addresses ?? [],
-    s.daemonEndpoints ?? {},
-  ]);
+/**
+ * Whether a tenant node's status differs from what clusterTree writes into it (`want`), heartbeat
+ * and transition times aside: it is written only then (ADR 12, decision 20). Capacity,
+ * allocatable and node info are compared key by key, only the keys clusterTree writes: a merge
+ * patch never removes what the tenant added (an extended resource it advertises), and a key order
+ * that differs is no difference. Conditions are a list clusterTree replaces whole.
+ */
+export function statusDiffers(have: V1Node, want: V1Node): boolean {
+  const h = have.status ?? {};
+  const w = want.status ?? {};
+  const same = (a: unknown, b: unknown) => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+  const keysSame = (a: object | undefined, b: object | undefined) =>
+    Object.entries(b ?? {}).every(([k, v]) => same((a as Record<string, unknown> | undefined)?.[k], v));
+  const conditions = (s: V1NodeStatus) =>
+    (s.conditions ?? []).map((c) => [c.type, c.status, c.reason ?? '', c.message ?? '']);
+  return !(
+    keysSame(h.capacity, w.capacity) &&
+    keysSame(h.allocatable, w.allocatable) &&
+    keysSame(h.nodeInfo, w.nodeInfo) &&
+    same(conditions(h), conditions(w)) &&
+    same(h.addresses ?? [], w.addresses ?? []) &&
+    same(h.daemonEndpoints ?? {}, w.daemonEndpoints ?? {})
+  );
 }

@@ -3,7 +3,14 @@
  * and pod IPs come back, ConfigMaps and Services follow, clusterTree survives SIGKILL and repairs
  * drift, a removed node is drained and handed back, and deletion leaves the host clean.
  */
-import { Watch, type V1Node, type V1Pod, type V1Taint } from '@kubernetes/client-node';
+import {
+  PatchStrategy,
+  setHeaderOptions,
+  Watch,
+  type V1Node,
+  type V1Pod,
+  type V1Taint,
+} from '@kubernetes/client-node';
 import { randomUUID } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
@@ -138,14 +145,35 @@ describe('clusterTree', () => {
       ).getTime();
     const first = await renewed();
     await eventually('the lease to be renewed', async () => (await renewed()) > first, 20_000);
-    // The Lease is the heartbeat: while nothing on the host node changes (kwok writes its
-    // heartbeats there), clusterTree does not write the tenant node again, nor its status
-    // unchanged with new heartbeat times (ADR 12, decision 20), through two more renewals. (The
+    // The Lease is the heartbeat: while nothing clusterTree copies changes on the host node,
+    // clusterTree does not write the tenant node again, nor its status unchanged with new
+    // heartbeat times (ADR 12, decision 20): not when the host node's heartbeat times move (as
+    // kubelets and kwok write them), not for an extended resource the tenant advertises on the
+    // node itself, through four Lease renewals and so at least one resync (5 s here). (The
     // tenant's TTL controller annotates the node meanwhile, as in any cluster.)
+    await tenant.patchNodeStatus(
+      {
+        name: NODES[0]!,
+        body: {
+          status: { capacity: { 'example.com/dongle': '4' }, allocatable: { 'example.com/dongle': '4' } },
+        },
+      },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
     const written = (n: V1Node) => ({ labels: n.metadata?.labels, taints: n.spec?.taints, status: n.status });
     const before = written(await tenant.readNode({ name: NODES[0]! }));
-    for (let i = 0; i < 2; i++) {
+    for (let i = 0; i < 4; i++) {
       const last = await renewed();
+      await eventually(
+        'the host node heartbeat written',
+        async () => {
+          const h = await host().core.readNodeStatus({ name: NODES[0]! });
+          for (const c of h.status?.conditions ?? []) c.lastHeartbeatTime = new Date();
+          await host().core.replaceNodeStatus({ name: NODES[0]!, body: h });
+          return true;
+        },
+        20_000,
+      );
       await eventually('the lease to be renewed again', async () => (await renewed()) > last, 20_000);
     }
     expect(written(await tenant.readNode({ name: NODES[0]! }))).toEqual(before);
@@ -162,11 +190,7 @@ describe('clusterTree', () => {
       await readFile(join(stateDir, 'tenants', tenantId(ref), 'clustertree', 'config.json'), 'utf8'),
     ) as Record<string, unknown>;
     // The harness shortens the renewal; the rest is the operator's.
-    expect(treeConfig).toMatchObject({
-      nodeHealthFromHost: true,
-      leaseDurationSeconds: 240,
-      nodeStatusIntervalMs: 0,
-    });
+    expect(treeConfig).toMatchObject({ nodeHealthFromHost: true, leaseDurationSeconds: 240 });
     // A health taint put on the host
     // node shows on the tenant's, beside a taint the tenant put there itself, and goes with it.
     const health = { key: 'node.kubernetes.io/out-of-service', value: 'nodeshutdown', effect: 'NoSchedule' };

@@ -10,10 +10,12 @@ import {
   type CoordinationV1Api,
   type CoreV1Api,
   type V1Node,
+  type V1NodeSystemInfo,
   type V1Taint,
 } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { nodeHealthConfig } from '../../src/activities/clusterTree.js';
+import { periodicPasses } from '../../src/clustertree/controller.js';
 import { NodeSync } from '../../src/clustertree/nodeSync.js';
 import { tenantNodeFor, virtualNode, withHealthTaints } from '../../src/clustertree/tenantNodes.js';
 import { createLogger } from '../../src/worker/logger.js';
@@ -181,6 +183,32 @@ describe("clusterTree's sync of a promoted node, continued", () => {
     expect(writes).toEqual([]);
   });
 
+  it("writes the status for what clusterTree copies (node info, a condition's message), not for what the tenant added or a key order", async () => {
+    const host = hostNode([]);
+    host.status!.capacity = { cpu: '4', memory: '8Gi', pods: '110' };
+    host.status!.nodeInfo = { kubeletVersion: 'v1.37.2', osImage: 'Debian' } as V1NodeSystemInfo;
+    const tenant = inTenant(host);
+    // The tenant advertises an extended resource on the node, as the Kubernetes docs show; the
+    // API server gives the node info's keys in its own order.
+    tenant.status!.capacity = { ...tenant.status!.capacity, 'example.com/dongle': '4' };
+    tenant.status!.nodeInfo = { osImage: 'Debian', kubeletVersion: 'v1.37.2' } as V1NodeSystemInfo;
+    const quiet = syncOf(host, tenant);
+    await quiet.sync.sync('node-a');
+    expect(quiet.writes).toEqual([]);
+
+    const upgraded = structuredClone(host);
+    upgraded.status!.nodeInfo!.kubeletVersion = 'v1.37.3';
+    const afterUpgrade = syncOf(upgraded, tenant);
+    await afterUpgrade.sync.sync('node-a');
+    expect(afterUpgrade.writes.map((w) => w.kind)).toEqual(['status']);
+
+    const said = structuredClone(host);
+    said.status!.conditions![0]!.message = 'container runtime is down';
+    const afterMessage = syncOf(said, tenant);
+    await afterMessage.sync.sync('node-a');
+    expect(afterMessage.writes.map((w) => w.kind)).toEqual(['status']);
+  });
+
   it("leaves health taints alone for a configuration from before (the tenant's controller-manager writes them)", async () => {
     const host = hostNode([notReady]);
     const { sync, writes } = syncOf(host, inTenant(hostNode([]), { taints: [unreachable] }), {
@@ -209,15 +237,17 @@ describe("the operator's clusterTree configuration", () => {
       nodeHealthFromHost: true,
       heartbeatIntervalMs: 60_000,
       leaseDurationSeconds: 240,
-      nodeStatusIntervalMs: 0,
     });
+    // Nothing reads a status's heartbeat times: no status written again unchanged (decision 20).
+    expect(periodicPasses(parsed).map((p) => p.name)).toEqual(['leases', 'resync']);
     // The clusterTree-only pass of a workflow from before clusterTree: clusterTree's defaults.
     const kept = nodeSyncConfig(nodeHealthConfig({ ...step, nodeHealthFromHost: false }));
     expect(kept).toMatchObject({
       nodeHealthFromHost: false,
       heartbeatIntervalMs: 10_000,
       leaseDurationSeconds: 40,
-      nodeStatusIntervalMs: 300_000,
     });
+    // Its controller-manager may judge nodes: the status every 5 minutes, as a kubelet's.
+    expect(periodicPasses(kept).find((p) => p.name === 'node status')).toMatchObject({ ms: 300_000 });
   });
 });
