@@ -93,3 +93,34 @@ export const ClusterTreeConfig = z.object({
 });
 export type ClusterTreeConfig = z.infer<typeof ClusterTreeConfig>;
 export type ClusterTreeConfigInput = z.input<typeof ClusterTreeConfig>;
+
+export interface PeriodicPass {
+  name: 'leases' | 'node status' | 'resync';
+  ms: number;
+  /** A pass still running after this long may hang on a request: the next one starts anyway. */
+  hungAfterMs: number;
+}
+
+/**
+ * The periodic work of a tree once its first pass is done: Lease renewals, the resync, and, where
+ * the tenant's node-lifecycle controller may still judge nodes (a configuration without
+ * `nodeHealthFromHost`), every node's status written again unchanged, as a kubelet's. With it,
+ * nothing reads a status's heartbeat times (ADR 12, decision 20).
+ */
+export function periodicPasses(
+  cfg: Pick<
+    ClusterTreeConfig,
+    'heartbeatIntervalMs' | 'nodeStatusIntervalMs' | 'resyncIntervalMs' | 'nodeHealthFromHost'
+  >,
+): PeriodicPass[] {
+  const beat = cfg.heartbeatIntervalMs;
+  const status = cfg.nodeStatusIntervalMs;
+  const resync = cfg.resyncIntervalMs;
+  return [
+    { name: 'leases', ms: beat, hungAfterMs: 1.5 * beat },
+    ...(cfg.nodeHealthFromHost
+      ? []
+      : [{ name: 'node status' as const, ms: status, hungAfterMs: 3 * status }]),
+    { name: 'resync', ms: resync, hungAfterMs: Math.max(3 * resync, 60_000) },
+  ];
+}

@@ -38,7 +38,7 @@ import {
   type V1Service,
 } from '@kubernetes/client-node';
 import type { Logger } from '../worker/logger.js';
-import type { ClusterTreeConfig } from './config.js';
+import { periodicPasses, type ClusterTreeConfig, type PeriodicPass } from './config.js';
 import type { HostPodRef } from './kubeletServer.js';
 import { EventSync, HOST_POD_EVENTS } from './events.js';
 import {
@@ -75,37 +75,6 @@ export interface ClusterTreeStats {
   heartbeats: number;
   /** Lease renewals that could not update the Lease they last wrote (NodeSync.heartbeatFallbacks). */
   heartbeatFallbacks: number;
-}
-
-export interface PeriodicPass {
-  name: 'leases' | 'node status' | 'resync';
-  ms: number;
-  /** A pass still running after this long may hang on a request: the next one starts anyway. */
-  hungAfterMs: number;
-}
-
-/**
- * The periodic work of a tree once its first pass is done: Lease renewals, the resync, and, where
- * the tenant's node-lifecycle controller may still judge nodes (a configuration without
- * `nodeHealthFromHost`), every node's status written again unchanged, as a kubelet's. With it,
- * nothing reads a status's heartbeat times (ADR 12, decision 20).
- */
-export function periodicPasses(
-  cfg: Pick<
-    ClusterTreeConfig,
-    'heartbeatIntervalMs' | 'nodeStatusIntervalMs' | 'resyncIntervalMs' | 'nodeHealthFromHost'
-  >,
-): PeriodicPass[] {
-  const beat = cfg.heartbeatIntervalMs;
-  const status = cfg.nodeStatusIntervalMs;
-  const resync = cfg.resyncIntervalMs;
-  return [
-    { name: 'leases', ms: beat, hungAfterMs: 1.5 * beat },
-    ...(cfg.nodeHealthFromHost
-      ? []
-      : [{ name: 'node status' as const, ms: status, hungAfterMs: 3 * status }]),
-    { name: 'resync', ms: resync, hungAfterMs: Math.max(3 * resync, 60_000) },
-  ];
 }
 
 export class ClusterTree {

@@ -20,6 +20,7 @@ import { forEachLimited } from './queue.js';
 import {
   healthTaintsShape,
   statusDiffers,
+  withTransitionTimesKept,
   tenantNodeFor,
   virtualNode,
   withHealthTaints,
@@ -118,7 +119,10 @@ export class NodeSync {
     if (labelsDiffer && !taintsDiffer)
       await tenantCore.patchNode({ name, body: { metadata: { labels } } }, merge);
     if (taintsDiffer) await this.writeHealthTaints(have, want, labelsDiffer ? labels : undefined);
-    if (statusChanged) await tenantCore.patchNodeStatus({ name, body: { status: want.status } }, merge);
+    if (statusChanged) {
+      const status = withTransitionTimesKept(want.status!, have.status);
+      await tenantCore.patchNodeStatus({ name, body: { status } }, merge);
+    }
   }
 
   /**

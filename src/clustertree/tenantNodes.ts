@@ -4,6 +4,7 @@
  * Both point the tenant apiserver's kubelet calls at clusterTree's kubelet endpoint.
  */
 import type { V1Node, V1NodeStatus, V1Taint } from '@kubernetes/client-node';
+import { parseQuantity } from '../api/virtualCluster.js';
 import { MANAGER, RESERVED_PREFIX } from './naming.js';
 import { TENANT_NODE_LABEL } from './translate.js';
 
@@ -163,10 +164,12 @@ export function virtualNode(
 
 /**
  * Whether a tenant node's status differs from what clusterTree writes into it (`want`), heartbeat
- * and transition times aside: it is written only then (ADR 12, decision 20). Capacity,
- * allocatable and node info are compared key by key, only the keys clusterTree writes: a merge
- * patch never removes what the tenant added (an extended resource it advertises), and a key order
- * that differs is no difference. Conditions are a list clusterTree replaces whole.
+ * and transition times aside: it is written only then (ADR 12, decision 20). Only the keys
+ * clusterTree writes are compared, value by value: a merge patch never removes what the tenant
+ * added (an extended resource it advertises); the API server gives quantities in canonical form
+ * (`10000` pods as `10k`); and the informers' objects have their keys in the order of
+ * client-node's models after a list, of the API server's JSON after a watch event. Conditions
+ * are a list clusterTree replaces whole.
  */
 export function statusDiffers(have: V1Node, want: V1Node): boolean {
   const h = have.status ?? {};
@@ -174,14 +177,41 @@ export function statusDiffers(have: V1Node, want: V1Node): boolean {
   const same = (a: unknown, b: unknown) => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
   const keysSame = (a: object | undefined, b: object | undefined) =>
     Object.entries(b ?? {}).every(([k, v]) => same((a as Record<string, unknown> | undefined)?.[k], v));
+  const quantitiesSame = (a: Record<string, string> | undefined, b: Record<string, string> | undefined) =>
+    Object.entries(b ?? {}).every(
+      ([k, v]) => a?.[k] === v || (a?.[k] !== undefined && parseQuantity(a[k]) === parseQuantity(v)),
+    );
   const conditions = (s: V1NodeStatus) =>
     (s.conditions ?? []).map((c) => [c.type, c.status, c.reason ?? '', c.message ?? '']);
+  const addresses = (s: V1NodeStatus) => (s.addresses ?? []).map((a) => [a.type, a.address]);
   return !(
-    keysSame(h.capacity, w.capacity) &&
-    keysSame(h.allocatable, w.allocatable) &&
+    quantitiesSame(h.capacity, w.capacity) &&
+    quantitiesSame(h.allocatable, w.allocatable) &&
     keysSame(h.nodeInfo, w.nodeInfo) &&
     same(conditions(h), conditions(w)) &&
-    same(h.addresses ?? [], w.addresses ?? []) &&
-    same(h.daemonEndpoints ?? {}, w.daemonEndpoints ?? {})
+    same(addresses(h), addresses(w)) &&
+    (h.daemonEndpoints?.kubeletEndpoint?.Port ?? 0) === (w.daemonEndpoints?.kubeletEndpoint?.Port ?? 0)
   );
+}
+
+/**
+ * `want`'s status with the transition time the tenant node shows for each condition whose status
+ * it keeps: a transition is a change of status (the virtual node's Ready is made with the time of
+ * each sync).
+ */
+export function withTransitionTimesKept(want: V1NodeStatus, have: V1NodeStatus | undefined): V1NodeStatus {
+  const before = new Map((have?.conditions ?? []).map((c) => [c.type, c]));
+  return {
+    ...want,
+    ...(want.conditions
+      ? {
+          conditions: want.conditions.map((c) => {
+            const b = before.get(c.type);
+            return b?.status === c.status && b.lastTransitionTime
+              ? { ...c, lastTransitionTime: b.lastTransitionTime }
+              : c;
+          }),
+        }
+      : {}),
+  };
 }

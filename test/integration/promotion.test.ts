@@ -228,6 +228,13 @@ describe('promotion', () => {
       },
       merge,
     );
+    // As the API server gives it back (10000 pods read as 10k, the tenant's dongle beside what
+    // clusterTree writes), the virtual node is no cause for a status write: its status, heartbeat
+    // and transition times included, stays as it is over a resync (5 s here; ADR 12, decision 20).
+    const vnStatus = (await tenant.readNode({ name: VIRTUAL_NODE })).status;
+    expect(vnStatus?.capacity).toMatchObject({ pods: '10k', 'example.com/dongle': '4' });
+    await new Promise((r) => setTimeout(r, 7_000));
+    expect((await tenant.readNode({ name: VIRTUAL_NODE })).status).toEqual(vnStatus);
     const dongle: V1Pod = pod('dongle', '100m');
     dongle.spec!.containers[0]!.resources = {
       requests: { cpu: '100m', memory: '100Mi', 'example.com/dongle': '3' },

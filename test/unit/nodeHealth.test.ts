@@ -15,9 +15,14 @@ import {
 } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { nodeHealthConfig } from '../../src/activities/clusterTree.js';
-import { periodicPasses } from '../../src/clustertree/controller.js';
+import { periodicPasses } from '../../src/clustertree/config.js';
 import { NodeSync } from '../../src/clustertree/nodeSync.js';
-import { tenantNodeFor, virtualNode, withHealthTaints } from '../../src/clustertree/tenantNodes.js';
+import {
+  statusDiffers,
+  tenantNodeFor,
+  virtualNode,
+  withHealthTaints,
+} from '../../src/clustertree/tenantNodes.js';
 import { createLogger } from '../../src/worker/logger.js';
 import { listOf, nodeSyncConfig } from '../support/clusterTreeFakes.js';
 
@@ -207,6 +212,41 @@ describe("clusterTree's sync of a promoted node, continued", () => {
     const afterMessage = syncOf(said, tenant);
     await afterMessage.sync.sync('node-a');
     expect(afterMessage.writes.map((w) => w.kind)).toEqual(['status']);
+  });
+
+  it('keeps the transition time of a condition whose status a write does not change', async () => {
+    const host = hostNode([]);
+    host.status!.conditions![0]!.lastTransitionTime = new Date('2026-12-05T11:00:00Z');
+    const tenant = inTenant(host);
+    tenant.status!.conditions![0]!.lastTransitionTime = new Date('2026-12-01T00:00:00Z');
+    const said = structuredClone(host);
+    said.status!.conditions![0]!.message = 'container runtime is down';
+    const { sync, writes } = syncOf(said, tenant);
+    await sync.sync('node-a');
+    const status = (writes[0]!.body as { status: V1Node['status'] }).status!;
+    expect(status.conditions![0]!.lastTransitionTime).toEqual(new Date('2026-12-01T00:00:00Z'));
+    // A new status is a transition: the host's time.
+    const down = hostNode([], 'Unknown');
+    down.status!.conditions![0]!.lastTransitionTime = new Date('2026-12-05T11:00:00Z');
+    const changed = syncOf(down, tenant);
+    await changed.sync.sync('node-a');
+    const written = (changed.writes.find((w) => w.kind === 'status')!.body as { status: V1Node['status'] })
+      .status!;
+    expect(written.conditions![0]!.lastTransitionTime).toEqual(new Date('2026-12-05T11:00:00Z'));
+  });
+
+  it('sees the virtual node as the API server gives it back as unchanged: canonical quantities, keys in a model order', () => {
+    const kubelet = { address: '127.0.0.1', port: 10250 };
+    const want = virtualNode('vn', { cpu: '2', memory: '4Gi' }, new Date(), kubelet, '10.0.0.1');
+    const have = structuredClone(want);
+    // 10000 pods reads back as 10k; a list gives client-node's models, keys in their order.
+    have.status!.capacity = { ...have.status!.capacity, pods: '10k' };
+    have.status!.allocatable = { ...have.status!.allocatable, pods: '10k' };
+    have.status!.addresses = have.status!.addresses!.map((a) => ({ address: a.address, type: a.type }));
+    have.status!.conditions![0]!.lastTransitionTime = new Date('2026-12-01T00:00:00Z');
+    expect(statusDiffers(have, want)).toBe(false);
+    have.status!.allocatable = { ...have.status!.allocatable, cpu: '1' };
+    expect(statusDiffers(have, want)).toBe(true);
   });
 
   it("leaves health taints alone for a configuration from before (the tenant's controller-manager writes them)", async () => {
