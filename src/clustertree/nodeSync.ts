@@ -120,7 +120,11 @@ export class NodeSync {
       await tenantCore.patchNode({ name, body: { metadata: { labels } } }, merge);
     if (taintsDiffer) await this.writeHealthTaints(have, want, labelsDiffer ? labels : undefined);
     if (statusChanged) {
-      const status = withTransitionTimesKept(want.status!, have.status);
+      // A promoted node's transition times are its host node's; the virtual node's are made up.
+      const status =
+        name === this.d.cfg.virtualNodeName
+          ? withTransitionTimesKept(want.status!, have.status)
+          : want.status!;
       await tenantCore.patchNodeStatus({ name, body: { status } }, merge);
     }
   }

@@ -196,8 +196,8 @@ export function statusDiffers(have: V1Node, want: V1Node): boolean {
 
 /**
  * `want`'s status with the transition time the tenant node shows for each condition whose status
- * it keeps: a transition is a change of status (the virtual node's Ready is made with the time of
- * each sync).
+ * it keeps: a transition is a change of status. For the virtual node, whose Ready is made with the
+ * time of each sync; a promoted node's times are its host node's.
  */
 export function withTransitionTimesKept(want: V1NodeStatus, have: V1NodeStatus | undefined): V1NodeStatus {
   const before = new Map((have?.conditions ?? []).map((c) => [c.type, c]));

@@ -97,7 +97,9 @@ export async function testOperator(opts: {
     relistIntervalMs: 5_000,
     binaries,
     watchNamespace: opts.namespace,
-    clusterTree: { heartbeatIntervalMs: 2_000, resyncIntervalMs: 5_000 },
+    // The status pass of configurations without nodeHealthFromHost every 2 s: a tenant with it
+    // that ran the pass anyway would show it inside any test's window (ADR 12, decision 20).
+    clusterTree: { heartbeatIntervalMs: 2_000, nodeStatusIntervalMs: 2_000, resyncIntervalMs: 5_000 },
     promotionRetryMs: 2_000,
     metrics: { host: '127.0.0.1', port: 0 },
     ...(inject('nodeAddress') ? { nodeAddress: inject('nodeAddress'), podCIDR: NodeNet.clusterCIDR } : {}),

@@ -22,6 +22,7 @@ import {
   tenantNodeFor,
   virtualNode,
   withHealthTaints,
+  withTransitionTimesKept,
 } from '../../src/clustertree/tenantNodes.js';
 import { createLogger } from '../../src/worker/logger.js';
 import { listOf, nodeSyncConfig } from '../support/clusterTreeFakes.js';
@@ -214,25 +215,57 @@ describe("clusterTree's sync of a promoted node, continued", () => {
     expect(afterMessage.writes.map((w) => w.kind)).toEqual(['status']);
   });
 
-  it('keeps the transition time of a condition whose status a write does not change', async () => {
+  it("writes a promoted node's transition times as its host node's; the virtual node keeps its own while its status holds", async () => {
+    // A host-backed node: the host's time, even where the tenant shows another (a flip and back
+    // on the host between two syncs).
     const host = hostNode([]);
     host.status!.conditions![0]!.lastTransitionTime = new Date('2026-12-05T11:00:00Z');
-    const tenant = inTenant(host);
+    host.status!.conditions![0]!.message = 'container runtime is down';
+    const tenant = inTenant(hostNode([]));
     tenant.status!.conditions![0]!.lastTransitionTime = new Date('2026-12-01T00:00:00Z');
-    const said = structuredClone(host);
-    said.status!.conditions![0]!.message = 'container runtime is down';
-    const { sync, writes } = syncOf(said, tenant);
+    const { sync, writes } = syncOf(host, tenant);
     await sync.sync('node-a');
     const status = (writes[0]!.body as { status: V1Node['status'] }).status!;
-    expect(status.conditions![0]!.lastTransitionTime).toEqual(new Date('2026-12-01T00:00:00Z'));
-    // A new status is a transition: the host's time.
-    const down = hostNode([], 'Unknown');
-    down.status!.conditions![0]!.lastTransitionTime = new Date('2026-12-05T11:00:00Z');
-    const changed = syncOf(down, tenant);
-    await changed.sync.sync('node-a');
-    const written = (changed.writes.find((w) => w.kind === 'status')!.body as { status: V1Node['status'] })
-      .status!;
-    expect(written.conditions![0]!.lastTransitionTime).toEqual(new Date('2026-12-05T11:00:00Z'));
+    expect(status.conditions![0]!.lastTransitionTime).toEqual(new Date('2026-12-05T11:00:00Z'));
+
+    // The virtual node is made with the time of each sync: a write (its quota grew) keeps the
+    // time its Ready condition has had since it became Ready.
+    const cfg = nodeSyncConfig({ nodeHealthFromHost: true });
+    const quota = (cpu: string) => ({ spec: { hard: { 'requests.cpu': cpu, 'requests.memory': '4Gi' } } });
+    const made = virtualNode(
+      cfg.virtualNodeName,
+      { cpu: '2', memory: '4Gi' },
+      new Date('2026-12-01T00:00:00Z'),
+    );
+    const virtualWrites: unknown[] = [];
+    const virtualSync = new NodeSync({
+      cfg,
+      tenantCore: {
+        patchNodeStatus: ({ body }: { body: unknown }) => (virtualWrites.push(body), Promise.resolve({})),
+      } as unknown as CoreV1Api,
+      tenantLeases: {} as CoordinationV1Api,
+      hostNodes: listOf(new Map()),
+      hostQuotas: listOf(new Map([[cfg.quotaName, quota('4')]])),
+      tenantNodes: listOf(
+        new Map([[cfg.virtualNodeName, { ...made, metadata: { ...made.metadata, uid: 'v' } }]]),
+      ),
+      log: createLogger({ level: 'error' }),
+    });
+    await virtualSync.sync(cfg.virtualNodeName);
+    const grown = (virtualWrites[0] as { status: V1Node['status'] }).status!;
+    expect(grown.capacity).toMatchObject({ cpu: '4' });
+    expect(grown.conditions![0]!.lastTransitionTime).toEqual(new Date('2026-12-01T00:00:00Z'));
+    // A status that changes is a transition: a new time.
+    expect(
+      withTransitionTimesKept(
+        {
+          conditions: [
+            { type: 'Ready', status: 'False', lastTransitionTime: new Date('2026-12-05T12:00:00Z') },
+          ],
+        },
+        made.status,
+      ).conditions![0]!.lastTransitionTime,
+    ).toEqual(new Date('2026-12-05T12:00:00Z'));
   });
 
   it('sees the virtual node as the API server gives it back as unchanged: canonical quantities, keys in a model order', () => {
