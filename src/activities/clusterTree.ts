@@ -75,8 +75,9 @@ export const compileCacheDirOf = (stateDir: string): string => join(stateDir, 'c
  * ratio, a quarter, for a sixth of its writes); the Lease still says that clusterTree serves the
  * node, as `kubectl describe node` shows. Nor does anything read a node status's heartbeat
  * times: with `nodeHealthFromHost` clusterTree writes a node's status when its host node's
- * changes, not again unchanged every 5 minutes (ADR 12, decision 20). Written into each configuration this step makes in a pass that started the tenant's current
- * controller-manager first (not the clusterTree-only pass of a workflow from before clusterTree:
+ * changes, not again unchanged every 5 minutes (ADR 12, decision 20). Written into each
+ * configuration this step makes in a pass that started the tenant's current controller-manager
+ * first (not the clusterTree-only pass of a workflow from before clusterTree:
  * `nodeHealthFromHost: false` in its input). A configuration without it keeps clusterTree's
  * defaults (no health taints written, Leases every 10 s for 40 s, the status every 5 minutes),
  * which a tenant controller-manager from before that decision, resumed as it was recorded, needs.
