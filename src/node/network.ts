@@ -10,7 +10,7 @@ import { mkdir, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises
 import { setTimeout as pause } from 'node:timers/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { procStartTime } from '../runtime/processRuntime.js';
+import { procStartTime } from '../runtime/procfs.js';
 
 const run = promisify(execFile);
 

@@ -16,6 +16,7 @@ import type { Logger } from '../worker/logger.js';
 import { KeyedLocks } from './locks.js';
 import { capLog, logSize, logTail } from './logFiles.js';
 import { prober, readinessPauses } from './probe.js';
+import { findByCommandLine, procCommand, procStartTime } from './procfs.js';
 import {
   ComponentExitedError,
   ReadinessTimeoutError,
@@ -103,26 +104,6 @@ export function hashSpec(spec: ComponentSpec): string {
     ...process
   } = spec;
   return createHash('sha256').update(JSON.stringify(process)).digest('hex');
-}
-
-/** Field 22 of /proc/<pid>/stat: the process start time in clock ticks since boot. */
-export function procStartTime(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (fields[0] === 'Z' || fields[0] === 'X') return undefined; // exited, not yet reaped
-    return fields[19];
-  } catch {
-    return undefined;
-  }
-}
-
-function procCommand(pid: number): string | undefined {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0];
-  } catch {
-    return undefined;
-  }
 }
 
 export class ProcessRuntime implements ControlPlaneRuntime {
@@ -330,7 +311,7 @@ export class ProcessRuntime implements ControlPlaneRuntime {
    * the unknown one outlives the tenant.
    */
   private async adoptUnrecorded(spec: ComponentSpec, specHash: string): Promise<Supervised | undefined> {
-    const found = await ProcessRuntime.findUnrecorded(spec);
+    const found = await findByCommandLine(spec.command, spec.args);
     if (!found) return undefined;
     const s = this.fresh(spec, specHash);
     s.record.pid = found.pid;
@@ -343,27 +324,6 @@ export class ProcessRuntime implements ControlPlaneRuntime {
       pid: found.pid,
     });
     return s;
-  }
-
-  /** A running process whose command line is exactly the spec's. */
-  private static async findUnrecorded(
-    spec: ComponentSpec,
-  ): Promise<{ pid: number; startTime: string } | undefined> {
-    const wanted = [spec.command, ...spec.args].join('\0');
-    for (const entry of await readdir('/proc').catch(() => [])) {
-      if (!/^[0-9]+$/.test(entry)) continue;
-      const pid = Number(entry);
-      let cmdline: string;
-      try {
-        cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0$/, '');
-      } catch {
-        continue; // gone meanwhile
-      }
-      if (cmdline !== wanted) continue;
-      const startTime = procStartTime(pid);
-      if (startTime !== undefined) return { pid, startTime };
-    }
-    return undefined;
   }
 
   /** The spec a component was last ensured with, from its record (undefined: none recorded). */
@@ -382,7 +342,7 @@ export class ProcessRuntime implements ControlPlaneRuntime {
   private start(s: Supervised): void {
     const { spec } = s.record;
     // The intent, recorded before the process exists: a worker killed inside spawn() leaves a
-    // record without a pid, by which stop and remove still find the process (findUnrecorded).
+    // record without a pid, by which stop and remove still find the process (findByCommandLine).
     // Written from a copy: a start that throws below leaves `s` as it was, and the supervisor
     // tries again.
     this.writeRecord({ ...s.record, pid: undefined, startTime: undefined, intentBy: this.id });
@@ -554,7 +514,7 @@ export class ProcessRuntime implements ControlPlaneRuntime {
    */
   private async stopUnrecorded(record: Record): Promise<void> {
     if (ProcessRuntime.running(record)) return;
-    const found = await ProcessRuntime.findUnrecorded(record.spec);
+    const found = await findByCommandLine(record.spec.command, record.spec.args);
     if (!found) return;
     this.opts.logger.warn('stopping a running component nobody had recorded', {
       owner: record.spec.owner,
