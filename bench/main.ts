@@ -102,7 +102,9 @@ async function main(): Promise<void> {
       : {}),
     sharedClusterTree: operatorEnv.KOSMOS_VC_CLUSTERTREE === 'shared',
     ...(scenario.warmPool ? { warmPool: { size: scenario.warmPool } } : {}),
-    ...(operatorEnv.KOSMOS_VC_ONE_PROCESS ? { oneProcess: true } : {}),
+    ...(operatorEnv.KOSMOS_VC_ONE_PROCESS !== undefined
+      ? { oneProcess: operatorEnv.KOSMOS_VC_ONE_PROCESS }
+      : {}),
   };
   const env = await startLocalEnvironment({
     prefix: `kvc-bench-${name}-`,
@@ -127,7 +129,8 @@ async function main(): Promise<void> {
     // on this machine (the real node's bridge, or a route that carries nothing), never the gateway.
     const serviceRoute = await routeOf(HOST_CLUSTER_DNS);
     const t0 = Date.now();
-    const result = await scenario.run({ env, out, oneProcess: worker.oneProcess === true }, o);
+    // The operator's default: one process (control planes here are processes).
+    const result = await scenario.run({ env, out, oneProcess: worker.oneProcess ?? true }, o);
     // How this Node.js ran (the operator runs in it: its flags are part of the figure).
     const node = {
       version: process.version,

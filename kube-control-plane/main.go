@@ -32,6 +32,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/transport"
 	cliflag "k8s.io/component-base/cli/flag"
 	"k8s.io/component-base/cli/globalflag"
 	basecompatibility "k8s.io/component-base/compatibility"
@@ -129,6 +130,12 @@ func main() {
 	}
 	logs.InitLogs()
 	defer logs.FlushLogs()
+	// The controller-manager's and scheduler's kubeconfigs name their certificate files, which a
+	// renewal replaces: client-go re-reads them on new connections and, for connections already
+	// open, every CertCallbackRefreshDuration (5 minutes upstream, longer than a short
+	// renewBefore may leave an old certificate), then closes its connections. Reading two small
+	// files every 10 s costs nothing; the API server's own clients reload as before.
+	transport.CertCallbackRefreshDuration = clientCertRefresh
 	ctx := genericapiserver.SetupSignalContext()
 
 	// All options first: the first component's flags close the shared feature gate to new gates.
@@ -253,6 +260,10 @@ func main() {
 		}
 	}
 }
+
+// clientCertRefresh is how often client-go's clients that read their certificate from files look
+// at them again (transport.CertCallbackRefreshDuration).
+const clientCertRefresh = 10 * time.Second
 
 // settled is KOSMOS_VC_GOGC_SETTLED: the garbage collector's target (a percentage, as GOGC) once
 // start-up is over; -1 when it is not set (GOGC alone decides, as in any Go program).

@@ -567,12 +567,14 @@ function assemble(deps: ActivityDeps) {
         ].map((c) => c.name),
       );
       const restarted: string[] = [];
-      // The controller-manager and scheduler read their kubeconfigs once: in one process the API
-      // server restarts with them (seconds without an API); the new kubeconfigs make its new spec.
+      // In one process the controller-manager and scheduler re-read their certificate files: the
+      // process is ensured as it is, and restarts (seconds without an API) only when what they
+      // read once changed (a CA rotation's bundle), or it was started by a version before that.
       const inOne = !inPods(input.allocation) && (await one.runs(input.allocation.id));
       if (inOne) {
-        await one.start(input, l);
-        restarted.push('kube-apiserver', 'kube-controller-manager', 'kube-scheduler');
+        const was = await one.pid(input.allocation.id);
+        const { pid } = await one.start(input, l);
+        if (pid !== was) restarted.push('kube-apiserver', 'kube-controller-manager', 'kube-scheduler');
       }
       // Each is restarted by its new spec alone: the digest of the files it reads once (new
       // client certificates) is in it. Nothing is stopped first: a failed attempt leaves each

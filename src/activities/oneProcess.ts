@@ -10,14 +10,14 @@ import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { setTimeout as pause } from 'node:timers/promises';
 import type { VirtualClusterRef } from '../api/virtualCluster.js';
-import { ensureCurrentFiles } from '../pki/controlPlanePki.js';
+import { certPath, ensureCurrentFiles, PkiFile } from '../pki/controlPlanePki.js';
 import { prober } from '../runtime/probe.js';
 import { ComponentsMissingError, type Binaries } from '../runtime/binaries.js';
 import {
-  kubeconfigPath,
   oneProcessSpec,
   pkiDir,
   placeOnMachine,
+  writeReloadingKubeconfigs,
   type ControlPlaneLayout,
   type ControlPlanePrograms,
   type Placement,
@@ -65,18 +65,21 @@ export function createOneProcess(deps: OneProcessDeps) {
   }
 
   /**
-   * The one process's spec builder: with the digest of the kubeconfigs its controller-manager and
-   * scheduler read once, so that new ones (a renewal, a claim that issued the leaves again)
-   * replace the process, under the runtime's lock and recorded (a retry or another worker
-   * finishes what an attempt began).
+   * The one process's spec builder. Its controller-manager's and scheduler's kubeconfigs name
+   * their certificate files (written here too): a renewal, which swaps
+   * the files, restarts nothing. The spec holds the digest of what the two read once, those
+   * kubeconfigs and the CA bundle, so that a new bundle (a CA rotation's steps) replaces the
+   * process, under the runtime's lock and recorded (a retry or another worker finishes what an
+   * attempt began).
    */
   async function builder(l: ControlPlaneLayout): Promise<(p: Placement) => ComponentSpec> {
     const b = await programs();
     const digest = createHash('sha256');
-    for (const who of ['controller-manager', 'scheduler'] as const)
-      digest.update(await readFile(kubeconfigPath(l, who)));
+    // A tenant from a version before them has none yet.
+    for (const text of await writeReloadingKubeconfigs(l)) digest.update(text);
+    digest.update(await readFile(certPath(pkiDir(l), PkiFile.ca)));
     const clients = digest.digest('hex').slice(0, 16);
-    return (p) => oneProcessSpec(p, b, clients);
+    return (placed) => oneProcessSpec(placed, b, clients);
   }
 
   /**
@@ -139,6 +142,8 @@ export function createOneProcess(deps: OneProcessDeps) {
       const api = await runningApiserver(a.id);
       return api ? runsKubeControlPlane(api) : deps.enabled;
     },
+    /** The pid of the owner's API server (in one process or not), if it runs. */
+    pid: async (owner: string): Promise<number | undefined> => (await runningApiserver(owner))?.pid,
     builder,
     start,
     served,

@@ -60,7 +60,7 @@ function operatorOptions(env: OperatorEnv, stateDir: string) {
     ...(env.KOSMOS_VC_WORKFLOW_CACHE !== undefined ? { workflowCache: env.KOSMOS_VC_WORKFLOW_CACHE } : {}),
     sharedClusterTree: env.KOSMOS_VC_CLUSTERTREE === 'shared',
     ...(env.KOSMOS_VC_WARM_POOL > 0 ? { warmPool: { size: env.KOSMOS_VC_WARM_POOL } } : {}),
-    ...(env.KOSMOS_VC_ONE_PROCESS ? { oneProcess: true } : {}),
+    ...(env.KOSMOS_VC_ONE_PROCESS !== undefined ? { oneProcess: env.KOSMOS_VC_ONE_PROCESS } : {}),
     ...(env.KOSMOS_VC_WATCH_NAMESPACE ? { watchNamespace: env.KOSMOS_VC_WATCH_NAMESPACE } : {}),
     ...(env.KOSMOS_VC_NODE_ADDRESS ? { nodeAddress: env.KOSMOS_VC_NODE_ADDRESS } : {}),
     ...(env.KOSMOS_VC_POD_CIDR ? { podCIDR: env.KOSMOS_VC_POD_CIDR } : {}),

@@ -4,7 +4,7 @@
  * Used for every tenant and for the embedded host cluster alike.
  */
 import { existsSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { renderKubeconfig } from '../pki/kubeconfig.js';
 import {
@@ -295,6 +295,11 @@ function reads(p: Placement) {
       `--${keyFlag}=${file('pki', `${name}.key`)}`,
     ],
     kubeconfig: (who: KubeconfigUser) => file('kubeconfigs', `${who}.conf`),
+    /** reloadingKubeconfig's file, and the certificate files it names. */
+    reloadingKubeconfig: (who: ReloadingUser) => {
+      for (const f of [`${PkiFile.ca}.crt`, `${RELOADING[who]}.crt`, `${RELOADING[who]}.key`]) file('pki', f);
+      return file('kubeconfigs', reloadingKubeconfigName(who));
+    },
     auditPolicy: () => file('audit-policy', basename(p.paths.auditPolicy)),
     files: (): FileSet[] =>
       [...used].map(([source, keys]) => ({ source, path: dirs[source], keys: [...keys].sort() })),
@@ -440,9 +445,18 @@ export function apiserverSpec(p: Placement, b: ControlPlanePrograms): ComponentS
   };
 }
 
-export function controllerManagerSpec(p: Placement, b: ControlPlanePrograms): ComponentSpec {
+/**
+ * `reloading`: its kubeconfig names the certificate files rather than holding them
+ * (reloadingKubeconfig), so a renewal needs no restart (in kube-control-plane, whose API server
+ * would restart with it).
+ */
+export function controllerManagerSpec(
+  p: Placement,
+  b: ControlPlanePrograms,
+  reloading = false,
+): ComponentSpec {
   const f = reads(p);
-  const conf = f.kubeconfig('controller-manager');
+  const conf = reloading ? f.reloadingKubeconfig('controller-manager') : f.kubeconfig('controller-manager');
   return {
     owner: p.id,
     name: 'kube-controller-manager',
@@ -471,14 +485,15 @@ export function controllerManagerSpec(p: Placement, b: ControlPlanePrograms): Co
   };
 }
 
-export function schedulerSpec(p: Placement, b: ControlPlanePrograms): ComponentSpec {
+/** `reloading`: as controllerManagerSpec's. */
+export function schedulerSpec(p: Placement, b: ControlPlanePrograms, reloading = false): ComponentSpec {
   const f = reads(p);
   return {
     owner: p.id,
     name: 'kube-scheduler',
     command: b.kubeScheduler,
     args: [
-      ...delegated(f.kubeconfig('scheduler')),
+      ...delegated(reloading ? f.reloadingKubeconfig('scheduler') : f.kubeconfig('scheduler')),
       `--bind-address=${p.listen.scheduler}`,
       `--secure-port=${p.ports.scheduler}`,
       ...f.pair(PkiFile.schedulerServing, 'tls-cert-file', 'tls-private-key-file'),
@@ -492,21 +507,49 @@ export function schedulerSpec(p: Placement, b: ControlPlanePrograms): ComponentS
   };
 }
 
+/** The controller-manager and scheduler in kube-control-plane, and the leaf each is. */
+const RELOADING = { 'controller-manager': PkiFile.controllerManager, scheduler: PkiFile.scheduler } as const;
+export type ReloadingUser = keyof typeof RELOADING;
+export const reloadingKubeconfigName = (who: ReloadingUser): string => `${who}.reloading.conf`;
+
+/**
+ * A kubeconfig of the controller-manager or scheduler that names its client certificate, key and
+ * CA bundle by path (under `p.paths.pki`, as the component sees them) rather than holding them.
+ * client-go re-reads such a certificate on new connections and at least every
+ * CertCallbackRefreshDuration (kube-control-plane sets 10 s), and closes its connections when it
+ * changed: a renewal (a new generation of the set behind the same path) reaches them without a
+ * restart. The CA bundle is read once at start (the controller-manager's --root-ca-file too),
+ * so a new bundle (a CA rotation) still needs one: oneProcessSpec's `clients` digest holds it.
+ */
+export function reloadingKubeconfig(p: Placement, who: ReloadingUser): string {
+  return renderKubeconfig({
+    clusterName: p.id,
+    server: p.apiserverURL,
+    caPem: '',
+    caFile: certPath(p.paths.pki, PkiFile.ca),
+    userName: who === 'scheduler' ? 'system:kube-scheduler' : 'system:kube-controller-manager',
+    certFile: certPath(p.paths.pki, RELOADING[who]),
+    keyFile: keyPath(p.paths.pki, RELOADING[who]),
+  });
+}
+
 /**
  * The API server, controller-manager and scheduler of `apiserverSpec`, `controllerManagerSpec`
  * and `schedulerSpec` as one process of kube-control-plane (ADR 12, decision 16): the same flags,
- * each component's after its name; Go's default GC target while it starts, then etcd's (the
- * process sets it itself: KOSMOS_VC_GOGC_SETTLED). It is the API server's component (its probe,
- * its name); the other two serve their own ports in it. `clients`: a digest of
- * the kubeconfigs the controller-manager and scheduler read once at their start, so that new
- * ones (a renewal) make a new spec, which replaces the running process.
+ * each component's after its name, except the two's kubeconfigs, which name their certificate
+ * files (reloadingKubeconfig: a renewal restarts nothing); Go's default GC target while it
+ * starts, then etcd's (the process sets it itself: KOSMOS_VC_GOGC_SETTLED). It is the API
+ * server's component (its probe, its name); the other two serve their own ports in it.
+ * `clients`: a digest of what the controller-manager and scheduler read once at their start
+ * (those kubeconfigs and the CA bundle), so that new ones (a CA rotation's steps) make a new spec,
+ * which replaces the running process.
  */
 export function oneProcessSpec(
   p: Placement,
   b: ControlPlanePrograms & { kubeControlPlane: string },
   clients?: string,
 ): ComponentSpec {
-  const parts = [apiserverSpec(p, b), controllerManagerSpec(p, b), schedulerSpec(p, b)];
+  const parts = [apiserverSpec(p, b), controllerManagerSpec(p, b, true), schedulerSpec(p, b, true)];
   const files = new Map<string, FileSet>();
   for (const f of parts.flatMap((s) => s.files ?? [])) {
     const seen = files.get(f.source);
@@ -604,4 +647,23 @@ export async function writeKubeconfigs(l: ControlPlaneLayout): Promise<void> {
   await mkdir(join(l.dir, 'kubeconfigs'), { recursive: true, mode: 0o700 });
   for (const [file, text] of Object.entries(await renderKubeconfigs(pki, apiserverURL(l), l.id)))
     await writeFile(join(l.dir, 'kubeconfigs', file), text, { mode: 0o600 });
+  await writeReloadingKubeconfigs(l);
+}
+
+/**
+ * Writes reloadingKubeconfig's two files for this machine's placement (unchanged ones not again:
+ * they name paths, which a renewal does not change) and returns their texts.
+ */
+export async function writeReloadingKubeconfigs(l: ControlPlaneLayout): Promise<string[]> {
+  const p = placeOnMachine(l);
+  await mkdir(p.paths.kubeconfigs, { recursive: true, mode: 0o700 });
+  const texts: string[] = [];
+  for (const who of Object.keys(RELOADING) as ReloadingUser[]) {
+    const text = reloadingKubeconfig(p, who);
+    const path = join(p.paths.kubeconfigs, reloadingKubeconfigName(who));
+    if ((await readFile(path, 'utf8').catch(() => undefined)) !== text)
+      await writeFile(path, text, { mode: 0o600 });
+    texts.push(text);
+  }
+  return texts;
 }

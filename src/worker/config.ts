@@ -17,10 +17,11 @@
  *   KOSMOS_VC_WARM_POOL        control planes this worker keeps started for new tenants of the
  *                              default service range (0, the default: none; ADR 12, decision 15).
  *                              Each costs what an idle tenant does
- *   KOSMOS_VC_ONE_PROCESS      "true": a tenant's API server, controller-manager and scheduler,
- *                              when this worker starts or wakes them, run as one process,
- *                              kube-control-plane (ADR 12, decision 16; ~140 MiB less RSS each;
- *                              a renewal restarts the API server too; processes only). "false"
+ *   KOSMOS_VC_ONE_PROCESS      "true" (the default where control planes are processes): a tenant's
+ *                              API server, controller-manager and scheduler, when this worker
+ *                              starts or wakes them, run as one process, kube-control-plane (ADR
+ *                              12, decisions 16 and 21; ~120 MiB less RSS each). "false": a
+ *                              process each, as control planes in pods always run them
  *   KOSMOS_VC_REAL_NODE        the embedded host also runs a real node where it can (true)
  *   KOSMOS_VC_NODE_ADDRESS     an address of this machine host pods reach (tenant API and DNS for
  *                              pods); the embedded host's real node sets it itself
@@ -74,10 +75,11 @@ export const OperatorEnv = z.object({
     .optional(),
   KOSMOS_VC_CLUSTERTREE: z.enum(['shared', 'per-tenant']).default('shared'),
   KOSMOS_VC_WARM_POOL: z.coerce.number().int().min(0).max(100).default(0),
+  /** Absent: the operator's default (one process, where control planes are processes). */
   KOSMOS_VC_ONE_PROCESS: z
     .enum(['true', 'false'])
-    .default('false')
-    .transform((v) => v === 'true'),
+    .optional()
+    .transform((v) => (v === undefined ? undefined : v === 'true')),
   /** `kosmos-vc worker` also runs a watcher. */
   KOSMOS_VC_WATCHER: z
     .enum(['true', 'false'])

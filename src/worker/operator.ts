@@ -192,8 +192,8 @@ export interface OperatorOptions {
    */
   warmPool?: { size: number; refillDelayMs?: number };
   /**
-   * A tenant's API server, controller-manager and scheduler as one process (ADR 12, decision 16;
-   * processes only).
+   * A tenant's API server, controller-manager and scheduler as one process (ADR 12, decisions 16
+   * and 21). Default: yes where control planes are processes; never in pods (refused when asked).
    */
   oneProcess?: boolean;
 }
@@ -228,10 +228,12 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
     throw new Error(
       'KOSMOS_VC_ONE_PROCESS runs control planes as processes of this machine: not with KOSMOS_VC_RUNTIME=kubernetes',
     );
+  const oneProcess = opts.oneProcess ?? !opts.pods;
   // Refused at start rather than at every tenant's step (setup builds it: `npm run setup`).
-  if (opts.oneProcess && !(opts.binaries ?? (await resolveBinaries())).kubeControlPlane)
+  if (oneProcess && !(opts.binaries ?? (await resolveBinaries())).kubeControlPlane)
     throw new Error(
-      'KOSMOS_VC_ONE_PROCESS needs kube-control-plane, which setup builds: run `npm run setup` first',
+      `KOSMOS_VC_ONE_PROCESS${opts.oneProcess === undefined ? ' (the default)' : ''} needs kube-control-plane, ` +
+        'which setup builds: run `npm run setup` first, or set KOSMOS_VC_ONE_PROCESS=false',
     );
   installTemporalRuntime(opts.logger);
   const host = hostFromKubeconfig(opts.kubeconfigPath);
@@ -323,7 +325,7 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       ...(opts.exposeTypes ? { exposeTypes: opts.exposeTypes } : {}),
       ...(opts.hostsImage ? { hostsImage: opts.hostsImage } : {}),
       ...(opts.backupDir ? { backupDir: opts.backupDir } : {}),
-      ...(opts.oneProcess ? { oneProcess: true } : {}),
+      ...(oneProcess ? { oneProcess: true } : {}),
       schedules: { client, taskQueue: opts.taskQueue },
       // Size 0 too: the slots an earlier run with a pool left are removed.
       ...(!opts.pods

@@ -122,9 +122,8 @@ it(
     });
     const d = last.density;
     expect(d.tenantsReady).toBe(1);
-    expect(Object.keys(d.perTenant.components).sort()).toEqual(
-      ['clustertree', 'etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler'].sort(),
-    );
+    // By default the API server, controller-manager and scheduler are one process, the API server's.
+    expect(Object.keys(d.perTenant.components).sort()).toEqual(['clustertree', 'etcd', 'kube-apiserver']);
     for (const mib of Object.values(d.perTenant.components)) expect(mib).toBeGreaterThan(5);
     expect(d.perTenant.pssMiB).toBeLessThanOrEqual(d.perTenant.rssMiB);
     // The control-plane processes (four, or etcd and kube-control-plane) against the plain

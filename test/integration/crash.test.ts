@@ -74,13 +74,14 @@ describe('worker crash', () => {
     const ready = await waitForPhase(namespace, 'survivor', 'Ready', 180_000);
     const creds = credentialsOf(Buffer.from(ready.spec.kubeconfig!, 'base64').toString());
     expect(await statusAs(creds.server, creds.caPem, creds)).toBe(200);
-    // One of each control-plane component; clusterTree in the shared process the dead worker
-    // started, adopted, not a second one.
+    // One of each control-plane process (etcd, and the API server, controller-manager and
+    // scheduler in one); clusterTree in the shared process the dead worker started, adopted, not
+    // a second one.
     expect(
       processesMentioning(dir)
         .map((p) => p.exe)
         .sort(),
-    ).toEqual(['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler']);
+    ).toEqual(['etcd', 'kube-control-plane']);
     expect(sharedTrees()).toEqual([sharedBefore]);
     const registration = join(stateDir, 'clustertree-tenants', `${tenantId(ref)}.json`);
     expect(pathExists(registration)).toBe(true);

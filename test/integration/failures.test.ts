@@ -170,8 +170,8 @@ describe('delete during provisioning', () => {
 
 describe('a step that fails permanently late in provisioning', () => {
   it('undoes every earlier step in reverse and reports Failed with the reason', async () => {
-    // A worker whose kube-scheduler binary is broken: etcd, the apiserver and the
-    // controller-manager start, the scheduler cannot.
+    // A worker whose kube-scheduler binary is broken, each component a process of its own: etcd,
+    // the apiserver and the controller-manager start, the scheduler cannot.
     const brokenNs = await createNamespace('broken');
     const brokenState = await newStateDir();
     const broken = await testOperator({
@@ -179,6 +179,7 @@ describe('a step that fails permanently late in provisioning', () => {
       taskQueue: `broken-${randomUUID()}`,
       namespace: brokenNs,
       binaries: { kubeScheduler: '/bin/false' },
+      oneProcess: false,
     });
     try {
       const vc = await createVirtualCluster(brokenNs, 'no-scheduler');

@@ -78,7 +78,7 @@ describe('auto sleep', () => {
     const awake = await waitForPhase(namespace, 'idler', 'Ready');
     expect(awake.status?.apiServerEndpoint).toBe(vc.status?.apiServerEndpoint);
     expect(processesMentioning(dir).map((p) => p.exe)).toEqual(
-      expect.arrayContaining(['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler']),
+      expect.arrayContaining(['etcd', 'kube-control-plane']),
     );
 
     await deleteVirtualCluster(namespace, 'idler');

@@ -81,7 +81,10 @@ export async function testOperator(opts: {
   sharedClusterTree?: boolean;
   /** Control planes started ahead for new tenants (ADR 12, decision 15). */
   warmPool?: { size: number; refillDelayMs?: number };
-  /** A tenant's API server, controller-manager and scheduler as one process (ADR 12, decision 16). */
+  /**
+   * false: a tenant's API server, controller-manager and scheduler as processes of their own
+   * (default: the operator's, one process for the three; ADR 12, decisions 16 and 21).
+   */
   oneProcess?: boolean;
 }): Promise<Operator> {
   const binaries = { ...(await resolveBinaries()), ...opts.binaries };
@@ -110,7 +113,7 @@ export async function testOperator(opts: {
     ...(opts.exposeTypes ? { exposeTypes: opts.exposeTypes } : {}),
     ...(opts.sharedClusterTree !== undefined ? { sharedClusterTree: opts.sharedClusterTree } : {}),
     ...(opts.warmPool ? { warmPool: opts.warmPool } : {}),
-    ...(opts.oneProcess ? { oneProcess: true } : {}),
+    ...(opts.oneProcess !== undefined ? { oneProcess: opts.oneProcess } : {}),
     ...(opts.pods
       ? {
           pods: {

@@ -12,6 +12,7 @@ import {
   oneProcessSpec,
   placeInHost,
   placeOnMachine,
+  reloadingKubeconfig,
   renderKubeconfigs,
   schedulerSpec,
   type ControlPlaneLayout,
@@ -20,6 +21,7 @@ import {
 import { hashSpec } from '../../src/runtime/processRuntime.js';
 import { renderWorkload } from '../../src/runtime/podWorkload.js';
 import type { V1StatefulSet } from '@kubernetes/client-node';
+import { parse } from 'yaml';
 
 const ports = {
   etcdClient: 21000,
@@ -163,9 +165,28 @@ describe('control-plane component specs', () => {
   it('run the API server, controller-manager and scheduler as one process with their own flags (oneProcessSpec)', () => {
     const p = placeOnMachine(tenant);
     const one = oneProcessSpec(p, { ...bins, kubeControlPlane: '/t/kube-control-plane' });
-    const parts = [apiserverSpec(p, bins), controllerManagerSpec(p, bins), schedulerSpec(p, bins)];
+    const parts = [
+      apiserverSpec(p, bins),
+      controllerManagerSpec(p, bins, true),
+      schedulerSpec(p, bins, true),
+    ];
     expect(one).toMatchObject({ owner: tenant.id, name: 'kube-apiserver', command: '/t/kube-control-plane' });
     expect(one.args).toEqual(parts.flatMap((s) => [s.name, ...s.args]));
+    // The controller-manager and scheduler read kubeconfigs that name their certificate files
+    // (a renewal restarts nothing); otherwise their flags are their own processes' flags.
+    const kubeconfigs = '/state/tenants/t-a-1/kubeconfigs';
+    for (const [own, who] of [
+      [controllerManagerSpec(p, bins), 'controller-manager'],
+      [schedulerSpec(p, bins), 'scheduler'],
+    ] as const) {
+      const inOne = one.args.slice(one.args.indexOf(own.name) + 1);
+      for (const flag of ['kubeconfig', 'authentication-kubeconfig', 'authorization-kubeconfig']) {
+        expect(own.args).toContain(`--${flag}=${kubeconfigs}/${who}.conf`);
+        expect(inOne).toContain(`--${flag}=${kubeconfigs}/${who}.reloading.conf`);
+      }
+      const same = (args: readonly string[]) => args.filter((a) => !a.includes('kubeconfig'));
+      expect(same(inOne.slice(0, own.args.length))).toEqual(same(own.args));
+    }
     expect(one.probe).toEqual(parts[0]!.probe);
     // Go's default GC target while it starts, the lean one set by the process once started.
     const gc = { GOGC: '25', KOSMOS_VC_GOGC_SETTLED: '25', KOSMOS_VC_GOGC_SETTLE_AFTER: '30000ms' };
@@ -180,10 +201,40 @@ describe('control-plane component specs', () => {
       (s.files ?? []).flatMap((f) => f.keys.map((k) => `${f.source}:${join(f.path, k)}`));
     expect(new Set(declared(one))).toEqual(new Set(parts.flatMap(declared)));
     expect(new Set(one.files!.map((f) => f.source)).size).toBe(one.files!.length);
-    // New client kubeconfigs (a renewal) make another process: the runtime replaces the running one.
+    // A new digest of what the two read once (a CA rotation's bundle) makes another process: the
+    // runtime replaces the running one.
     const renewed = oneProcessSpec(p, { ...bins, kubeControlPlane: '/t/kube-control-plane' }, 'feed');
     expect(renewed.env).toEqual({ ...gc, KOSMOS_VC_CLIENTS: 'feed' });
     expect(hashSpec(renewed)).not.toBe(hashSpec(one));
+  });
+
+  it('name the certificate files in the one process client kubeconfigs, not their contents (reloadingKubeconfig)', () => {
+    const p = placeOnMachine(tenant);
+    for (const [who, leaf, user] of [
+      ['controller-manager', 'controller-manager', 'system:kube-controller-manager'],
+      ['scheduler', 'scheduler', 'system:kube-scheduler'],
+    ] as const) {
+      const conf = parse(reloadingKubeconfig(p, who)) as Record<string, unknown>;
+      expect(conf.clusters).toEqual([
+        {
+          name: tenant.id,
+          cluster: {
+            server: 'https://127.0.0.1:21002',
+            'certificate-authority': '/state/tenants/t-a-1/pki/ca.crt',
+          },
+        },
+      ]);
+      expect(conf.users).toEqual([
+        {
+          name: user,
+          user: {
+            'client-certificate': `/state/tenants/t-a-1/pki/${leaf}.crt`,
+            'client-key': `/state/tenants/t-a-1/pki/${leaf}.key`,
+          },
+        },
+      ]);
+      expect(conf['current-context']).toBe(`${user}@${tenant.id}`);
+    }
   });
 
   it('place everything where the placement says: no path of this machine, peers by their Service', () => {
