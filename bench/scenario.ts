@@ -7,7 +7,8 @@ export interface BenchContext {
   out: string;
   /**
    * The worker runs a tenant's API server, controller-manager and scheduler as one process
-   * (KOSMOS_VC_ONE_PROCESS; ADR 12, decision 16): a floor of the same components is that shape too.
+   * (KOSMOS_VC_ONE_PROCESS, by default; ADR 12, decisions 16 and 21): a floor of the same
+   * components is that shape too.
    */
   oneProcess: boolean;
 }

@@ -2,7 +2,7 @@
  * Speed (issue 10, target 3). Rounds alternate so drift hits both alike:
  *   floor:   etcd + kube-apiserver + kube-controller-manager + kube-scheduler started directly
  *            through the process runtime, one after the other, certificates made beforehand
- *            (with KOSMOS_VC_ONE_PROCESS, etcd and kube-control-plane, as the product then
+ *            (with one process, the default, etcd and kube-control-plane, as the product then
  *            starts them); then one Node registered and reported Ready (what a kubelet's first
  *            status does);
  *   product: a VirtualCluster promoting one kwok node, created (what `kubectl apply` does)

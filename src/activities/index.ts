@@ -131,7 +131,7 @@ export interface ActivityDeps {
   warmPool?: { size: number; serviceCIDR: string; refillDelayMs?: number };
   /**
    * A tenant's API server, controller-manager and scheduler as one process of kube-control-plane
-   * (KOSMOS_VC_ONE_PROCESS; ADR 12, decision 16; the process runtime only): the API server's step
+   * (KOSMOS_VC_ONE_PROCESS; ADR 12, decisions 16 and 21; the process runtime only): the API server's step
    * starts all three, the others' steps wait for theirs to serve.
    */
   oneProcess?: boolean;
@@ -521,10 +521,12 @@ function assemble(deps: ActivityDeps) {
 
     /**
      * Renews every leaf certificate, or starts or ends a CA rotation, while the tenant serves:
-     * etcd and the API server read their new files themselves; the controller-manager, the
-     * scheduler, clusterTree and CoreDNS (their client certificates sit in kubeconfigs read
-     * once) are restarted if the runtime has them (running, or waiting to be restarted). Then the
-     * renewed kubeconfig is published.
+     * etcd and the API server read their new files themselves, and so do a controller-manager
+     * and scheduler in one process with the API server (their kubeconfigs name the files; a
+     * CA rotation's new bundle replaces the process); clusterTree, CoreDNS, and a
+     * controller-manager and scheduler of their own (their client certificates sit in
+     * kubeconfigs read once) are restarted if the runtime has them (running, or waiting to be
+     * restarted). Then the renewed kubeconfig is published.
      */
     async renewCertificates(input: IssueCertificatesInput & CertificateAction): Promise<CertificateState> {
       refuseWithoutPods(input.ref, input.allocation);

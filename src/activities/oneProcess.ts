@@ -1,6 +1,6 @@
 /**
  * A tenant's API server, controller-manager and scheduler as one process of kube-control-plane
- * (KOSMOS_VC_ONE_PROCESS; ADR 12, decision 16; the process runtime only): the API server's step
+ * (KOSMOS_VC_ONE_PROCESS; ADR 12, decisions 16 and 21; the process runtime only): the API server's step
  * starts all three, the others' steps wait for theirs to serve. What runs decides, not the
  * setting alone: another worker, with or without it, may have started the tenant's API server.
  */

@@ -128,7 +128,8 @@ export async function resolveBinaries(): Promise<Binaries> {
   if (missing.length > 0) throw new ComponentsMissingError(missing);
   const node = nodeBinaries(dirs);
   const helm = bin('helm', 'helm');
-  // Only KOSMOS_VC_ONE_PROCESS needs it: a machine set up before it existed runs without.
+  // One process needs it (the default, KOSMOS_VC_ONE_PROCESS): a worker without it refuses to start
+  // and says to run setup, or to set KOSMOS_VC_ONE_PROCESS=false; other programs run without it.
   const kubeControlPlane = bin('controlplane', 'kube-control-plane');
   return {
     ...b,

@@ -5,7 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { renderKubeconfig } from '../pki/kubeconfig.js';
 import {
   certPath,
@@ -518,18 +518,23 @@ export const reloadingKubeconfigName = (who: ReloadingUser): string => `${who}.r
  * client-go re-reads such a certificate on new connections and at least every
  * CertCallbackRefreshDuration (kube-control-plane sets 10 s), and closes its connections when it
  * changed: a renewal (a new generation of the set behind the same path) reaches them without a
- * restart. The CA bundle is read once at start (the controller-manager's --root-ca-file too),
- * so a new bundle (a CA rotation) still needs one: oneProcessSpec's `clients` digest holds it.
+ * restart. client-go reloads the CA file too (ClientsAllowCARotation, on by default since 1.36),
+ * but the controller-manager reads the same bundle once as --root-ca-file (what pods trust, in
+ * `kube-root-ca.crt`), so a new bundle (a CA rotation) still needs a restart: oneProcessSpec's
+ * `clients` digest holds it.
  */
 export function reloadingKubeconfig(p: Placement, who: ReloadingUser): string {
+  // Absolute: client-go takes a relative path in a kubeconfig from the kubeconfig's directory, and
+  // a state directory may be given relative to the worker's.
+  const pki = resolve(p.paths.pki);
   return renderKubeconfig({
     clusterName: p.id,
     server: p.apiserverURL,
     caPem: '',
-    caFile: certPath(p.paths.pki, PkiFile.ca),
+    caFile: certPath(pki, PkiFile.ca),
     userName: who === 'scheduler' ? 'system:kube-scheduler' : 'system:kube-controller-manager',
-    certFile: certPath(p.paths.pki, RELOADING[who]),
-    keyFile: keyPath(p.paths.pki, RELOADING[who]),
+    certFile: certPath(pki, RELOADING[who]),
+    keyFile: keyPath(pki, RELOADING[who]),
   });
 }
 

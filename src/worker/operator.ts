@@ -229,8 +229,8 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
       'KOSMOS_VC_ONE_PROCESS runs control planes as processes of this machine: not with KOSMOS_VC_RUNTIME=kubernetes',
     );
   const oneProcess = opts.oneProcess ?? !opts.pods;
-  // Refused at start rather than at every tenant's step (setup builds it: `npm run setup`).
-  if (oneProcess && !(opts.binaries ?? (await resolveBinaries())).kubeControlPlane)
+  // Refused at a worker's start rather than at every tenant's step (setup builds it: `npm run setup`).
+  if (oneProcess && opts.worker !== false && !(opts.binaries ?? (await resolveBinaries())).kubeControlPlane)
     throw new Error(
       `KOSMOS_VC_ONE_PROCESS${opts.oneProcess === undefined ? ' (the default)' : ''} needs kube-control-plane, ` +
         'which setup builds: run `npm run setup` first, or set KOSMOS_VC_ONE_PROCESS=false',

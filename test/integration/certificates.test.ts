@@ -43,7 +43,14 @@ let stateDir: string;
 beforeAll(async () => {
   stateDir = await newStateDir();
   namespace = await createNamespace('certs');
-  operator = await testOperator({ stateDir, taskQueue: `certs-${randomUUID()}`, namespace });
+  // A process each for the API server, controller-manager and scheduler: what a renewal restarts
+  // there, and what it keeps (one process keeps all: oneProcess.test.ts; ADR 12, decision 21).
+  operator = await testOperator({
+    stateDir,
+    taskQueue: `certs-${randomUUID()}`,
+    namespace,
+    oneProcess: false,
+  });
 });
 /** Pollers a failed test leaves running: stopped before the operator. */
 const pollers: (() => Promise<unknown>)[] = [];

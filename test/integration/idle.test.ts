@@ -45,7 +45,8 @@ describe('auto sleep', () => {
     const phase = async () => (await host().getVirtualCluster({ namespace, name: 'idler' }))?.status;
 
     // Used every 3 s for 25 s: longer than idleAfter, and still awake (the same API server).
-    const apiserver = () => processesMentioning(dir).find((p) => p.exe === 'kube-apiserver')?.pid;
+    // (By default the API server runs in kube-control-plane with its controller-manager and scheduler.)
+    const apiserver = () => processesMentioning(dir).find((p) => p.exe === 'kube-control-plane')?.pid;
     const before = apiserver();
     expect(before).toBeDefined();
     const until = Date.now() + 25_000;

@@ -370,10 +370,12 @@ describe('VirtualCluster lifecycle', () => {
 
   it('restarts a tenant component that crashes', async () => {
     const allocation = await allocationOf('tenant1');
-    const before = processesMentioning(allocation.dir).find((p) => p.exe === 'kube-apiserver')!;
+    // By default the API server runs in kube-control-plane with its controller-manager and scheduler.
+    const api = 'kube-control-plane';
+    const before = processesMentioning(allocation.dir).find((p) => p.exe === api)!;
     process.kill(before.pid, 'SIGKILL');
-    const after = await eventually('a new kube-apiserver', () =>
-      processesMentioning(allocation.dir).find((p) => p.exe === 'kube-apiserver' && p.pid !== before.pid),
+    const after = await eventually('a new kube-control-plane', () =>
+      processesMentioning(allocation.dir).find((p) => p.exe === api && p.pid !== before.pid),
     );
     const vc = (await host().getVirtualCluster({ namespace, name: 'tenant1' }))!;
     const creds = credentialsOf(Buffer.from(vc.spec.kubeconfig!, 'base64').toString());
@@ -383,7 +385,7 @@ describe('VirtualCluster lifecycle', () => {
     );
     expect(
       processesMentioning(allocation.dir)
-        .filter((p) => p.exe === 'kube-apiserver')
+        .filter((p) => p.exe === api)
         .map((p) => p.pid),
     ).toEqual([after.pid]);
   });

@@ -1,11 +1,11 @@
 /**
  * A tenant whose API server, controller-manager and scheduler run as one process of
- * kube-control-plane (KOSMOS_VC_ONE_PROCESS; ADR 12, decision 16), on real components: two
- * processes (etcd and it), a cluster that works (service accounts made, a pod bound to the
- * promoted node), certificate renewal restarting nothing (the same process works past the
- * expiry of the leaves it started with), sleep and wake, an operator without the setting taking
- * the tenant over (its renewal keeps the one process, a wake starts the components apart), and
- * nothing left after deletion.
+ * kube-control-plane (the default, KOSMOS_VC_ONE_PROCESS; ADR 12, decisions 16 and 21), on real
+ * components: two processes (etcd and it), a cluster that works (service accounts made, a pod
+ * bound to the promoted node), certificate renewal restarting nothing (the same process works
+ * past the expiry of the leaves it started with), a CA rotation replacing it at each step, sleep
+ * and wake, an operator with KOSMOS_VC_ONE_PROCESS=false taking the tenant over (its renewal
+ * keeps the one process, a wake starts the components apart), and nothing left after deletion.
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -125,7 +125,9 @@ describe('one process for the control plane', () => {
     await works('after-renewal');
 
     // Past the expiry of the leaves the process started with, the same process still works: its
-    // controller-manager makes service accounts and its scheduler binds, with renewed leaves.
+    // controller-manager makes service accounts and its scheduler binds, with renewed leaves. (The
+    // bind is what fails without the reload: the scheduler's requests carry its certificate, the
+    // service-account controller's a token its client got while the first leaf was valid.)
     await eventually(
       'the first leaves expired',
       () => (Date.now() > Date.parse(before) + 15_000 ? true : undefined),

@@ -271,6 +271,13 @@ describe('operator environment', () => {
     expect(() => readOperatorEnv({ KOSMOS_VC_IMAGES: 'etcd' })).toThrow(/component=image/);
   });
 
+  it('leaves KOSMOS_VC_ONE_PROCESS to the operator when absent (its default: one process)', () => {
+    expect(readOperatorEnv({}).KOSMOS_VC_ONE_PROCESS).toBeUndefined();
+    expect(readOperatorEnv({ KOSMOS_VC_ONE_PROCESS: 'false' }).KOSMOS_VC_ONE_PROCESS).toBe(false);
+    expect(readOperatorEnv({ KOSMOS_VC_ONE_PROCESS: 'true' }).KOSMOS_VC_ONE_PROCESS).toBe(true);
+    expect(() => readOperatorEnv({ KOSMOS_VC_ONE_PROCESS: 'yes' })).toThrow(/KOSMOS_VC_ONE_PROCESS/);
+  });
+
   it('reads the exposures a tenant API server may have beside ClusterIP', () => {
     expect(readOperatorEnv({ KOSMOS_VC_EXPOSE_TYPES: 'NodePort' }).KOSMOS_VC_EXPOSE_TYPES).toEqual([
       'NodePort',

@@ -235,6 +235,16 @@ describe('control-plane component specs', () => {
       ]);
       expect(conf['current-context']).toBe(`${user}@${tenant.id}`);
     }
+    // A relative state directory gives absolute paths: client-go would take them from the
+    // kubeconfig's own directory.
+    const relative = parse(
+      reloadingKubeconfig(placeOnMachine({ ...tenant, dir: 'state/t' }), 'scheduler'),
+    ) as {
+      users: { user: Record<string, string> }[];
+    };
+    expect(relative.users[0]!.user['client-certificate']).toBe(
+      join(process.cwd(), 'state/t/pki/scheduler.crt'),
+    );
   });
 
   it('place everything where the placement says: no path of this machine, peers by their Service', () => {
