@@ -8,8 +8,8 @@
  * tenants idle).
  *
  * Baseline, same run: a plain control plane of the same four binaries, started directly and as
- * idle as the tenants: its memory and CPU next to a tenant's four control-plane processes, and
- * GET /api/v1/namespaces on its apiserver.
+ * idle as the tenants: its memory and CPU next to a tenant's control-plane processes (etcd and
+ * kube-control-plane by default, or four), and GET /api/v1/namespaces on its apiserver.
  */
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { join } from 'node:path';

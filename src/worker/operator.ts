@@ -230,7 +230,9 @@ export async function startOperator(opts: OperatorOptions): Promise<Operator> {
     );
   const oneProcess = opts.oneProcess ?? !opts.pods;
   // Refused at a worker's start rather than at every tenant's step (setup builds it: `npm run setup`).
-  if (oneProcess && opts.worker !== false && !(opts.binaries ?? (await resolveBinaries())).kubeControlPlane)
+  // A machine missing other programs too starts, and each tenant's step says what is missing.
+  const programs = opts.binaries ?? (await resolveBinaries().catch(() => undefined));
+  if (oneProcess && opts.worker !== false && programs && !programs.kubeControlPlane)
     throw new Error(
       `KOSMOS_VC_ONE_PROCESS${opts.oneProcess === undefined ? ' (the default)' : ''} needs kube-control-plane, ` +
         'which setup builds: run `npm run setup` first, or set KOSMOS_VC_ONE_PROCESS=false',

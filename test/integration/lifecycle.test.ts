@@ -1,6 +1,6 @@
 /**
  * A VirtualCluster's life against real components: Temporal dev server, host control plane,
- * tenant etcd / kube-apiserver / kube-controller-manager / kube-scheduler, real kubectl.
+ * tenant etcd and kube-control-plane (kube-apiserver, kube-controller-manager, kube-scheduler), real kubectl.
  */
 import { chromium } from 'playwright-core';
 import { randomUUID } from 'node:crypto';
@@ -48,8 +48,11 @@ import {
 
 let operator: Operator;
 let namespace: string;
-/** What runs for a tenant in processes of its own: its control plane (clusterTree: runningClusterTree). */
-/** By default: etcd, and the API server, controller-manager and scheduler in one process. */
+/**
+ * What runs for a tenant in processes of its own: its control plane (clusterTree:
+ * runningClusterTree), by default etcd, and the API server, controller-manager and scheduler in
+ * one process.
+ */
 const TENANT_PROCESSES = ['etcd', 'kube-control-plane'];
 /** Debian's chromium (scripts/setup.sh --tests). */
 const CHROMIUM = process.env.KVC_CHROMIUM ?? '/usr/bin/chromium';
