@@ -31,10 +31,10 @@ import {
   pkiDir,
   placeOnMachine,
   schedulerSpec,
-  writeKubeconfigs,
   type ControlPlaneLayout,
   type Placement,
 } from '../src/runtime/controlPlane.js';
+import { writeKubeconfigs } from '../src/runtime/kubeconfigs.js';
 import { API_VERSION, GROUP, KIND, PLURAL, VERSION, type VirtualCluster } from '../src/api/virtualCluster.js';
 import type { HostCluster } from '../src/activities/hostCluster.js';
 import { forEachLimited } from '../src/clustertree/queue.js';

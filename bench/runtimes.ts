@@ -18,9 +18,9 @@ import {
   IMAGE_PROGRAMS,
   placeInHost,
   podSANs,
-  renderKubeconfigs,
   schedulerSpec,
 } from '../src/runtime/controlPlane.js';
+import { renderKubeconfigs } from '../src/runtime/kubeconfigs.js';
 import { KubernetesRuntime } from '../src/runtime/kubernetesRuntime.js';
 import { controlPlaneImages, FILE_SOURCES, storeFiles } from '../src/runtime/podWorkload.js';
 import { ProcessRuntime } from '../src/runtime/processRuntime.js';

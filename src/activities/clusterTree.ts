@@ -24,10 +24,10 @@ import {
   CLUSTERTREE_SERVICE,
   POD_PATHS,
   apiserverURL,
-  ensureOperatorKubeconfig,
   pkiDir,
   type ControlPlaneLayout,
 } from '../runtime/controlPlane.js';
+import { ensureOperatorKubeconfig } from '../runtime/kubeconfigs.js';
 import { FILE_SOURCES, storeFiles } from '../runtime/podWorkload.js';
 import { CLUSTERTREE_NODE_FLAGS } from '../runtime/nodeFlags.js';
 import type { PortAllocator } from '../runtime/ports.js';

@@ -13,11 +13,11 @@ import {
   pkiDir,
   placeInHost,
   placeOnMachine,
-  renderKubeconfigs,
   type ControlPlaneLayout,
   type ControlPlanePrograms,
   type Placement,
 } from '../runtime/controlPlane.js';
+import { renderKubeconfigs } from '../runtime/kubeconfigs.js';
 import { ComponentStartError, FILE_SOURCES, storeFiles } from '../runtime/podWorkload.js';
 import {
   ComponentExitedError,

@@ -22,7 +22,6 @@ import {
 import { CERTIFICATE_DEFAULTS, parseDuration } from '../api/virtualCluster.js';
 import { ComponentsMissingError, type Binaries } from '../runtime/binaries.js';
 import {
-  adminKubeconfig,
   apiserverSpec,
   apiserverURL,
   controllerManagerSpec,
@@ -35,9 +34,9 @@ import {
   podSANs,
   schedulerSpec,
   writeAuditPolicy,
-  writeKubeconfigs,
   type ControlPlaneLayout,
 } from '../runtime/controlPlane.js';
+import { adminKubeconfig, writeKubeconfigs } from '../runtime/kubeconfigs.js';
 import { PortAllocator } from '../runtime/ports.js';
 import type { ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';

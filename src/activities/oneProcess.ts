@@ -17,11 +17,11 @@ import {
   oneProcessSpec,
   pkiDir,
   placeOnMachine,
-  writeReloadingKubeconfigs,
   type ControlPlaneLayout,
   type ControlPlanePrograms,
   type Placement,
 } from '../runtime/controlPlane.js';
+import { writeReloadingKubeconfigs } from '../runtime/kubeconfigs.js';
 import type { ComponentSpec, ComponentStatus, ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
 import { inPods } from './components.js';

@@ -16,7 +16,7 @@ import {
   promotionTaint,
   tenantHash,
 } from '../clustertree/naming.js';
-import { ensureOperatorKubeconfig } from '../runtime/controlPlane.js';
+import { ensureOperatorKubeconfig } from '../runtime/kubeconfigs.js';
 import type { ClusterTreeDeps } from './clusterTree.js';
 import { apply, retryOnConflict, tenantAdmin } from './tenantAdmin.js';
 import { until } from './wait.js';

@@ -7,7 +7,8 @@ import {
   type KubernetesObject,
 } from '@kubernetes/client-node';
 import { reuseConnections, statusCode } from '../api/kubeClient.js';
-import { operatorKubeconfig, type ControlPlaneLayout } from '../runtime/controlPlane.js';
+import { type ControlPlaneLayout } from '../runtime/controlPlane.js';
+import { operatorKubeconfig } from '../runtime/kubeconfigs.js';
 import { FIELD_MANAGER } from './hostCluster.js';
 
 /** The tenant's admin clients, from the kubeconfig the control-plane steps wrote. */

@@ -48,13 +48,8 @@ import {
   selectorText,
   storeFiles,
 } from '../runtime/podWorkload.js';
-import {
-  POD_PORTS,
-  apiserverURL,
-  operatorKubeconfig,
-  pkiDir,
-  type ControlPlaneLayout,
-} from '../runtime/controlPlane.js';
+import { POD_PORTS, apiserverURL, pkiDir, type ControlPlaneLayout } from '../runtime/controlPlane.js';
+import { operatorKubeconfig } from '../runtime/kubeconfigs.js';
 import type { PortAllocator } from '../runtime/ports.js';
 import { startAndWait, type ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';

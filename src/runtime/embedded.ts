@@ -31,9 +31,9 @@ import {
   pkiDir,
   placeOnMachine,
   schedulerSpec,
-  writeKubeconfigs,
   type ControlPlaneLayout,
 } from './controlPlane.js';
+import { writeKubeconfigs } from './kubeconfigs.js';
 import type { PortAllocator } from './ports.js';
 import { removeLocalStorageClass, startLocalStorage } from './storage.js';
 import { startAndWait, type ComponentSpec, type ControlPlaneRuntime } from './types.js';

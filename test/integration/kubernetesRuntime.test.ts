@@ -16,9 +16,9 @@ import {
   IMAGE_PROGRAMS,
   placeInHost,
   podSANs,
-  renderKubeconfigs,
   schedulerSpec,
 } from '../../src/runtime/controlPlane.js';
+import { renderKubeconfigs } from '../../src/runtime/kubeconfigs.js';
 import { resolveBinaries } from '../../src/runtime/binaries.js';
 import { KubernetesRuntime } from '../../src/runtime/kubernetesRuntime.js';
 import {

@@ -12,12 +12,11 @@ import {
   oneProcessSpec,
   placeInHost,
   placeOnMachine,
-  reloadingKubeconfig,
-  renderKubeconfigs,
   schedulerSpec,
   type ControlPlaneLayout,
   type Placement,
 } from '../../src/runtime/controlPlane.js';
+import { reloadingKubeconfig, renderKubeconfigs } from '../../src/runtime/kubeconfigs.js';
 import { hashSpec } from '../../src/runtime/processRuntime.js';
 import { renderWorkload } from '../../src/runtime/podWorkload.js';
 import type { V1StatefulSet } from '@kubernetes/client-node';

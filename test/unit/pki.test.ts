@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCA, issueCertificate } from '../../src/pki/certificates.js';
-import { ensureOperatorKubeconfig, kubeconfigPath } from '../../src/runtime/controlPlane.js';
+import { kubeconfigPath } from '../../src/runtime/controlPlane.js';
+import { ensureOperatorKubeconfig } from '../../src/runtime/kubeconfigs.js';
 import { parse } from 'yaml';
 import {
   CARotationInProgressError,
