@@ -6,6 +6,7 @@
 import { ApplicationFailure } from '@temporalio/activity';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as pause } from 'node:timers/promises';
 import type { VirtualClusterRef } from '../api/virtualCluster.js';
 import type { Binaries } from '../runtime/binaries.js';
 import {
@@ -22,6 +23,7 @@ import { ComponentStartError, FILE_SOURCES, storeFiles } from '../runtime/podWor
 import {
   ComponentExitedError,
   filesDigestEnv,
+  type ComponentName,
   type ComponentSpec,
   type ControlPlaneRuntime,
   type FileSet,
@@ -151,6 +153,26 @@ export function createComponentStarter(deps: ComponentStarterDeps) {
     return { pid: status.pid };
   }
 
+  /**
+   * Waits beside a step's own wait: fails the step as soon as `peer`, started at once by another
+   * step (etcd beside the API server: ADR 12, decision 22), cannot start, rather than at the
+   * step's own timeout. A peer this runtime does not run (yet) is looked for every 100 ms until
+   * `done` (the step's own wait ended); one that runs is waited for until ready.
+   */
+  async function failWithPeer(owner: string, peer: ComponentName, done: AbortSignal): Promise<void> {
+    while (!done.aborted) {
+      if ((await deps.runtime.list(owner)).some((c) => c.name === peer)) {
+        try {
+          await deps.runtime.waitReady(owner, peer, deps.readinessTimeoutMs);
+        } catch (e) {
+          if (!done.aborted) throw startFailure(e, peer);
+        }
+        return;
+      }
+      await pause(100, undefined, { signal: done }).catch(() => undefined);
+    }
+  }
+
   /** A component that could not start or exited: no retry mends an image that is not there either. */
   function startFailure(e: unknown, component: string): unknown {
     if (e instanceof ComponentStartError)
@@ -163,5 +185,5 @@ export function createComponentStarter(deps: ComponentStarterDeps) {
     return e;
   }
 
-  return { refuseWithoutPods, startPlaced, startFailure };
+  return { refuseWithoutPods, startPlaced, startFailure, failWithPeer };
 }

@@ -37,6 +37,7 @@ import {
   type ControlPlaneLayout,
 } from '../runtime/controlPlane.js';
 import { adminKubeconfig, writeKubeconfigs } from '../runtime/kubeconfigs.js';
+import { KeyedLocks } from '../runtime/locks.js';
 import { PortAllocator } from '../runtime/ports.js';
 import type { ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
@@ -221,12 +222,16 @@ function assemble(deps: ActivityDeps) {
    * The tenant's layout once its certificate files are the Secret's (ADR 14), with the
    * kubeconfigs written from them: what every step that reads the files starts with.
    */
-  async function tenantFiles(ref: VirtualClusterRef, a: TenantAllocation): Promise<ControlPlaneLayout> {
+  /** One tenant's files are brought up to date by one step at a time (etcd's and the API server's run at once). */
+  const fileLocks = new KeyedLocks();
+  function tenantFiles(ref: VirtualClusterRef, a: TenantAllocation): Promise<ControlPlaneLayout> {
     const l = layout(a);
-    const { rewritten } = await pki.sync(ref, pkiDir(l));
-    const issued = existsSync(certPath(pkiDir(l), PkiFile.ca));
-    if (rewritten || (issued && !existsSync(kubeconfigPath(l, 'operator')))) await writeKubeconfigs(l);
-    return l;
+    return fileLocks.run(l.id, async () => {
+      const { rewritten } = await pki.sync(ref, pkiDir(l));
+      const issued = existsSync(certPath(pkiDir(l), PkiFile.ca));
+      if (rewritten || (issued && !existsSync(kubeconfigPath(l, 'operator')))) await writeKubeconfigs(l);
+      return l;
+    });
   }
 
   const starter = createComponentStarter({
@@ -238,7 +243,7 @@ function assemble(deps: ActivityDeps) {
     ...(deps.etcdUnsafeNoFsync ? { etcdUnsafeNoFsync: true } : {}),
     log: (ref) => log(ref),
   });
-  const { refuseWithoutPods, startPlaced, startFailure } = starter;
+  const { refuseWithoutPods, startPlaced, startFailure, failWithPeer } = starter;
 
   /**
    * Writes a listener's status: tried three times, 10 s each, until `ended` (the wait is over:
@@ -623,9 +628,12 @@ function assemble(deps: ActivityDeps) {
       if (inPods(input.allocation)) return startPlaced(input, apiserverSpec, l);
       await writeAuditPolicy(l);
       stopListening(l.id); // a wait for the first request that was not cancelled yet
-      const started = one.joins(input.allocation)
-        ? await one.start(input, l)
-        : await startPlaced(input, apiserverSpec, l);
+      // Started beside etcd (ADR 12, decision 22): an etcd that cannot start ends this step too.
+      const done = new AbortController();
+      const starting = (
+        one.joins(input.allocation) ? one.start(input, l) : startPlaced(input, apiserverSpec, l)
+      ).finally(() => done.abort());
+      const [started] = await Promise.all([starting, failWithPeer(l.id, 'etcd', done.signal)]);
       // The request that woke an idle tenant waited for this.
       const passed = releaseHeldConnections(l.id, l.address, l.ports.apiserver);
       if (passed > 0) log(input.ref).info('held requests passed on', { count: passed });

@@ -96,6 +96,18 @@ const BACKUP_PATCH = 'backup-restore';
  * scheduled: a client that reads the listener's Idle and connects finds it listening.
  */
 const LISTEN_PATCH = 'listen-before-idle';
+/**
+ * Marks runs that start etcd and the API server at once where control planes are processes (ADR
+ * 12, decision 22): the API server's start-up overlaps etcd's. A history from before has the two
+ * one after the other.
+ */
+const TOGETHER_PATCH = 'etcd-apiserver-together';
+/**
+ * Marks runs that write only the newest of the statuses of one phase waiting for the one being
+ * written (ADR 12, decision 22): steps that end within one write's time make one write, not one
+ * each; every phase is still written on its way.
+ */
+const COALESCE_PATCH = 'status-writes-coalesced';
 const AUTO_RETRY_MS = 60_000;
 
 const COMPONENT_OF: Partial<Record<StepName, ControlPlaneComponent>> = {
@@ -226,8 +238,27 @@ export async function virtualClusterWorkflow(
     announce = undefined;
     return write(settle(next, why, msg));
   }
+  /** The chain's last write while it has not begun (COALESCE_PATCH). */
+  let waiting: { snapshot: { ref: VirtualClusterRef; status: StatusReport } } | undefined;
   function write(snapshot: { ref: VirtualClusterRef; status: StatusReport }): Promise<void> {
-    statusWrites = statusWrites.catch(() => undefined).then(() => status.reportStatus(snapshot));
+    if (!patched(COALESCE_PATCH)) {
+      statusWrites = statusWrites.catch(() => undefined).then(() => status.reportStatus(snapshot));
+      return statusWrites;
+    }
+    // A write of the same phase that has not begun writes this one instead (whoever awaits
+    // either is answered once this one is written); every phase is still written on its way.
+    if (waiting && waiting.snapshot.status.phase === snapshot.status.phase) {
+      waiting.snapshot = snapshot;
+      return statusWrites;
+    }
+    const entry = { snapshot };
+    waiting = entry;
+    statusWrites = statusWrites
+      .catch(() => undefined)
+      .then(() => {
+        if (waiting === entry) waiting = undefined;
+        return status.reportStatus(entry.snapshot);
+      });
     return statusWrites;
   }
   /** Takes the phase, reason and message on, and returns the status to write. */
@@ -283,6 +314,16 @@ export async function virtualClusterWorkflow(
   }
 
   /**
+   * Steps run at once: each is awaited to its end, whatever the others did (compensation must
+   * not stop a component a step still starts), then the first failure in their order is thrown.
+   */
+  async function together(...runs: Promise<unknown>[]): Promise<void> {
+    const settled = await Promise.allSettled(runs);
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
+  /**
    * Undoes steps newest first, even while the workflow is being cancelled: after a failure the
    * steps that started; on teardown all of them, since every undo is idempotent and a run that
    * was re-created only to tear down never saw what an earlier run started.
@@ -334,8 +375,15 @@ export async function virtualClusterWorkflow(
         certs = certificateStateOf(issued);
         appliedCertificatePolicy = certificatePolicy(spec);
         if (certs) setCertificateCondition();
-        await run('startEtcd', () => steps.startEtcd(step));
-        await run('startApiserver', () => steps.startApiserver(step));
+        if (a.runtime !== 'kubernetes' && patched(TOGETHER_PATCH))
+          await together(
+            run('startEtcd', () => steps.startEtcd(step)),
+            run('startApiserver', () => steps.startApiserver(step)),
+          );
+        else {
+          await run('startEtcd', () => steps.startEtcd(step));
+          await run('startApiserver', () => steps.startApiserver(step));
+        }
         await run('startControllerManager', () => steps.startControllerManager(step));
         await run('startScheduler', () => steps.startScheduler(step));
         const published = await run('publishKubeconfig', () => steps.publishKubeconfig(step));

@@ -37,6 +37,10 @@ export interface StubControl {
   resultsWithoutExpiry?: boolean;
   /** The input of each deployClusterTree call, in order. */
   treeInputs?: unknown[];
+  /** allocate places the control plane in pods (ADR 14) rather than processes. */
+  inPods?: boolean;
+  /** How long a status write takes. */
+  statusWriteMs?: number;
 }
 
 /** Certificate expiry as the real activities report it, `renewInMs` from now. */
@@ -91,7 +95,8 @@ export function stubActivities(control: StubControl): Activities {
     return result;
   };
   return {
-    allocate: () => step('allocate', allocation),
+    allocate: () =>
+      step('allocate', control.inPods ? { ...allocation, runtime: 'kubernetes' as const } : allocation),
     release: () => Promise.resolve(void control.calls.push('release')),
     issueCertificates: () =>
       step(
@@ -184,6 +189,9 @@ export function stubActivities(control: StubControl): Activities {
       });
     },
     demoteAll: () => Promise.resolve(void control.calls.push('demoteAll')),
-    reportStatus: ({ status }) => Promise.resolve(void control.statuses.push(status)),
+    reportStatus: async ({ status }) => {
+      if (control.statusWriteMs) await new Promise((r) => setTimeout(r, control.statusWriteMs));
+      control.statuses.push(status);
+    },
   };
 }

@@ -7,7 +7,9 @@
  * - current: provision with clusterTree and promotion, then delete;
  * - day2: certificate renewal, a CA rotation and its retirement, a backup schedule, idle sleep
  *   and a wake on the first request, then delete (test/workflows: "a day of operations");
- * - day2.v2: the same, with the Idle status written by the listener (the listen-before-idle patch).
+ * - day2.v2: the same, with the Idle status written by the listener (the listen-before-idle patch);
+ * - together: provision and delete with steps at once and status writes coalesced (the
+ *   etcd-apiserver-together and status-writes-coalesced patches; ADR 12, decision 22).
  */
 import { Worker } from '@temporalio/worker';
 import { readFile } from 'node:fs/promises';
@@ -19,6 +21,7 @@ it.each([
   'virtualcluster-provision-delete',
   'virtualcluster-day2',
   'virtualcluster-day2.v2',
+  'virtualcluster-provision-delete.together',
 ])(
   'replays the recorded history %s without nondeterminism',
   async (fixture) => {

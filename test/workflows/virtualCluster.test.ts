@@ -82,6 +82,18 @@ const startWorkflow = (taskQueue: string, args: VirtualClusterWorkflowInput) =>
 
 const newControl = (): StubControl => ({ calls: [], statuses: [], holds: new Map() });
 
+/**
+ * The calls with etcd's and the API server's steps in the steps' order: they start at once
+ * where control planes are processes (ADR 12, decision 22), so which the worker called first
+ * is not fixed.
+ */
+function inStepOrder(calls: string[]): string[] {
+  const out = [...calls];
+  const i = out.indexOf('startApiserver');
+  if (i >= 0 && out[i + 1] === 'startEtcd') out.splice(i, 2, 'startEtcd', 'startApiserver');
+  return out;
+}
+
 async function until(
   predicate: () => boolean | Promise<boolean>,
   what: string,
@@ -101,7 +113,7 @@ describe('virtualClusterWorkflow', () => {
     await withWorker(control, async (taskQueue) => {
       const handle = await startWorkflow(taskQueue, args);
       await until(() => control.statuses.some((s) => s.phase === 'Ready'), 'Ready');
-      expect(control.calls).toEqual(ALL_STEPS);
+      expect(inStepOrder(control.calls)).toEqual(ALL_STEPS);
       // The control plane serves (Initialized) before clusterTree is deployed.
       const phases = control.statuses.map((s) => s.phase);
       expect(phases.indexOf('Initialized')).toBeGreaterThan(-1);
@@ -133,7 +145,7 @@ describe('virtualClusterWorkflow', () => {
     await withWorker(control, async (taskQueue) => {
       const handle = await startWorkflow(taskQueue, args);
       await until(() => control.statuses.some((s) => s.phase === 'Failed'), 'Failed');
-      expect(control.calls).toEqual([
+      expect(inStepOrder(control.calls)).toEqual([
         'allocate',
         'issueCertificates',
         'startEtcd',
@@ -152,7 +164,92 @@ describe('virtualClusterWorkflow', () => {
       control.calls.length = 0;
       await handle.signal(retrySignal);
       await until(() => control.statuses.at(-1)?.phase === 'Ready', 'Ready after retry');
-      expect(control.calls).toEqual(ALL_STEPS);
+      expect(inStepOrder(control.calls)).toEqual(ALL_STEPS);
+      await handle.signal(deleteRequestedSignal);
+      await handle.result();
+    });
+  });
+
+  it('starts etcd and the API server at once where control planes are processes, one after the other in pods', async () => {
+    const control = newControl();
+    const etcd = hold(control, 'startEtcd');
+    await withWorker(control, async (taskQueue) => {
+      const handle = await startWorkflow(taskQueue, input());
+      await etcd.reached;
+      // The API server's step runs while etcd's is still held.
+      await until(() => control.calls.includes('startApiserver'), "the API server's step beside etcd's");
+      // The controller-manager's step waits for both.
+      await new Promise((r) => setTimeout(r, 500));
+      expect(control.calls).not.toContain('startControllerManager');
+      etcd.release();
+      await until(() => control.statuses.some((s) => s.phase === 'Ready'), 'Ready');
+      expect(inStepOrder(control.calls)).toEqual(ALL_STEPS);
+      const ready = control.statuses.at(-1)!;
+      for (const type of ['EtcdReady', 'APIServerReady'])
+        expect(ready.conditions.find((c) => c.type === type)?.status).toBe('True');
+      await handle.signal(deleteRequestedSignal);
+      await handle.result();
+    });
+
+    const pods: StubControl = { ...newControl(), inPods: true };
+    const podEtcd = hold(pods, 'startEtcd');
+    await withWorker(pods, async (taskQueue) => {
+      const handle = await startWorkflow(taskQueue, input());
+      await podEtcd.reached;
+      // An API server pod that starts before its etcd serves crash-loops into the kubelet's backoff.
+      await new Promise((r) => setTimeout(r, 1_000));
+      expect(pods.calls).toEqual(['allocate', 'issueCertificates', 'startEtcd']);
+      podEtcd.release();
+      await until(() => pods.statuses.some((s) => s.phase === 'Ready'), 'Ready in pods');
+      expect(pods.calls).toEqual(ALL_STEPS);
+      await handle.signal(deleteRequestedSignal);
+      await handle.result();
+    });
+  });
+
+  it('writes only the newest status of a phase waiting behind the one being written, and every phase', async () => {
+    // Writes slower than the steps: several steps end during each.
+    const control: StubControl = { ...newControl(), statusWriteMs: 400 };
+    await withWorker(control, async (taskQueue) => {
+      const handle = await startWorkflow(taskQueue, input());
+      await until(() => control.statuses.some((s) => s.phase === 'Ready'), 'Ready');
+      const phases = control.statuses.map((s) => s.phase);
+      // One write per step and phase would be 12 (Preparing with each of the 9 steps' progress,
+      // Initialized, then Ready); each phase is written, in order.
+      expect(phases.length).toBeLessThan(STEP_NAMES.length);
+      expect(phases.filter((p, i) => p !== phases[i - 1])).toEqual(['Preparing', 'Initialized', 'Ready']);
+      expect(control.statuses.at(-1)!.conditions.every((c) => c.status === 'True')).toBe(true);
+      await handle.signal(deleteRequestedSignal);
+      await handle.result();
+    });
+  });
+
+  it("waits for the API server's step when etcd's fails beside it, then reports etcd's failure and undoes both", async () => {
+    const control: StubControl = { ...newControl(), failAt: 'startEtcd' };
+    const api = hold(control, 'startApiserver');
+    await withWorker(control, async (taskQueue) => {
+      const handle = await startWorkflow(taskQueue, input());
+      await api.reached;
+      await until(() => control.calls.includes('startEtcd'), "etcd's step");
+      // etcd's step has failed; nothing is undone while the API server's step may still start it.
+      await new Promise((r) => setTimeout(r, 1_000));
+      expect(control.calls.filter((c) => c.startsWith('stop:'))).toEqual([]);
+      api.release();
+      await until(() => control.statuses.some((s) => s.phase === 'Failed'), 'Failed');
+      expect(inStepOrder(control.calls)).toEqual([
+        'allocate',
+        'issueCertificates',
+        'startEtcd',
+        'startApiserver',
+        'stop:kube-apiserver',
+        'stop:etcd',
+        'release',
+      ]);
+      const failed = control.statuses.at(-1)!;
+      expect(failed.message).toContain('startEtcd failed on purpose');
+      expect(failed.conditions.find((c) => c.type === 'EtcdReady')?.reason).toBe('ComponentExited');
+      // The API server's step ended well; compensation undid it with the rest.
+      expect(failed.conditions.find((c) => c.type === 'APIServerReady')?.reason).toBe('RolledBack');
       await handle.signal(deleteRequestedSignal);
       await handle.result();
     });
@@ -612,7 +709,14 @@ describe('virtualClusterWorkflow', () => {
       etcd.release();
       await handle.result();
       // Teardown undoes every step (each undo is idempotent), not only those this run started.
-      expect(control.calls).toEqual(['allocate', 'issueCertificates', 'startEtcd', ...TEARDOWN]);
+      // The API server's step started with etcd's and ran to its end before teardown.
+      expect(inStepOrder(control.calls)).toEqual([
+        'allocate',
+        'issueCertificates',
+        'startEtcd',
+        'startApiserver',
+        ...TEARDOWN,
+      ]);
       expect(control.statuses.some((s) => s.phase === 'Ready')).toBe(false);
     });
   });
