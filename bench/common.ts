@@ -366,7 +366,8 @@ export async function activityTimes(client: Client, workflowId: string): Promise
 }
 
 /**
- * Temporal's own share of a workflow's steps, which run one after another (reportStatus, beside
+ * Temporal's own share of a workflow's steps, which run one after another or (etcd's and the API
+ * server's) at once (reportStatus, beside
  * them, left out): from one step's end to the next one's scheduling (a workflow task), and from
  * scheduling to a worker's start of the step's last attempt (a retried step's failed attempts
  * and backoff count there too: `retried` says so).

@@ -6,7 +6,6 @@
 import { ApplicationFailure } from '@temporalio/activity';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as pause } from 'node:timers/promises';
 import type { VirtualClusterRef } from '../api/virtualCluster.js';
 import type { Binaries } from '../runtime/binaries.js';
 import {
@@ -23,7 +22,6 @@ import { ComponentStartError, FILE_SOURCES, storeFiles } from '../runtime/podWor
 import {
   ComponentExitedError,
   filesDigestEnv,
-  type ComponentName,
   type ComponentSpec,
   type ControlPlaneRuntime,
   type FileSet,
@@ -33,6 +31,7 @@ import { hostNamespace, promotionTaint } from '../clustertree/naming.js';
 import type { HostCluster } from './hostCluster.js';
 import { TENANT_API_SERVICE } from './tenantNetwork.js';
 import { FailureType, LABELS, type StepInput, type TenantAllocation } from './types.js';
+import { currentContext, orCancelled } from './wait.js';
 
 /** A tenant whose control plane runs as pods of its host namespace (allocated so, ADR 14). */
 export const inPods = (a: TenantAllocation): boolean => a.runtime === 'kubernetes';
@@ -140,37 +139,26 @@ export function createComponentStarter(deps: ComponentStarterDeps) {
     return startComponent(input, renewed ? await withKubeconfigDigest(spec, reads, rendered) : spec);
   }
 
-  /** Starts one component and waits for it; a crash before ready is final for this attempt's step. */
+  /**
+   * Starts one component and waits for it; a crash before ready is final for this attempt's step.
+   * A cancelled step (the other of two at once failed: ADR 12, decision 22) starts nothing more
+   * and stops waiting.
+   */
   async function startComponent(input: StepInput, spec: ComponentSpec): Promise<{ pid: number | undefined }> {
+    const signal = currentContext()?.cancellationSignal;
     let status;
     try {
+      if (signal?.aborted) throw signal.reason as Error;
       status = await deps.runtime.ensure(spec);
-      await deps.runtime.waitReady(spec.owner, spec.name, deps.readinessTimeoutMs);
+      await orCancelled(
+        deps.runtime.waitReady(spec.owner, spec.name, deps.readinessTimeoutMs, signal),
+        signal,
+      );
     } catch (e) {
       throw startFailure(e, spec.name);
     }
     deps.log(input.ref).info('component ready', { component: spec.name, pid: status.pid });
     return { pid: status.pid };
-  }
-
-  /**
-   * Waits beside a step's own wait: fails the step as soon as `peer`, started at once by another
-   * step (etcd beside the API server: ADR 12, decision 22), cannot start, rather than at the
-   * step's own timeout. A peer this runtime does not run (yet) is looked for every 100 ms until
-   * `done` (the step's own wait ended); one that runs is waited for until ready.
-   */
-  async function failWithPeer(owner: string, peer: ComponentName, done: AbortSignal): Promise<void> {
-    while (!done.aborted) {
-      if ((await deps.runtime.list(owner)).some((c) => c.name === peer)) {
-        try {
-          await deps.runtime.waitReady(owner, peer, deps.readinessTimeoutMs);
-        } catch (e) {
-          if (!done.aborted) throw startFailure(e, peer);
-        }
-        return;
-      }
-      await pause(100, undefined, { signal: done }).catch(() => undefined);
-    }
   }
 
   /** A component that could not start or exited: no retry mends an image that is not there either. */
@@ -185,5 +173,5 @@ export function createComponentStarter(deps: ComponentStarterDeps) {
     return e;
   }
 
-  return { refuseWithoutPods, startPlaced, startFailure, failWithPeer };
+  return { refuseWithoutPods, startPlaced, startFailure };
 }

@@ -38,6 +38,7 @@ import {
 } from '../runtime/controlPlane.js';
 import { adminKubeconfig, writeKubeconfigs } from '../runtime/kubeconfigs.js';
 import { KeyedLocks } from '../runtime/locks.js';
+import { prober } from '../runtime/probe.js';
 import { PortAllocator } from '../runtime/ports.js';
 import type { ControlPlaneRuntime } from '../runtime/types.js';
 import type { Logger } from '../worker/logger.js';
@@ -219,11 +220,14 @@ function assemble(deps: ActivityDeps) {
   });
 
   /**
+   * One tenant's files are brought up to date by one step at a time in this worker (etcd's and
+   * the API server's steps run at once: ADR 12, decision 22).
+   */
+  const fileLocks = new KeyedLocks();
+  /**
    * The tenant's layout once its certificate files are the Secret's (ADR 14), with the
    * kubeconfigs written from them: what every step that reads the files starts with.
    */
-  /** One tenant's files are brought up to date by one step at a time (etcd's and the API server's run at once). */
-  const fileLocks = new KeyedLocks();
   function tenantFiles(ref: VirtualClusterRef, a: TenantAllocation): Promise<ControlPlaneLayout> {
     const l = layout(a);
     return fileLocks.run(l.id, async () => {
@@ -232,6 +236,12 @@ function assemble(deps: ActivityDeps) {
       if (rewritten || (issued && !existsSync(kubeconfigPath(l, 'operator')))) await writeKubeconfigs(l);
       return l;
     });
+  }
+
+  /** Whether the tenant's etcd on this machine answers its readiness probe now. */
+  async function etcdServes(l: ControlPlaneLayout): Promise<boolean> {
+    const probe = etcdSpec(placeOnMachine(l), await bins()).probe;
+    return probe ? (await prober(probe)().catch(() => 0)) === 200 : true;
   }
 
   const starter = createComponentStarter({
@@ -243,7 +253,7 @@ function assemble(deps: ActivityDeps) {
     ...(deps.etcdUnsafeNoFsync ? { etcdUnsafeNoFsync: true } : {}),
     log: (ref) => log(ref),
   });
-  const { refuseWithoutPods, startPlaced, startFailure, failWithPeer } = starter;
+  const { refuseWithoutPods, startPlaced, startFailure } = starter;
 
   /**
    * Writes a listener's status: tried three times, 10 s each, until `ended` (the wait is over:
@@ -628,12 +638,23 @@ function assemble(deps: ActivityDeps) {
       if (inPods(input.allocation)) return startPlaced(input, apiserverSpec, l);
       await writeAuditPolicy(l);
       stopListening(l.id); // a wait for the first request that was not cancelled yet
-      // Started beside etcd (ADR 12, decision 22): an etcd that cannot start ends this step too.
-      const done = new AbortController();
-      const starting = (
-        one.joins(input.allocation) ? one.start(input, l) : startPlaced(input, apiserverSpec, l)
-      ).finally(() => done.abort());
-      const [started] = await Promise.all([starting, failWithPeer(l.id, 'etcd', done.signal)]);
+      let started;
+      try {
+        started = one.joins(input.allocation)
+          ? await one.start(input, l)
+          : await startPlaced(input, apiserverSpec, l);
+      } catch (e) {
+        // Started beside etcd (ADR 12, decision 22), an API server gives up on an etcd that does
+        // not serve within 20 s: while etcd is still starting, that is no answer, and a retry
+        // starts it again.
+        if (
+          e instanceof ApplicationFailure &&
+          e.type === FailureType.ComponentExited &&
+          !(await etcdServes(l))
+        )
+          throw new Error(`the API server exited while etcd was not serving yet (tried again): ${e.message}`);
+        throw e;
+      }
       // The request that woke an idle tenant waited for this.
       const passed = releaseHeldConnections(l.id, l.address, l.ports.apiserver);
       if (passed > 0) log(input.ref).info('held requests passed on', { count: passed });

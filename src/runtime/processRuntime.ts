@@ -423,7 +423,12 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     }
   }
 
-  async waitReady(owner: string, name: ComponentName, timeoutMs: number): Promise<void> {
+  async waitReady(
+    owner: string,
+    name: ComponentName,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<void> {
     const s = this.procs.get(this.key(owner, name));
     if (!s) throw new Error(`${name} of ${owner} is not running`);
     const probe = s.record.spec.probe && prober(s.record.spec.probe);
@@ -431,6 +436,7 @@ export class ProcessRuntime implements ControlPlaneRuntime {
     const deadline = Date.now() + timeoutMs;
     let lastError = 'not probed yet';
     for (;;) {
+      if (signal?.aborted) throw signal.reason as Error;
       // One automatic restart may be a fluke; a second exit before ready is the component's answer.
       if (s.exits - s.exitsBaseline >= 2) {
         const why = s.startError ? `failed to start: ${s.startError}` : await this.logTail(owner, name);
@@ -448,7 +454,7 @@ export class ProcessRuntime implements ControlPlaneRuntime {
         }
       }
       if (Date.now() >= deadline) throw new ReadinessTimeoutError(owner, name, timeoutMs, lastError);
-      await sleep(pause());
+      await sleep(pause(), undefined, signal ? { signal } : {}).catch(() => undefined);
     }
   }
 

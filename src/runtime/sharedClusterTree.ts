@@ -155,9 +155,14 @@ export class SharedClusterTreeRuntime implements ControlPlaneRuntime {
     await this.locks.run(SHARED_OWNER, () => this.inner.ensure(this.hostSpec(spec)));
   }
 
-  async waitReady(owner: string, name: ComponentName, timeoutMs: number): Promise<void> {
+  async waitReady(
+    owner: string,
+    name: ComponentName,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<void> {
     const reg = name === NAME ? await this.registration(owner) : undefined;
-    if (!reg) return this.inner.waitReady(owner, name, timeoutMs);
+    if (!reg) return this.inner.waitReady(owner, name, timeoutMs, signal);
     const probe = prober({ url: reg.probe });
     const pause = readinessPauses(CHECK_MS);
     const deadline = Date.now() + timeoutMs;

@@ -22,8 +22,13 @@ export class SplitRuntime implements ControlPlaneRuntime {
     return (spec.namespace ? this.pods : this.processes).ensure(spec);
   }
 
-  async waitReady(owner: string, name: ComponentName, timeoutMs: number): Promise<void> {
-    return (await this.holder(owner, name)).waitReady(owner, name, timeoutMs);
+  async waitReady(
+    owner: string,
+    name: ComponentName,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    return (await this.holder(owner, name)).waitReady(owner, name, timeoutMs, signal);
   }
 
   async stop(owner: string, name: ComponentName): Promise<void> {

@@ -105,8 +105,11 @@ export interface ComponentStatus {
 export interface ControlPlaneRuntime {
   /** Starts the component unless an identical one already runs (then it is adopted). */
   ensure(spec: ComponentSpec): Promise<ComponentStatus>;
-  /** Resolves when the probe answers 200; rejects with ComponentExitedError or ReadinessTimeoutError. */
-  waitReady(owner: string, name: ComponentName, timeoutMs: number): Promise<void>;
+  /**
+   * Resolves when the probe answers 200; rejects with ComponentExitedError or ReadinessTimeoutError,
+   * or with `signal`'s reason once it aborts (the process runtime stops probing then).
+   */
+  waitReady(owner: string, name: ComponentName, timeoutMs: number, signal?: AbortSignal): Promise<void>;
   /** Stops the component and forgets it; a no-op when it is not there. */
   stop(owner: string, name: ComponentName): Promise<void>;
   /** Stops every component of `owner` and removes the runtime's records and logs of it. */

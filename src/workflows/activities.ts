@@ -20,6 +20,19 @@ export const steps = proxyActivities<Activities>({
 });
 
 /**
+ * etcd's and the API server's steps, run at once where control planes are processes (ADR 12,
+ * decision 22): when one fails the other is cancelled (it stops waiting and starts nothing more),
+ * and the workflow goes on only once it has ended, so that compensation never races a start.
+ */
+export const startingAtOnce = proxyActivities<Pick<Activities, 'startEtcd' | 'startApiserver'>>({
+  startToCloseTimeout: '5 minutes',
+  // A cancellation reaches the activity with a heartbeat: every 2 s (withHeartbeats).
+  heartbeatTimeout: '10 seconds',
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+  retry: STEP_RETRY,
+});
+
+/**
  * Promotion waits until the tenant shows every promoted node: thousands take minutes, and the
  * wait ends when their number stops growing (src/activities/wait.ts), so its attempts are not
  * cut at 5 minutes. A dead worker is still found by the heartbeat.

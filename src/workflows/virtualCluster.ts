@@ -1,7 +1,8 @@
 /**
  * One long-running entity workflow per VirtualCluster.
  *
- * Provisioning is an ordered list of idempotent steps. Before a step runs, its undo is pushed,
+ * Provisioning is an ordered list of idempotent steps (etcd's and the API server's at once where
+ * control planes are processes: ADR 12, decision 22). Before a step runs, its undo is pushed,
  * so a permanent failure undoes the failed step's partial work too, then every earlier step,
  * in reverse. After provisioning the workflow waits for spec changes, a retry or the delete
  * request; deletion undoes everything and ends the workflow, which is the watcher's cue to
@@ -14,6 +15,7 @@ import {
   allHandlersFinished,
   condition,
   continueAsNew,
+  isCancellation,
   log,
   patched,
   setHandler,
@@ -33,7 +35,7 @@ import type {
   TenantAllocation,
 } from '../activities/types.js';
 import { parseDuration } from '../api/duration.js';
-import { promotion, status, steps, undo, waits } from './activities.js';
+import { promotion, startingAtOnce, status, steps, undo, waits } from './activities.js';
 import {
   CERTIFICATE_RETRY_MS,
   RENEWAL_SPACING_MS,
@@ -225,7 +227,8 @@ export async function virtualClusterWorkflow(
   /**
    * Status writes run one after another, in order, but alongside the steps: a step does not
    * wait for the write that announces it. Callers await the returned promise where the order
-   * against later work matters (final phases, before continue-as-new).
+   * against later work matters (final phases, before continue-as-new). Since COALESCE_PATCH a
+   * write not yet begun is replaced by a newer one of the same phase.
    */
   let statusWrites: Promise<void> = Promise.resolve();
   /**
@@ -306,6 +309,8 @@ export async function virtualClusterWorkflow(
       setCondition(STEP_CONDITIONS[name], true, 'Succeeded', `${name} done`);
       return result;
     } catch (err) {
+      // Cancelled for another step's failure (together): undone with the rest, not failed.
+      if (isCancellation(err)) throw err;
       const f = describeFailure(err);
       stepState.set(name, { state: 'failed', message: f.message });
       setCondition(STEP_CONDITIONS[name], false, f.reason, f.message);
@@ -314,13 +319,25 @@ export async function virtualClusterWorkflow(
   }
 
   /**
-   * Steps run at once: each is awaited to its end, whatever the others did (compensation must
-   * not stop a component a step still starts), then the first failure in their order is thrown.
+   * Steps run at once, each in a scope of its own: the first to fail cancels the others (their
+   * activities wait for the cancellation to complete), every one is awaited to its end
+   * (compensation must not stop a component a step still starts), then that first failure is
+   * thrown.
    */
-  async function together(...runs: Promise<unknown>[]): Promise<void> {
-    const settled = await Promise.allSettled(runs);
-    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
+  async function together(...fns: (() => Promise<unknown>)[]): Promise<void> {
+    const scopes = fns.map(() => new CancellationScope());
+    let first: { error: unknown } | undefined;
+    const runs = fns.map((fn, i) =>
+      scopes[i]!.run(fn).catch((error: unknown) => {
+        if (!first) {
+          first = { error };
+          scopes.forEach((scope, j) => j !== i && scope.cancel());
+        }
+        throw error;
+      }),
+    );
+    await Promise.allSettled(runs);
+    if (first) throw first.error;
   }
 
   /**
@@ -377,8 +394,8 @@ export async function virtualClusterWorkflow(
         if (certs) setCertificateCondition();
         if (a.runtime !== 'kubernetes' && patched(TOGETHER_PATCH))
           await together(
-            run('startEtcd', () => steps.startEtcd(step)),
-            run('startApiserver', () => steps.startApiserver(step)),
+            () => run('startEtcd', () => startingAtOnce.startEtcd(step)),
+            () => run('startApiserver', () => startingAtOnce.startApiserver(step)),
           );
         else {
           await run('startEtcd', () => steps.startEtcd(step));

@@ -55,9 +55,11 @@ describe('worker crash', () => {
     const vc = await createVirtualCluster(namespace, 'survivor');
     const ref = { namespace, name: 'survivor', uid: vc.metadata.uid };
     const handle = watcherOnly.client.workflow.getHandle(workflowIdFor(ref));
-    await eventually('the apiserver step to be under way', async () => {
+    // etcd's step done, the API server's (started at once with it: ADR 12, decision 22) not yet.
+    await eventually('the apiserver step to be under way with etcd ready', async () => {
       const p = await handle.query(progressQuery);
-      return p.steps.find((s) => s.name === 'startApiserver')?.state === 'running';
+      const state = (name: string) => p.steps.find((s) => s.name === name)?.state;
+      return state('startEtcd') === 'done' && state('startApiserver') === 'running';
     });
     // The worker's shared clusterTree process, started with it (ADR 12, decision 13).
     const sharedTrees = () => processesMentioning(join(stateDir, 'clustertree-tenants'));

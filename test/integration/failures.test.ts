@@ -220,4 +220,41 @@ describe('a step that fails permanently late in provisioning', () => {
       await broken.stop({ stopTenants: true });
     }
   });
+
+  it("ends the API server's start begun beside an etcd that cannot start, and reports etcd's failure", async () => {
+    // The default: etcd and one process of kube-control-plane, started at once (ADR 12, decision
+    // 22). etcd exits at once; the API server would wait for it 20 s, twice.
+    const brokenNs = await createNamespace('no-etcd');
+    const brokenState = await newStateDir();
+    const broken = await testOperator({
+      stateDir: brokenState,
+      taskQueue: `no-etcd-${randomUUID()}`,
+      namespace: brokenNs,
+      binaries: { etcd: '/bin/false' },
+    });
+    try {
+      const t0 = Date.now();
+      const vc = await createVirtualCluster(brokenNs, 'no-etcd');
+      const failed = await waitForPhase(brokenNs, 'no-etcd', 'Failed');
+      // Before the API server's own wait could have ended (two exits, 20 s each).
+      expect(Date.now() - t0).toBeLessThan(30_000);
+      expect(failed.status?.reason).toBe('ComponentExited');
+      expect(failed.status?.message).toMatch(/^etcd exited with code 1 before it was ready/);
+      const conditions = Object.fromEntries(
+        (failed.status?.conditions ?? []).map((c) => [c.type, `${c.status}/${c.reason}`]),
+      );
+      expect(conditions).toMatchObject({
+        EtcdReady: 'False/ComponentExited',
+        APIServerReady: 'False/RolledBack',
+        Ready: 'False/ComponentExited',
+      });
+      const id = tenantId({ namespace: brokenNs, name: 'no-etcd', uid: vc.metadata.uid });
+      expect(processesMentioning(join(brokenState, 'tenants', id))).toEqual([]);
+      expect(pathExists(join(brokenState, 'runtime', id))).toBe(false);
+      await deleteVirtualCluster(brokenNs, 'no-etcd');
+      await waitForGone(brokenNs, 'no-etcd');
+    } finally {
+      await broken.stop({ stopTenants: true });
+    }
+  });
 });

@@ -83,7 +83,17 @@ export function stubActivities(control: StubControl): Activities {
       { gate: Promise<void>; reachedResolve: () => void } | undefined;
     if (h) {
       h.reachedResolve();
-      await h.gate;
+      // A held step heartbeats, so that a cancellation reaches it (recorded as `cancelled:<name>`).
+      const ctx = Context.current();
+      const beat = setInterval(() => ctx.heartbeat(), 200);
+      try {
+        await Promise.race([h.gate, ctx.cancelled]);
+      } catch (e) {
+        control.calls.push(`cancelled:${name}`);
+        throw e;
+      } finally {
+        clearInterval(beat);
+      }
     }
     if (control.failAt === name)
       throw ApplicationFailure.nonRetryable(`${name} failed on purpose`, 'ComponentExited');

@@ -282,6 +282,18 @@ describe('process runtime', () => {
     );
   }, 20_000);
 
+  it('stops waiting for readiness once the signal aborts (a cancelled step), with its reason', async () => {
+    const { runtime, spec } = setUp();
+    // Nothing answers the probe: without the signal this waits the full minute.
+    await runtime.ensure({ ...spec, probe: { url: 'http://127.0.0.1:9/readyz' } });
+    const cancel = new AbortController();
+    const t0 = Date.now();
+    const waiting = runtime.waitReady(spec.owner, spec.name, 60_000, cancel.signal);
+    setTimeout(() => cancel.abort(new Error('step cancelled')), 1_500); // past the fast first second
+    await expect(waiting).rejects.toThrow(/^step cancelled$/);
+    expect(Date.now() - t0).toBeLessThan(3_000);
+  }, 20_000);
+
   it('tries a restart that failed again, once what made it fail is gone', async () => {
     const { root, runtime, spec } = setUp('kube-scheduler', 50);
     // A component that exits at once, and a restart that cannot open its log (as on a full disk).

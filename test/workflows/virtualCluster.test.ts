@@ -214,7 +214,7 @@ describe('virtualClusterWorkflow', () => {
       const handle = await startWorkflow(taskQueue, input());
       await until(() => control.statuses.some((s) => s.phase === 'Ready'), 'Ready');
       const phases = control.statuses.map((s) => s.phase);
-      // One write per step and phase would be 12 (Preparing with each of the 9 steps' progress,
+      // One write per step and phase would be 11 (Preparing with each of the 9 steps' progress,
       // Initialized, then Ready); each phase is written, in order.
       expect(phases.length).toBeLessThan(STEP_NAMES.length);
       expect(phases.filter((p, i) => p !== phases[i - 1])).toEqual(['Preparing', 'Initialized', 'Ready']);
@@ -224,32 +224,45 @@ describe('virtualClusterWorkflow', () => {
     });
   });
 
-  it("waits for the API server's step when etcd's fails beside it, then reports etcd's failure and undoes both", async () => {
+  it("cancels the API server's step when etcd's fails beside it, undoes both once it has ended, and reports etcd's failure", async () => {
     const control: StubControl = { ...newControl(), failAt: 'startEtcd' };
     const api = hold(control, 'startApiserver');
     await withWorker(control, async (taskQueue) => {
       const handle = await startWorkflow(taskQueue, input());
       await api.reached;
-      await until(() => control.calls.includes('startEtcd'), "etcd's step");
-      // etcd's step has failed; nothing is undone while the API server's step may still start it.
-      await new Promise((r) => setTimeout(r, 1_000));
-      expect(control.calls.filter((c) => c.startsWith('stop:'))).toEqual([]);
-      api.release();
       await until(() => control.statuses.some((s) => s.phase === 'Failed'), 'Failed');
+      // The held step was cancelled (it never got the release), and nothing was undone before
+      // it had ended.
       expect(inStepOrder(control.calls)).toEqual([
         'allocate',
         'issueCertificates',
         'startEtcd',
         'startApiserver',
+        'cancelled:startApiserver',
         'stop:kube-apiserver',
         'stop:etcd',
         'release',
       ]);
       const failed = control.statuses.at(-1)!;
+      expect(failed.reason).toBe('ComponentExited');
       expect(failed.message).toContain('startEtcd failed on purpose');
-      expect(failed.conditions.find((c) => c.type === 'EtcdReady')?.reason).toBe('ComponentExited');
-      // The API server's step ended well; compensation undid it with the rest.
-      expect(failed.conditions.find((c) => c.type === 'APIServerReady')?.reason).toBe('RolledBack');
+      const conditions = Object.fromEntries(
+        failed.conditions.map((c) => [c.type, `${c.status}/${c.reason}`]),
+      );
+      expect(conditions).toMatchObject({
+        EtcdReady: 'False/ComponentExited',
+        APIServerReady: 'False/RolledBack',
+        Ready: 'False/ComponentExited',
+      });
+      const progress = await handle.query(progressQuery);
+      expect(
+        progress.steps.filter((st) => st.name.startsWith('start')).map((st) => `${st.name}:${st.state}`),
+      ).toEqual([
+        'startEtcd:failed',
+        'startApiserver:undone',
+        'startControllerManager:pending',
+        'startScheduler:pending',
+      ]);
       await handle.signal(deleteRequestedSignal);
       await handle.result();
     });
@@ -698,7 +711,7 @@ describe('virtualClusterWorkflow', () => {
     });
   });
 
-  it('stops provisioning when deleted mid-way and undoes only what was started', async () => {
+  it('stops provisioning when deleted mid-way, lets the running steps end, then tears everything down', async () => {
     const control = newControl();
     const etcd = hold(control, 'startEtcd');
     const args = input();
@@ -709,7 +722,8 @@ describe('virtualClusterWorkflow', () => {
       etcd.release();
       await handle.result();
       // Teardown undoes every step (each undo is idempotent), not only those this run started.
-      // The API server's step started with etcd's and ran to its end before teardown.
+      // The API server's step started with etcd's (ADR 12, decision 22) and ran to its end
+      // before teardown.
       expect(inStepOrder(control.calls)).toEqual([
         'allocate',
         'issueCertificates',
