@@ -160,8 +160,8 @@ export const speed: Scenario = {
     try {
       for (let round = 1; round <= o.rounds!; round++) {
         // The two floors take turns at going first, so that drift within a round hits both alike.
-        const first = round % 2 === 1;
-        const both = first ? undefined : await floorRound(env, direct, round, oneProcess, true);
+        const plainFirst = round % 2 === 1;
+        const both = plainFirst ? undefined : await floorRound(env, direct, round, oneProcess, true);
         const floor = await floorRound(env, direct, round, oneProcess);
         const together = both ?? (await floorRound(env, direct, round, oneProcess, true));
         floorInit.push(floor.initMs);

@@ -47,7 +47,7 @@ import { hostNamespace } from '../clustertree/naming.js';
 import type { Client } from '@temporalio/client';
 import { createBackupActivities } from './backup.js';
 import { awaitFirstConnection, lastAuditedRequest, releaseHeldConnections, stopListening } from './idle.js';
-import { both, heartbeating, orCancelled } from './wait.js';
+import { both, currentContext, heartbeating, orCancelled } from './wait.js';
 import {
   compileCacheDirOf,
   createClusterTreeActivities,
@@ -645,14 +645,20 @@ function assemble(deps: ActivityDeps) {
           : await startPlaced(input, apiserverSpec, l);
       } catch (e) {
         // Started beside etcd (ADR 12, decision 22), an API server gives up on an etcd that does
-        // not serve within 20 s: while etcd is still starting, that is no answer, and a retry
-        // starts it again.
+        // not serve within 20 s: while etcd is still starting, that is no answer, and the step's
+        // next attempt starts it again (a cancelled step has no next attempt).
+        const cancelled = currentContext()?.cancellationSignal.aborted ?? false;
         if (
+          !cancelled &&
           e instanceof ApplicationFailure &&
           e.type === FailureType.ComponentExited &&
           !(await etcdServes(l))
         )
-          throw new Error(`the API server exited while etcd was not serving yet (tried again): ${e.message}`);
+          throw ApplicationFailure.retryable(
+            `${e.message} (etcd was not serving yet)`,
+            FailureType.ComponentExited,
+            ...(e.details ?? []),
+          );
         throw e;
       }
       // The request that woke an idle tenant waited for this.

@@ -244,8 +244,13 @@ export async function virtualClusterWorkflow(
   /** The chain's last write while it has not begun (COALESCE_PATCH). */
   let waiting: { snapshot: { ref: VirtualClusterRef; status: StatusReport } } | undefined;
   function write(snapshot: { ref: VirtualClusterRef; status: StatusReport }): Promise<void> {
+    // Each write in no scope of a step's: a step's scope is cancelled when the step beside it
+    // fails (together), and a status written later for others (Compensating) may wait behind it
+    // or join it.
     if (!patched(COALESCE_PATCH)) {
-      statusWrites = statusWrites.catch(() => undefined).then(() => status.reportStatus(snapshot));
+      statusWrites = statusWrites
+        .catch(() => undefined)
+        .then(() => CancellationScope.nonCancellable(() => status.reportStatus(snapshot)));
       return statusWrites;
     }
     // A write of the same phase that has not begun writes this one instead (whoever awaits
@@ -258,10 +263,12 @@ export async function virtualClusterWorkflow(
     waiting = entry;
     statusWrites = statusWrites
       .catch(() => undefined)
-      .then(() => {
-        if (waiting === entry) waiting = undefined;
-        return status.reportStatus(entry.snapshot);
-      });
+      .then(() =>
+        CancellationScope.nonCancellable(() => {
+          if (waiting === entry) waiting = undefined;
+          return status.reportStatus(entry.snapshot);
+        }),
+      );
     return statusWrites;
   }
   /** Takes the phase, reason and message on, and returns the status to write. */

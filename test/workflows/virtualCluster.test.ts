@@ -268,6 +268,37 @@ describe('virtualClusterWorkflow', () => {
     });
   });
 
+  it("compensates when the API server's step fails first while a status write waits behind a slow one", async () => {
+    // The steps' progress waits behind the certificates' slow write, in etcd's step's scope; the
+    // API server's failure cancels that scope, and Compensating joins the same waiting write.
+    const control: StubControl = { ...newControl(), failAt: 'startApiserver', statusWriteMs: 1_000 };
+    const certificates = hold(control, 'issueCertificates');
+    hold(control, 'startEtcd'); // still running when the API server's step fails: cancelled
+    await withWorker(control, async (taskQueue) => {
+      const handle = await startWorkflow(taskQueue, input());
+      await certificates.reached;
+      // The first write is done and the next (the certificates' progress) has begun: the two
+      // steps' progress then waits behind it in a write of its own, made in etcd's step's scope.
+      await until(() => control.statuses.length >= 1, 'the first status written');
+      certificates.release();
+      await until(() => control.statuses.some((s) => s.phase === 'Failed'), 'Failed', 30_000);
+      expect(inStepOrder(control.calls)).toEqual([
+        'allocate',
+        'issueCertificates',
+        'startEtcd',
+        'startApiserver',
+        'cancelled:startEtcd',
+        'stop:kube-apiserver',
+        'stop:etcd',
+        'release',
+      ]);
+      expect(control.statuses.at(-1)!.message).toContain('startApiserver failed on purpose');
+      expect(control.statuses.some((s) => s.reason === 'Compensating')).toBe(true);
+      await handle.signal(deleteRequestedSignal);
+      await handle.result();
+    });
+  });
+
   it('times every activity by outcome and counts compensations, served on /metrics', async () => {
     const metrics = new OperatorMetrics();
     const control: StubControl = { ...newControl(), failAt: 'startApiserver' };
