@@ -10,7 +10,7 @@ import { createComponentStarter } from '../../src/activities/components.js';
 import type { HostCluster } from '../../src/activities/hostCluster.js';
 import type { StepInput } from '../../src/activities/types.js';
 import type { ControlPlaneLayout } from '../../src/runtime/controlPlane.js';
-import type { ComponentSpec, ComponentStatus, ControlPlaneRuntime } from '../../src/runtime/types.js';
+import type { ComponentSpec, ControlPlaneRuntime } from '../../src/runtime/types.js';
 import { createLogger } from '../../src/worker/logger.js';
 
 /** A runtime whose components never get ready: waitReady ends only with its signal. */
