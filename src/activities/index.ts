@@ -647,9 +647,10 @@ function assemble(deps: ActivityDeps) {
         // Started beside etcd (ADR 12, decision 22), an API server gives up on an etcd that does
         // not serve within 20 s: while etcd is still starting, that is no answer, and the step's
         // next attempt starts it again (a cancelled step has no next attempt).
-        const cancelled = currentContext()?.cancellationSignal.aborted ?? false;
+        const ctx = currentContext();
+        // Cancelled for etcd's failure (together): reported as cancelled, the step then undone.
+        if (ctx?.cancellationDetails?.cancelRequested) throw ctx.cancellationSignal.reason as Error;
         if (
-          !cancelled &&
           e instanceof ApplicationFailure &&
           e.type === FailureType.ComponentExited &&
           !(await etcdServes(l))
