@@ -244,23 +244,18 @@ export async function virtualClusterWorkflow(
   /** The chain's last write while it has not begun (COALESCE_PATCH). */
   let waiting: { snapshot: { ref: VirtualClusterRef; status: StatusReport } } | undefined;
   function write(snapshot: { ref: VirtualClusterRef; status: StatusReport }): Promise<void> {
-    // Each write in no scope of a step's: a step's scope is cancelled when the step beside it
-    // fails (together), and a status written later for others (Compensating) may wait behind it
-    // or join it.
-    if (!patched(COALESCE_PATCH)) {
-      statusWrites = statusWrites
-        .catch(() => undefined)
-        .then(() => CancellationScope.nonCancellable(() => status.reportStatus(snapshot)));
-      return statusWrites;
-    }
+    const coalesce = patched(COALESCE_PATCH);
     // A write of the same phase that has not begun writes this one instead (whoever awaits
     // either is answered once this one is written); every phase is still written on its way.
-    if (waiting && waiting.snapshot.status.phase === snapshot.status.phase) {
+    if (coalesce && waiting && waiting.snapshot.status.phase === snapshot.status.phase) {
       waiting.snapshot = snapshot;
       return statusWrites;
     }
     const entry = { snapshot };
-    waiting = entry;
+    if (coalesce) waiting = entry;
+    // In no scope of a step's: a step's scope is cancelled when the step beside it fails
+    // (together), and a status written later for others (Compensating) may wait behind it or
+    // join it.
     statusWrites = statusWrites
       .catch(() => undefined)
       .then(() =>
