@@ -38,7 +38,7 @@ import type { HostCluster } from './hostCluster.js';
 import { QUOTA_NAME, VIRTUAL_NODE } from './promotion.js';
 import { apply, tenantAdmin } from './tenantAdmin.js';
 import { defaultNamespaceReady } from './defaultNamespace.js';
-import { both, reportProgress, until } from './wait.js';
+import { both, currentContext, orCancelled, reportProgress, until } from './wait.js';
 import { TENANT_API_PORT, isolationPolicy, tenantPodSecurity, type TenantNetwork } from './tenantNetwork.js';
 import { FailureType, type DeployClusterTreeInput, type StepInput } from './types.js';
 
@@ -369,14 +369,27 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
   }
 
   return {
-    /** Credentials, RBAC on both sides, then the clusterTree process; waits until it has synced. */
+    /**
+     * Credentials, RBAC on both sides, then the clusterTree process; waits until it has synced.
+     * A cancelled step (a step beside it failed: ADR 12, decision 23) starts nothing more and
+     * stops waiting; what it made is undone with the rest.
+     */
     async deployClusterTree(
       input: DeployClusterTreeInput,
     ): Promise<{ hostNamespace: string; pid: number | undefined }> {
+      const signal = currentContext()?.cancellationSignal;
+      const cancelled = () => {
+        if (signal?.aborted) throw signal.reason as Error;
+      };
+      cancelled();
       const l = await deps.layoutOf(input);
       const spec = await clusterTreeSpec(input, l);
+      cancelled();
       const status = await deps.runtime.ensure(spec);
-      await deps.runtime.waitReady(spec.owner, spec.name, deps.readinessTimeoutMs);
+      await orCancelled(
+        deps.runtime.waitReady(spec.owner, spec.name, deps.readinessTimeoutMs, signal),
+        signal,
+      );
       await defaultNamespaceReady(l, deps.readinessTimeoutMs, tenantAdmin, until);
       log(input.ref).info('clusterTree ready', { pid: status.pid, hostNamespace: hostNamespace(input.ref) });
       return { hostNamespace: hostNamespace(input.ref), pid: status.pid };
