@@ -158,13 +158,20 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
 
   async function hostToken(ns: string): Promise<string> {
     let token = '';
-    await until('the clusterTree host token', 30_000, async () => {
-      const s = await hostCore
-        .readNamespacedSecret({ name: `${HOST_SA}-token`, namespace: ns })
-        .catch(ignoreStatus(404));
-      token = s?.data?.token ? Buffer.from(s.data.token, 'base64').toString('utf8') : '';
-      return token !== '';
-    });
+    // The host's token controller fills it in within milliseconds: asked again soon (a deploy
+    // waited 300 ms for it one time in five).
+    await until(
+      'the clusterTree host token',
+      30_000,
+      async () => {
+        const s = await hostCore
+          .readNamespacedSecret({ name: `${HOST_SA}-token`, namespace: ns })
+          .catch(ignoreStatus(404));
+        token = s?.data?.token ? Buffer.from(s.data.token, 'base64').toString('utf8') : '';
+        return token !== '';
+      },
+      25,
+    );
     return token;
   }
 

@@ -37,7 +37,6 @@ import {
   type ControlPlaneLayout,
 } from '../runtime/controlPlane.js';
 import { adminKubeconfig, writeKubeconfigs } from '../runtime/kubeconfigs.js';
-import { KeyedLocks } from '../runtime/locks.js';
 import { prober } from '../runtime/probe.js';
 import { PortAllocator } from '../runtime/ports.js';
 import type { ControlPlaneRuntime } from '../runtime/types.js';
@@ -220,22 +219,29 @@ function assemble(deps: ActivityDeps) {
   });
 
   /**
-   * One tenant's files are brought up to date by one step at a time in this worker (etcd's and
-   * the API server's steps run at once: ADR 12, decision 22).
+   * One tenant's files are brought up to date by one step at a time in this worker: a step that
+   * asks while another step's sync is under way (etcd's and the API server's at once: ADR 12,
+   * decision 22) takes that sync's result, read as it began, rather than waiting to read again.
+   * Nothing in a tenant's workflow changes its set at the same time (issuing and renewing are
+   * steps of their own).
    */
-  const fileLocks = new KeyedLocks();
+  const syncing = new Map<string, Promise<ControlPlaneLayout>>();
   /**
    * The tenant's layout once its certificate files are the Secret's (ADR 14), with the
    * kubeconfigs written from them: what every step that reads the files starts with.
    */
   function tenantFiles(ref: VirtualClusterRef, a: TenantAllocation): Promise<ControlPlaneLayout> {
     const l = layout(a);
-    return fileLocks.run(l.id, async () => {
+    const under = syncing.get(l.id);
+    if (under) return under;
+    const sync = (async () => {
       const { rewritten } = await pki.sync(ref, pkiDir(l));
       const issued = existsSync(certPath(pkiDir(l), PkiFile.ca));
       if (rewritten || (issued && !existsSync(kubeconfigPath(l, 'operator')))) await writeKubeconfigs(l);
       return l;
-    });
+    })().finally(() => syncing.delete(l.id));
+    syncing.set(l.id, sync);
+    return sync;
   }
 
   /** Whether the tenant's etcd on this machine answers its readiness probe now. */
@@ -698,12 +704,22 @@ function assemble(deps: ActivityDeps) {
       });
     },
     async startControllerManager(input: StepInput) {
+      // In the one process that runs already, the step waits for the port: no file is read
+      // unless the process has to be started again.
+      if (!inPods(input.allocation) && (await one.runs(input.allocation.id)))
+        return one.served(input, controllerManagerSpec, layout(input.allocation), () =>
+          tenantFiles(input.ref, input.allocation),
+        );
       const l = await tenantFiles(input.ref, input.allocation);
       if (await one.serves(input.allocation)) return one.served(input, controllerManagerSpec, l);
       await ensureCurrentFiles(pkiDir(l));
       return startPlaced(input, controllerManagerSpec, l);
     },
     async startScheduler(input: StepInput) {
+      if (!inPods(input.allocation) && (await one.runs(input.allocation.id)))
+        return one.served(input, schedulerSpec, layout(input.allocation), () =>
+          tenantFiles(input.ref, input.allocation),
+        );
       const l = await tenantFiles(input.ref, input.allocation);
       if (await one.serves(input.allocation)) return one.served(input, schedulerSpec, l);
       return startPlaced(input, schedulerSpec, l);

@@ -101,12 +101,19 @@ export function createOneProcess(deps: OneProcessDeps) {
    * port awaited, the process's readiness checked between tries so that its exit ends the wait
    * as a separate component's would.
    */
-  async function served(input: StepInput, build: Build, l: ControlPlaneLayout): Promise<Started> {
+  async function served(
+    input: StepInput,
+    build: Build,
+    l: ControlPlaneLayout,
+    /** The layout with the tenant's files brought up to date, when `l` was not. */
+    current?: () => Promise<ControlPlaneLayout>,
+  ): Promise<Started> {
     const spec = build(placeOnMachine(l), await deps.bins());
     // A one process that runs is waited for as it is (another worker's build of it may have
     // another path: not replaced for that); else it is started or adopted.
     const api = await runningApiserver(spec.owner);
-    const { pid } = api && runsKubeControlPlane(api) ? { pid: api.pid } : await start(input, l);
+    const { pid } =
+      api && runsKubeControlPlane(api) ? { pid: api.pid } : await start(input, current ? await current() : l);
     const probe = prober(spec.probe!);
     const deadline = Date.now() + deps.readinessTimeoutMs;
     for (;;) {

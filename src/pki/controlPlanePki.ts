@@ -309,35 +309,18 @@ export async function writeControlPlanePki(
   if (previous && retiresAt) files.set(CA_RETIRES_AT, retiresAt);
   files.set(CA_GENERATION, String(generation));
 
-  const frontProxyCA =
-    (await readPair(dir, PkiFile.frontProxyCA)) ?? (await createCA(`${req.clusterName}-front-proxy-ca`));
-  const etcdCA = (await readPair(dir, PkiFile.etcdCA)) ?? (await createCA(`${req.clusterName}-etcd-ca`));
+  // Keys and signatures are made at once: WebCrypto does each on libuv's threads, and one after
+  // the other the set took ~0.1 s of waiting on them.
+  const [frontProxyCA, etcdCA] = await Promise.all([
+    readPair(dir, PkiFile.frontProxyCA).then((p) => p ?? createCA(`${req.clusterName}-front-proxy-ca`)),
+    readPair(dir, PkiFile.etcdCA).then((p) => p ?? createCA(`${req.clusterName}-etcd-ca`)),
+  ]);
   put(PkiFile.frontProxyCA, frontProxyCA);
   put(PkiFile.etcdCA, etcdCA);
 
   const validityMs = req.leafValidityMs;
-  const leaf = (issuer: CertKey, r: Parameters<typeof issueCertificate>[1]) =>
-    issueCertificate(issuer, { ...r, ...(validityMs ? { validityMs } : {}) });
   const loopback = { dnsNames: ['localhost'], ipAddresses: ['127.0.0.1', req.advertiseAddress] };
-  put(
-    PkiFile.etcdServer,
-    await leaf(etcdCA, {
-      commonName: 'etcd-server',
-      usage: 'server+client',
-      ...loopback,
-      dnsNames: [...loopback.dnsNames, ...(req.etcdSANs ?? [])],
-    }),
-  );
-  put(
-    PkiFile.apiserverEtcdClient,
-    await leaf(etcdCA, { commonName: 'kube-apiserver-etcd-client', usage: 'client' }),
-  );
-  put(
-    PkiFile.frontProxyClient,
-    await leaf(frontProxyCA, { commonName: 'front-proxy-client', usage: 'client' }),
-  );
-
-  const requests: Partial<Record<PkiName, Parameters<typeof issueCertificate>[1]>> = {
+  const requests: Partial<Record<PkiName, LeafRequest>> = {
     [PkiFile.apiserver]: { commonName: 'kube-apiserver', usage: 'server', ...apiserverSANs(req) },
     [PkiFile.admin]: { commonName: 'kubernetes-admin', organizations: ['system:masters'], usage: 'client' },
     [PkiFile.apiserverKubeletClient]: {
@@ -355,15 +338,39 @@ export async function writeControlPlanePki(
     [PkiFile.schedulerServing]: { commonName: 'kube-scheduler', usage: 'server', ...loopback },
     ...lazyLeaves(req.clusterTreeSANs),
   };
-  for (const [name, kind] of CLUSTER_LEAVES)
-    put(name, await leaf(kind === 'serving' && previous ? previous : signing, requests[name]!));
-
-  const sa = await readFile(join(dir, ServiceAccountKey.private), 'utf8')
-    .then(async (privateKeyPem) => ({
-      privateKeyPem,
-      publicKeyPem: await readFile(join(dir, ServiceAccountKey.public), 'utf8'),
-    }))
-    .catch(() => createServiceAccountKeyPair());
+  const leaves: [PkiName, CertKey, LeafRequest][] = [
+    [
+      PkiFile.etcdServer,
+      etcdCA,
+      {
+        commonName: 'etcd-server',
+        usage: 'server+client',
+        ...loopback,
+        dnsNames: [...loopback.dnsNames, ...(req.etcdSANs ?? [])],
+      },
+    ],
+    [PkiFile.apiserverEtcdClient, etcdCA, { commonName: 'kube-apiserver-etcd-client', usage: 'client' }],
+    [PkiFile.frontProxyClient, frontProxyCA, { commonName: 'front-proxy-client', usage: 'client' }],
+    ...CLUSTER_LEAVES.map(([name, kind]): [PkiName, CertKey, LeafRequest] => [
+      name,
+      kind === 'serving' && previous ? previous : signing,
+      requests[name]!,
+    ]),
+  ];
+  const [issued, sa] = await Promise.all([
+    Promise.all(
+      leaves.map(([, issuer, r]) =>
+        issueCertificate(issuer, { ...r, ...(validityMs ? { validityMs } : {}) }),
+      ),
+    ),
+    readFile(join(dir, ServiceAccountKey.private), 'utf8')
+      .then(async (privateKeyPem) => ({
+        privateKeyPem,
+        publicKeyPem: await readFile(join(dir, ServiceAccountKey.public), 'utf8'),
+      }))
+      .catch(() => createServiceAccountKeyPair()),
+  ]);
+  leaves.forEach(([name], i) => put(name, issued[i]!));
   files.set(ServiceAccountKey.private, sa.privateKeyPem);
   files.set(ServiceAccountKey.public, sa.publicKeyPem);
   files.set(MARKER, requestHash);
@@ -386,14 +393,16 @@ async function swapIn(dir: string, files: PkiSet): Promise<void> {
   const base = basename(dir);
   await mkdir(parent, { recursive: true });
   const gen = `${base}.gen-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
-  // The marker last: a generation with it is complete.
-  const ordered = [...files].sort(([a], [b]) => Number(a === MARKER) - Number(b === MARKER));
-  for (const [name, data] of ordered) {
+  const write = async ([name, data]: [string, string]) => {
     const path = join(parent, gen, name);
     await mkdir(dirname(path), { recursive: true, mode: 0o700 });
     // Private keys are for the owner only.
     await writeFile(path, data, { mode: name.endsWith('.key') ? 0o600 : 0o644 });
-  }
+  };
+  // The marker last: a generation with it is complete.
+  await Promise.all([...files].filter(([name]) => name !== MARKER).map(write));
+  const marker = files.get(MARKER);
+  if (marker !== undefined) await write([MARKER, marker]);
   // A set from before generations (a plain directory) becomes a generation first: deleted below.
   if ((await lstat(dir).catch(() => undefined))?.isDirectory()) {
     await rm(join(parent, `${base}.gen-0-legacy`), { recursive: true, force: true });
