@@ -38,7 +38,8 @@ import type { HostCluster } from './hostCluster.js';
 import { QUOTA_NAME, VIRTUAL_NODE } from './promotion.js';
 import { apply, tenantAdmin } from './tenantAdmin.js';
 import { defaultNamespaceReady } from './defaultNamespace.js';
-import { both, currentContext, orCancelled, reportProgress, until } from './wait.js';
+import { readinessPauses } from '../runtime/probe.js';
+import { both, reportProgress, until } from './wait.js';
 import { TENANT_API_PORT, isolationPolicy, tenantPodSecurity, type TenantNetwork } from './tenantNetwork.js';
 import { FailureType, type DeployClusterTreeInput, type StepInput } from './types.js';
 
@@ -158,8 +159,8 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
 
   async function hostToken(ns: string): Promise<string> {
     let token = '';
-    // The host's token controller fills it in within milliseconds: asked again soon (a deploy
-    // waited 300 ms for it one time in five).
+    // The host's token controller fills it in within milliseconds: asked again soon for the
+    // first second (a deploy waited 300 ms for it one time in five), then every 300 ms.
     await until(
       'the clusterTree host token',
       30_000,
@@ -170,7 +171,7 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
         token = s?.data?.token ? Buffer.from(s.data.token, 'base64').toString('utf8') : '';
         return token !== '';
       },
-      25,
+      readinessPauses(300),
     );
     return token;
   }
@@ -376,27 +377,14 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
   }
 
   return {
-    /**
-     * Credentials, RBAC on both sides, then the clusterTree process; waits until it has synced.
-     * A cancelled step (a step beside it failed: ADR 12, decision 23) starts nothing more and
-     * stops waiting; what it made is undone with the rest.
-     */
+    /** Credentials, RBAC on both sides, then the clusterTree process; waits until it has synced. */
     async deployClusterTree(
       input: DeployClusterTreeInput,
     ): Promise<{ hostNamespace: string; pid: number | undefined }> {
-      const signal = currentContext()?.cancellationSignal;
-      const cancelled = () => {
-        if (signal?.aborted) throw signal.reason as Error;
-      };
-      cancelled();
       const l = await deps.layoutOf(input);
       const spec = await clusterTreeSpec(input, l);
-      cancelled();
       const status = await deps.runtime.ensure(spec);
-      await orCancelled(
-        deps.runtime.waitReady(spec.owner, spec.name, deps.readinessTimeoutMs, signal),
-        signal,
-      );
+      await deps.runtime.waitReady(spec.owner, spec.name, deps.readinessTimeoutMs);
       await defaultNamespaceReady(l, deps.readinessTimeoutMs, tenantAdmin, until);
       log(input.ref).info('clusterTree ready', { pid: status.pid, hostNamespace: hostNamespace(input.ref) });
       return { hostNamespace: hostNamespace(input.ref), pid: status.pid };

@@ -98,7 +98,8 @@ export async function until(
   what: string,
   timeoutMs: number,
   check: () => Promise<boolean | Progress>,
-  intervalMs = 300,
+  /** The pause between checks, or a function that says each (e.g. `readinessPauses`). */
+  intervalMs: number | (() => number) = 300,
 ): Promise<void> {
   let deadline = Date.now() + timeoutMs;
   let best = -1;
@@ -134,7 +135,7 @@ export async function until(
       if (Date.now() > deadline) throw fail(detail);
       reportProgress(detail);
       // Ends early when the activity is cancelled (worker shutdown, workflow).
-      await pause(intervalMs, signal);
+      await pause(typeof intervalMs === 'function' ? intervalMs() : intervalMs, signal);
     }
   }
 }

@@ -20,14 +20,11 @@ export const steps = proxyActivities<Activities>({
 });
 
 /**
- * Steps run at once where control planes are processes: etcd's and the API server's (ADR 12,
- * decision 22), the kubeconfig's publication and clusterTree's (decision 23). When one fails the
- * other is cancelled (it stops waiting and starts nothing more), and the workflow goes on only
- * once it has ended, so that compensation never races a start.
+ * etcd's and the API server's steps, run at once where control planes are processes (ADR 12,
+ * decision 22): when one fails the other is cancelled (it stops waiting and starts nothing more),
+ * and the workflow goes on only once it has ended, so that compensation never races a start.
  */
-export const startingAtOnce = proxyActivities<
-  Pick<Activities, 'startEtcd' | 'startApiserver' | 'publishKubeconfig' | 'deployClusterTree'>
->({
+export const startingAtOnce = proxyActivities<Pick<Activities, 'startEtcd' | 'startApiserver'>>({
   startToCloseTimeout: '5 minutes',
   // A cancellation reaches the activity with a heartbeat: every 2 s (withHeartbeats).
   heartbeatTimeout: '10 seconds',

@@ -1,9 +1,8 @@
 /**
  * One long-running entity workflow per VirtualCluster.
  *
- * Provisioning is an ordered list of idempotent steps (where control planes are processes,
- * etcd's and the API server's at once, and the kubeconfig's and clusterTree's: ADR 12, decisions
- * 22 and 23). Before a step runs, its undo is pushed,
+ * Provisioning is an ordered list of idempotent steps (etcd's and the API server's at once where
+ * control planes are processes: ADR 12, decision 22). Before a step runs, its undo is pushed,
  * so a permanent failure undoes the failed step's partial work too, then every earlier step,
  * in reverse. After provisioning the workflow waits for spec changes, a retry or the delete
  * request; deletion undoes everything and ends the workflow, which is the watcher's cue to
@@ -111,12 +110,6 @@ const TOGETHER_PATCH = 'etcd-apiserver-together';
  * each; every phase is still written on its way.
  */
 const COALESCE_PATCH = 'status-writes-coalesced';
-/**
- * Marks runs that deploy clusterTree while the kubeconfig is published where control planes are
- * processes (ADR 12, decision 23). A history from before deploys it once the kubeconfig is
- * published.
- */
-const BESIDE_PATCH = 'clustertree-beside-control-plane';
 const AUTO_RETRY_MS = 60_000;
 
 const COMPONENT_OF: Partial<Record<StepName, ControlPlaneComponent>> = {
@@ -308,10 +301,9 @@ export async function virtualClusterWorkflow(
     if (!started.includes(name)) started.push(name);
     stepState.set(name, { state: 'running' });
     const index = STEP_NAMES.indexOf(name) + 1;
-    // Once the control plane serves, the phase stays Initialized while clusterTree comes up; a
-    // step begun beside the kubeconfig's publication (ADR 12, decision 23) is still Preparing.
-    const publishing = stepState.get('publishKubeconfig')?.state === 'running';
-    const during = started.includes('publishKubeconfig') && !publishing ? 'Initialized' : 'Preparing';
+    // Once the control plane serves, the phase stays Initialized while clusterTree comes up.
+    const during =
+      started.includes('publishKubeconfig') && name !== 'publishKubeconfig' ? 'Initialized' : 'Preparing';
     void report(during, 'Provisioning', `step ${index}/${STEP_NAMES.length}: ${name}`);
     try {
       const result = await fn();
@@ -413,20 +405,6 @@ export async function virtualClusterWorkflow(
         }
         await run('startControllerManager', () => steps.startControllerManager(step));
         await run('startScheduler', () => steps.startScheduler(step));
-        if (a.runtime !== 'kubernetes' && patched(BESIDE_PATCH)) {
-          // The kubeconfig's publication and clusterTree's deploy are the operator's own work
-          // against the host and the tenant: they overlap, and promotion waits for both.
-          await together(
-            async () => {
-              endpoint = (await run('publishKubeconfig', () => startingAtOnce.publishKubeconfig(step)))
-                .endpoint;
-              void report('Initialized', 'ControlPlaneReady', `control plane serving at ${endpoint}`);
-            },
-            () => run('deployClusterTree', () => startingAtOnce.deployClusterTree(step)),
-          );
-          await promote(step);
-          return;
-        }
         const published = await run('publishKubeconfig', () => steps.publishKubeconfig(step));
         endpoint = published.endpoint;
         if (!patched(CLUSTERTREE_PATCH)) {
@@ -444,7 +422,11 @@ export async function virtualClusterWorkflow(
       const treeInput: DeployClusterTreeInput =
         from === 'clusterTree' ? { ...step, nodeHealthFromHost: false } : step;
       await run('deployClusterTree', () => steps.deployClusterTree(treeInput));
-      await promote(step);
+      const result = await run('promoteResources', () =>
+        promotion.promoteResources({ ...step, promote: spec.promoteResources }),
+      );
+      lastActiveAt = Date.now(); // provisioned: idle from here, not from the workflow's start
+      await ready(result);
     } catch (err) {
       if (err instanceof DeleteRequested) return; // the main loop tears down
       const f = describeFailure(err);
@@ -453,15 +435,6 @@ export async function virtualClusterWorkflow(
       await compensate(false);
       await report('Failed', f.reason, f.message);
     }
-  }
-
-  /** The last provisioning step; then the tenant is Ready. */
-  async function promote(step: StepInput): Promise<void> {
-    const result = await run('promoteResources', () =>
-      promotion.promoteResources({ ...step, promote: spec.promoteResources }),
-    );
-    lastActiveAt = Date.now(); // provisioned: idle from here, not from the workflow's start
-    await ready(result);
   }
 
   /** Records what promotion achieved: status.promoted, the NodesPromoted condition, phase Ready. */

@@ -1,12 +1,11 @@
 /**
  * A component's start in a step that is cancelled (the other of two steps at once failed: ADR
  * 12, decision 22): it starts nothing once cancelled, and stops waiting when cancelled during
- * its wait. clusterTree's deploy, beside the kubeconfig's publication (decision 23), likewise.
+ * its wait.
  */
 import { CancelledFailure } from '@temporalio/activity';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { describe, expect, it } from 'vitest';
-import { createClusterTreeActivities, type ClusterTreeDeps } from '../../src/activities/clusterTree.js';
 import { createComponentStarter } from '../../src/activities/components.js';
 import type { HostCluster } from '../../src/activities/hostCluster.js';
 import type { StepInput } from '../../src/activities/types.js';
@@ -84,25 +83,5 @@ describe('a component started by a cancelled step', () => {
     expect(runtime.signals[0]).toBeInstanceOf(AbortSignal);
     env.cancel();
     await expect(started).rejects.toBeInstanceOf(CancelledFailure);
-  });
-});
-
-describe("clusterTree's deploy in a cancelled step", () => {
-  it('reads nothing and starts nothing once the step is cancelled (ADR 12, decision 23)', async () => {
-    const runtime = neverReady();
-    const read: string[] = [];
-    const activities = createClusterTreeActivities({
-      host: { kubeConfig: { makeApiClient: () => ({}) } } as unknown as HostCluster,
-      runtime,
-      layoutOf: (i: StepInput) => {
-        read.push(i.allocation.id);
-        return Promise.resolve(layout);
-      },
-    } as unknown as ClusterTreeDeps);
-    const env = new MockActivityEnvironment();
-    env.cancel();
-    await expect(env.run(() => activities.deployClusterTree(input))).rejects.toBeInstanceOf(CancelledFailure);
-    expect(read).toEqual([]);
-    expect(runtime.ensured).toEqual([]);
   });
 });

@@ -9,9 +9,7 @@
  *   and a wake on the first request, then delete (test/workflows: "a day of operations");
  * - day2.v2: the same, with the Idle status written by the listener (the listen-before-idle patch);
  * - together: provision and delete with steps at once and status writes coalesced (the
- *   etcd-apiserver-together and status-writes-coalesced patches; ADR 12, decision 22);
- * - beside: the same with clusterTree deployed while the kubeconfig is published (the
- *   clustertree-beside-control-plane patch; decision 23).
+ *   etcd-apiserver-together and status-writes-coalesced patches; ADR 12, decision 22).
  */
 import { Worker } from '@temporalio/worker';
 import { readFile } from 'node:fs/promises';
@@ -24,7 +22,6 @@ it.each([
   'virtualcluster-day2',
   'virtualcluster-day2.v2',
   'virtualcluster-provision-delete.together',
-  'virtualcluster-provision-delete.beside',
 ])(
   'replays the recorded history %s without nondeterminism',
   async (fixture) => {

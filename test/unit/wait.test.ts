@@ -14,6 +14,26 @@ describe('until (a wait inside an activity)', () => {
     expect(calls).toBe(3);
   });
 
+  it('pauses between checks as a function of the wait says (quick first, then slower)', async () => {
+    const pauses = [10, 10, 200];
+    const asked: number[] = [];
+    let checks = 0;
+    const started = Date.now();
+    await until(
+      'the fourth check',
+      5_000,
+      () => Promise.resolve(++checks === 4),
+      () => {
+        asked.push(checks);
+        return pauses.shift()!;
+      },
+    );
+    expect(asked).toEqual([1, 2, 3]);
+    // 10 + 10 + 200 ms, not three of the default 300.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(215);
+    expect(Date.now() - started).toBeLessThan(800);
+  });
+
   it('fails with what it waited for once the time is up', async () => {
     await expect(until('nothing', 50, () => Promise.resolve(false), 5)).rejects.toThrow(
       /^timed out after 0s waiting for nothing$/,

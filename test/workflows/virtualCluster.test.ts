@@ -83,19 +83,14 @@ const startWorkflow = (taskQueue: string, args: VirtualClusterWorkflowInput) =>
 const newControl = (): StubControl => ({ calls: [], statuses: [], holds: new Map() });
 
 /**
- * The calls with the steps that run at once where control planes are processes in the steps'
- * order: etcd's and the API server's (ADR 12, decision 22), the kubeconfig's and clusterTree's
- * (decision 23), so which the worker called first is not fixed.
+ * The calls with etcd's and the API server's steps in the steps' order: they start at once
+ * where control planes are processes (ADR 12, decision 22), so which the worker called first
+ * is not fixed.
  */
 function inStepOrder(calls: string[]): string[] {
   const out = [...calls];
-  for (const [first, second] of [
-    ['startEtcd', 'startApiserver'],
-    ['publishKubeconfig', 'deployClusterTree'],
-  ] as const) {
-    const i = out.indexOf(second);
-    if (i >= 0 && out[i + 1] === first) out.splice(i, 2, first, second);
-  }
+  const i = out.indexOf('startApiserver');
+  if (i >= 0 && out[i + 1] === 'startEtcd') out.splice(i, 2, 'startEtcd', 'startApiserver');
   return out;
 }
 
@@ -119,7 +114,7 @@ describe('virtualClusterWorkflow', () => {
       const handle = await startWorkflow(taskQueue, args);
       await until(() => control.statuses.some((s) => s.phase === 'Ready'), 'Ready');
       expect(inStepOrder(control.calls)).toEqual(ALL_STEPS);
-      // The control plane serves (Initialized) before the tenant is Ready.
+      // The control plane serves (Initialized) before clusterTree is deployed.
       const phases = control.statuses.map((s) => s.phase);
       expect(phases.indexOf('Initialized')).toBeGreaterThan(-1);
       expect(phases.indexOf('Initialized')).toBeLessThan(phases.indexOf('Ready'));
@@ -207,78 +202,6 @@ describe('virtualClusterWorkflow', () => {
       podEtcd.release();
       await until(() => pods.statuses.some((s) => s.phase === 'Ready'), 'Ready in pods');
       expect(pods.calls).toEqual(ALL_STEPS);
-      await handle.signal(deleteRequestedSignal);
-      await handle.result();
-    });
-  });
-
-  it('deploys clusterTree while the kubeconfig is published where control planes are processes, after it in pods', async () => {
-    const control = newControl();
-    const kubeconfig = hold(control, 'publishKubeconfig');
-    await withWorker(control, async (taskQueue) => {
-      const handle = await startWorkflow(taskQueue, input());
-      await kubeconfig.reached;
-      // clusterTree's step runs while the kubeconfig's is held; promotion waits for both, and
-      // the tenant is not Initialized before its kubeconfig is published.
-      await until(() => control.calls.includes('deployClusterTree'), "clusterTree's step beside");
-      await new Promise((r) => setTimeout(r, 500));
-      expect(control.calls).not.toContain('promoteResources');
-      expect(control.statuses.map((s) => s.phase)).not.toContain('Initialized');
-      kubeconfig.release();
-      await until(() => control.statuses.some((s) => s.phase === 'Ready'), 'Ready');
-      expect(inStepOrder(control.calls)).toEqual(ALL_STEPS);
-      const phases = control.statuses.map((s) => s.phase);
-      expect(phases.indexOf('Initialized')).toBeGreaterThan(-1);
-      expect(phases.indexOf('Initialized')).toBeLessThan(phases.indexOf('Ready'));
-      await handle.signal(deleteRequestedSignal);
-      await handle.result();
-    });
-
-    const pods: StubControl = { ...newControl(), inPods: true };
-    const podKubeconfig = hold(pods, 'publishKubeconfig');
-    await withWorker(pods, async (taskQueue) => {
-      const handle = await startWorkflow(taskQueue, input());
-      await podKubeconfig.reached;
-      await new Promise((r) => setTimeout(r, 1_000));
-      expect(pods.calls).not.toContain('deployClusterTree');
-      podKubeconfig.release();
-      await until(() => pods.statuses.some((s) => s.phase === 'Ready'), 'Ready in pods');
-      expect(pods.calls).toEqual(ALL_STEPS);
-      await handle.signal(deleteRequestedSignal);
-      await handle.result();
-    });
-  });
-
-  it("cancels clusterTree's step when the kubeconfig's fails beside it, undoes it once it has ended, and reports that failure", async () => {
-    const control: StubControl = { ...newControl(), failAt: 'publishKubeconfig' };
-    hold(control, 'deployClusterTree'); // still running when the kubeconfig's step fails: cancelled
-    await withWorker(control, async (taskQueue) => {
-      const handle = await startWorkflow(taskQueue, input());
-      await until(() => control.statuses.at(-1)?.phase === 'Failed', 'Failed');
-      const after = control.calls.slice(control.calls.indexOf('startScheduler') + 1);
-      expect(after.slice(0, 2).sort()).toEqual(['deployClusterTree', 'publishKubeconfig']);
-      expect(after.slice(2)).toEqual([
-        'cancelled:deployClusterTree',
-        'removeClusterTree',
-        'unpublishKubeconfig',
-        'stop:kube-scheduler',
-        'stop:kube-controller-manager',
-        'stop:kube-apiserver',
-        'stop:etcd',
-        'release',
-      ]);
-      const failed = control.statuses.at(-1)!;
-      expect(failed.reason).toBe('ComponentExited');
-      expect(failed.message).toContain('publishKubeconfig failed on purpose');
-      expect(failed.kubeconfigSecretRef).toBeNull();
-      const condition = (type: string) => failed.conditions.find((c) => c.type === type);
-      expect(condition('KubeconfigPublished')).toMatchObject({ status: 'False', reason: 'ComponentExited' });
-      expect(condition('ClusterTreeReady')).toMatchObject({ status: 'False', reason: 'RolledBack' });
-      expect(control.statuses.map((s) => s.phase)).not.toContain('Initialized');
-      const progress = await handle.query(progressQuery);
-      expect(
-        progress.steps.map((x) => `${x.name}:${x.state}`).slice(STEP_NAMES.indexOf('publishKubeconfig')),
-      ).toEqual(['publishKubeconfig:failed', 'deployClusterTree:undone', 'promoteResources:pending']);
       await handle.signal(deleteRequestedSignal);
       await handle.result();
     });
@@ -907,24 +830,13 @@ describe('virtualClusterWorkflow', () => {
 
   it('undoes clusterTree and the control plane when deploying clusterTree fails', async () => {
     const control: StubControl = { ...newControl(), failAt: 'deployClusterTree' };
-    // The kubeconfig's step, beside clusterTree's, is still running when it fails.
-    hold(control, 'publishKubeconfig');
     await withWorker(control, async (taskQueue) => {
       const handle = await startWorkflow(taskQueue, input());
       await until(() => control.statuses.at(-1)?.phase === 'Failed', 'Failed');
-      const after = control.calls.slice(control.calls.indexOf('startScheduler') + 1);
-      expect(after.slice(0, 2).sort()).toEqual(['deployClusterTree', 'publishKubeconfig']);
-      expect(after.slice(2)).toEqual([
-        'cancelled:publishKubeconfig',
-        'removeClusterTree',
-        'unpublishKubeconfig',
-        'stop:kube-scheduler',
-        'stop:kube-controller-manager',
-        'stop:kube-apiserver',
-        'stop:etcd',
-        'release',
+      expect(control.calls.slice(STEP_NAMES.indexOf('deployClusterTree'))).toEqual([
+        'deployClusterTree',
+        ...TEARDOWN.slice(1),
       ]);
-      expect(control.statuses.at(-1)!.message).toContain('deployClusterTree failed on purpose');
       const failed = control.statuses.at(-1)!;
       expect(failed.conditions.find((c) => c.type === 'ClusterTreeReady')?.status).toBe('False');
       expect(failed.promoted).toBeNull();
