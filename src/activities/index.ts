@@ -704,8 +704,9 @@ function assemble(deps: ActivityDeps) {
       });
     },
     async startControllerManager(input: StepInput) {
-      // In the one process that runs already, the step waits for the port: no file is read
-      // unless the process has to be started again.
+      // In the one process that runs already, the step waits for the port: the files are not
+      // brought up to date (the API server's step just did) unless the process has to be
+      // started again.
       if (!inPods(input.allocation) && (await one.runs(input.allocation.id)))
         return one.served(input, controllerManagerSpec, layout(input.allocation), () =>
           tenantFiles(input.ref, input.allocation),

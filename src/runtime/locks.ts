@@ -1,7 +1,7 @@
 /**
  * Calls of one key, one at a time, in the order they were made: a chain of promises per key (the
  * process runtime's ensure and stop of a component; the shared clusterTree's calls of a tenant;
- * the steps' updates of a tenant's files).
+ * a tenant's allocation).
  * A package for it would be larger than this.
  */
 export class KeyedLocks {

@@ -15,7 +15,7 @@ describe('until (a wait inside an activity)', () => {
   });
 
   it('pauses between checks as a function of the wait says (quick first, then slower)', async () => {
-    const pauses = [10, 10, 200];
+    const pauses = [5, 5, 100];
     const asked: number[] = [];
     let checks = 0;
     const started = Date.now();
@@ -29,9 +29,9 @@ describe('until (a wait inside an activity)', () => {
       },
     );
     expect(asked).toEqual([1, 2, 3]);
-    // 10 + 10 + 200 ms, not three of the default 300.
-    expect(Date.now() - started).toBeGreaterThanOrEqual(215);
-    expect(Date.now() - started).toBeLessThan(800);
+    // 5 + 5 + 100 ms, not three of the default 300.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(105);
+    expect(Date.now() - started).toBeLessThan(700);
   });
 
   it('fails with what it waited for once the time is up', async () => {
