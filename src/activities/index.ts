@@ -704,26 +704,18 @@ function assemble(deps: ActivityDeps) {
       });
     },
     async startControllerManager(input: StepInput) {
-      // In the one process that runs already, the step waits for the port: the files are not
-      // brought up to date (the API server's step just did) unless the process has to be
-      // started again.
-      if (!inPods(input.allocation) && (await one.runs(input.allocation.id)))
-        return one.served(input, controllerManagerSpec, layout(input.allocation), () =>
-          tenantFiles(input.ref, input.allocation),
-        );
-      const l = await tenantFiles(input.ref, input.allocation);
-      if (await one.serves(input.allocation)) return one.served(input, controllerManagerSpec, l);
+      const files = () => tenantFiles(input.ref, input.allocation);
+      if (await one.serves(input.allocation))
+        return one.served(input, controllerManagerSpec, layout(input.allocation), files);
+      const l = await files();
       await ensureCurrentFiles(pkiDir(l));
       return startPlaced(input, controllerManagerSpec, l);
     },
     async startScheduler(input: StepInput) {
-      if (!inPods(input.allocation) && (await one.runs(input.allocation.id)))
-        return one.served(input, schedulerSpec, layout(input.allocation), () =>
-          tenantFiles(input.ref, input.allocation),
-        );
-      const l = await tenantFiles(input.ref, input.allocation);
-      if (await one.serves(input.allocation)) return one.served(input, schedulerSpec, l);
-      return startPlaced(input, schedulerSpec, l);
+      const files = () => tenantFiles(input.ref, input.allocation);
+      if (await one.serves(input.allocation))
+        return one.served(input, schedulerSpec, layout(input.allocation), files);
+      return startPlaced(input, schedulerSpec, await files());
     },
 
     async stopComponent(input: { ref: VirtualClusterRef; component: ControlPlaneComponent }): Promise<void> {

@@ -99,21 +99,21 @@ export function createOneProcess(deps: OneProcessDeps) {
    * The controller-manager's or scheduler's step for a tenant whose API server is one process:
    * the process is adopted (or started, on a worker that did not start it) and the component's
    * port awaited, the process's readiness checked between tries so that its exit ends the wait
-   * as a separate component's would.
+   * as a separate component's would. The tenant's files are brought up to date (`current`) only
+   * when the process has to be started: in the one that runs, the API server's step just did
+   * (ADR 12, decision 23).
    */
   async function served(
     input: StepInput,
     build: Build,
     l: ControlPlaneLayout,
-    /** The layout with the tenant's files brought up to date, when `l` was not. */
-    current?: () => Promise<ControlPlaneLayout>,
+    current: () => Promise<ControlPlaneLayout>,
   ): Promise<Started> {
     const spec = build(placeOnMachine(l), await deps.bins());
     // A one process that runs is waited for as it is (another worker's build of it may have
     // another path: not replaced for that); else it is started or adopted.
     const api = await runningApiserver(spec.owner);
-    const { pid } =
-      api && runsKubeControlPlane(api) ? { pid: api.pid } : await start(input, current ? await current() : l);
+    const { pid } = api && runsKubeControlPlane(api) ? { pid: api.pid } : await start(input, await current());
     const probe = prober(spec.probe!);
     const deadline = Date.now() + deps.readinessTimeoutMs;
     for (;;) {

@@ -393,12 +393,11 @@ async function swapIn(dir: string, files: PkiSet): Promise<void> {
   const base = basename(dir);
   await mkdir(parent, { recursive: true });
   const gen = `${base}.gen-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
-  const write = async ([name, data]: [string, string]) => {
-    const path = join(parent, gen, name);
-    await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-    // Private keys are for the owner only.
-    await writeFile(path, data, { mode: name.endsWith('.key') ? 0o600 : 0o644 });
-  };
+  for (const d of new Set([...files.keys()].map((name) => dirname(join(parent, gen, name)))))
+    await mkdir(d, { recursive: true, mode: 0o700 });
+  // Private keys are for the owner only.
+  const write = ([name, data]: [string, string]) =>
+    writeFile(join(parent, gen, name), data, { mode: name.endsWith('.key') ? 0o600 : 0o644 });
   // The marker last: a generation with it is complete.
   await Promise.all([...files].filter(([name]) => name !== MARKER).map(write));
   const marker = files.get(MARKER);
