@@ -110,6 +110,13 @@ const TOGETHER_PATCH = 'etcd-apiserver-together';
  * each; every phase is still written on its way.
  */
 const COALESCE_PATCH = 'status-writes-coalesced';
+/**
+ * Marks runs in which a new generation retries a Failed tenant only when its spec changed. The
+ * operator's own writes of spec.kubeconfig (publish, and unpublish when undoing) each make a
+ * generation that the watcher delivers with the same spec: before, a tenant failing for good
+ * after publishing provisioned again on each of them, round after round.
+ */
+const SPEC_RETRY_PATCH = 'retry-on-spec-change';
 const AUTO_RETRY_MS = 60_000;
 
 const COMPONENT_OF: Partial<Record<StepName, ControlPlaneComponent>> = {
@@ -857,15 +864,17 @@ export async function virtualClusterWorkflow(
     if (pendingSpec) {
       const change = pendingSpec;
       pendingSpec = undefined;
-      // A spec change wakes a tenant asleep for idleness and counts as use; a new generation
-      // that only carries the operator's own spec.kubeconfig write (a renewal) is no change.
-      if (JSON.stringify(change.spec) !== JSON.stringify(spec)) {
+      // A spec change wakes a tenant asleep for idleness and counts as use, and retries a Failed
+      // one; a new generation that only carries the operator's own spec.kubeconfig write
+      // (publish, unpublish, a renewal) is no change.
+      const changed = JSON.stringify(change.spec) !== JSON.stringify(spec);
+      if (changed) {
         idleAsleep = false;
         lastActiveAt = Date.now();
       }
       spec = change.spec;
       generation = change.generation;
-      if (phase === 'Failed') retryRequested = true;
+      if (phase === 'Failed' && (changed || !patched(SPEC_RETRY_PATCH))) retryRequested = true;
       else if (phase === 'Ready' && JSON.stringify(spec.promoteResources ?? {}) !== appliedPromotion)
         await repromote('applying the new spec.promoteResources');
       else await report(phase, reason, message); // records observedGeneration

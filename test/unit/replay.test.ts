@@ -9,7 +9,10 @@
  *   and a wake on the first request, then delete (test/workflows: "a day of operations");
  * - day2.v2: the same, with the Idle status written by the listener (the listen-before-idle patch);
  * - together: provision and delete with steps at once and status writes coalesced (the
- *   etcd-apiserver-together and status-writes-coalesced patches; ADR 12, decision 22).
+ *   etcd-apiserver-together and status-writes-coalesced patches; ADR 12, decision 22);
+ * - failed-same-spec: a Failed run (continued-as-new) given a generation with the same spec stays
+ *   Failed (the retry-on-spec-change patch), then a changed spec provisions it, then delete;
+ * - failed-same-spec.v1: the same signals before that patch: the same spec provisions again.
  */
 import { Worker } from '@temporalio/worker';
 import { readFile } from 'node:fs/promises';
@@ -22,6 +25,8 @@ it.each([
   'virtualcluster-day2',
   'virtualcluster-day2.v2',
   'virtualcluster-provision-delete.together',
+  'virtualcluster-failed-same-spec',
+  'virtualcluster-failed-same-spec.v1',
 ])(
   'replays the recorded history %s without nondeterminism',
   async (fixture) => {

@@ -366,6 +366,34 @@ describe('virtualClusterWorkflow', () => {
     });
   });
 
+  it('does not provision a Failed tenant again for a generation that changes nothing in its spec', async () => {
+    // What the watcher sends after the operator's own spec.kubeconfig writes (publish, then
+    // unpublish while undoing): the same spec, a newer generation.
+    const control: StubControl = { ...newControl(), failAt: 'deployClusterTree' };
+    const args = input();
+    await withWorker(control, async (taskQueue) => {
+      const handle = await startWorkflow(taskQueue, args);
+      await until(() => control.statuses.at(-1)?.phase === 'Failed', 'Failed');
+      control.calls.length = 0;
+      await handle.signal(specChangedSignal, { spec: args.spec, generation: 2 });
+      await until(() => control.statuses.at(-1)?.observedGeneration === 2, 'observedGeneration 2');
+      expect(control.statuses.at(-1)?.phase).toBe('Failed');
+      expect(control.calls).toEqual([]);
+
+      // A change of the spec does.
+      control.failAt = undefined;
+      await handle.signal(specChangedSignal, { spec: { ...args.spec, certSANs: ['a.example.com'] }, generation: 3 });
+      await until(() => control.statuses.at(-1)?.phase === 'Ready', 'Ready');
+      expect(control.calls[0]).toBe('allocate');
+      expect(control.statuses.at(-1)?.observedGeneration).toBe(3);
+      await handle.signal(deleteRequestedSignal);
+      await handle.result();
+      // Also the replay fixture virtualcluster-failed-same-spec (KVC_RECORD_FAILED_HISTORY=<file>).
+      if (process.env.KVC_RECORD_FAILED_HISTORY)
+        await writeFile(process.env.KVC_RECORD_FAILED_HISTORY, historyToJSON(await handle.fetchHistory()));
+    });
+  });
+
   it('sleeps on spec.sleep (every process stopped, nothing undone) and wakes on its same data', async () => {
     const control = newControl();
     const args = input();
