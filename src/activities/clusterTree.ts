@@ -131,6 +131,8 @@ export interface ClusterTreeDeps {
   operatorNamespace?: string;
   /** Throws for a tenant in pods when this worker runs no pods (KOSMOS_VC_RUNTIME). */
   refuseWithoutPods: (ref: VirtualClusterRef, allocation: StepInput['allocation']) => void;
+  /** A process that exited before it was ready: the step's failure, as the control plane's. */
+  startFailure: (e: unknown, component: string) => unknown;
 }
 
 /** The host API server's address and CA, as the operator reaches it. */
@@ -383,8 +385,13 @@ export function createClusterTreeActivities(deps: ClusterTreeDeps) {
     ): Promise<{ hostNamespace: string; pid: number | undefined }> {
       const l = await deps.layoutOf(input);
       const spec = await clusterTreeSpec(input, l);
-      const status = await deps.runtime.ensure(spec);
-      await deps.runtime.waitReady(spec.owner, spec.name, deps.readinessTimeoutMs);
+      let status: Awaited<ReturnType<ControlPlaneRuntime['ensure']>>;
+      try {
+        status = await deps.runtime.ensure(spec);
+        await deps.runtime.waitReady(spec.owner, spec.name, deps.readinessTimeoutMs);
+      } catch (e) {
+        throw deps.startFailure(e, spec.name);
+      }
       await defaultNamespaceReady(l, deps.readinessTimeoutMs, tenantAdmin, until);
       log(input.ref).info('clusterTree ready', { pid: status.pid, hostNamespace: hostNamespace(input.ref) });
       return { hostNamespace: hostNamespace(input.ref), pid: status.pid };

@@ -349,6 +349,7 @@ function assemble(deps: ActivityDeps) {
     ...(deps.hostsImage ? { hostsImage: deps.hostsImage } : {}),
     ...(deps.operatorNamespace ? { operatorNamespace: deps.operatorNamespace } : {}),
     refuseWithoutPods,
+    startFailure,
   };
   const clusterTree = createClusterTreeActivities(treeDeps);
 

@@ -28,7 +28,7 @@ import {
 } from '../support/harness.js';
 import { specExamples } from '../support/specExamples.js';
 import { join } from 'node:path';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 
 let operator: Operator;
 let namespace: string;
@@ -216,6 +216,54 @@ describe('a step that fails permanently late in provisioning', () => {
       ]);
       await deleteVirtualCluster(brokenNs, 'no-scheduler');
       await waitForGone(brokenNs, 'no-scheduler');
+    } finally {
+      await broken.stop({ stopTenants: true });
+    }
+  });
+
+  it('leaves a tenant that fails after publishing its kubeconfig Failed: the generations of its own writes retry nothing', async () => {
+    // clusterTree (a process per tenant here) exits at once: deployClusterTree fails for good
+    // after publishKubeconfig wrote spec.kubeconfig, and the undo removes it again. Each write is
+    // a generation the watcher delivers with the same spec; before the retry-on-spec-change
+    // patch each provisioned the tenant again, round after round.
+    const brokenNs = await createNamespace('no-tree');
+    const brokenState = await newStateDir();
+    const exits = join(brokenState, 'exits.mjs');
+    await writeFile(exits, 'process.exit(3);\n');
+    const broken = await testOperator({
+      stateDir: brokenState,
+      taskQueue: `no-tree-${randomUUID()}`,
+      namespace: brokenNs,
+      binaries: { clusterTree: exits },
+      sharedClusterTree: false,
+    });
+    try {
+      const vc = await createVirtualCluster(brokenNs, 'no-tree');
+      const failed = await waitForPhase(brokenNs, 'no-tree', 'Failed');
+      expect(failed.status?.reason).toBe('ComponentExited');
+      const conditions = Object.fromEntries(
+        (failed.status?.conditions ?? []).map((c) => [c.type, `${c.status}/${c.reason}`]),
+      );
+      expect(conditions).toMatchObject({ ClusterTreeReady: 'False/ComponentExited', KubeconfigPublished: 'False/RolledBack' });
+      // Published and unpublished: two generations past the first, both observed.
+      const read = async () => (await host().getVirtualCluster({ namespace: brokenNs, name: 'no-tree' }))!;
+      const settled = await eventually('the last generation observed', async () => {
+        const now = await read();
+        const generation = now.metadata.generation ?? 0;
+        return generation >= 3 && now.status?.observedGeneration === generation && now;
+      });
+      expect(settled.status?.phase).toBe('Failed');
+      // Time for a round: the watcher relists every 5 s, a provision takes seconds.
+      await new Promise((r) => setTimeout(r, 8_000));
+      const later = await read();
+      expect(later.metadata.generation).toBe(settled.metadata.generation);
+      expect(later.status?.phase).toBe('Failed');
+      const handle = broken.client.workflow.getHandle(
+        workflowIdFor({ namespace: brokenNs, name: 'no-tree', uid: vc.metadata.uid }),
+      );
+      expect((await handle.query(progressQuery)).generation).toBe(later.metadata.generation);
+      await deleteVirtualCluster(brokenNs, 'no-tree');
+      await waitForGone(brokenNs, 'no-tree');
     } finally {
       await broken.stop({ stopTenants: true });
     }
