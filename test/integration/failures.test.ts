@@ -244,7 +244,10 @@ describe('a step that fails permanently late in provisioning', () => {
       const conditions = Object.fromEntries(
         (failed.status?.conditions ?? []).map((c) => [c.type, `${c.status}/${c.reason}`]),
       );
-      expect(conditions).toMatchObject({ ClusterTreeReady: 'False/ComponentExited', KubeconfigPublished: 'False/RolledBack' });
+      expect(conditions).toMatchObject({
+        ClusterTreeReady: 'False/ComponentExited',
+        KubeconfigPublished: 'False/RolledBack',
+      });
       // Published and unpublished: two generations past the first, both observed.
       const read = async () => (await host().getVirtualCluster({ namespace: brokenNs, name: 'no-tree' }))!;
       const settled = await eventually('the last generation observed', async () => {

@@ -382,7 +382,10 @@ describe('virtualClusterWorkflow', () => {
 
       // A change of the spec does.
       control.failAt = undefined;
-      await handle.signal(specChangedSignal, { spec: { ...args.spec, certSANs: ['a.example.com'] }, generation: 3 });
+      await handle.signal(specChangedSignal, {
+        spec: { ...args.spec, certSANs: ['a.example.com'] },
+        generation: 3,
+      });
       await until(() => control.statuses.at(-1)?.phase === 'Ready', 'Ready');
       expect(control.calls[0]).toBe('allocate');
       expect(control.statuses.at(-1)?.observedGeneration).toBe(3);
