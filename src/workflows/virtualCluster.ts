@@ -290,8 +290,9 @@ export async function virtualClusterWorkflow(
         conditions: [...conditions.values()],
         workflowId,
         apiServerEndpoint: endpoint ?? null,
+        // Once the Secret is written (the step done), not while it is being written.
         kubeconfigSecretRef:
-          started.includes('publishKubeconfig') && next !== 'Failed'
+          conditions.get(STEP_CONDITIONS.publishKubeconfig)?.status === 'True' && next !== 'Failed'
             ? { name: `${ref.name}-kubeconfig`, key: 'kubeconfig' }
             : null,
         // A sleeping tenant keeps its nodes: they stay claimed for it.

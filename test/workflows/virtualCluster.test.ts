@@ -139,6 +139,23 @@ describe('virtualClusterWorkflow', () => {
     });
   });
 
+  it('names the kubeconfig Secret in status once it is written, not while it is being written', async () => {
+    const control = newControl();
+    const publishing = hold(control, 'publishKubeconfig');
+    await withWorker(control, async (taskQueue) => {
+      const handle = await startWorkflow(taskQueue, input());
+      await publishing.reached;
+      const during = () => control.statuses.find((s) => s.message.endsWith(': publishKubeconfig'));
+      await until(() => during() !== undefined, 'the status of the publishing step');
+      expect(during()?.kubeconfigSecretRef).toBeNull();
+      publishing.release();
+      await until(() => control.statuses.at(-1)?.phase === 'Ready', 'Ready');
+      expect(control.statuses.at(-1)?.kubeconfigSecretRef).not.toBeNull();
+      await handle.signal(deleteRequestedSignal);
+      await handle.result();
+    });
+  });
+
   it('undoes the failed step and every earlier one, newest first, then reports Failed', async () => {
     const control: StubControl = { ...newControl(), failAt: 'startApiserver' };
     const args = input();
