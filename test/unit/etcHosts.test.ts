@@ -4,7 +4,7 @@
  */
 import type { V1Pod } from '@kubernetes/client-node';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -61,6 +61,7 @@ describe('/etc/hosts of a tenant pod with a subdomain', () => {
       .replace('/kosmos-vc-hosts/hosts', join(dir, 'out'));
     execFileSync('sh', ['-c', script]);
     const out = readFileSync(join(dir, 'out'), 'utf8');
+    rmSync(dir, { recursive: true });
     expect(out).toContain('10.244.0.17 web-0.web.shop.svc.cluster.local\tweb-0\n');
     expect(out).not.toContain(ctx.hostNamespace);
     expect(out.split('\n').slice(0, 5)).toEqual(kubeletHosts.split('\n').slice(0, 5));
