@@ -198,6 +198,67 @@ export async function cpuTicks(pid: number): Promise<number> {
   return Number(f[11]) + Number(f[12]); // utime + stime (fields 14, 15), 100 ticks a second
 }
 
+/** Every process's CPU ticks, by pid, and the machine's busy and total ticks (/proc/stat). */
+export interface CpuSnapshot {
+  processes: Map<number, { name: string; ticks: number }>;
+  busy: number;
+  total: number;
+}
+
+export async function cpuSnapshot(): Promise<CpuSnapshot> {
+  const processes = new Map<number, { name: string; ticks: number }>();
+  for (const entry of await readdir('/proc')) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid)) continue;
+    // A process may end between the listing and the read.
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
+    if (!stat) continue;
+    let name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    // Node.js names its main thread so: clusterTree (its entry point) or another Node.js process.
+    if (name === 'MainThread' || name === 'node') {
+      const argv = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+      name = /clustertree/.test(argv) ? 'clusterTree (Node.js)' : 'Node.js';
+    }
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    processes.set(pid, { name, ticks: Number(f[11]) + Number(f[12]) });
+  }
+  // cpu  user nice system idle iowait irq softirq steal ...
+  const all = (await readFile('/proc/stat', 'utf8'))
+    .split('\n')[0]!
+    .trim()
+    .split(/\s+/)
+    .slice(1, 9)
+    .map(Number);
+  const total = all.reduce((a, b) => a + b, 0);
+  return { processes, busy: total - all[3]! - all[4]!, total };
+}
+
+/**
+ * CPU seconds each kind of process spent between two snapshots: this process (the bench, with
+ * the operator's worker and watcher in it), processes started in between (`name (new)`: the
+ * components a run started), and every other by its name. A process that ended in between is
+ * not counted. `busy` is the machine's share of its CPU time that was not idle.
+ */
+export function cpuBetween(a: CpuSnapshot, b: CpuSnapshot): { byName: Map<string, number>; busy: number } {
+  const byName = new Map<string, number>();
+  for (const [pid, p] of b.processes) {
+    const kernel = p.name.startsWith('kworker/');
+    // (A kernel worker's name changes with its work item.)
+    const same = a.processes.get(pid);
+    const before = same && (kernel || same.name === p.name) ? same : undefined;
+    const name = kernel
+      ? 'kernel workers'
+      : pid === process.pid
+        ? 'this process (bench, operator)'
+        : before
+          ? p.name
+          : `${p.name} (new)`;
+    const ticks = p.ticks - (before?.ticks ?? 0);
+    if (ticks > 0) byName.set(name, (byName.get(name) ?? 0) + ticks / 100);
+  }
+  return { byName, busy: (b.busy - a.busy) / Math.max(1, b.total - a.total) };
+}
+
 export async function rssMiB(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;

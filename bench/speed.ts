@@ -13,13 +13,16 @@
  * Prints medians and ratios, and where the product's time goes (each activity of the last
  * round's workflow, from its history).
  */
-import { CoreV1Api } from '@kubernetes/client-node';
+import { CoreV1Api, Watch } from '@kubernetes/client-node';
+import { GROUP, PLURAL, VERSION, type VirtualCluster } from '../src/api/virtualCluster.js';
 import { join } from 'node:path';
 import { ProcessRuntime } from '../src/runtime/processRuntime.js';
 import { createLogger } from '../src/worker/logger.js';
 import { workflowIdFor } from '../src/workflows/definitions.js';
 import {
   activityTimes,
+  cpuBetween,
+  cpuSnapshot,
   createKwokNodes,
   createVC,
   deleteVC,
@@ -29,7 +32,6 @@ import {
   say,
   stepDurations,
   temporalShare,
-  waitFor,
   workflowStartedAt,
   writePlot,
 } from './common.js';
@@ -48,7 +50,7 @@ export async function floorRound(
   round: number,
   oneProcess: boolean,
   together = false,
-): Promise<{ initMs: number; readyMs: number }> {
+): Promise<{ initMs: number; readyMs: number; cpu: ReturnType<typeof cpuBetween> }> {
   const plane = await directControlPlane(
     env,
     direct,
@@ -56,13 +58,15 @@ export async function floorRound(
     oneProcess,
   );
   const core = plane.kc.makeApiClient(CoreV1Api);
+  const before = await cpuSnapshot();
   const t0 = performance.now();
   await plane.start({ together });
   const initMs = performance.now() - t0;
   await readyNode(core, 'n');
   const readyMs = performance.now() - t0;
+  const cpu = cpuBetween(before, await cpuSnapshot());
   await direct.remove(plane.layout.id);
-  return { initMs, readyMs };
+  return { initMs, readyMs, cpu };
 }
 
 /** Every round's time to Initialized and to Ready, the floor's beside the product's, as an SVG. */
@@ -112,29 +116,52 @@ export function writeTimesPlot(
 export async function productRound(
   host: BenchContext['env']['operator']['host'],
   name: string,
-): Promise<{ initMs: number; readyMs: number; uid: string; createdAt: number }> {
+): Promise<{
+  initMs: number;
+  readyMs: number;
+  uid: string;
+  createdAt: number;
+  cpu: ReturnType<typeof cpuBetween>;
+}> {
   await createKwokNodes(host.core, [name], 110);
-  const createdAt = Date.now();
-  const t1 = performance.now();
-  await createVC(host, name, { promoteResources: { nodes: [name] } });
   let uid = '';
   let initMs: number | undefined;
-  await waitFor(
-    `${name} Ready`,
-    async () => {
-      const vc = await host.getVirtualCluster({ namespace: 'default', name });
-      const phase = vc?.status?.phase;
-      if (phase === 'Failed') throw new Error(`${name} failed: ${vc?.status?.message}`);
-      if ((phase === 'Initialized' || phase === 'Ready') && initMs === undefined)
-        initMs = performance.now() - t1;
-      uid = vc?.metadata.uid ?? '';
-      return phase === 'Ready' ? true : undefined;
-    },
-    180_000,
-    25, // read the status every 25 ms: the poll adds little to what is measured
+  let t1 = 0;
+  // A watch, as `kubectl wait` does: polling the status every few milliseconds would load the
+  // host's API server (and this process) while the tenant starts on the same two cores.
+  let settle!: (error?: Error) => void;
+  const settled = new Promise<void>((resolve, reject) => {
+    settle = (error) => (error ? reject(error) : resolve());
+  });
+  const seen = (vc: VirtualCluster) => {
+    const phase = vc.status?.phase;
+    if (phase === 'Failed') settle(new Error(`${name} failed: ${vc.status?.message}`));
+    if ((phase === 'Initialized' || phase === 'Ready') && initMs === undefined)
+      initMs = performance.now() - t1;
+    uid = vc.metadata.uid ?? '';
+    if (phase === 'Ready') settle();
+  };
+  const watch = await new Watch(host.kubeConfig).watch(
+    `/apis/${GROUP}/${VERSION}/namespaces/default/${PLURAL}`,
+    { fieldSelector: `metadata.name=${name}` },
+    (_type: string, vc: VirtualCluster) => seen(vc),
+    (err: unknown) =>
+      settle(new Error(`the watch of ${name} ended${err instanceof Error ? `: ${err.message}` : ''}`)),
   );
+  const timeout = setTimeout(() => settle(new Error(`${name} not Ready within 180 s`)), 180_000);
+  const before = await cpuSnapshot();
+  const createdAt = Date.now();
+  t1 = performance.now();
+  try {
+    await createVC(host, name, { promoteResources: { nodes: [name] } });
+    await settled;
+  } finally {
+    clearTimeout(timeout);
+    watch.abort();
+  }
   const readyMs = performance.now() - t1;
-  return { initMs: initMs ?? readyMs, readyMs, uid, createdAt };
+  const cpu = cpuBetween(before, await cpuSnapshot());
+  return { initMs: initMs ?? readyMs, readyMs, uid, createdAt, cpu };
 }
 
 export const speed: Scenario = {
@@ -154,6 +181,12 @@ export const speed: Scenario = {
     const togetherReady: number[] = [];
     const init: number[] = [];
     const ready: number[] = [];
+    // CPU-seconds by process, summed over the rounds, and the machine's busy share of each run.
+    const cpu = { floor: new Map<string, number>(), product: new Map<string, number>() };
+    const busy = { floor: [] as number[], product: [] as number[] };
+    const add = (into: Map<string, number>, from: Map<string, number>) => {
+      for (const [k, v] of from) into.set(k, (into.get(k) ?? 0) + v);
+    };
     let steps: Record<string, number> = {};
     let share: ReturnType<typeof temporalShare> | undefined;
     let edges: { toWorkflowMs: number; toFirstStepMs: number; publishedToInitializedMs: number } | undefined;
@@ -164,6 +197,8 @@ export const speed: Scenario = {
         const both = plainFirst ? undefined : await floorRound(env, direct, round, oneProcess, true);
         const floor = await floorRound(env, direct, round, oneProcess);
         const together = both ?? (await floorRound(env, direct, round, oneProcess, true));
+        add(cpu.floor, floor.cpu.byName);
+        busy.floor.push(floor.cpu.busy);
         floorInit.push(floor.initMs);
         floorReady.push(floor.readyMs);
         togetherInit.push(together.initMs);
@@ -171,6 +206,8 @@ export const speed: Scenario = {
 
         const name = `speed-${round}`;
         const product = await productRound(host, name);
+        add(cpu.product, product.cpu.byName);
+        busy.product.push(product.cpu.busy);
         init.push(product.initMs);
         ready.push(product.readyMs);
         const uid = product.uid;
@@ -200,6 +237,22 @@ export const speed: Scenario = {
     }
     const [fi, fr, pi, pr] = [median(floorInit), median(floorReady), median(init), median(ready)];
     const [ti, tr] = [median(togetherInit), median(togetherReady)];
+    const names = [...new Set([...cpu.floor.keys(), ...cpu.product.keys()])].sort(
+      (a, b) => (cpu.product.get(b) ?? 0) - (cpu.product.get(a) ?? 0),
+    );
+    const shown = names.slice(0, 10);
+    const mean = (m: Map<string, number>, keys: string[]) =>
+      keys.reduce((sum, k) => sum + (m.get(k) ?? 0), 0) / o.rounds!;
+    const cpuLine = (label: string, f: number, p: number) =>
+      `  ${label.padEnd(34)} ${f.toFixed(2).padStart(6)}   ${p.toFixed(2).padStart(14)}`;
+    const cpuLines = [
+      `CPU from the start to Ready, mean of ${o.rounds} rounds (CPU-seconds; a process that ended`,
+      'meanwhile is not counted; "(new)": started in the run)  floor   VirtualCluster',
+      ...shown.map((n) => cpuLine(n, mean(cpu.floor, [n]), mean(cpu.product, [n]))),
+      cpuLine('the rest', mean(cpu.floor, names.slice(10)), mean(cpu.product, names.slice(10))),
+      cpuLine('all', mean(cpu.floor, names), mean(cpu.product, names)),
+      `  the machine busy (median)          ${(100 * median(busy.floor)).toFixed(0).padStart(5)} %   ${(100 * median(busy.product)).toFixed(0).padStart(12)} %`,
+    ];
     const plot = await writeTimesPlot(
       out,
       'speed',
@@ -240,6 +293,7 @@ export const speed: Scenario = {
               `Temporal's own share, the ${share.steps} steps: ${share.betweenStepsMs.toFixed(0)} ms from a step's end to the next one's scheduling (not in the durations above), ${share.scheduledToStartMs.toFixed(0)} ms from scheduling to a worker's start (in them)${share.retried ? '; a step was retried: its backoff counts there' : ''}`,
             ]
           : []),
+        ...cpuLines,
         `  plot: ${plot}`,
       ],
       json: {
@@ -253,6 +307,11 @@ export const speed: Scenario = {
         steps,
         temporalShare: share,
         aroundSteps: edges,
+        cpuSecondsPerRound: {
+          floor: Object.fromEntries(names.map((n) => [n, mean(cpu.floor, [n])])),
+          product: Object.fromEntries(names.map((n) => [n, mean(cpu.product, [n])])),
+        },
+        busy,
       },
     };
   },
