@@ -11,6 +11,7 @@ import {
 } from '@kubernetes/client-node';
 import type { Client } from '@temporalio/client';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { request as httpsRequest, type RequestOptions } from 'node:https';
 import { join } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
 import { tenantId } from '../src/activities/index.js';
@@ -257,6 +258,50 @@ export function cpuBetween(a: CpuSnapshot, b: CpuSnapshot): { byName: Map<string
     if (ticks > 0) byName.set(name, (byName.get(name) ?? 0) + ticks / 100);
   }
   return { byName, busy: (b.busy - a.busy) / Math.max(1, b.total - a.total) };
+}
+
+/**
+ * The host API server's requests so far, by `VERB resource[/subresource]`, from its
+ * apiserver_request_total (its /metrics): what a run asked of the host, as differences.
+ */
+export async function hostRequests(kc: KubeConfig): Promise<Map<string, number>> {
+  const server = new URL(kc.getCurrentCluster()!.server);
+  const opts: RequestOptions = {
+    hostname: server.hostname,
+    port: server.port || 443,
+    path: '/metrics',
+    agent: false,
+  };
+  await kc.applyToHTTPSOptions(opts);
+  const text = await new Promise<string>((resolve, reject) => {
+    const req = httpsRequest(opts, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () =>
+        res.statusCode === 200 ? resolve(body) : reject(new Error(`/metrics: HTTP ${res.statusCode}`)),
+      );
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  const counts = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('apiserver_request_total{')) continue;
+    const labels = Object.fromEntries(
+      [...line.matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1]!, m[2]!] as [string, string]),
+    );
+    const key = `${labels.verb} ${labels.resource}${labels.subresource ? `/${labels.subresource}` : ''}`;
+    counts.set(key, (counts.get(key) ?? 0) + Number(line.slice(line.lastIndexOf(' ') + 1)));
+  }
+  return counts;
+}
+
+/** `after - before`, the keys that grew. */
+export function countsBetween(before: Map<string, number>, after: Map<string, number>): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const [k, v] of after) if (v > (before.get(k) ?? 0)) out.set(k, v - (before.get(k) ?? 0));
+  return out;
 }
 
 export async function rssMiB(pid: number): Promise<number> {

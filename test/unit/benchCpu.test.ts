@@ -1,9 +1,9 @@
 /**
- * The speed benchmark's CPU accounting (bench/common.ts): what each kind of process spent
- * between two snapshots of /proc.
+ * The speed benchmark's accounting (bench/common.ts): what each kind of process spent between
+ * two snapshots of /proc, and what grew between two readings of counters.
  */
 import { expect, it } from 'vitest';
-import { cpuBetween, cpuSnapshot, type CpuSnapshot } from '../../bench/common.js';
+import { countsBetween, cpuBetween, cpuSnapshot, type CpuSnapshot } from '../../bench/common.js';
 
 const snapshot = (busy: number, total: number, ps: [number, string, number][]): CpuSnapshot => ({
   busy,
@@ -45,4 +45,17 @@ it('reads this machine: this process is in it, and the machine has spent CPU', a
   expect(a.processes.has(process.pid)).toBe(true);
   expect(b.total).toBeGreaterThan(a.total);
   expect(cpuBetween(a, b).byName.get('this process (bench, operator)')).toBeGreaterThan(0);
+});
+
+it('keeps the counters that grew, by how much', () => {
+  const before = new Map([
+    ['GET secrets', 4],
+    ['PATCH virtualclusters/status', 10],
+  ]);
+  const after = new Map([
+    ['GET secrets', 10],
+    ['PATCH virtualclusters/status', 10],
+    ['POST secrets', 2],
+  ]);
+  expect(Object.fromEntries(countsBetween(before, after))).toEqual({ 'GET secrets': 6, 'POST secrets': 2 });
 });
