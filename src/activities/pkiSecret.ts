@@ -39,6 +39,8 @@ export interface PkiSecretDeps {
 /** What the Secret held when read: a later write names its resourceVersion, so two writers never both win. */
 export interface StoredPki {
   resourceVersion: string | undefined;
+  /** The host namespace was not there (a new tenant): `commit` makes it while the set is made. */
+  namespaceMissing?: boolean;
 }
 
 /**
@@ -60,7 +62,9 @@ export function createPkiSecret(deps: PkiSecretDeps) {
    * deployClusterTree, or a retry after release): its Secret, an earlier tenant's or about to go,
    * counts as none, and nothing can be stored there until the namespace is gone.
    */
-  async function read(ref: VirtualClusterRef): Promise<{ secret?: V1Secret; leaving: boolean }> {
+  async function read(
+    ref: VirtualClusterRef,
+  ): Promise<{ secret?: V1Secret; leaving: boolean; namespaceMissing?: boolean }> {
     const namespace = hostNamespace(ref);
     const absent = (e: unknown) => {
       if (isNotFound(e)) return undefined;
@@ -68,7 +72,7 @@ export function createPkiSecret(deps: PkiSecretDeps) {
     };
     const ns = await core.readNamespace({ name: namespace }).catch(absent);
     if (ns?.metadata?.deletionTimestamp) return { leaving: true };
-    if (!ns) return { leaving: false };
+    if (!ns) return { leaving: false, namespaceMissing: true };
     const secret = await core.readNamespacedSecret({ name: PKI_SECRET, namespace }).catch(absent);
     return secret && !secret.metadata?.deletionTimestamp ? { secret, leaving: false } : { leaving: false };
   }
@@ -131,17 +135,22 @@ export function createPkiSecret(deps: PkiSecretDeps) {
      * lacked). Returns what it read, for `commit`, and whether `dir` was rewritten.
      */
     async sync(ref: VirtualClusterRef, dir: string): Promise<StoredPki & { rewritten: boolean }> {
-      let { secret, leaving } = await read(ref);
+      let { secret, leaving, namespaceMissing } = await read(ref);
       if (!secret && !leaving && (await readSet(dir))) {
         await ensureCurrentFiles(dir);
         // Another worker storing one first is as good: its set is taken below.
         await store(ref, (await readSet(dir))!, { resourceVersion: undefined }).catch((e: unknown) => {
           if (!(e instanceof PkiConflictError)) throw e;
         });
-        ({ secret, leaving } = await read(ref));
+        ({ secret, leaving, namespaceMissing } = await read(ref));
       }
       // None, or a namespace on its way out: the copy is all there is; a later step stores it.
-      if (!secret) return { resourceVersion: undefined, rewritten: false };
+      if (!secret)
+        return {
+          resourceVersion: undefined,
+          rewritten: false,
+          ...(namespaceMissing ? { namespaceMissing } : {}),
+        };
       const stored = filesOf(secret);
       const local = await readSet(dir);
       const rewritten = !local || setChecksum(local) !== setChecksum(stored);
@@ -155,9 +164,19 @@ export function createPkiSecret(deps: PkiSecretDeps) {
       return secret ? filesOf(secret) : undefined;
     },
 
-    /** writeControlPlanePki's commit: stores a new set over the one `sync` read. */
+    /**
+     * writeControlPlanePki's commit: stores a new set over the one `sync` read. A new tenant's
+     * host namespace, which the Secret needs, is made from now on, while the set is made (before,
+     * after a first create that failed for the want of it).
+     */
     commit(ref: VirtualClusterRef, seen: StoredPki): (files: PkiSet) => Promise<void> {
-      return (files) => store(ref, files, seen);
+      const namespace = seen.namespaceMissing ? deps.ensureNamespace(ref) : undefined;
+      // Awaited by the store; a set that fails first never stores, and leaves this unawaited.
+      namespace?.catch(() => undefined);
+      return async (files) => {
+        await namespace;
+        await store(ref, files, seen);
+      };
     },
   };
 }

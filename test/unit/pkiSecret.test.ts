@@ -32,6 +32,7 @@ function fakeHost() {
   const secrets = new Map<string, V1Secret>();
   let version = 0;
   const ensured: string[] = [];
+  const refused: string[] = [];
   const core = {
     readNamespace: ({ name }: { name: string }) => {
       const n = namespaces.get(name);
@@ -42,7 +43,10 @@ function fakeHost() {
       return s ? Promise.resolve(structuredClone(s)) : Promise.reject(apiError(404));
     },
     createNamespacedSecret: ({ namespace, body }: { namespace: string; body: V1Secret }) => {
-      if (!namespaces.has(namespace)) return Promise.reject(apiError(404));
+      if (!namespaces.has(namespace)) {
+        refused.push(namespace);
+        return Promise.reject(apiError(404));
+      }
       // NamespaceLifecycle admission: nothing new in a namespace being deleted.
       if (namespaces.get(namespace)!.metadata?.deletionTimestamp) return Promise.reject(apiError(403));
       const key = `${namespace}/${body.metadata!.name!}`;
@@ -74,6 +78,7 @@ function fakeHost() {
     namespaces,
     secrets,
     ensured,
+    refused,
     pki: createPkiSecret({
       host: { core } as unknown as HostCluster,
       ensureNamespace: (r) => {
@@ -97,11 +102,15 @@ describe('the certificate set kept in a Secret', () => {
   it('stores a new set before the copy, and gives an empty directory the same set', async () => {
     const host = fakeHost();
     const first = join(root, 'a', 'pki');
-    expect(await host.pki.sync(ref, first)).toEqual({ resourceVersion: undefined, rewritten: false });
     const seen = await host.pki.sync(ref, first);
-    // The namespace is made for the store (no tenant network made it first).
-    await writeControlPlanePki(first, req, { commit: host.pki.commit(ref, seen) });
+    expect(seen).toEqual({ resourceVersion: undefined, rewritten: false, namespaceMissing: true });
+    // The namespace is made for the store (no tenant network made it first), from the commit's
+    // making on: before the set is written, and no store is tried before it.
+    const commit = host.pki.commit(ref, seen);
     expect(host.ensured).toEqual([ns]);
+    await writeControlPlanePki(first, req, { commit });
+    expect(host.ensured).toEqual([ns]);
+    expect(host.refused).toEqual([]);
     const stored = host.secrets.get(`${ns}/${PKI_SECRET}`)!;
     const set = (await readSet(first))!;
     expect(stored.metadata?.annotations?.[PKI_CHECKSUM_ANNOTATION]).toBe(setChecksum(set));
