@@ -115,6 +115,45 @@ function summary(vc: VirtualCluster): string {
   return `${p?.nodeCount ?? 0} node(s), ${p?.cpu ?? '0'} CPU, ${p?.memory ?? '0'}${pending}`;
 }
 
+/**
+ * What the VirtualCluster now says about the resize written at `generation`: still working on
+ * it (`undefined`), or the exit code and what to print (`secs` since it was written).
+ */
+export function resizeOutcome(
+  vc: VirtualCluster,
+  generation: number,
+  secs: number,
+): { code: number; message: string } | undefined {
+  const s = vc.status;
+  if ((s?.observedGeneration ?? 0) < generation) return undefined;
+  if (s?.phase === 'Sleeping') {
+    if (s.reason === 'WakeFailed')
+      return {
+        code: 1,
+        message: `recorded in ${secs}s, but the tenant failed to wake: ${s.message} (the retry signal wakes it)`,
+      };
+    if (s.reason !== 'Waking')
+      return {
+        code: 0,
+        message: `recorded in ${secs}s; the tenant sleeps: it applies when the tenant wakes (spec.sleep: false)`,
+      };
+  }
+  // Still working on it: a resize, waking (the resize applies once it is up), or provisioning
+  // (a Failed tenant's spec change provisions it again: the resize applies with it).
+  const busy =
+    s?.reason === 'Resizing' ||
+    s?.reason === 'Waking' ||
+    s?.phase === undefined ||
+    s.phase === 'Pending' ||
+    s.phase === 'Preparing' ||
+    s.phase === 'Initialized';
+  if (busy) return undefined;
+  if (s.reason === 'ResizeFailed' || s.phase === 'Failed')
+    return { code: 1, message: `resize failed: ${s.message}` };
+  const cond = s.conditions?.find((c) => c.type === 'NodesPromoted');
+  return { code: cond?.status === 'True' ? 0 : 3, message: `done in ${secs}s: ${summary(vc)}` };
+}
+
 /** Exit code: 0 applied, 3 applied with nodes still pending, 1 failed or timed out. */
 export async function resize(
   r: ResizeRequest,
@@ -170,26 +209,10 @@ export async function resize(
     const secs = Math.round((Date.now() - started) / 1000);
     if (line !== last) out(`[${secs}s] ${line}`);
     last = line;
-    if ((s?.observedGeneration ?? 0) >= generation && s?.phase === 'Sleeping') {
-      if (s.reason === 'WakeFailed') {
-        out(`recorded in ${secs}s, but the tenant failed to wake: ${s.message} (the retry signal wakes it)`);
-        return 1;
-      }
-      if (s.reason !== 'Waking') {
-        out(`recorded in ${secs}s; the tenant sleeps: it applies when the tenant wakes (spec.sleep: false)`);
-        return 0;
-      }
-    }
-    // Still working on it: a resize, or waking (the resize applies once it is up).
-    const busy = s?.reason === 'Resizing' || s?.reason === 'Waking';
-    if ((s?.observedGeneration ?? 0) >= generation && !busy) {
-      const cond = s?.conditions?.find((c) => c.type === 'NodesPromoted');
-      if (s?.reason === 'ResizeFailed' || s?.phase === 'Failed') {
-        out(`resize failed: ${s.message}`);
-        return 1;
-      }
-      out(`done in ${secs}s: ${summary(now)}`);
-      return cond?.status === 'True' ? 0 : 3;
+    const outcome = resizeOutcome(now, generation, secs);
+    if (outcome) {
+      out(outcome.message);
+      return outcome.code;
     }
     if (Date.now() - started > r.timeoutMs) {
       out(

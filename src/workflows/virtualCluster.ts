@@ -290,9 +290,13 @@ export async function virtualClusterWorkflow(
         conditions: [...conditions.values()],
         workflowId,
         apiServerEndpoint: endpoint ?? null,
-        // Once the Secret is written (the step done), not while it is being written.
+        // Once the Secret is written (the step done), not while it is being written, nor once
+        // it is being removed (undone after a failure, or the tenant deleted).
         kubeconfigSecretRef:
-          conditions.get(STEP_CONDITIONS.publishKubeconfig)?.status === 'True' && next !== 'Failed'
+          conditions.get(STEP_CONDITIONS.publishKubeconfig)?.status === 'True' &&
+          next !== 'Failed' &&
+          next !== 'Deleting' &&
+          why !== 'Compensating'
             ? { name: `${ref.name}-kubeconfig`, key: 'kubeconfig' }
             : null,
         // A sleeping tenant keeps its nodes: they stay claimed for it.

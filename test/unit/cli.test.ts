@@ -15,7 +15,7 @@ import {
   table,
 } from '../../src/cli/inspect.js';
 import { buildProgram, type Handlers } from '../../src/cli/program.js';
-import { UsageError, parseTarget } from '../../src/cli/resize.js';
+import { UsageError, parseTarget, resizeOutcome } from '../../src/cli/resize.js';
 import { readOperatorEnv } from '../../src/worker/config.js';
 
 const COMMANDS = [
@@ -287,5 +287,38 @@ describe('operator environment', () => {
     expect(() => readOperatorEnv({ KOSMOS_VC_EXPOSE_TYPES: 'ClusterIP,Ingress' })).toThrow(
       /KOSMOS_VC_EXPOSE_TYPES lists NodePort, LoadBalancer/,
     );
+  });
+});
+
+describe('kosmos-vc resize, following the change', () => {
+  const at = (status: Record<string, unknown>) =>
+    ({
+      metadata: { name: 'vc1', namespace: 'team' },
+      spec: {},
+      status: { observedGeneration: 4, conditions: [], ...status },
+    }) as unknown as VirtualCluster;
+  const promoted = { type: 'NodesPromoted', status: 'True', reason: 'Promoted', message: '' };
+
+  it('waits until the generation is observed and the work on it has ended', () => {
+    expect(resizeOutcome(at({ phase: 'Ready', observedGeneration: 3 }), 4, 1)).toBeUndefined();
+    expect(resizeOutcome(at({ phase: 'Ready', reason: 'Resizing' }), 4, 1)).toBeUndefined();
+    expect(resizeOutcome(at({ phase: 'Sleeping', reason: 'Waking' }), 4, 1)).toBeUndefined();
+    // A Failed tenant's spec change provisions it again: not done until it is Ready (or Failed).
+    for (const phase of ['Pending', 'Preparing', 'Initialized'])
+      expect(resizeOutcome(at({ phase, reason: 'Provisioning' }), 4, 1)).toBeUndefined();
+  });
+
+  it('ends with the exit code the outcome asks for', () => {
+    expect(
+      resizeOutcome(at({ phase: 'Ready', reason: 'Promoted', conditions: [promoted] }), 4, 2),
+    ).toMatchObject({ code: 0, message: expect.stringMatching(/^done in 2s/) });
+    expect(resizeOutcome(at({ phase: 'Ready', reason: 'Promoted' }), 4, 2)?.code).toBe(3);
+    expect(resizeOutcome(at({ phase: 'Failed', reason: 'ComponentExited', message: 'x' }), 4, 2)).toEqual({
+      code: 1,
+      message: 'resize failed: x',
+    });
+    expect(resizeOutcome(at({ phase: 'Ready', reason: 'ResizeFailed', message: 'y' }), 4, 2)?.code).toBe(1);
+    expect(resizeOutcome(at({ phase: 'Sleeping', reason: 'Asleep' }), 4, 2)?.code).toBe(0);
+    expect(resizeOutcome(at({ phase: 'Sleeping', reason: 'WakeFailed', message: 'z' }), 4, 2)?.code).toBe(1);
   });
 });

@@ -139,7 +139,7 @@ describe('virtualClusterWorkflow', () => {
     });
   });
 
-  it('names the kubeconfig Secret in status once it is written, not while it is being written', async () => {
+  it('names the kubeconfig Secret in status once it is written, not while it is being written or removed', async () => {
     const control = newControl();
     const publishing = hold(control, 'publishKubeconfig');
     await withWorker(control, async (taskQueue) => {
@@ -153,6 +153,10 @@ describe('virtualClusterWorkflow', () => {
       expect(control.statuses.at(-1)?.kubeconfigSecretRef).not.toBeNull();
       await handle.signal(deleteRequestedSignal);
       await handle.result();
+      // Nor once it is being removed.
+      const deleting = control.statuses.filter((s) => s.phase === 'Deleting');
+      expect(deleting.length).toBeGreaterThan(0);
+      expect(deleting.every((s) => s.kubeconfigSecretRef === null)).toBe(true);
     });
   });
 
@@ -391,6 +395,10 @@ describe('virtualClusterWorkflow', () => {
     await withWorker(control, async (taskQueue) => {
       const handle = await startWorkflow(taskQueue, args);
       await until(() => control.statuses.at(-1)?.phase === 'Failed', 'Failed');
+      // The kubeconfig was published, and is named no more once it is being undone.
+      const undoing = control.statuses.filter((s) => s.reason === 'Compensating');
+      expect(undoing.length).toBeGreaterThan(0);
+      expect(undoing.every((s) => s.kubeconfigSecretRef === null)).toBe(true);
       control.calls.length = 0;
       await handle.signal(specChangedSignal, { spec: args.spec, generation: 2 });
       await until(() => control.statuses.at(-1)?.observedGeneration === 2, 'observedGeneration 2');
