@@ -270,7 +270,6 @@ export async function hostRequests(kc: KubeConfig): Promise<Map<string, number>>
     hostname: server.hostname,
     port: server.port || 443,
     path: '/metrics',
-    agent: false,
   };
   await kc.applyToHTTPSOptions(opts);
   const text = await new Promise<string>((resolve, reject) => {

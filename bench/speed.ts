@@ -130,43 +130,70 @@ export async function productRound(
   await createKwokNodes(host.core, [name], 110);
   let uid = '';
   let initMs: number | undefined;
+  let readyMs: number | undefined;
   let t1 = 0;
   // A watch, as `kubectl wait` does: polling the status every few milliseconds would load the
   // host's API server (and this process) while the tenant starts on the same two cores.
   let settle!: (error?: Error) => void;
+  let over = false;
   const settled = new Promise<void>((resolve, reject) => {
-    settle = (error) => (error ? reject(error) : resolve());
+    settle = (error) => {
+      over = true;
+      if (error) reject(error);
+      else resolve();
+    };
   });
+  // Awaited below; a failure before that (the create's) is the one reported.
+  settled.catch(() => undefined);
   const seen = (vc: VirtualCluster) => {
     const phase = vc.status?.phase;
     if (phase === 'Failed') settle(new Error(`${name} failed: ${vc.status?.message}`));
     if ((phase === 'Initialized' || phase === 'Ready') && initMs === undefined)
       initMs = performance.now() - t1;
     uid = vc.metadata.uid ?? '';
-    if (phase === 'Ready') settle();
+    if (phase === 'Ready' && readyMs === undefined) {
+      readyMs = performance.now() - t1;
+      settle();
+    }
   };
-  const watch = await new Watch(host.kubeConfig).watch(
-    `/apis/${GROUP}/${VERSION}/namespaces/default/${PLURAL}`,
-    { fieldSelector: `metadata.name=${name}` },
-    (_type: string, vc: VirtualCluster) => seen(vc),
-    (err: unknown) =>
-      settle(new Error(`the watch of ${name} ended${err instanceof Error ? `: ${err.message}` : ''}`)),
-  );
+  let watch: AbortController | undefined;
+  // client-node's watch ends after 30 s without an event: opened again (it lists the object as
+  // it is first) until the round is over.
+  const open = async (): Promise<void> => {
+    if (over) return;
+    watch = await new Watch(host.kubeConfig)
+      .watch(
+        `/apis/${GROUP}/${VERSION}/namespaces/default/${PLURAL}`,
+        { fieldSelector: `metadata.name=${name}` },
+        (_type: string, vc: VirtualCluster) => seen(vc),
+        () => void setTimeout(() => void open(), 100),
+      )
+      .catch(() => {
+        setTimeout(() => void open(), 500);
+        return undefined;
+      });
+    if (over) watch?.abort();
+  };
   const timeout = setTimeout(() => settle(new Error(`${name} not Ready within 180 s`)), 180_000);
-  const asked = await hostRequests(host.kubeConfig);
-  const before = await cpuSnapshot();
-  const createdAt = Date.now();
-  t1 = performance.now();
+  let asked: Map<string, number> | undefined;
+  let before: Awaited<ReturnType<typeof cpuSnapshot>> | undefined;
+  let createdAt = 0;
   try {
+    await open();
+    asked = await hostRequests(host.kubeConfig);
+    before = await cpuSnapshot();
+    createdAt = Date.now();
+    t1 = performance.now();
     await createVC(host, name, { promoteResources: { nodes: [name] } });
     await settled;
   } finally {
+    over = true;
     clearTimeout(timeout);
-    watch.abort();
+    watch?.abort();
   }
-  const readyMs = performance.now() - t1;
   const cpu = cpuBetween(before, await cpuSnapshot());
   const requests = countsBetween(asked, await hostRequests(host.kubeConfig));
+  readyMs ??= performance.now() - t1;
   return { initMs: initMs ?? readyMs, readyMs, uid, createdAt, cpu, requests };
 }
 
@@ -302,8 +329,8 @@ export const speed: Scenario = {
             ]
           : []),
         ...cpuLines,
-        `the host API server's requests from the create to Ready, mean of ${o.rounds} rounds (the`,
-        'watch of this benchmark included; the floor makes none):',
+        `the host API server's requests from the create to Ready, mean of ${o.rounds} rounds (all of`,
+        "them: the product's, leases, kwok, relists, this benchmark's; a watch counts once closed):",
         ...[...requests]
           .sort((a, b) => b[1] - a[1])
           .slice(0, 14)

@@ -28,6 +28,7 @@ import {
   ComponentExitedError,
   FILES_DIGEST_ENV,
   ReadinessTimeoutError,
+  lastMeaningfulLine,
   type ComponentName,
   type ComponentSpec,
   type ComponentStatus,
@@ -49,6 +50,23 @@ export interface SharedClusterTreeOptions {
   shared: boolean;
   /** How long a stop waits for the process to let the tenant go (then the process is restarted). */
   stopGraceMs?: number;
+}
+
+/**
+ * The shared process itself exited twice while a tenant's start was waited for: no answer about
+ * that tenant (another tenant, or something passing, may have ended it), so not the component's
+ * ComponentExitedError; the step's next attempt waits again.
+ */
+export class SharedProcessExitedError extends Error {
+  override readonly name = 'SharedProcessExitedError';
+  constructor(
+    readonly owner: string,
+    logTail: string,
+  ) {
+    super(
+      `the shared clusterTree process exited twice while ${owner} started: ${lastMeaningfulLine(logTail)}`,
+    );
+  }
 }
 
 /** A tenant's clusterTree was stopped while its start was being waited for. */
@@ -206,7 +224,7 @@ export class SharedClusterTreeRuntime implements ControlPlaneRuntime {
       // (A process restarted by a stop's grace counts from 0 again.)
       if (host && baseline !== undefined && host.restarts < baseline) this.restartsAtEnsure.set(owner, 0);
       else if (host && baseline !== undefined && host.restarts - baseline >= 2)
-        throw new ComponentExitedError(owner, NAME, null, await this.inner.logTail(SHARED_OWNER, NAME));
+        throw new SharedProcessExitedError(owner, await this.inner.logTail(SHARED_OWNER, NAME));
       if (Date.now() >= deadline) {
         const tail = (await this.logTail(owner, NAME, 5)).trim().split('\n').at(-1);
         throw new ReadinessTimeoutError(owner, NAME, timeoutMs, tail ? `${lastError}; ${tail}` : lastError);

@@ -55,13 +55,17 @@ describe('/etc/hosts of a tenant pod with a subdomain', () => {
     expect(init.securityContext).toMatchObject({ runAsNonRoot: true, allowPrivilegeEscalation: false });
     // Run the command's sed on a copy of the kubelet's file.
     const dir = mkdtempSync(join(tmpdir(), 'hosts-'));
-    writeFileSync(join(dir, 'in'), kubeletHosts);
-    const script = init
-      .command![2]!.replace('/etc/hosts', join(dir, 'in'))
-      .replace('/kosmos-vc-hosts/hosts', join(dir, 'out'));
-    execFileSync('sh', ['-c', script]);
-    const out = readFileSync(join(dir, 'out'), 'utf8');
-    rmSync(dir, { recursive: true });
+    let out: string;
+    try {
+      writeFileSync(join(dir, 'in'), kubeletHosts);
+      const script = init
+        .command![2]!.replace('/etc/hosts', join(dir, 'in'))
+        .replace('/kosmos-vc-hosts/hosts', join(dir, 'out'));
+      execFileSync('sh', ['-c', script]);
+      out = readFileSync(join(dir, 'out'), 'utf8');
+    } finally {
+      rmSync(dir, { recursive: true });
+    }
     expect(out).toContain('10.244.0.17 web-0.web.shop.svc.cluster.local\tweb-0\n');
     expect(out).not.toContain(ctx.hostNamespace);
     expect(out.split('\n').slice(0, 5)).toEqual(kubeletHosts.split('\n').slice(0, 5));

@@ -33,6 +33,7 @@ function fakeHost() {
   let version = 0;
   const ensured: string[] = [];
   const refused: string[] = [];
+  let refuseNamespace = false;
   const core = {
     readNamespace: ({ name }: { name: string }) => {
       const n = namespaces.get(name);
@@ -79,12 +80,15 @@ function fakeHost() {
     secrets,
     ensured,
     refused,
+    refuseNamespaces: () => void (refuseNamespace = true),
     pki: createPkiSecret({
       host: { core } as unknown as HostCluster,
-      ensureNamespace: (r) => {
+      // The namespace is there a turn later, as an API server's answer is.
+      ensureNamespace: async (r) => {
         ensured.push(hostNamespace(r));
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        if (refuseNamespace) throw new Error('gone');
         namespaces.set(hostNamespace(r), { metadata: { name: hostNamespace(r) } });
-        return Promise.resolve();
       },
     }),
   };
@@ -124,6 +128,20 @@ describe('the certificate set kept in a Secret', () => {
     expect((await writeControlPlanePki(second, req)).reissued).toBe(false);
     expect((await host.pki.sync(ref, second)).rewritten).toBe(false);
     expect(await host.pki.stored(ref)).toEqual(set);
+  });
+
+  it('fails the store, never the process, when the namespace cannot be made', async () => {
+    const host = fakeHost();
+    host.refuseNamespaces();
+    const dir = join(root, 'a', 'pki');
+    const commit = host.pki.commit(ref, await host.pki.sync(ref, dir));
+    await expect(writeControlPlanePki(dir, req, { commit })).rejects.toThrow('gone');
+    expect(host.refused).toEqual([]);
+    expect(host.secrets.size).toBe(0);
+    // A commit never called (the set failed first) leaves its rejection handled: the test runner
+    // fails a test on an unhandled one.
+    host.pki.commit(ref, await host.pki.sync(ref, join(root, 'b', 'pki')));
+    await new Promise((resolve) => setTimeout(resolve, 10));
   });
 
   it("lets one of two writers win: the other gets a conflict, and its retry takes the winner's set", async () => {

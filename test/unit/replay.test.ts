@@ -12,7 +12,8 @@
  *   etcd-apiserver-together and status-writes-coalesced patches; ADR 12, decision 22);
  * - failed-same-spec: a Failed run (continued-as-new) given a generation with the same spec stays
  *   Failed (the retry-on-spec-change patch), then a changed spec provisions it, then delete;
- * - failed-same-spec.v1: the same signals before that patch: the same spec provisions again.
+ * - failed-same-spec.v1: before that patch (recorded with the workflow of 4261eee): a Failed first
+ *   run given the same spec at generation 2 provisions again (no failure that time), up to Ready.
  */
 import { Worker } from '@temporalio/worker';
 import { readFile } from 'node:fs/promises';

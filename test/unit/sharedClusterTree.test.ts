@@ -16,7 +16,11 @@ import { clusterTreeProcess } from '../../src/activities/clusterTree.js';
 import { SERVED_FILE } from '../../src/clustertree/registration.js';
 import { repoRoot } from '../../src/runtime/binaries.js';
 import { ProcessRuntime } from '../../src/runtime/processRuntime.js';
-import { SHARED_OWNER, SharedClusterTreeRuntime } from '../../src/runtime/sharedClusterTree.js';
+import {
+  SHARED_OWNER,
+  SharedClusterTreeRuntime,
+  SharedProcessExitedError,
+} from '../../src/runtime/sharedClusterTree.js';
 import { ComponentExitedError, filesDigestEnv, type ComponentSpec } from '../../src/runtime/types.js';
 import { createLogger } from '../../src/worker/logger.js';
 import {
@@ -178,6 +182,29 @@ describe('SharedClusterTreeRuntime', () => {
     await until('the shared process stops', async () => !(await alive(shared.pid!)));
     expect(await back.list(SHARED_OWNER)).toEqual([]);
   });
+
+  it('fails a wait as no answer about the tenant when the shared process itself exits twice', async () => {
+    const runtime = make(true);
+    const a = await tenant('ns-a-00000008');
+    await runtime.ensure(a.spec);
+    // Its API server answers nothing: it never gets ready, and the wait goes on meanwhile.
+    const waited = runtime.waitReady(a.spec.owner, 'clustertree', 30_000).catch((e: unknown) => e);
+    for (let i = 0; i < 2; i++) {
+      const [before] = await runtime.list(SHARED_OWNER);
+      process.kill(before!.pid!, 'SIGKILL');
+      await until('the shared process started again', async () => {
+        const [now] = await runtime.list(SHARED_OWNER);
+        return now?.running === true && now.pid !== before!.pid;
+      });
+    }
+    const err = await waited;
+    expect(err).toBeInstanceOf(SharedProcessExitedError);
+    // Not the component's own exit: the step (deployClusterTree) retries this one.
+    expect(err).not.toBeInstanceOf(ComponentExitedError);
+    expect((err as Error).message).toMatch(
+      /^the shared clusterTree process exited twice while ns-a-00000008/,
+    );
+  }, 30_000);
 
   it('a tenant that cannot start fails its wait with why after a second try, as a process of its own does', async () => {
     const runtime = make(true);
