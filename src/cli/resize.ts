@@ -117,12 +117,14 @@ function summary(vc: VirtualCluster): string {
 
 /**
  * What the VirtualCluster now says about the resize written at `generation`: still working on
- * it (`undefined`), or the exit code and what to print (`secs` since it was written).
+ * it (`undefined`), or the exit code and what to print (`secs` since it was written). `changed`:
+ * the write made that generation (a resize to what is there already makes none).
  */
 export function resizeOutcome(
   vc: VirtualCluster,
   generation: number,
   secs: number,
+  changed = true,
 ): { code: number; message: string } | undefined {
   const s = vc.status;
   if ((s?.observedGeneration ?? 0) < generation) return undefined;
@@ -132,6 +134,8 @@ export function resizeOutcome(
         code: 1,
         message: `recorded in ${secs}s, but the tenant failed to wake: ${s.message} (the retry signal wakes it)`,
       };
+    // A change wakes a tenant asleep for idleness (not one asked to sleep): its wake follows.
+    if (s.reason === 'Idle' && changed && vc.spec.sleep !== true) return undefined;
     if (s.reason !== 'Waking')
       return {
         code: 0,
@@ -165,6 +169,7 @@ export async function resize(
   // Read, change, write with the resourceVersion read: a concurrent resize makes this one
   // start over from what the other wrote instead of overwriting it.
   let generation = 0;
+  let changed = true;
   for (let attempt = 1; ; attempt++) {
     const vc = await host.getVirtualCluster(ref);
     if (!vc) throw new UsageError(`VirtualCluster ${r.namespace}/${r.name} not found`);
@@ -189,6 +194,7 @@ export async function resize(
         setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
       )) as { metadata: { generation: number } };
       generation = patched.metadata.generation;
+      changed = generation !== vc.metadata.generation;
       break;
     } catch (e) {
       if (!isConflict(e) || attempt >= 5) throw e;
@@ -209,7 +215,7 @@ export async function resize(
     const secs = Math.round((Date.now() - started) / 1000);
     if (line !== last) out(`[${secs}s] ${line}`);
     last = line;
-    const outcome = resizeOutcome(now, generation, secs);
+    const outcome = resizeOutcome(now, generation, secs, changed);
     if (outcome) {
       out(outcome.message);
       return outcome.code;
