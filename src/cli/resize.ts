@@ -116,15 +116,23 @@ function summary(vc: VirtualCluster): string {
 }
 
 /**
+ * A change wakes a tenant asleep for idleness: its `Waking` follows the status that records the
+ * change within moments. Not seen within this, the workflow found nothing to change after all (a
+ * later resize undid this one before it was handled): the change is recorded, as for a sleep.
+ */
+export const WAKE_GRACE_MS = 5_000;
+
+/**
  * What the VirtualCluster now says about the resize written at `generation`: still working on
- * it (`undefined`), or the exit code and what to print (`secs` since it was written). `changed`:
- * the write made that generation (a resize to what is there already makes none).
+ * it (`undefined`), or the exit code and what to print (`secs` since it was written).
+ * `wakeExpected`: the write made that generation (a resize to what is there already makes none)
+ * and a tenant asleep for idleness has not said so for WAKE_GRACE_MS since.
  */
 export function resizeOutcome(
   vc: VirtualCluster,
   generation: number,
   secs: number,
-  changed = true,
+  wakeExpected = true,
 ): { code: number; message: string } | undefined {
   const s = vc.status;
   if ((s?.observedGeneration ?? 0) < generation) return undefined;
@@ -132,10 +140,10 @@ export function resizeOutcome(
     if (s.reason === 'WakeFailed')
       return {
         code: 1,
-        message: `recorded in ${secs}s, but the tenant failed to wake: ${s.message} (the retry signal wakes it)`,
+        message: `recorded in ${secs}s, but the tenant failed to wake: ${s.message} (the retry signal wakes it; one asleep for idleness is tried again every minute)`,
       };
     // A change wakes a tenant asleep for idleness (not one asked to sleep): its wake follows.
-    if (s.reason === 'Idle' && changed && vc.spec.sleep !== true) return undefined;
+    if (asleepForIdleness(vc) && wakeExpected) return undefined;
     if (s.reason !== 'Waking')
       return {
         code: 0,
@@ -158,6 +166,14 @@ export function resizeOutcome(
   return { code: cond?.status === 'True' ? 0 : 3, message: `done in ${secs}s: ${summary(vc)}` };
 }
 
+/** Asleep for idleness (or failing to fall so), not asked to sleep by its spec. */
+function asleepForIdleness(vc: VirtualCluster): boolean {
+  const s = vc.status;
+  return (
+    s?.phase === 'Sleeping' && (s.reason === 'Idle' || s.reason === 'SleepFailed') && vc.spec.sleep !== true
+  );
+}
+
 /** Exit code: 0 applied, 3 applied with nodes still pending, 1 failed or timed out. */
 export async function resize(
   r: ResizeRequest,
@@ -170,6 +186,8 @@ export async function resize(
   // start over from what the other wrote instead of overwriting it.
   let generation = 0;
   let changed = true;
+  /** Since when the tenant has said it sleeps for idleness at the new generation. */
+  let idleSince: number | undefined;
   for (let attempt = 1; ; attempt++) {
     const vc = await host.getVirtualCluster(ref);
     if (!vc) throw new UsageError(`VirtualCluster ${r.namespace}/${r.name} not found`);
@@ -215,7 +233,16 @@ export async function resize(
     const secs = Math.round((Date.now() - started) / 1000);
     if (line !== last) out(`[${secs}s] ${line}`);
     last = line;
-    const outcome = resizeOutcome(now, generation, secs, changed);
+    idleSince =
+      asleepForIdleness(now) && (s?.observedGeneration ?? 0) >= generation
+        ? (idleSince ?? Date.now())
+        : undefined;
+    const outcome = resizeOutcome(
+      now,
+      generation,
+      secs,
+      changed && Date.now() - (idleSince ?? Date.now()) < WAKE_GRACE_MS,
+    );
     if (outcome) {
       out(outcome.message);
       return outcome.code;

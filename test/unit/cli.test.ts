@@ -319,9 +319,15 @@ describe('kosmos-vc resize, following the change', () => {
     });
     expect(resizeOutcome(at({ phase: 'Ready', reason: 'ResizeFailed', message: 'y' }), 4, 2)?.code).toBe(1);
     expect(resizeOutcome(at({ phase: 'Sleeping', reason: 'Asleep' }), 4, 2)?.code).toBe(0);
-    // Asleep for idleness, the change wakes it: not done before it is up (unless nothing changed).
+    // Asleep for idleness, the change wakes it: not done before it is up (unless no wake is
+    // expected: nothing changed, or none came within WAKE_GRACE_MS).
     expect(resizeOutcome(at({ phase: 'Sleeping', reason: 'Idle' }), 4, 2)).toBeUndefined();
+    expect(resizeOutcome(at({ phase: 'Sleeping', reason: 'SleepFailed' }), 4, 2)).toBeUndefined();
     expect(resizeOutcome(at({ phase: 'Sleeping', reason: 'Idle' }), 4, 2, false)?.code).toBe(0);
+    // Asked to sleep by its spec as well: no wake comes.
+    const asked = at({ phase: 'Sleeping', reason: 'Idle' });
+    asked.spec.sleep = true;
+    expect(resizeOutcome(asked, 4, 2)?.code).toBe(0);
     expect(resizeOutcome(at({ phase: 'Sleeping', reason: 'WakeFailed', message: 'z' }), 4, 2)?.code).toBe(1);
   });
 });
