@@ -40,6 +40,7 @@ import { API_VERSION, GROUP, KIND, PLURAL, VERSION, type VirtualCluster } from '
 import type { HostCluster } from '../src/activities/hostCluster.js';
 import { forEachLimited } from '../src/clustertree/queue.js';
 import { prober } from '../src/runtime/probe.js';
+import { statFields } from '../src/runtime/procfs.js';
 import { ComponentsMissingError } from '../src/runtime/binaries.js';
 import { CONTROL_PLANE_LABEL, ownerLabel } from '../src/runtime/podWorkload.js';
 import { parseArgs } from 'node:util';
@@ -194,8 +195,7 @@ export function tenantKc(vc: VirtualCluster): KubeConfig {
 }
 
 export async function cpuTicks(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const f = statFields(await readFile(`/proc/${pid}/stat`, 'utf8'));
   return Number(f[11]) + Number(f[12]); // utime + stime (fields 14, 15), 100 ticks a second
 }
 
@@ -220,7 +220,7 @@ export async function cpuSnapshot(): Promise<CpuSnapshot> {
       const argv = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
       name = /clustertree/.test(argv) ? 'clusterTree (Node.js)' : 'Node.js';
     }
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const f = statFields(stat);
     processes.set(pid, { name, ticks: Number(f[11]) + Number(f[12]) });
   }
   // cpu  user nice system idle iowait irq softirq steal ...

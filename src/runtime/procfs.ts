@@ -6,11 +6,18 @@
 import { readFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 
+/**
+ * The fields of a /proc/<pid>/stat text after the command name (which may hold spaces and
+ * parentheses): [0] is field 3 (the state), [11] and [12] utime and stime, [19] the start time.
+ */
+export function statFields(stat: string): string[] {
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
 /** Field 22 of /proc/<pid>/stat: the process start time in clock ticks since boot. */
 export function procStartTime(pid: number): string | undefined {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const fields = statFields(readFileSync(`/proc/${pid}/stat`, 'utf8'));
     if (fields[0] === 'Z' || fields[0] === 'X') return undefined; // exited, not yet reaped
     return fields[19];
   } catch {
