@@ -226,7 +226,8 @@ export async function guardRanges(
   const mine = `${process.pid}-${procStartTime(process.pid) ?? ''}-${randomBytes(4).toString('hex')}`;
   let warned = false;
   try {
-    await mkdir(GUARD_HOLDERS_DIR, { recursive: true });
+    // (The holders' directory is made with the first holder: a run that holds nothing, all its
+    // ranges routed already, leaves none behind.)
     await underGuardLock(async () => {
       for (const r of ranges) {
         try {
