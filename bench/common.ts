@@ -194,9 +194,14 @@ export function tenantKc(vc: VirtualCluster): KubeConfig {
   return reuseConnections(kc);
 }
 
+/** utime + stime (fields 14, 15) of a /proc/<pid>/stat text, 100 ticks a second. */
+function ticksOf(stat: string): number {
+  const f = statFields(stat);
+  return Number(f[11]) + Number(f[12]);
+}
+
 export async function cpuTicks(pid: number): Promise<number> {
-  const f = statFields(await readFile(`/proc/${pid}/stat`, 'utf8'));
-  return Number(f[11]) + Number(f[12]); // utime + stime (fields 14, 15), 100 ticks a second
+  return ticksOf(await readFile(`/proc/${pid}/stat`, 'utf8'));
 }
 
 /** Every process's CPU ticks, by pid, and the machine's busy and total ticks (/proc/stat). */
@@ -220,8 +225,7 @@ export async function cpuSnapshot(): Promise<CpuSnapshot> {
       const argv = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
       name = /clustertree/.test(argv) ? 'clusterTree (Node.js)' : 'Node.js';
     }
-    const f = statFields(stat);
-    processes.set(pid, { name, ticks: Number(f[11]) + Number(f[12]) });
+    processes.set(pid, { name, ticks: ticksOf(stat) });
   }
   // cpu  user nice system idle iowait irq softirq steal ...
   const all = (await readFile('/proc/stat', 'utf8'))

@@ -226,8 +226,6 @@ export async function guardRanges(
   const mine = `${process.pid}-${procStartTime(process.pid) ?? ''}-${randomBytes(4).toString('hex')}`;
   let warned = false;
   try {
-    // (The holders' directory is made with the first holder: a run that holds nothing, all its
-    // ranges routed already, leaves none behind.)
     await underGuardLock(async () => {
       for (const r of ranges) {
         try {
@@ -235,6 +233,8 @@ export async function guardRanges(
           if (existing.some((e) => e.protocol !== GUARD_PROTO)) continue;
           if (existing.length === 0)
             await run('ip', ['route', 'add', r.type, r.prefix, 'proto', GUARD_PROTO]);
+          // The holders' directory too, with the first holder: a run that holds nothing (all its
+          // ranges routed already) leaves none behind.
           await mkdir(holders(r), { recursive: true });
           await writeFile(join(holders(r), mine), '');
           held.push(r);
