@@ -24,6 +24,7 @@ import { ApplicationFailure } from '@temporalio/activity';
 import { join } from 'node:path';
 import { apiMessage, ignoreStatus, merge, statusCode } from '../api/kubeClient.js';
 import {
+  DEFAULT_POD_SECURITY,
   cidrHolds,
   parseIPv4Cidr,
   type ApiServerExpose,
@@ -86,7 +87,7 @@ export async function tenantPodSecurity(
   ref: VirtualClusterRef,
   allowPrivileged: boolean,
 ): Promise<PodSecurity> {
-  const wanted = (await host.getVirtualCluster(ref))?.spec.podSecurity ?? 'baseline';
+  const wanted = (await host.getVirtualCluster(ref))?.spec.podSecurity ?? DEFAULT_POD_SECURITY;
   if (wanted === 'privileged' && !allowPrivileged)
     throw ApplicationFailure.nonRetryable(
       'spec.podSecurity is privileged, which this operator does not allow: a privileged tenant is ' +

@@ -4,9 +4,10 @@
  * test/integration/api.test.ts checks that both agree on a table of examples.
  */
 import { z } from 'zod';
+import { DEFAULT_POD_SECURITY, DEFAULT_SERVICE_CIDR } from './defaults.js';
 import { parseDuration } from './duration.js';
 
-export { parseDuration };
+export { DEFAULT_POD_SECURITY, DEFAULT_SERVICE_CIDR, parseDuration };
 
 export const GROUP = 'kosmos.io';
 export const VERSION = 'v1alpha1';
@@ -186,9 +187,6 @@ export const ApiServerExpose = z
     path: ['address'],
   });
 export type ApiServerExpose = z.infer<typeof ApiServerExpose>;
-
-/** The service range of a tenant that names none (the warm pool's slots are made for it). */
-export const DEFAULT_SERVICE_CIDR = '10.96.0.0/12';
 
 export const VirtualClusterSpec = z.object({
   kubeconfig: z.string().max(65536).optional(),

@@ -6,7 +6,14 @@
 import type { HostCluster } from '../activities/hostCluster.js';
 import { hostCluster } from './host.js';
 import { isNotFound } from '../api/kubeClient.js';
-import { CERTIFICATE_DEFAULTS, GROUP, PLURAL, VERSION, VirtualCluster } from '../api/virtualCluster.js';
+import {
+  CERTIFICATE_DEFAULTS,
+  DEFAULT_POD_SECURITY,
+  GROUP,
+  PLURAL,
+  VERSION,
+  VirtualCluster,
+} from '../api/virtualCluster.js';
 import { hostNamespace } from '../clustertree/naming.js';
 import { parseTarget } from './resize.js';
 
@@ -111,7 +118,7 @@ export function describe(item: Listed, now: Date): string {
     `Kubeconfig:       ${s?.kubeconfigSecretRef ? `Secret ${vc.metadata.namespace}/${s.kubeconfigSecretRef.name} (key ${s.kubeconfigSecretRef.key}); kosmos-vc kubeconfig ${vc.metadata.namespace}/${vc.metadata.name}` : '<none yet>'}`,
     `Host namespace:   ${hostNamespace({ namespace: vc.metadata.namespace, name: vc.metadata.name, uid: vc.metadata.uid })}`,
     `Workflow:         ${s?.workflowId ?? '<none>'}`,
-    `Pod security:     ${vc.spec.podSecurity ?? 'baseline'}`,
+    `Pod security:     ${vc.spec.podSecurity ?? DEFAULT_POD_SECURITY}`,
     `Generation:       ${vc.metadata.generation ?? 0} (observed ${s?.observedGeneration ?? 0})`,
     'Requested:',
     `  Nodes:          ${spec?.nodes?.length ? spec.nodes.join(', ') : '<none>'}`,

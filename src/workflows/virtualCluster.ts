@@ -62,6 +62,7 @@ import {
   type VirtualClusterWorkflowInput,
   type VirtualClusterWorkflowResult,
 } from './definitions.js';
+import { samePromotion, sameDesiredSpec } from './spec.js';
 
 /** The condition each step sets when it is done. */
 export const STEP_CONDITIONS: Record<StepName, string> = {
@@ -117,6 +118,20 @@ const COALESCE_PATCH = 'status-writes-coalesced';
  * after publishing provisioned again on each of them, round after round.
  */
 const SPEC_RETRY_PATCH = 'retry-on-spec-change';
+/**
+ * Marks runs that compare a new generation's spec with the CRD's defaults applied and key order
+ * ignored (src/workflows/spec.ts): before, a spec held from before a default existed differed
+ * from every later delivery of the same object once, so an idle tenant woke and a Failed one
+ * provisioned again.
+ */
+const SPEC_DEFAULTS_PATCH = 'spec-compared-with-defaults';
+/**
+ * Marks runs in which a new generation resizes a Ready tenant only when its
+ * spec.promoteResources changed. Before, after a failed resize (appliedPromotion unset) any new
+ * generation, the operator's own spec.kubeconfig writes included, tried the resize again at
+ * once, saying it applied a new spec.promoteResources; the retry timer already tries it.
+ */
+const RESIZE_ON_CHANGE_PATCH = 'resize-on-promotion-change';
 const AUTO_RETRY_MS = 60_000;
 
 const COMPONENT_OF: Partial<Record<StepName, ControlPlaneComponent>> = {
@@ -861,7 +876,11 @@ export async function virtualClusterWorkflow(
     if (fired) {
       // Only when that timer was the one that fired (not a certificate or backup deadline).
       if (promotionAt !== undefined && Date.now() >= promotionAt)
-        await repromote('promoting the nodes that were not available');
+        await repromote(
+          reason === 'ResizeFailed'
+            ? 'trying the failed resize again'
+            : 'promoting the nodes that were not available',
+        );
       continue;
     }
     if (deleteRequested) continue;
@@ -872,15 +891,23 @@ export async function virtualClusterWorkflow(
       // A spec change wakes a tenant asleep for idleness and counts as use, and retries a Failed
       // one; a new generation that only carries the operator's own spec.kubeconfig write
       // (publish, unpublish, a renewal) is no change.
-      const changed = JSON.stringify(change.spec) !== JSON.stringify(spec);
+      const changed =
+        JSON.stringify(change.spec) !== JSON.stringify(spec) &&
+        (!sameDesiredSpec(change.spec, spec) || !patched(SPEC_DEFAULTS_PATCH));
       if (changed) {
         idleAsleep = false;
         lastActiveAt = Date.now();
       }
+      const previous = spec;
       spec = change.spec;
       generation = change.generation;
       if (phase === 'Failed' && (changed || !patched(SPEC_RETRY_PATCH))) retryRequested = true;
-      else if (phase === 'Ready' && JSON.stringify(spec.promoteResources ?? {}) !== appliedPromotion)
+      else if (
+        phase === 'Ready' &&
+        JSON.stringify(spec.promoteResources ?? {}) !== appliedPromotion &&
+        // Unchanged after a failed resize: the retry timer tries it again.
+        (!samePromotion(spec, previous) || !patched(RESIZE_ON_CHANGE_PATCH))
+      )
         await repromote('applying the new spec.promoteResources');
       else await report(phase, reason, message); // records observedGeneration
     }

@@ -14,6 +14,12 @@
  *   Failed (the retry-on-spec-change patch), then a changed spec provisions it, then delete;
  * - failed-same-spec.v1: before that patch (recorded with the workflow of 4261eee): a Failed first
  *   run given the same spec at generation 2 provisions again (no failure that time), up to Ready.
+ * - resize-failed: a spec from before spec.podSecurity's CRD default; a failed resize, then a
+ *   generation that only adds the default and one that changes certSANs (neither tries the
+ *   resize: the spec-compared-with-defaults and resize-on-promotion-change patches), then a new
+ *   spec.promoteResources, then delete;
+ * - resize-failed.v1: the same before those patches (recorded with the workflow of 743cbf0):
+ *   generations 3 and 4 each try the resize again at once.
  */
 import { Worker } from '@temporalio/worker';
 import { readFile } from 'node:fs/promises';
@@ -28,6 +34,8 @@ it.each([
   'virtualcluster-provision-delete.together',
   'virtualcluster-failed-same-spec',
   'virtualcluster-failed-same-spec.v1',
+  'virtualcluster-resize-failed',
+  'virtualcluster-resize-failed.v1',
 ])(
   'replays the recorded history %s without nondeterminism',
   async (fixture) => {

@@ -8,8 +8,14 @@ import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 
 const dir = fileURLToPath(new URL('../../src/workflows/', import.meta.url));
-// ../api/duration.js: a pure function (no zod, no Node built-in), shared with the API schemas.
-const allowed = [/^@temporalio\/(workflow|common)(\/|$)/, /^\.\/.+\.js$/, /^\.\.\/api\/duration\.js$/];
+// ../api/duration.js and ../api/defaults.js: a pure function and constants (no zod, no Node
+// built-in), shared with the API schemas; fast-deep-equal: a pure function of its arguments.
+const allowed = [
+  /^@temporalio\/(workflow|common)(\/|$)/,
+  /^\.\/.+\.js$/,
+  /^\.\.\/api\/(duration|defaults)\.js$/,
+  /^fast-deep-equal$/,
+];
 const typeOnlyAllowed = [/^\.\.\/(api|activities)\/.+\.js$/];
 
 it('workflow modules import only the workflow SDK, each other, and types', async () => {

@@ -422,6 +422,50 @@ describe('virtualClusterWorkflow', () => {
     });
   });
 
+  it("takes a generation that only adds the CRD's defaults to a spec from before them as no change", async () => {
+    // A workflow started before spec.podSecurity had its default holds its spec without it; the
+    // API server serves the same object with it (and the watcher may order keys otherwise).
+    const served = (spec: VirtualClusterWorkflowInput['spec']): VirtualClusterWorkflowInput['spec'] => ({
+      ...(Object.fromEntries(Object.entries(spec).reverse()) as VirtualClusterWorkflowInput['spec']),
+      podSecurity: 'baseline',
+    });
+    const last = (c: StubControl) => c.statuses.at(-1);
+
+    // A Failed tenant stays Failed.
+    const failed: StubControl = { ...newControl(), failAt: 'startEtcd' };
+    const args = { ...input(), spec: { serviceCIDR: '10.96.0.0/12', certSANs: ['a.example.com'] } };
+    await withWorker(failed, async (taskQueue) => {
+      const handle = await startWorkflow(taskQueue, args);
+      await until(() => last(failed)?.phase === 'Failed', 'Failed');
+      failed.calls.length = 0;
+      await handle.signal(specChangedSignal, { spec: served(args.spec), generation: 2 });
+      await until(() => last(failed)?.observedGeneration === 2, 'generation 2 recorded');
+      expect(last(failed)?.phase).toBe('Failed');
+      expect(failed.calls).toEqual([]);
+      await handle.signal(deleteRequestedSignal);
+      await handle.result();
+    });
+
+    // A tenant asleep for idleness stays asleep, listening.
+    const idle = newControl();
+    let request = hold(idle, 'awaitTenantRequest');
+    const sleepy = { ...input(), spec: { serviceCIDR: '10.96.0.0/12', autoSleep: { idleAfter: '2s' } } };
+    await withWorker(idle, async (taskQueue) => {
+      const handle = await startWorkflow(taskQueue, sleepy);
+      await until(() => last(idle)?.reason === 'Idle', 'asleep for idleness', 20_000);
+      await request.reached;
+      request = hold(idle, 'awaitTenantRequest');
+      idle.calls.length = 0;
+      await handle.signal(specChangedSignal, { spec: served(sleepy.spec), generation: 2 });
+      await until(() => last(idle)?.observedGeneration === 2, 'generation 2 recorded');
+      await request.reached; // listening again
+      expect(last(idle)?.reason).toBe('Idle');
+      expect(idle.calls).toEqual(['awaitTenantRequest:cancelled', 'awaitTenantRequest']);
+      await handle.signal(deleteRequestedSignal);
+      await handle.result();
+    });
+  });
+
   it('sleeps on spec.sleep (every process stopped, nothing undone) and wakes on its same data', async () => {
     const control = newControl();
     const args = input();
@@ -898,6 +942,57 @@ describe('virtualClusterWorkflow', () => {
       expect(failed.promoted).toBeNull();
       await handle.signal(deleteRequestedSignal);
       await handle.result();
+    });
+  });
+
+  it('after a failed resize, tries it again at once only for a new spec.promoteResources, else by its timer', async () => {
+    // Also the replay fixture virtualcluster-resize-failed (KVC_RECORD_RESIZE_HISTORY=<file>).
+    const control = newControl();
+    const spec = { serviceCIDR: '10.96.0.0/12', promoteResources: { nodes: ['node-a'] } };
+    // A spec from before spec.podSecurity had its CRD default; no timer retry within the test.
+    const args: VirtualClusterWorkflowInput = { ...input(), spec, promotionRetryMs: 120_000 };
+    const last = () => control.statuses.at(-1);
+    await withWorker(control, async (taskQueue) => {
+      const handle = await startWorkflow(taskQueue, args);
+      await until(() => last()?.phase === 'Ready', 'Ready');
+      control.failAt = 'promoteResources';
+      const resized = { ...spec, promoteResources: { nodes: ['node-a'], resources: { cpu: 4 } } };
+      await handle.signal(specChangedSignal, { spec: resized, generation: 2 });
+      await until(() => last()?.reason === 'ResizeFailed', 'ResizeFailed');
+      expect(last()?.phase).toBe('Ready');
+      control.calls.length = 0;
+
+      // The same spec as served with the CRD's defaults (a spec.kubeconfig write's generation),
+      // then a change elsewhere: recorded, still ResizeFailed, no resize tried.
+      await handle.signal(specChangedSignal, {
+        spec: { ...resized, podSecurity: 'baseline' },
+        generation: 3,
+      });
+      await until(() => last()?.observedGeneration === 3, 'generation 3 recorded');
+      const other = { ...resized, podSecurity: 'baseline' as const, certSANs: ['a.example.com'] };
+      await handle.signal(specChangedSignal, { spec: other, generation: 4 });
+      await until(() => last()?.observedGeneration === 4, 'generation 4 recorded');
+      expect(last()?.reason).toBe('ResizeFailed');
+      expect(control.calls).toEqual([]);
+
+      // A new spec.promoteResources is applied at once.
+      control.failAt = undefined;
+      const smaller = { ...other, promoteResources: { nodes: ['node-a'], resources: { cpu: 2 } } };
+      await handle.signal(specChangedSignal, { spec: smaller, generation: 5 });
+      await until(() => last()?.observedGeneration === 5 && last()?.reason === 'Ready', 'resized');
+      expect(control.calls).toEqual(['promoteResources']);
+      expect(
+        control.statuses.some(
+          (st) => st.reason === 'Resizing' && /new spec.promoteResources/.test(st.message ?? ''),
+        ),
+      ).toBe(true);
+      await handle.signal(deleteRequestedSignal);
+      await handle.result();
+      // The first run: the code before the patches continued it as new after generation 5
+      // (CONTINUE_AS_NEW_AFTER_EVENTS), having tried the resize at generations 3 and 4.
+      const first = env.client.workflow.getHandle(handle.workflowId, handle.firstExecutionRunId);
+      if (process.env.KVC_RECORD_RESIZE_HISTORY)
+        await writeFile(process.env.KVC_RECORD_RESIZE_HISTORY, historyToJSON(await first.fetchHistory()));
     });
   });
 
