@@ -9,8 +9,6 @@
  * remove the finalizer.
  */
 import {
-  ActivityFailure,
-  ApplicationFailure,
   CancellationScope,
   allHandlersFinished,
   condition,
@@ -22,11 +20,10 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { Condition, Phase, VirtualClusterRef } from '../api/virtualCluster.js';
+import type { Condition, Phase } from '../api/virtualCluster.js';
 import type {
   CertificateAction,
   CertificateState,
-  ControlPlaneComponent,
   DeployClusterTreeInput,
   PromotedStatus,
   PromotionResult,
@@ -35,7 +32,7 @@ import type {
   TenantAllocation,
 } from '../activities/types.js';
 import { parseDuration } from '../api/duration.js';
-import { promotion, startingAtOnce, status, steps, undo, waits } from './activities.js';
+import { promotion, startingAtOnce, steps, undo, waits } from './activities.js';
 import {
   CERTIFICATE_RETRY_MS,
   RENEWAL_SPACING_MS,
@@ -62,98 +59,30 @@ import {
   type VirtualClusterWorkflowInput,
   type VirtualClusterWorkflowResult,
 } from './definitions.js';
+import {
+  BACKUP_PATCH,
+  CERTIFICATES_PATCH,
+  CLUSTERTREE_PATCH,
+  LISTEN_PATCH,
+  RESIZE_ON_CHANGE_PATCH,
+  SPEC_DEFAULTS_PATCH,
+  SPEC_RETRY_PATCH,
+  TOGETHER_PATCH,
+} from './patches.js';
 import { samePromotion, sameDesiredSpec } from './spec.js';
-
-/** The condition each step sets when it is done. */
-export const STEP_CONDITIONS: Record<StepName, string> = {
-  allocate: 'Allocated',
-  issueCertificates: 'CertificatesIssued',
-  startEtcd: 'EtcdReady',
-  startApiserver: 'APIServerReady',
-  startControllerManager: 'ControllerManagerReady',
-  startScheduler: 'SchedulerReady',
-  publishKubeconfig: 'KubeconfigPublished',
-  deployClusterTree: 'ClusterTreeReady',
-  promoteResources: 'NodesPromoted',
-};
-
-/** The steps that run a process: they stop while the tenant sleeps and run again to wake it. */
-const PROCESS_STEPS: readonly StepName[] = [
-  'startEtcd',
-  'startApiserver',
-  'startControllerManager',
-  'startScheduler',
-  'deployClusterTree',
-];
+import { statusChain, type StatusSnapshot } from './statusChain.js';
+import {
+  CLUSTERTREE_STEPS,
+  COMPONENT_OF,
+  DeleteRequested,
+  PROCESS_STEPS,
+  STEP_CONDITIONS,
+  describeFailure,
+} from './steps.js';
 
 const DEFAULT_PROMOTION_RETRY_MS = 30_000;
-/** Marks runs that know the clusterTree steps (histories from before replay without them). */
-const CLUSTERTREE_PATCH = 'clustertree-steps';
-const CLUSTERTREE_STEPS = new Set<StepName>(['deployClusterTree', 'promoteResources']);
-/** Marks runs that renew certificates (a run from before asks once when they expire). */
-const CERTIFICATES_PATCH = 'certificate-renewal';
-/** Marks runs that know backups (restore, schedules): an old worker sharing the queue never made them. */
-const BACKUP_PATCH = 'backup-restore';
-/**
- * Marks runs whose Idle status is written by the listener once it listens, not before it is
- * scheduled: a client that reads the listener's Idle and connects finds it listening.
- */
-const LISTEN_PATCH = 'listen-before-idle';
-/**
- * Marks runs that start etcd and the API server at once where control planes are processes (ADR
- * 12, decision 22): the API server's start-up overlaps etcd's. A history from before has the two
- * one after the other.
- */
-const TOGETHER_PATCH = 'etcd-apiserver-together';
-/**
- * Marks runs that write only the newest of the statuses of one phase waiting for the one being
- * written (ADR 12, decision 22): steps that end within one write's time make one write, not one
- * each; every phase is still written on its way.
- */
-const COALESCE_PATCH = 'status-writes-coalesced';
-/**
- * Marks runs in which a new generation retries a Failed tenant only when its spec changed. The
- * operator's own writes of spec.kubeconfig (publish, and unpublish when undoing) each make a
- * generation that the watcher delivers with the same spec: before, a tenant failing for good
- * after publishing provisioned again on each of them, round after round.
- */
-const SPEC_RETRY_PATCH = 'retry-on-spec-change';
-/**
- * Marks runs that compare a new generation's spec with the CRD's defaults applied and key order
- * ignored (src/workflows/spec.ts): before, a spec held from before a default existed differed
- * from every later delivery of the same object once, so an idle tenant woke and a Failed one
- * provisioned again.
- */
-const SPEC_DEFAULTS_PATCH = 'spec-compared-with-defaults';
-/**
- * Marks runs in which a new generation resizes a Ready tenant only when its
- * spec.promoteResources changed. Before, after a failed resize (appliedPromotion unset) any new
- * generation, the operator's own spec.kubeconfig writes included, tried the resize again at
- * once, saying it applied a new spec.promoteResources; the retry timer already tries it.
- */
-const RESIZE_ON_CHANGE_PATCH = 'resize-on-promotion-change';
+/** A failed sleep or wake of auto sleep is tried again after this long (no one may send a retry). */
 const AUTO_RETRY_MS = 60_000;
-
-const COMPONENT_OF: Partial<Record<StepName, ControlPlaneComponent>> = {
-  startEtcd: 'etcd',
-  startApiserver: 'kube-apiserver',
-  startControllerManager: 'kube-controller-manager',
-  startScheduler: 'kube-scheduler',
-};
-
-class DeleteRequested extends Error {
-  override readonly name = 'DeleteRequested';
-}
-
-/** Reason and message of a failed step, from what the activity threw. */
-function describeFailure(err: unknown): { reason: string; message: string } {
-  let cause: unknown = err;
-  if (err instanceof ActivityFailure) cause = err.cause ?? err;
-  if (cause instanceof ApplicationFailure) {
-    return { reason: cause.type ?? 'StepFailed', message: cause.message };
-  }
-  return { reason: 'StepFailed', message: err instanceof Error ? err.message : String(err) };
-}
 
 export async function virtualClusterWorkflow(
   input: VirtualClusterWorkflowInput,
@@ -246,50 +175,21 @@ export async function virtualClusterWorkflow(
     });
   }
 
-  /**
-   * Status writes run one after another, in order, but alongside the steps: a step does not
-   * wait for the write that announces it. Callers await the returned promise where the order
-   * against later work matters (final phases, before continue-as-new). Since COALESCE_PATCH a
-   * write not yet begun is replaced by a newer one of the same phase.
-   */
-  let statusWrites: Promise<void> = Promise.resolve();
+  /** Status writes, in order, alongside the steps (statusChain.ts). */
+  const statusWrites = statusChain();
+  const write = statusWrites.write;
   /**
    * The Idle status a listener writes once it listens (LISTEN_PATCH); written by the workflow
    * instead when no listener takes it, or one ends without a request.
    */
-  let announce: { ref: VirtualClusterRef; status: StatusReport } | undefined;
+  let announce: StatusSnapshot | undefined;
   function report(next: Phase, why: string, msg: string): Promise<void> {
     // A newer status: an Idle one not yet written would be older than it.
     announce = undefined;
     return write(settle(next, why, msg));
   }
-  /** The chain's last write while it has not begun (COALESCE_PATCH). */
-  let waiting: { snapshot: { ref: VirtualClusterRef; status: StatusReport } } | undefined;
-  function write(snapshot: { ref: VirtualClusterRef; status: StatusReport }): Promise<void> {
-    const coalesce = patched(COALESCE_PATCH);
-    // A write of the same phase that has not begun writes this one instead (whoever awaits
-    // either is answered once this one is written); every phase is still written on its way.
-    if (coalesce && waiting && waiting.snapshot.status.phase === snapshot.status.phase) {
-      waiting.snapshot = snapshot;
-      return statusWrites;
-    }
-    const entry = { snapshot };
-    if (coalesce) waiting = entry;
-    // In no scope of a step's: a step's scope is cancelled when the step beside it fails
-    // (together), and a status written later for others (Compensating) may wait behind it or
-    // join it.
-    statusWrites = statusWrites
-      .catch(() => undefined)
-      .then(() =>
-        CancellationScope.nonCancellable(() => {
-          if (waiting === entry) waiting = undefined;
-          return status.reportStatus(entry.snapshot);
-        }),
-      );
-    return statusWrites;
-  }
   /** Takes the phase, reason and message on, and returns the status to write. */
-  function settle(next: Phase, why: string, msg: string): { ref: VirtualClusterRef; status: StatusReport } {
+  function settle(next: Phase, why: string, msg: string): StatusSnapshot {
     phase = next;
     reason = why;
     message = msg;
@@ -922,7 +822,7 @@ export async function virtualClusterWorkflow(
       // The next run listens without announcing: an Idle status not yet written goes now.
       if (announce) await write(announce);
       announce = undefined;
-      await statusWrites;
+      await statusWrites.written();
       // Anything that arrived meanwhile is handled in this run: it is not carried over.
       if (deleteRequested || retryRequested || pendingSpec) continue;
       const next: CarriedState = {
