@@ -11,7 +11,12 @@ import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { promisify } from 'node:util';
 import { ETCD_SNAPSHOT, InvalidBackupError, readBackup, writeBackup } from '../backup/archive.js';
-import { parseDuration, type BackupSchedule, type VirtualClusterRef } from '../api/virtualCluster.js';
+import {
+  DEFAULT_SERVICE_CIDR,
+  parseDuration,
+  type BackupSchedule,
+  type VirtualClusterRef,
+} from '../api/virtualCluster.js';
 import { firstCertificate } from '../pki/certificates.js';
 import {
   PkiFile,
@@ -235,7 +240,7 @@ export function createBackupActivities(deps: BackupDeps) {
       try {
         // The restored objects carry their ClusterIPs: the tenant must have the range they are from.
         const cidr = manifest.spec.serviceCIDR;
-        const from = typeof cidr === 'string' ? cidr : '10.96.0.0/12';
+        const from = typeof cidr === 'string' ? cidr : DEFAULT_SERVICE_CIDR;
         if (from !== allocation.serviceCIDR)
           throw invalid(
             new InvalidBackupError(

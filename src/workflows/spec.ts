@@ -1,9 +1,13 @@
 /**
  * Comparing desired specs in workflow code. A spec delivered by the watcher carries the CRD's
  * defaults, which the API server adds on every read; a workflow started before a default
- * existed holds its spec without it. Compared as they are, the first generation delivered
- * after such an upgrade (the operator's own spec.kubeconfig write, or the watcher's start)
- * would look like a change: an idle tenant would wake and a Failed one provision again.
+ * existed holds its spec without it. Compared as they are, the first new generation delivered
+ * after such an upgrade (the operator's own spec.kubeconfig write, say) would look like a
+ * change: an idle tenant would wake and a Failed one provision again.
+ *
+ * The comparison is part of the workflow's history: a default added to `withDefaults` later
+ * changes which generations count as a change, and needs a patch id of its own (patches.ts),
+ * as SPEC_DEFAULTS_PATCH guards these two.
  */
 import equal from 'fast-deep-equal';
 import { DEFAULT_POD_SECURITY, DEFAULT_SERVICE_CIDR } from '../api/defaults.js';

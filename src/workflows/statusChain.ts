@@ -20,7 +20,7 @@ export interface StatusSnapshot {
 export interface StatusChain {
   /** Queues a write; resolves once it (or a newer write that took its place) is written. */
   write: (snapshot: StatusSnapshot) => Promise<void>;
-  /** Resolves once every write queued so far has ended. */
+  /** Settles once every write queued so far has ended: rejected if the last one failed. */
   written: () => Promise<void>;
 }
 

@@ -64,6 +64,7 @@ import {
   CERTIFICATES_PATCH,
   CLUSTERTREE_PATCH,
   LISTEN_PATCH,
+  PROMOTION_DEADLINE_PATCH,
   RESIZE_ON_CHANGE_PATCH,
   SPEC_DEFAULTS_PATCH,
   SPEC_RETRY_PATCH,
@@ -123,6 +124,11 @@ export async function virtualClusterWorkflow(
    * Named nodes still waiting (missing, taken, refused), or the spec not applied (a failed resize
    * leaves appliedPromotion unset): try again later.
    */
+  /**
+   * When an incomplete promotion is tried again. Kept across the loop's other wake-ups
+   * (PROMOTION_DEADLINE_PATCH); set anew after each attempt.
+   */
+  let promotionRetryAt: number | undefined;
   const promotionIncomplete = (): boolean =>
     (promoted?.pending.length ?? 0) > 0 || appliedPromotion !== JSON.stringify(spec.promoteResources ?? {});
   const started: StepName[] = [...carried.started];
@@ -397,6 +403,7 @@ export async function virtualClusterWorkflow(
   /** A resize while Ready: the tenant keeps serving whatever happens here. */
   async function repromote(why: string): Promise<void> {
     if (!allocation) return;
+    promotionRetryAt = undefined; // the next try, if one is needed, a full period after this one
     void report('Ready', 'Resizing', why);
     try {
       await ready(await promotion.promoteResources({ ref, allocation, promote: spec.promoteResources }));
@@ -701,11 +708,13 @@ export async function virtualClusterWorkflow(
       checkCertificates ||
       pendingSpec !== undefined ||
       workflowInfo().continueAsNewSuggested;
-    // Named nodes missing or taken: look again from time to time. Certificates: when due.
+    // Named nodes missing or taken, or a failed resize: look again from time to time.
+    // Certificates: when due.
     const retryPromotion = phase === 'Ready' && promotionIncomplete();
-    const promotionAt = retryPromotion
-      ? Date.now() + (input.promotionRetryMs ?? DEFAULT_PROMOTION_RETRY_MS)
-      : undefined;
+    if (!retryPromotion) promotionRetryAt = undefined;
+    else if (promotionRetryAt === undefined || !patched(PROMOTION_DEADLINE_PATCH))
+      promotionRetryAt = Date.now() + (input.promotionRetryMs ?? DEFAULT_PROMOTION_RETRY_MS);
+    const promotionAt = retryPromotion ? promotionRetryAt : undefined;
     const certificatesAt = maintained && certs ? certificateDeadline(certs, certificateTiming) : undefined;
     const idleAt = phase === 'Ready' && idleMs !== undefined ? lastActiveAt + idleMs : undefined;
     // Asleep for idleness: the first request wakes it (an activity listens on its port meanwhile).
@@ -719,7 +728,7 @@ export async function virtualClusterWorkflow(
       ...(idleAt !== undefined ? [Math.max(1, idleAt - Date.now())] : []),
       ...(listen && Date.now() < requestWaitRetryAfter ? [requestWaitRetryAfter - Date.now()] : []),
       ...(phase === 'Sleeping' && autoRetryAt !== undefined ? [Math.max(1, autoRetryAt - Date.now())] : []),
-      ...(retryPromotion ? [input.promotionRetryMs ?? DEFAULT_PROMOTION_RETRY_MS] : []),
+      ...(promotionAt !== undefined ? [Math.max(1, promotionAt - Date.now())] : []),
       ...(certificatesAt !== undefined ? [Math.max(1, certificatesAt - Date.now())] : []),
       ...(backupPending ? [Math.max(1, backupRetryAfter - Date.now())] : []),
     ];
@@ -777,8 +786,8 @@ export async function virtualClusterWorkflow(
       // Only when that timer was the one that fired (not a certificate or backup deadline).
       if (promotionAt !== undefined && Date.now() >= promotionAt)
         await repromote(
-          reason === 'ResizeFailed'
-            ? 'trying the failed resize again'
+          appliedPromotion !== JSON.stringify(spec.promoteResources ?? {})
+            ? 'applying spec.promoteResources again'
             : 'promoting the nodes that were not available',
         );
       continue;

@@ -1,17 +1,6 @@
-import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
-import { parse } from 'yaml';
-import {
-  API_VERSION,
-  DEFAULT_POD_SECURITY,
-  DEFAULT_SERVICE_CIDR,
-  KIND,
-  VirtualCluster,
-  cidrHolds,
-  parseIPv4Cidr,
-} from '../../src/api/virtualCluster.js';
-import type { DesiredSpec } from '../../src/workflows/definitions.js';
-import { samePromotion, sameDesiredSpec } from '../../src/workflows/spec.js';
+import { API_VERSION, KIND, VirtualCluster, cidrHolds, parseIPv4Cidr } from '../../src/api/virtualCluster.js';
+import { crdSpecSchema } from '../support/crd.js';
 import { specExamples } from '../support/specExamples.js';
 
 const object = (name: string, spec: Record<string, unknown>) => ({
@@ -41,67 +30,6 @@ describe('VirtualCluster schema', () => {
     const crdFields = Object.keys((await crdSpecSchema()).properties!).sort();
     const zodFields = Object.keys(VirtualCluster.shape.spec.unwrap().shape).sort();
     expect(crdFields).toEqual(zodFields);
-  });
-
-  it('knows every default the CRD declares in spec (the workflow compares specs with them: src/workflows/spec.ts)', async () => {
-    const defaults: Record<string, unknown> = {};
-    const walk = (schema: SchemaNode, path: string): void => {
-      if (schema.default !== undefined) defaults[path] = schema.default;
-      for (const [k, v] of Object.entries(schema.properties ?? {})) walk(v, path ? `${path}.${k}` : k);
-      if (schema.items) walk(schema.items, `${path}[]`);
-    };
-    walk(await crdSpecSchema(), '');
-    expect(defaults).toEqual({ serviceCIDR: DEFAULT_SERVICE_CIDR, podSecurity: DEFAULT_POD_SECURITY });
-  });
-});
-
-interface SchemaNode {
-  default?: unknown;
-  properties?: Record<string, SchemaNode>;
-  items?: SchemaNode;
-}
-
-async function crdSpecSchema(): Promise<SchemaNode> {
-  const crd = parse(
-    await readFile(new URL('../../config/crd/virtualclusters.kosmos.io.yaml', import.meta.url), 'utf8'),
-  ) as { spec: { versions: { schema: { openAPIV3Schema: { properties: { spec: SchemaNode } } } }[] } };
-  return crd.spec.versions[0]!.schema.openAPIV3Schema.properties.spec;
-}
-
-describe('comparing desired specs in the workflow', () => {
-  it('takes a spec from before a CRD default as the same spec with the default, whatever the key order', () => {
-    const old = { serviceCIDR: '10.96.0.0/12', promoteResources: { nodes: ['a'], resources: { cpu: 2 } } };
-    const served = {
-      promoteResources: { resources: { cpu: 2 }, nodes: ['a'] },
-      podSecurity: 'baseline' as const,
-      serviceCIDR: '10.96.0.0/12',
-    };
-    expect(sameDesiredSpec(old, served)).toBe(true);
-    expect(sameDesiredSpec(served, old)).toBe(true);
-    // A spec from before serviceCIDR had its default.
-    expect(sameDesiredSpec({} as DesiredSpec, { serviceCIDR: DEFAULT_SERVICE_CIDR })).toBe(true);
-  });
-
-  it('tells a change from a default', () => {
-    const old = { serviceCIDR: '10.96.0.0/12' };
-    expect(sameDesiredSpec(old, { ...old, podSecurity: 'privileged' })).toBe(false);
-    expect(sameDesiredSpec(old, { serviceCIDR: '10.100.0.0/16' })).toBe(false);
-    expect(sameDesiredSpec(old, { ...old, sleep: false })).toBe(false);
-    expect(sameDesiredSpec(old, { ...old, promoteResources: { nodes: ['a'] } })).toBe(false);
-    expect(sameDesiredSpec({ ...old, certSANs: ['a', 'b'] }, { ...old, certSANs: ['b', 'a'] })).toBe(false);
-  });
-
-  it('compares spec.promoteResources alone, absent as empty', () => {
-    const serviceCIDR = DEFAULT_SERVICE_CIDR;
-    expect(samePromotion({ serviceCIDR }, { serviceCIDR, promoteResources: {} })).toBe(true);
-    expect(samePromotion({ serviceCIDR, sleep: true }, { serviceCIDR, promoteResources: {} })).toBe(true);
-    expect(
-      samePromotion(
-        { serviceCIDR, promoteResources: { nodes: ['a'], resources: { cpu: 2 } } },
-        { serviceCIDR, promoteResources: { resources: { cpu: 2 }, nodes: ['a'] } },
-      ),
-    ).toBe(true);
-    expect(samePromotion({ serviceCIDR }, { serviceCIDR, promoteResources: { nodes: ['a'] } })).toBe(false);
   });
 });
 

@@ -16,10 +16,24 @@
  *   run given the same spec at generation 2 provisions again (no failure that time), up to Ready.
  * - resize-failed: a spec from before spec.podSecurity's CRD default; a failed resize, then a
  *   generation that only adds the default and one that changes certSANs (neither tries the
- *   resize: the spec-compared-with-defaults and resize-on-promotion-change patches), then a new
- *   spec.promoteResources, then delete;
+ *   resize: the spec-compared-with-defaults and resize-on-promotion-change patches; the retry's
+ *   time kept across them: promotion-retry-deadline), then a new spec.promoteResources, then
+ *   delete;
  * - resize-failed.v1: the same before those patches (recorded with the workflow of 743cbf0):
- *   generations 3 and 4 each try the resize again at once.
+ *   generations 3 and 4 each try the resize again at once;
+ * - failed-defaults: a Failed tenant from before spec.podSecurity's default given a generation
+ *   that only adds it stays Failed (spec-compared-with-defaults), then delete;
+ * - failed-defaults.v1: the same with the workflow of 743cbf0: it provisions again (and fails;
+ *   today's code takes that path again through retry-on-spec-change's, so this one would replay
+ *   without spec-compared-with-defaults too: idle-defaults.v1 is the one that tells);
+ * - idle-defaults: a run continued as new while asleep for idleness, given a generation that
+ *   only adds spec.podSecurity's default: it stays asleep, listening again
+ *   (spec-compared-with-defaults), then delete;
+ * - idle-defaults.v1: the same with the workflow of 743cbf0: the generation wakes it;
+ * - promotion-retry: a run continued as new, Ready with a named node missing, given a
+ *   generation every 0.4 s: the retry comes on time among them (promotion-retry-deadline);
+ * - promotion-retry.v1: the same before that patch (the workflow of 144ef9b): each generation
+ *   starts the retry's period again, which comes only once they stop.
  */
 import { Worker } from '@temporalio/worker';
 import { readFile } from 'node:fs/promises';
@@ -36,6 +50,12 @@ it.each([
   'virtualcluster-failed-same-spec.v1',
   'virtualcluster-resize-failed',
   'virtualcluster-resize-failed.v1',
+  'virtualcluster-failed-defaults',
+  'virtualcluster-failed-defaults.v1',
+  'virtualcluster-idle-defaults',
+  'virtualcluster-idle-defaults.v1',
+  'virtualcluster-promotion-retry',
+  'virtualcluster-promotion-retry.v1',
 ])(
   'replays the recorded history %s without nondeterminism',
   async (fixture) => {

@@ -18,7 +18,7 @@ const allowed = [
 ];
 const typeOnlyAllowed = [/^\.\.\/(api|activities)\/.+\.js$/];
 
-it('workflow modules import only the workflow SDK, each other, and types', async () => {
+it('workflow modules import only the workflow SDK, each other, types, and pure modules named above', async () => {
   const files = (await readdir(dir)).filter((f) => f.endsWith('.ts'));
   expect(files.length).toBeGreaterThan(0);
   const offenders: string[] = [];

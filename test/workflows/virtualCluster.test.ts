@@ -444,25 +444,63 @@ describe('virtualClusterWorkflow', () => {
       expect(failed.calls).toEqual([]);
       await handle.signal(deleteRequestedSignal);
       await handle.result();
+      // Also the replay fixture virtualcluster-failed-defaults (KVC_RECORD_DEFAULTS_HISTORY=<file>).
+      if (process.env.KVC_RECORD_DEFAULTS_HISTORY) {
+        const first = env.client.workflow.getHandle(handle.workflowId, handle.firstExecutionRunId);
+        await writeFile(process.env.KVC_RECORD_DEFAULTS_HISTORY, historyToJSON(await first.fetchHistory()));
+      }
     });
 
-    // A tenant asleep for idleness stays asleep, listening.
+    // A tenant asleep for idleness stays asleep, listening: a run continued as new while asleep,
+    // so that its history holds both the generation and what follows it.
     const idle = newControl();
-    let request = hold(idle, 'awaitTenantRequest');
-    const sleepy = { ...input(), spec: { serviceCIDR: '10.96.0.0/12', autoSleep: { idleAfter: '2s' } } };
+    const request = hold(idle, 'awaitTenantRequest');
+    const year = 365 * 24 * 3_600_000;
+    const sleepy: VirtualClusterWorkflowInput = {
+      ...input(),
+      spec: { serviceCIDR: '10.96.0.0/12', autoSleep: { idleAfter: '2s' } },
+      carried: {
+        phase: 'Sleeping',
+        reason: 'Idle',
+        message: 'no request for 2s',
+        started: [...STEP_NAMES],
+        conditions: [],
+        allocation: {
+          id: 'ns-vc-00000000',
+          dir: '/nonexistent/ns-vc-00000000',
+          address: '127.0.0.1',
+          ports: { etcdClient: 1, etcdPeer: 2, apiserver: 3, controllerManager: 4, scheduler: 5 },
+          serviceCIDR: '10.96.0.0/12',
+        },
+        certificates: {
+          notAfter: new Date(Date.now() + 2 * year).toISOString(),
+          renewAt: new Date(Date.now() + year).toISOString(),
+          caNotAfter: new Date(Date.now() + 10 * year).toISOString(),
+          caFingerprint: 'ca-0',
+          caRotation: 0,
+        },
+        idleAsleep: true,
+        lastActiveAt: new Date().toISOString(),
+      },
+    };
     await withWorker(idle, async (taskQueue) => {
       const handle = await startWorkflow(taskQueue, sleepy);
-      await until(() => last(idle)?.reason === 'Idle', 'asleep for idleness', 20_000);
-      await request.reached;
-      request = hold(idle, 'awaitTenantRequest');
+      await request.reached; // listening
+      const next = hold(idle, 'awaitTenantRequest');
       idle.calls.length = 0;
       await handle.signal(specChangedSignal, { spec: served(sleepy.spec), generation: 2 });
       await until(() => last(idle)?.observedGeneration === 2, 'generation 2 recorded');
-      await request.reached; // listening again
-      expect(last(idle)?.reason).toBe('Idle');
+      await next.reached; // listening again
+      expect(last(idle)).toMatchObject({ phase: 'Sleeping', reason: 'Idle' });
       expect(idle.calls).toEqual(['awaitTenantRequest:cancelled', 'awaitTenantRequest']);
       await handle.signal(deleteRequestedSignal);
       await handle.result();
+      // Also the replay fixture virtualcluster-idle-defaults (KVC_RECORD_IDLE_DEFAULTS_HISTORY=<file>).
+      if (process.env.KVC_RECORD_IDLE_DEFAULTS_HISTORY)
+        await writeFile(
+          process.env.KVC_RECORD_IDLE_DEFAULTS_HISTORY,
+          historyToJSON(await handle.fetchHistory()),
+        );
     });
   });
 
@@ -983,7 +1021,10 @@ describe('virtualClusterWorkflow', () => {
       expect(control.calls).toEqual(['promoteResources']);
       expect(
         control.statuses.some(
-          (st) => st.reason === 'Resizing' && /new spec.promoteResources/.test(st.message ?? ''),
+          (st) =>
+            st.reason === 'Resizing' &&
+            st.observedGeneration === 5 &&
+            /new spec.promoteResources/.test(st.message ?? ''),
         ),
       ).toBe(true);
       await handle.signal(deleteRequestedSignal);
@@ -993,6 +1034,61 @@ describe('virtualClusterWorkflow', () => {
       const first = env.client.workflow.getHandle(handle.workflowId, handle.firstExecutionRunId);
       if (process.env.KVC_RECORD_RESIZE_HISTORY)
         await writeFile(process.env.KVC_RECORD_RESIZE_HISTORY, historyToJSON(await first.fetchHistory()));
+    });
+  });
+
+  it('tries a failed resize again by its timer, and named nodes still missing on time whatever else wakes it', async () => {
+    const control = newControl();
+    const spec = { serviceCIDR: '10.96.0.0/12', promoteResources: { nodes: ['node-a'] } };
+    const args: VirtualClusterWorkflowInput = { ...input(), spec, promotionRetryMs: 1_500 };
+    const last = () => control.statuses.at(-1);
+    await withWorker(control, async (taskQueue) => {
+      const handle = await startWorkflow(taskQueue, args);
+      await until(() => last()?.phase === 'Ready', 'Ready');
+      control.failAt = 'promoteResources';
+      const resized = { ...spec, promoteResources: { nodes: ['node-a', 'node-b'] } };
+      await handle.signal(specChangedSignal, { spec: resized, generation: 2 });
+      await until(() => last()?.reason === 'ResizeFailed', 'ResizeFailed');
+      control.failAt = undefined;
+      control.missingNodes = new Set(['node-b']);
+      control.calls.length = 0;
+      const before = control.statuses.length;
+      // The timer tries the resize again: node-a promoted, node-b missing.
+      await until(() => control.calls.includes('promoteResources'), 'the resize tried again', 10_000);
+      await until(() => last()?.reason === 'Ready', 'Ready again');
+      expect(
+        control.statuses
+          .slice(before)
+          .filter((st) => st.reason === 'Resizing')
+          .map((st) => st.message),
+      ).toEqual(['applying spec.promoteResources again']);
+      expect(last()?.promoted?.pending.map((p) => p.node)).toEqual(['node-b']);
+
+      // node-b is still missing: tried again every 1.5 s, though new generations (the operator's
+      // spec.kubeconfig writes, say) come every 0.4 s and wake the workflow each time.
+      control.calls.length = 0;
+      const retried = control.statuses.length;
+      let generation = 2;
+      const deadline = Date.now() + 6_000;
+      while (!control.calls.includes('promoteResources') && Date.now() < deadline) {
+        await handle.signal(specChangedSignal, { spec: resized, generation: ++generation });
+        await new Promise((r) => setTimeout(r, 400));
+      }
+      expect(control.calls).toContain('promoteResources');
+      expect(generation).toBeGreaterThan(3); // it came while generations kept arriving
+      await until(
+        () => control.statuses.slice(retried).some((st) => st.reason === 'Resizing'),
+        'retry reported',
+      );
+      expect(control.statuses.slice(retried).find((st) => st.reason === 'Resizing')?.message).toBe(
+        'promoting the nodes that were not available',
+      );
+      await handle.signal(deleteRequestedSignal);
+      await handle.result();
+      // Also the replay fixture virtualcluster-promotion-retry (KVC_RECORD_RETRY_HISTORY=<file>):
+      // the last run, continued as new (CONTINUE_AS_NEW_AFTER_EVENTS) before the generations came.
+      if (process.env.KVC_RECORD_RETRY_HISTORY)
+        await writeFile(process.env.KVC_RECORD_RETRY_HISTORY, historyToJSON(await handle.fetchHistory()));
     });
   });
 
