@@ -121,14 +121,14 @@ export async function virtualClusterWorkflow(
       : undefined;
   let backupRetryAfter = 0;
   /**
+   * When an incomplete promotion is tried again. Kept across the loop's other wake-ups within a
+   * run (PROMOTION_DEADLINE_PATCH); set anew after each attempt, and by a run continued as new.
+   */
+  let promotionRetryAt: number | undefined;
+  /**
    * Named nodes still waiting (missing, taken, refused), or the spec not applied (a failed resize
    * leaves appliedPromotion unset): try again later.
    */
-  /**
-   * When an incomplete promotion is tried again. Kept across the loop's other wake-ups
-   * (PROMOTION_DEADLINE_PATCH); set anew after each attempt.
-   */
-  let promotionRetryAt: number | undefined;
   const promotionIncomplete = (): boolean =>
     (promoted?.pending.length ?? 0) > 0 || appliedPromotion !== JSON.stringify(spec.promoteResources ?? {});
   const started: StepName[] = [...carried.started];
@@ -402,8 +402,8 @@ export async function virtualClusterWorkflow(
 
   /** A resize while Ready: the tenant keeps serving whatever happens here. */
   async function repromote(why: string): Promise<void> {
-    if (!allocation) return;
     promotionRetryAt = undefined; // the next try, if one is needed, a full period after this one
+    if (!allocation) return;
     void report('Ready', 'Resizing', why);
     try {
       await ready(await promotion.promoteResources({ ref, allocation, promote: spec.promoteResources }));
@@ -783,7 +783,8 @@ export async function virtualClusterWorkflow(
     }
     if (request?.failed && !deleteRequested) requestWaitRetryAfter = Date.now() + 30_000;
     if (fired) {
-      // Only when that timer was the one that fired (not a certificate or backup deadline).
+      // When the retry is due: the timer that fired may be another (idle check, certificates,
+      // backups, an auto retry), and then the retry keeps its time.
       if (promotionAt !== undefined && Date.now() >= promotionAt)
         await repromote(
           appliedPromotion !== JSON.stringify(spec.promoteResources ?? {})

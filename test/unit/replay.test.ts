@@ -24,16 +24,21 @@
  * - failed-defaults: a Failed tenant from before spec.podSecurity's default given a generation
  *   that only adds it stays Failed (spec-compared-with-defaults), then delete;
  * - failed-defaults.v1: the same with the workflow of 743cbf0: it provisions again (and fails;
- *   today's code takes that path again through retry-on-spec-change's, so this one would replay
- *   without spec-compared-with-defaults too: idle-defaults.v1 is the one that tells);
+ *   today's code takes that path again through retry-on-spec-change's old path, so this one
+ *   would replay without spec-compared-with-defaults too: idle-defaults.v1 is the one that
+ *   tells);
  * - idle-defaults: a run continued as new while asleep for idleness, given a generation that
  *   only adds spec.podSecurity's default: it stays asleep, listening again
  *   (spec-compared-with-defaults), then delete;
  * - idle-defaults.v1: the same with the workflow of 743cbf0: the generation wakes it;
- * - promotion-retry: a run continued as new, Ready with a named node missing, given a
- *   generation every 0.4 s: the retry comes on time among them (promotion-retry-deadline);
- * - promotion-retry.v1: the same before that patch (the workflow of 144ef9b): each generation
- *   starts the retry's period again, which comes only once they stop.
+ * - promotion-retry: Ready with a named node missing while in use, checked for idleness every
+ *   ~2 s: the retry (every 4 s) comes on time among the checks (promotion-retry-deadline);
+ * - promotion-retry.v1: the same before that patch (the workflow of 144ef9b): each idle check
+ *   starts the retry's period again, and no retry comes while the tenant is in use.
+ *
+ * A `.v1` history was recorded by running its test against the older workflow
+ * (`git show <commit>:src/workflows/virtualCluster.ts`), the assertions of the new behaviour
+ * replaced by waits for the old; each test names the variable that records the new form.
  */
 import { Worker } from '@temporalio/worker';
 import { readFile } from 'node:fs/promises';

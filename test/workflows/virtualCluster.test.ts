@@ -18,6 +18,7 @@ import {
   workflowIdFor,
   type VirtualClusterWorkflowInput,
 } from '../../src/workflows/definitions.js';
+import { certificatePolicy } from '../../src/workflows/certificates.js';
 import { OperatorMetrics, serveMetrics } from '../../src/metrics/operator.js';
 import { installTemporalRuntime, workflowBundle } from '../../src/worker/operator.js';
 import type { StatusReport } from '../../src/activities/types.js';
@@ -479,6 +480,8 @@ describe('virtualClusterWorkflow', () => {
           caFingerprint: 'ca-0',
           caRotation: 0,
         },
+        appliedCertificatePolicy: certificatePolicy({ serviceCIDR: '10.96.0.0/12' }),
+        endpoint: 'https://127.0.0.1:3',
         idleAsleep: true,
         lastActiveAt: new Date().toISOString(),
       },
@@ -983,7 +986,8 @@ describe('virtualClusterWorkflow', () => {
     });
   });
 
-  it('after a failed resize, tries it again at once only for a new spec.promoteResources, else by its timer', async () => {
+  it('after a failed resize, tries it again at once only for a new spec.promoteResources', async () => {
+    // (Its timer's retry: the next test.)
     // Also the replay fixture virtualcluster-resize-failed (KVC_RECORD_RESIZE_HISTORY=<file>).
     const control = newControl();
     const spec = { serviceCIDR: '10.96.0.0/12', promoteResources: { nodes: ['node-a'] } };
@@ -1069,7 +1073,7 @@ describe('virtualClusterWorkflow', () => {
       control.calls.length = 0;
       const retried = control.statuses.length;
       let generation = 2;
-      const deadline = Date.now() + 6_000;
+      const deadline = Date.now() + 12_000;
       while (!control.calls.includes('promoteResources') && Date.now() < deadline) {
         await handle.signal(specChangedSignal, { spec: resized, generation: ++generation });
         await new Promise((r) => setTimeout(r, 400));
@@ -1085,11 +1089,44 @@ describe('virtualClusterWorkflow', () => {
       );
       await handle.signal(deleteRequestedSignal);
       await handle.result();
-      // Also the replay fixture virtualcluster-promotion-retry (KVC_RECORD_RETRY_HISTORY=<file>):
-      // the last run, continued as new (CONTINUE_AS_NEW_AFTER_EVENTS) before the generations came.
-      if (process.env.KVC_RECORD_RETRY_HISTORY)
-        await writeFile(process.env.KVC_RECORD_RETRY_HISTORY, historyToJSON(await handle.fetchHistory()));
     });
+  });
+
+  it('tries missing nodes again on time while a tenant in use is checked for idleness more often', async () => {
+    // Also the replay fixture virtualcluster-promotion-retry (KVC_RECORD_RETRY_HISTORY=<file>).
+    const control: StubControl = { ...newControl(), missingNodes: new Set(['node-b']) };
+    control.lastRequestAt = new Date().toISOString();
+    const args: VirtualClusterWorkflowInput = {
+      ...input(),
+      spec: {
+        serviceCIDR: '10.96.0.0/12',
+        promoteResources: { nodes: ['node-a', 'node-b'] },
+        autoSleep: { idleAfter: '2s' },
+      },
+      promotionRetryMs: 4_000,
+    };
+    // In use: a request in its audit log every 0.3 s, so each idle check (every ~2 s) finds one.
+    const inUse = setInterval(() => (control.lastRequestAt = new Date().toISOString()), 300);
+    try {
+      await withWorker(control, async (taskQueue) => {
+        const handle = await startWorkflow(taskQueue, args);
+        await until(() => control.statuses.at(-1)?.phase === 'Ready', 'Ready');
+        expect(control.statuses.at(-1)?.promoted?.pending.map((p) => p.node)).toEqual(['node-b']);
+        control.calls.length = 0;
+        await until(() => control.calls.includes('promoteResources'), 'node-b tried again', 15_000);
+        // Checked for idleness meanwhile, more often than the retry's period, and kept awake.
+        expect(control.calls.filter((c) => c === 'lastTenantRequest').length).toBeGreaterThanOrEqual(2);
+        expect(control.calls).not.toContain('sleepTenant');
+        await handle.signal(deleteRequestedSignal);
+        await handle.result();
+        // The first run: the one with the idle checks, whether or not it continued as new.
+        const first = env.client.workflow.getHandle(handle.workflowId, handle.firstExecutionRunId);
+        if (process.env.KVC_RECORD_RETRY_HISTORY)
+          await writeFile(process.env.KVC_RECORD_RETRY_HISTORY, historyToJSON(await first.fetchHistory()));
+      });
+    } finally {
+      clearInterval(inUse);
+    }
   });
 
   it('promotes nodes that appear later, and applies a resize without touching the control plane', async () => {
