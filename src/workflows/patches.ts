@@ -52,8 +52,8 @@ export const RESIZE_ON_CHANGE_PATCH = 'resize-on-promotion-change';
 /**
  * Marks runs that keep the time of the next promotion retry (named nodes missing, a failed
  * resize) across the loop's other wake-ups within the run (a run continued as new starts the
- * period again). Before, each pass waited a full period again, so
- * wake-ups that came more often than that (a tenant in use checked for idleness every idleAfter,
- * a run of new generations) put the retry off for as long as they came.
+ * period again). Before, each pass waited a full period again, so wake-ups that came more often
+ * than that (a tenant in use checked for idleness every idleAfter, a run of new generations) put
+ * the retry off for as long as they came.
  */
 export const PROMOTION_DEADLINE_PATCH = 'promotion-retry-deadline';

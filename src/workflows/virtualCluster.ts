@@ -783,8 +783,8 @@ export async function virtualClusterWorkflow(
     }
     if (request?.failed && !deleteRequested) requestWaitRetryAfter = Date.now() + 30_000;
     if (fired) {
-      // When the retry is due: the timer that fired may be another (idle check, certificates,
-      // backups, an auto retry), and then the retry keeps its time.
+      // When the retry is due: the timer that fired may be another (an idle check, certificates,
+      // backups), and then the retry keeps its time (since PROMOTION_DEADLINE_PATCH).
       if (promotionAt !== undefined && Date.now() >= promotionAt)
         await repromote(
           appliedPromotion !== JSON.stringify(spec.promoteResources ?? {})

@@ -32,7 +32,7 @@
  *   (spec-compared-with-defaults), then delete;
  * - idle-defaults.v1: the same with the workflow of 743cbf0: the generation wakes it;
  * - promotion-retry: Ready with a named node missing while in use, checked for idleness every
- *   ~2 s: the retry (every 4 s) comes on time among the checks (promotion-retry-deadline);
+ *   ~2 s: the retry (a 4 s period) comes after two checks, on time (promotion-retry-deadline);
  * - promotion-retry.v1: the same before that patch (the workflow of 144ef9b): each idle check
  *   starts the retry's period again, and no retry comes while the tenant is in use.
  *

@@ -1093,7 +1093,8 @@ describe('virtualClusterWorkflow', () => {
   });
 
   it('tries missing nodes again on time while a tenant in use is checked for idleness more often', async () => {
-    // Also the replay fixture virtualcluster-promotion-retry (KVC_RECORD_RETRY_HISTORY=<file>).
+    // Also the replay fixture virtualcluster-promotion-retry (KVC_RECORD_RETRY_HISTORY=<file>;
+    // recorded with a 4 s period).
     const control: StubControl = { ...newControl(), missingNodes: new Set(['node-b']) };
     control.lastRequestAt = new Date().toISOString();
     const args: VirtualClusterWorkflowInput = {
@@ -1103,7 +1104,8 @@ describe('virtualClusterWorkflow', () => {
         promoteResources: { nodes: ['node-a', 'node-b'] },
         autoSleep: { idleAfter: '2s' },
       },
-      promotionRetryMs: 4_000,
+      // Idle checks at ~2 and ~4 s, the retry at ~5 s: a second apart, whatever the timers' lag.
+      promotionRetryMs: 5_000,
     };
     // In use: a request in its audit log every 0.3 s, so each idle check (every ~2 s) finds one.
     const inUse = setInterval(() => (control.lastRequestAt = new Date().toISOString()), 300);
