@@ -129,8 +129,9 @@ export async function virtualClusterWorkflow(
    * Named nodes still waiting (missing, taken, refused), or the spec not applied (a failed resize
    * leaves appliedPromotion unset): try again later.
    */
-  const promotionIncomplete = (): boolean =>
-    (promoted?.pending.length ?? 0) > 0 || appliedPromotion !== JSON.stringify(spec.promoteResources ?? {});
+  const promotionIncomplete = (): boolean => (promoted?.pending.length ?? 0) > 0 || !promotionApplied();
+  /** spec.promoteResources is the one last applied (a failed resize leaves none applied). */
+  const promotionApplied = (): boolean => appliedPromotion === JSON.stringify(spec.promoteResources ?? {});
   const started: StepName[] = [...carried.started];
   const conditions = new Map<string, Condition>(carried.conditions.map((c) => [c.type, c]));
   const stepState = new Map<StepName, { state: StepState; message?: string }>();
@@ -787,7 +788,7 @@ export async function virtualClusterWorkflow(
       // backups), and then the retry keeps its time (since PROMOTION_DEADLINE_PATCH).
       if (promotionAt !== undefined && Date.now() >= promotionAt)
         await repromote(
-          appliedPromotion !== JSON.stringify(spec.promoteResources ?? {})
+          !promotionApplied()
             ? 'applying spec.promoteResources again'
             : 'promoting the nodes that were not available',
         );
@@ -814,7 +815,7 @@ export async function virtualClusterWorkflow(
       if (phase === 'Failed' && (changed || !patched(SPEC_RETRY_PATCH))) retryRequested = true;
       else if (
         phase === 'Ready' &&
-        JSON.stringify(spec.promoteResources ?? {}) !== appliedPromotion &&
+        !promotionApplied() &&
         // Unchanged after a failed resize: the retry timer tries it again.
         (!samePromotion(spec, previous) || !patched(RESIZE_ON_CHANGE_PATCH))
       )

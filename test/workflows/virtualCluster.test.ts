@@ -84,6 +84,36 @@ const startWorkflow = (taskQueue: string, args: VirtualClusterWorkflowInput) =>
 const newControl = (): StubControl => ({ calls: [], statuses: [], holds: new Map() });
 
 /**
+ * Writes the history of the workflow's first run (whether or not it continued as new) to the
+ * file the environment variable names, if it names one: a replay fixture (test/unit/replay.test.ts).
+ */
+async function recordFirstRun(
+  handle: { workflowId: string; firstExecutionRunId: string },
+  variable: string,
+): Promise<void> {
+  const file = process.env[variable];
+  if (!file) return;
+  const first = env.client.workflow.getHandle(handle.workflowId, handle.firstExecutionRunId);
+  await writeFile(file, historyToJSON(await first.fetchHistory()));
+}
+
+/** A Ready tenant's resize to `resized` fails (generation 2), up to its ResizeFailed status. */
+async function failResize(
+  handle: {
+    signal: (
+      s: typeof specChangedSignal,
+      change: { spec: VirtualClusterWorkflowInput['spec']; generation: number },
+    ) => Promise<void>;
+  },
+  control: StubControl,
+  resized: VirtualClusterWorkflowInput['spec'],
+): Promise<void> {
+  control.failAt = 'promoteResources';
+  await handle.signal(specChangedSignal, { spec: resized, generation: 2 });
+  await until(() => control.statuses.at(-1)?.reason === 'ResizeFailed', 'ResizeFailed');
+}
+
+/**
  * The calls with etcd's and the API server's steps in the steps' order: they start at once
  * where control planes are processes (ADR 12, decision 22), so which the worker called first
  * is not fixed.
@@ -446,10 +476,7 @@ describe('virtualClusterWorkflow', () => {
       await handle.signal(deleteRequestedSignal);
       await handle.result();
       // Also the replay fixture virtualcluster-failed-defaults (KVC_RECORD_DEFAULTS_HISTORY=<file>).
-      if (process.env.KVC_RECORD_DEFAULTS_HISTORY) {
-        const first = env.client.workflow.getHandle(handle.workflowId, handle.firstExecutionRunId);
-        await writeFile(process.env.KVC_RECORD_DEFAULTS_HISTORY, historyToJSON(await first.fetchHistory()));
-      }
+      await recordFirstRun(handle, 'KVC_RECORD_DEFAULTS_HISTORY');
     });
 
     // A tenant asleep for idleness stays asleep, listening: a run continued as new while asleep,
@@ -997,10 +1024,8 @@ describe('virtualClusterWorkflow', () => {
     await withWorker(control, async (taskQueue) => {
       const handle = await startWorkflow(taskQueue, args);
       await until(() => last()?.phase === 'Ready', 'Ready');
-      control.failAt = 'promoteResources';
       const resized = { ...spec, promoteResources: { nodes: ['node-a'], resources: { cpu: 4 } } };
-      await handle.signal(specChangedSignal, { spec: resized, generation: 2 });
-      await until(() => last()?.reason === 'ResizeFailed', 'ResizeFailed');
+      await failResize(handle, control, resized);
       expect(last()?.phase).toBe('Ready');
       control.calls.length = 0;
 
@@ -1035,9 +1060,7 @@ describe('virtualClusterWorkflow', () => {
       await handle.result();
       // The first run: the code before the patches continued it as new after generation 5
       // (CONTINUE_AS_NEW_AFTER_EVENTS), having tried the resize at generations 3 and 4.
-      const first = env.client.workflow.getHandle(handle.workflowId, handle.firstExecutionRunId);
-      if (process.env.KVC_RECORD_RESIZE_HISTORY)
-        await writeFile(process.env.KVC_RECORD_RESIZE_HISTORY, historyToJSON(await first.fetchHistory()));
+      await recordFirstRun(handle, 'KVC_RECORD_RESIZE_HISTORY');
     });
   });
 
@@ -1049,10 +1072,8 @@ describe('virtualClusterWorkflow', () => {
     await withWorker(control, async (taskQueue) => {
       const handle = await startWorkflow(taskQueue, args);
       await until(() => last()?.phase === 'Ready', 'Ready');
-      control.failAt = 'promoteResources';
       const resized = { ...spec, promoteResources: { nodes: ['node-a', 'node-b'] } };
-      await handle.signal(specChangedSignal, { spec: resized, generation: 2 });
-      await until(() => last()?.reason === 'ResizeFailed', 'ResizeFailed');
+      await failResize(handle, control, resized);
       control.failAt = undefined;
       control.missingNodes = new Set(['node-b']);
       control.calls.length = 0;
@@ -1122,9 +1143,7 @@ describe('virtualClusterWorkflow', () => {
         await handle.signal(deleteRequestedSignal);
         await handle.result();
         // The first run: the one with the idle checks, whether or not it continued as new.
-        const first = env.client.workflow.getHandle(handle.workflowId, handle.firstExecutionRunId);
-        if (process.env.KVC_RECORD_RETRY_HISTORY)
-          await writeFile(process.env.KVC_RECORD_RETRY_HISTORY, historyToJSON(await first.fetchHistory()));
+        await recordFirstRun(handle, 'KVC_RECORD_RETRY_HISTORY');
       });
     } finally {
       clearInterval(inUse);
